@@ -1,0 +1,3 @@
+from modelgrid.cli import main
+
+main()

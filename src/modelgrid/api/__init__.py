@@ -1,0 +1,1 @@
+"""HTTP edge: wire parsing, authentication, rendering and the one error table."""

@@ -1,0 +1,59 @@
+"""Pure ASGI middleware (BaseHTTPMiddleware would buffer streams and break disconnects).
+
+``RequestContext`` echoes the client's ``x-request-id`` (or generates one), stores it and the
+start time in ``scope["state"]``, adds ``x-request-id`` to every response, and counts
+responses by route and status in the metrics.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelgrid.core.ids import new_request_id
+from modelgrid.serving.metrics import Metrics
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or new_request_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = time.perf_counter()
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        status_holder = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(route=path, status=str(status_holder[0])).inc()
+
+
+__all__ = ["RequestContext"]

@@ -1,0 +1,32 @@
+"""``AppState``: everything a request needs, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from modelgrid.config import Settings
+from modelgrid.serving.chat import ChatService
+from modelgrid.serving.metrics import Metrics
+from modelgrid.serving.models import ModelRegistry
+from modelgrid.tenancy.metering import UsageWriter
+from modelgrid.tenancy.service import TenancyService
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[Any]
+    usage: UsageWriter
+    tenancy: TenancyService
+    models: ModelRegistry
+    metrics: Metrics
+    chat: ChatService
+    load_error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+__all__ = ["AppState"]

@@ -1,0 +1,27 @@
+"""The ``modelgrid`` command (Typer). Subcommands import heavy modules lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from modelgrid.cli import db_cmd, keys_cmd, models_cmd, serve_cmd, usage_cmd
+
+app = typer.Typer(
+    name="modelgrid",
+    help="modelgrid: a self-hostable AI model cloud (OpenAI-compatible API, keys, metering).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("serve")(serve_cmd.serve)
+app.command("usage")(usage_cmd.usage)
+app.command("config")(db_cmd.config)
+app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(db_cmd.app, name="db")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,74 @@
+"""``modelgrid models`` (list the packaged models) and ``modelgrid models prepare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from modelgrid.cli.common import console, err_console, settings
+
+app = typer.Typer(help="Packaged models.", invoke_without_command=True)
+
+
+@app.callback()
+def models(ctx: typer.Context) -> None:
+    """List the packaged models and whether each is installed and prepared."""
+    if ctx.invoked_subcommand:
+        return
+    from modelgrid.engines.artifacts import part_paths
+    from modelgrid.engines.catalog import CATALOG
+
+    s = settings()
+    table = Table("model", "installed", "prepared file", "pip extra")
+    for spec in CATALOG.values():
+        try:
+            part_paths(spec)
+            installed = "yes"
+        except Exception:
+            installed = "no"
+        path = s.models_dir / spec.filename
+        table.add_row(spec.model_id, installed, str(path) if path.exists() else "-", spec.extra)
+    console.print(table)
+
+
+def prepare_with_progress(model_id: str, models_dir: Path) -> Path:
+    """Join and verify one packaged model, showing a progress bar on stderr."""
+    from modelgrid.engines.artifacts import prepare
+    from modelgrid.engines.catalog import CATALOG
+
+    spec = CATALOG[model_id]
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"joining {model_id}", total=spec.size_bytes)
+
+        def cb(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        path = prepare(spec, models_dir, cb)
+    err_console.print(f"model {model_id}: {path} (sha256 verified)")
+    return path
+
+
+@app.command("prepare")
+def prepare_cmd(
+    model_id: list[str] = typer.Argument(None, help="Model ids (default: configured)."),
+) -> None:
+    """Join the model's slices into the data directory and verify the SHA-256."""
+    from modelgrid.core.errors import ModelgridError
+
+    s = settings()
+    try:
+        for mid in model_id or s.engine.models:
+            prepare_with_progress(mid, s.models_dir)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None

@@ -1,0 +1,78 @@
+"""``modelgrid serve``: migrate, create the first keys, prepare the model, serve."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import typer
+
+from modelgrid.cli.common import console, err_console, settings, with_tenancy
+
+EXAMPLE = """\
+from openai import OpenAI
+
+client = OpenAI(base_url="{base_url}", api_key="{key}")
+reply = client.chat.completions.create(
+    model="{model}",
+    messages=[{{"role": "user", "content": "What is the capital of France?"}}],
+)
+print(reply.choices[0].message.content)"""
+
+
+def serve(
+    host: str = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+) -> None:
+    """Run the API server with the embedded model(s)."""
+    import uvicorn
+
+    from modelgrid.app import create_app
+    from modelgrid.cli.models_cmd import prepare_with_progress
+    from modelgrid.core.errors import ModelgridError
+    from modelgrid.storage import migrate
+
+    s = settings()
+    if host:
+        s.server.host = host
+    if port:
+        s.server.port = port
+    err_console.print(f"database: {s.masked()['database']['url']}")
+    migrate.upgrade(s.database_url)
+    if s.bootstrap_keys:
+        _bootstrap(s)
+    try:
+        for model_id in s.engine.models:
+            prepare_with_progress(model_id, s.models_dir)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+    err_console.print(f"serving on http://{s.server.host}:{s.server.port} (Ctrl-C to stop)")
+    uvicorn.run(
+        create_app(s),
+        host=s.server.host,
+        port=s.server.port,
+        log_level=s.server.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _bootstrap(s: Any) -> None:
+    async def go() -> Any:
+        return await with_tenancy(s, lambda t: t.bootstrap())  # type: ignore[attr-defined]
+
+    created = asyncio.run(go())
+    if created is None:
+        return
+    admin, first = created
+    base_url = f"http://{s.server.host}:{s.server.port}/v1"
+    console.rule("[bold]First start: your keys (shown once, only their hashes are stored)")
+    console.print(f"admin key : {admin.plaintext}")
+    console.print(f"API key   : {first.plaintext}")
+    console.rule("[bold]Try it with the openai SDK")
+    console.print(
+        EXAMPLE.format(base_url=base_url, key=first.plaintext, model=s.engine.models[0]),
+        markup=False,
+        highlight=False,
+    )
+    console.rule()

@@ -1,0 +1,104 @@
+"""Settings: the ONLY module that reads the environment.
+
+One ``Settings`` tree, environment prefix ``MODELGRID_`` and nested delimiter ``__``
+(``MODELGRID_DATABASE__URL``, ``MODELGRID_ENGINE__N_THREADS``). Defaults run embedded: a SQLite
+file and the packaged Qwen model in the data directory, served on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "modelgrid"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+
+class DatabaseSettings(BaseModel):
+    """``url`` empty means the SQLite file ``<data_dir>/modelgrid.db``."""
+
+    url: SecretStr = SecretStr("")
+    echo: bool = False
+
+
+class EngineSettings(BaseModel):
+    """llama.cpp engine knobs for the embedded models.
+
+    Attributes:
+        n_threads: CPU threads for decode (0 = all cores).
+        n_ctx: Context window in tokens.
+        n_batch: Prompt-processing batch size in tokens.
+        models: Model ids to load at start-up (``qwen2.5-coder-0.5b-instruct`` by default).
+    """
+
+    n_threads: int = 0
+    n_ctx: int = 4096
+    n_batch: int = 512
+    models: list[str] = Field(default_factory=lambda: ["qwen2.5-coder-0.5b-instruct"])
+
+
+class MeteringSettings(BaseModel):
+    """Usage writes are batched: flushed every ``flush_interval_s`` or at ``batch_size`` rows."""
+
+    flush_interval_s: float = 0.5
+    batch_size: int = 256
+
+
+class Settings(BaseSettings):
+    """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELGRID_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    engine_kind: str = "llamacpp"
+    bootstrap_keys: bool = True
+
+    @property
+    def database_url(self) -> str:
+        url = self.database.url.get_secret_value()
+        if url:
+            return url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'modelgrid.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict with secrets shown as ``**********``."""
+        data = self.model_dump(mode="json")
+        url = self.database.url.get_secret_value()
+        data["database"]["url"] = _mask_url(url) if url else f"(default) {self.database_url}"
+        return data
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host/db``."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:**********@{host}"
+
+
+__all__ = ["DatabaseSettings", "EngineSettings", "MeteringSettings", "ServerSettings", "Settings"]

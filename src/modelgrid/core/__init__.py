@@ -1,0 +1,1 @@
+"""Leaf layer: the error tree, inference types and identifiers (stdlib + pydantic only)."""

@@ -1,0 +1,140 @@
+"""The one error tree of modelgrid.
+
+Every error a client can see is a ``ModelgridError`` subclass carrying the HTTP ``status``, the
+OpenAI error ``type``, a machine-readable ``code`` and the offending ``param``. The API edge
+(``modelgrid.api.errors``) maps them once to the wire envelope; nothing else builds error bodies.
+
+Tree (status, OpenAI type):
+
+- ``InvalidRequestError`` 400 ``invalid_request_error``
+  - ``ContextLengthExceededError`` 400, code ``context_length_exceeded``
+  - ``UnsupportedParameterError`` 400, code ``unsupported_parameter``
+- ``AuthenticationError`` 401 ``authentication_error`` (missing, malformed, unknown, revoked key)
+- ``PermissionDeniedError`` 403 ``permission_error``
+- ``NotFoundError`` 404 ``invalid_request_error``
+  - ``ModelNotFoundError`` 404, code ``model_not_found``
+- ``RateLimitError`` 429 ``rate_limit_error`` (carries ``retry_after_s``)
+- ``EngineError`` 500 ``server_error`` (the engine failed while generating)
+- ``UpstreamError`` 502 ``upstream_error``
+- ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
+- ``UpstreamTimeoutError`` 504 ``timeout``
+"""
+
+from __future__ import annotations
+
+
+class ModelgridError(Exception):
+    """Base of every client-visible error.
+
+    Args:
+        message: Human-readable explanation, safe to show to the client (no secrets, no traces).
+        param: The request parameter at fault, if any (OpenAI's ``error.param``).
+        code: Machine-readable code; defaults to the class's ``code``.
+    """
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(ModelgridError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    code = "unsupported_parameter"
+
+
+class AuthenticationError(ModelgridError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(ModelgridError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFoundError(ModelgridError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class RateLimitError(ModelgridError):
+    """Over a rate limit or quota; ``retry_after_s`` feeds the ``Retry-After`` header."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class EngineError(ModelgridError):
+    status = 500
+    type = "server_error"
+    code = "engine_error"
+
+
+class UpstreamError(ModelgridError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+
+class ServiceUnavailableError(ModelgridError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class UpstreamTimeoutError(ModelgridError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+
+
+__all__ = [
+    "AuthenticationError",
+    "ContextLengthExceededError",
+    "EngineError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "ModelgridError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServiceUnavailableError",
+    "UnsupportedParameterError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
+]

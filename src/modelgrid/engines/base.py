@@ -1,0 +1,83 @@
+"""The engine interface every replica kind implements.
+
+Serving talks to engines only through ``Engine``: ``prepare`` tokenizes and checks the context
+window before any byte is sent, ``stream`` yields ``Delta``s, and cancelling the consumer of
+``stream`` (client disconnect) stops generation promptly and frees the replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from modelgrid.core.types import Delta, InferenceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """What ``/v1/models`` shows about a served model."""
+
+    model_id: str
+    owned_by: str
+    created: int
+    context_length: int
+    capabilities: frozenset[str] = field(default_factory=lambda: frozenset({"chat"}))
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    """A request after templating and tokenization.
+
+    Attributes:
+        request: The core request.
+        prompt_tokens: Exact prompt length in the model's tokens.
+        max_new_tokens: Generation cap after fitting into the context window.
+        payload: Engine-private data (token ids, rendered prompt).
+    """
+
+    request: InferenceRequest
+    prompt_tokens: int
+    max_new_tokens: int
+    payload: Any = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    card: ModelCard
+
+    @property
+    def ready(self) -> bool:
+        """True once weights are loaded and requests can be served."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the replica (not yet generating)."""
+        ...
+
+    async def start(self) -> None:
+        """Load weights / connect. Idempotent."""
+        ...
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        """Template and tokenize.
+
+        Raises:
+            ContextLengthExceededError: the prompt (plus ``max_tokens``) exceeds the window.
+            InvalidRequestError: the messages cannot be rendered for this model.
+        """
+        ...
+
+    def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        """Generate all ``n`` choices, yielding deltas (choices one after another).
+
+        Raises:
+            EngineError: the engine failed while generating.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+__all__ = ["Engine", "ModelCard", "PreparedRequest"]

@@ -1,0 +1,102 @@
+"""A scripted engine for testing the layers above engines (serving, tenancy, api).
+
+It "tokenizes" by whitespace-separated words and replays a fixed reply word by word, so tests
+can assert exact token counts and texts without a model. Never used as the product's engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from modelgrid.core.errors import ContextLengthExceededError, EngineError
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.stops import TextAssembler
+
+
+class FakeEngine:
+    """Replays ``reply`` one word (token) at a time.
+
+    Args:
+        model_id: Served id.
+        reply: The text every choice generates.
+        context_length: Window used for the context check.
+        token_delay_s: Sleep between tokens (to test cancellation and TTFT).
+        fail_after_tokens: Raise ``EngineError`` after this many tokens (mid-stream failure).
+    """
+
+    def __init__(
+        self,
+        model_id: str = "fake-model",
+        reply: str = "Paris is the capital of France.",
+        *,
+        context_length: int = 64,
+        token_delay_s: float = 0.0,
+        fail_after_tokens: int | None = None,
+    ) -> None:
+        self.card = ModelCard(model_id, "modelgrid", int(time.time()), context_length)
+        self.reply = reply
+        self.token_delay_s = token_delay_s
+        self.fail_after_tokens = fail_after_tokens
+        self.cancelled = 0
+        self.completed = 0
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        return 0
+
+    async def start(self) -> None:
+        return None
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        text = request.prompt or " ".join((m.content or "") for m in request.messages or [])
+        n_prompt = len(text.split())
+        wanted = request.sampling.max_tokens
+        if n_prompt + (wanted or 0) > self.card.context_length:
+            raise ContextLengthExceededError("Too long for the fake model.", param="messages")
+        max_new = wanted if wanted is not None else self.card.context_length - n_prompt
+        return PreparedRequest(request, n_prompt, max_new)
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        words = self.reply.split(" ")
+        try:
+            for index in range(prepared.request.n):
+                assembler = TextAssembler(prepared.request.sampling.stop)
+                finish = FinishReason.STOP
+                produced = 0
+                for i, word in enumerate(words):
+                    if produced >= prepared.max_new_tokens:
+                        finish = FinishReason.LENGTH
+                        break
+                    if self.fail_after_tokens is not None and produced >= self.fail_after_tokens:
+                        raise EngineError("The fake engine failed on purpose.")
+                    if self.token_delay_s:
+                        await asyncio.sleep(self.token_delay_s)
+                    produced += 1
+                    text, stopped = assembler.feed((word if i == 0 else " " + word).encode())
+                    if stopped:
+                        yield Delta(index, text, produced)
+                        break
+                    if text:
+                        yield Delta(index, text, produced)
+                else:
+                    tail = assembler.flush()
+                    if tail:
+                        yield Delta(index, tail, produced)
+                yield Delta(index, "", produced, finish)
+            self.completed += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
+    async def aclose(self) -> None:
+        return None
+
+
+__all__ = ["FakeEngine"]

@@ -1,0 +1,266 @@
+"""The in-process llama.cpp engine (llama-cpp-python), one replica per loaded model.
+
+A ``Llama`` object is not thread-safe, so each replica owns one worker thread: requests queue
+for it (``queue_depth``) and generate one at a time while the event loop stays free. Tokens
+cross to the loop with ``call_soon_threadsafe``; a consumer that stops reading (client
+disconnect) sets a cancel flag that the worker checks before each token, so the replica is
+freed within one decode step. The KV cache keeps the previous prompt, and llama.cpp reuses the
+longest common prefix on the next request (prompt caching).
+
+Sampling follows the OpenAI parameters: ``temperature`` 0 is greedy; top-k and min-p are off
+(OpenAI has neither); penalties are llama.cpp's presence/frequency penalties.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from modelgrid.core.errors import ContextLengthExceededError, EngineError, InvalidRequestError
+from modelgrid.core.types import ChatMessage, Delta, FinishReason, InferenceRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.stops import TextAssembler
+
+_END = object()
+
+
+@dataclass(slots=True)
+class _Payload:
+    token_ids: list[int]
+
+
+def _message_dict(m: ChatMessage) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+    if m.name:
+        d["name"] = m.name
+    if m.tool_calls:
+        d["tool_calls"] = m.tool_calls
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    return d
+
+
+class LlamaCppEngine:
+    """A llama.cpp replica of one GGUF model.
+
+    Args:
+        model_id: Served id.
+        model_path: Verified GGUF file.
+        n_ctx: Context window (tokens).
+        n_threads: Decode threads (0 = all cores).
+        n_batch: Prompt batch size (tokens).
+        owned_by: ``owned_by`` shown in ``/v1/models``.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        model_path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 0,
+        n_batch: int = 512,
+        owned_by: str = "qwen",
+    ) -> None:
+        self.card = ModelCard(
+            model_id=model_id, owned_by=owned_by, created=int(time.time()), context_length=n_ctx
+        )
+        self._path = model_path
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._n_batch = n_batch
+        self._llm: llama_cpp.Llama | None = None
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model_id}")
+        self._waiting = 0
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def start(self) -> None:
+        async with self._load_lock:
+            if self._llm is None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        import os
+
+        threads = self._n_threads or (os.cpu_count() or 1)
+        llm = llama_cpp.Llama(
+            model_path=str(self._path),
+            n_ctx=self._n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=self._n_batch,
+            verbose=False,
+        )
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise EngineError(f"{self._path.name} carries no chat template in its metadata.")
+        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+        self._llm = llm
+
+    # -- request preparation (event loop; tokenization is fast and read-only) --
+
+    def render_prompt(self, request: InferenceRequest) -> str:
+        """The model's chat template applied to the messages (or the raw prompt).
+
+        Raises:
+            InvalidRequestError: the template rejects the conversation.
+        """
+        if request.prompt is not None:
+            return request.prompt
+        assert self._formatter is not None
+        try:
+            rendered = self._formatter(messages=[_message_dict(m) for m in request.messages or []])
+        except Exception as exc:  # jinja raises many kinds; none may become a 500
+            raise InvalidRequestError(
+                f"The messages cannot be rendered with the model's chat template: {exc}",
+                param="messages",
+            ) from exc
+        return rendered.prompt
+
+    def tokenize(self, text: str) -> list[int]:
+        assert self._llm is not None
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        if self._llm is None:
+            raise EngineError("The model is not loaded yet.")
+        ids = self.tokenize(self.render_prompt(request))
+        n_prompt = len(ids)
+        limit = self._n_ctx
+        wanted = request.sampling.max_tokens
+        if n_prompt >= limit or (wanted is not None and n_prompt + wanted > limit):
+            asked = f" + {wanted} max tokens" if wanted is not None else ""
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{n_prompt + (wanted or 0)} tokens ({n_prompt} in the messages{asked}). "
+                "Please reduce the length of the messages or the completion.",
+                param="messages",
+            )
+        max_new = wanted if wanted is not None else limit - n_prompt
+        return PreparedRequest(
+            request=request, prompt_tokens=n_prompt, max_new_tokens=max_new, payload=_Payload(ids)
+        )
+
+    # -- generation --
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        self._waiting += 1
+        started = [False]
+
+        def job() -> None:
+            started[0] = True
+            loop.call_soon_threadsafe(self._dequeued)
+            try:
+                self._generate(prepared, emit, cancel)
+            except BaseException as exc:
+                emit(exc)
+            finally:
+                emit(_END)
+
+        future = loop.run_in_executor(self._executor, job)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, EngineError):
+                        raise item
+                    raise EngineError("The engine failed while generating.") from item
+                yield item
+            await future
+        finally:
+            cancel.set()
+            if not started[0] and future.cancel():
+                self._waiting -= 1
+
+    def _dequeued(self) -> None:
+        self._waiting -= 1
+
+    def _generate(
+        self, prepared: PreparedRequest, emit: Callable[[Any], None], cancel: threading.Event
+    ) -> None:
+        llm = self._llm
+        assert llm is not None
+        ids = prepared.payload.token_ids
+        request = prepared.request
+        sp = request.sampling
+        vocab = llm._model.vocab
+        base_seed = sp.seed if sp.seed is not None else random.getrandbits(31)
+        for index in range(request.n):
+            if cancel.is_set():
+                return
+            llm.set_seed((base_seed + index) & 0x7FFFFFFF)
+            assembler = TextAssembler(sp.stop)
+            produced = 0
+            hit_stop = False
+            finish = FinishReason.LENGTH
+            gen = llm.generate(
+                ids,
+                top_k=0,
+                top_p=sp.top_p,
+                min_p=0.0,
+                typical_p=1.0,
+                temp=sp.temperature,
+                repeat_penalty=1.0,
+                frequency_penalty=sp.frequency_penalty,
+                presence_penalty=sp.presence_penalty,
+            )
+            try:
+                for token in gen:
+                    if cancel.is_set():
+                        return
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = FinishReason.STOP
+                        break
+                    produced += 1
+                    text, stopped = assembler.feed(llm.detokenize([token]))
+                    if stopped:
+                        if text:
+                            emit(Delta(index, text, produced))
+                        finish = FinishReason.STOP
+                        hit_stop = True
+                        break
+                    if text:
+                        emit(Delta(index, text, produced))
+                    if produced >= prepared.max_new_tokens:
+                        break
+            finally:
+                gen.close()
+            tail = "" if hit_stop else assembler.flush()
+            emit(Delta(index, tail, produced, finish))
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._llm = None
+
+
+__all__ = ["LlamaCppEngine"]

@@ -1,0 +1,50 @@
+"""Engine kinds by name, imported lazily so ``modelgrid --help`` never loads llama.cpp."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelgrid.engines.artifacts import Progress, prepare
+from modelgrid.engines.base import Engine
+from modelgrid.engines.catalog import CATALOG
+
+KINDS: dict[str, str] = {
+    "llamacpp": "modelgrid.engines.llamacpp:LlamaCppEngine",
+    "fake": "modelgrid.engines.fake:FakeEngine",
+}
+
+
+def load_kind(kind: str) -> Callable[..., Any]:
+    """The factory registered for ``kind`` (``KeyError`` if unknown)."""
+    module, _, attr = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def build_packaged_engine(
+    model_id: str,
+    models_dir: Path,
+    *,
+    n_ctx: int,
+    n_threads: int,
+    n_batch: int,
+    progress: Progress | None = None,
+) -> Engine:
+    """A llama.cpp replica of a packaged model, its GGUF joined and verified first.
+
+    Raises:
+        KeyError: ``model_id`` is not in the catalog.
+        ServiceUnavailableError / ModelIntegrityError: from ``artifacts.prepare``.
+    """
+    spec = CATALOG[model_id]
+    path = prepare(spec, models_dir, progress)
+    factory = load_kind("llamacpp")
+    engine: Engine = factory(
+        model_id, path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, owned_by=spec.owned_by
+    )
+    return engine
+
+
+__all__ = ["KINDS", "build_packaged_engine", "load_kind"]

@@ -1,0 +1,1 @@
+"""Wire protocols (OpenAI, DashScope): request/response models and converters; no I/O."""

@@ -1,0 +1,1 @@
+"""Serving: turns core requests into engine calls with admission and metering (no web framework)."""

@@ -1,0 +1,139 @@
+"""One metered generation: prepare, stream deltas, and record usage exactly once.
+
+``Generation.open`` does everything that can fail before the first byte (model lookup,
+templating, tokenization, context check), so those errors reach the client as plain JSON.
+``deltas()`` then streams; its ``finally`` records one usage event whether the generation
+completed, failed, or the consumer went away (client disconnect: the tokens produced so far).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from modelgrid.core.errors import ModelgridError
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest, TokenUsage
+from modelgrid.engines.base import Engine, PreparedRequest
+from modelgrid.serving.metrics import Metrics
+from modelgrid.serving.models import ModelRegistry
+from modelgrid.tenancy.metering import UsageEvent, now_utc
+from modelgrid.tenancy.service import Principal, TenancyService
+
+STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
+
+
+@dataclass(slots=True)
+class Generation:
+    principal: Principal
+    engine: Engine
+    prepared: PreparedRequest
+    tenancy: TenancyService
+    metrics: Metrics
+    endpoint: str
+    started: float
+    ttft_s: float | None = None
+    completion_tokens: list[int] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        principal: Principal,
+        request: InferenceRequest,
+        models: ModelRegistry,
+        tenancy: TenancyService,
+        metrics: Metrics,
+        endpoint: str,
+        started: float | None = None,
+    ) -> Generation:
+        """Look up the model and prepare the request.
+
+        Raises:
+            ModelNotFoundError, ServiceUnavailableError, ContextLengthExceededError,
+            InvalidRequestError: before anything is generated or billed.
+        """
+        engine = models.get(request.model)
+        prepared = engine.prepare(request)
+        n = request.n
+        return cls(
+            principal=principal,
+            engine=engine,
+            prepared=prepared,
+            tenancy=tenancy,
+            metrics=metrics,
+            endpoint=endpoint,
+            started=time.perf_counter() if started is None else started,
+            completion_tokens=[0] * n,
+            finish_reasons=[None] * n,
+        )
+
+    @property
+    def request(self) -> InferenceRequest:
+        return self.prepared.request
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(self.prepared.prompt_tokens, sum(self.completion_tokens))
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """The engine's deltas; usage is recorded when this iterator ends, however it ends."""
+        status = 200
+        outcome: str | None = None
+        model = self.request.model
+        self.metrics.running.labels(model=model).inc()
+        try:
+            async for delta in self.engine.stream(self.prepared):
+                if self.ttft_s is None and delta.completion_tokens:
+                    self.ttft_s = time.perf_counter() - self.started
+                self.completion_tokens[delta.index] = delta.completion_tokens
+                if delta.finish_reason is not None:
+                    self.finish_reasons[delta.index] = delta.finish_reason.value
+                yield delta
+        except (asyncio.CancelledError, GeneratorExit):
+            status, outcome = STATUS_CLIENT_CLOSED, FinishReason.CANCELLED.value
+            raise
+        except ModelgridError as exc:
+            status, outcome = exc.status, FinishReason.ERROR.value
+            raise
+        except BaseException:
+            status, outcome = 500, FinishReason.ERROR.value
+            raise
+        finally:
+            self.metrics.running.labels(model=model).dec()
+            self._record(status, outcome)
+
+    def _record(self, status: int, outcome: str | None) -> None:
+        total_s = time.perf_counter() - self.started
+        usage = self.usage
+        reasons = {r for r in self.finish_reasons if r}
+        finish = outcome or (
+            reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None
+        )
+        self.tenancy.record(
+            UsageEvent(
+                request_id=self.request.request_id,
+                api_key_id=self.principal.key_id,
+                workspace_id=self.principal.workspace_id,
+                model=self.request.model,
+                endpoint=self.endpoint,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000),
+                total_ms=round(total_s * 1000),
+                status=status,
+                finish_reason=finish,
+                created_at=now_utc(),
+            )
+        )
+        model = self.request.model
+        self.metrics.prompt_tokens.labels(model=model).inc(usage.prompt_tokens)
+        self.metrics.completion_tokens.labels(model=model).inc(usage.completion_tokens)
+        if self.ttft_s is not None:
+            self.metrics.ttft.labels(model=model).observe(self.ttft_s)
+        self.metrics.e2e.labels(model=model).observe(total_s)
+
+
+__all__ = ["STATUS_CLIENT_CLOSED", "Generation"]

@@ -1,0 +1,64 @@
+"""Prometheus metrics, one registry per app (nothing global at import time).
+
+Names follow Prometheus conventions with the unit in the name (``_seconds``, ``_tokens``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The metrics of one modelgrid process."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "modelgrid_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "modelgrid_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "modelgrid_completion_tokens", "Completion tokens generated.", ["model"], registry=r
+        )
+        self.ttft = Histogram(
+            "modelgrid_time_to_first_token_seconds",
+            "Time from request start to the first generated token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "modelgrid_e2e_request_latency_seconds",
+            "Time from request start to the last byte of the response.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "modelgrid_queue_depth", "Requests waiting for a replica.", ["model"], registry=r
+        )
+        self.running = Gauge(
+            "modelgrid_requests_running", "Requests generating now.", ["model"], registry=r
+        )
+
+    def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
+        self.queue_depth.labels(model=model).set_function(lambda: float(depth()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+__all__ = ["Metrics"]

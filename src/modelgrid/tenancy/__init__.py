@@ -1,0 +1,1 @@
+"""Tenancy: API keys and principals, admission, metering (framework-free)."""
