@@ -11,33 +11,32 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 
-class SSEResponse:
-    media_type = b"text/event-stream; charset=utf-8"
+class SSEResponse(Response):
+    """``text/event-stream`` response over an async iterator of already-framed bytes."""
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
-        self.body = body
-        self.headers = [
-            (b"content-type", self.media_type),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-            *(
-                (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in (headers or {}).items()
-            ),
-        ]
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+        self.status_code = 200
+        self.background = None
+        self.stream = stream
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def pump() -> None:
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-                async for chunk in self.body:
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                async for chunk in self.stream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
-                aclose = getattr(self.body, "aclose", None)
+                aclose = getattr(self.stream, "aclose", None)
                 if aclose is not None:
                     await aclose()
 

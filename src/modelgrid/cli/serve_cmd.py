@@ -67,8 +67,8 @@ def _bootstrap(s: Any) -> None:
     admin, first = created
     base_url = f"http://{s.server.host}:{s.server.port}/v1"
     console.rule("[bold]First start: your keys (shown once, only their hashes are stored)")
-    console.print(f"admin key : {admin.plaintext}")
-    console.print(f"API key   : {first.plaintext}")
+    print(f"admin key : {admin.plaintext}")
+    print(f"API key   : {first.plaintext}", flush=True)
     console.rule("[bold]Try it with the openai SDK")
     console.print(
         EXAMPLE.format(base_url=base_url, key=first.plaintext, model=s.engine.models[0]),
