@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelgrid.api.state import AppState
+from modelgrid.core.ids import new_request_id
+from modelgrid.core.types import CallContext
 from modelgrid.tenancy.service import Principal
 
 
@@ -16,12 +18,14 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-def request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
-
-
-def started_at(request: Request) -> float:
-    return float(request.scope.get("state", {}).get("started", time.perf_counter()))
+def call_context(request: Request) -> CallContext:
+    """The ids and start time that ``RequestContext`` middleware put in the scope."""
+    st = request.scope.get("state", {})
+    return CallContext(
+        request_id=st.get("request_id") or new_request_id(),
+        client_request_id=st.get("client_request_id"),
+        started=st.get("started", time.perf_counter()),
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,7 +49,6 @@ async def admin(request: Request, state: Annotated[AppState, Depends(get_state)]
 StateDep = Annotated[AppState, Depends(get_state)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
-RequestIdDep = Annotated[str, Depends(request_id)]
-StartedDep = Annotated[float, Depends(started_at)]
+ContextDep = Annotated[CallContext, Depends(call_context)]
 
-__all__ = ["AdminDep", "PrincipalDep", "RequestIdDep", "StartedDep", "StateDep", "bearer_token"]
+__all__ = ["AdminDep", "ContextDep", "PrincipalDep", "StateDep", "bearer_token"]

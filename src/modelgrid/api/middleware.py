@@ -1,8 +1,10 @@
 """Pure ASGI middleware (BaseHTTPMiddleware would buffer streams and break disconnects).
 
-``RequestContext`` echoes the client's ``x-request-id`` (or generates one), stores it and the
-start time in ``scope["state"]``, adds ``x-request-id`` to every response, and counts
-responses by route and status in the metrics.
+``RequestContext`` generates the request id (the usage ledger's key: never taken from the
+client, so a reused client id can't merge two requests' billing), keeps a well-formed client
+``x-request-id`` as ``client_request_id``, and answers ``x-request-id`` with the client's id if
+it sent one, else the generated one. It stores both and the start time in
+``scope["state"]`` and counts responses by route and status in the metrics.
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
+        client_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 if _VALID_ID.match(candidate):
-                    request_id = candidate
+                    client_id = candidate
                 break
-        request_id = request_id or new_request_id()
+        request_id = new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["client_request_id"] = client_id
         state["started"] = time.perf_counter()
-        header = (b"x-request-id", request_id.encode("latin-1"))
+        header = (b"x-request-id", (client_id or request_id).encode("latin-1"))
         status_holder = [500]
 
         async def send_wrapper(message: Message) -> None:

@@ -74,6 +74,21 @@ class InferenceRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class CallContext:
+    """Per-call facts from the edge.
+
+    Attributes:
+        request_id: Server-generated id (32 hex), the usage ledger's idempotency key.
+        client_request_id: The client's ``x-request-id``, if it sent a well-formed one.
+        started: ``time.perf_counter()`` when the request arrived (for TTFT and latency).
+    """
+
+    request_id: str
+    client_request_id: str | None
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Token counts from the model's own tokenizer."""
 
@@ -101,6 +116,7 @@ class Delta:
 
 
 __all__ = [
+    "CallContext",
     "ChatMessage",
     "Delta",
     "FinishReason",

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from modelgrid.core.ids import completion_id
+from modelgrid.core.types import CallContext
 from modelgrid.protocol.openai.convert import ChunkWriter, completion_dict, to_inference_request
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.serving.generation import Generation
@@ -28,10 +29,10 @@ class ChatService:
         self.metrics = metrics
 
     def open(
-        self, principal: Principal, body: ChatCompletionRequest, request_id: str, started: float
+        self, principal: Principal, body: ChatCompletionRequest, ctx: CallContext
     ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte."""
-        request = to_inference_request(body, request_id)
+        request = to_inference_request(body, ctx.request_id)
         return Generation.open(
             principal=principal,
             request=request,
@@ -39,7 +40,7 @@ class ChatService:
             tenancy=self.tenancy,
             metrics=self.metrics,
             endpoint="chat.completions",
-            started=started,
+            ctx=ctx,
         )
 
     async def complete(self, gen: Generation) -> dict[str, Any]:

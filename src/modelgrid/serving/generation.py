@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from modelgrid.core.errors import ModelgridError
-from modelgrid.core.types import Delta, FinishReason, InferenceRequest, TokenUsage
+from modelgrid.core.types import CallContext, Delta, FinishReason, InferenceRequest, TokenUsage
 from modelgrid.engines.base import Engine, PreparedRequest
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -32,7 +32,7 @@ class Generation:
     tenancy: TenancyService
     metrics: Metrics
     endpoint: str
-    started: float
+    ctx: CallContext
     ttft_s: float | None = None
     completion_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
@@ -47,7 +47,7 @@ class Generation:
         tenancy: TenancyService,
         metrics: Metrics,
         endpoint: str,
-        started: float | None = None,
+        ctx: CallContext,
     ) -> Generation:
         """Look up the model and prepare the request.
 
@@ -65,7 +65,7 @@ class Generation:
             tenancy=tenancy,
             metrics=metrics,
             endpoint=endpoint,
-            started=time.perf_counter() if started is None else started,
+            ctx=ctx,
             completion_tokens=[0] * n,
             finish_reasons=[None] * n,
         )
@@ -87,7 +87,7 @@ class Generation:
         try:
             async for delta in self.engine.stream(self.prepared):
                 if self.ttft_s is None and delta.completion_tokens:
-                    self.ttft_s = time.perf_counter() - self.started
+                    self.ttft_s = time.perf_counter() - self.ctx.started
                 self.completion_tokens[delta.index] = delta.completion_tokens
                 if delta.finish_reason is not None:
                     self.finish_reasons[delta.index] = delta.finish_reason.value
@@ -106,7 +106,7 @@ class Generation:
             self._record(status, outcome)
 
     def _record(self, status: int, outcome: str | None) -> None:
-        total_s = time.perf_counter() - self.started
+        total_s = time.perf_counter() - self.ctx.started
         usage = self.usage
         reasons = {r for r in self.finish_reasons if r}
         finish = outcome or (
@@ -115,6 +115,7 @@ class Generation:
         self.tenancy.record(
             UsageEvent(
                 request_id=self.request.request_id,
+                client_request_id=self.ctx.client_request_id,
                 api_key_id=self.principal.key_id,
                 workspace_id=self.principal.workspace_id,
                 model=self.request.model,

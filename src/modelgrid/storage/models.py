@@ -54,6 +54,7 @@ class UsageRecord(Base):
     __table_args__ = (Index("ix_usage_records_created_at", "created_at"),)
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
     api_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
     workspace_id: Mapped[str | None] = mapped_column(String(40), index=True)
     model: Mapped[str] = mapped_column(String(200))

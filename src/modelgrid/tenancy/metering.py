@@ -27,7 +27,8 @@ class UsageEvent:
     """One request's usage.
 
     Attributes:
-        request_id: Idempotency key.
+        request_id: Idempotency key (server-generated).
+        client_request_id: The client's ``x-request-id``, for tracing only.
         api_key_id / workspace_id: Who is billed.
         model: Served model id.
         endpoint: e.g. ``chat.completions``.
@@ -40,6 +41,7 @@ class UsageEvent:
     """
 
     request_id: str
+    client_request_id: str | None
     api_key_id: str | None
     workspace_id: str | None
     model: str

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from modelgrid.api.deps import PrincipalDep, RequestIdDep, StartedDep, StateDep
+from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelgridError
 from modelgrid.engines.base import ModelCard
@@ -45,10 +45,9 @@ async def chat_completions(
     body: ChatCompletionRequest,
     state: StateDep,
     principal: PrincipalDep,
-    request_id: RequestIdDep,
-    started: StartedDep,
+    ctx: ContextDep,
 ) -> Response:
-    gen = state.chat.open(principal, body, request_id, started)
+    gen = state.chat.open(principal, body, ctx)
     if not body.stream:
         return JSONResponse(await state.chat.complete(gen))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -48,6 +48,7 @@ def upgrade() -> None:
     op.create_table(
         "usage_records",
         sa.Column("request_id", sa.String(64), nullable=False),
+        sa.Column("client_request_id", sa.String(128), nullable=True),
         sa.Column("api_key_id", sa.String(40), nullable=True),
         sa.Column("workspace_id", sa.String(40), nullable=True),
         sa.Column("model", sa.String(200), nullable=False),

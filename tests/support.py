@@ -1,0 +1,162 @@
+"""Test support: run a real uvicorn server in a thread or a `modelgrid serve` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from modelgrid.app import create_app
+from modelgrid.config import Settings
+from modelgrid.engines.base import Engine
+from modelgrid.storage import db, migrate
+from modelgrid.tenancy.service import CreatedKey, TenancyService
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_key(database_url: str, **kwargs: object) -> CreatedKey:
+    """Create a key directly in the database (as the CLI does)."""
+
+    async def go() -> CreatedKey:
+        engine = db.create_engine(database_url)
+        try:
+            return await TenancyService(db.sessionmaker(engine)).create_key(**kwargs)  # type: ignore[arg-type]
+        finally:
+            await engine.dispose()
+
+    migrate.upgrade(database_url)
+    return asyncio.run(go())
+
+
+@dataclass
+class ThreadServer:
+    """A real uvicorn server on a loopback port, in a background thread."""
+
+    settings: Settings
+    engine_factory: Callable[[Settings], Iterable[Engine]]
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.app = create_app(self.settings, self.engine_factory)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        return self.app.state.modelgrid
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def usage_rows(sqlite_path: Path, *, expect: int, timeout_s: float = 10) -> list[dict[str, object]]:
+    """Usage records from a SQLite file, waiting until at least ``expect`` rows are written."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(sqlite_path)
+        con.row_factory = sqlite3.Row
+        try:
+            rows = [dict(r) for r in con.execute("SELECT * FROM usage_records ORDER BY created_at")]
+        finally:
+            con.close()
+        if len(rows) >= expect:
+            return rows
+        time.sleep(0.05)
+    return rows
+
+
+@dataclass
+class ProcessServer:
+    """``python -m modelgrid serve`` as a subprocess, as a user starts it."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+
+    def start(self, timeout_s: float = 180) -> ProcessServer:
+        env = {**os.environ, **self.env}
+        self.log = open(self.log_path or os.devnull, "w+b")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=REPO,
+        )
+        self.stdout_lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.stdout_lines.append(raw.decode("utf-8", "replace"))
+
+    def printed_key(self, label: str) -> str:
+        for line in self.stdout_lines:
+            m = re.match(rf"{label}\s*:\s*(mg-\S+)", line)
+            if m:
+                return m.group(1)
+        raise LookupError(label)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.log.close()
