@@ -160,3 +160,5 @@ class ProcessServer:
             return self.proc.wait(timeout=30)
         finally:
             self.log.close()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
@@ -36,13 +37,33 @@ def create(
 
 
 @app.command("list")
-def list_keys(all_: bool = typer.Option(False, "--all", help="Include revoked keys.")) -> None:
+def list_keys(
+    all_: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
     """List keys (never their secrets)."""
 
     async def go(s: Any) -> Any:
         return await with_tenancy(s, lambda t: t.list_keys(include_revoked=all_))  # type: ignore[attr-defined]
 
     rows = run(go)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "prefix": k.prefix,
+                        "name": k.name,
+                        "role": k.role,
+                        "workspace_id": k.workspace_id,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in rows
+                ]
+            )
+        )
+        return
     table = Table("prefix", "name", "role", "workspace", "created", "revoked")
     for k in rows:
         table.add_row(

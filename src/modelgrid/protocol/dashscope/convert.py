@@ -1,0 +1,174 @@
+"""Wire <-> core conversion for DashScope text generation.
+
+Request: ``GenerationRequest`` -> core ``InferenceRequest``. Response: generated texts, finish
+reasons and ``TokenUsage`` -> the JSON objects of the API reference
+(https://help.aliyun.com/zh/model-studio/qwen-api-reference), as plain dicts:
+
+- ``result_format="text"``: ``output = {"text": str, "finish_reason": str}``
+- ``result_format="message"``: ``output = {"choices": [{"finish_reason": str, "message":
+  {"role": "assistant", "content": str}}]}`` (each choice also carries ``index`` when n > 1)
+- ``usage = {"input_tokens", "output_tokens", "total_tokens"}``
+
+While streaming, ``finish_reason`` is the *string* ``"null"`` until the last event of a choice,
+as DashScope sends it; the last event says ``"stop"`` or ``"length"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
+from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams, TokenUsage
+from modelgrid.protocol.dashscope.models import GenerationRequest, Message, ResultFormat
+
+STREAMING_FINISH_REASON = "null"  # DashScope's literal string for "not finished yet"
+
+
+def _content_text(message: Message, index: int) -> str | None:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for part in content:
+        if part.text is None:
+            raise UnsupportedParameterError(
+                "Only text content parts ({'text': ...}) are supported by this model.",
+                param=f"input.messages[{index}].content",
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else list(stop)
+    if any(s == "" for s in items):
+        raise InvalidRequestError("'stop' strings must be non-empty.", param="parameters.stop")
+    return tuple(items)
+
+
+def _messages(req: GenerationRequest) -> list[ChatMessage]:
+    """``input.messages``, then ``input.prompt`` as a final user turn (as the SDK merges them)."""
+    out = [
+        ChatMessage(
+            role=m.role,
+            content=_content_text(m, i),
+            name=m.name,
+            tool_calls=m.tool_calls,
+            tool_call_id=m.tool_call_id,
+        )
+        for i, m in enumerate(req.input.messages or [])
+    ]
+    if req.input.prompt:
+        out.append(ChatMessage(role="user", content=req.input.prompt))
+    return out
+
+
+def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRequest:
+    """Convert a validated wire request to the core request.
+
+    Raises:
+        InvalidRequestError: a parameter combination the reference does not allow.
+        UnsupportedParameterError: ``tools`` or non-text content (not implemented yet).
+    """
+    p = req.parameters
+    if p.tools:
+        raise UnsupportedParameterError("'tools' is not supported yet.", param="parameters.tools")
+    n = p.n or 1
+    if n > 1 and p.result_format != "message":
+        raise InvalidRequestError(
+            "'n' greater than 1 requires result_format 'message'.", param="parameters.n"
+        )
+    sampling = SamplingParams(
+        max_tokens=p.max_tokens,
+        temperature=1.0 if p.temperature is None else p.temperature,
+        top_p=1.0 if p.top_p is None else p.top_p,
+        stop=_stop_tuple(p.stop),
+        seed=p.seed,
+        presence_penalty=p.presence_penalty or 0.0,
+    )
+    return InferenceRequest(
+        request_id=request_id, model=req.model, messages=_messages(req), sampling=sampling, n=n
+    )
+
+
+def usage_dict(usage: TokenUsage) -> dict[str, int]:
+    """The reference's ``usage`` object."""
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def output_dict(
+    result_format: ResultFormat, texts: list[str], finish_reasons: list[str]
+) -> dict[str, Any]:
+    """``output`` for one or more choices (``text`` format: exactly one)."""
+    if result_format == "text":
+        return {"text": texts[0], "finish_reason": finish_reasons[0]}
+    choices: list[dict[str, Any]] = []
+    for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True)):
+        choice: dict[str, Any] = {
+            "finish_reason": reason,
+            "message": {"role": "assistant", "content": text},
+        }
+        if len(texts) > 1:
+            choice["index"] = i
+        choices.append(choice)
+    return {"choices": choices}
+
+
+def response_dict(
+    *,
+    request_id: str,
+    result_format: ResultFormat,
+    texts: list[str],
+    finish_reasons: list[str],
+    usage: TokenUsage,
+) -> dict[str, Any]:
+    """The non-streamed response body."""
+    return {
+        "status_code": 200,
+        "request_id": request_id,
+        "code": "",
+        "message": "",
+        "output": output_dict(result_format, texts, finish_reasons),
+        "usage": usage_dict(usage),
+    }
+
+
+def stream_event_dict(
+    *,
+    request_id: str,
+    result_format: ResultFormat,
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    usage: TokenUsage,
+    n: int = 1,
+) -> dict[str, Any]:
+    """The ``data`` of one streamed ``result`` event, carrying one choice.
+
+    Args:
+        text: The delta (``incremental_output``) or the choice's text so far.
+        finish_reason: ``None`` while generating (sent as ``"null"``), then the final reason.
+        usage: The running usage (input tokens, output tokens so far).
+        n: Choices in the request; n > 1 adds each choice's ``index``.
+    """
+    reason = finish_reason or STREAMING_FINISH_REASON
+    output = output_dict(result_format, [text], [reason])
+    if n > 1:
+        output["choices"][0]["index"] = index
+    return {"output": output, "usage": usage_dict(usage), "request_id": request_id}
+
+
+__all__ = [
+    "STREAMING_FINISH_REASON",
+    "output_dict",
+    "response_dict",
+    "stream_event_dict",
+    "to_inference_request",
+    "usage_dict",
+]

@@ -1,0 +1,56 @@
+"""DashScope's error body and the mapping from modelgrid errors to DashScope error codes.
+
+Body: ``{"request_id": str, "code": str, "message": str}``, the same object whether it is a
+plain JSON response or the ``data`` of an ``event:error`` SSE event. Codes from the status-code
+reference (https://help.aliyun.com/zh/dashscope/response-status-codes); the HTTP status stays
+the one ``ModelgridError.status`` gives (the one table in ``modelgrid.api.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelgrid.core.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ModelgridError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+
+INVALID_PARAMETER = "InvalidParameter"
+INTERNAL_ERROR = "InternalError"  # the reference's 500 code
+INVALID_URL = "InvalidURL"
+_QUOTA_CODES = frozenset({"allocation_quota", "quota_exceeded", "insufficient_quota"})
+
+_BY_CLASS: tuple[tuple[type[ModelgridError], str], ...] = (
+    (InvalidRequestError, INVALID_PARAMETER),
+    (AuthenticationError, "InvalidApiKey"),
+    (PermissionDeniedError, "AccessDenied"),
+    (NotFoundError, "ModelNotFound"),
+)
+
+
+def error_code(exc: ModelgridError) -> str:
+    """The DashScope ``code`` for a modelgrid error.
+
+    ``RateLimitError`` is ``Throttling.AllocationQuota`` when its code names a quota
+    (``allocation_quota``, ``quota_exceeded``, ``insufficient_quota``), else
+    ``Throttling.RateQuota``; errors outside the table are ``InternalError``.
+    """
+    if isinstance(exc, RateLimitError):
+        quota = exc.code in _QUOTA_CODES
+        return "Throttling.AllocationQuota" if quota else "Throttling.RateQuota"
+    for cls, code in _BY_CLASS:
+        if isinstance(exc, cls):
+            return code
+    return INTERNAL_ERROR
+
+
+def error_body(request_id: str, code: str, message: str) -> dict[str, Any]:
+    """The error object of the reference."""
+    return {"request_id": request_id, "code": code, "message": message}
+
+
+__all__ = ["INTERNAL_ERROR", "INVALID_PARAMETER", "INVALID_URL", "error_body", "error_code"]

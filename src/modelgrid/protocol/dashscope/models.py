@@ -1,0 +1,91 @@
+"""DashScope text-generation request models, with the API reference's field names.
+
+Reference: https://help.aliyun.com/zh/model-studio/qwen-api-reference ("DashScope" tab).
+The body is ``{"model", "input": {"messages" | "prompt"}, "parameters": {...}}``. Unknown
+fields at every level are accepted and ignored (DashScope's vendor switches such as
+``enable_search``, ``enable_thinking``, ``search_options`` and the SDK's ``user_agent``), so
+existing SDK code never fails on them; known fields modelgrid does not implement yet are
+rejected by ``convert`` with ``InvalidParameter``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ResultFormat = Literal["text", "message"]
+
+
+class TextPart(BaseModel):
+    """One element of a list ``content`` (DashScope's multimodal shape: ``{"text": ...}``)."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class GenerationInput(BaseModel):
+    """``input``: a conversation (``messages``) or a single user turn (``prompt``)."""
+
+    model_config = ConfigDict(extra="allow")
+    messages: list[Message] | None = None
+    prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_one(self) -> GenerationInput:
+        if not self.messages and not self.prompt:
+            raise ValueError("input.messages or input.prompt is required")
+        return self
+
+
+class GenerationParameters(BaseModel):
+    """``parameters``; ranges as documented in the API reference.
+
+    ``top_k`` and ``repetition_penalty`` are validated but not applied yet (the core sampling
+    parameters have no such knobs); ``n`` > 1 needs ``result_format="message"``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    result_format: ResultFormat = "text"
+    incremental_output: bool = False
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, lt=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    stop: str | list[str] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    n: Annotated[int, Field(ge=1, le=4)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+class GenerationRequest(BaseModel):
+    """The whole request body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: GenerationInput
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+
+__all__ = [
+    "GenerationInput",
+    "GenerationParameters",
+    "GenerationRequest",
+    "Message",
+    "ResultFormat",
+    "TextPart",
+]
