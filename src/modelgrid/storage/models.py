@@ -1,11 +1,16 @@
 """Typed declarative models. ORM classes singular, tables plural; one naming convention so
-SQLite and PostgreSQL produce the same constraint names (and Alembic finds no drift)."""
+SQLite and PostgreSQL produce the same constraint names (and Alembic finds no drift).
+
+Money is integer micro-units of ``currency`` (``*_micros``); prices are per 1M tokens.
+Limits left ``None`` mean "no limit at this level".
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, String, func
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -21,19 +26,33 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Workspace(Base):
+class LimitsMixin:
+    """Per-minute rates, concurrency and monthly budgets (None = unlimited)."""
+
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    monthly_token_budget: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class Workspace(LimitsMixin, Base):
     """A tenant: owns API keys and is billed for their usage."""
 
     __tablename__ = "workspaces"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    home_region: Mapped[str] = mapped_column(String(64), default="local")
+    allowed_regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class ApiKey(Base):
+class ApiKey(LimitsMixin, Base):
     """An API key. Only the SHA-256 of the secret is stored; ``id`` is the public key id that
-    appears in the key itself (``mg-<id>_<secret>``) and in ``prefix`` for display."""
+    appears in the key itself (``mg-<id>_<secret>``) and in ``prefix`` for display.
+    ``allowed_models`` / ``allowed_regions`` narrow the workspace's scope (None = no narrowing)."""
 
     __tablename__ = "api_keys"
 
@@ -43,8 +62,30 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16), default="tenant")  # tenant | admin
     prefix: Mapped[str] = mapped_column(String(40))
     secret_hash: Mapped[str] = mapped_column(String(64))
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    allowed_regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Price(Base):
+    """A price book entry: from ``effective_from`` on, ``model`` (in ``region``, or any region
+    when None) costs these micro-units of ``currency`` per 1M tokens. Entries are never
+    updated in place, so past bills never change."""
+
+    __tablename__ = "prices"
+    __table_args__ = (Index("ix_prices_model_effective_from", "model", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(64), default=None)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    input_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
+    cached_input_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
+    output_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
+    effective_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UsageRecord(Base):
@@ -58,9 +99,14 @@ class UsageRecord(Base):
     api_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
     workspace_id: Mapped[str | None] = mapped_column(String(40), index=True)
     model: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(64), default=None)
     endpoint: Mapped[str] = mapped_column(String(64), default="chat.completions")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    price_id: Mapped[int | None] = mapped_column(Integer, default=None)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     total_ms: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[int] = mapped_column(Integer)
@@ -68,4 +114,17 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-__all__ = ["ApiKey", "Base", "UsageRecord", "Workspace"]
+class AuditEntry(Base):
+    """Who changed what, when (every admin change, from the API or the CLI)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+__all__ = ["ApiKey", "AuditEntry", "Base", "LimitsMixin", "Price", "UsageRecord", "Workspace"]
