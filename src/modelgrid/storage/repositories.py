@@ -38,6 +38,19 @@ async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey | None:
     return await session.get(ApiKey, key_id)
 
 
+async def get_api_key_with_workspace(
+    session: AsyncSession, key_id: str
+) -> tuple[ApiKey, Workspace] | None:
+    """The key and its workspace in one query (the authentication lookup)."""
+    stmt = (
+        select(ApiKey, Workspace)
+        .join(Workspace, Workspace.id == ApiKey.workspace_id)
+        .where(ApiKey.id == key_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1])
+
+
 async def list_api_keys(
     session: AsyncSession, *, include_revoked: bool = False
 ) -> Sequence[ApiKey]:
@@ -116,6 +129,7 @@ __all__ = [
     "add_workspace",
     "count_api_keys",
     "get_api_key",
+    "get_api_key_with_workspace",
     "get_workspace_by_name",
     "insert_usage",
     "list_api_keys",

@@ -16,25 +16,59 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from modelgrid.core.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from modelgrid.storage import repositories as repo
-from modelgrid.storage.models import ApiKey
+from modelgrid.storage.models import ApiKey, Workspace
 from modelgrid.tenancy import keys
+from modelgrid.tenancy.limits import ScopeLimits
 from modelgrid.tenancy.metering import UsageEvent, UsageWriter
 
 DEFAULT_WORKSPACE = "default"
 
 
+def _aware(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes; they are stored in UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller with its effective scope.
+
+    Attributes:
+        key_id / workspace_id / role / name: Who.
+        allowed_models: Models the key may call (None = all).
+        allowed_regions: Regions the request may run in: the workspace's set narrowed by the
+            key's (None = any region).
+        home_region: The workspace's preferred region.
+        currency: The workspace's billing currency.
+        limits: Limits per level (workspace first, then key); levels without limits omitted.
+    """
 
     key_id: str
     workspace_id: str
     role: str
     name: str
+    allowed_models: frozenset[str] | None = None
+    allowed_regions: frozenset[str] | None = None
+    home_region: str = "local"
+    currency: str = "USD"
+    limits: tuple[ScopeLimits, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def may_use_model(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+
+def _narrow(outer: list[str] | None, inner: list[str] | None) -> frozenset[str] | None:
+    if outer is None and inner is None:
+        return None
+    if outer is None:
+        return frozenset(inner or ())
+    if inner is None:
+        return frozenset(outer)
+    return frozenset(outer) & frozenset(inner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +101,36 @@ class TenancyService:
                 code="missing_api_key",
             )
         key_id = keys.parse_key_id(plaintext)
-        row: ApiKey | None = None
+        found: tuple[ApiKey, Workspace] | None = None
         if key_id is not None:
             async with self._sessions() as session:
-                row = await repo.get_api_key(session, key_id)
+                found = await repo.get_api_key_with_workspace(session, key_id)
         # Compare even when the id is unknown so both paths cost the same.
-        stored = row.secret_hash if row is not None else "0" * 64
-        if not keys.matches(plaintext, stored) or row is None:
+        stored = found[0].secret_hash if found is not None else "0" * 64
+        if not keys.matches(plaintext, stored) or found is None:
             raise AuthenticationError("Incorrect API key provided.")
+        row, ws = found
         if row.revoked_at is not None:
             raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-        return Principal(key_id=row.id, workspace_id=row.workspace_id, role=row.role, name=row.name)
+        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        levels = (
+            ScopeLimits.from_row(f"ws:{ws.id}", ws),
+            ScopeLimits.from_row(f"key:{row.id}", row),
+        )
+        return Principal(
+            key_id=row.id,
+            workspace_id=row.workspace_id,
+            role=row.role,
+            name=row.name,
+            allowed_models=frozenset(row.allowed_models)
+            if row.allowed_models is not None
+            else None,
+            allowed_regions=_narrow(ws.allowed_regions, row.allowed_regions),
+            home_region=ws.home_region,
+            currency=ws.currency,
+            limits=tuple(lv for lv in levels if not lv.unlimited),
+        )
 
     async def authenticate_admin(self, plaintext: str | None) -> Principal:
         """Like ``authenticate`` but requires the admin role.
