@@ -1,9 +1,13 @@
-"""The ONE table from errors to HTTP responses, applied at the edge.
+"""The ONE table from errors to HTTP responses, applied at the edge; two renderings.
 
-``ModelgridError`` subclasses carry their status; FastAPI's request validation (422
-``{"detail"}`` by default) becomes 400 in the OpenAI envelope; Starlette's HTTP errors (unknown
-route 404, wrong method 405) get the envelope too; anything unexpected becomes a 500 with a
-generic message, the traceback going to the log only.
+``ModelgridError`` subclasses carry their status (plus ``Retry-After`` for 429); FastAPI's
+request validation (422 ``{"detail"}`` by default) becomes a 400 ``InvalidRequestError``;
+Starlette's HTTP errors (unknown route 404, wrong method 405) keep their status; anything
+unexpected becomes a 500 with a generic message, the traceback going to the log only.
+
+The body is rendered in the caller's wire format: DashScope's ``{"request_id", "code",
+"message"}`` for every path under ``/api/v1/`` (its native API), else OpenAI's ``{"error":
+{...}}`` envelope (``/v1/...`` and DashScope's ``/compatible-mode/v1/...``).
 """
 
 from __future__ import annotations
@@ -17,21 +21,49 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelgrid.core.errors import ModelgridError, RateLimitError
+from modelgrid.core.errors import InvalidRequestError, ModelgridError, RateLimitError
+from modelgrid.core.ids import new_request_id
+from modelgrid.protocol.dashscope import errors as ds_errors
 from modelgrid.protocol.openai.errors import error_body
 
 log = logging.getLogger("modelgrid.api")
 
+DASHSCOPE_PREFIX = "/api/v1/"
 
-def error_response(exc: ModelgridError) -> JSONResponse:
-    headers: dict[str, str] = {}
+
+class _RouteError(ModelgridError):
+    """Starlette's HTTP errors (unknown route, wrong method) as a ``ModelgridError``."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+def _is_dashscope(request: Request) -> bool:
+    return request.url.path.startswith(DASHSCOPE_PREFIX)
+
+
+def _dashscope_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
+    request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
+    code = ds_errors.INVALID_URL if isinstance(exc, _RouteError) else ds_errors.error_code(exc)
+    return ds_errors.error_body(request_id, code, exc.message)
+
+
+def error_response(
+    exc: ModelgridError, request: Request | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The response for ``exc``: its status, and its body in the wire format of ``request``'s
+    API (OpenAI's when ``request`` is ``None``)."""
+    out = dict(headers or {})
     if isinstance(exc, RateLimitError):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-    return JSONResponse(
-        error_body(exc.message, exc.type, exc.param, exc.code),
-        status_code=exc.status,
-        headers=headers,
-    )
+        out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if request is not None and _is_dashscope(request):
+        body = _dashscope_body(request, exc)
+    else:
+        body = error_body(exc.message, exc.type, exc.param, exc.code)
+    return JSONResponse(body, status_code=exc.status, headers=out)
 
 
 def _loc_param(loc: tuple[Any, ...]) -> str | None:
@@ -59,39 +91,31 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid value for {where}: {msg}.", param
 
 
-async def _modelgrid_error(_: Request, exc: Exception) -> JSONResponse:
+async def _modelgrid_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelgridError)
-    return error_response(exc)
+    return error_response(exc, request)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = validation_message(exc)
-    return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_request"), 400)
+    return error_response(InvalidRequestError(message, param=param), request)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
-    return JSONResponse(
-        error_body(message, "invalid_request_error", None, code),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    err = _RouteError(exc.status_code, message, code)
+    return error_response(err, request, getattr(exc, "headers", None))
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
-    return JSONResponse(
-        error_body(
-            "The server had an error while processing your request.",
-            "server_error",
-            None,
-            "internal_error",
-        ),
-        status_code=500,
+    err = ModelgridError(
+        "The server had an error while processing your request.", code="internal_error"
     )
+    return error_response(err, request)
 
 
 def install(app: FastAPI) -> None:
@@ -101,4 +125,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["error_response", "install", "validation_message"]
+__all__ = ["DASHSCOPE_PREFIX", "error_response", "install", "validation_message"]

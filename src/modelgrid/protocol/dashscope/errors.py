@@ -22,7 +22,6 @@ from modelgrid.core.errors import (
 INVALID_PARAMETER = "InvalidParameter"
 INTERNAL_ERROR = "InternalError"  # the reference's 500 code
 INVALID_URL = "InvalidURL"
-_QUOTA_CODES = frozenset({"allocation_quota", "quota_exceeded", "insufficient_quota"})
 
 _BY_CLASS: tuple[tuple[type[ModelgridError], str], ...] = (
     (InvalidRequestError, INVALID_PARAMETER),
@@ -35,12 +34,13 @@ _BY_CLASS: tuple[tuple[type[ModelgridError], str], ...] = (
 def error_code(exc: ModelgridError) -> str:
     """The DashScope ``code`` for a modelgrid error.
 
-    ``RateLimitError`` is ``Throttling.AllocationQuota`` when its code names a quota
-    (``allocation_quota``, ``quota_exceeded``, ``insufficient_quota``), else
-    ``Throttling.RateQuota``; errors outside the table are ``InternalError``.
+    ``RateLimitError`` is ``Throttling.AllocationQuota`` when its code names a quota (such as
+    ``allocation_quota`` or ``quota_exceeded``: an allowance over a period is spent), else
+    ``Throttling.RateQuota`` (a request-rate limit); errors outside the table are
+    ``InternalError``.
     """
     if isinstance(exc, RateLimitError):
-        quota = exc.code in _QUOTA_CODES
+        quota = "quota" in (exc.code or "")
         return "Throttling.AllocationQuota" if quota else "Throttling.RateQuota"
     for cls, code in _BY_CLASS:
         if isinstance(exc, cls):

@@ -1,0 +1,80 @@
+"""DashScope's native text-generation route.
+
+``POST /api/v1/services/aigc/text-generation/generation``
+(https://help.aliyun.com/zh/model-studio/qwen-api-reference): JSON by default; server-sent
+events when the request says ``X-DashScope-SSE: enable`` (or ``Accept: text/event-stream``).
+Errors known before generation are plain JSON in DashScope's shape (``api/errors.py`` picks
+that rendering for every path under ``/api/v1/``); a failure after the first byte becomes one
+``event:error`` event, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.sse import SSEResponse
+from modelgrid.core.errors import ModelgridError
+from modelgrid.protocol.dashscope.errors import INTERNAL_ERROR, error_body, error_code
+from modelgrid.protocol.dashscope.models import GenerationRequest, ResultFormat
+from modelgrid.protocol.dashscope.sse import EventWriter
+from modelgrid.serving.dashscope import TextGenerationService
+from modelgrid.serving.generation import Generation
+
+log = logging.getLogger("modelgrid.api")
+router = APIRouter(prefix="/api/v1")
+
+
+def _service(state: StateDep) -> TextGenerationService:
+    return TextGenerationService(state.models, state.tenancy, state.metrics)
+
+
+ServiceDep = Annotated[TextGenerationService, Depends(_service)]
+
+
+def wants_sse(request: Request) -> bool:
+    """DashScope streams when ``X-DashScope-SSE: enable`` or ``Accept: text/event-stream``."""
+    sse_header = request.headers.get("x-dashscope-sse", "").strip().lower()
+    return sse_header == "enable" or "text/event-stream" in request.headers.get("accept", "")
+
+
+@router.post("/services/aigc/text-generation/generation")
+async def generation(
+    body: GenerationRequest,
+    request: Request,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> Response:
+    gen = service.open(principal, body, ctx)
+    fmt = body.parameters.result_format
+    if not wants_sse(request):
+        return JSONResponse(await service.complete(gen, fmt))
+    return SSEResponse(_sse(service, gen, fmt, body.parameters.incremental_output))
+
+
+async def _sse(
+    service: TextGenerationService, gen: Generation, fmt: ResultFormat, incremental: bool
+) -> AsyncIterator[bytes]:
+    writer = EventWriter()
+    request_id = gen.request.request_id
+    events = service.events(gen, fmt, incremental)
+    try:
+        async for data in events:
+            yield writer.result(data)
+    except ModelgridError as exc:
+        yield writer.error(exc.status, error_body(request_id, error_code(exc), exc.message))
+    except Exception:
+        log.exception("generation failed mid-stream")
+        message = "The server had an error while generating."
+        yield writer.error(500, error_body(request_id, INTERNAL_ERROR, message))
+    finally:
+        await events.aclose()
+
+
+__all__ = ["router", "wants_sse"]

@@ -1,0 +1,93 @@
+"""The real packaged Qwen model behind a real server, called with the official dashscope SDK
+(only its base URL changed), and with the openai SDK through DashScope's compatible mode."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import dashscope
+import openai
+import pytest
+
+from tests.support import ProcessServer, usage_rows
+
+pytestmark = [pytest.mark.model, pytest.mark.e2e]
+MODEL = "qwen2.5-coder-0.5b-instruct"
+CAPITAL = [
+    {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}
+]
+
+
+@pytest.fixture
+def ds(model_server: ProcessServer, monkeypatch: pytest.MonkeyPatch) -> ProcessServer:
+    monkeypatch.setattr(dashscope, "base_http_api_url", f"{model_server.base_url}/api/v1")
+    return model_server
+
+
+def key(s: ProcessServer) -> str:
+    return s.api_key  # type: ignore[attr-defined,no-any-return]
+
+
+def test_generation_call_answers_and_is_metered(ds: ProcessServer) -> None:
+    r = dashscope.Generation.call(
+        model=MODEL,
+        messages=CAPITAL,
+        api_key=key(ds),
+        result_format="message",
+        max_tokens=30,
+        temperature=0,
+        enable_search=False,  # a DashScope switch modelgrid ignores
+    )
+    assert r.status_code == HTTPStatus.OK, r
+    choice = r.output.choices[0]
+    assert "Paris" in choice.message.content
+    assert choice.finish_reason == "stop"
+    assert r.usage.input_tokens > 10 and r.usage.output_tokens > 0
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    rows = [
+        row
+        for row in usage_rows(ds.db_path, expect=1)  # type: ignore[attr-defined]
+        if row["request_id"] == r.request_id
+    ]
+    assert len(rows) == 1 and rows[0]["endpoint"] == "dashscope.generation"
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (
+        r.usage.input_tokens,
+        r.usage.output_tokens,
+    )
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_stream_matches_non_stream_when_greedy(ds: ProcessServer, incremental: bool) -> None:
+    kw = {
+        "model": MODEL,
+        "messages": CAPITAL,
+        "api_key": key(ds),
+        "max_tokens": 20,
+        "temperature": 0,
+    }
+    whole = dashscope.Generation.call(**kw)  # type: ignore[arg-type]
+    events = list(dashscope.Generation.call(stream=True, incremental_output=incremental, **kw))  # type: ignore[arg-type]
+    assert all(e.status_code == HTTPStatus.OK for e in events)
+    texts = [e.output.text for e in events]
+    streamed = "".join(texts) if incremental else texts[-1]
+    assert streamed == whole.output.text
+    assert [e.output.finish_reason for e in events[:-1]] == ["null"] * (len(events) - 1)
+    assert events[-1].output.finish_reason in ("stop", "length")
+    assert events[-1].usage.output_tokens == whole.usage.output_tokens
+
+
+def test_errors_in_dashscope_shape(ds: ProcessServer) -> None:
+    bad = dashscope.Generation.call(model=MODEL, messages=CAPITAL, api_key="sk-wrong")
+    assert (bad.status_code, bad.code) == (401, "InvalidApiKey")
+    missing = dashscope.Generation.call(model="qwen-max", messages=CAPITAL, api_key=key(ds))
+    assert (missing.status_code, missing.code) == (404, "ModelNotFound")
+
+
+def test_compatible_mode_with_openai_sdk(model_server: ProcessServer) -> None:
+    c = openai.OpenAI(
+        base_url=f"{model_server.base_url}/compatible-mode/v1",
+        api_key=key(model_server),
+        max_retries=0,
+    )
+    r = c.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=30, temperature=0)  # type: ignore[arg-type]
+    assert "Paris" in (r.choices[0].message.content or "")
