@@ -42,19 +42,40 @@ class EngineSettings(BaseModel):
         n_ctx: Context window in tokens.
         n_batch: Prompt-processing batch size in tokens.
         models: Model ids to load at start-up (``qwen2.5-coder-0.5b-instruct`` by default).
+        embedding_models: Packaged embedding models served beside them (``/v1/embeddings``),
+            loaded at start-up when their pip extra ``embeddings`` is installed.
+        embedding_batch_size: Inputs per forward pass of an embedding model.
     """
 
     n_threads: int = 0
     n_ctx: int = 4096
     n_batch: int = 512
     models: list[str] = Field(default_factory=lambda: ["qwen2.5-coder-0.5b-instruct"])
+    embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
+    embedding_batch_size: int = 64
 
 
 class MeteringSettings(BaseModel):
-    """Usage writes are batched: flushed every ``flush_interval_s`` or at ``batch_size`` rows."""
+    """Usage writes are batched: flushed every ``flush_interval_s`` or at ``batch_size`` rows.
+
+    ``spool``: append each record to ``<data_dir>/spool`` before the response ends, so a
+    killed process loses none (replayed at the next start); ``fsync`` also survives power loss.
+    ``prices_refresh_s``: how often the price book snapshot is reloaded from the database.
+    """
 
     flush_interval_s: float = 0.5
     batch_size: int = 256
+    spool: bool = True
+    fsync: bool = False
+    prices_refresh_s: float = 10.0
+
+
+class RateLimitSettings(BaseModel):
+    """``backend``: ``memory`` (one process, the embedded default) or ``redis`` (shared by
+    every gateway process that uses the same Redis)."""
+
+    backend: str = "memory"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
 
 class Settings(BaseSettings):
@@ -69,6 +90,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     engine_kind: str = "llamacpp"
     bootstrap_keys: bool = True
 
@@ -88,6 +110,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         url = self.database.url.get_secret_value()
         data["database"]["url"] = _mask_url(url) if url else f"(default) {self.database_url}"
+        data["ratelimit"]["redis_url"] = _mask_url(self.ratelimit.redis_url.get_secret_value())
         return data
 
 
@@ -101,4 +124,11 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:**********@{host}"
 
 
-__all__ = ["DatabaseSettings", "EngineSettings", "MeteringSettings", "ServerSettings", "Settings"]
+__all__ = [
+    "DatabaseSettings",
+    "EngineSettings",
+    "MeteringSettings",
+    "RateLimitSettings",
+    "ServerSettings",
+    "Settings",
+]

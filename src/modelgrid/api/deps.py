@@ -25,6 +25,7 @@ def call_context(request: Request) -> CallContext:
         request_id=st.get("request_id") or new_request_id(),
         client_request_id=st.get("client_request_id"),
         started=st.get("started", time.perf_counter()),
+        response_headers=st.setdefault("response_headers", {}),
     )
 
 

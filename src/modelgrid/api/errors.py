@@ -58,6 +58,7 @@ def error_response(
     API (OpenAI's when ``request`` is ``None``)."""
     out = dict(headers or {})
     if isinstance(exc, RateLimitError):
+        out.update(exc.headers)
         out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if request is not None and _is_dashscope(request):
         body = _dashscope_body(request, exc)

@@ -42,13 +42,18 @@ class RequestContext:
         state["request_id"] = request_id
         state["client_request_id"] = client_id
         state["started"] = time.perf_counter()
+        extra: dict[str, str] = state.setdefault("response_headers", {})
         header = (b"x-request-id", (client_id or request_id).encode("latin-1"))
         status_holder = [500]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    header,
+                    *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
+                ]
             await send(message)
 
         try:

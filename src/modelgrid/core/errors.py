@@ -13,7 +13,8 @@ Tree (status, OpenAI type):
 - ``PermissionDeniedError`` 403 ``permission_error``
 - ``NotFoundError`` 404 ``invalid_request_error``
   - ``ModelNotFoundError`` 404, code ``model_not_found``
-- ``RateLimitError`` 429 ``rate_limit_error`` (carries ``retry_after_s``)
+- ``RateLimitError`` 429 ``rate_limit_error`` (carries ``retry_after_s`` and ``headers``)
+  - ``QuotaExceededError`` 429 ``insufficient_quota`` (monthly budget exhausted)
 - ``EngineError`` 500 ``server_error`` (the engine failed while generating)
 - ``UpstreamError`` 502 ``upstream_error``
 - ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
@@ -94,9 +95,18 @@ class RateLimitError(ModelgridError):
         retry_after_s: float = 1.0,
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+
+
+class QuotaExceededError(RateLimitError):
+    """A monthly budget (money or tokens) is exhausted: OpenAI's ``insufficient_quota``."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class EngineError(ModelgridError):
@@ -132,6 +142,7 @@ __all__ = [
     "ModelgridError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RateLimitError",
     "ServiceUnavailableError",
     "UnsupportedParameterError",

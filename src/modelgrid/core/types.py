@@ -20,14 +20,70 @@ class FinishReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant made: ``arguments`` is the JSON text of its arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One chat message; ``content`` is plain text (array parts already joined)."""
+    """One chat message; ``content`` is plain text (array parts already joined).
+
+    ``tool_calls`` are an assistant turn's calls; ``tool_call_id`` ties a ``tool`` turn (the
+    function's result, in ``content``) to the call it answers.
+    """
 
     role: str
     content: str | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call.
+
+    Attributes:
+        name: Function name.
+        description: What it does (shown to the model).
+        parameters: JSON Schema of its arguments object; ``None`` means "any object".
+    """
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolChoiceMode(StrEnum):
+    NONE = "none"  # never call; tools are not shown to the model
+    AUTO = "auto"  # the model decides
+    REQUIRED = "required"  # at least one call, decoding constrained to calls
+    FUNCTION = "function"  # exactly the function named in ``ToolChoice.name``
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None
+
+
+class ResponseFormatKind(StrEnum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"  # any JSON object
+    JSON_SCHEMA = "json_schema"  # a JSON value valid against ``ResponseFormat.schema``
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """A constraint on the output text, enforced while decoding."""
+
+    kind: ResponseFormatKind = ResponseFormatKind.TEXT
+    schema: dict[str, Any] | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +97,10 @@ class SamplingParams:
         stop: Stop strings; generation ends before the first occurrence, which is never emitted.
         seed: RNG seed; same seed and same request give the same output.
         presence_penalty / frequency_penalty: OpenAI's additive penalties in [-2, 2].
+        response_format: Output constraint (JSON object / JSON Schema); ``None`` = free text.
+        logprobs: Report each generated token's log probability (natural log, under the
+            model's raw distribution, before temperature or constraints).
+        top_logprobs: With ``logprobs``, also the this-many most likely tokens at each step.
     """
 
     max_tokens: int | None = None
@@ -50,6 +110,9 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(slots=True)
@@ -63,6 +126,10 @@ class InferenceRequest:
         prompt: Raw text prompt (completions) — exclusive with ``messages``.
         sampling: Decoding controls.
         n: Number of choices to generate (each gets seed ``seed + index``).
+        tools: Functions the model may call (chat only).
+        tool_choice: Whether and which function to call; ``None`` means ``auto`` when there
+            are tools.
+        parallel_tool_calls: Whether one turn may contain several calls.
     """
 
     request_id: str
@@ -71,6 +138,16 @@ class InferenceRequest:
     prompt: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+
+    @property
+    def tool_mode(self) -> ToolChoiceMode:
+        """The effective tool choice: ``none`` without tools, ``auto`` by default."""
+        if not self.tools:
+            return ToolChoiceMode.NONE
+        return self.tool_choice.mode if self.tool_choice else ToolChoiceMode.AUTO
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +158,14 @@ class CallContext:
         request_id: Server-generated id (32 hex), the usage ledger's idempotency key.
         client_request_id: The client's ``x-request-id``, if it sent a well-formed one.
         started: ``time.perf_counter()`` when the request arrived (for TTFT and latency).
+        response_headers: Headers to add to the response, whatever it turns out to be
+            (the rate-limit headers); the edge middleware sends them.
     """
 
     request_id: str
     client_request_id: str | None
     started: float
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +181,49 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of the choice's tool call number ``index`` (0, 1, … in the order made).
+
+    The first part of a call carries ``id`` and ``name``; the ``arguments`` of its parts
+    concatenate to the arguments' JSON text. An engine may send a whole call as one part.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A token's log probability (natural log); ``top`` holds the most likely alternatives at
+    that step, most likely first (empty when not asked for). ``token`` is the text of the
+    token's bytes, or ``bytes:\\x..`` escapes when they are not whole UTF-8 characters."""
+
+    token: str
+    token_bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     """One increment of a generation for choice ``index``.
 
     ``text`` is always whole UTF-8 characters and never contains (part of) a stop string.
     ``finish_reason`` is set on the last delta of the choice only; ``completion_tokens`` is the
-    running number of tokens generated for that choice so far.
+    running number of tokens generated for that choice so far. ``tool_calls`` are parts of the
+    function calls parsed from the output (never also in ``text``); ``logprobs`` covers the
+    tokens generated since the previous delta when ``SamplingParams.logprobs`` is on (so over
+    a choice there is one entry per completion token).
     """
 
     index: int
     text: str
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 __all__ = [
@@ -121,6 +232,14 @@ __all__ = [
     "Delta",
     "FinishReason",
     "InferenceRequest",
+    "ResponseFormat",
+    "ResponseFormatKind",
     "SamplingParams",
+    "TokenLogprob",
     "TokenUsage",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "ToolChoiceMode",
 ]

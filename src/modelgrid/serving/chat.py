@@ -28,12 +28,12 @@ class ChatService:
         self.tenancy = tenancy
         self.metrics = metrics
 
-    def open(
+    async def open(
         self, principal: Principal, body: ChatCompletionRequest, ctx: CallContext
     ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte."""
         request = to_inference_request(body, ctx.request_id)
-        return Generation.open(
+        return await Generation.open(
             principal=principal,
             request=request,
             models=self.models,

@@ -34,7 +34,9 @@ class TextGenerationService:
         self.tenancy = tenancy
         self.metrics = metrics
 
-    def open(self, principal: Principal, body: GenerationRequest, ctx: CallContext) -> Generation:
+    async def open(
+        self, principal: Principal, body: GenerationRequest, ctx: CallContext
+    ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte.
 
         Raises:
@@ -42,7 +44,7 @@ class TextGenerationService:
             ``to_inference_request`` and ``Generation.open``.
         """
         request = to_inference_request(body, ctx.request_id)
-        return Generation.open(
+        return await Generation.open(
             principal=principal,
             request=request,
             models=self.models,

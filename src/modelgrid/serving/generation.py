@@ -1,9 +1,11 @@
-"""One metered generation: prepare, stream deltas, and record usage exactly once.
+"""One metered generation: prepare, admit, stream deltas, and record usage exactly once.
 
-``Generation.open`` does everything that can fail before the first byte (model lookup,
-templating, tokenization, context check), so those errors reach the client as plain JSON.
-``deltas()`` then streams; its ``finally`` records one usage event whether the generation
-completed, failed, or the consumer went away (client disconnect: the tokens produced so far).
+``await Generation.open(...)`` does everything that can fail before the first byte (model
+scope, model lookup, templating, tokenization, context check, then admission against the
+principal's rate limits and budgets), so those errors reach the client as plain JSON.
+``deltas()`` then streams; its ``finally`` records one usage event (priced, spooled to disk
+before the response ends) and settles the admission, whether the generation completed,
+failed, or the consumer went away (client disconnect: the tokens produced so far).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from modelgrid.core.errors import ModelgridError
+from modelgrid.core.errors import ModelgridError, PermissionDeniedError
 from modelgrid.core.types import CallContext, Delta, FinishReason, InferenceRequest, TokenUsage
 from modelgrid.engines.base import Engine, PreparedRequest
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.metering import UsageEvent, now_utc
+from modelgrid.tenancy.ratelimit import Admission, estimate_tokens
 from modelgrid.tenancy.service import Principal, TenancyService
 
 STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
@@ -33,12 +36,13 @@ class Generation:
     metrics: Metrics
     endpoint: str
     ctx: CallContext
+    admission: Admission | None = None
     ttft_s: float | None = None
     completion_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
 
     @classmethod
-    def open(
+    async def open(
         cls,
         *,
         principal: Principal,
@@ -49,15 +53,30 @@ class Generation:
         endpoint: str,
         ctx: CallContext,
     ) -> Generation:
-        """Look up the model and prepare the request.
+        """Check scope, prepare the request and admit it.
 
         Raises:
+            PermissionDeniedError: the key may not use this model (403).
             ModelNotFoundError, ServiceUnavailableError, ContextLengthExceededError,
             InvalidRequestError: before anything is generated or billed.
+            RateLimitError, QuotaExceededError: a limit of the workspace or key (429).
         """
+        if not principal.may_use_model(request.model):
+            raise PermissionDeniedError(
+                f"This API key may not use the model '{request.model}'.",
+                param="model",
+                code="model_not_allowed",
+            )
         engine = models.get(request.model)
         prepared = engine.prepare(request)
         n = request.n
+        admission = await tenancy.admit(
+            principal,
+            request.request_id,
+            estimate_tokens(prepared.prompt_tokens, request.sampling.max_tokens, n),
+        )
+        if admission is not None:
+            ctx.response_headers.update(admission.headers())
         return cls(
             principal=principal,
             engine=engine,
@@ -66,6 +85,7 @@ class Generation:
             metrics=metrics,
             endpoint=endpoint,
             ctx=ctx,
+            admission=admission,
             completion_tokens=[0] * n,
             finish_reasons=[None] * n,
         )
@@ -112,7 +132,9 @@ class Generation:
         finish = outcome or (
             reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None
         )
-        self.tenancy.record(
+        self.tenancy.finish(
+            self.principal,
+            [self.admission] if self.admission is not None else [],
             UsageEvent(
                 request_id=self.request.request_id,
                 client_request_id=self.ctx.client_request_id,
@@ -127,7 +149,7 @@ class Generation:
                 status=status,
                 finish_reason=finish,
                 created_at=now_utc(),
-            )
+            ),
         )
         model = self.request.model
         self.metrics.prompt_tokens.labels(model=model).inc(usage.prompt_tokens)

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelgrid.storage.models import ApiKey, UsageRecord, Workspace
+from modelgrid.storage.models import ApiKey, AuditEntry, Price, UsageRecord, Workspace
 
 
 async def get_workspace_by_name(session: AsyncSession, name: str) -> Workspace | None:
@@ -21,8 +21,11 @@ async def get_workspace_by_name(session: AsyncSession, name: str) -> Workspace |
     ).scalar_one_or_none()
 
 
-async def add_workspace(session: AsyncSession, workspace_id: str, name: str) -> Workspace:
-    ws = Workspace(id=workspace_id, name=name, created_at=datetime.now(UTC))
+async def add_workspace(
+    session: AsyncSession, workspace_id: str, name: str, **fields: Any
+) -> Workspace:
+    """Insert a workspace; ``fields`` set other columns (currency, regions, limits)."""
+    ws = Workspace(id=workspace_id, name=name, created_at=datetime.now(UTC), **fields)
     session.add(ws)
     await session.flush()
     return ws
@@ -52,11 +55,13 @@ async def get_api_key_with_workspace(
 
 
 async def list_api_keys(
-    session: AsyncSession, *, include_revoked: bool = False
+    session: AsyncSession, *, include_revoked: bool = False, workspace_id: str | None = None
 ) -> Sequence[ApiKey]:
-    stmt = select(ApiKey).order_by(ApiKey.created_at)
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
     if not include_revoked:
         stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    if workspace_id is not None:
+        stmt = stmt.where(ApiKey.workspace_id == workspace_id)
     return (await session.execute(stmt)).scalars().all()
 
 
@@ -85,6 +90,36 @@ async def insert_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(UsageRecord).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
     await session.execute(stmt)
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """[start, end) of ``YYYY-MM`` in UTC."""
+    year, mon = (int(x) for x in month.split("-"))
+    start = datetime(year, mon, 1, tzinfo=UTC)
+    end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+async def month_totals(
+    session: AsyncSession, month: str, *, workspace_id: str | None = None, api_key_id: str | None = None
+) -> tuple[int, int]:
+    """(sum of cost_micros, sum of prompt+completion tokens) in ``month`` for a workspace or key."""
+    start, end = month_bounds(month)
+    stmt = select(
+        func.coalesce(func.sum(UsageRecord.cost_micros), 0),
+        func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0),
+    ).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+    if workspace_id is not None:
+        stmt = stmt.where(UsageRecord.workspace_id == workspace_id)
+    if api_key_id is not None:
+        stmt = stmt.where(UsageRecord.api_key_id == api_key_id)
+    micros, tokens = (await session.execute(stmt)).one()
+    return int(micros), int(tokens)
+
+
+async def price_entries(session: AsyncSession) -> list[Any]:
+    """Every price book entry as ``tenancy.pricing.PriceEntry``-shaped rows."""
+    return list((await session.execute(select(Price).order_by(Price.effective_from, Price.id))).scalars())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +158,172 @@ async def list_usage(session: AsyncSession, limit: int = 100) -> Sequence[UsageR
     return (await session.execute(stmt)).scalars().all()
 
 
+# --- admin plane: workspaces, prices, ledger pages and sums, audit -------------------------
+
+
+async def get_workspace(session: AsyncSession, workspace_id: str) -> Workspace | None:
+    return await session.get(Workspace, workspace_id)
+
+
+async def list_workspaces(session: AsyncSession) -> Sequence[Workspace]:
+    stmt = select(Workspace).order_by(Workspace.created_at, Workspace.id)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def add_price(session: AsyncSession, price: Price) -> Price:
+    """Append a price book entry (entries are never updated)."""
+    session.add(price)
+    await session.flush()
+    return price
+
+
+async def list_prices(session: AsyncSession, model: str | None = None) -> Sequence[Price]:
+    """Entries ordered by model, region (region-less first), effective date."""
+    stmt = select(Price).order_by(
+        Price.model, Price.region.is_not(None), Price.region, Price.effective_from, Price.id
+    )
+    if model is not None:
+        stmt = stmt.where(Price.model == model)
+    return (await session.execute(stmt)).scalars().all()
+
+
+def _usage_filter(
+    workspace_id: str | None, start: datetime | None, end: datetime | None
+) -> list[Any]:
+    conds: list[Any] = []
+    if workspace_id is not None:
+        conds.append(UsageRecord.workspace_id == workspace_id)
+    if start is not None:
+        conds.append(UsageRecord.created_at >= start)
+    if end is not None:
+        conds.append(UsageRecord.created_at < end)
+    return conds
+
+
+async def usage_page(
+    session: AsyncSession,
+    *,
+    workspace_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 100,
+    after: str | None = None,
+) -> Sequence[UsageRecord]:
+    """Ledger rows in ``[start, end)`` ordered by (created_at, request_id), at most ``limit``,
+    starting after the row whose request id is ``after`` (keyset pagination)."""
+    conds = _usage_filter(workspace_id, start, end)
+    if after is not None:
+        cursor = await session.get(UsageRecord, after)
+        if cursor is not None:
+            conds.append(
+                or_(
+                    UsageRecord.created_at > cursor.created_at,
+                    and_(
+                        UsageRecord.created_at == cursor.created_at,
+                        UsageRecord.request_id > cursor.request_id,
+                    ),
+                )
+            )
+    stmt = (
+        select(UsageRecord)
+        .where(*conds)
+        .order_by(UsageRecord.created_at, UsageRecord.request_id)
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSum:
+    """Integer sums over ledger rows sharing (model, region, currency)."""
+
+    model: str
+    region: str | None
+    currency: str | None
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost_micros: int
+
+
+async def usage_sums(
+    session: AsyncSession,
+    *,
+    workspace_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[UsageSum]:
+    """Sums per (model, region, currency) over the rows in ``[start, end)``; exact integers
+    (PostgreSQL's ``numeric`` sums are converted without going through float)."""
+    cols = (UsageRecord.model, UsageRecord.region, UsageRecord.currency)
+    stmt = (
+        select(
+            *cols,
+            func.count(),
+            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
+            func.coalesce(func.sum(UsageRecord.cached_tokens), 0),
+            func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
+            func.coalesce(func.sum(UsageRecord.cost_micros), 0),
+        )
+        .where(*_usage_filter(workspace_id, start, end))
+        .group_by(*cols)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [
+        UsageSum(m, r, c, int(n), int(p), int(ca), int(co), int(cost))
+        for m, r, c, n, p, ca, co, cost in rows
+    ]
+
+
+async def add_audit(session: AsyncSession, entry: AuditEntry) -> AuditEntry:
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def list_audit(
+    session: AsyncSession,
+    *,
+    limit: int = 100,
+    before: int | None = None,
+    action: str | None = None,
+    target: str | None = None,
+) -> Sequence[AuditEntry]:
+    """Newest first; ``before`` is an entry id (keyset pagination)."""
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(AuditEntry.id < before)
+    if action is not None:
+        stmt = stmt.where(AuditEntry.action == action)
+    if target is not None:
+        stmt = stmt.where(AuditEntry.target == target)
+    return (await session.execute(stmt)).scalars().all()
+
+
 __all__ = [
+    "UsageSum",
     "UsageTotal",
     "add_api_key",
+    "add_audit",
+    "add_price",
     "add_workspace",
     "count_api_keys",
     "get_api_key",
     "get_api_key_with_workspace",
+    "get_workspace",
     "get_workspace_by_name",
     "insert_usage",
     "list_api_keys",
+    "list_audit",
+    "list_prices",
     "list_usage",
+    "list_workspaces",
+    "month_bounds",
+    "month_totals",
+    "price_entries",
     "revoke_api_key",
+    "usage_page",
+    "usage_sums",
     "usage_totals",
 ]

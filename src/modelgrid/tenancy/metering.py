@@ -1,9 +1,12 @@
-"""Usage metering off the hot path: records are queued in memory and written in batches.
+"""Usage metering off the hot path: spooled at once, written to the database in batches.
 
-``record()`` never awaits the database; a background task flushes every
-``flush_interval_s`` or as soon as ``batch_size`` rows wait, and ``aclose()`` flushes the rest
-on shutdown. A failed write keeps its rows for the next attempt. Inserts are idempotent by
-``request_id`` (see ``storage.repositories.insert_usage``), so a retried batch never counts twice.
+``record()`` never awaits the database: it appends the event to the process's spool file
+(``tenancy.spool``: durable against a crash of the process as soon as it returns) and to an
+in-memory batch. A background task flushes every ``flush_interval_s`` or as soon as
+``batch_size`` rows wait; ``aclose()`` flushes the rest on shutdown, and ``recover()``
+replays the spool segments of processes that died. A failed write keeps its rows for the
+next attempt. Inserts are idempotent by ``request_id`` (``storage.repositories.insert_usage``),
+so a retried or replayed batch never counts twice.
 """
 
 from __future__ import annotations
@@ -11,52 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+import os
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from modelgrid.storage import repositories as repo
+from modelgrid.tenancy.events import UsageEvent, now_utc
+from modelgrid.tenancy.spool import Spool
 
 log = logging.getLogger("modelgrid.metering")
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One request's usage.
-
-    Attributes:
-        request_id: Idempotency key (server-generated).
-        client_request_id: The client's ``x-request-id``, for tracing only.
-        api_key_id / workspace_id: Who is billed.
-        model: Served model id.
-        endpoint: e.g. ``chat.completions``.
-        prompt_tokens / completion_tokens: Exact tokenizer counts (abandoned streams: the
-            tokens produced so far).
-        ttft_ms: Time to first token (None when no token was produced).
-        total_ms: Request start to end.
-        status: HTTP status the request ended with (499 when the client went away).
-        finish_reason: ``stop``, ``length``, ``cancelled``, ``error``.
-    """
-
-    request_id: str
-    client_request_id: str | None
-    api_key_id: str | None
-    workspace_id: str | None
-    model: str
-    endpoint: str
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_ms: int | None
-    total_ms: int
-    status: int
-    finish_reason: str | None
-    created_at: datetime
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class UsageWriter:
@@ -66,6 +34,7 @@ class UsageWriter:
         sessions: Async session factory.
         flush_interval_s: Longest time a record waits in memory.
         batch_size: Flush early once this many records wait.
+        spool: Crash-safe spool (None: memory only, records of a killed process are lost).
     """
 
     def __init__(
@@ -74,10 +43,12 @@ class UsageWriter:
         *,
         flush_interval_s: float = 0.5,
         batch_size: int = 256,
+        spool: Spool | None = None,
     ) -> None:
         self._sessions = sessions
         self._interval = flush_interval_s
         self._batch_size = batch_size
+        self._spool = spool
         self._pending: list[UsageEvent] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +60,9 @@ class UsageWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
 
     def record(self, event: UsageEvent) -> None:
-        """Queue one record (non-blocking)."""
+        """Spool and queue one record (a ``write(2)``, no database round trip)."""
+        if self._spool is not None:
+            self._spool.append(event)
         self._pending.append(event)
         if len(self._pending) >= self._batch_size:
             self._wake.set()
@@ -97,6 +70,27 @@ class UsageWriter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    async def recover(self) -> int:
+        """Store the records spooled by processes that died; returns how many were read."""
+        if self._spool is None:
+            return 0
+        total = 0
+        for path, events, fd in self._spool.orphans():
+            try:
+                await self._insert(events)
+                path.unlink(missing_ok=True)
+                total += len(events)
+            finally:
+                os.close(fd)
+        if total:
+            log.info("recovered %d spooled usage records", total)
+        return total
+
+    async def _insert(self, batch: list[UsageEvent]) -> None:
+        if batch:
+            async with self._sessions() as session, session.begin():
+                await repo.insert_usage(session, [asdict(e) for e in batch])
 
     async def _run(self) -> None:
         while True:
@@ -114,12 +108,16 @@ class UsageWriter:
             if not self._pending:
                 return 0
             batch, self._pending = self._pending, []
+            segment = self._spool.rotate() if self._spool is not None else None
             try:
-                async with self._sessions() as session, session.begin():
-                    await repo.insert_usage(session, [asdict(e) for e in batch])
+                await self._insert(batch)
             except BaseException:
                 self._pending[:0] = batch
+                if segment is not None:  # keep the file: replayed (idempotently) at next start
+                    segment.close(delete=False)
                 raise
+            if segment is not None:
+                segment.close(delete=True)
             self.written += len(batch)
             return len(batch)
 
@@ -131,6 +129,8 @@ class UsageWriter:
                 await self._task
             self._task = None
         await self.flush()
+        if self._spool is not None:
+            self._spool.close()
 
 
 __all__ = ["UsageEvent", "UsageWriter", "now_utc"]

@@ -7,8 +7,9 @@ immediately in every process that shares the database.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +19,11 @@ from modelgrid.core.errors import AuthenticationError, NotFoundError, Permission
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import ApiKey, Workspace
 from modelgrid.tenancy import keys
+from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.limits import ScopeLimits
-from modelgrid.tenancy.metering import UsageEvent, UsageWriter
+from modelgrid.tenancy.metering import UsageWriter
+from modelgrid.tenancy.pricing import PriceBook, PriceEntry
+from modelgrid.tenancy.ratelimit import Admission, InProcessLimiter, RateLimiter
 
 DEFAULT_WORKSPACE = "default"
 
@@ -84,9 +88,100 @@ class CreatedKey:
 
 
 class TenancyService:
-    def __init__(self, sessions: async_sessionmaker[Any], usage: UsageWriter | None = None) -> None:
+    """Authentication, admission, pricing and metering for the serving layer.
+
+    Args:
+        sessions: Async session factory.
+        usage: The batch writer (None: usage is not recorded, e.g. in CLI-only use).
+        limiter: Rate-limit backend (None: an in-process one).
+        prices: The price book snapshot (reload with ``reload_prices``).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[Any],
+        usage: UsageWriter | None = None,
+        limiter: RateLimiter | None = None,
+        prices: PriceBook | None = None,
+    ) -> None:
         self._sessions = sessions
         self.usage = usage
+        self.limiter: RateLimiter = limiter or InProcessLimiter(seed=self.month_spend)
+        self.prices = prices or PriceBook()
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def month_spend(self, scope: str, month: str) -> tuple[int, int]:
+        """(cost_micros, tokens) in the ledger for ``scope`` (``ws:<id>``/``key:<id>``) in
+        ``month`` (``YYYY-MM``, UTC) — seeds the limiter's monthly counters."""
+        level, _, ident = scope.partition(":")
+        async with self._sessions() as session:
+            return await repo.month_totals(
+                session,
+                month,
+                workspace_id=ident if level == "ws" else None,
+                api_key_id=ident if level == "key" else None,
+            )
+
+    async def reload_prices(self) -> None:
+        async with self._sessions() as session:
+            rows = await repo.price_entries(session)
+        self.prices = PriceBook(
+            PriceEntry(
+                price_id=r.id,
+                model=r.model,
+                region=r.region,
+                currency=r.currency,
+                input_micros_per_1m=r.input_micros_per_1m,
+                cached_input_micros_per_1m=r.cached_input_micros_per_1m,
+                output_micros_per_1m=r.output_micros_per_1m,
+                effective_from=_aware(r.effective_from),
+            )
+            for r in rows
+        )
+
+    async def admit(self, principal: Principal, request_id: str, tokens: int) -> Admission | None:
+        """Admit a request at every level of ``principal`` (None when it has no limits).
+
+        Raises:
+            RateLimitError / QuotaExceededError: see ``RateLimiter.acquire``.
+        """
+        if not principal.limits:
+            return None
+        return await self.limiter.acquire(request_id, principal.limits, tokens)
+
+    def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
+        """Price and record one request's usage, then settle its admissions (in the
+        background). Never blocks: the record is spooled, the settlement is a task."""
+        cost = self.prices.price(
+            event.model,
+            event.region,
+            event.created_at,
+            event.prompt_tokens,
+            event.cached_tokens,
+            event.completion_tokens,
+        )
+        event = replace(
+            event, cost_micros=cost.cost_micros, currency=cost.currency, price_id=cost.price_id
+        )
+        self.record(event)
+        if admissions:
+            tokens = event.prompt_tokens + event.completion_tokens
+            task = asyncio.get_running_loop().create_task(
+                self._settle(admissions, tokens, cost.cost_micros)
+            )
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, admissions: list[Admission], tokens: int, cost_micros: int) -> None:
+        first, *rest = admissions
+        await self.limiter.settle(first, tokens, cost_micros)
+        for adm in rest:  # the request's other admissions are refunded whole
+            await self.limiter.settle(adm, 0, 0)
+
+    async def aclose(self) -> None:
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.limiter.aclose()
 
     async def authenticate(self, plaintext: str | None) -> Principal:
         """The principal behind a bearer key.

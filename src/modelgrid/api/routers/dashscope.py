@@ -51,7 +51,7 @@ async def generation(
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> Response:
-    gen = service.open(principal, body, ctx)
+    gen = await service.open(principal, body, ctx)
     fmt = body.parameters.result_format
     if not wants_sse(request):
         return JSONResponse(await service.complete(gen, fmt))

@@ -47,7 +47,7 @@ async def chat_completions(
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> Response:
-    gen = state.chat.open(principal, body, ctx)
+    gen = await state.chat.open(principal, body, ctx)
     if not body.stream:
         return JSONResponse(await state.chat.complete(gen))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

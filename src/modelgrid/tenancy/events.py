@@ -1,0 +1,53 @@
+"""The usage event: one per request that reached an engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One request's usage.
+
+    Attributes:
+        request_id: Idempotency key (server-generated).
+        client_request_id: The client's ``x-request-id``, for tracing only.
+        api_key_id / workspace_id: Who is billed.
+        model: Served model id.
+        endpoint: e.g. ``chat.completions``.
+        prompt_tokens / completion_tokens: Exact tokenizer counts (abandoned streams: the
+            tokens produced so far). ``cached_tokens``: prompt tokens served from cache.
+        ttft_ms: Time to first token (None when no token was produced).
+        total_ms: Request start to end.
+        status: HTTP status the request ended with (499 when the client went away).
+        finish_reason: ``stop``, ``length``, ``cancelled``, ``error``.
+        region: Where it ran (None for the embedded default).
+        cost_micros / currency / price_id: Set by pricing (``tenancy.pricing``).
+    """
+
+    request_id: str
+    client_request_id: str | None
+    api_key_id: str | None
+    workspace_id: str | None
+    model: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: int | None
+    total_ms: int
+    status: int
+    finish_reason: str | None
+    created_at: datetime
+    cached_tokens: int = 0
+    region: str | None = None
+    cost_micros: int = 0
+    currency: str | None = None
+    price_id: int | None = None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["UsageEvent", "now_utc"]
