@@ -42,7 +42,7 @@ def serve(
     if s.bootstrap_keys:
         _bootstrap(s)
     try:
-        for model_id in s.engine.models:
+        for model_id in s.engine.models if s.engine_kind == "llamacpp" else ():
             prepare_with_progress(model_id, s.models_dir)
     except ModelgridError as exc:
         err_console.print(f"[red]{exc.message}[/]")
