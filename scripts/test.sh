@@ -7,6 +7,7 @@ echo "==> ruff"
 .venv/bin/ruff check src tests bench
 echo "==> import contracts"
 .venv/bin/lint-imports --no-cache
+scripts/services.sh
 echo "==> preparing the embedded model"
 .venv/bin/modelgrid models prepare
 echo "==> pytest"
