@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from modelgrid import __version__
 from modelgrid.api import errors
 from modelgrid.api.middleware import RequestContext
-from modelgrid.api.routers import dashscope, health, openai
+from modelgrid.api.routers import admin, dashscope, health, openai
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
@@ -102,6 +102,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(openai.router, prefix="/compatible-mode")  # DashScope's OpenAI mode
     app.include_router(dashscope.router)
+    app.include_router(admin.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelgrid.api.state import AppState
+from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.tenancy.service import Principal
@@ -40,7 +41,15 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
-    return await state.tenancy.authenticate(bearer_token(request))
+    """A tenant key's principal. Admin keys manage the service (``/admin/v1``) and are refused
+    on the model API with 403, so an admin secret never travels with everyday traffic."""
+    found = await state.tenancy.authenticate(bearer_token(request))
+    if found.is_admin:
+        raise PermissionDeniedError(
+            "Admin keys are for the admin API (/admin/v1) only; use a tenant key.",
+            code="admin_key_not_allowed",
+        )
+    return found
 
 
 async def admin(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from modelgrid.cli import db_cmd, keys_cmd, models_cmd, serve_cmd, usage_cmd
+from modelgrid.cli import (
+    audit_cmd,
+    db_cmd,
+    invoice_cmd,
+    keys_cmd,
+    models_cmd,
+    prices_cmd,
+    serve_cmd,
+    usage_cmd,
+    workspaces_cmd,
+)
 
 app = typer.Typer(
     name="modelgrid",
@@ -15,7 +25,11 @@ app = typer.Typer(
 app.command("serve")(serve_cmd.serve)
 app.command("usage")(usage_cmd.usage)
 app.command("config")(db_cmd.config)
+app.command("invoice")(invoice_cmd.invoice)
+app.command("audit")(audit_cmd.audit)
+app.add_typer(workspaces_cmd.app, name="workspaces")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(db_cmd.app, name="db")
 

@@ -1,11 +1,13 @@
-"""Helpers shared by the subcommands: settings, an async runner, a tenancy service."""
+"""Helpers shared by the subcommands: settings, async runners, the audit actor, output."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import typer
 from rich.console import Console
 
 from modelgrid.config import Settings
@@ -37,3 +39,105 @@ async def with_tenancy(s: Settings, fn: Callable[[object], Awaitable[T]]) -> T:
         return await fn(TenancyService(db.sessionmaker(engine)))
     finally:
         await engine.dispose()
+
+
+def actor() -> str:
+    """The audit actor of a change made from this CLI: ``cli:<os user>``."""
+    import getpass
+
+    from modelgrid.tenancy.audit import cli_actor
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. a bare container)
+        user = "unknown"
+    return cli_actor(user)
+
+
+def admin_run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Migrate, run ``fn(sessions)`` on the configured database, dispose of the engine; a
+    ``ModelgridError`` is printed in red and exits with status 1."""
+    from modelgrid.core.errors import ModelgridError
+    from modelgrid.storage import db
+
+    async def go(s: Settings) -> T:
+        engine = db.create_engine(s.database_url)
+        try:
+            return await fn(db.sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return run(go)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+
+
+def print_json(obj: Any) -> None:
+    """Pydantic models (or lists of them) as indented JSON on stdout."""
+    from pydantic import BaseModel
+
+    def plain(o: Any) -> Any:
+        if isinstance(o, BaseModel):
+            return o.model_dump(mode="json")
+        if isinstance(o, list):
+            return [plain(x) for x in o]
+        return o
+
+    print(json.dumps(plain(obj), indent=2))
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """``"a,b"`` → ``["a", "b"]``; None stays None."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+LIMIT_NAMES = ("rpm", "tpm", "concurrency", "monthly_budget_micros", "monthly_token_budget")
+
+
+def limits_from(
+    values: dict[str, int | None], unset: list[str] | None = None, others: tuple[str, ...] = ()
+) -> Any:
+    """A ``protocol.admin.Limits`` setting the given values and clearing the ``unset`` names
+    (fields in neither stay unset, so a PATCH leaves them alone).
+
+    Raises:
+        typer.BadParameter: a name in ``unset`` that is neither a limit nor in ``others``.
+    """
+    from modelgrid.protocol.admin import Limits
+
+    fields: dict[str, int | None] = {k: v for k, v in values.items() if v is not None}
+    for name in unset or ():
+        if name in LIMIT_NAMES:
+            fields[name] = None
+        elif name not in others:
+            choices = ", ".join((*others, *LIMIT_NAMES))
+            raise typer.BadParameter(
+                f"cannot unset {name!r}; one of: {choices}", param_hint="--unset"
+            )
+    return build(Limits, **fields)
+
+
+def build(cls: Any, **fields: Any) -> Any:
+    """``cls(**fields)`` for a pydantic model; invalid values exit with status 2 and the
+    validation messages (no traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or cls.__name__
+            err_console.print(f"[red]invalid {where}: {e['msg']}[/]")
+        raise typer.Exit(2) from None
+
+
+def fmt_limits(limits: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in limits.model_dump().items() if v is not None) or "-"
+
+
+def fmt_time(dt: Any) -> str:
+    return f"{dt:%Y-%m-%d %H:%M}" if dt else ""

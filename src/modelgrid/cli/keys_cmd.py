@@ -1,93 +1,224 @@
-"""``modelgrid keys create|list|revoke``."""
+"""``modelgrid keys create|list|show|set|revoke|rotate`` (audited as ``cli:<os user>``)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from modelgrid.cli.common import console, err_console, run, with_tenancy
+from modelgrid.cli.common import (
+    actor,
+    admin_run,
+    build,
+    console,
+    err_console,
+    fmt_limits,
+    fmt_time,
+    limits_from,
+    print_json,
+    split_list,
+)
 
 app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+
+KEY = typer.Argument(..., help="Key id or prefix (mg-…).")
+RPM = typer.Option(None, "--rpm", help="Requests per minute.")
+TPM = typer.Option(None, "--tpm", help="Tokens per minute.")
+CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
+BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
+TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
+MODELS = typer.Option(None, "--models", help="Allowed models, comma-separated (default: all).")
+REGIONS = typer.Option(None, "--regions", help="Allowed regions, comma-separated.")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _limits(
+    rpm: int | None, tpm: int | None, conc: int | None, budget: int | None, tokens: int | None
+) -> dict[str, int | None]:
+    return {
+        "rpm": rpm,
+        "tpm": tpm,
+        "concurrency": conc,
+        "monthly_budget_micros": budget,
+        "monthly_token_budget": tokens,
+    }
+
+
+def _days(days: float | None) -> int | None:
+    return None if days is None else round(days * 86400)
+
+
+def _print_created(key: Any, workspace: str, as_json: bool) -> None:
+    if as_json:
+        print_json(key)
+        return
+    err_console.print(
+        f"[bold]{key.role} key {key.prefix}[/] in workspace '{workspace}' (shown once):"
+    )
+    print(key.key)
 
 
 @app.command("create")
 def create(
     name: str = typer.Option("", "--name", help="A label for the key."),
-    workspace: str = typer.Option("default", "--workspace", help="Workspace (created if missing)."),
+    workspace: str = typer.Option(
+        "default", "--workspace", help="Workspace name or id (a missing name is created)."
+    ),
     admin: bool = typer.Option(False, "--admin", help="Create an admin key."),
+    models: str = MODELS,
+    regions: str = REGIONS,
+    expires_in_days: float = typer.Option(None, "--expires-in-days", help="Lifetime in days."),
+    rpm: int = RPM,
+    tpm: int = TPM,
+    concurrency: int = CONCURRENCY,
+    budget: int = BUDGET,
+    tokens: int = TOKENS,
+    as_json: bool = JSON,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
+    from modelgrid.core.errors import NotFoundError
+    from modelgrid.protocol.admin import KeyCreate, WorkspaceCreate
+    from modelgrid.tenancy import admin as ws_admin
+    from modelgrid.tenancy import key_admin
+
+    body = build(
+        KeyCreate,
+        name=name,
+        role="admin" if admin else "tenant",
+        allowed_models=split_list(models),
+        allowed_regions=split_list(regions),
+        expires_in_s=_days(expires_in_days),
+        limits=limits_from(_limits(rpm, tpm, concurrency, budget, tokens)),
+    )
+    who = actor()
 
     async def go(s: Any) -> Any:
-        return await with_tenancy(
-            s,
-            lambda t: t.create_key(
-                name=name, role="admin" if admin else "tenant", workspace=workspace
-            ),  # type: ignore[attr-defined]
-        )
+        try:
+            await ws_admin.get_workspace(s, workspace)
+        except NotFoundError:
+            await ws_admin.create_workspace(s, WorkspaceCreate(name=workspace), actor=who)
+        return await key_admin.create_key(s, workspace, body, actor=who)
 
-    key = run(go)
-    err_console.print(
-        f"[bold]{key.role} key {key.prefix}[/] in workspace '{workspace}' (shown once):"
-    )
-    print(key.plaintext)
+    _print_created(admin_run(go), workspace, as_json)
 
 
 @app.command("list")
 def list_keys(
+    workspace: str = typer.Option(None, "--workspace", help="Only this workspace (name or id)."),
     all_: bool = typer.Option(False, "--all", help="Include revoked keys."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = JSON,
 ) -> None:
     """List keys (never their secrets)."""
+    from modelgrid.tenancy import key_admin
 
-    async def go(s: Any) -> Any:
-        return await with_tenancy(s, lambda t: t.list_keys(include_revoked=all_))  # type: ignore[attr-defined]
-
-    rows = run(go)
+    rows = admin_run(lambda s: key_admin.list_keys(s, workspace=workspace, include_revoked=all_))
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "prefix": k.prefix,
-                        "name": k.name,
-                        "role": k.role,
-                        "workspace_id": k.workspace_id,
-                        "created_at": k.created_at.isoformat(),
-                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-                    }
-                    for k in rows
-                ]
-            )
-        )
+        print_json(rows)
         return
-    table = Table("prefix", "name", "role", "workspace", "created", "revoked")
+    table = Table("prefix", "name", "role", "workspace", "scopes", "limits", "expires", "revoked")
     for k in rows:
+        scopes = [
+            f"models={','.join(k.allowed_models)}" if k.allowed_models is not None else "",
+            f"regions={','.join(k.allowed_regions)}" if k.allowed_regions is not None else "",
+        ]
         table.add_row(
             k.prefix,
             k.name,
             k.role,
             k.workspace_id,
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+            " ".join(x for x in scopes if x) or "-",
+            fmt_limits(k.limits),
+            fmt_time(k.expires_at),
+            fmt_time(k.revoked_at),
         )
     console.print(table)
 
 
+@app.command("show")
+def show(key_id: str = KEY) -> None:
+    """Show one key as JSON (never its secret)."""
+    from modelgrid.tenancy import key_admin
+
+    print_json(admin_run(lambda s: key_admin.get_key(s, key_id)))
+
+
+@app.command("set")
+def set_(
+    key_id: str = KEY,
+    name: str = typer.Option(None, "--name", help="A new label."),
+    models: str = MODELS,
+    regions: str = REGIONS,
+    expires_in_days: float = typer.Option(
+        None, "--expires-in-days", help="Expire N days from now."
+    ),
+    rpm: int = RPM,
+    tpm: int = TPM,
+    concurrency: int = CONCURRENCY,
+    budget: int = BUDGET,
+    tokens: int = TOKENS,
+    unset: list[str] = typer.Option(
+        None,
+        "--unset",
+        help="Clear a setting (repeatable): models, regions, expires, rpm, tpm, concurrency, "
+        "monthly_budget_micros, monthly_token_budget.",
+    ),
+) -> None:
+    """Change a key's scopes, expiry or limits; prints the key as JSON."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelgrid.protocol.admin import KeyPatch
+    from modelgrid.tenancy import key_admin
+
+    clear = set(unset or ())
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name
+    for opt, field, label in (
+        (models, "allowed_models", "models"),
+        (regions, "allowed_regions", "regions"),
+    ):
+        if opt is not None:
+            fields[field] = split_list(opt)
+        elif label in clear:
+            fields[field] = None
+    if expires_in_days is not None:
+        fields["expires_at"] = datetime.now(UTC) + timedelta(days=expires_in_days)
+    elif "expires" in clear:
+        fields["expires_at"] = None
+    limits = limits_from(
+        _limits(rpm, tpm, concurrency, budget, tokens), unset, ("models", "regions", "expires")
+    )
+    if limits.model_fields_set:
+        fields["limits"] = limits
+    body = build(KeyPatch, **fields)
+    print_json(admin_run(lambda s: key_admin.update_key(s, key_id, body, actor=actor())))
+
+
 @app.command("revoke")
-def revoke(key_id: str = typer.Argument(..., help="Key id or prefix (mg-…).")) -> None:
+def revoke(key_id: str = KEY) -> None:
     """Revoke a key; takes effect on the next request."""
-    from modelgrid.core.errors import NotFoundError
+    from modelgrid.tenancy import key_admin
 
-    async def go(s: Any) -> Any:
-        return await with_tenancy(s, lambda t: t.revoke_key(key_id))  # type: ignore[attr-defined]
+    key = admin_run(lambda s: key_admin.revoke_key(s, key_id, actor=actor()))
+    console.print(f"revoked {key.prefix}")
 
-    try:
-        run(go)
-    except NotFoundError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from None
-    console.print(f"revoked {key_id}")
+
+@app.command("rotate")
+def rotate(
+    key_id: str = KEY,
+    expires_in_days: float = typer.Option(
+        None, "--expires-in-days", help="Lifetime of the new key (default: the old key's expiry)."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Replace a key with a new one (same workspace, scopes and limits); the old key is
+    revoked at once. Prints the new key once."""
+    from modelgrid.protocol.admin import KeyRotate
+    from modelgrid.tenancy import key_admin
+
+    body = build(KeyRotate, expires_in_s=_days(expires_in_days))
+    key = admin_run(lambda s: key_admin.rotate_key(s, key_id, body, actor=actor()))
+    if not as_json:
+        err_console.print(f"revoked {key_id}; its replacement:")
+    _print_created(key, key.workspace_id, as_json)

@@ -101,7 +101,11 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
 
 
 async def month_totals(
-    session: AsyncSession, month: str, *, workspace_id: str | None = None, api_key_id: str | None = None
+    session: AsyncSession,
+    month: str,
+    *,
+    workspace_id: str | None = None,
+    api_key_id: str | None = None,
 ) -> tuple[int, int]:
     """(sum of cost_micros, sum of prompt+completion tokens) in ``month`` for a workspace or key."""
     start, end = month_bounds(month)
@@ -119,7 +123,9 @@ async def month_totals(
 
 async def price_entries(session: AsyncSession) -> list[Any]:
     """Every price book entry as ``tenancy.pricing.PriceEntry``-shaped rows."""
-    return list((await session.execute(select(Price).order_by(Price.effective_from, Price.id))).scalars())
+    return list(
+        (await session.execute(select(Price).order_by(Price.effective_from, Price.id))).scalars()
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,180 @@
+"""The admin API, ``/admin/v1/...``: workspaces, keys, prices, usage, invoices, audit.
+
+Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
+(and admin keys, conversely, get 403 on the model API). Bodies are ``protocol.admin`` models
+(unknown fields are a 400); errors use the OpenAI envelope. The operations themselves live in
+``tenancy.admin``, ``tenancy.key_admin``, ``tenancy.billing`` and ``tenancy.audit``; each
+change is audited with the admin key's prefix as its actor.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from modelgrid.api.deps import AdminDep, StateDep
+from modelgrid.protocol.admin import (
+    CreatedKeyObject,
+    Invoice,
+    KeyCreate,
+    KeyObject,
+    KeyPatch,
+    KeyRotate,
+    ListObject,
+    PriceCreate,
+    PriceObject,
+    UsagePage,
+    WorkspaceCreate,
+    WorkspaceObject,
+    WorkspacePatch,
+)
+from modelgrid.tenancy import admin as ws_admin
+from modelgrid.tenancy import audit, billing, key_admin
+from modelgrid.tenancy.service import Principal
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+Limit = Annotated[int, Query(ge=1, le=billing.MAX_PAGE)]
+
+
+def _actor(principal: Principal) -> str:
+    return audit.api_actor(principal.key_id)
+
+
+# --- workspaces ------------------------------------------------------------------------------
+
+
+@router.post("/workspaces")
+async def create_workspace(
+    body: WorkspaceCreate, state: StateDep, admin: AdminDep
+) -> WorkspaceObject:
+    return await ws_admin.create_workspace(state.sessions, body, actor=_actor(admin))
+
+
+@router.get("/workspaces")
+async def list_workspaces(state: StateDep, _: AdminDep) -> ListObject:
+    return ListObject(data=await ws_admin.list_workspaces(state.sessions))
+
+
+@router.get("/workspaces/{workspace_id}")
+async def get_workspace(workspace_id: str, state: StateDep, _: AdminDep) -> WorkspaceObject:
+    return await ws_admin.get_workspace(state.sessions, workspace_id)
+
+
+@router.patch("/workspaces/{workspace_id}")
+async def update_workspace(
+    workspace_id: str, body: WorkspacePatch, state: StateDep, admin: AdminDep
+) -> WorkspaceObject:
+    return await ws_admin.update_workspace(state.sessions, workspace_id, body, actor=_actor(admin))
+
+
+@router.get("/workspaces/{workspace_id}/invoices/{month}", response_model=None)
+async def get_invoice(
+    workspace_id: str,
+    month: str,
+    state: StateDep,
+    _: AdminDep,
+    format: Literal["json", "csv"] = "json",
+) -> Invoice | Response:
+    inv = await billing.invoice(state.sessions, workspace_id, month)
+    if format == "json":
+        return inv
+    return Response(
+        billing.invoice_csv(inv),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="invoice-{inv.workspace_id}-{month}.csv"'
+        },
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@router.post("/workspaces/{workspace_id}/keys")
+async def create_key(
+    workspace_id: str, body: KeyCreate, state: StateDep, admin: AdminDep
+) -> CreatedKeyObject:
+    return await key_admin.create_key(state.sessions, workspace_id, body, actor=_actor(admin))
+
+
+@router.get("/keys")
+async def list_keys(
+    state: StateDep,
+    _: AdminDep,
+    workspace_id: str | None = None,
+    include_revoked: bool = False,
+) -> ListObject:
+    data = await key_admin.list_keys(
+        state.sessions, workspace=workspace_id, include_revoked=include_revoked
+    )
+    return ListObject(data=data)
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, state: StateDep, _: AdminDep) -> KeyObject:
+    return await key_admin.get_key(state.sessions, key_id)
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyPatch, state: StateDep, admin: AdminDep) -> KeyObject:
+    return await key_admin.update_key(state.sessions, key_id, body, actor=_actor(admin))
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, state: StateDep, admin: AdminDep) -> KeyObject:
+    return await key_admin.revoke_key(state.sessions, key_id, actor=_actor(admin))
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(
+    key_id: str, state: StateDep, admin: AdminDep, body: KeyRotate | None = None
+) -> CreatedKeyObject:
+    return await key_admin.rotate_key(state.sessions, key_id, body, actor=_actor(admin))
+
+
+# --- prices, usage, audit --------------------------------------------------------------------
+
+
+@router.post("/prices")
+async def add_price(body: PriceCreate, state: StateDep, admin: AdminDep) -> PriceObject:
+    return await billing.add_price(state.sessions, body, actor=_actor(admin))
+
+
+@router.get("/prices")
+async def list_prices(state: StateDep, _: AdminDep, model: str | None = None) -> ListObject:
+    return ListObject(data=await billing.list_prices(state.sessions, model))
+
+
+@router.get("/usage")
+async def usage(
+    state: StateDep,
+    _: AdminDep,
+    workspace_id: str | None = None,
+    month: str | None = None,
+    limit: Limit = 100,
+    after: str | None = None,
+) -> UsagePage:
+    return await billing.usage(
+        state.sessions, workspace=workspace_id, month=month, limit=limit, after=after
+    )
+
+
+@router.get("/audit")
+async def list_audit(
+    state: StateDep,
+    _: AdminDep,
+    limit: Limit = 100,
+    before: int | None = None,
+    action: str | None = None,
+    target: str | None = None,
+) -> ListObject:
+    data, more = await audit.list_entries(
+        state.sessions, limit=limit, before=before, action=action, target=target
+    )
+    return ListObject(data=data, has_more=more)
+
+
+__all__ = ["router"]

@@ -1,0 +1,150 @@
+"""``modelgrid workspaces create|list|show|set`` (audited as ``cli:<os user>``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from modelgrid.cli.common import (
+    actor,
+    admin_run,
+    build,
+    console,
+    fmt_limits,
+    fmt_time,
+    limits_from,
+    print_json,
+    split_list,
+)
+
+app = typer.Typer(help="Manage workspaces (tenants).", no_args_is_help=True)
+
+RPM = typer.Option(None, "--rpm", help="Requests per minute.")
+TPM = typer.Option(None, "--tpm", help="Tokens per minute.")
+CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
+BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
+TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _limits(
+    rpm: int | None, tpm: int | None, conc: int | None, budget: int | None, tokens: int | None
+) -> dict[str, int | None]:
+    return {
+        "rpm": rpm,
+        "tpm": tpm,
+        "concurrency": conc,
+        "monthly_budget_micros": budget,
+        "monthly_token_budget": tokens,
+    }
+
+
+def _show(ws: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(ws)
+        return
+    console.print(
+        f"[bold]{ws.name}[/] ({ws.id}) currency {ws.currency}, home region {ws.home_region}, "
+        f"regions {','.join(ws.allowed_regions) if ws.allowed_regions is not None else 'any'}, "
+        f"limits {fmt_limits(ws.limits)}"
+    )
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Unique workspace name."),
+    currency: str = typer.Option("USD", "--currency", help="Billing currency (ISO 4217)."),
+    home_region: str = typer.Option("local", "--home-region", help="Preferred region."),
+    regions: str = typer.Option(None, "--regions", help="Allowed regions, comma-separated."),
+    rpm: int = RPM,
+    tpm: int = TPM,
+    concurrency: int = CONCURRENCY,
+    budget: int = BUDGET,
+    tokens: int = TOKENS,
+    as_json: bool = JSON,
+) -> None:
+    """Create a workspace."""
+    from modelgrid.protocol.admin import WorkspaceCreate
+    from modelgrid.tenancy import admin
+
+    body = build(
+        WorkspaceCreate,
+        name=name,
+        currency=currency,
+        home_region=home_region,
+        allowed_regions=split_list(regions),
+        limits=limits_from(_limits(rpm, tpm, concurrency, budget, tokens)),
+    )
+    _show(admin_run(lambda s: admin.create_workspace(s, body, actor=actor())), as_json)
+
+
+@app.command("list")
+def list_workspaces(as_json: bool = JSON) -> None:
+    """List workspaces."""
+    from modelgrid.tenancy import admin
+
+    rows = admin_run(admin.list_workspaces)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "name", "currency", "home", "regions", "limits", "created")
+    for ws in rows:
+        regions = ",".join(ws.allowed_regions) if ws.allowed_regions is not None else "any"
+        table.add_row(
+            ws.id,
+            ws.name,
+            ws.currency,
+            ws.home_region,
+            regions,
+            fmt_limits(ws.limits),
+            fmt_time(ws.created_at),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    workspace: str = typer.Argument(..., help="Workspace name or id."), as_json: bool = JSON
+) -> None:
+    """Show one workspace."""
+    from modelgrid.tenancy import admin
+
+    _show(admin_run(lambda s: admin.get_workspace(s, workspace)), as_json)
+
+
+@app.command("set")
+def set_(
+    workspace: str = typer.Argument(..., help="Workspace name or id."),
+    home_region: str = typer.Option(None, "--home-region", help="Preferred region."),
+    regions: str = typer.Option(None, "--regions", help="Allowed regions, comma-separated."),
+    rpm: int = RPM,
+    tpm: int = TPM,
+    concurrency: int = CONCURRENCY,
+    budget: int = BUDGET,
+    tokens: int = TOKENS,
+    unset: list[str] = typer.Option(
+        None,
+        "--unset",
+        help="Clear a setting (repeatable): regions, rpm, tpm, concurrency, "
+        "monthly_budget_micros, monthly_token_budget.",
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Change a workspace's limits, allowed regions or home region."""
+    from modelgrid.protocol.admin import WorkspacePatch
+    from modelgrid.tenancy import admin
+
+    fields: dict[str, Any] = {}
+    if home_region is not None:
+        fields["home_region"] = home_region
+    if regions is not None:
+        fields["allowed_regions"] = split_list(regions)
+    elif "regions" in (unset or ()):
+        fields["allowed_regions"] = None
+    limits = limits_from(_limits(rpm, tpm, concurrency, budget, tokens), unset, ("regions",))
+    if limits.model_fields_set:
+        fields["limits"] = limits
+    body = build(WorkspacePatch, **fields)
+    _show(admin_run(lambda s: admin.update_workspace(s, workspace, body, actor=actor())), as_json)
