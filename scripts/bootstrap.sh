@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install modelgrid with the given extras, once per change of pyproject.toml.
-# Usage: scripts/bootstrap.sh EXTRAS   (e.g. "embedded" or "embedded,test")
+# Usage: scripts/bootstrap.sh EXTRAS   (e.g. "embedded,embeddings" or "embedded,embeddings,test")
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-embedded}"
+extras="${1:-embedded,embeddings}"
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating virtual environment in .venv"

@@ -2,7 +2,7 @@
 # Run every check and the whole test suite (sets itself up on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh embedded,test
+scripts/bootstrap.sh embedded,embeddings,test
 echo "==> ruff"
 .venv/bin/ruff check src tests bench
 echo "==> import contracts"

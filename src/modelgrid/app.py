@@ -17,12 +17,15 @@ from fastapi import FastAPI
 from modelgrid import __version__
 from modelgrid.api import errors
 from modelgrid.api.middleware import RequestContext
-from modelgrid.api.routers import admin, dashscope, health, openai
+from modelgrid.api.routers import admin, completions, dashscope, embeddings, health, openai
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
+from modelgrid.engines.embedding import build_embedding_engines
 from modelgrid.engines.registry import build_packaged_engine
 from modelgrid.serving.chat import ChatService
+from modelgrid.serving.completions import CompletionService
+from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.storage import db, migrate
@@ -36,14 +39,19 @@ EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 def packaged_engines(settings: Settings) -> list[Engine]:
     """The embedded llama.cpp replicas named in ``settings.engine.models`` (blocking: joins
-    and verifies the GGUF files)."""
+    and verifies the GGUF files), then the installed embedding models of
+    ``settings.engine.embedding_models``."""
     e = settings.engine
-    return [
+    generators = [
         build_packaged_engine(
             model_id, settings.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
         )
         for model_id in e.models
     ]
+    embedders = build_embedding_engines(
+        e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
+    )
+    return [*generators, *embedders]
 
 
 def create_app(
@@ -83,6 +91,8 @@ def create_app(
             models=models,
             metrics=metrics,
             chat=ChatService(models, tenancy, metrics),
+            completions=CompletionService(models, tenancy, metrics),
+            embeddings=EmbeddingService(models, tenancy, metrics),
         )
         app.state.modelgrid = state
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
@@ -100,7 +110,11 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(completions.router)
+    app.include_router(embeddings.router)
     app.include_router(openai.router, prefix="/compatible-mode")  # DashScope's OpenAI mode
+    app.include_router(completions.router, prefix="/compatible-mode")
+    app.include_router(embeddings.router, prefix="/compatible-mode")
     app.include_router(dashscope.router)
     app.include_router(admin.router)
     app.add_middleware(RequestContext, metrics=metrics)

@@ -47,6 +47,11 @@ class EngineSettings(BaseModel):
         embedding_models: Packaged embedding models served beside them (``/v1/embeddings``),
             loaded at start-up when their pip extra ``embeddings`` is installed.
         embedding_batch_size: Inputs per forward pass of an embedding model.
+        embedding_threads: PyTorch threads for the embedding models (0 = torch's default, one
+            per core; fewer leaves cores to llama.cpp when both are busy).
+        embedding_models: Packaged embedding models served beside them (``/v1/embeddings``),
+            loaded at start-up when their pip extra ``embeddings`` is installed.
+        embedding_batch_size: Inputs per forward pass of an embedding model.
     """
 
     n_threads: int = 0
@@ -54,6 +59,9 @@ class EngineSettings(BaseModel):
     n_batch: int = 512
     fake_token_delay_s: float = 0.0
     models: list[str] = Field(default_factory=lambda: ["qwen2.5-coder-0.5b-instruct"])
+    embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
+    embedding_batch_size: int = 64
+    embedding_threads: int = 0
     embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
     embedding_batch_size: int = 64
 

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
 from modelgrid.serving.chat import ChatService
+from modelgrid.serving.completions import CompletionService
+from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.metering import UsageWriter
@@ -25,6 +27,8 @@ class AppState:
     models: ModelRegistry
     metrics: Metrics
     chat: ChatService
+    completions: CompletionService
+    embeddings: EmbeddingService
     load_error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 

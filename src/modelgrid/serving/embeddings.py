@@ -1,0 +1,186 @@
+"""OpenAI embeddings (https://platform.openai.com/docs/api-reference/embeddings), framework-free.
+
+A request goes: input checks, model scope and lookup, ``count_tokens`` on the replica (exact
+usage from the model's tokenizer and the length check), admission for exactly those tokens,
+then one ``embed`` call with every input (one batch, on the engine's worker thread), and one
+usage record (``prompt_tokens`` only) handed to ``TenancyService.finish`` in a ``finally``,
+whether the engine succeeded, failed (5xx) or the caller went away (499). Requests refused
+before admission (validation, scope, unknown model, an input over the model's length) are not
+recorded, as in chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from modelgrid.core.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelgridError,
+    PermissionDeniedError,
+)
+from modelgrid.core.types import CallContext, FinishReason
+from modelgrid.engines.embedding import EMBEDDINGS, EmbeddingEngine, Embeddings
+from modelgrid.protocol.openai.embeddings import (
+    EmbeddingRequest,
+    check_dimensions,
+    embedding_response,
+    input_texts,
+)
+from modelgrid.serving.generation import STATUS_CLIENT_CLOSED
+from modelgrid.serving.metrics import Metrics
+from modelgrid.serving.models import ModelRegistry
+from modelgrid.tenancy.events import UsageEvent, now_utc
+from modelgrid.tenancy.ratelimit import Admission
+from modelgrid.tenancy.service import Principal, TenancyService
+
+ENDPOINT = "embeddings"
+
+
+def _finish_reason(status: int) -> str | None:
+    if status == 200:
+        return None
+    if status == STATUS_CLIENT_CLOSED:
+        return FinishReason.CANCELLED.value
+    return FinishReason.ERROR.value
+
+
+def check_lengths(counts: list[int], limit: int, single: bool) -> None:
+    """Refuse any input longer than the model reads (rather than embedding a truncated text).
+
+    Raises:
+        ContextLengthExceededError: names the first input over ``limit`` tokens.
+    """
+    for i, n in enumerate(counts):
+        if n > limit:
+            raise ContextLengthExceededError(
+                f"This model's maximum input length is {limit} tokens, but "
+                f"{'the input has' if single else f'input {i} has'} {n} tokens. "
+                "Please shorten it or split it.",
+                param="input" if single else f"input[{i}]",
+            )
+
+
+class EmbeddingService:
+    def __init__(self, models: ModelRegistry, tenancy: TenancyService, metrics: Metrics) -> None:
+        self.models = models
+        self.tenancy = tenancy
+        self.metrics = metrics
+
+    def engine(self, model_id: str) -> EmbeddingEngine:
+        """The replica serving embedding model ``model_id``.
+
+        Raises:
+            ModelNotFoundError / ServiceUnavailableError: unknown or still loading.
+            InvalidRequestError: the model exists but does not create embeddings.
+        """
+        engine = self.models.get(model_id)
+        if EMBEDDINGS not in engine.card.capabilities or not isinstance(engine, EmbeddingEngine):
+            names = [c.model_id for c in self.models.cards() if EMBEDDINGS in c.capabilities]
+            raise InvalidRequestError(
+                f"The model '{model_id}' does not create embeddings. Embedding models: "
+                f"{', '.join(names) or 'none installed'}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return engine
+
+    async def create(
+        self, principal: Principal, body: EmbeddingRequest, ctx: CallContext
+    ) -> dict[str, Any]:
+        """Embed ``body.input`` and return the reference's ``list`` object.
+
+        Raises:
+            InvalidRequestError / UnsupportedParameterError: see ``input_texts`` and
+                ``check_dimensions``; ``ContextLengthExceededError`` for an input longer
+                than the model reads.
+            PermissionDeniedError: the key may not use this model.
+            ModelNotFoundError, ServiceUnavailableError, EngineError.
+            RateLimitError, QuotaExceededError: a limit of the workspace or key (429).
+        """
+        texts = input_texts(body)
+        if not principal.may_use_model(body.model):
+            raise PermissionDeniedError(
+                f"This API key may not use the model '{body.model}'.",
+                param="model",
+                code="model_not_allowed",
+            )
+        engine = self.engine(body.model)
+        check_dimensions(body, engine.dimensions)
+        counts = await engine.count_tokens(texts)
+        check_lengths(counts, engine.max_input_tokens, single=isinstance(body.input, str))
+        tokens = sum(counts)
+        admission = await self.tenancy.admit(principal, ctx.request_id, tokens)
+        if admission is not None:
+            ctx.response_headers.update(admission.headers())
+        result = await self._embed(principal, admission, engine, texts, tokens, body.model, ctx)
+        return embedding_response(
+            model=body.model,
+            vectors=result.vectors,
+            prompt_tokens=tokens,
+            encoding_format=body.encoding_format,
+        )
+
+    async def _embed(
+        self,
+        principal: Principal,
+        admission: Admission | None,
+        engine: EmbeddingEngine,
+        texts: list[str],
+        tokens: int,
+        model: str,
+        ctx: CallContext,
+    ) -> Embeddings:
+        status = 200
+        self.metrics.running.labels(model=model).inc()
+        try:
+            return await engine.embed(texts)
+        except asyncio.CancelledError:
+            status = STATUS_CLIENT_CLOSED
+            raise
+        except ModelgridError as exc:
+            status = exc.status
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            self.metrics.running.labels(model=model).dec()
+            self._record(principal, admission, model, ctx, status, tokens)
+
+    def _record(
+        self,
+        principal: Principal,
+        admission: Admission | None,
+        model: str,
+        ctx: CallContext,
+        status: int,
+        tokens: int,
+    ) -> None:
+        total_s = time.perf_counter() - ctx.started
+        self.tenancy.finish(
+            principal,
+            [admission] if admission is not None else [],
+            UsageEvent(
+                request_id=ctx.request_id,
+                client_request_id=ctx.client_request_id,
+                api_key_id=principal.key_id,
+                workspace_id=principal.workspace_id,
+                model=model,
+                endpoint=ENDPOINT,
+                prompt_tokens=tokens,
+                completion_tokens=0,
+                ttft_ms=None,
+                total_ms=round(total_s * 1000),
+                status=status,
+                finish_reason=_finish_reason(status),
+                created_at=now_utc(),
+            ),
+        )
+        self.metrics.prompt_tokens.labels(model=model).inc(tokens)
+        self.metrics.e2e.labels(model=model).observe(total_s)
+
+
+__all__ = ["ENDPOINT", "EmbeddingService", "check_lengths"]
