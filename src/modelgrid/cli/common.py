@@ -61,11 +61,14 @@ def admin_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     from modelgrid.storage import db
 
     async def go(s: Settings) -> T:
+        from modelgrid.tenancy.authcache import bump_epoch
+
         engine = db.create_engine(s.database_url)
         try:
             return await fn(db.sessionmaker(engine))
         finally:
             await engine.dispose()
+            bump_epoch(s.auth_epoch_path)  # servers on this machine drop cached keys at once
 
     try:
         return run(go)

@@ -8,6 +8,7 @@ immediately in every process that shares the database.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from modelgrid.core.errors import AuthenticationError, NotFoundError, Permission
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import ApiKey, Workspace
 from modelgrid.tenancy import keys
+from modelgrid.tenancy.authcache import PrincipalCache, bump_epoch
 from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.limits import ScopeLimits
 from modelgrid.tenancy.metering import UsageWriter
@@ -95,6 +97,8 @@ class TenancyService:
         usage: The batch writer (None: usage is not recorded, e.g. in CLI-only use).
         limiter: Rate-limit backend (None: an in-process one).
         prices: The price book snapshot (reload with ``reload_prices``).
+        auth_cache: Cache of authenticated principals (``tenancy.authcache``; None: every
+            request reads the database).
     """
 
     def __init__(
@@ -103,12 +107,22 @@ class TenancyService:
         usage: UsageWriter | None = None,
         limiter: RateLimiter | None = None,
         prices: PriceBook | None = None,
+        auth_cache: PrincipalCache[tuple[Principal, datetime | None]] | None = None,
     ) -> None:
         self._sessions = sessions
         self.usage = usage
         self.limiter: RateLimiter = limiter or InProcessLimiter(seed=self.month_spend)
         self.prices = prices or PriceBook()
+        self.auth_cache: PrincipalCache[tuple[Principal, datetime | None]] = (
+            auth_cache or PrincipalCache(0)
+        )
         self._settling: set[asyncio.Task[None]] = set()
+
+    def invalidate_auth(self) -> None:
+        """Keys or workspaces changed: drop cached principals here and in every process that
+        shares the epoch file."""
+        self.auth_cache.clear()
+        bump_epoch(self.auth_cache.epoch_path)
 
     async def month_spend(self, scope: str, month: str) -> tuple[int, int]:
         """(cost_micros, tokens) in the ledger for ``scope`` (``ws:<id>``/``key:<id>``) in
@@ -195,6 +209,13 @@ class TenancyService:
                 "('Authorization: Bearer mg-...').",
                 code="missing_api_key",
             )
+        presented = keys.hash_key(plaintext)
+        hit = self.auth_cache.get(presented)
+        if hit is not None and hmac.compare_digest(presented, hit[0]):
+            principal, expires_at = hit[1]
+            if expires_at is not None and expires_at <= datetime.now(UTC):
+                raise AuthenticationError("This API key has expired.", code="expired_api_key")
+            return principal
         key_id = keys.parse_key_id(plaintext)
         found: tuple[ApiKey, Workspace] | None = None
         if key_id is not None:
@@ -213,7 +234,7 @@ class TenancyService:
             ScopeLimits.from_row(f"ws:{ws.id}", ws),
             ScopeLimits.from_row(f"key:{row.id}", row),
         )
-        return Principal(
+        principal = Principal(
             key_id=row.id,
             workspace_id=row.workspace_id,
             role=row.role,
@@ -226,6 +247,9 @@ class TenancyService:
             currency=ws.currency,
             limits=tuple(lv for lv in levels if not lv.unlimited),
         )
+        expires = _aware(row.expires_at) if row.expires_at is not None else None
+        self.auth_cache.put(presented, row.secret_hash, (principal, expires))
+        return principal
 
     async def authenticate_admin(self, plaintext: str | None) -> Principal:
         """Like ``authenticate`` but requires the admin role.
@@ -278,6 +302,7 @@ class TenancyService:
         async with self._sessions() as session, session.begin():
             if not await repo.revoke_api_key(session, ident):
                 raise NotFoundError(f"No active API key '{key_id}'.", param="key_id")
+        self.invalidate_auth()
 
     async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         async with self._sessions() as session:

@@ -9,9 +9,10 @@ change is audited with the admin key's prefix as its actor.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
@@ -34,7 +35,17 @@ from modelgrid.tenancy import admin as ws_admin
 from modelgrid.tenancy import audit, billing, key_admin
 from modelgrid.tenancy.service import Principal
 
-router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+async def _apply_changes(request: Request, state: StateDep) -> AsyncIterator[None]:
+    """After any admin change: drop cached principals (this process and, through the epoch
+    file, every process on this machine) and reload the price book."""
+    yield
+    if request.method not in ("GET", "HEAD"):
+        state.tenancy.invalidate_auth()
+        await state.tenancy.reload_prices()
+
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(_apply_changes)])
 
 Limit = Annotated[int, Query(ge=1, le=billing.MAX_PAGE)]
 
