@@ -13,13 +13,13 @@ One batch of 256 short sentences (8-12 words each) per call, inputs/s, side by s
 
 Fairness: one call at a time (the server idles while the direct model runs); the sides are
 interleaved within every round in a rotating order, after one unmeasured warm-up call each.
-Both use torch's default thread count on this machine. Per-side figures are medians over
+Both use the same torch thread count (``--threads``; default: torch's, one per core). Per-side figures are medians over
 rounds; the ratios are medians of the per-round ratios (same round, back to back).
 
 Run from the repository root (embedded + embeddings extras installed; machine otherwise idle)::
 
     .venv/bin/python bench/embeddings_throughput.py             # 5 rounds
-    .venv/bin/python bench/embeddings_throughput.py --rounds 9 --batch-size 64
+    .venv/bin/python bench/embeddings_throughput.py --rounds 9 --batch-size 64 --threads 1
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sentences(n: int = N_INPUTS) -> list[str]:
 class Server:
     """``python -m modelgrid serve`` on a free loopback port, with a throwaway database."""
 
-    def __init__(self, tmp: Path, batch_size: int) -> None:
+    def __init__(self, tmp: Path, batch_size: int, threads: int) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -76,6 +76,7 @@ class Server:
             "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
             "MODELGRID_ENGINE__EMBEDDING_MODELS": f'["{MODEL_ID}"]',
             "MODELGRID_ENGINE__EMBEDDING_BATCH_SIZE": str(batch_size),
+            "MODELGRID_ENGINE__EMBEDDING_THREADS": str(threads),
             "MODELGRID_SERVER__LOG_LEVEL": "warning",
         }
         self.log_path = tmp / "server.log"
@@ -134,8 +135,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads, both sides (0: default)")
     args = ap.parse_args()
     texts = sentences()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     assert len(texts) == N_INPUTS
 
     model = SentenceTransformer(
@@ -153,7 +157,7 @@ def main() -> None:
         return int(m.shape[0])
 
     with tempfile.TemporaryDirectory(prefix="mg-bench-") as tmp:
-        server = Server(Path(tmp), args.batch_size)
+        server = Server(Path(tmp), args.batch_size, args.threads)
         try:
             key = server.wait_ready()
             client = httpx.Client(
