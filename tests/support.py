@@ -100,19 +100,53 @@ class ThreadServer:
         self.thread.join(timeout=30)
 
 
-def usage_rows(sqlite_path: Path, *, expect: int, timeout_s: float = 10) -> list[dict[str, object]]:
-    """Usage records from a SQLite file, waiting until at least ``expect`` rows are written."""
-    import sqlite3
+def sync_url(url: str) -> str:
+    """The synchronous-driver twin of an async database URL (for direct test queries)."""
+    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
 
+
+def _url_of(where: Path | str | ThreadServer) -> str:
+    if isinstance(where, ThreadServer):
+        return sync_url(where.settings.database_url)
+    if isinstance(where, Path):
+        return f"sqlite:///{where}"
+    return sync_url(where)
+
+
+def db_rows(where: Path | str | ThreadServer, query: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of ``query`` (named ``:params``) on a server's database, a database URL, or a
+    SQLite file: the same call works on SQLite and PostgreSQL."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_url_of(where))
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(query), params)]
+    finally:
+        engine.dispose()
+
+
+def db_execute(where: Path | str | ThreadServer, query: str, **params: Any) -> None:
+    """Run and commit one statement (named ``:params``), on SQLite or PostgreSQL alike."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_url_of(where))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(query), params)
+    finally:
+        engine.dispose()
+
+
+def usage_rows(
+    where: Path | str | ThreadServer, *, expect: int, timeout_s: float = 10
+) -> list[dict[str, Any]]:
+    """Usage records, oldest first, waiting until at least ``expect`` rows are written.
+    ``where``: a server (its database, SQLite or PostgreSQL), a database URL, or a SQLite file."""
     deadline = time.monotonic() + timeout_s
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        con = sqlite3.connect(sqlite_path)
-        con.row_factory = sqlite3.Row
-        try:
-            rows = [dict(r) for r in con.execute("SELECT * FROM usage_records ORDER BY created_at")]
-        finally:
-            con.close()
+        rows = db_rows(where, "SELECT * FROM usage_records ORDER BY created_at")
         if len(rows) >= expect:
             return rows
         time.sleep(0.05)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessions
-from tests.support import ThreadServer, create_key
+from tests.support import ThreadServer, create_key, usage_rows
 
 pytestmark = BOTH_DATABASES
 
@@ -554,3 +554,20 @@ def test_every_change_is_audited_without_secrets(admin: Admin) -> None:
     assert older["data"] == entries[2:] and older["has_more"] is False
     only = admin.ok("GET", "/audit", params={"action": "key.revoke"})["data"]
     assert [e["target"] for e in only] == [f"api_key:{rotated['id']}"]
+
+
+def test_a_metered_request_shows_in_usage_and_invoice(admin: Admin) -> None:
+    tenant = admin.server.api_key  # type: ignore[attr-defined]
+    r = httpx.post(
+        f"{admin.server.base_url}/v1/chat/completions",
+        json={"model": "fake-model", "messages": [{"role": "user", "content": "What is it?"}]},
+        headers={"Authorization": f"Bearer {tenant}"},
+    )
+    assert r.status_code == 200
+    (row,) = usage_rows(admin.server, expect=1)
+    page = admin.ok("GET", "/usage", params={"workspace_id": row["workspace_id"]})
+    assert [u["request_id"] for u in page["data"]] == [row["request_id"]]
+    month = f"{datetime.now(UTC):%Y-%m}"
+    inv = admin.ok("GET", f"/workspaces/default/invoices/{month}")
+    assert (inv["requests"], inv["prompt_tokens"]) == (1, row["prompt_tokens"])
+    assert inv["total_cost_micros"] == row["cost_micros"]
