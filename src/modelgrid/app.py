@@ -22,7 +22,7 @@ from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines
-from modelgrid.engines.registry import build_packaged_engine
+from modelgrid.engines.registry import build_packaged_engine, build_upstream_engine
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.embeddings import EmbeddingService
@@ -40,8 +40,10 @@ EngineFactory = Callable[[Settings], Iterable[Engine]]
 def packaged_engines(settings: Settings) -> list[Engine]:
     """The embedded llama.cpp replicas named in ``settings.engine.models`` (blocking: joins
     and verifies the GGUF files), then the installed embedding models of
-    ``settings.engine.embedding_models``."""
+    ``settings.engine.embedding_models``, then the models served by OpenAI-compatible
+    upstreams (``settings.upstreams``; one named like an embedded model replaces it)."""
     e = settings.engine
+    upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
     generators = [
         build_packaged_engine(
             model_id, settings.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
@@ -51,7 +53,7 @@ def packaged_engines(settings: Settings) -> list[Engine]:
     embedders = build_embedding_engines(
         e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
     )
-    return [*generators, *embedders]
+    return [*generators, *embedders, *upstreams]
 
 
 def create_app(

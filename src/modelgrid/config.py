@@ -8,10 +8,11 @@ file and the packaged Qwen model in the data directory, served on 127.0.0.1:8000
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +90,44 @@ class RateLimitSettings(BaseModel):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
 
+class UpstreamSettings(BaseModel):
+    """A model served by an OpenAI-compatible endpoint (``engines.upstream.UpstreamEngine``).
+
+    Attributes:
+        model: The id clients call.
+        base_url: The upstream's API root, e.g. ``http://127.0.0.1:18080/v1``.
+        upstream_model: The name the upstream knows it by (default: ``model``).
+        api_key: Sent to the upstream as a bearer token (empty: none).
+        connect_timeout_s: Limit for opening a connection.
+        read_timeout_s: Longest silence while waiting for the response or between chunks.
+        pool_timeout_s: Longest wait for a pooled connection, opening included.
+        max_connections: Connection pool size for this upstream.
+        keepalive_s: Idle time after which a pooled connection is closed (keep it below the
+            upstream's own keep-alive, 5 s for uvicorn-based servers).
+        context_length: Window shown in ``/v1/models`` (None: asked from the upstream).
+        owned_by: ``owned_by`` shown in ``/v1/models``.
+    """
+
+    model: str
+    base_url: str
+    upstream_model: str | None = None
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 300.0
+    pool_timeout_s: float = 30.0
+    max_connections: int = 512
+    keepalive_s: float = 4.0
+    context_length: int | None = None
+    owned_by: str = "upstream"
+
+
+def _indexed_list(value: Any) -> Any:
+    """``{"0": {...}, "1": {...}}`` (from ``MODELGRID_UPSTREAMS__0__MODEL=…``) as a list."""
+    if isinstance(value, dict) and all(str(k).isdigit() for k in value):
+        return [value[k] for k in sorted(value, key=lambda k: int(k))]
+    return value
+
+
 class Settings(BaseSettings):
     """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
 
@@ -104,6 +143,26 @@ class Settings(BaseSettings):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     engine_kind: str = "llamacpp"
     bootstrap_keys: bool = True
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    upstreams_file: Path | None = None
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _upstreams_by_index(cls, value: Any) -> Any:
+        return _indexed_list(value)
+
+    def all_upstreams(self) -> list[UpstreamSettings]:
+        """``upstreams`` followed by the ``[[upstreams]]`` tables of ``upstreams_file`` (TOML,
+        read on each call).
+
+        Raises:
+            OSError / tomllib.TOMLDecodeError / pydantic.ValidationError: a bad file.
+        """
+        if self.upstreams_file is None:
+            return list(self.upstreams)
+        with self.upstreams_file.open("rb") as f:
+            tables = tomllib.load(f).get("upstreams", [])
+        return [*self.upstreams, *(UpstreamSettings(**t) for t in tables)]
 
     @property
     def database_url(self) -> str:
@@ -142,4 +201,5 @@ __all__ = [
     "RateLimitSettings",
     "ServerSettings",
     "Settings",
+    "UpstreamSettings",
 ]

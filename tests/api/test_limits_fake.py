@@ -1,24 +1,19 @@
 """Limits and prices seen through HTTP: 429s with Retry-After and OpenAI's rate-limit
-headers, DashScope's throttling codes, 403 for a model outside the key's scope, costs."""
+headers, DashScope's throttling codes, 403 for a model outside the key's scope, costs.
+Runs on SQLite and, with MODELGRID_TEST_DATABASE=postgres, on PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from datetime import UTC, datetime
 
 import httpx
 
-from tests.support import ThreadServer, usage_rows
+from tests.support import ThreadServer, db_execute, usage_rows
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 BODY = {"model": "fake-model", "messages": MSG, "max_tokens": 4}
-
-
-def sql(path: Path, query: str, *args: object) -> None:
-    con = sqlite3.connect(path)
-    con.execute(query, args)
-    con.commit()
-    con.close()
+DS_PATH = "/api/v1/services/aigc/text-generation/generation"
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def key_id(server: ThreadServer) -> str:
@@ -26,15 +21,15 @@ def key_id(server: ThreadServer) -> str:
 
 
 def post(server: ThreadServer, path: str = "/v1/chat/completions", **kw: object) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {server.api_key}", **kw.pop("headers", {})}  # type: ignore[attr-defined, dict-item]
+    headers = {"Authorization": f"Bearer {server.api_key}"}  # type: ignore[attr-defined]
     return httpx.post(f"{server.base_url}{path}", headers=headers, **kw)  # type: ignore[arg-type]
 
 
-def test_rpm_limit_headers_and_429(fake_server: ThreadServer, tmp_path: Path) -> None:
-    sql(
-        tmp_path / "mg.db",
-        "UPDATE api_keys SET rpm_limit = 2, tpm_limit = 1000 WHERE id = ?",
-        key_id(fake_server),
+def test_rpm_limit_headers_and_429(fake_server: ThreadServer) -> None:
+    db_execute(
+        fake_server,
+        "UPDATE api_keys SET rpm_limit = 2, tpm_limit = 1000 WHERE id = :id",
+        id=key_id(fake_server),
     )
     r1 = post(fake_server, json=BODY)
     assert r1.status_code == 200
@@ -50,32 +45,29 @@ def test_rpm_limit_headers_and_429(fake_server: ThreadServer, tmp_path: Path) ->
     assert r3.headers["x-ratelimit-remaining-requests"] == "0"
     assert r3.json()["error"]["code"] == "rate_limit_exceeded"
     assert r3.json()["error"]["type"] == "rate_limit_error"
-    ds = post(
-        fake_server,
-        "/api/v1/services/aigc/text-generation/generation",
-        json={"model": "fake-model", "input": {"prompt": "hi"}},
-    )
+    ds = post(fake_server, DS_PATH, json={"model": "fake-model", "input": {"prompt": "hi"}})
     assert ds.status_code == 429 and ds.json()["code"] == "Throttling.RateQuota"
-    assert len(usage_rows(tmp_path / "mg.db", expect=2)) == 2  # refused requests bill nothing
+    assert len(usage_rows(fake_server, expect=2)) == 2  # refused requests bill nothing
 
 
-def test_budget_exhausted_is_a_clear_error(fake_server: ThreadServer, tmp_path: Path) -> None:
-    db = tmp_path / "mg.db"
-    sql(
-        db,
-        "INSERT INTO prices (model, region, currency, input_micros_per_1m, cached_input_micros_per_1m,"
-        " output_micros_per_1m, effective_from, created_at) VALUES ('fake-model', NULL, 'USD', 1000000,"
-        " 500000, 2000000, '2020-01-01 00:00:00', '2020-01-01 00:00:00')",
+def test_budget_exhausted_is_a_clear_error(fake_server: ThreadServer) -> None:
+    db_execute(
+        fake_server,
+        "INSERT INTO prices (model, region, currency, input_micros_per_1m,"
+        " cached_input_micros_per_1m, output_micros_per_1m, effective_from, created_at)"
+        " VALUES ('fake-model', NULL, 'USD', 1000000, 500000, 2000000, :at, :at)",
+        at=LONG_AGO,
     )
     fake_server.call(fake_server.state.tenancy.reload_prices())
-    sql(
-        db,
-        "UPDATE workspaces SET monthly_budget_micros = 20 WHERE id = (SELECT workspace_id FROM api_keys WHERE id = ?)",
-        key_id(fake_server),
+    db_execute(
+        fake_server,
+        "UPDATE workspaces SET monthly_budget_micros = 20"
+        " WHERE id = (SELECT workspace_id FROM api_keys WHERE id = :id)",
+        id=key_id(fake_server),
     )
     r1 = post(fake_server, json=BODY)  # 6 prompt x $1/1M + 4 output x $2/1M = 14 micros
     assert r1.status_code == 200
-    rows = usage_rows(db, expect=1)
+    rows = usage_rows(fake_server, expect=1)
     assert (rows[0]["cost_micros"], rows[0]["currency"]) == (14, "USD")
     r2 = post(fake_server, json=BODY)  # 14 < 20: admitted, brings the month to 28
     assert r2.status_code == 200
@@ -83,31 +75,28 @@ def test_budget_exhausted_is_a_clear_error(fake_server: ThreadServer, tmp_path: 
     assert r3.status_code == 429
     assert r3.json()["error"]["code"] == "insufficient_quota"
     assert "monthly spend budget" in r3.json()["error"]["message"]
-    ds = post(
-        fake_server,
-        "/api/v1/services/aigc/text-generation/generation",
-        json={"model": "fake-model", "input": {"prompt": "hi"}},
-    )
+    ds = post(fake_server, DS_PATH, json={"model": "fake-model", "input": {"prompt": "hi"}})
     assert ds.status_code == 429 and ds.json()["code"] == "Throttling.AllocationQuota"
 
 
-def test_model_outside_key_scope_is_403(fake_server: ThreadServer, tmp_path: Path) -> None:
-    sql(
-        tmp_path / "mg.db",
-        "UPDATE api_keys SET allowed_models = ? WHERE id = ?",
-        '["other-model"]',
-        key_id(fake_server),
+def test_model_outside_key_scope_is_403(fake_server: ThreadServer) -> None:
+    db_execute(
+        fake_server,
+        "UPDATE api_keys SET allowed_models = :m WHERE id = :id",
+        m='["other-model"]',
+        id=key_id(fake_server),
     )
     r = post(fake_server, json=BODY)
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "model_not_allowed"
 
 
-def test_expired_key_is_401(fake_server: ThreadServer, tmp_path: Path) -> None:
-    sql(
-        tmp_path / "mg.db",
-        "UPDATE api_keys SET expires_at = '2020-01-01 00:00:00' WHERE id = ?",
-        key_id(fake_server),
+def test_expired_key_is_401(fake_server: ThreadServer) -> None:
+    db_execute(
+        fake_server,
+        "UPDATE api_keys SET expires_at = :at WHERE id = :id",
+        at=LONG_AGO,
+        id=key_id(fake_server),
     )
     r = post(fake_server, json=BODY)
     assert r.status_code == 401 and r.json()["error"]["code"] == "expired_api_key"

@@ -7,6 +7,7 @@ import typer
 from modelgrid.cli import (
     audit_cmd,
     db_cmd,
+    engine_cmd,
     invoice_cmd,
     keys_cmd,
     models_cmd,
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("serve")(serve_cmd.serve)
+app.command("engine")(engine_cmd.engine)
 app.command("usage")(usage_cmd.usage)
 app.command("config")(db_cmd.config)
 app.command("invoice")(invoice_cmd.invoice)

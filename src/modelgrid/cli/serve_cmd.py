@@ -57,6 +57,12 @@ def serve(
     )
 
 
+def _first_model(s: Any) -> str:
+    """The model for the printed example: the first embedded one, else the first upstream's."""
+    names = [*s.engine.models, *(u.model for u in s.all_upstreams())]
+    return names[0] if names else "<model>"
+
+
 def _bootstrap(s: Any) -> None:
     async def go() -> Any:
         return await with_tenancy(s, lambda t: t.bootstrap())  # type: ignore[attr-defined]
@@ -71,7 +77,7 @@ def _bootstrap(s: Any) -> None:
     print(f"API key   : {first.plaintext}", flush=True)
     console.rule("[bold]Try it with the openai SDK")
     console.print(
-        EXAMPLE.format(base_url=base_url, key=first.plaintext, model=s.engine.models[0]),
+        EXAMPLE.format(base_url=base_url, key=first.plaintext, model=_first_model(s)),
         markup=False,
         highlight=False,
     )

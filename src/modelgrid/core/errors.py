@@ -19,6 +19,10 @@ Tree (status, OpenAI type):
 - ``UpstreamError`` 502 ``upstream_error``
 - ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
 - ``UpstreamTimeoutError`` 504 ``timeout``
+
+``retryable`` (False unless set) marks a failure that happened before the replica started on
+the request (connection refused, connect timeout, replica overloaded): a router may send the
+request to another replica as long as no byte has gone to the client yet.
 """
 
 from __future__ import annotations
@@ -31,18 +35,30 @@ class ModelgridError(Exception):
         message: Human-readable explanation, safe to show to the client (no secrets, no traces).
         param: The request parameter at fault, if any (OpenAI's ``error.param``).
         code: Machine-readable code; defaults to the class's ``code``.
+        retryable: Safe to retry on another replica before the first byte (see above);
+            defaults to the class's ``retryable``.
     """
 
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retryable: bool = False
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class InvalidRequestError(ModelgridError):

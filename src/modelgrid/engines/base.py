@@ -31,15 +31,29 @@ class PreparedRequest:
 
     Attributes:
         request: The core request.
-        prompt_tokens: Exact prompt length in the model's tokens.
+        prompt_tokens: Prompt length in the model's tokens: exact for engines that tokenize
+            locally; an estimate (for admission) from engines that cannot, which report the
+            exact count with ``report_prompt_tokens`` while streaming.
         max_new_tokens: Generation cap after fitting into the context window.
         payload: Engine-private data (token ids, rendered prompt).
+        cached_prompt_tokens: Prompt tokens served from the replica's prefix cache, when the
+            engine knows (priced at the cached-input rate).
+        prompt_tokens_estimated: ``prompt_tokens`` is still an estimate.
     """
 
     request: InferenceRequest
     prompt_tokens: int
     max_new_tokens: int
     payload: Any = None
+    cached_prompt_tokens: int = 0
+    prompt_tokens_estimated: bool = False
+
+    def report_prompt_tokens(self, prompt_tokens: int, cached_tokens: int = 0) -> None:
+        """Replace the estimate with the replica's exact counts (from ``stream``, e.g. an
+        upstream's final usage chunk); serving meters these."""
+        self.prompt_tokens = prompt_tokens
+        self.cached_prompt_tokens = cached_tokens
+        self.prompt_tokens_estimated = False
 
 
 @runtime_checkable

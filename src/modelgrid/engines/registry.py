@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelgrid.config import UpstreamSettings
 from modelgrid.engines.artifacts import Progress, prepare
 from modelgrid.engines.base import Engine
 from modelgrid.engines.catalog import CATALOG
@@ -14,6 +15,7 @@ from modelgrid.engines.catalog import CATALOG
 KINDS: dict[str, str] = {
     "llamacpp": "modelgrid.engines.llamacpp:LlamaCppEngine",
     "fake": "modelgrid.engines.fake:FakeEngine",
+    "upstream": "modelgrid.engines.upstream:UpstreamEngine",
 }
 
 
@@ -47,4 +49,11 @@ def build_packaged_engine(
     return engine
 
 
-__all__ = ["KINDS", "build_packaged_engine", "load_kind"]
+def build_upstream_engine(upstream: UpstreamSettings) -> Engine:
+    """A replica behind an OpenAI-compatible endpoint (``engines.upstream``), no I/O yet."""
+    factory: Any = load_kind("upstream")
+    engine: Engine = factory.from_settings(upstream)
+    return engine
+
+
+__all__ = ["KINDS", "build_packaged_engine", "build_upstream_engine", "load_kind"]

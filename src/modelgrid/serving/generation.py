@@ -96,6 +96,8 @@ class Generation:
 
     @property
     def usage(self) -> TokenUsage:
+        """Tokens so far; the prompt count is the engine's latest report (an upstream's exact
+        count replaces the estimate once its usage chunk has arrived)."""
         return TokenUsage(self.prepared.prompt_tokens, sum(self.completion_tokens))
 
     async def deltas(self) -> AsyncIterator[Delta]:
@@ -144,6 +146,7 @@ class Generation:
                 endpoint=self.endpoint,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
+                cached_tokens=min(self.prepared.cached_prompt_tokens, usage.prompt_tokens),
                 ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000),
                 total_ms=round(total_s * 1000),
                 status=status,

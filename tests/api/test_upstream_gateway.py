@@ -1,0 +1,220 @@
+"""The gateway serving models through upstreams: a ``modelgrid engine`` worker app and a
+scripted upstream, both real local servers; clients use the official openai SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from modelgrid.api.worker import create_worker_app
+from modelgrid.app import packaged_engines
+from modelgrid.config import Settings
+from modelgrid.engines.base import Engine
+from modelgrid.engines.fake import FakeEngine
+from modelgrid.engines.upstream import UpstreamEngine
+from tests.conftest import make_settings
+from tests.scripted_upstream import (
+    AppThread,
+    Exchange,
+    Receive,
+    ScriptedUpstream,
+    Send,
+    body,
+    chunk,
+    event,
+    start_sse,
+)
+from tests.support import ThreadServer, create_key, free_port, usage_rows
+
+TOKEN = "worker-secret"
+MSG = [{"role": "user", "content": "What is the capital of France?"}]  # 6 words for FakeEngine
+ESTIMATE = 8 + 4 + 3  # what the gateway estimates for MSG: ceil(30 chars / 4) + 4 + 3
+
+
+@pytest.fixture
+def worker() -> Iterator[AppThread]:
+    engine = FakeEngine("fake-model", context_length=64)
+    server = AppThread(create_worker_app(lambda: engine, token=TOKEN), "/health/ready").start()
+    yield server
+    server.stop()
+
+
+class Gateway(ThreadServer):
+    """The gateway; ``stop`` first closes the upstream engines it built (their pools)."""
+
+    built: list[Engine]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for e in self.built:
+                await e.aclose()
+
+        if self.thread.is_alive():
+            self.call(close())
+        super().stop()
+
+
+def serve(settings: Settings, factory: Callable[[Settings], list[Engine]]) -> Gateway:
+    built: list[Engine] = []
+
+    def build(s: Settings) -> list[Engine]:
+        built.extend(factory(s))
+        return built
+
+    server = Gateway(settings, build)
+    server.built = built
+    server.api_key = create_key(settings.database_url, name="t").plaintext  # type: ignore[attr-defined]
+    return server.start()  # type: ignore[return-value]
+
+
+def gateway(tmp_path: Path, database_url: str, *engines: UpstreamEngine) -> Gateway:
+    return serve(make_settings(tmp_path, database_url), lambda _s: list(engines))
+
+
+@pytest.fixture
+def via_worker(tmp_path: Path, database_url: str, worker: AppThread) -> Iterator[ThreadServer]:
+    up = UpstreamEngine(
+        "gpt-up", f"{worker.base_url}/v1", upstream_model="fake-model", api_key=TOKEN
+    )
+    server = gateway(tmp_path, database_url, up)
+    yield server
+    server.stop()
+
+
+def client(server: ThreadServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)  # type: ignore[attr-defined]
+
+
+def test_json_answer_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_path: Path) -> None:
+    c = client(via_worker)
+    assert "gpt-up" in [m.id for m in c.models.list()]
+    r = c.chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+    assert r.model == "gpt-up"
+    assert r.choices[0].message.content == "Paris is the capital of France."
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (6, 6)  # type: ignore[union-attr]
+    [row] = usage_rows(tmp_path / "mg.db", expect=1)
+    assert (row["model"], row["prompt_tokens"], row["completion_tokens"]) == ("gpt-up", 6, 6)
+    assert row["prompt_tokens"] != ESTIMATE  # the upstream's count, not the estimate
+
+
+def test_stream_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_path: Path) -> None:
+    chunks = list(
+        client(via_worker).chat.completions.create(
+            model="gpt-up",
+            messages=MSG,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices]
+    assert "".join(p or "" for p in pieces) == "Paris is the capital of France."
+    assert [p for p in pieces if p] == ["Paris", " is", " the", " capital", " of", " France."]
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (6, 6)
+    [row] = usage_rows(tmp_path / "mg.db", expect=1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (6, 6, 200)
+
+
+def test_upstream_context_error_passes_through(via_worker: ThreadServer) -> None:
+    long = [{"role": "user", "content": "word " * 100}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client(via_worker).chat.completions.create(model="gpt-up", messages=long)  # type: ignore[arg-type]
+    assert info.value.code == "context_length_exceeded"
+    assert "Too long for the fake model." in info.value.message
+
+
+def test_wrong_upstream_credentials_are_a_502(
+    tmp_path: Path, database_url: str, worker: AppThread
+) -> None:
+    up = UpstreamEngine("gpt-up", f"{worker.base_url}/v1", upstream_model="fake-model")
+    server = gateway(tmp_path, database_url, up)
+    try:
+        with pytest.raises(openai.APIStatusError) as info:
+            client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+        # 502, or 503 "no replica available" once routing has tried every replica (the
+        # error is retryable: another replica may hold the right credentials)
+        assert info.value.status_code in (502, 503)
+    finally:
+        server.stop()
+
+
+def test_refused_upstream_is_a_502(tmp_path: Path, database_url: str) -> None:
+    up = UpstreamEngine("gpt-up", f"http://127.0.0.1:{free_port()}/v1", context_length=4096)
+    server = gateway(tmp_path, database_url, up)
+    try:
+        with pytest.raises(openai.APIStatusError) as info:
+            client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+        assert info.value.status_code in (502, 503)  # as above: retryable
+        # streaming: the upstream is called once the response has begun, so the failure
+        # comes as an error event (or a status, should the edge map errors before the first
+        # event to plain JSON)
+        with pytest.raises(openai.APIError):
+            list(
+                client(server).chat.completions.create(
+                    model="gpt-up",
+                    messages=MSG,  # type: ignore[arg-type]
+                    stream=True,
+                )
+            )
+    finally:
+        server.stop()
+
+
+def test_upstream_dying_mid_stream_ends_in_an_error_event(
+    tmp_path: Path, database_url: str
+) -> None:
+    async def dies(ex: Exchange, send: Send, receive: Receive) -> None:
+        await start_sse(send)
+        await body(send, event(chunk("", role="assistant")))
+        await body(send, event(chunk("Paris")))
+        await body(send, event(chunk(" is")))
+        raise RuntimeError("the upstream process died")
+
+    app = ScriptedUpstream(dies)
+    upstream = AppThread(app).start()
+    up = UpstreamEngine("gpt-up", f"{upstream.base_url}/v1", context_length=4096)
+    server = gateway(tmp_path, database_url, up)
+    try:
+        got: list[str] = []
+        stream = client(server).chat.completions.create(model="gpt-up", messages=MSG, stream=True)  # type: ignore[arg-type]
+        with pytest.raises(openai.APIError) as info:
+            for ch in stream:
+                if ch.choices and ch.choices[0].delta.content:
+                    got.append(ch.choices[0].delta.content)
+        assert got == ["Paris", " is"]
+        assert "dropped the connection" in info.value.message
+        [row] = usage_rows(tmp_path / "mg.db", expect=1)
+        assert (row["status"], row["finish_reason"], row["completion_tokens"]) == (502, "error", 2)
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+def test_settings_serve_an_upstream_without_local_models(
+    tmp_path: Path, database_url: str, worker: AppThread
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        engine={"models": [], "embedding_models": []},
+        upstreams=[
+            {
+                "model": "gpt-up",
+                "base_url": f"{worker.base_url}/v1",
+                "upstream_model": "fake-model",
+                "api_key": TOKEN,
+            }
+        ],
+    )
+    server = serve(settings, packaged_engines)
+    try:
+        c = client(server)
+        assert [m.id for m in c.models.list()] == ["gpt-up"]
+        assert c.models.retrieve("gpt-up").context_length == 64  # type: ignore[attr-defined]
+        r = c.chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+        assert r.choices[0].message.content == "Paris is the capital of France."
+    finally:
+        server.stop()
