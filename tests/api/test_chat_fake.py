@@ -150,6 +150,7 @@ def test_revoked_key_is_refused_immediately(fake_server: ThreadServer) -> None:
     import asyncio
 
     from modelgrid.storage import db
+    from modelgrid.tenancy.authcache import bump_epoch
     from modelgrid.tenancy.service import TenancyService
 
     c = client(fake_server)
@@ -163,6 +164,7 @@ def test_revoked_key_is_refused_immediately(fake_server: ThreadServer) -> None:
         await engine.dispose()
 
     asyncio.run(revoke())
+    bump_epoch(fake_server.settings.auth_epoch_path)  # what the CLI does after any change
     with pytest.raises(openai.AuthenticationError) as exc:
         c.models.list()
     assert exc.value.body["code"] == "revoked_api_key"  # type: ignore[index]
@@ -225,13 +227,9 @@ def post(
             "unsupported_parameter",
         ),
         (
-            {
-                "model": MODEL,
-                "messages": MSG,
-                "tools": [{"type": "function", "function": {"name": "f"}}],
-            },
+            {"model": MODEL, "messages": MSG, "logit_bias": {"1": 5}},
             400,
-            "tools",
+            "logit_bias",
             "unsupported_parameter",
         ),
     ],

@@ -1,7 +1,11 @@
 """A scripted engine for testing the layers above engines (serving, tenancy, api).
 
 It "tokenizes" by whitespace-separated words and replays a fixed reply word by word, so tests
-can assert exact token counts and texts without a model. Never used as the product's engine.
+can assert exact token counts and texts without a model. The reply goes through the same output
+assembly as the real engines (``engines.output``): a reply written in Qwen's tool-call format
+becomes function calls when the request declares that function. With ``logprobs`` each word
+gets log probability -0.5 and the alternatives ``alt1``, ``alt2``… at -1.5, -2.5…
+Never used as the product's engine.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import time
 from collections.abc import AsyncIterator
 
 from modelgrid.core.errors import ContextLengthExceededError, EngineError
-from modelgrid.core.types import Delta, FinishReason, InferenceRequest
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest, TokenLogprob
 from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.stops import TextAssembler
+from modelgrid.engines.output import ChoiceOutput
 
 
 class FakeEngine:
@@ -65,31 +69,30 @@ class FakeEngine:
 
     async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
         words = self.reply.split(" ")
+        sampling = prepared.request.sampling
         try:
             for index in range(prepared.request.n):
-                assembler = TextAssembler(prepared.request.sampling.stop)
+                out = ChoiceOutput(index, prepared.request)
                 finish = FinishReason.STOP
-                produced = 0
                 for i, word in enumerate(words):
-                    if produced >= prepared.max_new_tokens:
+                    if out.produced >= prepared.max_new_tokens:
                         finish = FinishReason.LENGTH
                         break
-                    if self.fail_after_tokens is not None and produced >= self.fail_after_tokens:
+                    if (
+                        self.fail_after_tokens is not None
+                        and out.produced >= self.fail_after_tokens
+                    ):
                         raise EngineError("The fake engine failed on purpose.")
                     if self.token_delay_s:
                         await asyncio.sleep(self.token_delay_s)
-                    produced += 1
-                    text, stopped = assembler.feed((word if i == 0 else " " + word).encode())
-                    if stopped:
-                        yield Delta(index, text, produced)
+                    piece = word if i == 0 else " " + word
+                    lp = _logprob(piece, sampling.top_logprobs) if sampling.logprobs else None
+                    for delta in out.token(piece.encode(), lp):
+                        yield delta
+                    if out.stopped:
                         break
-                    if text:
-                        yield Delta(index, text, produced)
-                else:
-                    tail = assembler.flush()
-                    if tail:
-                        yield Delta(index, tail, produced)
-                yield Delta(index, "", produced, finish)
+                for delta in out.finish(finish):
+                    yield delta
             self.completed += 1
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled += 1
@@ -97,6 +100,12 @@ class FakeEngine:
 
     async def aclose(self) -> None:
         return None
+
+
+def _logprob(piece: str, top: int) -> TokenLogprob:
+    alternatives = [TokenLogprob(piece, piece.encode(), -0.5)]
+    alternatives += [TokenLogprob(f"alt{k}", f"alt{k}".encode(), -0.5 - k) for k in range(1, top)]
+    return TokenLogprob(piece, piece.encode(), -0.5, tuple(alternatives[:top]))
 
 
 __all__ = ["FakeEngine"]

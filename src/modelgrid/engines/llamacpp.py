@@ -8,12 +8,18 @@ freed within one decode step. The KV cache keeps the previous prompt, and llama.
 longest common prefix on the next request (prompt caching).
 
 Sampling follows the OpenAI parameters: ``temperature`` 0 is greedy; top-k and min-p are off
-(OpenAI has neither); penalties are llama.cpp's presence/frequency penalties.
+(OpenAI has neither); penalties are llama.cpp's presence/frequency penalties. Function calls
+and JSON output are constrained with a GBNF grammar (``engines.grammar``) when the request
+demands them; calls in the model's output are parsed by ``engines.output``. Log probabilities
+are computed from the logits of the sampled position, only when asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import math
 import random
 import threading
 import time
@@ -24,12 +30,23 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from modelgrid.core.errors import ContextLengthExceededError, EngineError, InvalidRequestError
-from modelgrid.core.types import ChatMessage, Delta, FinishReason, InferenceRequest
+from modelgrid.core.types import (
+    ChatMessage,
+    Delta,
+    FinishReason,
+    InferenceRequest,
+    TokenLogprob,
+    ToolCall,
+    ToolChoiceMode,
+)
 from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.stops import TextAssembler
+from modelgrid.engines.grammar import request_grammar
+from modelgrid.engines.output import ChoiceOutput, token_text
 
 _END = object()
 
@@ -37,6 +54,21 @@ _END = object()
 @dataclass(slots=True)
 class _Payload:
     token_ids: list[int]
+    grammar: str | None = None
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    """A call as chat templates expect it: Qwen's renders ``arguments | tojson``, so they go
+    in as an object (the JSON text decoded), not as the wire's JSON string."""
+    try:
+        arguments: Any = json.loads(call.arguments)
+    except ValueError:
+        arguments = call.arguments
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
 
 
 def _message_dict(m: ChatMessage) -> dict[str, Any]:
@@ -44,10 +76,28 @@ def _message_dict(m: ChatMessage) -> dict[str, Any]:
     if m.name:
         d["name"] = m.name
     if m.tool_calls:
-        d["tool_calls"] = m.tool_calls
+        d["tool_calls"] = [_call_dict(c) for c in m.tool_calls]
     if m.tool_call_id:
         d["tool_call_id"] = m.tool_call_id
     return d
+
+
+def _tool_dicts(request: InferenceRequest) -> list[dict[str, Any]] | None:
+    """The functions shown to the model, in the shape chat templates expect (none when
+    ``tool_choice`` is ``none``)."""
+    if request.tool_mode is ToolChoiceMode.NONE:
+        return None
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                "parameters": t.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for t in request.tools
+    ]
 
 
 class LlamaCppEngine:
@@ -130,7 +180,10 @@ class LlamaCppEngine:
             return request.prompt
         assert self._formatter is not None
         try:
-            rendered = self._formatter(messages=[_message_dict(m) for m in request.messages or []])
+            rendered = self._formatter(
+                messages=[_message_dict(m) for m in request.messages or []],
+                tools=_tool_dicts(request),
+            )
         except Exception as exc:  # jinja raises many kinds; none may become a 500
             raise InvalidRequestError(
                 f"The messages cannot be rendered with the model's chat template: {exc}",
@@ -158,9 +211,33 @@ class LlamaCppEngine:
                 param="messages",
             )
         max_new = wanted if wanted is not None else limit - n_prompt
+        grammar = request_grammar(request)
+        if grammar is not None:
+            self._check_grammar(grammar, request)
         return PreparedRequest(
-            request=request, prompt_tokens=n_prompt, max_new_tokens=max_new, payload=_Payload(ids)
+            request=request,
+            prompt_tokens=n_prompt,
+            max_new_tokens=max_new,
+            payload=_Payload(ids, grammar),
         )
+
+    def _check_grammar(self, grammar: str, request: InferenceRequest) -> None:
+        """llama.cpp must accept the grammar: a rejected one would fail inside the sampler.
+
+        Raises:
+            InvalidRequestError: it does not (blamed on the schema that produced it).
+        """
+        assert self._llm is not None
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._llm._model.vocab, grammar.encode(), b"root"
+        )
+        if not sampler:
+            forced = request.tool_mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION)
+            param = "tools" if forced else "response_format"
+            raise InvalidRequestError(
+                "The schema cannot be enforced as a llama.cpp grammar.", param=param
+            )
+        llama_cpp.llama_sampler_free(sampler)
 
     # -- generation --
 
@@ -211,6 +288,7 @@ class LlamaCppEngine:
         llm = self._llm
         assert llm is not None
         ids = prepared.payload.token_ids
+        grammar = prepared.payload.grammar
         request = prepared.request
         sp = request.sampling
         vocab = llm._model.vocab
@@ -219,9 +297,7 @@ class LlamaCppEngine:
             if cancel.is_set():
                 return
             llm.set_seed((base_seed + index) & 0x7FFFFFFF)
-            assembler = TextAssembler(sp.stop)
-            produced = 0
-            hit_stop = False
+            out = ChoiceOutput(index, request)
             finish = FinishReason.LENGTH
             gen = llm.generate(
                 ids,
@@ -233,6 +309,7 @@ class LlamaCppEngine:
                 repeat_penalty=1.0,
                 frequency_penalty=sp.frequency_penalty,
                 presence_penalty=sp.presence_penalty,
+                grammar=LlamaGrammar.from_string(grammar) if grammar else None,
             )
             try:
                 for token in gen:
@@ -241,22 +318,38 @@ class LlamaCppEngine:
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
                         finish = FinishReason.STOP
                         break
-                    produced += 1
-                    text, stopped = assembler.feed(llm.detokenize([token]))
-                    if stopped:
-                        if text:
-                            emit(Delta(index, text, produced))
+                    logprob = self._logprob(token, sp.top_logprobs) if sp.logprobs else None
+                    for delta in out.token(llm.detokenize([token]), logprob):
+                        emit(delta)
+                    if out.stopped:
                         finish = FinishReason.STOP
-                        hit_stop = True
                         break
-                    if text:
-                        emit(Delta(index, text, produced))
-                    if produced >= prepared.max_new_tokens:
+                    if out.produced >= prepared.max_new_tokens:
                         break
             finally:
                 gen.close()
-            tail = "" if hit_stop else assembler.flush()
-            emit(Delta(index, tail, produced, finish))
+            for delta in out.finish(finish):
+                emit(delta)
+
+    def _logprob(self, token: int, top: int) -> TokenLogprob:
+        """``token``'s log probability under the logits it was just sampled from (the last
+        decoded position), with the ``top`` most likely alternatives."""
+        llm = self._llm
+        assert llm is not None
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        peak = float(logits.max())
+        log_z = peak + math.log(float(np.exp(logits - peak, dtype=np.float64).sum()))
+
+        def entry(t: int) -> TokenLogprob:
+            data = llm.detokenize([t], special=True)
+            return TokenLogprob(token_text(data), data, float(logits[t]) - log_z)
+
+        alternatives: tuple[TokenLogprob, ...] = ()
+        if top:
+            best = np.argpartition(logits, -top)[-top:]
+            best = best[np.argsort(-logits[best], kind="stable")]
+            alternatives = tuple(entry(int(t)) for t in best)
+        return dataclasses.replace(entry(token), top=alternatives)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -84,7 +84,7 @@ def estimate_prompt_tokens(request: InferenceRequest) -> int:
     messages = request.messages or ()
     for m in messages:
         chars += len(m.content or "")
-        for call in m.tool_calls:
+        for call in m.tool_calls or ():
             chars += len(call.name) + len(call.arguments)
     if request.tools:
         chars += sum(

@@ -3,7 +3,9 @@
 Streaming follows the reference: the first chunk of each choice carries only the role, content
 deltas follow, the last chunk of a choice has an empty delta and its ``finish_reason``; with
 ``stream_options.include_usage`` every chunk has ``"usage": null`` and one extra final chunk
-has ``choices: []`` and the usage.
+has ``choices: []`` and the usage. A function call streams as one chunk with its ``id`` and
+name, then chunks with pieces of its arguments; with ``logprobs`` each chunk carries those of
+the tokens it came from.
 """
 
 from __future__ import annotations
@@ -13,13 +15,44 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from modelgrid.core.ids import completion_id
-from modelgrid.core.types import CallContext
-from modelgrid.protocol.openai.convert import ChunkWriter, completion_dict, to_inference_request
+from modelgrid.core.types import CallContext, Delta, TokenLogprob, ToolCall
+from modelgrid.protocol.openai.convert import (
+    ChoiceResult,
+    ChunkWriter,
+    completion_dict,
+    to_inference_request,
+)
 from modelgrid.protocol.openai.models import ChatCompletionRequest
+from modelgrid.protocol.openai.tools import tool_call_delta_dicts
 from modelgrid.serving.generation import Generation
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.service import Principal, TenancyService
+
+
+class _ChoiceCollector:
+    """Folds one choice's deltas into its text, complete tool calls and logprobs."""
+
+    __slots__ = ("calls", "logprobs", "texts")
+
+    def __init__(self, logprobs: bool) -> None:
+        self.texts: list[str] = []
+        self.calls: dict[int, tuple[str, str, list[str]]] = {}
+        self.logprobs: list[TokenLogprob] | None = [] if logprobs else None
+
+    def add(self, delta: Delta) -> None:
+        if delta.text:
+            self.texts.append(delta.text)
+        for part in delta.tool_calls:
+            call_id, name, args = self.calls.setdefault(part.index, ("", "", []))
+            self.calls[part.index] = (part.id or call_id, part.name or name, args)
+            args.append(part.arguments)
+        if self.logprobs is not None:
+            self.logprobs.extend(delta.logprobs)
+
+    def result(self, finish_reason: str | None) -> ChoiceResult:
+        calls = [ToolCall(i, n, "".join(a)) for _, (i, n, a) in sorted(self.calls.items())]
+        return ChoiceResult("".join(self.texts), finish_reason or "stop", calls, self.logprobs)
 
 
 class ChatService:
@@ -45,17 +78,15 @@ class ChatService:
 
     async def complete(self, gen: Generation) -> dict[str, Any]:
         """Run to the end and return a ``chat.completion`` object."""
-        n = gen.request.n
-        texts: list[list[str]] = [[] for _ in range(n)]
+        logprobs = gen.request.sampling.logprobs
+        choices = [_ChoiceCollector(logprobs) for _ in range(gen.request.n)]
         async for delta in gen.deltas():
-            if delta.text:
-                texts[delta.index].append(delta.text)
+            choices[delta.index].add(delta)
         return completion_dict(
             completion_id=completion_id(),
             created=int(time.time()),
             model=gen.request.model,
-            texts=["".join(t) for t in texts],
-            finish_reasons=[r or "stop" for r in gen.finish_reasons],
+            choices=[c.result(r) for c, r in zip(choices, gen.finish_reasons, strict=True)],
             usage=gen.usage,
         )
 
@@ -63,14 +94,24 @@ class ChatService:
         """``chat.completion.chunk`` objects, in order, ending with the usage chunk if asked."""
         writer = ChunkWriter(completion_id(), int(time.time()), gen.request.model, include_usage)
         opened: set[int] = set()
+        pending: dict[int, list[TokenLogprob]] = {}  # logprobs not sent with a chunk yet
         async for delta in gen.deltas():
-            if delta.index not in opened:
-                opened.add(delta.index)
-                yield writer.role_chunk(delta.index)
+            i = delta.index
+            if i not in opened:
+                opened.add(i)
+                yield writer.role_chunk(i)
+            lps = pending.setdefault(i, [])
+            lps.extend(delta.logprobs)
             if delta.text:
-                yield writer.chunk(delta.index, {"content": delta.text})
+                yield writer.chunk(i, {"content": delta.text}, logprobs=lps)
+                lps.clear()
+            for part in delta.tool_calls:
+                for entry in tool_call_delta_dicts(part):
+                    yield writer.chunk(i, {"tool_calls": [entry]}, logprobs=lps)
+                    lps.clear()
             if delta.finish_reason is not None:
-                yield writer.chunk(delta.index, {}, delta.finish_reason.value)
+                yield writer.chunk(i, {}, delta.finish_reason.value, logprobs=lps)
+                lps.clear()
         if include_usage:
             yield writer.usage_chunk(gen.usage)
 

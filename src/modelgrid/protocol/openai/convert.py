@@ -1,17 +1,28 @@
 """Wire <-> core conversion for OpenAI chat completions.
 
-Request: ``ChatCompletionRequest`` -> ``InferenceRequest``. Response: core ``Delta``s and
-``TokenUsage`` -> the JSON objects of the reference (``chat.completion`` and
+Request: ``ChatCompletionRequest`` -> ``InferenceRequest`` (function calling in ``tools``,
+``response_format`` in ``formats``). Response: what serving collected from the core ``Delta``s
+and ``TokenUsage`` -> the JSON objects of the reference (``chat.completion`` and
 ``chat.completion.chunk``), as plain dicts ready for ``json.dumps``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
-from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams, TokenUsage
+from modelgrid.core.types import (
+    ChatMessage,
+    InferenceRequest,
+    SamplingParams,
+    TokenLogprob,
+    TokenUsage,
+    ToolCall,
+)
+from modelgrid.protocol.openai.formats import response_format_in
 from modelgrid.protocol.openai.models import ChatCompletionRequest, ChatMessageIn
+from modelgrid.protocol.openai.tools import tool_call_dict, tool_calls_in, tool_choice_in, tools_in
 
 MAX_STOP_SEQUENCES = 4  # the reference allows "up to 4 sequences"
 
@@ -46,18 +57,34 @@ def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _reject_unimplemented(req: ChatCompletionRequest) -> None:
-    if req.tools:
-        raise UnsupportedParameterError("'tools' is not supported yet.", param="tools")
-    if req.response_format and req.response_format.get("type", "text") != "text":
-        raise UnsupportedParameterError(
-            "'response_format' other than {'type': 'text'} is not supported yet.",
-            param="response_format",
-        )
-    if req.logprobs:
-        raise UnsupportedParameterError("'logprobs' is not supported yet.", param="logprobs")
+def _check_combinations(req: ChatCompletionRequest) -> None:
     if req.logit_bias:
         raise UnsupportedParameterError("'logit_bias' is not supported yet.", param="logit_bias")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidRequestError(
+            "'logprobs' must be true when 'top_logprobs' is given.", param="top_logprobs"
+        )
+    both = req.max_tokens is not None and req.max_completion_tokens is not None
+    if both and req.max_tokens != req.max_completion_tokens:
+        raise InvalidRequestError(
+            "Give either 'max_tokens' or 'max_completion_tokens', not both.",
+            param="max_completion_tokens",
+        )
+
+
+def _message(m: ChatMessageIn, index: int) -> ChatMessage:
+    if m.role == "tool" and not m.tool_call_id:
+        raise InvalidRequestError(
+            "A message with role 'tool' needs the 'tool_call_id' it answers.",
+            param=f"messages[{index}].tool_call_id",
+        )
+    return ChatMessage(
+        role="system" if m.role == "developer" else m.role,
+        content=_content_text(m, index),
+        name=m.name,
+        tool_calls=tool_calls_in(m.tool_calls),
+        tool_call_id=m.tool_call_id,
+    )
 
 
 def to_inference_request(req: ChatCompletionRequest, request_id: str) -> InferenceRequest:
@@ -67,23 +94,9 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         InvalidRequestError: a parameter is out of its documented range or combination.
         UnsupportedParameterError: a known parameter modelgrid does not implement yet.
     """
-    _reject_unimplemented(req)
-    both = req.max_tokens is not None and req.max_completion_tokens is not None
-    if both and req.max_tokens != req.max_completion_tokens:
-        raise InvalidRequestError(
-            "Give either 'max_tokens' or 'max_completion_tokens', not both.",
-            param="max_completion_tokens",
-        )
-    messages = [
-        ChatMessage(
-            role="system" if m.role == "developer" else m.role,
-            content=_content_text(m, i),
-            name=m.name,
-            tool_calls=m.tool_calls,
-            tool_call_id=m.tool_call_id,
-        )
-        for i, m in enumerate(req.messages)
-    ]
+    _check_combinations(req)
+    messages = [_message(m, i) for i, m in enumerate(req.messages)]
+    tools = tools_in(req.tools)
     sampling = SamplingParams(
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -92,6 +105,9 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         seed=req.seed,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        response_format=response_format_in(req.response_format),
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
     )
     return InferenceRequest(
         request_id=request_id,
@@ -99,6 +115,9 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         messages=messages,
         sampling=sampling,
         n=req.n or 1,
+        tools=tools,
+        tool_choice=tool_choice_in(req.tool_choice, tools),
+        parallel_tool_calls=req.parallel_tool_calls is not False,
     )
 
 
@@ -111,16 +130,58 @@ def usage_dict(usage: TokenUsage) -> dict[str, int]:
     }
 
 
+def _logprob_dict(lp: TokenLogprob) -> dict[str, Any]:
+    return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token_bytes)}
+
+
+def logprobs_dict(logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    """A choice's ``logprobs`` object: ``content`` has one entry per token."""
+    return {
+        "content": [
+            {**_logprob_dict(lp), "top_logprobs": [_logprob_dict(t) for t in lp.top]}
+            for lp in logprobs
+        ],
+        "refusal": None,
+    }
+
+
+@dataclass(slots=True)
+class ChoiceResult:
+    """One generated choice, collected from its deltas.
+
+    Attributes:
+        text: The content (empty when the model only called functions).
+        finish_reason: The wire's finish reason.
+        tool_calls: Complete calls, in order.
+        logprobs: One entry per completion token; ``None`` when not asked for.
+    """
+
+    text: str = ""
+    finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+
+def _message_dict(choice: ChoiceResult) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": choice.text if choice.text or not choice.tool_calls else None,
+        "refusal": None,
+    }
+    if choice.tool_calls:
+        message["tool_calls"] = [tool_call_dict(c) for c in choice.tool_calls]
+    return message
+
+
 def completion_dict(
     *,
     completion_id: str,
     created: int,
     model: str,
-    texts: list[str],
-    finish_reasons: list[str],
+    choices: list[ChoiceResult],
     usage: TokenUsage,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object with one choice per generated text."""
+    """A ``chat.completion`` object with one entry per choice."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -129,11 +190,11 @@ def completion_dict(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reasons[i],
+                "message": _message_dict(c),
+                "logprobs": None if c.logprobs is None else logprobs_dict(c.logprobs),
+                "finish_reason": c.finish_reason,
             }
-            for i, text in enumerate(texts)
+            for i, c in enumerate(choices)
         ],
         "usage": usage_dict(usage),
         "system_fingerprint": None,
@@ -164,14 +225,20 @@ class ChunkWriter:
         self.include_usage = include_usage
 
     def chunk(
-        self, index: int, delta: dict[str, Any], finish_reason: str | None = None
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...] = (),
     ) -> dict[str, Any]:
-        obj = {
-            **self._head,
-            "choices": [
-                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ],
+        """One chunk; ``logprobs`` are those of the tokens this chunk's delta came from."""
+        choice = {
+            "index": index,
+            "delta": delta,
+            "logprobs": logprobs_dict(logprobs) if logprobs else None,
+            "finish_reason": finish_reason,
         }
+        obj = {**self._head, "choices": [choice]}
         if self.include_usage:
             obj["usage"] = None
         return obj
@@ -183,4 +250,11 @@ class ChunkWriter:
         return {**self._head, "choices": [], "usage": usage_dict(usage)}
 
 
-__all__ = ["ChunkWriter", "completion_dict", "to_inference_request", "usage_dict"]
+__all__ = [
+    "ChoiceResult",
+    "ChunkWriter",
+    "completion_dict",
+    "logprobs_dict",
+    "to_inference_request",
+    "usage_dict",
+]

@@ -3,6 +3,8 @@
 Reference: https://platform.openai.com/docs/api-reference/chat/create. Unknown fields are
 accepted and ignored (as vLLM does), so SDK ``extra_body`` additions never fail; fields whose
 behaviour modelgrid does not implement yet are rejected by ``convert`` with a clear 400.
+Fields whose valid shape depends on other fields (``tool_choice``, ``response_format``) are
+checked by ``convert``, which names the parameter at fault.
 """
 
 from __future__ import annotations
@@ -18,13 +20,47 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class FunctionCallIn(BaseModel):
+    """``tool_calls[].function`` of an assistant message: ``arguments`` is JSON text."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str
+
+
+class ToolCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+
+
+class FunctionDefinition(BaseModel):
+    """``tools[].function``: ``parameters`` is the JSON Schema of the arguments object."""
+
+    model_config = ConfigDict(extra="allow")
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionDefinition
 
 
 class StreamOptions(BaseModel):
@@ -49,13 +85,23 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    # Accepted for validation; convert.py rejects the ones not implemented yet.
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # Accepted for validation; convert.py rejects it (not implemented yet).
     logit_bias: dict[str, float] | None = None
 
 
-__all__ = ["ChatCompletionRequest", "ChatMessageIn", "StreamOptions", "TextPart"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessageIn",
+    "FunctionCallIn",
+    "FunctionDefinition",
+    "StreamOptions",
+    "TextPart",
+    "ToolCallIn",
+    "ToolIn",
+]
