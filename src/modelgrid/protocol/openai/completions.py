@@ -25,9 +25,9 @@ from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, SamplingParams, TokenUsage
 from modelgrid.protocol.openai.convert import usage_dict
 from modelgrid.protocol.openai.models import StreamOptions
+from modelgrid.protocol.openai.params import stop_sequences
 
 DEFAULT_MAX_TOKENS = 16  # the reference's default for this endpoint
-MAX_STOP_SEQUENCES = 4
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n
 
@@ -85,20 +85,6 @@ def prompt_texts(prompt: Prompt) -> list[str]:
     return items
 
 
-def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    items = [stop] if isinstance(stop, str) else list(stop)
-    if len(items) > MAX_STOP_SEQUENCES:
-        raise InvalidRequestError(
-            f"'stop' accepts at most {MAX_STOP_SEQUENCES} sequences, got {len(items)}.",
-            param="stop",
-        )
-    if any(s == "" for s in items):
-        raise InvalidRequestError("'stop' sequences must be non-empty strings.", param="stop")
-    return tuple(items)
-
-
 def _reject_unimplemented(req: CompletionRequest) -> None:
     if req.suffix:
         raise UnsupportedParameterError(
@@ -135,7 +121,7 @@ def to_inference_requests(req: CompletionRequest, request_id: str) -> list[Infer
         max_tokens=req.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        stop=_stop_tuple(req.stop),
+        stop=stop_sequences(req.stop),
         seed=req.seed,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,

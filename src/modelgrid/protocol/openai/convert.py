@@ -22,9 +22,8 @@ from modelgrid.core.types import (
 )
 from modelgrid.protocol.openai.formats import response_format_in
 from modelgrid.protocol.openai.models import ChatCompletionRequest, ChatMessageIn
+from modelgrid.protocol.openai.params import stop_sequences
 from modelgrid.protocol.openai.tools import tool_call_dict, tool_calls_in, tool_choice_in, tools_in
-
-MAX_STOP_SEQUENCES = 4  # the reference allows "up to 4 sequences"
 
 
 def _content_text(message: ChatMessageIn, index: int) -> str | None:
@@ -41,20 +40,6 @@ def _content_text(message: ChatMessageIn, index: int) -> str | None:
             )
         texts.append(part.text)
     return "".join(texts)
-
-
-def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    items = [stop] if isinstance(stop, str) else list(stop)
-    if len(items) > MAX_STOP_SEQUENCES:
-        raise InvalidRequestError(
-            f"'stop' accepts at most {MAX_STOP_SEQUENCES} sequences, got {len(items)}.",
-            param="stop",
-        )
-    if any(s == "" for s in items):
-        raise InvalidRequestError("'stop' sequences must be non-empty strings.", param="stop")
-    return tuple(items)
 
 
 def _check_combinations(req: ChatCompletionRequest) -> None:
@@ -101,7 +86,7 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        stop=_stop_tuple(req.stop),
+        stop=stop_sequences(req.stop),
         seed=req.seed,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
