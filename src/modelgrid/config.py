@@ -50,9 +50,6 @@ class EngineSettings(BaseModel):
         embedding_batch_size: Inputs per forward pass of an embedding model.
         embedding_threads: PyTorch threads for the embedding models (0 = torch's default, one
             per core; fewer leaves cores to llama.cpp when both are busy).
-        embedding_models: Packaged embedding models served beside them (``/v1/embeddings``),
-            loaded at start-up when their pip extra ``embeddings`` is installed.
-        embedding_batch_size: Inputs per forward pass of an embedding model.
     """
 
     n_threads: int = 0
@@ -63,8 +60,6 @@ class EngineSettings(BaseModel):
     embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
     embedding_batch_size: int = 64
     embedding_threads: int = 0
-    embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
-    embedding_batch_size: int = 64
 
 
 class MeteringSettings(BaseModel):
@@ -80,6 +75,14 @@ class MeteringSettings(BaseModel):
     spool: bool = True
     fsync: bool = False
     prices_refresh_s: float = 10.0
+
+
+class AuthSettings(BaseModel):
+    """``cache_ttl_s``: how long an authenticated key is trusted without reading the database
+    (0 disables the cache). Changes made on this machine (API, CLI) apply at once through the
+    epoch file ``<data_dir>/auth.epoch``; other machines see them within this time."""
+
+    cache_ttl_s: float = 2.0
 
 
 class RateLimitSettings(BaseModel):
@@ -128,6 +131,40 @@ def _indexed_list(value: Any) -> Any:
     return value
 
 
+class RoutingSettings(BaseModel):
+    """How requests are spread over regions and replicas (``modelgrid.routing``).
+
+    Attributes:
+        policy: Replica choice within a region: ``cache_aware`` (prompt-prefix affinity,
+            else power of two choices), ``p2c``, or ``round_robin``.
+        max_attempts: Replicas tried per request when attempts fail before the first byte.
+        max_imbalance: In-flight requests a prefix owner may have beyond the least-loaded
+            replica and still get the request.
+        block_chars / max_prefix_chars: Prefix fingerprint: block size and reach, in
+            characters of the prompt.
+        prefix_entries: Prefix blocks remembered (LRU).
+        latency: Region latency source: ``configured`` (the topology's matrix, distance as
+            fallback) or ``measured`` (probe round trips).
+        failure_threshold: Consecutive failures that open a replica's circuit breaker.
+        cooldown_s: Time an open breaker waits before a trial (doubles on each failed trial,
+            up to ``max_cooldown_s``).
+        probe_interval_s / probe_timeout_s: Active health checks of upstream replicas.
+    """
+
+    policy: str = "cache_aware"
+    max_attempts: int = 4
+    max_imbalance: int = 2
+    block_chars: int = 256
+    max_prefix_chars: int = 4096
+    prefix_entries: int = 65536
+    latency: str = "configured"
+    failure_threshold: int = 3
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 60.0
+    probe_interval_s: float = 2.0
+    probe_timeout_s: float = 2.0
+
+
 class Settings(BaseSettings):
     """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
 
@@ -141,8 +178,11 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     engine_kind: str = "llamacpp"
     bootstrap_keys: bool = True
+    topology_file: Path | None = None
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
 
@@ -172,8 +212,18 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir / 'modelgrid.db'}"
 
     @property
+    def auth_epoch_path(self) -> Path:
+        return self.data_dir / "auth.epoch"
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def topology_path(self) -> Path:
+        """The topology file: ``topology_file``, else ``<data_dir>/topology.toml`` (used if it
+        exists; the admin API writes its changes there). Neither: the embedded default."""
+        return self.topology_file or self.data_dir / "topology.toml"
 
     def masked(self) -> dict[str, Any]:
         """The settings as a JSON-able dict with secrets shown as ``**********``."""
@@ -195,10 +245,12 @@ def _mask_url(url: str) -> str:
 
 
 __all__ = [
+    "AuthSettings",
     "DatabaseSettings",
     "EngineSettings",
     "MeteringSettings",
     "RateLimitSettings",
+    "RoutingSettings",
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
