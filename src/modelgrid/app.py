@@ -11,26 +11,41 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from modelgrid import __version__
 from modelgrid.api import errors
 from modelgrid.api.middleware import RequestContext
-from modelgrid.api.routers import admin, completions, dashscope, embeddings, health, openai
+from modelgrid.api.routers import (
+    admin,
+    completions,
+    dashscope,
+    embeddings,
+    health,
+    openai,
+    topology,
+)
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines
-from modelgrid.engines.registry import build_packaged_engine, build_upstream_engine
+from modelgrid.engines.registry import build_packaged_engine, build_upstream_engine, load_kind
+from modelgrid.routing import Grid, RouterConfig, local_models
+from modelgrid.routing import topology as topo
+from modelgrid.routing.health import HealthBook
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.storage import db, migrate
+from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.metering import UsageWriter
+from modelgrid.tenancy.ratelimit_redis import RedisLimiter
 from modelgrid.tenancy.service import TenancyService
+from modelgrid.tenancy.spool import Spool
 
 log = logging.getLogger("modelgrid")
 
@@ -44,6 +59,10 @@ def packaged_engines(settings: Settings) -> list[Engine]:
     upstreams (``settings.upstreams``; one named like an embedded model replaces it)."""
     e = settings.engine
     upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
+    if settings.engine_kind == "fake":  # scripted replies: tests and gateway benchmarks only
+        fake = load_kind("fake")
+        fakes = [fake(model_id, token_delay_s=e.fake_token_delay_s) for model_id in e.models]
+        return [*fakes, *upstreams]
     generators = [
         build_packaged_engine(
             model_id, settings.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
@@ -76,14 +95,10 @@ def create_app(
         await asyncio.to_thread(migrate.upgrade, url)
         engine = db.create_engine(url, echo=settings.database.echo)
         sessions = db.sessionmaker(engine)
-        usage = UsageWriter(
-            sessions,
-            flush_interval_s=settings.metering.flush_interval_s,
-            batch_size=settings.metering.batch_size,
-        )
-        usage.start()
-        tenancy = TenancyService(sessions, usage)
+        usage, tenancy = await _build_tenancy(settings, sessions)
+        refresher = asyncio.create_task(_refresh_prices(tenancy, settings), name="prices")
         models = ModelRegistry()
+        grid = _build_grid(settings)
         state = AppState(
             settings=settings,
             db=engine,
@@ -94,7 +109,10 @@ def create_app(
             metrics=metrics,
             chat=ChatService(models, tenancy, metrics),
             completions=CompletionService(models, tenancy, metrics),
-            embeddings=EmbeddingService(models, tenancy, metrics),
+            embeddings=EmbeddingService(
+                models, tenancy, metrics, region=grid.topology.gateway_region
+            ),
+            grid=grid,
         )
         app.state.modelgrid = state
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
@@ -102,9 +120,12 @@ def create_app(
             yield
         finally:
             loader.cancel()
-            await asyncio.gather(loader, return_exceptions=True)
+            refresher.cancel()
+            await asyncio.gather(loader, refresher, return_exceptions=True)
             await usage.aclose()
-            for e in models.engines():
+            await tenancy.aclose()
+            await grid.aclose()
+            for e in [*models.engines(), *grid.local.values()]:
                 await e.aclose()
             await engine.dispose()
 
@@ -119,15 +140,97 @@ def create_app(
     app.include_router(embeddings.router, prefix="/compatible-mode")
     app.include_router(dashscope.router)
     app.include_router(admin.router)
+    app.include_router(topology.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 
 
+async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter, TenancyService]:
+    """The usage writer (with its crash spool, after replaying dead processes' spools), the
+    rate limiter of the configured backend, and the tenancy service with the price book."""
+    m = settings.metering
+    spool = Spool(settings.data_dir / "spool", fsync=m.fsync) if m.spool else None
+    usage = UsageWriter(
+        sessions, flush_interval_s=m.flush_interval_s, batch_size=m.batch_size, spool=spool
+    )
+    await usage.recover()
+    usage.start()
+    tenancy = TenancyService(
+        sessions,
+        usage,
+        auth_cache=PrincipalCache(settings.auth.cache_ttl_s, settings.auth_epoch_path),
+    )
+    if settings.ratelimit.backend == "redis":
+        tenancy.limiter = RedisLimiter.from_url(
+            settings.ratelimit.redis_url.get_secret_value(), seed=tenancy.month_spend
+        )
+    elif settings.ratelimit.backend != "memory":
+        raise ValueError(f"unknown rate-limit backend {settings.ratelimit.backend!r}")
+    await tenancy.reload_prices()
+    return usage, tenancy
+
+
+async def _refresh_prices(tenancy: TenancyService, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.metering.prices_refresh_s)
+        try:
+            await tenancy.reload_prices()
+        except Exception:
+            log.exception("reloading the price book failed")
+
+
+def _build_grid(settings: Settings) -> Grid:
+    """The routing layer over the topology file (if there is one; else the embedded default,
+    completed with the in-process models once they are built).
+
+    Raises:
+        TopologyError, OSError: an invalid or unreadable topology file.
+    """
+    path = settings.topology_path
+    if settings.topology_file is not None or path.exists():
+        topology = topo.load(path)
+    else:
+        topology = topo.default_topology()
+    r = settings.routing
+    config = RouterConfig(
+        policy=r.policy,  # type: ignore[arg-type]
+        max_attempts=r.max_attempts,
+        max_imbalance=r.max_imbalance,
+        block_chars=r.block_chars,
+        max_prefix_chars=r.max_prefix_chars,
+        prefix_entries=r.prefix_entries,
+        latency=r.latency,  # type: ignore[arg-type]
+    )
+    health = HealthBook(r.failure_threshold, r.cooldown_s, r.max_cooldown_s)
+    return Grid(
+        topology,
+        config=config,
+        health=health,
+        probe_interval_s=r.probe_interval_s,
+        probe_timeout_s=r.probe_timeout_s,
+    )
+
+
 async def _load_models(state: AppState, factory: EngineFactory) -> None:
+    """Start the topology's upstream replicas, then build and start the in-process engines:
+    generation models become ``local`` replicas behind the routed engines, embedding models
+    are served directly."""
+    grid = state.grid
+    assert grid is not None
     try:
+        await grid.start()
+        state.models.sync_routed(grid.engines())
         engines = list(await asyncio.to_thread(factory, state.settings))
+        routed = local_models(engines)
         for e in engines:
-            state.models.add(e)
+            if e.card.model_id in routed:
+                grid.attach_local(e)
+        await grid.apply(topo.with_local_models(grid.topology, routed))
+        by_model = {r.model_id: r for r in grid.engines()}
+        for e in engines:  # in the factory's order, each model behind its routed engine
+            state.models.add(by_model.get(e.card.model_id, e))
+        state.models.sync_routed(grid.engines())
+        for e in engines:
             await e.start()
             state.metrics.watch_queue(e.card.model_id, lambda e=e: e.queue_depth)
             log.info("model %s ready", e.card.model_id)

@@ -27,7 +27,14 @@ def call_context(request: Request) -> CallContext:
         client_request_id=st.get("client_request_id"),
         started=st.get("started", time.perf_counter()),
         response_headers=st.setdefault("response_headers", {}),
+        requested_region=_requested_region(request),
     )
+
+
+def _requested_region(request: Request) -> str | None:
+    """The ``X-Modelgrid-Region`` header: the region the client asks to run in, if any."""
+    value = request.headers.get("x-modelgrid-region", "").strip()
+    return value[:64] or None
 
 
 def bearer_token(request: Request) -> str | None:

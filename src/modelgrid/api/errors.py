@@ -1,6 +1,7 @@
 """The ONE table from errors to HTTP responses, applied at the edge; two renderings.
 
-``ModelgridError`` subclasses carry their status (plus ``Retry-After`` for 429); FastAPI's
+``ModelgridError`` subclasses carry their status (plus ``Retry-After`` for 429, and for 503 when
+the router knows when a replica may be back); FastAPI's
 request validation (422 ``{"detail"}`` by default) becomes a 400 ``InvalidRequestError``;
 Starlette's HTTP errors (unknown route 404, wrong method 405) keep their status; anything
 unexpected becomes a 500 with a generic message, the traceback going to the log only.
@@ -21,7 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelgrid.core.errors import InvalidRequestError, ModelgridError, RateLimitError
+from modelgrid.core.errors import (
+    InvalidRequestError,
+    ModelgridError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from modelgrid.core.ids import new_request_id
 from modelgrid.protocol.dashscope import errors as ds_errors
 from modelgrid.protocol.openai.errors import error_body
@@ -59,6 +65,8 @@ def error_response(
     out = dict(headers or {})
     if isinstance(exc, RateLimitError):
         out.update(exc.headers)
+        out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    elif isinstance(exc, ServiceUnavailableError) and exc.retry_after_s is not None:
         out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if request is not None and _is_dashscope(request):
         body = _dashscope_body(request, exc)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
+from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.embeddings import EmbeddingService
@@ -30,6 +31,7 @@ class AppState:
     completions: CompletionService
     embeddings: EmbeddingService
     load_error: str | None = None
+    grid: Grid | None = None  # the live topology and router (set by the lifespan)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -13,6 +13,7 @@ from modelgrid.cli import (
     models_cmd,
     prices_cmd,
     serve_cmd,
+    topology_cmd,
     usage_cmd,
     workspaces_cmd,
 )
@@ -29,6 +30,8 @@ app.command("usage")(usage_cmd.usage)
 app.command("config")(db_cmd.config)
 app.command("invoice")(invoice_cmd.invoice)
 app.command("audit")(audit_cmd.audit)
+app.command("regions")(topology_cmd.regions)
+app.command("deployments")(topology_cmd.deployments)
 app.add_typer(workspaces_cmd.app, name="workspaces")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(prices_cmd.app, name="prices")

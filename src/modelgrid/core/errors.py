@@ -138,9 +138,26 @@ class UpstreamError(ModelgridError):
 
 
 class ServiceUnavailableError(ModelgridError):
+    """No replica can take the request now; ``retry_after_s`` (if known) feeds the
+    ``Retry-After`` header (e.g. when the next circuit breaker half-opens)."""
+
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+    retry_after_s: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, retryable=retryable)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
 class UpstreamTimeoutError(ModelgridError):

@@ -115,6 +115,22 @@ class SamplingParams:
     top_logprobs: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingHints:
+    """What routing must respect and should prefer for one request.
+
+    Attributes:
+        allowed_regions: Region ids the request may run in (the workspace's set narrowed by
+            the key's); ``None`` means any region. Residency: nothing is ever sent elsewhere.
+        preferred_region: The region the caller asked for (``X-Modelgrid-Region``), if any.
+        home_region: The workspace's home region, preferred after ``preferred_region``.
+    """
+
+    allowed_regions: frozenset[str] | None = None
+    preferred_region: str | None = None
+    home_region: str | None = None
+
+
 @dataclass(slots=True)
 class InferenceRequest:
     """A request as the engines see it.
@@ -130,6 +146,8 @@ class InferenceRequest:
         tool_choice: Whether and which function to call; ``None`` means ``auto`` when there
             are tools.
         parallel_tool_calls: Whether one turn may contain several calls.
+        routing: Where the request may and would rather run (set by serving from the
+            caller's principal and headers; ``None`` means no constraint).
     """
 
     request_id: str
@@ -141,6 +159,7 @@ class InferenceRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    routing: RoutingHints | None = None
 
     @property
     def tool_mode(self) -> ToolChoiceMode:
@@ -160,12 +179,14 @@ class CallContext:
         started: ``time.perf_counter()`` when the request arrived (for TTFT and latency).
         response_headers: Headers to add to the response, whatever it turns out to be
             (the rate-limit headers); the edge middleware sends them.
+        requested_region: The region the client asked for (``X-Modelgrid-Region``), if any.
     """
 
     request_id: str
     client_request_id: str | None
     started: float
     response_headers: dict[str, str] = field(default_factory=dict)
+    requested_region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +255,7 @@ __all__ = [
     "InferenceRequest",
     "ResponseFormat",
     "ResponseFormatKind",
+    "RoutingHints",
     "SamplingParams",
     "TokenLogprob",
     "TokenUsage",

@@ -64,10 +64,21 @@ def check_lengths(counts: list[int], limit: int, single: bool) -> None:
 
 
 class EmbeddingService:
-    def __init__(self, models: ModelRegistry, tenancy: TenancyService, metrics: Metrics) -> None:
+    """Embeddings run in this process, i.e. in the gateway's ``region`` (residency: a caller
+    whose regions exclude it gets 403 ``region_not_allowed``, as for generation)."""
+
+    def __init__(
+        self,
+        models: ModelRegistry,
+        tenancy: TenancyService,
+        metrics: Metrics,
+        *,
+        region: str = "local",
+    ) -> None:
         self.models = models
         self.tenancy = tenancy
         self.metrics = metrics
+        self.region = region
 
     def engine(self, model_id: str) -> EmbeddingEngine:
         """The replica serving embedding model ``model_id``.
@@ -107,7 +118,15 @@ class EmbeddingService:
                 param="model",
                 code="model_not_allowed",
             )
+        allowed = principal.allowed_regions
+        if allowed is not None and self.region not in allowed:
+            raise PermissionDeniedError(
+                f"The model '{body.model}' is not deployed in any region this API key may use.",
+                param="model",
+                code="region_not_allowed",
+            )
         engine = self.engine(body.model)
+        ctx.response_headers["x-modelgrid-region"] = self.region
         check_dimensions(body, engine.dimensions)
         counts = await engine.count_tokens(texts)
         check_lengths(counts, engine.max_input_tokens, single=isinstance(body.input, str))
@@ -177,6 +196,7 @@ class EmbeddingService:
                 status=status,
                 finish_reason=_finish_reason(status),
                 created_at=now_utc(),
+                region=self.region,
             ),
         )
         self.metrics.prompt_tokens.labels(model=model).inc(tokens)

@@ -1,8 +1,11 @@
 """One metered generation: prepare, admit, stream deltas, and record usage exactly once.
 
 ``await Generation.open(...)`` does everything that can fail before the first byte (model
-scope, model lookup, templating, tokenization, context check, then admission against the
-principal's rate limits and budgets), so those errors reach the client as plain JSON.
+scope, model lookup, region residency and the replica pick — the principal's regions and the
+requested region travel as ``InferenceRequest.routing`` — templating, tokenization, context
+check, then admission against the principal's rate limits and budgets), so those errors
+reach the client as plain JSON. Where the request runs goes out as ``x-modelgrid-region`` /
+``x-modelgrid-replica`` and into the usage record's ``region`` (which prices it).
 ``deltas()`` then streams; its ``finally`` records one usage event (priced, spooled to disk
 before the response ends) and settles the admission, whether the generation completed,
 failed, or the consumer went away (client disconnect: the tokens produced so far).
@@ -16,8 +19,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from modelgrid.core.errors import ModelgridError, PermissionDeniedError
-from modelgrid.core.types import CallContext, Delta, FinishReason, InferenceRequest, TokenUsage
+from modelgrid.core.types import (
+    CallContext,
+    Delta,
+    FinishReason,
+    InferenceRequest,
+    RoutingHints,
+    TokenUsage,
+)
 from modelgrid.engines.base import Engine, PreparedRequest
+from modelgrid.routing import placement_of
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.metering import UsageEvent, now_utc
@@ -68,7 +79,13 @@ class Generation:
                 code="model_not_allowed",
             )
         engine = models.get(request.model)
+        request.routing = RoutingHints(
+            allowed_regions=principal.allowed_regions,
+            preferred_region=ctx.requested_region,
+            home_region=principal.home_region,
+        )
         prepared = engine.prepare(request)
+        _placement_headers(prepared, ctx)
         n = request.n
         admission = await tenancy.admit(
             principal,
@@ -108,6 +125,8 @@ class Generation:
         self.metrics.running.labels(model=model).inc()
         try:
             async for delta in self.engine.stream(self.prepared):
+                if self.ttft_s is None:
+                    _placement_headers(self.prepared, self.ctx)  # after any failover
                 if self.ttft_s is None and delta.completion_tokens:
                     self.ttft_s = time.perf_counter() - self.ctx.started
                 self.completion_tokens[delta.index] = delta.completion_tokens
@@ -129,6 +148,7 @@ class Generation:
 
     def _record(self, status: int, outcome: str | None) -> None:
         total_s = time.perf_counter() - self.ctx.started
+        placement = placement_of(self.prepared)
         usage = self.usage
         reasons = {r for r in self.finish_reasons if r}
         finish = outcome or (
@@ -152,6 +172,7 @@ class Generation:
                 status=status,
                 finish_reason=finish,
                 created_at=now_utc(),
+                region=placement.region if placement is not None else None,
             ),
         )
         model = self.request.model
@@ -160,6 +181,14 @@ class Generation:
         if self.ttft_s is not None:
             self.metrics.ttft.labels(model=model).observe(self.ttft_s)
         self.metrics.e2e.labels(model=model).observe(total_s)
+
+
+def _placement_headers(prepared: PreparedRequest, ctx: CallContext) -> None:
+    """``x-modelgrid-region`` / ``x-modelgrid-replica``: where the request runs."""
+    placement = placement_of(prepared)
+    if placement is not None:
+        ctx.response_headers["x-modelgrid-region"] = placement.region
+        ctx.response_headers["x-modelgrid-replica"] = placement.replica_id
 
 
 __all__ = ["STATUS_CLIENT_CLOSED", "Generation"]

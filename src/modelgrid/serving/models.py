@@ -1,4 +1,5 @@
-"""The set of served models: id -> engine replica."""
+"""The set of served models: id -> engine (a ``routing.RoutedEngine`` for generation models,
+which spreads requests over the model's replicas; embedding models directly)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,20 @@ class ModelRegistry:
 
     def __init__(self, engines: Iterable[Engine] = ()) -> None:
         self._engines: dict[str, Engine] = {e.card.model_id: e for e in engines}
+        self._routed: set[str] = set()
 
     def add(self, engine: Engine) -> None:
         self._engines[engine.card.model_id] = engine
+
+    def sync_routed(self, engines: Iterable[Engine]) -> None:
+        """Serve exactly these routed engines (one per deployed model, ``routing.Grid``):
+        each replaces what was served under its id, and previously routed models that are
+        no longer deployed go away."""
+        current = {e.card.model_id: e for e in engines}
+        for gone in self._routed - current.keys():
+            self._engines.pop(gone, None)
+        self._engines.update(current)
+        self._routed = set(current)
 
     def get(self, model_id: str) -> Engine:
         """The engine serving ``model_id``.

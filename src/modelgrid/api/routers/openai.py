@@ -55,12 +55,17 @@ async def chat_completions(
 
 
 async def _sse(state: Any, gen: Generation, include_usage: bool) -> AsyncIterator[bytes]:
-    """SSE bytes; a failure after the first byte becomes an error event, never a silent cut."""
+    """SSE bytes; a failure after the first byte becomes an error event, never a silent cut
+    (one before it propagates: ``SSEResponse`` answers it as a plain JSON error)."""
     chunks = state.chat.chunks(gen, include_usage)
+    sent = False
     try:
         async for chunk in chunks:
             yield sse.event(chunk)
+            sent = True
     except ModelgridError as exc:
+        if not sent:
+            raise
         yield sse.event(error_body(exc.message, exc.type, exc.param, exc.code))
         return
     except Exception:

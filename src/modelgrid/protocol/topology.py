@@ -1,0 +1,123 @@
+"""Wire models of the topology admin API (``/admin/v1/regions``, ``/admin/v1/deployments``).
+
+Request bodies forbid unknown fields, as the rest of the admin API does. Response objects
+carry an ``object`` tag and, for replicas, their live state as this gateway sees it (circuit
+breaker, requests in flight, probe round trip), which is not part of the topology itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RegionId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+ReplicaId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
+Latency = Annotated[float, Field(ge=0, le=10_000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegionCreate(_Body):
+    """A new region; ``latency_ms`` gives the expected RTT to other regions."""
+
+    id: RegionId
+    name: Annotated[str, Field(max_length=200)] = ""
+    jurisdiction: Annotated[str, Field(max_length=16)] = ""
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    enabled: bool = True
+    latency_ms: dict[RegionId, Latency] = Field(default_factory=dict)
+
+
+class RegionPatch(_Body):
+    """Changes the named fields; ``enabled: false`` drains the region (no new requests);
+    ``latency_ms`` entries are set (others kept)."""
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+    jurisdiction: Annotated[str, Field(max_length=16)] | None = None
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    enabled: bool | None = None
+    latency_ms: dict[RegionId, Latency] | None = None
+
+
+class ReplicaSpec(_Body):
+    """A replica of a deployment: ``upstream`` needs ``base_url`` (the API root, ``…/v1``);
+    ``local`` is this gateway's in-process engine for the model. ``id`` defaults to
+    ``<region>/<model>/<n>``."""
+
+    id: ReplicaId | None = None
+    kind: Literal["local", "upstream"] = "upstream"
+    base_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
+    upstream_model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    health_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class DeploymentSpec(_Body):
+    """A model in a region and its replicas (creating or replacing the deployment)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    region: RegionId
+    replicas: list[ReplicaSpec] = Field(min_length=1, max_length=256)
+
+
+class ReplicaState(BaseModel):
+    """What this gateway knows of a replica now."""
+
+    ready: bool
+    breaker: Literal["closed", "open", "half_open"]
+    in_flight: int
+    rtt_ms: float | None
+    last_probe_ok: bool | None
+    last_error: str | None
+    served: int
+    failed: int
+
+
+class ReplicaObject(BaseModel):
+    object: Literal["replica"] = "replica"
+    id: str
+    kind: str
+    base_url: str | None
+    upstream_model: str | None
+    health_url: str | None
+    max_concurrency: int | None
+    state: ReplicaState
+
+
+class DeploymentObject(BaseModel):
+    object: Literal["deployment"] = "deployment"
+    model: str
+    region: str
+    replicas: list[ReplicaObject]
+
+
+class RegionObject(BaseModel):
+    object: Literal["region"] = "region"
+    id: str
+    name: str
+    jurisdiction: str
+    lat: float | None
+    lon: float | None
+    enabled: bool
+    gateway: bool = Field(description="This gateway runs here (the latency origin).")
+    latency_ms: float | None = Field(description="Expected RTT from the gateway.")
+    models: list[str]
+    replicas: int
+    replicas_available: int
+
+
+__all__ = [
+    "DeploymentObject",
+    "DeploymentSpec",
+    "RegionCreate",
+    "RegionObject",
+    "RegionPatch",
+    "ReplicaObject",
+    "ReplicaSpec",
+    "ReplicaState",
+]

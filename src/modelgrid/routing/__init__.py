@@ -1,0 +1,39 @@
+"""Routing: where each request runs — residency, region preference, replica choice, failover.
+
+``topology`` (regions, deployments, replicas; TOML), ``policies`` (pure functions over
+snapshots), ``health`` (circuit breakers, probes), ``router`` (pick, residency, bookkeeping),
+``engine`` (``RoutedEngine``: the ``Engine`` protocol over a model's replicas, with failover),
+``grid`` (the live topology: replica engines, probes, routed engines). Plain Python: no web
+framework, no serving or API imports.
+"""
+
+from __future__ import annotations
+
+from modelgrid.routing.engine import RoutedEngine, placement_of
+from modelgrid.routing.grid import Grid, local_models
+from modelgrid.routing.router import REGION_HEADER, Placement, Router, RouterConfig
+from modelgrid.routing.topology import (
+    Deployment,
+    Region,
+    Replica,
+    Topology,
+    TopologyError,
+    default_topology,
+)
+
+__all__ = [
+    "REGION_HEADER",
+    "Deployment",
+    "Grid",
+    "Placement",
+    "Region",
+    "Replica",
+    "RoutedEngine",
+    "Router",
+    "RouterConfig",
+    "Topology",
+    "TopologyError",
+    "default_topology",
+    "local_models",
+    "placement_of",
+]

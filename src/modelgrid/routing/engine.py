@@ -1,0 +1,197 @@
+"""``RoutedEngine``: one model across regions and replicas, behind the ``Engine`` protocol.
+
+Serving keeps calling ``prepare`` and ``stream``; this engine puts the router between them
+and the replicas' engines:
+
+- ``prepare`` applies residency and picks a replica (``Router.pick``: 403 / 503 here, before
+  admission and before any byte), then prepares the request on that replica's engine.
+- ``stream`` streams from the replica. If the attempt fails before its first delta with a
+  retryable error (connection refused, dropped, 5xx, overloaded), the request is prepared
+  on the next pick — never outside the caller's allowed regions — and streamed from there,
+  up to ``max_attempts`` replicas; the client sees nothing of the failed attempts. Once a
+  delta has gone out, a failure ends the stream with the error (serving turns it into an
+  error event): never a silent truncation, never a spliced answer.
+
+Each attempt is reported to the router (in-flight counts, circuit breakers) and the first
+delta records the prompt prefix for affinity. ``placement_of(prepared)`` tells serving where
+the request ran (response headers, usage region).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
+from modelgrid.engines.base import Engine, ModelCard, PreparedRequest
+from modelgrid.routing.prefix import fingerprint, prompt_text
+from modelgrid.routing.router import Outcome, Placement, Router, is_replica_failure, retryable
+
+# Counters a replica's engine may update while streaming (e.g. an upstream's exact prompt
+# count from its usage chunk); copied onto the request serving holds.
+_SYNCED = ("prompt_tokens", "cached_prompt_tokens", "prompt_tokens_estimated", "max_new_tokens")
+
+
+@dataclass(slots=True)
+class Route:
+    """The routed engine's payload in a ``PreparedRequest``: the current attempt."""
+
+    hints: RoutingHints
+    blocks: tuple[int, ...]
+    placement: Placement
+    engine: Engine
+    inner: PreparedRequest
+    tried: tuple[str, ...] = ()
+
+
+def placement_of(prepared: PreparedRequest) -> Placement | None:
+    """Where a prepared request runs (its latest attempt), or ``None`` if it is not routed."""
+    payload = prepared.payload
+    return payload.placement if isinstance(payload, Route) else None
+
+
+def _sync(outer: PreparedRequest, inner: PreparedRequest) -> None:
+    for name in _SYNCED:
+        if hasattr(inner, name) and hasattr(outer, name):
+            setattr(outer, name, getattr(inner, name))
+
+
+class RoutedEngine:
+    """A model served by the replicas of its deployments (see the module docstring).
+
+    Args:
+        model_id: The served id.
+        router: Picks replicas and keeps their health.
+        engine_for: The engine of a replica id (``None`` if it has none now).
+        card: The model's card (``/v1/models``).
+        replica_ids: The ids of the model's replicas, for readiness and queue depth.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        router: Router,
+        engine_for: Callable[[str], Engine | None],
+        card: Callable[[], ModelCard],
+        replica_ids: Callable[[], Sequence[str]],
+    ) -> None:
+        self.model_id = model_id
+        self.router = router
+        self._engine_for = engine_for
+        self._card = card
+        self._replica_ids = replica_ids
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card()
+
+    def _engines(self) -> list[Engine]:
+        return [e for rid in self._replica_ids() if (e := self._engine_for(rid)) is not None]
+
+    @property
+    def ready(self) -> bool:
+        """Some replica can take requests (health is judged per request, by the router)."""
+        return any(e.ready for e in self._engines())
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(e.queue_depth for e in self._engines())
+
+    async def start(self) -> None:
+        return None  # replicas are started by their owner (``routing.grid``)
+
+    async def aclose(self) -> None:
+        return None  # likewise closed by their owner
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        """Residency check, first pick, and the replica's own ``prepare``.
+
+        Raises:
+            PermissionDeniedError: region not allowed (403).
+            InvalidRequestError: unknown requested region (400).
+            ServiceUnavailableError: no allowed replica available (503, ``Retry-After``).
+            ContextLengthExceededError, InvalidRequestError: from the replica's engine.
+        """
+        cfg = self.router.config
+        hints = request.routing or RoutingHints()
+        blocks = fingerprint(
+            prompt_text(request), block_chars=cfg.block_chars, max_chars=cfg.max_prefix_chars
+        )
+        route = self._route(request, hints, blocks, ())
+        inner = route.inner
+        return PreparedRequest(
+            request=request,
+            prompt_tokens=inner.prompt_tokens,
+            max_new_tokens=inner.max_new_tokens,
+            payload=route,
+            **{n: getattr(inner, n) for n in _SYNCED[1:3] if hasattr(inner, n)},
+        )
+
+    def _route(
+        self,
+        request: InferenceRequest,
+        hints: RoutingHints,
+        blocks: tuple[int, ...],
+        tried: tuple[str, ...],
+    ) -> Route:
+        """Pick a replica not yet tried that has an engine, and prepare on it."""
+        while True:
+            placement = self.router.pick(self.model_id, hints, blocks, exclude=tried)
+            engine = self._engine_for(placement.replica_id)
+            if engine is not None:
+                return Route(hints, blocks, placement, engine, engine.prepare(request), tried)
+            tried = (*tried, placement.replica_id)  # removed since the snapshot: skip it
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        """Stream from the picked replica, failing over before the first delta.
+
+        Raises:
+            ServiceUnavailableError: every allowed replica failed or is unavailable.
+            UpstreamError, EngineError, …: the last attempt's error, or a failure after the
+                first delta.
+        """
+        route: Route = prepared.payload
+        router = self.router
+        while True:
+            placement = route.placement
+            router.begin(placement)
+            outcome, reason, started = Outcome.ABANDONED, "", False
+            failure: Exception | None = None
+            try:
+                async with aclosing(route.engine.stream(route.inner)) as deltas:
+                    async for delta in deltas:
+                        if not started:
+                            started = True
+                            router.served(placement, route.blocks)
+                        _sync(prepared, route.inner)
+                        yield delta
+                _sync(prepared, route.inner)
+                outcome = Outcome.SUCCESS
+                return
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                _sync(prepared, route.inner)
+                failed = is_replica_failure(exc)
+                outcome = Outcome.FAILURE if failed else Outcome.SUCCESS
+                reason = f"{type(exc).__name__}: {getattr(exc, 'message', '')}"[:200]
+                if started or not retryable(exc):
+                    raise
+                failure = exc
+            finally:
+                router.end(placement, outcome, reason)
+            tried = (*route.tried, placement.replica_id)
+            if len(tried) >= router.config.max_attempts:
+                raise failure
+            try:
+                route = self._route(prepared.request, route.hints, route.blocks, tried)
+            except ServiceUnavailableError as unavailable:
+                raise unavailable from failure
+            prepared.payload = route
+            _sync(prepared, route.inner)
+
+
+__all__ = ["Route", "RoutedEngine", "placement_of"]

@@ -1,0 +1,334 @@
+"""The router: residency first, then region preference, then a replica; failure bookkeeping.
+
+``Router.pick(model, hints, blocks, exclude)`` answers "where does this request go":
+
+1. **Residency.** The allowed set is the caller's ``allowed_regions`` (``None`` = any)
+   intersected with the regions where the model is deployed. A requested region outside the
+   caller's set, or an empty allowed set, is a 403 (``region_not_allowed``): modelgrid never
+   sends a request — or writes its content anywhere — outside that set, even to fail over.
+2. **Region.** Among allowed regions with an available replica (ready, not drained, breaker
+   not open, not already tried): the requested region, then the home region, then by
+   latency from the gateway (configured matrix, or probe round trips), saturated ones last
+   (``policies.rank_regions``). None available: 503 with ``Retry-After`` set to when the
+   first breaker half-opens.
+3. **Replica.** Within the chosen region, the configured policy: ``cache_aware`` (prefix
+   affinity, else power of two choices), ``p2c``, or ``round_robin`` (``policies``).
+
+The caller reports each attempt (``begin``/``end``), which keeps in-flight counts and feeds
+the circuit breakers; ``served`` records the prompt prefix for affinity. ``retryable`` says
+whether a failure before the first byte may be retried on another replica.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from modelgrid.core.errors import (
+    InvalidRequestError,
+    ModelgridError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+)
+from modelgrid.core.types import RoutingHints
+from modelgrid.routing import policies
+from modelgrid.routing.health import HealthBook
+from modelgrid.routing.policies import RegionSnapshot, ReplicaSnapshot
+from modelgrid.routing.prefix import PrefixTable
+from modelgrid.routing.topology import Deployment, Replica, Topology
+
+Policy = Literal["cache_aware", "p2c", "round_robin"]
+POLICIES: tuple[str, ...] = ("cache_aware", "p2c", "round_robin")
+REGION_HEADER = "X-Modelgrid-Region"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Router knobs (from ``Settings.routing``).
+
+    Attributes:
+        policy: Replica choice within a region (see the module docstring).
+        max_attempts: Replicas tried per request before giving up (failover included).
+        max_imbalance: Extra in-flight requests a prefix owner may have over the least
+            loaded replica and still get the request.
+        block_chars / max_prefix_chars: Prefix fingerprint granularity and reach.
+        prefix_entries: Block hashes remembered.
+        latency: ``configured`` (the topology's matrix, distance as fallback) or
+            ``measured`` (probe round trips, the configured figure as fallback).
+    """
+
+    policy: Policy = "cache_aware"
+    max_attempts: int = 4
+    max_imbalance: int = 2
+    block_chars: int = 256
+    max_prefix_chars: int = 4096
+    prefix_entries: int = 65536
+    latency: Literal["configured", "measured"] = "configured"
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one attempt of a request runs.
+
+    Attributes:
+        model / region / replica_id: The deployment and replica.
+        matched_blocks: Prompt-prefix blocks the replica had served before (0: none).
+    """
+
+    model: str
+    region: str
+    replica_id: str
+    matched_blocks: int = 0
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"  # the replica answered (a 4xx about the request included)
+    FAILURE = "failure"  # the replica failed (connection, 5xx, dropped stream)
+    ABANDONED = "abandoned"  # the client went away; no verdict on the replica
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failure *before the first byte* may be retried on another replica: a
+    connection error, or a server-side ``ModelgridError`` (5xx, or marked ``retryable``,
+    e.g. an overloaded replica's 429). Client errors (4xx) would fail anywhere."""
+    if isinstance(exc, ModelgridError):
+        return exc.retryable or exc.status >= 500
+    return isinstance(exc, OSError)
+
+
+def is_replica_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` counts against the replica's health (not a client error, not load)."""
+    if isinstance(exc, ModelgridError):
+        return exc.status >= 500
+    return isinstance(exc, Exception)
+
+
+class Router:
+    """Picks replicas for requests (see the module docstring).
+
+    Args:
+        topology: The current topology (swap with ``set_topology``).
+        config: Knobs.
+        health: Breakers, loads and probe results by replica id.
+        rng: Randomness for power of two choices (seed it in tests).
+        ready: Whether a replica's engine can take requests (a local model still loading
+            cannot); default: all ready.
+        queue_depth: A replica's own queue (local engines know theirs); default: the last
+            probe's figure.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        config: RouterConfig | None = None,
+        health: HealthBook | None = None,
+        rng: random.Random | None = None,
+        ready: Callable[[str], bool] | None = None,
+        queue_depth: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.config = config or RouterConfig()
+        if self.config.policy not in POLICIES:
+            raise ValueError(f"unknown routing policy {self.config.policy!r}")
+        self.health = health or HealthBook()
+        self.rng = rng or random.Random()
+        self.ready = ready or (lambda _rid: True)
+        self.queue_depth = queue_depth or (lambda _rid: None)
+        self.prefixes = PrefixTable(self.config.prefix_entries)
+        self._rr = itertools.count()
+        self._topology = topology
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    def set_topology(self, topology: Topology) -> None:
+        """Swap in a new topology; state of removed replicas is dropped."""
+        old = {r.id for _, r in self._topology.replicas()}
+        self._topology = topology
+        kept = {r.id for _, r in topology.replicas()}
+        for rid in old - kept:
+            self.prefixes.forget(rid)
+        self.health.forget(kept | {rid for rid, h in self.health.replicas.items() if h.in_flight})
+
+    # --- residency ---------------------------------------------------------------------------
+
+    def allowed_deployments(self, model: str, hints: RoutingHints) -> list[Deployment]:
+        """The model's deployments the caller may use.
+
+        Raises:
+            ModelNotFoundError: the model is deployed nowhere.
+            PermissionDeniedError: the requested region, or every region with the model, is
+                outside the caller's allowed regions (``region_not_allowed``).
+            InvalidRequestError: the requested region does not exist (``unknown_region``).
+        """
+        t = self._topology
+        deployments = t.deployments_of(model)
+        if not deployments:
+            raise ModelNotFoundError(f"The model '{model}' is not deployed.", param="model")
+        allowed = hints.allowed_regions
+        wanted = hints.preferred_region
+        if wanted is not None:
+            if allowed is not None and wanted not in allowed:
+                raise PermissionDeniedError(
+                    f"This API key may not use the region '{wanted}' ({REGION_HEADER}).",
+                    code="region_not_allowed",
+                )
+            if t.region(wanted) is None:
+                raise InvalidRequestError(
+                    f"There is no region '{wanted}' ({REGION_HEADER}).", code="unknown_region"
+                )
+        usable = [d for d in deployments if allowed is None or d.region in allowed]
+        if not usable:
+            raise PermissionDeniedError(
+                f"The model '{model}' is not deployed in any region this API key may use.",
+                param="model",
+                code="region_not_allowed",
+            )
+        return usable
+
+    # --- choice ------------------------------------------------------------------------------
+
+    def snapshot(self, deployment: Deployment, replica: Replica) -> ReplicaSnapshot:
+        h = self.health.of(replica.id)
+        region = self._topology.region(deployment.region)
+        reported = self.queue_depth(replica.id)
+        return ReplicaSnapshot(
+            replica_id=replica.id,
+            region=deployment.region,
+            available=bool(region and region.enabled)
+            and self.ready(replica.id)
+            and h.breaker.allows(),
+            in_flight=h.in_flight,
+            queue_depth=h.queue_depth if reported is None else reported,
+            max_concurrency=replica.max_concurrency,
+            cached_prefixes=self.prefixes.owned(replica.id),
+        )
+
+    def region_latency_ms(self, region: str) -> float | None:
+        t = self._topology
+        configured = t.latency(t.gateway_region, region)
+        if self.config.latency != "measured":
+            return configured
+        rtts = [
+            h.rtt_ms
+            for d in t.deployments
+            if d.region == region
+            for r in d.replicas
+            if (h := self.health.replicas.get(r.id)) is not None and h.rtt_ms is not None
+        ]
+        return min(rtts) if rtts else configured
+
+    def pick(
+        self,
+        model: str,
+        hints: RoutingHints,
+        blocks: Sequence[int] = (),
+        exclude: Collection[str] = (),
+    ) -> Placement:
+        """Where to send the next attempt of a request (see the module docstring).
+
+        Args:
+            model: Served model id.
+            hints: The caller's residency and preferences.
+            blocks: The prompt's prefix fingerprint (``prefix.fingerprint``).
+            exclude: Replica ids already tried for this request.
+
+        Raises:
+            ModelNotFoundError, PermissionDeniedError, InvalidRequestError: see
+                ``allowed_deployments``.
+            ServiceUnavailableError: no allowed replica is available now.
+        """
+        usable = self.allowed_deployments(model, hints)
+        by_region: dict[str, list[ReplicaSnapshot]] = {}
+        for d in usable:
+            snaps = [self.snapshot(d, r) for r in d.replicas if r.id not in exclude]
+            by_region[d.region] = [s for s in snaps if s.available]
+        regions = [
+            RegionSnapshot(
+                region=region,
+                latency_ms=self.region_latency_ms(region),
+                available=len(snaps),
+                saturated=bool(snaps) and all(s.saturated for s in snaps),
+            )
+            for region, snaps in by_region.items()
+        ]
+        ranked = policies.rank_regions(
+            regions, preferred=hints.preferred_region, home=hints.home_region
+        )
+        if not ranked:
+            raise self._unavailable(model, usable, exclude)
+        region = ranked[0]
+        candidates = by_region[region]
+        owners, matched = self.prefixes.owners(blocks) if blocks else ((), 0)
+        policy = self.config.policy
+        if policy == "round_robin":
+            chosen = policies.round_robin(candidates, next(self._rr))
+        else:
+            chosen = policies.choose_replica(
+                candidates,
+                owners=owners if policy == "cache_aware" else (),
+                rng=self.rng,
+                max_imbalance=self.config.max_imbalance,
+            )
+        hit = matched if chosen.replica_id in owners else 0
+        return Placement(model, region, chosen.replica_id, hit)
+
+    def _unavailable(
+        self, model: str, usable: list[Deployment], exclude: Collection[str]
+    ) -> ServiceUnavailableError:
+        waits = [
+            self.health.of(r.id).breaker.retry_in_s()
+            for d in usable
+            for r in d.replicas
+            if r.id not in exclude
+        ]
+        waits = [w for w in waits if w > 0]
+        return ServiceUnavailableError(
+            f"No replica of the model '{model}' is available in the regions this API key "
+            "may use; try again later.",
+            retry_after_s=min(waits) if waits else 1.0,
+            code="no_healthy_replica",
+        )
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def begin(self, placement: Placement) -> None:
+        """An attempt is being sent to ``placement``."""
+        h = self.health.of(placement.replica_id)
+        h.in_flight += 1
+        h.breaker.on_send()
+
+    def end(self, placement: Placement, outcome: Outcome, reason: str = "") -> None:
+        """The attempt at ``placement`` ended."""
+        h = self.health.of(placement.replica_id)
+        h.in_flight = max(0, h.in_flight - 1)
+        if outcome is Outcome.SUCCESS:
+            self.health.success(placement.replica_id)
+        elif outcome is Outcome.FAILURE:
+            self.health.failure(placement.replica_id, reason or "request failed")
+        else:
+            h.breaker.on_abandon()
+
+    def served(self, placement: Placement, blocks: Sequence[int]) -> None:
+        """``placement``'s replica has started answering a prompt with these blocks."""
+        if blocks:
+            self.prefixes.record(blocks, placement.replica_id)
+
+
+__all__ = [
+    "POLICIES",
+    "REGION_HEADER",
+    "Outcome",
+    "Placement",
+    "Policy",
+    "Router",
+    "RouterConfig",
+    "is_replica_failure",
+    "retryable",
+]

@@ -1,0 +1,195 @@
+"""Topology: TOML format, validation, changes, and a dumps/loads round trip over random ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelgrid.routing import topology as topo
+from modelgrid.routing.topology import Deployment, Region, Replica, Topology, TopologyError
+
+EXAMPLE = """
+gateway_region = "ap-southeast-1"
+
+[[regions]]
+id = "ap-southeast-1"
+name = "Singapore"
+jurisdiction = "SG"
+lat = 1.29
+lon = 103.85
+
+[[regions]]
+id = "eu-west-1"
+name = "Ireland"
+jurisdiction = "IE"
+lat = 53.35
+lon = -6.26
+
+[[regions]]
+id = "us-east-1"
+name = "Virginia"
+jurisdiction = "US"
+
+[latency_ms]
+"ap-southeast-1" = { "us-east-1" = 220.0 }
+
+[[deployments]]
+model = "m"
+region = "ap-southeast-1"
+[[deployments.replicas]]
+kind = "upstream"
+base_url = "http://127.0.0.1:9001/v1"
+max_concurrency = 4
+[[deployments.replicas]]
+kind = "local"
+
+[[deployments]]
+model = "m"
+region = "eu-west-1"
+[[deployments.replicas]]
+id = "eu-1"
+base_url = "http://127.0.0.1:9002/v1"
+upstream_model = "qwen"
+"""
+
+
+def test_loads_the_documented_format() -> None:
+    t = topo.loads(EXAMPLE)
+    assert t.gateway_region == "ap-southeast-1"
+    assert [r.id for r in t.regions] == ["ap-southeast-1", "eu-west-1", "us-east-1"]
+    sg = t.deployment("m", "ap-southeast-1")
+    assert sg is not None
+    assert [(r.id, r.kind) for r in sg.replicas] == [
+        ("ap-southeast-1/m/0", "upstream"),
+        ("ap-southeast-1/m/1", "local"),
+    ]
+    assert sg.replicas[0].max_concurrency == 4
+    eu = t.deployment("m", "eu-west-1")
+    assert eu is not None and eu.replicas[0].upstream_model == "qwen"
+    assert t.models() == ["m"]
+
+
+def test_latency_configured_symmetric_distance_fallback_and_unknown() -> None:
+    t = topo.loads(EXAMPLE)
+    assert t.latency("ap-southeast-1", "ap-southeast-1") == 0.0
+    assert t.latency("us-east-1", "ap-southeast-1") == 220.0  # either direction
+    sg_ie = t.latency("ap-southeast-1", "eu-west-1")  # ~11,000 km great circle
+    assert sg_ie is not None and 100 < sg_ie < 130
+    assert t.latency("eu-west-1", "us-east-1") is None  # no coordinates for us-east-1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[regions]]\nid = "A"\n', "bad region id"),
+        ('[[regions]]\nid = "a"\n[[regions]]\nid = "a"\n', "unique"),
+        ('[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "b"\n', "unknown region"),
+        (
+            '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "a"\n'
+            '[[deployments.replicas]]\nkind = "upstream"\n',
+            "base_url",
+        ),
+        (
+            '[[regions]]\nid = "a"\n[[regions]]\nid = "b"\n'
+            '[[deployments]]\nmodel = "m"\nregion = "a"\n[[deployments.replicas]]\nkind = "local"\n'
+            '[[deployments]]\nmodel = "m"\nregion = "b"\n[[deployments.replicas]]\nkind = "local"\n',
+            "at most one local",
+        ),
+        ('[[regions]]\nid = "a"\nfoo = 1\n', "unknown keys"),
+        ('gateway_region = "x"\n[[regions]]\nid = "a"\n', "gateway_region"),
+        ("[[regions]\n", "invalid TOML"),
+        ('[[regions]]\nid = "a"\nlat = 91\n', "lat out of range"),
+    ],
+)
+def test_invalid_topologies_are_refused_with_a_reason(text: str, message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        topo.loads(text)
+
+
+def test_changes_return_new_validated_topologies() -> None:
+    t = topo.default_topology(["m"])
+    assert [d.key for d in t.deployments] == [("m", "local")]
+    t2 = t.with_region(Region("eu-west-1", "Ireland", "IE"))
+    t3 = t2.with_deployment(
+        Deployment("m", "eu-west-1", (Replica("", "upstream", "http://h:1/v1"),))
+    )
+    assert t3.deployment("m", "eu-west-1").replicas[0].id == "eu-west-1/m/0"  # type: ignore[union-attr]
+    assert t.deployment("m", "eu-west-1") is None  # the original is untouched
+    with pytest.raises(TopologyError, match="still has deployments"):
+        t3.without_region("eu-west-1")
+    t4 = t3.without_deployment("m", "eu-west-1").without_region("eu-west-1")
+    assert t4 == t
+    with pytest.raises(TopologyError):
+        t3.with_deployment(Deployment("m", "nowhere", ()))
+
+
+def test_with_local_models_adds_only_models_deployed_nowhere() -> None:
+    t = topo.loads(EXAMPLE)
+    t2 = topo.with_local_models(t, ["m", "other"])
+    assert t2.deployment("m", "ap-southeast-1") == t.deployment("m", "ap-southeast-1")
+    other = t2.deployment("other", "ap-southeast-1")
+    assert other is not None and other.replicas[0].kind == "local"
+
+
+def test_save_and_load_a_file(tmp_path: Path) -> None:
+    t = topo.loads(EXAMPLE)
+    path = tmp_path / "sub" / "topology.toml"
+    topo.save(t, path)
+    assert topo.load(path) == t
+
+
+region_ids = st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True)
+texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+coords = st.one_of(st.none(), st.floats(-90, 90, allow_nan=False))
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> Topology:
+    ids = draw(st.lists(region_ids, min_size=1, max_size=5, unique=True))
+    regions = tuple(
+        Region(
+            i,
+            draw(texts),
+            draw(st.sampled_from(["", "SG", "DE", "EU"])),
+            draw(coords),
+            draw(st.one_of(st.none(), st.floats(-180, 180, allow_nan=False))),
+            draw(st.booleans()),
+        )
+        for i in ids
+    )
+    models = draw(st.lists(st.sampled_from(["m1", "m2", "org/m3"]), unique=True, max_size=3))
+    deployments = []
+    n = 0
+    for m in models:
+        local_used = False
+        for region in draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids))):
+            replicas = []
+            for _ in range(draw(st.integers(0, 3))):
+                n += 1
+                if not local_used and draw(st.booleans()):
+                    local_used = True
+                    replicas.append(Replica(f"rep-{n}", "local"))
+                else:
+                    replicas.append(
+                        Replica(
+                            f"rep-{n}",
+                            "upstream",
+                            f"http://127.0.0.1:{9000 + n}/v1",
+                            draw(st.one_of(st.none(), st.just("up-model"))),
+                            None,
+                            draw(st.one_of(st.none(), st.integers(1, 64))),
+                        )
+                    )
+            deployments.append(Deployment(m, region, tuple(replicas)))
+    pairs = draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)), max_size=4))
+    latency = {(min(a, b), max(a, b)): draw(st.floats(0, 1000, allow_nan=False)) for a, b in pairs}
+    return Topology(regions, tuple(deployments), draw(st.sampled_from(ids)), latency)
+
+
+@settings(max_examples=150, deadline=None)
+@given(topologies())
+def test_dumps_then_loads_gives_the_same_topology(t: Topology) -> None:
+    assert topo.loads(topo.dumps(t)) == t
