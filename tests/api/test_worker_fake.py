@@ -30,8 +30,21 @@ def worker(worker_engine: FakeEngine) -> Iterator[AppThread]:
     server.stop()
 
 
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """SDK clients hold keep-alive sockets: closed after each test, not left to the GC."""
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def client(server: AppThread, token: str = TOKEN) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=token, max_retries=0)
+    c = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=token, max_retries=0)
+    _clients.append(c)
+    return c
 
 
 def test_models_and_chat_with_the_openai_sdk(worker: AppThread) -> None:

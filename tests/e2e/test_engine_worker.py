@@ -28,6 +28,7 @@ class Worker:
         self.port = free_port()
         self.args = ["engine", "--port", str(self.port), "--token", TOKEN, *args]
         self.log_path = log_path
+        self.clients: list[openai.OpenAI] = []
 
     def start(self, timeout_s: float = 240) -> Worker:
         self.log = open(self.log_path, "w+b")  # noqa: SIM115
@@ -55,9 +56,13 @@ class Worker:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=TOKEN, max_retries=0)
+        c = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=TOKEN, max_retries=0)
+        self.clients.append(c)
+        return c
 
     def stop(self) -> None:
+        for c in self.clients:
+            c.close()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -110,6 +115,7 @@ def test_gateway_serves_the_worker_as_an_upstream(fake_worker: Worker, tmp_path:
         c = openai.OpenAI(
             base_url=f"{gw.base_url}/v1", api_key=gw.printed_key("API key"), max_retries=0
         )
+        fake_worker.clients.append(c)
         assert "gpt-fake" in [m.id for m in c.models.list()]
         r = c.chat.completions.create(model="gpt-fake", messages=MSG)  # type: ignore[arg-type]
         assert r.choices[0].message.content == "Paris is the capital of France."

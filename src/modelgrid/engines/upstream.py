@@ -20,8 +20,11 @@ the usage chunk arrives, the exact prompt count replaces the estimate
 choice's finish delta; an upstream that sends no usage is metered by counting its content
 chunks (one token each, the way vLLM, SGLang and llama.cpp stream).
 
-Finish deltas are held until the stream ends (they arrive right before the usage chunk) so
-they can carry the exact counts; content is never held.
+Deltas are yielded as the upstream's bytes arrive; the chunks of one read (what the
+upstream had sent by the time the gateway read) become one delta per choice (``_coalesce``),
+so a gateway that falls behind catches up with less work, never by waiting. Finish deltas are
+held until the stream ends (they arrive right before the usage chunk) so they can carry the
+exact counts; content is never held.
 
 Errors (before the first delta unless said otherwise):
 
@@ -323,27 +326,31 @@ class UpstreamEngine:
     async def _deltas(
         self, response: aiohttp.ClientResponse, prepared: PreparedRequest
     ) -> AsyncIterator[Delta]:
+        """The stream's deltas, those of one read merged (``_coalesce``), then the finish
+        deltas."""
         parser = wire.StreamParser(prepared.request, self._event_error)
         decoder = wire.SSEDecoder()
         done = False
         async for raw in response.content.iter_any():
             if done:  # read to the body's end, so the connection goes back to the pool
                 continue
-            for data in decoder.feed(raw):
-                deltas = parser.event(data)
-                if deltas is None:
-                    done = True
-                    break
-                for delta in deltas:
+            arrived: list[Delta] = []
+            try:
+                for data in decoder.feed(raw):
+                    deltas = parser.event(data)
+                    if deltas is None:
+                        done = True
+                        break
+                    arrived += deltas
+            finally:  # an error event still lets what came before it through
+                for delta in _coalesce(arrived):
                     yield delta
             if done:
                 for delta in self._finish(parser, prepared, done=True):
                     yield delta
         if not done:
-            for data in decoder.close():  # a last event without its blank line
-                for delta in parser.event(data) or ():
-                    yield delta
-            for delta in self._finish(parser, prepared, done=False):
+            tail = [d for data in decoder.close() for d in parser.event(data) or ()]
+            for delta in [*_coalesce(tail), *self._finish(parser, prepared, done=False)]:
                 yield delta
 
     def _event_error(self, message: str, code: str | None) -> UpstreamError:
@@ -442,6 +449,28 @@ class UpstreamEngine:
             await self._session.close()
         self._session = None
         self._started = False
+
+
+def _coalesce(deltas: list[Delta]) -> list[Delta]:
+    """Consecutive text deltas of one choice that arrived in the same read, as one delta.
+
+    Nothing waits for this: a read holds what the upstream had sent by the time the gateway
+    got to it. When the gateway keeps up, that is one chunk; when it falls behind, it catches
+    up with fewer, larger deltas instead of a backlog of small ones. Deltas with function-call
+    parts or log probabilities are kept as they are.
+    """
+    if len(deltas) < 2:
+        return deltas
+    out = [deltas[0]]
+    for d in deltas[1:]:
+        last = out[-1]
+        if last.index == d.index and not (
+            last.tool_calls or last.logprobs or d.tool_calls or d.logprobs
+        ):
+            out[-1] = Delta(d.index, last.text + d.text, d.completion_tokens)
+        else:
+            out.append(d)
+    return out
 
 
 def _apply_usage(usage: dict[str, Any], prepared: PreparedRequest, counts: list[int]) -> None:
