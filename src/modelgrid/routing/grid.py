@@ -155,11 +155,16 @@ class Grid:
             started: dict[str, tuple[Replica, Engine]] = {}
             for rid, (d, r) in wanted.items():
                 current = self.upstream.get(rid)
-                if current is not None and current[0] == r:
-                    continue
-                engine = self.upstream_factory(d, r)
-                await engine.start()
-                started[rid] = (r, engine)
+                if current is None or current[0] != r:
+                    started[rid] = (r, self.upstream_factory(d, r))
+            # Concurrently: an unreachable upstream must not hold up the others. One that
+            # fails to start stays unready (the router skips it) until the next change.
+            results = await asyncio.gather(
+                *(e.start() for _, e in started.values()), return_exceptions=True
+            )
+            for rid, result in zip(started, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning("replica %s did not start: %s", rid, result)
             stale = [
                 e for rid, (r, e) in self.upstream.items() if rid not in wanted or rid in started
             ]
