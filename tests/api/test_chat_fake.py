@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import httpx
 import openai
@@ -33,13 +32,13 @@ def test_models_list_and_get(fake_server: ThreadServer) -> None:
         c.models.retrieve("nope")
 
 
-def test_non_streaming_completion_and_usage(fake_server: ThreadServer, tmp_path: Path) -> None:
+def test_non_streaming_completion_and_usage(fake_server: ThreadServer) -> None:
     r = client(fake_server).chat.completions.create(model=MODEL, messages=MSG)  # type: ignore[arg-type]
     assert r.choices[0].message.content == "Paris is the capital of France."
     assert r.choices[0].finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (6, 6, 12)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
-    rows = usage_rows(tmp_path / "mg.db", expect=1)
+    rows = usage_rows(fake_server, expect=1)
     assert len(rows) == 1
     row = rows[0]
     assert (row["model"], row["prompt_tokens"], row["completion_tokens"], row["status"]) == (
@@ -255,7 +254,7 @@ def test_unknown_route_and_method_are_openai_shaped(fake_server: ThreadServer) -
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_request_id_echoed_or_generated(fake_server: ThreadServer, tmp_path: Path) -> None:
+def test_request_id_echoed_or_generated(fake_server: ThreadServer) -> None:
     for _ in range(2):  # a reused client id must not merge two requests' usage
         r = post(
             fake_server, {"model": MODEL, "messages": MSG}, headers={"x-request-id": "abc-123"}
@@ -263,7 +262,7 @@ def test_request_id_echoed_or_generated(fake_server: ThreadServer, tmp_path: Pat
         assert r.headers["x-request-id"] == "abc-123"
     r2 = httpx.get(f"{fake_server.base_url}/health/live")
     assert re.fullmatch(r"[0-9a-f]{32}", r2.headers["x-request-id"])
-    rows = usage_rows(tmp_path / "mg.db", expect=2)
+    rows = usage_rows(fake_server, expect=2)
     assert [r["client_request_id"] for r in rows] == ["abc-123", "abc-123"]
     assert len({r["request_id"] for r in rows}) == 2
     assert all(re.fullmatch(r"[0-9a-f]{32}", str(r["request_id"])) for r in rows)
@@ -283,14 +282,12 @@ def test_health_and_metrics(fake_server: ThreadServer) -> None:
 
 
 @pytest.mark.parametrize("fake_engine", [FakeEngine(fail_after_tokens=2)])
-def test_mid_stream_failure_ends_with_error_event(
-    fake_server: ThreadServer, tmp_path: Path
-) -> None:
+def test_mid_stream_failure_ends_with_error_event(fake_server: ThreadServer) -> None:
     r = post(fake_server, {"model": MODEL, "messages": MSG, "stream": True})
     events = [json.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: {")]
     assert events[-1]["error"]["type"] == "server_error"
     assert "[DONE]" not in r.text
-    row = usage_rows(tmp_path / "mg.db", expect=1)[0]
+    row = usage_rows(fake_server, expect=1)[0]
     assert (row["completion_tokens"], row["status"], row["finish_reason"]) == (2, 500, "error")
 
 
@@ -298,7 +295,7 @@ def test_mid_stream_failure_ends_with_error_event(
     "fake_engine", [FakeEngine(reply=" ".join(["w"] * 40), token_delay_s=0.05)]
 )
 def test_client_disconnect_stops_generation_and_bills_tokens_so_far(
-    fake_server: ThreadServer, fake_engine: FakeEngine, tmp_path: Path
+    fake_server: ThreadServer, fake_engine: FakeEngine
 ) -> None:
     with httpx.stream(
         "POST",
@@ -312,7 +309,7 @@ def test_client_disconnect_stops_generation_and_bills_tokens_so_far(
                 seen += 1
             if seen == 3:
                 break
-    row = usage_rows(tmp_path / "mg.db", expect=1)[0]
+    row = usage_rows(fake_server, expect=1)[0]
     assert row["status"] == 499 and row["finish_reason"] == "cancelled"
     assert 3 <= row["completion_tokens"] < 10
     assert fake_engine.cancelled == 1

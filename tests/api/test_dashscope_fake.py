@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Iterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import dashscope
@@ -19,6 +18,24 @@ from modelgrid.engines.fake import FakeEngine
 from tests.support import ThreadServer, usage_rows
 
 MODEL = "fake-model"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+TWO_CALLS = (
+    CALL + '\n<tool_call>\n{"name": "get_time", "arguments": {"city": "Tokyo"}}\n</tool_call>'
+)
+CALL_ID = re.compile(r"call_[0-9a-f]{24}")
 MSG = [{"role": "user", "content": "What is the capital of France?"}]  # 6 "tokens"
 REPLY = "Paris is the capital of France."
 WORDS = ["Paris", " is", " the", " capital", " of", " France."]
@@ -66,13 +83,13 @@ def sse_events(text: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
 # -- non-streaming ------------------------------------------------------------------------
 
 
-def test_text_format_with_usage_and_metering(ds: ThreadServer, tmp_path: Path) -> None:
+def test_text_format_with_usage_and_metering(ds: ThreadServer) -> None:
     r = call(ds)
     assert r.status_code == HTTPStatus.OK
     assert (r.output.text, r.output.finish_reason) == (REPLY, "stop")
     assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (6, 6, 12)
     assert re.fullmatch(r"[0-9a-f]{32}", r.request_id)
-    row = usage_rows(tmp_path / "mg.db", expect=1)[0]
+    row = usage_rows(ds, expect=1)[0]
     assert row["request_id"] == r.request_id
     assert (row["endpoint"], row["model"], row["prompt_tokens"], row["completion_tokens"]) == (
         "dashscope.generation",
@@ -171,10 +188,10 @@ def test_sdk_stream(ds: ThreadServer, result_format: str, incremental: bool) -> 
     assert len({e.request_id for e in events}) == 1
 
 
-def test_stream_is_metered_once(ds: ThreadServer, tmp_path: Path) -> None:
+def test_stream_is_metered_once(ds: ThreadServer) -> None:
     events = list(call(ds, stream=True, incremental_output=True, max_tokens=4))
     assert events[-1].output.finish_reason == "length"
-    rows = usage_rows(tmp_path / "mg.db", expect=1)
+    rows = usage_rows(ds, expect=1)
     assert len(rows) == 1
     row = rows[0]
     assert (row["request_id"], row["prompt_tokens"], row["completion_tokens"]) == (
@@ -238,7 +255,7 @@ def test_raw_incremental_message_stream_and_accept_header(ds: ThreadServer) -> N
 
 
 @pytest.mark.parametrize("fake_engine", [FakeEngine(fail_after_tokens=2)])
-def test_mid_stream_failure_ends_with_error_event(ds: ThreadServer, tmp_path: Path) -> None:
+def test_mid_stream_failure_ends_with_error_event(ds: ThreadServer) -> None:
     r = post(ds, {"model": MODEL, "input": {"messages": MSG}}, sse=True)
     assert r.status_code == 200
     events = list(sse_events(r.text))
@@ -251,11 +268,221 @@ def test_mid_stream_failure_ends_with_error_event(ds: ThreadServer, tmp_path: Pa
         "message": "The fake engine failed on purpose.",
     }
     assert r.text.split("\n\n")[2].startswith("id:3\nevent:error\n:HTTP_STATUS/500\ndata:")
-    row = usage_rows(tmp_path / "mg.db", expect=1)[0]
+    row = usage_rows(ds, expect=1)[0]
     assert (row["completion_tokens"], row["status"], row["finish_reason"]) == (2, 500, "error")
     # the SDK surfaces it as an error response, not a silent end
     last = list(call(ds, stream=True, incremental_output=True))[-1]
     assert (last.code, last.message) == ("InternalError", "The fake engine failed on purpose.")
+
+
+# -- function calling ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply=CALL)])
+def test_sdk_tool_call_and_metering(ds: ThreadServer) -> None:
+    r = call(ds, tools=[WEATHER], result_format="message")
+    assert r.status_code == HTTPStatus.OK, r
+    choice = r.output.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert (choice.message.role, choice.message.content) == ("assistant", "")
+    (tool_call,) = choice.message.tool_calls
+    assert CALL_ID.fullmatch(tool_call["id"])
+    assert (tool_call["type"], tool_call["index"]) == ("function", 0)
+    assert tool_call["function"]["name"] == "get_weather"
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Paris"}
+    assert r.usage.output_tokens == len(CALL.split(" "))
+    row = usage_rows(ds, expect=1)[0]
+    assert (row["request_id"], row["finish_reason"]) == (r.request_id, "tool_calls")
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply=CALL)])
+def test_raw_tool_call_body_shape(ds: ThreadServer) -> None:
+    body = {
+        "model": MODEL,
+        "input": {"messages": MSG},
+        "parameters": {"result_format": "message", "tools": [WEATHER]},
+    }
+    r = post(ds, body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    call_id = got["output"]["choices"][0]["message"]["tool_calls"][0]["id"]
+    assert CALL_ID.fullmatch(call_id)
+    tokens = len(CALL.split(" "))
+    assert got == {
+        "status_code": 200,
+        "request_id": r.headers["x-request-id"],
+        "code": "",
+        "message": "",
+        "output": {
+            "choices": [
+                {
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "id": call_id,
+                                "type": "function",
+                                "function": {
+                                    "name": "get_weather",
+                                    "arguments": '{"city": "Paris"}',
+                                },
+                                "index": 0,
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        "usage": {"input_tokens": 6, "output_tokens": tokens, "total_tokens": 6 + tokens},
+    }
+
+
+def _tool_stream(ds: ThreadServer, incremental: bool) -> list[dict[str, Any]]:
+    body = {
+        "model": MODEL,
+        "input": {"messages": MSG},
+        "parameters": {
+            "result_format": "message",
+            "tools": [WEATHER],
+            "incremental_output": incremental,
+        },
+    }
+    r = post(ds, body, sse=True)
+    assert r.status_code == 200, r.text
+    events = list(sse_events(r.text))
+    assert {(e, s) for e, s, _ in events} == {("result", 200)}
+    return [d["output"]["choices"][0] for _, _, d in events]
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply=CALL)])
+def test_streamed_tool_call_wire_shape(ds: ThreadServer) -> None:
+    incremental = _tool_stream(ds, incremental=True)
+    call_id = incremental[0]["message"]["tool_calls"][0]["id"]
+    assert CALL_ID.fullmatch(call_id)
+
+    def choice(reason: str, calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": ""}
+        if calls is not None:
+            message["tool_calls"] = calls
+        return {"finish_reason": reason, "message": message}
+
+    def piece(arguments: str) -> dict[str, Any]:
+        return {"index": 0, "id": "", "type": "function", "function": {"arguments": arguments}}
+
+    def whole(arguments: str) -> dict[str, Any]:
+        function = {"name": "get_weather", "arguments": arguments}
+        return {"id": call_id, "type": "function", "function": function, "index": 0}
+
+    opening = {
+        "index": 0,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert incremental == [
+        choice("null", [opening]),
+        choice("null", [piece('{"city": ')]),
+        choice("null", [piece('"Paris"}')]),
+        choice("tool_calls", None),
+    ]
+    # without incremental_output each event carries the call so far, the last one whole
+    so_far = _tool_stream(ds, incremental=False)
+    call_id = so_far[0]["message"]["tool_calls"][0]["id"]
+    assert so_far == [
+        choice("null", [whole("")]),
+        choice("null", [whole('{"city": ')]),
+        choice("null", [whole('{"city": "Paris"}')]),
+        choice("tool_calls", [whole('{"city": "Paris"}')]),
+    ]
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply="Let me check. " + CALL)])
+@pytest.mark.parametrize("incremental", [True, False, None])
+def test_sdk_tool_call_stream(ds: ThreadServer, incremental: bool | None) -> None:
+    """True: deltas as sent; False: the SDK asks for deltas and merges them itself; None
+    (not sent): the server sends everything so far."""
+    kw: dict[str, Any] = {} if incremental is None else {"incremental_output": incremental}
+    events = list(call(ds, tools=[WEATHER], result_format="message", stream=True, **kw))
+    assert all(e.status_code == HTTPStatus.OK for e in events), events[-1]
+    choices = [e.output.choices[0] for e in events]
+    assert [c.finish_reason for c in choices] == ["null"] * (len(choices) - 1) + ["tool_calls"]
+    if incremental:
+        text = "".join(c.message.content for c in choices)
+        parts = [tc for c in choices for tc in c.message.get("tool_calls") or []]
+        name = "".join(p["function"].get("name", "") for p in parts)
+        arguments = "".join(p["function"]["arguments"] for p in parts)
+        call_id = "".join(p["id"] for p in parts)
+    else:
+        last = choices[-1].message
+        text = last.content
+        (whole,) = last.tool_calls
+        name, arguments, call_id = (
+            whole["function"]["name"],
+            whole["function"]["arguments"],
+            whole["id"],
+        )
+    assert text == "Let me check. "
+    assert (name, json.loads(arguments)) == ("get_weather", {"city": "Paris"})
+    assert CALL_ID.fullmatch(call_id)
+    assert events[-1].usage.output_tokens == len(("Let me check. " + CALL).split(" "))
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply="Let me check. " + TWO_CALLS)])
+def test_parallel_tool_calls_only_when_asked(ds: ThreadServer) -> None:
+    default = call(ds, tools=[WEATHER, TIME], result_format="message").output.choices[0]
+    assert default.message.content == "Let me check. "
+    assert [c["function"]["name"] for c in default.message.tool_calls] == ["get_weather"]
+    both = call(
+        ds, tools=[WEATHER, TIME], result_format="message", parallel_tool_calls=True
+    ).output.choices[0]
+    assert [(c["index"], c["function"]["name"]) for c in both.message.tool_calls] == [
+        (0, "get_weather"),
+        (1, "get_time"),
+    ]
+    assert json.loads(both.message.tool_calls[1]["function"]["arguments"]) == {"city": "Tokyo"}
+    assert both.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply=CALL)])
+def test_tool_choice_none_and_no_tools_leave_the_text_alone(ds: ThreadServer) -> None:
+    for kw in ({"tools": [WEATHER], "tool_choice": "none"}, {}):
+        choice = call(ds, result_format="message", **kw).output.choices[0]
+        assert choice.message.content == CALL and "tool_calls" not in choice.message
+        assert choice.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("fake_engine", [FakeEngine(reply="It is sunny.")])
+def test_round_trip_with_a_tool_result_is_accepted(ds: ThreadServer) -> None:
+    assistant = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                "index": 0,
+            }
+        ],
+    }
+    answers = [
+        {"role": "tool", "content": '{"sky": "sunny"}', "tool_call_id": "call_1"},
+        {"role": "tool", "content": '{"sky": "sunny"}', "name": "get_weather"},  # older clients
+    ]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for answer in answers:
+        for choice in ("auto", named):
+            r = call(
+                ds,
+                messages=[*MSG, assistant, answer],
+                tools=[WEATHER],
+                tool_choice=choice,
+                result_format="message",
+            )
+            assert r.status_code == HTTPStatus.OK, r
+            assert r.output.choices[0].message.content == "It is sunny."
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -299,7 +526,23 @@ def test_unknown_model_is_model_not_found(ds: ThreadServer) -> None:
         ({"n": 2}, "result_format 'message'"),
         ({"stop": [""]}, "non-empty"),
         ({"max_tokens": 100}, "Too long"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "not supported yet"),
+        ({"tools": [WEATHER]}, "requires result_format 'message'"),
+        ({"tools": [WEATHER], "result_format": "text"}, "requires result_format 'message'"),
+        ({"tool_choice": "auto", "result_format": "message"}, "only allowed when 'tools'"),
+        (
+            {"tools": [WEATHER], "tool_choice": "sometimes", "result_format": "message"},
+            "Invalid value for 'tool_choice'",
+        ),
+        (
+            {
+                "tools": [WEATHER],
+                "tool_choice": {"type": "function", "function": {"name": "launch"}},
+                "result_format": "message",
+            },
+            "not in 'tools'",
+        ),
+        ({"tools": [WEATHER, WEATHER], "result_format": "message"}, "must be unique"),
+        ({"tools": [{"type": "retrieval"}], "result_format": "message"}, "parameters.tools[0]"),
     ],
 )
 def test_bad_parameters_are_invalid_parameter(
@@ -339,7 +582,7 @@ def test_unknown_route_under_api_v1_is_dashscope_shaped(ds: ThreadServer) -> Non
 # -- OpenAI-compatible mode ---------------------------------------------------------------
 
 
-def test_compatible_mode_with_openai_sdk(fake_server: ThreadServer, tmp_path: Path) -> None:
+def test_compatible_mode_with_openai_sdk(fake_server: ThreadServer) -> None:
     c = openai.OpenAI(
         base_url=f"{fake_server.base_url}/compatible-mode/v1",
         api_key=key(fake_server),
@@ -351,7 +594,7 @@ def test_compatible_mode_with_openai_sdk(fake_server: ThreadServer, tmp_path: Pa
     assert r.usage.total_tokens == 12
     stream = c.chat.completions.create(model=MODEL, messages=MSG, stream=True)  # type: ignore[arg-type]
     assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == REPLY
-    rows = usage_rows(tmp_path / "mg.db", expect=2)
+    rows = usage_rows(fake_server, expect=2)
     assert {row["endpoint"] for row in rows} == {"chat.completions"}
 
 

@@ -3,19 +3,34 @@
 
 from __future__ import annotations
 
+import json
+import time
 from http import HTTPStatus
+from typing import Any
 
 import dashscope
 import openai
 import pytest
 
-from tests.support import ProcessServer, usage_rows
+from tests.support import ProcessServer, db_rows, usage_rows
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 MODEL = "qwen2.5-coder-0.5b-instruct"
 CAPITAL = [
     {"role": "user", "content": "What is the capital of France? Answer in one short sentence."}
 ]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 @pytest.fixture
@@ -26,6 +41,18 @@ def ds(model_server: ProcessServer, monkeypatch: pytest.MonkeyPatch) -> ProcessS
 
 def key(s: ProcessServer) -> str:
     return s.api_key  # type: ignore[attr-defined,no-any-return]
+
+
+def usage_row_of(s: ProcessServer, request_id: str, timeout_s: float = 10) -> dict[str, Any]:
+    """The request's usage record, once it is written (the server's session outlives a test)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        query = "SELECT * FROM usage_records WHERE request_id = :rid"
+        rows = db_rows(s.db_path, query, rid=request_id)  # type: ignore[attr-defined]
+        if rows or time.monotonic() > deadline:
+            assert len(rows) == 1, rows
+            return rows[0]
+        time.sleep(0.05)
 
 
 def test_generation_call_answers_and_is_metered(ds: ProcessServer) -> None:
@@ -74,6 +101,40 @@ def test_stream_matches_non_stream_when_greedy(ds: ProcessServer, incremental: b
     assert [e.output.finish_reason for e in events[:-1]] == ["null"] * (len(events) - 1)
     assert events[-1].output.finish_reason in ("stop", "length")
     assert events[-1].usage.output_tokens == whole.usage.output_tokens
+
+
+def test_forced_weather_tool_call_and_its_result(ds: ProcessServer) -> None:
+    paris = [{"role": "user", "content": "What's the weather like in Paris?"}]
+    kw = {"model": MODEL, "api_key": key(ds), "result_format": "message", "temperature": 0}
+    r = dashscope.Generation.call(
+        messages=paris,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert r.status_code == HTTPStatus.OK, r
+    choice = r.output.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.content == ""
+    (call,) = choice.message.tool_calls
+    assert (call["type"], call["index"], call["function"]["name"]) == ("function", 0, "get_weather")
+    assert call["id"].startswith("call_")
+    assert "paris" in json.loads(call["function"]["arguments"])["city"].lower()
+    assert usage_row_of(ds, r.request_id)["finish_reason"] == "tool_calls"
+    # the function's result goes back as a tool message; the model answers in text
+    result = {"role": "tool", "content": '{"sky": "sunny", "temperature_c": 24}'}
+    answer = dashscope.Generation.call(
+        messages=[*paris, dict(choice.message), {**result, "tool_call_id": call["id"]}],
+        tools=[WEATHER],
+        tool_choice="none",
+        max_tokens=40,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert answer.status_code == HTTPStatus.OK, answer
+    final = answer.output.choices[0]
+    assert final.finish_reason in ("stop", "length") and final.message.content
+    assert "tool_calls" not in final.message
 
 
 def test_errors_in_dashscope_shape(ds: ProcessServer) -> None:

@@ -6,11 +6,12 @@ reasons and ``TokenUsage`` -> the JSON objects of the API reference
 
 - ``result_format="text"``: ``output = {"text": str, "finish_reason": str}``
 - ``result_format="message"``: ``output = {"choices": [{"finish_reason": str, "message":
-  {"role": "assistant", "content": str}}]}`` (each choice also carries ``index`` when n > 1)
+  {"role": "assistant", "content": str}}]}`` (each choice also carries ``index`` when n > 1;
+  a message with function calls also has ``tool_calls``, see ``tools``)
 - ``usage = {"input_tokens", "output_tokens", "total_tokens"}``
 
 While streaming, ``finish_reason`` is the *string* ``"null"`` until the last event of a choice,
-as DashScope sends it; the last event says ``"stop"`` or ``"length"``.
+as DashScope sends it; the last event says ``"stop"``, ``"length"`` or ``"tool_calls"``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams, TokenUsage
 from modelgrid.protocol.dashscope.models import GenerationRequest, Message, ResultFormat
+from modelgrid.protocol.dashscope.tools import assistant_calls, tie_tool_results, tools_and_choice
 
 STREAMING_FINISH_REASON = "null"  # DashScope's literal string for "not finished yet"
 
@@ -49,37 +51,43 @@ def _stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def _messages(req: GenerationRequest) -> list[ChatMessage]:
-    """``input.messages``, then ``input.prompt`` as a final user turn (as the SDK merges them)."""
+    """``input.messages``, then ``input.prompt`` as a final user turn (as the SDK merges them);
+    ``tool`` turns without a ``tool_call_id`` are tied to the call they answer."""
     out = [
         ChatMessage(
             role=m.role,
             content=_content_text(m, i),
             name=m.name,
-            tool_calls=m.tool_calls,
+            tool_calls=assistant_calls(m.tool_calls, i),
             tool_call_id=m.tool_call_id,
         )
         for i, m in enumerate(req.input.messages or [])
     ]
     if req.input.prompt:
         out.append(ChatMessage(role="user", content=req.input.prompt))
-    return out
+    return tie_tool_results(out)
 
 
 def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRequest:
     """Convert a validated wire request to the core request.
 
     Raises:
-        InvalidRequestError: a parameter combination the reference does not allow.
-        UnsupportedParameterError: ``tools`` or non-text content (not implemented yet).
+        InvalidRequestError: a parameter combination the reference does not allow (``n`` > 1
+            or ``tools`` without ``result_format="message"``, a ``tool_choice`` that does not
+            fit ``tools``, a malformed function schema).
+        UnsupportedParameterError: non-text content (not implemented yet).
     """
     p = req.parameters
-    if p.tools:
-        raise UnsupportedParameterError("'tools' is not supported yet.", param="parameters.tools")
     n = p.n or 1
     if n > 1 and p.result_format != "message":
         raise InvalidRequestError(
             "'n' greater than 1 requires result_format 'message'.", param="parameters.n"
         )
+    if p.tools and p.result_format != "message":
+        raise InvalidRequestError(
+            "'tools' requires result_format 'message'.", param="parameters.result_format"
+        )
+    tools, tool_choice = tools_and_choice(p.tools, p.tool_choice)
     sampling = SamplingParams(
         max_tokens=p.max_tokens,
         temperature=1.0 if p.temperature is None else p.temperature,
@@ -89,7 +97,14 @@ def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRe
         presence_penalty=p.presence_penalty or 0.0,
     )
     return InferenceRequest(
-        request_id=request_id, model=req.model, messages=_messages(req), sampling=sampling, n=n
+        request_id=request_id,
+        model=req.model,
+        messages=_messages(req),
+        sampling=sampling,
+        n=n,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=bool(p.parallel_tool_calls),
     )
 
 
@@ -103,17 +118,26 @@ def usage_dict(usage: TokenUsage) -> dict[str, int]:
 
 
 def output_dict(
-    result_format: ResultFormat, texts: list[str], finish_reasons: list[str]
+    result_format: ResultFormat,
+    texts: list[str],
+    finish_reasons: list[str],
+    tool_calls: list[list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """``output`` for one or more choices (``text`` format: exactly one)."""
+    """``output`` for one or more choices (``text`` format: exactly one).
+
+    Args:
+        tool_calls: Per choice, its message's ``tool_calls`` entries (``tools``); a choice
+            without any has no ``tool_calls`` key. Only in the ``message`` format.
+    """
     if result_format == "text":
         return {"text": texts[0], "finish_reason": finish_reasons[0]}
+    calls = tool_calls or [[] for _ in texts]
     choices: list[dict[str, Any]] = []
-    for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True)):
-        choice: dict[str, Any] = {
-            "finish_reason": reason,
-            "message": {"role": "assistant", "content": text},
-        }
+    for i, (text, reason, entries) in enumerate(zip(texts, finish_reasons, calls, strict=True)):
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if entries:
+            message["tool_calls"] = entries
+        choice: dict[str, Any] = {"finish_reason": reason, "message": message}
         if len(texts) > 1:
             choice["index"] = i
         choices.append(choice)
@@ -127,14 +151,15 @@ def response_dict(
     texts: list[str],
     finish_reasons: list[str],
     usage: TokenUsage,
+    tool_calls: list[list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The non-streamed response body."""
+    """The non-streamed response body (``tool_calls``: as in ``output_dict``)."""
     return {
         "status_code": 200,
         "request_id": request_id,
         "code": "",
         "message": "",
-        "output": output_dict(result_format, texts, finish_reasons),
+        "output": output_dict(result_format, texts, finish_reasons, tool_calls),
         "usage": usage_dict(usage),
     }
 
@@ -148,6 +173,7 @@ def stream_event_dict(
     finish_reason: str | None,
     usage: TokenUsage,
     n: int = 1,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The ``data`` of one streamed ``result`` event, carrying one choice.
 
@@ -156,9 +182,11 @@ def stream_event_dict(
         finish_reason: ``None`` while generating (sent as ``"null"``), then the final reason.
         usage: The running usage (input tokens, output tokens so far).
         n: Choices in the request; n > 1 adds each choice's ``index``.
+        tool_calls: The message's ``tool_calls`` entries in this event (``message`` format):
+            a part of one call (``incremental_output``) or every call so far.
     """
     reason = finish_reason or STREAMING_FINISH_REASON
-    output = output_dict(result_format, [text], [reason])
+    output = output_dict(result_format, [text], [reason], [tool_calls or []])
     if n > 1:
         output["choices"][0]["index"] = index
     return {"output": output, "usage": usage_dict(usage), "request_id": request_id}

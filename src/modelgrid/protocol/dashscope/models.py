@@ -4,8 +4,9 @@ Reference: https://help.aliyun.com/zh/model-studio/qwen-api-reference ("DashScop
 The body is ``{"model", "input": {"messages" | "prompt"}, "parameters": {...}}``. Unknown
 fields at every level are accepted and ignored (DashScope's vendor switches such as
 ``enable_search``, ``enable_thinking``, ``search_options`` and the SDK's ``user_agent``), so
-existing SDK code never fails on them; known fields modelgrid does not implement yet are
-rejected by ``convert`` with ``InvalidParameter``.
+existing SDK code never fails on them; combinations the reference rules out are rejected by
+``convert`` with ``InvalidParameter``. Function-calling fields reuse the OpenAI side's models
+(``tools`` and ``tool_calls`` have the same shape).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from modelgrid.protocol.openai.models import ToolCallIn, ToolIn
 
 ResultFormat = Literal["text", "message"]
 
@@ -24,12 +27,22 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+class ToolCallMessage(ToolCallIn):
+    """An entry of an assistant message's ``tool_calls``: OpenAI's shape, plus the ``index``
+    DashScope adds (accepted, not needed); the ``id`` may be missing."""
+
+    id: str = ""
+    index: int | None = None
+
+
 class Message(BaseModel):
+    """A conversation turn; a ``tool`` turn's ``name`` is the function that produced it."""
+
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallMessage] | None = None
     tool_call_id: str | None = None
 
 
@@ -51,7 +64,10 @@ class GenerationParameters(BaseModel):
     """``parameters``; ranges as documented in the API reference.
 
     ``top_k`` and ``repetition_penalty`` are validated but not applied yet (the core sampling
-    parameters have no such knobs); ``n`` > 1 needs ``result_format="message"``.
+    parameters have no such knobs); ``n`` > 1 and ``tools`` need ``result_format="message"``.
+    ``tools`` has OpenAI's function-tool shape; ``tool_choice`` is ``auto``, ``none`` or
+    ``{"type": "function", "function": {"name": ...}}`` (checked against ``tools`` in
+    ``convert``); ``parallel_tool_calls`` defaults to false, as on DashScope.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -67,8 +83,9 @@ class GenerationParameters(BaseModel):
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     n: Annotated[int, Field(ge=1, le=4)] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -88,4 +105,5 @@ __all__ = [
     "Message",
     "ResultFormat",
     "TextPart",
+    "ToolCallMessage",
 ]
