@@ -77,7 +77,7 @@ def test_every_answer_names_its_region_and_replica_and_usage_carries_the_region(
         assert r.status_code == 200
         assert r.headers["x-modelgrid-region"] == "local"
         assert r.headers["x-modelgrid-replica"] == "local/fake-model/local"
-    rows = usage_rows(tmp_path / "mg.db", expect=2)
+    rows = usage_rows(fake_server, expect=2)
     assert [row["region"] for row in rows] == ["local", "local"]
 
 
