@@ -152,3 +152,20 @@ def test_compatible_mode_with_openai_sdk(model_server: ProcessServer) -> None:
     )
     r = c.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=30, temperature=0)  # type: ignore[arg-type]
     assert "Paris" in (r.choices[0].message.content or "")
+
+
+def test_text_embedding_call_with_the_packaged_embedding_model(ds: ProcessServer) -> None:
+    texts = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell today."]
+    r = dashscope.TextEmbedding.call(model="all-minilm-l6-v2", input=texts, api_key=key(ds))
+    assert r.status_code == HTTPStatus.OK, r
+    vectors = [e["embedding"] for e in r.output["embeddings"]]
+    assert [e["text_index"] for e in r.output["embeddings"]] == [0, 1, 2]
+    assert all(len(v) == 384 for v in vectors)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))  # vectors are L2-normalised
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.2
+    assert r.usage["total_tokens"] > 3 * 3
+    row = usage_row_of(ds, r.request_id)
+    assert (row["endpoint"], row["prompt_tokens"]) == ("embeddings", r.usage["total_tokens"])

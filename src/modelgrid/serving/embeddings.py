@@ -20,12 +20,12 @@ from modelgrid.core.errors import (
     InvalidRequestError,
     ModelgridError,
     PermissionDeniedError,
+    UnsupportedParameterError,
 )
 from modelgrid.core.types import CallContext, FinishReason
 from modelgrid.engines.embedding import EMBEDDINGS, EmbeddingEngine, Embeddings
 from modelgrid.protocol.openai.embeddings import (
     EmbeddingRequest,
-    check_dimensions,
     embedding_response,
     input_texts,
 )
@@ -101,46 +101,83 @@ class EmbeddingService:
     async def create(
         self, principal: Principal, body: EmbeddingRequest, ctx: CallContext
     ) -> dict[str, Any]:
-        """Embed ``body.input`` and return the reference's ``list`` object.
+        """Embed ``body.input`` and return OpenAI's ``list`` object.
 
         Raises:
-            InvalidRequestError / UnsupportedParameterError: see ``input_texts`` and
-                ``check_dimensions``; ``ContextLengthExceededError`` for an input longer
-                than the model reads.
-            PermissionDeniedError: the key may not use this model.
+            InvalidRequestError / UnsupportedParameterError: see ``input_texts``; a
+                ``dimensions`` the model cannot give.
+            See ``embed`` for the rest.
+        """
+        texts = input_texts(body)
+        vectors, tokens = await self.embed(
+            principal,
+            body.model,
+            texts,
+            ctx,
+            single=isinstance(body.input, str),
+            dimensions=body.dimensions,
+        )
+        return embedding_response(
+            model=body.model,
+            vectors=vectors,
+            prompt_tokens=tokens,
+            encoding_format=body.encoding_format,
+        )
+
+    async def embed(
+        self,
+        principal: Principal,
+        model: str,
+        texts: list[str],
+        ctx: CallContext,
+        *,
+        single: bool = False,
+        dimensions: int | None = None,
+        dimensions_param: str = "dimensions",
+    ) -> tuple[list[bytes], int]:
+        """Embed ``texts`` (protocol-neutral: the OpenAI and DashScope routes both use it).
+
+        Returns:
+            (little-endian float32 bytes per text, in order; tokens processed).
+
+        Raises:
+            UnsupportedParameterError: ``dimensions`` set and not the model's (``param`` is
+                ``dimensions_param``).
+            ContextLengthExceededError: an input longer than the model reads.
+            PermissionDeniedError: the key may not use this model or this region (403).
             ModelNotFoundError, ServiceUnavailableError, EngineError.
             RateLimitError, QuotaExceededError: a limit of the workspace or key (429).
         """
-        texts = input_texts(body)
-        if not principal.may_use_model(body.model):
+        if not principal.may_use_model(model):
             raise PermissionDeniedError(
-                f"This API key may not use the model '{body.model}'.",
+                f"This API key may not use the model '{model}'.",
                 param="model",
                 code="model_not_allowed",
             )
         allowed = principal.allowed_regions
         if allowed is not None and self.region not in allowed:
             raise PermissionDeniedError(
-                f"The model '{body.model}' is not deployed in any region this API key may use.",
+                f"The model '{model}' is not deployed in any region this API key may use.",
                 param="model",
                 code="region_not_allowed",
             )
-        engine = self.engine(body.model)
+        engine = self.engine(model)
         ctx.response_headers["x-modelgrid-region"] = self.region
-        check_dimensions(body, engine.dimensions)
+        if dimensions is not None and dimensions != engine.dimensions:
+            raise UnsupportedParameterError(
+                f"The model '{model}' returns {engine.dimensions}-dimensional vectors and "
+                f"cannot shorten them: '{dimensions_param}' must be {engine.dimensions} or "
+                "omitted.",
+                param=dimensions_param,
+            )
         counts = await engine.count_tokens(texts)
-        check_lengths(counts, engine.max_input_tokens, single=isinstance(body.input, str))
+        check_lengths(counts, engine.max_input_tokens, single=single)
         tokens = sum(counts)
         admission = await self.tenancy.admit(principal, ctx.request_id, tokens)
         if admission is not None:
             ctx.response_headers.update(admission.headers())
-        result = await self._embed(principal, admission, engine, texts, tokens, body.model, ctx)
-        return embedding_response(
-            model=body.model,
-            vectors=result.vectors,
-            prompt_tokens=tokens,
-            encoding_format=body.encoding_format,
-        )
+        result = await self._embed(principal, admission, engine, texts, tokens, model, ctx)
+        return result.vectors, tokens
 
     async def _embed(
         self,

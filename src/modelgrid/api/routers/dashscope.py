@@ -20,6 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelgridError
+from modelgrid.protocol.dashscope.embeddings import TextEmbeddingRequest
+from modelgrid.protocol.dashscope.embeddings import input_texts as embeddings_input
+from modelgrid.protocol.dashscope.embeddings import response_dict as embedding_response
 from modelgrid.protocol.dashscope.errors import INTERNAL_ERROR, error_body, error_code
 from modelgrid.protocol.dashscope.models import GenerationRequest, ResultFormat
 from modelgrid.protocol.dashscope.sse import EventWriter
@@ -78,3 +81,21 @@ async def _sse(
 
 
 __all__ = ["router", "wants_sse"]
+
+
+@router.post("/services/embeddings/text-embedding/text-embedding")
+async def text_embedding(
+    body: TextEmbeddingRequest, state: StateDep, principal: PrincipalDep, ctx: ContextDep
+) -> JSONResponse:
+    """DashScope's native embeddings (``protocol.dashscope.embeddings``), on the same
+    service, metering and limits as ``/v1/embeddings``."""
+    vectors, tokens = await state.embeddings.embed(
+        principal,
+        body.model,
+        embeddings_input(body),
+        ctx,
+        single=isinstance(body.input.texts, str),
+        dimensions=body.parameters.dimension,
+        dimensions_param="parameters.dimension",
+    )
+    return JSONResponse(embedding_response(ctx.request_id, vectors, tokens))

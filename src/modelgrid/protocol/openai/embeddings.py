@@ -72,20 +72,6 @@ def input_texts(req: EmbeddingRequest) -> list[str]:
     return items
 
 
-def check_dimensions(req: EmbeddingRequest, model_dimensions: int) -> None:
-    """Refuse a ``dimensions`` the model cannot give.
-
-    Raises:
-        UnsupportedParameterError: ``dimensions`` is set and differs from ``model_dimensions``.
-    """
-    if req.dimensions is not None and req.dimensions != model_dimensions:
-        raise UnsupportedParameterError(
-            f"The model '{req.model}' returns {model_dimensions}-dimensional vectors and cannot "
-            f"shorten them: 'dimensions' must be {model_dimensions} or omitted.",
-            param="dimensions",
-        )
-
-
 def floats(vector: bytes) -> list[float]:
     """Little-endian float32 bytes as Python floats (exactly the float32 values)."""
     values = array("f")
@@ -129,7 +115,6 @@ def embedding_response(
 __all__ = [
     "MAX_INPUTS",
     "EmbeddingRequest",
-    "check_dimensions",
     "embedding_response",
     "floats",
     "input_texts",
