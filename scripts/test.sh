@@ -10,5 +10,10 @@ echo "==> import contracts"
 scripts/services.sh
 echo "==> preparing the embedded model"
 .venv/bin/modelgrid models prepare
-echo "==> pytest"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then  # a selection: run just that
+  exec .venv/bin/python -m pytest "$@"
+fi
+echo "==> pytest (SQLite, PostgreSQL-only tests, Redis, the real models)"
+.venv/bin/python -m pytest
+echo "==> pytest again on PostgreSQL: the API and CLI tests (MODELGRID_TEST_DATABASE=postgres)"
+MODELGRID_TEST_DATABASE=postgres exec .venv/bin/python -m pytest tests/api tests/cli

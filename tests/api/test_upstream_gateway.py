@@ -108,7 +108,7 @@ def test_json_answer_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_p
     assert r.model == "gpt-up"
     assert r.choices[0].message.content == "Paris is the capital of France."
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (6, 6)  # type: ignore[union-attr]
-    [row] = usage_rows(tmp_path / "mg.db", expect=1)
+    [row] = usage_rows(via_worker, expect=1)
     assert (row["model"], row["prompt_tokens"], row["completion_tokens"]) == ("gpt-up", 6, 6)
     assert row["prompt_tokens"] != ESTIMATE  # the upstream's count, not the estimate
 
@@ -126,7 +126,7 @@ def test_stream_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_path: 
     assert "".join(p or "" for p in pieces) == "Paris is the capital of France."
     usage = chunks[-1].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (6, 6)
-    [row] = usage_rows(tmp_path / "mg.db", expect=1)
+    [row] = usage_rows(via_worker, expect=1)
     assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (6, 6, 200)
 
 
@@ -198,7 +198,7 @@ def test_upstream_dying_mid_stream_ends_in_an_error_event(
                     got.append(ch.choices[0].delta.content)
         assert "".join(got) == "Paris is"
         assert "dropped the connection" in info.value.message
-        [row] = usage_rows(tmp_path / "mg.db", expect=1)
+        [row] = usage_rows(server, expect=1)
         assert (row["status"], row["finish_reason"], row["completion_tokens"]) == (502, "error", 2)
     finally:
         server.stop()
