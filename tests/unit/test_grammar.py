@@ -124,3 +124,26 @@ def test_llama_cpp_accepts_every_grammar() -> None:
             llama_cpp.llama_sampler_free(sampler)
     finally:
         vocab.close()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "minLength": 1_000_000_000},
+        {"type": "object", "properties": {"xs": {"type": "array", "maxItems": 10**6}}},
+        {"type": "array", "items": [{"type": "string", "maxLength": 5000}]},
+    ],
+)
+def test_huge_counted_bounds_are_refused_before_conversion(schema: dict) -> None:  # type: ignore[type-arg]
+    """The converter unrolls counts: minLength 1e9 once took a server to 23 GB and an OOM kill."""
+    with pytest.raises(InvalidRequestError) as exc:
+        response_format_grammar(fmt(ResponseFormatKind.JSON_SCHEMA, schema))
+    assert exc.value.param == "response_format"
+    assert "larger than 1000" in exc.value.message
+
+
+def test_bounds_within_the_limit_still_convert() -> None:
+    grammar = response_format_grammar(
+        fmt(ResponseFormatKind.JSON_SCHEMA, {"type": "string", "maxLength": 1000})
+    )
+    assert grammar is not None and len(grammar) < 200_000

@@ -25,6 +25,32 @@ from modelgrid.core.types import InferenceRequest, ResponseFormatKind, Tool, Too
 _LOOSE_CHAR = '[^"\\\\]'
 _STRICT_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# The converter unrolls counted repetition ({"minLength": n} becomes n copies of a rule), so
+# large bounds would build grammars of unbounded size: refuse them before converting.
+MAX_SCHEMA_BOUND = 1000
+_BOUND_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+MAX_GRAMMAR_CHARS = 200_000
+
+
+def check_bounds(schema: Any, path: str = "schema") -> None:
+    """Refuse counted bounds above ``MAX_SCHEMA_BOUND`` anywhere in ``schema``.
+
+    Raises:
+        ValueError: names the first offending keyword and its path.
+    """
+    if isinstance(schema, dict):
+        for key in _BOUND_KEYS:
+            value = schema.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SCHEMA_BOUND:
+                raise ValueError(
+                    f"{path}.{key} = {value} is larger than {MAX_SCHEMA_BOUND}, the most a "
+                    "grammar can enforce"
+                )
+        for key, value in schema.items():
+            check_bounds(value, f"{path}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            check_bounds(value, f"{path}[{i}]")
 
 
 class _Builder:
@@ -46,6 +72,7 @@ class _Builder:
             Exception: anything the converter raises for a schema it cannot convert.
         """
         self._n += 1
+        check_bounds(schema)
         resolved = self._conv.resolve_refs(copy.deepcopy(schema), f"schema{self._n}")
         return str(self._conv.visit(resolved, name))
 
@@ -122,7 +149,14 @@ def request_grammar(request: InferenceRequest) -> str | None:
     Raises:
         InvalidRequestError: see ``response_format_grammar``.
     """
-    return tool_call_grammar(request) or response_format_grammar(request)
+    grammar = tool_call_grammar(request) or response_format_grammar(request)
+    if grammar is not None and len(grammar) > MAX_GRAMMAR_CHARS:
+        raise InvalidRequestError(
+            "The JSON schema is too large to enforce by grammar "
+            f"({len(grammar)} characters of grammar; at most {MAX_GRAMMAR_CHARS}).",
+            param="tools" if request.tools else "response_format",
+        )
+    return grammar
 
 
 __all__ = ["request_grammar", "response_format_grammar", "tool_call_grammar"]
