@@ -245,3 +245,30 @@ def test_cli_keys_revoke_and_usage(model_server: ProcessServer) -> None:
     assert sum(r["completion_tokens"] for r in rows if r["model"] == MODEL) == sum(
         g["completion_tokens"] for g in usage["by_model"] if g["group"] == MODEL
     )
+
+
+def test_unpaired_surrogate_is_a_400_and_the_connection_survives(
+    model_server: ProcessServer,
+) -> None:
+    headers = {"Authorization": f"Bearer {model_server.api_key}"}  # type: ignore[attr-defined]
+    bad = (
+        b'{"model": "%s", "max_tokens": 3, "messages": [{"role": "user", "content": "\\ud800"}]}'
+        % MODEL.encode()
+    )
+    with httpx.Client(base_url=model_server.base_url, headers=headers) as c:
+        for path, body in [
+            ("/v1/chat/completions", bad),
+            (
+                "/v1/completions",
+                b'{"model": "%s", "prompt": "\\udfff", "max_tokens": 2}' % MODEL.encode(),
+            ),
+            ("/v1/embeddings", b'{"model": "all-minilm-l6-v2", "input": "\\ud800"}'),
+        ]:
+            r = c.post(path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400, r.text
+            assert "not valid Unicode" in r.json()["error"]["message"]
+            assert r.headers["x-request-id"]
+        ok = c.post(
+            "/v1/chat/completions", json={"model": MODEL, "max_tokens": 2, "messages": CAPITAL}
+        )
+        assert ok.status_code == 200  # same keep-alive connection

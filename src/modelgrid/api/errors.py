@@ -120,6 +120,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_response(request, exc)
+
+
+async def _bad_unicode(request: Request, exc: Exception) -> JSONResponse:
+    err = InvalidRequestError(
+        "The request contains text that is not valid Unicode (an unpaired UTF-16 surrogate "
+        "escape such as \\ud800); send well-formed text."
+    )
+    return error_response(err, request)
+
+
+def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
+    """The 500 for a bug: logged with its traceback, answered with a generic message."""
     log.error("unhandled error", exc_info=exc)
     err = ModelgridError(
         "The server had an error while processing your request.", code="internal_error"
@@ -128,10 +141,17 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(UnicodeError, _bad_unicode)
     app.add_exception_handler(ModelgridError, _modelgrid_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["DASHSCOPE_PREFIX", "error_response", "install", "validation_message"]
+__all__ = [
+    "DASHSCOPE_PREFIX",
+    "error_response",
+    "install",
+    "unexpected_response",
+    "validation_message",
+]

@@ -13,8 +13,10 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelgrid.api.errors import unexpected_response
 from modelgrid.core.ids import new_request_id
 from modelgrid.serving.metrics import Metrics
 
@@ -46,8 +48,11 @@ class RequestContext:
         header = (b"x-request-id", (client_id or request_id).encode("latin-1"))
         status_holder = [500]
 
+        started = [False]
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                started[0] = True
                 status_holder[0] = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
@@ -58,6 +63,10 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # a bug below: answer here, with x-request-id, and keep
+            if started[0]:  # the connection; after the first byte nothing can be sent
+                raise
+            await unexpected_response(Request(scope), exc)(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

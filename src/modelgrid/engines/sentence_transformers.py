@@ -142,8 +142,8 @@ class SentenceTransformersEngine:
         future = loop.run_in_executor(self._executor, job)
         try:
             return await future
-        except ModelgridError:
-            raise
+        except (ModelgridError, UnicodeError):
+            raise  # UnicodeError: an unpaired surrogate in the input, a 400 at the edge
         except Exception as exc:
             raise EngineError("The embedding model failed.") from exc
         finally:

@@ -163,6 +163,8 @@ class EmbeddingService:
             )
         engine = self.engine(model)
         ctx.response_headers["x-modelgrid-region"] = self.region
+        for text in texts:  # an unpaired surrogate raises UnicodeEncodeError: a 400 at the edge
+            text.encode("utf-8")
         if dimensions is not None and dimensions != engine.dimensions:
             raise UnsupportedParameterError(
                 f"The model '{model}' returns {engine.dimensions}-dimensional vectors and "
