@@ -112,3 +112,28 @@ def test_formats() -> None:
     ]
     assert estimate_tokens(100, None) == 356
     assert estimate_tokens(100, 20, n=2) == 140
+
+
+@pytest.mark.parametrize(
+    ("limit", "error"),
+    [
+        (ScopeLimits("key:k", rpm=0), RateLimitError),
+        (ScopeLimits("key:k", tpm=0), RateLimitError),
+        (ScopeLimits("ws:a", concurrency=0), RateLimitError),
+        (ScopeLimits("ws:a", monthly_budget_micros=0), QuotaExceededError),
+    ],
+)
+async def test_a_zero_limit_refuses_clearly(clock: Clock, limit: ScopeLimits, error: type) -> None:
+    with pytest.raises(error) as exc:
+        await InProcessLimiter(clock=clock).acquire("a", (limit,), 1)
+    assert "is 0" in exc.value.message
+
+
+async def test_refusal_headers_describe_the_bucket_as_it_is(clock: Clock) -> None:
+    lim = InProcessLimiter(clock=clock)
+    limits = (ScopeLimits("ws:a", rpm=3),)
+    for i in range(3):
+        await lim.acquire(f"r{i}", limits, 1)
+    with pytest.raises(RateLimitError) as exc:
+        await lim.acquire("r3", limits, 1)
+    assert exc.value.headers["x-ratelimit-reset-requests"] == "1m0s"  # empty bucket: 60 s to full

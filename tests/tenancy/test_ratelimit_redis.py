@@ -143,3 +143,9 @@ def test_four_processes_share_the_limit_exactly(tmp_path: Path) -> None:
     assert counts[200] <= allowed * 1.01
     assert counts[200] >= rpm  # and the limit was really usable
     assert os.path.exists(tmp_path / "mg.db")
+
+
+async def test_zero_limit_refuses_clearly(limiter: RedisLimiter) -> None:
+    with pytest.raises(RateLimitError) as exc:
+        await limiter.acquire("a", (ScopeLimits(scope(), rpm=0),), 1)
+    assert exc.value.code == "limit_is_zero"

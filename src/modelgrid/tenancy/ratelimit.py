@@ -128,6 +128,30 @@ def denial(
     )
 
 
+def refuse_zero_limits(limits: tuple[ScopeLimits, ...]) -> None:
+    """A limit of 0 admits nothing, ever: say so instead of computing a refill time.
+
+    Raises:
+        RateLimitError: code ``limit_is_zero`` (RPM, TPM or concurrency set to 0).
+        QuotaExceededError: a monthly budget of 0.
+    """
+    for lim in limits:
+        level = {"ws": "workspace", "key": "API key"}.get(lim.scope.split(":", 1)[0], "scope")
+        for name, value in (("rpm", lim.rpm), ("tpm", lim.tpm), ("concurrency", lim.concurrency)):
+            if value == 0:
+                raise RateLimitError(
+                    f"This {level}'s {name} limit is 0: no request can be admitted until an "
+                    "administrator raises it.",
+                    retry_after_s=3600,
+                    code="limit_is_zero",
+                )
+        if lim.monthly_budget_micros == 0 or lim.monthly_token_budget == 0:
+            raise QuotaExceededError(
+                f"This {level}'s monthly budget is 0: no request can be admitted.",
+                retry_after_s=seconds_to_month_end(),
+            )
+
+
 class RateLimiter(Protocol):
     async def acquire(
         self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
@@ -182,6 +206,7 @@ class InProcessLimiter:
     async def acquire(
         self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
     ) -> Admission:
+        refuse_zero_limits(limits)
         month = month_key()
         for lim in limits:  # seeding awaits: do it before the atomic check-and-consume
             if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
@@ -193,12 +218,13 @@ class InProcessLimiter:
                 b = self._level(lim.scope, "rpm", lim.rpm, now)
                 w = Window(lim.rpm, b.level - 1, (lim.rpm - b.level + 1) * 60 / lim.rpm)
                 if b.level < 1:
+                    now_w = Window(lim.rpm, b.level, (lim.rpm - b.level) * 60 / lim.rpm)
                     raise denial(
                         "rpm",
                         lim.scope,
                         lim.rpm,
                         (1 - b.level) * 60 / lim.rpm,
-                        window_headers(w, None),
+                        window_headers(now_w, None),
                     )
                 adm.requests = tighter(adm.requests, w)
             if lim.tpm is not None:
@@ -206,12 +232,13 @@ class InProcessLimiter:
                 want = min(tokens, lim.tpm)
                 w = Window(lim.tpm, b.level - tokens, (lim.tpm - b.level + tokens) * 60 / lim.tpm)
                 if b.level < want:
+                    now_w = Window(lim.tpm, b.level, (lim.tpm - b.level) * 60 / lim.tpm)
                     raise denial(
                         "tpm",
                         lim.scope,
                         lim.tpm,
                         (want - b.level) * 60 / lim.tpm,
-                        window_headers(None, w),
+                        window_headers(None, now_w),
                     )
                 adm.tokens = tighter(adm.tokens, w)
             if (
@@ -275,5 +302,6 @@ __all__ = [
     "duration",
     "estimate_tokens",
     "month_key",
+    "refuse_zero_limits",
     "window_headers",
 ]

@@ -22,6 +22,7 @@ from modelgrid.tenancy.ratelimit import (
     Window,
     denial,
     month_key,
+    refuse_zero_limits,
     seconds_to_month_end,
     tighter,
     window_headers,
@@ -171,6 +172,7 @@ class RedisLimiter:
     async def acquire(
         self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
     ) -> Admission:
+        refuse_zero_limits(limits)
         month = month_key()
         keys: list[str] = []
         args: list[Any] = [len(limits), tokens, request_id]
