@@ -30,7 +30,9 @@ def test_month_bounds_are_utc_calendar_months(month: str, start: datetime, end: 
     assert billing.month_bounds(month) == (start, end)
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-00", "2026-3", "26-03", "2026-03-01", ""])
+@pytest.mark.parametrize(
+    "month", ["2026-13", "2026-00", "2026-3", "26-03", "2026-03-01", "", "0000-01", "9999-12"]
+)
 def test_bad_months_are_invalid_requests(month: str) -> None:
     with pytest.raises(InvalidRequestError) as exc:
         billing.month_bounds(month)

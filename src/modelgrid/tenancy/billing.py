@@ -46,12 +46,11 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         InvalidRequestError: not ``YYYY-MM``.
     """
     m = _MONTH.match(month)
-    if m is None:
-        raise InvalidRequestError(f"month must be YYYY-MM, got '{month}'.", param="month")
-    year, mon = int(m.group(1)), int(m.group(2))
-    start = datetime(year, mon, 1, tzinfo=UTC)
-    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
-    return start, end
+    if m is None or not 1 <= int(m.group(1)) <= 9998:
+        raise InvalidRequestError(
+            f"month must be YYYY-MM with a year from 0001 to 9998, got '{month}'.", param="month"
+        )
+    return repo.month_bounds(month)
 
 
 def format_micros(micros: int) -> str:
