@@ -100,3 +100,17 @@ def test_expired_key_is_401(fake_server: ThreadServer) -> None:
     )
     r = post(fake_server, json=BODY)
     assert r.status_code == 401 and r.json()["error"]["code"] == "expired_api_key"
+
+
+def test_models_list_shows_only_the_keys_models(fake_server: ThreadServer) -> None:
+    db_execute(
+        fake_server,
+        "UPDATE api_keys SET allowed_models = :m WHERE id = :id",
+        m='["other-model"]',
+        id=key_id(fake_server),
+    )
+    headers = {"Authorization": f"Bearer {fake_server.api_key}"}  # type: ignore[attr-defined]
+    r = httpx.get(f"{fake_server.base_url}/v1/models", headers=headers)
+    assert r.status_code == 200 and r.json()["data"] == []
+    r = httpx.get(f"{fake_server.base_url}/v1/models/fake-model", headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

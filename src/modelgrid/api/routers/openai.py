@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
+from modelgrid.core.errors import ModelNotFoundError
 from modelgrid.engines.base import ModelCard
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 
@@ -27,12 +28,19 @@ def _model_obj(card: ModelCard) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(state: StateDep, _: PrincipalDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_obj(c) for c in state.models.cards()]}
+async def list_models(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The models this key may use (a key scoped to some models sees only those)."""
+    cards = [c for c in state.models.cards() if principal.may_use_model(c.model_id)]
+    return {"object": "list", "data": [_model_obj(c) for c in cards]}
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, state: StateDep, _: PrincipalDep) -> dict[str, Any]:
+async def get_model(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    if not principal.may_use_model(model_id):
+        raise ModelNotFoundError(
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param="model",
+        )
     return _model_obj(state.models.card(model_id))
 
 
