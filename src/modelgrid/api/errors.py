@@ -75,8 +75,19 @@ def error_response(
     return JSONResponse(body, status_code=exc.status, headers=out)
 
 
+_LOC_PREFIXES = ("body", "query", "path", "header")
+_SCALAR_TAGS = {"str", "int", "float", "bool", "none", "bytes", "list", "dict"}
+
+
+def _is_union_tag(part: str) -> bool:
+    """pydantic names the union member it tried (``str``, ``list[TextPart]``,
+    ``function-after[...]``, ``TextPart``) inside ``loc``: not a parameter name."""
+    return part in _SCALAR_TAGS or "[" in part or part[:1].isupper()
+
+
 def _loc_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in _LOC_PREFIXES]
+    parts = [p for p in parts if not _is_union_tag(p)]
     if not parts:
         return None
     out = parts[0]
@@ -94,8 +105,10 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "The request body is not valid JSON.", None
     param = _loc_param(tuple(first.get("loc", ())))
     if first.get("type") == "missing":
+        if param is None:
+            return "The request body is missing: send a JSON object.", None
         return f"Missing required parameter: '{param}'.", param
-    msg = first.get("msg", "Invalid value")
+    msg = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
     where = f"'{param}'" if param else "the request body"
     return f"Invalid value for {where}: {msg}.", param
 

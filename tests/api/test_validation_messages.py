@@ -1,0 +1,52 @@
+"""Validation errors name the parameter as the client wrote it, with no library internals."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support import ThreadServer
+
+
+def post(s: ThreadServer, path: str, **kw: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {s.api_key}"}  # type: ignore[attr-defined]
+    return httpx.post(f"{s.base_url}{path}", headers=headers, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            {"model": "fake-model", "messages": [{"role": "user", "content": 5}]},
+            "messages[0].content",
+        ),
+        (
+            {"model": "fake-model", "messages": [{"role": "user", "content": "x"}], "stop": 5},
+            "stop",
+        ),
+        ({"model": "fake-model", "prompt": 5}, "prompt"),
+    ],
+)
+def test_param_has_no_union_member_suffix(
+    fake_server: ThreadServer, body: dict, param: str
+) -> None:  # type: ignore[type-arg]
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    r = post(fake_server, path, json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == param
+
+
+def test_missing_body_says_so(fake_server: ThreadServer) -> None:
+    r = post(fake_server, "/v1/chat/completions")
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "The request body is missing: send a JSON object."
+
+
+def test_no_value_error_prefix(fake_server: ThreadServer) -> None:
+    r = post(
+        fake_server,
+        "/api/v1/services/aigc/text-generation/generation",
+        json={"model": "fake-model", "input": {}},
+    )
+    assert r.status_code == 400
+    assert "Value error" not in r.json()["message"]
