@@ -7,10 +7,11 @@ event (the OpenAI error envelope) and the stream ends without ``[DONE]``.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.protocol.openai.completions import CompletionRequest
@@ -21,12 +22,14 @@ router = APIRouter(prefix="/v1")
 @router.post("/completions")
 async def completions(
     body: CompletionRequest,
+    request: Request,
     state: StateDep,
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> Response:
     run = await state.completions.open(principal, body, ctx)
     if not body.stream:
-        return JSONResponse(await state.completions.complete(run))
+        done = await unless_disconnected(request, state.completions.complete(run))
+        return done if isinstance(done, Response) else JSONResponse(done)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return SSEResponse(openai_events(state.completions.chunks(run, include_usage)))

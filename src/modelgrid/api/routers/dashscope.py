@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelgridError
 from modelgrid.protocol.dashscope.embeddings import TextEmbeddingRequest
@@ -57,7 +58,8 @@ async def generation(
     gen = await service.open(principal, body, ctx)
     fmt = body.parameters.result_format
     if not wants_sse(request):
-        return JSONResponse(await service.complete(gen, fmt))
+        done = await unless_disconnected(request, service.complete(gen, fmt))
+        return done if isinstance(done, Response) else JSONResponse(done)
     return SSEResponse(_sse(service, gen, fmt, body.parameters.incremental_output))
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelNotFoundError
@@ -47,12 +48,14 @@ async def get_model(model_id: str, state: StateDep, principal: PrincipalDep) -> 
 @router.post("/chat/completions")
 async def chat_completions(
     body: ChatCompletionRequest,
+    request: Request,
     state: StateDep,
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> Response:
     gen = await state.chat.open(principal, body, ctx)
     if not body.stream:
-        return JSONResponse(await state.chat.complete(gen))
+        done = await unless_disconnected(request, state.chat.complete(gen))
+        return done if isinstance(done, Response) else JSONResponse(done)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return SSEResponse(openai_events(state.chat.chunks(gen, include_usage)))
