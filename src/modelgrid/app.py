@@ -129,7 +129,11 @@ def create_app(
                 await e.aclose()
             await engine.dispose()
 
-    app = FastAPI(title="modelgrid", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="modelgrid",
+        version=__version__,
+        lifespan=lifespan,
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai.router)
@@ -141,7 +145,9 @@ def create_app(
     app.include_router(dashscope.router)
     app.include_router(admin.router)
     app.include_router(topology.router)
-    app.add_middleware(RequestContext, metrics=metrics)
+    app.add_middleware(
+        RequestContext, metrics=metrics, max_body_bytes=settings.server.max_body_bytes
+    )
     return app
 
 

@@ -23,9 +23,13 @@ def _default_data_dir() -> Path:
 
 
 class ServerSettings(BaseModel):
+    """``max_body_bytes``: larger request bodies are refused with 413 before they are read
+    whole (8 MiB: far beyond any prompt the served context windows can hold)."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    max_body_bytes: int = 8 * 1024 * 1024
 
 
 class DatabaseSettings(BaseModel):

@@ -272,3 +272,17 @@ def test_unpaired_surrogate_is_a_400_and_the_connection_survives(
             "/v1/chat/completions", json={"model": MODEL, "max_tokens": 2, "messages": CAPITAL}
         )
         assert ok.status_code == 200  # same keep-alive connection
+
+
+def test_megabyte_prompt_is_refused_without_blocking_the_server(
+    model_server: ProcessServer,
+) -> None:
+    headers = {"Authorization": f"Bearer {model_server.api_key}"}  # type: ignore[attr-defined]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello " * 400_000}]}
+    t0 = time.perf_counter()
+    r = httpx.post(
+        f"{model_server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+    )
+    took = time.perf_counter() - t0
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert took < 2.0, f"{took:.1f}s: the prompt was tokenized on the event loop"

@@ -26,6 +26,7 @@ from modelgrid.core.errors import (
     InvalidRequestError,
     ModelgridError,
     RateLimitError,
+    RequestTooLargeError,
     ServiceUnavailableError,
 )
 from modelgrid.core.ids import new_request_id
@@ -35,6 +36,7 @@ from modelgrid.protocol.openai.errors import error_body
 log = logging.getLogger("modelgrid.api")
 
 DASHSCOPE_PREFIX = "/api/v1/"
+BODY_TOO_LARGE = "body_too_large"  # scope["state"] flag set by the edge middleware
 
 
 class _RouteError(ModelgridError):
@@ -126,7 +128,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    limit = request.scope.get("state", {}).get(BODY_TOO_LARGE)
+    if limit is not None:  # the body reader failed because the edge cut an oversized body
+        return error_response(
+            RequestTooLargeError(f"The request body is larger than {limit} bytes."), request
+        )
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status_code, "http_error"
+    )
     message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
     err = _RouteError(exc.status_code, message, code)
     return error_response(err, request, getattr(exc, "headers", None))
@@ -162,6 +171,7 @@ def install(app: FastAPI) -> None:
 
 
 __all__ = [
+    "BODY_TOO_LARGE",
     "DASHSCOPE_PREFIX",
     "error_response",
     "install",

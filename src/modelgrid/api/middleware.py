@@ -16,7 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelgrid.api.errors import unexpected_response
+from modelgrid.api.errors import BODY_TOO_LARGE, error_response, unexpected_response
+from modelgrid.core.errors import RequestTooLargeError
 from modelgrid.core.ids import new_request_id
 from modelgrid.serving.metrics import Metrics
 
@@ -24,9 +25,14 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Args: app; metrics; max_body_bytes: a declared ``Content-Length`` above it is refused
+    with 413 in the error envelope before the body is read; a chunked body is cut with the
+    same 413 as soon as it passes the limit."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +68,17 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            if self._too_large(scope):
+                err = RequestTooLargeError(
+                    f"The request body is larger than {self.max_body_bytes} bytes."
+                )
+                await error_response(err, Request(scope))(scope, receive, send_wrapper)
+                return
+            await self.app(scope, self._counting(scope, receive), send_wrapper)
+        except RequestTooLargeError as exc:
+            if started[0]:
+                raise
+            await error_response(exc, Request(scope))(scope, receive, send_wrapper)
         except Exception as exc:  # a bug below: answer here, with x-request-id, and keep
             if started[0]:  # the connection; after the first byte nothing can be sent
                 raise
@@ -71,6 +87,33 @@ class RequestContext:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(route=path, status=str(status_holder[0])).inc()
+
+    def _counting(self, scope: Scope, receive: Receive) -> Receive:
+        limit = self.max_body_bytes
+        if limit is None:
+            return receive
+        seen = [0]
+
+        async def counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > limit:
+                    # FastAPI turns errors while reading a body into a 400; the flag lets the
+                    # error table answer 413 instead (``api.errors``).
+                    scope["state"][BODY_TOO_LARGE] = limit
+                    raise RequestTooLargeError(f"The request body is larger than {limit} bytes.")
+            return message
+
+        return counted
+
+    def _too_large(self, scope: Scope) -> bool:
+        if self.max_body_bytes is None:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return value.isdigit() and int(value) > self.max_body_bytes
+        return False
 
 
 __all__ = ["RequestContext"]

@@ -9,6 +9,7 @@ Tree (status, OpenAI type):
 - ``InvalidRequestError`` 400 ``invalid_request_error``
   - ``ContextLengthExceededError`` 400, code ``context_length_exceeded``
   - ``UnsupportedParameterError`` 400, code ``unsupported_parameter``
+- ``RequestTooLargeError`` 413 ``invalid_request_error`` (body over the size limit)
 - ``AuthenticationError`` 401 ``authentication_error`` (missing, malformed, unknown, revoked key)
 - ``PermissionDeniedError`` 403 ``permission_error``
 - ``NotFoundError`` 404 ``invalid_request_error``
@@ -73,6 +74,12 @@ class ContextLengthExceededError(InvalidRequestError):
 
 class UnsupportedParameterError(InvalidRequestError):
     code = "unsupported_parameter"
+
+
+class RequestTooLargeError(ModelgridError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
 
 
 class AuthenticationError(ModelgridError):
@@ -177,6 +184,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RequestTooLargeError",
     "ServiceUnavailableError",
     "UnsupportedParameterError",
     "UpstreamError",

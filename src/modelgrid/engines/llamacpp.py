@@ -49,6 +49,7 @@ from modelgrid.engines.grammar import request_grammar
 from modelgrid.engines.output import ChoiceOutput, token_text
 
 _END = object()
+MAX_TOKEN_CHARS = 64  # twice the longest token of the Qwen2 vocabulary (32 bytes, measured)
 
 
 @dataclass(slots=True)
@@ -195,9 +196,30 @@ class LlamaCppEngine:
         assert self._llm is not None
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def _refuse_surely_too_long(self, request: InferenceRequest) -> None:
+        """Refuse a prompt that can't fit without tokenizing it (tokenizing megabytes would
+        block the event loop for seconds): no token of this vocabulary is longer than
+        ``MAX_TOKEN_CHARS`` characters, so a text of more than ``n_ctx * MAX_TOKEN_CHARS``
+        characters has more than ``n_ctx`` tokens.
+
+        Raises:
+            ContextLengthExceededError: the text alone is too long for the window.
+        """
+        chars = len(request.prompt or "") + sum(
+            len(m.content or "") for m in request.messages or ()
+        )
+        if chars > self._n_ctx * MAX_TOKEN_CHARS:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._n_ctx} tokens. However, your "
+                f"input has {chars} characters, more than {self._n_ctx} tokens can hold. "
+                "Please reduce the length of the input.",
+                param="prompt" if request.prompt is not None else "messages",
+            )
+
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
         if self._llm is None:
             raise EngineError("The model is not loaded yet.")
+        self._refuse_surely_too_long(request)
         ids = self.tokenize(self.render_prompt(request))
         n_prompt = len(ids)
         limit = self._n_ctx
