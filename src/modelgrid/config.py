@@ -8,6 +8,7 @@ file and the packaged Qwen model in the data directory, served on 127.0.0.1:8000
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -230,22 +231,42 @@ class Settings(BaseSettings):
         return self.topology_file or self.data_dir / "topology.toml"
 
     def masked(self) -> dict[str, Any]:
-        """The settings as a JSON-able dict with secrets shown as ``**********``."""
+        """The settings as a JSON-able dict with secrets shown as ``**********``: secret
+        fields, and in every URL the password and query parameters that carry credentials."""
         data = self.model_dump(mode="json")
         url = self.database.url.get_secret_value()
-        data["database"]["url"] = _mask_url(url) if url else f"(default) {self.database_url}"
-        data["ratelimit"]["redis_url"] = _mask_url(self.ratelimit.redis_url.get_secret_value())
-        return data
+        data["database"]["url"] = url or f"(default) {self.database_url}"
+        data["ratelimit"]["redis_url"] = self.ratelimit.redis_url.get_secret_value()
+        return _mask_urls(data)  # type: ignore[no-any-return]
+
+
+_MASK = "**********"
+_SECRET_QUERY = re.compile(
+    r"([?&](?:password|passwd|pwd|secret|token|api[_-]?key|key|access[_-]?key|auth)=)[^&#]*",
+    re.IGNORECASE,
+)
 
 
 def _mask_url(url: str) -> str:
-    """Hide the password of ``scheme://user:password@host/db``."""
-    if "@" not in url or "://" not in url:
+    """Hide the password of ``scheme://user:password@host/…`` and credential query values."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:**********@{host}"
+    if "@" in rest.split("/", 1)[0]:
+        creds, host = rest.split("@", 1)
+        user = creds.split(":", 1)[0]
+        rest = f"{user}:{_MASK}@{host}" if ":" in creds else f"{user}@{host}"
+    return _SECRET_QUERY.sub(rf"\1{_MASK}", f"{scheme}://{rest}")
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str):
+        return _mask_url(value)
+    return value
 
 
 __all__ = [

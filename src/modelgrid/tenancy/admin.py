@@ -124,7 +124,8 @@ async def find_workspace(session: AsyncSession, ident: str) -> Workspace:
 async def find_key(session: AsyncSession, ident: str) -> ApiKey:
     row = await repo.get_api_key(session, ident.removeprefix(keys.KEY_PREFIX))
     if row is None:
-        raise NotFoundError(f"No API key '{ident}'.", param="key_id")
+        shown = ident.split("_", 1)[0] if "_" in ident else ident  # never echo a secret
+        raise NotFoundError(f"No API key '{shown}'.", param="key_id")
     return row
 
 
