@@ -10,12 +10,12 @@ from modelgrid.api.deps import StateDep
 router = APIRouter()
 
 
-@router.get("/health/live")
+@router.api_route("/health/live", methods=["GET", "HEAD"])
 async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.api_route("/health/ready", methods=["GET", "HEAD"])
 async def ready(state: StateDep) -> JSONResponse:
     models = {
         c.model_id: e.ready
