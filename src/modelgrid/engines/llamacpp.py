@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,10 @@ from modelgrid.engines.grammar import request_grammar
 from modelgrid.engines.output import ChoiceOutput, token_text
 
 _END = object()
+# Private-use markers standing in for message contents while the template renders.
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARKS = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+_CONTROL_LIKE = re.compile(r"<\|[^|<>\s]{1,48}\|>")  # <|im_start|>, <|endoftext|>, ...
 MAX_TOKEN_CHARS = 64  # twice the longest token of the Qwen2 vocabulary (32 bytes, measured)
 
 
@@ -177,24 +182,57 @@ class LlamaCppEngine:
         Raises:
             InvalidRequestError: the template rejects the conversation.
         """
+        return "".join(text for text, _ in self.prompt_segments(request))
+
+    def prompt_segments(self, request: InferenceRequest) -> list[tuple[str, bool]]:
+        """The prompt as (text, is_control) pieces: the template's own text, in which
+        ``<|im_start|>`` and the like are control tokens, and the messages' contents, which
+        are tokenized as plain text so a user can't forge a system turn by typing one. A raw
+        ``prompt`` (``/v1/completions``) is the caller's own template: all control.
+
+        Raises:
+            InvalidRequestError: the template rejects the conversation.
+        """
         if request.prompt is not None:
-            return request.prompt
+            return [(request.prompt, True)]
         assert self._formatter is not None
+        messages = request.messages or []
+        dicts = [_message_dict(m) for m in messages]
+        # Contents without anything that looks like a control token are tokenized with the
+        # template in one piece, exactly as the model was trained; only when a content holds
+        # one is it cut out and tokenized as plain text.
+        forged = any(_CONTROL_LIKE.search(m.content or "") for m in messages)
+        for i, d in enumerate(dicts):
+            if forged and d["content"]:
+                d["content"] = f"{_MARK_OPEN}{i}{_MARK_CLOSE}"
         try:
-            rendered = self._formatter(
-                messages=[_message_dict(m) for m in request.messages or []],
-                tools=_tool_dicts(request),
-            )
+            rendered = self._formatter(messages=dicts, tools=_tool_dicts(request)).prompt
         except Exception as exc:  # jinja raises many kinds; none may become a 500
             raise InvalidRequestError(
                 f"The messages cannot be rendered with the model's chat template: {exc}",
                 param="messages",
             ) from exc
-        return rendered.prompt
+        pieces = _MARKS.split(rendered)  # template, index, template, index, ..., template
+        out: list[tuple[str, bool]] = []
+        for k, piece in enumerate(pieces):
+            if k % 2 == 0:
+                if piece:
+                    out.append((piece, True))
+            elif int(piece) < len(messages):
+                out.append((messages[int(piece)].content or "", False))
+            else:  # a marker look-alike from tool JSON: plain text
+                out.append((f"{_MARK_OPEN}{piece}{_MARK_CLOSE}", False))
+        return out
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
         assert self._llm is not None
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def tokenize_segments(self, segments: list[tuple[str, bool]]) -> list[int]:
+        ids: list[int] = []
+        for i, (text, control) in enumerate(segments):
+            ids += self.tokenize(text, add_bos=i == 0, special=control)
+        return ids
 
     def _refuse_surely_too_long(self, request: InferenceRequest) -> None:
         """Refuse a prompt that can't fit without tokenizing it (tokenizing megabytes would
@@ -220,7 +258,7 @@ class LlamaCppEngine:
         if self._llm is None:
             raise EngineError("The model is not loaded yet.")
         self._refuse_surely_too_long(request)
-        ids = self.tokenize(self.render_prompt(request))
+        ids = self.tokenize_segments(self.prompt_segments(request))
         n_prompt = len(ids)
         limit = self._n_ctx
         wanted = request.sampling.max_tokens
