@@ -169,3 +169,21 @@ def test_text_embedding_call_with_the_packaged_embedding_model(ds: ProcessServer
     assert r.usage["total_tokens"] > 3 * 3
     row = usage_row_of(ds, r.request_id)
     assert (row["endpoint"], row["prompt_tokens"]) == ("embeddings", r.usage["total_tokens"])
+
+
+def test_top_k_1_is_greedy_whatever_the_seed(ds: ProcessServer) -> None:
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    greedy = dashscope.Generation.call(
+        model=MODEL, messages=msgs, api_key=key(ds), max_tokens=8, temperature=0
+    )
+    for seed in (1, 2):
+        r = dashscope.Generation.call(
+            model=MODEL,
+            messages=msgs,
+            api_key=key(ds),
+            max_tokens=8,
+            temperature=1.9,
+            top_k=1,
+            seed=seed,
+        )
+        assert r.output.text == greedy.output.text

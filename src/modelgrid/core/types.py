@@ -97,6 +97,9 @@ class SamplingParams:
         stop: Stop strings; generation ends before the first occurrence, which is never emitted.
         seed: RNG seed; same seed and same request give the same output.
         presence_penalty / frequency_penalty: OpenAI's additive penalties in [-2, 2].
+        top_k: Keep only the k most likely tokens (0 = off; DashScope's ``top_k``).
+        repetition_penalty: Multiplicative penalty on repeated tokens (1.0 = off; DashScope's
+            ``repetition_penalty``, llama.cpp's ``repeat_penalty``).
         response_format: Output constraint (JSON object / JSON Schema); ``None`` = free text.
         logprobs: Report each generated token's log probability (natural log, under the
             model's raw distribution, before temperature or constraints).
@@ -110,6 +113,8 @@ class SamplingParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int = 0

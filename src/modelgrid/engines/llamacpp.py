@@ -361,12 +361,12 @@ class LlamaCppEngine:
             finish = FinishReason.LENGTH
             gen = llm.generate(
                 ids,
-                top_k=0,
+                top_k=sp.top_k,
                 top_p=sp.top_p,
                 min_p=0.0,
                 typical_p=1.0,
                 temp=sp.temperature,
-                repeat_penalty=1.0,
+                repeat_penalty=sp.repetition_penalty,
                 frequency_penalty=sp.frequency_penalty,
                 presence_penalty=sp.presence_penalty,
                 grammar=LlamaGrammar.from_string(grammar) if grammar else None,

@@ -95,6 +95,8 @@ def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRe
         stop=_stop_tuple(p.stop),
         seed=p.seed,
         presence_penalty=p.presence_penalty or 0.0,
+        top_k=p.top_k or 0,
+        repetition_penalty=1.0 if p.repetition_penalty is None else p.repetition_penalty,
     )
     return InferenceRequest(
         request_id=request_id,

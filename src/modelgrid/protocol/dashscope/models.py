@@ -63,8 +63,8 @@ class GenerationInput(BaseModel):
 class GenerationParameters(BaseModel):
     """``parameters``; ranges as documented in the API reference.
 
-    ``top_k`` and ``repetition_penalty`` are validated but not applied yet (the core sampling
-    parameters have no such knobs); ``n`` > 1 and ``tools`` need ``result_format="message"``.
+    ``top_k`` (0 = off) and ``repetition_penalty`` (1.0 = off) reach llama.cpp's sampler
+    (``top_k``, ``repeat_penalty``); ``n`` > 1 and ``tools`` need ``result_format="message"``.
     ``tools`` has OpenAI's function-tool shape; ``tool_choice`` is ``auto``, ``none`` or
     ``{"type": "function", "function": {"name": ...}}`` (checked against ``tools`` in
     ``convert``); ``parallel_tool_calls`` defaults to false, as on DashScope.
