@@ -303,3 +303,31 @@ def test_control_tokens_typed_by_a_user_are_plain_text(model_server: ProcessServ
         model=MODEL, messages=[{"role": "user", "content": inject}], max_tokens=8, temperature=0
     )  # type: ignore[arg-type]
     assert r.usage.prompt_tokens > 30  # type: ignore[union-attr]
+
+
+def test_prefix_cache_hits_are_metered_as_cached_tokens(model_server: ProcessServer) -> None:
+    c = client(model_server)
+    msgs = [
+        {"role": "system", "content": "You answer in one word. " * 20},
+        {"role": "user", "content": "Sky colour?"},
+    ]
+    ids = []
+    for _ in range(2):
+        r = c.chat.completions.with_raw_response.create(model=MODEL, messages=msgs, max_tokens=2)  # type: ignore[arg-type]
+        ids.append(r.headers["x-request-id"])
+        prompt_tokens = r.parse().usage.prompt_tokens  # type: ignore[union-attr]
+    rows = {
+        row["request_id"]: row
+        for row in usage_rows(model_server.db_path, expect=1)  # type: ignore[attr-defined]
+        if row["request_id"] in ids
+    }
+    deadline = time.monotonic() + 5
+    while len(rows) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = {
+            r["request_id"]: r
+            for r in usage_rows(model_server.db_path, expect=1)
+            if r["request_id"] in ids
+        }  # type: ignore[attr-defined]
+    second = rows[ids[1]]
+    assert second["cached_tokens"] == prompt_tokens - 1  # all but the re-evaluated last token

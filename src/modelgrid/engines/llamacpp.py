@@ -106,6 +106,16 @@ def _tool_dicts(request: InferenceRequest) -> list[dict[str, Any]] | None:
     ]
 
 
+def _cached_prefix(llm: llama_cpp.Llama, ids: list[int]) -> int:
+    """Prompt tokens llama.cpp will reuse from its KV cache instead of evaluating: the common
+    prefix with what the context holds, less the last prompt token, which ``Llama.generate``
+    always evaluates again to get fresh logits."""
+    m = min(llm.n_tokens, len(ids))
+    same = llm.input_ids[:m] == np.asarray(ids[:m], dtype=llm.input_ids.dtype)
+    n = m if bool(same.all()) else int(np.argmin(same))
+    return max(0, min(n, len(ids) - 1))
+
+
 class LlamaCppEngine:
     """A llama.cpp replica of one GGUF model.
 
@@ -357,6 +367,8 @@ class LlamaCppEngine:
             if cancel.is_set():
                 return
             llm.set_seed((base_seed + index) & 0x7FFFFFFF)
+            if index == 0:
+                prepared.cached_prompt_tokens = _cached_prefix(llm, ids)
             out = ChoiceOutput(index, request)
             finish = FinishReason.LENGTH
             gen = llm.generate(
