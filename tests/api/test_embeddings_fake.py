@@ -113,8 +113,9 @@ def test_compatible_mode_mount(server: ThreadServer) -> None:
         ({"input": ""}, 400, "input", "invalid_request"),
         ({"input": []}, 400, "input", "invalid_request"),
         ({"input": ["a", ""]}, 400, "input[1]", "invalid_request"),
-        ({"input": [1, 2, 3]}, 400, "input", "unsupported_parameter"),
-        ({"input": [[1, 2], [3]]}, 400, "input", "unsupported_parameter"),
+        ({"input": [1, -2, 3]}, 400, "input[0]", "invalid_request"),
+        ({"input": [[1, 2], []]}, 400, "input[1]", "invalid_request"),
+        ({"input": [[1, 2], "x"]}, 400, "input", "invalid_request"),
         ({"input": ["x"] * 2049}, 400, "input", "invalid_request"),
         ({"input": HELLO, "dimensions": 2}, 400, "dimensions", "unsupported_parameter"),
         ({"input": HELLO, "dimensions": 0}, 400, "dimensions", "invalid_request"),
@@ -168,3 +169,14 @@ def test_listed_in_models_and_readiness(server: ThreadServer) -> None:
     assert ids == ["fake-model", EMB]
     ready = httpx.get(f"{server.base_url}/health/ready").json()
     assert ready["status"] == "ready" and ready["models"][EMB] is True
+
+
+def test_token_id_inputs_are_decoded_with_the_models_tokenizer(server: ThreadServer) -> None:
+    """The fake decodes id i to the word "t<i>": [1, 2, 3] is "t1 t2 t3" (3 words, 8 chars)."""
+    r = post(server, {"model": EMB, "input": [[1, 2, 3], [7]]})
+    assert r.status_code == 200, r.text
+    same = post(server, {"model": EMB, "input": ["t1 t2 t3", "t7"]})
+    assert r.json()["data"] == same.json()["data"]
+    assert r.json()["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    flat = post(server, {"model": EMB, "input": [1, 2, 3]})  # one input as a flat id list
+    assert flat.json()["data"][0]["embedding"] == same.json()["data"][0]["embedding"]

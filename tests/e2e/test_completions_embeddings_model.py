@@ -183,3 +183,16 @@ def test_embedding_dimensions_and_token_ids_rejected(model_server: ProcessServer
     with pytest.raises(openai.BadRequestError) as exc:
         c.embeddings.create(model=EMB, input="word " * 300)
     assert exc.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+
+
+def test_embedding_token_ids_of_the_models_tokenizer_equal_the_text(
+    model_server: ProcessServer,
+) -> None:
+    c = client(model_server)
+    ids = [101, 1037, 4937, 102]  # BERT WordPiece: [CLS] a cat [SEP]
+    by_ids = c.embeddings.create(model=EMB, input=[ids]).data[0].embedding
+    by_text = c.embeddings.create(model=EMB, input="a cat").data[0].embedding
+    assert max(abs(x - y) for x, y in zip(by_ids, by_text, strict=True)) < 1e-5
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.embeddings.create(model=EMB, input=[[999999]])
+    assert "vocabulary" in exc.value.body["message"]  # type: ignore[index]

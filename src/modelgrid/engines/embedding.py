@@ -75,6 +75,14 @@ class EmbeddingEngine(Protocol):
         nothing truncated), computed off the event loop."""
         ...
 
+    async def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        """Token-id inputs (this model's tokenizer) back to text, special tokens dropped.
+
+        Raises:
+            InvalidRequestError: an id outside the vocabulary, or ids that decode to nothing.
+        """
+        ...
+
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """Embed ``texts`` (non-empty strings, each within ``max_input_tokens``) in one batch,
         off the event loop.

@@ -77,6 +77,10 @@ class FakeEmbeddingEngine:
     def stream(self, prepared: PreparedRequest) -> Any:
         refuse_generation(self.card)
 
+    async def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        """Id ``i`` is the word ``t<i>``."""
+        return [" ".join(f"t{t}" for t in ids) for ids in token_ids]
+
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from sentence_transformers import SentenceTransformer
 
-from modelgrid.core.errors import EngineError, ModelgridError
+from modelgrid.core.errors import EngineError, InvalidRequestError, ModelgridError
 from modelgrid.core.types import InferenceRequest
 from modelgrid.engines.base import ModelCard, PreparedRequest
 from modelgrid.engines.embedding import EMBEDDINGS, Embeddings, refuse_generation
@@ -119,6 +119,21 @@ class SentenceTransformersEngine:
         refuse_generation(self.card)
 
     # -- embeddings --
+
+    async def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        vocab = len(self._tokenizer)
+        for i, ids in enumerate(token_ids):
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise InvalidRequestError(
+                    f"Token id {bad} is outside this model's vocabulary (0..{vocab - 1}).",
+                    param=f"input[{i}]",
+                )
+        texts = [self._tokenizer.decode(list(ids), skip_special_tokens=True) for ids in token_ids]
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidRequestError("These token ids decode to no text.", param=f"input[{i}]")
+        return texts
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return await self._run(self._count, list(texts))

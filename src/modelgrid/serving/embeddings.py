@@ -128,7 +128,7 @@ class EmbeddingService:
         self,
         principal: Principal,
         model: str,
-        texts: list[str],
+        inputs: list[str] | list[list[int]],
         ctx: CallContext,
         *,
         single: bool = False,
@@ -163,6 +163,10 @@ class EmbeddingService:
             )
         engine = self.engine(model)
         ctx.response_headers["x-modelgrid-region"] = self.region
+        if inputs and isinstance(inputs[0], list):
+            texts = await engine.decode(inputs)  # type: ignore[arg-type]
+        else:
+            texts = list(inputs)  # type: ignore[arg-type]
         for text in texts:  # an unpaired surrogate raises UnicodeEncodeError: a 400 at the edge
             text.encode("utf-8")
         if dimensions is not None and dimensions != engine.dimensions:

@@ -3,11 +3,11 @@
 Reference: https://platform.openai.com/docs/api-reference/embeddings/create. Unknown fields are
 accepted and ignored. What modelgrid does with each field:
 
-- ``input``: a string or a list of strings (at most ``MAX_INPUTS``), embedded in one batch.
-  Empty strings and an empty list are refused (400, as the reference says). Token-id inputs
-  (a list of ints, or of int lists) are refused with ``unsupported_parameter``: clients send
-  ids of OpenAI's tokenizer (e.g. LangChain's default), which mean nothing to this model, and
-  decoding them with its own tokenizer would silently embed the wrong text.
+- ``input``: a string, a list of strings, a list of token ids or a list of token-id lists (at
+  most ``MAX_INPUTS`` inputs), embedded in one batch. Token ids are ids of the EMBEDDING
+  MODEL's own tokenizer (all-minilm-l6-v2: BERT WordPiece, 30,522 ids), not OpenAI's: the
+  engine decodes them to text and refuses ids outside its vocabulary. Empty strings, empty
+  lists and mixed kinds are refused (400, as the reference says).
 - ``encoding_format``: ``float`` (default) or ``base64`` (the little-endian float32 bytes of the
   vector, base64-encoded, as OpenAI sends them).
 - ``dimensions``: the served models have a fixed size (all-minilm-l6-v2: 384); any other value
@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
+from modelgrid.core.errors import InvalidRequestError
 
 MAX_INPUTS = 2048  # the reference's limit per request
 
@@ -44,31 +44,41 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-def input_texts(req: EmbeddingRequest) -> list[str]:
-    """The inputs as a list of non-empty strings, in order.
+def input_texts(req: EmbeddingRequest) -> list[str] | list[list[int]]:
+    """The inputs in order: non-empty strings, or non-empty token-id lists (ids of the
+    embedding model's own tokenizer, decoded by the engine).
 
     Raises:
-        InvalidRequestError: empty input, an empty string, or more than ``MAX_INPUTS`` items.
-        UnsupportedParameterError: token-id inputs.
+        InvalidRequestError: empty input, an empty string or id list, a negative id, mixed
+            kinds, or more than ``MAX_INPUTS`` items.
     """
     raw = req.input
-    items: list[Any] = [raw] if isinstance(raw, str) else list(raw)
+    if isinstance(raw, str):
+        items: list[Any] = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        items = [list(raw)]  # one input given as token ids
+    else:
+        items = list(raw)
     if not items:
         raise InvalidRequestError("'input' must not be an empty list.", param="input")
-    if not all(isinstance(x, str) for x in items):
-        raise UnsupportedParameterError(
-            "Token-id inputs are not supported: token ids from another tokenizer mean nothing "
-            "to this model. Send the input as text (a string or a list of strings).",
-            param="input",
-        )
     if len(items) > MAX_INPUTS:
         raise InvalidRequestError(
-            f"'input' accepts at most {MAX_INPUTS} strings, got {len(items)}.", param="input"
+            f"'input' accepts at most {MAX_INPUTS} items, got {len(items)}.", param="input"
         )
-    for i, text in enumerate(items):
-        if text == "":
-            where = "input" if isinstance(raw, str) else f"input[{i}]"
-            raise InvalidRequestError("'input' strings must be non-empty.", param=where)
+    if all(isinstance(x, str) for x in items):
+        for i, text in enumerate(items):
+            if text == "":
+                where = "input" if isinstance(raw, str) else f"input[{i}]"
+                raise InvalidRequestError("'input' strings must be non-empty.", param=where)
+        return items
+    for i, ids in enumerate(items):
+        if not isinstance(ids, list) or not ids or not all(isinstance(t, int) for t in ids):
+            raise InvalidRequestError(
+                "'input' must be strings, or token-id lists: not a mix, and no empty list.",
+                param=f"input[{i}]",
+            )
+        if any(t < 0 for t in ids):
+            raise InvalidRequestError("Token ids must be non-negative.", param=f"input[{i}]")
     return items
 
 
