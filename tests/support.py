@@ -153,6 +153,23 @@ def usage_rows(
     return rows
 
 
+def usage_rows_matching(
+    where: Path | str | ThreadServer, timeout_s: float = 10, **match: object
+) -> list[dict[str, Any]]:
+    """Usage records whose columns equal ``match``, waiting until at least one is written
+    (other requests' records being present says nothing about this one's)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = [
+            r
+            for r in db_rows(where, "SELECT * FROM usage_records ORDER BY created_at")
+            if all(r[k] == v for k, v in match.items())
+        ]
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 @dataclass
 class ProcessServer:
     """``python -m modelgrid serve`` as a subprocess, as a user starts it."""

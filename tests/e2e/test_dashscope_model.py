@@ -12,7 +12,7 @@ import dashscope
 import openai
 import pytest
 
-from tests.support import ProcessServer, db_rows, usage_rows
+from tests.support import ProcessServer, db_rows
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -71,13 +71,9 @@ def test_generation_call_answers_and_is_metered(ds: ProcessServer) -> None:
     assert choice.finish_reason == "stop"
     assert r.usage.input_tokens > 10 and r.usage.output_tokens > 0
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
-    rows = [
-        row
-        for row in usage_rows(ds.db_path, expect=1)  # type: ignore[attr-defined]
-        if row["request_id"] == r.request_id
-    ]
-    assert len(rows) == 1 and rows[0]["endpoint"] == "dashscope.generation"
-    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (
+    row = usage_row_of(ds, r.request_id)  # waits for this request's record
+    assert row["endpoint"] == "dashscope.generation"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (
         r.usage.input_tokens,
         r.usage.output_tokens,
     )

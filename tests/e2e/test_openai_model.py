@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import ProcessServer, usage_rows
+from tests.support import ProcessServer, usage_rows, usage_rows_matching
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -201,11 +201,7 @@ def test_disconnect_frees_the_replica_and_bills_partial_tokens(model_server: Pro
     assert waited < 5, (
         f"replica still busy after disconnect: {waited:.1f}s"
     )  # 1000 tokens would take ~20 s
-    rows = [
-        r
-        for r in usage_rows(model_server.db_path, expect=1)
-        if r["client_request_id"] == "disconnect-test"
-    ]  # type: ignore[attr-defined]
+    rows = usage_rows_matching(model_server.db_path, client_request_id="disconnect-test")  # type: ignore[attr-defined]
     assert len(rows) == 1
     assert rows[0]["status"] == 499 and rows[0]["finish_reason"] == "cancelled"
     assert 3 <= int(rows[0]["completion_tokens"]) < 200  # type: ignore[arg-type]
