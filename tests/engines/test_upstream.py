@@ -390,3 +390,27 @@ async def test_probe_and_context_discovery(upstream: ScriptedUpstream) -> None:
 def test_prompt_estimate_is_documented_formula() -> None:
     req = request("x" * 41)  # "Be brief." is 9 characters
     assert estimate_prompt_tokens(req) == math.ceil(50 / 4) + 2 * 4 + 3
+
+
+async def test_upstream_cookies_are_never_kept(upstream: ScriptedUpstream) -> None:
+    """The pool is shared by every tenant: a cookie one answer sets must not go out with the
+    next request."""
+    reply = stream_reply(["x"])
+
+    async def handler(ex: Exchange, send: Send, receive: Receive) -> None:
+        async def with_cookie(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"set-cookie", b"s=1")]}  # type: ignore[misc]
+            await send(message)
+
+        await reply(ex, with_cookie, receive)
+
+    upstream.handler = handler
+    by_name = UpstreamEngine("m", upstream.base_url.replace("127.0.0.1", "localhost"))  # type: ignore[attr-defined]
+    await by_name.start()  # (aiohttp's default jar ignores cookies from IP addresses anyway)
+    try:
+        await collect(by_name, request())
+        await collect(by_name, request())
+    finally:
+        await by_name.aclose()
+    assert "cookie" not in upstream.exchanges[-1].headers

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelgrid import __version__
 from modelgrid.api import errors
-from modelgrid.api.deps import bearer_token, call_context
+from modelgrid.api.deps import ContextDep, bearer_token
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import AuthenticationError, ModelgridError
@@ -198,9 +198,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(
-        body: ChatCompletionRequest, state: CallerDep, request: Request
+        body: ChatCompletionRequest, state: CallerDep, ctx: ContextDep
     ) -> Response:
-        gen = await state.chat.open(WORKER_PRINCIPAL, body, call_context(request))
+        gen = await state.chat.open(WORKER_PRINCIPAL, body, ctx)
         if not body.stream:
             return JSONResponse(await state.chat.complete(gen))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -218,6 +218,7 @@ class UpstreamEngine:
                 connector=aiohttp.TCPConnector(
                     limit=self._max_connections, keepalive_timeout=self._keepalive_s
                 ),
+                cookie_jar=aiohttp.DummyCookieJar(),  # shared by all tenants: keep no cookies
                 trust_env=False,
             )
         return self._session
