@@ -13,13 +13,16 @@ from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.tenancy.service import Principal
 
+# Dependencies are ``async def`` even without awaits: FastAPI runs plain ``def`` ones in its
+# thread pool, two thread hand-offs per request on the hot path.
 
-def get_state(request: Request) -> AppState:
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.modelgrid
     return state
 
 
-def call_context(request: Request) -> CallContext:
+async def call_context(request: Request) -> CallContext:
     """The ids and start time that ``RequestContext`` middleware put in the scope."""
     st = request.scope.get("state", {})
     return CallContext(
