@@ -18,27 +18,10 @@ from modelgrid.cli.common import (
     print_json,
     split_list,
 )
+from modelgrid.cli.limit_options import BUDGET, CONCURRENCY, JSON, RPM, TOKENS, TPM
+from modelgrid.cli.limit_options import limits as _limits
 
 app = typer.Typer(help="Manage workspaces (tenants).", no_args_is_help=True)
-
-RPM = typer.Option(None, "--rpm", help="Requests per minute.")
-TPM = typer.Option(None, "--tpm", help="Tokens per minute.")
-CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
-BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
-TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
-JSON = typer.Option(False, "--json", help="Print JSON.")
-
-
-def _limits(
-    rpm: int | None, tpm: int | None, conc: int | None, budget: int | None, tokens: int | None
-) -> dict[str, int | None]:
-    return {
-        "rpm": rpm,
-        "tpm": tpm,
-        "concurrency": conc,
-        "monthly_budget_micros": budget,
-        "monthly_token_budget": tokens,
-    }
 
 
 def _show(ws: Any, as_json: bool) -> None:

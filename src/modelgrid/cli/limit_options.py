@@ -1,0 +1,25 @@
+"""CLI options shared by ``keys`` and ``workspaces``: limits and output format."""
+
+from __future__ import annotations
+
+import typer
+
+RPM = typer.Option(None, "--rpm", help="Requests per minute.")
+TPM = typer.Option(None, "--tpm", help="Tokens per minute.")
+CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
+BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
+TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def limits(
+    rpm: int | None, tpm: int | None, conc: int | None, budget: int | None, tokens: int | None
+) -> dict[str, int | None]:
+    """The limit options as the admin wire model's ``limits`` fields."""
+    return {
+        "rpm": rpm,
+        "tpm": tpm,
+        "concurrency": conc,
+        "monthly_budget_micros": budget,
+        "monthly_token_budget": tokens,
+    }
