@@ -25,6 +25,7 @@ from tests.scripted_upstream import (
     body,
     chunk,
     event,
+    json_reply,
     start_sse,
 )
 from tests.support import ThreadServer, create_key, free_port, usage_rows
@@ -113,6 +114,34 @@ def test_json_answer_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_p
     assert row["prompt_tokens"] != ESTIMATE  # the upstream's count, not the estimate
 
 
+def test_a_non_streamed_request_is_a_plain_upstream_call(tmp_path: Path, database_url: str) -> None:
+    app = ScriptedUpstream(
+        json_reply(
+            200,
+            {
+                "choices": [
+                    {"index": 0, "message": {"content": "Paris."}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17},
+            },
+        )
+    )
+    upstream = AppThread(app).start()
+    up = UpstreamEngine("gpt-up", f"{upstream.base_url}/v1", context_length=4096)
+    server = gateway(tmp_path, database_url, up)
+    try:
+        r = client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+        assert r.choices[0].message.content == "Paris."
+        assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (14, 3)  # type: ignore[union-attr]
+        sent = app.exchanges[-1].body
+        assert "stream" not in sent and "stream_options" not in sent
+        [row] = usage_rows(server, expect=1)
+        assert (row["prompt_tokens"], row["completion_tokens"], row["status"]) == (14, 3, 200)
+    finally:
+        server.stop()
+        upstream.stop()
+
+
 def test_stream_and_usage_from_the_upstream(via_worker: ThreadServer, tmp_path: Path) -> None:
     chunks = list(
         client(via_worker).chat.completions.create(
@@ -153,24 +182,27 @@ def test_wrong_upstream_credentials_are_a_502(
         server.stop()
 
 
-def test_refused_upstream_is_a_502(tmp_path: Path, database_url: str) -> None:
+def test_refused_only_upstream_is_a_503_with_retry_after_streamed_or_not(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The only replica refuses the connection (retryable): routing finds no other replica,
+    so every allowed one is down — 503 with ``Retry-After``, as plain JSON even when the
+    client asked for a stream (nothing had been sent yet)."""
     up = UpstreamEngine("gpt-up", f"http://127.0.0.1:{free_port()}/v1", context_length=4096)
     server = gateway(tmp_path, database_url, up)
     try:
-        with pytest.raises(openai.APIStatusError) as info:
-            client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
-        assert info.value.status_code in (502, 503)  # as above: retryable
-        # streaming: the upstream is called once the response has begun, so the failure
-        # comes as an error event (or a status, should the edge map errors before the first
-        # event to plain JSON)
-        with pytest.raises(openai.APIError):
-            list(
-                client(server).chat.completions.create(
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as info:
+                r = client(server).chat.completions.create(
                     model="gpt-up",
                     messages=MSG,  # type: ignore[arg-type]
-                    stream=True,
+                    stream=stream,
                 )
-            )
+                list(r) if stream else None  # type: ignore[call-overload]
+            assert info.value.status_code == 503
+            assert info.value.response.headers["content-type"] == "application/json"
+            assert int(info.value.response.headers["retry-after"]) >= 1
+            assert info.value.code == "no_healthy_replica"
     finally:
         server.stop()
 

@@ -414,3 +414,106 @@ async def test_upstream_cookies_are_never_kept(upstream: ScriptedUpstream) -> No
     finally:
         await by_name.aclose()
     assert "cookie" not in upstream.exchanges[-1].headers
+
+
+# --- non-streamed requests: one plain call, one JSON body -----------------------------------
+
+
+def whole_request(**kw: object) -> InferenceRequest:
+    req = request(**kw)
+    req.stream = False
+    return req
+
+
+async def test_a_non_streamed_request_is_one_plain_call_read_as_one_delta(
+    engine: UpstreamEngine, upstream: ScriptedUpstream
+) -> None:
+    upstream.handler = json_reply(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello there"},
+                    "finish_reason": "length",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 17,
+                "completion_tokens": 5,
+                "total_tokens": 22,
+                "prompt_tokens_details": {"cached_tokens": 8},
+            },
+        },
+    )
+    prepared = engine.prepare(whole_request(max_tokens=5))
+    deltas = [d async for d in engine.stream(prepared)]
+    ex = upstream.exchanges[-1]
+    assert "stream" not in ex.body and "stream_options" not in ex.body
+    assert ex.body["max_tokens"] == 5
+    assert ex.headers["accept"] == "application/json"
+    assert [(d.index, d.text, d.completion_tokens, d.finish_reason) for d in deltas] == [
+        (0, "Hello there", 1, None),
+        (0, "", 5, FinishReason.LENGTH),
+    ]
+    assert (prepared.prompt_tokens, prepared.cached_prompt_tokens) == (17, 8)
+    assert not prepared.prompt_tokens_estimated
+
+
+async def test_a_non_streamed_answer_keeps_tool_calls_and_every_choice(
+    engine: UpstreamEngine, upstream: ScriptedUpstream
+) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    upstream.handler = json_reply(
+        200,
+        {
+            "choices": [
+                {
+                    "index": 1,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                },
+                {"index": 0, "message": {"content": "ab"}, "finish_reason": "stop"},
+            ]
+        },
+    )
+    req = whole_request()
+    req.n = 2
+    deltas = [d async for d in engine.stream(engine.prepare(req))]
+    tool = next(d for d in deltas if d.tool_calls)
+    part = tool.tool_calls[0]
+    assert (tool.index, part.index, part.id, part.name, part.arguments) == (
+        1,
+        0,
+        "call_1",
+        "f",
+        '{"a":1}',
+    )
+    # no usage object: counted as ceil(characters / 4)
+    finals = {d.index: (d.completion_tokens, d.finish_reason) for d in deltas if d.finish_reason}
+    assert finals == {0: (1, FinishReason.STOP), 1: (2, FinishReason.TOOL_CALLS)}
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"choices": 3}'])
+async def test_a_malformed_non_streamed_body_is_an_upstream_error(
+    engine: UpstreamEngine, upstream: ScriptedUpstream, payload: bytes
+) -> None:
+    async def handler(ex: Exchange, send: Send, receive: Receive) -> None:
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await body(send, payload, more=False)
+
+    upstream.handler = handler
+    with pytest.raises(UpstreamError, match="malformed response body"):
+        await collect(engine, whole_request())
+
+
+async def test_a_non_streamed_request_still_reads_an_upstream_that_streams_anyway(
+    engine: UpstreamEngine, upstream: ScriptedUpstream
+) -> None:
+    upstream.handler = stream_reply(["Hi", "!"], usage=(9, 2))
+    deltas = await collect(engine, whole_request())
+    assert "".join(d.text for d in deltas) == "Hi!"
+    assert deltas[-1].completion_tokens == 2

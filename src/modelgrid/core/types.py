@@ -153,6 +153,10 @@ class InferenceRequest:
         parallel_tool_calls: Whether one turn may contain several calls.
         routing: Where the request may and would rather run (set by serving from the
             caller's principal and headers; ``None`` means no constraint).
+        stream: The caller reads deltas as they come. ``False`` (a non-streamed response):
+            only the whole answer matters, so an engine may produce it in one piece (an
+            upstream is then called without ``stream``: one JSON body instead of an event
+            per token).
     """
 
     request_id: str
@@ -165,6 +169,7 @@ class InferenceRequest:
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
     routing: RoutingHints | None = None
+    stream: bool = True
 
     @property
     def tool_mode(self) -> ToolChoiceMode:

@@ -2,11 +2,14 @@
 
 ``UpstreamEngine`` (``engines.upstream``) uses these to talk to any OpenAI-compatible server.
 Bodies carry only the parameters that differ from the reference's defaults (so picky servers,
-e.g. llama.cpp's or DashScope's compatible mode, are not handed fields they reject), always
-with ``stream: true`` and ``stream_options.include_usage``. Stream events are read with the
-least work correctness needs: ``SSEDecoder`` splits the byte stream into ``data:`` payloads,
-and ``StreamParser`` turns each event's choices into core ``Delta``s (text, function-call
-parts, log probabilities), noting finish reasons and the usage object.
+e.g. llama.cpp's or DashScope's compatible mode, are not handed fields they reject), with
+``stream: true`` and ``stream_options.include_usage`` when the caller streams
+(``InferenceRequest.stream``), else as a plain request answered by one JSON body. Stream
+events are read with the least work correctness needs: ``SSEDecoder`` splits the byte stream
+into ``data:`` payloads, and ``StreamParser`` turns each event's choices into core ``Delta``s
+(text, function-call parts, log probabilities), noting finish reasons and the usage object;
+``StreamParser.whole`` does the same for a non-streamed body (its ``message`` read as one
+delta).
 
 References: https://platform.openai.com/docs/api-reference/chat/create,
 https://platform.openai.com/docs/api-reference/chat-streaming,
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from modelgrid.core.types import (
@@ -67,7 +71,8 @@ def _tool_choice(request: InferenceRequest) -> Any:
 
 
 def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
-    """The streaming request for ``request``, naming the upstream's ``model``.
+    """The request body for ``request``, naming the upstream's ``model`` (streamed with usage
+    when ``request.stream``).
 
     Chat requests (``messages``) go to ``/chat/completions``, raw prompts to ``/completions``
     (``request_path``). Sampling parameters at their reference default are left out, so the
@@ -124,8 +129,9 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
             body["tool_choice"] = choice
         if not request.parallel_tool_calls:
             body["parallel_tool_calls"] = False
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -269,8 +275,35 @@ class StreamParser:
             obj = json.loads(data)
         except ValueError:
             raise self.errors("malformed event", None) from None
-        if not isinstance(obj, dict):
-            return []
+        return self._fold(obj) if isinstance(obj, dict) else []
+
+    def whole(self, body: bytes) -> list[Delta]:
+        """The deltas of a non-streamed response body (``chat.completion`` or
+        ``text_completion``): one per choice with content. Without a usage object, a choice's
+        ``completion_tokens`` is its log-probability entries, else ``ceil(characters / 4)``.
+
+        Raises:
+            Exception: from ``errors``, for an error body or one that is not a JSON object.
+        """
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices", []), list):
+            raise self.errors("malformed response body", None)
+        if self.chat:
+            choices = obj.get("choices") or ()
+            obj["choices"] = [
+                {**c, "delta": c.get("message") or {}} for c in choices if isinstance(c, dict)
+            ]
+        out = self._fold(obj)
+        if self.usage is None:
+            out = [replace(d, completion_tokens=_estimate_tokens(d)) for d in out]
+            for d in out:
+                self.counts[d.index] = d.completion_tokens
+        return out
+
+    def _fold(self, obj: dict[str, Any]) -> list[Delta]:
         if "error" in obj:
             message, code, _ = error_fields(obj)
             raise self.errors(message, code)
@@ -295,6 +328,13 @@ class StreamParser:
             if reason := choice.get("finish_reason"):
                 self.finished[index] = finish_reason(reason)
         return out
+
+
+def _estimate_tokens(delta: Delta) -> int:
+    """A whole answer's token count without a usage object: its log-probability entries,
+    else ``ceil(characters / 4)`` (OpenAI's rule of thumb), at least 1."""
+    chars = len(delta.text) + sum(len(p.arguments) + len(p.name or "") for p in delta.tool_calls)
+    return len(delta.logprobs) or max(1, -(-chars // 4))
 
 
 def error_fields(obj: Any) -> tuple[str, str | None, str | None]:

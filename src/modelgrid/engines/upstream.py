@@ -5,9 +5,12 @@ One pooled ``aiohttp.ClientSession`` per replica (created by ``start``, on the e
 aiohttp rather than httpx: on this path each streamed token is one read, and httpx's stack
 (httpcore, h11, anyio) costs about 0.9 ms of CPU per 22-event stream against aiohttp's
 0.16 ms (measured here, see ``bench/RESULTS.md``, gateway_overhead) — most of a gateway's
-per-request budget. Every generation is a streaming call (``stream: true``,
-``stream_options.include_usage``), whether the client asked for a stream or not: deltas are
-yielded as the upstream's chunks arrive, and the usage comes from its final usage chunk.
+per-request budget. A streamed request (``InferenceRequest.stream``) is a streaming call
+(``stream: true``, ``stream_options.include_usage``): deltas are yielded as the upstream's
+chunks arrive, and the usage comes from its final usage chunk. A non-streamed one is a plain
+call: its one JSON body becomes one delta per choice and the finish deltas, with the body's
+usage (a third of the gateway's CPU per request against 20-chunk answers, see
+``bench/RESULTS.md``); its "first token" is then the whole answer.
 
 Token counts. ``prepare`` cannot tokenize (the tokenizer is the upstream's), so the prompt
 count it reports is an estimate, used only for admission: ``ceil(characters / 4)`` of the
@@ -286,11 +289,15 @@ class UpstreamEngine:
             prompt_tokens_estimated=True,
         )
 
-    async def _send(self, payload: _Payload, request_id: str) -> aiohttp.ClientResponse:
+    async def _send(
+        self, payload: _Payload, request_id: str, stream: bool
+    ) -> aiohttp.ClientResponse:
         """POST and wait for the response headers; a pooled connection the upstream closed
         meanwhile (no response at all) is retried once."""
         session = self._client()
         headers = {"x-request-id": request_id}
+        if not stream:
+            headers["accept"] = "application/json"
         for attempt in (1, 2):
             try:
                 return await session.post(payload.url, data=payload.body, headers=headers)
@@ -304,7 +311,8 @@ class UpstreamEngine:
     async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
         self._waiting += 1
         try:
-            response = await self._send(prepared.payload, prepared.request.request_id)
+            request = prepared.request
+            response = await self._send(prepared.payload, request.request_id, request.stream)
         finally:
             self._waiting -= 1
         self._running += 1
@@ -313,8 +321,12 @@ class UpstreamEngine:
             if response.status != 200:
                 raise await self._status_error(response)
             reading = True
-            async for delta in self._deltas(response, prepared):
-                yield delta
+            if prepared.request.stream or response.content_type == "text/event-stream":
+                async for delta in self._deltas(response, prepared):
+                    yield delta
+            else:
+                for delta in await self._whole(response, prepared):
+                    yield delta
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_error(exc, started=reading) from exc
         finally:
@@ -353,6 +365,14 @@ class UpstreamEngine:
             tail = [d for data in decoder.close() for d in parser.event(data) or ()]
             for delta in [*_coalesce(tail), *self._finish(parser, prepared, done=False)]:
                 yield delta
+
+    async def _whole(
+        self, response: aiohttp.ClientResponse, prepared: PreparedRequest
+    ) -> list[Delta]:
+        """A non-streamed answer's deltas: its content, then the finish deltas."""
+        parser = wire.StreamParser(prepared.request, self._event_error)
+        deltas = parser.whole(await response.read())
+        return [*deltas, *self._finish(parser, prepared, done=True)]
 
     def _event_error(self, message: str, code: str | None) -> UpstreamError:
         return UpstreamError(

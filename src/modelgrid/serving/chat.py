@@ -66,6 +66,7 @@ class ChatService:
     ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte."""
         request = to_inference_request(body, ctx.request_id)
+        request.stream = bool(body.stream)
         return await Generation.open(
             principal=principal,
             request=request,

@@ -160,6 +160,8 @@ class CompletionService:
             RateLimitError, QuotaExceededError: a limit of the workspace or key (429).
         """
         requests = to_inference_requests(body, ctx.request_id)
+        for request in requests:
+            request.stream = bool(body.stream)
         per_prompt = _PerPrompt(self.tenancy)
         generations: list[Generation] = []
         for request in requests:

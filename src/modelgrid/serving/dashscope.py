@@ -57,15 +57,17 @@ class TextGenerationService:
         self.metrics = metrics
 
     async def open(
-        self, principal: Principal, body: GenerationRequest, ctx: CallContext
+        self, principal: Principal, body: GenerationRequest, ctx: CallContext, *, stream: bool
     ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte.
+        ``stream``: the response is streamed (SSE).
 
         Raises:
             InvalidRequestError, ModelNotFoundError, ServiceUnavailableError: see
             ``to_inference_request`` and ``Generation.open``.
         """
         request = to_inference_request(body, ctx.request_id)
+        request.stream = stream
         return await Generation.open(
             principal=principal,
             request=request,

@@ -83,13 +83,16 @@ async def revoke_api_key(session: AsyncSession, key_id: str) -> bool:
 
 
 async def insert_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert usage rows, ignoring any whose ``request_id`` is already stored (idempotent)."""
+    """Insert usage rows, ignoring any whose ``request_id`` is already stored (idempotent).
+
+    One statement run with the rows as parameters (executemany): its compiled form is cached,
+    where ``.values(rows)`` would compile a new multi-row statement for every batch."""
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(UsageRecord).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
-    await session.execute(stmt)
+    stmt = insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
+    await session.execute(stmt, rows)
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:

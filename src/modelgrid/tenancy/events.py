@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 
@@ -46,8 +46,17 @@ class UsageEvent:
     price_id: int | None = None
 
 
+_FIELDS = tuple(f.name for f in fields(UsageEvent))
+
+
+def as_row(event: UsageEvent) -> dict[str, object]:
+    """The event's fields as a flat dict (a shallow copy: every field is a scalar, so
+    ``dataclasses.asdict``'s recursive deep copy would only cost time on the hot path)."""
+    return {name: getattr(event, name) for name in _FIELDS}
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["UsageEvent", "now_utc"]
+__all__ = ["UsageEvent", "as_row", "now_utc"]

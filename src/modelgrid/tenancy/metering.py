@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from modelgrid.storage import repositories as repo
-from modelgrid.tenancy.events import UsageEvent, now_utc
+from modelgrid.tenancy.events import UsageEvent, as_row, now_utc
 from modelgrid.tenancy.spool import Spool
 
 log = logging.getLogger("modelgrid.metering")
@@ -90,7 +89,7 @@ class UsageWriter:
     async def _insert(self, batch: list[UsageEvent]) -> None:
         if batch:
             async with self._sessions() as session, session.begin():
-                await repo.insert_usage(session, [asdict(e) for e in batch])
+                await repo.insert_usage(session, [as_row(e) for e in batch])
 
     async def _run(self) -> None:
         while True:

@@ -16,18 +16,18 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from modelgrid.tenancy.events import UsageEvent
+from modelgrid.tenancy.events import UsageEvent, as_row
 
 _DATETIME_FIELDS = {f.name for f in fields(UsageEvent) if f.type in ("datetime", datetime)}
 
 
 def encode(event: UsageEvent) -> bytes:
-    data = asdict(event)
+    data = as_row(event)
     for name in _DATETIME_FIELDS:
         data[name] = data[name].isoformat()
     return json.dumps(data, separators=(",", ":")).encode() + b"\n"

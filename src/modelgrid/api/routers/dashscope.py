@@ -55,9 +55,10 @@ async def generation(
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> Response:
-    gen = await service.open(principal, body, ctx)
+    streamed = wants_sse(request)
+    gen = await service.open(principal, body, ctx, stream=streamed)
     fmt = body.parameters.result_format
-    if not wants_sse(request):
+    if not streamed:
         done = await unless_disconnected(request, service.complete(gen, fmt))
         return done if isinstance(done, Response) else JSONResponse(done)
     return SSEResponse(_sse(service, gen, fmt, body.parameters.incremental_output))
