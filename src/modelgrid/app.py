@@ -37,6 +37,7 @@ from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
+from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -109,6 +110,7 @@ def create_app(
             metrics=metrics,
             chat=ChatService(models, tenancy, metrics),
             completions=CompletionService(models, tenancy, metrics),
+            text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(
                 models, tenancy, metrics, region=grid.topology.gateway_region
             ),
@@ -129,10 +131,12 @@ def create_app(
                 await e.aclose()
             await engine.dispose()
 
+    on = settings.server.otel_telemetry
     app = FastAPI(
         title="modelgrid",
         version=__version__,
         lifespan=lifespan,
+        telemetry={"tracing": on, "metrics": on, "logs": on},
     )
     errors.install(app)
     app.include_router(health.router)

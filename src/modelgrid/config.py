@@ -25,12 +25,18 @@ def _default_data_dir() -> Path:
 
 class ServerSettings(BaseModel):
     """``max_body_bytes``: larger request bodies are refused with 413 before they are read
-    whole (8 MiB: far beyond any prompt the served context windows can hold)."""
+    whole (8 MiB: far beyond any prompt the served context windows can hold).
+    ``otel_telemetry``: FastAPI's OpenTelemetry spans, metrics and logs for every HTTP request
+    (https://fastapi.tiangolo.com, "Telemetry"; exported by the OpenTelemetry providers the
+    deployment configures). Off by default: modelgrid's own metrics are Prometheus
+    (``/metrics``), and FastAPI's per-request provider checks alone cost about 6 % of a
+    gateway request's CPU (``bench/RESULTS.md``, gateway_overhead)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024
+    otel_telemetry: bool = False
 
 
 class DatabaseSettings(BaseModel):

@@ -50,3 +50,48 @@ def test_no_value_error_prefix(fake_server: ThreadServer) -> None:
     )
     assert r.status_code == 400
     assert "Value error" not in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message", "param"),
+    [
+        (b"{not json", "The request body is not valid JSON.", None),
+        (b'{"model": "fake-model", "messages": [}', "The request body is not valid JSON.", None),
+        (b"   ", "The request body is missing: send a JSON object.", None),
+        (
+            b"[1, 2]",
+            "Invalid value for the request body: Input should be an object.",
+            None,
+        ),
+        (
+            b'{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "The request body is not valid JSON.",
+            None,
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}]}',
+            "Missing required parameter: 'model'.",
+            "model",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings"])
+def test_bodies_that_are_not_a_request_are_a_400_naming_the_problem(
+    fake_server: ThreadServer, content: bytes, message: str, param: str | None, path: str
+) -> None:
+    if path == "/v1/embeddings" and b"messages" in content and b"model" not in content:
+        content = b'{"input": "x"}'
+    r = post(fake_server, path, content=content)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": "invalid_request",
+    }
+
+
+def test_the_key_is_checked_before_the_body(fake_server: ThreadServer) -> None:
+    r = httpx.post(f"{fake_server.base_url}/v1/chat/completions", content=b"{not json")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "missing_api_key"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -62,6 +63,29 @@ async def principal(request: Request, state: Annotated[AppState, Depends(get_sta
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class TenantCall:
+    """What a model-API route needs: the app state, the tenant's principal and the call's
+    context, resolved as ONE dependency (FastAPI's per-dependency bookkeeping cost ~13 % of
+    a gateway request's CPU with three; see ``bench/RESULTS.md``, gateway_overhead)."""
+
+    state: AppState
+    principal: Principal
+    ctx: CallContext
+
+
+async def tenant_call(request: Request) -> TenantCall:
+    """Authenticate the tenant (as ``principal``) and build the call context.
+
+    Raises:
+        AuthenticationError: missing, malformed, unknown, revoked or expired key (401).
+        PermissionDeniedError: an admin key (403).
+    """
+    state: AppState = request.app.state.modelgrid
+    found = await principal(request, state)
+    return TenantCall(state, found, await call_context(request))
+
+
 async def admin(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
     return await state.tenancy.authenticate_admin(bearer_token(request))
 
@@ -70,5 +94,14 @@ StateDep = Annotated[AppState, Depends(get_state)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
 ContextDep = Annotated[CallContext, Depends(call_context)]
+CallDep = Annotated[TenantCall, Depends(tenant_call)]
 
-__all__ = ["AdminDep", "ContextDep", "PrincipalDep", "StateDep", "bearer_token"]
+__all__ = [
+    "AdminDep",
+    "CallDep",
+    "ContextDep",
+    "PrincipalDep",
+    "StateDep",
+    "TenantCall",
+    "bearer_token",
+]

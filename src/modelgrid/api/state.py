@@ -11,6 +11,7 @@ from modelgrid.config import Settings
 from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
+from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -30,6 +31,7 @@ class AppState:
     chat: ChatService
     completions: CompletionService
     embeddings: EmbeddingService
+    text_generation: TextGenerationService  # DashScope's native generation
     load_error: str | None = None
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
     extras: dict[str, Any] = field(default_factory=dict)

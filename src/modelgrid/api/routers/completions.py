@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.body import json_body
+from modelgrid.api.deps import CallDep
 from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
@@ -20,14 +21,10 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/completions")
-async def completions(
-    body: CompletionRequest,
-    request: Request,
-    state: StateDep,
-    principal: PrincipalDep,
-    ctx: ContextDep,
-) -> Response:
-    run = await state.completions.open(principal, body, ctx)
+async def completions(request: Request, call: CallDep) -> Response:
+    body = await json_body(request, CompletionRequest)
+    state = call.state
+    run = await state.completions.open(call.principal, body, call.ctx)
     if not body.stream:
         done = await unless_disconnected(request, state.completions.complete(run))
         return done if isinstance(done, Response) else JSONResponse(done)

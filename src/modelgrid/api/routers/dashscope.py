@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.body import json_body
+from modelgrid.api.deps import CallDep
 from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelgridError
@@ -34,13 +34,6 @@ log = logging.getLogger("modelgrid.api")
 router = APIRouter(prefix="/api/v1")
 
 
-def _service(state: StateDep) -> TextGenerationService:
-    return TextGenerationService(state.models, state.tenancy, state.metrics)
-
-
-ServiceDep = Annotated[TextGenerationService, Depends(_service)]
-
-
 def wants_sse(request: Request) -> bool:
     """DashScope streams when ``X-DashScope-SSE: enable`` or ``Accept: text/event-stream``."""
     sse_header = request.headers.get("x-dashscope-sse", "").strip().lower()
@@ -48,15 +41,11 @@ def wants_sse(request: Request) -> bool:
 
 
 @router.post("/services/aigc/text-generation/generation")
-async def generation(
-    body: GenerationRequest,
-    request: Request,
-    service: ServiceDep,
-    principal: PrincipalDep,
-    ctx: ContextDep,
-) -> Response:
+async def generation(request: Request, call: CallDep) -> Response:
+    body = await json_body(request, GenerationRequest)
+    service = call.state.text_generation
     streamed = wants_sse(request)
-    gen = await service.open(principal, body, ctx, stream=streamed)
+    gen = await service.open(call.principal, body, call.ctx, stream=streamed)
     fmt = body.parameters.result_format
     if not streamed:
         done = await unless_disconnected(request, service.complete(gen, fmt))
@@ -87,13 +76,13 @@ __all__ = ["router", "wants_sse"]
 
 
 @router.post("/services/embeddings/text-embedding/text-embedding")
-async def text_embedding(
-    body: TextEmbeddingRequest, state: StateDep, principal: PrincipalDep, ctx: ContextDep
-) -> JSONResponse:
+async def text_embedding(request: Request, call: CallDep) -> JSONResponse:
     """DashScope's native embeddings (``protocol.dashscope.embeddings``), on the same
     service, metering and limits as ``/v1/embeddings``."""
-    vectors, tokens = await state.embeddings.embed(
-        principal,
+    body = await json_body(request, TextEmbeddingRequest)
+    ctx = call.ctx
+    vectors, tokens = await call.state.embeddings.embed(
+        call.principal,
         body.model,
         embeddings_input(body),
         ctx,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.body import json_body
+from modelgrid.api.deps import CallDep
 from modelgrid.protocol.openai.embeddings import EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
 
 
 @router.post("/embeddings")
-async def embeddings(
-    body: EmbeddingRequest,
-    state: StateDep,
-    principal: PrincipalDep,
-    ctx: ContextDep,
-) -> JSONResponse:
+async def embeddings(request: Request, call: CallDep) -> JSONResponse:
+    body = await json_body(request, EmbeddingRequest)
     # A JSONResponse directly: FastAPI's jsonable_encoder would walk every float in Python.
-    return JSONResponse(await state.embeddings.create(principal, body, ctx))
+    return JSONResponse(await call.state.embeddings.create(call.principal, body, call.ctx))

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelgrid.api.deps import ContextDep, PrincipalDep, StateDep
+from modelgrid.api.body import json_body
+from modelgrid.api.deps import CallDep, PrincipalDep, StateDep
 from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
@@ -46,14 +47,10 @@ async def get_model(model_id: str, state: StateDep, principal: PrincipalDep) -> 
 
 
 @router.post("/chat/completions")
-async def chat_completions(
-    body: ChatCompletionRequest,
-    request: Request,
-    state: StateDep,
-    principal: PrincipalDep,
-    ctx: ContextDep,
-) -> Response:
-    gen = await state.chat.open(principal, body, ctx)
+async def chat_completions(request: Request, call: CallDep) -> Response:
+    body = await json_body(request, ChatCompletionRequest)
+    state = call.state
+    gen = await state.chat.open(call.principal, body, call.ctx)
     if not body.stream:
         done = await unless_disconnected(request, state.chat.complete(gen))
         return done if isinstance(done, Response) else JSONResponse(done)
