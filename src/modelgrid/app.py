@@ -41,6 +41,7 @@ from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.routing_metrics import RoutingCollector
 from modelgrid.storage import db, migrate
 from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.metering import UsageWriter
@@ -89,6 +90,8 @@ def create_app(
     settings = settings or Settings()
     factory = engine_factory or packaged_engines
     metrics = Metrics()
+    live: list[Grid] = []  # the running grid, for the routing series of ``/metrics``
+    metrics.registry.register(RoutingCollector(lambda: live[0].router if live else None))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +103,7 @@ def create_app(
         refresher = asyncio.create_task(_refresh_prices(tenancy, settings), name="prices")
         models = ModelRegistry()
         grid = _build_grid(settings)
+        live[:] = [grid]
         state = AppState(
             settings=settings,
             db=engine,

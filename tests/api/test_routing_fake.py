@@ -64,6 +64,17 @@ def tenant(admin: Client, name: str, regions: list[str] | None, home: str = "loc
     return Client(admin.server, created["key"])
 
 
+def metric_values(c: Client) -> dict[str, float]:
+    """``/metrics`` as {series with labels: value}."""
+    text = c.http.get("/metrics").text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def error(r: httpx.Response) -> tuple[int, str]:
     return r.status_code, r.json()["error"]["code"]
 
@@ -143,6 +154,17 @@ def test_admin_adds_a_region_failover_stays_allowed_and_dead_regions_503(
     # Enough failures opened the breaker: the admin view shows it.
     state = admin.ok("GET", "/deployments/eu-west-1/fake-model")["replicas"][0]["state"]
     assert state["failed"] >= 2 and state["last_error"]
+    # ... and so do the routing series of /metrics (read from the same live state).
+    series = metric_values(admin)
+    eu = 'region="eu-west-1",replica="eu-1"}'
+    local = 'region="local",replica="local/fake-model/local"}'
+    requests = 'modelgrid_replica_requests_total{model="fake-model",outcome='
+    assert series[f'{requests}"failure",{eu}'] == state["failed"]
+    assert series[f'{requests}"success",{local}'] >= 1
+    assert series[f'modelgrid_replica_in_flight{{model="fake-model",{eu}'] == 0
+    breaker = {"closed": 0, "half_open": 1, "open": 2}[state["breaker"]]
+    assert series[f'modelgrid_replica_circuit_state{{model="fake-model",{eu}'] == breaker
+    assert series['modelgrid_failovers_total{model="fake-model"}'] == 1  # the "both" request
 
     # Removing it: a region with deployments cannot go; then both can.
     assert error(admin.admin("DELETE", "/regions/eu-west-1")) == (409, "conflict")

@@ -86,7 +86,7 @@ class RequestContext:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(route=path, status=str(status_holder[0])).inc()
+            self.metrics.count_request(path, status_holder[0])
 
     def _counting(self, scope: Scope, receive: Receive) -> Receive:
         limit = self.max_body_bytes

@@ -191,6 +191,7 @@ class RoutedEngine:
             except ServiceUnavailableError as unavailable:
                 raise unavailable from failure
             prepared.payload = route
+            router.failed_over(self.model_id)
             _sync(prepared, route.inner)
 
 

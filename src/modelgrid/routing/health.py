@@ -114,6 +114,7 @@ class ReplicaHealth:
     last_error: str | None = None
     served: int = 0
     failed: int = 0
+    abandoned: int = 0
 
     def observe_rtt(self, ms: float, alpha: float = 0.3) -> None:
         """Fold a probe's round trip into an exponentially weighted average."""

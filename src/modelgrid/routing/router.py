@@ -142,6 +142,7 @@ class Router:
         self.prefixes = PrefixTable(self.config.prefix_entries)
         self._rr = itertools.count()
         self._topology = topology
+        self.failovers: dict[str, int] = {}  # by model: attempts moved to another replica
 
     @property
     def topology(self) -> Topology:
@@ -313,7 +314,12 @@ class Router:
         elif outcome is Outcome.FAILURE:
             self.health.failure(placement.replica_id, reason or "request failed")
         else:
+            h.abandoned += 1
             h.breaker.on_abandon()
+
+    def failed_over(self, model: str) -> None:
+        """A request of ``model`` moves to another replica after a failed attempt."""
+        self.failovers[model] = self.failovers.get(model, 0) + 1
 
     def served(self, placement: Placement, blocks: Sequence[int]) -> None:
         """``placement``'s replica has started answering a prompt with these blocks."""

@@ -196,7 +196,7 @@ class EmbeddingService:
         ctx: CallContext,
     ) -> Embeddings:
         status = 200
-        self.metrics.running.labels(model=model).inc()
+        self.metrics.of(model).running.inc()
         try:
             return await engine.embed(texts)
         except asyncio.CancelledError:
@@ -209,7 +209,7 @@ class EmbeddingService:
             status = 500
             raise
         finally:
-            self.metrics.running.labels(model=model).dec()
+            self.metrics.of(model).running.dec()
             self._record(principal, admission, model, ctx, status, tokens)
 
     def _record(
@@ -242,8 +242,9 @@ class EmbeddingService:
                 region=self.region,
             ),
         )
-        self.metrics.prompt_tokens.labels(model=model).inc(tokens)
-        self.metrics.e2e.labels(model=model).observe(total_s)
+        series = self.metrics.of(model)
+        series.prompt_tokens.inc(tokens)
+        series.e2e.observe(total_s)
 
 
 __all__ = ["ENDPOINT", "EmbeddingService", "check_lengths"]

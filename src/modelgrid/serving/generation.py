@@ -121,8 +121,8 @@ class Generation:
         """The engine's deltas; usage is recorded when this iterator ends, however it ends."""
         status = 200
         outcome: str | None = None
-        model = self.request.model
-        self.metrics.running.labels(model=model).inc()
+        series = self.metrics.of(self.request.model)
+        series.running.inc()
         try:
             async for delta in self.engine.stream(self.prepared):
                 if self.ttft_s is None:
@@ -143,7 +143,7 @@ class Generation:
             status, outcome = 500, FinishReason.ERROR.value
             raise
         finally:
-            self.metrics.running.labels(model=model).dec()
+            series.running.dec()
             self._record(status, outcome)
 
     def _record(self, status: int, outcome: str | None) -> None:
@@ -175,12 +175,12 @@ class Generation:
                 region=placement.region if placement is not None else None,
             ),
         )
-        model = self.request.model
-        self.metrics.prompt_tokens.labels(model=model).inc(usage.prompt_tokens)
-        self.metrics.completion_tokens.labels(model=model).inc(usage.completion_tokens)
+        series = self.metrics.of(self.request.model)
+        series.prompt_tokens.inc(usage.prompt_tokens)
+        series.completion_tokens.inc(usage.completion_tokens)
         if self.ttft_s is not None:
-            self.metrics.ttft.labels(model=model).observe(self.ttft_s)
-        self.metrics.e2e.labels(model=model).observe(total_s)
+            series.ttft.observe(self.ttft_s)
+        series.e2e.observe(total_s)
 
 
 def _placement_headers(prepared: PreparedRequest, ctx: CallContext) -> None:

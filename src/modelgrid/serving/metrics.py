@@ -6,11 +6,24 @@ Names follow Prometheus conventions with the unit in the name (``_seconds``, ``_
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetrics:
+    """One model's labelled series (``Metrics.of``): looked up once, not per request."""
+
+    running: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    ttft: Any
+    e2e: Any
 
 
 class Metrics:
@@ -54,6 +67,33 @@ class Metrics:
             "modelgrid_requests_running", "Requests generating now.", ["model"], registry=r
         )
 
+        self._models: dict[str, ModelMetrics] = {}
+        self._requests: dict[tuple[str, int], Any] = {}
+
+    def of(self, model: str) -> ModelMetrics:
+        """The series labelled ``model=model`` (cached; ``labels()`` costs a lock and a
+        dict lookup per call)."""
+        found = self._models.get(model)
+        if found is None:
+            found = ModelMetrics(
+                self.running.labels(model=model),
+                self.prompt_tokens.labels(model=model),
+                self.completion_tokens.labels(model=model),
+                self.ttft.labels(model=model),
+                self.e2e.labels(model=model),
+            )
+            self._models[model] = found
+        return found
+
+    def count_request(self, route: str, status: int) -> None:
+        """One HTTP response on ``route`` (the route's path template) with ``status``."""
+        child = self._requests.get((route, status))
+        if child is None:
+            child = self._requests[(route, status)] = self.requests.labels(
+                route=route, status=str(status)
+            )
+        child.inc()
+
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(model=model).set_function(lambda: float(depth()))
 
@@ -61,4 +101,4 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "ModelMetrics"]
