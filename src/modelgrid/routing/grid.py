@@ -189,7 +189,13 @@ class Grid:
             self.monitor.start()
 
     def _probe_targets(self) -> list[str]:
-        return [r.id for _, r in self.topology.replicas() if r.kind == "upstream"]
+        """Upstream replicas, and local ones whose engine is remote too (an upstream from
+        ``settings.upstreams`` serving a model in the gateway's own region)."""
+        return [
+            r.id
+            for d, r in self.topology.replicas()
+            if r.kind == "upstream" or hasattr(self.local.get(d.model), "probe")
+        ]
 
     async def _probe_replica(self, replica_id: str) -> tuple[bool, int]:
         """GET the replica's ``health_url``, else its server's ``/health/ready`` (what
@@ -197,7 +203,12 @@ class Grid:
         is a 404 (vLLM, llama.cpp's server…), the upstream engine's own ``probe()``."""
         entry = self.upstream.get(replica_id)
         if entry is None:
-            return False, 0
+            engine = self.engine_for(replica_id)
+            probe = getattr(engine, "probe", None)
+            if probe is None:
+                return False, 0
+            result = await asyncio.wait_for(probe(), self._probe_timeout_s)
+            return bool(getattr(result, "ok", result)), 0
         replica, engine = entry
         url = replica.health_url or _ready_url(replica.base_url or "")
         if replica.health_url or replica_id not in self._no_ready_url:
