@@ -116,7 +116,11 @@ def create_app(
             completions=CompletionService(models, tenancy, metrics),
             text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(
-                models, tenancy, metrics, region=grid.topology.gateway_region
+                models,
+                tenancy,
+                metrics,
+                region=grid.topology.gateway_region,
+                jurisdiction=lambda: _gateway_jurisdiction(grid),
             ),
             grid=grid,
         )
@@ -191,6 +195,12 @@ async def _refresh_prices(tenancy: TenancyService, settings: Settings) -> None:
             await tenancy.reload_prices()
         except Exception:
             log.exception("reloading the price book failed")
+
+
+def _gateway_jurisdiction(grid: Grid) -> str:
+    t = grid.topology
+    region = t.region(t.gateway_region)
+    return region.jurisdiction if region is not None else ""
 
 
 def _build_grid(settings: Settings) -> Grid:

@@ -110,6 +110,7 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
         "currency": "EUR",
         "home_region": "eu-west",
         "allowed_regions": ["eu-west", "eu-north", "eu-west"],
+        "allowed_jurisdictions": ["ie", "SE", "IE"],
         "limits": {"rpm": 60, "tpm": 100000, "monthly_budget_micros": 5_000_000_000},
     }
     ws = admin.ok("POST", "/workspaces", json=body)
@@ -123,6 +124,7 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
         "currency": "EUR",
         "home_region": "eu-west",
         "allowed_regions": ["eu-west", "eu-north"],
+        "allowed_jurisdictions": ["IE", "SE"],
         "limits": {**LIMITS_NONE, "rpm": 60, "tpm": 100000, "monthly_budget_micros": 5_000_000_000},
     }
     got = admin.ok("GET", f"/workspaces/{ws_id}")
@@ -148,8 +150,12 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
         ["eu-west", "eu-north"],
     )
     assert admin.ok("GET", f"/workspaces/{ws_id}") == patched
-    cleared = admin.ok("PATCH", f"/workspaces/{ws_id}", json={"allowed_regions": None})
-    assert cleared["allowed_regions"] is None
+    cleared = admin.ok(
+        "PATCH",
+        f"/workspaces/{ws_id}",
+        json={"allowed_regions": None, "allowed_jurisdictions": None},
+    )
+    assert cleared["allowed_regions"] is None and cleared["allowed_jurisdictions"] is None
 
     for method, path, payload, status, param in [
         ("POST", "/workspaces", {"name": "acme"}, 409, "name"),
@@ -164,6 +170,13 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
             "home_region",
         ),
         ("PATCH", f"/workspaces/{ws_id}", {"allowed_regions": ["us"]}, 400, "home_region"),
+        (
+            "PATCH",
+            f"/workspaces/{ws_id}",
+            {"allowed_jurisdictions": ["E U"]},
+            400,
+            "allowed_jurisdictions[0]",
+        ),
         ("PATCH", "/workspaces/nope", {}, 404, "workspace_id"),
         ("GET", "/workspaces/nope", None, 404, "workspace_id"),
     ]:

@@ -268,3 +268,71 @@ def test_embeddings_run_in_the_gateway_region_and_respect_residency(
         assert error(away.http.post("/v1/embeddings", json=body)) == (403, "region_not_allowed")
     finally:
         server.stop()
+
+
+def test_jurisdictions_narrow_where_requests_and_embeddings_may_run(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Workspace rules by jurisdiction: only regions whose ``jurisdiction`` is allowed serve
+    (a region naming none never does), keys may narrow but not widen, embeddings (run in the
+    gateway's region) obey the same rule."""
+    from modelgrid.engines.fake import FakeEngine
+    from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
+    from tests.conftest import make_settings
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        'gateway_region = "ap-southeast-1"\n'
+        '[[regions]]\nid = "ap-southeast-1"\njurisdiction = "sg"\n'
+        '[[regions]]\nid = "eu-central-1"\njurisdiction = "DE"\n'
+        '[[regions]]\nid = "lab"\n'
+        '[[deployments]]\nmodel = "fake-model"\nregion = "ap-southeast-1"\n'
+        '[[deployments.replicas]]\nid = "sg-local"\nkind = "local"\n'
+        '[[deployments]]\nmodel = "fake-model"\nregion = "eu-central-1"\n'
+        f'[[deployments.replicas]]\nid = "de-1"\nbase_url = "{dead}"\n'
+        '[[deployments]]\nmodel = "fake-model"\nregion = "lab"\n'
+        f'[[deployments.replicas]]\nid = "lab-1"\nbase_url = "{dead}"\n'
+    )
+    settings = make_settings(tmp_path, database_url, topology_file=path)
+    server = ThreadServer(settings, lambda _s: [FakeEngine(), FakeEmbeddingEngine()])
+    admin = Client(
+        server, create_key(settings.database_url, role="admin", workspace="admin").plaintext
+    )
+    server.start()
+    try:
+
+        def workspace(name: str, codes: list[str] | None, home: str) -> str:
+            body = {"name": name, "allowed_jurisdictions": codes, "home_region": home}
+            return str(admin.ok("POST", "/workspaces", json=body)["id"])
+
+        def key(ws: str, **scope: Any) -> Client:
+            created = admin.ok("POST", f"/workspaces/{ws}/keys", json={"name": "k", **scope})
+            return Client(server, created["key"])
+
+        embed = {"model": "fake-embedding", "input": "hello"}
+        sg = key(workspace("sg", ["SG"], "lab"))  # home "lab" names no jurisdiction
+        for _ in range(3):
+            r = sg.chat()
+            assert (r.status_code, r.headers["x-modelgrid-region"]) == (200, "ap-southeast-1")
+        assert error(sg.chat("lab")) == (403, "region_not_allowed")
+        assert error(sg.chat("eu-central-1")) == (403, "region_not_allowed")
+        assert sg.http.post("/v1/embeddings", json=embed).status_code == 200
+
+        de_ws = workspace("de", ["DE"], "eu-central-1")
+        de = key(de_ws)  # its only region's replica is down: 503, never Singapore or lab
+        for stream in (False, True):
+            r = de.chat(stream=stream)
+            assert error(r) == (503, "no_healthy_replica")
+        assert error(de.http.post("/v1/embeddings", json=embed)) == (403, "region_not_allowed")
+        wider = admin.admin(
+            "POST", f"/workspaces/{de_ws}/keys", json={"allowed_jurisdictions": ["DE", "SG"]}
+        )
+        assert (wider.status_code, wider.json()["error"]["param"]) == (400, "allowed_jurisdictions")
+
+        anywhere = workspace("any", None, "ap-southeast-1")
+        narrowed = key(anywhere, allowed_jurisdictions=["de"])
+        assert error(narrowed.chat()) == (503, "no_healthy_replica")
+        assert key(anywhere).chat().headers["x-modelgrid-region"] == "ap-southeast-1"
+    finally:
+        server.stop()

@@ -45,12 +45,15 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
             "eu,us",
             "--home-region",
             "eu",
+            "--jurisdictions",
+            "de,ie",
             "--rpm",
             "60",
             "--json",
         ).stdout
     )
     assert (ws["name"], ws["currency"], ws["allowed_regions"]) == ("acme", "EUR", ["eu", "us"])
+    assert ws["allowed_jurisdictions"] == ["DE", "IE"]
     assert ws["limits"]["rpm"] == 60
     ws = json.loads(
         cli(url, "workspaces", "set", ws["id"], "--unset", "rpm", "--tpm", "9", "--json").stdout
@@ -74,6 +77,8 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
             "m1,m2",
             "--regions",
             "eu",
+            "--jurisdictions",
+            "IE",
             "--expires-in-days",
             "2",
             "--rpm",
@@ -91,6 +96,7 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
         ["eu"],
     )
     assert row["limits"]["rpm"] == 5 and row["expires_at"] is not None
+    assert row["allowed_jurisdictions"] == ["IE"]
     assert key not in listed
     shown = json.loads(cli(url, "keys", "set", row["id"], "--unset", "models", "--tpm", "7").stdout)
     assert (shown["allowed_models"], shown["limits"]["tpm"]) == (None, 7)
@@ -101,6 +107,12 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
     assert "revoked" in cli(url, "keys", "revoke", new["prefix"]).stdout.decode()
     bad = cli(url, "keys", "create", "--workspace", "acme", "--regions", "asia", ok=False)
     assert bad.returncode == 1 and b"outside" in bad.stderr
+    bad = cli(url, "keys", "create", "--workspace", "acme", "--jurisdictions", "SG", ok=False)
+    assert bad.returncode == 1 and b"Jurisdictions ['SG'] are outside" in bad.stderr
+    ws = json.loads(
+        cli(url, "workspaces", "set", "acme", "--unset", "jurisdictions", "--json").stdout
+    )
+    assert ws["allowed_jurisdictions"] is None
 
     price = json.loads(
         cli(
@@ -188,6 +200,7 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
         "key.update",
         "key.rotate",
         "key.revoke",
+        "workspace.update",
         "price.create",
     ]
     for secret in (key, new_key):

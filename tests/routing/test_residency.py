@@ -1,7 +1,8 @@
 """Property tests over random topologies, health states and principals' region policies.
 
 Whatever the topology, health and load: the chosen replica is always in the allowed set
-(the caller's regions ∩ the model's deployments); an empty allowed set is a 403; all allowed
+(the model's deployments in the caller's regions and jurisdictions); an empty allowed set is a
+403; all allowed
 replicas down is a 503; failover retries only before the first delta and never leaves the
 allowed set; prefix affinity never pulls a request out of it either.
 """
@@ -32,6 +33,7 @@ from modelgrid.routing.topology import Deployment, Region, Replica, Topology
 from tests.routing.scripted import ScriptedReplica
 
 POOL = ["r0", "r1", "r2", "r3", "r4"]
+JURISDICTIONS = ["SG", "DE", "IE", ""]  # "" = a region that names no jurisdiction
 MODEL = "m"
 NOW = 10_000.0
 # ok/half_open answer; fails refuses before the first delta; dies fails after one delta;
@@ -52,11 +54,17 @@ class Scenario:
     def region_of(self, replica_id: str) -> str:
         return next(d.region for d, r in self.topology.replicas() if r.id == replica_id)
 
+    def jurisdiction_allowed(self, region: str) -> bool:
+        codes = self.hints.allowed_jurisdictions
+        r = self.topology.region(region)
+        return codes is None or (r is not None and r.jurisdiction in codes - {""})
+
     @property
     def usable_regions(self) -> set[str]:
         deployed = {d.region for d in self.topology.deployments}
         allowed = self.hints.allowed_regions
-        return deployed if allowed is None else deployed & allowed
+        usable = deployed if allowed is None else deployed & allowed
+        return {r for r in usable if self.jurisdiction_allowed(r)}
 
     def available(self, region: str) -> list[str]:
         t = self.topology
@@ -70,7 +78,12 @@ class Scenario:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     regions = tuple(
-        Region(r, enabled=draw(st.sampled_from([True, True, True, False]))) for r in POOL
+        Region(
+            r,
+            jurisdiction=draw(st.sampled_from(JURISDICTIONS)),
+            enabled=draw(st.sampled_from([True, True, True, False])),
+        )
+        for r in POOL
     )
     deployed = draw(
         st.lists(
@@ -103,6 +116,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         allowed_regions=allowed,
         preferred_region=draw(st.one_of(st.none(), st.sampled_from([*POOL, "nowhere"]))),
         home_region=draw(st.sampled_from(POOL)),
+        allowed_jurisdictions=draw(
+            st.one_of(st.none(), st.frozensets(st.sampled_from(["SG", "DE", "IE", "US"])))
+        ),
     )
     topology = Topology(regions, tuple(deployments), draw(st.sampled_from(POOL)), latency)
     owners = draw(st.lists(st.sampled_from(sorted(states) or ["none"]), max_size=2, unique=True))
@@ -165,6 +181,8 @@ def expected_error(s: Scenario) -> type[Exception] | None:
         return PermissionDeniedError
     if wanted is not None and wanted not in POOL:
         return InvalidRequestError
+    if wanted is not None and not s.jurisdiction_allowed(wanted):
+        return PermissionDeniedError
     if not s.usable_regions:
         return PermissionDeniedError
     if not any(s.available(r) for r in s.usable_regions):

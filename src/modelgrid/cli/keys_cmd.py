@@ -19,14 +19,22 @@ from modelgrid.cli.common import (
     print_json,
     split_list,
 )
-from modelgrid.cli.limit_options import BUDGET, CONCURRENCY, JSON, RPM, TOKENS, TPM
+from modelgrid.cli.limit_options import (
+    BUDGET,
+    CONCURRENCY,
+    JSON,
+    JURISDICTIONS,
+    REGIONS,
+    RPM,
+    TOKENS,
+    TPM,
+)
 from modelgrid.cli.limit_options import limits as _limits
 
 app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 KEY = typer.Argument(..., help="Key id or prefix (mg-…).")
 MODELS = typer.Option(None, "--models", help="Allowed models, comma-separated (default: all).")
-REGIONS = typer.Option(None, "--regions", help="Allowed regions, comma-separated.")
 
 
 def _days(days: float | None) -> int | None:
@@ -52,6 +60,7 @@ def create(
     admin: bool = typer.Option(False, "--admin", help="Create an admin key."),
     models: str = MODELS,
     regions: str = REGIONS,
+    jurisdictions: str = JURISDICTIONS,
     expires_in_days: float = typer.Option(None, "--expires-in-days", help="Lifetime in days."),
     rpm: int = RPM,
     tpm: int = TPM,
@@ -72,6 +81,7 @@ def create(
         role="admin" if admin else "tenant",
         allowed_models=split_list(models),
         allowed_regions=split_list(regions),
+        allowed_jurisdictions=split_list(jurisdictions),
         expires_in_s=_days(expires_in_days),
         limits=limits_from(_limits(rpm, tpm, concurrency, budget, tokens)),
     )
@@ -105,6 +115,9 @@ def list_keys(
         scopes = [
             f"models={','.join(k.allowed_models)}" if k.allowed_models is not None else "",
             f"regions={','.join(k.allowed_regions)}" if k.allowed_regions is not None else "",
+            f"jurisdictions={','.join(k.allowed_jurisdictions)}"
+            if k.allowed_jurisdictions is not None
+            else "",
         ]
         table.add_row(
             k.prefix,
@@ -133,6 +146,7 @@ def set_(
     name: str = typer.Option(None, "--name", help="A new label."),
     models: str = MODELS,
     regions: str = REGIONS,
+    jurisdictions: str = JURISDICTIONS,
     expires_in_days: float = typer.Option(
         None, "--expires-in-days", help="Expire N days from now."
     ),
@@ -144,7 +158,8 @@ def set_(
     unset: list[str] = typer.Option(
         None,
         "--unset",
-        help="Clear a setting (repeatable): models, regions, expires, rpm, tpm, concurrency, "
+        help="Clear a setting (repeatable): models, regions, jurisdictions, expires, rpm, tpm, "
+        "concurrency, "
         "monthly_budget_micros, monthly_token_budget.",
     ),
 ) -> None:
@@ -161,6 +176,7 @@ def set_(
     for opt, field, label in (
         (models, "allowed_models", "models"),
         (regions, "allowed_regions", "regions"),
+        (jurisdictions, "allowed_jurisdictions", "jurisdictions"),
     ):
         if opt is not None:
             fields[field] = split_list(opt)
@@ -171,7 +187,9 @@ def set_(
     elif "expires" in clear:
         fields["expires_at"] = None
     limits = limits_from(
-        _limits(rpm, tpm, concurrency, budget, tokens), unset, ("models", "regions", "expires")
+        _limits(rpm, tpm, concurrency, budget, tokens),
+        unset,
+        ("models", "regions", "jurisdictions", "expires"),
     )
     if limits.model_fields_set:
         fields["limits"] = limits

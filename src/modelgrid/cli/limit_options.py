@@ -1,4 +1,5 @@
-"""CLI options shared by ``keys`` and ``workspaces``: limits and output format."""
+"""CLI options shared by ``keys`` and ``workspaces``: residency scopes, limits and output
+format."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
 BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
 TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+REGIONS = typer.Option(None, "--regions", help="Allowed regions, comma-separated.")
+JURISDICTIONS = typer.Option(
+    None,
+    "--jurisdictions",
+    help="Allowed jurisdictions (a region's country or bloc: SG, DE, EU…), comma-separated.",
+)
 
 
 def limits(

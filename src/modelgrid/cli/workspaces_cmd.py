@@ -18,10 +18,23 @@ from modelgrid.cli.common import (
     print_json,
     split_list,
 )
-from modelgrid.cli.limit_options import BUDGET, CONCURRENCY, JSON, RPM, TOKENS, TPM
+from modelgrid.cli.limit_options import (
+    BUDGET,
+    CONCURRENCY,
+    JSON,
+    JURISDICTIONS,
+    REGIONS,
+    RPM,
+    TOKENS,
+    TPM,
+)
 from modelgrid.cli.limit_options import limits as _limits
 
 app = typer.Typer(help="Manage workspaces (tenants).", no_args_is_help=True)
+
+
+def _any(values: list[str] | None) -> str:
+    return ",".join(values) if values is not None else "any"
 
 
 def _show(ws: Any, as_json: bool) -> None:
@@ -30,7 +43,7 @@ def _show(ws: Any, as_json: bool) -> None:
         return
     console.print(
         f"[bold]{ws.name}[/] ({ws.id}) currency {ws.currency}, home region {ws.home_region}, "
-        f"regions {','.join(ws.allowed_regions) if ws.allowed_regions is not None else 'any'}, "
+        f"regions {_any(ws.allowed_regions)}, jurisdictions {_any(ws.allowed_jurisdictions)}, "
         f"limits {fmt_limits(ws.limits)}"
     )
 
@@ -40,7 +53,8 @@ def create(
     name: str = typer.Argument(..., help="Unique workspace name."),
     currency: str = typer.Option("USD", "--currency", help="Billing currency (ISO 4217)."),
     home_region: str = typer.Option("local", "--home-region", help="Preferred region."),
-    regions: str = typer.Option(None, "--regions", help="Allowed regions, comma-separated."),
+    regions: str = REGIONS,
+    jurisdictions: str = JURISDICTIONS,
     rpm: int = RPM,
     tpm: int = TPM,
     concurrency: int = CONCURRENCY,
@@ -58,6 +72,7 @@ def create(
         currency=currency,
         home_region=home_region,
         allowed_regions=split_list(regions),
+        allowed_jurisdictions=split_list(jurisdictions),
         limits=limits_from(_limits(rpm, tpm, concurrency, budget, tokens)),
     )
     _show(admin_run(lambda s: admin.create_workspace(s, body, actor=actor())), as_json)
@@ -72,15 +87,15 @@ def list_workspaces(as_json: bool = JSON) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "currency", "home", "regions", "limits", "created")
+    table = Table("id", "name", "currency", "home", "regions", "jurisdictions", "limits", "created")
     for ws in rows:
-        regions = ",".join(ws.allowed_regions) if ws.allowed_regions is not None else "any"
         table.add_row(
             ws.id,
             ws.name,
             ws.currency,
             ws.home_region,
-            regions,
+            _any(ws.allowed_regions),
+            _any(ws.allowed_jurisdictions),
             fmt_limits(ws.limits),
             fmt_time(ws.created_at),
         )
@@ -101,7 +116,8 @@ def show(
 def set_(
     workspace: str = typer.Argument(..., help="Workspace name or id."),
     home_region: str = typer.Option(None, "--home-region", help="Preferred region."),
-    regions: str = typer.Option(None, "--regions", help="Allowed regions, comma-separated."),
+    regions: str = REGIONS,
+    jurisdictions: str = JURISDICTIONS,
     rpm: int = RPM,
     tpm: int = TPM,
     concurrency: int = CONCURRENCY,
@@ -110,23 +126,29 @@ def set_(
     unset: list[str] = typer.Option(
         None,
         "--unset",
-        help="Clear a setting (repeatable): regions, rpm, tpm, concurrency, "
+        help="Clear a setting (repeatable): regions, jurisdictions, rpm, tpm, concurrency, "
         "monthly_budget_micros, monthly_token_budget.",
     ),
     as_json: bool = JSON,
 ) -> None:
-    """Change a workspace's limits, allowed regions or home region."""
+    """Change a workspace's limits, allowed regions or jurisdictions, or home region."""
     from modelgrid.protocol.admin import WorkspacePatch
     from modelgrid.tenancy import admin
 
     fields: dict[str, Any] = {}
     if home_region is not None:
         fields["home_region"] = home_region
-    if regions is not None:
-        fields["allowed_regions"] = split_list(regions)
-    elif "regions" in (unset or ()):
-        fields["allowed_regions"] = None
-    limits = limits_from(_limits(rpm, tpm, concurrency, budget, tokens), unset, ("regions",))
+    for opt, field, label in (
+        (regions, "allowed_regions", "regions"),
+        (jurisdictions, "allowed_jurisdictions", "jurisdictions"),
+    ):
+        if opt is not None:
+            fields[field] = split_list(opt)
+        elif label in (unset or ()):
+            fields[field] = None
+    limits = limits_from(
+        _limits(rpm, tpm, concurrency, budget, tokens), unset, ("regions", "jurisdictions")
+    )
     if limits.model_fields_set:
         fields["limits"] = limits
     body = build(WorkspacePatch, **fields)

@@ -127,6 +127,9 @@ class RoutingHints:
     Attributes:
         allowed_regions: Region ids the request may run in (the workspace's set narrowed by
             the key's); ``None`` means any region. Residency: nothing is ever sent elsewhere.
+        allowed_jurisdictions: Jurisdiction codes (``DE``, ``EU``; upper case) whose regions
+            the request may run in, on top of ``allowed_regions`` (a region must pass both);
+            ``None`` means any. A region without a jurisdiction never passes this rule.
         preferred_region: The region the caller asked for (``X-Modelgrid-Region``), if any.
         home_region: The workspace's home region, preferred after ``preferred_region``.
     """
@@ -134,6 +137,15 @@ class RoutingHints:
     allowed_regions: frozenset[str] | None = None
     preferred_region: str | None = None
     home_region: str | None = None
+    allowed_jurisdictions: frozenset[str] | None = None
+
+    def allows(self, region: str, jurisdiction: str = "") -> bool:
+        """Whether residency lets the request run in ``region``, whose law is
+        ``jurisdiction`` (the topology's ``Region.jurisdiction``; empty if it has none)."""
+        if self.allowed_regions is not None and region not in self.allowed_regions:
+            return False
+        codes = self.allowed_jurisdictions
+        return codes is None or (bool(jurisdiction) and jurisdiction.upper() in codes)
 
 
 @dataclass(slots=True)

@@ -14,13 +14,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Region = Annotated[str, Field(min_length=1, max_length=64)]
+# ISO 3166-1 alpha-2 country or a bloc (``EU``), as regions' ``jurisdiction`` says; upper-cased.
+Jurisdiction = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$", to_upper=True),
+]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Month = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
@@ -55,12 +60,14 @@ class WorkspaceCreate(_Body):
     currency: Currency = "USD"
     home_region: Region = "local"
     allowed_regions: list[Region] | None = None
+    allowed_jurisdictions: list[Jurisdiction] | None = None
     limits: Limits = Field(default_factory=Limits)
 
 
 class WorkspacePatch(_Body):
     home_region: Region | None = None
     allowed_regions: list[Region] | None = None
+    allowed_jurisdictions: list[Jurisdiction] | None = None
     limits: Limits | None = None
 
 
@@ -71,6 +78,7 @@ class KeyCreate(_Body):
     role: Literal["tenant", "admin"] = "tenant"
     allowed_models: list[Name] | None = None
     allowed_regions: list[Region] | None = None
+    allowed_jurisdictions: list[Jurisdiction] | None = None
     expires_at: datetime | None = None
     expires_in_s: Annotated[int, Field(gt=0, le=100 * 365 * 86400)] | None = None
     limits: Limits = Field(default_factory=Limits)
@@ -86,6 +94,7 @@ class KeyPatch(_Body):
     name: Annotated[str, Field(max_length=200)] | None = None
     allowed_models: list[Name] | None = None
     allowed_regions: list[Region] | None = None
+    allowed_jurisdictions: list[Jurisdiction] | None = None
     expires_at: datetime | None = None
     limits: Limits | None = None
 
@@ -123,6 +132,7 @@ class WorkspaceObject(BaseModel):
     currency: str
     home_region: str
     allowed_regions: list[str] | None
+    allowed_jurisdictions: list[str] | None
     limits: Limits
     created_at: datetime
 
@@ -136,6 +146,7 @@ class KeyObject(BaseModel):
     workspace_id: str
     allowed_models: list[str] | None
     allowed_regions: list[str] | None
+    allowed_jurisdictions: list[str] | None
     limits: Limits
     expires_at: datetime | None
     created_at: datetime

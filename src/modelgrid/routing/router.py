@@ -2,8 +2,9 @@
 
 ``Router.pick(model, hints, blocks, exclude)`` answers "where does this request go":
 
-1. **Residency.** The allowed set is the caller's ``allowed_regions`` (``None`` = any)
-   intersected with the regions where the model is deployed. A requested region outside the
+1. **Residency.** The allowed set is the regions where the model is deployed that pass the
+   caller's ``allowed_regions`` and ``allowed_jurisdictions`` (each ``None`` = any;
+   ``RoutingHints.allows``). A requested region outside the
    caller's set, or an empty allowed set, is a 403 (``region_not_allowed``): modelgrid never
    sends a request — or writes its content anywhere — outside that set, even to fail over.
 2. **Region.** Among allowed regions with an available replica (ready, not drained, breaker
@@ -175,16 +176,20 @@ class Router:
         allowed = hints.allowed_regions
         wanted = hints.preferred_region
         if wanted is not None:
+            refused = PermissionDeniedError(
+                f"This API key may not use the region '{wanted}' ({REGION_HEADER}).",
+                code="region_not_allowed",
+            )
             if allowed is not None and wanted not in allowed:
-                raise PermissionDeniedError(
-                    f"This API key may not use the region '{wanted}' ({REGION_HEADER}).",
-                    code="region_not_allowed",
-                )
-            if t.region(wanted) is None:
+                raise refused
+            region = t.region(wanted)
+            if region is None:
                 raise InvalidRequestError(
                     f"There is no region '{wanted}' ({REGION_HEADER}).", code="unknown_region"
                 )
-        usable = [d for d in deployments if allowed is None or d.region in allowed]
+            if not hints.allows(wanted, region.jurisdiction):
+                raise refused
+        usable = [d for d in deployments if hints.allows(d.region, self._jurisdiction(d.region))]
         if not usable:
             raise PermissionDeniedError(
                 f"The model '{model}' is not deployed in any region this API key may use.",
@@ -192,6 +197,10 @@ class Router:
                 code="region_not_allowed",
             )
         return usable
+
+    def _jurisdiction(self, region_id: str) -> str:
+        region = self._topology.region(region_id)
+        return region.jurisdiction if region is not None else ""
 
     # --- choice ------------------------------------------------------------------------------
 

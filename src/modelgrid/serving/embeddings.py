@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from modelgrid.core.errors import (
@@ -22,7 +23,7 @@ from modelgrid.core.errors import (
     PermissionDeniedError,
     UnsupportedParameterError,
 )
-from modelgrid.core.types import CallContext, FinishReason
+from modelgrid.core.types import CallContext, FinishReason, RoutingHints
 from modelgrid.engines.embedding import EMBEDDINGS, EmbeddingEngine, Embeddings
 from modelgrid.protocol.openai.embeddings import (
     EmbeddingRequest,
@@ -74,11 +75,13 @@ class EmbeddingService:
         metrics: Metrics,
         *,
         region: str = "local",
+        jurisdiction: Callable[[], str] = lambda: "",
     ) -> None:
         self.models = models
         self.tenancy = tenancy
         self.metrics = metrics
         self.region = region
+        self.jurisdiction = jurisdiction  # the gateway region's, as the live topology says
 
     def engine(self, model_id: str) -> EmbeddingEngine:
         """The replica serving embedding model ``model_id``.
@@ -154,8 +157,11 @@ class EmbeddingService:
                 param="model",
                 code="model_not_allowed",
             )
-        allowed = principal.allowed_regions
-        if allowed is not None and self.region not in allowed:
+        residency = RoutingHints(
+            allowed_regions=principal.allowed_regions,
+            allowed_jurisdictions=principal.allowed_jurisdictions,
+        )
+        if not residency.allows(self.region, self.jurisdiction()):
             raise PermissionDeniedError(
                 f"The model '{model}' is not deployed in any region this API key may use.",
                 param="model",

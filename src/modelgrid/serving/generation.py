@@ -83,6 +83,7 @@ class Generation:
             allowed_regions=principal.allowed_regions,
             preferred_region=ctx.requested_region,
             home_region=principal.home_region,
+            allowed_jurisdictions=principal.allowed_jurisdictions,
         )
         prepared = engine.prepare(request)
         _placement_headers(prepared, ctx)

@@ -56,13 +56,15 @@ class Workspace(LimitsMixin, Base):
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     home_region: Mapped[str] = mapped_column(String(64), default="local")
     allowed_regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    allowed_jurisdictions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ApiKey(LimitsMixin, Base):
     """An API key. Only the SHA-256 of the secret is stored; ``id`` is the public key id that
     appears in the key itself (``mg-<id>_<secret>``) and in ``prefix`` for display.
-    ``allowed_models`` / ``allowed_regions`` narrow the workspace's scope (None = no narrowing)."""
+    ``allowed_models`` / ``allowed_regions`` / ``allowed_jurisdictions`` narrow the workspace's
+    scope (None = no narrowing)."""
 
     __tablename__ = "api_keys"
 
@@ -74,6 +76,7 @@ class ApiKey(LimitsMixin, Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     allowed_regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    allowed_jurisdictions: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

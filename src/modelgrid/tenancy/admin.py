@@ -54,6 +54,7 @@ def workspace_object(ws: Workspace) -> WorkspaceObject:
         currency=ws.currency,
         home_region=ws.home_region,
         allowed_regions=ws.allowed_regions,
+        allowed_jurisdictions=ws.allowed_jurisdictions,
         limits=limits_of(ws),
         created_at=aware(ws.created_at),
     )
@@ -68,6 +69,7 @@ def key_object(k: ApiKey) -> KeyObject:
         workspace_id=k.workspace_id,
         allowed_models=k.allowed_models,
         allowed_regions=k.allowed_regions,
+        allowed_jurisdictions=k.allowed_jurisdictions,
         limits=limits_of(k),
         expires_at=aware(k.expires_at) if k.expires_at else None,
         created_at=aware(k.created_at),
@@ -154,6 +156,7 @@ async def create_workspace(
                 currency=body.currency,
                 home_region=body.home_region,
                 allowed_regions=regions,
+                allowed_jurisdictions=dedupe(body.allowed_jurisdictions),
                 **limit_columns(body.limits),
             )
             details = body.model_dump(exclude={"limits"}) | {"limits": set_limits(body.limits)}
@@ -183,7 +186,8 @@ async def get_workspace(sessions: Sessions, ident: str) -> WorkspaceObject:
 async def update_workspace(
     sessions: Sessions, ident: str, body: WorkspacePatch, *, actor: str
 ) -> WorkspaceObject:
-    """Change limits, allowed regions, home region (only the fields ``body`` sets).
+    """Change limits, allowed regions or jurisdictions, home region (only the fields ``body``
+    sets).
 
     Raises:
         NotFoundError: no such workspace.
@@ -195,6 +199,9 @@ async def update_workspace(
         ch = Changes(ws)
         if "allowed_regions" in fields:
             ch.set("allowed_regions", "allowed_regions", dedupe(body.allowed_regions))
+        if "allowed_jurisdictions" in fields:
+            jurisdictions = dedupe(body.allowed_jurisdictions)
+            ch.set("allowed_jurisdictions", "allowed_jurisdictions", jurisdictions)
         if "home_region" in fields:
             if body.home_region is None:
                 raise InvalidRequestError("home_region cannot be null.", param="home_region")

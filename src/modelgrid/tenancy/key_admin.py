@@ -61,10 +61,29 @@ def _check_regions(key_regions: list[str] | None, ws: Workspace) -> None:
         )
 
 
+def _check_jurisdictions(key_codes: list[str] | None, ws: Workspace) -> None:
+    if key_codes is None or ws.allowed_jurisdictions is None:
+        return
+    outside = sorted(set(key_codes) - set(ws.allowed_jurisdictions))
+    if outside:
+        raise InvalidRequestError(
+            f"Jurisdictions {outside} are outside workspace {ws.id}'s {ws.allowed_jurisdictions}.",
+            param="allowed_jurisdictions",
+        )
+
+
 def _key_details(k: ApiKey) -> dict[str, Any]:
     o = key_object(k)
     return o.model_dump(
-        include={"name", "role", "workspace_id", "allowed_models", "allowed_regions", "expires_at"}
+        include={
+            "name",
+            "role",
+            "workspace_id",
+            "allowed_models",
+            "allowed_regions",
+            "allowed_jurisdictions",
+            "expires_at",
+        }
     ) | {"limits": set_limits(o.limits)}
 
 
@@ -84,6 +103,8 @@ async def create_key(
         ws = await find_workspace(session, workspace)
         regions = dedupe(body.allowed_regions)
         _check_regions(regions, ws)
+        jurisdictions = dedupe(body.allowed_jurisdictions)
+        _check_jurisdictions(jurisdictions, ws)
         row = await repo.add_api_key(
             session,
             ApiKey(
@@ -95,6 +116,7 @@ async def create_key(
                 secret_hash=new.secret_hash,
                 allowed_models=dedupe(body.allowed_models),
                 allowed_regions=regions,
+                allowed_jurisdictions=jurisdictions,
                 expires_at=expires,
                 created_at=now,
                 **limit_columns(body.limits),
@@ -156,6 +178,10 @@ async def update_key(sessions: Sessions, ident: str, body: KeyPatch, *, actor: s
             ws = await find_workspace(session, row.workspace_id)
             _check_regions(regions, ws)
             ch.set("allowed_regions", "allowed_regions", regions)
+        if "allowed_jurisdictions" in fields:
+            codes = dedupe(body.allowed_jurisdictions)
+            _check_jurisdictions(codes, await find_workspace(session, row.workspace_id))
+            ch.set("allowed_jurisdictions", "allowed_jurisdictions", codes)
         if "expires_at" in fields:
             ch.set("expires_at", "expires_at", _expiry(body.expires_at, None, datetime.now(UTC)))
         ch.limits(body.limits)
@@ -225,6 +251,7 @@ async def rotate_key(
                 secret_hash=new.secret_hash,
                 allowed_models=old.allowed_models,
                 allowed_regions=old.allowed_regions,
+                allowed_jurisdictions=old.allowed_jurisdictions,
                 expires_at=expires,
                 created_at=now,
                 **{col: getattr(old, col) for col in LIMIT_COLUMNS.values()},

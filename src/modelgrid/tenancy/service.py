@@ -44,6 +44,8 @@ class Principal:
         allowed_models: Models the key may call (None = all).
         allowed_regions: Regions the request may run in: the workspace's set narrowed by the
             key's (None = any region).
+        allowed_jurisdictions: Jurisdictions whose regions it may run in, narrowed the same
+            way (None = any); a region must also pass ``allowed_regions``.
         home_region: The workspace's preferred region.
         currency: The workspace's billing currency.
         limits: Limits per level (workspace first, then key); levels without limits omitted.
@@ -55,6 +57,7 @@ class Principal:
     name: str
     allowed_models: frozenset[str] | None = None
     allowed_regions: frozenset[str] | None = None
+    allowed_jurisdictions: frozenset[str] | None = None
     home_region: str = "local"
     currency: str = "USD"
     limits: tuple[ScopeLimits, ...] = ()
@@ -243,6 +246,7 @@ class TenancyService:
             if row.allowed_models is not None
             else None,
             allowed_regions=_narrow(ws.allowed_regions, row.allowed_regions),
+            allowed_jurisdictions=_narrow(ws.allowed_jurisdictions, row.allowed_jurisdictions),
             home_region=ws.home_region,
             currency=ws.currency,
             limits=tuple(lv for lv in levels if not lv.unlimited),
