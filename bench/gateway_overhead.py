@@ -168,6 +168,7 @@ def matrix_env(args: argparse.Namespace, out: Path) -> dict[str, str]:
         "WARMUP_S": str(args.warmup_s),
         "CONCURRENCY": args.concurrency,
         "QUIET_WAIT_S": str(args.quiet_wait_s),
+        "WRK": "1" if args.wrk else "0",
         "LOADGEN_CPUS": args.loadgen_cpus,
         "UPSTREAM_PORT": str(args.upstream_port),
     }
@@ -324,8 +325,34 @@ def report(path: Path, usage_rows: int | None, litellm: str, litellm_source: str
         f"- LiteLLM figures: {litellm_source}",
         f"- foreign CPU during modelgrid's windows (other jobs on the machine, % of one CPU): "
         f"{num(mean([figures(r)['other'] for (t, _, _), r in grouped.items() if t == 'modelgrid']), 0)}",
+        *wrk_lines(path),
     ]
     return "\n".join(lines)
+
+
+def wrk_lines(path: Path) -> list[str]:
+    """The wrk cross-check of the non-streaming points (``--wrk``), if it ran."""
+    rows = [
+        json.loads(line)
+        for line in path.read_text().splitlines()
+        if '"tool":"wrk"' in line.replace(" ", "")
+    ]
+    if not rows:
+        return []
+    out = [
+        "",
+        "wrk cross-check (non-streaming, same points, measured right after llmload):",
+        "",
+        "| target | conc | wrk RPS | wrk p50 / p99 ms | non-200 or socket errors |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r.get("label", ""), int(r["concurrency"]))):
+        lat, errors = r["lat_ms"], sum(r["errors"].values())
+        out.append(
+            f"| {r.get('label', '')} | {r['concurrency']} | {r['rps']:.0f} "
+            f"| {lat['p50']:.2f} / {lat['p99']:.2f} | {errors} |"
+        )
+    return out
 
 
 def main() -> None:
@@ -343,6 +370,12 @@ def main() -> None:
         default=0,
         help="also measure streams from an upstream pacing its chunks this many ms apart "
         "(each chunk then reaches the gateway alone and is forwarded as its own event)",
+    )
+    ap.add_argument(
+        "--wrk",
+        action="store_true",
+        help="cross-check every non-streaming point with Debian's wrk (a second load "
+        "generator, C and LuaJIT) after llmload",
     )
     ap.add_argument("--port", type=int, default=18300)
     ap.add_argument("--upstream-port", type=int, default=18080)
