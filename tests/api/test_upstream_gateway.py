@@ -262,3 +262,39 @@ def test_settings_serve_an_upstream_without_local_models(
         assert r.choices[0].message.content == "Paris is the capital of France."
     finally:
         server.stop()
+
+
+def test_a_client_leaving_a_non_streamed_request_stops_the_worker(
+    tmp_path: Path, database_url: str
+) -> None:
+    """client → gateway → worker, not streamed: the client gives up, the gateway cancels its
+    plain upstream call (closing the connection), and the worker stops generating."""
+    import time
+
+    import httpx
+
+    slow = FakeEngine(
+        "fake-model", reply=" ".join(["w"] * 60), token_delay_s=0.05, context_length=4096
+    )
+    worker = AppThread(create_worker_app(lambda: slow, token=TOKEN), "/health/ready").start()
+    up = UpstreamEngine(
+        "gpt-up", f"{worker.base_url}/v1", upstream_model="fake-model", api_key=TOKEN
+    )
+    server = gateway(tmp_path, database_url, up)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{server.base_url}/v1/chat/completions",
+                json={"model": "gpt-up", "messages": MSG, "max_tokens": 60},
+                headers={"Authorization": f"Bearer {server.api_key}"},  # type: ignore[attr-defined]
+                timeout=0.5,
+            )
+        deadline = time.monotonic() + 2
+        while slow.cancelled == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert slow.cancelled == 1  # well before its 3 s generation would end
+        [row] = usage_rows(server, expect=1)
+        assert (row["status"], row["finish_reason"]) == (499, "cancelled")
+    finally:
+        server.stop()
+        worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -109,3 +110,27 @@ def test_ready_and_metrics_show_the_load(worker: AppThread, worker_engine: FakeE
     assert 'modelgrid_queue_depth{model="fake-model"} 0.0' in metrics
     t.join(10)
     assert httpx.get(f"{worker.base_url}/health/ready").json()["running"] == 0
+
+
+SLOW = FakeEngine("fake-model", reply=" ".join(["w"] * 60), token_delay_s=0.05, context_length=4096)
+
+
+@pytest.mark.parametrize("worker_engine", [SLOW])
+def test_a_non_streamed_generation_stops_when_the_caller_leaves(
+    worker: AppThread, worker_engine: FakeEngine
+) -> None:
+    """A gateway calls workers without streaming for non-streamed requests; when its client
+    leaves, it closes the connection, and the worker must stop generating at once."""
+    before = worker_engine.cancelled
+    body = {"model": "fake-model", "messages": MSG, "max_tokens": 60}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{worker.base_url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=0.3,
+        )
+    deadline = time.monotonic() + 2
+    while worker_engine.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker_engine.cancelled == before + 1

@@ -31,7 +31,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelgrid import __version__
 from modelgrid.api import errors
+from modelgrid.api.body import json_body
 from modelgrid.api.deps import ContextDep, bearer_token
+from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import AuthenticationError, ModelgridError
@@ -203,12 +205,13 @@ def _routes(app: FastAPI) -> None:
         return {"object": "list", "data": [_model_obj(c) for c in state.models.cards()]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(
-        body: ChatCompletionRequest, state: CallerDep, ctx: ContextDep
-    ) -> Response:
+    async def chat_completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
+        body = await json_body(request, ChatCompletionRequest)
         gen = await state.chat.open(WORKER_PRINCIPAL, body, ctx)
         if not body.stream:
-            return JSONResponse(await state.chat.complete(gen))
+            # A gateway that gives up (its client left) closes the connection: stop at once.
+            done = await unless_disconnected(request, state.chat.complete(gen))
+            return done if isinstance(done, Response) else JSONResponse(done)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(_sse(state, gen, include_usage))
 
