@@ -113,7 +113,8 @@ class UpstreamSettings(BaseModel):
         upstream_model: The name the upstream knows it by (default: ``model``).
         api_key: Sent to the upstream as a bearer token (empty: none).
         connect_timeout_s: Limit for opening a connection.
-        read_timeout_s: Longest silence while waiting for the response or between chunks.
+        read_timeout_s: Longest silence while waiting for the response or between chunks; a
+            non-streamed request is a plain call, so its whole answer must come within it.
         pool_timeout_s: Longest wait for a pooled connection, opening included.
         max_connections: Connection pool size for this upstream.
         keepalive_s: Idle time after which a pooled connection is closed (keep it below the

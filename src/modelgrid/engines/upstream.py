@@ -127,7 +127,8 @@ class UpstreamEngine:
         upstream_model: The model name the upstream knows (default: ``model_id``).
         api_key: Sent as ``Authorization: Bearer``; ``None`` sends none.
         connect_timeout_s: Limit for opening a TCP (and TLS) connection.
-        read_timeout_s: Longest silence while waiting for the response or between chunks.
+        read_timeout_s: Longest silence while waiting for the response or between chunks (a
+            non-streamed request's whole answer must come within it: it is one plain call).
         pool_timeout_s: Longest wait for a pooled connection, opening included.
         max_connections: Size of the connection pool (concurrent calls to this upstream).
         keepalive_s: How long an idle pooled connection is kept; below the 5 s of uvicorn
