@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -189,12 +190,25 @@ async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter
 
 
 async def _refresh_prices(tenancy: TenancyService, settings: Settings) -> None:
+    """Reload the price book, and refresh the cached principals in use (refresh-ahead,
+    ``tenancy.authcache``), each on its own period."""
+    ttl = settings.auth.cache_ttl_s
+    principals_every = ttl / 2 if ttl > 0 else None
+    prices_every = settings.metering.prices_refresh_s
+    next_prices = time.monotonic() + prices_every
     while True:
-        await asyncio.sleep(settings.metering.prices_refresh_s)
-        try:
-            await tenancy.reload_prices()
-        except Exception:
-            log.exception("reloading the price book failed")
+        await asyncio.sleep(min(principals_every or prices_every, prices_every))
+        if principals_every:
+            try:
+                await tenancy.refresh_principals()
+            except Exception:
+                log.exception("refreshing cached keys failed; they expire as usual")
+        if time.monotonic() >= next_prices:
+            next_prices = time.monotonic() + prices_every
+            try:
+                await tenancy.reload_prices()
+            except Exception:
+                log.exception("reloading the price book failed")
 
 
 def _gateway_jurisdiction(grid: Grid) -> str:

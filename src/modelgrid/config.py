@@ -91,7 +91,9 @@ class MeteringSettings(BaseModel):
 class AuthSettings(BaseModel):
     """``cache_ttl_s``: how long an authenticated key is trusted without reading the database
     (0 disables the cache). Changes made on this machine (API, CLI) apply at once through the
-    epoch file ``<data_dir>/auth.epoch``; other machines see them within this time."""
+    epoch file ``<data_dir>/auth.epoch``; other machines see them within this time. Keys in
+    use are re-read in the background every ``cache_ttl_s / 2`` (one query for all), so
+    their requests never wait for the database (``tenancy.authcache``)."""
 
     cache_ttl_s: float = 2.0
 

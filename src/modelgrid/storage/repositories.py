@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +52,18 @@ async def get_api_key_with_workspace(
     )
     row = (await session.execute(stmt)).first()
     return None if row is None else (row[0], row[1])
+
+
+async def get_api_keys_with_workspaces(
+    session: AsyncSession, key_ids: Collection[str]
+) -> dict[str, tuple[ApiKey, Workspace]]:
+    """Keys by id with their workspaces, in one query (the principal cache's refresh)."""
+    stmt = (
+        select(ApiKey, Workspace)
+        .join(Workspace, Workspace.id == ApiKey.workspace_id)
+        .where(ApiKey.id.in_(list(key_ids)))
+    )
+    return {k.id: (k, ws) for k, ws in (await session.execute(stmt)).all()}
 
 
 async def list_api_keys(

@@ -80,6 +80,27 @@ def _narrow(outer: list[str] | None, inner: list[str] | None) -> frozenset[str] 
     return frozenset(outer) & frozenset(inner)
 
 
+def _principal_of(row: ApiKey, ws: Workspace) -> tuple[Principal, datetime | None]:
+    """A key's principal (its scope narrowed by its workspace's) and its expiry."""
+    levels = (
+        ScopeLimits.from_row(f"ws:{ws.id}", ws),
+        ScopeLimits.from_row(f"key:{row.id}", row),
+    )
+    principal = Principal(
+        key_id=row.id,
+        workspace_id=row.workspace_id,
+        role=row.role,
+        name=row.name,
+        allowed_models=frozenset(row.allowed_models) if row.allowed_models is not None else None,
+        allowed_regions=_narrow(ws.allowed_regions, row.allowed_regions),
+        allowed_jurisdictions=_narrow(ws.allowed_jurisdictions, row.allowed_jurisdictions),
+        home_region=ws.home_region,
+        currency=ws.currency,
+        limits=tuple(lv for lv in levels if not lv.unlimited),
+    )
+    return principal, _aware(row.expires_at) if row.expires_at is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     """A new key; ``plaintext`` exists only here and is never stored."""
@@ -233,27 +254,38 @@ class TenancyService:
             raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
         if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
             raise AuthenticationError("This API key has expired.", code="expired_api_key")
-        levels = (
-            ScopeLimits.from_row(f"ws:{ws.id}", ws),
-            ScopeLimits.from_row(f"key:{row.id}", row),
-        )
-        principal = Principal(
-            key_id=row.id,
-            workspace_id=row.workspace_id,
-            role=row.role,
-            name=row.name,
-            allowed_models=frozenset(row.allowed_models)
-            if row.allowed_models is not None
-            else None,
-            allowed_regions=_narrow(ws.allowed_regions, row.allowed_regions),
-            allowed_jurisdictions=_narrow(ws.allowed_jurisdictions, row.allowed_jurisdictions),
-            home_region=ws.home_region,
-            currency=ws.currency,
-            limits=tuple(lv for lv in levels if not lv.unlimited),
-        )
-        expires = _aware(row.expires_at) if row.expires_at is not None else None
-        self.auth_cache.put(presented, row.secret_hash, (principal, expires))
+        principal, expires = _principal_of(row, ws)
+        self.auth_cache.put(presented, row.secret_hash, (principal, expires), row.id)
         return principal
+
+    async def refresh_principals(self) -> int:
+        """Re-read the cached keys that are in use and about to expire, in one query, so
+        their next requests need no database round trip (``tenancy.authcache``); keys revoked,
+        expired or deleted meanwhile leave the cache. Returns how many were refreshed."""
+        cache = self.auth_cache
+        due = cache.due()
+        if not due:
+            return 0
+        generation = cache.generation
+        async with self._sessions() as session:
+            found = await repo.get_api_keys_with_workspaces(session, {kid for _, kid in due})
+        now = datetime.now(UTC)
+        refreshed = 0
+        for key_hash, key_id in due:
+            pair = found.get(key_id)
+            row = pair[0] if pair is not None else None
+            if (
+                pair is None
+                or row is None
+                or row.revoked_at is not None
+                or (row.expires_at is not None and _aware(row.expires_at) <= now)
+                or not hmac.compare_digest(row.secret_hash, key_hash)
+            ):
+                cache.drop(key_hash)
+                continue
+            cache.put(key_hash, row.secret_hash, _principal_of(*pair), key_id, generation)
+            refreshed += 1
+        return refreshed
 
     async def authenticate_admin(self, plaintext: str | None) -> Principal:
         """Like ``authenticate`` but requires the admin role.
