@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from modelgrid.tenancy import keys
 
 
@@ -32,3 +34,37 @@ def test_malformed_keys_have_no_id() -> None:
         "mg-" + "a" * 300,
     ]:
         assert keys.parse_key_id(bad) is None
+
+
+def test_redact_hides_every_secret_and_keeps_the_public_id() -> None:
+    from modelgrid.tenancy.keys import generate_key, redact
+
+    a, b = generate_key(), generate_key()
+    line = (
+        f'"GET /admin/v1/keys/{a.plaintext} HTTP/1.1" 404 then ?k={b.plaintext.replace("_", "%5F")}'
+    )
+    out = redact(line)
+    assert a.plaintext not in out and b.plaintext.split("_")[1] not in out
+    assert f"/admin/v1/keys/{a.prefix}_… HTTP/1.1" in out and f"?k={b.prefix}_…" in out
+    assert redact("no key here mg-xyz") == "no key here mg-xyz"
+
+
+def test_the_access_log_never_writes_a_secret(capfd: pytest.CaptureFixture[str]) -> None:
+    import logging.config
+
+    from modelgrid.api.logs import log_config
+    from modelgrid.tenancy.keys import generate_key
+
+    key = generate_key()
+    logging.config.dictConfig(log_config())
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5",
+        "GET",
+        f"/admin/v1/keys/{key.plaintext}",
+        "1.1",
+        404,
+    )
+    err = capfd.readouterr()
+    assert key.plaintext not in err.out + err.err
+    assert f"/admin/v1/keys/{key.prefix}_…" in err.out + err.err

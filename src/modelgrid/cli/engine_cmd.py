@@ -72,4 +72,13 @@ def engine(
         f"engine worker: {model} ({kind.value}), region {region}, "
         f"on http://{host}:{port}/v1{' (token required)' if token else ''}"
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    from modelgrid.api.logs import log_config
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config(),
+        timeout_graceful_shutdown=10,
+    )

@@ -27,6 +27,7 @@ def serve(
     """Run the API server with the embedded model(s)."""
     import uvicorn
 
+    from modelgrid.api.logs import log_config
     from modelgrid.app import create_app
     from modelgrid.cli.models_cmd import prepare_with_progress
     from modelgrid.core.errors import ModelgridError
@@ -53,6 +54,7 @@ def serve(
         host=s.server.host,
         port=s.server.port,
         log_level=s.server.log_level,
+        log_config=log_config(),
         timeout_graceful_shutdown=10,
     )
 

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 KEY_PREFIX = "mg-"
 _ID_HEX = 12
+# A key's secret part wherever it appears in text (URL-encoded or not): what ``redact`` hides.
+_SECRET_IN_TEXT = re.compile(r"(mg-[0-9a-f]{12})(_|%5[Ff])[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with the secret of every key in it replaced by ``…`` (the public id stays), for
+    anything that may end up in a log: ``mg-0123456789ab_Zx…`` → ``mg-0123456789ab_…``."""
+    return _SECRET_IN_TEXT.sub(r"\1_…", text) if KEY_PREFIX in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +68,12 @@ def matches(plaintext: str, secret_hash: str) -> bool:
     return hmac.compare_digest(hash_key(plaintext), secret_hash)
 
 
-__all__ = ["KEY_PREFIX", "NewKey", "generate_key", "hash_key", "matches", "parse_key_id"]
+__all__ = [
+    "KEY_PREFIX",
+    "NewKey",
+    "generate_key",
+    "hash_key",
+    "matches",
+    "parse_key_id",
+    "redact",
+]
