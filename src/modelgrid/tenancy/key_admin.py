@@ -50,25 +50,17 @@ def _expiry(at: datetime | None, in_s: int | None, now: datetime) -> datetime | 
     return expires
 
 
-def _check_regions(key_regions: list[str] | None, ws: Workspace) -> None:
-    if key_regions is None or ws.allowed_regions is None:
+def _check_within(key_values: list[str] | None, ws: Workspace, field: str) -> None:
+    """A key may narrow its workspace's ``field`` (``allowed_regions`` or
+    ``allowed_jurisdictions``), never widen it. Raises ``InvalidRequestError``."""
+    allowed = getattr(ws, field)
+    if key_values is None or allowed is None:
         return
-    outside = sorted(set(key_regions) - set(ws.allowed_regions))
+    outside = sorted(set(key_values) - set(allowed))
     if outside:
+        what = field.removeprefix("allowed_").capitalize()
         raise InvalidRequestError(
-            f"Regions {outside} are outside workspace {ws.id}'s {ws.allowed_regions}.",
-            param="allowed_regions",
-        )
-
-
-def _check_jurisdictions(key_codes: list[str] | None, ws: Workspace) -> None:
-    if key_codes is None or ws.allowed_jurisdictions is None:
-        return
-    outside = sorted(set(key_codes) - set(ws.allowed_jurisdictions))
-    if outside:
-        raise InvalidRequestError(
-            f"Jurisdictions {outside} are outside workspace {ws.id}'s {ws.allowed_jurisdictions}.",
-            param="allowed_jurisdictions",
+            f"{what} {outside} are outside workspace {ws.id}'s {allowed}.", param=field
         )
 
 
@@ -102,9 +94,9 @@ async def create_key(
     async with sessions() as session, session.begin():
         ws = await find_workspace(session, workspace)
         regions = dedupe(body.allowed_regions)
-        _check_regions(regions, ws)
+        _check_within(regions, ws, "allowed_regions")
         jurisdictions = dedupe(body.allowed_jurisdictions)
-        _check_jurisdictions(jurisdictions, ws)
+        _check_within(jurisdictions, ws, "allowed_jurisdictions")
         row = await repo.add_api_key(
             session,
             ApiKey(
@@ -176,11 +168,13 @@ async def update_key(sessions: Sessions, ident: str, body: KeyPatch, *, actor: s
         if "allowed_regions" in fields:
             regions = dedupe(body.allowed_regions)
             ws = await find_workspace(session, row.workspace_id)
-            _check_regions(regions, ws)
+            _check_within(regions, ws, "allowed_regions")
             ch.set("allowed_regions", "allowed_regions", regions)
         if "allowed_jurisdictions" in fields:
             codes = dedupe(body.allowed_jurisdictions)
-            _check_jurisdictions(codes, await find_workspace(session, row.workspace_id))
+            _check_within(
+                codes, await find_workspace(session, row.workspace_id), "allowed_jurisdictions"
+            )
             ch.set("allowed_jurisdictions", "allowed_jurisdictions", codes)
         if "expires_at" in fields:
             ch.set("expires_at", "expires_at", _expiry(body.expires_at, None, datetime.now(UTC)))
