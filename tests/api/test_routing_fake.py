@@ -330,6 +330,15 @@ def test_jurisdictions_narrow_where_requests_and_embeddings_may_run(
         )
         assert (wider.status_code, wider.json()["error"]["param"]) == (400, "allowed_jurisdictions")
 
+        # Region codes follow the same rule: ASCII codes, upper-cased; "ß" never becomes "SS".
+        for code in (" IE", "I E", "\u00df", "IE\n", "--", "X"):
+            r = admin.admin("POST", "/regions", json={"id": "bad-1", "jurisdiction": code})
+            assert (r.status_code, r.json()["error"]["param"]) == (400, "jurisdiction"), code
+        made = admin.ok("POST", "/regions", json={"id": "ie-1", "jurisdiction": "ie"})
+        assert made["jurisdiction"] == "IE"
+        r = admin.admin("PATCH", "/regions/ie-1", json={"jurisdiction": " US "})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "jurisdiction")
+
         anywhere = workspace("any", None, "ap-southeast-1")
         narrowed = key(anywhere, allowed_jurisdictions=["de"])
         assert error(narrowed.chat()) == (503, "no_healthy_replica")

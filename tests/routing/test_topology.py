@@ -102,11 +102,22 @@ def test_latency_configured_symmetric_distance_fallback_and_unknown() -> None:
         ('gateway_region = "x"\n[[regions]]\nid = "a"\n', "gateway_region"),
         ("[[regions]\n", "invalid TOML"),
         ('[[regions]]\nid = "a"\nlat = 91\n', "lat out of range"),
+        *(
+            (f'[[regions]]\nid = "a"\njurisdiction = "{code}"\n', "jurisdiction")
+            for code in (" IE", "I E", "X", "\u00df", "IE\\n", "--", "-IE", "EU-", "A" * 17)
+        ),
     ],
 )
 def test_invalid_topologies_are_refused_with_a_reason(text: str, message: str) -> None:
     with pytest.raises(TopologyError, match=message):
         topo.loads(text)
+
+
+def test_jurisdictions_are_upper_cased_codes() -> None:
+    t = topo.loads('[[regions]]\nid = "a"\njurisdiction = "us-ca"\n[[regions]]\nid = "b"\n')
+    assert [r.jurisdiction for r in t.regions] == ["US-CA", ""]
+    with pytest.raises(TopologyError, match="bad jurisdiction"):
+        Topology((Region("a", jurisdiction="de"),))  # built in code: must already be a code
 
 
 def test_changes_return_new_validated_topologies() -> None:

@@ -6,9 +6,28 @@ its JSON spelling, so the DashScope and OpenAI protocols convert to the same req
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+_JURISDICTION = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+
+
+def jurisdiction_code(value: str) -> str:
+    """A jurisdiction code as stored and compared: an ISO 3166 country (``DE``), a bloc
+    (``EU``) or a subdivision (``US-CA``) — ASCII letters and digits, groups joined by ``-``,
+    2 to 16 characters — upper-cased.
+
+    Raises:
+        ValueError: anything else (spaces, other characters, non-ASCII letters: ``"ß"`` must
+            not become ``"SS"``).
+    """
+    if not (2 <= len(value) <= 16 and _JURISDICTION.fullmatch(value)):
+        raise ValueError(
+            "a jurisdiction is 2-16 ASCII letters or digits, groups joined by '-' (DE, EU, US-CA)"
+        )
+    return value.upper()
 
 
 class FinishReason(StrEnum):
@@ -127,7 +146,7 @@ class RoutingHints:
     Attributes:
         allowed_regions: Region ids the request may run in (the workspace's set narrowed by
             the key's); ``None`` means any region. Residency: nothing is ever sent elsewhere.
-        allowed_jurisdictions: Jurisdiction codes (``DE``, ``EU``; upper case) whose regions
+        allowed_jurisdictions: Jurisdiction codes (``jurisdiction_code``) whose regions
             the request may run in, on top of ``allowed_regions`` (a region must pass both);
             ``None`` means any. A region without a jurisdiction never passes this rule.
         preferred_region: The region the caller asked for (``X-Modelgrid-Region``), if any.
@@ -145,7 +164,7 @@ class RoutingHints:
         if self.allowed_regions is not None and region not in self.allowed_regions:
             return False
         codes = self.allowed_jurisdictions
-        return codes is None or (bool(jurisdiction) and jurisdiction.upper() in codes)
+        return codes is None or (bool(jurisdiction) and jurisdiction in codes)
 
 
 @dataclass(slots=True)

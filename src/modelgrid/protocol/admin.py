@@ -14,18 +14,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from modelgrid.core.types import jurisdiction_code
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Region = Annotated[str, Field(min_length=1, max_length=64)]
-# ISO 3166-1 alpha-2 country or a bloc (``EU``), as regions' ``jurisdiction`` says; upper-cased.
-Jurisdiction = Annotated[
-    str,
-    StringConstraints(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$", to_upper=True),
-]
+# A region's country or bloc, as ``core.types.jurisdiction_code`` checks and upper-cases it.
+Jurisdiction = Annotated[str, AfterValidator(jurisdiction_code)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Month = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from modelgrid.core.types import jurisdiction_code
 
 RegionId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 ReplicaId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
 Latency = Annotated[float, Field(ge=0, le=10_000)]
+# ``core.types.jurisdiction_code``, or "" for a region under no particular jurisdiction.
+RegionJurisdiction = Annotated[str, AfterValidator(lambda v: v and jurisdiction_code(v))]
 
 
 class _Body(BaseModel):
@@ -25,7 +29,7 @@ class RegionCreate(_Body):
 
     id: RegionId
     name: Annotated[str, Field(max_length=200)] = ""
-    jurisdiction: Annotated[str, Field(max_length=16)] = ""
+    jurisdiction: RegionJurisdiction = ""
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
     enabled: bool = True
@@ -37,7 +41,7 @@ class RegionPatch(_Body):
     ``latency_ms`` entries are set (others kept)."""
 
     name: Annotated[str, Field(max_length=200)] | None = None
-    jurisdiction: Annotated[str, Field(max_length=16)] | None = None
+    jurisdiction: RegionJurisdiction | None = None
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
     enabled: bool | None = None

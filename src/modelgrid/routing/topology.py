@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from modelgrid.core.types import jurisdiction_code
+
 LOCAL_REGION = "local"
 ReplicaKind = Literal["local", "upstream"]
 KINDS: tuple[str, ...] = ("local", "upstream")
@@ -223,6 +225,13 @@ def _distance_km(a: Region, b: Region) -> float:
     return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
 
 
+def _is_code(value: str) -> bool:
+    try:
+        return jurisdiction_code(value) == value
+    except ValueError:
+        return False
+
+
 def _validate(t: Topology) -> None:
     ids = [r.id for r in t.regions]
     if len(set(ids)) != len(ids):
@@ -234,6 +243,8 @@ def _validate(t: Topology) -> None:
             raise TopologyError(f"region {r.id}: lat out of range")
         if r.lon is not None and not -180 <= r.lon <= 180:
             raise TopologyError(f"region {r.id}: lon out of range")
+        if r.jurisdiction and not _is_code(r.jurisdiction):
+            raise TopologyError(f"region {r.id}: bad jurisdiction {r.jurisdiction!r}")
     known = set(ids)
     seen_keys: set[tuple[str, str]] = set()
     replica_ids: set[str] = set()
@@ -365,10 +376,15 @@ def _keys(data: Mapping[str, Any], allowed: set[str], what: str) -> None:
 def _region(r: Mapping[str, Any]) -> Region:
     _keys(r, {"id", "name", "jurisdiction", "lat", "lon", "enabled"}, "a region")
     lat, lon = r.get("lat"), r.get("lon")
+    code = str(r.get("jurisdiction", ""))
+    try:
+        code = code and jurisdiction_code(code)
+    except ValueError as exc:
+        raise TopologyError(f"region {r.get('id')!r}: jurisdiction {code!r}: {exc}") from None
     return Region(
         id=str(r["id"]),
         name=str(r.get("name", "")),
-        jurisdiction=str(r.get("jurisdiction", "")),
+        jurisdiction=code,
         lat=None if lat is None else float(lat),
         lon=None if lon is None else float(lon),
         enabled=bool(r.get("enabled", True)),
