@@ -31,7 +31,9 @@ async def test_an_upstream_serving_as_a_local_replica_is_probed() -> None:
         book = grid.router.health.replicas
         assert book["local/up-live/local"].last_probe_ok is True
         assert book["local/up-dead/local"].last_probe_ok is False
-        assert book["local/up-dead/local"].failed >= 1  # a failed probe counts against it
+        down = book["local/up-dead/local"]
+        assert down.probe_failures >= 1 and down.failed == 0  # probes, not requests
+        assert down.breaker.failures == down.probe_failures  # yet they count against it
     finally:
         await grid.aclose()
         for e in (live, dead):

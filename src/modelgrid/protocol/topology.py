@@ -70,7 +70,8 @@ class DeploymentSpec(_Body):
 
 
 class ReplicaState(BaseModel):
-    """What this gateway knows of a replica now."""
+    """What this gateway knows of a replica now: ``served`` / ``failed`` count requests sent
+    to it (answered / failed on its side), ``probe_failures`` its failed health probes."""
 
     ready: bool
     breaker: Literal["closed", "open", "half_open"]
@@ -80,6 +81,7 @@ class ReplicaState(BaseModel):
     last_error: str | None
     served: int
     failed: int
+    probe_failures: int
 
 
 class ReplicaObject(BaseModel):

@@ -197,6 +197,7 @@ def deployment_object(grid: Grid, d: Deployment) -> DeploymentObject:
                     last_error=h.last_error,
                     served=h.served,
                     failed=h.failed,
+                    probe_failures=h.probe_failures,
                 ),
             )
         )

@@ -112,9 +112,10 @@ class ReplicaHealth:
     rtt_ms: float | None = None
     last_probe_ok: bool | None = None
     last_error: str | None = None
-    served: int = 0
-    failed: int = 0
-    abandoned: int = 0
+    served: int = 0  # requests: attempts the replica answered
+    failed: int = 0  # requests: attempts that failed on the replica's side
+    abandoned: int = 0  # requests: attempts the client gave up on
+    probe_failures: int = 0  # active probes that failed (they feed the breaker too)
 
     def observe_rtt(self, ms: float, alpha: float = 0.3) -> None:
         """Fold a probe's round trip into an exponentially weighted average."""
@@ -239,7 +240,9 @@ class HealthMonitor:
             if h.breaker.state is BreakerState.HALF_OPEN:
                 h.breaker.on_success()
         else:
-            self.book.failure(replica_id, reason)
+            h.probe_failures += 1
+            h.last_error = reason
+            h.breaker.on_failure()
 
     def start(self) -> None:
         if self._task is None:

@@ -14,6 +14,8 @@ Series (Prometheus naming: https://prometheus.io/docs/practices/naming/):
 - ``modelgrid_replica_circuit_state`` — 0 closed, 1 half-open, 2 open;
 - ``modelgrid_replica_probe_up`` — 1/0 by the last active probe (absent before the first);
 - ``modelgrid_replica_probe_rtt_seconds`` — probe round trip (moving average);
+- ``modelgrid_replica_probe_failures_total`` — active probes that failed (they count against
+  the breaker like failed requests, but are not requests);
 - ``modelgrid_failovers_total{model}`` — requests moved to another replica or region after
   a failure before their first byte.
 """
@@ -84,9 +86,19 @@ class RoutingCollector(Collector):
             "Requests moved to another replica after a failure before their first byte.",
             labels=["model"],
         )
+        probe_failures = CounterMetricFamily(
+            "modelgrid_replica_probe_failures",
+            "Active health probes of a replica that failed.",
+            labels=_LABELS,
+        )
+        for deployment, replica in router.topology.replicas():
+            h = router.health.replicas.get(replica.id)
+            if h is not None:
+                labels = [deployment.model, deployment.region, replica.id]
+                probe_failures.add_metric(labels, h.probe_failures)
         for model, count in sorted(router.failovers.items()):
             failovers.add_metric([model], count)
-        yield from (requests, in_flight, breaker, up, rtt, failovers)
+        yield from (requests, in_flight, breaker, up, rtt, probe_failures, failovers)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # no fixed description: the series follow the topology
