@@ -298,3 +298,10 @@ def test_a_client_leaving_a_non_streamed_request_stops_the_worker(
     finally:
         server.stop()
         worker.stop()
+
+
+def test_text_completions_through_a_worker(via_worker: ThreadServer) -> None:
+    r = client(via_worker).completions.create(model="gpt-up", prompt="The capital", max_tokens=2)
+    assert r.choices[0].text == "Paris is"
+    [row] = usage_rows(via_worker, expect=1)
+    assert (row["endpoint"], row["completion_tokens"], row["status"]) == ("completions", 2, 200)

@@ -134,3 +134,21 @@ def test_a_non_streamed_generation_stops_when_the_caller_leaves(
     while worker_engine.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker_engine.cancelled == before + 1
+
+
+def test_text_completions_json_and_stream(worker: AppThread) -> None:
+    c = client(worker)
+    r = c.completions.create(model="fake-model", prompt="The capital of France", max_tokens=3)
+    assert r.choices[0].text == "Paris is the"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (4, 3)  # type: ignore[union-attr]
+    chunks = list(
+        c.completions.create(
+            model="fake-model",
+            prompt="The capital of France",
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == "Paris is the"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3

@@ -1,18 +1,18 @@
-"""The worker app of ``modelgrid engine``: ONE model replica over the OpenAI chat API.
+"""The worker app of ``modelgrid engine``: ONE model replica over the OpenAI API.
 
 A region runs replicas on other machines with it, and a gateway reaches them as upstreams
 (``engines.upstream``). It is deliberately lean: no database, no keys, no metering — the
 gateway in front authenticates, admits and meters. An optional shared token (``--token``)
 must then come as ``Authorization: Bearer <token>``.
 
-Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON, or SSE with
-``stream_options.include_usage``), ``GET /health/live``, ``GET /health/ready`` (with the
+Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions``
+(JSON, or SSE with ``stream_options.include_usage``), ``GET /health/live``, ``GET /health/ready`` (with the
 replica's load: ``queue_depth`` waiting, ``running`` generating; cheap enough to poll for
 load- and prefix-aware routing), ``GET /metrics`` (Prometheus, the same gauges).
 
-Chat requests go through the gateway's own ``ChatService`` (same validation, rendering,
-streaming and error events), with a stand-in for tenancy that admits everything and records
-nothing.
+Requests go through the gateway's own ``ChatService`` / ``CompletionService`` (same
+validation, rendering, streaming and error events), with a stand-in for tenancy that admits
+everything and records nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -39,10 +39,11 @@ from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import AuthenticationError, ModelgridError
 from modelgrid.engines.base import Engine
 from modelgrid.protocol.openai import sse
+from modelgrid.protocol.openai.completions import CompletionRequest
 from modelgrid.protocol.openai.errors import error_body
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.serving.chat import ChatService
-from modelgrid.serving.generation import Generation
+from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.service import Principal, TenancyService
@@ -71,12 +72,13 @@ class WorkerState:
         engine: The replica (started by the lifespan, in the background).
         region: Label for logs and ``/health/ready``.
         token: The bearer token callers must send (``None``: no check).
-        in_flight: Chat requests being answered (waiting or generating).
+        in_flight: Chat and text-completion requests being answered (waiting or generating).
     """
 
     engine: Engine
     models: ModelRegistry
     chat: ChatService
+    completions: CompletionService
     metrics: Metrics
     region: str
     token: str | None
@@ -139,6 +141,7 @@ def create_worker_app(
             engine=engine,
             models=models,
             chat=ChatService(models, cast(TenancyService, _Unmetered()), metrics),
+            completions=CompletionService(models, cast(TenancyService, _Unmetered()), metrics),
             metrics=metrics,
             region=region,
             token=token or None,
@@ -213,18 +216,30 @@ def _routes(app: FastAPI) -> None:
             done = await unless_disconnected(request, state.chat.complete(gen))
             return done if isinstance(done, Response) else JSONResponse(done)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse(state, gen, include_usage))
+        return SSEResponse(_sse(state.chat.chunks(gen, include_usage)))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
+        """Text completions of the same replica (gateways route ``/v1/completions`` here)."""
+        body = await json_body(request, CompletionRequest)
+        run = await state.completions.open(WORKER_PRINCIPAL, body, ctx)
+        if not body.stream:
+            done = await unless_disconnected(request, state.completions.complete(run))
+            return done if isinstance(done, Response) else JSONResponse(done)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return SSEResponse(_sse(state.completions.chunks(run, include_usage)))
 
 
 class _InFlight:
-    """Pure ASGI: counts chat requests from arrival until their response has ended (so a
-    stream counts until its last byte) in ``WorkerState.in_flight``."""
+    """Pure ASGI: counts generation requests (chat and text completions) from arrival until
+    their response has ended (so a stream counts until its last byte) in
+    ``WorkerState.in_flight``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+        if scope["type"] != "http" or not scope["path"].endswith("/completions"):
             await self.app(scope, receive, send)
             return
         state: WorkerState = scope["app"].state.worker
@@ -245,9 +260,8 @@ def _model_obj(card: Any) -> dict[str, Any]:
     }
 
 
-async def _sse(state: WorkerState, gen: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
     """SSE bytes; a failure after the first byte becomes an error event (no ``[DONE]``)."""
-    chunks = state.chat.chunks(gen, include_usage)
     try:
         async for chunk in chunks:
             yield sse.event(chunk)
