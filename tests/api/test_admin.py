@@ -157,6 +157,9 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
     )
     assert cleared["allowed_regions"] is None and cleared["allowed_jurisdictions"] is None
 
+    eu = admin.ok("POST", "/workspaces", json={"name": "eu", "allowed_regions": ["eu-1", "eu-2"]})
+    assert eu["home_region"] == "eu-1"  # the first allowed region, not "local"
+
     for method, path, payload, status, param in [
         ("POST", "/workspaces", {"name": "acme"}, 409, "name"),
         ("POST", "/workspaces", {"name": "b", "currency": "eur"}, 400, "currency"),

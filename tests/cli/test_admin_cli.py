@@ -109,6 +109,8 @@ def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> 
     assert bad.returncode == 1 and b"outside" in bad.stderr
     bad = cli(url, "keys", "create", "--workspace", "acme", "--jurisdictions", "SG", ok=False)
     assert bad.returncode == 1 and b"Jurisdictions ['SG'] are outside" in bad.stderr
+    empty = cli(url, "workspaces", "create", "nowhere", "--jurisdictions", " , ", ok=False)
+    assert empty.returncode == 2 and b"--jurisdictions" in empty.stderr
     ws = json.loads(
         cli(url, "workspaces", "set", "acme", "--unset", "jurisdictions", "--json").stdout
     )

@@ -91,6 +91,14 @@ def print_json(obj: Any) -> None:
     print(json.dumps(plain(obj), indent=2))
 
 
+def non_empty_list(value: str | None) -> str | None:
+    """Option callback: a comma-separated list must name something (an empty scope would
+    allow nothing, silently); clearing a scope is ``--unset``."""
+    if value is not None and not split_list(value):
+        raise typer.BadParameter("give at least one value, comma-separated (--unset clears it)")
+    return value
+
+
 def split_list(value: str | None) -> list[str] | None:
     """``"a,b"`` → ``["a", "b"]``; None stays None."""
     if value is None:

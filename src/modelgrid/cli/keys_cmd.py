@@ -16,6 +16,7 @@ from modelgrid.cli.common import (
     fmt_limits,
     fmt_time,
     limits_from,
+    non_empty_list,
     print_json,
     split_list,
 )
@@ -34,7 +35,12 @@ from modelgrid.cli.limit_options import limits as _limits
 app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 KEY = typer.Argument(..., help="Key id or prefix (mg-…).")
-MODELS = typer.Option(None, "--models", help="Allowed models, comma-separated (default: all).")
+MODELS = typer.Option(
+    None,
+    "--models",
+    help="Allowed models, comma-separated (default: all).",
+    callback=non_empty_list,
+)
 
 
 def _days(days: float | None) -> int | None:

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import typer
 
+from modelgrid.cli.common import non_empty_list
+
 RPM = typer.Option(None, "--rpm", help="Requests per minute.")
 TPM = typer.Option(None, "--tpm", help="Tokens per minute.")
 CONCURRENCY = typer.Option(None, "--concurrency", help="Requests in flight.")
 BUDGET = typer.Option(None, "--monthly-budget-micros", help="Spend per UTC month, micro-units.")
 TOKENS = typer.Option(None, "--monthly-token-budget", help="Tokens per UTC month.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
-REGIONS = typer.Option(None, "--regions", help="Allowed regions, comma-separated.")
+REGIONS = typer.Option(
+    None, "--regions", help="Allowed regions, comma-separated.", callback=non_empty_list
+)
 JURISDICTIONS = typer.Option(
     None,
     "--jurisdictions",
     help="Allowed jurisdictions (a region's country or bloc: SG, DE, EU…), comma-separated.",
+    callback=non_empty_list,
 )
 
 

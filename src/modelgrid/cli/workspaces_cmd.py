@@ -52,7 +52,11 @@ def _show(ws: Any, as_json: bool) -> None:
 def create(
     name: str = typer.Argument(..., help="Unique workspace name."),
     currency: str = typer.Option("USD", "--currency", help="Billing currency (ISO 4217)."),
-    home_region: str = typer.Option("local", "--home-region", help="Preferred region."),
+    home_region: str = typer.Option(
+        None,
+        "--home-region",
+        help="Preferred region (default: the first of --regions, else local).",
+    ),
     regions: str = REGIONS,
     jurisdictions: str = JURISDICTIONS,
     rpm: int = RPM,

@@ -55,9 +55,11 @@ class Limits(_Body):
 
 
 class WorkspaceCreate(_Body):
+    """``home_region`` defaults to the first of ``allowed_regions``, else ``local``."""
+
     name: Name
     currency: Currency = "USD"
-    home_region: Region = "local"
+    home_region: Region | None = None
     allowed_regions: list[Region] | None = None
     allowed_jurisdictions: list[Jurisdiction] | None = None
     limits: Limits = Field(default_factory=Limits)

@@ -144,7 +144,8 @@ async def create_workspace(
         InvalidRequestError: ``home_region`` outside ``allowed_regions``.
     """
     regions = dedupe(body.allowed_regions)
-    _check_home(body.home_region, regions)
+    home = body.home_region or (regions[0] if regions else "local")
+    _check_home(home, regions)
     try:
         async with sessions() as session, session.begin():
             if await repo.get_workspace_by_name(session, body.name) is not None:
@@ -154,12 +155,15 @@ async def create_workspace(
                 f"ws_{secrets.token_hex(8)}",
                 body.name,
                 currency=body.currency,
-                home_region=body.home_region,
+                home_region=home,
                 allowed_regions=regions,
                 allowed_jurisdictions=dedupe(body.allowed_jurisdictions),
                 **limit_columns(body.limits),
             )
-            details = body.model_dump(exclude={"limits"}) | {"limits": set_limits(body.limits)}
+            details = body.model_dump(exclude={"limits"}) | {
+                "home_region": home,
+                "limits": set_limits(body.limits),
+            }
             await audit.record(
                 session,
                 actor=actor,
