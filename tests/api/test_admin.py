@@ -587,3 +587,15 @@ def test_a_metered_request_shows_in_usage_and_invoice(admin: Admin) -> None:
     inv = admin.ok("GET", f"/workspaces/default/invoices/{month}")
     assert (inv["requests"], inv["prompt_tokens"]) == (1, row["prompt_tokens"])
     assert inv["total_cost_micros"] == row["cost_micros"]
+
+
+def test_a_body_without_the_json_content_type_says_so(admin: Admin) -> None:
+    r = httpx.post(
+        f"{admin.server.base_url}/admin/v1/workspaces",
+        content=b'{"name": "x"}',
+        headers={"Authorization": f"Bearer {admin.key}", "content-type": "text/plain"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == (
+        "Send the request body as JSON, with 'Content-Type: application/json'."
+    )

@@ -115,6 +115,14 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid value for {where}: {msg}.", param
 
 
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "model_type")
+
+
+def _json_content_type(request: Request) -> bool:
+    value = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return value == "application/json" or value.endswith("+json")
+
+
 async def _modelgrid_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelgridError)
     return error_response(exc, request)
@@ -123,6 +131,13 @@ async def _modelgrid_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = validation_message(exc)
+    first = exc.errors()[0] if exc.errors() else {}
+    unparsed = first.get("type") in _NOT_AN_OBJECT and isinstance(first.get("input"), bytes | str)
+    if param is None and unparsed and not _json_content_type(request):
+        # FastAPI parses a body as JSON only when the request says it is JSON, and hands the
+        # raw bytes to validation otherwise (the model API's routes parse their bodies
+        # themselves and need no header): say what is missing.
+        message = "Send the request body as JSON, with 'Content-Type: application/json'."
     return error_response(InvalidRequestError(message, param=param), request)
 
 
