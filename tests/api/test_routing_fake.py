@@ -199,6 +199,12 @@ def test_bad_topology_changes_are_400_and_unknown_ones_404(admin: Client) -> Non
             {"model": "m", "region": "local", "replicas": [{"kind": "upstream"}]},
             400,
         ),
+        (  # this gateway runs no in-process "foo": a local replica could never answer
+            "POST",
+            "/deployments",
+            {"model": "foo", "region": "local", "replicas": [{"kind": "local"}]},
+            400,
+        ),
         ("POST", "/regions", {"id": "Bad Id"}, 400),
         ("PATCH", "/regions/nowhere", {"enabled": False}, 404),
         ("GET", "/deployments/local/nope", None, 404),

@@ -9,7 +9,7 @@ Listings add what this gateway sees live: breaker state, requests in flight, pro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,13 +141,32 @@ def region_objects(grid: Grid) -> list[RegionObject]:
 # --- deployments -----------------------------------------------------------------------------
 
 
-def put_deployment(t: Topology, body: DeploymentSpec) -> Topology:
+def put_deployment(
+    t: Topology, body: DeploymentSpec, local_models: Collection[str] | None = None
+) -> Topology:
     """Create or replace the deployment of ``body.model`` in ``body.region``.
+
+    Args:
+        local_models: The models this gateway runs in-process (``None``: not checked); a
+            ``local`` replica of any other model could never answer.
 
     Raises:
         InvalidRequestError: unknown region, duplicate replica ids, an upstream without
-            ``base_url``, a second ``local`` replica of the model.
+            ``base_url``, a second ``local`` replica of the model, a ``local`` replica of a
+            model the gateway does not run.
     """
+    if (
+        local_models is not None
+        and body.model not in local_models
+        and any(r.kind == "local" for r in body.replicas)
+    ):
+        raise InvalidRequestError(
+            f"This gateway runs no in-process model '{body.model}', so a 'local' replica of it "
+            f"could never answer; in-process models: {sorted(local_models)}. Use an upstream "
+            "replica (base_url) instead.",
+            param="replicas",
+            code="invalid_topology",
+        )
     replicas = tuple(
         Replica(
             id=r.id or "",

@@ -139,7 +139,7 @@ async def put_deployment(
     t = await _change(
         state,
         admin,
-        lambda t: ops.put_deployment(t, body),
+        lambda t: ops.put_deployment(t, body, _grid(state).local.keys()),
         "deployment.put",
         f"deployment:{body.region}/{body.model}",
         body.model_dump(mode="json"),
