@@ -496,7 +496,18 @@ async def test_a_non_streamed_answer_keeps_tool_calls_and_every_choice(
     assert finals == {0: (1, FinishReason.STOP), 1: (2, FinishReason.TOOL_CALLS)}
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"choices": 3}'])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"choices": 3}',
+        b'{"choices": [5]}',
+        b'{"choices": [{"index": "0", "message": {"content": "x"}}]}',
+        b'{"choices": [{"message": {"content": 5}}]}',
+        b'{"choices": [{"message": {"tool_calls": [{"function": {"arguments": [1]}}]}}]}',
+    ],
+)
 async def test_a_malformed_non_streamed_body_is_an_upstream_error(
     engine: UpstreamEngine, upstream: ScriptedUpstream, payload: bytes
 ) -> None:
@@ -506,7 +517,7 @@ async def test_a_malformed_non_streamed_body_is_an_upstream_error(
         await body(send, payload, more=False)
 
     upstream.handler = handler
-    with pytest.raises(UpstreamError, match="malformed response body"):
+    with pytest.raises(UpstreamError, match="malformed"):
         await collect(engine, whole_request())
 
 

@@ -222,14 +222,15 @@ def tool_call_parts(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     parts = []
     for position, call in enumerate(calls):
         fn = call.get("function") or {}
-        parts.append(
-            ToolCallDelta(
-                index=call.get("index", position),
-                id=call.get("id"),
-                name=fn.get("name"),
-                arguments=fn.get("arguments") or "",
-            )
+        part = ToolCallDelta(
+            index=call.get("index", position),
+            id=call.get("id"),
+            name=fn.get("name"),
+            arguments=fn.get("arguments") or "",
         )
+        if not isinstance(part.arguments, str) or not isinstance(part.name, str | None):
+            raise TypeError("a function call's name and arguments are strings")
+        parts.append(part)
     return tuple(parts)
 
 
@@ -291,11 +292,11 @@ class StreamParser:
             obj = None
         if not isinstance(obj, dict) or not isinstance(obj.get("choices", []), list):
             raise self.errors("malformed response body", None)
+        choices = obj.get("choices") or ()
+        if not all(isinstance(c, dict) for c in choices):
+            raise self.errors("malformed response body", None)
         if self.chat:
-            choices = obj.get("choices") or ()
-            obj["choices"] = [
-                {**c, "delta": c.get("message") or {}} for c in choices if isinstance(c, dict)
-            ]
+            obj["choices"] = [{**c, "delta": c.get("message") or {}} for c in choices]
         out = self._fold(obj)
         if self.usage is None:
             out = [replace(d, completion_tokens=_estimate_tokens(d)) for d in out]
@@ -304,11 +305,20 @@ class StreamParser:
         return out
 
     def _fold(self, obj: dict[str, Any]) -> list[Delta]:
+        """One event's (or body's) choices as deltas; a payload of the wrong shape (a choice
+        that is not an object, a non-integer index, non-string text…) is a malformed one."""
         if "error" in obj:
             message, code, _ = error_fields(obj)
             raise self.errors(message, code)
+        try:
+            return self._choices(obj)
+        except (AttributeError, TypeError, ValueError):
+            raise self.errors("malformed event", None) from None
+
+    def _choices(self, obj: dict[str, Any]) -> list[Delta]:
         if obj.get("usage"):
-            self.usage = obj["usage"]
+            usage = obj["usage"]
+            self.usage = usage if isinstance(usage, dict) else None
         out: list[Delta] = []
         for choice in obj.get("choices") or ():
             index = choice.get("index", 0)
@@ -322,6 +332,8 @@ class StreamParser:
             else:
                 text, parts = choice.get("text") or "", ()
                 lps = legacy_logprobs(choice) if self.logprobs else ()
+            if not isinstance(text, str) or not isinstance(index, int):
+                raise TypeError("content and index must be a string and an integer")
             if text or parts or lps:
                 self.counts[index] += len(lps) or 1
                 out.append(Delta(index, text, self.counts[index], None, parts, lps))

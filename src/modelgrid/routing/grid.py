@@ -107,7 +107,7 @@ class Grid:
         return entry[1] if entry is not None else None
 
     def _replica(self, replica_id: str) -> tuple[Deployment, Replica] | None:
-        return next(((d, r) for d, r in self.topology.replicas() if r.id == replica_id), None)
+        return self.topology.replica(replica_id)
 
     def _replica_ready(self, replica_id: str) -> bool:
         engine = self.engine_for(replica_id)

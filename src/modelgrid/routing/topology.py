@@ -130,14 +130,30 @@ class Topology:
     deployments: tuple[Deployment, ...] = ()
     gateway_region: str = LOCAL_REGION
     latency_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Lookups by id, built once (every request asks several): not part of the value.
+    _regions: dict[str, Region] = field(init=False, repr=False, compare=False)
+    _replicas: dict[str, tuple[Deployment, Replica]] = field(init=False, repr=False, compare=False)
+    _by_model: dict[str, list[Deployment]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
+        by_model: dict[str, list[Deployment]] = {}
+        for d in self.deployments:
+            by_model.setdefault(d.model, []).append(d)
+        object.__setattr__(self, "_regions", {r.id: r for r in self.regions})
+        object.__setattr__(
+            self, "_replicas", {r.id: (d, r) for d in self.deployments for r in d.replicas}
+        )
+        object.__setattr__(self, "_by_model", by_model)
 
     # --- queries ------------------------------------------------------------------------
 
     def region(self, region_id: str) -> Region | None:
-        return next((r for r in self.regions if r.id == region_id), None)
+        return self._regions.get(region_id)
+
+    def replica(self, replica_id: str) -> tuple[Deployment, Replica] | None:
+        """The replica with this id and its deployment, if any."""
+        return self._replicas.get(replica_id)
 
     def region_ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.regions)
@@ -147,7 +163,7 @@ class Topology:
         return list(dict.fromkeys(d.model for d in self.deployments))
 
     def deployments_of(self, model: str) -> list[Deployment]:
-        return [d for d in self.deployments if d.model == model]
+        return list(self._by_model.get(model, ()))
 
     def deployment(self, model: str, region: str) -> Deployment | None:
         return next((d for d in self.deployments if d.key == (model, region)), None)
