@@ -65,7 +65,8 @@ def test_no_value_error_prefix(fake_server: ThreadServer) -> None:
         ),
         (
             b'{"model": "fake-model", "messages": [{"role": "user", "content": "\\ud800"}]}',
-            "The request body is not valid JSON.",
+            "The request contains text that is not valid Unicode (an unpaired UTF-16 "
+            "surrogate escape such as \\ud800); send well-formed text.",
             None,
         ),
         (

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+# pydantic-core's JSON parser on an unpaired UTF-16 surrogate escape (``"\ud800"``).
+_BAD_TEXT = "hex escape"
 
 
 async def json_body(request: Request, model: type[M]) -> M:
@@ -24,6 +26,8 @@ async def json_body(request: Request, model: type[M]) -> M:
     Raises:
         RequestValidationError: an empty body (``missing``), bytes that are not JSON
             (``json_invalid``), or a value ``model`` rejects; ``loc`` starts with ``"body"``.
+        UnicodeError: text with an unpaired surrogate escape (answered as "not valid
+            Unicode", as everywhere else in the API).
         RequestTooLargeError: from the body-size limit while reading (``api.middleware``).
     """
     raw = await request.body()
@@ -34,7 +38,11 @@ async def json_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else {}
+        detail = str((first.get("ctx") or {}).get("error", ""))
+        if first.get("type") == "json_invalid" and _BAD_TEXT in detail:
+            raise UnicodeError(detail) from None  # the app's "not valid Unicode" answer
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
