@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -211,23 +211,40 @@ def _routes(app: FastAPI) -> None:
     async def chat_completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
         body = await json_body(request, ChatCompletionRequest)
         gen = await state.chat.open(WORKER_PRINCIPAL, body, ctx)
-        if not body.stream:
-            # A gateway that gives up (its client left) closes the connection: stop at once.
-            done = await unless_disconnected(request, state.chat.complete(gen))
-            return done if isinstance(done, Response) else JSONResponse(done)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse(state.chat.chunks(gen, include_usage)))
+        return await _answer(
+            request,
+            body,
+            lambda: state.chat.complete(gen),
+            lambda usage: state.chat.chunks(gen, usage),
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
         """Text completions of the same replica (gateways route ``/v1/completions`` here)."""
         body = await json_body(request, CompletionRequest)
         run = await state.completions.open(WORKER_PRINCIPAL, body, ctx)
-        if not body.stream:
-            done = await unless_disconnected(request, state.completions.complete(run))
-            return done if isinstance(done, Response) else JSONResponse(done)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse(state.completions.chunks(run, include_usage)))
+        return await _answer(
+            request,
+            body,
+            lambda: state.completions.complete(run),
+            lambda usage: state.completions.chunks(run, usage),
+        )
+
+
+async def _answer(
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    complete: Callable[[], Awaitable[dict[str, Any]]],
+    chunks: Callable[[bool], AsyncGenerator[dict[str, Any], None]],
+) -> Response:
+    """JSON, or SSE when the body asks to stream (``stream_options.include_usage`` adds the
+    usage chunk). A gateway that gives up on a JSON answer (its client left) closes the
+    connection: the generation stops at once."""
+    if not body.stream:
+        done = await unless_disconnected(request, complete())
+        return done if isinstance(done, Response) else JSONResponse(done)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return SSEResponse(_sse(chunks(include_usage)))
 
 
 class _InFlight:

@@ -67,6 +67,11 @@ class RoutingCollector(Collector):
             "Probe round trip to a replica (exponentially weighted moving average).",
             labels=_LABELS,
         )
+        probe_failures = CounterMetricFamily(
+            "modelgrid_replica_probe_failures",
+            "Active health probes of a replica that failed.",
+            labels=_LABELS,
+        )
         for deployment, replica in router.topology.replicas():
             h = router.health.replicas.get(replica.id)
             if h is None:
@@ -81,21 +86,12 @@ class RoutingCollector(Collector):
                 up.add_metric(labels, 1.0 if h.last_probe_ok else 0.0)
             if h.rtt_ms is not None:
                 rtt.add_metric(labels, h.rtt_ms / 1000)
+            probe_failures.add_metric(labels, h.probe_failures)
         failovers = CounterMetricFamily(
             "modelgrid_failovers",
             "Requests moved to another replica after a failure before their first byte.",
             labels=["model"],
         )
-        probe_failures = CounterMetricFamily(
-            "modelgrid_replica_probe_failures",
-            "Active health probes of a replica that failed.",
-            labels=_LABELS,
-        )
-        for deployment, replica in router.topology.replicas():
-            h = router.health.replicas.get(replica.id)
-            if h is not None:
-                labels = [deployment.model, deployment.region, replica.id]
-                probe_failures.add_metric(labels, h.probe_failures)
         for model, count in sorted(router.failovers.items()):
             failovers.add_metric([model], count)
         yield from (requests, in_flight, breaker, up, rtt, probe_failures, failovers)
