@@ -227,6 +227,9 @@ def test_key_create_list_patch_revoke(admin: Admin) -> None:
     assert '"key"' not in everything and "secret" not in everything
     assert admin.ok("GET", f"/keys/{created['id']}") == created
     assert admin.ok("GET", f"/keys/{created['prefix']}") == created
+    whole = admin("GET", f"/keys/{plaintext}")  # the secret has no place in a URL
+    assert (whole.status_code, whole.json()["error"]["param"]) == (400, "key_id")
+    assert plaintext.split("_", 1)[1] not in whole.text
 
     patched = admin.ok(
         "PATCH",

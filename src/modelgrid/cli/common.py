@@ -95,7 +95,9 @@ def non_empty_list(value: str | None) -> str | None:
     """Option callback: a comma-separated list must name something (an empty scope would
     allow nothing, silently); clearing a scope is ``--unset``."""
     if value is not None and not split_list(value):
-        raise typer.BadParameter("give at least one value, comma-separated (--unset clears it)")
+        raise typer.BadParameter(
+            "give at least one value, comma-separated (an empty list would allow nothing)"
+        )
     return value
 
 

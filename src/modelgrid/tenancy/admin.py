@@ -124,6 +124,20 @@ async def find_workspace(session: AsyncSession, ident: str) -> Workspace:
 
 
 async def find_key(session: AsyncSession, ident: str) -> ApiKey:
+    """The key with id ``ident`` (or its display prefix ``mg-<id>``).
+
+    Raises:
+        InvalidRequestError: ``ident`` is a whole key (id and secret): keys are named by
+            their id, and a secret has no place in a URL (nor is it echoed back).
+        NotFoundError: no such key.
+    """
+    if "_" in ident and keys.parse_key_id(ident) is not None:
+        shown = ident.split("_", 1)[0]
+        raise InvalidRequestError(
+            f"Name the key by its id ('{shown}'), not the whole key: a secret does not "
+            "belong in a URL.",
+            param="key_id",
+        )
     row = await repo.get_api_key(session, ident.removeprefix(keys.KEY_PREFIX))
     if row is None:
         shown = ident.split("_", 1)[0] if "_" in ident else ident  # never echo a secret
