@@ -18,13 +18,15 @@ from dataclasses import dataclass
 KEY_PREFIX = "mg-"
 _ID_HEX = 12
 # A key's secret part wherever it appears in text (URL-encoded or not): what ``redact`` hides.
-_SECRET_IN_TEXT = re.compile(r"(mg-[0-9a-f]{12})(_|%5[Ff])[A-Za-z0-9_\-]{8,}")
+_SECRET_IN_TEXT = re.compile(
+    r"(mg(?:-|%2[Dd])[0-9a-f]{12})(?:_|%5[Ff])(?:[A-Za-z0-9_\-]|%[0-9A-Fa-f]{2}){8,}"
+)
 
 
 def redact(text: str) -> str:
     """``text`` with the secret of every key in it replaced by ``…`` (the public id stays), for
     anything that may end up in a log: ``mg-0123456789ab_Zx…`` → ``mg-0123456789ab_…``."""
-    return _SECRET_IN_TEXT.sub(r"\1_…", text) if KEY_PREFIX in text else text
+    return _SECRET_IN_TEXT.sub(r"\1_…", text) if "mg" in text else text
 
 
 @dataclass(frozen=True, slots=True)
