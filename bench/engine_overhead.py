@@ -37,12 +37,7 @@ import datetime
 import json
 import os
 import platform
-import re
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +46,7 @@ from statistics import median as med
 import httpx
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from served import Server
 
 MODEL_ID = "qwen2.5-coder-0.5b-instruct"
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -116,63 +112,6 @@ class Direct:
         return Sample(ttft, _decode_rate(len(pieces), t_first, t_last), len(pieces), text)
 
 
-class Server:
-    """``python -m modelgrid serve`` on a free loopback port, with a throwaway database."""
-
-    def __init__(self, tmp: Path, threads: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        env = {
-            **os.environ,
-            "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
-            "MODELGRID_ENGINE__N_THREADS": str(threads),
-        }
-        self.log_path = tmp / "server.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()  # access log goes to stdout
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.decode("utf-8", "replace"))
-
-    def wait_ready(self, timeout_s: float = 300) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not become ready")
-        for line in self.lines:
-            m = re.match(r"API key\s*:\s*(mg-\S+)", line)
-            if m:
-                return m.group(1)
-        raise RuntimeError("no 'API key   : mg-...' line on the server's stdout")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            self._log.close()
-
-
 def http_run(client: httpx.Client, messages: list[dict[str, str]], max_tokens: int) -> Sample:
     body = {
         "model": MODEL_ID,
@@ -228,7 +167,7 @@ def main() -> None:
 
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mg-bench-") as tmpdir:
-        server = Server(Path(tmpdir), a.threads)
+        server = Server(Path(tmpdir), {"MODELGRID_ENGINE__N_THREADS": str(a.threads)})
         try:
             key = server.wait_ready()
             direct = Direct(a.model_path, a.threads)
