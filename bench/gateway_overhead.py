@@ -396,11 +396,10 @@ def main() -> None:
     try:
         key = gw.create_key()
         pid = gw.start(data_dir / "serve.log")
-        subprocess.run(
-            [str(h / "scripts/compare.sh")],
-            env={
-                **os.environ,
-                **matrix_env(args, out),
+
+        def compare(path: Path, **extra: str) -> None:
+            """The harness's direct-vs-modelgrid passes, appended to ``path``."""
+            target = {
                 "TARGET_NAME": "modelgrid",
                 "TARGET_URL": f"http://127.0.0.1:{args.port}/v1",
                 "TARGET_KEY": key,
@@ -408,9 +407,11 @@ def main() -> None:
                 "TARGET_PID": str(pid),
                 "TARGET_CPUS": args.gateway_cpus,
                 "REPS": str(args.reps),
-            },
-            check=True,
-        )
+            }
+            env = {**os.environ, **matrix_env(args, path), **target, **extra}
+            subprocess.run([str(h / "scripts/compare.sh")], env=env, check=True)
+
+        compare(out)
         if args.paced_ms:
             paced = out.with_name(out.stem + f"-paced{args.paced_ms}ms.jsonl")
             sh([str(h / "scripts/upstream.sh"), "stop"], env=up_env)
@@ -418,22 +419,7 @@ def main() -> None:
                 [str(h / "scripts/upstream.sh"), "start"],
                 env={**up_env, "UPSTREAM_CHUNK_DELAY_MS": str(args.paced_ms)},
             )
-            subprocess.run(
-                [str(h / "scripts/compare.sh")],
-                env={
-                    **os.environ,
-                    **matrix_env(args, paced),
-                    "MODES": "stream",
-                    "TARGET_NAME": "modelgrid",
-                    "TARGET_URL": f"http://127.0.0.1:{args.port}/v1",
-                    "TARGET_KEY": key,
-                    "TARGET_MODEL": "fake-gpt",
-                    "TARGET_PID": str(pid),
-                    "TARGET_CPUS": args.gateway_cpus,
-                    "REPS": str(args.reps),
-                },
-                check=True,
-            )
+            compare(paced, MODES="stream")
             sh([str(h / "scripts/upstream.sh"), "stop"], env=up_env)
             sh([str(h / "scripts/upstream.sh"), "start"], env=up_env)
         time.sleep(2)  # the usage writer flushes every 0.5 s
