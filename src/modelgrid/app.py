@@ -101,7 +101,7 @@ def create_app(
         engine = db.create_engine(url, echo=settings.database.echo)
         sessions = db.sessionmaker(engine)
         usage, tenancy = await _build_tenancy(settings, sessions)
-        refresher = asyncio.create_task(_refresh_prices(tenancy, settings), name="prices")
+        refresher = asyncio.create_task(_refresh_in_background(tenancy, settings), name="refresh")
         models = ModelRegistry()
         grid = _build_grid(settings)
         live[:] = [grid]
@@ -189,7 +189,7 @@ async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter
     return usage, tenancy
 
 
-async def _refresh_prices(tenancy: TenancyService, settings: Settings) -> None:
+async def _refresh_in_background(tenancy: TenancyService, settings: Settings) -> None:
     """Reload the price book, and refresh the cached principals in use (refresh-ahead,
     ``tenancy.authcache``), each on its own period."""
     ttl = settings.auth.cache_ttl_s

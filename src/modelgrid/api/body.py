@@ -31,7 +31,7 @@ async def json_body(request: Request, model: type[M]) -> M:
         RequestTooLargeError: from the body-size limit while reading (``api.middleware``).
     """
     raw = await request.body()
-    if not raw.strip():
+    if not raw or raw.isspace():  # no copy of the body just to look
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
