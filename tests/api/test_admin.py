@@ -602,3 +602,16 @@ def test_a_body_without_the_json_content_type_says_so(admin: Admin) -> None:
     assert r.json()["error"]["message"] == (
         "Send the request body as JSON, with 'Content-Type: application/json'."
     )
+
+
+def test_a_nul_character_is_never_a_500(admin: Admin) -> None:
+    """PostgreSQL stores no NUL in text (SQLite does): a 400 there, never a 500."""
+    postgres = "postgresql" in admin.server.settings.database_url
+    for method, path, body in [
+        ("POST", "/workspaces", {"name": "a\u0000b"}),
+        ("GET", "/audit?action=a%00b", None),
+    ]:
+        r = admin(method, path, json=body)
+        assert r.status_code == (400 if postgres else 200), r.text
+        if postgres:
+            assert r.json()["error"]["code"] == "invalid_request"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from modelgrid.routing import topology as topo
-from tests.support import ThreadServer, create_key, free_port, usage_rows
+from tests.support import ThreadServer, create_key, free_port, usage_rows, usage_rows_matching
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -151,6 +151,12 @@ def test_admin_adds_a_region_failover_stays_allowed_and_dead_regions_503(
         r = eu_only.chat(stream=stream)
         assert error(r) == (503, "no_healthy_replica"), r.text
         assert int(r.headers["retry-after"]) >= 1
+    # Recorded, but nothing billed: no replica ever took the prompt.
+    failed = usage_rows_matching(admin.server, status=503)
+    assert failed and all(
+        (row["prompt_tokens"], row["completion_tokens"], row["cost_micros"]) == (0, 0, 0)
+        for row in failed
+    )
     # Enough failures opened the breaker: the admin view shows it.
     state = admin.ok("GET", "/deployments/eu-west-1/fake-model")["replicas"][0]["state"]
     assert state["failed"] >= 2 and state["last_error"]

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelgrid.core.errors import (
@@ -168,6 +169,22 @@ async def _bad_unicode(request: Request, exc: Exception) -> JSONResponse:
     return error_response(err, request)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A data exception (SQLSTATE class 22, e.g. PostgreSQL refusing a NUL character in
+    text) comes from the client's input: a 400. Any other database error is a 500."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    if not str(state or "").startswith("22"):
+        return unexpected_response(request, exc)
+    err = InvalidRequestError(
+        "The request contains a value the database cannot store (e.g. a NUL character, "
+        "\\u0000, in a text field)."
+    )
+    return error_response(err, request)
+
+
 def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
     """The 500 for a bug: logged with its traceback, answered with a generic message."""
     log.error("unhandled error", exc_info=exc)
@@ -179,6 +196,7 @@ def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(UnicodeError, _bad_unicode)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(ModelgridError, _modelgrid_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -151,6 +151,10 @@ class Generation:
         total_s = time.perf_counter() - self.ctx.started
         placement = placement_of(self.prepared)
         usage = self.usage
+        if status >= 500 and self.ttft_s is None and self.prepared.prompt_tokens_estimated:
+            # Failed before any output, and no replica ever reported processing the prompt
+            # (e.g. every upstream refused the connection): the record stays, billing nothing.
+            usage = TokenUsage(0, usage.completion_tokens)
         reasons = {r for r in self.finish_reasons if r}
         finish = outcome or (
             reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None
