@@ -28,7 +28,14 @@ def client(s: ProcessServer) -> openai.OpenAI:
 def test_printed_example_answers_capital_of_france(model_server: ProcessServer) -> None:
     example = "".join(model_server.stdout_lines)
     assert "from openai import OpenAI" in example
-    r = client(model_server).chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=30)  # type: ignore[arg-type]
+    r = client(
+        model_server
+    ).chat.completions.create(  # greedy: a sampled 0.5B reply once said "Pisa"
+        model=MODEL,
+        messages=CAPITAL,  # type: ignore[arg-type]
+        max_tokens=30,
+        temperature=0,
+    )
     assert "Paris" in (r.choices[0].message.content or "")
     assert r.choices[0].finish_reason == "stop"
     assert r.usage is not None and r.usage.prompt_tokens > 10 and r.usage.completion_tokens > 0
