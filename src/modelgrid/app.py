@@ -32,7 +32,14 @@ from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines
-from modelgrid.engines.registry import build_packaged_engine, build_upstream_engine, load_kind
+from modelgrid.engines.process import EngineProcess
+from modelgrid.engines.process_engine import ProcessEngine
+from modelgrid.engines.registry import (
+    build_packaged_engine,
+    build_process_engine,
+    build_upstream_engine,
+    load_kind,
+)
 from modelgrid.routing import Grid, RouterConfig, local_models
 from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
@@ -42,6 +49,7 @@ from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.process_metrics import EngineProcessCollector
 from modelgrid.serving.routing_metrics import RoutingCollector
 from modelgrid.storage import db, migrate
 from modelgrid.tenancy.authcache import PrincipalCache
@@ -66,12 +74,24 @@ def packaged_engines(settings: Settings) -> list[Engine]:
         fake = load_kind("fake")
         fakes = [fake(model_id, token_delay_s=e.fake_token_delay_s) for model_id in e.models]
         return [*fakes, *upstreams]
-    generators = [
-        build_packaged_engine(
-            model_id, settings.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
-        )
-        for model_id in e.models
-    ]
+    if e.isolation == "process":
+        generators = [
+            build_process_engine(
+                model_id, settings.models_dir, data_dir=settings.data_dir, engine=e
+            )
+            for model_id in e.models
+        ]
+    else:
+        generators = [
+            build_packaged_engine(
+                model_id,
+                settings.models_dir,
+                n_ctx=e.n_ctx,
+                n_threads=e.n_threads,
+                n_batch=e.n_batch,
+            )
+            for model_id in e.models
+        ]
     embedders = build_embedding_engines(
         e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
     )
@@ -93,6 +113,8 @@ def create_app(
     metrics = Metrics()
     live: list[Grid] = []  # the running grid, for the routing series of ``/metrics``
     metrics.registry.register(RoutingCollector(lambda: live[0].router if live else None))
+    processes: dict[str, EngineProcess] = {}  # model id -> its engine process (``/metrics``)
+    metrics.registry.register(EngineProcessCollector(lambda: processes))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,6 +146,7 @@ def create_app(
                 jurisdiction=lambda: _gateway_jurisdiction(grid),
             ),
             grid=grid,
+            processes=processes,
         )
         app.state.modelgrid = state
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
@@ -268,6 +291,9 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
         for e in engines:  # in the factory's order, each model behind its routed engine
             state.models.add(by_model.get(e.card.model_id, e))
         state.models.sync_routed(grid.engines())
+        for e in engines:
+            if isinstance(e, ProcessEngine):
+                state.processes[e.card.model_id] = e.process
         for e in engines:
             await e.start()
             state.metrics.watch_queue(e.card.model_id, lambda e=e: e.queue_depth)

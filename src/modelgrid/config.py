@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,14 @@ class EngineSettings(BaseModel):
         embedding_batch_size: Inputs per forward pass of an embedding model.
         embedding_threads: PyTorch threads for the embedding models (0 = torch's default, one
             per core; fewer leaves cores to llama.cpp when both are busy).
+        isolation: ``process`` (default): each llama.cpp model runs in its own supervised
+            ``modelgrid engine`` process, so a native crash, an OOM kill or a hang never takes
+            the gateway down (``engines.process``); ``in_process``: inside the gateway (no
+            such protection; for debugging).
+        restart_wait_s: Longest a request waits for a restarting engine process before a 503.
+        hang_timeout_s: No token for this long while requests wait: the engine process is
+            killed and restarted.
+        ready_timeout_s: Longest an engine process may take to load its model.
     """
 
     n_threads: int = 0
@@ -71,6 +79,10 @@ class EngineSettings(BaseModel):
     embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
     embedding_batch_size: int = 64
     embedding_threads: int = 0
+    isolation: Literal["process", "in_process"] = "process"
+    restart_wait_s: float = 15.0
+    hang_timeout_s: float = 60.0
+    ready_timeout_s: float = 600.0
 
 
 class MeteringSettings(BaseModel):

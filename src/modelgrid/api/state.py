@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
+from modelgrid.engines.process import EngineProcess
 from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
@@ -34,6 +35,7 @@ class AppState:
     text_generation: TextGenerationService  # DashScope's native generation
     load_error: str | None = None
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
+    processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -38,6 +38,7 @@ from modelgrid.api.middleware import RequestContext
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import AuthenticationError, ModelgridError
 from modelgrid.engines.base import Engine
+from modelgrid.engines.process import die_with_parent
 from modelgrid.protocol.openai import sse
 from modelgrid.protocol.openai.completions import CompletionRequest
 from modelgrid.protocol.openai.errors import error_body
@@ -121,7 +122,11 @@ CallerDep = Annotated[WorkerState, Depends(_caller)]
 
 
 def create_worker_app(
-    engine_factory: Callable[[], Engine], *, region: str = "local", token: str | None = None
+    engine_factory: Callable[[], Engine],
+    *,
+    region: str = "local",
+    token: str | None = None,
+    parent_pid: int | None = None,
 ) -> FastAPI:
     """The worker app for the replica ``engine_factory`` builds (in a thread, at start-up:
     loading weights may take a while; ``/health/live`` answers meanwhile).
@@ -130,11 +135,15 @@ def create_worker_app(
         engine_factory: Builds the replica (blocking is fine).
         region: Label for logs and ``/health/ready``.
         token: Bearer token callers must send; ``None`` or empty: no check.
+        parent_pid: The supervising gateway's pid: the worker exits when it dies
+            (``engines.process.die_with_parent``).
     """
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if parent_pid is not None:
+            die_with_parent(parent_pid)
         engine = await asyncio.to_thread(engine_factory)
         models = ModelRegistry()
         state = WorkerState(

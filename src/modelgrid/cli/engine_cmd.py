@@ -29,12 +29,19 @@ def engine(
     kind: EngineKind = typer.Option(EngineKind.llamacpp, "--engine", help="llamacpp or fake."),
     region: str = typer.Option("local", "--region", help="Region label (logs, /health/ready)."),
     token: str = typer.Option(
-        None, "--token", help="Bearer token callers must send (default: none required)."
+        None,
+        "--token",
+        envvar="MODELGRID_WORKER_TOKEN",
+        show_envvar=True,
+        help="Bearer token callers must send (default: none required).",
     ),
     fake_token_delay_s: float = typer.Option(
         0.0, "--fake-token-delay-s", help="Delay per token of the fake engine, seconds."
     ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    parent_pid: int = typer.Option(
+        None, "--parent-pid", hidden=True, help="Exit when this process (the gateway) dies."
+    ),
 ) -> None:
     """Serve one model replica (OpenAI chat API, /health, /metrics) for a gateway to use."""
     import uvicorn
@@ -67,7 +74,7 @@ def engine(
             model, s.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
         )
 
-    app = create_worker_app(build, region=region, token=token)
+    app = create_worker_app(build, region=region, token=token, parent_pid=parent_pid)
     err_console.print(
         f"engine worker: {model} ({kind.value}), region {region}, "
         f"on http://{host}:{port}/v1{' (token required)' if token else ''}"

@@ -72,3 +72,38 @@ def prepare_cmd(
     except ModelgridError as exc:
         err_console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from None
+
+
+@app.command("check")
+def check_cmd(
+    model_id: str = typer.Argument(None, help="Model id (default: the first configured)."),
+) -> None:
+    """Generate one token in a child process: does the installed llama.cpp build run here?
+
+    Exit status 0 when it does; 3 when the child died by a signal (the build does not fit
+    this machine: ``scripts/bootstrap.sh`` then rebuilds with the safest instruction set);
+    1 for any other failure.
+    """
+    from modelgrid.core.errors import ModelgridError
+    from modelgrid.engines.check import run_check
+
+    s = settings()
+    model = model_id or (s.engine.models[0] if s.engine.models else None)
+    if model is None:
+        err_console.print("[red]no embedded model is configured (MODELGRID_ENGINE__MODELS)[/]")
+        raise typer.Exit(1)
+    try:
+        prepare_with_progress(model, s.models_dir)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+    result = run_check(model, s.models_dir)
+    if result.ok:
+        err_console.print(f"llama.cpp check: {model} generated a token")
+        return
+    err_console.print(
+        f"[red]llama.cpp check failed: the engine process running {model} died with "
+        f"{result.detail}[/]",
+        highlight=False,
+    )
+    raise typer.Exit(3 if result.returncode < 0 else 1)

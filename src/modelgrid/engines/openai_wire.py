@@ -98,6 +98,10 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
         body["presence_penalty"] = sp.presence_penalty
     if sp.frequency_penalty:
         body["frequency_penalty"] = sp.frequency_penalty
+    if sp.top_k:  # vLLM's (and DashScope's) extensions, sent only when set
+        body["top_k"] = sp.top_k
+    if sp.repetition_penalty != 1.0:
+        body["repetition_penalty"] = sp.repetition_penalty
     if request.n != 1:
         body["n"] = request.n
     if sp.logprobs:

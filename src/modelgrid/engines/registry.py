@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelgrid.config import UpstreamSettings
+from modelgrid.config import EngineSettings, UpstreamSettings
 from modelgrid.engines.artifacts import Progress, prepare
-from modelgrid.engines.base import Engine
+from modelgrid.engines.base import Engine, ModelCard
 from modelgrid.engines.catalog import CATALOG
 
 KINDS: dict[str, str] = {
@@ -49,6 +50,44 @@ def build_packaged_engine(
     return engine
 
 
+def build_process_engine(
+    model_id: str,
+    models_dir: Path,
+    *,
+    data_dir: Path,
+    engine: EngineSettings,
+    progress: Progress | None = None,
+) -> Engine:
+    """A llama.cpp replica of a packaged model in its own supervised process (``modelgrid
+    engine``, ``engines.process``); the GGUF is joined and verified here first, so restarts
+    only load it. Nothing starts before ``start()``.
+
+    Raises:
+        KeyError: ``model_id`` is not in the catalog.
+        ServiceUnavailableError / ModelIntegrityError: from ``artifacts.prepare``.
+    """
+    from modelgrid.engines.process import EngineProcess
+    from modelgrid.engines.process_engine import ProcessEngine
+
+    spec = CATALOG[model_id]
+    prepare(spec, models_dir, progress)
+    env = {
+        "MODELGRID_DATA_DIR": str(data_dir),
+        "MODELGRID_ENGINE__N_CTX": str(engine.n_ctx),
+        "MODELGRID_ENGINE__N_THREADS": str(engine.n_threads),
+        "MODELGRID_ENGINE__N_BATCH": str(engine.n_batch),
+    }
+    process = EngineProcess(
+        model_id,
+        ["--model", model_id, "--region", "local"],
+        env=env,
+        ready_timeout_s=engine.ready_timeout_s,
+        hang_timeout_s=engine.hang_timeout_s,
+    )
+    card = ModelCard(model_id, spec.owned_by, int(time.time()), engine.n_ctx)
+    return ProcessEngine(process, card, restart_wait_s=engine.restart_wait_s)
+
+
 def build_upstream_engine(upstream: UpstreamSettings) -> Engine:
     """A replica behind an OpenAI-compatible endpoint (``engines.upstream``), no I/O yet."""
     factory: Any = load_kind("upstream")
@@ -56,4 +95,10 @@ def build_upstream_engine(upstream: UpstreamSettings) -> Engine:
     return engine
 
 
-__all__ = ["KINDS", "build_packaged_engine", "build_upstream_engine", "load_kind"]
+__all__ = [
+    "KINDS",
+    "build_packaged_engine",
+    "build_process_engine",
+    "build_upstream_engine",
+    "load_kind",
+]

@@ -128,7 +128,8 @@ class UpstreamEngine:
         api_key: Sent as ``Authorization: Bearer``; ``None`` sends none.
         connect_timeout_s: Limit for opening a TCP (and TLS) connection.
         read_timeout_s: Longest silence while waiting for the response or between chunks (a
-            non-streamed request's whole answer must come within it: it is one plain call).
+            non-streamed request's whole answer must come within it: it is one plain call);
+            ``None``: no limit (a supervisor judges hangs, ``engines.process_engine``).
         pool_timeout_s: Longest wait for a pooled connection, opening included.
         max_connections: Size of the connection pool (concurrent calls to this upstream).
         keepalive_s: How long an idle pooled connection is kept; below the 5 s of uvicorn
@@ -147,7 +148,7 @@ class UpstreamEngine:
         upstream_model: str | None = None,
         api_key: str | None = None,
         connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 300.0,
+        read_timeout_s: float | None = 300.0,
         pool_timeout_s: float = 30.0,
         max_connections: int = 512,
         keepalive_s: float = 4.0,

@@ -1,4 +1,8 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+``/health/ready`` lists each model's readiness and, for models served by a supervised engine
+process, that process's state (``engines``: state, pid, restarts, last exit, crash loop).
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,13 @@ async def ready(state: StateDep) -> JSONResponse:
         c.model_id: e.ready
         for c, e in zip(state.models.cards(), state.models.engines(), strict=True)
     }
+    engines = {m: p.status().as_dict() for m, p in state.processes.items()}
+    extra: dict[str, object] = {"engines": engines} if engines else {}
     if state.models.ready:
-        return JSONResponse({"status": "ready", "models": models})
-    body: dict[str, object] = {"status": "loading", "models": models}
+        return JSONResponse({"status": "ready", "models": models, **extra})
+    body: dict[str, object] = {"status": "loading", "models": models, **extra}
     if state.load_error:
-        body = {"status": "failed", "models": models, "error": state.load_error}
+        body = {"status": "failed", "models": models, "error": state.load_error, **extra}
     return JSONResponse(body, status_code=503)
 
 

@@ -51,6 +51,9 @@ class CompletionRequest(BaseModel):
     user: str | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     # Accepted for validation; to_inference_requests rejects the ones not implemented.
     suffix: str | None = None
     logprobs: int | None = None
@@ -125,6 +128,8 @@ def to_inference_requests(req: CompletionRequest, request_id: str) -> list[Infer
         seed=req.seed,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        top_k=req.top_k or 0,
+        repetition_penalty=req.repetition_penalty or 1.0,
     )
     return [
         InferenceRequest(request_id=request_id, model=req.model, prompt=p, sampling=sampling, n=n)

@@ -93,6 +93,8 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         response_format=response_format_in(req.response_format),
         logprobs=bool(req.logprobs),
         top_logprobs=req.top_logprobs or 0,
+        top_k=req.top_k or 0,
+        repetition_penalty=req.repetition_penalty or 1.0,
     )
     return InferenceRequest(
         request_id=request_id,

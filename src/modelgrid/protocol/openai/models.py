@@ -91,6 +91,9 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     # Accepted for validation; convert.py rejects it (not implemented yet).
     logit_bias: dict[str, float] | None = None
 

@@ -1,0 +1,178 @@
+"""``ProcessEngine``: the ``Engine`` protocol over a supervised engine process.
+
+The gateway talks to its own ``modelgrid engine`` child (``engines.process``) the way it talks
+to any OpenAI-compatible replica (``engines.upstream``: pooled HTTP on loopback, the child's
+token), with what only a supervisor knows added:
+
+- **Always streamed.** Every call to the child streams (``stream: true`` with usage), also for
+  a non-streamed client request: each token is progress the supervisor can see (no token for
+  ``hang_timeout_s`` while a request waits: the child is killed as hung), and a request cut
+  short still has its tokens counted.
+- **Restarts are waited out.** A request that finds the child restarting, or whose
+  connection the dying child dropped before any token, waits for the next child
+  (``restart_wait_s`` at most) and is sent again: it succeeds on the restart. Past that it is
+  a 503 with ``Retry-After`` (``retryable``: a router may try another replica).
+- **Death mid-stream** ends the stream with an error (serving sends an error event; usage is
+  recorded for the tokens that came), never a silent cut.
+
+Token counts come from the child's usage chunk: ``prepare`` can only estimate the prompt (for
+admission; ``engines.upstream``), the exact counts replace the estimate when the answer ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from modelgrid.core.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from modelgrid.core.types import Delta, InferenceRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.process import EngineProcess, ProcessState, exit_name
+from modelgrid.engines.upstream import UpstreamEngine
+
+DEATH_SEEN_WITHIN_S = 1.0  # a dropped connection and the child's exit are seen this close
+
+
+class ProcessEngine:
+    """A model served by a supervised child process (see the module docstring).
+
+    Args:
+        process: The supervisor of the child.
+        card: What ``/v1/models`` shows (the child's window is ``card.context_length``).
+        restart_wait_s: Longest a request waits for a restarting child.
+    """
+
+    def __init__(
+        self, process: EngineProcess, card: ModelCard, *, restart_wait_s: float = 15.0
+    ) -> None:
+        self.process = process
+        self.card = card
+        self.restart_wait_s = restart_wait_s
+        self._client = UpstreamEngine(
+            card.model_id,
+            process.base_url,
+            api_key=process.token,
+            read_timeout_s=None,  # hangs are the supervisor's to judge (``hang_timeout_s``)
+            context_length=card.context_length,
+            owned_by=card.owned_by,
+        )
+        self._waiting = 0  # sent, no token yet
+        self._streams = 0
+        self._progress_at = time.monotonic()
+        process.stalled_s = self._stalled_s
+
+    @property
+    def ready(self) -> bool:
+        """Ready, or restarting after a death that is not part of a crash loop (requests
+        wait for the restart)."""
+        p = self.process
+        return p.ready or (p.state is ProcessState.RESTARTING and not p.crash_loop)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def start(self) -> None:
+        """Start the child and wait until it serves.
+
+        Raises:
+            EngineError: the first children died or never got ready (``engines.process``).
+        """
+        await self._client.start()
+        await self.process.start()
+
+    async def probe(self) -> bool:
+        """The supervisor's verdict (it checks the child itself): ready or not."""
+        return self.process.ready
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        """Estimate the prompt and encode a streamed call to the child (no I/O)."""
+        prepared = self._client.prepare(replace(request, stream=True))
+        prepared.request = request
+        return prepared
+
+    def _stalled_s(self) -> float:
+        """Seconds without a token while requests wait for one (0 when none waits)."""
+        return time.monotonic() - self._progress_at if self._streams else 0.0
+
+    def _unavailable(self) -> ServiceUnavailableError:
+        p = self.process
+        how = f" ({exit_name(p.last_exit)})" if p.last_exit is not None else ""
+        return ServiceUnavailableError(
+            f"The engine of '{self.card.model_id}' is restarting after its process died{how}; "
+            "try again shortly.",
+            retry_after_s=max(1.0, p.retry_in_s()),
+            code="engine_restarting",
+            retryable=True,
+        )
+
+    async def _await_child(self) -> int:
+        """The incarnation of a ready child, waiting for a restart if need be.
+
+        Raises:
+            ServiceUnavailableError: none is ready within ``restart_wait_s``.
+        """
+        if not await self.process.wait_ready(self.restart_wait_s):
+            raise self._unavailable()
+        return self.process.incarnation
+
+    async def _child_died(self, incarnation: int) -> bool:
+        """Whether the child a request was sent to has died (its exit may be seen a moment
+        after the dropped connection)."""
+        deadline = time.monotonic() + DEATH_SEEN_WITHIN_S
+        while time.monotonic() < deadline:
+            p = self.process
+            if p.incarnation != incarnation or p.state is not ProcessState.READY:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+        """The child's deltas; one resend if the child died before the first token.
+
+        Raises:
+            ServiceUnavailableError: no child ready within ``restart_wait_s`` (503, retryable).
+            UpstreamError: the child died while generating (after the first delta), or failed.
+            InvalidRequestError, ContextLengthExceededError: the child refused the request.
+        """
+        self._streams += 1
+        self._waiting += 1
+        waiting = True
+        if self._streams == 1:
+            self._progress_at = time.monotonic()
+        try:
+            for attempt in (1, 2):
+                incarnation = await self._await_child()
+                try:
+                    async for delta in self._client.stream(prepared):
+                        self._progress_at = time.monotonic()
+                        if waiting:
+                            waiting = False
+                            self._waiting -= 1
+                        yield delta
+                    return
+                except (UpstreamError, UpstreamTimeoutError) as exc:
+                    died = await self._child_died(incarnation)
+                    if not died:
+                        raise
+                    if not waiting:
+                        raise UpstreamError(
+                            f"The engine process of '{self.card.model_id}' died while "
+                            "generating; it is restarting.",
+                            code="engine_died",
+                        ) from exc
+                    if attempt == 2:
+                        raise self._unavailable() from exc
+        finally:
+            self._streams -= 1
+            if waiting:
+                self._waiting -= 1
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self.process.aclose()
+
+
+__all__ = ["ProcessEngine"]
