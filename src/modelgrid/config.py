@@ -174,7 +174,9 @@ class RoutingSettings(BaseModel):
         failure_threshold: Consecutive failures that open a replica's circuit breaker.
         cooldown_s: Time an open breaker waits before a trial (doubles on each failed trial,
             up to ``max_cooldown_s``).
-        probe_interval_s / probe_timeout_s: Active health checks of upstream replicas.
+        probe_interval_s / probe_timeout_s: Active health checks of upstream replicas; a
+            successful one closes an open breaker, so a replica that is back takes traffic
+            within ``probe_interval_s``.
     """
 
     policy: str = "cache_aware"
@@ -187,7 +189,7 @@ class RoutingSettings(BaseModel):
     failure_threshold: int = 3
     cooldown_s: float = 5.0
     max_cooldown_s: float = 60.0
-    probe_interval_s: float = 2.0
+    probe_interval_s: float = 0.5
     probe_timeout_s: float = 2.0
 
 

@@ -82,7 +82,7 @@ def test_monitor_probes_feed_breakers_and_rtt() -> None:
             raise ConnectionRefusedError
         return answer
 
-    ticks = iter([0.0, 0.004, 0.0, 0.0] * 10)
+    ticks = iter([0.0, 0.004, 0.0, 0.0] * 20)
     monitor = HealthMonitor(book, lambda: ["up", "down"], probe, clock=lambda: next(ticks))
 
     async def rounds(n: int) -> None:
@@ -94,13 +94,15 @@ def test_monitor_probes_feed_breakers_and_rtt() -> None:
     assert up.last_probe_ok and up.queue_depth == 3 and up.rtt_ms is not None
     assert down.last_probe_ok is False and down.breaker.state is BreakerState.OPEN
     assert down.last_error == "probe: ConnectionRefusedError"
-    # Back up: a good probe only closes the breaker once its cool-down is over.
+    # Down for long: each failed trial doubles the cool-down, up to 60 s.
+    for _ in range(5):
+        clock.now += down.breaker.retry_in_s()
+        asyncio.run(rounds(1))
+    assert down.breaker.state is BreakerState.OPEN and down.breaker.retry_in_s() == 60
+    # Back up: the first good probe closes the breaker at once, cool-down or not.
     answers["down"] = (True, 0)
     asyncio.run(rounds(1))
-    assert down.breaker.state is BreakerState.OPEN
-    clock.now += 5
-    asyncio.run(rounds(1))
-    assert down.breaker.state is BreakerState.CLOSED
+    assert down.breaker.state is BreakerState.CLOSED and down.breaker.allows()
 
 
 def test_a_good_probe_does_not_clear_request_failures_of_a_closed_breaker() -> None:

@@ -84,8 +84,9 @@ class ProcessEngine:
         await self.process.start()
 
     async def probe(self) -> bool:
-        """The supervisor's verdict (it checks the child itself): ready or not."""
-        return self.process.ready
+        """The supervisor's verdict (it checks the child itself): ``ready``, restarts that
+        requests wait out included."""
+        return self.ready
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
         """Estimate the prompt and encode a streamed call to the child (no I/O)."""

@@ -10,7 +10,8 @@ and the replicas' engines:
   on the next pick — never outside the caller's allowed regions — and streamed from there,
   up to ``max_attempts`` replicas; the client sees nothing of the failed attempts. Once a
   delta has gone out, a failure ends the stream with the error (serving turns it into an
-  error event): never a silent truncation, never a spliced answer.
+  error event): never a silent truncation, never a spliced answer. A replica's 429 that no
+  other replica can take instead reaches the client as that 429, with its ``Retry-After``.
 
 Each attempt is reported to the router (in-flight counts, circuit breakers) and the first
 delta records the prompt prefix for affinity. ``placement_of(prepared)`` tells serving where
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.core.errors import RateLimitError, ServiceUnavailableError
 from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
 from modelgrid.engines.base import Engine, ModelCard, PreparedRequest
 from modelgrid.routing.prefix import fingerprint, prompt_text
@@ -189,6 +190,8 @@ class RoutedEngine:
             try:
                 route = self._route(prepared.request, route.hints, route.blocks, tried)
             except ServiceUnavailableError as unavailable:
+                if isinstance(failure, RateLimitError):
+                    raise failure from None  # the replica's 429 and its Retry-After
                 raise unavailable from failure
             prepared.payload = route
             router.failed_over(self.model_id)

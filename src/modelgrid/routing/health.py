@@ -4,9 +4,15 @@ Each replica has a ``CircuitBreaker``:
 
 - **closed** (normal): requests flow; ``failure_threshold`` consecutive failures open it.
 - **open**: no request is sent until ``cooldown_s`` has passed since it opened.
-- **half-open**: after the cool-down one trial request (or a successful probe) may go; its
-  success closes the breaker, its failure opens it again with the cool-down doubled (up to
-  ``max_cooldown_s``), so a replica that stays down costs one failed attempt per cool-down.
+- **half-open**: after the cool-down one trial request may go; its success closes the
+  breaker, its failure opens it again with the cool-down doubled (up to ``max_cooldown_s``),
+  so a replica that stays down costs one failed attempt per cool-down.
+
+A successful active probe closes an open breaker at once, cool-down or not: a replica that is
+reachable again takes traffic within one probe interval, however long it was down. When every
+replica a request may use has an open breaker, the router sends it to one of them as a trial
+(``CircuitBreaker.force_trial``) rather than refuse it: a deployment is never locked out by its
+own breakers.
 
 Failures are counted passively (the router reports every attempt's outcome: connection
 refused, a 5xx, a dropped stream) and actively: ``HealthMonitor`` GETs each upstream
@@ -92,6 +98,14 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.failure_threshold:
             self._open(self.cooldown_s)
+
+    def force_trial(self) -> bool:
+        """Let one request through an open breaker (no other replica can take it); ``False``
+        when a trial is already running. Its success closes the breaker."""
+        if self.trial_in_flight:
+            return False
+        self.trial_in_flight = True
+        return True
 
     def on_abandon(self) -> None:
         """A request ended without a verdict (client went away): free the trial slot."""
@@ -234,10 +248,11 @@ class HealthMonitor:
         if ok:
             h.observe_rtt((self.clock() - started) * 1000)
             h.queue_depth = queue
-            # A good probe closes a breaker whose cool-down is over (it stands in for the
-            # trial request) but neither cuts a cool-down short nor clears the count of a
-            # closed breaker (a replica may answer probes yet fail every request).
-            if h.breaker.state is BreakerState.HALF_OPEN:
+            # A good probe closes an open breaker at once, however long its cool-down had
+            # left: a replica that is back takes traffic within one probe interval. It does
+            # not clear the failure count of a closed breaker (a replica may answer probes
+            # yet fail every request: three such failures open it again).
+            if h.breaker.state is not BreakerState.CLOSED:
                 h.breaker.on_success()
         else:
             h.probe_failures += 1

@@ -10,8 +10,10 @@
 2. **Region.** Among allowed regions with an available replica (ready, not drained, breaker
    not open, not already tried): the requested region, then the home region, then by
    latency from the gateway (configured matrix, or probe round trips), saturated ones last
-   (``policies.rank_regions``). None available: 503 with ``Retry-After`` set to when the
-   first breaker half-opens.
+   (``policies.rank_regions``). When every allowed replica is held back by its circuit
+   breaker alone, one of them gets the request as a trial (the one whose cool-down ends
+   first): a deployment is never locked out by its own breakers. None available at all: 503
+   with ``Retry-After`` set to when the first breaker half-opens.
 3. **Replica.** Within the chosen region, the configured policy: ``cache_aware`` (prefix
    affinity, else power of two choices), ``p2c``, or ``round_robin`` (``policies``).
 
@@ -272,7 +274,10 @@ class Router:
             regions, preferred=hints.preferred_region, home=hints.home_region
         )
         if not ranked:
-            raise self._unavailable(model, usable, exclude)
+            trial = self._trial(usable, hints, exclude)
+            if trial is None:
+                raise self._unavailable(model, usable, exclude)
+            return Placement(model, trial[0], trial[1])
         region = ranked[0]
         candidates = by_region[region]
         owners, matched = self.prefixes.owners(blocks) if blocks else ((), 0)
@@ -288,6 +293,28 @@ class Router:
             )
         hit = matched if chosen.replica_id in owners else 0
         return Placement(model, region, chosen.replica_id, hit)
+
+    def _trial(
+        self, usable: list[Deployment], hints: RoutingHints, exclude: Collection[str]
+    ) -> tuple[str, str] | None:
+        """(region, replica) for a trial through an open breaker, when every allowed replica
+        is held back by its breaker alone: the one whose cool-down ends first. ``None`` when
+        no replica is ready in an enabled region, or each one has a trial running."""
+        held: list[tuple[float, str, str]] = []
+        for d in usable:
+            region = self._topology.region(d.region)
+            if region is None or not region.enabled:
+                continue
+            for r in d.replicas:
+                if r.id in exclude or not self.ready(r.id):
+                    continue
+                breaker = self.health.of(r.id).breaker
+                if not breaker.trial_in_flight:
+                    held.append((breaker.retry_in_s(), d.region, r.id))
+        for _, region_id, replica_id in sorted(held):
+            if self.health.of(replica_id).breaker.force_trial():
+                return region_id, replica_id
+        return None
 
     def _unavailable(
         self, model: str, usable: list[Deployment], exclude: Collection[str]
