@@ -64,23 +64,27 @@ EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
 def packaged_engines(settings: Settings) -> list[Engine]:
-    """The embedded llama.cpp replicas named in ``settings.engine.models`` (blocking: joins
-    and verifies the GGUF files), then the installed embedding models of
-    ``settings.engine.embedding_models``, then the models served by OpenAI-compatible
-    upstreams (``settings.upstreams``; one named like an embedded model replaces it)."""
+    """The engines the gateway runs itself, then the models served by OpenAI-compatible
+    upstreams (``settings.upstreams``; one named like an embedded model replaces it).
+
+    Its own: a replica of each model of ``settings.engine.models`` — llama.cpp (the GGUF
+    joined and verified first; blocking) or, with ``engine_kind = "fake"``, the scripted
+    engine of tests and benchmarks — each in its own supervised engine process
+    (``engine.isolation = "process"``, the default) or inside the gateway; then the installed
+    embedding models of ``settings.engine.embedding_models`` (llama.cpp runs only)."""
     e = settings.engine
     upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
-    if settings.engine_kind == "fake":  # scripted replies: tests and gateway benchmarks only
-        fake = load_kind("fake")
-        fakes = [fake(model_id, token_delay_s=e.fake_token_delay_s) for model_id in e.models]
-        return [*fakes, *upstreams]
+    kind = "fake" if settings.engine_kind == "fake" else "llamacpp"
     if e.isolation == "process":
         generators = [
             build_process_engine(
-                model_id, settings.models_dir, data_dir=settings.data_dir, engine=e
+                model_id, kind, settings.models_dir, data_dir=settings.data_dir, engine=e
             )
             for model_id in e.models
         ]
+    elif kind == "fake":
+        fake = load_kind("fake")
+        generators = [fake(m, token_delay_s=e.fake_token_delay_s) for m in e.models]
     else:
         generators = [
             build_packaged_engine(
@@ -92,6 +96,8 @@ def packaged_engines(settings: Settings) -> list[Engine]:
             )
             for model_id in e.models
         ]
+    if kind == "fake":
+        return [*generators, *upstreams]
     embedders = build_embedding_engines(
         e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
     )

@@ -18,12 +18,17 @@ Tree (status, OpenAI type):
   - ``QuotaExceededError`` 429 ``insufficient_quota`` (monthly budget exhausted)
 - ``EngineError`` 500 ``server_error`` (the engine failed while generating)
 - ``UpstreamError`` 502 ``upstream_error``
+  - ``EngineDiedError`` 502, code ``engine_died`` (a supervised engine process died mid-answer)
 - ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
+  - ``EngineRestartingError`` 503, code ``engine_restarting`` (its engine process is restarting)
 - ``UpstreamTimeoutError`` 504 ``timeout``
 
 ``retryable`` (False unless set) marks a failure that happened before the replica started on
 the request (connection refused, connect timeout, replica overloaded): a router may send the
-request to another replica as long as no byte has gone to the client yet.
+request to another replica as long as no byte has gone to the client yet. ``replica_fault``
+(True unless set) says whether a server-side error counts against the replica's circuit
+breaker; a supervised engine process's death does not (its supervisor judges it and restarts
+it, ``engines.process``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class ModelgridError(Exception):
     type: str = "server_error"
     code: str | None = None
     retryable: bool = False
+    replica_fault: bool = True
 
     def __init__(
         self,
@@ -167,6 +173,22 @@ class ServiceUnavailableError(ModelgridError):
             self.retry_after_s = retry_after_s
 
 
+class EngineDiedError(UpstreamError):
+    """The engine process answering died mid-answer; its supervisor restarts it."""
+
+    code = "engine_died"
+    replica_fault = False
+
+
+class EngineRestartingError(ServiceUnavailableError):
+    """The replica's engine process died and did not come back in time (``retry_after_s``:
+    when its next start is due); another replica may take the request."""
+
+    code = "engine_restarting"
+    retryable = True
+    replica_fault = False
+
+
 class UpstreamTimeoutError(ModelgridError):
     status = 504
     type = "timeout"
@@ -176,7 +198,9 @@ class UpstreamTimeoutError(ModelgridError):
 __all__ = [
     "AuthenticationError",
     "ContextLengthExceededError",
+    "EngineDiedError",
     "EngineError",
+    "EngineRestartingError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "ModelgridError",

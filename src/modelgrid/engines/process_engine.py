@@ -26,7 +26,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from modelgrid.core.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from modelgrid.core.errors import (
+    EngineDiedError,
+    EngineRestartingError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from modelgrid.core.types import Delta, InferenceRequest
 from modelgrid.engines.base import ModelCard, PreparedRequest
 from modelgrid.engines.process import EngineProcess, ProcessState, exit_name
@@ -98,22 +103,20 @@ class ProcessEngine:
         """Seconds without a token while requests wait for one (0 when none waits)."""
         return time.monotonic() - self._progress_at if self._streams else 0.0
 
-    def _unavailable(self) -> ServiceUnavailableError:
+    def _unavailable(self) -> EngineRestartingError:
         p = self.process
         how = f" ({exit_name(p.last_exit)})" if p.last_exit is not None else ""
-        return ServiceUnavailableError(
+        return EngineRestartingError(
             f"The engine of '{self.card.model_id}' is restarting after its process died{how}; "
             "try again shortly.",
             retry_after_s=max(1.0, p.retry_in_s()),
-            code="engine_restarting",
-            retryable=True,
         )
 
     async def _await_child(self) -> int:
         """The incarnation of a ready child, waiting for a restart if need be.
 
         Raises:
-            ServiceUnavailableError: none is ready within ``restart_wait_s``.
+            EngineRestartingError: none is ready within ``restart_wait_s``.
         """
         if not await self.process.wait_ready(self.restart_wait_s):
             raise self._unavailable()
@@ -134,8 +137,9 @@ class ProcessEngine:
         """The child's deltas; one resend if the child died before the first token.
 
         Raises:
-            ServiceUnavailableError: no child ready within ``restart_wait_s`` (503, retryable).
-            UpstreamError: the child died while generating (after the first delta), or failed.
+            EngineRestartingError: no child ready within ``restart_wait_s`` (503, retryable).
+            EngineDiedError: the child died while generating (after the first delta).
+            UpstreamError: the child failed otherwise.
             InvalidRequestError, ContextLengthExceededError: the child refused the request.
         """
         self._streams += 1
@@ -159,10 +163,9 @@ class ProcessEngine:
                     if not died:
                         raise
                     if not waiting:
-                        raise UpstreamError(
+                        raise EngineDiedError(
                             f"The engine process of '{self.card.model_id}' died while "
-                            "generating; it is restarting.",
-                            code="engine_died",
+                            "generating; it is restarting."
                         ) from exc
                     if attempt == 2:
                         raise self._unavailable() from exc

@@ -6,7 +6,7 @@ import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modelgrid.config import EngineSettings, UpstreamSettings
 from modelgrid.engines.artifacts import Progress, prepare
@@ -52,25 +52,32 @@ def build_packaged_engine(
 
 def build_process_engine(
     model_id: str,
+    kind: Literal["llamacpp", "fake"],
     models_dir: Path,
     *,
     data_dir: Path,
     engine: EngineSettings,
     progress: Progress | None = None,
 ) -> Engine:
-    """A llama.cpp replica of a packaged model in its own supervised process (``modelgrid
-    engine``, ``engines.process``); the GGUF is joined and verified here first, so restarts
-    only load it. Nothing starts before ``start()``.
+    """A replica in its own supervised process (``modelgrid engine``, ``engines.process``):
+    a packaged llama.cpp model (its GGUF joined and verified here first, so a restart only
+    loads it) or the scripted engine. Nothing starts before ``start()``.
 
     Raises:
-        KeyError: ``model_id`` is not in the catalog.
+        KeyError: a llama.cpp ``model_id`` not in the catalog.
         ServiceUnavailableError / ModelIntegrityError: from ``artifacts.prepare``.
     """
     from modelgrid.engines.process import EngineProcess
     from modelgrid.engines.process_engine import ProcessEngine
 
-    spec = CATALOG[model_id]
-    prepare(spec, models_dir, progress)
+    args = ["--model", model_id, "--engine", kind, "--region", "local"]
+    owned_by = "modelgrid"
+    if kind == "llamacpp":
+        spec = CATALOG[model_id]
+        prepare(spec, models_dir, progress)
+        owned_by = spec.owned_by
+    else:
+        args += ["--fake-token-delay-s", str(engine.fake_token_delay_s)]
     env = {
         "MODELGRID_DATA_DIR": str(data_dir),
         "MODELGRID_ENGINE__N_CTX": str(engine.n_ctx),
@@ -79,12 +86,12 @@ def build_process_engine(
     }
     process = EngineProcess(
         model_id,
-        ["--model", model_id, "--region", "local"],
+        args,
         env=env,
         ready_timeout_s=engine.ready_timeout_s,
         hang_timeout_s=engine.hang_timeout_s,
     )
-    card = ModelCard(model_id, spec.owned_by, int(time.time()), engine.n_ctx)
+    card = ModelCard(model_id, owned_by, int(time.time()), engine.n_ctx)
     return ProcessEngine(process, card, restart_wait_s=engine.restart_wait_s)
 
 

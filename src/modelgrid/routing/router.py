@@ -105,9 +105,10 @@ def retryable(exc: BaseException) -> bool:
 
 
 def is_replica_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` counts against the replica's health (not a client error, not load)."""
+    """Whether ``exc`` counts against the replica's health (not a client error, not load,
+    not the death of a supervised engine process: its supervisor judges that)."""
     if isinstance(exc, ModelgridError):
-        return exc.status >= 500
+        return exc.status >= 500 and exc.replica_fault
     return isinstance(exc, Exception)
 
 

@@ -1,0 +1,73 @@
+"""``EngineProcess`` and ``ProcessEngine`` on their own: start, crash loop, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import pytest
+
+from modelgrid.core.errors import EngineError, EngineRestartingError
+from modelgrid.core.types import ChatMessage, InferenceRequest
+from modelgrid.engines.base import ModelCard
+from modelgrid.engines.process import EngineProcess, ProcessState, advice, exit_name
+from modelgrid.engines.process_engine import ProcessEngine
+
+pytestmark = pytest.mark.e2e
+
+
+def _request() -> InferenceRequest:
+    return InferenceRequest("r1", "m", messages=[ChatMessage("user", "hi")])
+
+
+def _fake(**kwargs: float) -> ProcessEngine:
+    process = EngineProcess("m", ["--model", "m", "--engine", "fake"], **kwargs)  # type: ignore[arg-type]
+    return ProcessEngine(process, ModelCard("m", "modelgrid", 0, 64), restart_wait_s=10)
+
+
+def test_exit_names_and_advice() -> None:
+    assert (exit_name(-9), exit_name(-11), exit_name(2)) == ("SIGKILL", "SIGSEGV", "exit 2")
+    assert "llama_build.py ensure --level avx2" in advice(-signal.SIGILL)
+    assert "out of memory" in advice(-signal.SIGKILL)
+
+
+async def test_serves_then_stops_its_child() -> None:
+    engine = _fake()
+    await engine.start()
+    try:
+        pid = engine.process.status().pid
+        assert engine.ready and pid is not None
+        text = "".join([d.text async for d in engine.stream(engine.prepare(_request()))])
+        assert text == "Paris is the capital of France."
+    finally:
+        await engine.aclose()
+    assert engine.process.state is ProcessState.STOPPED
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # SIGTERM on shutdown: no orphan
+
+
+async def test_a_crash_loop_fails_the_start_is_logged_once_and_refuses_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "modelgrid.engines.process")
+    # ``--engine bogus``: the child exits with status 2 at once, every time.
+    process = EngineProcess(
+        "m", ["--model", "m", "--engine", "bogus"], backoff_initial_s=0.05, backoff_max_s=0.2
+    )
+    engine = ProcessEngine(process, ModelCard("m", "modelgrid", 0, 64), restart_wait_s=0.5)
+    try:
+        with pytest.raises(EngineError, match=r"died 3 times \(exit 2\)"):
+            await engine.start()
+        assert process.crash_loop and not engine.ready
+        await asyncio.sleep(1.0)  # more deaths: still one report
+        assert sum("is in a crash loop" in r.message for r in caplog.records) == 1
+        assert process.restarts >= 4
+        with pytest.raises(EngineRestartingError) as info:
+            async for _ in engine.stream(engine.prepare(_request())):
+                pass
+        assert info.value.retryable and info.value.retry_after_s is not None
+        assert info.value.code == "engine_restarting"
+    finally:
+        await engine.aclose()

@@ -1,0 +1,160 @@
+"""The engine in its own process, through a real ``modelgrid serve``: an engine that dies
+(SIGKILL, SIGSEGV) or hangs under 8 parallel streams never takes the gateway down.
+
+The scripted engine runs in the supervised child (``engine_kind = "fake"``), 0.3 s a token, so
+the death lands in the middle of every stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import ProcessServer, create_key, usage_rows_matching
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "fake-model"
+REPLY = "Paris is the capital of France."
+
+
+def _server(tmp_path: Path, **extra: str) -> tuple[ProcessServer, dict[str, str]]:
+    """A gateway on a fresh SQLite file (``server.db_url``) and the headers of a tenant key."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'mg.db'}"
+    key = create_key(db_url, name="engine-process")
+    env = {
+        "MODELGRID_DATABASE__URL": db_url,
+        "MODELGRID_DATA_DIR": str(tmp_path),
+        "MODELGRID_ENGINE_KIND": "fake",
+        "MODELGRID_ENGINE__MODELS": f'["{MODEL}"]',
+        "MODELGRID_ENGINE__FAKE_TOKEN_DELAY_S": "0.3",
+        "MODELGRID_METERING__FLUSH_INTERVAL_S": "0.05",
+        "MODELGRID_BOOTSTRAP_KEYS": "false",
+        "MODELGRID_SERVER__LOG_LEVEL": "warning",
+        **extra,
+    }
+    server = ProcessServer(env=env, log_path=tmp_path / "server.log").start(60)
+    server.db_url = db_url  # type: ignore[attr-defined]
+    return server, {"Authorization": f"Bearer {key.plaintext}"}
+
+
+def _engine(server: ProcessServer) -> dict[str, Any]:
+    body = httpx.get(f"{server.base_url}/health/ready", timeout=5).json()
+    return body["engines"][MODEL]  # type: ignore[no-any-return]
+
+
+def _stream(server: ProcessServer, headers: dict[str, str], rid: str, out: dict[str, Any]) -> None:
+    """One streamed chat request; ``out[rid]``: its text, whether it ended with ``[DONE]``,
+    the error event if one came, and the status."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    text, done, error = "", False, None
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream(
+            "POST",
+            f"{server.base_url}/v1/chat/completions",
+            json=body,
+            headers={**headers, "x-request-id": rid},
+        ) as r,
+    ):
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                done = True
+                continue
+            event = json.loads(data)
+            if "error" in event:
+                error = event["error"]
+                continue
+            for choice in event.get("choices", []):
+                text += choice["delta"].get("content") or ""
+        out[rid] = {"text": text, "done": done, "error": error, "status": r.status_code}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+def test_engine_death_under_8_streams(tmp_path: Path, sig: signal.Signals) -> None:
+    server, headers = _server(tmp_path)
+    try:
+        pid = _engine(server)["pid"]
+        results: dict[str, Any] = {}
+        streams = [
+            threading.Thread(target=_stream, args=(server, headers, f"s{i}", results))
+            for i in range(8)
+        ]
+        for t in streams:
+            t.start()
+        time.sleep(1.0)  # every stream has had its first tokens
+        killed_at = time.monotonic()
+        os.kill(pid, sig)
+        # Sent after the death, before the restart: they wait for it and succeed.
+        late = [
+            threading.Thread(target=_stream, args=(server, headers, f"late{i}", results))
+            for i in range(4)
+        ]
+        for t in late:
+            t.start()
+        for t in [*streams, *late]:
+            t.join(60)
+        recovered_s = time.monotonic() - killed_at
+
+        for i in range(8):
+            r = results[f"s{i}"]
+            assert r["status"] == 200 and not r["done"], r
+            assert r["error"]["code"] == "engine_died", r  # an error event, never a silent cut
+            assert r["text"] and REPLY.startswith(r["text"]), r
+        for i in range(4):
+            assert results[f"late{i}"] == {
+                "text": REPLY,
+                "done": True,
+                "error": None,
+                "status": 200,
+            }
+        assert recovered_s < 20
+
+        # Exactly one usage row per request, with the tokens that reached the client.
+        for rid, r in results.items():
+            rows = usage_rows_matching(server.db_url, client_request_id=rid)  # type: ignore[attr-defined]
+            assert len(rows) == 1, rid
+            assert rows[0]["completion_tokens"] == len(r["text"].split()), (rid, rows[0])
+            assert rows[0]["status"] == (200 if r["done"] else 502), rows[0]
+
+        engine = _engine(server)
+        assert engine["state"] == "ready" and engine["pid"] not in (None, pid)
+        assert (engine["restarts"], engine["last_exit"]) == (1, sig.name)
+        metrics = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+        assert f'modelgrid_engine_process_restarts_total{{model="{MODEL}"}} 1.0' in metrics
+        assert f'modelgrid_engine_process_up{{model="{MODEL}"}} 1.0' in metrics
+        log = (tmp_path / "server.log").read_text()
+        assert f"died with {sig.name}" in log
+    finally:
+        server.stop()
+
+
+def test_a_hung_engine_is_killed_and_restarted(tmp_path: Path) -> None:
+    server, headers = _server(tmp_path, MODELGRID_ENGINE__HANG_TIMEOUT_S="2")
+    try:
+        pid = _engine(server)["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, answers nothing, generates nothing
+        results: dict[str, Any] = {}
+        started = time.monotonic()
+        _stream(server, headers, "hung", results)
+        waited_s = time.monotonic() - started
+        # No token for 2 s: the child is killed, and the request, which had no token yet,
+        # is sent again to the next child.
+        assert results["hung"] == {"text": REPLY, "done": True, "error": None, "status": 200}
+        assert waited_s < 15
+        engine = _engine(server)
+        assert engine["last_exit"] == "SIGKILL" and engine["restarts"] == 1
+        assert engine["last_exit_reason"].startswith("no token for")
+    finally:
+        server.stop()
