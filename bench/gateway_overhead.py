@@ -1,7 +1,8 @@
 """Gateway overhead: modelgrid in front of the harness's fake upstream, versus calling the
 upstream directly (same run) and versus LiteLLM's proxy (same run, or its reference results).
 
-It drives the shared harness (``/work/shared/bench-harness``, see its README): builds it in a
+It drives the shared harness (``../shared/bench-harness`` beside the checkout, see its
+README): builds it in a
 temporary copy, starts the fake upstream on CPU 0, creates a real tenant key, starts
 ``modelgrid serve`` pinned to CPU 1 (one uvicorn worker, uvloop + httptools, log level
 warning, key checks and metering on: every request is authenticated and lands in the usage
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_HARNESS = Path("/work/shared/bench-harness")
+SHARED_HARNESS = REPO.parent / "shared" / "bench-harness"
 GOALS = {"nonstream_rps": 950, "stream_rps": 350, "added_p50_c1_ms": 1.0, "rss_mb": 150}
 
 

@@ -232,10 +232,12 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Token counts from the model's own tokenizer."""
+    """Token counts from the model's own tokenizer; ``cached_tokens``: prompt tokens the
+    replica served from its prefix cache (part of ``prompt_tokens``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -117,7 +117,8 @@ class CompletionRun:
     def usage(self) -> TokenUsage:
         prompt = sum(g.usage.prompt_tokens for g in self.generations)
         completion = sum(g.usage.completion_tokens for g in self.generations)
-        return TokenUsage(prompt, completion)
+        cached = sum(g.usage.cached_tokens for g in self.generations)
+        return TokenUsage(prompt, completion, cached)
 
     @property
     def finish_reasons(self) -> list[str]:

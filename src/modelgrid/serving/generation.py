@@ -116,7 +116,9 @@ class Generation:
     def usage(self) -> TokenUsage:
         """Tokens so far; the prompt count is the engine's latest report (an upstream's exact
         count replaces the estimate once its usage chunk has arrived)."""
-        return TokenUsage(self.prepared.prompt_tokens, sum(self.completion_tokens))
+        prompt = self.prepared.prompt_tokens
+        cached = min(self.prepared.cached_prompt_tokens, prompt)
+        return TokenUsage(prompt, sum(self.completion_tokens), cached)
 
     async def deltas(self) -> AsyncIterator[Delta]:
         """The engine's deltas; usage is recorded when this iterator ends, however it ends."""

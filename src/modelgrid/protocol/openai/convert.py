@@ -108,13 +108,18 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
     )
 
 
-def usage_dict(usage: TokenUsage) -> dict[str, int]:
-    """The reference's ``usage`` object."""
-    return {
+def usage_dict(usage: TokenUsage) -> dict[str, Any]:
+    """The reference's ``usage`` object; ``prompt_tokens_details.cached_tokens`` when the
+    replica served part of the prompt from its prefix cache (how a gateway in front learns
+    it, ``engines.upstream``)."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
 
 
 def _logprob_dict(lp: TokenLogprob) -> dict[str, Any]:
