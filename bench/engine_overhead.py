@@ -53,16 +53,11 @@ from statistics import median as med
 import httpx
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from prompts import PROMPTS
 from served import Server
 
 MODEL_ID = "qwen2.5-coder-0.5b-instruct"
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-PROMPTS = [
-    "Write a Python function that checks whether a string is a palindrome, with a docstring.",
-    "Explain the difference between a process and a thread in about 150 words.",
-    "Write a SQL query returning the ten customers with the highest total order value.",
-    "Implement binary search in JavaScript and explain its time complexity.",
-]
 
 
 @dataclass

@@ -34,13 +34,9 @@ import time
 from pathlib import Path
 from statistics import median
 
+from prompts import PROMPTS
+
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-PROMPTS = [
-    "Write a Python function that checks whether a string is a palindrome, with a docstring.",
-    "Explain the difference between a process and a thread in about 150 words.",
-    "Write a SQL query returning the ten customers with the highest total order value.",
-    "Implement binary search in JavaScript and explain its time complexity.",
-]
 
 
 def measure(model_path: str, threads: int, max_tokens: int) -> dict[str, object]:

@@ -47,22 +47,17 @@ def engine(
     import uvicorn
 
     from modelgrid.api.worker import create_worker_app
-    from modelgrid.core.errors import ModelgridError
 
     s = settings()
     e = s.engine
     if kind is EngineKind.llamacpp:
-        from modelgrid.cli.models_cmd import prepare_with_progress
+        from modelgrid.cli.models_cmd import prepare_or_exit
         from modelgrid.engines.catalog import CATALOG
 
         if model not in CATALOG:
             err_console.print(f"[red]unknown packaged model {model!r}; see `modelgrid models`[/]")
             raise typer.Exit(2)
-        try:
-            prepare_with_progress(model, s.models_dir)
-        except ModelgridError as exc:
-            err_console.print(f"[red]{exc.message}[/]")
-            raise typer.Exit(1) from None
+        prepare_or_exit([model], s.models_dir)
 
     def build() -> Any:
         from modelgrid.engines.registry import build_packaged_engine, load_kind

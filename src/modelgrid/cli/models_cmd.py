@@ -58,20 +58,26 @@ def prepare_with_progress(model_id: str, models_dir: Path) -> Path:
     return path
 
 
+def prepare_or_exit(model_ids: list[str], models_dir: Path) -> None:
+    """``prepare_with_progress`` for each model; a ``ModelgridError`` (slices missing, a hash
+    mismatch) is printed in one line and ends the command with status 1."""
+    from modelgrid.core.errors import ModelgridError
+
+    try:
+        for model_id in model_ids:
+            prepare_with_progress(model_id, models_dir)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+
+
 @app.command("prepare")
 def prepare_cmd(
     model_id: list[str] = typer.Argument(None, help="Model ids (default: configured)."),
 ) -> None:
     """Join the model's slices into the data directory and verify the SHA-256."""
-    from modelgrid.core.errors import ModelgridError
-
     s = settings()
-    try:
-        for mid in model_id or s.engine.models:
-            prepare_with_progress(mid, s.models_dir)
-    except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from None
+    prepare_or_exit(list(model_id or s.engine.models), s.models_dir)
 
 
 @app.command("check")
@@ -84,7 +90,6 @@ def check_cmd(
     this machine: ``scripts/bootstrap.sh`` then rebuilds with the safest instruction set);
     1 for any other failure.
     """
-    from modelgrid.core.errors import ModelgridError
     from modelgrid.engines.check import run_check
 
     s = settings()
@@ -92,11 +97,7 @@ def check_cmd(
     if model is None:
         err_console.print("[red]no embedded model is configured (MODELGRID_ENGINE__MODELS)[/]")
         raise typer.Exit(1)
-    try:
-        prepare_with_progress(model, s.models_dir)
-    except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from None
+    prepare_or_exit([model], s.models_dir)
     result = run_check(model, s.models_dir)
     if result.ok:
         err_console.print(f"llama.cpp check: {model} generated a token")

@@ -29,8 +29,7 @@ def serve(
 
     from modelgrid.api.logs import log_config
     from modelgrid.app import create_app
-    from modelgrid.cli.models_cmd import prepare_with_progress
-    from modelgrid.core.errors import ModelgridError
+    from modelgrid.cli.models_cmd import prepare_or_exit
     from modelgrid.storage import migrate
 
     s = settings()
@@ -42,12 +41,7 @@ def serve(
     migrate.upgrade(s.database_url)
     if s.bootstrap_keys:
         _bootstrap(s)
-    try:
-        for model_id in s.engine.models if s.engine_kind == "llamacpp" else ():
-            prepare_with_progress(model_id, s.models_dir)
-    except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from None
+    prepare_or_exit(s.engine.models if s.engine_kind == "llamacpp" else [], s.models_dir)
     err_console.print(f"serving on http://{s.server.host}:{s.server.port} (Ctrl-C to stop)")
     uvicorn.run(
         create_app(s),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams
+from modelgrid.engines.process import exit_name
 
 CHECK_TIMEOUT_S = 120.0
 
@@ -39,19 +40,9 @@ class CheckResult:
     detail: str
 
 
-def signal_name(returncode: int) -> str:
-    """``-11`` → ``SIGSEGV``; a non-negative status → ``exit N``."""
-    if returncode >= 0:
-        return f"exit {returncode}"
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
-
-
 def explain(returncode: int) -> str:
     """What a child's death by signal says about the llama.cpp build."""
-    name = signal_name(returncode)
+    name = exit_name(returncode)
     if returncode == -signal.SIGILL:
         return f"{name}: the build uses an instruction this CPU does not have"
     if returncode in (-signal.SIGSEGV, -signal.SIGBUS):
@@ -76,7 +67,7 @@ def run_check(model_id: str, models_dir: Path, timeout_s: float = CHECK_TIMEOUT_
     if done.returncode < 0:
         return CheckResult(False, done.returncode, explain(done.returncode))
     lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-    return CheckResult(False, done.returncode, lines[-1] if lines else signal_name(done.returncode))
+    return CheckResult(False, done.returncode, lines[-1] if lines else exit_name(done.returncode))
 
 
 async def _one_token(model_id: str, models_dir: Path) -> str:
@@ -110,4 +101,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["CheckResult", "explain", "run_check", "signal_name"]
+__all__ = ["CheckResult", "explain", "run_check"]
