@@ -87,7 +87,13 @@ def test_completion_stream_equals_non_stream_with_usage(model_server: ProcessSer
     )
     streamed = "".join(ch.choices[0].text for ch in chunks if ch.choices)
     assert streamed == full.choices[0].text
-    assert chunks[-1].choices == [] and chunks[-1].usage == full.usage
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and full.usage is not None
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    assert counts == (full.usage.prompt_tokens, 10, full.usage.prompt_tokens + 10)
+    # The same prompt again: the replica's prefix cache served all but its last token.
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
     assert chunks[-2].choices[0].finish_reason == full.choices[0].finish_reason
 
 
