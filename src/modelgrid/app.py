@@ -212,8 +212,6 @@ async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter
         tenancy.limiter = RedisLimiter.from_url(
             settings.ratelimit.redis_url.get_secret_value(), seed=tenancy.month_spend
         )
-    elif settings.ratelimit.backend != "memory":
-        raise ValueError(f"unknown rate-limit backend {settings.ratelimit.backend!r}")
     await tenancy.reload_prices()
     return usage, tenancy
 
@@ -260,13 +258,13 @@ def _build_grid(settings: Settings) -> Grid:
         topology = topo.default_topology()
     r = settings.routing
     config = RouterConfig(
-        policy=r.policy,  # type: ignore[arg-type]
+        policy=r.policy,
         max_attempts=r.max_attempts,
         max_imbalance=r.max_imbalance,
         block_chars=r.block_chars,
         max_prefix_chars=r.max_prefix_chars,
         prefix_entries=r.prefix_entries,
-        latency=r.latency,  # type: ignore[arg-type]
+        latency=r.latency,
     )
     health = HealthBook(r.failure_threshold, r.cooldown_s, r.max_cooldown_s)
     return Grid(

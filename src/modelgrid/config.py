@@ -114,7 +114,7 @@ class RateLimitSettings(BaseModel):
     """``backend``: ``memory`` (one process, the embedded default) or ``redis`` (shared by
     every gateway process that uses the same Redis)."""
 
-    backend: str = "memory"
+    backend: Literal["memory", "redis"] = "memory"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
 
@@ -179,13 +179,13 @@ class RoutingSettings(BaseModel):
             within ``probe_interval_s``.
     """
 
-    policy: str = "cache_aware"
+    policy: Literal["cache_aware", "p2c", "round_robin"] = "cache_aware"
     max_attempts: int = 4
     max_imbalance: int = 2
     block_chars: int = 256
     max_prefix_chars: int = 4096
     prefix_entries: int = 65536
-    latency: str = "configured"
+    latency: Literal["configured", "measured"] = "configured"
     failure_threshold: int = 3
     cooldown_s: float = 5.0
     max_cooldown_s: float = 60.0
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    engine_kind: str = "llamacpp"
+    engine_kind: Literal["llamacpp", "fake"] = "llamacpp"
     bootstrap_keys: bool = True
     topology_file: Path | None = None
     routing: RoutingSettings = Field(default_factory=RoutingSettings)

@@ -25,9 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelgrid.core.errors import (
     InvalidRequestError,
+    MethodNotAllowedError,
     ModelgridError,
     RateLimitError,
     RequestTooLargeError,
+    RouteNotFoundError,
     ServiceUnavailableError,
 )
 from modelgrid.core.ids import new_request_id
@@ -40,23 +42,17 @@ DASHSCOPE_PREFIX = "/api/v1/"
 BODY_TOO_LARGE = "body_too_large"  # scope["state"] flag set by the edge middleware
 
 
-class _RouteError(ModelgridError):
-    """Starlette's HTTP errors (unknown route, wrong method) as a ``ModelgridError``."""
-
-    type = "invalid_request_error"
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
-
-
 def _is_dashscope(request: Request) -> bool:
     return request.url.path.startswith(DASHSCOPE_PREFIX)
 
 
 def _dashscope_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
     request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
-    code = ds_errors.INVALID_URL if isinstance(exc, _RouteError) else ds_errors.error_code(exc)
+    code = (
+        ds_errors.INVALID_URL
+        if isinstance(exc, RouteNotFoundError | MethodNotAllowedError)
+        else ds_errors.error_code(exc)
+    )
     return ds_errors.error_body(request_id, code, exc.message)
 
 
@@ -149,11 +145,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(
             RequestTooLargeError(f"The request body is larger than {limit} bytes."), request
         )
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-        exc.status_code, "http_error"
-    )
-    message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
-    err = _RouteError(exc.status_code, message, code)
+    err: ModelgridError
+    if exc.status_code == 404:
+        err = RouteNotFoundError("Unknown route.")
+    elif exc.status_code == 405:
+        err = MethodNotAllowedError(str(exc.detail))
+    elif exc.status_code == 413:
+        err = RequestTooLargeError(str(exc.detail))
+    else:  # Starlette raises no other status on modelgrid's routes
+        err = InvalidRequestError(str(exc.detail), code="http_error")
     return error_response(err, request, getattr(exc, "headers", None))
 
 

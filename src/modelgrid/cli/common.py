@@ -18,7 +18,17 @@ err_console = Console(stderr=True)
 
 
 def settings() -> Settings:
-    return Settings()
+    """The effective settings; an invalid one ends the command with one line per problem,
+    naming its environment variable (status 2), never a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            name = "MODELGRID_" + "__".join(str(part) for part in e["loc"]).upper()
+            err_console.print(f"[red]invalid setting {name}: {e['msg']}[/]", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def run(fn: Callable[[Settings], Awaitable[T]]) -> T:

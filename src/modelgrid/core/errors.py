@@ -9,11 +9,16 @@ Tree (status, OpenAI type):
 - ``InvalidRequestError`` 400 ``invalid_request_error``
   - ``ContextLengthExceededError`` 400, code ``context_length_exceeded``
   - ``UnsupportedParameterError`` 400, code ``unsupported_parameter``
+  - ``TopologyError`` 400, code ``invalid_topology`` (a topology that contradicts itself)
+  - ``UpstreamClientError`` 4xx: an upstream's refusal with its own status, passed through
+- ``ConflictError`` 409 ``invalid_request_error`` (the object exists, or is still in use)
+- ``MethodNotAllowedError`` 405 ``invalid_request_error``
 - ``RequestTooLargeError`` 413 ``invalid_request_error`` (body over the size limit)
 - ``AuthenticationError`` 401 ``authentication_error`` (missing, malformed, unknown, revoked key)
 - ``PermissionDeniedError`` 403 ``permission_error``
 - ``NotFoundError`` 404 ``invalid_request_error``
   - ``ModelNotFoundError`` 404, code ``model_not_found``
+  - ``RouteNotFoundError`` 404 (no such URL)
 - ``RateLimitError`` 429 ``rate_limit_error`` (carries ``retry_after_s`` and ``headers``)
   - ``QuotaExceededError`` 429 ``insufficient_quota`` (monthly budget exhausted)
 - ``EngineError`` 500 ``server_error`` (the engine failed while generating)
@@ -21,6 +26,7 @@ Tree (status, OpenAI type):
   - ``EngineDiedError`` 502, code ``engine_died`` (a supervised engine process died mid-answer)
 - ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
   - ``EngineRestartingError`` 503, code ``engine_restarting`` (its engine process is restarting)
+  - ``ModelIntegrityError`` 503, code ``model_integrity`` (a model file's SHA-256 is wrong)
 - ``UpstreamTimeoutError`` 504 ``timeout``
 
 ``retryable`` (False unless set) marks a failure that happened before the replica started on
@@ -32,6 +38,9 @@ it, ``engines.process``).
 """
 
 from __future__ import annotations
+
+import copy
+from typing import Self
 
 
 class ModelgridError(Exception):
@@ -67,6 +76,12 @@ class ModelgridError(Exception):
         if retryable is not None:
             self.retryable = retryable
 
+    def at(self, param: str | None) -> Self:
+        """The same error naming another parameter (``messages`` → ``prompt``), a copy."""
+        clone = copy.copy(self)
+        clone.param = param
+        return clone
+
 
 class InvalidRequestError(ModelgridError):
     status = 400
@@ -80,6 +95,37 @@ class ContextLengthExceededError(InvalidRequestError):
 
 class UnsupportedParameterError(InvalidRequestError):
     code = "unsupported_parameter"
+
+
+class TopologyError(InvalidRequestError):
+    """A topology that contradicts itself (unknown region, duplicate id, missing URL…)."""
+
+    code = "invalid_topology"
+
+
+class UpstreamClientError(InvalidRequestError):
+    """An upstream refused the request with a 4xx the gateway passes through as it is
+    (``status``: that status; 400, 404 and 429 have classes of their own)."""
+
+    def __init__(
+        self, message: str, *, status: int, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+
+
+class ConflictError(ModelgridError):
+    """409: the object exists already (a workspace name, a region id) or is still in use."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class MethodNotAllowedError(ModelgridError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class RequestTooLargeError(ModelgridError):
@@ -106,6 +152,10 @@ class NotFoundError(ModelgridError):
     code = "not_found"
 
 
+class RouteNotFoundError(NotFoundError):
+    """No route at that URL."""
+
+
 class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
@@ -125,8 +175,9 @@ class RateLimitError(ModelgridError):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
+        super().__init__(message, param=param, code=code, retryable=retryable)
         self.retry_after_s = retry_after_s
         self.headers = headers or {}
 
@@ -189,6 +240,12 @@ class EngineRestartingError(ServiceUnavailableError):
     replica_fault = False
 
 
+class ModelIntegrityError(ServiceUnavailableError):
+    """A model file exists but its SHA-256 is not the pinned one."""
+
+    code = "model_integrity"
+
+
 class UpstreamTimeoutError(ModelgridError):
     status = 504
     type = "timeout"
@@ -197,11 +254,14 @@ class UpstreamTimeoutError(ModelgridError):
 
 __all__ = [
     "AuthenticationError",
+    "ConflictError",
     "ContextLengthExceededError",
     "EngineDiedError",
     "EngineError",
     "EngineRestartingError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
+    "ModelIntegrityError",
     "ModelNotFoundError",
     "ModelgridError",
     "NotFoundError",
@@ -209,8 +269,11 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "RouteNotFoundError",
     "ServiceUnavailableError",
+    "TopologyError",
     "UnsupportedParameterError",
+    "UpstreamClientError",
     "UpstreamError",
     "UpstreamTimeoutError",
 ]

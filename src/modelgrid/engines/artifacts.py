@@ -13,19 +13,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
+from modelgrid.core.errors import ModelIntegrityError, ServiceUnavailableError
 from modelgrid.engines.catalog import PackagedModel
 
 CHUNK_BYTES = 8 * 1024 * 1024
 Progress = Callable[[int, int], None]  # (bytes_done, bytes_total)
-
-
-class ModelIntegrityError(ModelgridError):
-    """A model file exists but its SHA-256 is not the pinned one."""
-
-    status = 503
-    type = "service_unavailable"
-    code = "model_integrity"
 
 
 def part_paths(model: PackagedModel) -> list[Path]:

@@ -66,6 +66,7 @@ from modelgrid.core.errors import (
     ModelgridError,
     ModelNotFoundError,
     RateLimitError,
+    UpstreamClientError,
     UpstreamError,
     UpstreamTimeoutError,
 )
@@ -447,11 +448,12 @@ class UpstreamEngine:
             return ModelNotFoundError(message, param=param or "model")
         if status == 429:
             retry_after = _retry_after_s(response.headers.get("retry-after"))
-            exc: ModelgridError = RateLimitError(
-                message, retry_after_s=retry_after, code=code or "upstream_rate_limited"
+            return RateLimitError(
+                message,
+                retry_after_s=retry_after,
+                code=code or "upstream_rate_limited",
+                retryable=True,
             )
-            exc.retryable = True
-            return exc
         log.warning("upstream %s (%s) answered %s: %s", self.base_url, name, status, message)
         if status in (401, 403):
             return UpstreamError(
@@ -460,9 +462,7 @@ class UpstreamEngine:
                 retryable=True,
             )
         if 400 < status < 500:
-            client_error = InvalidRequestError(message, param=param, code=code)
-            client_error.status = status
-            return client_error
+            return UpstreamClientError(message, status=status, param=param, code=code)
         return UpstreamError(
             f"The upstream of '{name}' failed (HTTP {status}).", retryable=status in (502, 503)
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
-from modelgrid.core.errors import InvalidRequestError, NotFoundError
+from modelgrid.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from modelgrid.protocol.topology import (
     DeploymentObject,
     DeploymentSpec,
@@ -35,19 +35,9 @@ from modelgrid.routing.topology import (
 )
 
 
-class TopologyConflictError(InvalidRequestError):
-    """409: the region exists already, or still has deployments."""
-
-    status = 409
-    code = "conflict"
-
-
 def _build(make: object) -> Topology:
-    """Run a topology change, turning validation failures into a 400."""
-    try:
-        return make()  # type: ignore[operator,no-any-return]
-    except TopologyError as exc:
-        raise InvalidRequestError(str(exc), code="invalid_topology") from None
+    """Run a topology change (a ``TopologyError`` is the client's 400)."""
+    return make()  # type: ignore[operator,no-any-return]
 
 
 async def change(grid: Grid, edit: Callable[[Topology], Topology], path: Path | None) -> Topology:
@@ -75,9 +65,9 @@ def _with_latency(t: Topology, region: str, latency: dict[str, float]) -> Topolo
 
 
 def add_region(t: Topology, body: RegionCreate) -> Topology:
-    """Raises: TopologyConflictError (exists), InvalidRequestError (bad latency peer)."""
+    """Raises: ConflictError (exists), InvalidRequestError (bad latency peer)."""
     if t.region(body.id) is not None:
-        raise TopologyConflictError(f"Region '{body.id}' exists.", param="id")
+        raise ConflictError(f"Region '{body.id}' exists.", param="id")
     region = Region(body.id, body.name, body.jurisdiction, body.lat, body.lon, body.enabled)
     return _build(lambda: _with_latency(t.with_region(region), body.id, body.latency_ms))
 
@@ -95,15 +85,15 @@ def patch_region(t: Topology, region_id: str, body: RegionPatch) -> Topology:
 
 
 def remove_region(t: Topology, region_id: str) -> Topology:
-    """Raises: NotFoundError, TopologyConflictError (it has deployments, or is the
+    """Raises: NotFoundError, ConflictError (it has deployments, or is the
     gateway's own region)."""
     find_region(t, region_id)
     if region_id == t.gateway_region:
-        raise TopologyConflictError(f"Region '{region_id}' is this gateway's own region.")
+        raise ConflictError(f"Region '{region_id}' is this gateway's own region.")
     try:
         return t.without_region(region_id)
     except TopologyError:
-        raise TopologyConflictError(
+        raise ConflictError(
             f"Region '{region_id}' still has deployments; delete them first."
         ) from None
 
@@ -232,7 +222,6 @@ def deployment_objects(grid: Grid, model: str | None = None) -> list[DeploymentO
 
 
 __all__ = [
-    "TopologyConflictError",
     "add_region",
     "change",
     "deployment_object",

@@ -21,8 +21,8 @@ Two levels:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +176,62 @@ def choose_replica(
     return power_of_two(unsaturated or available, rng, spread_prefixes=True)
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """What a replica policy may use besides the candidates.
+
+    Attributes:
+        owners: Replica ids that served the prompt's prefix, most recent first.
+        rng: Randomness (power of two choices).
+        counter: This router's request count (round robin).
+        max_imbalance: See ``prefix_affinity``.
+    """
+
+    owners: Sequence[str] = ()
+    rng: random.Random = field(default_factory=random.Random)
+    counter: int = 0
+    max_imbalance: int = 2
+
+
+ReplicaPolicy = Callable[[Sequence[ReplicaSnapshot], PolicyContext], ReplicaSnapshot]
+"""A replica choice within one region: available candidates in, the chosen one out."""
+
+
+def cache_aware(replicas: Sequence[ReplicaSnapshot], ctx: PolicyContext) -> ReplicaSnapshot:
+    """Prefix affinity, else power of two choices (``choose_replica``)."""
+    return choose_replica(replicas, owners=ctx.owners, rng=ctx.rng, max_imbalance=ctx.max_imbalance)
+
+
+def p2c(replicas: Sequence[ReplicaSnapshot], ctx: PolicyContext) -> ReplicaSnapshot:
+    """Power of two choices, prefixes ignored."""
+    return choose_replica(replicas, rng=ctx.rng, max_imbalance=ctx.max_imbalance)
+
+
+def cyclic(replicas: Sequence[ReplicaSnapshot], ctx: PolicyContext) -> ReplicaSnapshot:
+    """Round robin over the candidates."""
+    return round_robin(replicas, ctx.counter)
+
+
+POLICIES: dict[str, ReplicaPolicy] = {
+    "cache_aware": cache_aware,
+    "p2c": p2c,
+    "round_robin": cyclic,
+}
+"""The replica policies by name (``MODELGRID_ROUTING__POLICY``; the planner drives them too),
+as the SGLang router's policy factory."""
+
+
 __all__ = [
+    "POLICIES",
+    "PolicyContext",
     "RegionSnapshot",
+    "ReplicaPolicy",
     "ReplicaSnapshot",
+    "cache_aware",
     "choose_replica",
+    "cyclic",
     "least_loaded",
+    "p2c",
     "power_of_two",
     "prefix_affinity",
     "rank_regions",

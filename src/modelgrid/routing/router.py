@@ -46,7 +46,7 @@ from modelgrid.routing.prefix import PrefixTable
 from modelgrid.routing.topology import Deployment, Replica, Topology
 
 Policy = Literal["cache_aware", "p2c", "round_robin"]
-POLICIES: tuple[str, ...] = ("cache_aware", "p2c", "round_robin")
+POLICIES: tuple[str, ...] = tuple(policies.POLICIES)
 REGION_HEADER = "X-Modelgrid-Region"
 
 
@@ -137,8 +137,9 @@ class Router:
         queue_depth: Callable[[str], int | None] | None = None,
     ) -> None:
         self.config = config or RouterConfig()
-        if self.config.policy not in POLICIES:
+        if self.config.policy not in policies.POLICIES:
             raise ValueError(f"unknown routing policy {self.config.policy!r}")
+        self._policy = policies.POLICIES[self.config.policy]
         self.health = health or HealthBook()
         self.rng = rng or random.Random()
         self.ready = ready or (lambda _rid: True)
@@ -282,16 +283,8 @@ class Router:
         region = ranked[0]
         candidates = by_region[region]
         owners, matched = self.prefixes.owners(blocks) if blocks else ((), 0)
-        policy = self.config.policy
-        if policy == "round_robin":
-            chosen = policies.round_robin(candidates, next(self._rr))
-        else:
-            chosen = policies.choose_replica(
-                candidates,
-                owners=owners if policy == "cache_aware" else (),
-                rng=self.rng,
-                max_imbalance=self.config.max_imbalance,
-            )
+        ctx = policies.PolicyContext(owners, self.rng, next(self._rr), self.config.max_imbalance)
+        chosen = self._policy(candidates, ctx)
         hit = matched if chosen.replica_id in owners else 0
         return Placement(model, region, chosen.replica_id, hit)
 

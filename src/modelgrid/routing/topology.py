@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from modelgrid.core.errors import TopologyError
 from modelgrid.core.types import jurisdiction_code
 
 LOCAL_REGION = "local"
@@ -50,10 +51,6 @@ KINDS: tuple[str, ...] = ("local", "upstream")
 
 _REGION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
-
-
-class TopologyError(ValueError):
-    """A topology that contradicts itself (unknown region, duplicate id, missing URL…)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,8 +177,7 @@ class CompletionService:
                     ctx=ctx,
                 )
             except ContextLengthExceededError as exc:
-                exc.param = "prompt"
-                raise
+                raise exc.at("prompt") from None
             generations.append(gen)
         admission = await self.tenancy.admit(principal, ctx.request_id, sum(per_prompt.estimates))
         if admission is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelgrid.core.errors import InvalidRequestError, NotFoundError
+from modelgrid.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from modelgrid.protocol.admin import (
     LIMIT_COLUMNS,
     KeyObject,
@@ -30,13 +30,6 @@ from modelgrid.tenancy import audit, keys
 from modelgrid.tenancy.audit import aware
 
 Sessions = async_sessionmaker[Any]
-
-
-class ConflictError(InvalidRequestError):
-    """409: the object exists already (e.g. a workspace name is taken)."""
-
-    status = 409
-    code = "conflict"
 
 
 def dedupe(values: list[str] | None) -> list[str] | None:
@@ -239,7 +232,6 @@ async def update_workspace(
 
 __all__ = [
     "Changes",
-    "ConflictError",
     "Sessions",
     "create_workspace",
     "dedupe",

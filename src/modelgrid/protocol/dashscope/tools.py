@@ -44,9 +44,7 @@ from modelgrid.protocol.openai.tools import (
 
 
 def _prefixed(exc: InvalidRequestError) -> InvalidRequestError:
-    if exc.param:
-        exc.param = f"parameters.{exc.param}"
-    return exc
+    return exc.at(f"parameters.{exc.param}") if exc.param else exc
 
 
 def tools_and_choice(
