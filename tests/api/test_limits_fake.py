@@ -4,6 +4,7 @@ Runs on SQLite and, with MODELGRID_TEST_DATABASE=postgres, on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import httpx
@@ -114,3 +115,27 @@ def test_models_list_shows_only_the_keys_models(fake_server: ThreadServer) -> No
     assert r.status_code == 200 and r.json()["data"] == []
     r = httpx.get(f"{fake_server.base_url}/v1/models/fake-model", headers=headers)
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_sixteen_at_once_never_overspend_a_token_budget(fake_server: ThreadServer) -> None:
+    """Each request reserves its worst case (6 prompt + 4 max tokens = 10) until it ends, so
+    16 sent at once against a 35-token budget admit 4 (0, 10, 20, 30 held < 35), never 16."""
+    db_execute(
+        fake_server,
+        "UPDATE workspaces SET monthly_token_budget = 35"
+        " WHERE id = (SELECT workspace_id FROM api_keys WHERE id = :id)",
+        id=key_id(fake_server),
+    )
+    statuses: list[int] = []
+
+    def one() -> None:
+        statuses.append(post(fake_server, json=BODY, timeout=30).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] * 4 + [429] * 12
+    rows = usage_rows(fake_server, expect=4)
+    assert len(rows) == 4 and sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) == 40

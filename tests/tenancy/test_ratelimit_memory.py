@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from modelgrid.core.errors import QuotaExceededError, RateLimitError
@@ -137,3 +139,43 @@ async def test_refusal_headers_describe_the_bucket_as_it_is(clock: Clock) -> Non
     with pytest.raises(RateLimitError) as exc:
         await lim.acquire("r3", limits, 1)
     assert exc.value.headers["x-ratelimit-reset-requests"] == "1m0s"  # empty bucket: 60 s to full
+
+
+async def test_sixteen_at_once_against_a_nearly_spent_budget_reserve_their_worst_case(
+    clock: Clock,
+) -> None:
+    async def seed(_scope: str, _month: str) -> tuple[int, int]:
+        return 900, 900  # 900 of 1000 micros and 900 of 1000 tokens already spent
+
+    lim = InProcessLimiter(seed=seed, clock=clock)
+    for limits, worst in (
+        ((ScopeLimits("ws:tok", monthly_token_budget=1000),), (60, 0)),
+        ((ScopeLimits("ws:money", monthly_budget_micros=1000),), (1, 60)),
+    ):
+        results = await asyncio.gather(
+            *(lim.acquire(f"r{i}", limits, worst[0], worst[1]) for i in range(16)),
+            return_exceptions=True,
+        )
+        admitted = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, QuotaExceededError)]
+        # 900 spent + 60 reserved < 1000 admits a second; 900 + 120 >= 1000 refuses the rest.
+        assert (len(admitted), len(refused)) == (2, 14)
+        for adm in admitted:  # each used its worst case
+            await lim.settle(adm, actual_tokens=worst[0], cost_micros=worst[1])
+        spent = lim._spend[(limits[0].scope, admitted[0].month)]
+        assert max(spent) == 1020  # over by less than one request's worst case (60)
+        with pytest.raises(QuotaExceededError):
+            await lim.acquire("late", limits, 1, 0)
+
+
+async def test_a_settled_request_frees_its_reservation_for_the_next(clock: Clock) -> None:
+    async def seed(_scope: str, _month: str) -> tuple[int, int]:
+        return 0, 900
+
+    lim = InProcessLimiter(seed=seed, clock=clock)
+    limits = (ScopeLimits("ws:r", monthly_token_budget=1000),)
+    first = await lim.acquire("a", limits, 200)  # worst case 200: 900 + 200 covers it
+    with pytest.raises(QuotaExceededError):
+        await lim.acquire("b", limits, 10)
+    await lim.settle(first, actual_tokens=20, cost_micros=0)  # used 20: 920 spent
+    await lim.acquire("b", limits, 10)

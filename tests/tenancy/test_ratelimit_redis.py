@@ -3,6 +3,7 @@ and exact limits shared by 4 gateway processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sqlite3
@@ -17,6 +18,7 @@ import redis.asyncio as aioredis
 
 from modelgrid.core.errors import QuotaExceededError, RateLimitError
 from modelgrid.tenancy.limits import ScopeLimits
+from modelgrid.tenancy.ratelimit import month_key
 from modelgrid.tenancy.ratelimit_redis import RedisLimiter
 from tests.support import ProcessServer, create_key
 
@@ -149,3 +151,32 @@ async def test_zero_limit_refuses_clearly(limiter: RedisLimiter) -> None:
     with pytest.raises(RateLimitError) as exc:
         await limiter.acquire("a", (ScopeLimits(scope(), rpm=0),), 1)
     assert exc.value.code == "limit_is_zero"
+
+
+async def test_sixteen_at_once_against_a_nearly_spent_budget(limiter: RedisLimiter) -> None:
+    async def seed(_scope: str, _month: str) -> tuple[int, int]:
+        return 900, 900
+
+    limiter._seed = seed
+    limits = (ScopeLimits(scope(), monthly_budget_micros=1000, monthly_token_budget=1000),)
+    results = await asyncio.gather(
+        *(limiter.acquire(f"r{i}", limits, 60, 60) for i in range(16)), return_exceptions=True
+    )
+    admitted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(admitted) == 2
+    assert sum(isinstance(r, QuotaExceededError) for r in results) == 14
+    first, second = admitted
+    await limiter.settle(first, actual_tokens=10, cost_micros=10)  # 910 spent, 60 reserved
+    await limiter.acquire("after", limits, 10, 10)  # 910 + 60 + 0 < 1000
+    await limiter.settle(second, actual_tokens=60, cost_micros=60)
+    spend = await limiter._redis.get(f"mg:rl:{{{limits[0].scope}}}:spend:{first.month}")
+    assert int(spend) == 970
+
+
+async def test_a_crashed_gateways_reservations_expire(limiter: RedisLimiter) -> None:
+    limits = (ScopeLimits(scope(), monthly_token_budget=100),)
+    key = f"mg:rl:{{{limits[0].scope}}}:reserved:{month_key()}"
+    stale = time.time() - 3600  # left by a gateway that died an hour ago
+    await limiter._redis.hset(key, "dead", f"0:100:{stale:.6f}")
+    await limiter.acquire("live", limits, 10)  # the stale 100 tokens no longer count
+    assert await limiter._redis.hexists(key, "dead") == 0

@@ -11,8 +11,8 @@ replica's load: ``queue_depth`` waiting, ``running`` generating; cheap enough to
 load- and prefix-aware routing), ``GET /metrics`` (Prometheus, the same gauges).
 
 Requests go through the gateway's own ``ChatService`` / ``CompletionService`` (same
-validation, rendering, streaming and error events), with a stand-in for tenancy that admits
-everything and records nothing.
+validation, rendering, streaming and error events), metered by a ``NullMeter`` (admits
+everything, records nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -45,24 +45,14 @@ from modelgrid.protocol.openai.errors import error_body
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
+from modelgrid.serving.meter import NullMeter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 log = logging.getLogger("modelgrid.worker")
 
 WORKER_PRINCIPAL = Principal(key_id="worker", workspace_id="worker", role="tenant", name="worker")
-
-
-class _Unmetered:
-    """Stands in for ``TenancyService`` in the worker: admits everything, records nothing
-    (the gateway in front meters)."""
-
-    async def admit(self, principal: Principal, request_id: str, tokens: int) -> None:
-        return None
-
-    def finish(self, principal: Principal, admissions: list[Any], event: Any) -> None:
-        return None
 
 
 @dataclass
@@ -149,8 +139,8 @@ def create_worker_app(
         state = WorkerState(
             engine=engine,
             models=models,
-            chat=ChatService(models, cast(TenancyService, _Unmetered()), metrics),
-            completions=CompletionService(models, cast(TenancyService, _Unmetered()), metrics),
+            chat=ChatService(models, NullMeter(), metrics),
+            completions=CompletionService(models, NullMeter(), metrics),
             metrics=metrics,
             region=region,
             token=token or None,

@@ -25,9 +25,10 @@ from modelgrid.protocol.openai.convert import (
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.protocol.openai.tools import tool_call_delta_dicts
 from modelgrid.serving.generation import Generation
+from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 
 class _ChoiceCollector:
@@ -56,9 +57,9 @@ class _ChoiceCollector:
 
 
 class ChatService:
-    def __init__(self, models: ModelRegistry, tenancy: TenancyService, metrics: Metrics) -> None:
+    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
         self.models = models
-        self.tenancy = tenancy
+        self.meter = meter
         self.metrics = metrics
 
     async def open(
@@ -71,7 +72,7 @@ class ChatService:
             principal=principal,
             request=request,
             models=self.models,
-            tenancy=self.tenancy,
+            meter=self.meter,
             metrics=self.metrics,
             endpoint="chat.completions",
             ctx=ctx,

@@ -7,11 +7,11 @@ after another and their choices are numbered ``prompt_index * n + i``.
 
 Metering is chat's (``Generation`` measures tokens, TTFT and status), but one HTTP request is
 one admission and one usage record, however many prompts it has. Each prompt's ``Generation``
-talks to a ``_PerPrompt`` stand-in instead of the tenancy service: it notes the prompt's token
+meters through a ``PromptGroupMeter`` (``serving.meter``): it notes the prompt's token
 estimate instead of admitting it, and keeps the prompt's usage event instead of recording it.
-``CompletionService.open`` then admits the request once, for the sum of the estimates (so a
-refusal leaves nothing half-admitted), and ``CompletionRun.deltas`` hands the merged event to
-``TenancyService.finish`` once, in its ``finally`` (completed, failed, or abandoned alike).
+``CompletionService.open`` then admits the request once through the service's meter, for the
+sum of the estimates (so a refusal leaves nothing half-admitted), and ``CompletionRun.deltas``
+records the merged event once, in its ``finally`` (completed, failed, or abandoned alike).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 from modelgrid.core.errors import ContextLengthExceededError
 from modelgrid.core.ids import completion_id
@@ -32,33 +32,15 @@ from modelgrid.protocol.openai.completions import (
     to_inference_requests,
 )
 from modelgrid.serving.generation import Generation
+from modelgrid.serving.meter import Meter, PromptGroupMeter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.ratelimit import Admission
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 ENDPOINT = "completions"
 _ABNORMAL = (FinishReason.CANCELLED.value, FinishReason.ERROR.value)
-
-
-class _PerPrompt:
-    """Stands in for the tenancy service inside each prompt's ``Generation`` (see the module
-    docstring); anything else is forwarded to the real service."""
-
-    def __init__(self, tenancy: TenancyService) -> None:
-        self._tenancy = tenancy
-        self.estimates: list[int] = []
-        self.events: list[UsageEvent] = []
-
-    async def admit(self, principal: Principal, request_id: str, tokens: int) -> None:
-        self.estimates.append(tokens)
-
-    def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
-        self.events.append(event)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tenancy, name)
 
 
 def merge_usage(events: list[UsageEvent]) -> UsageEvent:
@@ -96,7 +78,7 @@ class CompletionRun:
         prompts: The prompt texts (for ``echo``).
         n: Choices per prompt.
         echo: Prepend each prompt to its choices' text.
-        principal / tenancy / admission: Who is billed, and the request's one admission.
+        principal / meter / admission: Who is billed, where, and the request's one admission.
         per_prompt: Collects each prompt's usage event.
     """
 
@@ -105,9 +87,9 @@ class CompletionRun:
     n: int
     echo: bool
     principal: Principal
-    tenancy: TenancyService
+    meter: Meter
     admission: Admission | None
-    per_prompt: _PerPrompt
+    per_prompt: PromptGroupMeter
 
     @property
     def model(self) -> str:
@@ -139,13 +121,13 @@ class CompletionRun:
             events, self.per_prompt.events = self.per_prompt.events, []
             if events:
                 admissions = [self.admission] if self.admission is not None else []
-                self.tenancy.finish(self.principal, admissions, merge_usage(events))
+                self.meter.finish(self.principal, admissions, merge_usage(events))
 
 
 class CompletionService:
-    def __init__(self, models: ModelRegistry, tenancy: TenancyService, metrics: Metrics) -> None:
+    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
         self.models = models
-        self.tenancy = tenancy
+        self.meter = meter
         self.metrics = metrics
 
     async def open(
@@ -163,7 +145,7 @@ class CompletionService:
         requests = to_inference_requests(body, ctx.request_id)
         for request in requests:
             request.stream = bool(body.stream)
-        per_prompt = _PerPrompt(self.tenancy)
+        per_prompt = PromptGroupMeter()
         generations: list[Generation] = []
         for request in requests:
             try:
@@ -171,7 +153,7 @@ class CompletionService:
                     principal=principal,
                     request=request,
                     models=self.models,
-                    tenancy=cast(TenancyService, per_prompt),
+                    meter=per_prompt,
                     metrics=self.metrics,
                     endpoint=ENDPOINT,
                     ctx=ctx,
@@ -179,7 +161,13 @@ class CompletionService:
             except ContextLengthExceededError as exc:
                 raise exc.at("prompt") from None
             generations.append(gen)
-        admission = await self.tenancy.admit(principal, ctx.request_id, sum(per_prompt.estimates))
+        admission = await self.meter.admit(
+            principal,
+            ctx.request_id,
+            sum(per_prompt.estimates),
+            model=per_prompt.model,
+            region=per_prompt.region,
+        )
         if admission is not None:
             ctx.response_headers.update(admission.headers())
         return CompletionRun(
@@ -188,7 +176,7 @@ class CompletionService:
             n=requests[0].n,
             echo=bool(body.echo),
             principal=principal,
-            tenancy=self.tenancy,
+            meter=self.meter,
             admission=admission,
             per_prompt=per_prompt,
         )

@@ -25,9 +25,10 @@ from modelgrid.protocol.dashscope.convert import (
 from modelgrid.protocol.dashscope.models import GenerationRequest, ResultFormat
 from modelgrid.protocol.dashscope.tools import call_steps, tool_call_entry, tool_call_step_entry
 from modelgrid.serving.generation import Generation
+from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 ENDPOINT = "dashscope.generation"
 
@@ -51,9 +52,9 @@ class _Choice:
 
 
 class TextGenerationService:
-    def __init__(self, models: ModelRegistry, tenancy: TenancyService, metrics: Metrics) -> None:
+    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
         self.models = models
-        self.tenancy = tenancy
+        self.meter = meter
         self.metrics = metrics
 
     async def open(
@@ -72,7 +73,7 @@ class TextGenerationService:
             principal=principal,
             request=request,
             models=self.models,
-            tenancy=self.tenancy,
+            meter=self.meter,
             metrics=self.metrics,
             endpoint=ENDPOINT,
             ctx=ctx,

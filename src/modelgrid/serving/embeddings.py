@@ -3,7 +3,7 @@
 A request goes: input checks, model scope and lookup, ``count_tokens`` on the replica (exact
 usage from the model's tokenizer and the length check), admission for exactly those tokens,
 then one ``embed`` call with every input (one batch, on the engine's worker thread), and one
-usage record (``prompt_tokens`` only) handed to ``TenancyService.finish`` in a ``finally``,
+usage record (``prompt_tokens`` only) handed to the meter's ``finish`` in a ``finally``,
 whether the engine succeeded, failed (5xx) or the caller went away (499). Requests refused
 before admission (validation, scope, unknown model, an input over the model's length) are not
 recorded, as in chat.
@@ -31,11 +31,12 @@ from modelgrid.protocol.openai.embeddings import (
     input_texts,
 )
 from modelgrid.serving.generation import STATUS_CLIENT_CLOSED
+from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.events import UsageEvent, now_utc
 from modelgrid.tenancy.ratelimit import Admission
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 ENDPOINT = "embeddings"
 
@@ -71,14 +72,14 @@ class EmbeddingService:
     def __init__(
         self,
         models: ModelRegistry,
-        tenancy: TenancyService,
+        meter: Meter,
         metrics: Metrics,
         *,
         region: str = "local",
         jurisdiction: Callable[[], str] = lambda: "",
     ) -> None:
         self.models = models
-        self.tenancy = tenancy
+        self.meter = meter
         self.metrics = metrics
         self.region = region
         self.jurisdiction = jurisdiction  # the gateway region's, as the live topology says
@@ -185,7 +186,9 @@ class EmbeddingService:
         counts = await engine.count_tokens(texts)
         check_lengths(counts, engine.max_input_tokens, single=single)
         tokens = sum(counts)
-        admission = await self.tenancy.admit(principal, ctx.request_id, tokens)
+        admission = await self.meter.admit(
+            principal, ctx.request_id, tokens, model=model, region=self.region
+        )
         if admission is not None:
             ctx.response_headers.update(admission.headers())
         result = await self._embed(principal, admission, engine, texts, tokens, model, ctx)
@@ -228,7 +231,7 @@ class EmbeddingService:
         tokens: int,
     ) -> None:
         total_s = time.perf_counter() - ctx.started
-        self.tenancy.finish(
+        self.meter.finish(
             principal,
             [admission] if admission is not None else [],
             UsageEvent(

@@ -29,11 +29,12 @@ from modelgrid.core.types import (
 )
 from modelgrid.engines.base import Engine, PreparedRequest
 from modelgrid.routing import placement_of
+from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.metering import UsageEvent, now_utc
 from modelgrid.tenancy.ratelimit import Admission, estimate_tokens
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
 
@@ -43,7 +44,7 @@ class Generation:
     principal: Principal
     engine: Engine
     prepared: PreparedRequest
-    tenancy: TenancyService
+    meter: Meter
     metrics: Metrics
     endpoint: str
     ctx: CallContext
@@ -59,7 +60,7 @@ class Generation:
         principal: Principal,
         request: InferenceRequest,
         models: ModelRegistry,
-        tenancy: TenancyService,
+        meter: Meter,
         metrics: Metrics,
         endpoint: str,
         ctx: CallContext,
@@ -88,10 +89,13 @@ class Generation:
         prepared = engine.prepare(request)
         _placement_headers(prepared, ctx)
         n = request.n
-        admission = await tenancy.admit(
+        placement = placement_of(prepared)
+        admission = await meter.admit(
             principal,
             request.request_id,
             estimate_tokens(prepared.prompt_tokens, request.sampling.max_tokens, n),
+            model=request.model,
+            region=placement.region if placement is not None else None,
         )
         if admission is not None:
             ctx.response_headers.update(admission.headers())
@@ -99,7 +103,7 @@ class Generation:
             principal=principal,
             engine=engine,
             prepared=prepared,
-            tenancy=tenancy,
+            meter=meter,
             metrics=metrics,
             endpoint=endpoint,
             ctx=ctx,
@@ -161,7 +165,7 @@ class Generation:
         finish = outcome or (
             reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None
         )
-        self.tenancy.finish(
+        self.meter.finish(
             self.principal,
             [self.admission] if self.admission is not None else [],
             UsageEvent(

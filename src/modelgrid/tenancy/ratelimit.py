@@ -8,6 +8,14 @@ the real count when the request ends (``settle``), so the bucket may go into deb
 requests wait. Concurrency counts requests in flight; monthly budgets compare the month's
 spend (money and tokens, calendar month in UTC) with the limit and refuse once exhausted.
 
+Budgets hold under concurrency: each admitted request *reserves* its worst case against every
+budget it is under — ``tokens`` (prompt + completion cap) and ``reserve_micros`` (those tokens
+at the model's highest per-token rate) — and a request is admitted only while the month's
+spend plus the reservations of requests still running is below the budget. Settling replaces
+the reservation with what the request really used. So N requests sent at once against a
+nearly spent budget admit only until their worst cases cover what is left: the overspend is
+at most one request's worst case, however many run concurrently.
+
 Every level of a principal (workspace, key) must admit; admission consumes from all levels
 at once or from none. Backends: ``InProcessLimiter`` here (the embedded default, one process)
 and ``RedisLimiter`` (``ratelimit_redis``: the same algorithm in one atomic Lua script, so N
@@ -79,6 +87,7 @@ class Admission:
     limits: tuple[ScopeLimits, ...]
     estimate_tokens: int
     month: str
+    reserve_micros: int = 0
     requests: Window | None = None
     tokens: Window | None = None
     settled: bool = False
@@ -154,9 +163,14 @@ def refuse_zero_limits(limits: tuple[ScopeLimits, ...]) -> None:
 
 class RateLimiter(Protocol):
     async def acquire(
-        self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
+        self,
+        request_id: str,
+        limits: tuple[ScopeLimits, ...],
+        tokens: int,
+        reserve_micros: int = 0,
     ) -> Admission:
-        """Admit one request at every level or raise.
+        """Admit one request at every level or raise; reserve ``tokens`` and
+        ``reserve_micros`` against the monthly budgets until it settles.
 
         Raises:
             RateLimitError: an RPM, TPM or concurrency limit is reached (``retry_after_s`` set).
@@ -186,6 +200,7 @@ class InProcessLimiter:
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
     _inflight: dict[str, set[str]] = field(default_factory=dict)
     _spend: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _reserved: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def _level(self, scope: str, kind: str, capacity: int, now: float) -> _Bucket:
         b = self._buckets.get((scope, kind))
@@ -204,7 +219,11 @@ class InProcessLimiter:
         return spent
 
     async def acquire(
-        self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
+        self,
+        request_id: str,
+        limits: tuple[ScopeLimits, ...],
+        tokens: int,
+        reserve_micros: int = 0,
     ) -> Admission:
         refuse_zero_limits(limits)
         month = month_key()
@@ -212,7 +231,7 @@ class InProcessLimiter:
             if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
                 await self._month(lim.scope, month)
         now = self.clock()
-        adm = Admission(request_id, limits, tokens, month)
+        adm = Admission(request_id, limits, tokens, month, reserve_micros)
         for lim in limits:
             if lim.rpm is not None:
                 b = self._level(lim.scope, "rpm", lim.rpm, now)
@@ -247,6 +266,8 @@ class InProcessLimiter:
             ):
                 raise denial("concurrency", lim.scope, lim.concurrency, 1.0, adm.headers())
             spent = self._spend.get((lim.scope, month), [0, 0])
+            held = self._reserved.get((lim.scope, month), [0, 0])
+            spent = [spent[0] + held[0], spent[1] + held[1]]
             if lim.monthly_budget_micros is not None and spent[0] >= lim.monthly_budget_micros:
                 raise denial(
                     "budget",
@@ -270,6 +291,10 @@ class InProcessLimiter:
                 self._buckets[(lim.scope, "tpm")].level -= tokens
             if lim.concurrency is not None:
                 self._inflight.setdefault(lim.scope, set()).add(request_id)
+            if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
+                held = self._reserved.setdefault((lim.scope, month), [0, 0])
+                held[0] += reserve_micros
+                held[1] += tokens
         return adm
 
     async def settle(self, admission: Admission, actual_tokens: int, cost_micros: int) -> None:
@@ -284,6 +309,9 @@ class InProcessLimiter:
             if lim.concurrency is not None:
                 self._inflight.get(lim.scope, set()).discard(admission.request_id)
             if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
+                held = self._reserved.get((lim.scope, admission.month), [0, 0])
+                held[0] = max(0, held[0] - admission.reserve_micros)
+                held[1] = max(0, held[1] - admission.estimate_tokens)
                 spent = await self._month(lim.scope, admission.month)
                 spent[0] += cost_micros
                 spent[1] += actual_tokens

@@ -8,7 +8,14 @@ script settles (token reconciliation, concurrency release, monthly spend). Keys,
 - ``mg:rl:{scope}:inflight``: sorted set of request ids by start time (entries older than
   ``INFLIGHT_TTL_S`` are dropped, so a crashed gateway can't hold slots forever);
 - ``mg:rl:{scope}:spend:{YYYY-MM}`` / ``:tokens:{YYYY-MM}``: integers, seeded from the ledger
-  with ``SET NX`` the first time a process needs them, expiring after 40 days.
+  with ``SET NX`` the first time a process needs them, expiring after 40 days;
+- ``mg:rl:{scope}:reserved:{YYYY-MM}``: hash request id → ``micros:tokens:start``, the
+  worst cases of the requests running under a budget (``ratelimit``: budgets hold under
+  concurrency); entries older than ``INFLIGHT_TTL_S`` are dropped (a crashed gateway's).
+
+Every key of a scope carries the scope in a hash tag (``{ws:…}``), so one script's keys live
+in one slot of a Redis Cluster only when the request has one scope; a principal with two
+levels (workspace and key) still needs a single Redis (or both levels' tags made equal).
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from modelgrid.tenancy.ratelimit import (
 
 INFLIGHT_TTL_S = 600
 MONTH_TTL_S = 40 * 86400
-_PER_SCOPE_KEYS = 5
+_PER_SCOPE_KEYS = 6
 
-# KEYS per scope: rpm, tpm, inflight, spend, tokens. ARGV: n, tokens, request_id, then per
-# scope: rpm, tpm, concurrency, budget_micros, token_budget (-1 = no limit).
+# KEYS per scope: rpm, tpm, inflight, spend, tokens, reserved. ARGV: n, tokens, request_id,
+# reserve_micros, then per scope: rpm, tpm, concurrency, budget_micros, token_budget (-1 = no
+# limit).
 # Returns {1, per scope: rpm_level, tpm_level} or {0, scope_index, kind, retry_s, level}.
 ACQUIRE = """
 local t = redis.call('TIME')
@@ -41,6 +49,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local n = tonumber(ARGV[1])
 local need = tonumber(ARGV[2])
 local rid = ARGV[3]
+local reserve = tonumber(ARGV[4])
 local function level(key, cap)
   local v = redis.call('HMGET', key, 'l', 't')
   if not v[1] then return cap end
@@ -48,8 +57,8 @@ local function level(key, cap)
 end
 local levels = {}
 for i = 1, n do
-  local k = (i - 1) * 5
-  local a = 3 + (i - 1) * 5
+  local k = (i - 1) * 6
+  local a = 4 + (i - 1) * 5
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget, tokbudget = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local rl, tl = -1, -1
@@ -66,17 +75,30 @@ for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now - INFLIGHT_TTL_S)
     if redis.call('ZCARD', KEYS[k + 3]) >= conc then return {0, i, 'concurrency', '1', '0'} end
   end
-  if budget >= 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') >= budget then
+  local held_m, held_t = 0, 0
+  if budget >= 0 or tokbudget >= 0 then
+    local held = redis.call('HGETALL', KEYS[k + 6])
+    for j = 1, #held, 2 do
+      local m, tk, at = string.match(held[j + 1], '^(%d+):(%d+):(.+)$')
+      if tonumber(at) < now - INFLIGHT_TTL_S then
+        redis.call('HDEL', KEYS[k + 6], held[j])
+      else
+        held_m, held_t = held_m + tonumber(m), held_t + tonumber(tk)
+      end
+    end
+  end
+  if budget >= 0 and tonumber(redis.call('GET', KEYS[k + 4]) or '0') + held_m >= budget then
     return {0, i, 'budget', '0', '0'}
   end
-  if tokbudget >= 0 and tonumber(redis.call('GET', KEYS[k + 5]) or '0') >= tokbudget then
+  if tokbudget >= 0 and tonumber(redis.call('GET', KEYS[k + 5]) or '0') + held_t >= tokbudget then
     return {0, i, 'token_budget', '0', '0'}
   end
   levels[i] = {rl, tl}
 end
 local out = {1}
 for i = 1, n do
-  local k = (i - 1) * 5
+  local k = (i - 1) * 6
+  local a = 4 + (i - 1) * 5
   local rl, tl = levels[i][1], levels[i][2]
   if rl >= 0 then
     rl = rl - 1
@@ -88,15 +110,19 @@ for i = 1, n do
     redis.call('HSET', KEYS[k + 2], 'l', tostring(tl), 't', tostring(now))
     redis.call('EXPIRE', KEYS[k + 2], 120)
   end
-  if tonumber(ARGV[3 + (i - 1) * 5 + 3]) >= 0 then
+  if tonumber(ARGV[a + 3]) >= 0 then
     redis.call('ZADD', KEYS[k + 3], now, rid)
     redis.call('EXPIRE', KEYS[k + 3], INFLIGHT_TTL_S)
+  end
+  if tonumber(ARGV[a + 4]) >= 0 or tonumber(ARGV[a + 5]) >= 0 then
+    redis.call('HSET', KEYS[k + 6], rid, string.format('%d:%d:%.6f', reserve, need, now))
+    redis.call('EXPIRE', KEYS[k + 6], MONTH_TTL_S)
   end
   table.insert(out, tostring(rl))
   table.insert(out, tostring(tl))
 end
 return out
-""".replace("INFLIGHT_TTL_S", str(INFLIGHT_TTL_S))
+""".replace("INFLIGHT_TTL_S", str(INFLIGHT_TTL_S)).replace("MONTH_TTL_S", str(MONTH_TTL_S))
 
 # KEYS per scope as above. ARGV: n, refund (estimate - actual), request_id, cost, tokens, then
 # per scope: tpm, has_month (0/1).
@@ -108,7 +134,7 @@ local refund = tonumber(ARGV[2])
 local rid = ARGV[3]
 local cost, toks = tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 1, n do
-  local k = (i - 1) * 5
+  local k = (i - 1) * 6
   local tpm = tonumber(ARGV[5 + (i - 1) * 2 + 1])
   local has_month = tonumber(ARGV[5 + (i - 1) * 2 + 2])
   if tpm >= 0 then
@@ -121,6 +147,7 @@ for i = 1, n do
   end
   redis.call('ZREM', KEYS[k + 3], rid)
   if has_month == 1 then
+    redis.call('HDEL', KEYS[k + 6], rid)
     redis.call('INCRBY', KEYS[k + 4], cost)
     redis.call('EXPIRE', KEYS[k + 4], MONTH_TTL_S)
     redis.call('INCRBY', KEYS[k + 5], toks)
@@ -139,6 +166,7 @@ def _keys(scope: str, month: str) -> list[str]:
         f"{base}:inflight",
         f"{base}:spend:{month}",
         f"{base}:tokens:{month}",
+        f"{base}:reserved:{month}",
     ]
 
 
@@ -170,12 +198,16 @@ class RedisLimiter:
         await self._redis.set(keys[4], toks, nx=True, ex=MONTH_TTL_S)
 
     async def acquire(
-        self, request_id: str, limits: tuple[ScopeLimits, ...], tokens: int
+        self,
+        request_id: str,
+        limits: tuple[ScopeLimits, ...],
+        tokens: int,
+        reserve_micros: int = 0,
     ) -> Admission:
         refuse_zero_limits(limits)
         month = month_key()
         keys: list[str] = []
-        args: list[Any] = [len(limits), tokens, request_id]
+        args: list[Any] = [len(limits), tokens, request_id, max(0, reserve_micros)]
         for lim in limits:
             if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
                 await self._ensure_month(lim.scope, month)
@@ -212,7 +244,7 @@ class RedisLimiter:
             if kind in ("budget", "token_budget"):
                 retry = seconds_to_month_end()
             raise denial(kind, lim.scope, int(limit or 0), retry, headers)
-        adm = Admission(request_id, limits, tokens, month)
+        adm = Admission(request_id, limits, tokens, month, max(0, reserve_micros))
         for i, lim in enumerate(limits):
             rl, tl = float(res[1 + 2 * i]), float(res[2 + 2 * i])
             if lim.rpm is not None:

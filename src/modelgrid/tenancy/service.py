@@ -177,15 +177,34 @@ class TenancyService:
             for r in rows
         )
 
-    async def admit(self, principal: Principal, request_id: str, tokens: int) -> Admission | None:
-        """Admit a request at every level of ``principal`` (None when it has no limits).
+    async def admit(
+        self,
+        principal: Principal,
+        request_id: str,
+        tokens: int,
+        *,
+        model: str | None = None,
+        region: str | None = None,
+    ) -> Admission | None:
+        """Admit a request at every level of ``principal`` (None when it has no limits),
+        reserving its worst case against the monthly budgets until it settles: ``tokens``, and
+        under a money budget those tokens at the higher of the model's input and output rates
+        in ``region`` (``ratelimit``: budgets hold under concurrency).
 
         Raises:
             RateLimitError / QuotaExceededError: see ``RateLimiter.acquire``.
         """
         if not principal.limits:
             return None
-        return await self.limiter.acquire(request_id, principal.limits, tokens)
+        reserve = 0
+        if model is not None and any(
+            lim.monthly_budget_micros is not None for lim in principal.limits
+        ):
+            entry = self.prices.lookup(model, region, datetime.now(UTC))
+            if entry is not None:
+                rate = max(entry.input_micros_per_1m, entry.output_micros_per_1m)
+                reserve = -(-tokens * rate // 1_000_000)
+        return await self.limiter.acquire(request_id, principal.limits, tokens, reserve)
 
     def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
         """Price and record one request's usage, then settle its admissions (in the
