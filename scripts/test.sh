@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh embedded,embeddings,test
 echo "==> ruff"
 .venv/bin/ruff check src tests bench
+echo "==> mypy --strict src"
+.venv/bin/mypy --strict src
 echo "==> import contracts"
 .venv/bin/lint-imports --no-cache
 scripts/services.sh

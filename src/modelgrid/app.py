@@ -74,7 +74,7 @@ def packaged_engines(settings: Settings) -> list[Engine]:
     embedding models of ``settings.engine.embedding_models`` (llama.cpp runs only)."""
     e = settings.engine
     upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
-    kind = "fake" if settings.engine_kind == "fake" else "llamacpp"
+    kind = settings.engine_kind
     if e.isolation == "process":
         generators = [
             build_process_engine(
@@ -300,11 +300,15 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
                 state.processes[e.card.model_id] = e.process
         for e in engines:
             await e.start()
-            state.metrics.watch_queue(e.card.model_id, lambda e=e: e.queue_depth)
+            state.metrics.watch_queue(e.card.model_id, _queue_of(e))
             log.info("model %s ready", e.card.model_id)
     except Exception as exc:
         state.load_error = str(exc)
         log.error("loading models failed: %s", exc)
+
+
+def _queue_of(engine: Engine) -> Callable[[], int]:
+    return lambda: engine.queue_depth
 
 
 __all__ = ["create_app", "packaged_engines"]

@@ -9,7 +9,7 @@ FastAPI's would: a ``RequestValidationError`` whose locations start with ``"body
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +39,7 @@ async def json_body(request: Request, model: type[M]) -> M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
-        first = errors[0] if errors else {}
+        first: dict[str, Any] = dict(errors[0]) if errors else {}
         detail = str((first.get("ctx") or {}).get("error", ""))
         if first.get("type") == "json_invalid" and _BAD_TEXT in detail:
             raise UnicodeError(detail) from None  # the app's "not valid Unicode" answer

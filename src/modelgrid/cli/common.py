@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
@@ -31,7 +31,7 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def run(fn: Callable[[Settings], Awaitable[T]]) -> T:
+def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     """Migrate the configured database, then run ``fn(settings)`` with an event loop."""
     from modelgrid.storage import migrate
 

@@ -7,7 +7,7 @@ window before any byte is sent, ``stream`` yields ``Delta``s, and cancelling the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,7 +58,10 @@ class PreparedRequest:
 
 @runtime_checkable
 class Engine(Protocol):
-    card: ModelCard
+    @property
+    def card(self) -> ModelCard:
+        """What ``/v1/models`` shows about the model."""
+        ...
 
     @property
     def ready(self) -> bool:
@@ -83,7 +86,7 @@ class Engine(Protocol):
         """
         ...
 
-    def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         """Generate all ``n`` choices, yielding deltas (choices one after another).
 
         Raises:

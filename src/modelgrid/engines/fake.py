@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from modelgrid.core.errors import ContextLengthExceededError, EngineError
 from modelgrid.core.types import Delta, FinishReason, InferenceRequest, TokenLogprob
@@ -67,7 +67,7 @@ class FakeEngine:
         max_new = wanted if wanted is not None else self.card.context_length - n_prompt
         return PreparedRequest(request, n_prompt, max_new)
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         words = self.reply.split(" ")
         sampling = prepared.request.sampling
         try:

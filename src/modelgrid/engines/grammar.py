@@ -59,7 +59,7 @@ class _Builder:
     def __init__(self) -> None:
         from llama_cpp.llama_grammar import SchemaConverter
 
-        self._conv = SchemaConverter(
+        self._conv = SchemaConverter(  # type: ignore[no-untyped-call]
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
         self._extra: dict[str, str] = {}
@@ -74,7 +74,7 @@ class _Builder:
         self._n += 1
         check_bounds(schema)
         resolved = self._conv.resolve_refs(copy.deepcopy(schema), f"schema{self._n}")
-        return str(self._conv.visit(resolved, name))
+        return str(self._conv.visit(resolved, name))  # type: ignore[no-untyped-call]
 
     def rule(self, name: str, body: str) -> None:
         self._extra[name] = body

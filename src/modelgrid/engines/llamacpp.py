@@ -24,7 +24,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +216,10 @@ class LlamaCppEngine:
             if forged and d["content"]:
                 d["content"] = f"{_MARK_OPEN}{i}{_MARK_CLOSE}"
         try:
-            rendered = self._formatter(messages=dicts, tools=_tool_dicts(request)).prompt
+            rendered = self._formatter(
+                messages=dicts,  # type: ignore[arg-type]  # llama_types' TypedDicts, as dicts
+                tools=_tool_dicts(request),  # type: ignore[arg-type]
+            ).prompt
         except Exception as exc:  # jinja raises many kinds; none may become a 500
             raise InvalidRequestError(
                 f"The messages cannot be rendered with the model's chat template: {exc}",
@@ -311,7 +314,7 @@ class LlamaCppEngine:
 
     # -- generation --
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()

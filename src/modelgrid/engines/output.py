@@ -72,11 +72,14 @@ class ChoiceOutput:
         if logprob is not None:
             self._logprobs.append(logprob)
         text, self.stopped = self._text.feed(data)
-        return self._deltas(self._tools.feed(text) if self._tools else [text])
+        pieces: list[str | ParsedCall] = self._tools.feed(text) if self._tools else [text]
+        return self._deltas(pieces)
 
     def finish(self, reason: FinishReason) -> list[Delta]:
         tail = "" if self.stopped else self._text.flush()
-        pieces = self._tools.feed(tail) + self._tools.finish() if self._tools else [tail]
+        pieces: list[str | ParsedCall] = (
+            self._tools.feed(tail) + self._tools.finish() if self._tools else [tail]
+        )
         out = self._deltas(pieces)
         if self._calls and reason is FinishReason.STOP:
             reason = FinishReason.TOOL_CALLS

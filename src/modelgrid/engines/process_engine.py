@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 
 from modelgrid.core.errors import (
@@ -133,7 +133,7 @@ class ProcessEngine:
             await asyncio.sleep(0.02)
         return False
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         """The child's deltas; one resend if the child died before the first token.
 
         Raises:

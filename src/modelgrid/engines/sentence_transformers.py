@@ -97,7 +97,7 @@ class SentenceTransformersEngine:
     def _load(self) -> None:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # no "Loading weights" bars in the server log
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no progress bars
         if self._threads:
             torch.set_num_threads(self._threads)
         model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
@@ -107,7 +107,10 @@ class SentenceTransformersEngine:
                 f"{self._path} gives {dims}-dimensional vectors, expected {self._dimensions}."
             )
         self._tokenizer = model.tokenizer
-        self.card = dataclasses.replace(self.card, context_length=int(model.max_seq_length))
+        window = model.max_seq_length
+        if window is None:
+            raise EngineError(f"{self._path} declares no maximum sequence length.")
+        self.card = dataclasses.replace(self.card, context_length=int(window))
         self._model = model
 
     # -- generation is not this engine's job --

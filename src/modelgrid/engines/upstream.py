@@ -53,7 +53,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -311,7 +311,7 @@ class UpstreamEngine:
                 raise self._transport_error(exc, started=False) from exc
         raise AssertionError("unreachable")
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         self._waiting += 1
         try:
             request = prepared.request
@@ -341,7 +341,7 @@ class UpstreamEngine:
 
     async def _deltas(
         self, response: aiohttp.ClientResponse, prepared: PreparedRequest
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """The stream's deltas, those of one read merged (``_coalesce``), then the finish
         deltas."""
         parser = wire.StreamParser(prepared.request, self._event_error)

@@ -199,7 +199,7 @@ def deployment_object(grid: Grid, d: Deployment) -> DeploymentObject:
                 max_concurrency=r.max_concurrency,
                 state=ReplicaState(
                     ready=engine is not None and engine.ready,
-                    breaker=h.breaker.state.value,  # type: ignore[arg-type]
+                    breaker=h.breaker.state.value,
                     in_flight=h.in_flight,
                     rtt_ms=None if h.rtt_ms is None else round(h.rtt_ms, 3),
                     last_probe_ok=h.last_probe_ok,

@@ -21,7 +21,7 @@ the request ran (response headers, usage region).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -146,7 +146,7 @@ class RoutedEngine:
                 return Route(hints, blocks, placement, engine, engine.prepare(request), tried)
             tried = (*tried, placement.replica_id)  # removed since the snapshot: skip it
 
-    async def stream(self, prepared: PreparedRequest) -> AsyncIterator[Delta]:
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         """Stream from the picked replica, failing over before the first delta.
 
         Raises:

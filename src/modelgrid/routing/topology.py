@@ -270,12 +270,12 @@ def _validate(t: Topology) -> None:
         if d.key in seen_keys:
             raise TopologyError(f"two deployments of {d.model} in {d.region}")
         seen_keys.add(d.key)
-        for r in d.replicas:
-            _check_replica(d, r)
-            if r.id in replica_ids:
-                raise TopologyError(f"replica id {r.id!r} is used twice")
-            replica_ids.add(r.id)
-            if r.kind == "local":
+        for rep in d.replicas:
+            _check_replica(d, rep)
+            if rep.id in replica_ids:
+                raise TopologyError(f"replica id {rep.id!r} is used twice")
+            replica_ids.add(rep.id)
+            if rep.kind == "local":
                 if d.model in local_models:
                     raise TopologyError(f"{d.model}: at most one local replica per model")
                 local_models.add(d.model)
@@ -497,9 +497,9 @@ def dumps(t: Topology) -> str:
     for d in t.deployments:
         out += ["", "[[deployments]]", f"model = {_toml_value(d.model)}"]
         out.append(f"region = {_toml_value(d.region)}")
-        for r in d.replicas:
+        for rep in d.replicas:
             out.append("[[deployments.replicas]]")
-            out += _toml_fields(r, replica_fields, Replica(""))
+            out += _toml_fields(rep, replica_fields, Replica(""))
     return "\n".join(out) + "\n"
 
 

@@ -11,7 +11,7 @@ the tokens it came from.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from modelgrid.core.ids import completion_id
@@ -92,7 +92,9 @@ class ChatService:
             usage=gen.usage,
         )
 
-    async def chunks(self, gen: Generation, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(
+        self, gen: Generation, include_usage: bool
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """``chat.completion.chunk`` objects, in order, ending with the usage chunk if asked."""
         writer = ChunkWriter(completion_id(), int(time.time()), gen.request.model, include_usage)
         opened: set[int] = set()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -109,7 +109,7 @@ class CompletionRun:
     def prompt_of(self, index: int) -> str:
         return self.prompts[index // self.n]
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
         """Every prompt's deltas, renumbered to the request's choice index; the request's
         usage is recorded once when this iterator ends, however it ends."""
         try:

@@ -13,7 +13,7 @@ pieces of its arguments): the step itself with ``incremental_output``, else ever
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from modelgrid.core.types import CallContext, ToolCall, ToolCallDelta
@@ -98,7 +98,7 @@ class TextGenerationService:
 
     async def events(
         self, gen: Generation, result_format: ResultFormat, incremental: bool
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The ``data`` objects of the stream's ``result`` events, in order: per delta, one
         for its text, one per step of its function calls, the last carrying its finish reason
         (an event of its own when the delta has nothing else)."""

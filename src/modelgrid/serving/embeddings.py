@@ -170,10 +170,10 @@ class EmbeddingService:
             )
         engine = self.engine(model)
         ctx.response_headers["x-modelgrid-region"] = self.region
-        if inputs and isinstance(inputs[0], list):
-            texts = await engine.decode(inputs)  # type: ignore[arg-type]
-        else:
-            texts = list(inputs)  # type: ignore[arg-type]
+        texts = [x for x in inputs if isinstance(x, str)]
+        ids = [x for x in inputs if isinstance(x, list)]
+        if ids:
+            texts = await engine.decode(ids)
         for text in texts:  # an unpaired surrogate raises UnicodeEncodeError: a 400 at the edge
             text.encode("utf-8")
         if dimensions is not None and dimensions != engine.dimensions:

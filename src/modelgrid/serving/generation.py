@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from modelgrid.core.errors import ModelgridError, PermissionDeniedError
@@ -124,7 +124,7 @@ class Generation:
         cached = min(self.prepared.cached_prompt_tokens, prompt)
         return TokenUsage(prompt, sum(self.completion_tokens), cached)
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
         """The engine's deltas; usage is recorded when this iterator ends, however it ends."""
         status = 200
         outcome: str | None = None

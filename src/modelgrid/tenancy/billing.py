@@ -154,9 +154,10 @@ async def usage(
     start, end = month_bounds(month) if month is not None else (None, None)
     async with sessions() as session:
         ws_id = None if workspace is None else (await find_workspace(session, workspace)).id
-        span = {"workspace_id": ws_id, "start": start, "end": end}
-        rows = await repo.usage_page(session, limit=limit + 1, after=after, **span)
-        sums = await repo.usage_sums(session, **span)
+        rows = await repo.usage_page(
+            session, limit=limit + 1, after=after, workspace_id=ws_id, start=start, end=end
+        )
+        sums = await repo.usage_sums(session, workspace_id=ws_id, start=start, end=end)
     data = [usage_object(r) for r in rows[:limit]]
     totals = UsageTotals()
     for s in sums:

@@ -29,7 +29,9 @@ _DATETIME_FIELDS = {f.name for f in fields(UsageEvent) if f.type in ("datetime",
 def encode(event: UsageEvent) -> bytes:
     data = as_row(event)
     for name in _DATETIME_FIELDS:
-        data[name] = data[name].isoformat()
+        value = data[name]
+        assert isinstance(value, datetime)
+        data[name] = value.isoformat()
     return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
 

@@ -7,6 +7,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 
-def _limits() -> list[sa.Column]:
+def _limits() -> list[sa.Column[int]]:
     return [
         sa.Column("rpm_limit", sa.Integer(), nullable=True),
         sa.Column("tpm_limit", sa.Integer(), nullable=True),
@@ -26,7 +28,7 @@ def _limits() -> list[sa.Column]:
     ]
 
 
-def _now() -> sa.Column:
+def _now() -> sa.Column[Any]:
     return sa.Column(
         "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
     )
