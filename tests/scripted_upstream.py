@@ -27,8 +27,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 class AppThread:
     """Any ASGI app on a loopback port, served by uvicorn in a background thread."""
 
-    def __init__(self, app: Any, ready_path: str = "/health") -> None:
-        self.port = free_port()
+    def __init__(self, app: Any, ready_path: str = "/health", port: int | None = None) -> None:
+        self.port = port or free_port()
         self.app = app
         self.ready_path = ready_path
         config = uvicorn.Config(

@@ -3,6 +3,7 @@ scripted upstream, both real local servers; clients use the official openai SDK.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.scripted_upstream import (
     event,
     json_reply,
     start_sse,
+    stream_reply,
 )
 from tests.support import ThreadServer, create_key, free_port, usage_rows
 
@@ -305,3 +307,64 @@ def test_text_completions_through_a_worker(via_worker: ThreadServer) -> None:
     assert r.choices[0].text == "Paris is"
     [row] = usage_rows(via_worker, expect=1)
     assert (row["endpoint"], row["completion_tokens"], row["status"]) == ("completions", 2, 200)
+
+
+def test_an_overloaded_only_upstream_is_its_429_with_its_retry_after(
+    tmp_path: Path, database_url: str
+) -> None:
+    """No other replica can take the request: the client gets the upstream's 429 and its
+    ``Retry-After`` (not a 503 with a made-up one), streamed or not."""
+    busy = json_reply(429, {"error": {"message": "slow down"}}, {"retry-after": "7"})
+    upstream = AppThread(ScriptedUpstream(busy)).start()
+    up = UpstreamEngine("gpt-up", f"{upstream.base_url}/v1", context_length=4096)
+    server = gateway(tmp_path, database_url, up)
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as info:
+                r = client(server).chat.completions.create(
+                    model="gpt-up",
+                    messages=MSG,  # type: ignore[arg-type]
+                    stream=stream,
+                )
+                list(r) if stream else None  # type: ignore[call-overload]
+            assert info.value.status_code == 429
+            assert info.value.response.headers["retry-after"] == "7"
+            assert info.value.code == "upstream_rate_limited"
+            assert "slow down" in info.value.message
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+def test_an_upstream_that_comes_back_takes_traffic_within_a_second(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The model's only replica is down long enough for its breaker to open, with the
+    cool-down doubled; once it listens again, the next request goes to it (a trial through
+    the open breaker) and every later one (the breaker closed): no lock-out by its own
+    breaker, however long the cool-down had left."""
+    port = free_port()
+    up = UpstreamEngine("gpt-up", f"http://127.0.0.1:{port}/v1", context_length=4096)
+    server = gateway(tmp_path, database_url, up)
+    upstream: AppThread | None = None
+    try:
+        for _ in range(8):  # refused: the breaker opens, each failed trial doubles the wait
+            with pytest.raises(openai.APIStatusError) as info:
+                client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+            assert info.value.status_code == 503
+        upstream = AppThread(ScriptedUpstream(stream_reply(["Paris."])), port=port).start()
+        back = time.monotonic()
+        while True:
+            try:
+                client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+                break
+            except openai.APIStatusError:
+                assert time.monotonic() - back < 1.0
+                time.sleep(0.05)
+        for _ in range(3):
+            r = client(server).chat.completions.create(model="gpt-up", messages=MSG)  # type: ignore[arg-type]
+            assert r.choices[0].message.content == "Paris."
+    finally:
+        server.stop()
+        if upstream is not None:
+            upstream.stop()

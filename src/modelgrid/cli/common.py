@@ -27,7 +27,9 @@ def settings() -> Settings:
     except ValidationError as exc:
         for e in exc.errors():
             name = "MODELGRID_" + "__".join(str(part) for part in e["loc"]).upper()
-            err_console.print(f"[red]invalid setting {name}: {e['msg']}[/]", highlight=False)
+            err_console.print(
+                f"[red]invalid setting {name}: {e['msg']}[/]", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(2) from None
 
 

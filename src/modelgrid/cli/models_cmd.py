@@ -67,7 +67,7 @@ def prepare_or_exit(model_ids: list[str], models_dir: Path) -> None:
         for model_id in model_ids:
             prepare_with_progress(model_id, models_dir)
     except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
+        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -90,7 +90,7 @@ def check_cmd(
     this machine: ``scripts/bootstrap.sh`` then rebuilds with the safest instruction set);
     1 for any other failure.
     """
-    from modelgrid.engines.check import run_check
+    from modelgrid.engines.check import cpu_library, run_check
 
     s = settings()
     model = model_id or (s.engine.models[0] if s.engine.models else None)
@@ -102,9 +102,13 @@ def check_cmd(
     if result.ok:
         err_console.print(f"llama.cpp check: {model} generated a token")
         return
-    err_console.print(
-        f"[red]llama.cpp check failed: the engine process running {model} died with "
-        f"{result.detail}[/]",
-        highlight=False,
-    )
+    if result.returncode < 0:
+        line = (
+            f"llama.cpp check failed: a one-token generation of {model} died with "
+            f"{result.detail}, in {cpu_library()}; fix: python scripts/llama_build.py ensure "
+            "--level avx2 (the safest build; scripts/bootstrap.sh does it)"
+        )
+    else:
+        line = f"llama.cpp check failed for {model}: {result.detail}"
+    err_console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(3 if result.returncode < 0 else 1)

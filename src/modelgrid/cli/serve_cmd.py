@@ -30,6 +30,7 @@ def serve(
     from modelgrid.api.logs import log_config
     from modelgrid.app import create_app
     from modelgrid.cli.models_cmd import prepare_or_exit
+    from modelgrid.cli.topology_cmd import topology_or_exit
     from modelgrid.storage import migrate
 
     s = settings()
@@ -37,6 +38,7 @@ def serve(
         s.server.host = host
     if port:
         s.server.port = port
+    topology_or_exit(s)  # a bad topology file: one line, before anything starts
     err_console.print(f"database: {s.masked()['database']['url']}")
     migrate.upgrade(s.database_url)
     if s.bootstrap_keys:

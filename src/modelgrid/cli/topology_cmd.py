@@ -20,9 +20,14 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _topology() -> tuple[Any, str]:
+    return topology_or_exit(settings())
+
+
+def topology_or_exit(s: Any) -> tuple[Any, str]:
+    """The topology the settings name (and where it came from); a bad or unreadable file
+    ends the command with one line naming the file and the problem (status 1)."""
     from modelgrid.routing import topology as topo
 
-    s = settings()
     path = s.topology_path
     if s.topology_file is None and not path.exists():
         models = [*s.engine.models, *(u.model for u in s.all_upstreams())]
@@ -30,7 +35,10 @@ def _topology() -> tuple[Any, str]:
     try:
         return topo.load(path), str(path)
     except (OSError, topo.TopologyError) as exc:
-        err_console.print(f"[red]{path}: {exc}[/]")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        err_console.print(
+            f"[red]topology file {path}: {reason}[/]", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
 
 

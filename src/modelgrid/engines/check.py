@@ -13,6 +13,7 @@ generates one token with every core's thread, prints ``ok`` and exits 0.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -38,6 +39,15 @@ class CheckResult:
     ok: bool
     returncode: int
     detail: str
+
+
+def cpu_library() -> str:
+    """The path of llama.cpp's CPU backend in the installed package (found without loading
+    it: the caller must survive what the child may not)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return "llama_cpp/lib/libggml-cpu.so"
+    return str(Path(spec.origin).parent / "lib" / "libggml-cpu.so")
 
 
 def explain(returncode: int) -> str:
@@ -101,4 +111,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["CheckResult", "explain", "run_check"]
+__all__ = ["CheckResult", "cpu_library", "explain", "run_check"]

@@ -444,9 +444,13 @@ def load(path: Path) -> Topology:
     """Read a topology file.
 
     Raises:
-        TopologyError: invalid file; OSError: unreadable.
+        TopologyError: invalid file (not UTF-8 included); OSError: unreadable.
     """
-    return loads(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"not UTF-8 text (byte {exc.start})") from None
+    return loads(text)
 
 
 # --- writing ---------------------------------------------------------------------------------
