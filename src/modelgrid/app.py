@@ -31,8 +31,9 @@ from modelgrid.api.routers import (
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
-from modelgrid.engines.embedding import build_embedding_engines
+from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
 from modelgrid.engines.process import EngineProcess
+from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
 from modelgrid.engines.process_engine import ProcessEngine
 from modelgrid.engines.registry import (
     build_packaged_engine,
@@ -71,7 +72,8 @@ def packaged_engines(settings: Settings) -> list[Engine]:
     joined and verified first; blocking) or, with ``engine_kind = "fake"``, the scripted
     engine of tests and benchmarks — each in its own supervised engine process
     (``engine.isolation = "process"``, the default) or inside the gateway; then the installed
-    embedding models of ``settings.engine.embedding_models`` (llama.cpp runs only)."""
+    embedding models of ``settings.engine.embedding_models`` (llama.cpp runs only), in their
+    own processes likewise."""
     e = settings.engine
     upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
     kind = settings.engine_kind
@@ -98,9 +100,17 @@ def packaged_engines(settings: Settings) -> list[Engine]:
         ]
     if kind == "fake":
         return [*generators, *upstreams]
-    embedders = build_embedding_engines(
-        e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
-    )
+    if e.isolation == "process":
+        embedders = [
+            build_process_engine(
+                m, "embedding", settings.models_dir, data_dir=settings.data_dir, engine=e
+            )
+            for m in installed_embedding_models(e.embedding_models)
+        ]
+    else:
+        embedders = build_embedding_engines(
+            e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
+        )
     return [*generators, *embedders, *upstreams]
 
 
@@ -296,7 +306,7 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
             state.models.add(by_model.get(e.card.model_id, e))
         state.models.sync_routed(grid.engines())
         for e in engines:
-            if isinstance(e, ProcessEngine):
+            if isinstance(e, ProcessEngine | ProcessEmbeddingEngine):
                 state.processes[e.card.model_id] = e.process
         for e in engines:
             await e.start()

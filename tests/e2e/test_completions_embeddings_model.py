@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+import signal
 import struct
 import time
 
@@ -202,3 +204,20 @@ def test_embedding_token_ids_of_the_models_tokenizer_equal_the_text(
     with pytest.raises(openai.BadRequestError) as exc:
         c.embeddings.create(model=EMB, input=[[999999]])
     assert "vocabulary" in exc.value.body["message"]  # type: ignore[index]
+
+
+def test_the_embedding_engine_process_dies_and_the_next_call_waits_for_it(
+    model_server: ProcessServer,
+) -> None:
+    """The embedding model runs in its own supervised process: SIGKILL it, and the next call
+    waits for the restart and gets the same vector; the gateway never went down."""
+    c = client(model_server)
+    before = c.embeddings.create(model=EMB, input="a kitten").data[0].embedding
+    ready = httpx.get(f"{model_server.base_url}/health/ready", timeout=5).json()
+    engine = ready["engines"][EMB]
+    os.kill(engine["pid"], signal.SIGKILL)
+    after = c.embeddings.create(model=EMB, input="a kitten").data[0].embedding
+    assert after == pytest.approx(before, abs=1e-6)
+    now = httpx.get(f"{model_server.base_url}/health/ready", timeout=5).json()["engines"][EMB]
+    assert (now["restarts"], now["last_exit"]) == (engine["restarts"] + 1, "SIGKILL")
+    assert now["pid"] != engine["pid"]

@@ -6,7 +6,9 @@ gateway in front authenticates, admits and meters. An optional shared token (``-
 must then come as ``Authorization: Bearer <token>``.
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions``
-(JSON, or SSE with ``stream_options.include_usage``), ``GET /health/live``, ``GET /health/ready`` (with the
+(JSON, or SSE with ``stream_options.include_usage``) for a generation model;
+``/internal/embeddings…`` for an embedding model (the calls of the gateway that supervises
+this worker, ``engines.process_embedding``); ``GET /health/live``, ``GET /health/ready`` (with the
 replica's load: ``queue_depth`` waiting, ``running`` generating; cheap enough to poll for
 load- and prefix-aware routing), ``GET /metrics`` (Prometheus, the same gauges).
 
@@ -18,6 +20,7 @@ everything, records nothing).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -36,9 +39,17 @@ from modelgrid.api.deps import ContextDep, bearer_token
 from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.sse import SSEResponse
-from modelgrid.core.errors import AuthenticationError, ModelgridError
+from modelgrid.core.errors import (
+    AuthenticationError,
+    ModelgridError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from modelgrid.engines.base import Engine
+from modelgrid.engines.embedding import EmbeddingEngine
 from modelgrid.engines.process import die_with_parent
+from modelgrid.engines.process_embedding import INTERNAL
+from modelgrid.protocol.engine_rpc import TextsIn, TokenIdsIn
 from modelgrid.protocol.openai import sse
 from modelgrid.protocol.openai.completions import CompletionRequest
 from modelgrid.protocol.openai.errors import error_body
@@ -217,6 +228,33 @@ def _routes(app: FastAPI) -> None:
             lambda usage: state.chat.chunks(gen, usage),
         )
 
+    @app.get(INTERNAL)
+    async def embedding_facts(state: CallerDep) -> dict[str, Any]:
+        """The embedding model's facts (``engines.process_embedding``)."""
+        engine = _embedder(state)
+        return {
+            "model": engine.card.model_id,
+            "dimensions": engine.dimensions,
+            "max_input_tokens": engine.max_input_tokens,
+        }
+
+    @app.post(f"{INTERNAL}/count")
+    async def embedding_count(request: Request, state: CallerDep) -> dict[str, Any]:
+        body = await json_body(request, TextsIn)
+        return {"counts": await _embedder(state).count_tokens(body.texts)}
+
+    @app.post(f"{INTERNAL}/decode")
+    async def embedding_decode(request: Request, state: CallerDep) -> dict[str, Any]:
+        body = await json_body(request, TokenIdsIn)
+        return {"texts": await _embedder(state).decode(body.token_ids)}
+
+    @app.post(f"{INTERNAL}/embed")
+    async def embedding_embed(request: Request, state: CallerDep) -> dict[str, Any]:
+        body = await json_body(request, TextsIn)
+        result = await _embedder(state).embed(body.texts)
+        vectors = [base64.b64encode(v).decode("ascii") for v in result.vectors]
+        return {"dimensions": result.dimensions, "vectors": vectors}
+
     @app.post("/v1/completions")
     async def completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
         """Text completions of the same replica (gateways route ``/v1/completions`` here)."""
@@ -228,6 +266,21 @@ def _routes(app: FastAPI) -> None:
             lambda: state.completions.complete(run),
             lambda usage: state.completions.chunks(run, usage),
         )
+
+
+def _embedder(state: WorkerState) -> EmbeddingEngine:
+    """The worker's embedding engine, once loaded.
+
+    Raises:
+        NotFoundError: the worker serves a generation model.
+        ServiceUnavailableError: still loading.
+    """
+    engine = state.engine
+    if not isinstance(engine, EmbeddingEngine):
+        raise NotFoundError("This engine worker serves no embedding model.")
+    if not state.models.ready:
+        raise ServiceUnavailableError("The embedding model is still loading.")
+    return engine
 
 
 async def _answer(

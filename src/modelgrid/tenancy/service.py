@@ -1,8 +1,9 @@
-"""The tenancy service: authenticate callers, manage keys, record usage.
+"""The tenancy service: authenticate callers, admit requests, record usage.
 
 ``authenticate`` looks the key up by its public id (primary key) and compares hashes in
-constant time; revocation is read from the database on every call, so it takes effect
-immediately in every process that shares the database.
+constant time. Principals are cached for ``auth.cache_ttl_s`` (``tenancy.authcache``): a
+revocation or change made on this machine applies at the next request (the epoch file), one
+made on another machine sharing the database within the cache's time to live.
 """
 
 from __future__ import annotations
