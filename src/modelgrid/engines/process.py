@@ -44,7 +44,7 @@ from enum import StrEnum
 
 import aiohttp
 
-from modelgrid.core.errors import EngineError
+from modelgrid.core.errors import EngineError, EngineRestartingError
 
 log = logging.getLogger("modelgrid.engines.process")
 
@@ -243,6 +243,32 @@ class EngineProcess:
             crash_loop=self.crash_loop,
             retry_in_s=self.retry_in_s(),
         )
+
+    @property
+    def serving(self) -> bool:
+        """Ready, or restarting after a death that is not part of a crash loop (requests
+        wait for the restart): what the engines over it call ``ready``."""
+        return self.ready or (self.state is ProcessState.RESTARTING and not self.crash_loop)
+
+    def restarting_error(self) -> EngineRestartingError:
+        """The 503 for a request that found no child ready in time (``Retry-After``: when
+        the next start is due, at least 1 s)."""
+        how = f" ({exit_name(self.last_exit)})" if self.last_exit is not None else ""
+        return EngineRestartingError(
+            f"The engine of '{self.model_id}' is restarting after its process died{how}; "
+            "try again shortly.",
+            retry_after_s=max(1.0, self.retry_in_s()),
+        )
+
+    async def died_since(self, incarnation: int, within_s: float = 1.0) -> bool:
+        """Whether the child of ``incarnation`` has died: a dropped connection and the
+        child's exit are seen at most ``within_s`` apart."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.incarnation != incarnation or self.state is not ProcessState.READY:
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait until a child is ready (``False`` after ``timeout_s`` or once stopped)."""

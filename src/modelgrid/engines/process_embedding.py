@@ -12,9 +12,7 @@ A refusal by the child (a 400 naming the input) comes back as the same error.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,14 +21,13 @@ import aiohttp
 
 from modelgrid.core.errors import (
     EngineError,
-    EngineRestartingError,
     InvalidRequestError,
     ModelgridError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
 from modelgrid.engines.base import ModelCard, PreparedRequest
 from modelgrid.engines.embedding import Embeddings, refuse_generation
-from modelgrid.engines.process import EngineProcess, ProcessState, exit_name
+from modelgrid.engines.process import EngineProcess
 
 INTERNAL = "/internal/embeddings"
 
@@ -71,8 +68,7 @@ class ProcessEmbeddingEngine:
     @property
     def ready(self) -> bool:
         """Ready, or restarting after a death that is not part of a crash loop."""
-        p = self.process
-        return p.ready or (p.state is ProcessState.RESTARTING and not p.crash_loop)
+        return self.process.serving
 
     @property
     def queue_depth(self) -> int:
@@ -126,15 +122,6 @@ class ProcessEmbeddingEngine:
             )
         return self._session
 
-    def _unavailable(self) -> EngineRestartingError:
-        p = self.process
-        how = f" ({exit_name(p.last_exit)})" if p.last_exit is not None else ""
-        return EngineRestartingError(
-            f"The engine of '{self.card.model_id}' is restarting after its process died{how}; "
-            "try again shortly.",
-            retry_after_s=max(1.0, p.retry_in_s()),
-        )
-
     async def _call(self, method: str, path: str, payload: Any) -> dict[str, Any]:
         """One call to the child; sent again once to the next child if this one died.
 
@@ -148,7 +135,7 @@ class ProcessEmbeddingEngine:
         try:
             for attempt in (1, 2):
                 if not await self.process.wait_ready(self.restart_wait_s):
-                    raise self._unavailable()
+                    raise self.process.restarting_error()
                 incarnation = self.process.incarnation
                 try:
                     async with self._client().request(method, url, json=payload) as r:
@@ -157,7 +144,7 @@ class ProcessEmbeddingEngine:
                             return body
                         raise _refusal(r.status, body, self.card.model_id)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                    if attempt == 2 or not await self._died(incarnation):
+                    if attempt == 2 or not await self.process.died_since(incarnation):
                         raise EngineError(
                             f"The engine process of '{self.card.model_id}' failed: "
                             f"{type(exc).__name__}."
@@ -165,15 +152,6 @@ class ProcessEmbeddingEngine:
             raise AssertionError("unreachable")
         finally:
             self._waiting -= 1
-
-    async def _died(self, incarnation: int) -> bool:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            p = self.process
-            if p.incarnation != incarnation or p.state is not ProcessState.READY:
-                return True
-            await asyncio.sleep(0.02)
-        return False
 
     async def aclose(self) -> None:
         if self._session is not None:

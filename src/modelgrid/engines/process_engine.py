@@ -21,23 +21,19 @@ admission; ``engines.upstream``), the exact counts replace the estimate when the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
 from modelgrid.core.errors import (
     EngineDiedError,
-    EngineRestartingError,
     UpstreamError,
     UpstreamTimeoutError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
 from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.process import EngineProcess, ProcessState, exit_name
+from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.upstream import UpstreamEngine
-
-DEATH_SEEN_WITHIN_S = 1.0  # a dropped connection and the child's exit are seen this close
 
 
 class ProcessEngine:
@@ -72,8 +68,7 @@ class ProcessEngine:
     def ready(self) -> bool:
         """Ready, or restarting after a death that is not part of a crash loop (requests
         wait for the restart)."""
-        p = self.process
-        return p.ready or (p.state is ProcessState.RESTARTING and not p.crash_loop)
+        return self.process.serving
 
     @property
     def queue_depth(self) -> int:
@@ -103,15 +98,6 @@ class ProcessEngine:
         """Seconds without a token while requests wait for one (0 when none waits)."""
         return time.monotonic() - self._progress_at if self._streams else 0.0
 
-    def _unavailable(self) -> EngineRestartingError:
-        p = self.process
-        how = f" ({exit_name(p.last_exit)})" if p.last_exit is not None else ""
-        return EngineRestartingError(
-            f"The engine of '{self.card.model_id}' is restarting after its process died{how}; "
-            "try again shortly.",
-            retry_after_s=max(1.0, p.retry_in_s()),
-        )
-
     async def _await_child(self) -> int:
         """The incarnation of a ready child, waiting for a restart if need be.
 
@@ -119,19 +105,8 @@ class ProcessEngine:
             EngineRestartingError: none is ready within ``restart_wait_s``.
         """
         if not await self.process.wait_ready(self.restart_wait_s):
-            raise self._unavailable()
+            raise self.process.restarting_error()
         return self.process.incarnation
-
-    async def _child_died(self, incarnation: int) -> bool:
-        """Whether the child a request was sent to has died (its exit may be seen a moment
-        after the dropped connection)."""
-        deadline = time.monotonic() + DEATH_SEEN_WITHIN_S
-        while time.monotonic() < deadline:
-            p = self.process
-            if p.incarnation != incarnation or p.state is not ProcessState.READY:
-                return True
-            await asyncio.sleep(0.02)
-        return False
 
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         """The child's deltas; one resend if the child died before the first token.
@@ -159,8 +134,7 @@ class ProcessEngine:
                         yield delta
                     return
                 except (UpstreamError, UpstreamTimeoutError) as exc:
-                    died = await self._child_died(incarnation)
-                    if not died:
+                    if not await self.process.died_since(incarnation):
                         raise
                     if not waiting:
                         raise EngineDiedError(
@@ -168,7 +142,7 @@ class ProcessEngine:
                             "generating; it is restarting."
                         ) from exc
                     if attempt == 2:
-                        raise self._unavailable() from exc
+                        raise self.process.restarting_error() from exc
         finally:
             self._streams -= 1
             if waiting:
