@@ -167,6 +167,10 @@ def test_upstream_context_error_passes_through(via_worker: ThreadServer) -> None
         client(via_worker).chat.completions.create(model="gpt-up", messages=long)  # type: ignore[arg-type]
     assert info.value.code == "context_length_exceeded"
     assert "Too long for the fake model." in info.value.message
+    # Refused before any token: the gateway only had an estimate of the prompt, and bills none.
+    [row] = usage_rows(via_worker, expect=1)
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"]) == (400, 0, 0)
+    assert row["cost_micros"] == 0
 
 
 def test_wrong_upstream_credentials_are_a_502(

@@ -12,7 +12,13 @@ import pytest
 from modelgrid.core.errors import EngineError, EngineRestartingError
 from modelgrid.core.types import ChatMessage, InferenceRequest
 from modelgrid.engines.base import ModelCard
-from modelgrid.engines.process import EngineProcess, ProcessState, advice, exit_name
+from modelgrid.engines.process import (
+    EngineProcess,
+    ProcessState,
+    advice,
+    child_cpu_s,
+    exit_name,
+)
 from modelgrid.engines.process_engine import ProcessEngine
 
 pytestmark = pytest.mark.e2e
@@ -73,3 +79,26 @@ async def test_a_crash_loop_fails_the_start_is_logged_once_and_refuses_requests(
         assert info.value.code == "engine_restarting"
     finally:
         await engine.aclose()
+
+
+def test_a_hang_is_no_token_and_no_cpu_and_a_long_prefill_is_no_hang() -> None:
+    p = EngineProcess("m", ["--model", "m"], hang_timeout_s=10)
+    assert not p._hung(9.9, 0.0)  # not long enough yet
+    assert p._hung(10.0, 0.5)  # stopped or deadlocked: under a tenth of a core
+    assert not p._hung(30.0, 45.0)  # a long prompt's prefill: computing, no token yet
+    assert p._hung(100.0, 150.0)  # computing for ten times the timeout without a token
+    assert child_cpu_s(os.getpid()) > 0 and child_cpu_s(2**22 + 12345) == 0.0
+
+
+def test_the_prompt_estimate_learns_the_template_overhead_from_exact_counts() -> None:
+    engine = _fake()
+    first = engine.prepare(_request())
+    estimate = first.prompt_tokens
+    first.report_prompt_tokens(estimate + 21)  # the child's exact count, at the end
+    engine._learn(first, estimate)
+    second = engine.prepare(_request())
+    assert second.prompt_tokens == estimate + 21 and second.prompt_tokens_estimated
+    smaller = engine.prepare(_request())
+    smaller.report_prompt_tokens(estimate + 3)
+    engine._learn(smaller, estimate)  # the largest shortfall is kept
+    assert engine.prepare(_request()).prompt_tokens == estimate + 21

@@ -97,6 +97,16 @@ def check_cmd(
     if model is None:
         err_console.print("[red]no embedded model is configured (MODELGRID_ENGINE__MODELS)[/]")
         raise typer.Exit(1)
+    from modelgrid.engines.catalog import CATALOG
+
+    if model not in CATALOG:
+        known = ", ".join(sorted(CATALOG))
+        err_console.print(
+            f"[red]{model!r} is not a packaged llama.cpp model (known: {known})[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     prepare_or_exit([model], s.models_dir)
     result = run_check(model, s.models_dir)
     if result.ok:

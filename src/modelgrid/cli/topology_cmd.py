@@ -28,6 +28,9 @@ def topology_or_exit(s: Any) -> tuple[Any, str]:
     ends the command with one line naming the file and the problem (status 1)."""
     from modelgrid.routing import topology as topo
 
+    if s.topology_file is not None and str(s.topology_file) in ("", "."):
+        err_console.print("[red]MODELGRID_TOPOLOGY_FILE is set but empty: name a TOML file[/]")
+        raise typer.Exit(1)
     path = s.topology_path
     if s.topology_file is None and not path.exists():
         models = [*s.engine.models, *(u.model for u in s.all_upstreams())]

@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import aiohttp
 
@@ -103,8 +104,16 @@ def exit_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-def advice(returncode: int) -> str:
-    """What to do about a child that keeps dying this way."""
+def advice(returncode: int, reason: str | None = None) -> str:
+    """What to do about a child that keeps dying this way (``reason``: why the gateway
+    killed it, when it did)."""
+    if reason and reason.startswith("no token"):
+        return (
+            "the gateway killed it as hung; if its prompts legitimately take that long, raise "
+            "MODELGRID_ENGINE__HANG_TIMEOUT_S"
+        )
+    if reason:
+        return f"the gateway killed it ({reason})"
     if returncode in (-signal.SIGILL, -signal.SIGSEGV, -signal.SIGBUS):
         return (
             "the llama.cpp build does not run on this CPU: run `python scripts/llama_build.py "
@@ -114,6 +123,16 @@ def advice(returncode: int) -> str:
     if returncode == -signal.SIGKILL:
         return "it was killed (out of memory?): lower MODELGRID_ENGINE__N_CTX or free memory"
     return "see the engine's last log lines above"
+
+
+def child_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``; 0 where there is
+    no ``/proc``: hangs are then judged by the time without a token alone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port(host: str) -> int:
@@ -356,7 +375,7 @@ class EngineProcess:
             if self.crash_loop:
                 self._first(
                     f"the engine process died {self._quick_deaths} times "
-                    f"({exit_name(returncode)}); {advice(returncode)}"
+                    f"({exit_name(returncode)}); {advice(returncode, self.last_exit_reason)}"
                 )
             self.state = ProcessState.RESTARTING
             self._next_start_at = time.monotonic() + delay
@@ -405,7 +424,7 @@ class EngineProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._tail.append(line)
-                log.info("engine %s: %s", self.model_id, line)
+                log.warning("engine %s: %s", self.model_id, line)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Ready check, then liveness and progress checks until the child exits."""
@@ -425,17 +444,37 @@ class EngineProcess:
                 proc.pid,
                 self.restarts,
             )
+        ready_at = time.monotonic()
         misses = 0
+        stall_cpu_s = child_cpu_s(proc.pid)  # the child's CPU time when the stall began
+        last_stalled = 0.0
         while proc.returncode is None:
             await asyncio.sleep(self.liveness_interval_s)
-            stalled = self.stalled_s()
-            if stalled >= self.hang_timeout_s:
-                self.kill(f"no token for {stalled:.0f} s")
+            if self._quick_deaths and time.monotonic() - ready_at >= self.stable_after_s:
+                self._quick_deaths, self._loop_reported = 0, False  # stable: no crash loop
+            stalled = min(self.stalled_s(), time.monotonic() - ready_at)
+            cpu_s = child_cpu_s(proc.pid)
+            if stalled < last_stalled or stalled == 0.0:
+                stall_cpu_s = cpu_s
+            last_stalled = stalled
+            if self._hung(stalled, cpu_s - stall_cpu_s):
+                self.kill(
+                    f"no token for {stalled:.0f} s, {cpu_s - stall_cpu_s:.1f} CPU s used meanwhile"
+                )
                 return
             misses = 0 if await self._get("/health/live", 200) else misses + 1
             if misses >= self.liveness_failures:
                 self.kill(f"no answer to {misses} liveness checks")
                 return
+
+    def _hung(self, stalled_s: float, cpu_s: float) -> bool:
+        """No token for ``hang_timeout_s`` while requests wait, and the child not computing
+        either (under a tenth of a core on average: stopped, deadlocked, waiting on nothing)
+        — a long prompt's prefill burns CPU without producing a token, and is no hang. A
+        child that computes for ten times the timeout without a token is hung all the same."""
+        if stalled_s < self.hang_timeout_s:
+            return False
+        return cpu_s < 0.1 * stalled_s or stalled_s >= 10 * self.hang_timeout_s
 
     async def _get(self, path: str, want: int) -> bool:
         if self._session is None or self._session.closed:
@@ -475,7 +514,7 @@ class EngineProcess:
                 self.stable_after_s,
                 how,
                 self.backoff_max_s,
-                advice(returncode),
+                advice(returncode, self.last_exit_reason),
                 f" Its last lines: {last}" if last else "",
             )
 

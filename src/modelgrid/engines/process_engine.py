@@ -60,6 +60,7 @@ class ProcessEngine:
             owned_by=card.owned_by,
         )
         self._waiting = 0  # sent, no token yet
+        self._overhead = 0  # prompt tokens the estimate misses (``prepare``)
         self._streams = 0
         self._progress_at = time.monotonic()
         process.stalled_s = self._stalled_s
@@ -89,10 +90,22 @@ class ProcessEngine:
         return self.ready
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        """Estimate the prompt and encode a streamed call to the child (no I/O)."""
+        """Estimate the prompt and encode a streamed call to the child (no I/O).
+
+        The estimate (``engines.upstream``: characters / 4 and a chat overhead) misses the
+        tokens the model's chat template adds (Qwen's default system prompt: about 20). So
+        the largest shortfall seen so far against the child's exact counts is added to it:
+        admission and budget reservations then hold a prompt's real size after the first
+        answer."""
         prepared = self._client.prepare(replace(request, stream=True))
         prepared.request = request
+        prepared.prompt_tokens += self._overhead
         return prepared
+
+    def _learn(self, prepared: PreparedRequest, estimate: int) -> None:
+        """Fold the child's exact prompt count into the estimate's overhead."""
+        if not prepared.prompt_tokens_estimated:
+            self._overhead = max(self._overhead, prepared.prompt_tokens - estimate)
 
     def _stalled_s(self) -> float:
         """Seconds without a token while requests wait for one (0 when none waits)."""
@@ -120,6 +133,7 @@ class ProcessEngine:
         self._streams += 1
         self._waiting += 1
         waiting = True
+        estimate = prepared.prompt_tokens - self._overhead  # the plain estimate
         if self._streams == 1:
             self._progress_at = time.monotonic()
         try:
@@ -147,6 +161,7 @@ class ProcessEngine:
             self._streams -= 1
             if waiting:
                 self._waiting -= 1
+            self._learn(prepared, estimate)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -157,9 +157,10 @@ class Generation:
         total_s = time.perf_counter() - self.ctx.started
         placement = placement_of(self.prepared)
         usage = self.usage
-        if status >= 500 and self.ttft_s is None and self.prepared.prompt_tokens_estimated:
-            # Failed before any output, and no replica ever reported processing the prompt
-            # (e.g. every upstream refused the connection): the record stays, billing nothing.
+        if status != 200 and self.ttft_s is None and self.prepared.prompt_tokens_estimated:
+            # Ended before any output (refused by the replica — a context overflow —, no
+            # replica reachable, the client gone), and no replica ever reported processing the
+            # prompt: the record stays, billing nothing rather than an estimate.
             usage = TokenUsage(0, usage.completion_tokens)
         reasons = {r for r in self.finish_reasons if r}
         finish = outcome or (
