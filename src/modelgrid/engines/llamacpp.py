@@ -277,11 +277,12 @@ class LlamaCppEngine:
         wanted = request.sampling.max_tokens
         if n_prompt >= limit or (wanted is not None and n_prompt + wanted > limit):
             asked = f" + {wanted} max tokens" if wanted is not None else ""
+            where = "prompt" if request.prompt is not None else "messages"
             raise ContextLengthExceededError(
                 f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{n_prompt + (wanted or 0)} tokens ({n_prompt} in the messages{asked}). "
-                "Please reduce the length of the messages or the completion.",
-                param="messages",
+                f"{n_prompt + (wanted or 0)} tokens ({n_prompt} in the {where}{asked}). "
+                f"Please reduce the length of the {where} or the completion.",
+                param=where,
             )
         max_new = wanted if wanted is not None else limit - n_prompt
         grammar = request_grammar(request)
