@@ -221,3 +221,15 @@ def test_bad_input_exits_2_without_traceback(database_url: str, args: list[str])
     out = cli(database_url, *args, ok=False)
     assert out.returncode == 2
     assert b"Traceback" not in out.stderr
+
+
+def test_keys_create_refuses_a_workspace_that_does_not_exist(database_url: str) -> None:
+    typo = cli(database_url, "keys", "create", "--workspace", "acmee", ok=False)
+    assert typo.returncode == 1 and b"There is no workspace 'acmee'" in typo.stderr
+    assert json.loads(cli(database_url, "workspaces", "list", "--json").stdout) == []
+    made = cli(database_url, "keys", "create", "--workspace", "beta", "--create-workspace")
+    assert made.stdout.decode().strip().startswith("mg-")
+    names = [
+        w["name"] for w in json.loads(cli(database_url, "workspaces", "list", "--json").stdout)
+    ]
+    assert names == ["beta"]

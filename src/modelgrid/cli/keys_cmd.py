@@ -61,7 +61,13 @@ def _print_created(key: Any, workspace: str, as_json: bool) -> None:
 def create(
     name: str = typer.Option("", "--name", help="A label for the key."),
     workspace: str = typer.Option(
-        "default", "--workspace", help="Workspace name or id (a missing name is created)."
+        "default",
+        "--workspace",
+        help="Workspace name or id; it must exist (the 'default' workspace is created on first "
+        "use), unless --create-workspace.",
+    ),
+    create_workspace: bool = typer.Option(
+        False, "--create-workspace", help="Create the workspace if there is none by that name."
     ),
     admin: bool = typer.Option(False, "--admin", help="Create an admin key."),
     models: str = MODELS,
@@ -97,6 +103,12 @@ def create(
         try:
             await ws_admin.get_workspace(s, workspace)
         except NotFoundError:
+            if not (create_workspace or workspace == "default"):
+                raise NotFoundError(
+                    f"There is no workspace '{workspace}': create it with `modelgrid "
+                    f"workspaces create {workspace}`, or pass --create-workspace.",
+                    param="workspace",
+                ) from None
             await ws_admin.create_workspace(s, WorkspaceCreate(name=workspace), actor=who)
         return await key_admin.create_key(s, workspace, body, actor=who)
 
