@@ -172,6 +172,7 @@ def topologies(draw: st.DrawFn) -> Topology:
         for i in ids
     )
     models = draw(st.lists(st.sampled_from(["m1", "m2", "org/m3"]), unique=True, max_size=3))
+    gateway = draw(st.sampled_from(ids))
     deployments = []
     n = 0
     for m in models:
@@ -180,7 +181,7 @@ def topologies(draw: st.DrawFn) -> Topology:
             replicas = []
             for _ in range(draw(st.integers(0, 3))):
                 n += 1
-                if not local_used and draw(st.booleans()):
+                if region == gateway and not local_used and draw(st.booleans()):
                     local_used = True
                     replicas.append(Replica(f"rep-{n}", "local"))
                 else:
@@ -197,10 +198,31 @@ def topologies(draw: st.DrawFn) -> Topology:
             deployments.append(Deployment(m, region, tuple(replicas)))
     pairs = draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)), max_size=4))
     latency = {(min(a, b), max(a, b)): draw(st.floats(0, 1000, allow_nan=False)) for a, b in pairs}
-    return Topology(regions, tuple(deployments), draw(st.sampled_from(ids)), latency)
+    return Topology(regions, tuple(deployments), gateway, latency)
 
 
 @settings(max_examples=150, deadline=None)
 @given(topologies())
 def test_dumps_then_loads_gives_the_same_topology(t: Topology) -> None:
     assert topo.loads(topo.dumps(t)) == t
+
+
+def test_a_local_replica_outside_the_gateways_region_is_refused() -> None:
+    """Residency: the gateway's own engine runs in ``gateway_region``; a deployment labelled
+    with another region must not hold it (requests would run elsewhere than they say)."""
+    text = """
+gateway_region = "ap-southeast-1"
+[[regions]]
+id = "ap-southeast-1"
+jurisdiction = "SG"
+[[regions]]
+id = "eu-west-2"
+jurisdiction = "GB"
+[[deployments]]
+model = "m"
+region = "eu-west-2"
+[[deployments.replicas]]
+kind = "local"
+"""
+    with pytest.raises(TopologyError, match="a local replica runs in this gateway's region"):
+        topo.loads(text)

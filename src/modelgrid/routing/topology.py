@@ -278,6 +278,13 @@ def _validate(t: Topology) -> None:
             if rep.kind == "local":
                 if d.model in local_models:
                     raise TopologyError(f"{d.model}: at most one local replica per model")
+                if t.regions and d.region != t.gateway_region:
+                    # Residency: the gateway's own engine runs where the gateway runs; labelled
+                    # with another region, requests would run somewhere other than they say.
+                    raise TopologyError(
+                        f"{d.model} in {d.region}: a local replica runs in this gateway's "
+                        f"region ({t.gateway_region}); use an upstream replica there"
+                    )
                 local_models.add(d.model)
     for (a, b), ms in t.latency_ms.items():
         if a not in known or b not in known:
