@@ -188,6 +188,21 @@ def test_wrong_upstream_credentials_are_a_502(
         server.stop()
 
 
+def refusals(server: ThreadServer) -> list[openai.APIStatusError]:
+    """The errors of one chat request sent without, then with, ``stream``."""
+    errors = []
+    for stream in (False, True):
+        with pytest.raises(openai.APIStatusError) as info:
+            r = client(server).chat.completions.create(
+                model="gpt-up",
+                messages=MSG,  # type: ignore[arg-type]
+                stream=stream,
+            )
+            list(r) if stream else None  # type: ignore[call-overload]
+        errors.append(info.value)
+    return errors
+
+
 def test_refused_only_upstream_is_a_503_with_retry_after_streamed_or_not(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -197,18 +212,11 @@ def test_refused_only_upstream_is_a_503_with_retry_after_streamed_or_not(
     up = UpstreamEngine("gpt-up", f"http://127.0.0.1:{free_port()}/v1", context_length=4096)
     server = gateway(tmp_path, database_url, up)
     try:
-        for stream in (False, True):
-            with pytest.raises(openai.APIStatusError) as info:
-                r = client(server).chat.completions.create(
-                    model="gpt-up",
-                    messages=MSG,  # type: ignore[arg-type]
-                    stream=stream,
-                )
-                list(r) if stream else None  # type: ignore[call-overload]
-            assert info.value.status_code == 503
-            assert info.value.response.headers["content-type"] == "application/json"
-            assert int(info.value.response.headers["retry-after"]) >= 1
-            assert info.value.code == "no_healthy_replica"
+        for err in refusals(server):
+            assert err.status_code == 503
+            assert err.response.headers["content-type"] == "application/json"
+            assert int(err.response.headers["retry-after"]) >= 1
+            assert err.code == "no_healthy_replica"
     finally:
         server.stop()
 
@@ -323,18 +331,11 @@ def test_an_overloaded_only_upstream_is_its_429_with_its_retry_after(
     up = UpstreamEngine("gpt-up", f"{upstream.base_url}/v1", context_length=4096)
     server = gateway(tmp_path, database_url, up)
     try:
-        for stream in (False, True):
-            with pytest.raises(openai.APIStatusError) as info:
-                r = client(server).chat.completions.create(
-                    model="gpt-up",
-                    messages=MSG,  # type: ignore[arg-type]
-                    stream=stream,
-                )
-                list(r) if stream else None  # type: ignore[call-overload]
-            assert info.value.status_code == 429
-            assert info.value.response.headers["retry-after"] == "7"
-            assert info.value.code == "upstream_rate_limited"
-            assert "slow down" in info.value.message
+        for err in refusals(server):
+            assert err.status_code == 429
+            assert err.response.headers["retry-after"] == "7"
+            assert err.code == "upstream_rate_limited"
+            assert "slow down" in err.message
     finally:
         server.stop()
         upstream.stop()
