@@ -276,7 +276,7 @@ class Router:
             regions, preferred=hints.preferred_region, home=hints.home_region
         )
         if not ranked:
-            trial = self._trial(usable, hints, exclude)
+            trial = self._trial(usable, exclude)
             if trial is None:
                 raise self._unavailable(model, usable, exclude)
             return Placement(model, trial[0], trial[1])
@@ -288,9 +288,7 @@ class Router:
         hit = matched if chosen.replica_id in owners else 0
         return Placement(model, region, chosen.replica_id, hit)
 
-    def _trial(
-        self, usable: list[Deployment], hints: RoutingHints, exclude: Collection[str]
-    ) -> tuple[str, str] | None:
+    def _trial(self, usable: list[Deployment], exclude: Collection[str]) -> tuple[str, str] | None:
         """(region, replica) for a trial through an open breaker, when every allowed replica
         is held back by its breaker alone: the one whose cool-down ends first. ``None`` when
         no replica is ready in an enabled region, or each one has a trial running."""

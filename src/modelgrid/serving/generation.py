@@ -28,7 +28,7 @@ from modelgrid.core.types import (
     TokenUsage,
 )
 from modelgrid.engines.base import Engine, PreparedRequest
-from modelgrid.routing import placement_of
+from modelgrid.routing import Placement, placement_of
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -87,9 +87,8 @@ class Generation:
             allowed_jurisdictions=principal.allowed_jurisdictions,
         )
         prepared = engine.prepare(request)
-        _placement_headers(prepared, ctx)
+        placement = _placement_headers(prepared, ctx)
         n = request.n
-        placement = placement_of(prepared)
         admission = await meter.admit(
             principal,
             request.request_id,
@@ -195,12 +194,13 @@ class Generation:
         series.e2e.observe(total_s)
 
 
-def _placement_headers(prepared: PreparedRequest, ctx: CallContext) -> None:
-    """``x-modelgrid-region`` / ``x-modelgrid-replica``: where the request runs."""
+def _placement_headers(prepared: PreparedRequest, ctx: CallContext) -> Placement | None:
+    """``x-modelgrid-region`` / ``x-modelgrid-replica``: where the request runs (returned)."""
     placement = placement_of(prepared)
     if placement is not None:
         ctx.response_headers["x-modelgrid-region"] = placement.region
         ctx.response_headers["x-modelgrid-replica"] = placement.replica_id
+    return placement
 
 
 __all__ = ["STATUS_CLIENT_CLOSED", "Generation"]

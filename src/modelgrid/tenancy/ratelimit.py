@@ -265,9 +265,11 @@ class InProcessLimiter:
                 and len(self._inflight.get(lim.scope, ())) >= lim.concurrency
             ):
                 raise denial("concurrency", lim.scope, lim.concurrency, 1.0, adm.headers())
+            if lim.monthly_budget_micros is None and lim.monthly_token_budget is None:
+                continue
             spent = self._spend.get((lim.scope, month), [0, 0])
             held = self._reserved.get((lim.scope, month), [0, 0])
-            spent = [spent[0] + held[0], spent[1] + held[1]]
+            spent = [spent[0] + held[0], spent[1] + held[1]]  # running requests' worst cases
             if lim.monthly_budget_micros is not None and spent[0] >= lim.monthly_budget_micros:
                 raise denial(
                     "budget",
