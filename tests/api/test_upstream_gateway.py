@@ -3,10 +3,12 @@ scripted upstream, both real local servers; clients use the official openai SDK.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -373,3 +375,30 @@ def test_an_upstream_that_comes_back_takes_traffic_within_a_second(
         server.stop()
         if upstream is not None:
             upstream.stop()
+
+
+def test_a_workers_exact_prompt_count_is_used_from_the_first_event(
+    via_worker: ThreadServer,
+) -> None:
+    """The worker sends its exact prompt count with its response headers, so every DashScope
+    SSE event carries it — not the gateway's estimate until the last event."""
+    headers = {
+        "Authorization": f"Bearer {via_worker.api_key}",  # type: ignore[attr-defined]
+        "X-DashScope-SSE": "enable",
+    }
+    body = {
+        "model": "gpt-up",
+        "input": {"prompt": "What is the capital of France?"},
+        "parameters": {"incremental_output": True},
+    }
+    with httpx.stream(
+        "POST",
+        f"{via_worker.base_url}/api/v1/services/aigc/text-generation/generation",
+        json=body,
+        headers=headers,
+        timeout=30,
+    ) as r:
+        events = [json.loads(ln[5:]) for ln in r.iter_lines() if ln.startswith("data:")]
+    counts = {e["usage"]["input_tokens"] for e in events}
+    assert len(events) >= 2 and counts == {6}  # the fake engine's count: 6 words, not ESTIMATE
+    assert ESTIMATE != 6

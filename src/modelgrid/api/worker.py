@@ -49,6 +49,7 @@ from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import EmbeddingEngine
 from modelgrid.engines.process import die_with_parent
 from modelgrid.engines.process_embedding import INTERNAL
+from modelgrid.engines.upstream import PROMPT_TOKENS_HEADER
 from modelgrid.protocol.engine_rpc import TextsIn, TokenIdsIn
 from modelgrid.protocol.openai import sse
 from modelgrid.protocol.openai.completions import CompletionRequest
@@ -221,6 +222,7 @@ def _routes(app: FastAPI) -> None:
     async def chat_completions(request: Request, state: CallerDep, ctx: ContextDep) -> Response:
         body = await json_body(request, ChatCompletionRequest)
         gen = await state.chat.open(WORKER_PRINCIPAL, body, ctx)
+        ctx.response_headers[PROMPT_TOKENS_HEADER] = str(gen.usage.prompt_tokens)
         return await _answer(
             request,
             body,
@@ -260,6 +262,7 @@ def _routes(app: FastAPI) -> None:
         """Text completions of the same replica (gateways route ``/v1/completions`` here)."""
         body = await json_body(request, CompletionRequest)
         run = await state.completions.open(WORKER_PRINCIPAL, body, ctx)
+        ctx.response_headers[PROMPT_TOKENS_HEADER] = str(run.usage.prompt_tokens)
         return await _answer(
             request,
             body,

@@ -13,7 +13,9 @@ usage (a third of the gateway's CPU per request against 20-chunk answers, see
 ``bench/RESULTS.md``); its "first token" is then the whole answer.
 
 Token counts. ``prepare`` cannot tokenize (the tokenizer is the upstream's), so the prompt
-count it reports is an estimate, used only for admission: ``ceil(characters / 4)`` of the
+count it reports is an estimate, used only for admission (a ``modelgrid engine`` worker sends
+its exact count in the ``x-modelgrid-prompt-tokens`` response header, which replaces the
+estimate before the first token): ``ceil(characters / 4)`` of the
 messages' text (OpenAI's rule of thumb for English; code and CJK run denser, so it
 under-counts them) plus 4 tokens per message and 3 for the reply's priming (the chat
 overhead of OpenAI's cookbook), plus the tools' JSON text the same way. The context-window
@@ -81,6 +83,7 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 TOKENS_REPLY_PRIMING = 3
 PROBE_TIMEOUT_S = 5.0
+PROMPT_TOKENS_HEADER = "x-modelgrid-prompt-tokens"  # a modelgrid worker's exact prompt count
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -323,6 +326,10 @@ class UpstreamEngine:
         try:
             if response.status != 200:
                 raise await self._status_error(response)
+            counted = response.headers.get(PROMPT_TOKENS_HEADER)
+            if counted is not None and counted.isdigit() and prepared.prompt_tokens_estimated:
+                # A modelgrid worker's exact count, before the first token (not only at the end)
+                prepared.report_prompt_tokens(int(counted), prepared.cached_prompt_tokens)
             reading = True
             if prepared.request.stream or response.content_type == "text/event-stream":
                 async for delta in self._deltas(response, prepared):
@@ -523,4 +530,4 @@ def _retry_after_s(value: str | None) -> float:
         return 1.0
 
 
-__all__ = ["Probe", "UpstreamEngine", "estimate_prompt_tokens"]
+__all__ = ["PROMPT_TOKENS_HEADER", "Probe", "UpstreamEngine", "estimate_prompt_tokens"]
