@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 import pytest
 
@@ -102,3 +103,21 @@ def test_the_prompt_estimate_learns_the_template_overhead_from_exact_counts() ->
     smaller.report_prompt_tokens(estimate + 3)
     engine._learn(smaller, estimate)  # the largest shortfall is kept
     assert engine.prepare(_request()).prompt_tokens == estimate + 21
+
+
+async def test_a_child_whose_port_was_taken_moves_to_a_new_one() -> None:
+    engine = _fake(backoff_initial_s=0.05)
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", engine.process.port))
+    taken.listen()
+    first = engine.process.port
+    prepared = engine.prepare(_request())  # encoded for the taken port
+    try:
+        await engine.start()  # the first child cannot bind: the next one gets another port
+        assert engine.process.port != first and engine.process.restarts >= 1
+        text = "".join([d.text async for d in engine.stream(prepared)])
+        assert text == "Paris is the capital of France."
+    finally:
+        taken.close()
+        await engine.aclose()

@@ -28,6 +28,7 @@ class Worker:
     port: int = field(default_factory=free_port)
 
     def spawn(self, log_dir: Path) -> Worker:
+        self.log_dir = log_dir
         self.log = open(log_dir / f"{self.name}.log", "w+b")  # noqa: SIM115
         args = [
             "engine", "--engine", "fake", "--model", self.model, "--port", str(self.port),
@@ -49,7 +50,13 @@ class Worker:
     def ready(self) -> bool:
         if self.proc.poll() is not None:
             self.log.seek(0)
-            raise RuntimeError(f"worker {self.name} exited: {self.log.read()[-2000:]!r}")
+            out = self.log.read()
+            if b"address already in use" in out:  # the port was free when chosen, not now
+                self.log.close()
+                self.port = free_port()
+                self.spawn(self.log_dir)
+                return False
+            raise RuntimeError(f"worker {self.name} exited: {out[-2000:]!r}")
         try:
             return httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).is_success
         except httpx.HTTPError:

@@ -361,6 +361,10 @@ class EngineProcess:
             started = time.monotonic()
             returncode = await self._run_once()
             lived_s = time.monotonic() - started
+            if self.state is not ProcessState.READY:
+                # It never got ready: its port may have been taken meanwhile (it was only
+                # free when chosen), so the next child gets a new one.
+                self.port = free_port(self.host)
             self._ready.clear()
             self.last_exit, self.last_exit_reason = returncode, self._kill_reason
             self._kill_reason = None

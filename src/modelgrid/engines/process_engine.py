@@ -51,19 +51,33 @@ class ProcessEngine:
         self.process = process
         self.card = card
         self.restart_wait_s = restart_wait_s
-        self._client = UpstreamEngine(
-            card.model_id,
-            process.base_url,
-            api_key=process.token,
-            read_timeout_s=None,  # hangs are the supervisor's to judge (``hang_timeout_s``)
-            context_length=card.context_length,
-            owned_by=card.owned_by,
-        )
+        self._client = self._client_for(process.port)
         self._waiting = 0  # sent, no token yet
         self._overhead = 0  # prompt tokens the estimate misses (``prepare``)
         self._streams = 0
         self._progress_at = time.monotonic()
         process.stalled_s = self._stalled_s
+
+    def _client_for(self, port: int) -> UpstreamEngine:
+        self._port = port
+        return UpstreamEngine(
+            self.card.model_id,
+            self.process.base_url,
+            api_key=self.process.token,
+            read_timeout_s=None,  # hangs are the supervisor's to judge (``hang_timeout_s``)
+            context_length=self.card.context_length,
+            owned_by=self.card.owned_by,
+        )
+
+    async def _follow_port(self, prepared: PreparedRequest) -> None:
+        """A child that never got ready makes the next one take a new port: talk to it there,
+        and re-encode a request prepared for the old one."""
+        if self._port != self.process.port:
+            old, self._client = self._client, self._client_for(self.process.port)
+            await self._client.start()
+            await old.aclose()
+        if prepared.payload.url.port != self._port:
+            prepared.payload = self._client.prepare(replace(prepared.request, stream=True)).payload
 
     @property
     def ready(self) -> bool:
@@ -139,6 +153,7 @@ class ProcessEngine:
         try:
             for attempt in (1, 2):
                 incarnation = await self._await_child()
+                await self._follow_port(prepared)
                 try:
                     async for delta in self._client.stream(prepared):
                         self._progress_at = time.monotonic()
