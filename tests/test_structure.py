@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "modelgrid"
+SRC = Path(__file__).resolve().parents[1] / "src" / "modelgrid"
 
 
 def test_no_module_over_800_lines() -> None:
