@@ -16,7 +16,16 @@ import pytest
     [
         (b"[[regions]\nid = 'x'", "invalid TOML"),
         (b"gateway_region = '\xff\xfe'", "not UTF-8"),
-        (b"[[deployments]]\nmodel = 'm'\nregion = 'nowhere'", "unknown region"),
+        (
+            b"[[deployments]]\nmodel = 'm'\nregion = 'nowhere'\n[[deployments.replicas]]\n"
+            b"kind = 'local'",
+            "deployments[0].region: unknown region 'nowhere'",
+        ),
+        (  # a field's own rule: named by its path, never a pydantic dump
+            "[[regions]]\nid = 'x'\njurisdiction = '\u00df'".encode(),
+            "regions[0].jurisdiction: a jurisdiction is",
+        ),
+        (b"[[regions]]\nid = 'x'\ncolour = 'red'", "regions[0].colour: unknown key"),
         (None, "MODELGRID_TOPOLOGY_FILE is set but empty"),
     ],
 )

@@ -84,39 +84,67 @@ def test_latency_configured_symmetric_distance_fallback_and_unknown() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[[regions]]\nid = "A"\n', "bad region id"),
-        ('[[regions]]\nid = "a"\n[[regions]]\nid = "a"\n', "unique"),
-        ('[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "b"\n', "unknown region"),
+        ('[[regions]]\nid = "A"\n', r"^regions\[0\]\.id: .*pattern"),
+        ('[[regions]]\nid = "a"\n[[regions]]\nid = "a"\n', r"^regions\[1\]\.id: .*used twice"),
+        (
+            '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "b"\n'
+            '[[deployments.replicas]]\nkind = "local"\n',
+            r"^deployments\[0\]\.region: unknown region 'b'",
+        ),
         (
             '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "a"\n'
             '[[deployments.replicas]]\nkind = "upstream"\n',
-            "base_url",
+            r"^deployments\[0\]\.replicas\[0\]: an upstream replica needs an http\(s\) base_url",
+        ),
+        (
+            '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "a"\n',
+            r"^deployments\[0\]\.replicas: Field required",
+        ),
+        (
+            '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "a"\n'
+            '[[deployments.replicas]]\nkind = "local"\nbase_url = "http://h/v1"\n',
+            r"^deployments\[0\]\.replicas\[0\]: a local replica has no base_url",
+        ),
+        (
+            '[[regions]]\nid = "a"\n[[deployments]]\nmodel = "m"\nregion = "a"\n'
+            '[[deployments.replicas]]\nid = "r"\nkind = "local"\n'
+            '[[deployments]]\nmodel = "n"\nregion = "a"\n'
+            '[[deployments.replicas]]\nid = "r"\nbase_url = "http://h/v1"\n',
+            r"^deployments\[1\]\.replicas\[0\]\.id: 'r' is used twice",
         ),
         (
             '[[regions]]\nid = "a"\n[[regions]]\nid = "b"\n'
             '[[deployments]]\nmodel = "m"\nregion = "a"\n[[deployments.replicas]]\nkind = "local"\n'
             '[[deployments]]\nmodel = "m"\nregion = "b"\n[[deployments.replicas]]\nkind = "local"\n',
-            "at most one local",
+            r"^deployments\[1\]\.replicas\[0\]\.kind: at most one local",
         ),
-        ('[[regions]]\nid = "a"\nfoo = 1\n', "unknown keys"),
-        ('gateway_region = "x"\n[[regions]]\nid = "a"\n', "gateway_region"),
+        ('[[regions]]\nid = "a"\nfoo = 1\n', r"^regions\[0\]\.foo: unknown key"),
+        ("colour = 1\n", r"^colour: unknown key"),
+        ('gateway_region = "x"\n[[regions]]\nid = "a"\n', r"^gateway_region: 'x' is not"),
         ("[[regions]\n", "invalid TOML"),
-        ('[[regions]]\nid = "a"\nlat = 91\n', "lat out of range"),
+        ('[[regions]]\nid = "a"\nlat = 91\n', r"^regions\[0\]\.lat: .*90 \(got 91\)"),
+        ('[[regions]]\nid = "a"\nlat = "1.5"\n', r"^regions\[0\]\.lat: "),  # no coercion
+        ('[[regions]]\nid = "a"\nenabled = "yes"\n', r"^regions\[0\]\.enabled: "),
+        ('[[regions]]\nid = "a"\n[latency_ms]\na = { b = 1.0 }\n', r"^latency_ms\.a\.b: unknown"),
+        ('[[regions]]\nid = "a"\n[latency_ms]\na = { a = -1.0 }\n', r"^latency_ms\.a\.a: "),
+        ('[latency_ms."a\\nb"]\nc = 1.0\n', r"^latency_ms\.'a\\nb': "),  # odd keys: one line
         *(
-            (f'[[regions]]\nid = "a"\njurisdiction = "{code}"\n', "jurisdiction")
+            (f'[[regions]]\nid = "a"\njurisdiction = "{code}"\n', r"^regions\[0\]\.jurisdiction: ")
             for code in (" IE", "I E", "X", "\u00df", "IE\\n", "--", "-IE", "EU-", "A" * 17)
         ),
     ],
 )
 def test_invalid_topologies_are_refused_with_a_reason(text: str, message: str) -> None:
-    with pytest.raises(TopologyError, match=message):
+    """One line that names the field (``regions[1].id: …``), never a pydantic dump."""
+    with pytest.raises(TopologyError, match=message) as caught:
         topo.loads(text)
+    assert "\n" not in str(caught.value) and "pydantic" not in str(caught.value)
 
 
 def test_jurisdictions_are_upper_cased_codes() -> None:
     t = topo.loads('[[regions]]\nid = "a"\njurisdiction = "us-ca"\n[[regions]]\nid = "b"\n')
     assert [r.jurisdiction for r in t.regions] == ["US-CA", ""]
-    with pytest.raises(TopologyError, match="bad jurisdiction"):
+    with pytest.raises(TopologyError, match=r"^regions\[0\]\.jurisdiction: 'de' is not a code"):
         Topology((Region("a", jurisdiction="de"),))  # built in code: must already be a code
 
 
@@ -171,7 +199,12 @@ def topologies(draw: st.DrawFn) -> Topology:
         )
         for i in ids
     )
-    models = draw(st.lists(st.sampled_from(["m1", "m2", "org/m3"]), unique=True, max_size=3))
+    odd_models = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1)
+    models = draw(
+        st.lists(
+            st.one_of(st.sampled_from(["m1", "m2", "org/m3"]), odd_models), unique=True, max_size=3
+        )
+    )
     gateway = draw(st.sampled_from(ids))
     deployments = []
     n = 0
@@ -179,7 +212,7 @@ def topologies(draw: st.DrawFn) -> Topology:
         local_used = False
         for region in draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids))):
             replicas = []
-            for _ in range(draw(st.integers(0, 3))):
+            for _ in range(draw(st.integers(1, 3))):
                 n += 1
                 if region == gateway and not local_used and draw(st.booleans()):
                     local_used = True
@@ -190,8 +223,8 @@ def topologies(draw: st.DrawFn) -> Topology:
                             f"rep-{n}",
                             "upstream",
                             f"http://127.0.0.1:{9000 + n}/v1",
-                            draw(st.one_of(st.none(), st.just("up-model"))),
-                            None,
+                            draw(st.one_of(st.none(), st.just("up-model"), odd_models)),
+                            draw(st.one_of(st.none(), st.just('http://h/health?q="\\x"'))),
                             draw(st.one_of(st.none(), st.integers(1, 64))),
                         )
                     )
@@ -205,6 +238,53 @@ def topologies(draw: st.DrawFn) -> Topology:
 @given(topologies())
 def test_dumps_then_loads_gives_the_same_topology(t: Topology) -> None:
     assert topo.loads(topo.dumps(t)) == t
+
+
+ODD = 'say "hi" \\ it\'s \u00e9 \U0001f600 \x00\x01\x1f\x7f\t\r\n\u2028 [x] = { y } # z'
+
+
+def test_odd_strings_survive_a_round_trip(tmp_path: Path) -> None:
+    """Quotes, backslashes, unicode and control characters in every free-text field."""
+    t = Topology(
+        (Region("sg", ODD, "SG", -0.0, 180.0), Region("eu", "", "", None, None, False)),
+        (
+            Deployment(
+                ODD,
+                "sg",
+                (
+                    Replica(ODD[:1], "local"),
+                    Replica("u", "upstream", "http://h/v1?q=" + ODD, ODD, "https://h/" + ODD, 1),
+                ),
+            ),
+        ),
+        "sg",
+        {("eu", "sg"): 0.0},
+    )
+    text = topo.dumps(t)
+    assert text.startswith("# modelgrid topology") and topo.loads(text) == t
+    topo.save(t, tmp_path / "t.toml")
+    assert topo.load(tmp_path / "t.toml") == t
+    default = topo.default_topology(["org/m-1.5b", "qwen2.5:0.5b@q4"])
+    assert topo.loads(topo.dumps(default)) == default
+
+
+def test_the_file_and_the_admin_api_share_one_schema() -> None:
+    """A deployment the admin API takes is one the file takes, and the reverse."""
+    from modelgrid.protocol.topology import DeploymentSpec, RegionCreate
+
+    body = DeploymentSpec.model_validate(
+        {"model": "m", "region": "sg", "replicas": [{"base_url": "http://h/v1"}]}
+    )
+    region = RegionCreate.model_validate({"id": "sg", "jurisdiction": "sg", "latency_ms": {}})
+    t = Topology((topo.region_of(region),), gateway_region="sg").with_deployment(
+        topo.deployment_of(body)
+    )
+    assert t.deployment("m", "sg") == Deployment(
+        "m", "sg", (Replica("sg/m/0", "upstream", "http://h/v1"),)
+    )
+    assert topo.loads(topo.dumps(t)) == t
+    with pytest.raises(ValueError, match="needs an http"):  # the same rule in both
+        DeploymentSpec.model_validate({"model": "m", "region": "sg", "replicas": [{}]})
 
 
 def test_a_local_replica_outside_the_gateways_region_is_refused() -> None:

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modelgrid.cli.common import console, err_console, settings
@@ -40,7 +41,9 @@ def topology_or_exit(s: Any) -> tuple[Any, str]:
     except (OSError, topo.TopologyError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         err_console.print(
-            f"[red]topology file {path}: {reason}[/]", highlight=False, soft_wrap=True
+            f"[red]topology file {escape(str(path))}: {escape(reason)}[/]",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 

@@ -1,19 +1,27 @@
-"""Wire models of the topology admin API (``/admin/v1/regions``, ``/admin/v1/deployments``).
+"""The topology's one schema: the topology file (``TopologyFile``) and the bodies of the
+admin API (``/admin/v1/regions``, ``/admin/v1/deployments``) share these models.
 
-Request bodies forbid unknown fields, as the rest of the admin API does. Response objects
-carry an ``object`` tag and, for replicas, their live state as this gateway sees it (circuit
-breaker, requests in flight, probe round trip), which is not part of the topology itself.
+They hold the rules of each field and object (id shapes, ranges, jurisdiction codes, an
+upstream replica's URL); the rules across objects (unique ids, deployments in known regions,
+a ``local`` replica only in the gateway's region, latency between known regions) are
+``routing.topology``'s, which reads and writes the file and builds every ``Topology``
+through these models. Bodies and the file forbid unknown fields. Response objects carry an
+``object`` tag and, for replicas, their live state as this gateway sees it (circuit breaker,
+requests in flight, probe round trip), which is not part of the topology itself.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from modelgrid.core.types import jurisdiction_code
 
 RegionId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+ReplicaKind = Literal["local", "upstream"]
+"""``local``: the gateway's in-process engine for the model; ``upstream``: an
+OpenAI-compatible server (a ``modelgrid engine`` worker, vLLM …) at ``base_url``."""
 ReplicaId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
 Latency = Annotated[float, Field(ge=0, le=10_000)]
 # ``core.types.jurisdiction_code``, or "" for a region under no particular jurisdiction.
@@ -24,8 +32,9 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RegionCreate(_Body):
-    """A new region; ``latency_ms`` gives the expected RTT to other regions."""
+class RegionSpec(_Body):
+    """A region: ``jurisdiction`` is a country or bloc code (upper-cased, ``""``: none);
+    ``lat``/``lon`` in degrees; ``enabled: false`` drains it (no new requests)."""
 
     id: RegionId
     name: Annotated[str, Field(max_length=200)] = ""
@@ -33,6 +42,11 @@ class RegionCreate(_Body):
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
     enabled: bool = True
+
+
+class RegionCreate(RegionSpec):
+    """A new region; ``latency_ms`` gives the expected RTT to other regions."""
+
     latency_ms: dict[RegionId, Latency] = Field(default_factory=dict)
 
 
@@ -54,11 +68,19 @@ class ReplicaSpec(_Body):
     ``<region>/<model>/<n>``."""
 
     id: ReplicaId | None = None
-    kind: Literal["local", "upstream"] = "upstream"
+    kind: ReplicaKind = "upstream"
     base_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
     upstream_model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     health_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _url_matches_kind(self) -> ReplicaSpec:
+        if self.kind == "upstream" and self.base_url is None:
+            raise ValueError("an upstream replica needs an http(s) base_url")
+        if self.kind == "local" and self.base_url is not None:
+            raise ValueError("a local replica has no base_url")
+        return self
 
 
 class DeploymentSpec(_Body):
@@ -67,6 +89,19 @@ class DeploymentSpec(_Body):
     model: Annotated[str, Field(min_length=1, max_length=200)]
     region: RegionId
     replicas: list[ReplicaSpec] = Field(min_length=1, max_length=256)
+
+
+class TopologyFile(_Body):
+    """The topology file (``MODELGRID_TOPOLOGY_FILE``; TOML, see ``routing.topology``).
+
+    ``gateway_region``: where this gateway runs (default: the first region); ``latency_ms``:
+    expected RTT in ms between two regions, ``{a: {b: ms}}``, either direction given.
+    """
+
+    gateway_region: RegionId | None = None
+    regions: list[RegionSpec] = Field(default_factory=list)
+    latency_ms: dict[RegionId, dict[RegionId, Latency]] = Field(default_factory=dict)
+    deployments: list[DeploymentSpec] = Field(default_factory=list)
 
 
 class ReplicaState(BaseModel):
@@ -123,7 +158,10 @@ __all__ = [
     "RegionCreate",
     "RegionObject",
     "RegionPatch",
+    "RegionSpec",
+    "ReplicaKind",
     "ReplicaObject",
     "ReplicaSpec",
     "ReplicaState",
+    "TopologyFile",
 ]

@@ -29,28 +29,36 @@ A topology file (TOML, ``MODELGRID_TOPOLOGY_FILE``) looks like::
     [[deployments.replicas]]
     kind = "local"                        # the gateway's in-process engine for this model
 
-``dumps`` writes the same format back (the admin API persists its changes with it).
+The file's schema is ``protocol.topology.TopologyFile`` (the admin API's bodies use the same
+models): ``loads`` validates the TOML with it, and every ``Topology``, however built, is
+checked against it and then against the rules across objects (``_validate``). A problem is
+one ``TopologyError`` line naming the field (``regions[1].jurisdiction: …``). ``dumps``
+writes the same format back with ``tomli_w`` (the admin API persists its changes with it).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
+
+import tomli_w
+from pydantic import ValidationError
 
 from modelgrid.core.errors import TopologyError
-from modelgrid.core.types import jurisdiction_code
+from modelgrid.protocol.topology import (
+    DeploymentSpec,
+    RegionSpec,
+    ReplicaKind,
+    ReplicaSpec,
+    TopologyFile,
+)
 
 LOCAL_REGION = "local"
-ReplicaKind = Literal["local", "upstream"]
-KINDS: tuple[str, ...] = ("local", "upstream")
-
-_REGION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
+KINDS: tuple[str, ...] = get_args(ReplicaKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,78 +246,100 @@ def _distance_km(a: Region, b: Region) -> float:
     return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
 
 
-def _is_code(value: str) -> bool:
-    try:
-        return jurisdiction_code(value) == value
-    except ValueError:
-        return False
-
-
 def _validate(t: Topology) -> None:
-    ids = [r.id for r in t.regions]
-    if len(set(ids)) != len(ids):
-        raise TopologyError("region ids must be unique")
-    for r in t.regions:
-        if not _REGION_ID.match(r.id):
-            raise TopologyError(f"bad region id {r.id!r} (lowercase letters, digits, dashes)")
-        if r.lat is not None and not -90 <= r.lat <= 90:
-            raise TopologyError(f"region {r.id}: lat out of range")
-        if r.lon is not None and not -180 <= r.lon <= 180:
-            raise TopologyError(f"region {r.id}: lon out of range")
-        if r.jurisdiction and not _is_code(r.jurisdiction):
-            raise TopologyError(f"region {r.id}: bad jurisdiction {r.jurisdiction!r}")
-    known = set(ids)
+    """``t`` against the one schema (``TopologyFile``: each field and object), then the rules
+    across objects.
+
+    Raises:
+        TopologyError: the first problem, one line naming its field.
+    """
+    try:
+        checked = TopologyFile.model_validate(_document(t), strict=True)
+    except ValidationError as exc:
+        raise TopologyError(_problem(exc)) from None
+    for i, (r, spec) in enumerate(zip(t.regions, checked.regions, strict=True)):
+        if r.jurisdiction != spec.jurisdiction:  # built in code: must already be a code
+            raise TopologyError(
+                f"regions[{i}].jurisdiction: {r.jurisdiction!r} is not a code as stored "
+                f"(write {spec.jurisdiction!r})"
+            )
+    _validate_across(t)
+
+
+def _validate_across(t: Topology) -> None:
+    """The rules no single object can check: unique ids, deployments and latency in known
+    regions, one deployment per (model, region), the ``local`` replicas."""
+    known: set[str] = set()
+    for i, r in enumerate(t.regions):
+        if r.id in known:
+            raise TopologyError(f"regions[{i}].id: region id {r.id!r} is used twice")
+        known.add(r.id)
+    if t.regions and t.gateway_region not in known:
+        raise TopologyError(f"gateway_region: {t.gateway_region!r} is not a region")
     seen_keys: set[tuple[str, str]] = set()
     replica_ids: set[str] = set()
     local_models: set[str] = set()
-    for d in t.deployments:
-        if not d.model:
-            raise TopologyError("a deployment needs a model")
+    for i, d in enumerate(t.deployments):
+        where = f"deployments[{i}]"
         if d.region not in known:
-            raise TopologyError(f"deployment of {d.model}: unknown region {d.region!r}")
+            raise TopologyError(f"{where}.region: unknown region {d.region!r} ({d.model})")
         if d.key in seen_keys:
-            raise TopologyError(f"two deployments of {d.model} in {d.region}")
+            raise TopologyError(f"{where}: two deployments of {d.model} in {d.region}")
         seen_keys.add(d.key)
-        for rep in d.replicas:
-            _check_replica(d, rep)
+        for j, rep in enumerate(d.replicas):
             if rep.id in replica_ids:
-                raise TopologyError(f"replica id {rep.id!r} is used twice")
+                raise TopologyError(f"{where}.replicas[{j}].id: {rep.id!r} is used twice")
             replica_ids.add(rep.id)
-            if rep.kind == "local":
-                if d.model in local_models:
-                    raise TopologyError(f"{d.model}: at most one local replica per model")
-                if t.regions and d.region != t.gateway_region:
-                    # Residency: the gateway's own engine runs where the gateway runs; labelled
-                    # with another region, requests would run somewhere other than they say.
-                    raise TopologyError(
-                        f"{d.model} in {d.region}: a local replica runs in this gateway's "
-                        f"region ({t.gateway_region}); use an upstream replica there"
-                    )
-                local_models.add(d.model)
-    for (a, b), ms in t.latency_ms.items():
-        if a not in known or b not in known:
-            raise TopologyError(f"latency between unknown regions {a!r}, {b!r}")
-        if not ms >= 0:  # also rejects NaN
-            raise TopologyError(f"latency {a}-{b} must be >= 0")
+            if rep.kind != "local":
+                continue
+            if d.model in local_models:
+                raise TopologyError(
+                    f"{where}.replicas[{j}].kind: at most one local replica per model ({d.model})"
+                )
+            if t.regions and d.region != t.gateway_region:
+                # Residency: the gateway's own engine runs where the gateway runs; labelled
+                # with another region, requests would run somewhere other than they say.
+                raise TopologyError(
+                    f"{where}.replicas[{j}].kind: {d.model} in {d.region}: a local replica "
+                    f"runs in this gateway's region ({t.gateway_region}); use an upstream "
+                    "replica there"
+                )
+            local_models.add(d.model)
+    for a, b in t.latency_ms:
         if (a, b) != _pair(a, b):
-            raise TopologyError("latency keys must be sorted pairs (use parse_latency)")
-    if t.gateway_region not in known and t.regions:
-        raise TopologyError(f"gateway_region {t.gateway_region!r} is not a region")
+            raise TopologyError("latency_ms: keys must be sorted pairs (use parse_latency)")
+        for end in (a, b):
+            if end not in known:
+                raise TopologyError(f"latency_ms.{a}.{b}: unknown region {end!r}")
 
 
-def _check_replica(d: Deployment, r: Replica) -> None:
-    where = f"replica {r.id!r} of {d.model} in {d.region}"
-    if not _REPLICA_ID.match(r.id):
-        raise TopologyError(f"{where}: bad id")
-    if r.kind not in KINDS:
-        raise TopologyError(f"{where}: kind must be one of {KINDS}")
-    if r.kind == "upstream":
-        if not r.base_url or not r.base_url.startswith(("http://", "https://")):
-            raise TopologyError(f"{where}: an upstream replica needs an http(s) base_url")
-    elif r.base_url:
-        raise TopologyError(f"{where}: a local replica has no base_url")
-    if r.max_concurrency is not None and r.max_concurrency < 1:
-        raise TopologyError(f"{where}: max_concurrency must be >= 1")
+def _problem(exc: ValidationError) -> str:
+    """The first error of ``exc`` as one line: ``regions[1].jurisdiction: <why> (got …)``."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    path = _path(first["loc"])
+    if first["type"] == "extra_forbidden":
+        why = "unknown key"
+    else:
+        why = str(first["msg"]).removeprefix("Value error, ")
+        value = first.get("input")
+        if first["type"] != "missing" and isinstance(value, str | int | float):
+            shown = repr(value)
+            why += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path or 'topology'}: {why}{more}"
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    """``("regions", 1, "id")`` → ``regions[1].id`` (odd keys quoted: the line stays one)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "[key]":  # pydantic's mark of a dict key's own error
+            shown = part if part.replace("-", "").replace("_", "").isalnum() else repr(part)
+            out += f".{shown}" if out else shown
+    return out
 
 
 def _name_replicas(d: Deployment) -> Deployment:
@@ -372,66 +402,48 @@ def from_dict(data: Mapping[str, Any]) -> Topology:
     Raises:
         TopologyError: unknown keys, wrong types, or an inconsistent topology.
     """
-    _keys(data, {"gateway_region", "regions", "deployments", "latency_ms"}, "topology")
     try:
-        regions = tuple(_region(r) for r in data.get("regions", []))
-        deployments = tuple(_name_replicas(_deployment(d)) for d in data.get("deployments", []))
-        latency = parse_latency(data.get("latency_ms", {}))
-    except (TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, TopologyError):
-            raise
-        raise TopologyError(f"malformed topology: {exc}") from None
-    gateway = data.get("gateway_region") or (regions[0].id if regions else LOCAL_REGION)
-    return Topology(regions, deployments, str(gateway), latency)
+        spec = TopologyFile.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise TopologyError(_problem(exc)) from None
+    return from_spec(spec)
 
 
-def _keys(data: Mapping[str, Any], allowed: set[str], what: str) -> None:
-    if not isinstance(data, Mapping):
-        raise TopologyError(f"{what} must be a table")
-    unknown = set(data) - allowed
-    if unknown:
-        raise TopologyError(f"unknown keys in {what}: {sorted(unknown)}")
+def from_spec(spec: TopologyFile) -> Topology:
+    """The topology a validated file describes (replicas without an id named
+    ``<region>/<model>/<n>``; ``gateway_region`` by default the first region).
+
+    Raises:
+        TopologyError: an inconsistent topology (unknown region, an id used twice, …).
+    """
+    regions = tuple(region_of(r) for r in spec.regions)
+    deployments = tuple(_name_replicas(deployment_of(d)) for d in spec.deployments)
+    latency = parse_latency(spec.latency_ms)
+    gateway = spec.gateway_region or (regions[0].id if regions else LOCAL_REGION)
+    return Topology(regions, deployments, gateway, latency)
 
 
-def _region(r: Mapping[str, Any]) -> Region:
-    _keys(r, {"id", "name", "jurisdiction", "lat", "lon", "enabled"}, "a region")
-    lat, lon = r.get("lat"), r.get("lon")
-    code = str(r.get("jurisdiction", ""))
-    try:
-        code = code and jurisdiction_code(code)
-    except ValueError as exc:
-        raise TopologyError(f"region {r.get('id')!r}: jurisdiction {code!r}: {exc}") from None
-    return Region(
-        id=str(r["id"]),
-        name=str(r.get("name", "")),
-        jurisdiction=code,
-        lat=None if lat is None else float(lat),
-        lon=None if lon is None else float(lon),
-        enabled=bool(r.get("enabled", True)),
-    )
+def region_of(spec: RegionSpec) -> Region:
+    """The region a validated ``RegionSpec`` (or ``RegionCreate``) describes."""
+    return Region(spec.id, spec.name, spec.jurisdiction, spec.lat, spec.lon, spec.enabled)
 
 
-def _deployment(d: Mapping[str, Any]) -> Deployment:
-    _keys(d, {"model", "region", "replicas"}, "a deployment")
-    return Deployment(
-        model=str(d["model"]),
-        region=str(d["region"]),
-        replicas=tuple(_replica(r) for r in d.get("replicas", [])),
-    )
-
-
-def _replica(r: Mapping[str, Any]) -> Replica:
-    fields = {"id", "kind", "base_url", "upstream_model", "health_url", "max_concurrency"}
-    _keys(r, fields, "a replica")
-    mc = r.get("max_concurrency")
+def replica_of(spec: ReplicaSpec) -> Replica:
+    """The replica a validated ``ReplicaSpec`` describes (no id yet: ``""``)."""
     return Replica(
-        id=str(r.get("id", "")),
-        kind=r.get("kind", "upstream"),
-        base_url=r.get("base_url"),
-        upstream_model=r.get("upstream_model"),
-        health_url=r.get("health_url"),
-        max_concurrency=None if mc is None else int(mc),
+        spec.id or "",
+        spec.kind,
+        spec.base_url,
+        spec.upstream_model,
+        spec.health_url,
+        spec.max_concurrency,
     )
+
+
+def deployment_of(spec: DeploymentSpec) -> Deployment:
+    """The deployment a validated ``DeploymentSpec`` describes (replicas not yet named:
+    ``Topology.with_deployment`` names them)."""
+    return Deployment(spec.model, spec.region, tuple(replica_of(r) for r in spec.replicas))
 
 
 def loads(text: str) -> Topology:
@@ -463,55 +475,45 @@ def load(path: Path) -> Topology:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    s = str(v)
-    escaped = s.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(
-        c if c.isprintable() else f"\\U{ord(c):08x}" if ord(c) > 0xFFFF else f"\\u{ord(c):04x}"
-        for c in escaped
-    )
-    return f'"{escaped}"'
+_HEADER = "# modelgrid topology (the admin API rewrites this file; comments are not kept)\n"
 
 
-def _toml_fields(obj: Any, names: Iterable[str], defaults: Any) -> list[str]:
-    lines = []
-    for name in names:
-        v = getattr(obj, name)
-        if v is None or (v == getattr(defaults, name) and name not in ("id", "kind")):
-            continue
-        lines.append(f"{name} = {_toml_value(v)}")
-    return lines
+def _table(obj: Region | Replica, keep: tuple[str, ...]) -> dict[str, Any]:
+    """``obj``'s fields as a TOML table: ``None`` and defaults left out, except ``keep``."""
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if v is not None and (f.name in keep or v != f.default):
+            out[f.name] = v
+    return out
+
+
+def _document(t: Topology) -> dict[str, Any]:
+    """``t`` in the file's shape (``TopologyFile``): what ``dumps`` writes and what every
+    ``Topology`` is validated as."""
+    doc: dict[str, Any] = {"gateway_region": t.gateway_region}
+    if t.regions:
+        doc["regions"] = [_table(r, ("id",)) for r in t.regions]
+    if t.latency_ms:
+        rows: dict[str, dict[str, float]] = {}
+        for (a, b), ms in sorted(t.latency_ms.items()):
+            rows.setdefault(a, {})[b] = float(ms)
+        doc["latency_ms"] = rows
+    if t.deployments:
+        doc["deployments"] = [
+            {
+                "model": d.model,
+                "region": d.region,
+                "replicas": [_table(r, ("id", "kind")) for r in d.replicas],
+            }
+            for d in t.deployments
+        ]
+    return doc
 
 
 def dumps(t: Topology) -> str:
     """The topology as TOML that ``loads`` reads back to an equal ``Topology``."""
-    out = [
-        "# modelgrid topology (the admin API rewrites this file; comments are not kept)",
-        f"gateway_region = {_toml_value(t.gateway_region)}",
-    ]
-    for r in t.regions:
-        out += ["", "[[regions]]"]
-        out += _toml_fields(r, ("id", "name", "jurisdiction", "lat", "lon", "enabled"), Region(""))
-    if t.latency_ms:
-        out += ["", "[latency_ms]"]
-        rows: dict[str, list[str]] = {}
-        for (a, b), ms in sorted(t.latency_ms.items()):
-            rows.setdefault(a, []).append(f"{_toml_value(b)} = {_toml_value(float(ms))}")
-        out += [f"{_toml_value(a)} = {{ {', '.join(cells)} }}" for a, cells in rows.items()]
-    replica_fields = ("id", "kind", "base_url", "upstream_model", "health_url", "max_concurrency")
-    for d in t.deployments:
-        out += ["", "[[deployments]]", f"model = {_toml_value(d.model)}"]
-        out.append(f"region = {_toml_value(d.region)}")
-        for rep in d.replicas:
-            out.append("[[deployments.replicas]]")
-            out += _toml_fields(rep, replica_fields, Replica(""))
-    return "\n".join(out) + "\n"
+    return _HEADER + tomli_w.dumps(_document(t))
 
 
 def save(t: Topology, path: Path) -> None:
@@ -532,11 +534,15 @@ __all__ = [
     "Topology",
     "TopologyError",
     "default_topology",
+    "deployment_of",
     "dumps",
     "from_dict",
+    "from_spec",
     "load",
     "loads",
     "parse_latency",
+    "region_of",
+    "replica_of",
     "save",
     "with_local_models",
 ]
