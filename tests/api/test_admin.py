@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,52 @@ from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessio
 from tests.support import ThreadServer, create_key, usage_rows
 
 pytestmark = BOTH_DATABASES
+
+# The regions and models the tests below name: the control plane refuses names nobody serves.
+TOPOLOGY = """
+gateway_region = "local"
+regions = [
+    { id = "local" },
+    { id = "eu-west", jurisdiction = "IE" },
+    { id = "eu-north", jurisdiction = "SE" },
+    { id = "eu-1" },
+    { id = "eu-2" },
+    { id = "eu" },
+    { id = "us" },
+]
+
+[[deployments]]
+model = "other"
+region = "us"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+
+[[deployments]]
+model = "m"
+region = "us"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+
+[[deployments]]
+model = "m0"
+region = "us"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+
+[[deployments]]
+model = "m1"
+region = "us"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+
+[[deployments]]
+model = "m2"
+region = "us"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _topology(tmp_path: Path) -> None:
+    """The gateway's topology file (``fake_server`` serves from ``tmp_path``)."""
+    (tmp_path / "topology.toml").write_text(TOPOLOGY, encoding="utf-8")
+
 
 LIMITS_NONE = {
     "rpm": None,
@@ -168,9 +215,19 @@ def test_workspace_crud_round_trip(admin: Admin) -> None:
         (
             "POST",
             "/workspaces",
-            {"name": "b", "home_region": "x", "allowed_regions": ["y"]},
+            {"name": "b", "home_region": "eu-1", "allowed_regions": ["eu-2"]},
             400,
             "home_region",
+        ),
+        ("POST", "/workspaces", {"name": "b", "allowed_regions": ["y"]}, 400, "allowed_regions"),
+        ("POST", "/workspaces", {"name": "b/c"}, 400, "name"),
+        ("POST", "/workspaces", {"name": "ws_0123456789abcdef"}, 400, "name"),
+        (
+            "POST",
+            "/workspaces",
+            {"name": "b", "allowed_jurisdictions": ["DE"]},
+            400,
+            "allowed_jurisdictions",
         ),
         ("PATCH", f"/workspaces/{ws_id}", {"allowed_regions": ["us"]}, 400, "home_region"),
         (
@@ -545,7 +602,8 @@ def test_every_change_is_audited_without_secrets(admin: Admin) -> None:
 
     r = admin("GET", "/audit")
     entries = r.json()["data"]
-    assert [(e["action"], e["target"]) for e in reversed(entries)] == [
+    mine = [e for e in entries if e["actor"] == admin.prefix]
+    assert [(e["action"], e["target"]) for e in reversed(mine)] == [
         ("workspace.create", f"workspace:{ws_id}"),
         ("workspace.update", f"workspace:{ws_id}"),
         ("key.create", f"api_key:{key['id']}"),
@@ -554,8 +612,10 @@ def test_every_change_is_audited_without_secrets(admin: Admin) -> None:
         ("key.revoke", f"api_key:{rotated['id']}"),
         ("price.create", f"price:{price['id']}"),
     ]
-    assert {e["actor"] for e in entries} == {admin.prefix}
-    by_action = {e["action"]: e for e in entries}
+    # the rest: the test's own keys, made as the CLI makes them (their workspaces too)
+    assert {e["actor"] for e in entries} == {admin.prefix, "cli:test"}
+    assert len(entries) - len(mine) == 4
+    by_action = {e["action"]: e for e in mine}
     assert by_action["workspace.update"]["details"] == {"limits.rpm": {"from": None, "to": 5}}
     assert by_action["key.update"]["details"] == {"limits.tpm": {"from": 9, "to": None}}
     assert by_action["key.rotate"]["details"]["new_key_id"] == rotated["id"]

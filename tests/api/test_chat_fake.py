@@ -148,22 +148,28 @@ def test_auth_errors(fake_server: ThreadServer, headers: dict[str, str], code: s
 def test_revoked_key_is_refused_immediately(fake_server: ThreadServer) -> None:
     import asyncio
 
+    from modelgrid.control import ControlPlane, FileTopology, Hooks
+    from modelgrid.routing.topology import default_topology
     from modelgrid.storage import db
     from modelgrid.tenancy.authcache import bump_epoch
-    from modelgrid.tenancy.service import TenancyService
 
     c = client(fake_server)
     c.models.list()
     url = fake_server.settings.database_url
     key_id = fake_server.api_key.split("_")[0]  # type: ignore[attr-defined]
 
-    async def revoke() -> None:
+    async def revoke() -> None:  # as the CLI does: the control plane, bumping the epoch file
         engine = db.create_engine(url)
-        await TenancyService(db.sessionmaker(engine)).revoke_key(key_id)
+        epoch = fake_server.settings.auth_epoch_path
+        plane = ControlPlane(
+            db.sessionmaker(engine),
+            FileTopology(fake_server.settings.topology_path, default_topology(), ()),
+            hooks=Hooks(principals_changed=lambda: bump_epoch(epoch)),
+        )
+        await plane.keys.revoke(key_id, actor="cli:test")
         await engine.dispose()
 
     asyncio.run(revoke())
-    bump_epoch(fake_server.settings.auth_epoch_path)  # what the CLI does after any change
     with pytest.raises(openai.AuthenticationError) as exc:
         c.models.list()
     assert exc.value.body["code"] == "revoked_api_key"  # type: ignore[index]

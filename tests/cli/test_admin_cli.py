@@ -6,33 +6,63 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from modelgrid.cli import app
 from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessions
-from tests.support import REPO
 
 
 def cli(url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
-    out = subprocess.run(
-        [sys.executable, "-m", "modelgrid", *args],
-        env={**os.environ, "MODELGRID_DATABASE__URL": url, "COLUMNS": "200"},
-        capture_output=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    """``modelgrid ARGS`` on database ``url``, in this process (Typer's runner: the same
+    command, exit status and output, without starting an interpreter each time)."""
+    env = {"MODELGRID_DATABASE__URL": url, "COLUMNS": "200"}
+    r = CliRunner().invoke(app, list(args), env=env)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    out = subprocess.CompletedProcess(list(args), r.exit_code, r.stdout_bytes, r.stderr_bytes)
     if ok:
         assert out.returncode == 0, out.stderr.decode()
     return out
 
 
+# The regions, jurisdictions and models the round trip names (the control plane refuses
+# names nobody serves); ``test_topology_changes_from_the_cli`` builds one with the CLI.
+TOPOLOGY = """
+gateway_region = "eu"
+regions = [
+    { id = "eu", jurisdiction = "DE" },
+    { id = "us", jurisdiction = "IE" },
+    { id = "asia", jurisdiction = "SG" },
+]
+[[deployments]]
+model = "m1"
+region = "eu"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+[[deployments]]
+model = "m2"
+region = "eu"
+replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own data directory (and so topology file) for the CLI."""
+    monkeypatch.setenv("MODELGRID_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
 @BOTH_DATABASES
-def test_workspace_key_price_invoice_and_audit_round_trip(database_url: str) -> None:
+def test_workspace_key_price_invoice_and_audit_round_trip(
+    database_url: str, tmp_path: Path
+) -> None:
     url = database_url
+    (tmp_path / "topology.toml").write_text(TOPOLOGY, encoding="utf-8")
     ws = json.loads(
         cli(
             url,
@@ -233,3 +263,66 @@ def test_keys_create_refuses_a_workspace_that_does_not_exist(database_url: str) 
         w["name"] for w in json.loads(cli(database_url, "workspaces", "list", "--json").stdout)
     ]
     assert names == ["beta"]
+
+
+def test_topology_changes_from_the_cli(database_url: str, tmp_path: Path) -> None:
+    url = database_url
+    cli(
+        url,
+        "regions",
+        "add",
+        "eu-west-1",
+        "--name",
+        "Ireland",
+        "--jurisdiction",
+        "ie",
+        "--latency",
+        "local=150",
+    )
+    cli(url, "regions", "set", "eu-west-1", "--drain")
+    put = cli(
+        url,
+        "deployments",
+        "put",
+        "m9",
+        "eu-west-1",
+        "--upstream",
+        "http://10.0.0.5:9001/v1",
+        "--max-concurrency",
+        "4",
+    )
+    assert put.stdout.decode().split() == ["deployed", "m9", "in", "eu-west-1:", "eu-west-1/m9/0"]
+    regions = json.loads(cli(url, "regions", "--json").stdout)
+    irl = next(r for r in regions if r["id"] == "eu-west-1")
+    assert (irl["jurisdiction"], irl["enabled"], irl["latency_ms"], irl["models"]) == (
+        "IE",
+        False,
+        150.0,
+        ["m9"],
+    )
+    rows = json.loads(cli(url, "deployments", "--model", "m9", "--json").stdout)
+    assert [(r["region"], r["kind"], r["base_url"], r["max_concurrency"]) for r in rows] == [
+        ("eu-west-1", "upstream", "http://10.0.0.5:9001/v1", 4)
+    ]
+    local = cli(url, "deployments", "put", "m9", "eu-west-1", "--local", ok=False)
+    assert local.returncode == 1 and b"gateway" in local.stderr  # residency: local runs here
+    ws = cli(url, "workspaces", "create", "irl", "--regions", "eu-west-1")
+    assert ws.returncode == 0
+    named = cli(url, "regions", "remove", "eu-west-1", ok=False)
+    assert named.returncode == 1 and b"workspace(s) irl" in named.stderr
+    cli(url, "deployments", "remove", "m9", "eu-west-1")
+    assert json.loads(cli(url, "deployments", "--model", "m9", "--json").stdout) == []
+    bad = cli(url, "regions", "add", "x", "--latency", "local", ok=False)
+    assert bad.returncode == 2 and b"REGION=MILLISECONDS" in bad.stderr
+    (tmp_path / "topology.toml").write_text("regions = [", encoding="utf-8")
+    broken = cli(url, "regions", "add", "y", ok=False)
+    assert broken.returncode == 1 and b"Traceback" not in broken.stderr
+    assert broken.stderr.decode().startswith(f"topology file {tmp_path / 'topology.toml'}:")
+    actions = [e["action"] for e in reversed(json.loads(cli(url, "audit", "--json").stdout))]
+    assert actions == [
+        "region.create",
+        "region.update",
+        "deployment.put",
+        "workspace.create",
+        "deployment.delete",
+    ]

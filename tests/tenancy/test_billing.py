@@ -13,9 +13,10 @@ from modelgrid.core.errors import InvalidRequestError, NotFoundError
 from modelgrid.protocol.admin import Invoice, InvoiceLine, PriceCreate, WorkspaceCreate
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import Price
-from modelgrid.tenancy import admin, billing
+from modelgrid.tenancy import billing
 from modelgrid.tenancy.pricing import PriceBook, PriceEntry
 from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessions
+from tests.support import control_plane
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,9 @@ def test_price_effective_dates_and_a_new_price_never_changes_past_costs(
     database_url: str,
 ) -> None:
     async def go(sessions: Any) -> tuple[Any, Any, Any]:
-        ws = await admin.create_workspace(sessions, WorkspaceCreate(name="acme"), actor="t")
+        ws = await control_plane(sessions).workspaces.create(
+            WorkspaceCreate(name="acme"), actor="t"
+        )
         book = await _seed_prices(sessions)
         rows = [
             # before March 15 (per token: 1, 0.5 cached, 2 out): 999_000 + 500 + 666 = 1_000_166
@@ -175,8 +178,7 @@ def test_price_effective_dates_and_a_new_price_never_changes_past_costs(
         ]
         await insert_usage(sessions, rows)
         before = await billing.invoice(sessions, "acme", "2026-03")
-        await billing.add_price(
-            sessions,
+        await control_plane(sessions, "m1").prices.add(
             PriceCreate(model="m1", input_micros_per_1m=9, output_micros_per_1m=9),
             actor="t",
         )
@@ -266,8 +268,8 @@ def test_invoice_totals_equal_ledger_sums_exactly(database_url: str) -> None:
 @BOTH_DATABASES
 def test_unknown_workspace_and_empty_month(database_url: str) -> None:
     async def go(sessions: Any) -> Any:
-        await admin.create_workspace(
-            sessions, WorkspaceCreate(name="quiet", currency="EUR"), actor="t"
+        await control_plane(sessions).workspaces.create(
+            WorkspaceCreate(name="quiet", currency="EUR"), actor="t"
         )
         with pytest.raises(NotFoundError):
             await billing.invoice(sessions, "nope", "2026-01")

@@ -18,6 +18,7 @@ from modelgrid.storage import db, migrate
 from modelgrid.storage import repositories as repo
 from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.service import TenancyService
+from tests.support import create_key_async
 
 
 class Clock:
@@ -53,8 +54,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[TenancyService, Clock, An
 
 
 async def test_a_key_in_use_is_refreshed_before_it_expires(setup: Any) -> None:
-    service, clock, _, reads = setup
-    key = await service.create_key(name="k")
+    service, clock, engine, reads = setup
+    key = await create_key_async(db.sessionmaker(engine), name="k")
     await service.authenticate(key.plaintext)
     assert reads == [key.key_id]
     for _ in range(20):  # 20 s of sparse traffic, refreshed every ttl / 2 as the app does
@@ -66,7 +67,7 @@ async def test_a_key_in_use_is_refreshed_before_it_expires(setup: Any) -> None:
 
 async def test_a_revocation_elsewhere_shows_within_the_ttl(setup: Any) -> None:
     service, clock, engine, _ = setup
-    key = await service.create_key(name="k")
+    key = await create_key_async(db.sessionmaker(engine), name="k")
     await service.authenticate(key.plaintext)
     async with engine.begin() as conn:  # another machine revokes it: no epoch bump here
         await conn.execute(
@@ -81,8 +82,8 @@ async def test_a_revocation_elsewhere_shows_within_the_ttl(setup: Any) -> None:
 
 
 async def test_unused_keys_are_not_refreshed_and_leave_the_cache(setup: Any) -> None:
-    service, clock, _, reads = setup
-    key = await service.create_key(name="k")
+    service, clock, engine, reads = setup
+    key = await create_key_async(db.sessionmaker(engine), name="k")
     await service.authenticate(key.plaintext)
     clock.now += 301
     assert await service.refresh_principals() == 0
@@ -91,8 +92,8 @@ async def test_unused_keys_are_not_refreshed_and_leave_the_cache(setup: Any) -> 
 
 
 async def test_a_refresh_racing_with_a_clear_is_dropped(setup: Any) -> None:
-    service, clock, _, reads = setup
-    key = await service.create_key(name="k")
+    service, clock, engine, reads = setup
+    key = await create_key_async(db.sessionmaker(engine), name="k")
     await service.authenticate(key.plaintext)
     cache = service.auth_cache
     clock.now += 1.5

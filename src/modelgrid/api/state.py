@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
+from modelgrid.control import ControlPlane
 from modelgrid.engines.process import EngineProcess
 from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
@@ -33,6 +34,7 @@ class AppState:
     completions: CompletionService
     embeddings: EmbeddingService
     text_generation: TextGenerationService  # DashScope's native generation
+    control: ControlPlane  # workspaces, keys, prices, topology
     load_error: str | None = None
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
     processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from modelgrid.cli.common import admin_run, console, fmt_time, print_json
+from modelgrid.cli.common import console, fmt_time, print_json, read_run
 
 
 def audit(
@@ -19,7 +19,7 @@ def audit(
     """Show who changed what and when (admin API and CLI changes)."""
     from modelgrid.tenancy import audit as audit_log
 
-    rows, _ = admin_run(
+    rows, _ = read_run(
         lambda s: audit_log.list_entries(s, limit=limit, action=action, target=target)
     )
     if as_json:

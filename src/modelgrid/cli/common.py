@@ -42,17 +42,6 @@ def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(fn(s))
 
 
-async def with_tenancy(s: Settings, fn: Callable[[object], Awaitable[T]]) -> T:
-    from modelgrid.storage import db
-    from modelgrid.tenancy.service import TenancyService
-
-    engine = db.create_engine(s.database_url)
-    try:
-        return await fn(TenancyService(db.sessionmaker(engine)))
-    finally:
-        await engine.dispose()
-
-
 def actor() -> str:
     """The audit actor of a change made from this CLI: ``cli:<os user>``."""
     import getpass
@@ -66,26 +55,70 @@ def actor() -> str:
     return cli_actor(user)
 
 
-def admin_run(fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Migrate, run ``fn(sessions)`` on the configured database, dispose of the engine; a
-    ``ModelgridError`` is printed in red and exits with status 1."""
+def read_run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Migrate, run ``fn(sessions)`` (a read: usage, invoices, the audit log) on the
+    configured database, dispose of the engine; a ``ModelgridError`` is printed in red and
+    exits with status 1."""
     from modelgrid.core.errors import ModelgridError
     from modelgrid.storage import db
 
     async def go(s: Settings) -> T:
-        from modelgrid.tenancy.authcache import bump_epoch
-
         engine = db.create_engine(s.database_url)
         try:
             return await fn(db.sessionmaker(engine))
         finally:
             await engine.dispose()
-            bump_epoch(s.auth_epoch_path)  # servers on this machine drop cached keys at once
 
     try:
         return run(go)
     except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]")
+        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def served_models(s: Settings) -> list[str]:
+    """The models a gateway with these settings runs itself or reaches through
+    ``settings.upstreams``, in order."""
+    return list(
+        dict.fromkeys(
+            [*s.engine.models, *s.engine.embedding_models, *(u.model for u in s.all_upstreams())]
+        )
+    )
+
+
+def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Migrate, run ``fn(control_plane)`` over the configured database and topology file,
+    dispose of the engine; a ``ModelgridError`` (an unreadable topology file included) is
+    printed in red and exits with status 1. Servers on this machine drop cached keys at once
+    (the epoch file) and load a changed topology file within a second."""
+    from modelgrid.control import ControlPlane, FileTopology, Hooks
+    from modelgrid.core.errors import ModelgridError
+    from modelgrid.routing import topology as topo
+    from modelgrid.storage import db
+    from modelgrid.tenancy.authcache import bump_epoch
+
+    async def go(s: Settings) -> T:
+        engine = db.create_engine(s.database_url)
+        models = served_models(s)
+        store = FileTopology(s.topology_path, topo.default_topology(models), s.engine.models)
+        plane = ControlPlane(
+            db.sessionmaker(engine),
+            store,
+            served_models=lambda: models,
+            hooks=Hooks(principals_changed=lambda: bump_epoch(s.auth_epoch_path)),
+        )
+        try:
+            return await fn(plane)
+        finally:
+            await engine.dispose()
+
+    try:
+        return run(go)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err_console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

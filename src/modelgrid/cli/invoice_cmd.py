@@ -8,7 +8,7 @@ from enum import StrEnum
 
 import typer
 
-from modelgrid.cli.common import admin_run, print_json
+from modelgrid.cli.common import print_json, read_run
 
 
 class Format(StrEnum):
@@ -25,7 +25,7 @@ def invoice(
     from modelgrid.tenancy import billing
 
     period = month or f"{datetime.now(UTC):%Y-%m}"
-    inv = admin_run(lambda s: billing.invoice(s, workspace, period))
+    inv = read_run(lambda s: billing.invoice(s, workspace, period))
     if fmt is Format.csv:
         sys.stdout.write(billing.invoice_csv(inv))
         sys.stdout.flush()

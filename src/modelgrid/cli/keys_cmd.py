@@ -9,9 +9,9 @@ from rich.table import Table
 
 from modelgrid.cli.common import (
     actor,
-    admin_run,
     build,
     console,
+    control_run,
     err_console,
     fmt_limits,
     fmt_time,
@@ -82,10 +82,7 @@ def create(
     as_json: bool = JSON,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from modelgrid.core.errors import NotFoundError
-    from modelgrid.protocol.admin import KeyCreate, WorkspaceCreate
-    from modelgrid.tenancy import admin as ws_admin
-    from modelgrid.tenancy import key_admin
+    from modelgrid.protocol.admin import KeyCreate
 
     body = build(
         KeyCreate,
@@ -99,20 +96,10 @@ def create(
     )
     who = actor()
 
-    async def go(s: Any) -> Any:
-        try:
-            await ws_admin.get_workspace(s, workspace)
-        except NotFoundError:
-            if not (create_workspace or workspace == "default"):
-                raise NotFoundError(
-                    f"There is no workspace '{workspace}': create it with `modelgrid "
-                    f"workspaces create {workspace}`, or pass --create-workspace.",
-                    param="workspace",
-                ) from None
-            await ws_admin.create_workspace(s, WorkspaceCreate(name=workspace), actor=who)
-        return await key_admin.create_key(s, workspace, body, actor=who)
-
-    _print_created(admin_run(go), workspace, as_json)
+    key = control_run(
+        lambda c: c.keys.create_in(workspace, body, actor=who, create_workspace=create_workspace)
+    )
+    _print_created(key, workspace, as_json)
 
 
 @app.command("list")
@@ -122,9 +109,7 @@ def list_keys(
     as_json: bool = JSON,
 ) -> None:
     """List keys (never their secrets)."""
-    from modelgrid.tenancy import key_admin
-
-    rows = admin_run(lambda s: key_admin.list_keys(s, workspace=workspace, include_revoked=all_))
+    rows = control_run(lambda c: c.keys.list(workspace=workspace, include_revoked=all_))
     if as_json:
         print_json(rows)
         return
@@ -153,9 +138,7 @@ def list_keys(
 @app.command("show")
 def show(key_id: str = KEY) -> None:
     """Show one key as JSON (never its secret)."""
-    from modelgrid.tenancy import key_admin
-
-    print_json(admin_run(lambda s: key_admin.get_key(s, key_id)))
+    print_json(control_run(lambda c: c.keys.get(key_id)))
 
 
 @app.command("set")
@@ -185,7 +168,6 @@ def set_(
     from datetime import UTC, datetime, timedelta
 
     from modelgrid.protocol.admin import KeyPatch
-    from modelgrid.tenancy import key_admin
 
     clear = set(unset or ())
     fields: dict[str, Any] = {}
@@ -212,15 +194,13 @@ def set_(
     if limits.model_fields_set:
         fields["limits"] = limits
     body = build(KeyPatch, **fields)
-    print_json(admin_run(lambda s: key_admin.update_key(s, key_id, body, actor=actor())))
+    print_json(control_run(lambda c: c.keys.update(key_id, body, actor=actor())))
 
 
 @app.command("revoke")
 def revoke(key_id: str = KEY) -> None:
     """Revoke a key; takes effect on the next request."""
-    from modelgrid.tenancy import key_admin
-
-    key = admin_run(lambda s: key_admin.revoke_key(s, key_id, actor=actor()))
+    key = control_run(lambda c: c.keys.revoke(key_id, actor=actor()))
     console.print(f"revoked {key.prefix}")
 
 
@@ -235,10 +215,9 @@ def rotate(
     """Replace a key with a new one (same workspace, scopes and limits); the old key is
     revoked at once. Prints the new key once."""
     from modelgrid.protocol.admin import KeyRotate
-    from modelgrid.tenancy import key_admin
 
     body = build(KeyRotate, expires_in_s=_days(expires_in_days))
-    key = admin_run(lambda s: key_admin.rotate_key(s, key_id, body, actor=actor()))
+    key = control_run(lambda c: c.keys.rotate(key_id, body, actor=actor()))
     if not as_json:
         err_console.print(f"revoked {key_id}; its replacement:")
     _print_created(key, key.workspace_id, as_json)

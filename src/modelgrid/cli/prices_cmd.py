@@ -7,7 +7,7 @@ from datetime import datetime
 import typer
 from rich.table import Table
 
-from modelgrid.cli.common import actor, admin_run, build, console, fmt_time, print_json
+from modelgrid.cli.common import actor, build, console, control_run, fmt_time, print_json
 
 app = typer.Typer(help="The price book (micro-units per 1M tokens).", no_args_is_help=True)
 
@@ -36,7 +36,6 @@ def add(
 ) -> None:
     """Add a price book entry; it applies to requests from ``--effective-from`` on."""
     from modelgrid.protocol.admin import PriceCreate
-    from modelgrid.tenancy import billing
 
     body = build(
         PriceCreate,
@@ -48,7 +47,7 @@ def add(
         output_micros_per_1m=output_micros,
         effective_from=effective_from,
     )
-    price = admin_run(lambda s: billing.add_price(s, body, actor=actor()))
+    price = control_run(lambda c: c.prices.add(body, actor=actor()))
     if as_json:
         print_json(price)
         return
@@ -61,9 +60,7 @@ def list_prices(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the price book, oldest entry of each model and region first."""
-    from modelgrid.tenancy import billing
-
-    rows = admin_run(lambda s: billing.list_prices(s, model))
+    rows = control_run(lambda c: c.prices.list(model))
     if as_json:
         print_json(rows)
         return

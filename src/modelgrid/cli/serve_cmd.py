@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import typer
 
-from modelgrid.cli.common import console, err_console, settings, with_tenancy
+from modelgrid.cli.common import console, control_run, err_console, settings
 
 EXAMPLE = """\
 from openai import OpenAI
@@ -43,7 +42,7 @@ def serve(
     migrate.upgrade(s.database_url)
     if s.bootstrap_keys:
         _bootstrap(s)
-    prepare_or_exit(s.engine.models if s.engine_kind == "llamacpp" else [], s.models_dir)
+    prepare_or_exit(s.engine.models, s.models_dir)
     err_console.print(f"serving on http://{s.server.host}:{s.server.port} (Ctrl-C to stop)")
     uvicorn.run(
         create_app(s),
@@ -62,20 +61,17 @@ def _first_model(s: Any) -> str:
 
 
 def _bootstrap(s: Any) -> None:
-    async def go() -> Any:
-        return await with_tenancy(s, lambda t: t.bootstrap())  # type: ignore[attr-defined]
-
-    created = asyncio.run(go())
+    created = control_run(lambda c: c.keys.first_keys())
     if created is None:
         return
     admin, first = created
     base_url = f"http://{s.server.host}:{s.server.port}/v1"
     console.rule("[bold]First start: your keys (shown once, only their hashes are stored)")
-    print(f"admin key : {admin.plaintext}")
-    print(f"API key   : {first.plaintext}", flush=True)
+    print(f"admin key : {admin.key}")
+    print(f"API key   : {first.key}", flush=True)
     console.rule("[bold]Try it with the openai SDK")
     console.print(
-        EXAMPLE.format(base_url=base_url, key=first.plaintext, model=_first_model(s)),
+        EXAMPLE.format(base_url=base_url, key=first.key, model=_first_model(s)),
         markup=False,
         highlight=False,
     )

@@ -1,9 +1,11 @@
-"""``modelgrid regions`` and ``modelgrid deployments``: the configured topology.
+"""``modelgrid regions`` and ``modelgrid deployments``: the topology, listed and changed.
 
-They read the topology file (``MODELGRID_TOPOLOGY_FILE``, else ``<data_dir>/topology.toml``,
-which the admin API keeps up to date) or show the embedded default (region ``local`` with the
-configured models). A running server's live view, with breaker states and loads, is
-``GET /admin/v1/regions`` and ``GET /admin/v1/deployments``.
+Listing reads the topology file (``MODELGRID_TOPOLOGY_FILE``, else
+``<data_dir>/topology.toml``, which the admin API keeps up to date) or shows the embedded
+default (region ``local`` with the configured models). ``add`` / ``set`` / ``remove`` /
+``put`` change the file through the control plane (validated, audited as ``cli:<os user>``);
+a running gateway loads the changed file within a second. A running server's live view,
+with breaker states and loads, is ``GET /admin/v1/regions`` and ``GET /admin/v1/deployments``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelgrid.cli.common import console, err_console, settings
+from modelgrid.cli.common import actor, build, console, control_run, err_console, settings
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
+regions_app = typer.Typer(
+    help="List the regions (no subcommand), or change them.", invoke_without_command=True
+)
+deployments_app = typer.Typer(
+    help="List the deployments (no subcommand), or change them.", invoke_without_command=True
+)
 
 
 def _topology() -> tuple[Any, str]:
@@ -48,8 +56,11 @@ def topology_or_exit(s: Any) -> tuple[Any, str]:
         raise typer.Exit(1) from None
 
 
-def regions(as_json: bool = JSON) -> None:
+@regions_app.callback()
+def regions(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List the regions: jurisdiction, location, expected latency from this gateway, models."""
+    if ctx.invoked_subcommand is not None:
+        return
     t, source = _topology()
     rows = [
         {
@@ -82,10 +93,15 @@ def regions(as_json: bool = JSON) -> None:
     console.print(table)
 
 
+@deployments_app.callback()
 def deployments(
-    model: str = typer.Option(None, "--model", help="Only this model."), as_json: bool = JSON
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help="Only this model."),
+    as_json: bool = JSON,
 ) -> None:
     """List the deployments (a model in a region) and their replicas."""
+    if ctx.invoked_subcommand is not None:
+        return
     t, source = _topology()
     rows = [
         {
@@ -113,4 +129,129 @@ def deployments(
     console.print(table)
 
 
-__all__ = ["deployments", "regions"]
+# --- changes ---------------------------------------------------------------------------------
+
+
+def _latency(values: list[str] | None) -> dict[str, float] | None:
+    """``["eu-west-1=160", …]`` → ``{"eu-west-1": 160.0, …}``."""
+    if not values:
+        return None
+    table: dict[str, float] = {}
+    for v in values:
+        peer, sep, ms = v.partition("=")
+        try:
+            table[peer.strip()] = float(ms)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"{v!r}: give REGION=MILLISECONDS", param_hint="--latency")
+    return table
+
+
+LATENCY = typer.Option(
+    None, "--latency", help="Expected RTT to another region, REGION=MS (repeatable)."
+)
+
+
+@regions_app.command("add")
+def add_region(
+    region_id: str = typer.Argument(..., help="Region id, e.g. eu-west-1."),
+    name: str = typer.Option("", "--name", help="Display name."),
+    jurisdiction: str = typer.Option("", "--jurisdiction", help="ISO 3166 country or bloc."),
+    lat: float = typer.Option(None, "--lat", help="Latitude (distance-based latency)."),
+    lon: float = typer.Option(None, "--lon", help="Longitude."),
+    drained: bool = typer.Option(False, "--drained", help="Add it drained (no requests)."),
+    latency: list[str] = LATENCY,
+) -> None:
+    """Add a region to the topology."""
+    from modelgrid.protocol.topology import RegionCreate
+
+    fields = {"latency_ms": _latency(latency) or {}, "lat": lat, "lon": lon}
+    body = build(
+        RegionCreate,
+        id=region_id,
+        name=name,
+        jurisdiction=jurisdiction,
+        enabled=not drained,
+        **fields,
+    )
+    control_run(lambda c: c.topology.add_region(body, actor=actor()))
+    console.print(f"added region {region_id}")
+
+
+@regions_app.command("set")
+def set_region(
+    region_id: str = typer.Argument(..., help="Region id."),
+    name: str = typer.Option(None, "--name", help="Display name."),
+    jurisdiction: str = typer.Option(None, "--jurisdiction", help="ISO 3166 country or bloc."),
+    lat: float = typer.Option(None, "--lat", help="Latitude."),
+    lon: float = typer.Option(None, "--lon", help="Longitude."),
+    enabled: bool = typer.Option(
+        None, "--enable/--drain", help="Take requests again, or drain (no new requests)."
+    ),
+    latency: list[str] = LATENCY,
+) -> None:
+    """Change a region: name, jurisdiction, location, drain, latencies."""
+    from modelgrid.protocol.topology import RegionPatch
+
+    given = {"name": name, "jurisdiction": jurisdiction, "lat": lat, "lon": lon}
+    fields = {k: v for k, v in given.items() if v is not None}
+    if enabled is not None:
+        fields["enabled"] = enabled
+    if latency:
+        fields["latency_ms"] = _latency(latency)
+    body = build(RegionPatch, **fields)
+    control_run(lambda c: c.topology.update_region(region_id, body, actor=actor()))
+    console.print(f"changed region {region_id}")
+
+
+@regions_app.command("remove")
+def remove_region(region_id: str = typer.Argument(..., help="Region id.")) -> None:
+    """Remove a region (it must have no deployments and no workspace may name it)."""
+    control_run(lambda c: c.topology.remove_region(region_id, actor=actor()))
+    console.print(f"removed region {region_id}")
+
+
+@deployments_app.command("put")
+def put_deployment(
+    model: str = typer.Argument(..., help="The served model id."),
+    region: str = typer.Argument(..., help="Region id."),
+    local: bool = typer.Option(
+        False, "--local", help="A replica on the gateway's own engine (gateway region only)."
+    ),
+    upstream: list[str] = typer.Option(
+        None, "--upstream", help="An upstream replica's API root, http://host:port/v1 (repeatable)."
+    ),
+    upstream_model: str = typer.Option(
+        None, "--upstream-model", help="The model's name on the upstreams (default: MODEL)."
+    ),
+    max_concurrency: int = typer.Option(
+        None, "--max-concurrency", help="Requests in flight before an upstream is saturated."
+    ),
+) -> None:
+    """Create the deployment of MODEL in REGION, or replace its replicas."""
+    from modelgrid.protocol.topology import DeploymentSpec, ReplicaSpec
+
+    replicas = [build(ReplicaSpec, kind="local")] if local else []
+    for url in upstream or ():
+        fields = {"upstream_model": upstream_model, "max_concurrency": max_concurrency}
+        given = {k: v for k, v in fields.items() if v is not None}
+        replicas.append(build(ReplicaSpec, kind="upstream", base_url=url, **given))
+    if not replicas:
+        raise typer.BadParameter("give --local or at least one --upstream URL")
+    body = build(DeploymentSpec, model=model, region=region, replicas=replicas)
+    d = control_run(lambda c: c.topology.put_deployment(body, actor=actor()))
+    console.print(f"deployed {model} in {region}: {', '.join(r.id for r in d.replicas)}")
+
+
+@deployments_app.command("remove")
+def remove_deployment(
+    model: str = typer.Argument(..., help="The served model id."),
+    region: str = typer.Argument(..., help="Region id."),
+) -> None:
+    """Remove the deployment of MODEL in REGION."""
+    control_run(lambda c: c.topology.remove_deployment(region, model, actor=actor()))
+    console.print(f"removed {model} from {region}")
+
+
+__all__ = ["deployments_app", "regions_app"]

@@ -9,9 +9,9 @@ from rich.table import Table
 
 from modelgrid.cli.common import (
     actor,
-    admin_run,
     build,
     console,
+    control_run,
     fmt_limits,
     fmt_time,
     limits_from,
@@ -68,7 +68,6 @@ def create(
 ) -> None:
     """Create a workspace."""
     from modelgrid.protocol.admin import WorkspaceCreate
-    from modelgrid.tenancy import admin
 
     body = build(
         WorkspaceCreate,
@@ -79,15 +78,13 @@ def create(
         allowed_jurisdictions=split_list(jurisdictions),
         limits=limits_from(_limits(rpm, tpm, concurrency, budget, tokens)),
     )
-    _show(admin_run(lambda s: admin.create_workspace(s, body, actor=actor())), as_json)
+    _show(control_run(lambda c: c.workspaces.create(body, actor=actor())), as_json)
 
 
 @app.command("list")
 def list_workspaces(as_json: bool = JSON) -> None:
     """List workspaces."""
-    from modelgrid.tenancy import admin
-
-    rows = admin_run(admin.list_workspaces)
+    rows = control_run(lambda c: c.workspaces.list())
     if as_json:
         print_json(rows)
         return
@@ -111,9 +108,7 @@ def show(
     workspace: str = typer.Argument(..., help="Workspace name or id."), as_json: bool = JSON
 ) -> None:
     """Show one workspace."""
-    from modelgrid.tenancy import admin
-
-    _show(admin_run(lambda s: admin.get_workspace(s, workspace)), as_json)
+    _show(control_run(lambda c: c.workspaces.get(workspace)), as_json)
 
 
 @app.command("set")
@@ -137,7 +132,6 @@ def set_(
 ) -> None:
     """Change a workspace's limits, allowed regions or jurisdictions, or home region."""
     from modelgrid.protocol.admin import WorkspacePatch
-    from modelgrid.tenancy import admin
 
     fields: dict[str, Any] = {}
     if home_region is not None:
@@ -156,4 +150,4 @@ def set_(
     if limits.model_fields_set:
         fields["limits"] = limits
     body = build(WorkspacePatch, **fields)
-    _show(admin_run(lambda s: admin.update_workspace(s, workspace, body, actor=actor())), as_json)
+    _show(control_run(lambda c: c.workspaces.update(workspace, body, actor=actor())), as_json)

@@ -1,4 +1,5 @@
-"""Billing for the admin plane: the append-only price book, the usage ledger, invoices.
+"""Billing's read side: the usage ledger and invoices (the price book is written by
+``control.prices``).
 
 The metering path prices each request once, when it is recorded (``tenancy.pricing``), and
 stores the integer ``cost_micros`` with the ``price_id`` it used. An invoice only sums those
@@ -16,25 +17,21 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.admin import (
     Invoice,
     InvoiceLine,
-    PriceCreate,
-    PriceObject,
     UsageObject,
     UsagePage,
     UsageTotals,
 )
 from modelgrid.storage import repositories as repo
-from modelgrid.storage.models import Price, UsageRecord
-from modelgrid.tenancy import audit
-from modelgrid.tenancy.admin import Sessions, find_workspace
+from modelgrid.storage.models import UsageRecord
 from modelgrid.tenancy.audit import aware
+from modelgrid.tenancy.lookup import Sessions, find_workspace
 
-BACKDATE_TOLERANCE = timedelta(seconds=60)  # clock skew between an admin and the server
 MAX_PAGE = 1000
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -58,70 +55,6 @@ def format_micros(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     units, frac = divmod(abs(micros), 1_000_000)
     return f"{sign}{units}.{frac:06d}"
-
-
-# --- prices ----------------------------------------------------------------------------------
-
-
-def price_object(p: Price) -> PriceObject:
-    return PriceObject(
-        id=p.id,
-        model=p.model,
-        region=p.region,
-        currency=p.currency,
-        input_micros_per_1m=p.input_micros_per_1m,
-        cached_input_micros_per_1m=p.cached_input_micros_per_1m,
-        output_micros_per_1m=p.output_micros_per_1m,
-        effective_from=aware(p.effective_from),
-        created_at=aware(p.created_at),
-    )
-
-
-async def add_price(sessions: Sessions, body: PriceCreate, *, actor: str) -> PriceObject:
-    """Append a price book entry (never an update of an existing one).
-
-    Raises:
-        InvalidRequestError: ``effective_from`` in the past (more than a minute ago): a new
-            price may not reach back to requests already billed.
-    """
-    now = datetime.now(UTC)
-    effective = now if body.effective_from is None else aware(body.effective_from)
-    if effective < now - BACKDATE_TOLERANCE:
-        raise InvalidRequestError(
-            "effective_from lies in the past; prices are append-only and never change what "
-            "past requests cost.",
-            param="effective_from",
-        )
-    cached = body.cached_input_micros_per_1m
-    entry = Price(
-        model=body.model,
-        region=body.region,
-        currency=body.currency,
-        input_micros_per_1m=body.input_micros_per_1m,
-        cached_input_micros_per_1m=body.input_micros_per_1m if cached is None else cached,
-        output_micros_per_1m=body.output_micros_per_1m,
-        effective_from=effective,
-        created_at=now,
-    )
-    async with sessions() as session, session.begin():
-        await repo.add_price(session, entry)
-        obj = price_object(entry)
-        await audit.record(
-            session,
-            actor=actor,
-            action="price.create",
-            target=f"price:{entry.id}",
-            details=obj.model_dump(exclude={"object", "id", "created_at"}),
-        )
-    return obj
-
-
-async def list_prices(sessions: Sessions, model: str | None = None) -> list[PriceObject]:
-    async with sessions() as session:
-        return [price_object(p) for p in await repo.list_prices(session, model)]
-
-
-# --- the ledger ------------------------------------------------------------------------------
 
 
 def usage_object(r: UsageRecord) -> UsageObject:
@@ -296,13 +229,10 @@ def invoice_csv(inv: Invoice) -> str:
 
 __all__ = [
     "CSV_HEADER",
-    "add_price",
     "format_micros",
     "invoice",
     "invoice_csv",
-    "list_prices",
     "month_bounds",
-    "price_object",
     "usage",
     "usage_object",
 ]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from modelgrid.core.errors import AuthenticationError, NotFoundError, PermissionDeniedError
+from modelgrid.core.errors import AuthenticationError, PermissionDeniedError
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import ApiKey, Workspace
 from modelgrid.tenancy import keys
@@ -27,8 +26,6 @@ from modelgrid.tenancy.limits import ScopeLimits
 from modelgrid.tenancy.metering import UsageWriter
 from modelgrid.tenancy.pricing import PriceBook, PriceEntry
 from modelgrid.tenancy.ratelimit import Admission, InProcessLimiter, RateLimiter
-
-DEFAULT_WORKSPACE = "default"
 
 
 def _aware(dt: datetime) -> datetime:
@@ -100,18 +97,6 @@ def _principal_of(row: ApiKey, ws: Workspace) -> tuple[Principal, datetime | Non
         limits=tuple(lv for lv in levels if not lv.unlimited),
     )
     return principal, _aware(row.expires_at) if row.expires_at is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedKey:
-    """A new key; ``plaintext`` exists only here and is never stored."""
-
-    key_id: str
-    prefix: str
-    name: str
-    role: str
-    workspace_id: str
-    plaintext: str
 
 
 class TenancyService:
@@ -319,64 +304,10 @@ class TenancyService:
             raise PermissionDeniedError("This endpoint needs an admin key.")
         return principal
 
-    async def _workspace_id(self, session: Any, name: str) -> str:
-        ws = await repo.get_workspace_by_name(session, name)
-        if ws is None:
-            ws = await repo.add_workspace(session, f"ws_{secrets.token_hex(8)}", name)
-        return ws.id
-
-    async def create_key(
-        self, *, name: str = "", role: str = "tenant", workspace: str = DEFAULT_WORKSPACE
-    ) -> CreatedKey:
-        """Create a key in ``workspace`` (created if missing); the plaintext is returned once."""
-        if role not in ("tenant", "admin"):
-            raise ValueError(f"unknown role {role!r}")
-        new = keys.generate_key()
-        async with self._sessions() as session, session.begin():
-            ws_id = await self._workspace_id(session, workspace)
-            await repo.add_api_key(
-                session,
-                ApiKey(
-                    id=new.key_id,
-                    workspace_id=ws_id,
-                    name=name,
-                    role=role,
-                    prefix=new.prefix,
-                    secret_hash=new.secret_hash,
-                    created_at=datetime.now(UTC),
-                ),
-            )
-        return CreatedKey(new.key_id, new.prefix, name, role, ws_id, new.plaintext)
-
-    async def revoke_key(self, key_id: str) -> None:
-        """Revoke by id or display prefix.
-
-        Raises:
-            NotFoundError: no active key matches.
-        """
-        ident = key_id.removeprefix(keys.KEY_PREFIX)
-        async with self._sessions() as session, session.begin():
-            if not await repo.revoke_api_key(session, ident):
-                raise NotFoundError(f"No active API key '{key_id}'.", param="key_id")
-        self.invalidate_auth()
-
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        async with self._sessions() as session:
-            return list(await repo.list_api_keys(session, include_revoked=include_revoked))
-
-    async def bootstrap(self) -> tuple[CreatedKey, CreatedKey] | None:
-        """First start: create an admin key and a first tenant key, or None if any admin exists."""
-        async with self._sessions() as session:
-            if await repo.count_api_keys(session, "admin"):
-                return None
-        admin = await self.create_key(name="admin", role="admin", workspace="admin")
-        first = await self.create_key(name="first-key")
-        return admin, first
-
     def record(self, event: UsageEvent) -> None:
         """Queue one usage record (never blocks the request)."""
         if self.usage is not None:
             self.usage.record(event)
 
 
-__all__ = ["DEFAULT_WORKSPACE", "CreatedKey", "Principal", "TenancyService"]
+__all__ = ["Principal", "TenancyService"]

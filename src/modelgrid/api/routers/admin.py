@@ -2,17 +2,17 @@
 
 Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
 (and admin keys, conversely, get 403 on the model API). Bodies are ``protocol.admin`` models
-(unknown fields are a 400); errors use the OpenAI envelope. The operations themselves live in
-``tenancy.admin``, ``tenancy.key_admin``, ``tenancy.billing`` and ``tenancy.audit``; each
-change is audited with the admin key's prefix as its actor.
+(unknown fields are a 400); errors use the OpenAI envelope. Changes go through the control plane
+(``state.control``: validated against what exists, audited with the admin key's prefix as
+its actor, caches dropped after); the read models are ``tenancy.billing`` and
+``tenancy.audit``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
@@ -31,21 +31,10 @@ from modelgrid.protocol.admin import (
     WorkspaceObject,
     WorkspacePatch,
 )
-from modelgrid.tenancy import admin as ws_admin
-from modelgrid.tenancy import audit, billing, key_admin
+from modelgrid.tenancy import audit, billing
 from modelgrid.tenancy.service import Principal
 
-
-async def _apply_changes(request: Request, state: StateDep) -> AsyncIterator[None]:
-    """After any admin change: drop cached principals (this process and, through the epoch
-    file, every process on this machine) and reload the price book."""
-    yield
-    if request.method not in ("GET", "HEAD"):
-        state.tenancy.invalidate_auth()
-        await state.tenancy.reload_prices()
-
-
-router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(_apply_changes)])
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 Limit = Annotated[int, Query(ge=1, le=billing.MAX_PAGE)]
 
@@ -61,24 +50,24 @@ def _actor(principal: Principal) -> str:
 async def create_workspace(
     body: WorkspaceCreate, state: StateDep, admin: AdminDep
 ) -> WorkspaceObject:
-    return await ws_admin.create_workspace(state.sessions, body, actor=_actor(admin))
+    return await state.control.workspaces.create(body, actor=_actor(admin))
 
 
 @router.get("/workspaces")
 async def list_workspaces(state: StateDep, _: AdminDep) -> ListObject:
-    return ListObject(data=await ws_admin.list_workspaces(state.sessions))
+    return ListObject(data=await state.control.workspaces.list())
 
 
 @router.get("/workspaces/{workspace_id}")
 async def get_workspace(workspace_id: str, state: StateDep, _: AdminDep) -> WorkspaceObject:
-    return await ws_admin.get_workspace(state.sessions, workspace_id)
+    return await state.control.workspaces.get(workspace_id)
 
 
 @router.patch("/workspaces/{workspace_id}")
 async def update_workspace(
     workspace_id: str, body: WorkspacePatch, state: StateDep, admin: AdminDep
 ) -> WorkspaceObject:
-    return await ws_admin.update_workspace(state.sessions, workspace_id, body, actor=_actor(admin))
+    return await state.control.workspaces.update(workspace_id, body, actor=_actor(admin))
 
 
 @router.get("/workspaces/{workspace_id}/invoices/{month}", response_model=None)
@@ -108,7 +97,7 @@ async def get_invoice(
 async def create_key(
     workspace_id: str, body: KeyCreate, state: StateDep, admin: AdminDep
 ) -> CreatedKeyObject:
-    return await key_admin.create_key(state.sessions, workspace_id, body, actor=_actor(admin))
+    return await state.control.keys.create(workspace_id, body, actor=_actor(admin))
 
 
 @router.get("/keys")
@@ -118,32 +107,30 @@ async def list_keys(
     workspace_id: str | None = None,
     include_revoked: bool = False,
 ) -> ListObject:
-    data = await key_admin.list_keys(
-        state.sessions, workspace=workspace_id, include_revoked=include_revoked
-    )
+    data = await state.control.keys.list(workspace=workspace_id, include_revoked=include_revoked)
     return ListObject(data=data)
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, state: StateDep, _: AdminDep) -> KeyObject:
-    return await key_admin.get_key(state.sessions, key_id)
+    return await state.control.keys.get(key_id)
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, body: KeyPatch, state: StateDep, admin: AdminDep) -> KeyObject:
-    return await key_admin.update_key(state.sessions, key_id, body, actor=_actor(admin))
+    return await state.control.keys.update(key_id, body, actor=_actor(admin))
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, state: StateDep, admin: AdminDep) -> KeyObject:
-    return await key_admin.revoke_key(state.sessions, key_id, actor=_actor(admin))
+    return await state.control.keys.revoke(key_id, actor=_actor(admin))
 
 
 @router.post("/keys/{key_id}/rotate")
 async def rotate_key(
     key_id: str, state: StateDep, admin: AdminDep, body: KeyRotate | None = None
 ) -> CreatedKeyObject:
-    return await key_admin.rotate_key(state.sessions, key_id, body, actor=_actor(admin))
+    return await state.control.keys.rotate(key_id, body, actor=_actor(admin))
 
 
 # --- prices, usage, audit --------------------------------------------------------------------
@@ -151,12 +138,12 @@ async def rotate_key(
 
 @router.post("/prices")
 async def add_price(body: PriceCreate, state: StateDep, admin: AdminDep) -> PriceObject:
-    return await billing.add_price(state.sessions, body, actor=_actor(admin))
+    return await state.control.prices.add(body, actor=_actor(admin))
 
 
 @router.get("/prices")
 async def list_prices(state: StateDep, _: AdminDep, model: str | None = None) -> ListObject:
-    return ListObject(data=await billing.list_prices(state.sessions, model))
+    return ListObject(data=await state.control.prices.list(model))
 
 
 @router.get("/usage")

@@ -1,20 +1,19 @@
 """The topology admin API: ``/admin/v1/regions`` and ``/admin/v1/deployments``.
 
-Admin keys only (``AdminDep``). Changes go live at once (new upstream replicas are started and
+Admin keys only (``AdminDep``). Changes go through the control plane
+(``state.control.topology``): they go live at once (new upstream replicas are started and
 probed, served models appear or go), are written to the topology file, and are audited with
-the admin key as actor. The operations live in ``routing.admin``.
+the admin key as actor. Listings add the live state this gateway sees (``control.topology``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
 from modelgrid.api.state import AppState
+from modelgrid.control import topology as ops
 from modelgrid.core.errors import ServiceUnavailableError
 from modelgrid.protocol.admin import ListObject
 from modelgrid.protocol.topology import (
@@ -25,10 +24,7 @@ from modelgrid.protocol.topology import (
     RegionPatch,
 )
 from modelgrid.routing import Grid
-from modelgrid.routing import admin as ops
-from modelgrid.routing.topology import Topology
 from modelgrid.tenancy import audit
-from modelgrid.tenancy.service import Principal
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
@@ -37,29 +33,6 @@ def _grid(state: AppState) -> Grid:
     if state.grid is None:
         raise ServiceUnavailableError("Routing is not started yet.")
     return state.grid
-
-
-async def _change(
-    state: AppState,
-    admin: Principal,
-    edit: Callable[[Topology], Topology],
-    action: str,
-    target: str,
-    details: dict[str, Any],
-) -> Topology:
-    """Apply, persist and audit one change; the served models follow the topology."""
-    grid = _grid(state)
-    topology = await ops.change(grid, edit, state.settings.topology_path)
-    state.models.sync_routed(grid.engines())
-    async with state.sessions() as session, session.begin():
-        await audit.record(
-            session,
-            actor=audit.api_actor(admin.key_id),
-            action=action,
-            target=target,
-            details=details,
-        )
-    return topology
 
 
 # --- regions ---------------------------------------------------------------------------------
@@ -78,42 +51,23 @@ async def get_region(region_id: str, state: StateDep, _: AdminDep) -> RegionObje
 
 @router.post("/regions")
 async def create_region(body: RegionCreate, state: StateDep, admin: AdminDep) -> RegionObject:
-    t = await _change(
-        state,
-        admin,
-        lambda t: ops.add_region(t, body),
-        "region.create",
-        f"region:{body.id}",
-        body.model_dump(mode="json"),
-    )
-    return ops.region_object(_grid(state), ops.find_region(t, body.id))
+    region = await state.control.topology.add_region(body, actor=audit.api_actor(admin.key_id))
+    return ops.region_object(_grid(state), region)
 
 
 @router.patch("/regions/{region_id}")
 async def update_region(
     region_id: str, body: RegionPatch, state: StateDep, admin: AdminDep
 ) -> RegionObject:
-    t = await _change(
-        state,
-        admin,
-        lambda t: ops.patch_region(t, region_id, body),
-        "region.update",
-        f"region:{region_id}",
-        body.model_dump(mode="json", exclude_unset=True),
+    region = await state.control.topology.update_region(
+        region_id, body, actor=audit.api_actor(admin.key_id)
     )
-    return ops.region_object(_grid(state), ops.find_region(t, region_id))
+    return ops.region_object(_grid(state), region)
 
 
 @router.delete("/regions/{region_id}", status_code=204)
 async def delete_region(region_id: str, state: StateDep, admin: AdminDep) -> Response:
-    await _change(
-        state,
-        admin,
-        lambda t: ops.remove_region(t, region_id),
-        "region.delete",
-        f"region:{region_id}",
-        {},
-    )
+    await state.control.topology.remove_region(region_id, actor=audit.api_actor(admin.key_id))
     return Response(status_code=204)
 
 
@@ -136,25 +90,15 @@ async def put_deployment(
     body: DeploymentSpec, state: StateDep, admin: AdminDep
 ) -> DeploymentObject:
     """Create the deployment of ``model`` in ``region``, or replace its replicas."""
-    t = await _change(
-        state,
-        admin,
-        lambda t: ops.put_deployment(t, body, _grid(state).local.keys()),
-        "deployment.put",
-        f"deployment:{body.region}/{body.model}",
-        body.model_dump(mode="json"),
+    deployment = await state.control.topology.put_deployment(
+        body, actor=audit.api_actor(admin.key_id)
     )
-    return ops.deployment_object(_grid(state), ops.find_deployment(t, body.region, body.model))
+    return ops.deployment_object(_grid(state), deployment)
 
 
 @router.delete("/deployments/{region}/{model:path}", status_code=204)
 async def delete_deployment(region: str, model: str, state: StateDep, admin: AdminDep) -> Response:
-    await _change(
-        state,
-        admin,
-        lambda t: ops.remove_deployment(t, region, model),
-        "deployment.delete",
-        f"deployment:{region}/{model}",
-        {},
+    await state.control.topology.remove_deployment(
+        region, model, actor=audit.api_actor(admin.key_id)
     )
     return Response(status_code=204)

@@ -1,0 +1,54 @@
+"""``ControlPlane``: the one place the admin API, the CLI and the console change things.
+
+One object per area — ``workspaces``, ``keys``, ``prices``, ``topology`` — sharing the
+database, the topology store, the inventory they check names against and the hooks they call
+after a change. A composition root builds it: the gateway over its live grid (``app.py``),
+the CLI over the topology file (``cli.common``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from modelgrid.control.hooks import Hooks
+from modelgrid.control.inventory import Inventory
+from modelgrid.control.keys import Keys
+from modelgrid.control.prices import Prices
+from modelgrid.control.topology import TopologyAdmin, TopologyStore
+from modelgrid.control.workspaces import Workspaces
+from modelgrid.tenancy.lookup import Sessions
+
+
+class ControlPlane:
+    """The control plane of one process.
+
+    Args:
+        sessions: The database.
+        topology: Where the topology lives (``LiveTopology`` or ``FileTopology``).
+        served_models: Models served besides the topology's deployments (e.g. the gateway's
+            embedding models); read on each check.
+        hooks: Told after each change.
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        topology: TopologyStore,
+        *,
+        served_models: Callable[[], Iterable[str]] = lambda: (),
+        hooks: Hooks | None = None,
+    ) -> None:
+        hooks = hooks or Hooks()
+        self._store = topology
+        self._served = served_models
+        self.workspaces = Workspaces(sessions, self.inventory, hooks)
+        self.keys = Keys(sessions, self.inventory, hooks, self.workspaces)
+        self.prices = Prices(sessions, self.inventory, hooks)
+        self.topology = TopologyAdmin(sessions, topology)
+
+    def inventory(self) -> Inventory:
+        """What exists now: the topology's regions and jurisdictions, the served models."""
+        return Inventory.of(self._store.current(), self._served())
+
+
+__all__ = ["ControlPlane"]
