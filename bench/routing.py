@@ -48,8 +48,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from modelgrid.config import RoutingSettings  # noqa: E402
 from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams  # noqa: E402
-from modelgrid.routing import Grid, RouterConfig, placement_of  # noqa: E402
+from modelgrid.routing import Grid, placement_of  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -211,8 +212,8 @@ def grids(workers: list[Worker], args: argparse.Namespace) -> dict[str, Grid]:
     return {
         p: Grid(
             topology,
-            config=RouterConfig(
-                policy=p,  # type: ignore[arg-type]
+            config=RoutingSettings(
+                policy=p,
                 max_imbalance=args.max_imbalance,
                 block_chars=256,
                 max_prefix_chars=4096,

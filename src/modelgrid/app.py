@@ -41,7 +41,7 @@ from modelgrid.engines.registry import (
     build_upstream_engine,
     load_kind,
 )
-from modelgrid.routing import Grid, RouterConfig, local_models
+from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
 from modelgrid.serving.chat import ChatService
@@ -267,19 +267,10 @@ def _build_grid(settings: Settings) -> Grid:
     else:
         topology = topo.default_topology()
     r = settings.routing
-    config = RouterConfig(
-        policy=r.policy,
-        max_attempts=r.max_attempts,
-        max_imbalance=r.max_imbalance,
-        block_chars=r.block_chars,
-        max_prefix_chars=r.max_prefix_chars,
-        prefix_entries=r.prefix_entries,
-        latency=r.latency,
-    )
     health = HealthBook(r.failure_threshold, r.cooldown_s, r.max_cooldown_s)
     return Grid(
         topology,
-        config=config,
+        config=r,
         health=health,
         probe_interval_s=r.probe_interval_s,
         probe_timeout_s=r.probe_timeout_s,

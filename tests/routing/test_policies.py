@@ -127,3 +127,18 @@ def test_rank_regions_skips_empty_and_demotes_saturated() -> None:
 def test_round_robin_cycles() -> None:
     reps = [snap("a"), snap("b"), snap("c")]
     assert [round_robin(reps, i).replica_id for i in range(5)] == ["a", "b", "c", "a", "b"]
+
+
+def test_the_setting_names_exactly_the_registered_policies() -> None:
+    """``MODELGRID_ROUTING__POLICY`` is checked against the registry the router uses; the
+    router takes the settings section itself (no second copy of its knobs)."""
+    from typing import get_args
+
+    from modelgrid.config import RoutingSettings
+    from modelgrid.routing.policies import POLICIES
+    from modelgrid.routing.router import Router
+    from modelgrid.routing.topology import Topology
+
+    assert set(get_args(RoutingSettings.model_fields["policy"].annotation)) == set(POLICIES)
+    routing = RoutingSettings(policy="round_robin", max_attempts=2)
+    assert Router(Topology(), config=routing).config is routing

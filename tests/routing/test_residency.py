@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from modelgrid.config import RoutingSettings
 from modelgrid.core.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -28,7 +29,7 @@ from modelgrid.core.types import ChatMessage, InferenceRequest, RoutingHints
 from modelgrid.routing.engine import RoutedEngine, placement_of
 from modelgrid.routing.health import HealthBook
 from modelgrid.routing.prefix import fingerprint, prompt_text
-from modelgrid.routing.router import Router, RouterConfig
+from modelgrid.routing.router import Router
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
 from tests.routing.scripted import ScriptedReplica
 
@@ -149,7 +150,7 @@ def build(s: Scenario, *, max_attempts: int = 4) -> tuple[Router, RoutedEngine, 
             h.breaker.trial_in_flight = state == "trial"
     router = Router(
         s.topology,
-        config=RouterConfig(max_attempts=max_attempts, block_chars=8),
+        config=RoutingSettings(max_attempts=max_attempts, block_chars=8),
         health=book,
         rng=random.Random(s.seed),
         ready=lambda rid: s.states[rid] != "not_ready",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from modelgrid.routing.engine import RoutedEngine, placement_of
 from modelgrid.routing.grid import Grid, local_models
-from modelgrid.routing.router import REGION_HEADER, Placement, Router, RouterConfig
+from modelgrid.routing.router import REGION_HEADER, Placement, Router
 from modelgrid.routing.topology import (
     Deployment,
     Region,
@@ -30,7 +30,6 @@ __all__ = [
     "Replica",
     "RoutedEngine",
     "Router",
-    "RouterConfig",
     "Topology",
     "TopologyError",
     "default_topology",

@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+from modelgrid.config import RoutingSettings
 from modelgrid.engines.base import Engine, ModelCard
 from modelgrid.routing.engine import RoutedEngine
 from modelgrid.routing.health import HealthBook, HealthMonitor, Probe, http_probe
-from modelgrid.routing.router import Router, RouterConfig
+from modelgrid.routing.router import Router
 from modelgrid.routing.topology import Deployment, Replica, Topology
 
 log = logging.getLogger("modelgrid.routing")
@@ -49,7 +50,7 @@ class Grid:
 
     Args:
         topology: Initial topology (upstream engines start in ``start``).
-        config: Router knobs.
+        config: The routing settings (the router's knobs).
         health: Breakers and loads (its thresholds come from settings).
         upstream_factory: Builds the engine of an ``upstream`` replica.
         probe: Checks a replica by id (default: ``_probe_replica``).
@@ -61,7 +62,7 @@ class Grid:
         self,
         topology: Topology,
         *,
-        config: RouterConfig | None = None,
+        config: RoutingSettings | None = None,
         health: HealthBook | None = None,
         upstream_factory: UpstreamFactory = default_upstream_factory,
         probe: Probe | None = None,

@@ -29,8 +29,8 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 
+from modelgrid.config import RoutingSettings
 from modelgrid.core.errors import (
     InvalidRequestError,
     ModelgridError,
@@ -45,33 +45,7 @@ from modelgrid.routing.policies import RegionSnapshot, ReplicaSnapshot
 from modelgrid.routing.prefix import PrefixTable
 from modelgrid.routing.topology import Deployment, Replica, Topology
 
-Policy = Literal["cache_aware", "p2c", "round_robin"]
-POLICIES: tuple[str, ...] = tuple(policies.POLICIES)
 REGION_HEADER = "X-Modelgrid-Region"
-
-
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
-    """Router knobs (from ``Settings.routing``).
-
-    Attributes:
-        policy: Replica choice within a region (see the module docstring).
-        max_attempts: Replicas tried per request before giving up (failover included).
-        max_imbalance: Extra in-flight requests a prefix owner may have over the least
-            loaded replica and still get the request.
-        block_chars / max_prefix_chars: Prefix fingerprint granularity and reach.
-        prefix_entries: Block hashes remembered.
-        latency: ``configured`` (the topology's matrix, distance as fallback) or
-            ``measured`` (probe round trips, the configured figure as fallback).
-    """
-
-    policy: Policy = "cache_aware"
-    max_attempts: int = 4
-    max_imbalance: int = 2
-    block_chars: int = 256
-    max_prefix_chars: int = 4096
-    prefix_entries: int = 65536
-    latency: Literal["configured", "measured"] = "configured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +91,8 @@ class Router:
 
     Args:
         topology: The current topology (swap with ``set_topology``).
-        config: Knobs.
+        config: The routing settings (``Settings.routing``; policy, attempts, prefix
+            fingerprint, latency source).
         health: Breakers, loads and probe results by replica id.
         rng: Randomness for power of two choices (seed it in tests).
         ready: Whether a replica's engine can take requests (a local model still loading
@@ -130,13 +105,13 @@ class Router:
         self,
         topology: Topology,
         *,
-        config: RouterConfig | None = None,
+        config: RoutingSettings | None = None,
         health: HealthBook | None = None,
         rng: random.Random | None = None,
         ready: Callable[[str], bool] | None = None,
         queue_depth: Callable[[str], int | None] | None = None,
     ) -> None:
-        self.config = config or RouterConfig()
+        self.config = config or RoutingSettings()
         if self.config.policy not in policies.POLICIES:
             raise ValueError(f"unknown routing policy {self.config.policy!r}")
         self._policy = policies.POLICIES[self.config.policy]
@@ -356,13 +331,10 @@ class Router:
 
 
 __all__ = [
-    "POLICIES",
     "REGION_HEADER",
     "Outcome",
     "Placement",
-    "Policy",
     "Router",
-    "RouterConfig",
     "is_replica_failure",
     "retryable",
 ]
