@@ -172,17 +172,20 @@ def usage_rows_matching(
 
 @dataclass
 class ProcessServer:
-    """``python -m modelgrid serve`` as a subprocess, as a user starts it."""
+    """``python -m modelgrid serve`` as a subprocess, as a user starts it (``command``: what
+    follows the interpreter, before ``--port``; ``tests.fake_gateway.command()`` serves the
+    scripted engine instead)."""
 
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
+    command: tuple[str, ...] = ("-m", "modelgrid", "serve")
 
     def start(self, timeout_s: float = 180) -> ProcessServer:
         env = {**os.environ, **self.env}
         self.log = open(self.log_path or os.devnull, "w+b")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
+            [sys.executable, *self.command, "--port", str(self.port)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -39,7 +39,6 @@ from modelgrid.engines.registry import (
     build_packaged_engine,
     build_process_engine,
     build_upstream_engine,
-    load_kind,
 )
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
@@ -68,25 +67,21 @@ def packaged_engines(settings: Settings) -> list[Engine]:
     """The engines the gateway runs itself, then the models served by OpenAI-compatible
     upstreams (``settings.upstreams``; one named like an embedded model replaces it).
 
-    Its own: a replica of each model of ``settings.engine.models`` — llama.cpp (the GGUF
-    joined and verified first; blocking) or, with ``engine_kind = "fake"``, the scripted
-    engine of tests and benchmarks — each in its own supervised engine process
+    Its own: a llama.cpp replica of each model of ``settings.engine.models`` (the GGUF
+    joined and verified first; blocking), each in its own supervised engine process
     (``engine.isolation = "process"``, the default) or inside the gateway; then the installed
-    embedding models of ``settings.engine.embedding_models`` (llama.cpp runs only), in their
-    own processes likewise."""
+    embedding models of ``settings.engine.embedding_models``, in their own processes likewise.
+    (Tests and benchmarks serve the scripted engine instead: ``create_app(settings,
+    engine_factory=...)``.)"""
     e = settings.engine
     upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
-    kind = settings.engine_kind
     if e.isolation == "process":
         generators = [
             build_process_engine(
-                model_id, kind, settings.models_dir, data_dir=settings.data_dir, engine=e
+                model_id, "llamacpp", settings.models_dir, data_dir=settings.data_dir, engine=e
             )
             for model_id in e.models
         ]
-    elif kind == "fake":
-        fake = load_kind("fake")
-        generators = [fake(m, token_delay_s=e.fake_token_delay_s) for m in e.models]
     else:
         generators = [
             build_packaged_engine(
@@ -98,8 +93,6 @@ def packaged_engines(settings: Settings) -> list[Engine]:
             )
             for model_id in e.models
         ]
-    if kind == "fake":
-        return [*generators, *upstreams]
     if e.isolation == "process":
         embedders = [
             build_process_engine(
@@ -121,8 +114,9 @@ def create_app(
 
     Args:
         settings: Effective settings (defaults from the environment).
-        engine_factory: Builds the engines to serve (default: the packaged llama.cpp models).
-            Tests of the layers above engines pass a factory returning ``FakeEngine``s.
+        engine_factory: Builds the engines to serve (default: ``packaged_engines``). Tests
+            of the layers above engines, and benchmarks, pass a factory of ``FakeEngine``s
+            (the scripted engine is no production setting).
     """
     settings = settings or Settings()
     factory = engine_factory or packaged_engines

@@ -53,8 +53,6 @@ class EngineSettings(BaseModel):
         n_threads: CPU threads for decode (0 = all cores).
         n_ctx: Context window in tokens.
         n_batch: Prompt-processing batch size in tokens.
-        fake_token_delay_s: Delay per token of the scripted engine (``engine_kind = "fake"``,
-            for tests and gateway benchmarks; never a served model).
         models: Model ids to load at start-up (``qwen2.5-coder-0.5b-instruct`` by default).
         embedding_models: Packaged embedding models served beside them (``/v1/embeddings``),
             loaded at start-up when their pip extra ``embeddings`` is installed.
@@ -74,7 +72,6 @@ class EngineSettings(BaseModel):
     n_threads: int = 0
     n_ctx: int = 4096
     n_batch: int = 512
-    fake_token_delay_s: float = 0.0
     models: list[str] = Field(default_factory=lambda: ["qwen2.5-coder-0.5b-instruct"])
     embedding_models: list[str] = Field(default_factory=lambda: ["all-minilm-l6-v2"])
     embedding_batch_size: int = 64
@@ -207,7 +204,6 @@ class Settings(BaseSettings):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    engine_kind: Literal["llamacpp", "fake"] = "llamacpp"
     bootstrap_keys: bool = True
     topology_file: Path | None = None
     routing: RoutingSettings = Field(default_factory=RoutingSettings)

@@ -1,7 +1,7 @@
 """The engine in its own process, through a real ``modelgrid serve``: an engine that dies
 (SIGKILL, SIGSEGV) or hangs under 8 parallel streams never takes the gateway down.
 
-The scripted engine runs in the supervised child (``engine_kind = "fake"``), 0.3 s a token, so
+The scripted engine runs in the supervised child (``tests.fake_gateway``), 0.3 s a token, so
 the death lands in the middle of every stream.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import fake_gateway
 from tests.support import ProcessServer, create_key, usage_rows_matching
 
 pytestmark = pytest.mark.e2e
@@ -33,15 +34,15 @@ def _server(tmp_path: Path, **extra: str) -> tuple[ProcessServer, dict[str, str]
     env = {
         "MODELGRID_DATABASE__URL": db_url,
         "MODELGRID_DATA_DIR": str(tmp_path),
-        "MODELGRID_ENGINE_KIND": "fake",
         "MODELGRID_ENGINE__MODELS": f'["{MODEL}"]',
-        "MODELGRID_ENGINE__FAKE_TOKEN_DELAY_S": "0.3",
         "MODELGRID_METERING__FLUSH_INTERVAL_S": "0.05",
         "MODELGRID_BOOTSTRAP_KEYS": "false",
         "MODELGRID_SERVER__LOG_LEVEL": "warning",
         **extra,
     }
-    server = ProcessServer(env=env, log_path=tmp_path / "server.log").start(60)
+    server = ProcessServer(
+        env=env, log_path=tmp_path / "server.log", command=fake_gateway.command(0.3)
+    ).start(60)
     server.db_url = db_url  # type: ignore[attr-defined]
     return server, {"Authorization": f"Bearer {key.plaintext}"}
 

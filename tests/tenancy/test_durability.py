@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import fake_gateway
 from tests.support import ProcessServer, create_key, usage_rows
 
 pytestmark = pytest.mark.e2e
@@ -24,15 +25,14 @@ def test_kill_9_loses_no_delivered_usage(tmp_path: Path) -> None:
     env = {
         "MODELGRID_DATABASE__URL": db_url,
         "MODELGRID_DATA_DIR": str(tmp_path),
-        "MODELGRID_ENGINE_KIND": "fake",
         "MODELGRID_ENGINE__MODELS": '["fake-model"]',
-        "MODELGRID_ENGINE__FAKE_TOKEN_DELAY_S": "0.002",
         "MODELGRID_METERING__FLUSH_INTERVAL_S": "3600",  # nothing reaches the DB before the kill
         "MODELGRID_METERING__BATCH_SIZE": "100000",
         "MODELGRID_BOOTSTRAP_KEYS": "false",
         "MODELGRID_SERVER__LOG_LEVEL": "warning",
     }
-    server = ProcessServer(env=env, log_path=tmp_path / "first.log").start(60)
+    fake = fake_gateway.command(0.002)
+    server = ProcessServer(env=env, log_path=tmp_path / "first.log", command=fake).start(60)
     delivered: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -81,7 +81,7 @@ def test_kill_9_loses_no_delivered_usage(tmp_path: Path) -> None:
     assert len(delivered) > 50
     assert usage_rows(tmp_path / "mg.db", expect=0, timeout_s=0) == []  # all of it was in the spool
 
-    restarted = ProcessServer(env=env, log_path=tmp_path / "second.log").start(60)
+    restarted = ProcessServer(env=env, log_path=tmp_path / "second.log", command=fake).start(60)
     restarted.stop()  # recovery happens at start; graceful stop flushes
     rows = usage_rows(tmp_path / "mg.db", expect=len(delivered))
     by_client_id: dict[str, int] = {}

@@ -20,6 +20,7 @@ from modelgrid.core.errors import QuotaExceededError, RateLimitError
 from modelgrid.tenancy.limits import ScopeLimits
 from modelgrid.tenancy.ratelimit import month_key
 from modelgrid.tenancy.ratelimit_redis import RedisLimiter
+from tests import fake_gateway
 from tests.support import ProcessServer, create_key
 
 pytestmark = pytest.mark.redis
@@ -100,14 +101,18 @@ def test_four_processes_share_the_limit_exactly(tmp_path: Path) -> None:
     env = {
         "MODELGRID_DATABASE__URL": db_url,
         "MODELGRID_DATA_DIR": str(tmp_path),
-        "MODELGRID_ENGINE_KIND": "fake",
         "MODELGRID_ENGINE__MODELS": '["fake-model"]',
         "MODELGRID_RATELIMIT__BACKEND": "redis",
         "MODELGRID_RATELIMIT__REDIS_URL": REDIS_URL,
         "MODELGRID_BOOTSTRAP_KEYS": "false",
         "MODELGRID_SERVER__LOG_LEVEL": "warning",
     }
-    servers = [ProcessServer(env=env, log_path=tmp_path / f"s{i}.log").start(60) for i in range(4)]
+    servers = [
+        ProcessServer(
+            env=env, log_path=tmp_path / f"s{i}.log", command=fake_gateway.command()
+        ).start(60)
+        for i in range(4)
+    ]
     counts = {200: 0, 429: 0, "other": 0}
     lock = threading.Lock()
     duration_s = 4.0

@@ -17,18 +17,20 @@ from modelgrid.cli.common import err_console, settings
 
 class EngineKind(StrEnum):
     llamacpp = "llamacpp"
-    fake = "fake"
     embedding = "embedding"
+    fake = "fake"  # the scripted engine: for tests of process supervision only (not in --help)
 
 
 def engine(
-    model: str = typer.Option(
-        ..., "--model", help="Model id: a packaged model (llamacpp) or any name (fake)."
-    ),
+    model: str = typer.Option(..., "--model", help="Model id: a packaged model."),
     port: int = typer.Option(8001, "--port", help="Port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address."),
     kind: EngineKind = typer.Option(
-        EngineKind.llamacpp, "--engine", help="llamacpp, embedding or fake."
+        EngineKind.llamacpp,
+        "--engine",
+        help="llamacpp (a chat model) or embedding.",
+        metavar="KIND",
+        show_choices=False,  # "fake" is accepted for tests, never offered
     ),
     region: str = typer.Option("local", "--region", help="Region label (logs, /health/ready)."),
     token: str = typer.Option(
@@ -39,7 +41,10 @@ def engine(
         help="Bearer token callers must send (default: none required).",
     ),
     fake_token_delay_s: float = typer.Option(
-        0.0, "--fake-token-delay-s", help="Delay per token of the fake engine, seconds."
+        0.0,
+        "--fake-token-delay-s",
+        hidden=True,
+        help="For tests only (with --engine fake): the scripted engine's delay per token, s.",
     ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     parent_pid: int = typer.Option(

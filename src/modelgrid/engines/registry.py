@@ -58,11 +58,13 @@ def build_process_engine(
     data_dir: Path,
     engine: EngineSettings,
     progress: Progress | None = None,
+    fake_token_delay_s: float = 0.0,
 ) -> Engine:
     """A replica in its own supervised process (``modelgrid engine``, ``engines.process``):
     a packaged llama.cpp model (its GGUF joined and verified here first, so a restart only
-    loads it), a packaged embedding model (``engines.process_embedding``) or the scripted
-    engine. Nothing starts before ``start()``.
+    loads it), a packaged embedding model (``engines.process_embedding``) or, for tests of
+    process supervision, the scripted engine (``fake``, ``fake_token_delay_s`` a token).
+    Nothing starts before ``start()``.
 
     Raises:
         KeyError: a model id not in its catalog.
@@ -77,7 +79,7 @@ def build_process_engine(
         prepare(spec, models_dir, progress)
         owned_by = spec.owned_by
     elif kind == "fake":
-        args += ["--fake-token-delay-s", str(engine.fake_token_delay_s)]
+        args += ["--fake-token-delay-s", str(fake_token_delay_s)]
     env = {
         "MODELGRID_DATA_DIR": str(data_dir),
         "MODELGRID_ENGINE__N_CTX": str(engine.n_ctx),
