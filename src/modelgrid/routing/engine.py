@@ -24,12 +24,13 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
+from typing import Generic, Protocol, TypeVar
 
-from modelgrid.core.errors import RateLimitError, ServiceUnavailableError
 from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
 from modelgrid.engines.base import Engine, ModelCard, PreparedRequest
 from modelgrid.routing.prefix import fingerprint, prompt_text
-from modelgrid.routing.router import Outcome, Placement, Router, is_replica_failure, retryable
+from modelgrid.routing.router import Outcome, Placement, Router, retryable, verdict
 
 # Counters a replica's engine may update while streaming (e.g. an upstream's exact prompt
 # count from its usage chunk); copied onto the request serving holds.
@@ -60,8 +61,22 @@ def _sync(outer: PreparedRequest, inner: PreparedRequest) -> None:
             setattr(outer, name, getattr(inner, name))
 
 
-class RoutedEngine:
-    """A model served by the replicas of its deployments (see the module docstring).
+class Replicated(Protocol):
+    """What a routed model reads of each replica's engine."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+
+E = TypeVar("E", bound=Replicated)
+
+
+class RoutedModel(Generic[E]):
+    """What the routed engines of generation and embedding models share: the model's
+    replicas, their engines (``E``), its card, readiness and queue depth.
 
     Args:
         model_id: The served id.
@@ -75,7 +90,7 @@ class RoutedEngine:
         self,
         model_id: str,
         router: Router,
-        engine_for: Callable[[str], Engine | None],
+        engine_for: Callable[[str], E | None],
         card: Callable[[], ModelCard],
         replica_ids: Callable[[], Sequence[str]],
     ) -> None:
@@ -89,7 +104,7 @@ class RoutedEngine:
     def card(self) -> ModelCard:
         return self._card()
 
-    def _engines(self) -> list[Engine]:
+    def _engines(self) -> list[E]:
         return [e for rid in self._replica_ids() if (e := self._engine_for(rid)) is not None]
 
     @property
@@ -106,6 +121,11 @@ class RoutedEngine:
 
     async def aclose(self) -> None:
         return None  # likewise closed by their owner
+
+
+class RoutedEngine(RoutedModel[Engine]):
+    """A model served by the replicas of its deployments (see the module docstring; the
+    arguments are ``RoutedModel``'s)."""
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
         """Residency check, first pick, and the replica's own ``prepare``.
@@ -160,7 +180,6 @@ class RoutedEngine:
             placement = route.placement
             router.begin(placement)
             outcome, reason, started = Outcome.ABANDONED, "", False
-            failure: Exception | None = None
             try:
                 async with aclosing(route.engine.stream(route.inner)) as deltas:
                     async for delta in deltas:
@@ -176,26 +195,20 @@ class RoutedEngine:
                 raise
             except Exception as exc:
                 _sync(prepared, route.inner)
-                failed = is_replica_failure(exc)
-                outcome = Outcome.FAILURE if failed else Outcome.SUCCESS
-                reason = f"{type(exc).__name__}: {getattr(exc, 'message', '')}"[:200]
+                outcome, reason = verdict(exc)
                 if started or not retryable(exc):
                     raise
                 failure = exc
             finally:
                 router.end(placement, outcome, reason)
-            tried = (*route.tried, placement.replica_id)
-            if len(tried) >= router.config.max_attempts:
-                raise failure
-            try:
-                route = self._route(prepared.request, route.hints, route.blocks, tried)
-            except ServiceUnavailableError as unavailable:
-                if isinstance(failure, RateLimitError):
-                    raise failure from None  # the replica's 429 and its Retry-After
-                raise unavailable from failure
+            route = router.fail_over(
+                self.model_id,
+                failure,
+                (*route.tried, placement.replica_id),
+                partial(self._route, prepared.request, route.hints, route.blocks),
+            )
             prepared.payload = route
-            router.failed_over(self.model_id)
             _sync(prepared, route.inner)
 
 
-__all__ = ["Route", "RoutedEngine", "placement_of"]
+__all__ = ["Replicated", "Route", "RoutedEngine", "RoutedModel", "placement_of"]

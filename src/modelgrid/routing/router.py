@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from modelgrid.config import RoutingSettings
 from modelgrid.core.errors import (
@@ -36,6 +37,7 @@ from modelgrid.core.errors import (
     ModelgridError,
     ModelNotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     ServiceUnavailableError,
 )
 from modelgrid.core.types import RoutingHints
@@ -45,6 +47,7 @@ from modelgrid.routing.policies import RegionSnapshot, ReplicaSnapshot
 from modelgrid.routing.prefix import PrefixTable
 from modelgrid.routing.topology import Deployment, Replica, Topology
 
+T = TypeVar("T")
 REGION_HEADER = "X-Modelgrid-Region"
 
 
@@ -84,6 +87,12 @@ def is_replica_failure(exc: BaseException) -> bool:
     if isinstance(exc, ModelgridError):
         return exc.status >= 500 and exc.replica_fault
     return isinstance(exc, Exception)
+
+
+def verdict(exc: Exception) -> tuple[Outcome, str]:
+    """How an attempt that raised ``exc`` counts for its replica (``Router.end``), and why."""
+    outcome = Outcome.FAILURE if is_replica_failure(exc) else Outcome.SUCCESS
+    return outcome, f"{type(exc).__name__}: {getattr(exc, 'message', '')}"[:200]
 
 
 class Router:
@@ -324,6 +333,33 @@ class Router:
         """A request of ``model`` moves to another replica after a failed attempt."""
         self.failovers[model] = self.failovers.get(model, 0) + 1
 
+    def fail_over(
+        self,
+        model: str,
+        failure: Exception,
+        tried: tuple[str, ...],
+        pick: Callable[[tuple[str, ...]], T],
+    ) -> T:
+        """The next attempt of a request of ``model`` whose attempt failed retryably before
+        answering: ``pick(tried)`` (``tried``: the replicas tried so far, the failed one
+        included), counted as a failover.
+
+        Raises:
+            failure: ``max_attempts`` replicas were tried, or it is a replica's 429 (with its
+                ``Retry-After``) that no other replica can take.
+            ServiceUnavailableError: no other allowed replica is available (from ``failure``).
+        """
+        if len(tried) >= self.config.max_attempts:
+            raise failure
+        try:
+            chosen = pick(tried)
+        except ServiceUnavailableError as unavailable:
+            if isinstance(failure, RateLimitError):
+                raise failure from None
+            raise unavailable from failure
+        self.failed_over(model)
+        return chosen
+
     def served(self, placement: Placement, blocks: Sequence[int]) -> None:
         """``placement``'s replica has started answering a prompt with these blocks."""
         if blocks:
@@ -337,4 +373,5 @@ __all__ = [
     "Router",
     "is_replica_failure",
     "retryable",
+    "verdict",
 ]
