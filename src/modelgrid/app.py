@@ -148,13 +148,7 @@ def create_app(
             chat=ChatService(models, tenancy, metrics),
             completions=CompletionService(models, tenancy, metrics),
             text_generation=TextGenerationService(models, tenancy, metrics),
-            embeddings=EmbeddingService(
-                models,
-                tenancy,
-                metrics,
-                region=grid.topology.gateway_region,
-                jurisdiction=lambda: _gateway_jurisdiction(grid),
-            ),
+            embeddings=EmbeddingService(models, tenancy, metrics),
             grid=grid,
             processes=processes,
         )
@@ -242,12 +236,6 @@ async def _refresh_in_background(tenancy: TenancyService, settings: Settings) ->
                 log.exception("reloading the price book failed")
 
 
-def _gateway_jurisdiction(grid: Grid) -> str:
-    t = grid.topology
-    region = t.region(t.gateway_region)
-    return region.jurisdiction if region is not None else ""
-
-
 def _build_grid(settings: Settings) -> Grid:
     """The routing layer over the topology file (if there is one; else the embedded default,
     completed with the in-process models once they are built).
@@ -273,20 +261,18 @@ def _build_grid(settings: Settings) -> Grid:
 
 async def _load_models(state: AppState, factory: EngineFactory) -> None:
     """Start the topology's upstream replicas, then build and start the in-process engines:
-    generation models become ``local`` replicas behind the routed engines, embedding models
-    are served directly."""
+    each model (generation or embedding) becomes a ``local`` replica behind its routed
+    engine."""
     grid = state.grid
     assert grid is not None
     try:
         await grid.start()
         state.models.sync_routed(grid.engines())
         engines = list(await asyncio.to_thread(factory, state.settings))
-        routed = local_models(engines)
         for e in engines:
-            if e.card.model_id in routed:
-                grid.attach_local(e)
-        await grid.apply(topo.with_local_models(grid.topology, routed))
-        by_model = {r.model_id: r for r in grid.engines()}
+            grid.attach_local(e)
+        await grid.apply(topo.with_local_models(grid.topology, local_models(engines)))
+        by_model = {r.card.model_id: r for r in grid.engines()}
         for e in engines:  # in the factory's order, each model behind its routed engine
             state.models.add(by_model.get(e.card.model_id, e))
         state.models.sync_routed(grid.engines())

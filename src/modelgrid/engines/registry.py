@@ -96,18 +96,41 @@ def build_process_engine(
         hang_timeout_s=engine.hang_timeout_s,
     )
     if kind == "embedding":
-        from modelgrid.engines.embedding import EMBEDDING_CATALOG, EMBEDDINGS
         from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
 
-        em = EMBEDDING_CATALOG[model_id]
-        card = ModelCard(model_id, em.owned_by, int(time.time()), 0, frozenset({EMBEDDINGS}))
+        card, dimensions = _embedding_card(model_id, model_id)
         return ProcessEmbeddingEngine(
-            process, card, dimensions=em.dimensions, restart_wait_s=engine.restart_wait_s
+            process, card, dimensions=dimensions, restart_wait_s=engine.restart_wait_s
         )
     from modelgrid.engines.process_engine import ProcessEngine
 
     card = ModelCard(model_id, owned_by, int(time.time()), engine.n_ctx)
     return ProcessEngine(process, card, restart_wait_s=engine.restart_wait_s)
+
+
+def _embedding_card(served_id: str, model_id: str) -> tuple[ModelCard, int]:
+    """The card (its window read from the worker at start) and vector length of packaged
+    embedding model ``model_id`` served as ``served_id``."""
+    from modelgrid.engines.embedding import EMBEDDING_CATALOG, EMBEDDINGS
+
+    em = EMBEDDING_CATALOG[model_id]
+    card = ModelCard(served_id, em.owned_by, int(time.time()), 0, frozenset({EMBEDDINGS}))
+    return card, em.dimensions
+
+
+def build_worker_embedding_engine(
+    model_id: str, base_url: str, *, upstream_model: str | None = None
+) -> Engine:
+    """A packaged embedding model served by a ``modelgrid engine`` worker elsewhere (an
+    ``upstream`` replica at ``base_url``, ``engines.process_embedding``), no I/O yet.
+
+    Raises:
+        KeyError: the model (``upstream_model``, else ``model_id``) is not in the catalog.
+    """
+    from modelgrid.engines.process_embedding import RemoteWorker, WorkerEmbeddingEngine
+
+    card, dimensions = _embedding_card(model_id, upstream_model or model_id)
+    return WorkerEmbeddingEngine(RemoteWorker(base_url), card, dimensions=dimensions)
 
 
 def build_upstream_engine(upstream: UpstreamSettings) -> Engine:
@@ -122,5 +145,6 @@ __all__ = [
     "build_packaged_engine",
     "build_process_engine",
     "build_upstream_engine",
+    "build_worker_embedding_engine",
     "load_kind",
 ]

@@ -3,12 +3,14 @@
 ``topology`` (regions, deployments, replicas; TOML), ``policies`` (pure functions over
 snapshots), ``health`` (circuit breakers, probes), ``router`` (pick, residency, bookkeeping),
 ``engine`` (``RoutedEngine``: the ``Engine`` protocol over a model's replicas, with failover),
+``embedding`` (``RoutedEmbeddingEngine``: the same for an embedding model's replicas),
 ``grid`` (the live topology: replica engines, probes, routed engines). Plain Python: no web
 framework, no serving or API imports.
 """
 
 from __future__ import annotations
 
+from modelgrid.routing.embedding import EmbeddingRoute, RoutedEmbeddingEngine
 from modelgrid.routing.engine import RoutedEngine, placement_of
 from modelgrid.routing.grid import Grid, local_models
 from modelgrid.routing.router import REGION_HEADER, Placement, Router
@@ -24,10 +26,12 @@ from modelgrid.routing.topology import (
 __all__ = [
     "REGION_HEADER",
     "Deployment",
+    "EmbeddingRoute",
     "Grid",
     "Placement",
     "Region",
     "Replica",
+    "RoutedEmbeddingEngine",
     "RoutedEngine",
     "Router",
     "Topology",

@@ -2,10 +2,12 @@
 
 It owns the engines of ``upstream`` replicas (built with ``upstream_factory``, started when
 they appear in the topology, closed when they leave it) and refers to the process's own
-engines for ``local`` replicas (``attach_local``; they belong to the app). It keeps one
-``RoutedEngine`` per deployed model, which serving looks up like any engine, and runs the
-``HealthMonitor`` that probes upstream replicas. ``apply`` swaps in a new topology (the admin
-API's changes); requests already running keep their replica.
+engines for ``local`` replicas (``attach_local``; they belong to the app). It keeps one routed
+engine per deployed model, which serving looks up like any engine — a ``RoutedEngine`` for a
+generation model, a ``RoutedEmbeddingEngine`` for an embedding model (its replicas' cards
+carry ``"embeddings"``) — and runs the ``HealthMonitor`` that probes upstream replicas.
+``apply`` swaps in a new topology (the admin API's changes); requests already running keep
+their replica.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from modelgrid.config import RoutingSettings
 from modelgrid.engines.base import Engine, ModelCard
+from modelgrid.engines.embedding import EMBEDDING_CATALOG, EMBEDDINGS, EmbeddingEngine
+from modelgrid.routing.embedding import RoutedEmbeddingEngine
 from modelgrid.routing.engine import RoutedEngine
 from modelgrid.routing.health import HealthBook, HealthMonitor, Probe, http_probe
 from modelgrid.routing.router import Router
@@ -32,8 +37,15 @@ UpstreamFactory = Callable[[Deployment, Replica], Engine]
 
 
 def default_upstream_factory(deployment: Deployment, replica: Replica) -> Engine:
-    """An ``engines.upstream`` engine for an ``upstream`` replica (imported lazily)."""
-    from modelgrid.engines.registry import load_kind
+    """The engine of an ``upstream`` replica (imported lazily): for a packaged embedding model,
+    a client of the ``modelgrid engine`` worker serving it (``engines.process_embedding``);
+    otherwise an OpenAI-compatible upstream (``engines.upstream``)."""
+    from modelgrid.engines.registry import build_worker_embedding_engine, load_kind
+
+    if (replica.upstream_model or deployment.model) in EMBEDDING_CATALOG:
+        return build_worker_embedding_engine(
+            deployment.model, replica.base_url or "", upstream_model=replica.upstream_model
+        )
 
     factory: Any = load_kind("upstream")
     engine: Engine = factory(
@@ -83,7 +95,7 @@ class Grid:
         self._probe_timeout_s = probe_timeout_s
         self.monitor: HealthMonitor | None = None
         self._probe_interval_s = probe_interval_s
-        self._routed: dict[str, RoutedEngine] = {}
+        self._routed: dict[str, RoutedEngine | RoutedEmbeddingEngine] = {}
         self._lock = asyncio.Lock()
         self.changes = asyncio.Lock()  # serializes read-modify-apply (``routing.admin``)
 
@@ -107,6 +119,11 @@ class Grid:
         entry = self.upstream.get(replica_id)
         return entry[1] if entry is not None else None
 
+    def embedder_for(self, replica_id: str) -> EmbeddingEngine | None:
+        """The replica's engine if it is an embedding engine."""
+        engine = self.engine_for(replica_id)
+        return engine if isinstance(engine, EmbeddingEngine) else None
+
     def _replica(self, replica_id: str) -> tuple[Deployment, Replica] | None:
         return self.topology.replica(replica_id)
 
@@ -129,20 +146,24 @@ class Grid:
         card = source.card
         return card if card.model_id == model else replace(card, model_id=model)
 
-    def engines(self) -> list[RoutedEngine]:
+    def engines(self) -> list[Engine]:
         """One routed engine per deployed model (what serving looks models up in)."""
         return [self._routed_engine(m) for m in self.topology.models()]
 
-    def _routed_engine(self, model: str) -> RoutedEngine:
+    def _routed_engine(self, model: str) -> RoutedEngine | RoutedEmbeddingEngine:
+        """The model's routed engine, of the kind its replicas' card says (a model whose
+        engines were not built yet is taken for a generation model until they are)."""
+        embedding = EMBEDDINGS in self.card(model).capabilities
         engine = self._routed.get(model)
-        if engine is None:
-            engine = RoutedEngine(
-                model,
-                self.router,
-                self.engine_for,
-                lambda: self.card(model),
-                lambda: self._replica_ids(model),
-            )
+        if engine is None or isinstance(engine, RoutedEmbeddingEngine) != embedding:
+            card = partial(self.card, model)
+            replica_ids = partial(self._replica_ids, model)
+            if embedding:
+                engine = RoutedEmbeddingEngine(
+                    model, self.router, self.embedder_for, card, replica_ids
+                )
+            else:
+                engine = RoutedEngine(model, self.router, self.engine_for, card, replica_ids)
             self._routed[model] = engine
         return engine
 
@@ -250,8 +271,9 @@ async def _close(engine: Engine) -> None:
 
 
 def local_models(engines: Iterable[Engine]) -> list[str]:
-    """Ids of the generation models among ``engines`` (embedding models are not routed)."""
-    return [e.card.model_id for e in engines if "embeddings" not in e.card.capabilities]
+    """Ids of the models of ``engines`` (generation and embedding models alike: each is
+    served through a ``local`` replica)."""
+    return [e.card.model_id for e in engines]
 
 
 __all__ = ["Grid", "UpstreamFactory", "default_upstream_factory", "local_models"]

@@ -6,49 +6,34 @@ requested region travel as ``InferenceRequest.routing`` — templating, tokeniza
 check, then admission against the principal's rate limits and budgets), so those errors
 reach the client as plain JSON. Where the request runs goes out as ``x-modelgrid-region`` /
 ``x-modelgrid-replica`` and into the usage record's ``region`` (which prices it).
-``deltas()`` then streams; its ``finally`` records one usage event (priced, spooled to disk
-before the response ends) and settles the admission, whether the generation completed,
-failed, or the consumer went away (client disconnect: the tokens produced so far).
+``deltas()`` then streams inside the call's ``running`` block (``serving.metered``, the
+sequence embeddings share), which records one usage event (priced, spooled to disk before the
+response ends) and settles the admission, whether the generation completed, failed, or the
+consumer went away (client disconnect: the tokens produced so far).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from modelgrid.core.errors import ModelgridError, PermissionDeniedError
-from modelgrid.core.types import (
-    CallContext,
-    Delta,
-    FinishReason,
-    InferenceRequest,
-    RoutingHints,
-    TokenUsage,
-)
+from modelgrid.core.types import CallContext, Delta, InferenceRequest, TokenUsage
 from modelgrid.engines.base import Engine, PreparedRequest
-from modelgrid.routing import Placement, placement_of
+from modelgrid.routing import placement_of
 from modelgrid.serving.meter import Meter
+from modelgrid.serving.metered import MeteredCall, Usage, placement_headers, routing_hints
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
-from modelgrid.tenancy.metering import UsageEvent, now_utc
-from modelgrid.tenancy.ratelimit import Admission, estimate_tokens
+from modelgrid.tenancy.ratelimit import estimate_tokens
 from modelgrid.tenancy.service import Principal
-
-STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
 
 
 @dataclass(slots=True)
 class Generation:
-    principal: Principal
+    call: MeteredCall
     engine: Engine
     prepared: PreparedRequest
-    meter: Meter
-    metrics: Metrics
-    endpoint: str
-    ctx: CallContext
-    admission: Admission | None = None
     ttft_s: float | None = None
     completion_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
@@ -73,40 +58,23 @@ class Generation:
             InvalidRequestError: before anything is generated or billed.
             RateLimitError, QuotaExceededError: a limit of the workspace or key (429).
         """
-        if not principal.may_use_model(request.model):
-            raise PermissionDeniedError(
-                f"This API key may not use the model '{request.model}'.",
-                param="model",
-                code="model_not_allowed",
-            )
-        engine = models.get(request.model)
-        request.routing = RoutingHints(
-            allowed_regions=principal.allowed_regions,
-            preferred_region=ctx.requested_region,
-            home_region=principal.home_region,
-            allowed_jurisdictions=principal.allowed_jurisdictions,
+        call = MeteredCall(
+            principal, request.model, meter=meter, metrics=metrics, endpoint=endpoint, ctx=ctx
         )
+        engine = models.get(request.model)
+        request.routing = routing_hints(principal, ctx)
         prepared = engine.prepare(request)
-        placement = _placement_headers(prepared, ctx)
+        placement = placement_of(prepared)
+        placement_headers(placement, ctx)
         n = request.n
-        admission = await meter.admit(
-            principal,
-            request.request_id,
+        await call.admit(
             estimate_tokens(prepared.prompt_tokens, request.sampling.max_tokens, n),
-            model=request.model,
             region=placement.region if placement is not None else None,
         )
-        if admission is not None:
-            ctx.response_headers.update(admission.headers())
         return cls(
-            principal=principal,
+            call=call,
             engine=engine,
             prepared=prepared,
-            meter=meter,
-            metrics=metrics,
-            endpoint=endpoint,
-            ctx=ctx,
-            admission=admission,
             completion_tokens=[0] * n,
             finish_reasons=[None] * n,
         )
@@ -125,35 +93,19 @@ class Generation:
 
     async def deltas(self) -> AsyncGenerator[Delta, None]:
         """The engine's deltas; usage is recorded when this iterator ends, however it ends."""
-        status = 200
-        outcome: str | None = None
-        series = self.metrics.of(self.request.model)
-        series.running.inc()
-        try:
+        with self.call.running(self._usage):
             async for delta in self.engine.stream(self.prepared):
                 if self.ttft_s is None:
-                    _placement_headers(self.prepared, self.ctx)  # after any failover
+                    placement_headers(placement_of(self.prepared), self.call.ctx)  # failover
                 if self.ttft_s is None and delta.completion_tokens:
-                    self.ttft_s = time.perf_counter() - self.ctx.started
+                    self.ttft_s = time.perf_counter() - self.call.ctx.started
                 self.completion_tokens[delta.index] = delta.completion_tokens
                 if delta.finish_reason is not None:
                     self.finish_reasons[delta.index] = delta.finish_reason.value
                 yield delta
-        except (asyncio.CancelledError, GeneratorExit):
-            status, outcome = STATUS_CLIENT_CLOSED, FinishReason.CANCELLED.value
-            raise
-        except ModelgridError as exc:
-            status, outcome = exc.status, FinishReason.ERROR.value
-            raise
-        except BaseException:
-            status, outcome = 500, FinishReason.ERROR.value
-            raise
-        finally:
-            series.running.dec()
-            self._record(status, outcome)
 
-    def _record(self, status: int, outcome: str | None) -> None:
-        total_s = time.perf_counter() - self.ctx.started
+    def _usage(self, status: int) -> Usage:
+        """The usage event's figures when the stream ends with ``status``."""
         placement = placement_of(self.prepared)
         usage = self.usage
         if status != 200 and self.ttft_s is None and self.prepared.prompt_tokens_estimated:
@@ -162,45 +114,14 @@ class Generation:
             # prompt: the record stays, billing nothing rather than an estimate.
             usage = TokenUsage(0, usage.completion_tokens)
         reasons = {r for r in self.finish_reasons if r}
-        finish = outcome or (
-            reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None
+        return Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=min(self.prepared.cached_prompt_tokens, usage.prompt_tokens),
+            ttft_s=self.ttft_s,
+            finish_reason=reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None,
+            region=placement.region if placement is not None else None,
         )
-        self.meter.finish(
-            self.principal,
-            [self.admission] if self.admission is not None else [],
-            UsageEvent(
-                request_id=self.request.request_id,
-                client_request_id=self.ctx.client_request_id,
-                api_key_id=self.principal.key_id,
-                workspace_id=self.principal.workspace_id,
-                model=self.request.model,
-                endpoint=self.endpoint,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=min(self.prepared.cached_prompt_tokens, usage.prompt_tokens),
-                ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000),
-                total_ms=round(total_s * 1000),
-                status=status,
-                finish_reason=finish,
-                created_at=now_utc(),
-                region=placement.region if placement is not None else None,
-            ),
-        )
-        series = self.metrics.of(self.request.model)
-        series.prompt_tokens.inc(usage.prompt_tokens)
-        series.completion_tokens.inc(usage.completion_tokens)
-        if self.ttft_s is not None:
-            series.ttft.observe(self.ttft_s)
-        series.e2e.observe(total_s)
 
 
-def _placement_headers(prepared: PreparedRequest, ctx: CallContext) -> Placement | None:
-    """``x-modelgrid-region`` / ``x-modelgrid-replica``: where the request runs (returned)."""
-    placement = placement_of(prepared)
-    if placement is not None:
-        ctx.response_headers["x-modelgrid-region"] = placement.region
-        ctx.response_headers["x-modelgrid-replica"] = placement.replica_id
-    return placement
-
-
-__all__ = ["STATUS_CLIENT_CLOSED", "Generation"]
+__all__ = ["Generation"]
