@@ -2,23 +2,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from modelgrid.config import Settings
+from modelgrid.engines.base import Engine
 from modelgrid.engines.fake import FakeEngine
-from tests.databases import database, default_kind
-from tests.support import ThreadServer, create_key
+from tests.databases import database, default_kind, migrated_sqlite
+from tests.support import ThreadServer
 
 
 def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: object) -> Settings:
-    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'mg.db'}"
+    """Settings for a test: data in ``tmp_path``, usage flushed every 50 ms, the database at
+    ``database_url`` (default: ``tmp_path/mg.db``, born migrated), ``overrides`` on top."""
+    url = database_url or migrated_sqlite(tmp_path / "mg.db")
     return Settings(
         data_dir=tmp_path,
         database={"url": url},  # type: ignore[arg-type]
         metering={"flush_interval_s": 0.05},  # type: ignore[arg-type]
         **overrides,  # type: ignore[arg-type]
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` the tests of the one real model server (a
+    session fixture: a model loaded per worker that asks for it) all run on one worker."""
+    for item in items:
+        if "model_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("model_server"))
 
 
 @pytest.fixture
@@ -34,14 +47,56 @@ def fake_engine() -> FakeEngine:
     return FakeEngine()
 
 
+class SettingsFactory(Protocol):
+    def __call__(self, **overrides: object) -> Settings: ...
+
+
+class ServerFactory(Protocol):
+    def __call__(
+        self,
+        *engines: Engine,
+        settings: Settings | None = None,
+        key: bool = True,
+        **overrides: object,
+    ) -> ThreadServer: ...
+
+
 @pytest.fixture
-def fake_server(
-    tmp_path: Path, fake_engine: FakeEngine, database_url: str
-) -> Iterator[ThreadServer]:
+def settings_factory(tmp_path: Path, database_url: str) -> SettingsFactory:
+    """``make_settings`` on this test's ``tmp_path`` and ``database_url``, with overrides
+    (``settings_factory(topology_file=path, server={"max_body_bytes": 10_000})``)."""
+
+    def make(**overrides: object) -> Settings:
+        return make_settings(tmp_path, database_url, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def server_factory(
+    settings_factory: SettingsFactory, fake_engine: FakeEngine
+) -> Iterator[ServerFactory]:
+    """Starts real uvicorn servers (``ThreadServer``) over the given engines (default: the
+    ``fake_engine``) with ``settings`` or ``settings_factory(**overrides)``; each has a tenant
+    key in ``.api_key`` unless ``key=False``. All are stopped after the test."""
+    started: list[ThreadServer] = []
+
+    def start(
+        *engines: Engine, settings: Settings | None = None, key: bool = True, **overrides: object
+    ) -> ThreadServer:
+        served: list[Engine] = list(engines) or [fake_engine]
+        server = ThreadServer(settings or settings_factory(**overrides), lambda _s: served)
+        if key:
+            server.api_key = server.new_key(name="test")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def fake_server(server_factory: ServerFactory) -> ThreadServer:
     """A real uvicorn server over the scripted FakeEngine, with a tenant key in ``.api_key``."""
-    settings = make_settings(tmp_path, database_url)
-    server = ThreadServer(settings, lambda _s: [fake_engine])
-    server.api_key = create_key(settings.database_url, name="test").plaintext  # type: ignore[attr-defined]
-    server.start()
-    yield server
-    server.stop()
+    return server_factory()

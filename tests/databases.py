@@ -1,18 +1,24 @@
-"""Test databases: a SQLite file, or a fresh database on the real PostgreSQL.
+"""Test databases: a SQLite file, or a fresh database on the real PostgreSQL, each born
+migrated: Alembic runs once per test process on a template (a SQLite file, a PostgreSQL
+database), and every test gets a copy (``shutil.copyfile``; ``CREATE DATABASE … TEMPLATE``).
 
 ``MODELGRID_TEST_DATABASE=postgres`` makes the ``database_url`` fixture (and so ``fake_server``)
 use PostgreSQL at 127.0.0.1:5432 (user ``postgres``, trust auth): a database
-``mg_t_<random>`` created from the ``test`` database and dropped afterwards. Tests that must
-pass on both parametrize it with ``BOTH_DATABASES`` (the PostgreSQL variant is marked
-``postgres``). When PostgreSQL cannot be reached the test is skipped, except in CI
-(``CI=true``), where it fails: CI never skips silently.
+``mg_t_<random>`` copied from the template and dropped afterwards. The tests whose SQL differs
+between the two (repositories, usage and billing queries, budgets, admin conflicts, key
+lookups) parametrize it with ``BOTH_DATABASES`` (the PostgreSQL variant is marked
+``postgres``): the default test run covers both. When PostgreSQL cannot be reached the test is
+skipped, except in CI (``CI=true``), where it fails: CI never skips silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -54,36 +60,90 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+_migrated: set[str] = set()  # database URLs this process knows to be at the head revision
+_templates: dict[str, str] = {}  # "sqlite" -> template file, "postgres" -> template database
+
+
+def ensure_migrated(url: str) -> None:
+    """Migrate ``url`` to head unless this process made it (a template copy) or migrated it."""
+    if url not in _migrated:
+        migrate.upgrade(url)
+        _migrated.add(url)
+
+
+def _sqlite_template() -> str:
+    if "sqlite" not in _templates:
+        folder = tempfile.mkdtemp(prefix="mg-template-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "template.db")
+        migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+        _templates["sqlite"] = path
+    return _templates["sqlite"]
+
+
+def migrated_sqlite(path: Path) -> str:
+    """The async URL of a SQLite file at ``path`` at the head revision: a copy of the template
+    (Alembic ran once for this process), or the file already there, left as it is."""
+    url = f"sqlite+aiosqlite:///{path}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_sqlite_template(), path)
+        _migrated.add(url)
+    return url
+
+
+def _unreachable(exc: Exception) -> None:
+    msg = f"PostgreSQL at {PG_HOST} is not reachable: {exc}"
+    if in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _postgres_template() -> str:
+    if "postgres" not in _templates:
+        name = f"mg_tpl_{secrets.token_hex(6)}"
+        _pg_admin(f'CREATE DATABASE "{name}"')
+        atexit.register(_pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        migrate.upgrade(f"postgresql+asyncpg://postgres@{PG_HOST}/{name}")
+        _templates["postgres"] = name
+    return _templates["postgres"]
+
+
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database's async URL; dropped on exit."""
+def postgres_database(*, migrated: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL database's async URL, at the head revision (a copy of the
+    template) or, with ``migrated=False``, empty; dropped on exit."""
     import psycopg
 
     name = f"mg_t_{secrets.token_hex(6)}"
     try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
+        template = f' TEMPLATE "{_postgres_template()}"' if migrated else ""
+        _pg_admin(f'CREATE DATABASE "{name}"{template}')
     except psycopg.OperationalError as exc:
-        msg = f"PostgreSQL at {PG_HOST} is not reachable: {exc}"
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
+        _unreachable(exc)
+    url = f"postgresql+asyncpg://postgres@{PG_HOST}/{name}"
+    if migrated:
+        _migrated.add(url)
     try:
-        yield f"postgresql+asyncpg://postgres@{PG_HOST}/{name}"
+        yield url
     finally:
+        _migrated.discard(url)
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
 def database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A database at the head revision: PostgreSQL (``kind == "postgres"``) or SQLite."""
     if kind == "postgres":
         with postgres_database() as url:
             yield url
     else:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'mg.db'}"
+        yield migrated_sqlite(tmp_path / "mg.db")
 
 
 def with_sessions(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Migrate ``url`` and run ``fn(sessions)`` on a private engine (from synchronous tests)."""
+    """Run ``fn(sessions)`` on a private engine, ``url`` migrated first if it may not be
+    (from synchronous tests)."""
 
     async def go() -> T:
         engine = db.create_engine(url)
@@ -92,7 +152,7 @@ def with_sessions(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    migrate.upgrade(url)
+    ensure_migrated(url)
     return asyncio.run(go())
 
 
@@ -131,8 +191,10 @@ __all__ = [
     "BOTH_DATABASES",
     "database",
     "default_kind",
+    "ensure_migrated",
     "in_ci",
     "insert_usage",
+    "migrated_sqlite",
     "postgres_database",
     "usage_row",
     "with_sessions",

@@ -21,8 +21,9 @@ import uvicorn
 from modelgrid.app import create_app
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
-from modelgrid.storage import db, migrate
+from modelgrid.storage import db
 from modelgrid.tenancy.service import CreatedKey, TenancyService
+from tests.databases import ensure_migrated
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,8 @@ def free_port() -> int:
 
 
 def create_key(database_url: str, **kwargs: object) -> CreatedKey:
-    """Create a key directly in the database (as the CLI does)."""
+    """Create a key directly in the database (as the CLI does), migrating it first unless it
+    is known to be at head (``tests.databases``)."""
 
     async def go() -> CreatedKey:
         engine = db.create_engine(database_url)
@@ -43,7 +45,7 @@ def create_key(database_url: str, **kwargs: object) -> CreatedKey:
         finally:
             await engine.dispose()
 
-    migrate.upgrade(database_url)
+    ensure_migrated(database_url)
     return asyncio.run(go())
 
 
@@ -54,6 +56,7 @@ class ThreadServer:
     settings: Settings
     engine_factory: Callable[[Settings], Iterable[Engine]]
     port: int = field(default_factory=free_port)
+    api_key: str = ""  # a tenant key, where the test made one
 
     def __post_init__(self) -> None:
         self.app = create_app(self.settings, self.engine_factory)
@@ -82,6 +85,10 @@ class ThreadServer:
     @property
     def state(self):  # type: ignore[no-untyped-def]
         return self.app.state.modelgrid
+
+    def new_key(self, **kwargs: object) -> str:
+        """A new key's plaintext (``create_key`` on this server's database)."""
+        return create_key(self.settings.database_url, **kwargs).plaintext
 
     def start(self) -> ThreadServer:
         self.thread.start()

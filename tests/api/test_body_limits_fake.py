@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from modelgrid.engines.fake import FakeEngine
-from tests.conftest import make_settings
-from tests.support import ThreadServer, create_key
+from tests.conftest import ServerFactory
+from tests.support import ThreadServer
 
 
 @pytest.fixture
-def small(tmp_path: Path) -> Iterator[ThreadServer]:
-    settings = make_settings(tmp_path, server={"max_body_bytes": 10_000})
-    s = ThreadServer(settings, lambda _s: [FakeEngine()])
-    s.api_key = create_key(settings.database_url, name="t").plaintext  # type: ignore[attr-defined]
-    s.start()
-    yield s
-    s.stop()
+def small(server_factory: ServerFactory) -> ThreadServer:
+    return server_factory(server={"max_body_bytes": 10_000})
 
 
 def test_body_over_the_limit_is_413(small: ThreadServer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,8 +12,8 @@ import pytest
 
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
-from tests.conftest import make_settings
-from tests.support import ThreadServer, create_key, usage_rows
+from tests.conftest import ServerFactory
+from tests.support import ThreadServer, usage_rows
 
 MODEL = "fake-model"
 PROMPT = "The capital of France is"  # 5 "tokens"
@@ -27,13 +26,8 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def server(tmp_path: Path, engine: FakeEngine) -> Iterator[ThreadServer]:
-    settings = make_settings(tmp_path)
-    s = ThreadServer(settings, lambda _s: [engine, FakeEmbeddingEngine()])
-    s.api_key = create_key(settings.database_url, name="test").plaintext  # type: ignore[attr-defined]
-    s.start()
-    yield s
-    s.stop()
+def server(server_factory: ServerFactory, engine: FakeEngine) -> ThreadServer:
+    return server_factory(engine, FakeEmbeddingEngine())
 
 
 def client(s: ThreadServer) -> openai.OpenAI:

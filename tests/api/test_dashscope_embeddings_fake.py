@@ -6,9 +6,7 @@ The fake returns ``[((len(text) + j) % 5) / 4 for j in range(3)]`` and counts wo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from http import HTTPStatus
-from pathlib import Path
 
 import dashscope
 import httpx
@@ -16,22 +14,18 @@ import pytest
 
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
-from tests.conftest import make_settings
-from tests.support import ThreadServer, create_key, usage_rows
+from tests.conftest import ServerFactory
+from tests.support import ThreadServer, usage_rows
 
 EMB = "fake-embedding"
 PATH = "/api/v1/services/embeddings/text-embedding/text-embedding"
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadServer]:
-    settings = make_settings(tmp_path)
-    s = ThreadServer(settings, lambda _s: [FakeEngine(), FakeEmbeddingEngine()])
-    s.api_key = create_key(settings.database_url, name="test").plaintext  # type: ignore[attr-defined]
-    s.start()
+def server(server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> ThreadServer:
+    s = server_factory(FakeEngine(), FakeEmbeddingEngine())
     monkeypatch.setattr(dashscope, "base_http_api_url", f"{s.base_url}/api/v1")
-    yield s
-    s.stop()
+    return s
 
 
 def post(s: ThreadServer, body: object) -> httpx.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +16,8 @@ import pytest
 
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
-from tests.conftest import make_settings
-from tests.support import ThreadServer, create_key, usage_rows
+from tests.conftest import ServerFactory
+from tests.support import ThreadServer, usage_rows
 
 EMB = "fake-embedding"
 HELLO = "hello world"  # 11 characters -> [0.25, 0.5, 0.75]; 2 "tokens"
@@ -31,13 +30,8 @@ def embedder() -> FakeEmbeddingEngine:
 
 
 @pytest.fixture
-def server(tmp_path: Path, embedder: FakeEmbeddingEngine) -> Iterator[ThreadServer]:
-    settings = make_settings(tmp_path)
-    s = ThreadServer(settings, lambda _s: [FakeEngine(), embedder])
-    s.api_key = create_key(settings.database_url, name="test").plaintext  # type: ignore[attr-defined]
-    s.start()
-    yield s
-    s.stop()
+def server(server_factory: ServerFactory, embedder: FakeEmbeddingEngine) -> ThreadServer:
+    return server_factory(FakeEngine(), embedder)
 
 
 def client(s: ThreadServer) -> openai.OpenAI:
@@ -156,15 +150,12 @@ def test_chat_and_completions_refuse_the_embedding_model(server: ThreadServer) -
 
 
 @pytest.mark.parametrize("embedder", [FakeEmbeddingEngine(fail=True)])
-def test_engine_failure_is_a_503_and_recorded(server: ThreadServer, tmp_path: Path) -> None:
-    """The only replica failed and there is no other to fail over to (as for chat)."""
+def test_engine_failure_is_a_500_and_recorded(server: ThreadServer, tmp_path: Path) -> None:
     r = post(server, {"model": EMB, "input": [HELLO, "hi"]})
-    assert r.status_code == 503
-    assert r.json()["error"]["code"] == "no_healthy_replica"
-    assert r.headers["x-modelgrid-region"] == "local"
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "engine_error"
     [row] = usage_rows(tmp_path / "mg.db", expect=1)
-    assert (row["status"], row["finish_reason"], row["prompt_tokens"]) == (503, "error", 3)
-    assert row["region"] == "local"
+    assert (row["status"], row["finish_reason"], row["prompt_tokens"]) == (500, "error", 3)
 
 
 def test_listed_in_models_and_readiness(server: ThreadServer) -> None:
