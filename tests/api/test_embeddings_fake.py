@@ -150,12 +150,15 @@ def test_chat_and_completions_refuse_the_embedding_model(server: ThreadServer) -
 
 
 @pytest.mark.parametrize("embedder", [FakeEmbeddingEngine(fail=True)])
-def test_engine_failure_is_a_500_and_recorded(server: ThreadServer, tmp_path: Path) -> None:
+def test_engine_failure_is_a_503_and_recorded(server: ThreadServer, tmp_path: Path) -> None:
+    """The only replica failed and there is no other to fail over to (as for chat)."""
     r = post(server, {"model": EMB, "input": [HELLO, "hi"]})
-    assert r.status_code == 500
-    assert r.json()["error"]["code"] == "engine_error"
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "no_healthy_replica"
+    assert r.headers["x-modelgrid-region"] == "local"
     [row] = usage_rows(tmp_path / "mg.db", expect=1)
-    assert (row["status"], row["finish_reason"], row["prompt_tokens"]) == (500, "error", 3)
+    assert (row["status"], row["finish_reason"], row["prompt_tokens"]) == (503, "error", 3)
+    assert row["region"] == "local"
 
 
 def test_listed_in_models_and_readiness(server: ThreadServer) -> None:
