@@ -13,16 +13,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
 
 from modelgrid.app import create_app
 from modelgrid.config import Settings
+from modelgrid.control import ControlPlane, FileTopology
 from modelgrid.engines.base import Engine
+from modelgrid.protocol.admin import KeyCreate
+from modelgrid.routing.topology import default_topology
 from modelgrid.storage import db
-from modelgrid.tenancy.service import CreatedKey, TenancyService
 from tests.databases import ensure_migrated
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,14 +36,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def create_key(database_url: str, **kwargs: object) -> CreatedKey:
-    """Create a key directly in the database (as the CLI does), migrating it first unless it
-    is known to be at head (``tests.databases``)."""
+@dataclass(frozen=True)
+class NewKey:
+    """A key made for a test: its id, workspace and plaintext (shown once)."""
 
-    async def go() -> CreatedKey:
+    key_id: str
+    prefix: str
+    workspace_id: str
+    plaintext: str
+
+
+def control_plane(sessions: Any, *models: str, topology: Any = None) -> ControlPlane:
+    """A control plane over ``sessions`` as the CLI builds one: ``topology`` (default: the
+    embedded default serving ``models``), no topology file written."""
+    base = topology if topology is not None else default_topology(models)
+    return ControlPlane(sessions, FileTopology(Path("/nonexistent/topology.toml"), base, models))
+
+
+async def create_key_async(
+    sessions: Any,
+    *,
+    name: str = "",
+    role: Literal["tenant", "admin"] = "tenant",
+    workspace: str = "default",
+) -> NewKey:
+    """Create a key through the control plane, as the CLI does (the workspace is created if
+    missing), over the embedded default topology."""
+    body = KeyCreate(name=name, role=role)
+    k = await control_plane(sessions).keys.create_in(
+        workspace, body, actor="cli:test", create_workspace=True
+    )
+    return NewKey(k.id, k.prefix, k.workspace_id, k.key)
+
+
+def create_key(database_url: str, **kwargs: Any) -> NewKey:
+    """``create_key_async`` on ``database_url``, migrating it first unless it is known to be
+    at head (``tests.databases``)."""
+
+    async def go() -> NewKey:
         engine = db.create_engine(database_url)
         try:
-            return await TenancyService(db.sessionmaker(engine)).create_key(**kwargs)  # type: ignore[arg-type]
+            return await create_key_async(db.sessionmaker(engine), **kwargs)
         finally:
             await engine.dispose()
 

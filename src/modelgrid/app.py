@@ -30,6 +30,8 @@ from modelgrid.api.routers import (
 )
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
+from modelgrid.control import ControlPlane, Hooks, LiveTopology
+from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
 from modelgrid.engines.process import EngineProcess
@@ -137,6 +139,15 @@ def create_app(
         models = ModelRegistry()
         grid = _build_grid(settings)
         live[:] = [grid]
+        store = LiveTopology(
+            grid, settings.topology_path, lambda: models.sync_routed(grid.engines())
+        )
+        control = ControlPlane(
+            sessions,
+            store,
+            served_models=lambda: [c.model_id for c in models.cards()],
+            hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices),
+        )
         state = AppState(
             settings=settings,
             db=engine,
@@ -149,17 +160,20 @@ def create_app(
             completions=CompletionService(models, tenancy, metrics),
             text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(models, tenancy, metrics),
+            control=control,
             grid=grid,
             processes=processes,
         )
         app.state.modelgrid = state
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
+        follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
         try:
             yield
         finally:
             loader.cancel()
             refresher.cancel()
-            await asyncio.gather(loader, refresher, return_exceptions=True)
+            follower.cancel()
+            await asyncio.gather(loader, refresher, follower, return_exceptions=True)
             await usage.aclose()
             await tenancy.aclose()
             await grid.aclose()
@@ -234,6 +248,16 @@ async def _refresh_in_background(tenancy: TenancyService, settings: Settings) ->
                 await tenancy.reload_prices()
             except Exception:
                 log.exception("reloading the price book failed")
+
+
+async def _follow_topology_file(store: LiveTopology) -> None:
+    """Make changes to the topology file (by the CLI, by hand) live within a second."""
+    while True:
+        await asyncio.sleep(RELOAD_INTERVAL_S)
+        try:
+            await store.reload_if_changed()
+        except Exception:
+            log.exception("applying the changed topology file failed")
 
 
 def _build_grid(settings: Settings) -> Grid:
