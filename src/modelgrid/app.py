@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from modelgrid import __version__
 from modelgrid.api import errors
+from modelgrid.api.deps import provide_model_api
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.routers import (
     admin,
@@ -165,6 +166,7 @@ def create_app(
             processes=processes,
         )
         app.state.modelgrid = state
+        provide_model_api(app, state)  # the routers the engine worker shares
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
         try:

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from modelgrid.api.worker import create_worker_app
 from modelgrid.engines.embedding import Embeddings
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine, fake_vector
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology, dumps
+from modelgrid.worker import create_worker_app
 from tests.conftest import make_settings
 from tests.scripted_upstream import AppThread
 from tests.support import ThreadServer, create_key, usage_rows

@@ -12,12 +12,12 @@ import httpx
 import openai
 import pytest
 
-from modelgrid.api.worker import create_worker_app
 from modelgrid.app import packaged_engines
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.upstream import UpstreamEngine
+from modelgrid.worker import create_worker_app
 from tests.conftest import make_settings
 from tests.scripted_upstream import (
     AppThread,

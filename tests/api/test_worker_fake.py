@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from modelgrid.api.worker import create_worker_app
 from modelgrid.engines.fake import FakeEngine
+from modelgrid.worker import create_worker_app
 from tests.scripted_upstream import AppThread
 
 TOKEN = "worker-secret"

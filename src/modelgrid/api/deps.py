@@ -1,15 +1,19 @@
-"""Request-scoped dependencies: app state, request id, and the authenticated principal."""
+"""Request-scoped dependencies: app state, request id, and the authenticated principal.
+
+The model-API routers shared by the gateway and the engine worker resolve ``model_call``
+(over ``ModelApi``, the narrow state both apps provide); the gateway's own routes resolve
+``tenant_call`` (over the whole ``AppState``).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
-from modelgrid.api.state import AppState
-from modelgrid.core.errors import PermissionDeniedError
+from modelgrid.api.state import AppState, ModelApi
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.tenancy.service import Principal
@@ -51,39 +55,49 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
-async def principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
-    """A tenant key's principal. Admin keys manage the service (``/admin/v1``) and are refused
-    on the model API with 403, so an admin secret never travels with everyday traffic."""
-    found = await state.tenancy.authenticate(bearer_token(request))
-    if found.is_admin:
-        raise PermissionDeniedError(
-            "Admin keys are for the admin API (/admin/v1) only; use a tenant key.",
-            code="admin_key_not_allowed",
-        )
-    return found
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
-class TenantCall:
+class TenantCall(Generic[S]):
     """What a model-API route needs: the app state, the tenant's principal and the call's
     context, resolved as ONE dependency (FastAPI's per-dependency bookkeeping cost ~13 % of
     a gateway request's CPU with three; see ``bench/RESULTS.md``, gateway_overhead)."""
 
-    state: AppState
+    state: S
     principal: Principal
     ctx: CallContext
 
 
-async def tenant_call(request: Request) -> TenantCall:
-    """Authenticate the tenant (as ``principal``) and build the call context.
+async def tenant_call(request: Request) -> TenantCall[AppState]:
+    """The gateway's own model-API routes: authenticate the tenant (``AppState.authenticate``)
+    and build the call context.
 
     Raises:
         AuthenticationError: missing, malformed, unknown, revoked or expired key (401).
         PermissionDeniedError: an admin key (403).
     """
     state: AppState = request.app.state.modelgrid
-    found = await principal(request, state)
+    found = await state.authenticate(bearer_token(request))
     return TenantCall(state, found, await call_context(request))
+
+
+def provide_model_api(app: FastAPI, api: ModelApi) -> None:
+    """Make ``api`` what this app's shared model-API routes see (``model_call``)."""
+    app.state.model_api = api
+
+
+async def model_call(request: Request) -> TenantCall[ModelApi]:
+    """The routes the gateway and the engine worker share: authenticate the caller the app's
+    way (``ModelApi.authenticate``) and build the call context.
+
+    Raises:
+        AuthenticationError: bad credentials (401).
+        PermissionDeniedError: credentials not for the model API, e.g. an admin key (403).
+    """
+    api: ModelApi = request.app.state.model_api
+    found = await api.authenticate(bearer_token(request))
+    return TenantCall(api, found, await call_context(request))
 
 
 async def admin(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
@@ -91,17 +105,16 @@ async def admin(request: Request, state: Annotated[AppState, Depends(get_state)]
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
-ContextDep = Annotated[CallContext, Depends(call_context)]
-CallDep = Annotated[TenantCall, Depends(tenant_call)]
+CallDep = Annotated[TenantCall[AppState], Depends(tenant_call)]
+ModelCallDep = Annotated[TenantCall[ModelApi], Depends(model_call)]
 
 __all__ = [
     "AdminDep",
     "CallDep",
-    "ContextDep",
-    "PrincipalDep",
+    "ModelCallDep",
     "StateDep",
     "TenantCall",
     "bearer_token",
+    "provide_model_api",
 ]

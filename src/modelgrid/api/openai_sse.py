@@ -8,12 +8,15 @@ with its own status (https://platform.openai.com/docs/api-reference/chat-streami
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from modelgrid.core.errors import ModelgridError
 from modelgrid.protocol.openai import sse
 from modelgrid.protocol.openai.errors import error_body
+
+log = logging.getLogger("modelgrid.api")
 
 
 async def openai_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
@@ -28,6 +31,7 @@ async def openai_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIt
         yield sse.event(error_body(exc.message, exc.type, exc.param, exc.code))
         return
     except Exception:
+        log.exception("generation failed while streaming")
         yield sse.event(
             error_body(
                 "The server had an error while generating.", "server_error", None, "internal_error"

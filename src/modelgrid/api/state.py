@@ -1,14 +1,16 @@
-"""``AppState``: everything a request needs, built once by the app's lifespan."""
+"""``AppState``: everything a gateway request needs, built once by the app's lifespan; and
+``ModelApi``, the narrow state of the model-API routers that an engine worker provides too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane
+from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.engines.process import EngineProcess
 from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
@@ -18,7 +20,37 @@ from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.metering import UsageWriter
-from modelgrid.tenancy.service import TenancyService
+from modelgrid.tenancy.service import Principal, TenancyService
+
+
+class ModelApi(Protocol):
+    """What the OpenAI generation routers (``routers/openai.py``, ``routers/completions.py``)
+    need, and no more: the gateway's ``AppState`` and an engine worker's ``WorkerState`` both
+    provide it (``api.deps.provide_model_api``), so the two apps serve the same routes."""
+
+    @property
+    def models(self) -> ModelRegistry: ...
+
+    @property
+    def chat(self) -> ChatService: ...
+
+    @property
+    def completions(self) -> CompletionService: ...
+
+    @property
+    def sends_prompt_tokens(self) -> bool:
+        """Whether answers carry the exact prompt count (``engines.upstream``'s
+        ``PROMPT_TOKENS_HEADER``, which a gateway reads from the workers it routes to)."""
+        ...
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller of a bearer token (``None``: none sent).
+
+        Raises:
+            AuthenticationError: missing or unknown credentials (401).
+            PermissionDeniedError: credentials not for the model API (403).
+        """
+        ...
 
 
 @dataclass
@@ -40,5 +72,26 @@ class AppState:
     processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def sends_prompt_tokens(self) -> bool:
+        return False  # the gateway's clients get usage in the body, as OpenAI's do
 
-__all__ = ["AppState"]
+    async def authenticate(self, token: str | None) -> Principal:
+        """A tenant key's principal (``ModelApi``). Admin keys manage the service
+        (``/admin/v1``) and are refused on the model API with 403, so an admin secret never
+        travels with everyday traffic.
+
+        Raises:
+            AuthenticationError: missing, malformed, unknown, revoked or expired key (401).
+            PermissionDeniedError: an admin key (403).
+        """
+        found = await self.tenancy.authenticate(token)
+        if found.is_admin:
+            raise PermissionDeniedError(
+                "Admin keys are for the admin API (/admin/v1) only; use a tenant key.",
+                code="admin_key_not_allowed",
+            )
+        return found
+
+
+__all__ = ["AppState", "ModelApi"]

@@ -1,4 +1,4 @@
-"""``modelgrid engine``: serve ONE model replica over the OpenAI chat API (``api.worker``).
+"""``modelgrid engine``: serve ONE model replica over the OpenAI chat API (``modelgrid.worker``).
 
 A region runs replicas on other machines this way; gateways reach them as upstreams
 (``MODELGRID_UPSTREAMS__0__BASE_URL=http://host:port/v1``). No database, no keys: an
@@ -54,7 +54,7 @@ def engine(
     """Serve one model replica (OpenAI chat API, /health, /metrics) for a gateway to use."""
     import uvicorn
 
-    from modelgrid.api.worker import create_worker_app
+    from modelgrid.worker import create_worker_app
 
     s = settings()
     e = s.engine

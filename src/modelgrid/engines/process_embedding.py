@@ -5,7 +5,7 @@ gateway like the generation models, ``engines.process``) or a worker elsewhere
 (``RemoteWorker``: an ``upstream`` replica of the topology).
 
 The worker (``modelgrid engine --engine embedding``) answers four calls, with its token if it
-has one (``api/worker.py``, ``/internal/embeddings…``): ``GET`` the model's facts,
+has one (``api/routers/engine_rpc.py``, ``/internal/embeddings…``): ``GET`` the model's facts,
 ``POST …/count``, ``…/decode`` and ``…/embed``. Each is idempotent, so a call a dying child
 dropped is sent again to the next child, once, after waiting for it (``restart_wait_s``);
 past that it is an ``EngineRestartingError`` (503 with ``Retry-After``). A remote worker has

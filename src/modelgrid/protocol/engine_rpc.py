@@ -1,6 +1,6 @@
 """Bodies of the calls a gateway makes to its own embedding engine process
-(``engines.process_embedding`` → ``api/worker.py``, ``/internal/embeddings…``): not a public
-API, loopback only, behind the process's token."""
+(``engines.process_embedding`` → ``api/routers/engine_rpc.py``, ``/internal/embeddings…``):
+not a public API, loopback only, behind the process's token."""
 
 from __future__ import annotations
 

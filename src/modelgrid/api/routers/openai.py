@@ -1,4 +1,10 @@
-"""OpenAI-compatible routes: ``/v1/models`` and ``/v1/chat/completions``."""
+"""OpenAI-compatible routes: ``/v1/models`` and ``/v1/chat/completions``.
+
+Mounted by the gateway and by the engine worker alike, over the state both provide
+(``api.state.ModelApi``): the same validation, SSE framing, error events and disconnect
+handling in both; a worker's answers also carry the exact prompt count
+(``PROMPT_TOKENS_HEADER``) for the gateway in front of it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelgrid.api.body import json_body
-from modelgrid.api.deps import CallDep, PrincipalDep, StateDep
+from modelgrid.api.deps import ModelCallDep
 from modelgrid.api.disconnect import unless_disconnected
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelNotFoundError
 from modelgrid.engines.base import ModelCard
+from modelgrid.engines.upstream import PROMPT_TOKENS_HEADER
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 
 router = APIRouter(prefix="/v1")
@@ -30,27 +37,30 @@ def _model_obj(card: ModelCard) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+async def list_models(call: ModelCallDep) -> dict[str, Any]:
     """The models this key may use (a key scoped to some models sees only those)."""
-    cards = [c for c in state.models.cards() if principal.may_use_model(c.model_id)]
+    principal = call.principal
+    cards = [c for c in call.state.models.cards() if principal.may_use_model(c.model_id)]
     return {"object": "list", "data": [_model_obj(c) for c in cards]}
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
-    if not principal.may_use_model(model_id):
+async def get_model(model_id: str, call: ModelCallDep) -> dict[str, Any]:
+    if not call.principal.may_use_model(model_id):
         raise ModelNotFoundError(
             f"The model '{model_id}' does not exist or you do not have access to it.",
             param="model",
         )
-    return _model_obj(state.models.card(model_id))
+    return _model_obj(call.state.models.card(model_id))
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, call: CallDep) -> Response:
+async def chat_completions(request: Request, call: ModelCallDep) -> Response:
     body = await json_body(request, ChatCompletionRequest)
     state = call.state
     gen = await state.chat.open(call.principal, body, call.ctx)
+    if state.sends_prompt_tokens:
+        call.ctx.response_headers[PROMPT_TOKENS_HEADER] = str(gen.usage.prompt_tokens)
     if not body.stream:
         done = await unless_disconnected(request, state.chat.complete(gen))
         return done if isinstance(done, Response) else JSONResponse(done)
