@@ -34,7 +34,7 @@ from modelgrid.core.errors import (
 )
 from modelgrid.core.ids import new_request_id
 from modelgrid.protocol.dashscope import errors as ds_errors
-from modelgrid.protocol.openai.errors import error_body
+from modelgrid.protocol.openai.errors import error_body, errors_message
 
 log = logging.getLogger("modelgrid.api")
 
@@ -74,42 +74,8 @@ def error_response(
     return JSONResponse(body, status_code=exc.status, headers=out)
 
 
-_LOC_PREFIXES = ("body", "query", "path", "header")
-_SCALAR_TAGS = {"str", "int", "float", "bool", "none", "bytes", "list", "dict"}
-
-
-def _is_union_tag(part: str) -> bool:
-    """pydantic names the union member it tried (``str``, ``list[TextPart]``,
-    ``function-after[...]``, ``TextPart``) inside ``loc``: not a parameter name."""
-    return part in _SCALAR_TAGS or "[" in part or part[:1].isupper()
-
-
-def _loc_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in _LOC_PREFIXES]
-    parts = [p for p in parts if not _is_union_tag(p)]
-    if not parts:
-        return None
-    out = parts[0]
-    for p in parts[1:]:
-        out += f"[{p}]" if p.isdigit() else f".{p}"
-    return out
-
-
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request body.", None
-    first = errors[0]
-    if first.get("type") in ("json_invalid", "json_type"):
-        return "The request body is not valid JSON.", None
-    param = _loc_param(tuple(first.get("loc", ())))
-    if first.get("type") == "missing":
-        if param is None:
-            return "The request body is missing: send a JSON object.", None
-        return f"Missing required parameter: '{param}'.", param
-    msg = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
-    where = f"'{param}'" if param else "the request body"
-    return f"Invalid value for {where}: {msg}.", param
+    return errors_message(exc.errors())
 
 
 _NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "model_type")

@@ -220,6 +220,9 @@ class UsagePage(BaseModel):
 
 
 class InvoiceLine(BaseModel):
+    """One (model, region, currency) of the month; ``batch`` lines hold its batch jobs'
+    lines (billed at the batch price), apart from its online requests."""
+
     model: str
     region: str | None
     currency: str
@@ -228,6 +231,7 @@ class InvoiceLine(BaseModel):
     cached_tokens: int
     completion_tokens: int
     cost_micros: int
+    batch: bool = False
 
 
 class Invoice(BaseModel):

@@ -256,7 +256,7 @@ async def usage_page(
 
 @dataclass(frozen=True, slots=True)
 class UsageSum:
-    """Integer sums over ledger rows sharing (model, region, currency)."""
+    """Integer sums over ledger rows sharing (model, region, currency, batch or not)."""
 
     model: str
     region: str | None
@@ -266,6 +266,7 @@ class UsageSum:
     cached_tokens: int
     completion_tokens: int
     cost_micros: int
+    batch: bool = False
 
 
 async def usage_sums(
@@ -275,9 +276,11 @@ async def usage_sums(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> list[UsageSum]:
-    """Sums per (model, region, currency) over the rows in ``[start, end)``; exact integers
-    (PostgreSQL's ``numeric`` sums are converted without going through float)."""
-    cols = (UsageRecord.model, UsageRecord.region, UsageRecord.currency)
+    """Sums per (model, region, currency, batch line or not) over the rows in
+    ``[start, end)``; exact integers (PostgreSQL's ``numeric`` sums are converted without
+    going through float)."""
+    batch = UsageRecord.batch_id.is_not(None)
+    cols = (UsageRecord.model, UsageRecord.region, UsageRecord.currency, batch)
     stmt = (
         select(
             *cols,
@@ -292,8 +295,8 @@ async def usage_sums(
     )
     rows = (await session.execute(stmt)).all()
     return [
-        UsageSum(m, r, c, int(n), int(p), int(ca), int(co), int(cost))
-        for m, r, c, n, p, ca, co, cost in rows
+        UsageSum(m, r, c, int(n), int(p), int(ca), int(co), int(cost), bool(b))
+        for m, r, c, b, n, p, ca, co, cost in rows
     ]
 
 

@@ -114,8 +114,9 @@ async def usage(
 async def invoice(sessions: Sessions, workspace: str, month: str) -> Invoice:
     """The invoice of ``workspace`` (id or name) for ``month`` (``YYYY-MM``, UTC).
 
-    Lines are per (model, region, currency), sorted; unpriced rows (cost 0, no currency) are
-    listed in the workspace's currency.
+    Lines are per (model, region, currency), online requests and batch lines apart (a batch
+    line follows its online line), sorted; unpriced rows (cost 0, no currency) are listed in
+    the workspace's currency.
 
     Raises:
         NotFoundError: no such workspace. InvalidRequestError: a bad month.
@@ -124,9 +125,9 @@ async def invoice(sessions: Sessions, workspace: str, month: str) -> Invoice:
     async with sessions() as session:
         ws = await find_workspace(session, workspace)
         sums = await repo.usage_sums(session, workspace_id=ws.id, start=start, end=end)
-    merged: dict[tuple[str, str | None, str], list[int]] = {}
+    merged: dict[tuple[str, str | None, str, bool], list[int]] = {}
     for s in sums:
-        acc = merged.setdefault((s.model, s.region, s.currency or ws.currency), [0] * 5)
+        acc = merged.setdefault((s.model, s.region, s.currency or ws.currency, s.batch), [0] * 5)
         for i, v in enumerate(
             (s.requests, s.prompt_tokens, s.cached_tokens, s.completion_tokens, s.cost_micros)
         ):
@@ -141,9 +142,10 @@ async def invoice(sessions: Sessions, workspace: str, month: str) -> Invoice:
             cached_tokens=v[2],
             completion_tokens=v[3],
             cost_micros=v[4],
+            batch=batch,
         )
-        for (model, region, cur), v in sorted(
-            merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
+        for (model, region, cur, batch), v in sorted(
+            merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2], kv[0][3])
         )
     ]
     by_currency: dict[str, int] = {}
@@ -183,16 +185,17 @@ CSV_HEADER = (
 
 
 def invoice_csv(inv: Invoice) -> str:
-    """The invoice as CSV: a header, one ``line`` row per line, one ``total`` row per currency
-    (the workspace's currency first, even when it is zero)."""
+    """The invoice as CSV: a header, one ``line`` row per line (``batch`` for batch lines),
+    one ``total`` row per currency (the workspace's currency first, even when it is zero)."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_HEADER)
-    head = ("line", inv.workspace_id, inv.month)
     for ln in inv.lines:
         w.writerow(
             (
-                *head,
+                "batch" if ln.batch else "line",
+                inv.workspace_id,
+                inv.month,
                 ln.model,
                 ln.region or "",
                 ln.currency,

@@ -24,6 +24,7 @@ class UsageEvent:
         finish_reason: ``stop``, ``length``, ``cancelled``, ``error``.
         region: Where it ran (None for the embedded default).
         cost_micros / currency / price_id: Set by pricing (``tenancy.pricing``).
+        batch_id / custom_id: The batch and line it answered (batch lines only).
     """
 
     request_id: str
@@ -44,6 +45,8 @@ class UsageEvent:
     cost_micros: int = 0
     currency: str | None = None
     price_id: int | None = None
+    batch_id: str | None = None
+    custom_id: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(UsageEvent))

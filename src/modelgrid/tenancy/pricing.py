@@ -10,8 +10,14 @@ Cost (integer micro-units of the entry's currency), per request::
                                   + cached * cached_input
                                   + completion * output ) / 1_000_000)
 
-with prices in micro-units per 1M tokens. Rounding happens once per request, and invoices
-sum the stored ``cost_micros``, so an invoice total equals the sum of its ledger rows exactly.
+with prices in micro-units per 1M tokens. A batch line (``/v1/batches``) pays the entry's
+``batch_percent`` of that (50 unless the entry says otherwise; OpenAI's and Model Studio's
+batch discount), still rounded once::
+
+    cost_micros = round_half_up(numerator * batch_percent / (100 * 1_000_000))
+
+Rounding happens once per request, and invoices sum the stored ``cost_micros``, so an invoice
+total equals the sum of its ledger rows exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class PriceEntry:
     cached_input_micros_per_1m: int
     output_micros_per_1m: int
     effective_from: datetime
+    batch_percent: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +52,23 @@ FREE = Cost(0, None, None)
 
 
 def cost_micros(
-    entry: PriceEntry, prompt_tokens: int, cached_tokens: int, completion_tokens: int
+    entry: PriceEntry,
+    prompt_tokens: int,
+    cached_tokens: int,
+    completion_tokens: int,
+    *,
+    batch: bool = False,
 ) -> int:
-    """Integer micro-units for one request (see the module docstring for the formula)."""
+    """Integer micro-units for one request, or one batch line with ``batch`` (see the module
+    docstring for the formula)."""
     cached = min(max(cached_tokens, 0), prompt_tokens)
     numerator = (
         (prompt_tokens - cached) * entry.input_micros_per_1m
         + cached * entry.cached_input_micros_per_1m
         + completion_tokens * entry.output_micros_per_1m
     )
+    if batch:
+        return (numerator * entry.batch_percent + 50_000_000) // 100_000_000
     return (numerator + 500_000) // 1_000_000
 
 
@@ -86,11 +101,14 @@ class PriceBook:
         prompt: int,
         cached: int,
         completion: int,
+        *,
+        batch: bool = False,
     ) -> Cost:
         entry = self.lookup(model, region, at)
         if entry is None:
             return FREE
-        return Cost(cost_micros(entry, prompt, cached, completion), entry.currency, entry.price_id)
+        micros = cost_micros(entry, prompt, cached, completion, batch=batch)
+        return Cost(micros, entry.currency, entry.price_id)
 
 
 __all__ = ["FREE", "Cost", "PriceBook", "PriceEntry", "cost_micros"]

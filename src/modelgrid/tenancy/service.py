@@ -159,6 +159,7 @@ class TenancyService:
                 cached_input_micros_per_1m=r.cached_input_micros_per_1m,
                 output_micros_per_1m=r.output_micros_per_1m,
                 effective_from=_aware(r.effective_from),
+                batch_percent=r.batch_percent,
             )
             for r in rows
         )
@@ -195,6 +196,12 @@ class TenancyService:
     def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
         """Price and record one request's usage, then settle its admissions (in the
         background). Never blocks: the record is spooled, the settlement is a task."""
+        event = self.priced(event)
+        self.record(event)
+        self.settle(admissions, event)
+
+    def priced(self, event: UsageEvent, *, batch: bool = False) -> UsageEvent:
+        """``event`` with its cost from the price book (a batch line's at the batch rate)."""
         cost = self.prices.price(
             event.model,
             event.region,
@@ -202,15 +209,18 @@ class TenancyService:
             event.prompt_tokens,
             event.cached_tokens,
             event.completion_tokens,
+            batch=batch,
         )
-        event = replace(
+        return replace(
             event, cost_micros=cost.cost_micros, currency=cost.currency, price_id=cost.price_id
         )
-        self.record(event)
+
+    def settle(self, admissions: list[Admission], event: UsageEvent) -> None:
+        """Replace the admissions' reservations with what ``event`` used (in the background)."""
         if admissions:
             tokens = event.prompt_tokens + event.completion_tokens
             task = asyncio.get_running_loop().create_task(
-                self._settle(admissions, tokens, cost.cost_micros)
+                self._settle(admissions, tokens, event.cost_micros)
             )
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
@@ -262,6 +272,24 @@ class TenancyService:
         principal, expires = _principal_of(row, ws)
         self.auth_cache.put(presented, row.secret_hash, (principal, expires), row.id)
         return principal
+
+    async def principal_of_key(self, key_id: str) -> Principal:
+        """The principal of key ``key_id`` as it is now (a batch runs as the key that
+        created it, for its scopes and budgets).
+
+        Raises:
+            AuthenticationError: the key is unknown, revoked or expired.
+        """
+        async with self._sessions() as session:
+            found = await repo.get_api_key_with_workspace(session, key_id)
+        if found is None:
+            raise AuthenticationError("The API key of this batch no longer exists.")
+        row, ws = found
+        if row.revoked_at is not None:
+            raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
+        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        return _principal_of(row, ws)[0]
 
     async def refresh_principals(self) -> int:
         """Re-read the cached keys that are in use and about to expire, in one query, so

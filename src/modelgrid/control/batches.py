@@ -1,0 +1,241 @@
+"""Batch jobs: create, list, show, cancel (the API's ``/v1/batches`` and the CLI call this).
+
+A batch belongs to the workspace of the key that created it: another workspace's id is a
+404, as an unknown one. It is created ``validating``; the runner (``jobs.batch_runner``)
+checks every line, runs them on idle capacity and finishes it. Creating checks what can be
+checked at once: the input file exists, is the workspace's, has purpose ``batch`` and its
+lines call ``endpoint``; the key may use the file's model; and the batch's results may be
+stored where this gateway runs (the key's allowed regions and jurisdictions).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from modelgrid.control.inventory import Inventory
+from modelgrid.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from modelgrid.core.types import RoutingHints
+from modelgrid.protocol.openai.batches import FINAL, BatchCreate, batch_object
+from modelgrid.storage.filestore import FileStore
+from modelgrid.storage.models import Batch, StoredFile
+from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.service import Principal
+
+WINDOWS = {"24h": timedelta(hours=24)}
+CANCELLABLE = frozenset({"validating", "in_progress"})
+MAX_PAGE = 100
+
+
+def new_batch_id() -> str:
+    return f"batch_{secrets.token_hex(12)}"
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+async def live_file(session: Any, workspace_id: str, file_id: str) -> StoredFile:
+    """The workspace's file ``file_id``, not deleted nor expired.
+
+    Raises:
+        NotFoundError: otherwise (another workspace's file included: same answer).
+    """
+    row: StoredFile | None = await session.get(StoredFile, file_id)
+    now = datetime.now(UTC)
+    if (
+        row is None
+        or row.workspace_id != workspace_id
+        or row.deleted_at is not None
+        or (row.expires_at is not None and _aware(row.expires_at) <= now)
+    ):
+        raise NotFoundError(f"No such File object: {file_id}", param="input_file_id")
+    return row
+
+
+def first_line(store: FileStore, row: StoredFile) -> dict[str, Any]:
+    """The file's first non-blank line, parsed (uploads are validated: it is an object)."""
+    for raw in store.lines(row.path):
+        if raw.strip():
+            line: dict[str, Any] = json.loads(raw)
+            return line
+    raise InvalidRequestError(f"The file {row.id} has no lines.", param="input_file_id")
+
+
+class Batches:
+    """Batch administration for tenants.
+
+    Args:
+        sessions: The database.
+        store: Where input files' bytes are.
+        inventory: What exists (the gateway's region, where results are stored).
+    """
+
+    def __init__(
+        self, sessions: Sessions, store: FileStore, inventory: Callable[[], Inventory]
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._inventory = inventory
+
+    async def create(self, principal: Principal, body: BatchCreate) -> dict[str, Any]:
+        """Create a batch (``validating``) over ``body.input_file_id``.
+
+        Raises:
+            NotFoundError: no such file in the workspace.
+            InvalidRequestError: the file is not a batch input, or calls another endpoint.
+            PermissionDeniedError: the key may not use the file's model, or keep results in
+                this gateway's region.
+        """
+        inv = self._inventory()
+        region = inv.gateway_region
+        hints = RoutingHints(
+            allowed_regions=principal.allowed_regions,
+            allowed_jurisdictions=principal.allowed_jurisdictions,
+        )
+        if not hints.allows(region, inv.gateway_jurisdiction):
+            raise PermissionDeniedError(
+                f"This API key may not keep data in region '{region}', where this gateway "
+                "stores batch results.",
+                code="region_not_allowed",
+            )
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            file = await live_file(session, principal.workspace_id, body.input_file_id)
+            if file.purpose != "batch":
+                raise InvalidRequestError(
+                    f"The file {file.id} has purpose '{file.purpose}', not 'batch'.",
+                    param="input_file_id",
+                )
+            line = first_line(self._store, file)
+            if line.get("url") != body.endpoint:
+                raise InvalidRequestError(
+                    f"The file's lines call {line.get('url')}, not the batch's endpoint "
+                    f"{body.endpoint}.",
+                    param="endpoint",
+                )
+            model = str((line.get("body") or {}).get("model", ""))
+            if not principal.may_use_model(model):
+                raise PermissionDeniedError(
+                    f"This API key may not use the model '{model}'.",
+                    param="model",
+                    code="model_not_allowed",
+                )
+            batch = Batch(
+                id=new_batch_id(),
+                workspace_id=principal.workspace_id,
+                api_key_id=principal.key_id,
+                endpoint=body.endpoint,
+                model=model,
+                region=region,
+                input_file_id=file.id,
+                status="validating",
+                completion_window=body.completion_window,
+                metadata_=body.metadata,
+                total=0,
+                completed=0,
+                failed=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_micros=0,
+                created_at=now,
+                expires_at=now + WINDOWS[body.completion_window],
+            )
+            session.add(batch)
+        return batch_object(_aware_row(batch))
+
+    async def get(self, workspace_id: str, batch_id: str) -> dict[str, Any]:
+        """Raises: NotFoundError (unknown, or another workspace's)."""
+        async with self._sessions() as session:
+            return batch_object(_aware_row(await self._find(session, workspace_id, batch_id)))
+
+    async def list(
+        self, workspace_id: str, *, after: str | None = None, limit: int = 20
+    ) -> dict[str, Any]:
+        """The workspace's batches, newest first, ``limit`` after the batch ``after``.
+
+        Raises:
+            InvalidRequestError: ``limit`` outside 1..100.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE}.", param="limit")
+        async with self._sessions() as session:
+            q = select(Batch).where(Batch.workspace_id == workspace_id)
+            if after is not None:
+                cursor = await self._find(session, workspace_id, after, param="after")
+                q = q.where(
+                    (Batch.created_at < cursor.created_at)
+                    | ((Batch.created_at == cursor.created_at) & (Batch.id < cursor.id))
+                )
+            q = q.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+            rows = list((await session.execute(q)).scalars())
+        data = [batch_object(_aware_row(b)) for b in rows[:limit]]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": len(rows) > limit,
+        }
+
+    async def cancel(self, workspace_id: str, batch_id: str) -> dict[str, Any]:
+        """Ask the runner to stop: ``cancelling`` now, ``cancelled`` once the lines in flight
+        are stopped (finished lines stay billed; the rest go to the error file).
+
+        Raises:
+            NotFoundError; ConflictError: the batch has ended.
+        """
+        async with self._sessions() as session, session.begin():
+            b = await self._find(session, workspace_id, batch_id)
+            if b.status in CANCELLABLE:
+                b.status = "cancelling"
+                b.cancelling_at = datetime.now(UTC)
+            elif b.status in FINAL:
+                raise ConflictError(
+                    f"Batch {batch_id} is {b.status}: it cannot be cancelled.",
+                    code="batch_not_cancellable",
+                )
+        return batch_object(_aware_row(b))
+
+    async def _find(
+        self, session: Any, workspace_id: str, batch_id: str, param: str = "batch_id"
+    ) -> Batch:
+        b = await session.get(Batch, batch_id)
+        if b is None or b.workspace_id != workspace_id:
+            raise NotFoundError(f"No batch found with id '{batch_id}'.", param=param)
+        return b  # type: ignore[no-any-return]
+
+
+_TIMES = (
+    "created_at",
+    "expires_at",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def _aware_row(b: Batch) -> Batch:
+    """SQLite hands back naive datetimes (stored in UTC): make them aware for rendering."""
+    for name in _TIMES:
+        at = getattr(b, name)
+        if at is not None and at.tzinfo is None:
+            setattr(b, name, at.replace(tzinfo=UTC))
+    return b
+
+
+__all__ = ["Batches", "first_line", "live_file", "new_batch_id"]

@@ -1,0 +1,1 @@
+"""Background work with leases in the database: the batch runner, file retention."""

@@ -1,0 +1,596 @@
+"""The batch runner: batch lines on capacity online traffic leaves idle, each answered and
+billed exactly once, resumable after a crash.
+
+One runner per gateway (``app.py`` starts it). Every ``poll_interval_s`` it claims the
+batches it may run — a lease in the ``batches`` row (``lease_owner``, ``lease_until``), taken
+with a conditional UPDATE, renewed while it runs them — so with several gateways on one
+database each batch has one runner, and a dead gateway's batches are resumed by another (or
+by itself after a restart) once the lease runs out. For each batch it holds:
+
+- ``validating``: streams the input file once (bounded memory) checking every line (JSON,
+  ``custom_id`` unique, ``url`` the batch's endpoint, one model); a bad file fails the batch
+  with errors naming the line; else ``in_progress`` with ``request_counts.total``.
+- ``in_progress``: lines run through ``serving.batch_lines`` at the lowest priority. Every
+  ``tick_s`` the scheduler looks at each model's online load (``Capacity``): while online
+  requests run on the model no batch line starts, and running lines are **preempted**
+  (cancelled: free, and run again later); otherwise up to ``concurrency`` lines run, taken
+  round-robin across workspaces, then across each workspace's batches, so one huge batch
+  never starves another tenant's.
+- A finished line's result (its output or error line) and its ledger row (``batch_id``,
+  ``custom_id``, the batch price; a failed line's at zero cost) are written in ONE
+  transaction, keyed by (batch, line) and by request id: after a ``kill -9`` every line has
+  at most one of each, and the lines without a result run again.
+- ``cancelling`` (the API's cancel) and a passed ``expires_at``: lines in flight are stopped
+  and every line without a result gets an error line (``batch_cancelled`` /
+  ``batch_expired``); then, as when every line is done, ``finalizing``: the output and error
+  files are written from the stored results, in line order, and the batch ends
+  ``completed`` / ``cancelled`` / ``expired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelgrid.config import BatchSettings
+from modelgrid.core.errors import ModelgridError
+from modelgrid.protocol.openai.batches import FINAL
+from modelgrid.serving.batch_lines import BatchLines, LineResult
+from modelgrid.storage import repositories as repo
+from modelgrid.storage.filestore import FileStore
+from modelgrid.storage.models import Batch, BatchResult, StoredFile
+from modelgrid.tenancy.events import as_row
+from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.service import Principal
+
+log = logging.getLogger("modelgrid.batch")
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+MAX_ATTEMPTS = 3
+PAGE = 500
+
+
+class Capacity(Protocol):
+    def online_busy(self, model: str, batch_running: int) -> bool:
+        """Whether online requests are using ``model`` now (``batch_running``: this
+        runner's own lines of it in flight, to tell them apart)."""
+        ...
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Active:
+    """A batch this runner holds, in memory."""
+
+    id: str
+    workspace_id: str
+    api_key_id: str
+    model: str
+    endpoint: str
+    input_path: str
+    expires_at: datetime
+    status: str = "validating"
+    principal: Principal | None = None
+    done: set[int] = field(default_factory=set)
+    retry: deque[tuple[int, dict[str, Any], int]] = field(default_factory=deque)
+    running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    reader: Iterator[tuple[int, dict[str, Any]]] | None = None
+    exhausted: bool = False
+    stopping: bool = False
+
+
+class BatchRunner:
+    """Runs the batches of one gateway (see the module docstring).
+
+    Args:
+        sessions: The database.
+        store: Input and output files.
+        lines: Runs one line (over a ``BatchMeter``).
+        principal_of_key: The principal a batch runs as (its creator's key, as it is now).
+        capacity: Online load per model.
+        settings: Concurrency, leases, output lifetime.
+        region: Where this gateway stores files.
+        tick_s: How often the scheduler looks at online load (preemption latency).
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        store: FileStore,
+        lines: BatchLines,
+        principal_of_key: Callable[[str], Awaitable[Principal]],
+        capacity: Capacity,
+        settings: BatchSettings,
+        *,
+        region: str,
+        tick_s: float = 0.02,
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._lines = lines
+        self._principal_of_key = principal_of_key
+        self._capacity = capacity
+        self._settings = settings
+        self._region = region
+        self._tick_s = tick_s
+        self.owner = f"gw-{secrets.token_hex(6)}"
+        self.active: dict[str, Active] = {}
+        self._next_poll = 0.0
+        self._turn = 0  # round-robin start over workspaces
+        self._stopped = False
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        while not self._stopped:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("batch runner round failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def aclose(self) -> None:
+        """Stop: lines in flight are cancelled (free; they run again under the next lease)."""
+        self._stopped = True
+        tasks = [t for a in self.active.values() for t in a.running.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def tick(self) -> None:
+        """One round: claim and advance batches (every ``poll_interval_s``), then schedule."""
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self._settings.poll_interval_s
+            await self._claim()
+            for a in list(self.active.values()):
+                await self._advance(a)
+        self._schedule()
+
+    def running(self, model: str) -> int:
+        return sum(len(a.running) for a in self.active.values() if a.model == model)
+
+    # --- leases ----------------------------------------------------------------------------
+
+    async def _claim(self) -> None:
+        """Take or renew the lease of every unfinished batch that is free or ours."""
+        now = _now()
+        until = now + timedelta(seconds=self._settings.lease_s)
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(Batch.id).where(
+                        Batch.status.not_in(FINAL),
+                        (Batch.lease_owner.is_(None))
+                        | (Batch.lease_owner == self.owner)
+                        | (Batch.lease_until < now),
+                    )
+                )
+            ).scalars()
+            ids = list(rows)
+        held: set[str] = set()
+        for batch_id in ids:
+            async with self._sessions() as session, session.begin():
+                result = await session.execute(
+                    update(Batch)
+                    .where(
+                        Batch.id == batch_id,
+                        Batch.status.not_in(FINAL),
+                        (Batch.lease_owner.is_(None))
+                        | (Batch.lease_owner == self.owner)
+                        | (Batch.lease_until < now),
+                    )
+                    .values(lease_owner=self.owner, lease_until=until)
+                )
+                if result.rowcount == 1:
+                    held.add(batch_id)
+        for lost in [b for b in self.active if b not in held]:
+            await self._drop(self.active.pop(lost))
+        for batch_id in held - set(self.active):
+            b = await self._load(batch_id)
+            if b is None:
+                continue
+            file = await self._file(b.input_file_id)
+            self.active[batch_id] = Active(
+                id=b.id,
+                workspace_id=b.workspace_id,
+                api_key_id=b.api_key_id,
+                model=b.model,
+                endpoint=b.endpoint,
+                input_path=file.path if file is not None else "",
+                expires_at=_aware(b.expires_at),
+                status=b.status,
+                done=await self._done_lines(b.id),
+            )
+
+    async def _drop(self, a: Active) -> None:
+        tasks = list(a.running.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        a.running.clear()
+
+    async def _file(self, file_id: str) -> StoredFile | None:
+        async with self._sessions() as session:
+            f: StoredFile | None = await session.get(StoredFile, file_id)
+            return f
+
+    async def _done_lines(self, batch_id: str) -> set[int]:
+        async with self._sessions() as session:
+            q = select(BatchResult.line).where(BatchResult.batch_id == batch_id)
+            return set((await session.execute(q)).scalars())
+
+    async def _load(self, batch_id: str) -> Batch | None:
+        async with self._sessions() as session:
+            b: Batch | None = await session.get(Batch, batch_id)
+            return b
+
+    # --- a batch's life ----------------------------------------------------------------------
+
+    async def _advance(self, a: Active) -> None:
+        """Move a held batch along: validate, notice a cancel or the deadline, finish."""
+        b = await self._load(a.id)
+        if b is None or b.status in FINAL:
+            self.active.pop(a.id, None)
+            return
+        a.status = b.status
+        if b.status == "validating":
+            await self._validate(a, b)
+            return
+        if b.status == "cancelling":
+            await self._stop(a, "cancelled", "batch_cancelled", "The batch was cancelled.")
+            return
+        if b.status == "in_progress" and _now() >= a.expires_at:
+            await self._stop(
+                a, "expired", "batch_expired", "The batch did not finish in its completion window."
+            )
+            return
+        if b.status == "finalizing" or (
+            b.status == "in_progress" and a.exhausted and not a.running and not a.retry
+        ):
+            await self._finalize(a, "completed")
+
+    async def _validate(self, a: Active, b: Batch) -> None:
+        """Check every line (streamed); ``in_progress`` with the total, or ``failed``."""
+        errors: list[dict[str, Any]] = []
+        total = 0
+        seen: set[str] = set()
+        model: str | None = None
+        try:
+            for no, raw in enumerate(self._store.lines(a.input_path), start=1):
+                if not raw.strip():
+                    continue
+                total += 1
+                problem = _check_line(raw, no, a.endpoint, seen)
+                if isinstance(problem, dict):
+                    errors.append(problem)
+                else:
+                    model = model or problem
+                    if problem != model:
+                        errors.append(_error(no, "body.model", "All lines must use one model."))
+                if len(errors) >= 100:
+                    break
+        except OSError as exc:
+            errors.append({"code": "file_unreadable", "message": str(exc), "line": None})
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Batch, a.id)
+            if row is None or row.status != "validating":
+                return
+            if errors or total == 0:
+                row.status, row.failed_at = "failed", now
+                row.errors = errors or [_error(None, None, "The input file has no lines.")]
+                row.lease_owner = None
+            else:
+                row.status, row.in_progress_at, row.total = "in_progress", now, total
+                a.status = "in_progress"
+        if errors or total == 0:
+            self.active.pop(a.id, None)
+
+    async def _stop(self, a: Active, status: str, code: str, message: str) -> None:
+        """Stop the lines in flight; every line without a result gets an error line."""
+        a.stopping = True
+        await self._drop(a)
+        a.retry.clear()
+        a.done = await self._done_lines(a.id)
+        pending: list[BatchResult] = []
+        for no, line in _lines(self._store, a.input_path):
+            if no in a.done:
+                continue
+            out = _output_line(f"{a.id}-{no}", line.get("custom_id", ""), None, code, message)
+            pending.append(
+                BatchResult(
+                    batch_id=a.id,
+                    line=no,
+                    custom_id=str(line.get("custom_id", "")),
+                    ok=False,
+                    output=out,
+                )
+            )
+            if len(pending) >= PAGE:
+                await self._add_results(pending)
+                pending = []
+        await self._add_results(pending)
+        await self._finalize(a, status)
+
+    async def _add_results(self, rows: list[BatchResult]) -> None:
+        if not rows:
+            return
+        async with self._sessions() as session, session.begin():
+            session.add_all(rows)
+
+    async def _finalize(self, a: Active, status: str) -> None:
+        """Write the output and error files from the stored results, then end the batch."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Batch, a.id)
+            if row is None or row.status in FINAL:
+                self.active.pop(a.id, None)
+                return
+            if row.status != "finalizing":
+                row.status, row.finalizing_at = "finalizing", _now()
+        output_id = await self._write_file(a, ok=True)
+        error_id = await self._write_file(a, ok=False)
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Batch, a.id)
+            if row is None:
+                return
+            row.output_file_id, row.error_file_id = output_id, error_id
+            row.status = status
+            setattr(row, f"{status}_at", now)
+            row.lease_owner, row.lease_until = None, None
+        self.active.pop(a.id, None)
+        log.info("batch %s %s", a.id, status)
+
+    async def _write_file(self, a: Active, *, ok: bool) -> str | None:
+        """The batch's output (``ok``) or error file from its results, page by page; ``None``
+        when there is no such line."""
+        file_id = f"file-{secrets.token_hex(12)}"
+        relative = self._store.relative_path(self._region, a.workspace_id, file_id)
+        lines = 0
+        with self._store.writer(relative) as f:
+            after = 0
+            while True:
+                async with self._sessions() as session:
+                    q = (
+                        select(BatchResult.line, BatchResult.output)
+                        .where(
+                            BatchResult.batch_id == a.id,
+                            BatchResult.ok.is_(ok),
+                            BatchResult.line > after,
+                        )
+                        .order_by(BatchResult.line)
+                        .limit(PAGE)
+                    )
+                    page = list((await session.execute(q)).all())
+                for line, output in page:
+                    f.write(output.encode() + b"\n")
+                    after = line
+                lines += len(page)
+                if len(page) < PAGE:
+                    break
+            size = f.tell()
+        if lines == 0:
+            self._store.delete(relative)
+            return None
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            session.add(
+                StoredFile(
+                    id=file_id,
+                    workspace_id=a.workspace_id,
+                    region=self._region,
+                    purpose="batch_output",
+                    filename=f"{a.id}_{'output' if ok else 'error'}.jsonl",
+                    bytes=size,
+                    lines=lines,
+                    model=a.model,
+                    path=relative,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self._settings.output_ttl_s),
+                )
+            )
+        return file_id
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Preempt where online traffic runs; start lines where capacity is idle, fairly."""
+        runnable = [a for a in self.active.values() if not a.stopping and a.status == "in_progress"]
+        by_model: dict[str, list[Active]] = {}
+        for a in runnable:
+            by_model.setdefault(a.model, []).append(a)
+        for model, batches in by_model.items():
+            running = sum(len(a.running) for a in batches)
+            if self._capacity.online_busy(model, running):
+                for a in batches:
+                    for task in list(a.running.values()):
+                        task.cancel()  # the line goes back to ``retry`` (its task's finally)
+                continue
+            free = self._settings.concurrency - running
+            if free > 0:
+                self._start(batches, free)
+
+    def _start(self, batches: list[Active], free: int) -> None:
+        """Start up to ``free`` lines, one per workspace in turn, then per batch in turn."""
+        by_ws: dict[str, deque[Active]] = {}
+        for a in sorted(batches, key=lambda a: a.id):
+            by_ws.setdefault(a.workspace_id, deque()).append(a)
+        order = sorted(by_ws)
+        self._turn = (self._turn + 1) % max(len(order), 1)
+        order = order[self._turn :] + order[: self._turn]
+        while free > 0 and order:
+            for ws in list(order):
+                queue = by_ws[ws]
+                started = False
+                for _ in range(len(queue)):
+                    a = queue[0]
+                    queue.rotate(-1)
+                    nxt = self._next_line(a)
+                    if nxt is not None:
+                        self._launch(a, *nxt)
+                        started = True
+                        break
+                if not started:
+                    order.remove(ws)
+                    continue
+                free -= 1
+                if free == 0:
+                    return
+
+    def _next_line(self, a: Active) -> tuple[int, dict[str, Any], int] | None:
+        if a.retry:
+            return a.retry.popleft()
+        if a.exhausted:
+            return None
+        if a.reader is None:
+            a.reader = _lines(self._store, a.input_path)
+        for no, line in a.reader:
+            if no not in a.done and no not in a.running:
+                return no, line, 1
+        a.exhausted = True
+        return None
+
+    def _launch(self, a: Active, no: int, line: dict[str, Any], attempt: int) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run_line(a, no, line, attempt), name=f"{a.id}:{no}"
+        )
+        a.running[no] = task
+
+    async def _run_line(self, a: Active, no: int, line: dict[str, Any], attempt: int) -> None:
+        requeue = True
+        try:
+            if a.principal is None:
+                a.principal = await self._principal_of_key(a.api_key_id)
+            request_id = f"{a.id}-{no}"
+            result = await self._lines.run(a.principal, a.endpoint, line["body"], request_id)
+            if not result.ok and result.status_code in RETRYABLE and attempt < MAX_ATTEMPTS:
+                await asyncio.sleep(0.5 * attempt)
+                a.retry.append((no, line, attempt + 1))
+                requeue = False
+                return
+            await self._record(a, no, line, result)
+            requeue = False
+        except ModelgridError as exc:  # the key was revoked or expired meanwhile
+            await self._record(a, no, line, _refused(exc))
+            requeue = False
+        finally:
+            a.running.pop(no, None)
+            if requeue and not a.stopping:
+                a.retry.appendleft((no, line, attempt))  # preempted: runs again, free
+
+    async def _record(self, a: Active, no: int, line: dict[str, Any], r: LineResult) -> None:
+        """The line's result, its ledger row and the batch's counters, in one transaction."""
+        custom_id = str(line.get("custom_id", ""))
+        request_id = f"{a.id}-{no}"
+        out = _output_line(request_id, custom_id, r, None, None)
+        usage = r.usage
+        if usage is not None:
+            usage = replace(usage, batch_id=a.id, custom_id=custom_id)
+            if not r.ok:
+                usage = replace(usage, cost_micros=0)  # failed lines are free
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else 0
+        cost = usage.cost_micros if usage else 0
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(
+                    BatchResult(batch_id=a.id, line=no, custom_id=custom_id, ok=r.ok, output=out)
+                )
+                await session.flush()
+                if usage is not None:
+                    await repo.insert_usage(session, [as_row(usage)])
+                await session.execute(
+                    update(Batch)
+                    .where(Batch.id == a.id)
+                    .values(
+                        completed=Batch.completed + (1 if r.ok else 0),
+                        failed=Batch.failed + (0 if r.ok else 1),
+                        prompt_tokens=Batch.prompt_tokens + prompt,
+                        completion_tokens=Batch.completion_tokens + completion,
+                        cost_micros=Batch.cost_micros + cost,
+                    )
+                )
+        except IntegrityError:  # answered already (another runner, before a lost lease)
+            log.warning("batch %s line %d was answered already; this answer is dropped", a.id, no)
+        a.done.add(no)
+
+
+def _lines(store: FileStore, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, parsed line) of the input file, blank lines skipped (validated)."""
+    for no, raw in enumerate(store.lines(path), start=1):
+        if raw.strip():
+            yield no, json.loads(raw)
+
+
+def _error(line: int | None, param: str | None, message: str) -> dict[str, Any]:
+    return {"code": "invalid_line", "message": message, "param": param, "line": line}
+
+
+def _check_line(raw: bytes, no: int, endpoint: str, seen: set[str]) -> str | dict[str, Any]:
+    """The line's model, or the error naming what is wrong with it."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return _error(no, None, f"Line {no} is not valid JSON.")
+    if not isinstance(line, dict):
+        return _error(no, None, f"Line {no} is not a JSON object.")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return _error(no, "custom_id", f"Line {no}: 'custom_id' must be a non-empty string.")
+    if custom_id in seen:
+        return _error(no, "custom_id", f"Line {no}: 'custom_id' {custom_id!r} is used twice.")
+    seen.add(custom_id)
+    if line.get("method") != "POST":
+        return _error(no, "method", f"Line {no}: 'method' must be 'POST'.")
+    if line.get("url") != endpoint:
+        return _error(no, "url", f"Line {no}: 'url' must be the batch's endpoint {endpoint}.")
+    body = line.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return _error(no, "body.model", f"Line {no}: 'body' must be an object with a 'model'.")
+    return str(body["model"])
+
+
+def _output_line(
+    request_id: str,
+    custom_id: str,
+    result: LineResult | None,
+    code: str | None,
+    message: str | None,
+) -> str:
+    """One line of the output or error file (OpenAI's Batch output format)."""
+    obj = {
+        "id": f"batch_req_{request_id}",
+        "custom_id": custom_id,
+        "response": None
+        if result is None
+        else {"status_code": result.status_code, "request_id": request_id, "body": result.body},
+        "error": None if code is None else {"code": code, "message": message},
+    }
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _refused(exc: ModelgridError) -> LineResult:
+    from modelgrid.protocol.openai.errors import error_body
+
+    return LineResult(exc.status, error_body(exc.message, exc.type, exc.param, exc.code), None)
+
+
+__all__ = ["Active", "BatchRunner", "Capacity"]
