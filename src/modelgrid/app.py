@@ -22,6 +22,7 @@ from modelgrid.api.deps import provide_model_api
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.routers import (
     admin,
+    batches,
     completions,
     dashscope,
     embeddings,
@@ -32,6 +33,7 @@ from modelgrid.api.routers import (
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
+from modelgrid.control.batches import Batches
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
@@ -43,9 +45,12 @@ from modelgrid.engines.registry import (
     build_process_engine,
     build_upstream_engine,
 )
+from modelgrid.jobs.batch_runner import BatchRunner
+from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
+from modelgrid.serving.batch_lines import BatchLines, BatchMeter
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
@@ -55,6 +60,7 @@ from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.process_metrics import EngineProcessCollector
 from modelgrid.serving.routing_metrics import RoutingCollector
 from modelgrid.storage import db, migrate
+from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.metering import UsageWriter
 from modelgrid.tenancy.ratelimit_redis import RedisLimiter
@@ -143,11 +149,28 @@ def create_app(
         store = LiveTopology(
             grid, settings.topology_path, lambda: models.sync_routed(grid.engines())
         )
+        file_store = FileStore(settings.files_dir)
         control = ControlPlane(
             sessions,
             store,
             served_models=lambda: [c.model_id for c in models.cards()],
             hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices),
+        )
+        batch_meter = BatchMeter(tenancy)
+        batch_lines = BatchLines(
+            ChatService(models, batch_meter, metrics),
+            CompletionService(models, batch_meter, metrics),
+            EmbeddingService(models, batch_meter, metrics),
+            batch_meter,
+        )
+        runner = BatchRunner(
+            sessions,
+            file_store,
+            batch_lines,
+            tenancy.principal_of_key,
+            GridCapacity(grid),
+            settings.batch,
+            region=grid.topology.gateway_region,
         )
         state = AppState(
             settings=settings,
@@ -162,6 +185,8 @@ def create_app(
             text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(models, tenancy, metrics),
             control=control,
+            batches=Batches(sessions, file_store, control.inventory),
+            batch_runner=runner,
             grid=grid,
             processes=processes,
         )
@@ -169,13 +194,16 @@ def create_app(
         provide_model_api(app, state)  # the routers the engine worker shares
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
+        batching = asyncio.create_task(runner.run_forever(), name="batch-runner")
         try:
             yield
         finally:
             loader.cancel()
             refresher.cancel()
             follower.cancel()
-            await asyncio.gather(loader, refresher, follower, return_exceptions=True)
+            batching.cancel()
+            await asyncio.gather(loader, refresher, follower, batching, return_exceptions=True)
+            await runner.aclose()
             await usage.aclose()
             await tenancy.aclose()
             await grid.aclose()
@@ -199,6 +227,8 @@ def create_app(
     app.include_router(completions.router, prefix="/compatible-mode")
     app.include_router(embeddings.router, prefix="/compatible-mode")
     app.include_router(dashscope.router)
+    app.include_router(batches.router)
+    app.include_router(batches.router, prefix="/compatible-mode")
     app.include_router(admin.router)
     app.include_router(topology.router)
     app.add_middleware(

@@ -190,6 +190,31 @@ class RoutingSettings(BaseModel):
     probe_timeout_s: float = 2.0
 
 
+class BatchSettings(BaseModel):
+    """Files and batch jobs (``/v1/files``, ``/v1/batches``).
+
+    Attributes:
+        storage_quota_bytes: Bytes of files a workspace may keep (uploads and outputs).
+        file_ttl_s: Lifetime of an uploaded file unless its upload says otherwise.
+        output_ttl_s: Lifetime of a batch's output and error files (30 days).
+        max_file_bytes / max_lines / max_line_bytes: Limits of an input file (Model
+            Studio's: 500 MB, 50,000 lines, 6 MB a line).
+        concurrency: Lines of one model running at once, when online traffic leaves room.
+        poll_interval_s: How often the runner looks for work and renews its leases.
+        lease_s: How long a gateway holds a batch without renewing (then another resumes it).
+    """
+
+    storage_quota_bytes: int = Field(default=10 * 1024**3, ge=0)
+    file_ttl_s: int = Field(default=30 * 86400, ge=3600)
+    output_ttl_s: int = Field(default=30 * 86400, ge=3600)
+    max_file_bytes: int = Field(default=500 * 1024**2, ge=1)
+    max_lines: int = Field(default=50_000, ge=1)
+    max_line_bytes: int = Field(default=6 * 1024**2, ge=1)
+    concurrency: int = Field(default=4, ge=1, le=1024)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
 
@@ -207,6 +232,7 @@ class Settings(BaseSettings):
     bootstrap_keys: bool = True
     topology_file: Path | None = None
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
 
@@ -242,6 +268,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the bytes of ``/v1/files`` files are kept (``storage.filestore``)."""
+        return self.data_dir / "files"
 
     @property
     def topology_path(self) -> Path:

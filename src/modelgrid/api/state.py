@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane
+from modelgrid.control.batches import Batches
 from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.engines.process import EngineProcess
+from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.routing import Grid
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
@@ -67,6 +69,8 @@ class AppState:
     embeddings: EmbeddingService
     text_generation: TextGenerationService  # DashScope's native generation
     control: ControlPlane  # workspaces, keys, prices, topology
+    batches: Batches  # the Batch API's operations (the runner: ``batch_runner``)
+    batch_runner: BatchRunner
     load_error: str | None = None
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
     processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id

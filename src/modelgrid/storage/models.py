@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -97,6 +98,7 @@ class Price(Base):
     input_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
     cached_input_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
     output_micros_per_1m: Mapped[int] = mapped_column(BigInteger)
+    batch_percent: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
     effective_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -125,6 +127,8 @@ class UsageRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    batch_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    custom_id: Mapped[str | None] = mapped_column(String(512), default=None)
 
 
 class AuditEntry(Base):
@@ -140,4 +144,88 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
-__all__ = ["ApiKey", "AuditEntry", "Base", "LimitsMixin", "Price", "UsageRecord", "Workspace"]
+class StoredFile(Base):
+    """A file a workspace uploaded (``purpose`` ``batch``) or a batch wrote (``batch_output``);
+    its bytes live in the file store (``storage.filestore``), under ``path``, in ``region``."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    region: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Batch(Base):
+    """A batch job: its input file's lines run through ``endpoint`` at the batch price.
+
+    ``lease_owner`` / ``lease_until``: the gateway running it (one at a time, renewed while it
+    runs; an expired lease lets another gateway resume it)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    completion_window: Mapped[str] = mapped_column(String(8), default="24h")
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class BatchResult(Base):
+    """One finished line of a batch (its output or error line), written in the transaction
+    that writes its ledger row: a line is answered and billed once, or not at all."""
+
+    __tablename__ = "batch_results"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    ok: Mapped[bool] = mapped_column(default=True)
+    output: Mapped[str] = mapped_column(Text)  # the output or error file's JSON line
+
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Batch",
+    "BatchResult",
+    "LimitsMixin",
+    "Price",
+    "StoredFile",
+    "UsageRecord",
+    "Workspace",
+]
