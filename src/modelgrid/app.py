@@ -26,6 +26,7 @@ from modelgrid.api.routers import (
     completions,
     dashscope,
     embeddings,
+    files,
     health,
     openai,
     topology,
@@ -33,7 +34,6 @@ from modelgrid.api.routers import (
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
-from modelgrid.control.batches import Batches
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
@@ -155,6 +155,8 @@ def create_app(
             store,
             served_models=lambda: [c.model_id for c in models.cards()],
             hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices),
+            files=file_store,
+            batch=settings.batch,
         )
         batch_meter = BatchMeter(tenancy)
         batch_lines = BatchLines(
@@ -185,7 +187,7 @@ def create_app(
             text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(models, tenancy, metrics),
             control=control,
-            batches=Batches(sessions, file_store, control.inventory),
+            batches=control.batches,
             batch_runner=runner,
             grid=grid,
             processes=processes,
@@ -231,8 +233,13 @@ def create_app(
     app.include_router(batches.router, prefix="/compatible-mode")
     app.include_router(admin.router)
     app.include_router(topology.router)
+    app.include_router(files.router)
+    app.include_router(files.router, prefix="/compatible-mode")
     app.add_middleware(
-        RequestContext, metrics=metrics, max_body_bytes=settings.server.max_body_bytes
+        RequestContext,
+        metrics=metrics,
+        max_body_bytes=settings.server.max_body_bytes,
+        body_limits=files.upload_body_limits(settings.batch),
     )
     return app
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -27,12 +28,23 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 class RequestContext:
     """Args: app; metrics; max_body_bytes: a declared ``Content-Length`` above it is refused
     with 413 in the error envelope before the body is read; a chunked body is cut with the
-    same 413 as soon as it passes the limit."""
+    same 413 as soon as it passes the limit. body_limits: the limit of particular paths
+    instead (exact paths: the file upload route takes whole batch input files)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int | None = None,
+        body_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
+
+    def _limit(self, scope: Scope) -> int | None:
+        return self.body_limits.get(scope["path"], self.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +82,7 @@ class RequestContext:
         try:
             if self._too_large(scope):
                 err = RequestTooLargeError(
-                    f"The request body is larger than {self.max_body_bytes} bytes."
+                    f"The request body is larger than {self._limit(scope)} bytes."
                 )
                 await error_response(err, Request(scope))(scope, receive, send_wrapper)
                 return
@@ -89,7 +101,7 @@ class RequestContext:
             self.metrics.count_request(path, status_holder[0])
 
     def _counting(self, scope: Scope, receive: Receive) -> Receive:
-        limit = self.max_body_bytes
+        limit = self._limit(scope)
         if limit is None:
             return receive
         seen = [0]
@@ -108,11 +120,12 @@ class RequestContext:
         return counted
 
     def _too_large(self, scope: Scope) -> bool:
-        if self.max_body_bytes is None:
+        limit = self._limit(scope)
+        if limit is None:
             return False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                return value.isdigit() and int(value) > self.max_body_bytes
+                return value.isdigit() and int(value) > limit
         return False
 
 

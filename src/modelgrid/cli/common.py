@@ -95,6 +95,7 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     from modelgrid.core.errors import ModelgridError
     from modelgrid.routing import topology as topo
     from modelgrid.storage import db
+    from modelgrid.storage.filestore import FileStore
     from modelgrid.tenancy.authcache import bump_epoch
 
     async def go(s: Settings) -> T:
@@ -106,6 +107,8 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
             store,
             served_models=lambda: models,
             hooks=Hooks(principals_changed=lambda: bump_epoch(s.auth_epoch_path)),
+            files=FileStore(s.files_dir),
+            batch=s.batch,
         )
         try:
             return await fn(plane)

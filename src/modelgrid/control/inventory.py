@@ -24,21 +24,26 @@ class Inventory:
         regions: Region ids of the topology.
         jurisdictions: The regions' jurisdiction codes (empty ones left out).
         models: Served model ids (deployed in the topology, or run by this gateway).
-        gateway_region: Where this gateway runs (a new workspace's default home).
+        gateway_region: Where this gateway runs (a new workspace's default home, and where
+            its files are stored).
+        gateway_jurisdiction: The gateway region's jurisdiction code (empty if it has none).
     """
 
     regions: frozenset[str]
     jurisdictions: frozenset[str]
     models: frozenset[str]
     gateway_region: str
+    gateway_jurisdiction: str = ""
 
     @classmethod
     def of(cls, topology: Topology, models: Iterable[str] = ()) -> Inventory:
+        home = topology.region(topology.gateway_region)
         return cls(
             regions=frozenset(topology.region_ids()),
             jurisdictions=frozenset(r.jurisdiction for r in topology.regions if r.jurisdiction),
             models=frozenset([*topology.models(), *models]),
             gateway_region=topology.gateway_region,
+            gateway_jurisdiction=home.jurisdiction if home is not None else "",
         )
 
     def check_regions(self, values: Iterable[str] | None, param: str) -> None:

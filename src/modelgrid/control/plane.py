@@ -1,6 +1,6 @@
 """``ControlPlane``: the one place the admin API, the CLI and the console change things.
 
-One object per area — ``workspaces``, ``keys``, ``prices``, ``topology`` — sharing the
+One object per area — ``workspaces``, ``keys``, ``prices``, ``topology``, ``files`` — sharing the
 database, the topology store, the inventory they check names against and the hooks they call
 after a change. A composition root builds it: the gateway over its live grid (``app.py``),
 the CLI over the topology file (``cli.common``).
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from modelgrid.config import BatchSettings
+from modelgrid.control.batches import Batches
+from modelgrid.control.files import Files
 from modelgrid.control.hooks import Hooks
 from modelgrid.control.inventory import Inventory
 from modelgrid.control.keys import Keys
 from modelgrid.control.prices import Prices
 from modelgrid.control.topology import TopologyAdmin, TopologyStore
 from modelgrid.control.workspaces import Workspaces
+from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.lookup import Sessions
 
 
@@ -28,6 +32,9 @@ class ControlPlane:
         served_models: Models served besides the topology's deployments (e.g. the gateway's
             embedding models); read on each check.
         hooks: Told after each change.
+        files: Where files' bytes are kept (``<data_dir>/files``); ``None`` in a process that
+            keeps none (``files``' operations on bytes then answer 503).
+        batch: Files' quota, lifetimes and input limits (``settings.batch``).
     """
 
     def __init__(
@@ -37,6 +44,8 @@ class ControlPlane:
         *,
         served_models: Callable[[], Iterable[str]] = lambda: (),
         hooks: Hooks | None = None,
+        files: FileStore | None = None,
+        batch: BatchSettings | None = None,
     ) -> None:
         hooks = hooks or Hooks()
         self._store = topology
@@ -45,6 +54,8 @@ class ControlPlane:
         self.keys = Keys(sessions, self.inventory, hooks, self.workspaces)
         self.prices = Prices(sessions, self.inventory, hooks)
         self.topology = TopologyAdmin(sessions, topology)
+        self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
+        self.batches = Batches(sessions, files, self.inventory)
 
     def inventory(self) -> Inventory:
         """What exists now: the topology's regions and jurisdictions, the served models."""

@@ -10,6 +10,7 @@ Tree (status, OpenAI type):
   - ``ContextLengthExceededError`` 400, code ``context_length_exceeded``
   - ``UnsupportedParameterError`` 400, code ``unsupported_parameter``
   - ``TopologyError`` 400, code ``invalid_topology`` (a topology that contradicts itself)
+  - ``BatchInputError`` 400: a batch input file breaks the contract (carries ``line``, ``field``)
   - ``UpstreamClientError`` 4xx: an upstream's refusal with its own status, passed through
 - ``ConflictError`` 409 ``invalid_request_error`` (the object exists, or is still in use)
 - ``MethodNotAllowedError`` 405 ``invalid_request_error``
@@ -101,6 +102,22 @@ class TopologyError(InvalidRequestError):
     """A topology that contradicts itself (unknown region, duplicate id, missing URL…)."""
 
     code = "invalid_topology"
+
+
+class BatchInputError(InvalidRequestError):
+    """A batch input file (``purpose=batch``) breaks the Batch contract at ``line`` (1-based;
+    ``None`` for the whole file), in its field ``field`` (``custom_id``, ``body.model``; ``None``
+    for the whole line). ``param`` reads ``line 3: custom_id`` (``line 3``, or ``field`` alone,
+    when one of them is missing); ``code`` says what is wrong (``duplicate_custom_id`` …)."""
+
+    def __init__(
+        self, message: str, *, code: str, line: int | None = None, field: str | None = None
+    ) -> None:
+        where = f"line {line}" if line is not None else None
+        param = f"{where}: {field}" if where and field else where or field
+        super().__init__(message, param=param, code=code)
+        self.line = line
+        self.field = field
 
 
 class UpstreamClientError(InvalidRequestError):
@@ -254,6 +271,7 @@ class UpstreamTimeoutError(ModelgridError):
 
 __all__ = [
     "AuthenticationError",
+    "BatchInputError",
     "ConflictError",
     "ContextLengthExceededError",
     "EngineDiedError",
