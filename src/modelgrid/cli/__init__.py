@@ -6,6 +6,7 @@ import typer
 
 from modelgrid.cli import (
     audit_cmd,
+    batches_cmd,
     db_cmd,
     engine_cmd,
     invoice_cmd,
@@ -37,6 +38,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(batches_cmd.app, name="batches")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from modelgrid.core.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from modelgrid.core.types import RoutingHints
 from modelgrid.protocol.openai.batches import FINAL, BatchCreate, batch_object
@@ -77,16 +78,22 @@ class Batches:
 
     Args:
         sessions: The database.
-        store: Where input files' bytes are.
+        store: Where input files' bytes are (``None``: a process that keeps none).
         inventory: What exists (the gateway's region, where results are stored).
     """
 
     def __init__(
-        self, sessions: Sessions, store: FileStore, inventory: Callable[[], Inventory]
+        self, sessions: Sessions, store: FileStore | None, inventory: Callable[[], Inventory]
     ) -> None:
         self._sessions = sessions
-        self._store = store
+        self._files = store
         self._inventory = inventory
+
+    @property
+    def _store(self) -> FileStore:
+        if self._files is None:
+            raise ServiceUnavailableError("This process keeps no files.")
+        return self._files
 
     async def create(self, principal: Principal, body: BatchCreate) -> dict[str, Any]:
         """Create a batch (``validating``) over ``body.input_file_id``.
@@ -154,15 +161,18 @@ class Batches:
             session.add(batch)
         return batch_object(_aware_row(batch))
 
-    async def get(self, workspace_id: str, batch_id: str) -> dict[str, Any]:
-        """Raises: NotFoundError (unknown, or another workspace's)."""
+    async def get(self, workspace_id: str | None, batch_id: str) -> dict[str, Any]:
+        """The batch (``workspace_id`` ``None``: any workspace's, for operators).
+
+        Raises: NotFoundError (unknown, or another workspace's)."""
         async with self._sessions() as session:
             return batch_object(_aware_row(await self._find(session, workspace_id, batch_id)))
 
     async def list(
-        self, workspace_id: str, *, after: str | None = None, limit: int = 20
+        self, workspace_id: str | None, *, after: str | None = None, limit: int = 20
     ) -> dict[str, Any]:
-        """The workspace's batches, newest first, ``limit`` after the batch ``after``.
+        """The workspace's batches (``None``: every workspace's), newest first, ``limit``
+        after the batch ``after``.
 
         Raises:
             InvalidRequestError: ``limit`` outside 1..100.
@@ -170,7 +180,9 @@ class Batches:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE}.", param="limit")
         async with self._sessions() as session:
-            q = select(Batch).where(Batch.workspace_id == workspace_id)
+            q = select(Batch)
+            if workspace_id is not None:
+                q = q.where(Batch.workspace_id == workspace_id)
             if after is not None:
                 cursor = await self._find(session, workspace_id, after, param="after")
                 q = q.where(
@@ -188,7 +200,7 @@ class Batches:
             "has_more": len(rows) > limit,
         }
 
-    async def cancel(self, workspace_id: str, batch_id: str) -> dict[str, Any]:
+    async def cancel(self, workspace_id: str | None, batch_id: str) -> dict[str, Any]:
         """Ask the runner to stop: ``cancelling`` now, ``cancelled`` once the lines in flight
         are stopped (finished lines stay billed; the rest go to the error file).
 
@@ -207,11 +219,28 @@ class Batches:
                 )
         return batch_object(_aware_row(b))
 
+    async def results(
+        self, workspace_id: str | None, batch_id: str, *, errors: bool = False
+    ) -> Any:
+        """The lines of the batch's output file (or error file), streamed (bytes).
+
+        Raises:
+            NotFoundError: no such batch, or it has no such file (yet).
+        """
+        async with self._sessions() as session:
+            b = await self._find(session, workspace_id, batch_id)
+            file_id = b.error_file_id if errors else b.output_file_id
+            row = None if file_id is None else await session.get(StoredFile, file_id)
+        if row is None or row.deleted_at is not None:
+            which = "error" if errors else "output"
+            raise NotFoundError(f"Batch {batch_id} has no {which} file.", param="batch_id")
+        return self._store.lines(row.path)
+
     async def _find(
-        self, session: Any, workspace_id: str, batch_id: str, param: str = "batch_id"
+        self, session: Any, workspace_id: str | None, batch_id: str, param: str = "batch_id"
     ) -> Batch:
         b = await session.get(Batch, batch_id)
-        if b is None or b.workspace_id != workspace_id:
+        if b is None or (workspace_id is not None and b.workspace_id != workspace_id):
             raise NotFoundError(f"No batch found with id '{batch_id}'.", param=param)
         return b  # type: ignore[no-any-return]
 
