@@ -15,7 +15,5 @@ echo "==> preparing the embedded model"
 if [ $# -gt 0 ]; then  # a selection: run just that
   exec .venv/bin/python -m pytest "$@"
 fi
-echo "==> pytest (SQLite, PostgreSQL-only tests, Redis, the real models)"
-.venv/bin/python -m pytest
-echo "==> pytest again on PostgreSQL: the API and CLI tests (MODELGRID_TEST_DATABASE=postgres)"
-MODELGRID_TEST_DATABASE=postgres exec .venv/bin/python -m pytest tests/api tests/cli
+echo "==> pytest on every core (SQLite; PostgreSQL where the SQL differs; Redis; the real models)"
+exec .venv/bin/python -m pytest -n auto --dist loadgroup

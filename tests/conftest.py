@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +24,15 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         metering={"flush_interval_s": 0.05},  # type: ignore[arg-type]
         **overrides,  # type: ignore[arg-type]
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One thread per model (llama.cpp decode, PyTorch) in every test process and the servers
+    they start, unless the environment says otherwise: the suite runs a test per core
+    (``-n auto``), and llama.cpp's threads spin-wait for each other, so two of them sharing
+    a core with anything else run 3-4x slower than one thread alone."""
+    os.environ.setdefault("MODELGRID_ENGINE__N_THREADS", "1")
+    os.environ.setdefault("MODELGRID_ENGINE__EMBEDDING_THREADS", "1")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups

@@ -1,6 +1,6 @@
 """Limits and prices seen through HTTP: 429s with Retry-After and OpenAI's rate-limit
 headers, DashScope's throttling codes, 403 for a model outside the key's scope, costs.
-Runs on SQLite and, with MODELGRID_TEST_DATABASE=postgres, on PostgreSQL."""
+Runs on SQLite and on PostgreSQL (budgets, scopes and expiry are SQL that differs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_execute, usage_rows
+
+pytestmark = BOTH_DATABASES
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 BODY = {"model": "fake-model", "messages": MSG, "max_tokens": 4}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from modelgrid.routing import topology as topo
+from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, create_key, free_port, usage_rows, usage_rows_matching
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]}
@@ -92,6 +93,7 @@ def test_every_answer_names_its_region_and_replica_and_usage_carries_the_region(
     assert [row["region"] for row in rows] == ["local", "local"]
 
 
+@BOTH_DATABASES
 def test_residency_403s_and_unknown_region_400(admin: Client) -> None:
     eu_only = tenant(admin, "eu-only", ["eu-west-1"], home="eu-west-1")
     for stream in (False, True):
@@ -282,6 +284,7 @@ def test_embeddings_run_in_the_gateway_region_and_respect_residency(
         server.stop()
 
 
+@BOTH_DATABASES
 def test_jurisdictions_narrow_where_requests_and_embeddings_may_run(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -253,6 +253,7 @@ def test_bad_input_exits_2_without_traceback(database_url: str, args: list[str])
     assert b"Traceback" not in out.stderr
 
 
+@BOTH_DATABASES
 def test_keys_create_refuses_a_workspace_that_does_not_exist(database_url: str) -> None:
     typo = cli(database_url, "keys", "create", "--workspace", "acmee", ok=False)
     assert typo.returncode == 1 and b"There is no workspace 'acmee'" in typo.stderr
