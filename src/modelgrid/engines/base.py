@@ -7,6 +7,7 @@ window before any byte is sent, ``stream`` yields ``Delta``s, and cancelling the
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -97,4 +98,15 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
-__all__ = ["Engine", "ModelCard", "PreparedRequest"]
+class Probed(abc.ABC):
+    """An engine whose model runs in another process or on another machine (an upstream
+    server, a supervised engine process, a ``modelgrid engine`` worker): the router checks it
+    with ``health()`` between requests (``routing.health``), as it does ``upstream``
+    replicas. In-process engines are not ``Probed``: their health is their ``ready``."""
+
+    @abc.abstractmethod
+    async def health(self) -> bool:
+        """Whether the replica answers now (one probe; never raises for a dead replica)."""
+
+
+__all__ = ["Engine", "ModelCard", "PreparedRequest", "Probed"]

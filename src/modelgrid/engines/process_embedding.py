@@ -29,7 +29,7 @@ from modelgrid.core.errors import (
     ServiceUnavailableError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
 from modelgrid.engines.embedding import Embeddings, refuse_generation
 from modelgrid.engines.process import EngineProcess
 
@@ -96,7 +96,7 @@ class RemoteWorker:
         return None
 
 
-class WorkerEmbeddingEngine:
+class WorkerEmbeddingEngine(Probed):
     """An embedding model served by a worker (see the module docstring).
 
     Args:
@@ -139,7 +139,7 @@ class WorkerEmbeddingEngine:
     def queue_depth(self) -> int:
         return self._waiting
 
-    async def probe(self) -> bool:
+    async def health(self) -> bool:
         return self.ready
 
     async def start(self) -> None:

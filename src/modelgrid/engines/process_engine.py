@@ -31,12 +31,12 @@ from modelgrid.core.errors import (
     UpstreamTimeoutError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.upstream import UpstreamEngine
 
 
-class ProcessEngine:
+class ProcessEngine(Probed):
     """A model served by a supervised child process (see the module docstring).
 
     Args:
@@ -98,7 +98,7 @@ class ProcessEngine:
         await self._client.start()
         await self.process.start()
 
-    async def probe(self) -> bool:
+    async def health(self) -> bool:
         """The supervisor's verdict (it checks the child itself): ``ready``, restarts that
         requests wait out included."""
         return self.ready

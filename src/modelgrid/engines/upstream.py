@@ -74,7 +74,7 @@ from modelgrid.core.errors import (
 )
 from modelgrid.core.types import Delta, FinishReason, InferenceRequest
 from modelgrid.engines import openai_wire as wire
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
 
 log = logging.getLogger("modelgrid.engines.upstream")
 
@@ -121,7 +121,7 @@ class Probe:
     detail: str = ""
 
 
-class UpstreamEngine:
+class UpstreamEngine(Probed):
     """One replica served by an OpenAI-compatible endpoint.
 
     Args:

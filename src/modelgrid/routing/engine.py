@@ -32,10 +32,6 @@ from modelgrid.engines.base import Engine, ModelCard, PreparedRequest
 from modelgrid.routing.prefix import fingerprint, prompt_text
 from modelgrid.routing.router import Outcome, Placement, Router, retryable, verdict
 
-# Counters a replica's engine may update while streaming (e.g. an upstream's exact prompt
-# count from its usage chunk); copied onto the request serving holds.
-_SYNCED = ("prompt_tokens", "cached_prompt_tokens", "prompt_tokens_estimated", "max_new_tokens")
-
 
 @dataclass(slots=True)
 class Route:
@@ -56,9 +52,10 @@ def placement_of(prepared: PreparedRequest) -> Placement | None:
 
 
 def _sync(outer: PreparedRequest, inner: PreparedRequest) -> None:
-    for name in _SYNCED:
-        if hasattr(inner, name) and hasattr(outer, name):
-            setattr(outer, name, getattr(inner, name))
+    outer.prompt_tokens = inner.prompt_tokens
+    outer.cached_prompt_tokens = inner.cached_prompt_tokens
+    outer.prompt_tokens_estimated = inner.prompt_tokens_estimated
+    outer.max_new_tokens = inner.max_new_tokens
 
 
 class Replicated(Protocol):
@@ -148,7 +145,8 @@ class RoutedEngine(RoutedModel[Engine]):
             prompt_tokens=inner.prompt_tokens,
             max_new_tokens=inner.max_new_tokens,
             payload=route,
-            **{n: getattr(inner, n) for n in _SYNCED[1:3] if hasattr(inner, n)},
+            cached_prompt_tokens=inner.cached_prompt_tokens,
+            prompt_tokens_estimated=inner.prompt_tokens_estimated,
         )
 
     def _route(

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from modelgrid.config import RoutingSettings
-from modelgrid.engines.base import Engine, ModelCard
+from modelgrid.engines.base import Engine, ModelCard, Probed
 from modelgrid.engines.embedding import EMBEDDING_CATALOG, EMBEDDINGS, EmbeddingEngine
 from modelgrid.routing.embedding import RoutedEmbeddingEngine
 from modelgrid.routing.engine import RoutedEngine
@@ -216,21 +216,19 @@ class Grid:
         return [
             r.id
             for d, r in self.topology.replicas()
-            if r.kind == "upstream" or hasattr(self.local.get(d.model), "probe")
+            if r.kind == "upstream" or isinstance(self.local.get(d.model), Probed)
         ]
 
     async def _probe_replica(self, replica_id: str) -> tuple[bool, int]:
         """GET the replica's ``health_url``, else its server's ``/health/ready`` (what
         ``modelgrid engine`` workers and gateways answer, with their queue depth); where that
-        is a 404 (vLLM, llama.cpp's server…), the upstream engine's own ``probe()``."""
+        is a 404 (vLLM, llama.cpp's server…), the engine's own ``health()``."""
         entry = self.upstream.get(replica_id)
         if entry is None:
             engine = self.engine_for(replica_id)
-            probe = getattr(engine, "probe", None)
-            if probe is None:
+            if not isinstance(engine, Probed):
                 return False, 0
-            result = await asyncio.wait_for(probe(), self._probe_timeout_s)
-            return bool(getattr(result, "ok", result)), 0
+            return await asyncio.wait_for(engine.health(), self._probe_timeout_s), 0
         replica, engine = entry
         url = replica.health_url or _ready_url(replica.base_url or "")
         if replica.health_url or replica_id not in self._no_ready_url:
@@ -240,10 +238,8 @@ class Grid:
             if status != 404 or replica.health_url:
                 return 200 <= status < 300, queue
             self._no_ready_url.add(replica_id)
-        probe = getattr(engine, "probe", None)
-        if probe is not None:
-            result = await asyncio.wait_for(probe(), self._probe_timeout_s)
-            return bool(getattr(result, "ok", result)), 0
+        if isinstance(engine, Probed):
+            return await asyncio.wait_for(engine.health(), self._probe_timeout_s), 0
         return engine.ready, 0
 
     async def aclose(self) -> None:
