@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -457,6 +459,29 @@ def test_expiry_hides_at_once_and_purge_removes_the_bytes(
     short, long = run(database_url, tmp_path, go)
     rows = db_rows(database_url, "SELECT id, deleted_at FROM files")
     assert {r["id"]: r["deleted_at"] is not None for r in rows} == {short: True, long: False}
+
+
+def test_sweep_removes_what_a_killed_process_left(tmp_path: Path, database_url: str) -> None:
+    async def go(w: World) -> None:
+        p = await w.principal("acme")
+        kept = await w.files.create(p, filename="k", purpose="batch", chunks=[jsonl(line("a"))])
+        gone = await w.files.create(p, filename="g", purpose="batch", chunks=[jsonl(line("a"))])
+        folder = w.root / "ap-southeast-1" / p.workspace_id
+        left = [folder / ".file-x.jsonl.part", folder / "file-norow.jsonl"]
+        for f in left:
+            f.write_bytes(b"{}\n")
+        await w.files.delete(p.workspace_id, gone.id, actor="t")
+        (folder / f"{gone.id}.jsonl").write_bytes(b"{}\n")  # its bytes outlived its row
+        fresh = folder / "file-fresh.jsonl"  # an upload between its rename and its row
+        fresh.write_bytes(b"{}\n")
+        hour_ago = time.time() - 3601
+        for f in folder.iterdir():
+            if f != fresh:
+                os.utime(f, (hour_ago, hour_ago))
+        assert await w.files.sweep_orphans() == 3
+        assert sorted(f.name for f in w.stored()) == sorted([f"{kept.id}.jsonl", fresh.name])
+
+    run(database_url, tmp_path, go)
 
 
 def test_list_pages_by_cursor_in_either_order(tmp_path: Path, database_url: str) -> None:

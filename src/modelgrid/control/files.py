@@ -8,7 +8,8 @@ workspace may not use that region (or its jurisdiction) is refused with 403
 ``batch.storage_quota_bytes`` in live files (uploads and outputs): an upload that would pass
 it is refused with 429 ``insufficient_quota``. A file expires ``expires_after`` seconds after
 its upload (else ``batch.file_ttl_s``; outputs ``ttl_s``): it disappears from list and get at
-once, and ``purge_expired`` (called by the batch runner) deletes its bytes.
+once, and ``purge_expired`` (called by the batch runner) deletes its bytes; ``sweep_orphans``
+removes what a killed process left half-way.
 
 An upload (``purpose=batch``) is checked line by line as it streams (``control.batch_input``)
 into a temporary file renamed into place only once the whole file is valid; its row (with its
@@ -19,8 +20,10 @@ leaves neither row nor bytes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from modelgrid.config import BatchSettings
@@ -466,6 +469,31 @@ class Files:
             purged += len(gone)
             if len(found) < PURGE_PAGE:
                 return purged
+
+    async def sweep_orphans(self, older_than_s: float = 3600.0) -> int:
+        """Remove what a killed process left in the store, untouched for ``older_than_s``: a
+        temporary ``.part`` file (an upload cut short), a file whose row was never written
+        (killed between the rename and the row) or is marked deleted (killed before its bytes
+        went); the number removed. For an occasional clean-up (it walks the store), not every
+        poll.
+        """
+        if self._store is None or not self._store.root.exists():
+            return 0
+        root = self._store.root
+        cutoff = time.time() - older_than_s  # file times are the machine's
+
+        def candidates() -> list[Path]:
+            return [p for p in root.glob("*/*/*") if p.is_file() and p.stat().st_mtime < cutoff]
+
+        found = await asyncio.to_thread(candidates)
+        parts = [p for p in found if p.name.endswith(".part")]
+        named = {p.name.removesuffix(".jsonl"): p for p in found if p.suffix == ".jsonl"}
+        async with self._sessions() as session:
+            known = await rows.undeleted_ids(session, list(named))
+        doomed = parts + [p for ident, p in named.items() if ident not in known]
+        for p in doomed:
+            await asyncio.to_thread(p.unlink, True)
+        return len(doomed)
 
     # --- helpers -----------------------------------------------------------------------------
 

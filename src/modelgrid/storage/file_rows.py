@@ -106,6 +106,17 @@ async def mark_deleted(session: AsyncSession, file_id: str, now: datetime) -> bo
     return bool(result.rowcount)
 
 
+async def undeleted_ids(session: AsyncSession, ids: list[str]) -> set[str]:
+    """Which of ``ids`` have a row not marked deleted (expired ones included), asked in
+    pages of 500."""
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        page = ids[i : i + 500]
+        stmt = select(StoredFile.id).where(StoredFile.id.in_(page), StoredFile.deleted_at.is_(None))
+        found.update((await session.execute(stmt)).scalars().all())
+    return found
+
+
 async def expired_files(session: AsyncSession, now: datetime, limit: int) -> Sequence[StoredFile]:
     """Files past their expiry and not yet deleted, oldest expiry first, at most ``limit``."""
     stmt = (
@@ -129,4 +140,5 @@ __all__ = [
     "live_bytes",
     "live_file",
     "mark_deleted",
+    "undeleted_ids",
 ]
