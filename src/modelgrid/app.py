@@ -168,6 +168,7 @@ def create_app(
         runner = BatchRunner(
             sessions,
             file_store,
+            control.files,
             batch_lines,
             tenancy.principal_of_key,
             GridCapacity(grid),

@@ -17,7 +17,7 @@ import pytest
 
 from modelgrid.config import BatchSettings
 from modelgrid.control import ControlPlane, FileTopology
-from modelgrid.control.batch_input import LineSplitter, validate_batch_line
+from modelgrid.protocol.openai.batch_input import LineSplitter, validate_batch_line
 from modelgrid.control.files import Files
 from modelgrid.core.errors import (
     BatchInputError,

@@ -235,16 +235,30 @@ def test_an_expired_batch_ends_expired(server_factory: Any) -> None:
     assert len(out) + len(err) == 20
 
 
-def test_a_bad_file_fails_the_batch_naming_the_line(server_factory: Any) -> None:
+def test_a_bad_file_is_refused_at_create_naming_the_line(server_factory: Any) -> None:
     server = server_factory()
     key = server.api_key
-    lines = [chat_line(1), chat_line(1)]
+    lines = [chat_line(1), chat_line(1)]  # bytes that never passed an upload's checks
     file_id = put_file(server, workspace_of(server, key), jsonl(lines))
+    r = create(server, key, file_id)
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "line 2: custom_id")
+    assert db_rows(server, "SELECT id FROM batches") == []
+
+
+def test_a_batch_whose_input_is_gone_fails(server_factory: Any) -> None:
+    server = server_factory()
+    key = server.api_key
+    file_id = put_file(server, workspace_of(server, key), jsonl([chat_line(1)]))
+    runner = server.state.batch_runner
+    runner._stopped = True  # hold the runner while the file disappears
     b = create(server, key, file_id).json()
+    [row] = db_rows(server, "SELECT path FROM files WHERE id = :f", f=file_id)
+    (server.settings.files_dir / row["path"]).unlink()
+    runner._next_poll = 0.0  # due now
+    server.call(runner.tick())
     done = wait_for(server, key, b["id"], {"failed"})
     assert done["status"] == "failed"
-    [e] = done["errors"]["data"]
-    assert (e["line"], e["param"]) == (2, "custom_id")
+    assert done["errors"]["data"][0]["code"] == "input_file_gone"
 
 
 def test_online_traffic_preempts_batch_lines(server_factory: Any) -> None:

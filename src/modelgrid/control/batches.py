@@ -1,16 +1,16 @@
 """Batch jobs: create, list, show, cancel (the API's ``/v1/batches`` and the CLI call this).
 
 A batch belongs to the workspace of the key that created it: another workspace's id is a
-404, as an unknown one. It is created ``validating``; the runner (``jobs.batch_runner``)
-checks every line, runs them on idle capacity and finishes it. Creating checks what can be
-checked at once: the input file exists, is the workspace's, has purpose ``batch`` and its
-lines call ``endpoint``; the key may use the file's model; and the batch's results may be
-stored where this gateway runs (the key's allowed regions and jurisdictions).
+404, as an unknown one. Creating checks the input file again, whole and streamed
+(``Files.check_input``: every line's contract, its model served and allowed to the key, as
+at upload), that its lines call ``endpoint``, and that the batch's results may be stored
+where this gateway runs (the key's allowed regions and jurisdictions). It is created
+``validating``; the runner (``jobs.batch_runner``) takes it, runs its lines on idle capacity
+and finishes it.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from modelgrid.control.files import Files
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import (
     ConflictError,
@@ -46,54 +47,33 @@ def _aware(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-async def live_file(session: Any, workspace_id: str, file_id: str) -> StoredFile:
-    """The workspace's file ``file_id``, not deleted nor expired.
-
-    Raises:
-        NotFoundError: otherwise (another workspace's file included: same answer).
-    """
-    row: StoredFile | None = await session.get(StoredFile, file_id)
-    now = datetime.now(UTC)
-    if (
-        row is None
-        or row.workspace_id != workspace_id
-        or row.deleted_at is not None
-        or (row.expires_at is not None and _aware(row.expires_at) <= now)
-    ):
-        raise NotFoundError(f"No such File object: {file_id}", param="input_file_id")
-    return row
-
-
-def first_line(store: FileStore, row: StoredFile) -> dict[str, Any]:
-    """The file's first non-blank line, parsed (uploads are validated: it is an object)."""
-    for raw in store.lines(row.path):
-        if raw.strip():
-            line: dict[str, Any] = json.loads(raw)
-            return line
-    raise InvalidRequestError(f"The file {row.id} has no lines.", param="input_file_id")
-
-
 class Batches:
     """Batch administration for tenants.
 
     Args:
         sessions: The database.
-        store: Where input files' bytes are (``None``: a process that keeps none).
+        files: The files service (input files).
+        store: Where files' bytes are (``None``: a process that keeps none).
         inventory: What exists (the gateway's region, where results are stored).
     """
 
     def __init__(
-        self, sessions: Sessions, store: FileStore | None, inventory: Callable[[], Inventory]
+        self,
+        sessions: Sessions,
+        files: Files,
+        store: FileStore | None,
+        inventory: Callable[[], Inventory],
     ) -> None:
         self._sessions = sessions
-        self._files = store
+        self._files = files
+        self._bytes = store
         self._inventory = inventory
 
     @property
     def _store(self) -> FileStore:
-        if self._files is None:
+        if self._bytes is None:
             raise ServiceUnavailableError("This process keeps no files.")
-        return self._files
+        return self._bytes
 
     async def create(self, principal: Principal, body: BatchCreate) -> dict[str, Any]:
         """Create a batch (``validating``) over ``body.input_file_id``.
@@ -101,8 +81,9 @@ class Batches:
         Raises:
             NotFoundError: no such file in the workspace.
             InvalidRequestError: the file is not a batch input, or calls another endpoint.
-            PermissionDeniedError: the key may not use the file's model, or keep results in
-                this gateway's region.
+            BatchInputError: a line breaks the input contract (or its model is no longer
+                served or allowed to the key).
+            PermissionDeniedError: the key may not keep results in this gateway's region.
         """
         inv = self._inventory()
         region = inv.gateway_region
@@ -116,40 +97,27 @@ class Batches:
                 "stores batch results.",
                 code="region_not_allowed",
             )
+        file = await self._files.input_file(principal.workspace_id, body.input_file_id)
+        summary = await self._files.check_input(principal, file)
+        if summary.url != body.endpoint:
+            raise InvalidRequestError(
+                f"The file's lines call {summary.url}, not the batch's endpoint {body.endpoint}.",
+                param="endpoint",
+            )
         now = datetime.now(UTC)
         async with self._sessions() as session, session.begin():
-            file = await live_file(session, principal.workspace_id, body.input_file_id)
-            if file.purpose != "batch":
-                raise InvalidRequestError(
-                    f"The file {file.id} has purpose '{file.purpose}', not 'batch'.",
-                    param="input_file_id",
-                )
-            line = first_line(self._store, file)
-            if line.get("url") != body.endpoint:
-                raise InvalidRequestError(
-                    f"The file's lines call {line.get('url')}, not the batch's endpoint "
-                    f"{body.endpoint}.",
-                    param="endpoint",
-                )
-            model = str((line.get("body") or {}).get("model", ""))
-            if not principal.may_use_model(model):
-                raise PermissionDeniedError(
-                    f"This API key may not use the model '{model}'.",
-                    param="model",
-                    code="model_not_allowed",
-                )
             batch = Batch(
                 id=new_batch_id(),
                 workspace_id=principal.workspace_id,
                 api_key_id=principal.key_id,
                 endpoint=body.endpoint,
-                model=model,
+                model=summary.model,
                 region=region,
                 input_file_id=file.id,
                 status="validating",
                 completion_window=body.completion_window,
                 metadata_=body.metadata,
-                total=0,
+                total=summary.lines,
                 completed=0,
                 failed=0,
                 prompt_tokens=0,
@@ -267,4 +235,4 @@ def _aware_row(b: Batch) -> Batch:
     return b
 
 
-__all__ = ["Batches", "first_line", "live_file", "new_batch_id"]
+__all__ = ["Batches", "new_batch_id"]

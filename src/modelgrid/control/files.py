@@ -11,7 +11,7 @@ its upload (else ``batch.file_ttl_s``; outputs ``ttl_s``): it disappears from li
 once, and ``purge_expired`` (called by the batch runner) deletes its bytes; ``sweep_orphans``
 removes what a killed process left half-way.
 
-An upload (``purpose=batch``) is checked line by line as it streams (``control.batch_input``)
+An upload (``purpose=batch``) is checked line by line as it streams (``protocol.openai.batch_input``)
 into a temporary file renamed into place only once the whole file is valid; its row (with its
 request ``lines`` and ``model``) and audit entry are written only then. A refused upload
 leaves neither row nor bytes.
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Literal
 
 from modelgrid.config import BatchSettings
-from modelgrid.control.batch_input import BatchLine, InputCheck, InputSummary, parse_batch_line
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import (
     BatchInputError,
@@ -39,6 +38,12 @@ from modelgrid.core.errors import (
 )
 from modelgrid.core.ids import completion_id
 from modelgrid.core.types import RoutingHints
+from modelgrid.protocol.openai.batch_input import (
+    BatchLine,
+    InputCheck,
+    InputSummary,
+    parse_batch_line,
+)
 from modelgrid.protocol.openai.files import (
     EXPIRES_AFTER_MAX_S,
     EXPIRES_AFTER_MIN_S,
@@ -155,7 +160,7 @@ class Files:
         Raises:
             InvalidRequestError: another purpose, a bad lifetime or filename.
             BatchInputError: the file breaks the Batch input contract (400 naming the line
-                and field: see ``control.batch_input``), or is over ``max_file_bytes``.
+                and field: see ``protocol.openai.batch_input``), or is over ``max_file_bytes``.
             PermissionDeniedError: the caller may not store in this gateway's region
                 (``region_not_allowed``).
             QuotaExceededError: the workspace's storage quota would be passed (429).
@@ -369,7 +374,7 @@ class Files:
         thread.
 
         Raises:
-            BatchInputError: the first broken rule (see ``control.batch_input``).
+            BatchInputError: the first broken rule (see ``protocol.openai.batch_input``).
             NotFoundError: its bytes are gone.
         """
         store = self._require_store()

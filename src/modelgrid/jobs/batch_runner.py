@@ -35,16 +35,17 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Literal, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelgrid.config import BatchSettings
 from modelgrid.core.errors import ModelgridError
+from modelgrid.protocol.openai.batch_input import BatchLine, parse_batch_line
 from modelgrid.protocol.openai.batches import FINAL
 from modelgrid.serving.batch_lines import BatchLines, LineResult
 from modelgrid.storage import repositories as repo
@@ -59,6 +60,20 @@ log = logging.getLogger("modelgrid.batch")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 3
 PAGE = 500
+
+
+class OutputFiles(Protocol):
+    """Where a batch's output and error files go (``control.files.Files``)."""
+
+    async def write_output(
+        self,
+        workspace_id: str,
+        region: str,
+        purpose: Literal["batch_output"],
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        ttl_s: int,
+    ) -> StoredFile: ...
 
 
 class Capacity(Protocol):
@@ -90,9 +105,9 @@ class Active:
     status: str = "validating"
     principal: Principal | None = None
     done: set[int] = field(default_factory=set)
-    retry: deque[tuple[int, dict[str, Any], int]] = field(default_factory=deque)
+    retry: deque[tuple[int, BatchLine, int]] = field(default_factory=deque)
     running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    reader: Iterator[tuple[int, dict[str, Any]]] | None = None
+    reader: Iterator[BatchLine] | None = None
     exhausted: bool = False
     stopping: bool = False
 
@@ -102,7 +117,8 @@ class BatchRunner:
 
     Args:
         sessions: The database.
-        store: Input and output files.
+        store: Input files' bytes.
+        outputs: Stores output and error files.
         lines: Runs one line (over a ``BatchMeter``).
         principal_of_key: The principal a batch runs as (its creator's key, as it is now).
         capacity: Online load per model.
@@ -115,6 +131,7 @@ class BatchRunner:
         self,
         sessions: Sessions,
         store: FileStore,
+        outputs: OutputFiles,
         lines: BatchLines,
         principal_of_key: Callable[[str], Awaitable[Principal]],
         capacity: Capacity,
@@ -125,6 +142,7 @@ class BatchRunner:
     ) -> None:
         self._sessions = sessions
         self._store = store
+        self._outputs = outputs
         self._lines = lines
         self._principal_of_key = principal_of_key
         self._capacity = capacity
@@ -268,40 +286,28 @@ class BatchRunner:
             await self._finalize(a, "completed")
 
     async def _validate(self, a: Active, b: Batch) -> None:
-        """Check every line (streamed); ``in_progress`` with the total, or ``failed``."""
-        errors: list[dict[str, Any]] = []
-        total = 0
-        seen: set[str] = set()
-        model: str | None = None
-        try:
-            for no, raw in enumerate(self._store.lines(a.input_path), start=1):
-                if not raw.strip():
-                    continue
-                total += 1
-                problem = _check_line(raw, no, a.endpoint, seen)
-                if isinstance(problem, dict):
-                    errors.append(problem)
-                else:
-                    model = model or problem
-                    if problem != model:
-                        errors.append(_error(no, "body.model", "All lines must use one model."))
-                if len(errors) >= 100:
-                    break
-        except OSError as exc:
-            errors.append({"code": "file_unreadable", "message": str(exc), "line": None})
+        """Start a new batch (its input was checked whole when it was created): ``in_progress``,
+        or ``failed`` if the input file's bytes are gone."""
+        gone = not a.input_path or not self._store.exists(a.input_path)
         now = _now()
         async with self._sessions() as session, session.begin():
             row = await session.get(Batch, a.id)
             if row is None or row.status != "validating":
                 return
-            if errors or total == 0:
-                row.status, row.failed_at = "failed", now
-                row.errors = errors or [_error(None, None, "The input file has no lines.")]
-                row.lease_owner = None
+            if gone:
+                row.status, row.failed_at, row.lease_owner = "failed", now, None
+                row.errors = [
+                    {
+                        "code": "input_file_gone",
+                        "message": f"The input file {b.input_file_id} no longer exists.",
+                        "param": "input_file_id",
+                        "line": None,
+                    }
+                ]
             else:
-                row.status, row.in_progress_at, row.total = "in_progress", now, total
+                row.status, row.in_progress_at = "in_progress", now
                 a.status = "in_progress"
-        if errors or total == 0:
+        if gone:
             self.active.pop(a.id, None)
 
     async def _stop(self, a: Active, status: str, code: str, message: str) -> None:
@@ -311,15 +317,16 @@ class BatchRunner:
         a.retry.clear()
         a.done = await self._done_lines(a.id)
         pending: list[BatchResult] = []
-        for no, line in _lines(self._store, a.input_path):
+        for line in _lines(self._store, a.input_path):
+            no = line.line
             if no in a.done:
                 continue
-            out = _output_line(f"{a.id}-{no}", line.get("custom_id", ""), None, code, message)
+            out = _output_line(f"{a.id}-{no}", line.custom_id, None, code, message)
             pending.append(
                 BatchResult(
                     batch_id=a.id,
                     line=no,
-                    custom_id=str(line.get("custom_id", "")),
+                    custom_id=line.custom_id,
                     ok=False,
                     output=out,
                 )
@@ -362,10 +369,12 @@ class BatchRunner:
     async def _write_file(self, a: Active, *, ok: bool) -> str | None:
         """The batch's output (``ok``) or error file from its results, page by page; ``None``
         when there is no such line."""
-        file_id = f"file-{secrets.token_hex(12)}"
-        relative = self._store.relative_path(self._region, a.workspace_id, file_id)
-        lines = 0
-        with self._store.writer(relative) as f:
+        async with self._sessions() as session:
+            q = select(func.count()).where(BatchResult.batch_id == a.id, BatchResult.ok.is_(ok))
+            if not (await session.execute(q)).scalar():
+                return None
+
+        async def chunks() -> AsyncIterator[bytes]:
             after = 0
             while True:
                 async with self._sessions() as session:
@@ -380,34 +389,21 @@ class BatchRunner:
                         .limit(PAGE)
                     )
                     page = list((await session.execute(q)).all())
-                for line, output in page:
-                    f.write(output.encode() + b"\n")
-                    after = line
-                lines += len(page)
-                if len(page) < PAGE:
-                    break
-            size = f.tell()
-        if lines == 0:
-            self._store.delete(relative)
-            return None
-        now = _now()
-        async with self._sessions() as session, session.begin():
-            session.add(
-                StoredFile(
-                    id=file_id,
-                    workspace_id=a.workspace_id,
-                    region=self._region,
-                    purpose="batch_output",
-                    filename=f"{a.id}_{'output' if ok else 'error'}.jsonl",
-                    bytes=size,
-                    lines=lines,
-                    model=a.model,
-                    path=relative,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=self._settings.output_ttl_s),
-                )
-            )
-        return file_id
+                if not page:
+                    return
+                after = page[-1][0]
+                yield b"".join(output.encode() + b"\n" for _, output in page)
+
+        name = f"{a.id}_{'output' if ok else 'error'}.jsonl"
+        row = await self._outputs.write_output(
+            a.workspace_id,
+            self._region,
+            "batch_output",
+            name,
+            chunks(),
+            self._settings.output_ttl_s,
+        )
+        return row.id
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -455,32 +451,32 @@ class BatchRunner:
                 if free == 0:
                     return
 
-    def _next_line(self, a: Active) -> tuple[int, dict[str, Any], int] | None:
+    def _next_line(self, a: Active) -> tuple[int, BatchLine, int] | None:
         if a.retry:
             return a.retry.popleft()
         if a.exhausted:
             return None
         if a.reader is None:
             a.reader = _lines(self._store, a.input_path)
-        for no, line in a.reader:
-            if no not in a.done and no not in a.running:
-                return no, line, 1
+        for line in a.reader:
+            if line.line not in a.done and line.line not in a.running:
+                return line.line, line, 1
         a.exhausted = True
         return None
 
-    def _launch(self, a: Active, no: int, line: dict[str, Any], attempt: int) -> None:
+    def _launch(self, a: Active, no: int, line: BatchLine, attempt: int) -> None:
         task = asyncio.get_running_loop().create_task(
             self._run_line(a, no, line, attempt), name=f"{a.id}:{no}"
         )
         a.running[no] = task
 
-    async def _run_line(self, a: Active, no: int, line: dict[str, Any], attempt: int) -> None:
+    async def _run_line(self, a: Active, no: int, line: BatchLine, attempt: int) -> None:
         requeue = True
         try:
             if a.principal is None:
                 a.principal = await self._principal_of_key(a.api_key_id)
             request_id = f"{a.id}-{no}"
-            result = await self._lines.run(a.principal, a.endpoint, line["body"], request_id)
+            result = await self._lines.run(a.principal, a.endpoint, line.body, request_id)
             if not result.ok and result.status_code in RETRYABLE and attempt < MAX_ATTEMPTS:
                 await asyncio.sleep(0.5 * attempt)
                 a.retry.append((no, line, attempt + 1))
@@ -496,9 +492,9 @@ class BatchRunner:
             if requeue and not a.stopping:
                 a.retry.appendleft((no, line, attempt))  # preempted: runs again, free
 
-    async def _record(self, a: Active, no: int, line: dict[str, Any], r: LineResult) -> None:
+    async def _record(self, a: Active, no: int, line: BatchLine, r: LineResult) -> None:
         """The line's result, its ledger row and the batch's counters, in one transaction."""
-        custom_id = str(line.get("custom_id", ""))
+        custom_id = line.custom_id
         request_id = f"{a.id}-{no}"
         out = _output_line(request_id, custom_id, r, None, None)
         usage = r.usage
@@ -533,39 +529,12 @@ class BatchRunner:
         a.done.add(no)
 
 
-def _lines(store: FileStore, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, parsed line) of the input file, blank lines skipped (validated)."""
+def _lines(store: FileStore, path: str) -> Iterator[BatchLine]:
+    """The input file's request lines (numbered as in the file, blank lines skipped),
+    parsed and checked as at upload (``protocol.openai.batch_input``)."""
     for no, raw in enumerate(store.lines(path), start=1):
         if raw.strip():
-            yield no, json.loads(raw)
-
-
-def _error(line: int | None, param: str | None, message: str) -> dict[str, Any]:
-    return {"code": "invalid_line", "message": message, "param": param, "line": line}
-
-
-def _check_line(raw: bytes, no: int, endpoint: str, seen: set[str]) -> str | dict[str, Any]:
-    """The line's model, or the error naming what is wrong with it."""
-    try:
-        line = json.loads(raw)
-    except ValueError:
-        return _error(no, None, f"Line {no} is not valid JSON.")
-    if not isinstance(line, dict):
-        return _error(no, None, f"Line {no} is not a JSON object.")
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        return _error(no, "custom_id", f"Line {no}: 'custom_id' must be a non-empty string.")
-    if custom_id in seen:
-        return _error(no, "custom_id", f"Line {no}: 'custom_id' {custom_id!r} is used twice.")
-    seen.add(custom_id)
-    if line.get("method") != "POST":
-        return _error(no, "method", f"Line {no}: 'method' must be 'POST'.")
-    if line.get("url") != endpoint:
-        return _error(no, "url", f"Line {no}: 'url' must be the batch's endpoint {endpoint}.")
-    body = line.get("body")
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        return _error(no, "body.model", f"Line {no}: 'body' must be an object with a 'model'.")
-    return str(body["model"])
+            yield parse_batch_line(raw.rstrip(b"\r\n"), no)
 
 
 def _output_line(

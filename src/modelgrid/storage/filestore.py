@@ -67,6 +67,9 @@ class FileStore:
         with self.open(relative) as f:
             yield from f
 
+    def exists(self, relative: str) -> bool:
+        return (self.root / relative).is_file()
+
     def delete(self, relative: str) -> None:
         """Remove a file's bytes (a missing file is not an error)."""
         (self.root / relative).unlink(missing_ok=True)
