@@ -34,6 +34,7 @@ from modelgrid.api.routers import (
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
+from modelgrid.control.files import Files
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
@@ -69,6 +70,7 @@ from modelgrid.tenancy.spool import Spool
 
 log = logging.getLogger("modelgrid")
 
+FILE_RETENTION_S = 60.0
 EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
@@ -198,6 +200,7 @@ def create_app(
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
         batching = asyncio.create_task(runner.run_forever(), name="batch-runner")
+        retention = asyncio.create_task(_keep_files(control.files), name="file-retention")
         try:
             yield
         finally:
@@ -205,7 +208,10 @@ def create_app(
             refresher.cancel()
             follower.cancel()
             batching.cancel()
-            await asyncio.gather(loader, refresher, follower, batching, return_exceptions=True)
+            retention.cancel()
+            await asyncio.gather(
+                loader, refresher, follower, batching, retention, return_exceptions=True
+            )
             await runner.aclose()
             await usage.aclose()
             await tenancy.aclose()
@@ -288,6 +294,22 @@ async def _refresh_in_background(tenancy: TenancyService, settings: Settings) ->
                 await tenancy.reload_prices()
             except Exception:
                 log.exception("reloading the price book failed")
+
+
+async def _keep_files(files: Files) -> None:
+    """File retention: expired files' bytes removed every minute; what a killed process left
+    in the store (a cut upload, bytes without a row) swept every hour."""
+    sweep_every = 60
+    rounds = 0
+    while True:
+        await asyncio.sleep(FILE_RETENTION_S)
+        try:
+            await files.purge_expired()
+            rounds += 1
+            if rounds % sweep_every == 1:
+                await files.sweep_orphans()
+        except Exception:
+            log.exception("file retention failed; it runs again in a minute")
 
 
 async def _follow_topology_file(store: LiveTopology) -> None:
