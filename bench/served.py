@@ -18,9 +18,17 @@ import httpx
 
 class Server:
     """Args: tmp: a folder for the database and the server's log; env: settings to add
-    (``MODELGRID_…`` variables)."""
+    (``MODELGRID_…`` variables); command: what follows the interpreter, before ``--port``
+    (``("-m", "tests.fake_gateway")`` serves the scripted engine; run from ``cwd``, the
+    repository root)."""
 
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        env: dict[str, str],
+        command: tuple[str, ...] = ("-m", "modelgrid", "serve"),
+        cwd: Path | None = None,
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
@@ -32,8 +40,9 @@ class Server:
         self.log_path = tmp / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid", "serve", "--port", str(self.port)],
+            [sys.executable, *command, "--port", str(self.port)],
             env=full_env,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=self._log,
         )
@@ -46,8 +55,9 @@ class Server:
         for raw in self.proc.stdout:
             self.lines.append(raw.decode("utf-8", "replace"))
 
-    def wait_ready(self, timeout_s: float = 300) -> str:
-        """Wait for ``/health/ready``; returns the API key printed at first start."""
+    def wait_ready(self, timeout_s: float = 300, key_line: bool = True) -> str:
+        """Wait for ``/health/ready``; returns the API key printed at first start (``""``
+        without ``key_line``)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,6 +71,8 @@ class Server:
             time.sleep(0.2)
         else:
             raise RuntimeError("server did not become ready")
+        if not key_line:
+            return ""
         for line in self.lines:
             m = re.match(r"API key\s*:\s*(mg-\S+)", line)
             if m:

@@ -19,7 +19,8 @@ by itself after a restart) once the lease runs out. For each batch it holds:
 - A finished line's result (its output or error line) and its ledger row (``batch_id``,
   ``custom_id``, the batch price; a failed line's at zero cost) are written in ONE
   transaction, keyed by (batch, line) and by request id: after a ``kill -9`` every line has
-  at most one of each, and the lines without a result run again.
+  at most one of each, and the lines without a result run again. The lines finished within
+  ``COMMIT_WINDOW_S`` share that transaction (one disk sync for many lines).
 - ``cancelling`` (the API's cancel) and a passed ``expires_at``: lines in flight are stopped
   and every line without a result gets an error line (``batch_cancelled`` /
   ``batch_expired``); then, as when every line is done, ``finalizing``: the output and error
@@ -51,7 +52,7 @@ from modelgrid.serving.batch_lines import BatchLines, LineResult
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.filestore import FileStore
 from modelgrid.storage.models import Batch, BatchResult, StoredFile
-from modelgrid.tenancy.events import as_row
+from modelgrid.tenancy.events import UsageEvent, as_row
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
 
@@ -60,6 +61,7 @@ log = logging.getLogger("modelgrid.batch")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 3
 PAGE = 500
+COMMIT_WINDOW_S = 0.01  # finished lines gathered into one transaction
 
 
 class OutputFiles(Protocol):
@@ -107,6 +109,7 @@ class Active:
     done: set[int] = field(default_factory=set)
     retry: deque[tuple[int, BatchLine, int]] = field(default_factory=deque)
     running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    recording: set[int] = field(default_factory=set)  # answered, waiting for their commit
     reader: Iterator[BatchLine] | None = None
     exhausted: bool = False
     stopping: bool = False
@@ -153,6 +156,8 @@ class BatchRunner:
         self.active: dict[str, Active] = {}
         self._next_poll = 0.0
         self._turn = 0  # round-robin start over workspaces
+        self._finished: list[_Finished] = []
+        self._commit_task: asyncio.Task[None] | None = None
         self._stopped = False
 
     # --- the loop ------------------------------------------------------------------------
@@ -314,6 +319,8 @@ class BatchRunner:
         """Stop the lines in flight; every line without a result gets an error line."""
         a.stopping = True
         await self._drop(a)
+        if self._commit_task is not None:  # lines answered before the stop keep their answer
+            await asyncio.shield(self._commit_task)
         a.retry.clear()
         a.done = await self._done_lines(a.id)
         pending: list[BatchResult] = []
@@ -417,8 +424,9 @@ class BatchRunner:
             running = sum(len(a.running) for a in batches)
             if self._capacity.online_busy(model, running):
                 for a in batches:
-                    for task in list(a.running.values()):
-                        task.cancel()  # the line goes back to ``retry`` (its task's finally)
+                    for no, task in list(a.running.items()):
+                        if no not in a.recording:  # answered lines are only being written
+                            task.cancel()  # back to ``retry`` (its task's finally)
                 continue
             free = self._settings.concurrency - running
             if free > 0:
@@ -493,40 +501,89 @@ class BatchRunner:
                 a.retry.appendleft((no, line, attempt))  # preempted: runs again, free
 
     async def _record(self, a: Active, no: int, line: BatchLine, r: LineResult) -> None:
-        """The line's result, its ledger row and the batch's counters, in one transaction."""
-        custom_id = line.custom_id
+        """Queue the line's result, ledger row and counters for the next group commit and wait
+        for it (``_commit``): one transaction holds them all, or none."""
         request_id = f"{a.id}-{no}"
-        out = _output_line(request_id, custom_id, r, None, None)
         usage = r.usage
         if usage is not None:
-            usage = replace(usage, batch_id=a.id, custom_id=custom_id)
+            usage = replace(usage, batch_id=a.id, custom_id=line.custom_id)
             if not r.ok:
                 usage = replace(usage, cost_micros=0)  # failed lines are free
-        prompt = usage.prompt_tokens if usage else 0
-        completion = usage.completion_tokens if usage else 0
-        cost = usage.cost_micros if usage else 0
+        out = _output_line(request_id, line.custom_id, r, None, None)
+        a.recording.add(no)
+        self._finished.append(_Finished(a.id, no, line.custom_id, r.ok, out, usage))
+        if self._commit_task is None:
+            self._commit_task = asyncio.get_running_loop().create_task(self._commit())
         try:
-            async with self._sessions() as session, session.begin():
-                session.add(
-                    BatchResult(batch_id=a.id, line=no, custom_id=custom_id, ok=r.ok, output=out)
+            await asyncio.shield(self._commit_task)
+        finally:
+            a.recording.discard(no)
+        a.done.add(no)
+
+    async def _commit(self) -> None:
+        """Write the finished lines gathered over ``COMMIT_WINDOW_S`` in one transaction (one
+        fsync for many lines); a line already answered (another runner's, before a lost lease)
+        makes the group fall back to one transaction a line, where it alone is dropped."""
+        await asyncio.sleep(COMMIT_WINDOW_S)
+        group, self._finished, self._commit_task = self._finished, [], None
+        try:
+            await self._write(group)
+        except IntegrityError:
+            for item in group:
+                try:
+                    await self._write([item])
+                except IntegrityError:
+                    log.warning(
+                        "batch %s line %d was answered already; this answer is dropped",
+                        item.batch_id,
+                        item.line,
+                    )
+
+    async def _write(self, group: list[_Finished]) -> None:
+        totals: dict[str, list[int]] = {}
+        for f in group:
+            t = totals.setdefault(f.batch_id, [0, 0, 0, 0, 0])
+            u = f.usage
+            t[0 if f.ok else 1] += 1
+            if u is not None:
+                t[2] += u.prompt_tokens
+                t[3] += u.completion_tokens
+                t[4] += u.cost_micros
+        async with self._sessions() as session, session.begin():
+            session.add_all(
+                BatchResult(
+                    batch_id=f.batch_id,
+                    line=f.line,
+                    custom_id=f.custom_id,
+                    ok=f.ok,
+                    output=f.output,
                 )
-                await session.flush()
-                if usage is not None:
-                    await repo.insert_usage(session, [as_row(usage)])
+                for f in group
+            )
+            await session.flush()
+            await repo.insert_usage(session, [as_row(f.usage) for f in group if f.usage])
+            for batch_id, (ok, failed, prompt, completion, cost) in totals.items():
                 await session.execute(
                     update(Batch)
-                    .where(Batch.id == a.id)
+                    .where(Batch.id == batch_id)
                     .values(
-                        completed=Batch.completed + (1 if r.ok else 0),
-                        failed=Batch.failed + (0 if r.ok else 1),
+                        completed=Batch.completed + ok,
+                        failed=Batch.failed + failed,
                         prompt_tokens=Batch.prompt_tokens + prompt,
                         completion_tokens=Batch.completion_tokens + completion,
                         cost_micros=Batch.cost_micros + cost,
                     )
                 )
-        except IntegrityError:  # answered already (another runner, before a lost lease)
-            log.warning("batch %s line %d was answered already; this answer is dropped", a.id, no)
-        a.done.add(no)
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    batch_id: str
+    line: int
+    custom_id: str
+    ok: bool
+    output: str
+    usage: UsageEvent | None
 
 
 def _lines(store: FileStore, path: str) -> Iterator[BatchLine]:
