@@ -202,6 +202,9 @@ class BatchSettings(BaseModel):
         concurrency: Lines of one model running at once, when online traffic leaves room.
         poll_interval_s: How often the runner looks for work and renews its leases.
         lease_s: How long a gateway holds a batch without renewing (then another resumes it).
+        files_dir: Where files' bytes are kept (default ``<data_dir>/files``); gateways that
+            share a database and run each other's batches share this folder too (a network
+            file system).
     """
 
     storage_quota_bytes: int = Field(default=10 * 1024**3, ge=0)
@@ -213,6 +216,7 @@ class BatchSettings(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=1024)
     poll_interval_s: float = Field(default=0.5, gt=0)
     lease_s: float = Field(default=30.0, gt=0)
+    files_dir: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -271,8 +275,9 @@ class Settings(BaseSettings):
 
     @property
     def files_dir(self) -> Path:
-        """Where the bytes of ``/v1/files`` files are kept (``storage.filestore``)."""
-        return self.data_dir / "files"
+        """Where the bytes of ``/v1/files`` files are kept (``storage.filestore``):
+        ``batch.files_dir``, else ``<data_dir>/files``."""
+        return self.batch.files_dir or self.data_dir / "files"
 
     @property
     def topology_path(self) -> Path:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from modelgrid.protocol.admin import PriceCreate
 from modelgrid.storage import db
 from modelgrid.storage.models import StoredFile
 from modelgrid.tenancy import billing
+from tests.conftest import make_settings
 from tests.support import ThreadServer, control_plane, db_execute, db_rows
 
 MODEL = "fake-model"
@@ -312,3 +314,29 @@ def test_two_workspaces_share_the_capacity(server_factory: Any, n: int) -> None:
     big_now = wait_for(server, a_key, first["id"], {"completed"}, timeout_s=0)
     # the small batch finished while the big one was still far from done: it was not starved
     assert big_now["request_counts"]["completed"] < 300
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_gateways_on_one_database_run_each_batch_once(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    first = server_factory(FakeEngine(MODEL, "x y", token_delay_s=0.002))
+    other_dir = tmp_path / "second-gateway"  # its own data (spool), the files shared
+    settings = make_settings(
+        other_dir, first.settings.database_url, batch={"files_dir": str(first.settings.files_dir)}
+    )
+    second = server_factory(
+        FakeEngine(MODEL, "x y", token_delay_s=0.002), settings=settings, key=False
+    )
+    key = first.api_key
+    file_id = put_file(first, workspace_of(first, key), jsonl([chat_line(i) for i in range(120)]))
+    b = create(first, key, file_id).json()
+    done = wait_for(second, key, b["id"], {"completed"})
+    assert done["request_counts"] == {"total": 120, "completed": 120, "failed": 0}
+    started = sorted(
+        [first.state.batch_runner.lines_started, second.state.batch_runner.lines_started]
+    )
+    assert started == [0, 120]  # one gateway held the lease and ran every line, once
+    rows = db_rows(first, "SELECT COUNT(*) AS n FROM usage_records WHERE batch_id = :b", b=b["id"])
+    assert rows == [{"n": 120}]

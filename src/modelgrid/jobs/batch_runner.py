@@ -156,6 +156,7 @@ class BatchRunner:
         self.active: dict[str, Active] = {}
         self._next_poll = 0.0
         self._turn = 0  # round-robin start over workspaces
+        self.lines_started = 0  # attempts, preempted ones included
         self._finished: list[_Finished] = []
         self._commit_task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -477,6 +478,7 @@ class BatchRunner:
             self._run_line(a, no, line, attempt), name=f"{a.id}:{no}"
         )
         a.running[no] = task
+        self.lines_started += 1
 
     async def _run_line(self, a: Active, no: int, line: BatchLine, attempt: int) -> None:
         requeue = True
