@@ -55,11 +55,23 @@ def actor() -> str:
     return cli_actor(user)
 
 
+def run_or_exit(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """``run(fn)``; a ``ModelgridError`` (or an unreadable file: ``OSError``) is printed in
+    red, in one line, and exits with status 1 — never a traceback."""
+    from modelgrid.core.errors import ModelgridError
+
+    try:
+        return run(fn)
+    except ModelgridError as exc:
+        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
+    except OSError as exc:
+        err_console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def read_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Migrate, run ``fn(sessions)`` (a read: usage, invoices, the audit log) on the
-    configured database, dispose of the engine; a ``ModelgridError`` is printed in red and
-    exits with status 1."""
-    from modelgrid.core.errors import ModelgridError
+    configured database, dispose of the engine (errors: ``run_or_exit``)."""
     from modelgrid.storage import db
 
     async def go(s: Settings) -> T:
@@ -69,11 +81,7 @@ def read_run(fn: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    try:
-        return run(go)
-    except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    return run_or_exit(go)
 
 
 def served_models(s: Settings) -> list[str]:
@@ -88,11 +96,10 @@ def served_models(s: Settings) -> list[str]:
 
 def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Migrate, run ``fn(control_plane)`` over the configured database and topology file,
-    dispose of the engine; a ``ModelgridError`` (an unreadable topology file included) is
-    printed in red and exits with status 1. Servers on this machine drop cached keys at once
-    (the epoch file) and load a changed topology file within a second."""
+    dispose of the engine (errors, an unreadable topology file included: ``run_or_exit``).
+    Servers on this machine drop cached keys at once (the epoch file) and load a changed
+    topology file within a second."""
     from modelgrid.control import ControlPlane, FileTopology, Hooks
-    from modelgrid.core.errors import ModelgridError
     from modelgrid.routing import topology as topo
     from modelgrid.storage import db
     from modelgrid.storage.filestore import FileStore
@@ -115,14 +122,7 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    try:
-        return run(go)
-    except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        err_console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    return run_or_exit(go)
 
 
 def print_json(obj: Any) -> None:

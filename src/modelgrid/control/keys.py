@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelgrid.control.area import Area
 from modelgrid.control.changes import Changes, dedupe, limit_columns, limits_of, set_limits
 from modelgrid.control.hooks import Hooks
 from modelgrid.control.inventory import Inventory
@@ -97,6 +98,35 @@ def _key_details(k: ApiKey) -> dict[str, Any]:
     ) | {"limits": set_limits(o.limits)}
 
 
+def _key_row(
+    new: keys.NewKey,
+    workspace_id: str,
+    name: str,
+    role: str,
+    scopes: tuple[list[str] | None, list[str] | None, list[str] | None],
+    expires: datetime | None,
+    now: datetime,
+    limits: dict[str, Any],
+) -> ApiKey:
+    """The row of a new key: its id and hash, never its plaintext; ``scopes`` are its
+    (models, regions, jurisdictions)."""
+    models, regions, jurisdictions = scopes
+    return ApiKey(
+        id=new.key_id,
+        workspace_id=workspace_id,
+        name=name,
+        role=role,
+        prefix=new.prefix,
+        secret_hash=new.secret_hash,
+        allowed_models=models,
+        allowed_regions=regions,
+        allowed_jurisdictions=jurisdictions,
+        expires_at=expires,
+        created_at=now,
+        **limits,
+    )
+
+
 def _not_revoked(row: ApiKey) -> None:
     if row.revoked_at is not None:
         raise InvalidRequestError(
@@ -104,7 +134,7 @@ def _not_revoked(row: ApiKey) -> None:
         )
 
 
-class Keys:
+class Keys(Area):
     """API-key administration.
 
     Args:
@@ -121,9 +151,7 @@ class Keys:
         hooks: Hooks,
         workspaces: Workspaces,
     ) -> None:
-        self._sessions = sessions
-        self._inventory = inventory
-        self._hooks = hooks
+        super().__init__(sessions, inventory, hooks)
         self._workspaces = workspaces
 
     async def create(self, workspace: str, body: KeyCreate, *, actor: str) -> CreatedKeyObject:
@@ -146,19 +174,15 @@ class Keys:
             _check_within(jurisdictions, ws, "allowed_jurisdictions")
             row = await repo.add_api_key(
                 session,
-                ApiKey(
-                    id=new.key_id,
-                    workspace_id=ws.id,
-                    name=body.name,
-                    role=body.role,
-                    prefix=new.prefix,
-                    secret_hash=new.secret_hash,
-                    allowed_models=dedupe(body.allowed_models),
-                    allowed_regions=regions,
-                    allowed_jurisdictions=jurisdictions,
-                    expires_at=expires,
-                    created_at=now,
-                    **limit_columns(body.limits),
+                _key_row(
+                    new,
+                    ws.id,
+                    body.name,
+                    body.role,
+                    (dedupe(body.allowed_models), regions, jurisdictions),
+                    expires,
+                    now,
+                    limit_columns(body.limits),
                 ),
             )
             await audit.record(
@@ -293,19 +317,15 @@ class Keys:
                 )
             row = await repo.add_api_key(
                 session,
-                ApiKey(
-                    id=new.key_id,
-                    workspace_id=old.workspace_id,
-                    name=old.name,
-                    role=old.role,
-                    prefix=new.prefix,
-                    secret_hash=new.secret_hash,
-                    allowed_models=old.allowed_models,
-                    allowed_regions=old.allowed_regions,
-                    allowed_jurisdictions=old.allowed_jurisdictions,
-                    expires_at=expires,
-                    created_at=now,
-                    **{col: getattr(old, col) for col in LIMIT_COLUMNS.values()},
+                _key_row(
+                    new,
+                    old.workspace_id,
+                    old.name,
+                    old.role,
+                    (old.allowed_models, old.allowed_regions, old.allowed_jurisdictions),
+                    expires,
+                    now,
+                    {col: getattr(old, col) for col in LIMIT_COLUMNS.values()},
                 ),
             )
             await audit.record(

@@ -11,18 +11,15 @@ price book of this process; other processes reload theirs every
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from modelgrid.control.hooks import Hooks
-from modelgrid.control.inventory import Inventory
+from modelgrid.control.area import Area
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.admin import PriceCreate, PriceObject
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import Price
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
-from modelgrid.tenancy.lookup import Sessions
 
 BACKDATE_TOLERANCE = timedelta(seconds=60)  # clock skew between an admin and the server
 
@@ -41,7 +38,7 @@ def price_object(p: Price) -> PriceObject:
     )
 
 
-class Prices:
+class Prices(Area):
     """Price book administration.
 
     Args:
@@ -49,13 +46,6 @@ class Prices:
         inventory: What exists now (models, regions).
         hooks: Told after each change.
     """
-
-    def __init__(
-        self, sessions: Sessions, inventory: Callable[[], Inventory], hooks: Hooks
-    ) -> None:
-        self._sessions = sessions
-        self._inventory = inventory
-        self._hooks = hooks
 
     async def add(self, body: PriceCreate, *, actor: str) -> PriceObject:
         """Append a price book entry (never an update of an existing one).

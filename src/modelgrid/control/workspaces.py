@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
+from modelgrid.control.area import Area
 from modelgrid.control.changes import Changes, dedupe, limit_columns, limits_of, set_limits
-from modelgrid.control.hooks import Hooks
-from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import ConflictError, InvalidRequestError
 from modelgrid.protocol.admin import WorkspaceCreate, WorkspaceObject, WorkspacePatch
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import Workspace
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
-from modelgrid.tenancy.lookup import Sessions, find_workspace
+from modelgrid.tenancy.lookup import find_workspace
 
 _ID_SHAPED = re.compile(r"^ws_[0-9a-f]+$")
 
@@ -59,7 +57,7 @@ def _check_home(home: str, allowed: list[str] | None) -> None:
         )
 
 
-class Workspaces:
+class Workspaces(Area):
     """Workspace administration.
 
     Args:
@@ -67,13 +65,6 @@ class Workspaces:
         inventory: What exists now (regions, jurisdictions, models).
         hooks: Told after each change.
     """
-
-    def __init__(
-        self, sessions: Sessions, inventory: Callable[[], Inventory], hooks: Hooks
-    ) -> None:
-        self._sessions = sessions
-        self._inventory = inventory
-        self._hooks = hooks
 
     async def create(self, body: WorkspaceCreate, *, actor: str) -> WorkspaceObject:
         """Create a workspace; ``home_region`` defaults to the first allowed region, else

@@ -78,6 +78,14 @@ def _narrow(outer: list[str] | None, inner: list[str] | None) -> frozenset[str] 
     return frozenset(outer) & frozenset(inner)
 
 
+def _check_usable(row: ApiKey) -> None:
+    """Raises: AuthenticationError: the key is revoked or expired."""
+    if row.revoked_at is not None:
+        raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
+    if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+        raise AuthenticationError("This API key has expired.", code="expired_api_key")
+
+
 def _principal_of(row: ApiKey, ws: Workspace) -> tuple[Principal, datetime | None]:
     """A key's principal (its scope narrowed by its workspace's) and its expiry."""
     levels = (
@@ -265,10 +273,7 @@ class TenancyService:
         if not keys.matches(plaintext, stored) or found is None:
             raise AuthenticationError("Incorrect API key provided.")
         row, ws = found
-        if row.revoked_at is not None:
-            raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
-            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        _check_usable(row)
         principal, expires = _principal_of(row, ws)
         self.auth_cache.put(presented, row.secret_hash, (principal, expires), row.id)
         return principal
@@ -285,10 +290,7 @@ class TenancyService:
         if found is None:
             raise AuthenticationError("The API key of this batch no longer exists.")
         row, ws = found
-        if row.revoked_at is not None:
-            raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
-            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        _check_usable(row)
         return _principal_of(row, ws)[0]
 
     async def refresh_principals(self) -> int:
