@@ -37,15 +37,10 @@ from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.engines.base import Engine
-from modelgrid.engines.embedding import build_embedding_engines, installed_embedding_models
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
 from modelgrid.engines.process_engine import ProcessEngine
-from modelgrid.engines.registry import (
-    build_packaged_engine,
-    build_process_engine,
-    build_upstream_engine,
-)
+from modelgrid.engines.registry import gateway_engines
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.routing import Grid, local_models
@@ -74,50 +69,6 @@ FILE_RETENTION_S = 60.0
 EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
-def packaged_engines(settings: Settings) -> list[Engine]:
-    """The engines the gateway runs itself, then the models served by OpenAI-compatible
-    upstreams (``settings.upstreams``; one named like an embedded model replaces it).
-
-    Its own: a llama.cpp replica of each model of ``settings.engine.models`` (the GGUF
-    joined and verified first; blocking), each in its own supervised engine process
-    (``engine.isolation = "process"``, the default) or inside the gateway; then the installed
-    embedding models of ``settings.engine.embedding_models``, in their own processes likewise.
-    (Tests and benchmarks serve the scripted engine instead: ``create_app(settings,
-    engine_factory=...)``.)"""
-    e = settings.engine
-    upstreams = [build_upstream_engine(u) for u in settings.all_upstreams()]
-    if e.isolation == "process":
-        generators = [
-            build_process_engine(
-                model_id, "llamacpp", settings.models_dir, data_dir=settings.data_dir, engine=e
-            )
-            for model_id in e.models
-        ]
-    else:
-        generators = [
-            build_packaged_engine(
-                model_id,
-                settings.models_dir,
-                n_ctx=e.n_ctx,
-                n_threads=e.n_threads,
-                n_batch=e.n_batch,
-            )
-            for model_id in e.models
-        ]
-    if e.isolation == "process":
-        embedders = [
-            build_process_engine(
-                m, "embedding", settings.models_dir, data_dir=settings.data_dir, engine=e
-            )
-            for m in installed_embedding_models(e.embedding_models)
-        ]
-    else:
-        embedders = build_embedding_engines(
-            e.embedding_models, batch_size=e.embedding_batch_size, threads=e.embedding_threads
-        )
-    return [*generators, *embedders, *upstreams]
-
-
 def create_app(
     settings: Settings | None = None, engine_factory: EngineFactory | None = None
 ) -> FastAPI:
@@ -125,12 +76,12 @@ def create_app(
 
     Args:
         settings: Effective settings (defaults from the environment).
-        engine_factory: Builds the engines to serve (default: ``packaged_engines``). Tests
+        engine_factory: Builds the engines to serve (default: ``engines.registry.gateway_engines``). Tests
             of the layers above engines, and benchmarks, pass a factory of ``FakeEngine``s
             (the scripted engine is no production setting).
     """
     settings = settings or Settings()
-    factory = engine_factory or packaged_engines
+    factory = engine_factory or gateway_engines
     metrics = Metrics()
     live: list[Grid] = []  # the running grid, for the routing series of ``/metrics``
     metrics.registry.register(RoutingCollector(lambda: live[0].router if live else None))
@@ -378,4 +329,4 @@ def _queue_of(engine: Engine) -> Callable[[], int]:
     return lambda: engine.queue_depth
 
 
-__all__ = ["create_app", "packaged_engines"]
+__all__ = ["create_app"]

@@ -12,10 +12,10 @@ import httpx
 import openai
 import pytest
 
-from modelgrid.app import packaged_engines
 from modelgrid.config import Settings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.fake import FakeEngine
+from modelgrid.engines.registry import gateway_engines
 from modelgrid.engines.upstream import UpstreamEngine
 from modelgrid.worker import create_worker_app
 from tests.conftest import make_settings
@@ -269,7 +269,7 @@ def test_settings_serve_an_upstream_without_local_models(
             }
         ],
     )
-    server = serve(settings, packaged_engines)
+    server = serve(settings, gateway_engines)
     try:
         c = client(server)
         assert [m.id for m in c.models.list()] == ["gpt-up"]

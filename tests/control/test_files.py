@@ -17,7 +17,6 @@ import pytest
 
 from modelgrid.config import BatchSettings
 from modelgrid.control import ControlPlane, FileTopology
-from modelgrid.protocol.openai.batch_input import LineSplitter, validate_batch_line
 from modelgrid.control.files import Files
 from modelgrid.core.errors import (
     BatchInputError,
@@ -27,6 +26,7 @@ from modelgrid.core.errors import (
     QuotaExceededError,
 )
 from modelgrid.protocol.admin import WorkspaceCreate
+from modelgrid.protocol.openai.batch_input import LineSplitter, validate_batch_line
 from modelgrid.routing.topology import Region, Topology, with_local_models
 from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.service import Principal

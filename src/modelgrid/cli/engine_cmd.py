@@ -75,19 +75,10 @@ def engine(
             raise typer.Exit(2)
 
     def build() -> Any:
-        from modelgrid.engines.embedding import build_embedding_engines
-        from modelgrid.engines.registry import build_packaged_engine, load_kind
+        from modelgrid.engines.registry import build_engine
 
-        if kind is EngineKind.embedding:
-            (embedder,) = build_embedding_engines(
-                [model], batch_size=e.embedding_batch_size, threads=e.embedding_threads
-            )
-            return embedder
-        if kind is EngineKind.fake:
-            fake = load_kind("fake")
-            return fake(model, context_length=e.n_ctx, token_delay_s=fake_token_delay_s)
-        return build_packaged_engine(
-            model, s.models_dir, n_ctx=e.n_ctx, n_threads=e.n_threads, n_batch=e.n_batch
+        return build_engine(
+            kind.value, model, s.models_dir, e, fake_token_delay_s=fake_token_delay_s
         )
 
     app = create_worker_app(build, region=region, token=token, parent_pid=parent_pid)

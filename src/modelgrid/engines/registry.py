@@ -1,4 +1,12 @@
-"""Engine kinds by name, imported lazily so ``modelgrid --help`` never loads llama.cpp."""
+"""The one place that chooses and builds engines: kinds by name, imported lazily so
+``modelgrid --help`` never loads llama.cpp or PyTorch.
+
+- ``gateway_engines(settings)``: what ``modelgrid serve`` runs (``app.create_app``'s default);
+- ``build_engine(kind, model, ...)``: one in-process replica (an engine worker's, and the
+  gateway's own with ``engine.isolation = "in_process"``);
+- ``build_process_engine``: a replica in its own supervised ``modelgrid engine`` process;
+- ``build_upstream_engine`` / ``build_worker_embedding_engine``: replicas elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from modelgrid.config import EngineSettings, UpstreamSettings
+from modelgrid.config import EngineSettings, Settings, UpstreamSettings
 from modelgrid.engines.artifacts import Progress, prepare
 from modelgrid.engines.base import Engine, ModelCard
 from modelgrid.engines.catalog import CATALOG
@@ -50,9 +58,74 @@ def build_packaged_engine(
     return engine
 
 
+EngineKind = Literal["llamacpp", "fake", "embedding"]
+
+
+def build_engine(
+    kind: EngineKind,
+    model_id: str,
+    models_dir: Path,
+    engine: EngineSettings,
+    *,
+    fake_token_delay_s: float = 0.0,
+) -> Engine:
+    """One in-process replica of ``model_id``: llama.cpp (the GGUF joined and verified first;
+    blocking), a sentence-transformers embedding model, or the scripted engine of tests.
+
+    Raises:
+        KeyError: ``model_id`` is not in the catalog of its kind, or (embedding) not installed.
+    """
+    if kind == "embedding":
+        from modelgrid.engines.embedding import build_embedding_engines
+
+        built = build_embedding_engines(
+            [model_id], batch_size=engine.embedding_batch_size, threads=engine.embedding_threads
+        )
+        if not built:
+            raise KeyError(f"embedding model {model_id!r} is not installed")
+        return built[0]
+    if kind == "fake":
+        fake: Engine = load_kind("fake")(
+            model_id, context_length=engine.n_ctx, token_delay_s=fake_token_delay_s
+        )
+        return fake
+    return build_packaged_engine(
+        model_id,
+        models_dir,
+        n_ctx=engine.n_ctx,
+        n_threads=engine.n_threads,
+        n_batch=engine.n_batch,
+    )
+
+
+def gateway_engines(settings: Settings) -> list[Engine]:
+    """The engines the gateway runs itself, then the models served by OpenAI-compatible
+    upstreams (``settings.upstreams``; one named like an embedded model replaces it).
+
+    Its own: a llama.cpp replica of each model of ``settings.engine.models``, then the
+    installed embedding models of ``settings.engine.embedding_models``, each in its own
+    supervised engine process (``engine.isolation = "process"``, the default) or inside the
+    gateway. (Tests and benchmarks serve the scripted engine instead: ``create_app(settings,
+    engine_factory=...)``.)
+    """
+    from modelgrid.engines.embedding import installed_embedding_models
+
+    e = settings.engine
+    own: list[tuple[EngineKind, str]] = [("llamacpp", m) for m in e.models]
+    own += [("embedding", m) for m in installed_embedding_models(e.embedding_models)]
+    if e.isolation == "process":
+        engines = [
+            build_process_engine(m, kind, settings.models_dir, data_dir=settings.data_dir, engine=e)
+            for kind, m in own
+        ]
+    else:
+        engines = [build_engine(kind, m, settings.models_dir, e) for kind, m in own]
+    return [*engines, *(build_upstream_engine(u) for u in settings.all_upstreams())]
+
+
 def build_process_engine(
     model_id: str,
-    kind: Literal["llamacpp", "fake", "embedding"],
+    kind: EngineKind,
     models_dir: Path,
     *,
     data_dir: Path,
@@ -142,9 +215,12 @@ def build_upstream_engine(upstream: UpstreamSettings) -> Engine:
 
 __all__ = [
     "KINDS",
+    "EngineKind",
+    "build_engine",
     "build_packaged_engine",
     "build_process_engine",
     "build_upstream_engine",
     "build_worker_embedding_engine",
+    "gateway_engines",
     "load_kind",
 ]
