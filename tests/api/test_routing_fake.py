@@ -95,6 +95,7 @@ def test_every_answer_names_its_region_and_replica_and_usage_carries_the_region(
 
 @BOTH_DATABASES
 def test_residency_403s_and_unknown_region_400(admin: Client) -> None:
+    admin.ok("POST", "/regions", json={"id": "eu-west-1"})  # a region without the model
     eu_only = tenant(admin, "eu-only", ["eu-west-1"], home="eu-west-1")
     for stream in (False, True):
         r = eu_only.chat(stream=stream)
@@ -174,9 +175,18 @@ def test_admin_adds_a_region_failover_stays_allowed_and_dead_regions_503(
     assert series[f'modelgrid_replica_circuit_state{{model="fake-model",{eu}'] == breaker
     assert series['modelgrid_failovers_total{model="fake-model"}'] == 1  # the "both" request
 
-    # Removing it: a region with deployments cannot go; then both can.
+    # Removing it: a region with deployments cannot go, nor one that workspaces name; then
+    # both can.
     assert error(admin.admin("DELETE", "/regions/eu-west-1")) == (409, "conflict")
     admin.ok("DELETE", "/deployments/eu-west-1/fake-model")
+    named = admin.admin("DELETE", "/regions/eu-west-1")
+    assert error(named) == (409, "conflict") and "both, eu" in named.json()["error"]["message"]
+    for ws in ("both", "eu"):
+        admin.ok(
+            "PATCH",
+            f"/workspaces/{ws}",
+            json={"allowed_regions": ["local"], "home_region": "local"},
+        )
     admin.ok("DELETE", "/regions/eu-west-1")
     assert topo.load(tmp_path / "topology.toml").region("eu-west-1") is None
     audit = admin.ok("GET", "/audit")["data"]
@@ -278,6 +288,7 @@ def test_embeddings_run_in_the_gateway_region_and_respect_residency(
         body = {"model": "fake-embedding", "input": "hello"}
         ok = tenant(admin, "here", ["local"]).http.post("/v1/embeddings", json=body)
         assert ok.status_code == 200 and ok.headers["x-modelgrid-region"] == "local"
+        admin.ok("POST", "/regions", json={"id": "eu-west-1"})  # no embedding model there
         away = tenant(admin, "away", ["eu-west-1"], home="eu-west-1")
         assert error(away.http.post("/v1/embeddings", json=body)) == (403, "region_not_allowed")
     finally:
