@@ -158,6 +158,16 @@ class AppThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        if self.thread.is_alive():  # say what it is stuck on, rather than wait on in silence
+            try:
+                pending = [t.get_coro() for t in asyncio.all_tasks(self.loop)]
+            except RuntimeError:  # the set changed while read from this thread
+                pending = []
+            state = self.server.server_state
+            raise RuntimeError(
+                f"server on port {self.port} did not stop in 30 s: {len(state.connections)}"
+                f" connection(s), {len(state.tasks)} request task(s) open; tasks: {pending}"
+            )
 
 
 @dataclass
@@ -295,17 +305,21 @@ class ProcessServer:
             cwd=REPO,
         )
         self.stdout_lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        with httpx.Client(timeout=1) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    self.stop()  # its pipe and log closed: no ResourceWarning in a later test
+                    raise RuntimeError(f"server exited with {self.proc.returncode}")
+                try:
+                    if http.get(f"{self.base_url}/health/ready").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        self.stop()
         raise RuntimeError("server did not become ready")
 
     def _read(self) -> None:
@@ -329,6 +343,7 @@ class ProcessServer:
         try:
             return self.proc.wait(timeout=30)
         finally:
+            self.reader.join(5)  # it reads to the end of the pipe, then the pipe is closed
             self.log.close()
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
