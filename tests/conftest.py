@@ -35,6 +35,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MODELGRID_ENGINE__EMBEDDING_THREADS", "1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of the one real model server may take 180 s, not 60: whichever runs first
+    starts the server and loads the model within its own time (20 s idle, a minute or more on
+    a busy machine)."""
+    for item in items:
+        if "model_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(180))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadgroup``, grouping by file content: every test of a file that uses the
