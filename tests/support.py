@@ -347,3 +347,22 @@ class ProcessServer:
             self.log.close()
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
+
+
+DEAD_UPSTREAM = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+
+
+def write_topology(
+    path: Path, regions: dict[str, str], models: Iterable[str] = (), *, gateway: str
+) -> None:
+    """A topology file: ``regions`` (id: jurisdiction, "" for none), ``gateway`` among them,
+    and each of ``models`` deployed in the gateway's region on an upstream nobody answers
+    (the control plane checks names against what is deployed, not whether it is up)."""
+    from modelgrid.routing.topology import Deployment, Region, Replica, Topology, save
+
+    t = Topology(tuple(Region(r, "", j) for r, j in regions.items()), gateway_region=gateway)
+    for m in models:
+        t = t.with_deployment(
+            Deployment(m, gateway, (Replica("", "upstream", base_url=DEAD_UPSTREAM),))
+        )
+    save(t, path)

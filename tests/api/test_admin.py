@@ -13,54 +13,28 @@ import httpx
 import pytest
 
 from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessions
-from tests.support import ThreadServer, create_key, usage_rows
+from tests.support import ThreadServer, create_key, usage_rows, write_topology
 
 pytestmark = BOTH_DATABASES
 
 # The regions and models the tests below name: the control plane refuses names nobody serves.
-TOPOLOGY = """
-gateway_region = "local"
-regions = [
-    { id = "local" },
-    { id = "eu-west", jurisdiction = "IE" },
-    { id = "eu-north", jurisdiction = "SE" },
-    { id = "eu-1" },
-    { id = "eu-2" },
-    { id = "eu" },
-    { id = "us" },
-]
-
-[[deployments]]
-model = "other"
-region = "us"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-
-[[deployments]]
-model = "m"
-region = "us"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-
-[[deployments]]
-model = "m0"
-region = "us"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-
-[[deployments]]
-model = "m1"
-region = "us"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-
-[[deployments]]
-model = "m2"
-region = "us"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-"""
+REGIONS = {
+    "local": "",
+    "eu-west": "IE",
+    "eu-north": "SE",
+    "eu-1": "",
+    "eu-2": "",
+    "eu": "",
+    "us": "",
+}
 
 
 @pytest.fixture(autouse=True)
 def _topology(tmp_path: Path) -> None:
     """The gateway's topology file (``fake_server`` serves from ``tmp_path``)."""
-    (tmp_path / "topology.toml").write_text(TOPOLOGY, encoding="utf-8")
+    write_topology(
+        tmp_path / "topology.toml", REGIONS, ["other", "m", "m0", "m1", "m2"], gateway="local"
+    )
 
 
 LIMITS_NONE = {
@@ -545,6 +519,7 @@ def test_invoice_json_and_csv(admin: Admin) -> None:
                 "cached_tokens": 0,
                 "completion_tokens": 3,
                 "cost_micros": 5,
+                "batch": False,
             },
             {
                 "model": "m1",
@@ -555,6 +530,7 @@ def test_invoice_json_and_csv(admin: Admin) -> None:
                 "cached_tokens": 40,
                 "completion_tokens": 12,
                 "cost_micros": 1_123_457,
+                "batch": False,
             },
         ],
         "requests": 3,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from modelgrid.cli import app
 from tests.databases import BOTH_DATABASES, insert_usage, usage_row, with_sessions
+from tests.support import write_topology
 
 
 def cli(url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -32,22 +33,7 @@ def cli(url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[by
 
 # The regions, jurisdictions and models the round trip names (the control plane refuses
 # names nobody serves); ``test_topology_changes_from_the_cli`` builds one with the CLI.
-TOPOLOGY = """
-gateway_region = "eu"
-regions = [
-    { id = "eu", jurisdiction = "DE" },
-    { id = "us", jurisdiction = "IE" },
-    { id = "asia", jurisdiction = "SG" },
-]
-[[deployments]]
-model = "m1"
-region = "eu"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-[[deployments]]
-model = "m2"
-region = "eu"
-replicas = [{ kind = "upstream", base_url = "http://127.0.0.1:9/v1" }]
-"""
+REGIONS = {"eu": "DE", "us": "IE", "asia": "SG"}
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +48,7 @@ def test_workspace_key_price_invoice_and_audit_round_trip(
     database_url: str, tmp_path: Path
 ) -> None:
     url = database_url
-    (tmp_path / "topology.toml").write_text(TOPOLOGY, encoding="utf-8")
+    write_topology(tmp_path / "topology.toml", REGIONS, ["m1", "m2"], gateway="eu")
     ws = json.loads(
         cli(
             url,
