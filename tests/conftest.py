@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,9 +31,35 @@ def pytest_configure(config: pytest.Config) -> None:
     """One thread per model (llama.cpp decode, PyTorch) in every test process and the servers
     they start, unless the environment says otherwise: the suite runs a test per core
     (``-n auto``), and llama.cpp's threads spin-wait for each other, so two of them sharing
-    a core with anything else run 3-4x slower than one thread alone."""
+    a core with anything else run 3-4x slower than one thread alone. And one SSL context for
+    all the HTTP clients the tests make."""
     os.environ.setdefault("MODELGRID_ENGINE__N_THREADS", "1")
     os.environ.setdefault("MODELGRID_ENGINE__EMBEDDING_THREADS", "1")
+    _share_httpx_default_ssl_context()
+
+
+def _share_httpx_default_ssl_context() -> None:
+    """Every ``httpx.Client`` (each ``httpx.get``, each openai SDK client) builds a new SSL
+    context and loads ~150 CA certificates into it: 55 ms of CPU, for tests that only speak
+    plain HTTP to loopback, several thousand times a run. The default context is built once
+    and shared (an ``SSLContext`` is immutable in use and safe across threads); any other
+    ``verify``/``cert`` still gets its own."""
+    from httpx._transports import default as transports
+
+    build = transports.create_ssl_context
+    built: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
+
+    def create_ssl_context(
+        verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return build(verify=verify, cert=cert, trust_env=trust_env)
+        key = (trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in built:
+            built[key] = build(verify=verify, cert=cert, trust_env=trust_env)
+        return built[key]
+
+    transports.create_ssl_context = create_ssl_context  # type: ignore[assignment]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
