@@ -340,3 +340,24 @@ def test_two_gateways_on_one_database_run_each_batch_once(
     assert started == [0, 120]  # one gateway held the lease and ran every line, once
     rows = db_rows(first, "SELECT COUNT(*) AS n FROM usage_records WHERE batch_id = :b", b=b["id"])
     assert rows == [{"n": 120}]
+
+
+def test_a_fault_of_ours_becomes_an_error_line_not_a_loop(server_factory: Any) -> None:
+    server = server_factory()
+    key = server.api_key
+    lines = server.state.batch_runner._lines
+    calls = []
+
+    async def broken(*args: Any) -> Any:
+        calls.append(args[3])
+        raise RuntimeError("a bug")
+
+    lines.run = broken
+    file_id = put_file(server, workspace_of(server, key), jsonl([chat_line(1)]))
+    b = create(server, key, file_id).json()
+    done = wait_for(server, key, b["id"], {"completed"})
+    assert done["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+    [err] = file_lines(server, done["error_file_id"])
+    assert err["response"]["status_code"] == 500
+    assert err["response"]["body"]["error"]["code"] == "internal_error"
+    assert len(calls) == 3  # MAX_ATTEMPTS, then written off

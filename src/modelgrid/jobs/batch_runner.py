@@ -497,6 +497,16 @@ class BatchRunner:
         except ModelgridError as exc:  # the key was revoked or expired meanwhile
             await self._record(a, no, line, _refused(exc))
             requeue = False
+        except Exception:  # a fault of ours: tried again, then an error line (never a loop)
+            log.exception("batch %s line %d failed (attempt %d)", a.id, no, attempt)
+            if attempt < MAX_ATTEMPTS:
+                a.retry.append((no, line, attempt + 1))
+            else:
+                fault = ModelgridError(
+                    "The server had an error while processing this line.", code="internal_error"
+                )
+                await self._record(a, no, line, _refused(fault))
+            requeue = False
         finally:
             a.running.pop(no, None)
             if requeue and not a.stopping:
