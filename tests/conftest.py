@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,29 +74,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup``, grouping by file content: every test of a file that uses the
-    ``model_server`` session fixture (one real server with the model loaded, per worker
-    that asks for it) runs on one worker, the biggest group first. xdist's own grouping
-    (``xdist_group`` marks) renames node ids in a way pytest 9.2 no longer honours."""
+    """``--dist loadgroup`` with groups read from each test file: every test of a file that
+    uses the ``model_server`` session fixture (a real server with the model loaded, per
+    worker that asks for it) runs on one worker, and so does every test of a file marked
+    ``pytest.mark.xdist_group("NAME")`` (tests that must not run beside each other). xdist
+    groups by renaming node ids, which pytest 9.2 no longer honours, hence this scheduler."""
     if config.getoption("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
-    uses: dict[str, bool] = {}
+    groups: dict[str, str | None] = {}
 
-    def uses_model_server(path: str) -> bool:
-        if path not in uses:
+    def group_of(path: str) -> str | None:
+        if path not in groups:
             file = config.rootpath / path
-            uses[path] = file.is_file() and "model_server" in file.read_text()
-        return uses[path]
+            text = file.read_text() if file.is_file() else ""
+            named = re.search(r"xdist_group\(\s*(?:name=)?[\"']([^\"']+)", text)
+            groups[path] = (
+                named.group(1) if named else "model_server" if "model_server" in text else None
+            )
+        return groups[path]
 
-    class ByFixture(LoadGroupScheduling):
+    class ByFile(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if uses_model_server(nodeid.split("::", 1)[0]):
-                return "model_server"
-            return super()._split_scope(nodeid)
+            return group_of(nodeid.split("::", 1)[0]) or super()._split_scope(nodeid)
 
-    return ByFixture(config, log)
+    return ByFile(config, log)
 
 
 @pytest.fixture

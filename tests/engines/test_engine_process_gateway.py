@@ -21,7 +21,8 @@ import pytest
 from tests import fake_gateway
 from tests.support import ProcessServer, create_key, usage_rows_matching
 
-pytestmark = pytest.mark.e2e
+# Engines dying under load, timed in seconds: not beside each other on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("engine_deaths")]
 
 MODEL = "fake-model"
 REPLY = "Paris is the capital of France."
@@ -66,9 +67,17 @@ def _outcome(r: dict[str, Any]) -> str:
     return "refused"
 
 
-def _stream(server: ProcessServer, headers: dict[str, str], rid: str, out: dict[str, Any]) -> None:
+def _stream(
+    server: ProcessServer,
+    headers: dict[str, str],
+    rid: str,
+    out: dict[str, Any],
+    started: threading.Event | None = None,
+) -> None:
     """One streamed chat request; ``out[rid]``: its text, whether it ended with ``[DONE]``,
-    the error event if one came, and the status."""
+    the error event if one came, and the status. ``started`` is set at its first token (or
+    its end, if it has none)."""
+    started = started or threading.Event()
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     text, done, error = "", False, None
     with (
@@ -80,7 +89,10 @@ def _stream(server: ProcessServer, headers: dict[str, str], rid: str, out: dict[
             headers={**headers, "x-request-id": rid},
         ) as r,
     ):
-        for line in r.iter_lines():
+        if r.status_code != 200:  # refused before any byte: a JSON error, not a stream
+            r.read()
+            error = r.json()["error"] | {"retry_after": r.headers.get("retry-after")}
+        for line in r.iter_lines() if r.status_code == 200 else ():
             if not line.startswith("data: "):
                 continue
             data = line.removeprefix("data: ")
@@ -93,9 +105,9 @@ def _stream(server: ProcessServer, headers: dict[str, str], rid: str, out: dict[
                 continue
             for choice in event.get("choices", []):
                 text += choice["delta"].get("content") or ""
-        if r.status_code != 200:
-            r.read()
-            error = r.json()["error"] | {"retry_after": r.headers.get("retry-after")}
+            if text:
+                started.set()
+        started.set()
         out[rid] = {"text": text, "done": done, "error": error, "status": r.status_code}
 
 
@@ -105,13 +117,15 @@ def test_engine_death_under_8_streams(tmp_path: Path, sig: signal.Signals) -> No
     try:
         pid = _engine(server)["pid"]
         results: dict[str, Any] = {}
+        started = [threading.Event() for _ in range(8)]
         streams = [
-            threading.Thread(target=_stream, args=(server, headers, f"s{i}", results))
-            for i in range(8)
+            threading.Thread(target=_stream, args=(server, headers, f"s{i}", results, e))
+            for i, e in enumerate(started)
         ]
         for t in streams:
             t.start()
-        time.sleep(1.0)  # every stream has had its first tokens
+        for e in started:  # every stream has had its first tokens
+            e.wait(30)
         killed_at = time.monotonic()
         os.kill(pid, sig)
         # Sent after the death, before the restart: they wait for it and succeed.
