@@ -199,7 +199,9 @@ def topologies(draw: st.DrawFn) -> Topology:
         )
         for i in ids
     )
-    odd_models = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1)
+    odd_models = st.text(
+        st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20
+    )
     models = draw(
         st.lists(
             st.one_of(st.sampled_from(["m1", "m2", "org/m3"]), odd_models), unique=True, max_size=3
