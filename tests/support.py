@@ -160,13 +160,18 @@ class AppThread:
         self.thread.join(timeout=30)
         if self.thread.is_alive():  # say what it is stuck on, rather than wait on in silence
             try:
-                pending = [t.get_coro() for t in asyncio.all_tasks(self.loop)]
+                tasks = list(asyncio.all_tasks(self.loop))
             except RuntimeError:  # the set changed while read from this thread
-                pending = []
+                tasks = []
+            where = [
+                f"{t.get_name()}: "
+                + " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in t.get_stack())
+                for t in tasks
+            ]
             state = self.server.server_state
             raise RuntimeError(
                 f"server on port {self.port} did not stop in 30 s: {len(state.connections)}"
-                f" connection(s), {len(state.tasks)} request task(s) open; tasks: {pending}"
+                f" connection(s), {len(state.tasks)} request task(s) open; tasks at {where}"
             )
 
 
