@@ -73,6 +73,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than there are cores. Much of a test's time is spent
+    waiting (servers and processes starting, streams, usage flushes), so a spare worker keeps
+    the cores busy: on 2 cores the suite took 150 s with 3 workers, 218 s with 2."""
+    return (os.cpu_count() or 1) + 1
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadgroup`` with groups read from each test file: every test of a file that
     uses the ``model_server`` session fixture (a real server with the model loaded, per
