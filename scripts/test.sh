@@ -21,7 +21,7 @@ rc=0
 if [ $# -gt 0 ]; then  # a selection: run just that
   .venv/bin/python -m pytest "$@" || rc=$?
 else
-  echo "==> pytest on every core (SQLite; PostgreSQL where the SQL differs; Redis; the real models)"
+  echo "==> pytest, a worker per core and one more (SQLite; PostgreSQL where the SQL differs; Redis; the real models)"
   .venv/bin/python -m pytest -n auto --dist loadgroup || rc=$?
 fi
 echo "==> mypy --strict src"
