@@ -99,10 +99,12 @@ class Engine(Protocol):
 
 
 class Probed(abc.ABC):
-    """An engine whose model runs in another process or on another machine (an upstream
-    server, a supervised engine process, a ``modelgrid engine`` worker): the router checks it
-    with ``health()`` between requests (``routing.health``), as it does ``upstream``
-    replicas. In-process engines are not ``Probed``: their health is their ``ready``."""
+    """An engine whose model runs on a server the gateway does not supervise (an
+    OpenAI-compatible upstream): the router checks it with ``health()`` between requests
+    (``routing.health``), as it does ``upstream`` replicas, and opens its breaker when it fails.
+    Engines the gateway runs itself, in its process or in a supervised child (``engines.
+    process``), are not ``Probed``: their health is their ``ready``, and a child's death is
+    the supervisor's to judge, not the breaker's."""
 
     @abc.abstractmethod
     async def health(self) -> bool:

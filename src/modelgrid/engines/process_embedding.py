@@ -29,7 +29,7 @@ from modelgrid.core.errors import (
     ServiceUnavailableError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
+from modelgrid.engines.base import ModelCard, PreparedRequest
 from modelgrid.engines.embedding import Embeddings, refuse_generation
 from modelgrid.engines.process import EngineProcess
 
@@ -96,7 +96,7 @@ class RemoteWorker:
         return None
 
 
-class WorkerEmbeddingEngine(Probed):
+class WorkerEmbeddingEngine:
     """An embedding model served by a worker (see the module docstring).
 
     Args:
@@ -138,9 +138,6 @@ class WorkerEmbeddingEngine(Probed):
     @property
     def queue_depth(self) -> int:
         return self._waiting
-
-    async def health(self) -> bool:
-        return self.ready
 
     async def start(self) -> None:
         """Start the worker (a child), then read the model's window from it.

@@ -31,12 +31,12 @@ from modelgrid.core.errors import (
     UpstreamTimeoutError,
 )
 from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
+from modelgrid.engines.base import ModelCard, PreparedRequest
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.upstream import UpstreamEngine
 
 
-class ProcessEngine(Probed):
+class ProcessEngine:
     """A model served by a supervised child process (see the module docstring).
 
     Args:
@@ -97,11 +97,6 @@ class ProcessEngine(Probed):
         """
         await self._client.start()
         await self.process.start()
-
-    async def health(self) -> bool:
-        """The supervisor's verdict (it checks the child itself): ``ready``, restarts that
-        requests wait out included."""
-        return self.ready
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
         """Estimate the prompt and encode a streamed call to the child (no I/O).
