@@ -44,11 +44,12 @@ from modelgrid.routing.grid import Grid
 from modelgrid.routing.topology import (
     Deployment,
     Region,
-    Replica,
     Topology,
     TopologyError,
+    deployment_of,
     load,
     parse_latency,
+    region_of,
     save,
     with_local_models,
 )
@@ -80,7 +81,7 @@ def add_region(t: Topology, body: RegionCreate) -> Topology:
     """Raises: ConflictError (exists), InvalidRequestError (bad latency peer)."""
     if t.region(body.id) is not None:
         raise ConflictError(f"Region '{body.id}' exists.", param="id")
-    region = Region(body.id, body.name, body.jurisdiction, body.lat, body.lon, body.enabled)
+    region = region_of(body)
     return _build(lambda: _with_latency(t.with_region(region), body.id, body.latency_ms))
 
 
@@ -169,18 +170,7 @@ def put_deployment(
             param="replicas",
             code="invalid_topology",
         )
-    replicas = tuple(
-        Replica(
-            id=r.id or "",
-            kind=r.kind,
-            base_url=r.base_url,
-            upstream_model=r.upstream_model,
-            health_url=r.health_url,
-            max_concurrency=r.max_concurrency,
-        )
-        for r in body.replicas
-    )
-    return _build(lambda: t.with_deployment(Deployment(body.model, body.region, replicas)))
+    return _build(lambda: t.with_deployment(deployment_of(body)))
 
 
 def remove_deployment(t: Topology, region: str, model: str) -> Topology:
