@@ -5,14 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from modelgrid.routing.health import BreakerState, CircuitBreaker, HealthBook, HealthMonitor
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_breaker_opens_after_k_consecutive_failures_only() -> None:

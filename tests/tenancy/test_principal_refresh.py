@@ -18,15 +18,8 @@ from modelgrid.storage import db, migrate
 from modelgrid.storage import repositories as repo
 from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.service import TenancyService
+from tests.clock import Clock
 from tests.support import create_key_async
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

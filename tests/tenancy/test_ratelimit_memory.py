@@ -9,14 +9,7 @@ import pytest
 from modelgrid.core.errors import QuotaExceededError, RateLimitError
 from modelgrid.tenancy.limits import ScopeLimits
 from modelgrid.tenancy.ratelimit import InProcessLimiter, duration, estimate_tokens
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.clock import Clock
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ async def test_rpm_bucket_refills_continuously(clock: Clock) -> None:
     assert exc.value.retry_after_s == pytest.approx(20.0)  # 1 request every 60/3 s
     assert exc.value.headers["x-ratelimit-limit-requests"] == "3"
     assert exc.value.headers["x-ratelimit-remaining-requests"] == "0"
-    clock.t += 20.0
+    clock.now += 20.0
     await lim.acquire("r4", limits, 10)
 
 
