@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,67 +10,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support import REPO, ProcessServer, free_port, usage_rows
+from tests.routing.workers import Worker, start_all
+from tests.support import ProcessServer, usage_rows
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-worker-token"
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-class Worker:
-    """``python -m modelgrid engine …`` on a free port."""
-
-    def __init__(self, *args: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.args = ["engine", "--port", str(self.port), "--token", TOKEN, *args]
-        self.log_path = log_path
-        self.clients: list[openai.OpenAI] = []
-
-    def start(self, timeout_s: float = 240) -> Worker:
-        self.log = open(self.log_path, "w+b")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelgrid", *self.args],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=dict(os.environ),
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("worker did not become ready")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self) -> openai.OpenAI:
-        c = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=TOKEN, max_retries=0)
-        self.clients.append(c)
-        return c
-
-    def stop(self) -> None:
-        for c in self.clients:
-            c.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            self.log.close()
-
-
 @pytest.fixture
 def fake_worker(tmp_path: Path) -> Iterator[Worker]:
-    w = Worker(
-        "--model", "fake-model", "--engine", "fake", "--region", "e2e", log_path=tmp_path / "w.log"
-    ).start()
+    [w] = start_all([Worker("e2e", "w", token=TOKEN, token_delay_s=0)], tmp_path)
     yield w
     w.stop()
 
@@ -93,7 +39,7 @@ def test_fake_worker_answers_the_openai_sdk(fake_worker: Worker) -> None:
         )
     )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
-    ready = httpx.get(f"{fake_worker.base_url}/health/ready").json()
+    ready = httpx.get(f"http://127.0.0.1:{fake_worker.port}/health/ready").json()
     assert (ready["region"], ready["queue_depth"], ready["running"]) == ("e2e", 0, 0)
 
 
@@ -105,7 +51,7 @@ def test_gateway_serves_the_worker_as_an_upstream(fake_worker: Worker, tmp_path:
             "MODELGRID_ENGINE__MODELS": "[]",
             "MODELGRID_ENGINE__EMBEDDING_MODELS": "[]",
             "MODELGRID_UPSTREAMS__0__MODEL": "gpt-fake",
-            "MODELGRID_UPSTREAMS__0__BASE_URL": f"{fake_worker.base_url}/v1",
+            "MODELGRID_UPSTREAMS__0__BASE_URL": fake_worker.base_url,
             "MODELGRID_UPSTREAMS__0__UPSTREAM_MODEL": "fake-model",
             "MODELGRID_UPSTREAMS__0__API_KEY": TOKEN,
         },
@@ -132,20 +78,15 @@ def test_gateway_serves_the_worker_as_an_upstream(fake_worker: Worker, tmp_path:
 
 @pytest.mark.model
 def test_model_worker_answers_the_openai_sdk(tmp_path: Path) -> None:
-    w = Worker(
-        "--model",
-        "qwen2.5-coder-0.5b-instruct",
-        "--engine",
-        "llamacpp",
-        log_path=tmp_path / "w.log",
-    ).start()
+    model = "qwen2.5-coder-0.5b-instruct"
+    [w] = start_all([Worker("local", "w", model, engine="llamacpp", token=TOKEN)], tmp_path, 240)
     try:
         c = w.client()
         question = [
             {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
         ]
         r = c.chat.completions.create(
-            model="qwen2.5-coder-0.5b-instruct",
+            model=model,
             messages=question,  # type: ignore[arg-type]
             max_tokens=30,
             temperature=0,
@@ -154,7 +95,7 @@ def test_model_worker_answers_the_openai_sdk(tmp_path: Path) -> None:
         assert r.usage is not None and r.usage.prompt_tokens > 10
         chunks = list(
             c.chat.completions.create(
-                model="qwen2.5-coder-0.5b-instruct",
+                model=model,
                 messages=question,  # type: ignore[arg-type]
                 max_tokens=30,
                 temperature=0,

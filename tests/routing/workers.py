@@ -1,4 +1,5 @@
-"""Real ``modelgrid engine`` worker processes on loopback ports, and a gateway over them."""
+"""Real ``modelgrid engine`` worker processes on loopback ports (routing's failover tests, the
+e2e worker tests), and a topology over them."""
 
 from __future__ import annotations
 
@@ -13,39 +14,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import openai
 
 from tests.support import REPO, free_port
 
 
 @dataclass
 class Worker:
-    """``python -m modelgrid engine --engine fake --model M --port P --region R``."""
+    """``python -m modelgrid engine --engine E --model M --port P --region R`` (``--token T``
+    if given; the scripted engine's token delay if fake)."""
 
     region: str
     name: str
     model: str = "fake-model"
     token_delay_s: float = 0.02
     port: int = field(default_factory=free_port)
+    engine: str = "fake"
+    token: str | None = None
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def spawn(self, log_dir: Path) -> Worker:
         self.log_dir = log_dir
         self.log = open(log_dir / f"{self.name}.log", "w+b")  # noqa: SIM115
         args = [
-            "engine", "--engine", "fake", "--model", self.model, "--port", str(self.port),
-            "--region", self.region, "--fake-token-delay-s", str(self.token_delay_s),
+            "engine", "--engine", self.engine, "--model", self.model, "--port", str(self.port),
+            "--region", self.region,
         ]  # fmt: skip
+        if self.engine == "fake":
+            args += ["--fake-token-delay-s", str(self.token_delay_s)]
+        if self.token is not None:
+            args += ["--token", self.token]
+        env = dict(os.environ)
+        if self.engine == "fake":  # a real engine reads the prepared models from the default
+            env["MODELGRID_DATA_DIR"] = str(log_dir / self.name)  # data directory
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelgrid", *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
-            env={**os.environ, "MODELGRID_DATA_DIR": str(log_dir / self.name)},
+            env=env,
         )
         return self
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def client(self) -> openai.OpenAI:
+        """An openai SDK client of this worker (closed when the worker stops)."""
+        c = openai.OpenAI(base_url=self.base_url, api_key=self.token or "none", max_retries=0)
+        self.clients.append(c)
+        return c
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -77,6 +96,8 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        while self.clients:
+            self.clients.pop().close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
