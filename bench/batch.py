@@ -196,6 +196,7 @@ def model(args: argparse.Namespace, tmp: Path) -> None:
         b = c.batches.retrieve(b.id)
         done_during = b.request_counts.completed
         c.batches.cancel(b.id)
+        c.close()
         print(
             f"\n## Online TTFT with and without a batch (real model, one request every "
             f"{args.gap_s} s, {args.online} requests each)\n"

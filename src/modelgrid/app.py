@@ -128,6 +128,7 @@ def create_app(
             settings.batch,
             region=grid.topology.gateway_region,
         )
+        grid.router.on_begin.append(lambda placement: runner.attempt_started(placement.model))
         state = AppState(
             settings=settings,
             db=engine,

@@ -423,15 +423,28 @@ class BatchRunner:
             by_model.setdefault(a.model, []).append(a)
         for model, batches in by_model.items():
             running = sum(len(a.running) for a in batches)
-            if self._capacity.online_busy(model, running):
-                for a in batches:
-                    for no, task in list(a.running.items()):
-                        if no not in a.recording:  # answered lines are only being written
-                            task.cancel()  # back to ``retry`` (its task's finally)
+            if self._preempt(model, batches, running):
                 continue
             free = self._settings.concurrency - running
             if free > 0:
                 self._start(batches, free)
+
+    def _preempt(self, model: str, batches: list[Active], running: int) -> bool:
+        """Stop the running lines of ``model`` if online requests use it; whether they do."""
+        if not self._capacity.online_busy(model, running):
+            return False
+        for a in batches:
+            for no, task in list(a.running.items()):
+                if no not in a.recording:  # answered lines are only being written
+                    task.cancel()  # back to ``retry`` (its task's finally)
+        return True
+
+    def attempt_started(self, model: str) -> None:
+        """A request attempt started on ``model`` (``Router.on_begin``): if it is online
+        traffic, stop this runner's lines of the model now rather than at the next tick."""
+        batches = [a for a in self.active.values() if a.model == model and a.running]
+        if batches:
+            self._preempt(model, batches, sum(len(a.running) for a in batches))
 
     def _start(self, batches: list[Active], free: int) -> None:
         """Start up to ``free`` lines, one per workspace in turn, then per batch in turn."""

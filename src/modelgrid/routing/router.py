@@ -132,6 +132,8 @@ class Router:
         self._rr = itertools.count()
         self._topology = topology
         self.failovers: dict[str, int] = {}  # by model: attempts moved to another replica
+        # Told of each attempt as it starts (the batch runner yields to online traffic).
+        self.on_begin: list[Callable[[Placement], None]] = []
 
     @property
     def topology(self) -> Topology:
@@ -316,6 +318,8 @@ class Router:
         h = self.health.of(placement.replica_id)
         h.in_flight += 1
         h.breaker.on_send()
+        for listener in self.on_begin:
+            listener(placement)
 
     def end(self, placement: Placement, outcome: Outcome, reason: str = "") -> None:
         """The attempt at ``placement`` ended."""
