@@ -299,6 +299,12 @@ def test_topology_changes_from_the_cli(database_url: str, tmp_path: Path) -> Non
     assert named.returncode == 1 and b"workspace(s) irl" in named.stderr
     cli(url, "deployments", "remove", "m9", "eu-west-1")
     assert json.loads(cli(url, "deployments", "--model", "m9", "--json").stdout) == []
+    pattern = cli(url, "regions", "add", "bad/id", ok=False)
+    assert pattern.returncode == 2 and b"'^[a-z0-9][a-z0-9-]{0,63}$'" in pattern.stderr
+    listed = json.loads(cli(url, "regions", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [
+        r["id"] for r in json.loads(cli(url, "regions", "--json").stdout)
+    ]
     bad = cli(url, "regions", "add", "x", "--latency", "local", ok=False)
     assert bad.returncode == 2 and b"REGION=MILLISECONDS" in bad.stderr
     (tmp_path / "topology.toml").write_text("regions = [", encoding="utf-8")

@@ -68,6 +68,7 @@ def test_workspace_names_and_regions_are_checked(tmp_path: Path, database_url: s
             ("jurisdiction", WorkspaceCreate(name="a", allowed_jurisdictions=["DE"])),
             ("slash", WorkspaceCreate(name="a/b")),
             ("id_shaped", WorkspaceCreate(name="ws_0123456789abcdef")),
+            ("ws_prefix", WorkspaceCreate(name="ws_foo")),
         ]:
             with pytest.raises(InvalidRequestError) as exc:
                 await plane.workspaces.create(body, actor="t")
@@ -97,7 +98,7 @@ def test_workspace_names_and_regions_are_checked(tmp_path: Path, database_url: s
         "unknown_jurisdiction",
         "Unknown jurisdiction 'DE' (no region lies in it); known: IE, SG.",
     )
-    assert out["slash"][0] == out["id_shaped"][0] == "name"
+    assert out["slash"][0] == out["id_shaped"][0] == out["ws_prefix"][0] == "name"
     assert out["homes"] == ("ap-southeast-1", "eu-west-1")  # the gateway's; the first allowed
     assert out["home_outside"][0] == "home_region"
 

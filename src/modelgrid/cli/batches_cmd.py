@@ -50,10 +50,11 @@ def list_batches(
     if as_json:
         print_json(page["data"])
         return
-    table = Table("id", "status", "model", "endpoint", "progress", "created")
+    table = Table("status", "model", "endpoint", "progress", "created")
+    table.add_column("id", no_wrap=True)  # whole, to copy into ``batches show``
     for b in page["data"]:
         table.add_row(
-            b["id"], b["status"], b["model"], b["endpoint"], progress(b), _when(b["created_at"])
+            b["status"], b["model"], b["endpoint"], progress(b), _when(b["created_at"]), b["id"]
         )
     console.print(table)
 

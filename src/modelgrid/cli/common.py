@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from modelgrid.config import Settings
 
@@ -28,7 +29,9 @@ def settings() -> Settings:
         for e in exc.errors():
             name = "MODELGRID_" + "__".join(str(part) for part in e["loc"]).upper()
             err_console.print(
-                f"[red]invalid setting {name}: {e['msg']}[/]", highlight=False, soft_wrap=True
+                f"[red]invalid setting {name}: {escape(e['msg'])}[/]",
+                highlight=False,
+                soft_wrap=True,
             )
         raise typer.Exit(2) from None
 
@@ -63,9 +66,9 @@ def run_or_exit(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     try:
         return run(fn)
     except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]{escape(exc.message)}[/]", highlight=False, soft_wrap=True)
     except OSError as exc:
-        err_console.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -192,7 +195,7 @@ def build(cls: Any, **fields: Any) -> Any:
     except ValidationError as exc:
         for e in exc.errors():
             where = ".".join(str(p) for p in e["loc"]) or cls.__name__
-            err_console.print(f"[red]invalid {where}: {e['msg']}[/]")
+            err_console.print(f"[red]invalid {escape(where)}: {escape(e['msg'])}[/]")
         raise typer.Exit(2) from None
 
 

@@ -59,8 +59,11 @@ def topology_or_exit(s: Any) -> tuple[Any, str]:
 @regions_app.callback()
 def regions(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List the regions: jurisdiction, location, expected latency from this gateway, models."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _print_regions(as_json)
+
+
+def _print_regions(as_json: bool) -> None:
     t, source = _topology()
     rows = [
         {
@@ -100,8 +103,11 @@ def deployments(
     as_json: bool = JSON,
 ) -> None:
     """List the deployments (a model in a region) and their replicas."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _print_deployments(model, as_json)
+
+
+def _print_deployments(model: str | None, as_json: bool) -> None:
     t, source = _topology()
     rows = [
         {
@@ -127,6 +133,20 @@ def deployments(
         conc = "" if row["max_concurrency"] is None else str(row["max_concurrency"])
         table.add_row(row["model"], row["region"], row["replica"], row["kind"], endpoint, conc)
     console.print(table)
+
+
+@regions_app.command("list")
+def list_regions(as_json: bool = JSON) -> None:
+    """List the regions (as ``modelgrid regions``)."""
+    _print_regions(as_json)
+
+
+@deployments_app.command("list")
+def list_deployments(
+    model: str = typer.Option(None, "--model", help="Only this model."), as_json: bool = JSON
+) -> None:
+    """List the deployments (as ``modelgrid deployments``)."""
+    _print_deployments(model, as_json)
 
 
 # --- changes ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import find_workspace
 
-_ID_SHAPED = re.compile(r"^ws_[0-9a-f]+$")
+_ID_SHAPED = re.compile(r"^ws_")
 
 
 def workspace_object(ws: Workspace) -> WorkspaceObject:
