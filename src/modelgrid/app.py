@@ -107,7 +107,7 @@ def create_app(
             sessions,
             store,
             served_models=lambda: [c.model_id for c in models.cards()],
-            hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices),
+            hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices, lambda: runner.wake()),
             files=file_store,
             batch=settings.batch,
         )

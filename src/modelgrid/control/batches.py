@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from modelgrid.control.files import Files
+from modelgrid.control.hooks import Hooks
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import (
     ConflictError,
@@ -55,6 +56,7 @@ class Batches:
         files: The files service (input files).
         store: Where files' bytes are (``None``: a process that keeps none).
         inventory: What exists (the gateway's region, where results are stored).
+        hooks: ``batch_created`` is told of each new batch.
     """
 
     def __init__(
@@ -63,11 +65,13 @@ class Batches:
         files: Files,
         store: FileStore | None,
         inventory: Callable[[], Inventory],
+        hooks: Hooks | None = None,
     ) -> None:
         self._sessions = sessions
         self._files = files
         self._bytes = store
         self._inventory = inventory
+        self._hooks = hooks or Hooks()
 
     @property
     def _store(self) -> FileStore:
@@ -127,6 +131,7 @@ class Batches:
                 expires_at=now + WINDOWS[body.completion_window],
             )
             session.add(batch)
+        self._hooks.batch_created()
         return batch_object(_aware_row(batch))
 
     async def get(self, workspace_id: str | None, batch_id: str) -> dict[str, Any]:

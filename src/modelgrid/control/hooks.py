@@ -26,10 +26,12 @@ class Hooks:
     Attributes:
         principals_changed: Keys or workspaces changed (scopes, limits, revocation).
         prices_changed: The price book changed.
+        batch_created: A batch was created (the gateway's runner looks for work at once).
     """
 
     principals_changed: Callable[[], None] = _nothing
     prices_changed: Callable[[], Awaitable[None]] = _nothing_async
+    batch_created: Callable[[], None] = _nothing
 
 
 __all__ = ["Hooks"]

@@ -31,6 +31,7 @@ by itself after a restart) once the lease runs out. For each batch it holds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -61,6 +62,7 @@ log = logging.getLogger("modelgrid.batch")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 3
 PAGE = 500
+IDLE_POLL_S = 2.0  # an idle runner's look for batches (created elsewhere, or to resume)
 COMMIT_WINDOW_S = 0.01  # finished lines gathered into one transaction
 
 
@@ -160,16 +162,32 @@ class BatchRunner:
         self._finished: list[_Finished] = []
         self._commit_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._wake: asyncio.Event | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
+        """Rounds every ``tick_s`` while it holds batches; when it holds none, it looks for
+        work every ``IDLE_POLL_S`` (or at once when ``wake`` says a batch was created), so
+        an idle runner costs the gateway's requests nothing."""
+        self._wake = asyncio.Event()
         while not self._stopped:
             try:
                 await self.tick()
             except Exception:
                 log.exception("batch runner round failed")
-            await asyncio.sleep(self._tick_s)
+            if self.active:
+                await asyncio.sleep(self._tick_s)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+            self._wake.clear()
+            self._next_poll = 0.0  # look for work now
+
+    def wake(self) -> None:
+        """A batch was created: look for work now, not at the next idle poll."""
+        if self._wake is not None:
+            self._wake.set()
 
     async def aclose(self) -> None:
         """Stop: lines in flight are cancelled (free; they run again under the next lease)."""

@@ -138,7 +138,9 @@ class BatchLines:
             asyncio.CancelledError: the line was preempted or its batch cancelled (its usage
                 is free; the runner runs it again or writes it off).
         """
-        ctx = CallContext(request_id=request_id, client_request_id=None, started=time.perf_counter())
+        ctx = CallContext(
+            request_id=request_id, client_request_id=None, started=time.perf_counter()
+        )
         try:
             answer = await self._answer(principal, url, body, ctx)
         except ValidationError as exc:
