@@ -8,6 +8,7 @@ ready when the weights are in memory. Shutdown flushes pending usage before clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -159,12 +160,14 @@ def create_app(
             loader.cancel()
             refresher.cancel()
             follower.cancel()
-            batching.cancel()
             retention.cancel()
+            await runner.aclose()  # its loop ends after the round it is in
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(batching), 5)
+            batching.cancel()
             await asyncio.gather(
                 loader, refresher, follower, batching, retention, return_exceptions=True
             )
-            await runner.aclose()
             await usage.aclose()
             await tenancy.aclose()
             await grid.aclose()

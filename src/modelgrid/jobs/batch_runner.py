@@ -190,12 +190,18 @@ class BatchRunner:
             self._wake.set()
 
     async def aclose(self) -> None:
-        """Stop: lines in flight are cancelled (free; they run again under the next lease)."""
+        """Stop: the loop ends after its current round (never cut inside a database call),
+        lines in flight are cancelled (free; they run again under the next lease) and the
+        answers already in hand are committed."""
         self._stopped = True
+        if self._wake is not None:
+            self._wake.set()
         tasks = [t for a in self.active.values() for t in a.running.values()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._commit_task is not None:
+            await asyncio.gather(self._commit_task, return_exceptions=True)
 
     async def tick(self) -> None:
         """One round: claim and advance batches (every ``poll_interval_s``), then schedule."""
@@ -435,6 +441,8 @@ class BatchRunner:
 
     def _schedule(self) -> None:
         """Preempt where online traffic runs; start lines where capacity is idle, fairly."""
+        if self._stopped:
+            return
         runnable = [a for a in self.active.values() if not a.stopping and a.status == "in_progress"]
         by_model: dict[str, list[Active]] = {}
         for a in runnable:
