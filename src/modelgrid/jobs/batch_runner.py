@@ -35,9 +35,10 @@ import contextlib
 import json
 import logging
 import secrets
+import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -75,7 +76,7 @@ class OutputFiles(Protocol):
         region: str,
         purpose: Literal["batch_output"],
         filename: str,
-        chunks: AsyncIterator[bytes],
+        chunks: Iterator[bytes],
         ttl_s: int,
     ) -> StoredFile: ...
 
@@ -402,11 +403,15 @@ class BatchRunner:
         """The batch's output (``ok``) or error file from its results, page by page; ``None``
         when there is no such line."""
         async with self._sessions() as session:
-            q = select(func.count()).where(BatchResult.batch_id == a.id, BatchResult.ok.is_(ok))
-            if not (await session.execute(q)).scalar():
+            count = select(func.count()).where(BatchResult.batch_id == a.id, BatchResult.ok.is_(ok))
+            if not (await session.execute(count)).scalar():
                 return None
 
-        async def chunks() -> AsyncIterator[bytes]:
+        # The results are paged from the database into a spool file first, and the store reads
+        # that in its thread: a thread that had to come back to the event loop for each page
+        # deadlocked a shutdown that cancelled it (the loop waits for its threads).
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the write)
+        try:
             after = 0
             while True:
                 async with self._sessions() as session:
@@ -422,19 +427,21 @@ class BatchRunner:
                     )
                     page = list((await session.execute(q)).all())
                 if not page:
-                    return
+                    break
                 after = page[-1][0]
-                yield b"".join(output.encode() + b"\n" for _, output in page)
-
-        name = f"{a.id}_{'output' if ok else 'error'}.jsonl"
-        row = await self._outputs.write_output(
-            a.workspace_id,
-            self._region,
-            "batch_output",
-            name,
-            chunks(),
-            self._settings.output_ttl_s,
-        )
+                spool.write(b"".join(output.encode() + b"\n" for _, output in page))
+            spool.seek(0)
+            name = f"{a.id}_{'output' if ok else 'error'}.jsonl"
+            row = await self._outputs.write_output(
+                a.workspace_id,
+                self._region,
+                "batch_output",
+                name,
+                iter(lambda: spool.read(1 << 20), b""),
+                self._settings.output_ttl_s,
+            )
+        finally:
+            spool.close()
         return row.id
 
     # --- scheduling --------------------------------------------------------------------------
