@@ -222,34 +222,22 @@ class BatchRunner:
         """Take or renew the lease of every unfinished batch that is free or ours."""
         now = _now()
         until = now + timedelta(seconds=self._settings.lease_s)
+        unfinished = Batch.status.not_in(FINAL)
         async with self._sessions() as session, session.begin():
-            rows = (
-                await session.execute(
-                    select(Batch.id).where(
-                        Batch.status.not_in(FINAL),
-                        (Batch.lease_owner.is_(None))
-                        | (Batch.lease_owner == self.owner)
-                        | (Batch.lease_until < now),
-                    )
+            # One conditional UPDATE takes every free, expired or own lease at once (a row
+            # another runner holds is left alone), then the ones now ours are read back.
+            await session.execute(
+                update(Batch)
+                .where(
+                    unfinished,
+                    (Batch.lease_owner.is_(None))
+                    | (Batch.lease_owner == self.owner)
+                    | (Batch.lease_until < now),
                 )
-            ).scalars()
-            ids = list(rows)
-        held: set[str] = set()
-        for batch_id in ids:
-            async with self._sessions() as session, session.begin():
-                result = await session.execute(
-                    update(Batch)
-                    .where(
-                        Batch.id == batch_id,
-                        Batch.status.not_in(FINAL),
-                        (Batch.lease_owner.is_(None))
-                        | (Batch.lease_owner == self.owner)
-                        | (Batch.lease_until < now),
-                    )
-                    .values(lease_owner=self.owner, lease_until=until)
-                )
-                if result.rowcount == 1:
-                    held.add(batch_id)
+                .values(lease_owner=self.owner, lease_until=until)
+            )
+            mine = select(Batch.id).where(unfinished, Batch.lease_owner == self.owner)
+            held = set((await session.execute(mine)).scalars())
         for lost in [b for b in self.active if b not in held]:
             await self._drop(self.active.pop(lost))
         for batch_id in held - set(self.active):
