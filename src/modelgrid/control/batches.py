@@ -26,12 +26,10 @@ from modelgrid.core.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    ServiceUnavailableError,
 )
 from modelgrid.core.types import RoutingHints
 from modelgrid.protocol.openai.batches import FINAL, BatchCreate, batch_object
-from modelgrid.storage.filestore import FileStore
-from modelgrid.storage.models import Batch, StoredFile
+from modelgrid.storage.models import Batch
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
 
@@ -53,8 +51,7 @@ class Batches:
 
     Args:
         sessions: The database.
-        files: The files service (input files).
-        store: Where files' bytes are (``None``: a process that keeps none).
+        files: The files service (input files, results).
         inventory: What exists (the gateway's region, where results are stored).
         hooks: ``batch_created`` is told of each new batch.
     """
@@ -63,21 +60,13 @@ class Batches:
         self,
         sessions: Sessions,
         files: Files,
-        store: FileStore | None,
         inventory: Callable[[], Inventory],
         hooks: Hooks | None = None,
     ) -> None:
         self._sessions = sessions
         self._files = files
-        self._bytes = store
         self._inventory = inventory
         self._hooks = hooks or Hooks()
-
-    @property
-    def _store(self) -> FileStore:
-        if self._bytes is None:
-            raise ServiceUnavailableError("This process keeps no files.")
-        return self._bytes
 
     async def create(self, principal: Principal, body: BatchCreate) -> dict[str, Any]:
         """Create a batch (``validating``) over ``body.input_file_id``.
@@ -202,12 +191,11 @@ class Batches:
         """
         async with self._sessions() as session:
             b = await self._find(session, workspace_id, batch_id)
-            file_id = b.error_file_id if errors else b.output_file_id
-            row = None if file_id is None else await session.get(StoredFile, file_id)
-        if row is None or row.deleted_at is not None:
+        file_id = b.error_file_id if errors else b.output_file_id
+        if file_id is None:
             which = "error" if errors else "output"
             raise NotFoundError(f"Batch {batch_id} has no {which} file.", param="batch_id")
-        return self._store.lines(row.path)
+        return await self._files.content(b.workspace_id, file_id)
 
     async def _find(
         self, session: Any, workspace_id: str | None, batch_id: str, param: str = "batch_id"

@@ -55,7 +55,7 @@ class ControlPlane:
         self.prices = Prices(sessions, self.inventory, hooks)
         self.topology = TopologyAdmin(sessions, topology)
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
-        self.batches = Batches(sessions, self.files, files, self.inventory, hooks)
+        self.batches = Batches(sessions, self.files, self.inventory, hooks)
 
     def inventory(self) -> Inventory:
         """What exists now: the topology's regions and jurisdictions, the served models."""
