@@ -32,6 +32,7 @@ from modelgrid.api.routers import (
     openai,
     topology,
 )
+from modelgrid.api.routers import responses as responses_api
 from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
@@ -55,6 +56,8 @@ from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.process_metrics import EngineProcessCollector
+from modelgrid.serving.response_store import ResponseStore
+from modelgrid.serving.responses import ResponsesService
 from modelgrid.serving.routing_metrics import RoutingCollector
 from modelgrid.storage import db, migrate
 from modelgrid.storage.filestore import FileStore
@@ -66,7 +69,7 @@ from modelgrid.tenancy.spool import Spool
 
 log = logging.getLogger("modelgrid")
 
-FILE_RETENTION_S = 60.0
+RETENTION_S = 60.0
 EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
@@ -112,6 +115,9 @@ def create_app(
             files=file_store,
             batch=settings.batch,
         )
+        responses = ResponsesService(
+            models, tenancy, metrics, ResponseStore(sessions, settings.responses, _home(grid))
+        )
         batch_meter = BatchMeter(tenancy)
         batch_lines = BatchLines(
             ChatService(models, batch_meter, metrics),
@@ -142,6 +148,7 @@ def create_app(
             completions=CompletionService(models, tenancy, metrics),
             text_generation=TextGenerationService(models, tenancy, metrics),
             embeddings=EmbeddingService(models, tenancy, metrics),
+            responses=responses,
             control=control,
             batches=control.batches,
             batch_runner=runner,
@@ -153,7 +160,9 @@ def create_app(
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
         batching = asyncio.create_task(runner.run_forever(), name="batch-runner")
-        retention = asyncio.create_task(_keep_files(control.files), name="file-retention")
+        retention = asyncio.create_task(
+            _retention(control.files, responses.store), name="retention"
+        )
         try:
             yield
         finally:
@@ -197,6 +206,8 @@ def create_app(
     app.include_router(topology.router)
     app.include_router(files.router)
     app.include_router(files.router, prefix="/compatible-mode")
+    app.include_router(responses_api.router)
+    app.include_router(responses_api.router, prefix="/compatible-mode")
     app.add_middleware(
         RequestContext,
         metrics=metrics,
@@ -251,20 +262,33 @@ async def _refresh_in_background(tenancy: TenancyService, settings: Settings) ->
                 log.exception("reloading the price book failed")
 
 
-async def _keep_files(files: Files) -> None:
-    """File retention: expired files' bytes removed every minute; what a killed process left
-    in the store (a cut upload, bytes without a row) swept every hour."""
+async def _retention(files: Files, responses: ResponseStore) -> None:
+    """Retention: expired files' bytes and expired stored responses removed every minute;
+    what a killed process left in the file store (a cut upload, bytes without a row) swept
+    every hour."""
     sweep_every = 60
     rounds = 0
     while True:
-        await asyncio.sleep(FILE_RETENTION_S)
+        await asyncio.sleep(RETENTION_S)
         try:
             await files.purge_expired()
+            await responses.purge_expired()
             rounds += 1
             if rounds % sweep_every == 1:
                 await files.sweep_orphans()
         except Exception:
-            log.exception("file retention failed; it runs again in a minute")
+            log.exception("retention failed; it runs again in a minute")
+
+
+def _home(grid: Grid) -> Callable[[], tuple[str, str]]:
+    """This gateway's region and its jurisdiction code, as the live topology says now."""
+
+    def home() -> tuple[str, str]:
+        topology = grid.topology
+        region = topology.region(topology.gateway_region)
+        return topology.gateway_region, region.jurisdiction if region is not None else ""
+
+    return home
 
 
 async def _follow_topology_file(store: LiveTopology) -> None:

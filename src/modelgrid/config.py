@@ -219,6 +219,20 @@ class BatchSettings(BaseModel):
     files_dir: Path | None = None
 
 
+class ResponsesSettings(BaseModel):
+    """Stored responses of the Responses API (``/v1/responses``).
+
+    Attributes:
+        ttl_s: How long a stored response (``store: true``) can be read and chained with
+            ``previous_response_id`` (30 days, OpenAI's retention); then it is deleted.
+        max_chain: The most responses a ``previous_response_id`` chain may reach back over
+            (a longer chain is refused with a 400 naming the limit).
+    """
+
+    ttl_s: int = Field(default=30 * 86400, ge=60)
+    max_chain: int = Field(default=1000, ge=1, le=100_000)
+
+
 class Settings(BaseSettings):
     """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
 
@@ -237,6 +251,7 @@ class Settings(BaseSettings):
     topology_file: Path | None = None
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
 

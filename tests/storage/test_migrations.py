@@ -53,7 +53,7 @@ def test_postgres_upgrade_from_empty_has_no_drift() -> None:
         assert _drift(sync) == []
         eng = create_engine(sync)
         with eng.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0004"
         eng.dispose()
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -21,6 +21,7 @@ from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.responses import ResponsesService
 from modelgrid.tenancy.metering import UsageWriter
 from modelgrid.tenancy.service import Principal, TenancyService
 
@@ -68,6 +69,7 @@ class AppState:
     completions: CompletionService
     embeddings: EmbeddingService
     text_generation: TextGenerationService  # DashScope's native generation
+    responses: ResponsesService  # OpenAI's Responses API (with its stored responses)
     control: ControlPlane  # workspaces, keys, prices, topology
     batches: Batches  # the Batch API's operations (the runner: ``batch_runner``)
     batch_runner: BatchRunner

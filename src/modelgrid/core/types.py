@@ -151,12 +151,16 @@ class RoutingHints:
             ``None`` means any. A region without a jurisdiction never passes this rule.
         preferred_region: The region the caller asked for (``X-Modelgrid-Region``), if any.
         home_region: The workspace's home region, preferred after ``preferred_region``.
+        affinity_replica: The replica that served this conversation's previous turn (a
+            chained Responses API call): it likely holds the prompt's prefix in its cache,
+            so it is preferred whenever it is allowed, available and not overloaded.
     """
 
     allowed_regions: frozenset[str] | None = None
     preferred_region: str | None = None
     home_region: str | None = None
     allowed_jurisdictions: frozenset[str] | None = None
+    affinity_replica: str | None = None
 
     def allows(self, region: str, jurisdiction: str = "") -> bool:
         """Whether residency lets the request run in ``region``, whose law is

@@ -15,7 +15,9 @@
    first): a deployment is never locked out by its own breakers. None available at all: 503
    with ``Retry-After`` set to when the first breaker half-opens.
 3. **Replica.** Within the chosen region, the configured policy: ``cache_aware`` (prefix
-   affinity, else power of two choices), ``p2c``, or ``round_robin`` (``policies``).
+   affinity, else power of two choices), ``p2c``, or ``round_robin`` (``policies``). A
+   chained conversation's previous replica (``RoutingHints.affinity_replica``) counts as the
+   first prefix owner, and its region is chosen unless the caller asked for a region.
 
 The caller reports each attempt (``begin``/``end``), which keeps in-flight counts and feeds
 the circuit breakers; ``served`` records the prompt prefix for affinity. ``retryable`` says
@@ -267,8 +269,18 @@ class Router:
                 raise self._unavailable(model, usable, exclude)
             return Placement(model, trial[0], trial[1])
         region = ranked[0]
-        candidates = by_region[region]
         owners, matched = self.prefixes.owners(blocks) if blocks else ((), 0)
+        affinity = hints.affinity_replica
+        if affinity is not None:
+            # The conversation's previous turn ran there: its cache holds the whole earlier
+            # conversation, a longer prefix than the table (bounded by max_prefix_chars) sees.
+            owners = (affinity, *(o for o in owners if o != affinity))
+            home = next(
+                (r for r in ranked if affinity in {s.replica_id for s in by_region[r]}), None
+            )
+            if home is not None and hints.preferred_region is None:
+                region = home
+        candidates = by_region[region]
         ctx = policies.PolicyContext(owners, self.rng, next(self._rr), self.config.max_imbalance)
         chosen = self._policy(candidates, ctx)
         hit = matched if chosen.replica_id in owners else 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modelgrid.core.types import CallContext, Delta, InferenceRequest, TokenUsage
 from modelgrid.engines.base import Engine, PreparedRequest
@@ -49,8 +49,10 @@ class Generation:
         metrics: Metrics,
         endpoint: str,
         ctx: CallContext,
+        affinity_replica: str | None = None,
     ) -> Generation:
-        """Check scope, prepare the request and admit it.
+        """Check scope, prepare the request and admit it (``affinity_replica``: the replica
+        a conversation's previous turn ran on, ``RoutingHints.affinity_replica``).
 
         Raises:
             PermissionDeniedError: the key may not use this model (403).
@@ -63,6 +65,8 @@ class Generation:
         )
         engine = models.get(request.model)
         request.routing = routing_hints(principal, ctx)
+        if affinity_replica is not None:
+            request.routing = replace(request.routing, affinity_replica=affinity_replica)
         prepared = engine.prepare(request)
         placement = placement_of(prepared)
         placement_headers(placement, ctx)

@@ -217,6 +217,30 @@ class BatchResult(Base):
     output: Mapped[str] = mapped_column(Text)  # the output or error file's JSON line
 
 
+class StoredResponse(Base):
+    """A Responses API response kept for ``GET``, ``input_items`` and ``previous_response_id``
+    (``store: true``): the response object as returned, the input items of its own turn (the
+    earlier turns' live in the rows ``previous_response_id`` leads to), where it is stored
+    (``region``) and the replica that ran it (so the next turn of the chain can reuse its
+    prefix cache)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    region: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    replica_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_items: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 __all__ = [
     "ApiKey",
     "AuditEntry",
@@ -226,6 +250,7 @@ __all__ = [
     "LimitsMixin",
     "Price",
     "StoredFile",
+    "StoredResponse",
     "UsageRecord",
     "Workspace",
 ]
