@@ -124,6 +124,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         st.one_of(st.none(), st.frozensets(st.sampled_from([*POOL, "elsewhere"]), max_size=4))
     )
     hints = RoutingHints(
+        # a chained turn's previous replica, drawn anywhere: forbidden regions included
+        affinity_replica=draw(st.one_of(st.none(), st.sampled_from(sorted(states) or ["x"]))),
         allowed_regions=allowed,
         preferred_region=draw(st.one_of(st.none(), st.sampled_from([*POOL, "nowhere"]))),
         home_region=draw(st.sampled_from(POOL)),
@@ -285,3 +287,28 @@ def test_failover_never_leaves_the_allowed_set_and_never_splices(s: Scenario) ->
         assert isinstance(error, UpstreamError) and texts == [last]  # ended, not retried
     else:
         assert error is None and texts == [last, ""]
+
+
+def test_a_chained_turn_goes_to_the_previous_turns_replica_when_it_is_fair() -> None:
+    """``affinity_replica`` wins over a tie (and over the prefix table), across regions
+    unless the caller asked for one, and never past the imbalance limit."""
+    regions = (Region("eu", jurisdiction="DE"), Region("us", jurisdiction="US"))
+    deployments = tuple(
+        Deployment(MODEL, r, tuple(Replica(f"{r}-{i}", "upstream", "http://x/v1") for i in (0, 1)))
+        for r in ("eu", "us")
+    )
+    topology = Topology(regions, deployments, "eu", {("eu", "us"): 90.0})
+    book = HealthBook(failure_threshold=1, cooldown_s=30, clock=lambda: NOW)
+    router = Router(topology, config=RoutingSettings(), health=book, ready=lambda rid: True)
+    picks = {
+        router.pick(MODEL, RoutingHints(affinity_replica="eu-1")).replica_id for _ in range(20)
+    }
+    assert picks == {"eu-1"}
+    far = RoutingHints(affinity_replica="us-0")
+    assert router.pick(MODEL, far).replica_id == "us-0"  # its cache is worth the hop
+    asked = RoutingHints(affinity_replica="us-0", preferred_region="eu")
+    assert router.pick(MODEL, asked).region == "eu"
+    fenced = RoutingHints(affinity_replica="us-0", allowed_regions=frozenset({"eu"}))
+    assert router.pick(MODEL, fenced).region == "eu"  # residency first, always
+    book.of("eu-1").in_flight = 3  # beyond max_imbalance (2) over eu-0
+    assert router.pick(MODEL, RoutingHints(affinity_replica="eu-1")).replica_id == "eu-0"
