@@ -12,6 +12,7 @@ import pytest
 
 from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory, SettingsFactory
+from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_execute, db_rows, usage_rows
 
 MODEL = "fake-model"
@@ -146,6 +147,7 @@ def test_stream_wire_bytes_golden(server_factory: ServerFactory) -> None:
     }
 
 
+@BOTH_DATABASES
 def test_a_function_call_round_trip_chained_over_three_turns(
     server_factory: ServerFactory, settings_factory: SettingsFactory
 ) -> None:
@@ -203,6 +205,7 @@ def test_input_items_pages(fake_server: ThreadServer) -> None:
     assert everything == [f"word{i}" for i in range(5)]
 
 
+@BOTH_DATABASES
 def test_unreadable_ids_are_404s_that_name_them(fake_server: ThreadServer) -> None:
     c = client(fake_server)
     mine = c.responses.create(model=MODEL, input=QUESTION)
@@ -237,6 +240,7 @@ def test_unreadable_ids_are_404s_that_name_them(fake_server: ThreadServer) -> No
     assert db_rows(fake_server, "SELECT id FROM responses WHERE id = :id", id=mine.id) == []
 
 
+@BOTH_DATABASES
 def test_a_chain_with_a_deleted_link_is_refused_naming_it(fake_server: ThreadServer) -> None:
     c = client(fake_server)
     one = c.responses.create(model=MODEL, input="one")
