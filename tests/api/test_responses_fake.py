@@ -264,6 +264,13 @@ def test_a_chain_with_a_deleted_link_is_refused_naming_it(fake_server: ThreadSer
         ({"input": "hi", "background": True}, "background"),
         ({"input": "hi", "include": ["file_search_call.results"]}, "include[0]"),
         ({"input": "hi", "text": {"format": {"type": "xml"}}}, "text.format"),
+        (
+            {
+                "input": "hi",
+                "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "z"}}},
+            },
+            "text.format",
+        ),
         ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": []}, "input"),
         ({"input": "hi", "top_p": 1.5}, "top_p"),
@@ -302,3 +309,46 @@ def test_truncation_auto_drops_the_oldest_turns(server_factory: ServerFactory) -
     r = post(server, {**body, "truncation": "auto"})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["input_tokens"] + 6 <= 24
+
+
+def test_logprobs_come_with_include(fake_server: ThreadServer) -> None:
+    body = {
+        "model": MODEL,
+        "input": QUESTION,
+        "include": ["message.output_text.logprobs"],
+        "top_logprobs": 2,
+    }
+    r = post(fake_server, body)
+    assert r.status_code == 200, r.text
+    part = r.json()["output"][0]["content"][0]
+    assert [lp["token"] for lp in part["logprobs"]][:2] == ["Paris", " is"]
+    assert part["logprobs"][0]["logprob"] == -0.5
+    assert [t["logprob"] for t in part["logprobs"][0]["top_logprobs"]] == [-0.5, -1.5]
+    plain = post(fake_server, {"model": MODEL, "input": QUESTION}).json()
+    assert plain["output"][0]["content"][0]["logprobs"] == []
+
+
+def test_a_failure_mid_stream_ends_with_error_and_a_stored_failed_response(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(FakeEngine(fail_after_tokens=2))
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    body = {"model": MODEL, "input": QUESTION, "stream": True}
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/responses", json=body, headers=headers, timeout=10
+    ) as r:
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in r.iter_lines()
+            if line.startswith("data: ")
+        ]
+    kinds = [e["type"] for e in events]
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert kinds.count("response.output_text.delta") == 2
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["message"]
+    stored = client(server).responses.retrieve(failed["id"])
+    assert stored.status == "failed" and stored.output_text == "Paris is"
+    rows = usage_rows(server, expect=1)
+    assert [(x["endpoint"], x["completion_tokens"]) for x in rows] == [("responses", 2)]
+    assert rows[0]["status"] != 200
