@@ -1,6 +1,12 @@
-"""GBNF for response_format and forced tool calls; llama.cpp's own parser checks them (model)."""
+"""GBNF for response_format and forced tool calls; llama.cpp's own parser reads them and its
+grammar sampler accepts exactly the valid texts (model)."""
 
 from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,12 +22,15 @@ from modelgrid.core.types import (
 )
 from modelgrid.engines.grammar import request_grammar, response_format_grammar, tool_call_grammar
 
+PLAIN = Tool("plain", None, None)
 WEATHER = Tool(
     "get_weather",
     "Weather in a city",
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
-ODD = Tool("odd", None, {"type": "string", "pattern": "unanchored"})  # the converter refuses it
+ODD = Tool(
+    "odd", None, {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}
+)
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -66,26 +75,42 @@ def test_json_object_and_schema_grammars() -> None:
     assert obj["root"] == "object"
     assert "\\x00-\\x1F" in obj["char"]  # raw control characters are not valid JSON strings
     schema = rules(response_format_grammar(fmt(ResponseFormatKind.JSON_SCHEMA, SCHEMA)) or "")
-    assert '"\\"name\\""' in schema["name-kv"] and "integer" in schema["age-kv"]
+    text = "\n".join(schema.values())
+    assert '"\\"name\\"" space ":"' in text and '"\\"age\\"" space ":" space integer' in text
 
 
 @pytest.mark.parametrize(
-    "schema", [{"type": "string", "pattern": "no-anchors"}, {"$ref": "#/$defs/missing"}]
+    "schema", [{"type": "integer", "multipleOf": 2}, {"$ref": "#/$defs/missing"}]
 )
-def test_schema_the_converter_cannot_enforce_is_a_400(schema: dict) -> None:  # type: ignore[type-arg]
+def test_schema_the_grammar_cannot_enforce_is_a_400(schema: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidRequestError) as exc:
         response_format_grammar(fmt(ResponseFormatKind.JSON_SCHEMA, schema))
     assert exc.value.param == "response_format"
 
 
 def test_required_allows_any_declared_function_and_several_calls() -> None:
-    g = rules(tool_call_grammar(tools(ToolChoiceMode.REQUIRED)) or "")
+    both = InferenceRequest(
+        "r",
+        "m",
+        messages=[],
+        tools=(WEATHER, PLAIN),
+        tool_choice=ToolChoice(ToolChoiceMode.REQUIRED),
+    )
+    g = rules(tool_call_grammar(both) or "")
     assert g["root"] == 'call ( "\\n" call )*'
     assert g["call"].startswith('"<tool_call>\\n" ( tool-0 | tool-1 )')
     assert '\\"name\\": \\"get_weather\\"' in g["tool-0"] and "tool-0-args" in g["tool-0"]
-    assert g["tool-1-args"] == "object"  # unconvertible parameters: any object
-    single = rules(tool_call_grammar(tools(ToolChoiceMode.REQUIRED, parallel=False)) or "")
+    assert g["tool-1-args"] == "object"  # no parameters: any object
+    single = rules(tool_call_grammar(tools(ToolChoiceMode.FUNCTION, "get_weather")) or "")
     assert single["root"] == "call"
+
+
+def test_forced_parameters_the_grammar_cannot_enforce_are_refused_not_loosened() -> None:
+    """They used to become "any object": a promise silently dropped."""
+    with pytest.raises(InvalidRequestError) as exc:
+        tool_call_grammar(tools(ToolChoiceMode.REQUIRED))
+    assert exc.value.param == "tools" and "multipleOf" in exc.value.message
+    assert tool_call_grammar(tools(ToolChoiceMode.FUNCTION, "get_weather"))  # odd not forced
 
 
 def test_named_function_allows_only_it_and_one_call() -> None:
@@ -95,35 +120,139 @@ def test_named_function_allows_only_it_and_one_call() -> None:
 
 
 def test_forced_calls_take_precedence_over_response_format() -> None:
-    r = tools(ToolChoiceMode.REQUIRED)
+    r = tools(ToolChoiceMode.FUNCTION, "get_weather")
     r.sampling = SamplingParams(response_format=ResponseFormat(ResponseFormatKind.JSON_OBJECT))
     assert "call" in rules(request_grammar(r) or "")
 
 
-@pytest.mark.model
-def test_llama_cpp_accepts_every_grammar() -> None:
+# schema -> (texts llama.cpp's grammar sampler must accept, texts it must refuse)
+MATCHING: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
+    "bounded integer": (
+        {"type": "integer", "minimum": 1, "maximum": 9},
+        ["1", "9", "5 "],
+        ["0", "10", "1000000000000000", "-1", "05"],
+    ),
+    "bounded number": (
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        ["0.5", "1", "0.001", "1.0"],
+        ["0", "1.5", "-0.5", "2"],
+    ),
+    "enum and pattern": (
+        {
+            "type": "object",
+            "properties": {
+                "digit": {"type": "integer", "minimum": 1, "maximum": 9},
+                "color": {"enum": ["red", "green"]},
+                "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+            },
+            "required": ["digit", "color", "code"],
+            "additionalProperties": False,
+        },
+        ['{"digit": 3, "color": "red", "code": "AB-123"}'],
+        [
+            '{"digit": 12, "color": "red", "code": "AB-123"}',
+            '{"digit": 3, "color": "blue", "code": "AB-123"}',
+            '{"digit": 3, "color": "red", "code": "ab-123"}',
+            '{"digit": 3, "color": "red"}',
+            '{"digit": 3, "color": "red", "code": "AB-123", "x": 1}',
+        ],
+    ),
+    "recursive": (
+        SCHEMA
+        | {
+            "properties": {
+                **SCHEMA["properties"],
+                "kids": {"type": "array", "items": {"$ref": "#"}},
+            }
+        },
+        ['{"name": "a", "age": 1, "kids": [{"name": "b", "age": 2}]}'],
+        ['{"name": "a", "age": 1, "kids": [{"name": "b"}]}'],
+    ),
+    "formats": (
+        {
+            "type": "array",
+            "prefixItems": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "format": "uuid"},
+            ],
+        },
+        ['["2024-05-01T12:00:00Z", "123e4567-e89b-12d3-a456-426614174000"]'],
+        ['["2024-05-01", "123e4567-e89b-12d3-a456-426614174000"]'],
+    ),
+    "strings": (
+        {"type": "string", "minLength": 1, "maxLength": 3},
+        ['"a"', '"日本語"', '"a\\"b"', '"a\\nb"'],
+        ['""', '"abcd"', '"a\nb"'],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Iterator[Any]:
     import llama_cpp
 
     from modelgrid.config import Settings
     from modelgrid.engines.catalog import CATALOG
 
     path = Settings().models_dir / CATALOG["qwen2.5-coder-0.5b-instruct"].filename
-    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def _allowed(sampler: Any, token: int) -> bool:
+    import llama_cpp
+
+    data = (llama_cpp.llama_token_data * 1)()
+    data[0].id, data[0].logit, data[0].p = token, 0.0, 0.0
+    candidates = llama_cpp.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+    return math.isfinite(data[0].logit)
+
+
+def sampler_accepts(llm: Any, gbnf: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler lets the model write ``text`` and then stop
+    (``text`` fed a character at a time, each as the tokens it is spelled with)."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+    assert sampler, gbnf
     try:
-        for request in (
-            fmt(ResponseFormatKind.JSON_OBJECT),
-            fmt(ResponseFormatKind.JSON_SCHEMA, SCHEMA),
-            tools(ToolChoiceMode.REQUIRED),
-            tools(ToolChoiceMode.FUNCTION, "odd"),
-        ):
-            gbnf = request_grammar(request) or ""
-            sampler = llama_cpp.llama_sampler_init_grammar(
-                vocab._model.vocab, gbnf.encode(), b"root"
-            )
-            assert sampler, gbnf
-            llama_cpp.llama_sampler_free(sampler)
+        for ch in text:
+            for token in llm.tokenize(ch.encode(), add_bos=False, special=False):
+                if not _allowed(sampler, token):
+                    return False
+                llama_cpp.llama_sampler_accept(sampler, token)
+        return _allowed(sampler, llm.token_eos())
     finally:
-        vocab.close()
+        llama_cpp.llama_sampler_free(sampler)
+
+
+@pytest.mark.model
+def test_llama_cpp_accepts_every_grammar(vocab: Any) -> None:
+    import llama_cpp
+
+    for request in (
+        fmt(ResponseFormatKind.JSON_OBJECT),
+        fmt(ResponseFormatKind.JSON_SCHEMA, SCHEMA),
+        tools(ToolChoiceMode.FUNCTION, "get_weather"),
+        *(fmt(ResponseFormatKind.JSON_SCHEMA, s) for s, _, _ in MATCHING.values()),
+    ):
+        gbnf = request_grammar(request) or ""
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab._model.vocab, gbnf.encode(), b"root")
+        assert sampler, gbnf
+        llama_cpp.llama_sampler_free(sampler)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("case", sorted(MATCHING))
+def test_llama_cpp_grammar_admits_valid_texts_only(vocab: Any, case: str) -> None:
+    schema, valid, invalid = MATCHING[case]
+    gbnf = response_format_grammar(fmt(ResponseFormatKind.JSON_SCHEMA, schema)) or ""
+    for text in valid:
+        assert sampler_accepts(vocab, gbnf, text), text
+    for text in invalid:
+        assert not sampler_accepts(vocab, gbnf, text), text
 
 
 @pytest.mark.parametrize(
@@ -131,7 +260,7 @@ def test_llama_cpp_accepts_every_grammar() -> None:
     [
         {"type": "string", "minLength": 1_000_000_000},
         {"type": "object", "properties": {"xs": {"type": "array", "maxItems": 10**6}}},
-        {"type": "array", "items": [{"type": "string", "maxLength": 5000}]},
+        {"type": "array", "prefixItems": [{"type": "string", "maxLength": 5000}]},
     ],
 )
 def test_huge_counted_bounds_are_refused_before_conversion(schema: dict) -> None:  # type: ignore[type-arg]
@@ -139,7 +268,7 @@ def test_huge_counted_bounds_are_refused_before_conversion(schema: dict) -> None
     with pytest.raises(InvalidRequestError) as exc:
         response_format_grammar(fmt(ResponseFormatKind.JSON_SCHEMA, schema))
     assert exc.value.param == "response_format"
-    assert "larger than 1000" in exc.value.message
+    assert "larger than 1000" in exc.value.message and "/" in exc.value.message
 
 
 def test_bounds_within_the_limit_still_convert() -> None:

@@ -38,7 +38,7 @@ async def json_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False)  # with the input: messages quote a bad value
         first: dict[str, Any] = dict(errors[0]) if errors else {}
         detail = str((first.get("ctx") or {}).get("error", ""))
         if first.get("type") == "json_invalid" and _BAD_TEXT in detail:

@@ -86,9 +86,11 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
     sp = request.sampling
     if sp.max_tokens is not None:
         body["max_tokens"] = sp.max_tokens
-    if sp.temperature != 1.0:
+    if sp.top_p == 0.0:  # the most likely token only: greedy (vLLM refuses a top_p of 0)
+        body["temperature"] = 0.0
+    elif sp.temperature != 1.0:
         body["temperature"] = sp.temperature
-    if sp.top_p != 1.0:
+    if 0.0 < sp.top_p < 1.0:
         body["top_p"] = sp.top_p
     if sp.stop:
         body["stop"] = list(sp.stop)

@@ -8,7 +8,8 @@ reasons and ``TokenUsage`` -> the JSON objects of the API reference
 - ``result_format="message"``: ``output = {"choices": [{"finish_reason": str, "message":
   {"role": "assistant", "content": str}}]}`` (each choice also carries ``index`` when n > 1;
   a message with function calls also has ``tool_calls``, see ``tools``)
-- ``usage = {"input_tokens", "output_tokens", "total_tokens"}``
+- ``usage = {"input_tokens", "output_tokens", "total_tokens"}``, plus
+  ``"prompt_tokens_details": {"cached_tokens"}`` when part of the input came from the cache
 
 While streaming, ``finish_reason`` is the *string* ``"null"`` until the last event of a choice,
 as DashScope sends it; the last event says ``"stop"``, ``"length"`` or ``"tool_calls"``.
@@ -22,6 +23,7 @@ from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams, TokenUsage
 from modelgrid.protocol.dashscope.models import GenerationRequest, Message, ResultFormat
 from modelgrid.protocol.dashscope.tools import assistant_calls, tie_tool_results, tools_and_choice
+from modelgrid.protocol.openai.formats import response_format_in
 
 STREAMING_FINISH_REASON = "null"  # DashScope's literal string for "not finished yet"
 
@@ -97,6 +99,7 @@ def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRe
         presence_penalty=p.presence_penalty or 0.0,
         top_k=p.top_k or 0,
         repetition_penalty=1.0 if p.repetition_penalty is None else p.repetition_penalty,
+        response_format=response_format_in(p.response_format, "parameters.response_format"),
     )
     return InferenceRequest(
         request_id=request_id,
@@ -110,13 +113,19 @@ def to_inference_request(req: GenerationRequest, request_id: str) -> InferenceRe
     )
 
 
-def usage_dict(usage: TokenUsage) -> dict[str, int]:
-    """The reference's ``usage`` object."""
-    return {
+def usage_dict(usage: TokenUsage) -> dict[str, Any]:
+    """The reference's ``usage`` object; ``prompt_tokens_details.cached_tokens`` when the
+    replica served part of the input from its prefix cache (DashScope's context cache: the
+    field of the SDKs' ``GenerationUsage``, https://help.aliyun.com/zh/model-studio/user-guide/context-cache;
+    those tokens are part of ``input_tokens`` and billed at the cached rate)."""
+    body: dict[str, Any] = {
         "input_tokens": usage.prompt_tokens,
         "output_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
 
 
 def output_dict(

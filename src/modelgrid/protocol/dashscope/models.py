@@ -68,6 +68,9 @@ class GenerationParameters(BaseModel):
     ``tools`` has OpenAI's function-tool shape; ``tool_choice`` is ``auto``, ``none`` or
     ``{"type": "function", "function": {"name": ...}}`` (checked against ``tools`` in
     ``convert``); ``parallel_tool_calls`` defaults to false, as on DashScope.
+    ``response_format`` is OpenAI's (``text``, ``json_object``, ``json_schema``), enforced by
+    grammar like it (``protocol.openai.formats``). ``top_p`` is in (0, 1] and ``temperature``
+    in [0, 2), as the reference gives them.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -86,6 +89,7 @@ class GenerationParameters(BaseModel):
     tools: list[ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class GenerationRequest(BaseModel):

@@ -33,6 +33,7 @@ from typing import Any
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.types import ChatMessage, Tool, ToolCall, ToolCallDelta, ToolChoice
+from modelgrid.protocol.json_schema import check_forced_tools
 from modelgrid.protocol.openai.models import ToolCallIn, ToolIn
 from modelgrid.protocol.openai.tools import (
     argument_fragments,
@@ -54,13 +55,19 @@ def tools_and_choice(
 
     Raises:
         InvalidRequestError: as ``protocol.openai.tools.tools_in`` / ``tool_choice_in``, with
-            ``param`` under ``parameters.``.
+            ``param`` under ``parameters.``; the ``parameters`` of a function that
+            ``tool_choice`` forces hold a keyword the grammar cannot enforce
+            (``protocol.json_schema.check_forced_tools``).
     """
     try:
         core_tools = tools_in(tools)
-        return core_tools, tool_choice_in(choice, core_tools)
+        core_choice = tool_choice_in(choice, core_tools)
     except InvalidRequestError as exc:
         raise _prefixed(exc) from None
+    check_forced_tools(
+        core_tools, core_choice, lambda i: f"parameters.tools[{i}].function.parameters"
+    )
+    return core_tools, core_choice
 
 
 def tie_tool_results(messages: list[ChatMessage]) -> list[ChatMessage]:

@@ -8,7 +8,8 @@ by ``to_inference_requests`` with a 400 naming the parameter:
   ``prompt_index * n + i`` as in the reference. Token-id prompts (a list of ints or of int
   lists) are refused (``unsupported_parameter``): ids of OpenAI's tokenizer mean nothing to
   this model. Empty prompts are refused too.
-- ``max_tokens`` defaults to 16, as in the reference.
+- ``max_tokens`` defaults to 16, as in the reference; the sampling ranges are chat's
+  (``protocol.openai.models``), ``n`` at most 128 choices in all (prompts x n).
 - ``echo`` prepends the prompt to each choice's text (in a stream: as the choice's first chunk).
 - ``suffix``, ``logprobs``, ``logit_bias`` and ``best_of`` other than ``n`` are refused.
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, SamplingParams, TokenUsage
 from modelgrid.protocol.openai.convert import usage_dict
-from modelgrid.protocol.openai.models import StreamOptions
+from modelgrid.protocol.openai.models import MAX_N, StreamOptions
 from modelgrid.protocol.openai.params import stop_sequences
 
 DEFAULT_MAX_TOKENS = 16  # the reference's default for this endpoint
@@ -41,10 +42,10 @@ class CompletionRequest(BaseModel):
     prompt: Prompt
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # 0: the most likely token
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     echo: bool | None = False
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None

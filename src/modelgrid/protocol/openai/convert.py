@@ -20,6 +20,7 @@ from modelgrid.core.types import (
     TokenUsage,
     ToolCall,
 )
+from modelgrid.protocol.json_schema import check_forced_tools
 from modelgrid.protocol.openai.formats import response_format_in
 from modelgrid.protocol.openai.models import ChatCompletionRequest, ChatMessageIn
 from modelgrid.protocol.openai.params import stop_sequences
@@ -77,11 +78,15 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
 
     Raises:
         InvalidRequestError: a parameter is out of its documented range or combination.
-        UnsupportedParameterError: a known parameter modelgrid does not implement yet.
+        UnsupportedParameterError: a known parameter modelgrid does not implement yet; a JSON
+            Schema keyword the grammar cannot enforce, in ``response_format`` or in the
+            ``parameters`` of a function ``tool_choice`` forces (``protocol.json_schema``).
     """
     _check_combinations(req)
     messages = [_message(m, i) for i, m in enumerate(req.messages)]
     tools = tools_in(req.tools)
+    tool_choice = tool_choice_in(req.tool_choice, tools)
+    check_forced_tools(tools, tool_choice, lambda i: f"tools[{i}].function.parameters")
     sampling = SamplingParams(
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -103,7 +108,7 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         sampling=sampling,
         n=req.n or 1,
         tools=tools,
-        tool_choice=tool_choice_in(req.tool_choice, tools),
+        tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,
     )
 

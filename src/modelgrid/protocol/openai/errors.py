@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,28 @@ def _loc_param(loc: tuple[Any, ...]) -> str | None:
     return out
 
 
+_MAX_SHOWN = 80  # characters of an offending string value quoted in a message
+
+
+def _shown(value: Any) -> str | None:
+    """The offending value as a message quotes it (scalars only: a list or an object is not
+    repeated back)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        cut = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "…"
+        return "'" + cut.replace("'", "\\'") + "'"
+    return None
+
+
 def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """The message and ``param`` of a 400 for pydantic validation errors (the first one
-    speaks): ``Missing required parameter: 'messages'.``, ``Invalid value for 'n': ….``"""
+    speaks), naming the offending value when it is a scalar (pydantic's ``input``):
+    ``Missing required parameter: 'messages'.``, ``Invalid value for 'messages[0].role':
+    'robot'. Supported values are: 'system', … or 'tool'.``, ``Invalid value for 'n': Input
+    should be greater than or equal to 1 (got 0).``"""
     if not errors:
         return "Invalid request body.", None
     first = errors[0]
@@ -46,6 +66,12 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         return f"Missing required parameter: '{param}'.", param
     msg = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
     where = f"'{param}'" if param else "the request body"
+    shown = _shown(first["input"]) if "input" in first else None
+    expected = (first.get("ctx") or {}).get("expected")
+    if first.get("type") in ("literal_error", "enum") and shown and expected:
+        return f"Invalid value for {where}: {shown}. Supported values are: {expected}.", param
+    if shown is not None:
+        return f"Invalid value for {where}: {msg} (got {shown}).", param
     return f"Invalid value for {where}: {msg}.", param
 
 

@@ -1,8 +1,12 @@
 """OpenAI chat-completions request models, with the API reference's field names.
 
-Reference: https://platform.openai.com/docs/api-reference/chat/create. Unknown fields are
-accepted and ignored (as vLLM does), so SDK ``extra_body`` additions never fail; fields whose
-behaviour modelgrid does not implement yet are rejected by ``convert`` with a clear 400.
+Reference: https://platform.openai.com/docs/api-reference/chat/create (ranges as its OpenAPI
+spec gives them: ``temperature`` 0..2, ``top_p`` 0..1, penalties -2..2, ``n`` 1..128,
+``top_logprobs`` 0..20, ``seed`` an int64; ``top_p`` 0 keeps only the most likely token, as
+llama.cpp's nucleus sampler does, and upstreams get ``temperature`` 0 instead,
+``engines.openai_wire``). Unknown fields are accepted and ignored (as vLLM does), so SDK
+``extra_body`` additions never fail; fields whose behaviour modelgrid does not implement yet
+are rejected by ``convert`` with a clear 400.
 Fields whose valid shape depends on other fields (``tool_choice``, ``response_format``) are
 checked by ``convert``, which names the parameter at fault.
 """
@@ -12,6 +16,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_N = 128  # the reference's most choices for one request
 
 
 class TextPart(BaseModel):
@@ -76,10 +82,10 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # 0: the most likely token
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
@@ -99,6 +105,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 __all__ = [
+    "MAX_N",
     "ChatCompletionRequest",
     "ChatMessageIn",
     "FunctionCallIn",
