@@ -56,3 +56,14 @@ def test_stop_made_of_multibyte_characters() -> None:
     out, stopped = feed_all(asm, [data[i : i + 1] for i in range(len(data))])
     assert stopped
     assert "".join(out) == "好的"
+
+
+def test_the_matched_stop_string_is_known() -> None:
+    """The earliest occurrence wins, whichever stop was listed first (``Delta.matched_stop``,
+    Anthropic's ``stop_sequence``)."""
+    asm = TextAssembler(("lazy", "fox", "brown fox"))
+    out, stopped = feed_all(asm, [b"the quick br", b"own fox jumps"])
+    assert stopped and "".join(out) == "the quick " and asm.matched == "brown fox"
+    asm = TextAssembler(("zzz",))
+    feed_all(asm, [b"no stop here"])
+    assert asm.matched is None

@@ -140,6 +140,22 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenizeOptions:
+    """How an engine's ``tokenize`` renders a request (vLLM's ``/tokenize`` flags).
+
+    Attributes:
+        add_special_tokens: A raw ``prompt``: add the tokenizer's special tokens (a BOS, for
+            models that have one), as generation does. Messages: ignored (the chat template
+            places them).
+        add_generation_prompt: Messages: end with the opening of the assistant's turn, as
+            generation does. A raw ``prompt``: ignored.
+    """
+
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingHints:
     """What routing must respect and should prefer for one request.
 
@@ -283,7 +299,10 @@ class Delta:
     running number of tokens generated for that choice so far. ``tool_calls`` are parts of the
     function calls parsed from the output (never also in ``text``); ``logprobs`` covers the
     tokens generated since the previous delta when ``SamplingParams.logprobs`` is on (so over
-    a choice there is one entry per completion token).
+    a choice there is one entry per completion token). ``matched_stop`` is the stop string
+    (one of ``SamplingParams.stop``) that ended the choice, on its finish delta only; ``None``
+    when it ended otherwise, or when the engine cannot tell (an upstream that does not report
+    it the way vLLM does, as ``stop_reason``).
     """
 
     index: int
@@ -292,6 +311,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
+    matched_stop: str | None = None
 
 
 __all__ = [
@@ -306,6 +326,7 @@ __all__ = [
     "SamplingParams",
     "TokenLogprob",
     "TokenUsage",
+    "TokenizeOptions",
     "Tool",
     "ToolCall",
     "ToolCallDelta",

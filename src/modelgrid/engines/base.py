@@ -3,16 +3,19 @@
 Serving talks to engines only through ``Engine``: ``prepare`` tokenizes and checks the context
 window before any byte is sent, ``stream`` yields ``Delta``s, and cancelling the consumer of
 ``stream`` (client disconnect) stops generation promptly and frees the replica.
+``tokenize`` / ``detokenize`` expose the model's own tokenizer and chat template (vLLM's
+``/tokenize`` and ``/detokenize``, Anthropic's ``count_tokens``): an engine whose model runs
+elsewhere asks that replica.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from modelgrid.core.types import Delta, InferenceRequest
+from modelgrid.core.types import Delta, InferenceRequest, RoutingHints, TokenizeOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,9 @@ class PreparedRequest:
         self.prompt_tokens_estimated = False
 
 
+PREPARED = TokenizeOptions()  # the tokens ``prepare`` feeds the model
+
+
 @runtime_checkable
 class Engine(Protocol):
     @property
@@ -95,6 +101,31 @@ class Engine(Protocol):
         """
         ...
 
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        """The token ids of ``request``'s prompt in the model's own tokenizer: its messages
+        (with its ``tools`` unless ``tool_choice`` is ``none``) through the chat template, or
+        its raw ``prompt``; with ``PREPARED``, exactly the ids ``prepare`` would feed the
+        model. ``request.routing``: where it may run (a routed engine's residency).
+
+        Raises:
+            InvalidRequestError: the messages cannot be rendered, or the model has no
+                tokenizer to offer (an embedding model, an upstream without ``/tokenize``).
+            ContextLengthExceededError: a text far too long to tokenize for the window.
+            PermissionDeniedError, ServiceUnavailableError: residency, no replica (routed).
+        """
+        ...
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        """The text of ``tokens`` (special tokens rendered as text, as vLLM's
+        ``/detokenize`` does); ``routing`` as for ``tokenize``.
+
+        Raises:
+            InvalidRequestError: an id outside the vocabulary (param ``tokens``).
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -111,4 +142,4 @@ class Probed(abc.ABC):
         """Whether the replica answers now (one probe; never raises for a dead replica)."""
 
 
-__all__ = ["Engine", "ModelCard", "PreparedRequest", "Probed"]
+__all__ = ["PREPARED", "Engine", "ModelCard", "PreparedRequest", "Probed", "TokenizeOptions"]

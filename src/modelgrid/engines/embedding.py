@@ -109,6 +109,22 @@ def refuse_generation(card: ModelCard) -> NoReturn:
     )
 
 
+def refuse_tokenization(card: ModelCard) -> NoReturn:
+    """What an embedding engine's ``tokenize`` and ``detokenize`` do: refuse with a 400
+    (``/tokenize`` serves generation models; an embedding's token count comes with its
+    usage).
+
+    Raises:
+        InvalidRequestError: always (code ``model_not_supported``).
+    """
+    raise InvalidRequestError(
+        f"The model '{card.model_id}' is an embedding model: /tokenize, /detokenize and "
+        "count_tokens serve generation models (/v1/embeddings reports its token usage).",
+        param="model",
+        code="model_not_supported",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PackagedEmbeddingModel:
     """An embedding model shipped as a PyPI package.
@@ -225,4 +241,5 @@ __all__ = [
     "installed_embedding_models",
     "model_path",
     "refuse_generation",
+    "refuse_tokenization",
 ]

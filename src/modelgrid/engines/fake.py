@@ -5,19 +5,29 @@ can assert exact token counts and texts without a model. The reply goes through 
 assembly as the real engines (``engines.output``): a reply written in Qwen's tool-call format
 becomes function calls when the request declares that function. With ``logprobs`` each word
 gets log probability -0.5 and the alternatives ``alt1``, ``alt2``… at -1.5, -2.5…
-Never used as the product's engine.
+``tokenize`` gives each word an id (in order of first sight, from ``FIRST_TOKEN_ID``: the
+same calls on a fresh engine give the same ids), so it counts what ``prepare`` counts;
+``detokenize`` joins the words of known ids with spaces. Never used as the product's engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
-from modelgrid.core.errors import ContextLengthExceededError, EngineError
-from modelgrid.core.types import Delta, FinishReason, InferenceRequest, TokenLogprob
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.core.errors import ContextLengthExceededError, EngineError, InvalidRequestError
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest, RoutingHints, TokenLogprob
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
 from modelgrid.engines.output import ChoiceOutput
+
+FIRST_TOKEN_ID = 1000
+
+
+def prompt_words(request: InferenceRequest) -> list[str]:
+    """The fake's "tokens" of a request: the words of its prompt or its messages' contents."""
+    text = request.prompt or " ".join((m.content or "") for m in request.messages or [])
+    return text.split()
 
 
 class FakeEngine:
@@ -46,6 +56,8 @@ class FakeEngine:
         self.fail_after_tokens = fail_after_tokens
         self.cancelled = 0
         self.completed = 0
+        self.vocabulary: dict[str, int] = {}
+        self.words: dict[int, str] = {}
 
     @property
     def ready(self) -> bool:
@@ -59,8 +71,7 @@ class FakeEngine:
         return None
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        text = request.prompt or " ".join((m.content or "") for m in request.messages or [])
-        n_prompt = len(text.split())
+        n_prompt = len(prompt_words(request))
         wanted = request.sampling.max_tokens
         if n_prompt + (wanted or 0) > self.card.context_length:
             raise ContextLengthExceededError("Too long for the fake model.", param="messages")
@@ -97,6 +108,25 @@ class FakeEngine:
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled += 1
             raise
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        ids = []
+        for word in prompt_words(request):
+            if word not in self.vocabulary:
+                self.vocabulary[word] = FIRST_TOKEN_ID + len(self.vocabulary)
+                self.words[self.vocabulary[word]] = word
+            ids.append(self.vocabulary[word])
+        return ids
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        unknown = next((t for t in tokens if t not in self.words), None)
+        if unknown is not None:
+            raise InvalidRequestError(
+                f"Token id {unknown} is outside the fake model's vocabulary.", param="tokens"
+            )
+        return " ".join(self.words[t] for t in tokens)
 
     async def aclose(self) -> None:
         return None

@@ -14,9 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelgrid.core.errors import EngineError
-from modelgrid.core.types import InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.embedding import EMBEDDINGS, Embeddings, refuse_generation
+from modelgrid.core.types import InferenceRequest, RoutingHints
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.embedding import (
+    EMBEDDINGS,
+    Embeddings,
+    refuse_generation,
+    refuse_tokenization,
+)
 
 
 def fake_vector(text: str, dimensions: int) -> list[float]:
@@ -76,6 +81,14 @@ class FakeEmbeddingEngine:
 
     def stream(self, prepared: PreparedRequest) -> Any:
         refuse_generation(self.card)
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        refuse_tokenization(self.card)
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        refuse_tokenization(self.card)
 
     async def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
         """Id ``i`` is the word ``t<i>``."""

@@ -24,7 +24,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +41,12 @@ from modelgrid.core.types import (
     Delta,
     FinishReason,
     InferenceRequest,
+    RoutingHints,
     TokenLogprob,
     ToolCall,
     ToolChoiceMode,
 )
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
 from modelgrid.engines.grammar import request_grammar
 from modelgrid.engines.output import ChoiceOutput, token_text
 
@@ -147,6 +148,7 @@ class LlamaCppEngine:
         self._n_batch = n_batch
         self._llm: llama_cpp.Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._formatter_no_gen: Jinja2ChatFormatter | None = None  # add_generation_prompt off
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model_id}")
         self._waiting = 0
         self._load_lock = asyncio.Lock()
@@ -182,6 +184,9 @@ class LlamaCppEngine:
             raise EngineError(f"{self._path.name} carries no chat template in its metadata.")
         eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+        self._formatter_no_gen = Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token="", add_generation_prompt=False
+        )
         self._llm = llm
 
     # -- request preparation (event loop; tokenization is fast and read-only) --
@@ -194,18 +199,23 @@ class LlamaCppEngine:
         """
         return "".join(text for text, _ in self.prompt_segments(request))
 
-    def prompt_segments(self, request: InferenceRequest) -> list[tuple[str, bool]]:
+    def prompt_segments(
+        self, request: InferenceRequest, generation_prompt: bool = True
+    ) -> list[tuple[str, bool]]:
         """The prompt as (text, is_control) pieces: the template's own text, in which
         ``<|im_start|>`` and the like are control tokens, and the messages' contents, which
         are tokenized as plain text so a user can't forge a system turn by typing one. A raw
         ``prompt`` (``/v1/completions``) is the caller's own template: all control.
+        ``generation_prompt``: end with the opening of the assistant's turn (as generation
+        does).
 
         Raises:
             InvalidRequestError: the template rejects the conversation.
         """
         if request.prompt is not None:
             return [(request.prompt, True)]
-        assert self._formatter is not None
+        formatter = self._formatter if generation_prompt else self._formatter_no_gen
+        assert formatter is not None
         messages = request.messages or []
         dicts = [_message_dict(m) for m in messages]
         # Contents without anything that looks like a control token are tokenized with the
@@ -216,7 +226,7 @@ class LlamaCppEngine:
             if forged and d["content"]:
                 d["content"] = f"{_MARK_OPEN}{i}{_MARK_CLOSE}"
         try:
-            rendered = self._formatter(
+            rendered = formatter(
                 messages=dicts,  # type: ignore[arg-type]  # llama_types' TypedDicts, as dicts
                 tools=_tool_dicts(request),  # type: ignore[arg-type]
             ).prompt
@@ -237,15 +247,49 @@ class LlamaCppEngine:
                 out.append((f"{_MARK_OPEN}{piece}{_MARK_CLOSE}", False))
         return out
 
-    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+    def tokenize_text(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
         assert self._llm is not None
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
-    def tokenize_segments(self, segments: list[tuple[str, bool]]) -> list[int]:
+    def tokenize_segments(
+        self, segments: list[tuple[str, bool]], add_bos: bool = True
+    ) -> list[int]:
         ids: list[int] = []
         for i, (text, control) in enumerate(segments):
-            ids += self.tokenize(text, add_bos=i == 0, special=control)
+            ids += self.tokenize_text(text, add_bos=add_bos and i == 0, special=control)
         return ids
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        """The ids ``prepare`` would feed the model (with ``PREPARED``): the same template,
+        the same segments, the same tokenizer calls. A raw prompt without
+        ``add_special_tokens`` is tokenized without the BOS (a no-op for Qwen, which has
+        none)."""
+        if self._llm is None:
+            raise EngineError("The model is not loaded yet.")
+        self._refuse_surely_too_long(request)
+        segments = self.prompt_segments(request, options.add_generation_prompt)
+        raw = request.prompt is not None
+        return self.tokenize_segments(segments, add_bos=options.add_special_tokens or not raw)
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        """The text of ``tokens``, special tokens included (invalid UTF-8 as U+FFFD).
+
+        Raises:
+            InvalidRequestError: an id outside the vocabulary (param ``tokens``).
+        """
+        llm = self._llm
+        if llm is None:
+            raise EngineError("The model is not loaded yet.")
+        vocab = llm.n_vocab()
+        bad = next((t for t in tokens if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"Token id {bad} is outside this model's vocabulary (0..{vocab - 1}).",
+                param="tokens",
+            )
+        return llm.detokenize(list(tokens), special=True).decode("utf-8", "replace")
 
     def _refuse_surely_too_long(self, request: InferenceRequest) -> None:
         """Refuse a prompt that can't fit without tokenizing it (tokenizing megabytes would

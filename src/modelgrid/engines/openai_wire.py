@@ -33,6 +33,7 @@ from modelgrid.core.types import (
     ToolCallDelta,
     ToolChoiceMode,
 )
+from modelgrid.engines.base import TokenizeOptions
 
 DONE = b"[DONE]"
 
@@ -120,17 +121,7 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
         spec = {"name": fmt.name or "response", "schema": fmt.schema or {}}
         body["response_format"] = {"type": "json_schema", "json_schema": spec}
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    **({"description": t.description} if t.description else {}),
-                    **({"parameters": t.parameters} if t.parameters is not None else {}),
-                },
-            }
-            for t in request.tools
-        ]
+        body["tools"] = _tools(request)
         if (choice := _tool_choice(request)) is not None:
             body["tool_choice"] = choice
         if not request.parallel_tool_calls:
@@ -138,6 +129,38 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
     if request.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _tools(request: InferenceRequest) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                **({"parameters": t.parameters} if t.parameters is not None else {}),
+            },
+        }
+        for t in request.tools
+    ]
+
+
+def tokenize_body(
+    request: InferenceRequest, model: str, options: TokenizeOptions
+) -> dict[str, Any]:
+    """The body of vLLM's ``POST /tokenize`` for ``request``'s prompt, naming the upstream's
+    ``model``: ``prompt`` and ``add_special_tokens``, or ``messages``, ``add_generation_prompt``
+    and the ``tools`` the model is shown (none when ``tool_choice`` is ``none``)."""
+    body: dict[str, Any] = {"model": model}
+    if request.prompt is not None:
+        body["prompt"] = request.prompt
+        body["add_special_tokens"] = options.add_special_tokens
+        return body
+    body["messages"] = [_message(m) for m in request.messages or ()]
+    body["add_generation_prompt"] = options.add_generation_prompt
+    if request.tool_mode is not ToolChoiceMode.NONE:
+        body["tools"] = _tools(request)
     return body
 
 
@@ -248,7 +271,9 @@ def finish_reason(value: str) -> FinishReason:
 
 class StreamParser:
     """Folds one stream's events into core deltas, remembering what the end needs: the
-    content-chunk count of each choice, the finish reasons, and the usage object.
+    content-chunk count of each choice, the finish reasons, the stop string that ended each
+    choice (vLLM's ``stop_reason``, which a ``modelgrid engine`` worker sends too, when it is
+    one of the request's stop strings), and the usage object.
 
     Args:
         request: The request being streamed (``n``, chat or raw prompt, ``logprobs``).
@@ -256,7 +281,17 @@ class StreamParser:
             message and code (the engine words and types it).
     """
 
-    __slots__ = ("chat", "counts", "errors", "finished", "logprobs", "n", "usage")
+    __slots__ = (
+        "chat",
+        "counts",
+        "errors",
+        "finished",
+        "logprobs",
+        "matched",
+        "n",
+        "stops",
+        "usage",
+    )
 
     def __init__(
         self, request: InferenceRequest, errors: Callable[[str, str | None], Exception]
@@ -267,6 +302,8 @@ class StreamParser:
         self.errors = errors
         self.counts = [0] * request.n
         self.finished: dict[int, FinishReason] = {}
+        self.stops = request.sampling.stop
+        self.matched: dict[int, str] = {}
         self.usage: dict[str, Any] | None = None
 
     def event(self, data: bytes) -> list[Delta] | None:
@@ -345,6 +382,9 @@ class StreamParser:
                 out.append(Delta(index, text, self.counts[index], None, parts, lps))
             if reason := choice.get("finish_reason"):
                 self.finished[index] = finish_reason(reason)
+                stop = choice.get("stop_reason")
+                if isinstance(stop, str) and stop in self.stops:
+                    self.matched[index] = stop
         return out
 
 
@@ -389,5 +429,6 @@ __all__ = [
     "legacy_logprobs",
     "request_body",
     "request_path",
+    "tokenize_body",
     "tool_call_parts",
 ]

@@ -8,6 +8,7 @@ choice's deltas carry exactly one entry per completion token.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 from modelgrid.core.types import (
@@ -42,7 +43,8 @@ class ChoiceOutput:
     Call ``token(data, logprob)`` per generated token (not for end-of-generation tokens); once
     ``stopped`` is true (a stop string was hit) generation must end. Then ``finish(reason)``
     returns the closing deltas, the last one carrying the finish reason: ``tool_calls`` when
-    the model called a function and ended on its own.
+    the model called a function and ended on its own; ``stop`` with the stop string in
+    ``matched_stop`` when one was hit.
     """
 
     __slots__ = (
@@ -83,7 +85,9 @@ class ChoiceOutput:
         out = self._deltas(pieces)
         if self._calls and reason is FinishReason.STOP:
             reason = FinishReason.TOOL_CALLS
-        out.append(Delta(self._index, "", self.produced, reason, logprobs=self._take_logprobs()))
+        matched = self._text.matched if reason is FinishReason.STOP else None
+        last = Delta(self._index, "", self.produced, reason, logprobs=self._take_logprobs())
+        out.append(dataclasses.replace(last, matched_stop=matched) if matched else last)
         return out
 
     def _deltas(self, pieces: list[Piece]) -> list[Delta]:

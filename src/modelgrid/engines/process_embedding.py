@@ -28,9 +28,9 @@ from modelgrid.core.errors import (
     ModelgridError,
     ServiceUnavailableError,
 )
-from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.embedding import Embeddings, refuse_generation
+from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.embedding import Embeddings, refuse_generation, refuse_tokenization
 from modelgrid.engines.process import EngineProcess
 
 INTERNAL = "/internal/embeddings"
@@ -182,6 +182,14 @@ class WorkerEmbeddingEngine:
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         refuse_generation(self.card)
         yield  # pragma: no cover - an async generator that never yields
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        refuse_tokenization(self.card)
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        refuse_tokenization(self.card)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

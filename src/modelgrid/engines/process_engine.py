@@ -17,23 +17,29 @@ token), with what only a supervisor knows added:
 
 Token counts come from the child's usage chunk: ``prepare`` can only estimate the prompt (for
 admission; ``engines.upstream``), the exact counts replace the estimate when the answer ends.
+``tokenize`` / ``detokenize`` ask the child's own ``/tokenize`` and ``/detokenize`` (the model's
+tokenizer and chat template), waiting out a restart the same way; they are idempotent, so a
+call the dying child dropped is sent again to the next one.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from modelgrid.core.errors import (
     EngineDiedError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelgrid.core.types import Delta, InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
+from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.upstream import UpstreamEngine
+
+T = TypeVar("T")
 
 
 class ProcessEngine:
@@ -69,13 +75,17 @@ class ProcessEngine:
             owned_by=self.card.owned_by,
         )
 
-    async def _follow_port(self, prepared: PreparedRequest) -> None:
-        """A child that never got ready makes the next one take a new port: talk to it there,
-        and re-encode a request prepared for the old one."""
+    async def _follow_child(self) -> None:
+        """A child that never got ready makes the next one take a new port: talk to it
+        there."""
         if self._port != self.process.port:
             old, self._client = self._client, self._client_for(self.process.port)
             await self._client.start()
             await old.aclose()
+
+    async def _follow_port(self, prepared: PreparedRequest) -> None:
+        """``_follow_child``, and re-encode a request prepared for the old port."""
+        await self._follow_child()
         if prepared.payload.url.port != self._port:
             prepared.payload = self._client.prepare(replace(prepared.request, stream=True)).payload
 
@@ -172,6 +182,35 @@ class ProcessEngine:
             if waiting:
                 self._waiting -= 1
             self._learn(prepared, estimate)
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        """The child's ``/tokenize`` (see the module docstring).
+
+        Raises:
+            EngineRestartingError: no child ready within ``restart_wait_s`` (503).
+            InvalidRequestError, UpstreamError: the child refused or failed.
+        """
+        return await self._idempotent(lambda: self._client.tokenize(request, options))
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        """The child's ``/detokenize``; raises as ``tokenize``."""
+        return await self._idempotent(lambda: self._client.detokenize(tokens))
+
+    async def _idempotent(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` on a ready child, once more on the next child if this one died."""
+        for attempt in (1, 2):
+            incarnation = await self._await_child()
+            await self._follow_child()
+            try:
+                return await call()
+            except (UpstreamError, UpstreamTimeoutError) as exc:
+                if not await self.process.died_since(incarnation):
+                    raise
+                if attempt == 2:
+                    raise self.process.restarting_error() from exc
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._client.aclose()

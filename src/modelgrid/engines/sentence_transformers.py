@@ -23,9 +23,14 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from modelgrid.core.errors import EngineError, InvalidRequestError, ModelgridError
-from modelgrid.core.types import InferenceRequest
-from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.embedding import EMBEDDINGS, Embeddings, refuse_generation
+from modelgrid.core.types import InferenceRequest, RoutingHints
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.embedding import (
+    EMBEDDINGS,
+    Embeddings,
+    refuse_generation,
+    refuse_tokenization,
+)
 
 _T = TypeVar("_T")
 
@@ -120,6 +125,14 @@ class SentenceTransformersEngine:
 
     def stream(self, prepared: PreparedRequest) -> Any:
         refuse_generation(self.card)
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        refuse_tokenization(self.card)
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        refuse_tokenization(self.card)
 
     # -- embeddings --
 

@@ -47,6 +47,11 @@ Errors (before the first delta unless said otherwise):
 
 Cancelling the consumer (client disconnect) closes the upstream response, and so its
 connection, at once: the upstream sees the disconnect and stops generating.
+
+Tokenization (``tokenize``, ``detokenize``) is vLLM's ``POST /tokenize`` and ``/detokenize``
+at the server's root (``http://host:8000/v1`` → ``http://host:8000/tokenize``), which a
+``modelgrid engine`` worker serves too; errors as above, and a 404/405 from a server without
+those routes is an ``UpstreamError`` (502, code ``tokenize_unsupported``).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,9 +77,9 @@ from modelgrid.core.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelgrid.core.types import Delta, FinishReason, InferenceRequest
+from modelgrid.core.types import Delta, FinishReason, InferenceRequest, RoutingHints
 from modelgrid.engines import openai_wire as wire
-from modelgrid.engines.base import ModelCard, PreparedRequest, Probed
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, Probed, TokenizeOptions
 
 log = logging.getLogger("modelgrid.engines.upstream")
 
@@ -182,6 +187,10 @@ class UpstreamEngine(Probed):
         self._urls = {
             path: URL(self.base_url + path) for path in ("chat/completions", "completions")
         }
+        root = (
+            self.base_url.removesuffix("v1/") if self.base_url.endswith("/v1/") else self.base_url
+        )
+        self._urls.update({path: URL(root + path) for path in ("tokenize", "detokenize")})
         self._session: aiohttp.ClientSession | None = None
         self._started = False
         self._waiting = 0
@@ -384,6 +393,62 @@ class UpstreamEngine(Probed):
         deltas = parser.whole(await response.read())
         return [*deltas, *self._finish(parser, prepared, done=True)]
 
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        """The upstream's ``/tokenize`` of ``request`` (see the module doc)."""
+        body = wire.tokenize_body(request, self.upstream_model, options)
+        tokens = (await self._call("tokenize", body, request.request_id)).get("tokens")
+        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
+            raise self._malformed("tokenize")
+        return tokens
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        """The upstream's ``/detokenize`` of ``tokens``."""
+        body = {"model": self.upstream_model, "tokens": list(tokens)}
+        prompt = (await self._call("detokenize", body, None)).get("prompt")
+        if not isinstance(prompt, str):
+            raise self._malformed("detokenize")
+        return prompt
+
+    async def _call(self, path: str, body: dict[str, Any], request_id: str | None) -> Any:
+        """One plain JSON call to ``/{path}`` at the server's root; its JSON object.
+
+        Raises:
+            UpstreamError: no such route there (``tokenize_unsupported``), a malformed
+                answer, or a failure as for generation (``_status_error``,
+                ``_transport_error``); InvalidRequestError and the like: its refusal.
+        """
+        headers = {"accept": "application/json"}
+        if request_id:
+            headers["x-request-id"] = request_id
+        try:
+            async with self._client().post(
+                self._urls[path], data=wire.encode(body), headers=headers
+            ) as response:
+                if response.status in (404, 405):
+                    raise UpstreamError(
+                        f"The upstream of '{self.card.model_id}' does not serve /{path} "
+                        f"(HTTP {response.status}).",
+                        code="tokenize_unsupported",
+                    )
+                if response.status != 200:
+                    raise await self._status_error(response)
+                obj = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, started=False) from exc
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise self._malformed(path)
+        return obj
+
+    def _malformed(self, path: str) -> UpstreamError:
+        return UpstreamError(
+            f"The upstream of '{self.card.model_id}' sent a malformed /{path} answer.",
+            code="upstream_malformed",
+        )
+
     def _event_error(self, message: str, code: str | None) -> UpstreamError:
         return UpstreamError(
             f"The upstream of '{self.card.model_id}' failed while generating: {message}",
@@ -410,7 +475,10 @@ class UpstreamEngine(Probed):
             )
         if parser.usage is not None:
             _apply_usage(parser.usage, prepared, parser.counts)
-        return [Delta(i, "", parser.counts[i], parser.finished[i]) for i in range(n)]
+        return [
+            Delta(i, "", parser.counts[i], parser.finished[i], matched_stop=parser.matched.get(i))
+            for i in range(n)
+        ]
 
     def _transport_error(self, exc: BaseException, *, started: bool) -> ModelgridError:
         """The modelgrid error for a transport failure; ``started``: deltas were read."""

@@ -26,8 +26,13 @@ from functools import partial
 from typing import TypeVar
 
 from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
-from modelgrid.engines.base import ModelCard, PreparedRequest
-from modelgrid.engines.embedding import EmbeddingEngine, Embeddings, refuse_generation
+from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.embedding import (
+    EmbeddingEngine,
+    Embeddings,
+    refuse_generation,
+    refuse_tokenization,
+)
 from modelgrid.routing.engine import RoutedModel
 from modelgrid.routing.router import Outcome, Placement, retryable, verdict
 
@@ -57,6 +62,14 @@ class RoutedEmbeddingEngine(RoutedModel[EmbeddingEngine]):
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
         refuse_generation(self.card)
         yield  # pragma: no cover - an async generator that never yields
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        refuse_tokenization(self.card)
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        refuse_tokenization(self.card)
 
     def route(self, hints: RoutingHints) -> EmbeddingRoute:
         """One request's route: residency check and first pick.

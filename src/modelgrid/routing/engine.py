@@ -16,19 +16,25 @@ and the replicas' engines:
 Each attempt is reported to the router (in-flight counts, circuit breakers) and the first
 delta records the prompt prefix for affinity. ``placement_of(prepared)`` tells serving where
 the request ran (response headers, usage region).
+
+``tokenize`` / ``detokenize`` run on one replica picked the same way, under the same
+residency (a key limited to one region never has its text tokenized elsewhere), failing over
+to the next allowed replica on a retryable error; they are not counted as attempts (no
+breaker verdicts, no prefix recorded: the router judges replicas by generation).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
+from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
 from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
-from modelgrid.engines.base import Engine, ModelCard, PreparedRequest
+from modelgrid.engines.base import PREPARED, Engine, ModelCard, PreparedRequest, TokenizeOptions
 from modelgrid.routing.prefix import fingerprint, prompt_text
 from modelgrid.routing.router import Outcome, Placement, Router, retryable, verdict
 
@@ -69,6 +75,7 @@ class Replicated(Protocol):
 
 
 E = TypeVar("E", bound=Replicated)
+R = TypeVar("R")
 
 
 class RoutedModel(Generic[E]):
@@ -207,6 +214,56 @@ class RoutedEngine(RoutedModel[Engine]):
             )
             prepared.payload = route
             _sync(prepared, route.inner)
+
+    async def tokenize(
+        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        """The prompt's token ids from an allowed replica (see the module docstring).
+
+        Raises:
+            PermissionDeniedError, InvalidRequestError, ServiceUnavailableError: as
+                ``prepare``; the replica's own errors (the last one's, after failovers).
+        """
+        return await self._on_replica(request.routing, lambda e: e.tokenize(request, options))
+
+    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
+        """``tokens``' text from an allowed replica; raises as ``tokenize``."""
+        return await self._on_replica(routing, lambda e: e.detokenize(tokens, routing))
+
+    async def _on_replica(
+        self, hints: RoutingHints | None, call: Callable[[Engine], Awaitable[R]]
+    ) -> R:
+        """``call`` on a picked replica's engine, on the next allowed one after a retryable
+        failure (``Router.fail_over``'s rules: ``max_attempts``, a 429 kept). With no other
+        replica left, a replica that could not be reached gives the router's 503; one that
+        answered with a server error (a 5xx, e.g. no ``/tokenize`` there) gives that error,
+        which says more than "try again later"."""
+        hints = hints or RoutingHints()
+        placement, engine = self._pick(hints, ())
+        tried: tuple[str, ...] = ()
+        while True:
+            try:
+                return await call(engine)
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                tried = (*tried, placement.replica_id)
+                try:
+                    placement, engine = self.router.fail_over(
+                        self.model_id, exc, tried, partial(self._pick, hints)
+                    )
+                except ServiceUnavailableError:
+                    if isinstance(exc, ModelgridError) and not exc.retryable:
+                        raise exc from None
+                    raise
+
+    def _pick(self, hints: RoutingHints, tried: tuple[str, ...]) -> tuple[Placement, Engine]:
+        while True:
+            placement = self.router.pick(self.model_id, hints, exclude=tried)
+            engine = self._engine_for(placement.replica_id)
+            if engine is not None:
+                return placement, engine
+            tried = (*tried, placement.replica_id)  # removed since the snapshot: skip it
 
 
 __all__ = ["Replicated", "Route", "RoutedEngine", "RoutedModel", "placement_of"]

@@ -34,16 +34,19 @@ from modelgrid.tenancy.service import Principal
 class _ChoiceCollector:
     """Folds one choice's deltas into its text, complete tool calls and logprobs."""
 
-    __slots__ = ("calls", "logprobs", "texts")
+    __slots__ = ("calls", "logprobs", "matched_stop", "texts")
 
     def __init__(self, logprobs: bool) -> None:
         self.texts: list[str] = []
         self.calls: dict[int, tuple[str, str, list[str]]] = {}
         self.logprobs: list[TokenLogprob] | None = [] if logprobs else None
+        self.matched_stop: str | None = None
 
     def add(self, delta: Delta) -> None:
         if delta.text:
             self.texts.append(delta.text)
+        if delta.matched_stop is not None:
+            self.matched_stop = delta.matched_stop
         for part in delta.tool_calls:
             call_id, name, args = self.calls.setdefault(part.index, ("", "", []))
             self.calls[part.index] = (part.id or call_id, part.name or name, args)
@@ -53,7 +56,9 @@ class _ChoiceCollector:
 
     def result(self, finish_reason: str | None) -> ChoiceResult:
         calls = [ToolCall(i, n, "".join(a)) for _, (i, n, a) in sorted(self.calls.items())]
-        return ChoiceResult("".join(self.texts), finish_reason or "stop", calls, self.logprobs)
+        text = "".join(self.texts)
+        reason = finish_reason or "stop"
+        return ChoiceResult(text, reason, calls, self.logprobs, self.matched_stop)
 
 
 class ChatService:
@@ -114,7 +119,8 @@ class ChatService:
                     yield writer.chunk(i, {"tool_calls": [entry]}, logprobs=lps)
                     lps.clear()
             if delta.finish_reason is not None:
-                yield writer.chunk(i, {}, delta.finish_reason.value, logprobs=lps)
+                reason = delta.finish_reason.value
+                yield writer.chunk(i, {}, reason, logprobs=lps, stop_reason=delta.matched_stop)
                 lps.clear()
         if include_usage:
             yield writer.usage_chunk(gen.usage)

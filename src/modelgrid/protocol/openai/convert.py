@@ -151,12 +151,15 @@ class ChoiceResult:
         finish_reason: The wire's finish reason.
         tool_calls: Complete calls, in order.
         logprobs: One entry per completion token; ``None`` when not asked for.
+        stop_reason: The stop string that ended the choice, if one did (vLLM's
+            ``stop_reason``: sent only then, so a gateway in front can tell which one).
     """
 
     text: str = ""
     finish_reason: str = "stop"
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    stop_reason: str | None = None
 
 
 def _message_dict(choice: ChoiceResult) -> dict[str, Any]:
@@ -190,6 +193,7 @@ def completion_dict(
                 "message": _message_dict(c),
                 "logprobs": None if c.logprobs is None else logprobs_dict(c.logprobs),
                 "finish_reason": c.finish_reason,
+                **({"stop_reason": c.stop_reason} if c.stop_reason is not None else {}),
             }
             for i, c in enumerate(choices)
         ],
@@ -227,14 +231,19 @@ class ChunkWriter:
         delta: dict[str, Any],
         finish_reason: str | None = None,
         logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...] = (),
+        stop_reason: str | None = None,
     ) -> dict[str, Any]:
-        """One chunk; ``logprobs`` are those of the tokens this chunk's delta came from."""
-        choice = {
+        """One chunk; ``logprobs`` are those of the tokens this chunk's delta came from;
+        ``stop_reason`` (vLLM's field, only when set): the stop string that ended the
+        choice."""
+        choice: dict[str, Any] = {
             "index": index,
             "delta": delta,
             "logprobs": logprobs_dict(logprobs) if logprobs else None,
             "finish_reason": finish_reason,
         }
+        if stop_reason is not None:
+            choice["stop_reason"] = stop_reason
         obj = {**self._head, "choices": [choice]}
         if self.include_usage:
             obj["usage"] = None
