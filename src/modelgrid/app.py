@@ -23,6 +23,7 @@ from modelgrid.api.deps import provide_model_api
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.routers import (
     admin,
+    anthropic,
     batches,
     completions,
     dashscope,
@@ -30,6 +31,7 @@ from modelgrid.api.routers import (
     files,
     health,
     openai,
+    tokenize,
     topology,
 )
 from modelgrid.api.routers import responses as responses_api
@@ -53,6 +55,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.process_metrics import EngineProcessCollector
@@ -147,6 +150,7 @@ def create_app(
             chat=ChatService(models, tenancy, metrics),
             completions=CompletionService(models, tenancy, metrics),
             text_generation=TextGenerationService(models, tenancy, metrics),
+            messages=MessagesService(models, tenancy, metrics),
             embeddings=EmbeddingService(models, tenancy, metrics),
             responses=responses,
             control=control,
@@ -200,6 +204,8 @@ def create_app(
     app.include_router(completions.router, prefix="/compatible-mode")
     app.include_router(embeddings.router, prefix="/compatible-mode")
     app.include_router(dashscope.router)
+    app.include_router(anthropic.router)
+    app.include_router(tokenize.router)
     app.include_router(batches.router)
     app.include_router(batches.router, prefix="/compatible-mode")
     app.include_router(admin.router)

@@ -9,7 +9,8 @@ metering — the gateway in front authenticates, admits and meters. An optional 
 
 It mounts the gateway's own model-API routers (``api/routers/openai.py``,
 ``api/routers/completions.py``: same validation, SSE framing, error events and disconnect
-handling) over its ``WorkerState``, with ``ChatService`` / ``CompletionService`` metered by a
+handling; ``api/routers/tokenize.py``: the ``/tokenize`` a gateway's engines call) over its
+``WorkerState``, with ``ChatService`` / ``CompletionService`` metered by a
 ``NullMeter`` (admits everything, records nothing); and its own routes: the embedding calls
 (``api/routers/engine_rpc.py``) and the probes and metrics with the replica's load
 (``api/routers/worker_health.py``).
@@ -28,7 +29,7 @@ from modelgrid import __version__
 from modelgrid.api import errors
 from modelgrid.api.deps import provide_model_api
 from modelgrid.api.middleware import RequestContext
-from modelgrid.api.routers import completions, engine_rpc, openai, worker_health
+from modelgrid.api.routers import completions, engine_rpc, openai, tokenize, worker_health
 from modelgrid.api.worker_state import InFlight, WorkerState
 from modelgrid.engines.base import Engine
 from modelgrid.engines.process import die_with_parent
@@ -96,6 +97,7 @@ def create_worker_app(
     errors.install(app)
     app.include_router(openai.router)  # the hot routes first: FastAPI matches included
     app.include_router(completions.router)  # routers in turn, a few µs each per request
+    app.include_router(tokenize.router)  # the gateway's engines tokenize through it
     app.include_router(worker_health.router)
     app.include_router(engine_rpc.router)
     app.add_middleware(InFlight)

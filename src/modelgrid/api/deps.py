@@ -55,6 +55,12 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
+def api_key(request: Request) -> str | None:
+    """The model API's credential: ``Authorization: Bearer`` (OpenAI's and DashScope's
+    clients), else ``x-api-key`` (Anthropic's)."""
+    return bearer_token(request) or request.headers.get("x-api-key", "").strip() or None
+
+
 S = TypeVar("S")
 
 
@@ -70,15 +76,15 @@ class TenantCall(Generic[S]):
 
 
 async def tenant_call(request: Request) -> TenantCall[AppState]:
-    """The gateway's own model-API routes: authenticate the tenant (``AppState.authenticate``)
-    and build the call context.
+    """The gateway's own model-API routes: authenticate the tenant (``AppState.authenticate``,
+    the key from ``api_key``) and build the call context.
 
     Raises:
         AuthenticationError: missing, malformed, unknown, revoked or expired key (401).
         PermissionDeniedError: an admin key (403).
     """
     state: AppState = request.app.state.modelgrid
-    found = await state.authenticate(bearer_token(request))
+    found = await state.authenticate(api_key(request))
     return TenantCall(state, found, await call_context(request))
 
 
@@ -89,14 +95,14 @@ def provide_model_api(app: FastAPI, api: ModelApi) -> None:
 
 async def model_call(request: Request) -> TenantCall[ModelApi]:
     """The routes the gateway and the engine worker share: authenticate the caller the app's
-    way (``ModelApi.authenticate``) and build the call context.
+    way (``ModelApi.authenticate``, the key from ``api_key``) and build the call context.
 
     Raises:
         AuthenticationError: bad credentials (401).
         PermissionDeniedError: credentials not for the model API, e.g. an admin key (403).
     """
     api: ModelApi = request.app.state.model_api
-    found = await api.authenticate(bearer_token(request))
+    found = await api.authenticate(api_key(request))
     return TenantCall(api, found, await call_context(request))
 
 
@@ -115,6 +121,7 @@ __all__ = [
     "ModelCallDep",
     "StateDep",
     "TenantCall",
+    "api_key",
     "bearer_token",
     "provide_model_api",
 ]

@@ -7,8 +7,10 @@ Starlette's HTTP errors (unknown route 404, wrong method 405) keep their status;
 unexpected becomes a 500 with a generic message, the traceback going to the log only.
 
 The body is rendered in the caller's wire format: DashScope's ``{"request_id", "code",
-"message"}`` for every path under ``/api/v1/`` (its native API), else OpenAI's ``{"error":
-{...}}`` envelope (``/v1/...`` and DashScope's ``/compatible-mode/v1/...``).
+"message"}`` for every path under ``/api/v1/`` (its native API), Anthropic's ``{"type":
+"error", "error": {"type", "message"}, "request_id"}`` for ``/v1/messages`` and every path
+under it (``protocol.anthropic.errors`` names the type), else OpenAI's ``{"error": {...}}``
+envelope (``/v1/...`` and DashScope's ``/compatible-mode/v1/...``).
 """
 
 from __future__ import annotations
@@ -33,17 +35,30 @@ from modelgrid.core.errors import (
     ServiceUnavailableError,
 )
 from modelgrid.core.ids import new_request_id
+from modelgrid.protocol.anthropic import errors as anthropic_errors
 from modelgrid.protocol.dashscope import errors as ds_errors
 from modelgrid.protocol.openai.errors import error_body, errors_message
 
 log = logging.getLogger("modelgrid.api")
 
 DASHSCOPE_PREFIX = "/api/v1/"
+ANTHROPIC_PATH = "/v1/messages"
 BODY_TOO_LARGE = "body_too_large"  # scope["state"] flag set by the edge middleware
 
 
 def _is_dashscope(request: Request) -> bool:
     return request.url.path.startswith(DASHSCOPE_PREFIX)
+
+
+def _is_anthropic(request: Request) -> bool:
+    path = request.url.path
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
+
+
+def _anthropic_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
+    request_id = request.scope.get("state", {}).get("request_id")
+    kind = anthropic_errors.error_type(exc)
+    return anthropic_errors.error_body(kind, exc.message, request_id)
 
 
 def _dashscope_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
@@ -69,6 +84,8 @@ def error_response(
         out["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if request is not None and _is_dashscope(request):
         body = _dashscope_body(request, exc)
+    elif request is not None and _is_anthropic(request):
+        body = _anthropic_body(request, exc)
     else:
         body = error_body(exc.message, exc.type, exc.param, exc.code)
     return JSONResponse(body, status_code=exc.status, headers=out)
@@ -170,6 +187,7 @@ def install(app: FastAPI) -> None:
 
 
 __all__ = [
+    "ANTHROPIC_PATH",
     "BODY_TOO_LARGE",
     "DASHSCOPE_PREFIX",
     "error_response",

@@ -19,6 +19,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.responses import ResponsesService
@@ -69,6 +70,7 @@ class AppState:
     completions: CompletionService
     embeddings: EmbeddingService
     text_generation: TextGenerationService  # DashScope's native generation
+    messages: MessagesService  # Anthropic's Messages API
     responses: ResponsesService  # OpenAI's Responses API (with its stored responses)
     control: ControlPlane  # workspaces, keys, prices, topology
     batches: Batches  # the Batch API's operations (the runner: ``batch_runner``)
