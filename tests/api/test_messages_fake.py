@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -371,3 +372,19 @@ def test_failure_mid_stream_is_an_error_event(fake_server: ThreadServer) -> None
     assert "message_stop" not in [n for n, _ in events]
     rows = usage_rows(fake_server, expect=1)
     assert [(r["status"], r["completion_tokens"]) for r in rows] == [(500, 2)]
+
+
+def test_the_docs_example_runs(fake_server: ThreadServer) -> None:
+    """docs/anthropic.md's example, against this server (its URL, key and model)."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "anthropic.md"
+    [code] = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    code = (
+        code.replace("http://127.0.0.1:8000", fake_server.base_url)
+        .replace("mg-…", fake_server.api_key)  # type: ignore[attr-defined]
+        .replace("qwen2.5-coder-0.5b-instruct", MODEL)
+        .replace("max_tokens=256", "max_tokens=16")
+    )
+    scope: dict[str, Any] = {}
+    exec(compile(code, str(doc), "exec"), scope)
+    scope["client"].close()
+    assert scope["message"].content[0].text == "Paris is the capital of France."
