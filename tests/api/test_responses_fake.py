@@ -269,7 +269,28 @@ def test_a_chain_with_a_deleted_link_is_refused_naming_it(fake_server: ThreadSer
                 "input": "hi",
                 "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "z"}}},
             },
-            "text.format",
+            "text.format.schema",
+        ),
+        (
+            {
+                "input": "hi",
+                "text": {
+                    "format": {
+                        "type": "json_schema",
+                        "name": "x",
+                        "schema": {"type": "integer", "multipleOf": 3},
+                    }
+                },
+            },
+            "text.format.schema",
+        ),
+        (
+            {
+                "input": "hi",
+                "tools": [{**WEATHER_TOOL, "parameters": {"type": "object", "not": {}}}],
+                "tool_choice": "required",
+            },
+            "tools[0].parameters",
         ),
         ({"input": "hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": []}, "input"),

@@ -24,8 +24,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
-from modelgrid.core.types import ChatMessage, ResponseFormat, Tool, ToolCall, ToolChoice
-from modelgrid.protocol.openai.formats import check_schema, response_format_in
+from modelgrid.core.types import (
+    ChatMessage,
+    ResponseFormat,
+    ResponseFormatKind,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from modelgrid.protocol.json_schema import check_forced_tools, check_schema
+from modelgrid.protocol.openai.formats import schema_format
 from modelgrid.protocol.openai.tools import tool_choice_in
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -297,10 +305,13 @@ def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
 
 
 def tool_choice(value: str | dict[str, Any] | None, tools: tuple[Tool, ...]) -> ToolChoice | None:
-    """``tool_choice``: ``none`` | ``auto`` | ``required`` | ``{"type": "function", "name"}``.
+    """``tool_choice``: ``none`` | ``auto`` | ``required`` | ``{"type": "function", "name"}``;
+    the functions it forces must have schemas the grammar can enforce.
 
     Raises:
         InvalidRequestError: another shape, or a function not in ``tools``.
+        UnsupportedParameterError: a forced function's ``parameters`` use a keyword the
+            grammar cannot enforce (``tools[i].parameters``).
     """
     if isinstance(value, dict):
         if value.get("type") != "function" or not isinstance(value.get("name"), str):
@@ -310,29 +321,38 @@ def tool_choice(value: str | dict[str, Any] | None, tools: tuple[Tool, ...]) -> 
                 param="tool_choice",
             )
         value = {"type": "function", "function": {"name": value["name"]}}
-    return tool_choice_in(value, tools)
+    choice = tool_choice_in(value, tools)
+    check_forced_tools(tools, choice, lambda i: f"tools[{i}].parameters")
+    return choice
 
 
 def text_format(text: TextConfig | None) -> ResponseFormat | None:
     """``text.format``: ``text`` | ``json_object`` | ``{"type": "json_schema", "name",
-    "schema", "strict"}`` (enforced by grammar, as chat's ``response_format``).
+    "schema", "strict"}`` (every keyword enforced by grammar or refused, as chat's
+    ``response_format``: ``protocol.json_schema``).
 
     Raises:
-        InvalidRequestError: an unknown type or a malformed schema (``param="text.format"``).
+        InvalidRequestError, UnsupportedParameterError: an unknown type, a missing name, a
+            malformed schema or a keyword the grammar cannot enforce (``param="text.format"``).
     """
     fmt = text.format if text is not None else None
-    if fmt is None:
+    if fmt is None or fmt.get("type") == "text":
         return None
-    if fmt.get("type") == "json_schema":
-        spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
-        fmt = {"type": "json_schema", "json_schema": spec}
-    try:
-        return response_format_in(fmt)
-    except InvalidRequestError as exc:
-        message = exc.message.replace("response_format.json_schema", "text.format")
+    if fmt.get("type") == "json_object":
+        return ResponseFormat(ResponseFormatKind.JSON_OBJECT)
+    if fmt.get("type") != "json_schema":
         raise InvalidRequestError(
-            message.replace("response_format", "text.format"), param="text.format"
-        ) from exc
+            f"Invalid value for 'text.format.type': {fmt.get('type')!r}. Supported values "
+            "are 'text', 'json_object' and 'json_schema'.",
+            param="text.format",
+        )
+    name = fmt.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidRequestError(
+            "'text.format.name' is required: 1 to 64 characters from a-z, A-Z, 0-9, '_', '-'.",
+            param="text.format",
+        )
+    return schema_format(fmt.get("schema", {}), name, "text.format.schema")
 
 
 __all__ = [
