@@ -172,14 +172,15 @@ def test_json_schema_output_validates(model_server: ProcessServer) -> None:
 def test_schema_the_engine_cannot_enforce_is_a_400(model_server: ProcessServer) -> None:
     fmt = {
         "type": "json_schema",
-        "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "[a-z]+"}},
-    }
+        "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(?=a)[a-z]+"}},
+    }  # a lookahead: no grammar enforces it (an unanchored pattern is fine: matched anywhere)
     r = httpx.post(
         f"{model_server.base_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {model_server.api_key}"},  # type: ignore[attr-defined]
         json={"model": MODEL, "messages": GREETING, "response_format": fmt},
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_format"
+    assert "'pattern' (at '/pattern')" in r.json()["error"]["message"]
 
 
 def test_logprobs_shape_and_greedy_consistency(model_server: ProcessServer) -> None:
