@@ -107,6 +107,18 @@ async def test_chunks_of_one_read_become_one_delta(
     assert [(d.text, d.completion_tokens) for d in rest] == [("d", 4), ("", 4)]
 
 
+async def test_a_batch_line_says_it_is_preemptible(
+    engine: UpstreamEngine, upstream: ScriptedUpstream
+) -> None:
+    upstream.handler = stream_reply(["ok"], usage=(3, 1))
+    await collect(engine, request())
+    assert "x-modelgrid-priority" not in upstream.exchanges[-1].headers
+    line = request()
+    line.preemptible = True
+    await collect(engine, line)
+    assert upstream.exchanges[-1].headers["x-modelgrid-priority"] == "batch"
+
+
 async def test_sends_a_streaming_request_with_usage_and_credentials(
     engine: UpstreamEngine, upstream: ScriptedUpstream
 ) -> None:

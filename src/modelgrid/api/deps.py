@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from modelgrid.api.state import AppState, ModelApi
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
+from modelgrid.engines.upstream import PRIORITY_HEADER
 from modelgrid.tenancy.service import Principal
 
 # Dependencies are ``async def`` even without awaits: FastAPI runs plain ``def`` ones in its
@@ -36,6 +37,7 @@ async def call_context(request: Request) -> CallContext:
         started=st.get("started", time.perf_counter()),
         response_headers=st.setdefault("response_headers", {}),
         requested_region=_requested_region(request),
+        preemptible=request.headers.get(PRIORITY_HEADER) == "batch",
     )
 
 

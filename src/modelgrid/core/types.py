@@ -208,6 +208,9 @@ class InferenceRequest:
             only the whole answer matters, so an engine may produce it in one piece (an
             upstream is then called without ``stream``: one JSON body instead of an event
             per token).
+        preemptible: A batch line, the lowest priority: once cancelled (preempted by online
+            traffic), an engine may abort even the decode step it is in, its work discarded.
+            Online requests are never cut inside a step, and pay nothing for the check.
     """
 
     request_id: str
@@ -221,6 +224,7 @@ class InferenceRequest:
     parallel_tool_calls: bool = True
     routing: RoutingHints | None = None
     stream: bool = True
+    preemptible: bool = False
 
     @property
     def tool_mode(self) -> ToolChoiceMode:
@@ -241,6 +245,9 @@ class CallContext:
         response_headers: Headers to add to the response, whatever it turns out to be
             (the rate-limit headers); the edge middleware sends them.
         requested_region: The region the client asked for (``X-Modelgrid-Region``), if any.
+        preemptible: The call is a batch line (``InferenceRequest.preemptible``): set by the
+            batch runner, and by an engine worker for a gateway's batch line
+            (``x-modelgrid-priority: batch``).
     """
 
     request_id: str
@@ -248,6 +255,7 @@ class CallContext:
     started: float
     response_headers: dict[str, str] = field(default_factory=dict)
     requested_region: str | None = None
+    preemptible: bool = False
 
 
 @dataclass(frozen=True, slots=True)

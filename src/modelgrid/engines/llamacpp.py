@@ -152,6 +152,12 @@ class LlamaCppEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model_id}")
         self._waiting = 0
         self._load_lock = asyncio.Lock()
+        # llama.cpp asks this between the operations of a decode step (hundreds per token),
+        # only while a preemptible request runs: a cancelled batch line frees the replica
+        # within about a millisecond, not at the end of its step.
+        self._abort_on: threading.Event | None = None
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
+        self._no_abort = llama_cpp.ggml_abort_callback()  # a NULL function pointer
 
     @property
     def ready(self) -> bool:
@@ -400,7 +406,33 @@ class LlamaCppEngine:
     def _dequeued(self) -> None:
         self._waiting -= 1
 
+    def _should_abort(self, _data: Any) -> bool:
+        flag = self._abort_on
+        return flag is not None and flag.is_set()
+
     def _generate(
+        self, prepared: PreparedRequest, emit: Callable[[Any], None], cancel: threading.Event
+    ) -> None:
+        """Generate every choice; a preemptible request (a batch line) that is cancelled
+        meanwhile is aborted inside the decode step it is in (``llama_decode`` returns 2 and
+        restores the KV cache as it was before the step; the next request starts clean)."""
+        if not prepared.request.preemptible:
+            self._choices(prepared, emit, cancel)
+            return
+        llm = self._llm
+        assert llm is not None
+        self._abort_on = cancel
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
+        try:
+            self._choices(prepared, emit, cancel)
+        except RuntimeError:  # llama-cpp-python's "llama_decode returned 2": aborted
+            if not cancel.is_set():
+                raise
+        finally:
+            llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._no_abort, None)
+            self._abort_on = None
+
+    def _choices(
         self, prepared: PreparedRequest, emit: Callable[[Any], None], cancel: threading.Event
     ) -> None:
         llm = self._llm

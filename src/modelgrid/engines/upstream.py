@@ -89,6 +89,7 @@ TOKENS_PER_MESSAGE = 4
 TOKENS_REPLY_PRIMING = 3
 PROBE_TIMEOUT_S = 5.0
 PROMPT_TOKENS_HEADER = "x-modelgrid-prompt-tokens"  # a modelgrid worker's exact prompt count
+PRIORITY_HEADER = "x-modelgrid-priority"  # "batch": a preemptible batch line, to a worker
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -305,14 +306,18 @@ class UpstreamEngine(Probed):
         )
 
     async def _send(
-        self, payload: _Payload, request_id: str, stream: bool
+        self, payload: _Payload, request_id: str, stream: bool, preemptible: bool = False
     ) -> aiohttp.ClientResponse:
         """POST and wait for the response headers; a pooled connection the upstream closed
-        meanwhile (no response at all) is retried once."""
+        meanwhile (no response at all) is retried once. A batch line says so
+        (``PRIORITY_HEADER``): a modelgrid worker may then abort it mid-step when it is
+        cancelled."""
         session = self._client()
         headers = {"x-request-id": request_id}
         if not stream:
             headers["accept"] = "application/json"
+        if preemptible:
+            headers[PRIORITY_HEADER] = "batch"
         for attempt in (1, 2):
             try:
                 return await session.post(payload.url, data=payload.body, headers=headers)
@@ -327,7 +332,9 @@ class UpstreamEngine(Probed):
         self._waiting += 1
         try:
             request = prepared.request
-            response = await self._send(prepared.payload, request.request_id, request.stream)
+            response = await self._send(
+                prepared.payload, request.request_id, request.stream, request.preemptible
+            )
         finally:
             self._waiting -= 1
         self._running += 1
@@ -598,4 +605,10 @@ def _retry_after_s(value: str | None) -> float:
         return 1.0
 
 
-__all__ = ["PROMPT_TOKENS_HEADER", "Probe", "UpstreamEngine", "estimate_prompt_tokens"]
+__all__ = [
+    "PRIORITY_HEADER",
+    "PROMPT_TOKENS_HEADER",
+    "Probe",
+    "UpstreamEngine",
+    "estimate_prompt_tokens",
+]

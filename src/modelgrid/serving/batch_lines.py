@@ -139,7 +139,10 @@ class BatchLines:
                 is free; the runner runs it again or writes it off).
         """
         ctx = CallContext(
-            request_id=request_id, client_request_id=None, started=time.perf_counter()
+            request_id=request_id,
+            client_request_id=None,
+            started=time.perf_counter(),
+            preemptible=True,
         )
         try:
             answer = await self._answer(principal, url, body, ctx)

@@ -65,6 +65,7 @@ class Generation:
         )
         engine = models.get(request.model)
         request.routing = routing_hints(principal, ctx)
+        request.preemptible = ctx.preemptible
         if affinity_replica is not None:
             request.routing = replace(request.routing, affinity_replica=affinity_replica)
         prepared = engine.prepare(request)

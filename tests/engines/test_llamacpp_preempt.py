@@ -1,0 +1,66 @@
+"""A cancelled batch line frees the llama.cpp replica inside its decode step; an online
+request is never cut there. Real model, in process: one prefill of ~600 tokens in ONE
+decode step (n_batch 1024) is cancelled 0.1 s in; what the context then holds tells whether
+llama.cpp finished the step (every prompt token evaluated) or aborted it (none)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelgrid.config import Settings
+from modelgrid.core.types import ChatMessage, InferenceRequest, SamplingParams
+from modelgrid.engines.catalog import CATALOG
+from modelgrid.engines.llamacpp import LlamaCppEngine
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(180)]
+MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+def _request(preemptible: bool) -> InferenceRequest:
+    text = " ".join(f"item {i} of the catalogue is a blue widget;" for i in range(60))
+    return InferenceRequest(
+        "r",
+        MODEL,
+        messages=[ChatMessage("user", text)],
+        sampling=SamplingParams(max_tokens=8, temperature=0),
+        preemptible=preemptible,
+    )
+
+
+async def _cancel_during_prefill(engine: LlamaCppEngine, preemptible: bool) -> tuple[int, int]:
+    prepared = engine.prepare(_request(preemptible))
+
+    async def consume() -> None:
+        async for _ in engine.stream(prepared):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.get_running_loop().run_in_executor(engine._executor, lambda: None)  # idle
+    assert engine._llm is not None
+    held = engine._llm.n_tokens
+    engine._llm.reset()  # the next case starts from an empty cache
+    return prepared.prompt_tokens, held
+
+
+async def test_only_a_preemptible_request_is_aborted_inside_its_step() -> None:
+    path = Settings().models_dir / CATALOG[MODEL].filename
+    engine = LlamaCppEngine(MODEL, path, n_ctx=2048, n_threads=2, n_batch=1024)
+    await engine.start()
+    try:
+        prompt, held = await _cancel_during_prefill(engine, preemptible=False)
+        assert prompt > 500 and held >= prompt  # the step ran to its end
+        prompt, held = await _cancel_during_prefill(engine, preemptible=True)
+        assert held == 0  # aborted inside the step; llama.cpp kept nothing of it
+        prepared = engine.prepare(_request(preemptible=True))
+        prepared.request.messages = [ChatMessage("user", "Say hi.")]
+        prepared = engine.prepare(prepared.request)
+        texts = [d.text async for d in engine.stream(prepared)]
+        assert "".join(texts)  # the replica serves the next request normally
+    finally:
+        await engine.aclose()
