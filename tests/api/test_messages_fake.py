@@ -388,3 +388,50 @@ def test_the_docs_example_runs(fake_server: ThreadServer) -> None:
     exec(compile(code, str(doc), "exec"), scope)
     scope["client"].close()
     assert scope["message"].content[0].text == "Paris is the capital of France."
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (
+            {
+                "output_format": {
+                    "type": "json_schema",
+                    "schema": {"type": "number", "multipleOf": 2},
+                }
+            },
+            "multipleOf",
+        ),
+        (
+            {"output_config": {"format": {"type": "json_schema", "schema": {"not": {}}}}},
+            "not",
+        ),
+        ({"output_format": {"type": "xml"}}, "output_format"),
+        (
+            {
+                "tools": [{"name": "f", "input_schema": {"type": "object", "uniqueItems": True}}],
+                "tool_choice": {"type": "any"},
+            },
+            "uniqueItems",
+        ),
+    ],
+)
+def test_schemas_the_grammar_cannot_enforce_are_refused_naming_the_keyword(
+    fake_server: ThreadServer, extra: dict[str, Any], named: str
+) -> None:
+    body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    r = post(fake_server, {**body, **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert named in r.json()["error"]["message"]
+
+
+def test_an_enforceable_output_format_is_accepted(fake_server: ThreadServer) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    body = {
+        "model": MODEL,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_format": {"type": "json_schema", "schema": schema},
+    }
+    assert post(fake_server, body).status_code == 200

@@ -38,6 +38,7 @@ from modelgrid.core.types import (
     ChatMessage,
     FinishReason,
     InferenceRequest,
+    ResponseFormat,
     SamplingParams,
     TokenUsage,
     Tool,
@@ -53,7 +54,8 @@ from modelgrid.protocol.anthropic.models import (
     ToolChoiceParam,
     ToolParam,
 )
-from modelgrid.protocol.openai.formats import check_schema
+from modelgrid.protocol.json_schema import check_forced_tools, check_schema
+from modelgrid.protocol.openai.formats import schema_format
 
 BILLING_HEADER = "x-anthropic-billing-header:"
 BLOCK_SEPARATOR = "\n\n"
@@ -213,6 +215,27 @@ def _tool_choice(choice: ToolChoiceParam | None, tools: tuple[Tool, ...]) -> Too
     return ToolChoice(mode, choice.name)
 
 
+def _output_format(req: MessagesRequest) -> ResponseFormat | None:
+    """Structured outputs: ``output_format`` (the beta's name) or ``output_config.format``,
+    ``{"type": "json_schema", "schema": {...}}``; every keyword of the schema is enforced by
+    grammar or refused (``protocol.json_schema``), never ignored.
+
+    Raises:
+        InvalidRequestError, UnsupportedParameterError: another type, a malformed schema, a
+            keyword the grammar cannot enforce (``param`` names where).
+    """
+    fmt, param = req.output_format, "output_format"
+    if fmt is None and isinstance(req.output_config, dict):
+        fmt, param = req.output_config.get("format"), "output_config.format"
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise InvalidRequestError(
+            f'\'{param}\' must be {{"type": "json_schema", "schema": {{...}}}}.', param=param
+        )
+    return schema_format(fmt.get("schema", {}), None, f"{param}.schema")
+
+
 def _stops(stops: list[str] | None) -> tuple[str, ...]:
     if any(s == "" for s in stops or ()):
         raise InvalidRequestError(
@@ -238,6 +261,8 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
             messages.extend(_turn(m, i))
     tools = _tools(req.tools)
     choice = req.tool_choice
+    tool_choice = _tool_choice(choice, tools)
+    check_forced_tools(tools, tool_choice, lambda i: f"tools[{i}].input_schema")
     sampling = SamplingParams()
     if isinstance(req, MessagesRequest):
         sampling = SamplingParams(
@@ -246,6 +271,7 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
             top_p=1.0 if req.top_p is None else req.top_p,
             top_k=req.top_k or 0,
             stop=_stops(req.stop_sequences),
+            response_format=_output_format(req),
         )
     return InferenceRequest(
         request_id=request_id,
@@ -253,7 +279,7 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
         messages=messages,
         sampling=sampling,
         tools=tools,
-        tool_choice=_tool_choice(choice, tools),
+        tool_choice=tool_choice,
         parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
     )
 

@@ -75,6 +75,10 @@ class MessagesRequest(CountTokensRequest):
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: dict[str, Any] | None = None  # ``user_id``: accepted, not used
     stream: bool | None = False
+    # Structured outputs: ``{"type": "json_schema", "schema": {...}}``, enforced by grammar
+    # (the beta's ``output_format``, or ``output_config.format``).
+    output_format: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
 
 
 __all__ = [
