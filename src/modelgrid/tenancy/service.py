@@ -253,7 +253,7 @@ class TenancyService:
         if not plaintext:
             raise AuthenticationError(
                 "You didn't provide an API key. Provide it in the Authorization header "
-                "('Authorization: Bearer mg-...').",
+                "('Authorization: Bearer mg-...') or, for the Messages API, 'x-api-key'.",
                 code="missing_api_key",
             )
         presented = keys.hash_key(plaintext)
