@@ -9,7 +9,7 @@ import pytest
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import Tool, ToolChoice, ToolChoiceMode
-from modelgrid.protocol import json_schema as js
+from modelgrid.protocol import schema_nodes as js
 from modelgrid.protocol.json_schema import check_forced_tools, enforceable_schema
 
 P = "response_format"

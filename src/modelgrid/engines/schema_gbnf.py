@@ -1,4 +1,4 @@
-"""An enforceable JSON Schema (``protocol.json_schema.Schema``) as GBNF rules for llama.cpp.
+"""An enforceable JSON Schema (``protocol.schema_nodes.Schema``) as GBNF rules for llama.cpp.
 
 GBNF: https://github.com/ggml-org/llama.cpp/blob/master/grammars/README.md. The rules write
 compact JSON with at most one space after a token (``space``), strings without raw control
@@ -22,8 +22,9 @@ from modelgrid.engines.gbnf_numbers import (
     integer_range,
     number_range,
 )
-from modelgrid.protocol import json_schema as js
+from modelgrid.protocol import schema_nodes as js
 from modelgrid.protocol import schema_pattern as sp
+from modelgrid.protocol.json_schema import PRODUCIBLE
 
 CHAR = '[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 # one character per repetition, so that a count of repetitions is a count of characters
@@ -79,7 +80,7 @@ FORMAT_RULES = {
 }
 SEPARATOR = '"," space '
 # characters written raw inside a JSON string; '"' and '\' are written escaped
-_RAW = sp.intersect(js.PRODUCIBLE, sp.complement(((0x22, 0x22), (0x5C, 0x5C))))
+_RAW = sp.intersect(PRODUCIBLE, sp.complement(((0x22, 0x22), (0x5C, 0x5C))))
 
 
 def literal(text: str) -> str:

@@ -31,19 +31,36 @@ exponent on a bounded number, ``prefixItems`` arrays at their full length.
 
 ``check_schema`` only checks the structure (for schemas that are shown to the model, not
 enforced: the tools of ``tool_choice: auto``). Nothing here imports an engine: the gateway
-refuses a schema before it picks a replica; ``engines.schema_gbnf`` renders the ``Schema``.
+refuses a schema before it picks a replica; ``engines.schema_gbnf`` renders the ``Schema``
+(its nodes: ``schema_nodes``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import Tool, ToolChoice, ToolChoiceMode
+from modelgrid.protocol.schema_nodes import (
+    AnyValue,
+    Array,
+    Boolean,
+    Integer,
+    Literals,
+    Node,
+    Null,
+    Number,
+    Object,
+    Property,
+    Ref,
+    Schema,
+    String,
+    Tuple,
+    Union,
+)
 from modelgrid.protocol.schema_pattern import Node as Pattern
 from modelgrid.protocol.schema_pattern import PatternError, complement, parse_pattern
 from modelgrid.protocol.schema_pattern import restrict as restrict_pattern
@@ -133,127 +150,6 @@ PRODUCIBLE = complement(((0x00, 0x1F), (0x7F, 0x7F), (0xD800, 0xDFFF)))
 _Bound = tuple[Decimal, bool]  # a bound's value, and whether it is exclusive
 _LOWER = ("minimum", "exclusiveMinimum")
 _UPPER = ("maximum", "exclusiveMaximum")
-
-
-@dataclass(frozen=True, slots=True)
-class AnyValue:
-    """Any JSON value."""
-
-
-@dataclass(frozen=True, slots=True)
-class Null:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Boolean:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Literals:
-    """One of these JSON values (``enum``, ``const``), each as its JSON text."""
-
-    texts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Integer:
-    """An integer in [``lo``, ``hi``] (``None``: unbounded on that side)."""
-
-    lo: int | None = None
-    hi: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Number:
-    """A number between ``lo`` and ``hi`` (``None``: unbounded), each end open or closed."""
-
-    lo: Decimal | None = None
-    lo_open: bool = False
-    hi: Decimal | None = None
-    hi_open: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class String:
-    """A string of ``min_length``..``max_length`` characters, or matching ``pattern``, or in
-    ``format`` (at most one of the three kinds of constraint)."""
-
-    min_length: int = 0
-    max_length: int | None = None
-    pattern: Pattern | None = None
-    format: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Array:
-    """``min_items``..``max_items`` items, each matching ``items``."""
-
-    items: Node
-    min_items: int = 0
-    max_items: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Tuple:
-    """Exactly these items, in order (``prefixItems``)."""
-
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Property:
-    name: str
-    schema: Node
-    required: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Object:
-    """The declared ``properties`` in order (the optional ones may be left out); with none
-    declared, any keys whose values match ``additional`` (``None``: the empty object only)."""
-
-    properties: tuple[Property, ...] = ()
-    additional: Node | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Union:
-    """A value matching any of the options."""
-
-    options: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """The schema ``Schema.defs[name]`` (how recursive schemas stay finite)."""
-
-    name: str
-
-
-Node = (
-    AnyValue
-    | Null
-    | Boolean
-    | Literals
-    | Integer
-    | Number
-    | String
-    | Array
-    | Tuple
-    | Object
-    | Union
-    | Ref
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Schema:
-    """An enforceable schema: its root and the referenced schemas, by name."""
-
-    root: Node
-    defs: Mapping[str, Node] = field(default_factory=dict)
 
 
 def _pointer(path: str, *parts: str | int) -> str:
@@ -642,22 +538,9 @@ __all__ = [
     "ENFORCED",
     "FORMATS",
     "MAX_SCHEMA_BOUND",
+    "PRODUCIBLE",
     "REFUSED",
-    "AnyValue",
-    "Array",
-    "Boolean",
-    "Integer",
-    "Literals",
-    "Node",
-    "Null",
-    "Number",
-    "Object",
-    "Property",
-    "Ref",
     "Schema",
-    "String",
-    "Tuple",
-    "Union",
     "check_forced_tools",
     "check_schema",
     "enforceable_schema",
