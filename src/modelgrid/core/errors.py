@@ -269,6 +269,12 @@ class UpstreamTimeoutError(ModelgridError):
     code = "upstream_timeout"
 
 
+class PatternError(ValueError):
+    """A JSON Schema ``pattern`` outside the subset a grammar can enforce, or malformed; the
+    message says where (``protocol.schema_pattern``). Internal: ``protocol.json_schema``
+    turns it into the client's 400 (``UnsupportedParameterError`` / ``InvalidRequestError``)."""
+
+
 __all__ = [
     "AuthenticationError",
     "BatchInputError",
@@ -283,6 +289,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelgridError",
     "NotFoundError",
+    "PatternError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",

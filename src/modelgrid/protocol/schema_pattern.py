@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelgrid.core.errors import PatternError
+
 MAX_CODE_POINT = 0x10FFFF
 MAX_REPEAT = 1000  # the largest count in a quantifier: grammars expand counted repetition
 MAX_EXPANSION = 20_000  # the largest a pattern may grow when its counts are unrolled
@@ -123,10 +125,6 @@ _CHAR_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x0
 _LINE_TERMINATORS: Ranges = ((0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029))
 ANY: Ranges = ((0, MAX_CODE_POINT),)
 DOT: Ranges = complement(_LINE_TERMINATORS)
-
-
-class PatternError(ValueError):
-    """A pattern outside the enforceable subset, or malformed; the message says where."""
 
 
 def _literal(c: str) -> Chars:
