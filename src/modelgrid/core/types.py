@@ -114,7 +114,9 @@ class SamplingParams:
         temperature: Softmax temperature; 0 means greedy.
         top_p: Nucleus mass in (0, 1].
         stop: Stop strings; generation ends before the first occurrence, which is never emitted.
-        seed: RNG seed; same seed and same request give the same output.
+        seed: RNG seed; same seed and same request give the same output, whatever the
+            replica's prefix cache holds (without a seed, a cached prompt and an uncached one
+            may differ in the logits' last bits, so even a greedy answer may differ).
         presence_penalty / frequency_penalty: OpenAI's additive penalties in [-2, 2].
         top_k: Keep only the k most likely tokens (0 = off; DashScope's ``top_k``).
         repetition_penalty: Multiplicative penalty on repeated tokens (1.0 = off; DashScope's

@@ -117,6 +117,19 @@ def _cached_prefix(llm: llama_cpp.Llama, ids: list[int]) -> int:
     return max(0, min(n, len(ids) - 1))
 
 
+def _settle_prompt(llm: llama_cpp.Llama, ids: list[int]) -> None:
+    """Evaluate every prompt token but the last now, so that ``Llama.generate`` evaluates the
+    last one alone, as it does for a prompt found in the cache. llama.cpp's logits differ in
+    their last bits between a token evaluated within a batch and alone (as its server's
+    ``cache_prompt`` documentation warns), which can flip a sampled token: a seeded request
+    then gives the same output whatever the cache holds (at the cost of one decode step
+    when its prompt was not cached)."""
+    keep = _cached_prefix(llm, ids)
+    if keep < len(ids) - 1:
+        llm.n_tokens = keep
+        llm.eval(ids[keep:-1])
+
+
 class LlamaCppEngine:
     """A llama.cpp replica of one GGUF model.
 
@@ -449,6 +462,8 @@ class LlamaCppEngine:
             llm.set_seed((base_seed + index) & 0x7FFFFFFF)
             if index == 0:
                 prepared.cached_prompt_tokens = _cached_prefix(llm, ids)
+            if sp.seed is not None:
+                _settle_prompt(llm, ids)
             out = ChoiceOutput(index, request)
             finish = FinishReason.LENGTH
             gen = llm.generate(
