@@ -24,10 +24,7 @@ from modelgrid.protocol.openai.convert import (
 )
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.protocol.openai.tools import tool_call_delta_dicts
-from modelgrid.serving.generation import Generation
-from modelgrid.serving.meter import Meter
-from modelgrid.serving.metrics import Metrics
-from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.tenancy.service import Principal
 
 
@@ -61,27 +58,14 @@ class _ChoiceCollector:
         return ChoiceResult(text, reason, calls, self.logprobs, self.matched_stop)
 
 
-class ChatService:
-    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
-        self.models = models
-        self.meter = meter
-        self.metrics = metrics
-
+class ChatService(GenerationService):
     async def open(
         self, principal: Principal, body: ChatCompletionRequest, ctx: CallContext
     ) -> Generation:
         """Validate, convert and prepare; every error here precedes the first byte."""
         request = to_inference_request(body, ctx.request_id)
         request.stream = bool(body.stream)
-        return await Generation.open(
-            principal=principal,
-            request=request,
-            models=self.models,
-            meter=self.meter,
-            metrics=self.metrics,
-            endpoint="chat.completions",
-            ctx=ctx,
-        )
+        return await self.generation(principal, request, ctx, endpoint="chat.completions")
 
     async def complete(self, gen: Generation) -> dict[str, Any]:
         """Run to the end and return a ``chat.completion`` object."""

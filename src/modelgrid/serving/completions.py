@@ -31,10 +31,8 @@ from modelgrid.protocol.openai.completions import (
     completion_dict,
     to_inference_requests,
 )
-from modelgrid.serving.generation import Generation
+from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.meter import Meter, PromptGroupMeter
-from modelgrid.serving.metrics import Metrics
-from modelgrid.serving.models import ModelRegistry
 from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.ratelimit import Admission
 from modelgrid.tenancy.service import Principal
@@ -124,12 +122,7 @@ class CompletionRun:
                 self.meter.finish(self.principal, admissions, merge_usage(events))
 
 
-class CompletionService:
-    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
-        self.models = models
-        self.meter = meter
-        self.metrics = metrics
-
+class CompletionService(GenerationService):
     async def open(
         self, principal: Principal, body: CompletionRequest, ctx: CallContext
     ) -> CompletionRun:
@@ -149,14 +142,8 @@ class CompletionService:
         generations: list[Generation] = []
         for request in requests:
             try:
-                gen = await Generation.open(
-                    principal=principal,
-                    request=request,
-                    models=self.models,
-                    meter=per_prompt,
-                    metrics=self.metrics,
-                    endpoint=ENDPOINT,
-                    ctx=ctx,
+                gen = await self.generation(
+                    principal, request, ctx, endpoint=ENDPOINT, meter=per_prompt
                 )
             except ContextLengthExceededError as exc:
                 raise exc.at("prompt") from None

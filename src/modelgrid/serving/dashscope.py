@@ -24,10 +24,7 @@ from modelgrid.protocol.dashscope.convert import (
 )
 from modelgrid.protocol.dashscope.models import GenerationRequest, ResultFormat
 from modelgrid.protocol.dashscope.tools import call_steps, tool_call_entry, tool_call_step_entry
-from modelgrid.serving.generation import Generation
-from modelgrid.serving.meter import Meter
-from modelgrid.serving.metrics import Metrics
-from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.tenancy.service import Principal
 
 ENDPOINT = "dashscope.generation"
@@ -51,12 +48,7 @@ class _Choice:
         return [tool_call_entry(ToolCall(*self.calls[i]), i) for i in sorted(self.calls)]
 
 
-class TextGenerationService:
-    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
-        self.models = models
-        self.meter = meter
-        self.metrics = metrics
-
+class TextGenerationService(GenerationService):
     async def open(
         self, principal: Principal, body: GenerationRequest, ctx: CallContext, *, stream: bool
     ) -> Generation:
@@ -69,15 +61,7 @@ class TextGenerationService:
         """
         request = to_inference_request(body, ctx.request_id)
         request.stream = stream
-        return await Generation.open(
-            principal=principal,
-            request=request,
-            models=self.models,
-            meter=self.meter,
-            metrics=self.metrics,
-            endpoint=ENDPOINT,
-            ctx=ctx,
-        )
+        return await self.generation(principal, request, ctx, endpoint=ENDPOINT)
 
     async def complete(self, gen: Generation, result_format: ResultFormat) -> dict[str, Any]:
         """Run to the end and return the non-streamed response body."""

@@ -129,4 +129,47 @@ class Generation:
         )
 
 
-__all__ = ["Generation"]
+class GenerationService:
+    """Base of the services that run generations (chat, completions, DashScope, Responses,
+    Messages): what every one of them opens a ``Generation`` with.
+
+    Args:
+        models: The served models (their routed engines).
+        meter: Admission and usage recording (``tenancy``, or the batch runner's meter).
+        metrics: Prometheus series.
+    """
+
+    def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
+        self.models = models
+        self.meter = meter
+        self.metrics = metrics
+
+    async def generation(
+        self,
+        principal: Principal,
+        request: InferenceRequest,
+        ctx: CallContext,
+        *,
+        endpoint: str,
+        meter: Meter | None = None,
+        affinity_replica: str | None = None,
+    ) -> Generation:
+        """``Generation.open`` with this service's models, meter (or ``meter``) and metrics;
+        ``endpoint`` names the call in the usage ledger.
+
+        Raises:
+            Every error of ``Generation.open``.
+        """
+        return await Generation.open(
+            principal=principal,
+            request=request,
+            models=self.models,
+            meter=meter or self.meter,
+            metrics=self.metrics,
+            endpoint=endpoint,
+            ctx=ctx,
+            affinity_replica=affinity_replica,
+        )
+
+
+__all__ = ["Generation", "GenerationService"]

@@ -22,7 +22,7 @@ from modelgrid.core.types import CallContext
 from modelgrid.protocol.anthropic.convert import to_inference_request
 from modelgrid.protocol.anthropic.events import Event, MessageWriter
 from modelgrid.protocol.anthropic.models import CountTokensRequest, MessagesRequest
-from modelgrid.serving.generation import Generation
+from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -32,11 +32,9 @@ from modelgrid.tenancy.service import Principal
 ENDPOINT = "messages"
 
 
-class MessagesService:
+class MessagesService(GenerationService):
     def __init__(self, models: ModelRegistry, meter: Meter, metrics: Metrics) -> None:
-        self.models = models
-        self.meter = meter
-        self.metrics = metrics
+        super().__init__(models, meter, metrics)
         self.tokenizer = TokenizeService(models)
 
     async def open(
@@ -51,15 +49,7 @@ class MessagesService:
         """
         request = to_inference_request(body, ctx.request_id)
         request.stream = bool(body.stream)
-        return await Generation.open(
-            principal=principal,
-            request=request,
-            models=self.models,
-            meter=self.meter,
-            metrics=self.metrics,
-            endpoint=ENDPOINT,
-            ctx=ctx,
-        )
+        return await self.generation(principal, request, ctx, endpoint=ENDPOINT)
 
     async def complete(self, gen: Generation) -> dict[str, Any]:
         """Run to the end and return the ``message`` object."""

@@ -43,7 +43,7 @@ from modelgrid.protocol.openai.responses import (
     tools_in,
 )
 from modelgrid.routing import placement_of
-from modelgrid.serving.generation import Generation
+from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -213,13 +213,11 @@ def _drop_oldest_turn(messages: list[ChatMessage]) -> list[ChatMessage] | None:
     return messages[:start] + messages[users[1] :]
 
 
-class ResponsesService:
+class ResponsesService(GenerationService):
     def __init__(
         self, models: ModelRegistry, meter: Meter, metrics: Metrics, store: ResponseStore
     ) -> None:
-        self.models = models
-        self.meter = meter
-        self.metrics = metrics
+        super().__init__(models, meter, metrics)
         self.store = store
 
     async def open(
@@ -287,15 +285,8 @@ class ResponsesService:
         context window loses its oldest turns until it fits (the last user turn stays)."""
         while True:
             try:
-                return await Generation.open(
-                    principal=principal,
-                    request=request,
-                    models=self.models,
-                    meter=self.meter,
-                    metrics=self.metrics,
-                    endpoint="responses",
-                    ctx=ctx,
-                    affinity_replica=affinity,
+                return await self.generation(
+                    principal, request, ctx, endpoint="responses", affinity_replica=affinity
                 )
             except ContextLengthExceededError:
                 shorter = _drop_oldest_turn(request.messages or []) if truncate else None
