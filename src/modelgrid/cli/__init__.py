@@ -12,6 +12,7 @@ from modelgrid.cli import (
     invoice_cmd,
     keys_cmd,
     models_cmd,
+    plan_cmd,
     prices_cmd,
     serve_cmd,
     topology_cmd,
@@ -39,6 +40,7 @@ app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(batches_cmd.app, name="batches")
+app.add_typer(plan_cmd.app, name="plan")
 
 
 def main() -> None:

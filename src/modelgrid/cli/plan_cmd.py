@@ -1,0 +1,300 @@
+"""``modelgrid plan``: replicas per region and model that meet the latency targets at least
+cost (``modelgrid.planner``); ``modelgrid plan profile``: measure the real engine.
+
+This module is a composition root for the planner: it reads the topology file, the usage
+ledger (``tenancy.demand``) or a forecast, the profiles, and for ``profile`` builds the engine
+with ``engines.registry.build_engine`` and hands it to ``planner.profiling``. Bad input (an
+unknown model or region, a negative rate, a target no fleet can meet, a broken file) is one
+red line naming it and exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from modelgrid.cli.common import console, err_console, settings
+
+app = typer.Typer(
+    help="Plan the fleet: replicas per region and model that meet the latency targets at "
+    "least cost, checked by simulating the product's own routing.",
+    add_completion=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key or not value:
+            raise _fail(f"{option}: expected NAME=VALUE, got {v!r}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+@app.callback(invoke_without_command=True)
+def plan(
+    ctx: typer.Context,
+    from_usage: str = typer.Option(
+        None, "--from-usage", metavar="YYYY-MM", help="Demand from the usage ledger's month."
+    ),
+    forecast: Path = typer.Option(None, "--forecast", help="Demand from a forecast file (TOML)."),
+    config: Path = typer.Option(None, "--config", help="Plan settings (TOML): targets, costs…"),
+    topology: Path = typer.Option(
+        None, "--topology", help="Topology file (default: the gateway's)."
+    ),
+    profile: list[str] = typer.Option(
+        [], "--profile", metavar="MODEL=PATH", help="An engine profile (default: measured one)."
+    ),
+    ttft_p95_ms: float = typer.Option(None, "--ttft-p95-ms", help="TTFT target, p95 (ms)."),
+    tpot_p95_ms: float = typer.Option(None, "--tpot-p95-ms", help="Time per token target (ms)."),
+    add_region: list[str] = typer.Option(
+        [], "--add-region", metavar="ID", help="What if: open a region of extra_regions."
+    ),
+    without: list[str] = typer.Option([], "--without", metavar="ID", help="What if: lose it."),
+    scale_demand: list[str] = typer.Option(
+        [], "--scale-demand", metavar="REGION=FACTOR", help="What if: its demand times FACTOR."
+    ),
+    out: Path = typer.Option(Path("plan"), "--out", help="Folder for the report and topology."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Screens only, no simulation."),
+    seed: int = typer.Option(None, "--seed", help="Simulation seed."),
+) -> None:
+    """Plan the fleet (see --help of each option); `modelgrid plan profile` measures the
+    engine first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from modelgrid.core.errors import TopologyError
+    from modelgrid.planner import PlanInputError, report
+    from modelgrid.planner import plan as make_plan
+
+    if (from_usage is None) == (forecast is None):
+        raise _fail("give exactly one of --from-usage YYYY-MM and --forecast FILE")
+    try:
+        scenario = _scenario(
+            from_usage, forecast, config, topology, profile, ttft_p95_ms, tpot_p95_ms, seed,
+            no_verify,
+        )  # fmt: skip
+        scenario = _what_ifs(scenario, config, add_region, without, scale_demand)
+        result = make_plan(scenario)
+    except (PlanInputError, TopologyError) as exc:
+        raise _fail(exc.message) from None
+    files = report.write(result, out)
+    _print(result, files)
+
+
+def _scenario(
+    month: str | None,
+    forecast: Path | None,
+    config: Path | None,
+    topology: Path | None,
+    profile_args: list[str],
+    ttft: float | None,
+    tpot: float | None,
+    seed: int | None,
+    no_verify: bool,
+) -> Any:
+    from modelgrid.planner import PlanInputError, Scenario, ledger
+    from modelgrid.planner import profile as profiles
+    from modelgrid.planner.inputs import load_forecast, load_plan_file
+    from modelgrid.routing import topology as topo
+
+    s = settings()
+    settings_file = load_plan_file(config)
+    path = topology or s.topology_path
+    if topology is not None and not path.exists():
+        raise PlanInputError(f"--topology: no such file {path}", param="--topology")
+    base = topo.load(path) if path.exists() else topo.default_topology()
+    if month is not None:
+        from modelgrid.core.errors import InvalidRequestError
+        from modelgrid.tenancy.billing import month_bounds
+
+        try:
+            month_bounds(month)
+        except InvalidRequestError as exc:
+            raise PlanInputError(f"--from-usage: {exc.message}", param="--from-usage") from None
+        measured = _read_ledger(month, base.gateway_region)
+        demand, shapes = ledger.demand_rows(measured), ledger.shapes(measured)
+        arrivals, default = ledger.arrivals(measured), None
+        workspaces = ledger.residency(measured)
+    else:
+        assert forecast is not None
+        f = load_forecast(forecast)
+        demand, shapes = f.rows(), f.shapes
+        arrivals, default = f.stream_overrides(), f.arrivals
+        workspaces = {}
+    workspaces.update({w.name: w for w in settings_file.workspaces})
+    explicit = {m: Path(p) for m, p in _pairs(profile_args, "--profile")}
+    loaded = {m: profiles.load(p) for m, p in explicit.items()}
+    for m in {d.model for d in demand} - set(explicit):
+        default_path = profiles.default_path(s.data_dir, m)
+        if default_path.exists():  # else: Scenario.check names the demand row
+            loaded[m] = profiles.load(default_path)
+    slo = settings_file.slo.model_copy(
+        update={k: v for k, v in (("ttft_p95_ms", ttft), ("tpot_p95_ms", tpot)) if v is not None}
+    )
+    for name, value in (("--ttft-p95-ms", ttft), ("--tpot-p95-ms", tpot)):
+        if value is not None and not value > 0:
+            raise PlanInputError(f"{name}: a target must be > 0 ms, got {value:g}", param=name)
+    update: dict[str, Any] = {"verify": False} if no_verify else {}
+    if seed is not None:
+        update["seed"] = seed
+    options = settings_file.options.model_copy(update=update)
+    return Scenario(
+        topology=base,
+        demand=demand,
+        shapes=shapes,
+        profiles=loaded,
+        workspaces=workspaces,
+        costs=settings_file.costs.regions,
+        default_cost=settings_file.costs.default_micros,
+        currency=settings_file.currency,
+        slo=slo,
+        options=options,
+        arrivals=arrivals,
+        **({"default_arrivals": default} if default is not None else {}),
+    )
+
+
+def _read_ledger(month: str, default_region: str) -> Any:
+    from modelgrid.cli.common import read_run
+    from modelgrid.tenancy.demand import read_demand
+
+    return read_run(lambda sessions: read_demand(sessions, month, default_region=default_region))
+
+
+def _what_ifs(
+    scenario: Any, config: Path | None, add: list[str], without: list[str], scale: list[str]
+) -> Any:
+    from modelgrid.planner import PlanInputError, whatif
+    from modelgrid.planner.inputs import load_plan_file
+
+    extra = {r.id: r for r in load_plan_file(config).extra_regions}
+    for rid in add:
+        if rid not in extra:
+            raise PlanInputError(
+                f"--add-region: {rid!r} is not among the plan file's extra_regions "
+                f"({', '.join(sorted(extra)) or 'none'})",
+                param="--add-region",
+            )
+        scenario = whatif.add_region(scenario, extra[rid])
+    for rid in without:
+        scenario = whatif.without_region(scenario, rid)
+    for region, factor in _pairs(scale, "--scale-demand"):
+        try:
+            value = float(factor)
+        except ValueError:
+            raise PlanInputError(
+                f"--scale-demand: {factor!r} is not a number", param="--scale-demand"
+            ) from None
+        scenario = whatif.scale_demand(scenario, region, value)
+    return scenario
+
+
+def _print(result: Any, files: dict[str, Path]) -> None:
+    from modelgrid.planner import report
+
+    s = result.scenario
+    table = Table(
+        "model", "region", "replicas", "util.", "TTFT p50", "TTFT p95", f"{s.currency}/h",
+        title=f"Plan: {result.replicas()} replicas, "
+        f"{result.cost_micros_per_hour() / 1e6:.2f} {s.currency}/hour",
+    )  # fmt: skip
+    for r in report.rows(result):
+        table.add_row(
+            r.model, r.region, str(r.replicas), f"{r.utilisation:.2f}", f"{r.ttft_p50_ms:.0f}",
+            f"{r.ttft_p95_ms:.0f}", f"{r.cost_micros_per_hour / 1e6:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    for c in result.unserved():
+        err_console.print(
+            f"[yellow]unserved: {escape(c.model)} from {escape(c.origin)} (workspace "
+            f"{escape(c.workspace)}): residency allows no region that can hold it[/]"
+        )
+    missed = [c for mp in result.models.values() for c in mp.checks if not c.met]
+    for c in missed:
+        err_console.print(
+            f"[yellow]target missed in simulation: {escape(c.model)} from {escape(c.origin)} "
+            f"at {c.hour:02d}:00, TTFT p95 {c.ttft_p95_ms:.0f} ms[/]"
+        )
+    for name, path in files.items():
+        console.print(f"{name:12} {path}", highlight=False)
+
+
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Option(
+        "qwen2.5-coder-0.5b-instruct", "--model", help="A packaged model to measure."
+    ),
+    prompt_tokens: str = typer.Option("32,128,512,1024", "--prompt-tokens", help="Lengths."),
+    batch_sizes: str = typer.Option("1,2", "--batch-sizes", help="Requests at once."),
+    output_tokens: int = typer.Option(32, "--output-tokens", min=2, help="Tokens each."),
+    repeats: int = typer.Option(2, "--repeats", min=1, help="Runs per cell."),
+    out: Path = typer.Option(None, "--out", help="Profile file (default: the data dir's)."),
+) -> None:
+    """Measure the real engine (llama.cpp) over prompt lengths and batch sizes; store the
+    prefill and decode times the planner simulates with."""
+    import asyncio
+
+    from modelgrid.engines.catalog import CATALOG
+    from modelgrid.planner import profile as profiles
+    from modelgrid.planner.profiling import ProfileGrid, profile_engine
+
+    def ints(text: str, option: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise _fail(f"{option}: comma-separated whole numbers, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise _fail(f"{option}: give numbers >= 1, got {text!r}")
+        return values
+
+    if model not in CATALOG:
+        raise _fail(f"--model: unknown packaged model {model!r}; see `modelgrid models`")
+    grid = ProfileGrid(
+        ints(prompt_tokens, "--prompt-tokens"), ints(batch_sizes, "--batch-sizes"),
+        output_tokens, repeats,
+    )  # fmt: skip
+    s = settings()
+    from modelgrid.cli.models_cmd import prepare_or_exit
+    from modelgrid.engines.registry import build_engine
+
+    prepare_or_exit([model], s.models_dir)
+    engine = build_engine("llamacpp", model, s.models_dir, s.engine)
+    threads = s.engine.n_threads or None
+
+    def show(p: Any) -> None:
+        console.print(
+            f"batch {p.batch} prompt {p.prompt_tokens:5d}: prefill {p.prefill_ms:8.1f} ms, "
+            f"decode {p.decode_ms:6.2f} ms/token, {p.throughput_tps:6.1f} tokens/s",
+            highlight=False,
+        )
+
+    async def go() -> Any:
+        await engine.start()
+        try:
+            return await profile_engine(engine, grid, n_threads=threads, progress=show)
+        finally:
+            await engine.aclose()
+
+    result = asyncio.run(go())
+    path = out or profiles.default_path(s.data_dir, model)
+    profiles.save(result, path)
+    a, b, c = result.prefill
+    d0, d1 = result.decode
+    console.print(
+        f"prefill {a:.1f} + {b:.3f} n + {c:.2e} n^2 ms; decode {d0:.2f} + {d1:.4f} m ms/token; "
+        f"{result.slots} sequence(s) at once\nwritten {path}",
+        highlight=False,
+    )
+
+
+__all__ = ["app"]

@@ -1,0 +1,224 @@
+"""Engine profiles: measured prefill and decode times of one model on one engine, and the fit
+the simulator uses.
+
+``modelgrid plan profile`` runs the real engine over a grid of prompt lengths and batch sizes
+(``planner.profiling``) and stores each measurement as a ``ProfilePoint``; ``fit`` turns the
+batch-1 points into two small models:
+
+- prefill (start of service to the first token) ``a + b n + c n^2`` ms for ``n`` prompt
+  tokens not in the replica's prefix cache (``c`` for attention's quadratic term; refitted
+  linear when the quadratic fit bends the wrong way);
+- decode ``d0 + d1 m`` ms per output token after the first, ``m`` being the context length
+  at the middle of the answer (prompt + half the output): each step attends to the whole
+  context, so long prompts decode a little slower.
+
+``slots`` is how many sequences a replica runs at once: the llama.cpp engine runs ONE (its
+requests queue in the replica), which the profile shows as an aggregate throughput that does
+not grow with the batch size. An engine that batches (vLLM) has ``slots`` > 1 and its decode
+step at batch ``b`` scaled by ``decode_scale[b]``.
+
+Profiles are JSON files (``save``/``load``), by default ``<data_dir>/planner/profiles/
+<model>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelgrid.planner.errors import PlanInputError
+
+
+class ProfilePoint(BaseModel):
+    """One measurement: ``batch`` requests of ``prompt_tokens`` prompt tokens each, run at
+    once.
+
+    Attributes:
+        batch: Requests submitted together.
+        prompt_tokens: Prompt tokens of each (none cached).
+        output_tokens: Tokens each generated (mean).
+        prefill_ms: Submission to first token, batch 1 (ms; at a larger batch the first
+            request's).
+        decode_ms: Mean gap between a request's consecutive tokens (ms).
+        throughput_tps: Output tokens per second of the whole batch.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch: Annotated[int, Field(ge=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+    output_tokens: Annotated[float, Field(ge=1)]
+    prefill_ms: Annotated[float, Field(ge=0)]
+    decode_ms: Annotated[float, Field(ge=0)]
+    throughput_tps: Annotated[float, Field(ge=0)] = 0.0
+
+
+class EngineProfile(BaseModel):
+    """What one replica of ``model`` on ``engine`` takes (see the module docstring).
+
+    Attributes:
+        model: Served model id.
+        engine: Engine kind (``llamacpp``).
+        slots: Sequences a replica runs at once (llama.cpp: 1).
+        n_threads: Threads the engine used when measured (``None``: unknown).
+        measured_at: ISO time of the measurement (empty for a made-up profile).
+        points: The measurements.
+        prefill: ``(a, b, c)`` of the prefill fit, ms.
+        decode: ``(d0, d1)`` of the decode fit, ms per token.
+        decode_scale: Decode step time at batch ``b`` over batch 1 (``slots`` > 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    engine: str = "llamacpp"
+    slots: Annotated[int, Field(ge=1)] = 1
+    n_threads: int | None = None
+    measured_at: str = ""
+    points: tuple[ProfilePoint, ...] = ()
+    prefill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    decode: tuple[float, float] = (0.0, 0.0)
+    decode_scale: dict[int, float] = Field(default_factory=dict)
+
+    # --- the model the simulator uses ----------------------------------------------------
+
+    def prefill_ms(self, prompt_tokens: np.ndarray | float) -> np.ndarray:
+        """Time from the start of service to the first token (ms), per prompt length."""
+        n = np.asarray(prompt_tokens, dtype=np.float64)
+        a, b, c = self.prefill
+        return np.maximum(a + b * n + c * n * n, 0.0)
+
+    def decode_ms(
+        self, prompt_tokens: np.ndarray | float, output_tokens: np.ndarray | float, batch: int = 1
+    ) -> np.ndarray:
+        """Mean time per output token after the first (ms)."""
+        p = np.asarray(prompt_tokens, dtype=np.float64)
+        o = np.asarray(output_tokens, dtype=np.float64)
+        d0, d1 = self.decode
+        scale = self.decode_scale.get(batch, 1.0) if batch > 1 else 1.0
+        return np.maximum(d0 + d1 * (p + o / 2), 0.0) * scale
+
+    def service_ms(
+        self, prompt_tokens: np.ndarray | float, output_tokens: np.ndarray | float
+    ) -> np.ndarray:
+        """Time a replica is busy with a request alone (ms): prefill, then the other tokens."""
+        o = np.asarray(output_tokens, dtype=np.float64)
+        decode = np.maximum(o - 1, 0) * self.decode_ms(prompt_tokens, o)
+        return np.asarray(self.prefill_ms(prompt_tokens) + decode, dtype=np.float64)
+
+
+def fit(
+    model: str,
+    points: Sequence[ProfilePoint],
+    *,
+    engine: str = "llamacpp",
+    n_threads: int | None = None,
+    measured_at: str = "",
+) -> EngineProfile:
+    """The profile of these measurements: the fits over the batch-1 points, ``slots`` from
+    how the aggregate throughput grows with the batch (it must grow by 30 % for the engine to
+    count as batching), ``decode_scale`` from the decode gaps per batch size.
+
+    Raises:
+        PlanInputError: fewer than two batch-1 prompt lengths (nothing to fit).
+    """
+    ones = [p for p in points if p.batch == 1]
+    if len({p.prompt_tokens for p in ones}) < 2:
+        raise PlanInputError(
+            f"profile of {model}: at least two prompt lengths at batch 1 are needed to fit",
+            param="points",
+        )
+    n = np.array([p.prompt_tokens for p in ones], dtype=np.float64)
+    y = np.array([p.prefill_ms for p in ones], dtype=np.float64)
+    prefill = _least_squares(np.stack([np.ones_like(n), n, n * n], axis=1), y)
+    if prefill[2] < 0 or len(set(n)) < 3:
+        a, b = _least_squares(np.stack([np.ones_like(n), n], axis=1), y)
+        prefill = np.array([a, b, 0.0])
+    m = np.array([p.prompt_tokens + p.output_tokens / 2 for p in ones])
+    d = np.array([p.decode_ms for p in ones])
+    decode = _least_squares(np.stack([np.ones_like(m), m], axis=1), d)
+    if decode[1] < 0:
+        decode = np.array([float(np.mean(d)), 0.0])
+    base_tps = np.mean([p.throughput_tps for p in ones]) or 0.0
+    slots, scale = 1, {}
+    for b in sorted({p.batch for p in points if p.batch > 1}):
+        at_b = [p for p in points if p.batch == b]
+        tps = float(np.mean([p.throughput_tps for p in at_b]))
+        if base_tps > 0 and tps >= 1.3 * base_tps:
+            slots = b
+            scale[b] = float(np.mean([p.decode_ms for p in at_b]) / max(np.mean(d), 1e-9))
+    return EngineProfile(
+        model=model,
+        engine=engine,
+        slots=slots,
+        n_threads=n_threads,
+        measured_at=measured_at,
+        points=tuple(points),
+        prefill=(float(prefill[0]), float(prefill[1]), float(prefill[2])),
+        decode=(float(decode[0]), float(decode[1])),
+        decode_scale=scale,
+    )
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return np.asarray(coef, dtype=np.float64)
+
+
+def synthetic(
+    model: str, *, prefill_base_ms: float, prefill_per_token_ms: float, decode_ms: float
+) -> EngineProfile:
+    """A made-up profile (tests, examples): linear prefill, constant decode, one slot."""
+    return EngineProfile(
+        model=model,
+        engine="synthetic",
+        prefill=(prefill_base_ms, prefill_per_token_ms, 0.0),
+        decode=(decode_ms, 0.0),
+    )
+
+
+def default_path(data_dir: Path, model: str) -> Path:
+    """Where ``modelgrid plan profile`` stores a model's profile by default."""
+    return data_dir / "planner" / "profiles" / f"{model}.json"
+
+
+def save(profile: EngineProfile, path: Path) -> None:
+    """Write ``profile`` as JSON (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load(path: Path) -> EngineProfile:
+    """Read a profile.
+
+    Raises:
+        PlanInputError: missing, not JSON, or not a profile (the message names the file).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return EngineProfile.model_validate(data)
+    except FileNotFoundError:
+        raise PlanInputError(
+            f"no engine profile at {path}: run `modelgrid plan profile` first", param="profile"
+        ) from None
+    except (OSError, ValueError, ValidationError) as exc:
+        why = str(exc).splitlines()[0]
+        raise PlanInputError(f"engine profile {path}: {why}", param="profile") from None
+
+
+__all__ = [
+    "EngineProfile",
+    "ProfilePoint",
+    "default_path",
+    "fit",
+    "load",
+    "save",
+    "synthetic",
+]
