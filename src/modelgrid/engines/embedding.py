@@ -24,10 +24,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from modelgrid.core.errors import InvalidRequestError, ServiceUnavailableError
-from modelgrid.engines.base import Engine, ModelCard
+from modelgrid.core.types import InferenceRequest, RoutingHints
+from modelgrid.engines.base import PREPARED, Engine, ModelCard, PreparedRequest, TokenizeOptions
 
 log = logging.getLogger("modelgrid.engines")
 
@@ -123,6 +124,33 @@ def refuse_tokenization(card: ModelCard) -> NoReturn:
         param="model",
         code="model_not_supported",
     )
+
+
+class _HasCard(Protocol):
+    @property
+    def card(self) -> ModelCard: ...
+
+
+class EmbeddingOnly:
+    """The generation and tokenization half of ``Engine`` for an embedding engine (the
+    engines, the supervised process and the routed one): each call refused with a 400
+    naming the right route (``refuse_generation``, ``refuse_tokenization``)."""
+
+    def prepare(self: _HasCard, request: InferenceRequest) -> PreparedRequest:
+        refuse_generation(self.card)
+
+    def stream(self: _HasCard, prepared: PreparedRequest) -> Any:
+        refuse_generation(self.card)
+
+    async def tokenize(
+        self: _HasCard, request: InferenceRequest, options: TokenizeOptions = PREPARED
+    ) -> list[int]:
+        refuse_tokenization(self.card)
+
+    async def detokenize(
+        self: _HasCard, tokens: Sequence[int], routing: RoutingHints | None = None
+    ) -> str:
+        refuse_tokenization(self.card)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +262,7 @@ __all__ = [
     "EMBEDDINGS",
     "EMBEDDING_CATALOG",
     "EmbeddingEngine",
+    "EmbeddingOnly",
     "Embeddings",
     "PackagedEmbeddingModel",
     "build_embedding_engines",

@@ -11,16 +11,13 @@ import asyncio
 import struct
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from modelgrid.core.errors import EngineError
-from modelgrid.core.types import InferenceRequest, RoutingHints
-from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.base import ModelCard
 from modelgrid.engines.embedding import (
     EMBEDDINGS,
+    EmbeddingOnly,
     Embeddings,
-    refuse_generation,
-    refuse_tokenization,
 )
 
 
@@ -29,7 +26,7 @@ def fake_vector(text: str, dimensions: int) -> list[float]:
     return [((len(text) + j) % 5) / 4 for j in range(dimensions)]
 
 
-class FakeEmbeddingEngine:
+class FakeEmbeddingEngine(EmbeddingOnly):
     """Scripted embeddings.
 
     Args:
@@ -75,20 +72,6 @@ class FakeEmbeddingEngine:
 
     async def start(self) -> None:
         return None
-
-    def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        refuse_generation(self.card)
-
-    def stream(self, prepared: PreparedRequest) -> Any:
-        refuse_generation(self.card)
-
-    async def tokenize(
-        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
-    ) -> list[int]:
-        refuse_tokenization(self.card)
-
-    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
-        refuse_tokenization(self.card)
 
     async def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
         """Id ``i`` is the word ``t<i>``."""

@@ -16,7 +16,7 @@ the worker (a 400 naming the input) comes back as the same error.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -28,9 +28,8 @@ from modelgrid.core.errors import (
     ModelgridError,
     ServiceUnavailableError,
 )
-from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
-from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
-from modelgrid.engines.embedding import Embeddings, refuse_generation, refuse_tokenization
+from modelgrid.engines.base import ModelCard
+from modelgrid.engines.embedding import EmbeddingOnly, Embeddings
 from modelgrid.engines.process import EngineProcess
 
 INTERNAL = "/internal/embeddings"
@@ -96,7 +95,7 @@ class RemoteWorker:
         return None
 
 
-class WorkerEmbeddingEngine:
+class WorkerEmbeddingEngine(EmbeddingOnly):
     """An embedding model served by a worker (see the module docstring).
 
     Args:
@@ -175,21 +174,6 @@ class WorkerEmbeddingEngine:
         body = await self._call("POST", "/embed", {"texts": list(texts)})
         vectors = [base64.b64decode(v) for v in body["vectors"]]
         return Embeddings(vectors, int(body["dimensions"]))
-
-    def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        refuse_generation(self.card)
-
-    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
-        refuse_generation(self.card)
-        yield  # pragma: no cover - an async generator that never yields
-
-    async def tokenize(
-        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
-    ) -> list[int]:
-        refuse_tokenization(self.card)
-
-    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
-        refuse_tokenization(self.card)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

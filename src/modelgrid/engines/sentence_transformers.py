@@ -23,19 +23,17 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from modelgrid.core.errors import EngineError, InvalidRequestError, ModelgridError
-from modelgrid.core.types import InferenceRequest, RoutingHints
-from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.engines.base import ModelCard
 from modelgrid.engines.embedding import (
     EMBEDDINGS,
+    EmbeddingOnly,
     Embeddings,
-    refuse_generation,
-    refuse_tokenization,
 )
 
 _T = TypeVar("_T")
 
 
-class SentenceTransformersEngine:
+class SentenceTransformersEngine(EmbeddingOnly):
     """A sentence-transformers replica of one local model directory.
 
     Args:
@@ -119,20 +117,6 @@ class SentenceTransformersEngine:
         self._model = model
 
     # -- generation is not this engine's job --
-
-    def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        refuse_generation(self.card)
-
-    def stream(self, prepared: PreparedRequest) -> Any:
-        refuse_generation(self.card)
-
-    async def tokenize(
-        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
-    ) -> list[int]:
-        refuse_tokenization(self.card)
-
-    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
-        refuse_tokenization(self.card)
 
     # -- embeddings --
 

@@ -21,17 +21,16 @@ A replica's engine is any ``EmbeddingEngine``: the gateway's own engine process 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
-from modelgrid.core.types import Delta, InferenceRequest, RoutingHints
-from modelgrid.engines.base import PREPARED, ModelCard, PreparedRequest, TokenizeOptions
+from modelgrid.core.types import RoutingHints
+from modelgrid.engines.base import ModelCard
 from modelgrid.engines.embedding import (
     EmbeddingEngine,
+    EmbeddingOnly,
     Embeddings,
-    refuse_generation,
-    refuse_tokenization,
 )
 from modelgrid.routing.engine import RoutedModel
 from modelgrid.routing.router import Outcome, Placement, retryable, verdict
@@ -40,7 +39,7 @@ T = TypeVar("T")
 Pick = tuple[Placement, EmbeddingEngine, tuple[str, ...]]
 
 
-class RoutedEmbeddingEngine(RoutedModel[EmbeddingEngine]):
+class RoutedEmbeddingEngine(EmbeddingOnly, RoutedModel[EmbeddingEngine]):
     """An embedding model served by the replicas of its deployments (see the module
     docstring; the arguments are ``RoutedModel``'s). Its own ``count_tokens``, ``decode`` and
     ``embed`` route each call alone, under no residency rule: serving routes every request
@@ -55,21 +54,6 @@ class RoutedEmbeddingEngine(RoutedModel[EmbeddingEngine]):
     @property
     def max_input_tokens(self) -> int:
         return self.card.context_length
-
-    def prepare(self, request: InferenceRequest) -> PreparedRequest:
-        refuse_generation(self.card)
-
-    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
-        refuse_generation(self.card)
-        yield  # pragma: no cover - an async generator that never yields
-
-    async def tokenize(
-        self, request: InferenceRequest, options: TokenizeOptions = PREPARED
-    ) -> list[int]:
-        refuse_tokenization(self.card)
-
-    async def detokenize(self, tokens: Sequence[int], routing: RoutingHints | None = None) -> str:
-        refuse_tokenization(self.card)
 
     def route(self, hints: RoutingHints) -> EmbeddingRoute:
         """One request's route: residency check and first pick.
