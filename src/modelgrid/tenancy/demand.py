@@ -132,7 +132,7 @@ async def read_demand(
             .order_by(UsageRecord.created_at)
         )
         rows: Sequence[tuple[datetime, str | None, str | None, str, int, int, int]]
-        rows = (await session.execute(stmt)).tuples().all()
+        rows = (await session.execute(stmt)).all()
     for created, ws_id, region, model, prompt, cached, completion in rows:
         at = aware(created)
         ws: Workspace | None = names.get(ws_id or "")

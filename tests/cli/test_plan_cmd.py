@@ -1,0 +1,124 @@
+"""``modelgrid plan``: the example files through the CLI, the usage ledger as demand, and bad
+input as one named line with exit status 2 (no traceback)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelgrid.cli import app
+from modelgrid.planner import profile as profiles
+from modelgrid.routing import topology as topo
+from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessions
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "planner"
+SMALL, BIG = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Settings in ``tmp_path``, with made-up profiles of both models where ``plan`` looks."""
+    for model, scale in ((SMALL, 1.0), (BIG, 2.5)):
+        p = profiles.synthetic(model, prefill_base_ms=20 * scale, prefill_per_token_ms=0.8 * scale,
+                               decode_ms=25 * scale)  # fmt: skip
+        profiles.save(p, profiles.default_path(tmp_path, model))
+    return {
+        "MODELGRID_DATA_DIR": str(tmp_path),
+        "MODELGRID_DATABASE__URL": migrated_sqlite(tmp_path / "mg.db"),
+        "COLUMNS": "200",
+    }
+
+
+def invoke(env: dict[str, str], *args: str) -> tuple[int, str]:
+    done = CliRunner().invoke(app, ["plan", *args], env=env)
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    assert "Traceback" not in done.output
+    return done.exit_code, done.output
+
+
+def test_the_example_plans_and_writes_a_topology_the_gateway_reads(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "plan"
+    code, output = invoke(
+        env, "--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
+        "--topology", str(EXAMPLES / "topology.toml"), "--out", str(out), "--no-verify",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "Plan:" in output and "replicas" in output
+    fleet = topo.load(out / "topology.toml")
+    summary = json.loads((out / "plan.json").read_text())
+    assert sum(len(d.replicas) for d in fleet.deployments) == summary["replicas"] > 0
+    eu = {f["region"] for f in summary["flows"] if f["workspace"] == "bank-eu"}
+    assert eu and eu <= {"eu-west-1", "eu-central-1"}
+    kr = {f["region"] for f in summary["flows"] if f["workspace"] == "health-kr"}
+    assert kr == {"ap-northeast-2"}
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    assert (out / "utilisation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_what_ifs_through_the_cli(env: dict[str, str], tmp_path: Path) -> None:
+    base = ["--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
+            "--topology", str(EXAMPLES / "topology.toml"), "--no-verify"]  # fmt: skip
+    code, output = invoke(env, *base, "--out", str(tmp_path / "a"), "--without", "ap-northeast-2")
+    assert code == 0, output
+    assert "unserved: qwen2.5-coder-0.5b-instruct from ap-northeast-2" in output  # health-kr
+    code, output = invoke(env, *base, "--out", str(tmp_path / "b"), "--add-region", "mx-central-1",
+                          "--scale-demand", "us-east-1=2")  # fmt: skip
+    assert code == 0, output
+    code, output = invoke(env, *base, "--add-region", "af-south-1")
+    assert code == 2 and "--add-region: 'af-south-1' is not among the plan file's" in output
+
+
+def test_from_usage_reads_the_ledger(env: dict[str, str], tmp_path: Path) -> None:
+    start = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+    rows = [
+        usage_row(f"r{i}", start + timedelta(seconds=2 * i), model=SMALL, region="local",
+                  prompt_tokens=100 + i % 50, completion_tokens=30)
+        for i in range(600)
+    ]  # fmt: skip
+    url = env["MODELGRID_DATABASE__URL"]
+    with_sessions(url, lambda sessions: insert_usage(sessions, rows))
+    out = tmp_path / "plan"
+    code, output = invoke(
+        env, "--from-usage", "2026-11", "--out", str(out), "--ttft-p95-ms", "3000"
+    )
+    assert code == 0, output
+    summary = json.loads((out / "plan.json").read_text())
+    assert summary["met"] and summary["rows"][0]["region"] == "local"
+    assert {c["hour"] for c in summary["checks"]} == {14}
+
+
+@pytest.mark.parametrize(
+    ("forecast", "extra", "message"),
+    [
+        ('region = "mars-1"\nmodel = "qwen2.5-coder-0.5b-instruct"\nrps = 1', (), "demand[0].region: unknown region 'mars-1'"),
+        ('region = "us-east-1"\nmodel = "gpt-9"\nrps = 1', (), "demand[0].model: no engine profile for model 'gpt-9'"),
+        ('region = "us-east-1"\nmodel = "qwen2.5-coder-0.5b-instruct"\nrps = -2', (), "demand[0].rps: a rate must be a finite number >= 0"),
+        ('region = "us-east-1"\nmodel = "qwen2.5-coder-0.5b-instruct"\nrps = 1', ("--ttft-p95-ms", "5"), "slo.ttft_p95_ms: unreachable for qwen2.5-coder-0.5b-instruct"),
+        ('region = "us-east-1"\nmodel = "qwen2.5-coder-0.5b-instruct"\nrps = 1', ("--scale-demand", "us-east-1"), "--scale-demand: expected NAME=VALUE"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_named_with_status_2(
+    env: dict[str, str], tmp_path: Path, forecast: str, extra: tuple[str, ...], message: str
+) -> None:
+    path = tmp_path / "demand.toml"
+    path.write_text(f"[[demand]]\n{forecast}\n[shapes.{SMALL!r}]\n"
+                    'prompt = { kind = "fixed", mean = 100 }\noutput = { kind = "fixed", mean = 20 }\n'
+                    .replace("'", '"'))  # fmt: skip
+    code, output = invoke(env, "--forecast", str(path), "--topology",
+                          str(EXAMPLES / "topology.toml"), "--out", str(tmp_path / "o"), *extra)  # fmt: skip
+    assert code == 2, output
+    assert message in " ".join(output.split())
+
+
+def test_one_demand_source_and_a_real_month(env: dict[str, str]) -> None:
+    code, output = invoke(env)
+    assert code == 2 and "give exactly one of --from-usage" in output
+    code, output = invoke(env, "--from-usage", "2026-13")
+    assert code == 2 and "--from-usage: month must be YYYY-MM" in output
