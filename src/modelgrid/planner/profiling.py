@@ -89,8 +89,8 @@ class ProfileGrid:
 
 def prompt_of(engine: Engine, tokens: int, rng: random.Random) -> str:
     """A raw prompt of about ``tokens`` tokens (within a few) in ``engine``'s tokenizer."""
-    head = " ".join(rng.choice(WORDS).capitalize() for _ in range(3)) + "."
-    tail = " Count on: 1, 2, 3, 4, 5, 6,"
+    head = " ".join(rng.choice(WORDS).capitalize() for _ in range(2)) + "."
+    tail = " 1, 2, 3,"
     overhead = _count(engine, head + tail)
     words = [rng.choice(WORDS) for _ in range(max(1, tokens - overhead))]
     text = head + tail

@@ -1,0 +1,34 @@
+"""``planner.profiling`` on the real engine (llama.cpp, the packaged model) over a tiny grid."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgrid.config import Settings
+from modelgrid.engines.registry import build_engine
+from modelgrid.planner.profiling import ProfileGrid, profile_engine
+
+pytestmark = pytest.mark.model
+MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.mark.timeout(180)
+async def test_profiling_the_real_engine() -> None:
+    s = Settings()
+    engine = build_engine(
+        "llamacpp", MODEL, s.models_dir, s.engine.model_copy(update={"n_ctx": 512})
+    )
+    await engine.start()
+    try:
+        grid = ProfileGrid(prompt_tokens=(24, 96), batch_sizes=(1, 2), output_tokens=6, repeats=1)
+        p = await profile_engine(engine, grid, n_threads=s.engine.n_threads)
+    finally:
+        await engine.aclose()
+    assert [(pt.batch, pt.prompt_tokens) for pt in p.points] == [
+        (1, pytest.approx(24, abs=3)), (1, pytest.approx(96, abs=3)),
+        (2, pytest.approx(24, abs=3)), (2, pytest.approx(96, abs=3)),
+    ]  # fmt: skip
+    assert all(pt.output_tokens >= 2 and pt.decode_ms > 0 for pt in p.points)
+    assert p.slots == 1  # one sequence at a time: two at once do not add throughput
+    assert p.prefill_ms(96) > p.prefill_ms(24) > 0
+    assert p.decode[0] > 0 and p.measured_at
