@@ -38,7 +38,7 @@ from modelgrid.routing.policies import RegionSnapshot, rank_regions
 
 EXHAUSTIVE_UP_TO = 12
 SCREEN_SAMPLES = 512
-MAX_SIZED = 4
+MAX_SIZED = 3
 
 
 def route(scenario: Scenario, cls: TrafficClass, holding: Iterable[str]) -> str | None:
