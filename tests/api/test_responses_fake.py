@@ -373,3 +373,18 @@ def test_a_failure_mid_stream_ends_with_error_and_a_stored_failed_response(
     rows = usage_rows(server, expect=1)
     assert [(x["endpoint"], x["completion_tokens"]) for x in rows] == [("responses", 2)]
     assert rows[0]["status"] != 200
+
+
+def test_retention_deletes_expired_responses_only(fake_server: ThreadServer) -> None:
+    c = client(fake_server)
+    old = c.responses.create(model=MODEL, input=QUESTION)
+    kept = c.responses.create(model=MODEL, input=QUESTION)
+    db_execute(
+        fake_server,
+        "UPDATE responses SET expires_at = :t WHERE id = :id",
+        t="2000-01-01 00:00:00",
+        id=old.id,
+    )
+    assert fake_server.call(fake_server.state.responses.store.purge_expired()) == 1
+    ids = [r["id"] for r in db_rows(fake_server, "SELECT id FROM responses")]
+    assert ids == [kept.id]
