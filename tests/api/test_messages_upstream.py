@@ -114,3 +114,25 @@ def test_an_upstream_without_tokenize(tmp_path: Path, database_url: str) -> None
     finally:
         server.stop()
         upstream.stop()
+
+
+def test_responses_truncation_auto_counts_on_the_replica(via_worker: Gateway) -> None:
+    """The gateway only estimates an upstream's prompt: ``truncation: "auto"`` counts it with
+    the replica's own tokenizer (``/tokenize``) before dropping turns, so the worker's
+    exact context check (64 "tokens") is met instead of refusing."""
+    turns: list[dict[str, str]] = []
+    for i in range(6):
+        turns += [
+            {"role": "user", "content": f"question {i} about the many things we discussed"},
+            {"role": "assistant", "content": "an answer of exactly seven words here"},
+        ]
+    turns.append({"role": "user", "content": "What is the capital of France?"})
+    body = {"model": "up", "input": turns, "max_output_tokens": 6, "store": False}
+    headers = {"Authorization": f"Bearer {via_worker.api_key}"}  # type: ignore[attr-defined]
+    url = f"{via_worker.base_url}/v1/responses"
+    refused = httpx.post(url, json=body, headers=headers, timeout=10)
+    assert refused.status_code == 400, refused.text
+    fitted = httpx.post(url, json={**body, "truncation": "auto"}, headers=headers, timeout=10)
+    assert fitted.status_code == 200, fitted.text
+    usage = fitted.json()["usage"]
+    assert usage["input_tokens"] + 6 <= 64 and usage["input_tokens"] > 20

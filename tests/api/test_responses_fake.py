@@ -215,6 +215,11 @@ def test_unreadable_ids_are_404s_that_name_them(fake_server: ThreadServer) -> No
     assert mine.id in str(caught.value)
     with pytest.raises(openai.NotFoundError):
         other.responses.create(model=MODEL, input="hi", previous_response_id=mine.id)
+    r = httpx.get(
+        f"{fake_server.base_url}/v1/responses/resp_nope",
+        headers={"Authorization": f"Bearer {fake_server.api_key}"},
+    )
+    assert r.status_code == 404 and r.json()["error"]["param"] is None
     r = post(fake_server, {"model": MODEL, "input": "hi", "previous_response_id": "resp_nope"})
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "response_not_found"
@@ -264,6 +269,10 @@ def test_a_chain_with_a_deleted_link_is_refused_naming_it(fake_server: ThreadSer
         ({"input": "hi", "background": True}, "background"),
         ({"input": "hi", "include": ["file_search_call.results"]}, "include[0]"),
         ({"input": "hi", "text": {"format": {"type": "xml"}}}, "text.format"),
+        (
+            {"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}},
+            "text.format.schema",
+        ),
         (
             {
                 "input": "hi",

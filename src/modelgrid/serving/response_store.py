@@ -51,12 +51,12 @@ class NewResponse:
     replica_id: str | None
 
 
-def _not_found(response_id: str) -> NotFoundError:
+def _not_found(response_id: str, param: str | None = None) -> NotFoundError:
     shown = response_id if len(response_id) <= 80 else response_id[:79] + "…"
     return NotFoundError(
         f"Response with id '{shown}' not found (unknown, expired, deleted, or not visible "
         "to this API key).",
-        param="previous_response_id",
+        param=param,
         code="response_not_found",
     )
 
@@ -121,7 +121,7 @@ class ResponseStore:
         async with self._sessions() as session:
             links = await rows.chain(session, principal.workspace_id, response_id, limit + 1)
         if not links:
-            raise _not_found(response_id)
+            raise _not_found(response_id, "previous_response_id")
         if len(links) > limit:
             raise InvalidRequestError(
                 f"The 'previous_response_id' chain is longer than {limit} responses.",
@@ -130,10 +130,10 @@ class ResponseStore:
             )
         for row in links:
             if not self._readable(principal, row, now):
-                raise _not_found(row.id)
+                raise _not_found(row.id, "previous_response_id")
         missing = links[-1].previous_response_id
         if missing is not None:
-            raise _not_found(missing)
+            raise _not_found(missing, "previous_response_id")
         items: list[dict[str, Any]] = []
         for row in reversed(links):
             items.extend(row.input_items)

@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelgrid.core.errors import ContextLengthExceededError, ModelgridError
+from modelgrid.core.errors import ModelgridError
 from modelgrid.core.types import (
     CallContext,
     ChatMessage,
@@ -45,6 +45,7 @@ from modelgrid.protocol.openai.responses import (
 from modelgrid.routing import placement_of
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.meter import Meter
+from modelgrid.serving.metered import routing_hints
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.response_store import NewResponse, ResponseStore
@@ -281,18 +282,31 @@ class ResponsesService(GenerationService):
         affinity: str | None,
         truncate: bool,
     ) -> Generation:
-        """``Generation.open``; with ``truncation: "auto"``, a conversation too long for the
-        context window loses its oldest turns until it fits (the last user turn stays)."""
-        while True:
-            try:
-                return await self.generation(
-                    principal, request, ctx, endpoint="responses", affinity_replica=affinity
-                )
-            except ContextLengthExceededError:
-                shorter = _drop_oldest_turn(request.messages or []) if truncate else None
-                if shorter is None:
-                    raise
-                request.messages = shorter
+        """``Generation.open``, after ``_fit`` for ``truncation: "auto"``."""
+        if truncate:
+            await self._fit(principal, request, ctx)
+        return await self.generation(
+            principal, request, ctx, endpoint="responses", affinity_replica=affinity
+        )
+
+    async def _fit(self, principal: Principal, request: InferenceRequest, ctx: CallContext) -> None:
+        """``truncation: "auto"``: while the prompt (counted exactly, by the model's own
+        tokenizer on an allowed replica: ``Engine.tokenize``, the tokens ``prepare`` feeds
+        it) and ``max_output_tokens`` exceed the context window, drop the oldest turn (the
+        instructions and the last user turn stay). What still does not fit is refused by
+        ``Generation.open`` or the replica, as with ``disabled``. Not billed: counting is
+        not generating."""
+        if not principal.may_use_model(request.model):
+            return  # Generation.open refuses it (403) without counting anything
+        engine = self.models.get(request.model)
+        window = engine.card.context_length
+        request.routing = routing_hints(principal, ctx)
+        wanted = request.sampling.max_tokens or 1
+        while len(await engine.tokenize(request)) + wanted > window:
+            shorter = _drop_oldest_turn(request.messages or [])
+            if shorter is None:
+                return
+            request.messages = shorter
 
     async def _save(self, run: ResponseRun, response: dict[str, Any]) -> None:
         if run.store_region is None:

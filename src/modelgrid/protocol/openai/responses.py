@@ -352,7 +352,12 @@ def text_format(text: TextConfig | None) -> ResponseFormat | None:
             "'text.format.name' is required: 1 to 64 characters from a-z, A-Z, 0-9, '_', '-'.",
             param="text.format",
         )
-    return schema_format(fmt.get("schema", {}), name, "text.format.schema")
+    if "schema" not in fmt:
+        raise InvalidRequestError(
+            "'text.format.schema' is required for the 'json_schema' format.",
+            param="text.format.schema",
+        )
+    return schema_format(fmt["schema"], name, "text.format.schema")
 
 
 __all__ = [
