@@ -180,7 +180,9 @@ def predict(
     ttft = [s.ttft_ms for s in served]
     tpot = [s.tpot_ms for s in served if s.output_tokens > 1]
     span = max(s.done_s for s in served) - served[0].arrival_s
-    return figures(ttft, tpot, len(served) / span)
+    out = figures(ttft, tpot, len(served) / span)
+    out["utilisation"] = float(np.mean(list(res.utilisation().values())))
+    return out
 
 
 def measured(rows: list[Measured], warmup: int) -> dict[str, float]:
@@ -225,7 +227,7 @@ def measure_profile(tmp: Path, args: argparse.Namespace) -> profiles.EngineProfi
     cmd = [
         sys.executable, "-m", "modelgrid", "plan", "profile", "--prompt-tokens",
         args.profile_prompts, "--batch-sizes", "1", "--output-tokens", str(args.max_tokens),
-        "--repeats", "2", "--out", str(path),
+        "--repeats", str(args.profile_repeats), "--out", str(path),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=REPO, env=env)
     return profiles.load(path)
@@ -240,6 +242,7 @@ def main() -> None:
     parser.add_argument("--prompt-words", type=int, default=80)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--profile-prompts", default="32,96,192,384")
+    parser.add_argument("--profile-repeats", type=int, default=2)
     parser.add_argument("--profile", help="an existing profile JSON (skips the profiling)")
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=1)
@@ -273,11 +276,15 @@ def main() -> None:
                     )
                     p = predict(rows, n, profile, args.warmup)
                     m = measured(rows, args.warmup)
+                    uncached = np.mean([r.prompt_tokens - r.cached_tokens for r in rows])
+                    print(f"# {n} replica(s), target load {load:.2f}: simulated utilisation "
+                          f"{p['utilisation']:.2f}, {rate:.3f} requests/s offered, "
+                          f"{uncached:.0f} uncached prompt tokens on average")  # fmt: skip
                     for k in m:
                         err = 100 * (p[k] - m[k]) / m[k]
                         print(
                             f"{n:8d} {load:4.2f}  {len(rows) - args.warmup:8d} | {k:14} "
-                            f"{p[k]:9.1f}  {m[k]:9.1f}  {err:+6.1f}%"
+                            f"{p[k]:9.3f}  {m[k]:9.3f}  {err:+6.1f}%"
                         )
                     sys.stdout.flush()
             finally:
