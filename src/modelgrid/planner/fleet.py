@@ -38,7 +38,7 @@ def fleet_topology(scenario: Scenario, counts: Mapping[tuple[str, str], int]) ->
 
 
 def sim_duration_s(
-    scenario: Scenario, classes: list[TrafficClass], hour: int, *, max_requests: int = 60_000
+    scenario: Scenario, classes: list[TrafficClass], hour: int, *, max_requests: int = 20_000
 ) -> float:
     """How long to simulate an hour's traffic: long enough that the smallest stream has
     ``sim_requests`` requests, at least 60 s, and at most ``max_requests`` requests in all."""

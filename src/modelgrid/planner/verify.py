@@ -23,7 +23,7 @@ from modelgrid.planner.scenario import HOURS, Scenario, TrafficClass
 from modelgrid.planner.sim import SimConfig, SimResult, quantile, simulate
 
 MAX_REPLICAS = 256  # per deployment, as the topology file allows
-SIZING_REQUESTS = 6_000
+SIZING_REQUESTS = 5_000
 MAX_FIXES = 10
 
 
