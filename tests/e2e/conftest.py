@@ -20,6 +20,9 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessSe
             "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{tmp / 'mg.db'}",
             "MODELGRID_METERING__FLUSH_INTERVAL_S": "0.05",
             "MODELGRID_ENGINE__N_CTX": "2048",
+            # A killed engine process's restart (Python, torch's import, the model) took over
+            # the 15 s default under the whole suite's load on a 2-core AVX2-only machine.
+            "MODELGRID_ENGINE__RESTART_WAIT_S": "60",
         },
         log_path=tmp / "server.log",
     )
