@@ -11,6 +11,7 @@ Tree (status, OpenAI type):
   - ``UnsupportedParameterError`` 400, code ``unsupported_parameter``
   - ``TopologyError`` 400, code ``invalid_topology`` (a topology that contradicts itself)
   - ``BatchInputError`` 400: a batch input file breaks the contract (carries ``line``, ``field``)
+  - ``PlanInputError`` 400, code ``invalid_plan_input``: input ``modelgrid plan`` cannot plan with
   - ``UpstreamClientError`` 4xx: an upstream's refusal with its own status, passed through
 - ``ConflictError`` 409 ``invalid_request_error`` (the object exists, or is still in use)
 - ``MethodNotAllowedError`` 405 ``invalid_request_error``
@@ -269,6 +270,15 @@ class UpstreamTimeoutError(ModelgridError):
     code = "upstream_timeout"
 
 
+class PlanInputError(InvalidRequestError):
+    """Bad planning input: demand for an unknown model or region, a negative rate, a target
+    no fleet can meet, a file that does not parse. The message names the input at fault
+    (``param``: the file field or option, e.g. ``demand[3].region``); ``modelgrid plan``
+    prints it and exits with status 2."""
+
+    code = "invalid_plan_input"
+
+
 class PatternError(ValueError):
     """A JSON Schema ``pattern`` outside the subset a grammar can enforce, or malformed; the
     message says where (``protocol.schema_pattern``). Internal: ``protocol.json_schema``
@@ -291,6 +301,7 @@ __all__ = [
     "NotFoundError",
     "PatternError",
     "PermissionDeniedError",
+    "PlanInputError",
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",

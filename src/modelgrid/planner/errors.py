@@ -1,17 +1,8 @@
-"""The planner's one error: an input it cannot plan with, named."""
+"""The planner's one error, ``PlanInputError``: it lives in ``core.errors`` with every other
+error class (the one tree), and is named here for the planner's modules."""
 
 from __future__ import annotations
 
-from modelgrid.core.errors import InvalidRequestError
-
-
-class PlanInputError(InvalidRequestError):
-    """Bad planning input: demand for an unknown model or region, a negative rate, a target
-    no fleet can meet, a file that does not parse. The message names the input at fault
-    (``param``: the file field or option, e.g. ``demand[3].region``); ``modelgrid plan``
-    prints it and exits with status 2."""
-
-    code = "invalid_plan_input"
-
+from modelgrid.core.errors import PlanInputError
 
 __all__ = ["PlanInputError"]
