@@ -2,8 +2,9 @@
 and throughput of a real workload through ``modelgrid serve`` and real llama.cpp replicas.
 
 1. Profile: ``modelgrid plan profile`` measures the engine in-process (one llama.cpp thread,
-   raw prompts, no prefix reuse) over ``--profile-prompts`` prompt lengths; the simulator
-   uses that profile and nothing else about the engine.
+   raw prompts, no prefix reuse) over ``--profile-prompts`` prompt lengths, right before each
+   fleet size is run (the engine's speed drifts on a shared machine); the simulator uses that
+   profile and nothing else about the engine.
 2. Fleet: ``--replicas`` ``modelgrid engine`` workers (``MODELGRID_ENGINE__N_THREADS=1``, at
    most one per core) as the upstream replicas of one region in a topology file, and a
    ``modelgrid serve`` gateway in front (default ``cache_aware`` policy, probes every 0.5 s).
@@ -219,10 +220,10 @@ def topology(urls: list[str]) -> Topology:
     )
 
 
-def measure_profile(tmp: Path, args: argparse.Namespace) -> profiles.EngineProfile:
+def measure_profile(tmp: Path, args: argparse.Namespace, tag: str) -> profiles.EngineProfile:
     if args.profile:
         return profiles.load(Path(args.profile))
-    path = tmp / "profile.json"
+    path = tmp / f"profile-{tag}.json"
     env = {**os.environ, "MODELGRID_ENGINE__N_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "modelgrid", "plan", "profile", "--prompt-tokens",
@@ -251,15 +252,17 @@ def main() -> None:
     loads = [float(x) for x in args.loads.split(",")]
     with tempfile.TemporaryDirectory(prefix="mg-bench-planner-") as name:
         tmp = Path(name)
-        profile = measure_profile(tmp, args)
-        a, b, c = profile.prefill
-        print(
-            f"# planner_validation: {MODEL}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores; profile prefill {a:.1f} + {b:.3f} n + {c:.2e} n^2 ms, "
-            f"decode {profile.decode[0]:.2f} + {profile.decode[1]:.4f} m ms/token"
-        )
+        print(f"# planner_validation: {MODEL}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores")  # fmt: skip
         print("replicas load  requests | metric         predicted   measured   error")
         for n in sizes:
+            # profiled right before each fleet: the engine's speed drifts on a shared machine
+            profile = measure_profile(tmp, args, str(n))
+            a, b, c = profile.prefill
+            print(
+                f"# profile: prefill {a:.1f} + {b:.3f} n + {c:.2e} n^2 ms, "
+                f"decode {profile.decode[0]:.2f} + {profile.decode[1]:.4f} m ms/token"
+            )
             workers = start_workers(n, 1, args.n_ctx, tmp)
             gw = None
             try:
