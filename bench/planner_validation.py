@@ -54,39 +54,13 @@ from responses_chain import start_gateway  # noqa: E402
 
 from modelgrid.core.types import RoutingHints  # noqa: E402
 from modelgrid.planner import profile as profiles  # noqa: E402
+from modelgrid.planner import profiling  # noqa: E402
 from modelgrid.planner.sim import SimConfig, Stream, simulate  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
 from routing import start_workers, stop_workers  # noqa: E402
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-WORDS = [
-    "amber",
-    "basil",
-    "cedar",
-    "delta",
-    "ember",
-    "fjord",
-    "garnet",
-    "harbor",
-    "indigo",
-    "juniper",
-    "kestrel",
-    "lagoon",
-    "meadow",
-    "nectar",
-    "orchid",
-    "pebble",
-    "quartz",
-    "raven",
-    "saffron",
-    "tundra",
-    "umber",
-    "violet",
-    "willow",
-    "xenon",
-    "yarrow",
-    "zephyr",
-]
+WORDS = profiling.WORDS[:26]  # the words the validation prompts are drawn from
 
 
 @dataclass

@@ -14,31 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from modelgrid.engines.base import Engine
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.upstream import UpstreamEngine
 from modelgrid.worker import create_worker_app
+from tests.api.test_upstream_gateway import Gateway
 from tests.conftest import make_settings
 from tests.scripted_upstream import AppThread, Exchange, Receive, ScriptedUpstream, Send, json_reply
 from tests.support import ThreadServer, create_key, usage_rows
 
 TOKEN = "worker-secret"
 MSG = [{"role": "user", "content": "What is the capital of France?"}]  # 6 words
-
-
-class Gateway(ThreadServer):
-    """The gateway over upstream engines it closes (their pools) before it stops."""
-
-    built: list[Engine]
-
-    def stop(self) -> None:
-        async def close() -> None:
-            for e in self.built:
-                await e.aclose()
-
-        if self.thread.is_alive():
-            self.call(close())
-        super().stop()
 
 
 def gateway(tmp_path: Path, database_url: str, engine: UpstreamEngine) -> Gateway:
