@@ -219,6 +219,31 @@ class BatchSettings(BaseModel):
     files_dir: Path | None = None
 
 
+class KnowledgeSettings(BaseModel):
+    """Knowledge bases (``/v1/knowledge_bases``, ``docs/knowledge.md``).
+
+    Attributes:
+        max_document_bytes: Largest document accepted (a larger one is a 413).
+        max_document_chunks: Most chunks one document may give (more is a failed document).
+        chunk_tokens / chunk_overlap: A new knowledge base's default window and overlap, in
+            the embedding model's tokens (cut to what the model reads).
+        embedding_model: A new knowledge base's default model (``None``: the first served
+            embedding model).
+        embed_batch: Chunks per metered embedding call while indexing.
+        poll_interval_s: How often the indexer looks for pending documents.
+        lease_s: How long a gateway holds a document it indexes without renewing.
+    """
+
+    max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
+    max_document_chunks: int = Field(default=20_000, ge=1)
+    chunk_tokens: int = Field(default=800, ge=16)
+    chunk_overlap: int = Field(default=400, ge=0)
+    embedding_model: str | None = None
+    embed_batch: int = Field(default=64, ge=1, le=2048)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+
+
 class ResponsesSettings(BaseModel):
     """Stored responses of the Responses API (``/v1/responses``).
 
@@ -252,6 +277,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
 
