@@ -25,6 +25,15 @@ def _drift(sync_url: str) -> list[object]:
         engine.dispose()
 
 
+def _single_head() -> str:
+    """The migrations' one head (several heads: two migrations forked from one parent)."""
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1, f"the migrations have several heads: {heads}"
+    return str(heads[0])
+
+
 def test_sqlite_upgrade_from_empty_has_no_drift(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "m.db"
     migrate.upgrade(f"sqlite+aiosqlite:///{path}")
@@ -53,7 +62,8 @@ def test_postgres_upgrade_from_empty_has_no_drift() -> None:
         assert _drift(sync) == []
         eng = create_engine(sync)
         with eng.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0004"
+            head = conn.execute(text("select version_num from alembic_version")).scalar()
+        assert head == _single_head()
         eng.dispose()
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

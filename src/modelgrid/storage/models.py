@@ -144,6 +144,20 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
+class ControlState(Base):
+    """One row per kind of control-plane change (``principals``, ``prices``, ``topology``):
+    a counter every change bumps in its own transaction, which every gateway follows
+    (``storage.control_state``); the ``topology`` row also holds the shared topology document
+    (TOML) when the topology lives in the database."""
+
+    __tablename__ = "control_state"
+
+    topic: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    document: Mapped[str | None] = mapped_column(Text, default=None)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class StoredFile(Base):
     """A file a workspace uploaded (``purpose`` ``batch``) or a batch wrote (``batch_output``);
     its bytes live in the file store (``storage.filestore``), under ``path``, in ``region``."""
@@ -247,6 +261,7 @@ __all__ = [
     "Base",
     "Batch",
     "BatchResult",
+    "ControlState",
     "LimitsMixin",
     "Price",
     "StoredFile",

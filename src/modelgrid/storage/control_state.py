@@ -1,0 +1,156 @@
+"""The change counters every gateway follows (table ``control_state``), and the shared
+topology document.
+
+Each control-plane change bumps the counter of its topic (``principals``: keys and
+workspaces, their scopes and limits; ``prices``; ``topology``) in the transaction that writes
+it, so the signal commits with the change and never without it. On PostgreSQL the same
+transaction also sends ``NOTIFY modelgrid_control, '<topic>'``, delivered to every listening
+connection when it commits (``listen``); a gateway wakes at once, reads the counters
+(``versions``, one primary-key scan of three rows) and applies what changed. Counters are
+also polled, so a lost notification, a dropped listening connection or SQLite (no
+notifications) cost at most the poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
+
+from modelgrid.storage.models import ControlState
+
+log = logging.getLogger("modelgrid.storage")
+
+PRINCIPALS = "principals"
+PRICES = "prices"
+TOPOLOGY = "topology"
+TOPICS = (PRINCIPALS, PRICES, TOPOLOGY)
+CHANNEL = "modelgrid_control"
+
+
+def _is_postgres(session: Any) -> bool:
+    return bool(session.get_bind().dialect.name == "postgresql")
+
+
+async def _notify(session: Any, topics: tuple[str, ...]) -> None:
+    if _is_postgres(session):
+        for topic in topics:
+            await session.execute(text("SELECT pg_notify(:c, :t)"), {"c": CHANNEL, "t": topic})
+
+
+async def bump(session: Any, *topics: str) -> None:
+    """Count a change of each of ``topics`` in the caller's open transaction (and notify the
+    listeners on PostgreSQL when it commits)."""
+    await session.execute(
+        update(ControlState)
+        .where(ControlState.topic.in_(topics))
+        .values(version=ControlState.version + 1, changed_at=datetime.now(UTC))
+    )
+    await _notify(session, topics)
+
+
+async def versions(session: Any) -> dict[str, int]:
+    """Each topic's counter."""
+    rows = await session.execute(select(ControlState.topic, ControlState.version))
+    return {topic: int(version) for topic, version in rows}
+
+
+async def topology_document(session: Any) -> tuple[int, str | None]:
+    """(version, the shared topology document as TOML, ``None`` before one was stored)."""
+    row = await session.get(ControlState, TOPOLOGY, populate_existing=True)
+    if row is None:
+        return 0, None
+    return int(row.version), row.document
+
+
+async def save_topology_document(
+    session: Any, document: str, *, expected_version: int | None
+) -> int | None:
+    """Store the topology document, in the caller's transaction, if its version is still
+    ``expected_version`` (``None``: only if none is stored yet, the first gateway's seed).
+
+    Returns:
+        The new version, or ``None`` when another writer got there first (nothing written).
+    """
+    stmt = update(ControlState).where(ControlState.topic == TOPOLOGY)
+    if expected_version is None:
+        stmt = stmt.where(ControlState.document.is_(None))
+    else:
+        stmt = stmt.where(ControlState.version == expected_version)
+    result = await session.execute(
+        stmt.values(
+            version=ControlState.version + 1, document=document, changed_at=datetime.now(UTC)
+        ).returning(ControlState.version)
+    )
+    version = result.scalar_one_or_none()
+    if version is None:
+        return None
+    await _notify(session, (TOPOLOGY,))
+    return int(version)
+
+
+class Listener:
+    """A dedicated PostgreSQL connection listening on ``CHANNEL``: ``on_change(topic)`` is
+    called (on the event loop) for each notification. ``open`` returns ``None`` for any other
+    database, or when PostgreSQL cannot be reached (the caller polls)."""
+
+    def __init__(self, conn: Any, callback: Callable[[Any, int, str, str], None]) -> None:
+        self._conn = conn
+        self._callback = callback
+
+    @classmethod
+    async def open(cls, url: str, on_change: Callable[[str], None]) -> Listener | None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "postgresql":
+            return None
+        import asyncpg  # type: ignore[import-untyped]
+
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("cannot LISTEN for control-plane changes (polling instead): %s", exc)
+            return None
+
+        def callback(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            on_change(payload)
+
+        try:
+            await conn.add_listener(CHANNEL, callback)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, callback)
+
+    @property
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def aclose(self) -> None:
+        if self._conn.is_closed():
+            return
+        try:
+            async with asyncio.timeout(5):
+                await self._conn.remove_listener(CHANNEL, self._callback)
+                await self._conn.close()
+        except Exception:
+            self._conn.terminate()
+
+
+__all__ = [
+    "CHANNEL",
+    "PRICES",
+    "PRINCIPALS",
+    "TOPICS",
+    "TOPOLOGY",
+    "Listener",
+    "bump",
+    "save_topology_document",
+    "topology_document",
+    "versions",
+]
