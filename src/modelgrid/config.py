@@ -115,6 +115,22 @@ class RateLimitSettings(BaseModel):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
 
+class ControlSettings(BaseModel):
+    """How the control plane is shared by several gateways (``docs/gateways.md``).
+
+    ``topology_store``: ``file`` (default: the topology file, followed by every process on
+    the machine) or ``database`` (one topology document in the database for every gateway
+    that shares it, seeded from the file, or the embedded default, by the first gateway).
+    ``poll_interval_s``: how often a gateway reads the change counters of the database
+    (keys, workspaces, prices, topology); on PostgreSQL a ``LISTEN`` connection wakes it at
+    once as well, so the poll is only the safety net.
+    """
+
+    topology_store: Literal["file", "database"] = "file"
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    listen: bool = True
+
+
 class UpstreamSettings(BaseModel):
     """A model served by an OpenAI-compatible endpoint (``engines.upstream.UpstreamEngine``).
 
@@ -272,6 +288,7 @@ class Settings(BaseSettings):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
     bootstrap_keys: bool = True
     topology_file: Path | None = None
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
