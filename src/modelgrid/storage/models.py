@@ -255,6 +255,69 @@ class StoredResponse(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class KnowledgeBase(Base):
+    """A workspace's knowledge base: its documents' chunks, embedded by ``embedding_model``,
+    chunked at ``chunk_tokens`` with ``chunk_overlap`` (``knowledge.chunking``); stored in
+    ``region`` (the gateway's, where its index lives)."""
+
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    region: Mapped[str] = mapped_column(String(64))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    chunk_tokens: Mapped[int] = mapped_column(Integer)
+    chunk_overlap: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KnowledgeDocument(Base):
+    """A document of a knowledge base: its extracted ``sections`` (heading, text) wait here
+    until the indexer has chunked and embedded them (``status`` pending → indexing → ready
+    or failed with ``error``); ``api_key_id`` is the key the indexing is billed to.
+    ``lease_owner`` / ``lease_until``: the gateway indexing it."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (Index("ix_knowledge_documents_status", "status"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    knowledge_base_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"), index=True)
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str] = mapped_column(String(512))
+    format: Mapped[str] = mapped_column(String(16))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    sections: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class KnowledgeChunk(Base):
+    """One chunk of a document. Its integer ``id`` is the row id of its entries in the
+    vector and full-text indexes (``knowledge.sqlite_index``, ``knowledge.pg_index``), which
+    the index creates on first use, one vector table per embedding dimension."""
+
+    __tablename__ = "knowledge_chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(String(40), index=True)
+    knowledge_base_id: Mapped[str] = mapped_column(String(40), index=True)
+    document_id: Mapped[str] = mapped_column(String(40), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    heading: Mapped[str] = mapped_column(String(1000), default="")
+    text: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(Integer)
+
+
 __all__ = [
     "ApiKey",
     "AuditEntry",
@@ -262,6 +325,9 @@ __all__ = [
     "Batch",
     "BatchResult",
     "ControlState",
+    "KnowledgeBase",
+    "KnowledgeChunk",
+    "KnowledgeDocument",
     "LimitsMixin",
     "Price",
     "StoredFile",
