@@ -169,16 +169,46 @@ class AppThread:
                 tasks = list(asyncio.all_tasks(self.loop))
             except RuntimeError:  # the set changed while read from this thread
                 tasks = []
-            where = [
-                f"{t.get_name()}: "
-                + " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in t.get_stack())
-                for t in tasks
-            ]
+            where = [f"{t.get_name()}: {_await_chain(t)}" for t in tasks]
             state = self.server.server_state
             raise RuntimeError(
                 f"server on port {self.port} did not stop in 30 s: {len(state.connections)}"
-                f" connection(s), {len(state.tasks)} request task(s) open; tasks at {where}"
+                f" connection(s), {len(state.tasks)} request task(s) open; tasks at {where};"
+                f" threads at {_thread_stacks()}"
             )
+
+
+def _await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: its coroutine, then what each awaits in turn, down to
+    the future at the bottom (``Task.get_stack`` shows only the outermost frame)."""
+    import gc
+
+    steps = []
+    obj: Any = task.get_coro()
+    while obj is not None and len(steps) < 40:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            steps.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}:{frame.f_lineno}")
+            obj = getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
+        elif type(obj).__name__ == "async_generator_asend":  # look inside the generator
+            obj = next((r for r in gc.get_referents(obj) if hasattr(r, "ag_frame")), None)
+        else:
+            steps.append(repr(obj)[:300])
+            break
+    return " -> ".join(steps)
+
+
+def _thread_stacks() -> list[str]:
+    """Every thread's innermost frames (where an executor or aiosqlite thread is stuck)."""
+    import traceback
+
+    out = []
+    for ident, frame in sys._current_frames().items():
+        name = next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
+        tail = traceback.extract_stack(frame)[-4:]
+        out.append(f"{name}: " + " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(tail)))
+    return out
 
 
 @dataclass

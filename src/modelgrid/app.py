@@ -40,6 +40,7 @@ from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
 from modelgrid.control.topology import RELOAD_INTERVAL_S
+from modelgrid.core.periodic import Periodic
 from modelgrid.engines.base import Engine
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
@@ -102,7 +103,8 @@ def create_app(
         engine = db.create_engine(url, echo=settings.database.echo)
         sessions = db.sessionmaker(engine)
         usage, tenancy = await _build_tenancy(settings, sessions)
-        refresher = asyncio.create_task(_refresh_in_background(tenancy, settings), name="refresh")
+        refresher = _refresher(tenancy, settings)
+        refresher.start()
         models = ModelRegistry()
         grid = _build_grid(settings)
         live[:] = [grid]
@@ -162,25 +164,23 @@ def create_app(
         app.state.modelgrid = state
         provide_model_api(app, state)  # the routers the engine worker shares
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
-        follower = asyncio.create_task(_follow_topology_file(store), name="topology-file")
+        follower = Periodic("topology-file", RELOAD_INTERVAL_S, store.reload_if_changed)
+        follower.start()
         batching = asyncio.create_task(runner.run_forever(), name="batch-runner")
-        retention = asyncio.create_task(
-            _retention(control.files, responses.store), name="retention"
-        )
+        retention = _retention(control.files, responses.store)
+        retention.start()
         try:
             yield
         finally:
+            # Database loops stop between rounds, never inside one (``core.periodic``).
             loader.cancel()
-            refresher.cancel()
-            follower.cancel()
-            retention.cancel()
-            await runner.aclose()  # its loop ends after the round it is in
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(batching), 5)
-            batching.cancel()
             await asyncio.gather(
-                loader, refresher, follower, batching, retention, return_exceptions=True
+                refresher.stop(), follower.stop(), retention.stop(), runner.aclose()
             )
+            with contextlib.suppress(TimeoutError):  # its loop ends after the round it is in
+                await asyncio.wait_for(asyncio.shield(batching), 30)
+            batching.cancel()
+            await asyncio.gather(loader, batching, return_exceptions=True)
             await usage.aclose()
             await tenancy.aclose()
             await grid.aclose()
@@ -246,15 +246,16 @@ async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter
     return usage, tenancy
 
 
-async def _refresh_in_background(tenancy: TenancyService, settings: Settings) -> None:
+def _refresher(tenancy: TenancyService, settings: Settings) -> Periodic:
     """Reload the price book, and refresh the cached principals in use (refresh-ahead,
     ``tenancy.authcache``), each on its own period."""
     ttl = settings.auth.cache_ttl_s
     principals_every = ttl / 2 if ttl > 0 else None
     prices_every = settings.metering.prices_refresh_s
     next_prices = time.monotonic() + prices_every
-    while True:
-        await asyncio.sleep(min(principals_every or prices_every, prices_every))
+
+    async def step() -> None:
+        nonlocal next_prices
         if principals_every:
             try:
                 await tenancy.refresh_principals()
@@ -262,28 +263,27 @@ async def _refresh_in_background(tenancy: TenancyService, settings: Settings) ->
                 log.exception("refreshing cached keys failed; they expire as usual")
         if time.monotonic() >= next_prices:
             next_prices = time.monotonic() + prices_every
-            try:
-                await tenancy.reload_prices()
-            except Exception:
-                log.exception("reloading the price book failed")
+            await tenancy.reload_prices()
+
+    return Periodic("refresh", min(principals_every or prices_every, prices_every), step)
 
 
-async def _retention(files: Files, responses: ResponseStore) -> None:
+def _retention(files: Files, responses: ResponseStore) -> Periodic:
     """Retention: expired files' bytes and expired stored responses removed every minute;
     what a killed process left in the file store (a cut upload, bytes without a row) swept
     every hour."""
     sweep_every = 60
     rounds = 0
-    while True:
-        await asyncio.sleep(RETENTION_S)
-        try:
-            await files.purge_expired()
-            await responses.purge_expired()
-            rounds += 1
-            if rounds % sweep_every == 1:
-                await files.sweep_orphans()
-        except Exception:
-            log.exception("retention failed; it runs again in a minute")
+
+    async def step() -> None:
+        nonlocal rounds
+        await files.purge_expired()
+        await responses.purge_expired()
+        rounds += 1
+        if rounds % sweep_every == 1:
+            await files.sweep_orphans()
+
+    return Periodic("retention", RETENTION_S, step)
 
 
 def _home(grid: Grid) -> Callable[[], tuple[str, str]]:
@@ -295,16 +295,6 @@ def _home(grid: Grid) -> Callable[[], tuple[str, str]]:
         return topology.gateway_region, region.jurisdiction if region is not None else ""
 
     return home
-
-
-async def _follow_topology_file(store: LiveTopology) -> None:
-    """Make changes to the topology file (by the CLI, by hand) live within a second."""
-    while True:
-        await asyncio.sleep(RELOAD_INTERVAL_S)
-        try:
-            await store.reload_if_changed()
-        except Exception:
-            log.exception("applying the changed topology file failed")
 
 
 def _build_grid(settings: Settings) -> Grid:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from modelgrid.config import ResponsesSettings
 from modelgrid.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from modelgrid.core.types import RoutingHints
+from modelgrid.storage import db
 from modelgrid.storage import response_rows as rows
 from modelgrid.storage.models import StoredResponse
 from modelgrid.tenancy.audit import aware
@@ -158,8 +159,12 @@ class ResponseStore:
             created_at=now,
             expires_at=now + timedelta(seconds=self._settings.ttl_s),
         )
-        async with self._sessions.begin() as session:
-            await rows.add_response(session, row)
+
+        async def write() -> None:
+            async with self._sessions.begin() as session:
+                await rows.add_response(session, row)
+
+        await db.finish_despite_cancel(write())
 
     async def _row(self, principal: Principal, response_id: str) -> StoredResponse:
         async with self._sessions() as session:

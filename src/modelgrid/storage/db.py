@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -32,8 +34,19 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
+T = TypeVar("T")
+
+
+async def finish_despite_cancel(transaction: Coroutine[Any, Any, T]) -> T:
+    """Run ``transaction`` in its own task and await it shielded: a caller cancelled meanwhile
+    (a client that went away) does not cut it between its statement and its commit, which
+    would leave the connection open with its transaction (on SQLite, the write lock) until
+    garbage collection (``core.periodic`` tells the same hazard for background loops)."""
+    return await asyncio.shield(asyncio.ensure_future(transaction))
+
+
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-__all__ = ["create_engine", "sessionmaker"]
+__all__ = ["create_engine", "finish_despite_cancel", "sessionmaker"]

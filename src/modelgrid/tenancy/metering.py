@@ -52,6 +52,7 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._stopping = False
         self.written = 0
 
     def start(self) -> None:
@@ -92,7 +93,7 @@ class UsageWriter:
                 await repo.insert_usage(session, [as_row(e) for e in batch])
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
             self._wake.clear()
@@ -121,11 +122,11 @@ class UsageWriter:
             return len(batch)
 
     async def aclose(self) -> None:
-        """Stop the background task and flush what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the background task after its flush in progress, then flush what is left."""
+        if self._task is not None:  # never cancelled inside a write (``core.periodic``)
+            self._stopping = True
+            self._wake.set()
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()
         if self._spool is not None:
