@@ -39,7 +39,9 @@ from modelgrid.api.state import AppState
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
+from modelgrid.control.sync import ChangeFollower, follow_gateway
 from modelgrid.control.topology import RELOAD_INTERVAL_S
+from modelgrid.control.topology_db import DatabaseTopology, load_or_seed
 from modelgrid.core.periodic import Periodic
 from modelgrid.engines.base import Engine
 from modelgrid.engines.process import EngineProcess
@@ -102,15 +104,23 @@ def create_app(
         await asyncio.to_thread(migrate.upgrade, url)
         engine = db.create_engine(url, echo=settings.database.echo)
         sessions = db.sessionmaker(engine)
+        changes = ChangeFollower.of(settings.control, sessions, url)
+        await changes.open()  # the baseline, before the state it refreshes is loaded
         usage, tenancy = await _build_tenancy(settings, sessions)
         refresher = _refresher(tenancy, settings)
         refresher.start()
         models = ModelRegistry()
-        grid = _build_grid(settings)
+        shared = settings.control.topology_store == "database"
+        version, stored = await load_or_seed(sessions, _topology(settings)) if shared else (0, None)
+        grid = _build_grid(settings, stored)
         live[:] = [grid]
-        store = LiveTopology(
-            grid, settings.topology_path, lambda: models.sync_routed(grid.engines())
+        on_applied = lambda: models.sync_routed(grid.engines())  # noqa: E731
+        store = (
+            DatabaseTopology(grid, sessions, version, on_applied)
+            if shared
+            else LiveTopology(grid, settings.topology_path, on_applied)
         )
+        follow_gateway(changes, tenancy, store if shared else None)
         file_store = FileStore(settings.files_dir)
         control = ControlPlane(
             sessions,
@@ -164,6 +174,7 @@ def create_app(
         app.state.modelgrid = state
         provide_model_api(app, state)  # the routers the engine worker shares
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
+        changes.start()
         follower = Periodic("topology-file", RELOAD_INTERVAL_S, store.reload_if_changed)
         follower.start()
         batching = asyncio.create_task(runner.run_forever(), name="batch-runner")
@@ -172,6 +183,7 @@ def create_app(
         try:
             yield
         finally:
+            await changes.stop()  # after the round in progress
             # Database loops stop between rounds, never inside one (``core.periodic``).
             loader.cancel()
             await asyncio.gather(
@@ -297,18 +309,27 @@ def _home(grid: Grid) -> Callable[[], tuple[str, str]]:
     return home
 
 
-def _build_grid(settings: Settings) -> Grid:
-    """The routing layer over the topology file (if there is one; else the embedded default,
-    completed with the in-process models once they are built).
+def _topology(settings: Settings) -> topo.Topology:
+    """The topology file (if there is one; else the embedded default).
 
     Raises:
         TopologyError, OSError: an invalid or unreadable topology file.
     """
     path = settings.topology_path
     if settings.topology_file is not None or path.exists():
-        topology = topo.load(path)
-    else:
-        topology = topo.default_topology()
+        return topo.load(path)
+    return topo.default_topology()
+
+
+def _build_grid(settings: Settings, topology: topo.Topology | None = None) -> Grid:
+    """The routing layer over ``topology`` (the database's), else the topology file's or the
+    embedded default (``_topology``), completed with the in-process models once they are
+    built.
+
+    Raises:
+        TopologyError, OSError: an invalid or unreadable topology file.
+    """
+    topology = topology or _topology(settings)
     r = settings.routing
     health = HealthBook(r.failure_threshold, r.cooldown_s, r.max_cooldown_s)
     return Grid(

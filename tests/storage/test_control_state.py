@@ -12,7 +12,7 @@ import pytest
 
 from modelgrid.storage import control_state as cs
 from modelgrid.storage import db
-from tests.databases import BOTH_DATABASES, postgres_database
+from tests.databases import BOTH_DATABASES
 
 
 async def _with(url: str) -> Any:
@@ -63,23 +63,25 @@ async def test_sqlite_has_no_listener(tmp_path: Any) -> None:
     assert await cs.Listener.open(f"sqlite+aiosqlite:///{tmp_path}/x.db", print) is None
 
 
-@pytest.mark.postgres
-async def test_listener_hears_a_bump_when_it_commits() -> None:
-    with postgres_database() as url:
-        engine, sessions = await _with(url)
-        heard: asyncio.Queue[str] = asyncio.Queue()
-        listener = await cs.Listener.open(url, heard.put_nowait)
-        assert listener is not None and listener.alive
-        try:
-            async with sessions() as s, s.begin():
-                await cs.bump(s, cs.PRICES)
-                await asyncio.sleep(0.2)  # give a premature notification time to arrive
-                assert heard.empty()  # not before the commit
-            assert await asyncio.wait_for(heard.get(), 5) == "prices"
-            async with sessions() as s, s.begin():
-                await cs.save_topology_document(s, "x", expected_version=None)
-            assert await asyncio.wait_for(heard.get(), 5) == "topology"
-        finally:
-            await listener.aclose()
-            await engine.dispose()
-        assert not listener.alive
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_listener_hears_a_bump_when_it_commits(database_url: str) -> None:
+    url = database_url
+    engine, sessions = await _with(url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await cs.Listener.open(url, heard.put_nowait)
+    assert listener is not None and listener.alive
+    try:
+        async with sessions() as s, s.begin():
+            await cs.bump(s, cs.PRICES)
+            await asyncio.sleep(0.2)  # give a premature notification time to arrive
+            assert heard.empty()  # not before the commit
+        assert await asyncio.wait_for(heard.get(), 5) == "prices"
+        async with sessions() as s, s.begin():
+            await cs.save_topology_document(s, "x", expected_version=None)
+        assert await asyncio.wait_for(heard.get(), 5) == "topology"
+    finally:
+        await listener.aclose()
+        await engine.dispose()
+    assert not listener.alive

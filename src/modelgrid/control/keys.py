@@ -31,6 +31,7 @@ from modelgrid.protocol.admin import (
     KeyRotate,
     WorkspaceCreate,
 )
+from modelgrid.storage import control_state
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import ApiKey, Workspace
 from modelgrid.tenancy import audit, keys
@@ -267,6 +268,7 @@ class Keys(Area):
                     target=f"api_key:{row.id}",
                     details=ch.done,
                 )
+                await control_state.bump(session, control_state.PRINCIPALS)
         if ch.done:
             self._hooks.principals_changed()
         return key_object(row)
@@ -288,6 +290,7 @@ class Keys(Area):
                     target=f"api_key:{row.id}",
                     details={"workspace_id": row.workspace_id, "name": row.name},
                 )
+                await control_state.bump(session, control_state.PRINCIPALS)
         self._hooks.principals_changed()
         return key_object(row)
 
@@ -339,6 +342,7 @@ class Keys(Area):
                     "expires_at": expires,
                 },
             )
+            await control_state.bump(session, control_state.PRINCIPALS)
         self._hooks.principals_changed()
         return CreatedKeyObject(**key_object(row).model_dump(), key=new.plaintext)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from modelgrid.control.area import Area
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.admin import PriceCreate, PriceObject
+from modelgrid.storage import control_state
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import Price
 from modelgrid.tenancy import audit
@@ -87,6 +88,7 @@ class Prices(Area):
                 target=f"price:{entry.id}",
                 details=obj.model_dump(exclude={"object", "id", "created_at"}),
             )
+            await control_state.bump(session, control_state.PRICES)
         await self._hooks.prices_changed()
         return obj
 

@@ -19,6 +19,7 @@ from modelgrid.control.area import Area
 from modelgrid.control.changes import Changes, dedupe, limit_columns, limits_of, set_limits
 from modelgrid.core.errors import ConflictError, InvalidRequestError
 from modelgrid.protocol.admin import WorkspaceCreate, WorkspaceObject, WorkspacePatch
+from modelgrid.storage import control_state
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import Workspace
 from modelgrid.tenancy import audit
@@ -159,6 +160,7 @@ class Workspaces(Area):
                     target=f"workspace:{ws.id}",
                     details=ch.done,
                 )
+                await control_state.bump(session, control_state.PRINCIPALS)
         if ch.done:
             self._hooks.principals_changed()
         return workspace_object(ws)

@@ -96,15 +96,18 @@ async def save_topology_document(
 
 class Listener:
     """A dedicated PostgreSQL connection listening on ``CHANNEL``: ``on_change(topic)`` is
-    called (on the event loop) for each notification. ``open`` returns ``None`` for any other
-    database, or when PostgreSQL cannot be reached (the caller polls)."""
+    called (on the event loop) for each notification, ``on_lost()`` if the connection is
+    lost. ``open`` returns ``None`` for any other database, or when PostgreSQL cannot be
+    reached (the caller polls)."""
 
     def __init__(self, conn: Any, callback: Callable[[Any, int, str, str], None]) -> None:
         self._conn = conn
         self._callback = callback
 
     @classmethod
-    async def open(cls, url: str, on_change: Callable[[str], None]) -> Listener | None:
+    async def open(
+        cls, url: str, on_change: Callable[[str], None], on_lost: Callable[[], None] = lambda: None
+    ) -> Listener | None:
         parsed = make_url(url)
         if parsed.get_backend_name() != "postgresql":
             return None
@@ -122,6 +125,7 @@ class Listener:
 
         try:
             await conn.add_listener(CHANNEL, callback)
+            conn.add_termination_listener(lambda _conn: on_lost())
         except BaseException:
             await conn.close()
             raise
