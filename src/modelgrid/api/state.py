@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane
 from modelgrid.control.batches import Batches
+from modelgrid.control.knowledge import KnowledgeBases
 from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.engines.process import EngineProcess
 from modelgrid.jobs.batch_runner import BatchRunner
@@ -19,6 +20,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.knowledge import Retrieval
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -57,6 +59,14 @@ class ModelApi(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    """Knowledge bases: their control-plane operations and retrieval."""
+
+    bases: KnowledgeBases
+    retrieval: Retrieval
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -76,6 +86,7 @@ class AppState:
     batches: Batches  # the Batch API's operations (the runner: ``batch_runner``)
     batch_runner: BatchRunner
     load_error: str | None = None
+    knowledge: Knowledge | None = None  # knowledge bases (None: this database has no index)
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
     processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id
     extras: dict[str, Any] = field(default_factory=dict)
@@ -102,4 +113,4 @@ class AppState:
         return found
 
 
-__all__ = ["AppState", "ModelApi"]
+__all__ = ["AppState", "Knowledge", "ModelApi"]

@@ -1,0 +1,312 @@
+"""The indexer: documents of knowledge bases chunked, embedded and written, in the background.
+
+A document added through the control plane waits ``pending`` with its extracted sections.
+The indexer takes it under a lease in its row (``lease_owner``, ``lease_until``; renewed as it
+goes, so a gateway that died leaves it to another, or to itself once restarted: its owner id
+is stable across restarts of the same gateway, so it re-picks its own unfinished documents at
+once) and:
+
+1. marks it ``indexing``;
+2. chunks each section (``knowledge.chunking``) with token counts from the knowledge base's
+   embedding model (the routed replica's tokenizer), within what the model reads;
+3. embeds the chunks ``embed_batch`` at a time through the metered, routed call
+   (``serving.knowledge.KnowledgeEmbedder``: billed to the key that added the document,
+   residency-checked), recording progress (``chunks_done`` of ``chunks_total``) after each;
+4. writes every chunk, its text entry and vector and marks the document ``ready`` in one
+   transaction of the index (``KnowledgeIndex.write_document``).
+
+A failure the document causes (too many chunks, a region or model the key may not use, a
+budget spent, the key gone) marks it ``failed`` with the reason; a passing one (no replica,
+a rate limit, an engine error) leaves it ``pending`` for another try after ``RETRY_S``.
+Nothing is written for a document until step 4, so a failed, deleted or interrupted one has
+no chunk. ``aclose`` stops the loop between steps: the step in flight (one count, one embed,
+one transaction) finishes; the document is re-picked later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from modelgrid.config import KnowledgeSettings
+from modelgrid.core.errors import (
+    AuthenticationError,
+    ModelgridError,
+    QuotaExceededError,
+    RateLimitError,
+)
+from modelgrid.knowledge.chunking import Chunk, ChunkPlan, halve, pack_units, split_units
+from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.serving.knowledge import KnowledgeEmbedder
+from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
+from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.service import Principal
+
+log = logging.getLogger("modelgrid.indexer")
+
+RETRY_S = 10.0
+COUNT_BATCH = 512
+MIN_BUDGET = 8
+UNFINISHED = ("pending", "indexing")
+
+
+class DocumentFailed(Exception):
+    """The document cannot be indexed (its message goes to the document's ``error``)."""
+
+
+class Stopped(Exception):
+    """The indexer is stopping: leave the document for the next run."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Indexer:
+    """See the module docstring.
+
+    Args:
+        sessions: The database.
+        index: Where chunks go.
+        embedder: Counts and metered embeddings (over an ``IndexingMeter``).
+        principal_of_key: The principal indexing is billed to (the key that added the
+            document, as it is now).
+        settings: Batch size, poll interval, lease, limits.
+        owner: This gateway's lease owner id (stable across its restarts).
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        index: KnowledgeIndex,
+        embedder: KnowledgeEmbedder,
+        principal_of_key: Callable[[str], Awaitable[Principal]],
+        settings: KnowledgeSettings,
+        *,
+        owner: str,
+    ) -> None:
+        self._sessions = sessions
+        self._store = index
+        self._embedder = embedder
+        self._principal_of_key = principal_of_key
+        self.settings = settings
+        self.owner = owner[:64]
+        self._stopped = False
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now (a document was added)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        """Index until ``aclose``; each round takes what is pending."""
+        while not self._stopped:
+            try:
+                while not self._stopped and await self.tick():
+                    pass
+            except Exception:
+                log.exception("indexing round failed; trying again")
+            if self._stopped:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+            self._wake.clear()
+
+    async def aclose(self) -> None:
+        """Stop after the step in flight (``run_forever`` returns)."""
+        self._stopped = True
+        self._wake.set()
+
+    async def tick(self) -> bool:
+        """Index one unfinished document if one is free. Returns whether one was taken."""
+        doc_id = await self._claim()
+        if doc_id is None:
+            return False
+        await self._index_one(doc_id)
+        return True
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def _claim(self) -> str | None:
+        now = _now()
+        free = or_(
+            KnowledgeDocument.lease_owner.is_(None),
+            KnowledgeDocument.lease_owner == self.owner,
+            KnowledgeDocument.lease_until < now,
+        )
+        async with self._sessions() as session, session.begin():
+            candidates = (
+                await session.execute(
+                    select(KnowledgeDocument.id)
+                    .where(KnowledgeDocument.status.in_(UNFINISHED), free)
+                    .order_by(KnowledgeDocument.created_at)
+                    .limit(5)
+                )
+            ).scalars()
+            for doc_id in list(candidates):
+                taken = await session.execute(
+                    update(KnowledgeDocument)
+                    .where(
+                        KnowledgeDocument.id == doc_id,
+                        KnowledgeDocument.status.in_(UNFINISHED),
+                        free,
+                    )
+                    .values(
+                        lease_owner=self.owner,
+                        lease_until=now + timedelta(seconds=self.settings.lease_s),
+                        status="indexing",
+                        error=None,
+                    )
+                )
+                if taken.rowcount:
+                    return str(doc_id)
+        return None
+
+    async def _progress(self, doc_id: str, **values: Any) -> None:
+        """Record progress and renew the lease; ``Stopped`` if the document is gone or no
+        longer ours (deleted meanwhile)."""
+        now = _now()
+        async with self._sessions() as session, session.begin():
+            done = await session.execute(
+                update(KnowledgeDocument)
+                .where(
+                    KnowledgeDocument.id == doc_id,
+                    KnowledgeDocument.lease_owner == self.owner,
+                    KnowledgeDocument.status == "indexing",
+                )
+                .values(lease_until=now + timedelta(seconds=self.settings.lease_s), **values)
+            )
+        if not done.rowcount:
+            raise Stopped
+
+    async def _release(self, doc_id: str, *, failed: str | None = None) -> None:
+        values: dict[str, Any]
+        if failed is not None:
+            values = {
+                "status": "failed",
+                "error": failed[:2000],
+                "lease_owner": None,
+                "lease_until": None,
+                "sections": None,
+            }
+        else:  # try again after RETRY_S (the lease keeps others off until then)
+            values = {"status": "pending", "lease_until": _now() + timedelta(seconds=RETRY_S)}
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(KnowledgeDocument)
+                .where(KnowledgeDocument.id == doc_id, KnowledgeDocument.lease_owner == self.owner)
+                .values(**values)
+            )
+
+    # --- one document ------------------------------------------------------------------------
+
+    async def _index_one(self, doc_id: str) -> None:
+        async with self._sessions() as session:
+            doc: KnowledgeDocument | None = await session.get(KnowledgeDocument, doc_id)
+            kb: KnowledgeBase | None = (
+                await session.get(KnowledgeBase, doc.knowledge_base_id) if doc else None
+            )
+        if doc is None or kb is None:
+            return
+        try:
+            await self._index(doc, kb)
+        except Stopped:
+            return
+        except DocumentFailed as exc:
+            await self._release(doc_id, failed=str(exc))
+        except (QuotaExceededError, AuthenticationError) as exc:
+            await self._release(doc_id, failed=exc.message)
+        except RateLimitError:
+            await self._release(doc_id)
+        except ModelgridError as exc:
+            if 400 <= exc.status < 500:
+                await self._release(doc_id, failed=exc.message)
+            else:
+                log.warning("indexing %s waits: %s", doc_id, exc.message)
+                await self._release(doc_id)
+
+    async def _index(self, doc: KnowledgeDocument, kb: KnowledgeBase) -> None:
+        principal = await self._principal_of_key(doc.api_key_id)
+        model = kb.embedding_model
+        max_input, dims = self._embedder.limits(model)
+        if max_input <= 0 or dims <= 0:
+            await self._release(doc.id)  # the model is still loading
+            raise Stopped
+        plan = ChunkPlan(kb.chunk_tokens, kb.chunk_overlap).fitted(max_input)
+        chunks = await self._chunk(principal, model, doc.sections or [], plan)
+        if not chunks:
+            raise DocumentFailed("The document holds no text to index.")
+        if len(chunks) > self.settings.max_document_chunks:
+            raise DocumentFailed(
+                f"The document gives {len(chunks)} chunks; the most allowed is "
+                f"{self.settings.max_document_chunks}."
+            )
+        await self._progress(doc.id, chunks_total=len(chunks), chunks_done=0, tokens=0)
+        vectors: list[bytes] = []
+        tokens = 0
+        step = self.settings.embed_batch
+        for i in range(0, len(chunks), step):
+            if self._stopped:
+                raise Stopped
+            part = chunks[i : i + step]
+            got, used = await self._embedder.embed(principal, model, [_embedded(c) for c in part])
+            vectors.extend(got)
+            tokens += used
+            await self._progress(doc.id, chunks_done=len(vectors), tokens=tokens)
+        if not await self._store.write_document(
+            doc.workspace_id, kb.id, doc.id, chunks, vectors, dims
+        ):
+            raise Stopped  # deleted meanwhile
+        log.info("indexed %s: %d chunks, %d tokens", doc.id, len(chunks), tokens)
+
+    async def _chunk(
+        self, principal: Principal, model: str, sections: Sequence[Any], plan: ChunkPlan
+    ) -> list[Chunk]:
+        overhead = (await self._embedder.count(principal, model, [""]))[0]
+        out: list[Chunk] = []
+        for section in sections:
+            if self._stopped:
+                raise Stopped
+            heading, text = str(section.get("heading", "")), str(section.get("text", ""))
+            head_tokens = (
+                (await self._count(principal, model, [heading + "\n"]))[0] if heading else 0
+            )
+            if heading and head_tokens > plan.size // 4:
+                heading, head_tokens = "", 0  # a heading that long would crowd the text out
+            budget = plan.size - overhead - head_tokens
+            if budget < MIN_BUDGET:
+                raise DocumentFailed("The chunk size leaves no room for text.")
+            units = split_units(text)
+            counts = await self._count(principal, model, units)
+            while any(n > budget for n in counts):
+                units2: list[str] = []
+                for unit, n in zip(units, counts, strict=True):
+                    units2.extend(halve(unit) if n > budget and len(unit) > 1 else [unit])
+                if len(units2) == len(units):
+                    raise DocumentFailed("A piece of the document cannot be cut small enough.")
+                units = units2
+                counts = await self._count(principal, model, units)
+            out.extend(pack_units(units, counts, budget, plan.overlap, heading))
+        return out
+
+    async def _count(self, principal: Principal, model: str, texts: list[str]) -> list[int]:
+        overhead = (await self._embedder.count(principal, model, [""]))[0] if texts else 0
+        counts: list[int] = []
+        for i in range(0, len(texts), COUNT_BATCH):
+            got = await self._embedder.count(principal, model, texts[i : i + COUNT_BATCH])
+            counts.extend(max(0, n - overhead) for n in got)
+        return counts
+
+
+def _embedded(chunk: Chunk) -> str:
+    """What is embedded for a chunk: its heading path, then its text."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+__all__ = ["Indexer"]

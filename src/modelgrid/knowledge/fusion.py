@@ -1,0 +1,46 @@
+"""Reciprocal rank fusion (pure).
+
+Cormack, Clarke and Büttcher, "Reciprocal Rank Fusion outperforms Condorcet and individual
+Rank Learning Methods", SIGIR 2009: a document's fused score is the sum over the rankings
+that hold it of ``1 / (k + rank)`` (ranks from 1), with ``k = 60`` as in the paper. Only
+ranks are used, so a cosine distance and a BM25 score need no calibration to be combined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+RRF_K = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk id and its score in one ranking (higher is better after fusion; for the
+    inputs only the order counts)."""
+
+    chunk_id: int
+    score: float
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]], *, k: int = RRF_K, limit: int | None = None
+) -> list[Hit]:
+    """Fuse ``rankings`` (each a list of chunk ids, best first) into one, best first; ties
+    keep the order of first appearance (the first ranking's order first).
+
+    Args:
+        rankings: One list of ids per retriever (an id at most once per list).
+        k: The constant of the paper (60).
+        limit: Keep this many (``None``: all).
+    """
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, chunk_id in enumerate(ranking, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    order = sorted(scores.items(), key=lambda kv: -kv[1])  # stable: first appearance wins ties
+    hits = [Hit(cid, score) for cid, score in order]
+    return hits if limit is None else hits[:limit]
+
+
+__all__ = ["RRF_K", "Hit", "reciprocal_rank_fusion"]

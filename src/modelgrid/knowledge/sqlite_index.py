@@ -1,0 +1,309 @@
+"""``KnowledgeIndex`` on SQLite: sqlite-vec for vectors, FTS5 for BM25.
+
+The index lives in the gateway's own SQLite file, beside ``knowledge_chunks`` (created by
+the migrations). It opens its own connection with the ``sqlite-vec`` extension loaded
+(``sqlean-py``'s SQLite: CPython's ``sqlite3`` is often built without loadable extensions),
+used by one worker thread, so writes are serialized and never block the event loop. On first
+use it creates:
+
+- ``knowledge_fts``: FTS5, contentless (``contentless_delete=1``: the text lives in
+  ``knowledge_chunks``), Porter-stemmed ``unicode61`` tokens; row id = chunk id; ranked by
+  FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75).
+- ``knowledge_vec_<dims>``: a ``vec0`` table per embedding dimension, cosine distance, the
+  knowledge base as its partition key (a query scans only that knowledge base's vectors,
+  exactly: no approximate index, so recall is the model's).
+
+Every read is filtered by knowledge base and joined to ``knowledge_chunks`` on the workspace,
+so no query returns another workspace's chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.knowledge.chunking import Chunk
+from modelgrid.knowledge.index import StoredChunk
+
+_T = TypeVar("_T")
+_TERM = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_TERMS = 64
+BUSY_TIMEOUT_S = 30.0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite[+driver]:///path`` URL (``None``: not a SQLite file URL)."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def fts_query(text: str) -> str | None:
+    """A user's text as an FTS5 query: each word a quoted term, OR-ed (BM25 ranks them);
+    ``None`` when it has no word."""
+    terms = list(dict.fromkeys(t.lower() for t in _TERM.findall(text)))[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _connect(path: Path) -> Any:
+    try:
+        import sqlean  # type: ignore[import-untyped]
+        import sqlite_vec  # type: ignore[import-untyped]
+    except ImportError as exc:  # pragma: no cover - the knowledge extra is not installed
+        raise ServiceUnavailableError(
+            "Knowledge bases need the 'knowledge' extra (sqlite-vec, sqlean-py): "
+            "pip install 'modelgrid[knowledge]'."
+        ) from exc
+    conn = sqlean.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    conn.isolation_level = None  # explicit BEGIN / COMMIT
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5("
+        "text, content='', contentless_delete=1, tokenize='porter unicode61')"
+    )
+    return conn
+
+
+class SqliteIndex:
+    """See the module docstring.
+
+    Args:
+        path: The SQLite database file (migrated: ``knowledge_chunks`` exists).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-index")
+        self._conn: Any = None
+        self._vec_tables: set[int] = set()
+
+    async def _run(self, fn: Callable[[Any], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[Any], _T]) -> _T:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        return fn(self._conn)
+
+    def _vec_table(self, conn: Any, dims: int) -> str:
+        name = f"knowledge_vec_{int(dims)}"
+        if dims not in self._vec_tables:
+            conn.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
+                "chunk_id integer primary key, knowledge_base_id text partition key, "
+                f"embedding float[{int(dims)}] distance_metric=cosine)"
+            )
+            self._vec_tables.add(dims)
+        return name
+
+    def _all_vec_tables(self, conn: Any) -> list[str]:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE name GLOB 'knowledge_vec_*' "
+            "AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def write_document(
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        document_id: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[bytes],
+        dimensions: int,
+    ) -> bool:
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        now = datetime.now(UTC).isoformat(sep=" ")
+
+        def write(conn: Any) -> bool:
+            table = self._vec_table(conn, dimensions)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT status FROM knowledge_documents WHERE id = ? AND workspace_id = ?",
+                    (document_id, workspace_id),
+                ).fetchone()
+                if row is None or row[0] != "indexing":
+                    conn.execute("ROLLBACK")
+                    return False
+                for no, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                    cur = conn.execute(
+                        "INSERT INTO knowledge_chunks (workspace_id, knowledge_base_id, "
+                        "document_id, ordinal, heading, text, tokens) VALUES (?,?,?,?,?,?,?)",
+                        (
+                            workspace_id,
+                            knowledge_base_id,
+                            document_id,
+                            no,
+                            chunk.heading,
+                            chunk.text,
+                            chunk.tokens,
+                        ),
+                    )
+                    cid = cur.lastrowid
+                    searchable = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+                    conn.execute(
+                        "INSERT INTO knowledge_fts (rowid, text) VALUES (?, ?)", (cid, searchable)
+                    )
+                    conn.execute(
+                        f"INSERT INTO {table} (chunk_id, knowledge_base_id, embedding) "
+                        "VALUES (?, ?, ?)",
+                        (cid, knowledge_base_id, vector),
+                    )
+                conn.execute(
+                    "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
+                    "sections = NULL, chunks_total = ?, chunks_done = ?, indexed_at = ?, "
+                    "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                    (len(chunks), len(chunks), now, document_id),
+                )
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(write)
+
+    def _delete_chunks(self, conn: Any, where: str, args: tuple[str, ...]) -> None:
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM knowledge_chunks WHERE {where}", args)]
+        tables = self._all_vec_tables(conn)
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            conn.execute(f"DELETE FROM knowledge_fts WHERE rowid IN ({marks})", part)
+            for table in tables:
+                conn.execute(f"DELETE FROM {table} WHERE chunk_id IN ({marks})", part)
+            conn.execute(f"DELETE FROM knowledge_chunks WHERE id IN ({marks})", part)
+
+    async def delete_document(self, workspace_id: str, document_id: str) -> bool:
+        def delete(conn: Any) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "DELETE FROM knowledge_documents WHERE id = ? AND workspace_id = ?",
+                    (document_id, workspace_id),
+                )
+                if cur.rowcount == 0:
+                    conn.execute("ROLLBACK")
+                    return False
+                self._delete_chunks(
+                    conn, "document_id = ? AND workspace_id = ?", (document_id, workspace_id)
+                )
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(delete)
+
+    async def delete_knowledge_base(self, workspace_id: str, knowledge_base_id: str) -> bool:
+        def delete(conn: Any) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._delete_chunks(
+                    conn,
+                    "knowledge_base_id = ? AND workspace_id = ?",
+                    (knowledge_base_id, workspace_id),
+                )
+                conn.execute(
+                    "DELETE FROM knowledge_documents WHERE knowledge_base_id = ? "
+                    "AND workspace_id = ?",
+                    (knowledge_base_id, workspace_id),
+                )
+                cur = conn.execute(
+                    "DELETE FROM knowledge_bases WHERE id = ? AND workspace_id = ?",
+                    (knowledge_base_id, workspace_id),
+                )
+                gone = bool(cur.rowcount)
+                conn.execute("COMMIT" if gone else "ROLLBACK")
+                return gone
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(delete)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def dense(
+        self, workspace_id: str, knowledge_base_id: str, vector: bytes, dimensions: int, k: int
+    ) -> list[tuple[int, float]]:
+        def search(conn: Any) -> list[tuple[int, float]]:
+            table = self._vec_table(conn, dimensions)
+            rows = conn.execute(
+                f"SELECT v.chunk_id, v.distance FROM {table} v "
+                "JOIN knowledge_chunks c ON c.id = v.chunk_id "
+                "WHERE v.embedding MATCH ? AND v.k = ? AND v.knowledge_base_id = ? "
+                "AND c.workspace_id = ? ORDER BY v.distance",
+                (vector, int(k), knowledge_base_id, workspace_id),
+            ).fetchall()
+            return [(int(r[0]), float(r[1])) for r in rows]
+
+        return await self._run(search)
+
+    async def lexical(
+        self, workspace_id: str, knowledge_base_id: str, query: str, k: int
+    ) -> list[tuple[int, float]]:
+        match = fts_query(query)
+        if match is None:
+            return []
+
+        def search(conn: Any) -> list[tuple[int, float]]:
+            rows = conn.execute(
+                "SELECT f.rowid, bm25(knowledge_fts) AS score FROM knowledge_fts f "
+                "JOIN knowledge_chunks c ON c.id = f.rowid "
+                "WHERE knowledge_fts MATCH ? AND c.knowledge_base_id = ? "
+                "AND c.workspace_id = ? ORDER BY score LIMIT ?",
+                (match, knowledge_base_id, workspace_id, int(k)),
+            ).fetchall()
+            return [(int(r[0]), -float(r[1])) for r in rows]  # FTS5's bm25() is negated
+
+        return await self._run(search)
+
+    async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return {}
+
+        def read(conn: Any) -> dict[int, StoredChunk]:
+            marks = ",".join("?" * len(wanted))
+            rows = conn.execute(
+                "SELECT id, document_id, knowledge_base_id, ordinal, heading, text, tokens "
+                f"FROM knowledge_chunks WHERE workspace_id = ? AND id IN ({marks})",
+                (workspace_id, *wanted),
+            ).fetchall()
+            return {
+                int(r[0]): StoredChunk(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows
+            }
+
+        return await self._run(read)
+
+    async def aclose(self) -> None:
+        def close(conn: Any) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self._run(close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+__all__ = ["SqliteIndex", "fts_query", "sqlite_path"]

@@ -1,0 +1,205 @@
+"""Knowledge bases on the data plane: indexing's embeddings and hybrid retrieval.
+
+Both embed through ``EmbeddingService.embed``, the metered, routed call of ``/v1/embeddings``:
+the key's scope and residency decide the replica (a 403 / 503 like any request), the tokens
+are admitted and one usage record is written per call, in the region it ran in.
+
+- ``IndexingMeter``: indexing is billed to the key that added the document, at the online
+  price, admitted against its **budgets only** (``serving.batch_lines.budgets_only``): a large
+  document must not eat the key's online rate limits, and its budget still stops it.
+- ``KnowledgeEmbedder``: token counts for chunking (the routed replica's own tokenizer,
+  counted, not billed: like ``/tokenize``) and metered embeddings.
+- ``Retrieval``: dense (sqlite-vec / cosine), lexical (FTS5 / BM25) and hybrid retrieval, the
+  two rankings fused by reciprocal rank fusion (``knowledge.fusion``, Cormack et al. 2009,
+  k = 60). The query's embedding is a metered call billed to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from modelgrid.core.errors import InvalidRequestError
+from modelgrid.core.ids import new_request_id
+from modelgrid.core.types import CallContext
+from modelgrid.knowledge.fusion import RRF_K, reciprocal_rank_fusion
+from modelgrid.knowledge.index import KnowledgeIndex, StoredChunk
+from modelgrid.serving.batch_lines import budgets_only
+from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.metered import routing_hints
+from modelgrid.tenancy.events import UsageEvent
+from modelgrid.tenancy.ratelimit import Admission
+from modelgrid.tenancy.service import Principal, TenancyService
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+CANDIDATES_MIN = 50  # each retriever's depth before fusion, at least
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 8000
+
+
+def _ctx() -> CallContext:
+    return CallContext(
+        request_id=new_request_id(), client_request_id=None, started=time.perf_counter()
+    )
+
+
+class IndexingMeter:
+    """The ``serving.meter.Meter`` of indexing (see the module docstring)."""
+
+    def __init__(self, tenancy: TenancyService) -> None:
+        self._tenancy = tenancy
+
+    async def admit(
+        self,
+        principal: Principal,
+        request_id: str,
+        tokens: int,
+        *,
+        model: str | None = None,
+        region: str | None = None,
+    ) -> Admission | None:
+        return await self._tenancy.admit(
+            budgets_only(principal), request_id, tokens, model=model, region=region
+        )
+
+    def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
+        self._tenancy.finish(principal, admissions, event)
+
+
+class KnowledgeEmbedder:
+    """Counts and embeddings for knowledge bases, through an ``EmbeddingService``.
+
+    Args:
+        embeddings: The service (the gateway's own for queries; one over an
+            ``IndexingMeter`` for indexing).
+    """
+
+    def __init__(self, embeddings: EmbeddingService) -> None:
+        self.embeddings = embeddings
+
+    def limits(self, model: str) -> tuple[int, int]:
+        """The model's (longest input in tokens, vector length; 0 before a replica loaded).
+
+        Raises:
+            InvalidRequestError: not an embedding model; see ``EmbeddingService.engine``.
+        """
+        engine = self.embeddings.engine(model)
+        return engine.max_input_tokens, engine.dimensions
+
+    async def count(self, principal: Principal, model: str, texts: Sequence[str]) -> list[int]:
+        """Each text's tokens by the model's tokenizer on a replica the principal may use
+        (residency checked, not billed).
+
+        Raises:
+            PermissionDeniedError, ServiceUnavailableError, ModelNotFoundError, EngineError.
+        """
+        route = self.embeddings.engine(model).route(routing_hints(principal, _ctx()))
+        return await route.count_tokens(list(texts))
+
+    async def embed(
+        self,
+        principal: Principal,
+        model: str,
+        texts: Sequence[str],
+        ctx: CallContext | None = None,
+    ) -> tuple[list[bytes], int]:
+        """One metered embedding call: (float32 vectors, tokens). Raises as
+        ``EmbeddingService.embed``."""
+        return await self.embeddings.embed(principal, model, list(texts), ctx or _ctx())
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    """A chunk and how it ranked: the fused score (hybrid) or the retriever's own (cosine
+    similarity for dense, BM25 for lexical), and its rank in each retriever (``None``: not
+    among that retriever's candidates)."""
+
+    chunk: StoredChunk
+    score: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+class Retrieval:
+    """Hybrid retrieval over one knowledge base of the caller's workspace.
+
+    Args:
+        index: The knowledge index.
+        embedder: Query embeddings (metered to the caller).
+    """
+
+    def __init__(self, index: KnowledgeIndex, embedder: KnowledgeEmbedder) -> None:
+        self.index = index
+        self.embedder = embedder
+
+    async def search(
+        self,
+        principal: Principal,
+        knowledge_base_id: str,
+        model: str,
+        query: str,
+        *,
+        top_k: int = 5,
+        mode: Mode = "hybrid",
+        rrf_k: int = RRF_K,
+        ctx: CallContext | None = None,
+    ) -> list[Retrieved]:
+        """The ``top_k`` chunks for ``query``, best first. The caller has checked that the
+        knowledge base is the principal's workspace's; every index read is filtered by the
+        workspace again.
+
+        Raises:
+            InvalidRequestError: an empty or over-long query, ``top_k`` out of 1..100, an
+                unknown mode.
+            See ``EmbeddingService.embed`` for the query's embedding (dense and hybrid).
+        """
+        if not query.strip():
+            raise InvalidRequestError("'query' must not be empty.", param="query")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidRequestError(
+                f"'query' is longer than {MAX_QUERY_CHARS} characters.", param="query"
+            )
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidRequestError(f"'top_k' must be 1..{MAX_TOP_K}.", param="top_k")
+        if mode not in MODES:
+            raise InvalidRequestError(f"'mode' must be one of {', '.join(MODES)}.", param="mode")
+        ws = principal.workspace_id
+        depth = max(CANDIDATES_MIN, top_k)
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if mode != "lexical":
+            vectors, _tokens = await self.embedder.embed(principal, model, [query], ctx)
+            dims = len(vectors[0]) // 4
+            dense = await self.index.dense(ws, knowledge_base_id, vectors[0], dims, depth)
+        if mode != "dense":
+            lexical = await self.index.lexical(ws, knowledge_base_id, query, depth)
+        dense_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
+        lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical, start=1)}
+        if mode == "dense":
+            ranked = [(cid, 1.0 - dist) for cid, dist in dense[:top_k]]
+        elif mode == "lexical":
+            ranked = lexical[:top_k]
+        else:
+            fused = reciprocal_rank_fusion(
+                [[c for c, _ in dense], [c for c, _ in lexical]], k=rrf_k, limit=top_k
+            )
+            ranked = [(h.chunk_id, h.score) for h in fused]
+        rows = await self.index.chunks(ws, [cid for cid, _ in ranked])
+        return [
+            Retrieved(rows[cid], score, dense_rank.get(cid), lexical_rank.get(cid))
+            for cid, score in ranked
+            if cid in rows
+        ]
+
+
+__all__ = [
+    "MODES",
+    "IndexingMeter",
+    "KnowledgeEmbedder",
+    "Mode",
+    "Retrieval",
+    "Retrieved",
+]
