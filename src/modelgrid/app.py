@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -34,22 +35,27 @@ from modelgrid.api.routers import (
     tokenize,
     topology,
 )
+from modelgrid.api.routers import knowledge as knowledge_api
 from modelgrid.api.routers import responses as responses_api
-from modelgrid.api.state import AppState
+from modelgrid.api.state import AppState, Knowledge
 from modelgrid.config import Settings
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
+from modelgrid.control.knowledge import KnowledgeBases
 from modelgrid.control.sync import ChangeFollower, follow_gateway
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.control.topology_db import DatabaseTopology, load_or_seed
 from modelgrid.core.periodic import Periodic
 from modelgrid.engines.base import Engine
+from modelgrid.engines.embedding import EMBEDDINGS
 from modelgrid.engines.process import EngineProcess
 from modelgrid.engines.process_embedding import ProcessEmbeddingEngine
 from modelgrid.engines.process_engine import ProcessEngine
 from modelgrid.engines.registry import gateway_engines
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.jobs.capacity import GridCapacity
+from modelgrid.jobs.indexer import Indexer
+from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
@@ -58,6 +64,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.knowledge import IndexingMeter, KnowledgeEmbedder, Retrieval
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -173,6 +180,7 @@ def create_app(
         )
         app.state.modelgrid = state
         provide_model_api(app, state)  # the routers the engine worker shares
+        knowledge = _build_knowledge(settings, state)
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         changes.start()
         follower = Periodic("topology-file", RELOAD_INTERVAL_S, store.reload_if_changed)
@@ -183,6 +191,8 @@ def create_app(
         try:
             yield
         finally:
+            if knowledge is not None:  # the indexer stops between steps, never inside one
+                await knowledge.stop()
             await changes.stop()  # after the round in progress
             # Database loops stop between rounds, never inside one (``core.periodic``).
             loader.cancel()
@@ -226,6 +236,7 @@ def create_app(
     app.include_router(files.router, prefix="/compatible-mode")
     app.include_router(responses_api.router)
     app.include_router(responses_api.router, prefix="/compatible-mode")
+    app.include_router(knowledge_api.router)
     app.add_middleware(
         RequestContext,
         metrics=metrics,
@@ -372,6 +383,60 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
 
 def _queue_of(engine: Engine) -> Callable[[], int]:
     return lambda: engine.queue_depth
+
+
+class _KnowledgeParts:
+    """Knowledge bases' index and indexer, and the indexer's task."""
+
+    def __init__(self, index: SqliteIndex, indexer: Indexer) -> None:
+        self.index = index
+        self.indexer = indexer
+        self.task = asyncio.create_task(indexer.run_forever(), name="indexer")
+
+    async def stop(self) -> None:
+        """Stop the indexer after its step in flight (one count, one embedding call or one
+        transaction; bounded), then close the index (its thread ends its transaction)."""
+        await self.indexer.aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.task), 30)
+        if not self.task.done():  # an engine call that hangs: the index's thread is not in it
+            self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.index.aclose()
+
+
+def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | None:
+    """Knowledge bases over the SQLite file's index, their indexer started (``None`` on a
+    database with no index yet: PostgreSQL's pgvector index is not built; the API answers
+    503)."""
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        return None
+    index = SqliteIndex(path)
+    models = state.models
+
+    def embedding_models() -> list[str]:
+        return [c.model_id for c in models.cards() if EMBEDDINGS in c.capabilities]
+
+    indexing = EmbeddingService(models, IndexingMeter(state.tenancy), state.metrics)
+    indexer = Indexer(
+        state.sessions,
+        index,
+        KnowledgeEmbedder(indexing),
+        state.tenancy.principal_of_key,
+        settings.knowledge,
+        owner=f"{socket.gethostname()}:{settings.data_dir}",
+    )
+    bases = KnowledgeBases(
+        state.sessions,
+        state.control.inventory,
+        index,
+        settings.knowledge,
+        embedding_models=embedding_models,
+        wake=indexer.wake,
+    )
+    state.knowledge = Knowledge(bases, Retrieval(index, KnowledgeEmbedder(state.embeddings)))
+    return _KnowledgeParts(index, indexer)
 
 
 __all__ = ["create_app"]
