@@ -41,7 +41,7 @@ from modelgrid.core.errors import (
     QuotaExceededError,
     RateLimitError,
 )
-from modelgrid.knowledge.chunking import Chunk, ChunkPlan, halve, pack_units, split_units
+from modelgrid.knowledge.chunking import Chunk, ChunkingError, ChunkPlan, chunk_sections
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.serving.knowledge import KnowledgeEmbedder
 from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
@@ -52,7 +52,6 @@ log = logging.getLogger("modelgrid.indexer")
 
 RETRY_S = 10.0
 COUNT_BATCH = 512
-MIN_BUDGET = 8
 UNFINISHED = ("pending", "indexing")
 
 
@@ -269,39 +268,21 @@ class Indexer:
         self, principal: Principal, model: str, sections: Sequence[Any], plan: ChunkPlan
     ) -> list[Chunk]:
         overhead = (await self._embedder.count(principal, model, [""]))[0]
-        out: list[Chunk] = []
-        for section in sections:
+
+        async def count(texts: list[str]) -> list[int]:
             if self._stopped:
                 raise Stopped
-            heading, text = str(section.get("heading", "")), str(section.get("text", ""))
-            head_tokens = (
-                (await self._count(principal, model, [heading + "\n"]))[0] if heading else 0
-            )
-            if heading and head_tokens > plan.size // 4:
-                heading, head_tokens = "", 0  # a heading that long would crowd the text out
-            budget = plan.size - overhead - head_tokens
-            if budget < MIN_BUDGET:
-                raise DocumentFailed("The chunk size leaves no room for text.")
-            units = split_units(text)
-            counts = await self._count(principal, model, units)
-            while any(n > budget for n in counts):
-                units2: list[str] = []
-                for unit, n in zip(units, counts, strict=True):
-                    units2.extend(halve(unit) if n > budget and len(unit) > 1 else [unit])
-                if len(units2) == len(units):
-                    raise DocumentFailed("A piece of the document cannot be cut small enough.")
-                units = units2
-                counts = await self._count(principal, model, units)
-            out.extend(pack_units(units, counts, budget, plan.overlap, heading))
-        return out
+            counts: list[int] = []
+            for i in range(0, len(texts), COUNT_BATCH):
+                got = await self._embedder.count(principal, model, texts[i : i + COUNT_BATCH])
+                counts.extend(max(0, n - overhead) for n in got)
+            return counts
 
-    async def _count(self, principal: Principal, model: str, texts: list[str]) -> list[int]:
-        overhead = (await self._embedder.count(principal, model, [""]))[0] if texts else 0
-        counts: list[int] = []
-        for i in range(0, len(texts), COUNT_BATCH):
-            got = await self._embedder.count(principal, model, texts[i : i + COUNT_BATCH])
-            counts.extend(max(0, n - overhead) for n in got)
-        return counts
+        pairs = [(str(s.get("heading", "")), str(s.get("text", ""))) for s in sections]
+        try:
+            return await chunk_sections(pairs, count, plan, overhead)
+        except ChunkingError as exc:
+            raise DocumentFailed(str(exc)) from exc
 
 
 def _embedded(chunk: Chunk) -> str:

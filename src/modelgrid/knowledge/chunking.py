@@ -18,10 +18,12 @@ tokens (``overhead``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 UNIT_WORDS = 40
+MIN_BUDGET = 8
+Counter = Callable[[list[str]], Awaitable[list[int]]]
 DEFAULT_CHUNK_TOKENS = 800
 DEFAULT_CHUNK_OVERLAP = 400
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n\s*\n|\n(?=\s*[-*•]\s)")
@@ -121,11 +123,58 @@ def pack_units(
     return chunks
 
 
+class ChunkingError(ValueError):
+    """A document that cannot be chunked within the plan (its message says why)."""
+
+
+async def chunk_sections(
+    sections: Iterable[tuple[str, str]], count: Counter, plan: ChunkPlan, overhead: int = 0
+) -> list[Chunk]:
+    """Every section's chunks, in order: units counted by ``count`` (the model's tokens of
+    each text, without its special tokens), units over the budget halved and counted again,
+    then packed. A heading longer than a quarter of the window is left out of the window
+    (kept for display, not embedded).
+
+    Args:
+        sections: ``(heading, text)`` pairs.
+        count: Token counts of texts (one call per batch of units).
+        plan: The window and overlap, already fitted to the model.
+        overhead: The model's special tokens around every input.
+
+    Raises:
+        ChunkingError: the window leaves no room for text, or a piece cannot be cut small
+            enough.
+    """
+    out: list[Chunk] = []
+    for heading, text in sections:
+        head = (await count([heading + "\n"]))[0] if heading else 0
+        if heading and head > plan.size // 4:
+            heading, head = "", 0
+        budget = plan.size - overhead - head
+        if budget < MIN_BUDGET:
+            raise ChunkingError("The chunk size leaves no room for text.")
+        units = split_units(text)
+        counts = await count(units) if units else []
+        while any(n > budget for n in counts):
+            cut: list[str] = []
+            for unit, n in zip(units, counts, strict=True):
+                cut.extend(halve(unit) if n > budget and len(unit) > 1 else [unit])
+            if len(cut) == len(units):
+                raise ChunkingError("A piece of the document cannot be cut small enough.")
+            units = cut
+            counts = await count(units)
+        out.extend(pack_units(units, counts, budget, plan.overlap, heading))
+    return out
+
+
 __all__ = [
     "DEFAULT_CHUNK_OVERLAP",
     "DEFAULT_CHUNK_TOKENS",
     "Chunk",
     "ChunkPlan",
+    "ChunkingError",
+    "Counter",
+    "chunk_sections",
     "halve",
     "pack_units",
     "split_units",
