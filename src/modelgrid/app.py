@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind
 
 from modelgrid import __version__
 from modelgrid.api import errors
@@ -72,6 +73,7 @@ from modelgrid.serving.process_metrics import EngineProcessCollector
 from modelgrid.serving.response_store import ResponseStore
 from modelgrid.serving.responses import ResponsesService
 from modelgrid.serving.routing_metrics import RoutingCollector
+from modelgrid.serving.telemetry import GenAiTelemetry, otlp_telemetry
 from modelgrid.storage import db, migrate
 from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.authcache import PrincipalCache
@@ -87,7 +89,10 @@ EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
 def create_app(
-    settings: Settings | None = None, engine_factory: EngineFactory | None = None
+    settings: Settings | None = None,
+    engine_factory: EngineFactory | None = None,
+    *,
+    genai: GenAiTelemetry | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -96,10 +101,16 @@ def create_app(
         engine_factory: Builds the engines to serve (default: ``engines.registry.gateway_engines``). Tests
             of the layers above engines, and benchmarks, pass a factory of ``FakeEngine``s
             (the scripted engine is no production setting).
+        genai: OpenTelemetry GenAI instruments to use (tests: over in-memory exporters);
+            default: over OTLP when ``observability.otlp_endpoint`` is set, else none.
     """
     settings = settings or Settings()
     factory = engine_factory or gateway_engines
-    metrics = Metrics()
+    obs = settings.observability
+    built_genai = None
+    if genai is None and obs.otlp_endpoint:
+        genai = built_genai = otlp_telemetry(obs, span_kind=SpanKind.CLIENT)
+    metrics = Metrics(workspace_label=obs.workspace_label, genai=genai)
     live: list[Grid] = []  # the running grid, for the routing series of ``/metrics``
     metrics.registry.register(RoutingCollector(lambda: live[0].router if live else None))
     processes: dict[str, EngineProcess] = {}  # model id -> its engine process (``/metrics``)
@@ -209,6 +220,8 @@ def create_app(
             for e in [*models.engines(), *grid.local.values()]:
                 await e.aclose()
             await engine.dispose()
+            if built_genai is not None:
+                await asyncio.to_thread(built_genai.shutdown)  # export what is pending
 
     on = settings.server.otel_telemetry
     app = FastAPI(

@@ -39,6 +39,24 @@ class ServerSettings(BaseModel):
     otel_telemetry: bool = False
 
 
+class ObservabilitySettings(BaseModel):
+    """Metrics and traces (``docs/observability.md``).
+
+    ``workspace_label``: vLLM-named series (``serving.vllm_metrics``) also labelled with the
+    caller's workspace id (one series per workspace and model: for deployments with a few
+    workspaces). ``otlp_endpoint``: an OTLP/HTTP collector's base URL
+    (``http://127.0.0.1:4318``): spans and GenAI metrics go there (``serving.telemetry``;
+    needs the ``otel`` extra); empty (the default): OpenTelemetry is off and costs nothing.
+    ``service_name``: the resource's ``service.name``; ``provider_name``: the spans'
+    ``gen_ai.provider.name``; ``otlp_metrics_interval_s``: how often metrics are exported."""
+
+    workspace_label: bool = False
+    otlp_endpoint: str = ""
+    service_name: str = "modelgrid"
+    provider_name: str = "modelgrid"
+    otlp_metrics_interval_s: float = 15.0
+
+
 class DatabaseSettings(BaseModel):
     """``url`` empty means the SQLite file ``<data_dir>/modelgrid.db``."""
 
@@ -297,6 +315,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("upstreams", mode="before")
     @classmethod

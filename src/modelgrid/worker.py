@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind
 
 from modelgrid import __version__
 from modelgrid.api import errors
@@ -31,6 +32,7 @@ from modelgrid.api.deps import provide_model_api
 from modelgrid.api.middleware import RequestContext
 from modelgrid.api.routers import completions, engine_rpc, openai, tokenize, worker_health
 from modelgrid.api.worker_state import InFlight, WorkerState
+from modelgrid.config import ObservabilitySettings
 from modelgrid.engines.base import Engine
 from modelgrid.engines.process import die_with_parent
 from modelgrid.serving.chat import ChatService
@@ -38,6 +40,7 @@ from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.meter import NullMeter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.telemetry import GenAiTelemetry, otlp_telemetry
 
 log = logging.getLogger("modelgrid.worker")
 
@@ -48,6 +51,8 @@ def create_worker_app(
     region: str = "local",
     token: str | None = None,
     parent_pid: int | None = None,
+    observability: ObservabilitySettings | None = None,
+    genai: GenAiTelemetry | None = None,
 ) -> FastAPI:
     """The worker app for the replica ``engine_factory`` builds (in a thread, at start-up:
     loading weights may take a while; ``/health/live`` answers meanwhile).
@@ -58,8 +63,14 @@ def create_worker_app(
         token: Bearer token callers must send; ``None`` or empty: no check.
         parent_pid: The supervising gateway's pid: the worker exits when it dies
             (``engines.process.die_with_parent``).
+        observability: With ``otlp_endpoint`` set, the worker's GenAI spans (children of
+            the gateway's, through ``traceparent``) and metrics go there over OTLP.
+        genai: OpenTelemetry GenAI instruments to use instead (tests).
     """
-    metrics = Metrics()
+    built_genai = None
+    if genai is None and observability is not None and observability.otlp_endpoint:
+        genai = built_genai = otlp_telemetry(observability, span_kind=SpanKind.SERVER)
+    metrics = Metrics(genai=genai)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +97,8 @@ def create_worker_app(
             loader.cancel()
             await asyncio.gather(loader, return_exceptions=True)
             await engine.aclose()
+            if built_genai is not None:
+                await asyncio.to_thread(built_genai.shutdown)
 
     off = False  # FastAPI's OpenTelemetry hooks: per-request cost, nothing configured here
     app = FastAPI(

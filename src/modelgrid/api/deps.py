@@ -38,6 +38,7 @@ async def call_context(request: Request) -> CallContext:
         response_headers=st.setdefault("response_headers", {}),
         requested_region=_requested_region(request),
         preemptible=request.headers.get(PRIORITY_HEADER) == "batch",
+        trace_carrier=st.get("trace_carrier"),
     )
 
 

@@ -4,7 +4,9 @@
 client, so a reused client id can't merge two requests' billing), keeps a well-formed client
 ``x-request-id`` as ``client_request_id``, and answers ``x-request-id`` with the client's id if
 it sent one, else the generated one. It stores both and the start time in
-``scope["state"]`` and counts responses by route and status in the metrics.
+``scope["state"]`` and counts responses by route and status in the metrics. Where
+OpenTelemetry is on (``Metrics.genai``), it also keeps the caller's W3C trace context
+(``traceparent``, ``tracestate``) as ``trace_carrier``, which the call's span continues.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from modelgrid.core.ids import new_request_id
 from modelgrid.serving.metrics import Metrics
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class RequestContext:
@@ -62,6 +65,10 @@ class RequestContext:
         state["request_id"] = request_id
         state["client_request_id"] = client_id
         state["started"] = time.perf_counter()
+        if self.metrics.genai is not None:
+            carrier = {k: v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
+            if carrier:
+                state["trace_carrier"] = {k.decode("latin-1"): v for k, v in carrier.items()}
         extra: dict[str, str] = state.setdefault("response_headers", {})
         header = (b"x-request-id", (client_id or request_id).encode("latin-1"))
         status_holder = [500]

@@ -81,7 +81,13 @@ def engine(
             kind.value, model, s.models_dir, e, fake_token_delay_s=fake_token_delay_s
         )
 
-    app = create_worker_app(build, region=region, token=token, parent_pid=parent_pid)
+    app = create_worker_app(
+        build,
+        region=region,
+        token=token,
+        parent_pid=parent_pid,
+        observability=s.observability,
+    )
     err_console.print(
         f"engine worker: {model} ({kind.value}), region {region}, "
         f"on http://{host}:{port}/v1{' (token required)' if token else ''}"

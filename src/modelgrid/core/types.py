@@ -213,6 +213,9 @@ class InferenceRequest:
         preemptible: A batch line, the lowest priority: once cancelled (preempted by online
             traffic), an engine may abort even the decode step it is in, its work discarded.
             Online requests are never cut inside a step, and pay nothing for the check.
+        trace_headers: The W3C trace context of the gateway's span for this call
+            (``traceparent``), sent with the upstream HTTP call so the replica's span joins
+            the trace; ``None`` (OpenTelemetry off): nothing is sent.
     """
 
     request_id: str
@@ -227,6 +230,7 @@ class InferenceRequest:
     routing: RoutingHints | None = None
     stream: bool = True
     preemptible: bool = False
+    trace_headers: dict[str, str] | None = None
 
     @property
     def tool_mode(self) -> ToolChoiceMode:
@@ -247,6 +251,9 @@ class CallContext:
         response_headers: Headers to add to the response, whatever it turns out to be
             (the rate-limit headers); the edge middleware sends them.
         requested_region: The region the client asked for (``X-Modelgrid-Region``), if any.
+        trace_carrier: The caller's W3C trace context (``traceparent``, ``tracestate``), read
+            only where OpenTelemetry is on (``serving.telemetry``): the call's span continues
+            the caller's trace.
         preemptible: The call is a batch line (``InferenceRequest.preemptible``): set by the
             batch runner, and by an engine worker for a gateway's batch line
             (``x-modelgrid-priority: batch``).
@@ -258,6 +265,7 @@ class CallContext:
     response_headers: dict[str, str] = field(default_factory=dict)
     requested_region: str | None = None
     preemptible: bool = False
+    trace_carrier: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,14 +306,22 @@ class UpstreamEngine(Probed):
         )
 
     async def _send(
-        self, payload: _Payload, request_id: str, stream: bool, preemptible: bool = False
+        self,
+        payload: _Payload,
+        request_id: str,
+        stream: bool,
+        preemptible: bool = False,
+        trace: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """POST and wait for the response headers; a pooled connection the upstream closed
         meanwhile (no response at all) is retried once. A batch line says so
         (``PRIORITY_HEADER``): a modelgrid worker may then abort it mid-step when it is
-        cancelled."""
+        cancelled. ``trace``: the caller's W3C trace context (``InferenceRequest.
+        trace_headers``), sent along."""
         session = self._client()
         headers = {"x-request-id": request_id}
+        if trace:
+            headers.update(trace)
         if not stream:
             headers["accept"] = "application/json"
         if preemptible:
@@ -333,7 +341,11 @@ class UpstreamEngine(Probed):
         try:
             request = prepared.request
             response = await self._send(
-                prepared.payload, request.request_id, request.stream, request.preemptible
+                prepared.payload,
+                request.request_id,
+                request.stream,
+                request.preemptible,
+                request.trace_headers,
             )
         finally:
             self._waiting -= 1

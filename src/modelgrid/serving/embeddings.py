@@ -158,7 +158,11 @@ class EmbeddingService:
         tokens = sum(counts)
         placement_headers(route.placement, ctx)  # after any failover
         await call.admit(tokens, region=route.placement.region)
-        with call.running(lambda _status: Usage(tokens, region=route.placement.region)):
+        with call.running(
+            lambda _status: Usage(
+                tokens, region=route.placement.region, replica=route.placement.replica_id
+            )
+        ):
             result = await route.embed(texts)
         placement_headers(route.placement, ctx)
         return result.vectors, tokens

@@ -99,6 +99,8 @@ class Generation:
     async def deltas(self) -> AsyncGenerator[Delta, None]:
         """The engine's deltas; usage is recorded when this iterator ends, however it ends."""
         with self.call.running(self._usage):
+            if self.call.span is not None:  # OpenTelemetry on: the replica continues the trace
+                self.prepared.request.trace_headers = self.call.trace_headers()
             async for delta in self.engine.stream(self.prepared):
                 if self.ttft_s is None:
                     placement_headers(placement_of(self.prepared), self.call.ctx)  # failover
@@ -126,6 +128,7 @@ class Generation:
             ttft_s=self.ttft_s,
             finish_reason=reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None,
             region=placement.region if placement is not None else None,
+            replica=placement.replica_id if placement is not None else None,
         )
 
 

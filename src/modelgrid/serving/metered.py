@@ -14,6 +14,10 @@ Generation (``serving.generation``: chat, completions, DashScope text) and embed
    usage event is handed to the meter on the way out, whatever the end, with ``usage(status)``
    giving the endpoint's own figures (tokens, TTFT, the finish reason of a normal end).
 
+The same exit updates the process's series: ``modelgrid_*`` and vLLM's (``serving.metrics``,
+``serving.vllm_metrics``), and, when OpenTelemetry is configured, ends the call's GenAI span
+(opened on entering ``running``) and records its measurements (``serving.telemetry``).
+
 Requests refused before ``admit`` (scope, validation, routing, an input too long) record
 nothing.
 """
@@ -31,6 +35,7 @@ from modelgrid.core.types import CallContext, FinishReason, RoutingHints
 from modelgrid.routing import Placement
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
+from modelgrid.serving.telemetry import CallSpan
 from modelgrid.tenancy.events import UsageEvent, now_utc
 from modelgrid.tenancy.ratelimit import Admission
 from modelgrid.tenancy.service import Principal
@@ -77,6 +82,7 @@ class Usage:
         finish_reason: Why a call that ended normally ended (an abnormal end records
             ``cancelled`` or ``error`` instead).
         region: Where the call ran (prices it).
+        replica: The replica that ran it (the ``replica`` label of the vLLM-named series).
     """
 
     prompt_tokens: int
@@ -85,6 +91,7 @@ class Usage:
     ttft_s: float | None = None
     finish_reason: str | None = None
     region: str | None = None
+    replica: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +110,8 @@ class MeteredCall:
     endpoint: str
     ctx: CallContext
     admission: Admission | None = None
+    queued_s: float | None = None  # arrival to the start of the model's work (``running``)
+    span: CallSpan | None = None  # the GenAI span, while OpenTelemetry is on
 
     def __post_init__(self) -> None:
         if not self.principal.may_use_model(self.model):
@@ -169,6 +178,38 @@ class MeteredCall:
         if usage.ttft_s is not None:
             series.ttft.observe(usage.ttft_s)
         series.e2e.observe(total_s)
+        self.metrics.vllm.record(
+            self.model,
+            usage.region or "",
+            usage.replica or "",
+            self.principal.workspace_id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.ttft_s,
+            total_s,
+            self.queued_s,
+        )
+        span = self.span
+        genai = self.metrics.genai
+        if span is not None and genai is not None:
+            self.span = None
+            genai.finish(
+                span,
+                status=status,
+                response_model=self.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                ttft_s=usage.ttft_s,
+                total_s=total_s,
+                region=usage.region,
+                replica=usage.replica,
+            )
+
+    def trace_headers(self) -> dict[str, str] | None:
+        """The W3C trace context of the call's span, for its upstream HTTP call (``None``:
+        OpenTelemetry off)."""
+        return self.span.headers if self.span is not None else None
 
 
 class Running:
@@ -184,6 +225,12 @@ class Running:
 
     def __enter__(self) -> None:
         self._series.running.inc()
+        call = self._call
+        ctx = call.ctx
+        call.queued_s = time.perf_counter() - ctx.started
+        genai = call.metrics.genai
+        if genai is not None:
+            call.span = genai.start(call.endpoint, call.model, ctx.started, ctx.trace_carrier)
 
     def __exit__(
         self,

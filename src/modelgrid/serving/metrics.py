@@ -1,6 +1,9 @@
 """Prometheus metrics, one registry per app (nothing global at import time).
 
 Names follow Prometheus conventions with the unit in the name (``_seconds``, ``_tokens``).
+Beside the ``modelgrid_*`` series the same registry exports vLLM's names
+(``serving.vllm_metrics``), and ``genai`` holds the OpenTelemetry GenAI instruments when
+they are configured (``serving.telemetry``; ``None``: off).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelgrid.serving.telemetry import GenAiTelemetry
+from modelgrid.serving.vllm_metrics import VllmCollector, VllmMetrics
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -27,11 +33,21 @@ class ModelMetrics:
 
 
 class Metrics:
-    """The metrics of one modelgrid process."""
+    """The metrics of one modelgrid process.
+
+    Args:
+        workspace_label: The vLLM-named series also carry ``workspace``
+            (``observability.workspace_label``).
+        genai: The OpenTelemetry GenAI instruments (``None``: OpenTelemetry off).
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, workspace_label: bool = False, genai: GenAiTelemetry | None = None
+    ) -> None:
+        self.genai = genai
+        self.vllm = VllmMetrics(workspace_label=workspace_label)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -69,6 +85,11 @@ class Metrics:
 
         self._models: dict[str, ModelMetrics] = {}
         self._requests: dict[tuple[str, int], Any] = {}
+        r.register(
+            VllmCollector(
+                self.vllm, lambda: _by_model(self.running), lambda: _by_model(self.queue_depth)
+            )
+        )
 
     def of(self, model: str) -> ModelMetrics:
         """The series labelled ``model=model`` (cached; ``labels()`` costs a lock and a
@@ -99,6 +120,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _by_model(gauge: Gauge) -> list[tuple[str, float]]:
+    """A ``model``-labelled gauge's values (read at scrape time, callbacks included)."""
+    return [(s.labels["model"], s.value) for m in gauge.collect() for s in m.samples]
 
 
 __all__ = ["Metrics", "ModelMetrics"]
