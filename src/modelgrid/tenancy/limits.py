@@ -20,6 +20,9 @@ class ScopeLimits:
         concurrency: Requests in flight.
         monthly_budget_micros: Spend per calendar month (UTC), micro-units of the currency.
         monthly_token_budget: Tokens per calendar month (UTC).
+        tag: The shard of a shared limiter the scope's counters live in (``shard``); a key's
+            is its workspace's, so that the levels one request is admitted at share one Redis
+            Cluster slot. Empty: the scope itself.
     """
 
     scope: str
@@ -28,9 +31,10 @@ class ScopeLimits:
     concurrency: int | None = None
     monthly_budget_micros: int | None = None
     monthly_token_budget: int | None = None
+    tag: str = ""
 
     @classmethod
-    def from_row(cls, scope: str, row: Any) -> ScopeLimits:
+    def from_row(cls, scope: str, row: Any, tag: str = "") -> ScopeLimits:
         return cls(
             scope=scope,
             rpm=row.rpm_limit,
@@ -38,7 +42,13 @@ class ScopeLimits:
             concurrency=row.concurrency_limit,
             monthly_budget_micros=row.monthly_budget_micros,
             monthly_token_budget=row.monthly_token_budget,
+            tag=tag,
         )
+
+    @property
+    def shard(self) -> str:
+        """``tag``, else the scope."""
+        return self.tag or self.scope
 
     @property
     def unlimited(self) -> bool:

@@ -2,20 +2,24 @@
 
 One ``EVALSHA`` checks every level and consumes from all of them or none, using Redis's
 own clock (``TIME``), so any number of gateway processes share the limits exactly; a second
-script settles (token reconciliation, concurrency release, monthly spend). Keys, per scope:
+script settles (token reconciliation, concurrency release, monthly spend). Keys, per scope,
+under ``mg:rl:{<shard>}`` followed by ``:<scope>`` when the scope is not its own shard (a
+key's counters live in its workspace's shard: ``mg:rl:{ws:ws_1}:key:0123…:rpm``):
 
-- ``mg:rl:{scope}:rpm`` / ``:tpm``: hash ``{l: level, t: seconds}``, expiring after 2 min idle;
-- ``mg:rl:{scope}:inflight``: sorted set of request ids by start time (entries older than
+- ``…:rpm`` / ``:tpm``: hash ``{l: level, t: seconds}``, expiring after 2 min idle;
+- ``…:inflight``: sorted set of request ids by start time (entries older than
   ``INFLIGHT_TTL_S`` are dropped, so a crashed gateway can't hold slots forever);
-- ``mg:rl:{scope}:spend:{YYYY-MM}`` / ``:tokens:{YYYY-MM}``: integers, seeded from the ledger
+- ``…:spend:{YYYY-MM}`` / ``:tokens:{YYYY-MM}``: integers, seeded from the ledger
   with ``SET NX`` the first time a process needs them, expiring after 40 days;
-- ``mg:rl:{scope}:reserved:{YYYY-MM}``: hash request id → ``micros:tokens:start``, the
+- ``…:reserved:{YYYY-MM}``: hash request id → ``micros:tokens:start``, the
   worst cases of the requests running under a budget (``ratelimit``: budgets hold under
   concurrency); entries older than ``INFLIGHT_TTL_S`` are dropped (a crashed gateway's).
 
-Every key of a scope carries the scope in a hash tag (``{ws:…}``), so one script's keys live
-in one slot of a Redis Cluster only when the request has one scope; a principal with two
-levels (workspace and key) still needs a single Redis (or both levels' tags made equal).
+The ``{…}`` is a Redis Cluster hash tag: every key of one request's scripts (the workspace
+level and the key level) hashes to the same slot, so the limiter works on a Redis Cluster as
+on a single Redis (a script's keys must share a slot there). A key's counters moved under its
+workspace's tag in #16: on upgrade its rate windows start full and its month counters are
+seeded again from the ledger.
 """
 
 from __future__ import annotations
@@ -158,8 +162,11 @@ return 1
 """.replace("MONTH_TTL_S", str(MONTH_TTL_S))
 
 
-def _keys(scope: str, month: str) -> list[str]:
-    base = f"mg:rl:{{{scope}}}"
+def _keys(lim: ScopeLimits, month: str) -> list[str]:
+    """The scope's keys, in its shard's hash tag."""
+    base = f"mg:rl:{{{lim.shard}}}"
+    if lim.shard != lim.scope:
+        base += f":{lim.scope}"
     return [
         f"{base}:rpm",
         f"{base}:tpm",
@@ -189,11 +196,11 @@ class RedisLimiter:
 
         return cls(redis.Redis.from_url(url), seed)
 
-    async def _ensure_month(self, scope: str, month: str) -> None:
-        keys = _keys(scope, month)
+    async def _ensure_month(self, lim: ScopeLimits, month: str) -> None:
+        keys = _keys(lim, month)
         if await self._redis.exists(keys[3]) and await self._redis.exists(keys[4]):
             return
-        micros, toks = await self._seed(scope, month) if self._seed else (0, 0)
+        micros, toks = await self._seed(lim.scope, month) if self._seed else (0, 0)
         await self._redis.set(keys[3], micros, nx=True, ex=MONTH_TTL_S)
         await self._redis.set(keys[4], toks, nx=True, ex=MONTH_TTL_S)
 
@@ -210,8 +217,8 @@ class RedisLimiter:
         args: list[Any] = [len(limits), tokens, request_id, max(0, reserve_micros)]
         for lim in limits:
             if lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None:
-                await self._ensure_month(lim.scope, month)
-            keys += _keys(lim.scope, month)
+                await self._ensure_month(lim, month)
+            keys += _keys(lim, month)
             args += [
                 _n(lim.rpm),
                 _n(lim.tpm),
@@ -268,7 +275,7 @@ class RedisLimiter:
             actual_tokens,
         ]
         for lim in admission.limits:
-            keys += _keys(lim.scope, admission.month)
+            keys += _keys(lim, admission.month)
             has_month = (
                 lim.monthly_budget_micros is not None or lim.monthly_token_budget is not None
             )

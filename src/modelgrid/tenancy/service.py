@@ -88,9 +88,10 @@ def _check_usable(row: ApiKey) -> None:
 
 def _principal_of(row: ApiKey, ws: Workspace) -> tuple[Principal, datetime | None]:
     """A key's principal (its scope narrowed by its workspace's) and its expiry."""
+    tag = f"ws:{ws.id}"  # both levels in the workspace's shard (one Redis Cluster slot)
     levels = (
-        ScopeLimits.from_row(f"ws:{ws.id}", ws),
-        ScopeLimits.from_row(f"key:{row.id}", row),
+        ScopeLimits.from_row(tag, ws, tag),
+        ScopeLimits.from_row(f"key:{row.id}", row, tag),
     )
     principal = Principal(
         key_id=row.id,
