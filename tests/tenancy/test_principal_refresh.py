@@ -97,3 +97,27 @@ async def test_a_refresh_racing_with_a_clear_is_dropped(setup: Any) -> None:
     cache.put(key_hash, "0" * 64, (principal, None), key_id, stale)  # the late refresh
     assert cache.get(key_hash) is not None and cache.get(key_hash)[0] != "0" * 64  # type: ignore[index]
     assert reads == [key.key_id, key.key_id]
+
+
+async def test_an_authentication_racing_with_a_clear_is_not_cached(setup: Any) -> None:
+    service, _clock, engine, reads = setup
+    key = await create_key_async(db.sessionmaker(engine), name="k")
+    real = repo.get_api_key_with_workspace
+
+    async def cleared_meanwhile(session: Any, key_id: str) -> Any:
+        found = await real(session, key_id)  # read before the key's revocation committed...
+        service.auth_cache.clear()  # ...which another gateway's change feed reports now
+        return found
+
+    repo.get_api_key_with_workspace = cleared_meanwhile  # type: ignore[assignment]
+    await service.authenticate(key.plaintext)  # answered from what it read, not cached
+    repo.get_api_key_with_workspace = real  # type: ignore[assignment]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE api_keys SET revoked_at = :t WHERE id = :id"),
+            {"t": datetime.now(UTC), "id": key.key_id},
+        )
+    with pytest.raises(AuthenticationError) as info:
+        await service.authenticate(key.plaintext)  # read again: no stale principal
+    assert info.value.code == "revoked_api_key"
+    assert reads == [key.key_id, key.key_id]

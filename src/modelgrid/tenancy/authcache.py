@@ -102,17 +102,25 @@ class PrincipalCache(Generic[T]):
         return entry.stored_hash, entry.value
 
     def put(
-        self, key_hash: str, stored_hash: str, value: T, key_id: str, generation: int | None = None
+        self,
+        key_hash: str,
+        stored_hash: str,
+        value: T,
+        key_id: str,
+        generation: int | None = None,
+        *,
+        refresh: bool = False,
     ) -> None:
-        """Cache ``value``; with ``generation`` (a refresh), only if no clear happened since
-        that generation was read."""
+        """Cache ``value``; with ``generation`` (read before ``value`` was), only if no clear
+        happened since, so a value read before a revocation never outlives it. A ``refresh``
+        (not a use) keeps the entry's last use."""
         if self.ttl_s <= 0 or (generation is not None and generation != self.generation):
             return
         if len(self._entries) > 100_000:
             self.clear()
         now = self.clock()
         old = self._entries.get(key_hash)
-        used = old.used_at if old is not None and generation is not None else now
+        used = old.used_at if old is not None and refresh else now
         self._entries[key_hash] = _Entry(now + self.ttl_s, stored_hash, value, key_id, used)
 
     def drop(self, key_hash: str) -> None:

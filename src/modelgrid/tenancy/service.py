@@ -265,6 +265,7 @@ class TenancyService:
                 raise AuthenticationError("This API key has expired.", code="expired_api_key")
             return principal
         key_id = keys.parse_key_id(plaintext)
+        generation = self.auth_cache.generation  # a change cleared meanwhile: not cached
         found: tuple[ApiKey, Workspace] | None = None
         if key_id is not None:
             async with self._sessions() as session:
@@ -276,7 +277,7 @@ class TenancyService:
         row, ws = found
         _check_usable(row)
         principal, expires = _principal_of(row, ws)
-        self.auth_cache.put(presented, row.secret_hash, (principal, expires), row.id)
+        self.auth_cache.put(presented, row.secret_hash, (principal, expires), row.id, generation)
         return principal
 
     async def principal_of_key(self, key_id: str) -> Principal:
@@ -319,7 +320,9 @@ class TenancyService:
             ):
                 cache.drop(key_hash)
                 continue
-            cache.put(key_hash, row.secret_hash, _principal_of(*pair), key_id, generation)
+            cache.put(
+                key_hash, row.secret_hash, _principal_of(*pair), key_id, generation, refresh=True
+            )
             refreshed += 1
         return refreshed
 
