@@ -101,8 +101,12 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Migrate, run ``fn(control_plane)`` over the configured database and topology file,
     dispose of the engine (errors, an unreadable topology file included: ``run_or_exit``).
     Servers on this machine drop cached keys at once (the epoch file) and load a changed
-    topology file within a second."""
+    topology file within a second; every gateway sharing the database follows its change
+    counters (``control.sync``). With ``control.topology_store = "database"`` topology changes
+    go to the database (``control.topology_db.StoredTopology``, seeded from the file)."""
     from modelgrid.control import ControlPlane, FileTopology, Hooks
+    from modelgrid.control.topology import TopologyStore
+    from modelgrid.control.topology_db import StoredTopology
     from modelgrid.routing import topology as topo
     from modelgrid.storage import db
     from modelgrid.storage.filestore import FileStore
@@ -110,10 +114,15 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     async def go(s: Settings) -> T:
         engine = db.create_engine(s.database_url)
+        sessions = db.sessionmaker(engine)
         models = served_models(s)
-        store = FileTopology(s.topology_path, topo.default_topology(models), s.engine.models)
+        store: TopologyStore = FileTopology(
+            s.topology_path, topo.default_topology(models), s.engine.models
+        )
+        if s.control.topology_store == "database":
+            store = await StoredTopology.open(sessions, store.current(), s.engine.models)
         plane = ControlPlane(
-            db.sessionmaker(engine),
+            sessions,
             store,
             served_models=lambda: models,
             hooks=Hooks(principals_changed=lambda: bump_epoch(s.auth_epoch_path)),

@@ -4,7 +4,9 @@ Listing reads the topology file (``MODELGRID_TOPOLOGY_FILE``, else
 ``<data_dir>/topology.toml``, which the admin API keeps up to date) or shows the embedded
 default (region ``local`` with the configured models). ``add`` / ``set`` / ``remove`` /
 ``put`` change the file through the control plane (validated, audited as ``cli:<os user>``);
-a running gateway loads the changed file within a second. A running server's live view,
+a running gateway loads the changed file within a second. With
+``MODELGRID_CONTROL__TOPOLOGY_STORE=database`` both read and change the topology stored in
+the database instead (``docs/gateways.md``), which every gateway sharing it makes live. A running server's live view,
 with breaker states and loads, is ``GET /admin/v1/regions`` and ``GET /admin/v1/deployments``.
 """
 
@@ -17,7 +19,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelgrid.cli.common import actor, build, console, control_run, err_console, settings
+from modelgrid.cli.common import (
+    actor,
+    build,
+    console,
+    control_run,
+    err_console,
+    read_run,
+    settings,
+)
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 regions_app = typer.Typer(
@@ -33,8 +43,20 @@ def _topology() -> tuple[Any, str]:
 
 
 def topology_or_exit(s: Any) -> tuple[Any, str]:
-    """The topology the settings name (and where it came from); a bad or unreadable file
-    ends the command with one line naming the file and the problem (status 1)."""
+    """The topology the settings name (and where it came from): the database's with
+    ``control.topology_store = "database"`` once a gateway or a change stored one, else the
+    file's; a bad or unreadable file ends the command with one line naming the file and the
+    problem (status 1)."""
+    if s.control.topology_store == "database":
+        from modelgrid.control.topology_db import read_document
+
+        version, stored = read_run(read_document)
+        if stored is not None:
+            return stored, f"database (version {version})"
+    return _file_topology(s)
+
+
+def _file_topology(s: Any) -> tuple[Any, str]:
     from modelgrid.routing import topology as topo
 
     if s.topology_file is not None and str(s.topology_file) in ("", "."):
