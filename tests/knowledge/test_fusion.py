@@ -25,3 +25,12 @@ def test_agreement_beats_one_first_place() -> None:
     hits = reciprocal_rank_fusion([[1, 5], [2, 5]], k=60)
     assert hits[0].chunk_id == 5
     assert hits[0].score == 2 / 62
+
+
+def test_fts_query_quotes_terms_and_drops_stop_words() -> None:
+    from modelgrid.knowledge.sqlite_index import fts_query
+
+    assert fts_query('The "assert" statement, and the AND') == '"assert" OR "statement"'
+    assert fts_query("the of") == '"the" OR "of"'  # nothing but stop words: keep them
+    assert fts_query("?! ...") is None
+    assert fts_query('say "hi"') == '"say" OR "hi"'

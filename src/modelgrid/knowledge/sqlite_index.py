@@ -34,6 +34,13 @@ from modelgrid.knowledge.index import StoredChunk
 _T = TypeVar("_T")
 _TERM = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
+# English function words left out of BM25 queries: they match most chunks, so they cost the
+# most to score and move the ranking least (their IDF is near zero).
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for from has have if in into is it its of on or so such "
+    "than that the their then there these they this to was were what when where which who "
+    "will with".split()
+)
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -46,9 +53,11 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def fts_query(text: str) -> str | None:
-    """A user's text as an FTS5 query: each word a quoted term, OR-ed (BM25 ranks them);
-    ``None`` when it has no word."""
-    terms = list(dict.fromkeys(t.lower() for t in _TERM.findall(text)))[:MAX_QUERY_TERMS]
+    """A user's text as an FTS5 query: each word a quoted term, OR-ed (BM25 ranks them),
+    ``STOP_WORDS`` left out unless nothing else is left; ``None`` when it has no word."""
+    words = list(dict.fromkeys(t.lower() for t in _TERM.findall(text)))
+    terms = [w for w in words if w not in STOP_WORDS] or words
+    terms = terms[:MAX_QUERY_TERMS]
     if not terms:
         return None
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
@@ -306,4 +315,4 @@ class SqliteIndex:
         self._executor.shutdown(wait=True)
 
 
-__all__ = ["SqliteIndex", "fts_query", "sqlite_path"]
+__all__ = ["STOP_WORDS", "SqliteIndex", "fts_query", "sqlite_path"]
