@@ -10,6 +10,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 
+from modelgrid.core.errors import EngineError
 from modelgrid.engines.embedding import Embeddings
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
 
@@ -30,6 +31,8 @@ class HashEmbeddingEngine(FakeEmbeddingEngine):
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         self.batches.append(len(texts))
+        if self.fail:
+            raise EngineError("The hash embedding engine failed on purpose.")
         fmt = f"<{self.dimensions}f"
         vectors = [struct.pack(fmt, *hash_vector(t, self.dimensions)) for t in texts]
         return Embeddings(vectors=vectors, dimensions=self.dimensions)

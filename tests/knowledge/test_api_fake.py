@@ -126,7 +126,8 @@ def test_create_index_and_search(server: ThreadServer) -> None:
         assert body["object"] == "knowledge_base.search_results"
         assert body["mode"] == mode
         assert body["data"][0]["heading"] == "Refunds", (mode, body)
-        assert len(body["data"]) == 2
+        # BM25 matches "refund" and "granted" only ("when is a" are stop words): one chunk
+        assert len(body["data"]) == (1 if mode == "lexical" else 2)
     hybrid = search(server, kb["id"], "when is a refund granted").json()["data"]
     top = hybrid[0]
     assert (top["dense_rank"], top["lexical_rank"]) == (1, 1)

@@ -139,3 +139,29 @@ def test_a_revoked_key_fails_its_document(settings_factory: SettingsFactory) -> 
         assert db_rows(server, "SELECT count(*) AS n FROM knowledge_chunks")[0]["n"] == 0
     finally:
         server.stop()
+
+
+def test_a_failing_engine_leaves_the_document_pending_and_retries_later(
+    settings_factory: SettingsFactory,
+) -> None:
+    key = create_key(settings_factory().database_url, name="t").plaintext
+    engine = HashEmbeddingEngine()
+    engine.fail = True
+    server = serve(settings_factory, engine, key)
+    try:
+        kb = make_kb(server)
+        doc = upload(server, kb["id"], b"Text that cannot be embedded yet.", "a.txt").json()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not engine.batches:
+            time.sleep(0.02)
+        time.sleep(0.5)  # ten indexer polls: no retry before RETRY_S
+        got = api(server, "GET", f"/v1/knowledge_bases/{kb['id']}/documents/{doc['id']}").json()
+        assert got["status"] == "pending"
+        assert got["error"] == (  # its one replica failed: the routed call's 503
+            "No replica of the model 'hash-embedding' is available in the regions this API "
+            "key may use; try again later."
+        )
+        assert len(engine.batches) == 1
+        assert db_rows(server, "SELECT count(*) AS n FROM knowledge_chunks")[0]["n"] == 0
+    finally:
+        server.stop()

@@ -38,8 +38,10 @@ from modelgrid.config import KnowledgeSettings
 from modelgrid.core.errors import (
     AuthenticationError,
     ModelgridError,
+    ModelNotFoundError,
     QuotaExceededError,
     RateLimitError,
+    ServiceUnavailableError,
 )
 from modelgrid.knowledge.chunking import Chunk, ChunkingError, ChunkPlan, chunk_sections
 from modelgrid.knowledge.index import KnowledgeIndex
@@ -134,10 +136,11 @@ class Indexer:
 
     async def _claim(self) -> str | None:
         now = _now()
-        free = or_(
+        free = or_(  # a pending document of ours waits for its retry time (``_release``)
             KnowledgeDocument.lease_owner.is_(None),
-            KnowledgeDocument.lease_owner == self.owner,
             KnowledgeDocument.lease_until < now,
+            (KnowledgeDocument.lease_owner == self.owner)
+            & (KnowledgeDocument.status == "indexing"),
         )
         async with self._sessions() as session, session.begin():
             candidates = (
@@ -184,7 +187,11 @@ class Indexer:
         if not done.rowcount:
             raise Stopped
 
-    async def _release(self, doc_id: str, *, failed: str | None = None) -> None:
+    async def _release(
+        self, doc_id: str, *, failed: str | None = None, waiting: str | None = None
+    ) -> None:
+        """Mark the document ``failed`` with the reason, or ``pending`` again for another
+        try in ``RETRY_S`` (``waiting``: why, shown as its ``error`` meanwhile)."""
         values: dict[str, Any]
         if failed is not None:
             values = {
@@ -195,7 +202,11 @@ class Indexer:
                 "sections": None,
             }
         else:  # try again after RETRY_S (the lease keeps others off until then)
-            values = {"status": "pending", "lease_until": _now() + timedelta(seconds=RETRY_S)}
+            values = {
+                "status": "pending",
+                "error": waiting[:2000] if waiting else None,
+                "lease_until": _now() + timedelta(seconds=RETRY_S),
+            }
         async with self._sessions() as session, session.begin():
             await session.execute(
                 update(KnowledgeDocument)
@@ -221,22 +232,23 @@ class Indexer:
             await self._release(doc_id, failed=str(exc))
         except (QuotaExceededError, AuthenticationError) as exc:
             await self._release(doc_id, failed=exc.message)
-        except RateLimitError:
-            await self._release(doc_id)
+        except (RateLimitError, ModelNotFoundError, ServiceUnavailableError) as exc:
+            # a limit, or the model not (yet) served: while a gateway starts, its models load
+            # after the indexer's first round
+            await self._release(doc_id, waiting=exc.message)
         except ModelgridError as exc:
             if 400 <= exc.status < 500:
                 await self._release(doc_id, failed=exc.message)
             else:
                 log.warning("indexing %s waits: %s", doc_id, exc.message)
-                await self._release(doc_id)
+                await self._release(doc_id, waiting=exc.message)
 
     async def _index(self, doc: KnowledgeDocument, kb: KnowledgeBase) -> None:
         principal = await self._principal_of_key(doc.api_key_id)
         model = kb.embedding_model
         max_input, dims = self._embedder.limits(model)
         if max_input <= 0 or dims <= 0:
-            await self._release(doc.id)  # the model is still loading
-            raise Stopped
+            raise ServiceUnavailableError(f"The model '{model}' is still loading.")
         plan = ChunkPlan(kb.chunk_tokens, kb.chunk_overlap).fitted(max_input)
         chunks = await self._chunk(principal, model, doc.sections or [], plan)
         if not chunks:

@@ -1,13 +1,22 @@
 """``KnowledgeIndex`` on SQLite: sqlite-vec for vectors, FTS5 for BM25.
 
 The index lives in the gateway's own SQLite file, beside ``knowledge_chunks`` (created by
-the migrations). It opens its own connection with the ``sqlite-vec`` extension loaded
-(``sqlean-py``'s SQLite: CPython's ``sqlite3`` is often built without loadable extensions),
-used by one worker thread, so writes are serialized and never block the event loop. On first
-use it creates:
+the migrations). It opens its own connection with the ``sqlite-vec`` extension loaded, used
+by one worker thread, so writes are serialized and never block the event loop.
 
-- ``knowledge_fts``: FTS5, contentless (``contentless_delete=1``: the text lives in
-  ``knowledge_chunks``), Porter-stemmed ``unicode61`` tokens; row id = chunk id; ranked by
+**One SQLite library per process.** The connection is Python's own ``sqlite3``, the library
+SQLAlchemy's connections use too: two copies of SQLite in one process on one file can corrupt
+it (closing a file in one copy drops the other's POSIX locks: sqlite.org/howtocorrupt.html,
+2.2.1), so no second SQLite (``sqlean-py``, ``pysqlite3``) is used. CPython built without
+``--enable-loadable-sqlite-extensions`` has no ``enable_load_extension``; then the extension
+is enabled through the C API of the very library ``_sqlite3`` is linked with
+(``sqlite3_enable_load_extension`` on the connection's handle, for this connection only), and
+loaded with ``load_extension()``.
+
+On first use it creates:
+
+- ``knowledge_fts``: FTS5 (a copy of each chunk's heading and text; ``contentless_delete``
+  needs SQLite 3.43), Porter-stemmed ``unicode61`` tokens; row id = chunk id; ranked by
   FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75).
 - ``knowledge_vec_<dims>``: a ``vec0`` table per embedding dimension, cosine distance, the
   knowledge base as its partition key (a query scans only that knowledge base's vectors,
@@ -20,7 +29,10 @@ so no query returns another workspace's chunk.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import re
+import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -63,25 +75,63 @@ def fts_query(text: str) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def _connect(path: Path) -> Any:
+def _allow_extensions(conn: sqlite3.Connection, on: bool) -> None:
+    """``conn.enable_load_extension(on)``, also on a CPython built without it (see the module
+    docstring).
+
+    Raises:
+        ServiceUnavailableError: neither way is available (not CPython, or its ``_sqlite3``
+            exports no SQLite C API).
+    """
+    method = getattr(conn, "enable_load_extension", None)
+    if method is not None:
+        method(on)
+        return
+    import _sqlite3
+
     try:
-        import sqlean  # type: ignore[import-untyped]
+        lib = ctypes.CDLL(_sqlite3.__file__)  # its SQLite: the same copy, linked or built in
+        enable = lib.sqlite3_enable_load_extension
+        version = lib.sqlite3_libversion
+    except (OSError, AttributeError) as exc:
+        raise ServiceUnavailableError(_NO_EXTENSIONS) from exc
+    version.restype = ctypes.c_char_p
+    if sys.implementation.name != "cpython" or version().decode() != sqlite3.sqlite_version:
+        raise ServiceUnavailableError(_NO_EXTENSIONS)
+    enable.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    enable.restype = ctypes.c_int
+    # pysqlite_Connection: PyObject_HEAD, then ``sqlite3 *db`` (CPython 3.8 to 3.13)
+    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not handle or enable(handle, 1 if on else 0) != 0:
+        raise ServiceUnavailableError(_NO_EXTENSIONS)
+
+
+_NO_EXTENSIONS = (
+    "Knowledge bases need SQLite extensions (sqlite-vec), which this Python's sqlite3 cannot "
+    "load: use a CPython, or one built with --enable-loadable-sqlite-extensions."
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
         import sqlite_vec  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - the knowledge extra is not installed
         raise ServiceUnavailableError(
-            "Knowledge bases need the 'knowledge' extra (sqlite-vec, sqlean-py): "
+            "Knowledge bases need the 'knowledge' extra (sqlite-vec): "
             "pip install 'modelgrid[knowledge]'."
         ) from exc
-    conn = sqlean.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     conn.isolation_level = None  # explicit BEGIN / COMMIT
-    conn.enable_load_extension(True)
-    sqlite_vec.load(conn)
-    conn.enable_load_extension(False)
+    _allow_extensions(conn, True)
+    try:
+        conn.execute("SELECT load_extension(?)", (sqlite_vec.loadable_path(),))
+    finally:
+        _allow_extensions(conn, False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(
         "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5("
-        "text, content='', contentless_delete=1, tokenize='porter unicode61')"
+        "text, tokenize='porter unicode61')"
     )
     return conn
 
