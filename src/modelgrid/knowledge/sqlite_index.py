@@ -49,9 +49,51 @@ MAX_QUERY_TERMS = 64
 # English function words left out of BM25 queries: they match most chunks, so they cost the
 # most to score and move the ranking least (their IDF is near zero).
 STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has have if in into is it its of on or so such "
-    "than that the their then there these they this to was were what when where which who "
-    "will with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+    ]
 )
 BUSY_TIMEOUT_S = 30.0
 
