@@ -17,7 +17,7 @@ from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.knowledge.pdf_fixture import tiny_pdf
-from tests.support import ThreadServer, create_key, db_rows, usage_rows
+from tests.support import ThreadServer, create_key, db_execute, db_rows, usage_rows
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -290,3 +290,20 @@ def test_delete_removes_every_chunk_and_vector(server: ThreadServer) -> None:
     assert db_rows(server, "SELECT count(*) AS n FROM knowledge_chunks")[0]["n"] == 0
     assert db_rows(server, "SELECT count(*) AS n FROM knowledge_documents")[0]["n"] == 0
     assert api(server, "GET", f"/v1/knowledge_bases/{kb['id']}").status_code == 404
+
+
+def test_a_key_barred_from_the_gateways_region_stores_nothing(server: ThreadServer) -> None:
+    barred = create_key(server.settings.database_url, name="eu-only")
+    db_execute(
+        server,
+        "UPDATE api_keys SET allowed_regions = :r WHERE id = :id",
+        r='["eu-central"]',
+        id=barred.key_id,
+    )
+    r = api(server, "POST", "/v1/knowledge_bases", barred.plaintext, json={"name": "x"})
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "region_not_allowed"
+    kb = make_kb(server)  # the same workspace's knowledge base, made by an unbarred key
+    r = upload(server, kb["id"], GUIDE, key=barred.plaintext)
+    assert r.status_code == 403
+    assert db_rows(server, "SELECT count(*) AS n FROM knowledge_documents")[0]["n"] == 0
