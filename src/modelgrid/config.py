@@ -105,7 +105,8 @@ class MeteringSettings(BaseModel):
 
     ``spool``: append each record to ``<data_dir>/spool`` before the response ends, so a
     killed process loses none (replayed at the next start); ``fsync`` also survives power loss.
-    ``prices_refresh_s``: how often the price book snapshot is reloaded from the database.
+    ``prices_refresh_s``: how often the price book snapshot is reloaded from the database
+    anyway (a price change reloads it at once on every gateway: ``control``).
     """
 
     flush_interval_s: float = 0.5
@@ -118,7 +119,8 @@ class MeteringSettings(BaseModel):
 class AuthSettings(BaseModel):
     """``cache_ttl_s``: how long an authenticated key is trusted without reading the database
     (0 disables the cache). Changes made on this machine (API, CLI) apply at once through the
-    epoch file ``<data_dir>/auth.epoch``; other machines see them within this time. Keys in
+    epoch file ``<data_dir>/auth.epoch``; gateways on other machines when they see the change
+    counter move (``control``: within a second), at the latest within this time. Keys in
     use are re-read in the background every ``cache_ttl_s / 2`` (one query for all), so
     their requests never wait for the database (``tenancy.authcache``)."""
 

@@ -2,7 +2,8 @@
 
 A gateway drops its cached principals (and bumps the epoch file that every process on the
 machine watches) and reloads its price book; the CLI, which caches nothing, only bumps the
-epoch file so that running servers notice at once.
+epoch file so that running servers notice at once. Gateways on other machines learn of the
+change from its counter in the database (``storage.control_state``, ``control.sync``).
 """
 
 from __future__ import annotations

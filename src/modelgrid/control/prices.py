@@ -5,8 +5,9 @@ An entry names a served model and, if regional, a region of the topology
 (``control.inventory``): a price for a model nobody serves would silently never apply. It
 cannot take effect in the past (more than a minute ago: clock skew), so a price change never
 alters what a past request cost. After a change the ``prices_changed`` hook reloads the
-price book of this process; other processes reload theirs every
-``metering.prices_refresh_s``.
+price book of this process; the change bumps the ``prices`` counter in its transaction, and
+every gateway sharing the database reloads its book when it sees it move
+(``control.sync``: within a second), or at the latest every ``metering.prices_refresh_s``.
 """
 
 from __future__ import annotations

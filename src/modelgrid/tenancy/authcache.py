@@ -6,8 +6,9 @@ hash in constant time) and are trusted for at most ``ttl_s``. Every change to ke
 workspaces clears the cache of the process that made it at once, and bumps an epoch file in
 the data directory; every process checks that file's mtime (one ``stat``, about a
 microsecond) before using its cache, so a revocation from the CLI or another gateway process
-on the same machine takes effect on the very next request. Gateways on other machines see it
-within ``ttl_s`` (default 2 s).
+on the same machine takes effect on the very next request. Gateways on other machines clear
+their caches when the change's counter moves in the database (``control.sync``: within a
+second), and at the latest within ``ttl_s`` (default 2 s).
 
 Refresh-ahead: the keys in use are re-read from the database in the background
 (``due`` → ``TenancyService.refresh_principals``, one query for all of them, every

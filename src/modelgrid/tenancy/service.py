@@ -3,7 +3,9 @@
 ``authenticate`` looks the key up by its public id (primary key) and compares hashes in
 constant time. Principals are cached for ``auth.cache_ttl_s`` (``tenancy.authcache``): a
 revocation or change made on this machine applies at the next request (the epoch file), one
-made on another machine sharing the database within the cache's time to live.
+made on another machine sharing the database when its change counter is seen (the gateway's
+``control.sync.ChangeFollower``, within a second), at the latest within the cache's time to
+live.
 """
 
 from __future__ import annotations
