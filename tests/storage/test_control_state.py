@@ -55,6 +55,7 @@ async def test_topology_document_is_optimistic(database_url: str) -> None:
             assert await cs.save_topology_document(s, "d", expected_version=1) is None
         async with sessions() as s:
             assert await cs.topology_document(s) == (2, "c")
+            assert await cs.topology_version(s) == 2
     finally:
         await engine.dispose()
 

@@ -132,6 +132,9 @@ class DatabaseTopology:
         Returns:
             Whether a new topology went live.
         """
+        async with self._sessions() as session:  # the version first: the document only if newer
+            if await control_state.topology_version(session) <= self.version:
+                return False
         async with self.grid.changes:
             async with self._sessions() as session:
                 version, doc = await control_state.topology_document(session)

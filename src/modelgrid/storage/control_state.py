@@ -60,6 +60,14 @@ async def versions(session: Any) -> dict[str, int]:
     return {topic: int(version) for topic, version in rows}
 
 
+async def topology_version(session: Any) -> int:
+    """The stored topology's version (without reading the document)."""
+    version = await session.scalar(
+        select(ControlState.version).where(ControlState.topic == TOPOLOGY)
+    )
+    return int(version or 0)
+
+
 async def topology_document(session: Any) -> tuple[int, str | None]:
     """(version, the shared topology document as TOML, ``None`` before one was stored)."""
     row = await session.get(ControlState, TOPOLOGY, populate_existing=True)
@@ -156,5 +164,6 @@ __all__ = [
     "bump",
     "save_topology_document",
     "topology_document",
+    "topology_version",
     "versions",
 ]
