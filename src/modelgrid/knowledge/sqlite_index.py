@@ -33,6 +33,7 @@ import ctypes
 import re
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ STOP_WORDS = frozenset(
     ]
 )
 BUSY_TIMEOUT_S = 30.0
+READERS = 2
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -189,6 +191,12 @@ class SqliteIndex:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-index")
         self._conn: Any = None
+        # reads on their own connections (WAL: readers run beside the writer and each other;
+        # sqlite3 releases the GIL while a statement runs), one per reader thread
+        self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="knowledge-read")
+        self._local = threading.local()
+        self._read_conns: list[Any] = []
+        self._read_lock = threading.Lock()
         self._vec_tables: set[int] = set()
 
     async def _run(self, fn: Callable[[Any], _T]) -> _T:
@@ -199,6 +207,18 @@ class SqliteIndex:
         if self._conn is None:
             self._conn = _connect(self._path)
         return fn(self._conn)
+
+    async def _read(self, fn: Callable[[Any], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._call_read, fn)
+
+    def _call_read(self, fn: Callable[[Any], _T]) -> _T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self._path)
+            with self._read_lock:
+                self._read_conns.append(conn)
+        return fn(conn)
 
     def _vec_table(self, conn: Any, dims: int) -> str:
         name = f"knowledge_vec_{int(dims)}"
@@ -347,8 +367,11 @@ class SqliteIndex:
     async def dense(
         self, workspace_id: str, knowledge_base_id: str, vector: bytes, dimensions: int, k: int
     ) -> list[tuple[int, float]]:
+        if dimensions not in self._vec_tables:  # created by the writer, once
+            await self._run(lambda conn: self._vec_table(conn, dimensions))
+        table = f"knowledge_vec_{int(dimensions)}"
+
         def search(conn: Any) -> list[tuple[int, float]]:
-            table = self._vec_table(conn, dimensions)
             rows = conn.execute(
                 f"SELECT v.chunk_id, v.distance FROM {table} v "
                 "JOIN knowledge_chunks c ON c.id = v.chunk_id "
@@ -358,7 +381,7 @@ class SqliteIndex:
             ).fetchall()
             return [(int(r[0]), float(r[1])) for r in rows]
 
-        return await self._run(search)
+        return await self._read(search)
 
     async def lexical(
         self, workspace_id: str, knowledge_base_id: str, query: str, k: int
@@ -377,7 +400,7 @@ class SqliteIndex:
             ).fetchall()
             return [(int(r[0]), -float(r[1])) for r in rows]  # FTS5's bm25() is negated
 
-        return await self._run(search)
+        return await self._read(search)
 
     async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:
         wanted = [int(i) for i in ids]
@@ -395,7 +418,7 @@ class SqliteIndex:
                 int(r[0]): StoredChunk(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows
             }
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def aclose(self) -> None:
         def close(conn: Any) -> None:
@@ -405,6 +428,11 @@ class SqliteIndex:
             await self._run(close)
             self._conn = None
         self._executor.shutdown(wait=True)
+        self._readers.shutdown(wait=True)  # no read runs now: close their connections
+        with self._read_lock:
+            for reader in self._read_conns:
+                reader.close()
+            self._read_conns.clear()
 
 
 __all__ = ["STOP_WORDS", "SqliteIndex", "fts_query", "sqlite_path"]

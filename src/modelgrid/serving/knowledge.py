@@ -16,6 +16,7 @@ are admitted and one usage record is written per call, in the region it ran in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,14 +169,22 @@ class Retrieval:
             raise InvalidRequestError(f"'mode' must be one of {', '.join(MODES)}.", param="mode")
         ws = principal.workspace_id
         depth = max(CANDIDATES_MIN, top_k)
-        dense: list[tuple[int, float]] = []
-        lexical: list[tuple[int, float]] = []
-        if mode != "lexical":
+
+        async def by_vector() -> list[tuple[int, float]]:
+            if mode == "lexical":
+                return []
             vectors, _tokens = await self.embedder.embed(principal, model, [query], ctx)
             dims = len(vectors[0]) // 4
-            dense = await self.index.dense(ws, knowledge_base_id, vectors[0], dims, depth)
-        if mode != "dense":
-            lexical = await self.index.lexical(ws, knowledge_base_id, query, depth)
+            return await self.index.dense(ws, knowledge_base_id, vectors[0], dims, depth)
+
+        async def by_words() -> list[tuple[int, float]]:
+            if mode == "dense":
+                return []
+            return await self.index.lexical(ws, knowledge_base_id, query, depth)
+
+        # BM25 runs while the query is embedded and searched by vector (the index reads on
+        # two connections at once)
+        dense, lexical = await asyncio.gather(by_vector(), by_words())
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
         lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical, start=1)}
         if mode == "dense":
