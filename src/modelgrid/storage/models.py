@@ -13,12 +13,16 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
+    Table,
     Text,
     func,
 )
@@ -129,6 +133,58 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     custom_id: Mapped[str | None] = mapped_column(String(512), default=None)
+
+
+TTFT_BOUNDS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+"""Upper bounds (inclusive) of the TTFT histogram's buckets in ``usage_rollups``:
+``ttft_b0`` counts TTFT <= 50 ms, ``ttft_b<i>`` (bound[i-1], bound[i]], the last one above
+10 s. Fixed: changing them needs a migration and a rebuild."""
+
+ROLLUP_DIMENSIONS = (
+    "granularity",
+    "bucket_start",
+    "workspace_id",
+    "api_key_id",
+    "model",
+    "region",
+    "currency",
+    "batch",
+    "status_class",
+)
+TTFT_BUCKET_COLUMNS = tuple(f"ttft_b{i}" for i in range(len(TTFT_BOUNDS_MS) + 1))
+ROLLUP_MEASURES = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "cost_micros",
+    "ttft_sum_ms",
+    "ttft_count",
+    *TTFT_BUCKET_COLUMNS,
+)
+
+usage_rollups = Table(
+    "usage_rollups",
+    Base.metadata,
+    Column("granularity", String(6), nullable=False),  # minute | hour | day
+    Column("bucket_start", DateTime(timezone=True), nullable=False),
+    # '' where the ledger row has NULL (a primary key column cannot be NULL)
+    Column("workspace_id", String(40), nullable=False),
+    Column("api_key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("batch", SmallInteger, nullable=False),  # 1: batch lines
+    Column("status_class", SmallInteger, nullable=False),  # status // 100
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_MEASURES),
+    PrimaryKeyConstraint(*ROLLUP_DIMENSIONS),
+    Index("ix_usage_rollups_workspace", "workspace_id", "granularity", "bucket_start"),
+    Index("ix_usage_rollups_api_key", "api_key_id", "granularity", "bucket_start"),
+)
+"""The usage ledger summed per (granularity, bucket, workspace, key, model, region, currency,
+batch or not, status class), maintained in the transaction of every ledger insert
+(``storage.rollups``); the console's and the invoices' reads."""
 
 
 class AuditEntry(Base):
@@ -319,6 +375,10 @@ class KnowledgeChunk(Base):
 
 
 __all__ = [
+    "ROLLUP_DIMENSIONS",
+    "ROLLUP_MEASURES",
+    "TTFT_BOUNDS_MS",
+    "TTFT_BUCKET_COLUMNS",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -334,4 +394,5 @@ __all__ = [
     "StoredResponse",
     "UsageRecord",
     "Workspace",
+    "usage_rollups",
 ]

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelgrid.storage import rollups
 from modelgrid.storage.models import ApiKey, AuditEntry, Price, UsageRecord, Workspace
 
 
@@ -94,17 +95,31 @@ async def revoke_api_key(session: AsyncSession, key_id: str) -> bool:
     return bool(result.rowcount)
 
 
-async def insert_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert usage rows, ignoring any whose ``request_id`` is already stored (idempotent).
+async def insert_usage(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Insert usage rows, ignoring any whose ``request_id`` is already stored (idempotent),
+    and add the rows actually inserted to the roll-ups (``storage.rollups``) in the same
+    transaction; returns how many were inserted.
 
-    One statement run with the rows as parameters (executemany): its compiled form is cached,
-    where ``.values(rows)`` would compile a new multi-row statement for every batch."""
+    One statement run with the rows as parameters; its ``RETURNING`` names the rows it
+    inserted (SQLAlchemy sends them as multi-row ``VALUES`` pages, compiled once)."""
     if not rows:
-        return
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
-    await session.execute(stmt, rows)
+        return 0
+    insert = pg_insert if rollups.dialect_of(session) == "postgresql" else sqlite_insert
+    stmt = (
+        insert(UsageRecord)
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(UsageRecord.request_id)
+    )
+    inserted = set((await session.execute(stmt, rows)).scalars())
+    if inserted:
+        fresh = []
+        for r in rows:  # a request id twice in one batch was inserted once
+            if r["request_id"] in inserted:
+                inserted.discard(r["request_id"])
+                fresh.append(r)
+        await rollups.add(session, fresh)
+        return len(fresh)
+    return 0
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:

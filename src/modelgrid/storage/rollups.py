@@ -1,0 +1,209 @@
+"""Usage roll-ups: the ledger summed per minute, hour and day as it is written.
+
+Every ledger insert (``repositories.insert_usage``: the usage writer's flush, a batch
+line's answer) adds the rows it actually inserted to ``usage_rollups`` in the same
+transaction: one ``INSERT … ON CONFLICT DO UPDATE`` adding the deltas, run once per distinct
+(granularity, bucket, dimensions) of the batch. A row the ledger already held (a retried or
+replayed batch: the insert is ``ON CONFLICT DO NOTHING``) is not returned by the insert's
+``RETURNING`` and adds nothing, so every ledger row counts exactly once.
+
+The deltas are upserted sorted by key, so two gateways flushing at once lock the rows they
+share in the same order (no deadlock on PostgreSQL).
+
+``rebuild()`` recomputes the whole table from the ledger in SQL (minute buckets from the
+rows, hours from the minutes, days from the hours): migration 0007's backfill and
+``modelgrid db rebuild-rollups``.
+
+An error is a status >= 400 other than 499 (the client went away). Buckets are UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Insert, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modelgrid.storage.models import (
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    TTFT_BOUNDS_MS,
+    TTFT_BUCKET_COLUMNS,
+    usage_rollups,
+)
+
+GRANULARITIES = ("minute", "hour", "day")
+_N = len(ROLLUP_MEASURES)
+_HIST0 = ROLLUP_MEASURES.index(TTFT_BUCKET_COLUMNS[0])
+
+
+def is_error(status: int) -> bool:
+    return status >= 400 and status != 499
+
+
+def ttft_bucket(ttft_ms: int) -> int:
+    """Index of the histogram bucket holding ``ttft_ms``."""
+    for i, bound in enumerate(TTFT_BOUNDS_MS):
+        if ttft_ms <= bound:
+            return i
+    return len(TTFT_BOUNDS_MS)
+
+
+def utc(ts: datetime) -> datetime:
+    """``ts`` in UTC (a naive time is taken as UTC, as the SQLite ledger stores it)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def bucket_start(ts: datetime, granularity: str) -> datetime:
+    """Start (UTC) of the ``granularity`` bucket holding ``ts``."""
+    t = utc(ts).replace(second=0, microsecond=0)
+    if granularity == "minute":
+        return t
+    if granularity == "hour":
+        return t.replace(minute=0)
+    if granularity == "day":
+        return t.replace(hour=0, minute=0)
+    raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+
+
+def deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The roll-up increments of ledger ``rows``: one dict per (granularity, bucket,
+    dimensions), sorted by key."""
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        minute = utc(r["created_at"]).replace(second=0, microsecond=0)
+        status = int(r["status"])
+        dims = (
+            r.get("workspace_id") or "",
+            r.get("api_key_id") or "",
+            r["model"],
+            r.get("region") or "",
+            r.get("currency") or "",
+            0 if r.get("batch_id") is None else 1,
+            status // 100,
+        )
+        ttft = r.get("ttft_ms")
+        for key in (
+            ("day", minute.replace(hour=0, minute=0), *dims),
+            ("hour", minute.replace(minute=0), *dims),
+            ("minute", minute, *dims),
+        ):
+            a = acc.get(key)
+            if a is None:
+                a = acc[key] = [0] * _N
+            a[0] += 1
+            a[1] += is_error(status)
+            a[2] += r.get("prompt_tokens") or 0
+            a[3] += r.get("cached_tokens") or 0
+            a[4] += r.get("completion_tokens") or 0
+            a[5] += r.get("cost_micros") or 0
+            if ttft is not None:
+                a[6] += ttft
+                a[7] += 1
+                a[_HIST0 + ttft_bucket(ttft)] += 1
+    return [
+        dict(zip(ROLLUP_DIMENSIONS, key, strict=True)) | dict(zip(ROLLUP_MEASURES, v, strict=True))
+        for key, v in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:]))
+    ]
+
+
+@cache
+def _upsert(dialect: str) -> Insert:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(usage_rollups)
+    return stmt.on_conflict_do_update(
+        index_elements=list(ROLLUP_DIMENSIONS),
+        set_={m: usage_rollups.c[m] + stmt.excluded[m] for m in ROLLUP_MEASURES},
+    )
+
+
+def dialect_of(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind else "sqlite"
+
+
+async def add(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Add ledger ``rows`` (just inserted, each once) to the roll-ups; returns the number of
+    roll-up rows touched."""
+    params = deltas(rows)
+    if params:
+        await session.execute(_upsert(dialect_of(session)), params)
+    return len(params)
+
+
+# --- rebuild from the ledger -----------------------------------------------------------------
+
+_COLS = ", ".join((*ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+
+
+def _truncate(dialect: str, granularity: str, column: str) -> str:
+    if dialect == "postgresql":
+        return f"date_trunc('{granularity}', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    # SQLAlchemy stores a SQLite DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC here)
+    fmt = {"minute": "%H:%M:00", "hour": "%H:00:00", "day": "00:00:00"}[granularity]
+    return f"strftime('%Y-%m-%d {fmt}.000000', {column})"
+
+
+def rebuild_statements(dialect: str) -> list[str]:
+    """SQL that empties ``usage_rollups`` and recomputes it from ``usage_records``."""
+    hist = []
+    low: int | None = None
+    for bound in (*TTFT_BOUNDS_MS, None):
+        conds = ["ttft_ms IS NOT NULL"]
+        if low is not None:
+            conds.append(f"ttft_ms > {low}")
+        if bound is not None:
+            conds.append(f"ttft_ms <= {bound}")
+        hist.append(f"SUM(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END)")
+        low = bound
+    minute = f"""
+        INSERT INTO usage_rollups ({_COLS})
+        SELECT 'minute', {_truncate(dialect, "minute", "created_at")},
+               COALESCE(workspace_id, ''), COALESCE(api_key_id, ''), model,
+               COALESCE(region, ''), COALESCE(currency, ''),
+               CASE WHEN batch_id IS NULL THEN 0 ELSE 1 END, status / 100,
+               COUNT(*), SUM(CASE WHEN status >= 400 AND status <> 499 THEN 1 ELSE 0 END),
+               SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens),
+               SUM(cost_micros), COALESCE(SUM(ttft_ms), 0), COUNT(ttft_ms),
+               {", ".join(hist)}
+        FROM usage_records
+        GROUP BY 2, 3, 4, 5, 6, 7, 8, 9"""
+    sums = ", ".join(f"SUM({m})" for m in ROLLUP_MEASURES)
+    dims = ", ".join(ROLLUP_DIMENSIONS[2:])
+    coarser = [
+        f"""
+        INSERT INTO usage_rollups ({_COLS})
+        SELECT '{to}', {_truncate(dialect, to, "bucket_start")}, {dims}, {sums}
+        FROM usage_rollups WHERE granularity = '{src}'
+        GROUP BY 2, {dims}"""
+        for src, to in (("minute", "hour"), ("hour", "day"))
+    ]
+    lock = ["LOCK TABLE usage_records IN SHARE MODE"] if dialect == "postgresql" else []
+    return [*lock, "DELETE FROM usage_rollups", minute, *coarser]
+
+
+async def rebuild(session: AsyncSession) -> int:
+    """Recompute the roll-ups from the ledger inside the session's transaction (on
+    PostgreSQL, ledger inserts wait for it); returns the number of roll-up rows."""
+    for sql in rebuild_statements(dialect_of(session)):
+        await session.execute(text(sql))
+    count = await session.execute(text("SELECT COUNT(*) FROM usage_rollups"))
+    return int(count.scalar_one())
+
+
+__all__ = [
+    "GRANULARITIES",
+    "add",
+    "bucket_start",
+    "deltas",
+    "dialect_of",
+    "is_error",
+    "rebuild",
+    "rebuild_statements",
+    "ttft_bucket",
+    "utc",
+]
