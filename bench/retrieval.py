@@ -1,0 +1,303 @@
+"""Knowledge-base retrieval: quality (recall@5, MRR) of dense, BM25 and hybrid retrieval, and
+speed (indexing chunks/s, query latency p50/p95 at 10k and 100k chunks) on SQLite.
+
+The product's own pieces, without HTTP: ``knowledge.chunking.chunk_sections`` (800/400 tokens
+fitted to the model: 256/128 for all-MiniLM-L6-v2), the packaged all-MiniLM-L6-v2 through
+``engines.embedding`` (the engine the gateway serves; called directly, not metered), the
+``SqliteIndex`` (sqlite-vec + FTS5) in a throwaway migrated SQLite file, and
+``knowledge.fusion.reciprocal_rank_fusion`` (k = 60) over the two retrievers' top 50, as
+``serving.knowledge.Retrieval`` does.
+
+**Corpus.** The 79 topics of Python's own ``pydoc_data.topics`` (the language reference's
+help pages, shipped with CPython, so every machine has the same text): one document per
+topic, its first line the heading, the rest its text.
+
+**Questions (the labelled set, derived by this script, deterministic).** Two per topic; a
+question's relevant chunks are the chunks of its topic:
+
+- *title*: the topic's heading line, lower-cased, punctuation removed (``the assert
+  statement``): what a user who knows the name types.
+- *keywords*: the topic's longest sentence of 10..60 words among its first 12 sentences (code
+  lines and grammar rules skipped); its words lower-cased, English stop words dropped, and
+  then only every second remaining word kept, at most 8 (a user who half-remembers a
+  passage). Topics whose body yields no such sentence get no keyword question.
+
+A question hits at rank r when the r-th retrieved chunk belongs to its topic. recall@5 =
+share of questions hit within the top 5; MRR = mean of 1/r over the top 10 (0 if none).
+
+**Speed.** Indexing: chunks/s of the corpus end to end (token counting, embedding on this
+CPU, writing) and of the index writes alone. Latency: the corpus's chunks plus filler chunks
+up to N in ONE knowledge base (the partition a query scans): filler text is 120 words drawn
+(seeded) from the corpus's vocabulary, filler vectors are corpus vectors plus Gaussian noise
+(sigma = 0.05 per dimension), renormalised. Each question's query is run once per mode; the
+time is the index's (dense KNN, FTS5 BM25, the fusion and the chunk rows read), not the
+query's embedding, which is reported on its own (one text on this CPU).
+
+Run from the repository root (embeddings and knowledge extras installed)::
+
+    .venv/bin/python bench/retrieval.py                      # 10k chunks
+    .venv/bin/python bench/retrieval.py --sizes 10000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import random
+import re
+import sqlite3
+import struct
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelgrid.engines.embedding import EmbeddingEngine, build_embedding_engines
+from modelgrid.knowledge.chunking import Chunk, ChunkPlan, chunk_sections
+from modelgrid.knowledge.fusion import reciprocal_rank_fusion
+from modelgrid.knowledge.sqlite_index import SqliteIndex
+from modelgrid.storage import migrate
+
+MODEL = "all-minilm-l6-v2"
+WS = "ws-bench"
+DEPTH = 50  # each retriever's candidates before fusion (serving.knowledge.CANDIDATES_MIN)
+_STOP = "a an and are as at be by can for from has have if in into is it its may must no not of "
+_STOP += "on or such that the their then there these this to was were when which will with"
+STOP = frozenset(_STOP.split(" "))
+WORD = re.compile(r"[a-z0-9_]+")
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def corpus() -> list[tuple[str, str, str]]:
+    """(topic, heading, text) for every pydoc topic."""
+    from pydoc_data.topics import topics
+
+    out = []
+    for name in sorted(topics):
+        lines = topics[name].strip().splitlines()
+        heading = lines[0].strip()
+        body = "\n".join(lines[1:]).strip().lstrip("*=").strip()
+        out.append((name, heading, body))
+    return out
+
+
+def questions(docs: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(kind, query, topic): see the module docstring."""
+    qs = []
+    for topic, heading, body in docs:
+        qs.append(("title", " ".join(WORD.findall(heading.lower())), topic))
+        prose = [ln for ln in body.splitlines() if ln and not ln.startswith("   ")]
+        sentences = SENTENCE.split(" ".join(" ".join(prose).split()))[:12]
+        good = [s for s in sentences if 10 <= len(s.split()) <= 60 and "::=" not in s]
+        if not good:
+            continue
+        longest = max(good, key=lambda s: len(s.split()))
+        words = [w for w in WORD.findall(longest.lower()) if w not in STOP]
+        qs.append(("keywords", " ".join(words[::2][:8]), topic))
+    return qs
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def prepare_db(path: Path) -> None:
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+
+
+def add_docs(path: Path, kb: str, doc_ids: Sequence[str]) -> None:
+    now = datetime.datetime.now(datetime.UTC).isoformat(sep=" ")
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, api_key_id,"
+            " filename, format, bytes, status, chunks_total, chunks_done, tokens, created_at)"
+            " VALUES (?, ?, ?, 'k', 'x', 'text', 0, 'indexing', 0, 0, 0, ?)",
+            [(d, WS, kb, now) for d in doc_ids],
+        )
+
+
+async def embed_all(engine: EmbeddingEngine, texts: list[str], batch: int = 64) -> list[bytes]:
+    out: list[bytes] = []
+    for i in range(0, len(texts), batch):
+        out.extend((await engine.embed(texts[i : i + batch])).vectors)
+    return out
+
+
+async def search(
+    index: SqliteIndex, kb: str, mode: str, query: str, vector: bytes, dims: int
+) -> list[int]:
+    async def by_vector() -> list[tuple[int, float]]:
+        return await index.dense(WS, kb, vector, dims, DEPTH) if mode != "lexical" else []
+
+    async def by_words() -> list[tuple[int, float]]:
+        return await index.lexical(WS, kb, query, DEPTH) if mode != "dense" else []
+
+    # both at once, on the index's two read connections, as serving.knowledge.Retrieval does
+    dense, lexical = await asyncio.gather(by_vector(), by_words())
+    if mode == "dense":
+        ids = [c for c, _ in dense[:10]]
+    elif mode == "lexical":
+        ids = [c for c, _ in lexical[:10]]
+    else:
+        fused = reciprocal_rank_fusion([[c for c, _ in dense], [c for c, _ in lexical]], limit=10)
+        ids = [h.chunk_id for h in fused]
+    await index.chunks(WS, ids)  # the rows a caller gets, as Retrieval reads them
+    return ids
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000", help="chunk counts for the latency runs")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+
+    [engine] = build_embedding_engines([MODEL], batch_size=64)
+    assert isinstance(engine, EmbeddingEngine)
+    await engine.start()
+    dims = engine.dimensions
+    plan = ChunkPlan().fitted(engine.max_input_tokens)
+    overhead = (await engine.count_tokens([""]))[0]
+
+    async def count(texts: list[str]) -> list[int]:
+        return [n - overhead for n in await engine.count_tokens(texts)]
+
+    docs = corpus()
+    qs = questions(docs)
+    print(f"# retrieval bench {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"corpus: {len(docs)} pydoc topics; questions: {len(qs)} "
+        f"({sum(k == 'title' for k, _, _ in qs)} title, {sum(k == 'keywords' for k, _, _ in qs)} keywords)"
+    )
+    print(
+        f"plan: {plan.size}/{plan.overlap} tokens (800/400 fitted to the model's {engine.max_input_tokens})"
+    )
+
+    tmp = Path(tempfile.mkdtemp(prefix="mg-retrieval-"))
+    db = tmp / "bench.db"
+    await asyncio.to_thread(prepare_db, db)
+    index = SqliteIndex(db)
+
+    # --- indexing the corpus: count, chunk, embed, write ---------------------------------
+    t0 = time.perf_counter()
+    per_doc: list[list[Chunk]] = []
+    for _topic, heading, body in docs:
+        per_doc.append(await chunk_sections([(heading, body)], count, plan, overhead))
+    t_chunk = time.perf_counter() - t0
+    flat = [c for cs in per_doc for c in cs]
+    inputs = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in flat]
+    longest = max(await engine.count_tokens(inputs))
+    assert longest <= engine.max_input_tokens, longest  # every chunk fits the model whole
+    t0 = time.perf_counter()
+    vectors = await embed_all(engine, inputs)
+    t_embed = time.perf_counter() - t0
+    add_docs(db, "kb-corpus", [t for t, _, _ in docs])
+    t0 = time.perf_counter()
+    pos = 0
+    topic_of: dict[int, str] = {}
+    for (topic, _, _), cs in zip(docs, per_doc, strict=True):
+        await index.write_document(WS, "kb-corpus", topic, cs, vectors[pos : pos + len(cs)], dims)
+        pos += len(cs)
+    t_write = time.perf_counter() - t0
+    with sqlite3.connect(db) as conn:
+        for cid, doc in conn.execute("SELECT id, document_id FROM knowledge_chunks"):
+            topic_of[cid] = doc
+    n = len(flat)
+    total = t_chunk + t_embed + t_write
+    print(
+        f"\nlongest chunk with its heading: {longest} tokens (the model reads {engine.max_input_tokens})"
+    )
+    print(
+        f"indexing {n} chunks: {n / total:.1f} chunks/s end to end "
+        f"(count+chunk {t_chunk:.1f} s, embed {t_embed:.1f} s, write {t_write:.2f} s); "
+        f"writes alone {n / t_write:.0f} chunks/s"
+    )
+
+    # --- quality -------------------------------------------------------------------------
+    qvec: list[bytes] = []
+    embed_ms: list[float] = []
+    for _, q, _ in qs:
+        t0 = time.perf_counter()
+        qvec.append((await engine.embed([q])).vectors[0])
+        embed_ms.append((time.perf_counter() - t0) * 1000)
+    print(
+        f"query embedding (one text, this CPU): p50 {pct(embed_ms, 50):.1f} ms, p95 {pct(embed_ms, 95):.1f} ms"
+    )
+    print("\n| method | questions | recall@5 | MRR@10 |")
+    print("|---|---|---|---|")
+    results: dict[tuple[str, str], tuple[float, float]] = {}
+    for kind in ("title", "keywords", "all"):
+        chosen = [i for i, (k, _, _) in enumerate(qs) if kind in ("all", k)]
+        for mode in ("dense", "lexical", "hybrid"):
+            hits5, rr = 0, 0.0
+            for i in chosen:
+                _, q, topic = qs[i]
+                ids = await search(index, "kb-corpus", mode, q, qvec[i], dims)
+                ranks = [r for r, cid in enumerate(ids, start=1) if topic_of.get(cid) == topic]
+                if ranks and ranks[0] <= 5:
+                    hits5 += 1
+                rr += 1 / ranks[0] if ranks else 0.0
+            rec, mrr = hits5 / len(chosen), rr / len(chosen)
+            results[(kind, mode)] = (rec, mrr)
+            name = {
+                "lexical": "BM25 (FTS5)",
+                "dense": "dense (cosine)",
+                "hybrid": "hybrid (RRF k=60)",
+            }[mode]
+            print(f"| {name}, {kind} | {len(chosen)} | {rec:.3f} | {mrr:.3f} |")
+    rd, rl, rh = (results[("all", m)][0] for m in ("dense", "lexical", "hybrid"))
+    print(f"hybrid recall@5 vs dense x{rh / rd:.2f}, vs BM25 x{rh / rl:.2f}")
+
+    # --- latency at scale ----------------------------------------------------------------
+    rng = random.Random(13)
+    vocab = sorted({w for c in flat for w in WORD.findall(c.text.lower())})
+    have = 0
+    kb = "kb-scale"
+    add_docs(db, kb, ["scale-corpus"])
+    await index.write_document(WS, kb, "scale-corpus", flat, vectors, dims)
+    have = n
+    fmt = f"<{dims}f"
+    base = [struct.unpack(fmt, v) for v in vectors]
+    for size in sizes:
+        t0 = time.perf_counter()
+        written = 0
+        while have < size:
+            step = min(2000, size - have)
+            doc = f"filler-{have}"
+            add_docs(db, kb, [doc])
+            chunks = [Chunk("", " ".join(rng.choices(vocab, k=120)), 150) for _ in range(step)]
+            vecs = []
+            for _ in range(step):
+                v = [x + rng.gauss(0.0, 0.05) for x in rng.choice(base)]
+                norm = sum(x * x for x in v) ** 0.5
+                vecs.append(struct.pack(fmt, *(x / norm for x in v)))
+            await index.write_document(WS, kb, doc, chunks, vecs, dims)
+            have += step
+            written += step
+        t_fill = time.perf_counter() - t0
+        lat: dict[str, list[float]] = {"dense": [], "lexical": [], "hybrid": []}
+        for mode in lat:
+            await search(index, kb, mode, qs[0][1], qvec[0], dims)  # warm
+            for i, (_, q, _) in enumerate(qs):
+                t0 = time.perf_counter()
+                await search(index, kb, mode, q, qvec[i], dims)
+                lat[mode].append((time.perf_counter() - t0) * 1000)
+        print(
+            f"\n{size} chunks in one knowledge base (filler written at "
+            f"{written / t_fill if written else 0:.0f} chunks/s):"
+        )
+        for mode, xs in lat.items():
+            print(
+                f"  {mode:8s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)} queries)"
+            )
+    print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
+    await index.aclose()
+    await engine.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
