@@ -13,7 +13,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelgrid.storage import rollups
-from modelgrid.storage.models import ApiKey, AuditEntry, Price, UsageRecord, Workspace
+from modelgrid.storage.models import (
+    ApiKey,
+    AuditEntry,
+    Price,
+    UsageRecord,
+    Workspace,
+    usage_rollups,
+)
 
 
 async def get_workspace_by_name(session: AsyncSession, name: str) -> Workspace | None:
@@ -137,18 +144,35 @@ async def month_totals(
     workspace_id: str | None = None,
     api_key_id: str | None = None,
 ) -> tuple[int, int]:
-    """(sum of cost_micros, sum of prompt+completion tokens) in ``month`` for a workspace or key."""
+    """(sum of cost_micros, sum of prompt+completion tokens) in ``month`` for a workspace or
+    key, from the day roll-ups (a month is whole days)."""
     start, end = month_bounds(month)
+    r = usage_rollups.c
     stmt = select(
-        func.coalesce(func.sum(UsageRecord.cost_micros), 0),
-        func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0),
-    ).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        func.coalesce(func.sum(r.cost_micros), 0),
+        func.coalesce(func.sum(r.prompt_tokens + r.completion_tokens), 0),
+    ).where(*_day_rollups(start, end))
     if workspace_id is not None:
-        stmt = stmt.where(UsageRecord.workspace_id == workspace_id)
+        stmt = stmt.where(r.workspace_id == workspace_id)
     if api_key_id is not None:
-        stmt = stmt.where(UsageRecord.api_key_id == api_key_id)
+        stmt = stmt.where(r.api_key_id == api_key_id)
     micros, tokens = (await session.execute(stmt)).one()
     return int(micros), int(tokens)
+
+
+def _day_rollups(start: datetime | None, end: datetime | None) -> list[Any]:
+    """Conditions on ``usage_rollups`` for the day buckets in ``[start, end)``; both must be
+    midnights UTC (the day roll-ups hold whole days)."""
+    r = usage_rollups.c
+    conds: list[Any] = [r.granularity == "day"]
+    for bound in (start, end):
+        if bound is not None and rollups.bucket_start(bound, "day") != rollups.utc(bound):
+            raise ValueError(f"{bound} is not a midnight UTC: the day roll-ups hold whole days")
+    if start is not None:
+        conds.append(r.bucket_start >= start)
+    if end is not None:
+        conds.append(r.bucket_start < end)
+    return conds
 
 
 async def price_entries(session: AsyncSession) -> list[Any]:
@@ -167,24 +191,19 @@ class UsageTotal:
 
 
 async def usage_totals(session: AsyncSession, by: str) -> list[UsageTotal]:
-    """Totals grouped by ``"key"`` (api key prefix) or ``"model"``."""
+    """Totals grouped by ``"key"`` (api key prefix; its id when the key is gone, None for
+    rows without a key) or ``"model"``, from the day roll-ups."""
+    r = usage_rollups.c
+    sums = (func.sum(r.requests), func.sum(r.prompt_tokens), func.sum(r.completion_tokens))
     if by == "key":
-        group_col: Any = func.coalesce(ApiKey.prefix, UsageRecord.api_key_id)
-        stmt = select(
-            group_col,
-            func.count(),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-        ).outerjoin(ApiKey, ApiKey.id == UsageRecord.api_key_id)
-    else:
-        group_col = UsageRecord.model
-        stmt = select(
-            group_col,
-            func.count(),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
+        group_col: Any = func.coalesce(ApiKey.prefix, func.nullif(r.api_key_id, ""))
+        stmt = select(group_col, *sums).select_from(
+            usage_rollups.outerjoin(ApiKey, ApiKey.id == r.api_key_id)
         )
-    stmt = stmt.group_by(group_col).order_by(group_col)
+    else:
+        group_col = r.model
+        stmt = select(group_col, *sums)
+    stmt = stmt.where(r.granularity == "day").group_by(group_col).order_by(group_col)
     rows = (await session.execute(stmt)).all()
     return [UsageTotal(str(g), int(n), int(p or 0), int(c or 0)) for g, n, p, c in rows]
 
@@ -292,26 +311,28 @@ async def usage_sums(
     end: datetime | None = None,
 ) -> list[UsageSum]:
     """Sums per (model, region, currency, batch line or not) over the rows in
-    ``[start, end)``; exact integers (PostgreSQL's ``numeric`` sums are converted without
-    going through float)."""
-    batch = UsageRecord.batch_id.is_not(None)
-    cols = (UsageRecord.model, UsageRecord.region, UsageRecord.currency, batch)
+    ``[start, end)`` (midnights UTC, or None), from the day roll-ups; exact integers
+    (PostgreSQL's ``numeric`` sums are converted without going through float)."""
+    r = usage_rollups.c
+    cols = (r.model, r.region, r.currency, r.batch)
     stmt = (
         select(
             *cols,
-            func.count(),
-            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.cached_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.cost_micros), 0),
+            func.sum(r.requests),
+            func.sum(r.prompt_tokens),
+            func.sum(r.cached_tokens),
+            func.sum(r.completion_tokens),
+            func.sum(r.cost_micros),
         )
-        .where(*_usage_filter(workspace_id, start, end))
+        .where(*_day_rollups(start, end))
         .group_by(*cols)
     )
+    if workspace_id is not None:
+        stmt = stmt.where(r.workspace_id == workspace_id)
     rows = (await session.execute(stmt)).all()
     return [
-        UsageSum(m, r, c, int(n), int(p), int(ca), int(co), int(cost), bool(b))
-        for m, r, c, b, n, p, ca, co, cost in rows
+        UsageSum(m, reg or None, c or None, int(n), int(p), int(ca), int(co), int(cost), bool(b))
+        for m, reg, c, b, n, p, ca, co, cost in rows
     ]
 
 
