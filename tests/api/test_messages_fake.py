@@ -321,6 +321,21 @@ def test_errors_in_anthropics_shape(fake_server: ThreadServer) -> None:
     assert usage_rows(fake_server, expect=0, timeout_s=0.3) == []  # nothing reached the engine
 
 
+def test_a_prefill_is_accepted_but_not_with_trailing_whitespace(
+    fake_server: ThreadServer,
+) -> None:
+    prefill = [*MSG, {"role": "assistant", "content": "The answer is"}]
+    ok = post(fake_server, {"model": MODEL, "max_tokens": 4, "messages": prefill})
+    assert ok.status_code == 200 and ok.json()["role"] == "assistant"
+    spaced = [*MSG, {"role": "assistant", "content": "The answer is "}]
+    bad = post(fake_server, {"model": MODEL, "max_tokens": 4, "messages": spaced})
+    assert bad.status_code == 400
+    assert bad.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages: final assistant content cannot end with trailing whitespace",
+    }
+
+
 def test_key_not_scoped_to_the_model_is_403(fake_server: ThreadServer) -> None:
     db_execute(
         fake_server,

@@ -25,6 +25,14 @@ def post(s: ThreadServer, path: str, **kw: object) -> httpx.Response:
             "stop",
         ),
         ({"model": "fake-model", "prompt": 5}, "prompt"),
+        (  # vLLM's continuation needs an assistant message of text at the end
+            {
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "x"}],
+                "continue_final_message": True,
+            },
+            "continue_final_message",
+        ),
     ],
 )
 def test_param_has_no_union_member_suffix(

@@ -162,3 +162,29 @@ def test_tokenize_is_what_a_chat_call_is_fed(model_server: ProcessServer) -> Non
     assert (
         post("/detokenize", {"model": MODEL, "tokens": prompt["tokens"]})["prompt"] == "Hello world"
     )
+
+
+def test_a_prefill_is_continued_not_answered_anew(
+    sdk: anthropic.Anthropic, model_server: ProcessServer
+) -> None:
+    prefill: Any = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    m = sdk.messages.create(model=MODEL, max_tokens=8, extra_body=GREEDY, messages=prefill)
+    text = m.content[0].text  # type: ignore[union-attr]
+    assert text.lstrip().lower().startswith("paris"), text  # the sentence goes on
+    assert not text.lower().startswith("the capital")  # the prefill is not repeated
+    # The prompt ends inside the assistant's turn (vLLM's continue_final_message, through the
+    # gateway to the engine process), and its count is the call's input.
+    headers = {"Authorization": f"Bearer {model_server.api_key}"}  # type: ignore[attr-defined]
+    body = {"model": MODEL, "messages": prefill, "continue_final_message": True}
+    url = model_server.base_url
+    counted = httpx.post(f"{url}/tokenize", json=body, headers=headers, timeout=60).json()
+    assert counted["count"] == m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0)
+    tokens = {"model": MODEL, "tokens": counted["tokens"]}
+    shown = httpx.post(f"{url}/detokenize", json=tokens, headers=headers, timeout=60).json()
+    assert shown["prompt"].endswith(
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\nThe capital of France is"
+    )

@@ -162,3 +162,17 @@ def test_parser_errors() -> None:
 )
 def test_error_fields_from_any_server(obj: object, expected: tuple[str, object, object]) -> None:
     assert wire.error_fields(obj) == expected
+
+
+def test_a_continued_final_message_is_sent_as_vllm_asks() -> None:
+    req = InferenceRequest(
+        request_id="r",
+        model="gw",
+        messages=[ChatMessage("user", "Count to 5."), ChatMessage("assistant", "1, 2,")],
+        continue_final_message=True,
+    )
+    body = wire.request_body(req, "up")
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1] == {"role": "assistant", "content": "1, 2,"}
+    plain = wire.request_body(InferenceRequest(request_id="r", model="gw", messages=[]), "up")
+    assert "continue_final_message" not in plain and "add_generation_prompt" not in plain

@@ -213,6 +213,9 @@ class InferenceRequest:
         preemptible: A batch line, the lowest priority: once cancelled (preempted by online
             traffic), an engine may abort even the decode step it is in, its work discarded.
             Online requests are never cut inside a step, and pay nothing for the check.
+        continue_final_message: The last message is an assistant turn to go on with rather
+            than a finished one (Anthropic's "prefill"; vLLM's ``continue_final_message``): the
+            prompt ends inside that turn, after its text, and the output is its continuation.
         trace_headers: The W3C trace context of the gateway's span for this call
             (``traceparent``), sent with the upstream HTTP call so the replica's span joins
             the trace; ``None`` (OpenTelemetry off): nothing is sent.
@@ -230,6 +233,7 @@ class InferenceRequest:
     routing: RoutingHints | None = None
     stream: bool = True
     preemptible: bool = False
+    continue_final_message: bool = False
     trace_headers: dict[str, str] | None = None
 
     @property

@@ -233,16 +233,20 @@ class LlamaCppEngine:
         """
         if request.prompt is not None:
             return [(request.prompt, True)]
-        formatter = self._formatter if generation_prompt else self._formatter_no_gen
-        assert formatter is not None
         messages = request.messages or []
+        # Continuing the final message: the turn is rendered closed, then cut right after its
+        # text (vLLM's ``continue_final_message`` does the same with the rendered string).
+        last = len(messages) - 1 if request.continue_final_message and messages else None
+        opened = generation_prompt and last is None
+        formatter = self._formatter if opened else self._formatter_no_gen
+        assert formatter is not None
         dicts = [_message_dict(m) for m in messages]
         # Contents without anything that looks like a control token are tokenized with the
         # template in one piece, exactly as the model was trained; only when a content holds
-        # one is it cut out and tokenized as plain text.
+        # one (or it is the message to continue) is it cut out and tokenized as plain text.
         forged = any(_CONTROL_LIKE.search(m.content or "") for m in messages)
         for i, d in enumerate(dicts):
-            if forged and d["content"]:
+            if (forged or i == last) and d["content"]:
                 d["content"] = f"{_MARK_OPEN}{i}{_MARK_CLOSE}"
         try:
             rendered = formatter(
@@ -262,8 +266,16 @@ class LlamaCppEngine:
                     out.append((piece, True))
             elif int(piece) < len(messages):
                 out.append((messages[int(piece)].content or "", False))
+                if int(piece) == last:
+                    return out  # the turn goes on: its closing text is left out
             else:  # a marker look-alike from tool JSON: plain text
                 out.append((f"{_MARK_OPEN}{piece}{_MARK_CLOSE}", False))
+        if last is not None:
+            raise InvalidRequestError(
+                "The model's chat template does not render the final message's text, so it"
+                " cannot be continued.",
+                param="messages",
+            )
         return out
 
     def tokenize_text(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:

@@ -84,6 +84,9 @@ def request_body(request: InferenceRequest, model: str) -> dict[str, Any]:
         body["prompt"] = request.prompt
     else:
         body["messages"] = [_message(m) for m in request.messages or ()]
+        if request.continue_final_message:  # vLLM's pair: no new turn opened, the last goes on
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
     sp = request.sampling
     if sp.max_tokens is not None:
         body["max_tokens"] = sp.max_tokens
@@ -159,6 +162,9 @@ def tokenize_body(
         return body
     body["messages"] = [_message(m) for m in request.messages or ()]
     body["add_generation_prompt"] = options.add_generation_prompt
+    if request.continue_final_message:
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     if request.tool_mode is not ToolChoiceMode.NONE:
         body["tools"] = _tools(request)
     return body

@@ -12,7 +12,8 @@ Request (https://docs.anthropic.com/en/api/messages):
   assistant's ``tool_use`` blocks become its tool calls (``input`` as JSON text); a user's
   ``tool_result`` blocks become ``tool`` messages tied to their ``tool_use_id`` (content a
   string or text blocks; ``is_error`` prefixes ``Error: ``), in block order with the text
-  around them; ``thinking`` / ``redacted_thinking`` blocks are dropped (``thinking`` is
+  around them; a final assistant turn of text is continued, not closed (the reference's
+  prefill: the answer is what follows it); ``thinking`` / ``redacted_thinking`` blocks are dropped (``thinking`` is
   ignored). ``image`` and ``document`` blocks, and any other kind, are refused with a 400
   naming the block. Consecutive turns of one role are kept as they are.
 - ``tools`` (custom tools: ``name``, ``description``, ``input_schema``; server tools, with
@@ -259,6 +260,7 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
     for i, m in enumerate(req.messages):
         if m.role != "system":
             messages.extend(_turn(m, i))
+    prefill = _prefill(req, messages)
     tools = _tools(req.tools)
     choice = req.tool_choice
     tool_choice = _tool_choice(choice, tools)
@@ -281,7 +283,22 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
+        continue_final_message=prefill,
     )
+
+
+def _prefill(req: CountTokensRequest, messages: list[ChatMessage]) -> bool:
+    """Whether the conversation ends in an assistant turn of text to go on with (the
+    reference's "prefill"), whose text may not end in whitespace (the reference's 400)."""
+    last = messages[-1] if messages else None
+    if last is None or last.role != "assistant" or last.tool_calls or not last.content:
+        return False
+    if last.content != last.content.rstrip():
+        raise InvalidRequestError(
+            "messages: final assistant content cannot end with trailing whitespace",
+            param=f"messages[{len(req.messages) - 1}].content",
+        )
+    return True
 
 
 def stop_reason(finish: FinishReason | None, matched_stop: str | None) -> str:

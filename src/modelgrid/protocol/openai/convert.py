@@ -50,6 +50,14 @@ def _check_combinations(req: ChatCompletionRequest) -> None:
         raise InvalidRequestError(
             "'logprobs' must be true when 'top_logprobs' is given.", param="top_logprobs"
         )
+    if req.continue_final_message:
+        last = req.messages[-1]
+        if last.role != "assistant" or not last.content or last.tool_calls:
+            raise InvalidRequestError(
+                "'continue_final_message' needs a final assistant message with text content"
+                " (and no tool calls) to go on with.",
+                param="continue_final_message",
+            )
     both = req.max_tokens is not None and req.max_completion_tokens is not None
     if both and req.max_tokens != req.max_completion_tokens:
         raise InvalidRequestError(
@@ -110,6 +118,7 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls is not False,
+        continue_final_message=req.continue_final_message,
     )
 
 

@@ -100,6 +100,8 @@ class ChatCompletionRequest(BaseModel):
     # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
     top_k: Annotated[int, Field(ge=0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
+    # vLLM's: go on with the final (assistant) message instead of starting a new turn.
+    continue_final_message: bool = False
     # Accepted for validation; convert.py rejects it (not implemented yet).
     logit_bias: dict[str, float] | None = None
 

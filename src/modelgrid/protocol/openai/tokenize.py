@@ -58,19 +58,23 @@ def to_tokenize_input(
     so their count is the prompt usage a chat call of them records.
 
     Raises:
-        UnsupportedParameterError: ``continue_final_message`` or ``return_token_strs``.
+        UnsupportedParameterError: ``return_token_strs``.
         InvalidRequestError: as chat completions, for messages and tools.
     """
-    for name in ("continue_final_message", "return_token_strs"):
-        if getattr(req, name):
-            raise UnsupportedParameterError(f"'{name}' is not supported.", param=name)
+    if req.return_token_strs:
+        raise UnsupportedParameterError(
+            "'return_token_strs' is not supported.", param="return_token_strs"
+        )
     if req.messages is None:
         assert req.prompt is not None
         request = InferenceRequest(request_id=request_id, model=req.model, prompt=req.prompt)
         special = True if req.add_special_tokens is None else req.add_special_tokens
         return request, TokenizeOptions(add_special_tokens=special)
     chat = ChatCompletionRequest.model_construct(
-        model=req.model, messages=req.messages, tools=req.tools
+        model=req.model,
+        messages=req.messages,
+        tools=req.tools,
+        continue_final_message=req.continue_final_message,
     )
     request = to_inference_request(chat, request_id)
     return request, TokenizeOptions(add_generation_prompt=req.add_generation_prompt)
