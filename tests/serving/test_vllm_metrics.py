@@ -90,13 +90,12 @@ def test_running_and_waiting_are_read_at_scrape_time() -> None:
     m = Metrics()
     waiting = [3]
     m.watch_queue("qwen", lambda: waiting[0])
-    m.of("qwen").running.inc()
-    m.of("qwen").running.inc()
+    m.of("qwen").running += 2
     got = scrape(m)
     assert got["vllm:num_requests_running"] == {(("model_name", "qwen"),): 2.0}
     assert got["vllm:num_requests_waiting"] == {(("model_name", "qwen"),): 3.0}
     waiting[0] = 0
-    m.of("qwen").running.dec()
+    m.of("qwen").running -= 1
     got = scrape(m)
     assert got["vllm:num_requests_running"] == {(("model_name", "qwen"),): 1.0}
     assert got["vllm:num_requests_waiting"] == {(("model_name", "qwen"),): 0.0}

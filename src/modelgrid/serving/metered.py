@@ -172,9 +172,8 @@ class MeteredCall:
             ),
         )
         series = self.metrics.of(self.model)
-        series.prompt_tokens.inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            series.completion_tokens.inc(usage.completion_tokens)
+        series.prompt_tokens += usage.prompt_tokens
+        series.completion_tokens += usage.completion_tokens
         if usage.ttft_s is not None:
             series.ttft.observe(usage.ttft_s)
         series.e2e.observe(total_s)
@@ -224,7 +223,7 @@ class Running:
         self._series = call.metrics.of(call.model)
 
     def __enter__(self) -> None:
-        self._series.running.inc()
+        self._series.running += 1
         call = self._call
         ctx = call.ctx
         call.queued_s = time.perf_counter() - ctx.started
@@ -238,7 +237,7 @@ class Running:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._series.running.dec()
+        self._series.running -= 1
         status = status_of(exc)
         self._call.record(status, self._usage(status))
 
