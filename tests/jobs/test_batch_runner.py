@@ -170,6 +170,18 @@ def test_every_line_answered_and_billed_once_at_the_batch_price(server_factory: 
         sum(r["cost_micros"] for r in rows),
     )
     assert billing.invoice_csv(inv).splitlines()[1].startswith("batch,")
+    for granularity in ("minute", "hour", "day"):  # the lines' usage reached the roll-ups
+        [rolled] = db_rows(
+            server,
+            "SELECT SUM(requests) AS n, SUM(prompt_tokens) AS p, SUM(cost_micros) AS c "
+            "FROM usage_rollups WHERE granularity = :g AND batch = 1",
+            g=granularity,
+        )
+        assert (rolled["n"], rolled["p"], rolled["c"]) == (
+            39,
+            sum(r["prompt_tokens"] for r in rows),
+            sum(r["cost_micros"] for r in rows),
+        )
 
 
 def test_a_foreign_or_unknown_file_is_a_404_and_an_endpoint_mismatch_a_400(
