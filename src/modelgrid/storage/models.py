@@ -374,12 +374,64 @@ class KnowledgeChunk(Base):
     tokens: Mapped[int] = mapped_column(Integer)
 
 
+class App(Base):
+    """An assistant (Model Studio's "application") of a workspace: a generation ``model``,
+    its ``instructions`` (the system prompt), the knowledge bases it retrieves from and how
+    (``top_k`` chunks, ``retrieval_mode``), and its default ``max_tokens`` (``None``: the
+    model's)."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    model: Mapped[str] = mapped_column(String(200))
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    knowledge_base_ids: Mapped[list[Any]] = mapped_column(JSON)
+    top_k: Mapped[int] = mapped_column(Integer)
+    retrieval_mode: Mapped[str] = mapped_column(String(16))
+    max_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AppSession(Base):
+    """One end user's conversation with an app (DashScope's ``session_id``)."""
+
+    __tablename__ = "app_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AppTurn(Base):
+    """One exchange of a session: the user's text and the app's answer (append-only, so two
+    requests on one session never overwrite each other's turn)."""
+
+    __tablename__ = "app_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("app_sessions.id"), index=True)
+    workspace_id: Mapped[str] = mapped_column(String(40))
+    user_text: Mapped[str] = mapped_column(Text)
+    assistant_text: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 __all__ = [
     "ROLLUP_DIMENSIONS",
     "ROLLUP_MEASURES",
     "TTFT_BOUNDS_MS",
     "TTFT_BUCKET_COLUMNS",
     "ApiKey",
+    "App",
+    "AppSession",
+    "AppTurn",
     "AuditEntry",
     "Base",
     "Batch",
