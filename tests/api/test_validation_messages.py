@@ -25,6 +25,15 @@ def post(s: ThreadServer, path: str, **kw: object) -> httpx.Response:
             "stop",
         ),
         ({"model": "fake-model", "prompt": 5}, "prompt"),
+        (  # no lax coercion: a string is not a boolean, nor a boolean a token id
+            {
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": "yes",
+            },
+            "stream",
+        ),
+        ({"model": "fake-model", "prompt": [True, 2]}, "prompt"),
         (  # vLLM's continuation needs an assistant message of text at the end
             {
                 "model": "fake-model",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class _Open(BaseModel):
@@ -51,7 +51,7 @@ class ToolParam(_Open):
 class ToolChoiceParam(_Open):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
-    disable_parallel_tool_use: bool | None = None
+    disable_parallel_tool_use: StrictBool | None = None
 
 
 class CountTokensRequest(_Open):
@@ -74,7 +74,7 @@ class MessagesRequest(CountTokensRequest):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: dict[str, Any] | None = None  # ``user_id``: accepted, not used
-    stream: bool | None = False
+    stream: StrictBool | None = False
     # Structured outputs: ``{"type": "json_schema", "schema": {...}}``, enforced by grammar
     # (the beta's ``output_format``, or ``output_config.format``).
     output_format: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from modelgrid.protocol.openai.models import ToolCallIn, ToolIn
 
@@ -76,7 +76,7 @@ class GenerationParameters(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     result_format: ResultFormat = "text"
-    incremental_output: bool = False
+    incremental_output: StrictBool = False
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, lt=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -88,7 +88,7 @@ class GenerationParameters(BaseModel):
     n: Annotated[int, Field(ge=1, le=4)] | None = None
     tools: list[ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     response_format: dict[str, Any] | None = None
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, SamplingParams, TokenUsage
@@ -32,7 +32,7 @@ DEFAULT_MAX_TOKENS = 16  # the reference's default for this endpoint
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n
 
-Prompt = str | list[str] | list[int] | list[list[int]]
+Prompt = str | list[str] | list[StrictInt] | list[list[StrictInt]]
 
 
 class CompletionRequest(BaseModel):
@@ -46,11 +46,11 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
-    echo: bool | None = False
+    echo: StrictBool | None = False
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
     top_k: Annotated[int, Field(ge=0)] | None = None

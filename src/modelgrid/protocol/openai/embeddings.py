@@ -25,13 +25,13 @@ import sys
 from array import array
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from modelgrid.core.errors import InvalidRequestError
 
 MAX_INPUTS = 2048  # the reference's limit per request
 
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+EmbeddingInput = str | list[str] | list[StrictInt] | list[list[StrictInt]]
 
 
 class EmbeddingRequest(BaseModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 MAX_N = 128  # the reference's most choices for one request
 
@@ -60,7 +60,7 @@ class FunctionDefinition(BaseModel):
     name: FunctionName
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ToolIn(BaseModel):
@@ -71,7 +71,7 @@ class ToolIn(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool | None = False
+    include_usage: StrictBool | None = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -89,19 +89,19 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     tools: list[ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
+    logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
     top_k: Annotated[int, Field(ge=0)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     # vLLM's: go on with the final (assistant) message instead of starting a new turn.
-    continue_final_message: bool = False
+    continue_final_message: StrictBool = False
     # Accepted for validation; convert.py rejects it (not implemented yet).
     logit_bias: dict[str, float] | None = None
 

@@ -21,7 +21,7 @@ import re
 import secrets
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import (
@@ -67,21 +67,21 @@ class ResponseCreateRequest(BaseModel):
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     text: TextConfig | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    store: bool | None = True
+    store: StrictBool | None = True
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
     include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = "disabled"
-    stream: bool | None = False
+    stream: StrictBool | None = False
     user: str | None = None
     reasoning: dict[str, Any] | None = None
-    background: bool | None = None
+    background: StrictBool | None = None
     conversation: Any = None
     prompt: Any = None
 

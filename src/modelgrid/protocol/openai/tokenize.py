@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from modelgrid.core.errors import UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, TokenizeOptions
@@ -29,10 +29,10 @@ class TokenizeRequest(BaseModel):
     model: str = Field(min_length=1)
     prompt: str | None = None
     messages: list[ChatMessageIn] | None = None
-    add_special_tokens: bool | None = None
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
-    return_token_strs: bool | None = None
+    add_special_tokens: StrictBool | None = None
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
+    return_token_strs: StrictBool | None = None
     tools: list[ToolIn] | None = None
 
     @model_validator(mode="after")
@@ -46,7 +46,7 @@ class DetokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    tokens: list[int]
+    tokens: list[StrictInt]
 
 
 def to_tokenize_input(
