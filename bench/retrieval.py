@@ -31,7 +31,10 @@ up to N in ONE knowledge base (the partition a query scans): filler text is 120 
 (seeded) from the corpus's vocabulary, filler vectors are corpus vectors plus Gaussian noise
 (sigma = 0.05 per dimension), renormalised. Each question's query is run once per mode; the
 time is the index's (dense KNN, FTS5 BM25, the fusion and the chunk rows read), not the
-query's embedding, which is reported on its own (one text on this CPU).
+query's embedding, which is reported on its own (one text on this CPU). ``hybrid`` runs the
+two reads at once (the index's two read connections, as ``Retrieval`` does);
+``hybrid-sequential``, one after the other, is the baseline measured in the same run; the
+four modes are interleaved query by query in a rotating order.
 
 Run from the repository root (embeddings and knowledge extras installed)::
 
@@ -136,8 +139,11 @@ async def search(
     async def by_words() -> list[tuple[int, float]]:
         return await index.lexical(WS, kb, query, DEPTH) if mode != "dense" else []
 
-    # both at once, on the index's two read connections, as serving.knowledge.Retrieval does
-    dense, lexical = await asyncio.gather(by_vector(), by_words())
+    if mode == "hybrid-sequential":  # the baseline: one read after the other
+        dense, lexical = await by_vector(), await by_words()
+    else:  # both at once, on the index's two read connections, as serving.knowledge does
+        dense, lexical = await asyncio.gather(by_vector(), by_words())
+    mode = "hybrid" if mode == "hybrid-sequential" else mode
     if mode == "dense":
         ids = [c for c, _ in dense[:10]]
     elif mode == "lexical":
@@ -279,10 +285,12 @@ async def main() -> None:
             have += step
             written += step
         t_fill = time.perf_counter() - t0
-        lat: dict[str, list[float]] = {"dense": [], "lexical": [], "hybrid": []}
-        for mode in lat:
+        modes = ["dense", "lexical", "hybrid-sequential", "hybrid"]
+        lat: dict[str, list[float]] = {m: [] for m in modes}
+        for mode in modes:
             await search(index, kb, mode, qs[0][1], qvec[0], dims)  # warm
-            for i, (_, q, _) in enumerate(qs):
+        for i, (_, q, _) in enumerate(qs):  # the modes interleaved, in a rotating order
+            for mode in modes[i % 4 :] + modes[: i % 4]:
                 t0 = time.perf_counter()
                 await search(index, kb, mode, q, qvec[i], dims)
                 lat[mode].append((time.perf_counter() - t0) * 1000)
@@ -291,9 +299,12 @@ async def main() -> None:
             f"{written / t_fill if written else 0:.0f} chunks/s):"
         )
         for mode, xs in lat.items():
-            print(
-                f"  {mode:8s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)} queries)"
-            )
+            print(f"  {mode:17s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)})")
+        seq, par = lat["hybrid-sequential"], lat["hybrid"]
+        print(
+            f"  hybrid vs hybrid-sequential: p50 x{pct(par, 50) / pct(seq, 50):.2f}, "
+            f"p95 x{pct(par, 95) / pct(seq, 95):.2f}"
+        )
     print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
     await index.aclose()
     await engine.aclose()
