@@ -11,6 +11,7 @@ from modelgrid.cli import (
     engine_cmd,
     invoice_cmd,
     keys_cmd,
+    knowledge_cmd,
     models_cmd,
     plan_cmd,
     prices_cmd,
@@ -40,6 +41,7 @@ app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(batches_cmd.app, name="batches")
+app.add_typer(knowledge_cmd.app, name="knowledge")
 app.add_typer(plan_cmd.app, name="plan")
 
 
