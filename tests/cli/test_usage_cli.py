@@ -44,6 +44,7 @@ def test_usage_json_equals_the_ledger_and_survives_a_rebuild(database_url: str) 
     assert out["by_key"] == sorted(_totals(rows, "api_key_id"), key=key)
     assert out["by_model"] == sorted(_totals(rows, "model"), key=key)
     db_execute(database_url, "DELETE FROM usage_rollups")
+    db_execute(database_url, "DELETE FROM usage_workspace_rollups")
     assert json.loads(cli(database_url, "usage", "--json").stdout) == {
         "by_key": [],
         "by_model": [],

@@ -15,7 +15,12 @@ from sqlalchemy import func, select, text
 
 from modelgrid.storage import db, migrate, rollups
 from modelgrid.storage import repositories as repo
-from modelgrid.storage.models import ROLLUP_DIMENSIONS, ROLLUP_MEASURES, UsageRecord
+from modelgrid.storage.models import (
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    WORKSPACE_ROLLUP_DIMENSIONS,
+    UsageRecord,
+)
 from modelgrid.tenancy import usage_reports
 from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.metering import UsageWriter
@@ -101,18 +106,39 @@ def expected(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
     return dict(out)
 
 
-async def stored(sessions: Any) -> dict[tuple[Any, ...], list[int]]:
-    cols = ", ".join((*ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+def without_keys(rolled: dict[tuple[Any, ...], list[int]]) -> dict[tuple[Any, ...], list[int]]:
+    """``usage_workspace_rollups`` as ``expected`` gives it: the keys added together."""
+    out: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(ROLLUP_MEASURES))
+    for key, v in rolled.items():
+        w = out[key[:3] + key[4:]]
+        for i, x in enumerate(v):
+            w[i] += x
+    return dict(out)
+
+
+async def stored(sessions: Any, table: str = "usage_rollups") -> dict[tuple[Any, ...], list[int]]:
+    dims = ROLLUP_DIMENSIONS if table == "usage_rollups" else WORKSPACE_ROLLUP_DIMENSIONS
+    cols = ", ".join((*dims, *ROLLUP_MEASURES))
     async with sessions() as session:
-        rows = (await session.execute(text(f"SELECT {cols} FROM usage_rollups"))).all()
+        rows = (await session.execute(text(f"SELECT {cols} FROM {table}"))).all()
     out = {}
+    n = len(dims)
     for row in rows:
         bucket = row[1]
         if isinstance(bucket, str):
             bucket = datetime.fromisoformat(bucket)
-        key = (row[0], rollups.utc(bucket), *row[2:9])
-        out[key] = [int(x) for x in row[9:]]
+        key = (row[0], rollups.utc(bucket), *row[2:n])
+        out[key] = [int(x) for x in row[n:]]
     return out
+
+
+async def both(sessions: Any) -> tuple[dict[tuple[Any, ...], list[int]], ...]:
+    return await stored(sessions), await stored(sessions, "usage_workspace_rollups")
+
+
+def want_both(rows: list[dict[str, Any]]) -> tuple[dict[tuple[Any, ...], list[int]], ...]:
+    full = expected(rows)
+    return full, without_keys(full)
 
 
 @BOTH_DATABASES
@@ -128,12 +154,13 @@ def test_each_ledger_row_is_rolled_up_once_at_each_granularity(database_url: str
         async with sessions() as session, session.begin():
             assert await repo.insert_usage(session, replay) == 150
         await insert_usage(sessions, rows[400:])
-        want = expected(rows)
-        assert await stored(sessions) == want
-        assert sum(v[0] for k, v in want.items() if k[0] == "day") == 600
+        want = want_both(rows)
+        assert await both(sessions) == want
+        assert sum(v[0] for k, v in want[1].items() if k[0] == "day") == 600
+        assert len(want[1]) < len(want[0])
         async with sessions() as session, session.begin():
-            assert await rollups.rebuild(session) == len(want)
-        assert await stored(sessions) == want
+            assert await rollups.rebuild(session) == len(want[0])
+        assert await both(sessions) == want
 
     with_sessions(database_url, go)
 
@@ -147,9 +174,9 @@ def test_a_failed_transaction_leaves_no_roll_up(database_url: str) -> None:
             async with sessions() as session, session.begin():
                 await repo.insert_usage(session, rows)
                 raise RuntimeError("rolled back")
-        assert await stored(sessions) == {}
+        assert await both(sessions) == ({}, {})
         await insert_usage(sessions, rows)
-        assert await stored(sessions) == expected(rows)
+        assert await both(sessions) == want_both(rows)
 
     with_sessions(database_url, go)
 
@@ -466,7 +493,7 @@ def test_migration_0007_backfills_the_existing_ledger(kind: str, tmp_path: Path)
 
         asyncio.run(run(before))
         migrate.upgrade(url)
-        assert asyncio.run(run(stored)) == expected(rows)
+        assert asyncio.run(run(both)) == want_both(rows)
 
     if kind == "postgres":
         with postgres_database(migrated=False) as url:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -151,6 +152,7 @@ ROLLUP_DIMENSIONS = (
     "batch",
     "status_class",
 )
+WORKSPACE_ROLLUP_DIMENSIONS = tuple(d for d in ROLLUP_DIMENSIONS if d != "api_key_id")
 TTFT_BUCKET_COLUMNS = tuple(f"ttft_b{i}" for i in range(len(TTFT_BOUNDS_MS) + 1))
 ROLLUP_MEASURES = (
     "requests",
@@ -163,28 +165,49 @@ ROLLUP_MEASURES = (
     "ttft_count",
     *TTFT_BUCKET_COLUMNS,
 )
-
-usage_rollups = Table(
-    "usage_rollups",
-    Base.metadata,
-    Column("granularity", String(6), nullable=False),  # minute | hour | day
-    Column("bucket_start", DateTime(timezone=True), nullable=False),
+_DIMENSION_TYPES: dict[str, TypeEngine[Any]] = {
+    "granularity": String(6),  # minute | hour | day
+    "bucket_start": DateTime(timezone=True),
     # '' where the ledger row has NULL (a primary key column cannot be NULL)
-    Column("workspace_id", String(40), nullable=False),
-    Column("api_key_id", String(40), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("region", String(64), nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("batch", SmallInteger, nullable=False),  # 1: batch lines
-    Column("status_class", SmallInteger, nullable=False),  # status // 100
-    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_MEASURES),
-    PrimaryKeyConstraint(*ROLLUP_DIMENSIONS),
+    "workspace_id": String(40),
+    "api_key_id": String(40),
+    "model": String(200),
+    "region": String(64),
+    "currency": String(3),
+    "batch": SmallInteger(),  # 1: batch lines
+    "status_class": SmallInteger(),  # status // 100
+}
+
+
+def _rollup_table(name: str, dimensions: tuple[str, ...], *indexes: Index) -> Table:
+    return Table(
+        name,
+        Base.metadata,
+        *(Column(d, _DIMENSION_TYPES[d], nullable=False) for d in dimensions),
+        *(Column(m, BigInteger, nullable=False) for m in ROLLUP_MEASURES),
+        PrimaryKeyConstraint(*dimensions),
+        *indexes,
+        sqlite_with_rowid=False,  # rows stored in primary-key order: a time range is one scan
+    )
+
+
+usage_rollups = _rollup_table(
+    "usage_rollups",
+    ROLLUP_DIMENSIONS,
     Index("ix_usage_rollups_workspace", "workspace_id", "granularity", "bucket_start"),
     Index("ix_usage_rollups_api_key", "api_key_id", "granularity", "bucket_start"),
 )
 """The usage ledger summed per (granularity, bucket, workspace, key, model, region, currency,
 batch or not, status class), maintained in the transaction of every ledger insert
-(``storage.rollups``); the console's and the invoices' reads."""
+(``storage.rollups``): per-key reads (a key's usage, the usage table, totals by key)."""
+
+workspace_rollups = _rollup_table(
+    "usage_workspace_rollups",
+    WORKSPACE_ROLLUP_DIMENSIONS,
+    Index("ix_usage_workspace_rollups_workspace", "workspace_id", "granularity", "bucket_start"),
+)
+"""The same sums without the key (a workspace's keys added together): what the overview,
+invoices and budgets read, several times fewer rows than ``usage_rollups``."""
 
 
 class AuditEntry(Base):
@@ -428,6 +451,7 @@ __all__ = [
     "ROLLUP_MEASURES",
     "TTFT_BOUNDS_MS",
     "TTFT_BUCKET_COLUMNS",
+    "WORKSPACE_ROLLUP_DIMENSIONS",
     "ApiKey",
     "App",
     "AppSession",
@@ -447,4 +471,5 @@ __all__ = [
     "UsageRecord",
     "Workspace",
     "usage_rollups",
+    "workspace_rollups",
 ]

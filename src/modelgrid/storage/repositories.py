@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,7 @@ from modelgrid.storage.models import (
     UsageRecord,
     Workspace,
     usage_rollups,
+    workspace_rollups,
 )
 
 
@@ -147,11 +148,12 @@ async def month_totals(
     """(sum of cost_micros, sum of prompt+completion tokens) in ``month`` for a workspace or
     key, from the day roll-ups (a month is whole days)."""
     start, end = month_bounds(month)
-    r = usage_rollups.c
+    table = workspace_rollups if api_key_id is None else usage_rollups
+    r = table.c
     stmt = select(
         func.coalesce(func.sum(r.cost_micros), 0),
         func.coalesce(func.sum(r.prompt_tokens + r.completion_tokens), 0),
-    ).where(*_day_rollups(start, end))
+    ).where(*_day_rollups(table, start, end))
     if workspace_id is not None:
         stmt = stmt.where(r.workspace_id == workspace_id)
     if api_key_id is not None:
@@ -160,10 +162,10 @@ async def month_totals(
     return int(micros), int(tokens)
 
 
-def _day_rollups(start: datetime | None, end: datetime | None) -> list[Any]:
-    """Conditions on ``usage_rollups`` for the day buckets in ``[start, end)``; both must be
+def _day_rollups(table: Table, start: datetime | None, end: datetime | None) -> list[Any]:
+    """Conditions on a roll-up table for the day buckets in ``[start, end)``; both must be
     midnights UTC (the day roll-ups hold whole days)."""
-    r = usage_rollups.c
+    r = table.c
     conds: list[Any] = [r.granularity == "day"]
     for bound in (start, end):
         if bound is not None and rollups.bucket_start(bound, "day") != rollups.utc(bound):
@@ -193,17 +195,25 @@ class UsageTotal:
 async def usage_totals(session: AsyncSession, by: str) -> list[UsageTotal]:
     """Totals grouped by ``"key"`` (api key prefix; its id when the key is gone, None for
     rows without a key) or ``"model"``, from the day roll-ups."""
-    r = usage_rollups.c
-    sums = (func.sum(r.requests), func.sum(r.prompt_tokens), func.sum(r.completion_tokens))
+    table = usage_rollups if by == "key" else workspace_rollups
+    r = table.c
+    group_col: Any = r.model
+    source: Any = table
     if by == "key":
-        group_col: Any = func.coalesce(ApiKey.prefix, func.nullif(r.api_key_id, ""))
-        stmt = select(group_col, *sums).select_from(
-            usage_rollups.outerjoin(ApiKey, ApiKey.id == r.api_key_id)
+        group_col = func.coalesce(ApiKey.prefix, func.nullif(r.api_key_id, ""))
+        source = usage_rollups.outerjoin(ApiKey, ApiKey.id == r.api_key_id)
+    stmt = (
+        select(
+            group_col,
+            func.sum(r.requests),
+            func.sum(r.prompt_tokens),
+            func.sum(r.completion_tokens),
         )
-    else:
-        group_col = r.model
-        stmt = select(group_col, *sums)
-    stmt = stmt.where(r.granularity == "day").group_by(group_col).order_by(group_col)
+        .select_from(source)
+        .where(r.granularity == "day")
+        .group_by(group_col)
+        .order_by(group_col)
+    )
     rows = (await session.execute(stmt)).all()
     return [UsageTotal(str(g), int(n), int(p or 0), int(c or 0)) for g, n, p, c in rows]
 
@@ -313,7 +323,7 @@ async def usage_sums(
     """Sums per (model, region, currency, batch line or not) over the rows in
     ``[start, end)`` (midnights UTC, or None), from the day roll-ups; exact integers
     (PostgreSQL's ``numeric`` sums are converted without going through float)."""
-    r = usage_rollups.c
+    r = workspace_rollups.c
     cols = (r.model, r.region, r.currency, r.batch)
     stmt = (
         select(
@@ -324,7 +334,7 @@ async def usage_sums(
             func.sum(r.completion_tokens),
             func.sum(r.cost_micros),
         )
-        .where(*_day_rollups(start, end))
+        .where(*_day_rollups(workspace_rollups, start, end))
         .group_by(*cols)
     )
     if workspace_id is not None:

@@ -1,8 +1,12 @@
 """Usage roll-ups: the ledger summed per minute, hour and day as it is written.
 
+Two tables: ``usage_rollups`` per (granularity, bucket, workspace, key, model, region,
+currency, batch or not, status class), and ``usage_workspace_rollups``, the same without the
+key (what the overview, invoices and budgets read: several times fewer rows).
+
 Every ledger insert (``repositories.insert_usage``: the usage writer's flush, a batch
-line's answer) adds the rows it actually inserted to ``usage_rollups`` in the same
-transaction: one ``INSERT … ON CONFLICT DO UPDATE`` adding the deltas, run once per distinct
+line's answer) adds the rows it actually inserted to both in the same transaction: one
+``INSERT … ON CONFLICT DO UPDATE`` a table adding the deltas, run once per distinct
 (granularity, bucket, dimensions) of the batch. A row the ledger already held (a retried or
 replayed batch: the insert is ``ON CONFLICT DO NOTHING``) is not returned by the insert's
 ``RETURNING`` and adds nothing, so every ledger row counts exactly once.
@@ -10,9 +14,9 @@ replayed batch: the insert is ``ON CONFLICT DO NOTHING``) is not returned by the
 The deltas are upserted sorted by key, so two gateways flushing at once lock the rows they
 share in the same order (no deadlock on PostgreSQL).
 
-``rebuild()`` recomputes the whole table from the ledger in SQL (minute buckets from the
-rows, hours from the minutes, days from the hours): migration 0007's backfill and
-``modelgrid db rebuild-rollups``.
+``rebuild()`` recomputes both tables from the ledger in SQL (minute buckets from the rows,
+hours from the minutes, days from the hours, the workspace table from the keyed one):
+migrations 0007 and 0009's backfills and ``modelgrid db rebuild-rollups``.
 
 An error is a status >= 400 other than 499 (the client went away). Buckets are UTC.
 """
@@ -24,7 +28,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, text
+from sqlalchemy import Insert, Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +38,9 @@ from modelgrid.storage.models import (
     ROLLUP_MEASURES,
     TTFT_BOUNDS_MS,
     TTFT_BUCKET_COLUMNS,
+    WORKSPACE_ROLLUP_DIMENSIONS,
     usage_rollups,
+    workspace_rollups,
 )
 
 GRANULARITIES = ("minute", "hour", "day")
@@ -71,9 +77,17 @@ def bucket_start(ts: datetime, granularity: str) -> datetime:
     raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
 
 
-def deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The roll-up increments of ledger ``rows``: one dict per (granularity, bucket,
-    dimensions), sorted by key."""
+def _params(acc: dict[tuple[Any, ...], list[int]], dims: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        dict(zip(dims, key, strict=True)) | dict(zip(ROLLUP_MEASURES, v, strict=True))
+        for key, v in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:]))
+    ]
+
+
+def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The roll-up increments of ledger ``rows``: for ``usage_rollups`` and for
+    ``usage_workspace_rollups``, one dict per (granularity, bucket, dimensions), sorted by
+    key."""
     acc: dict[tuple[Any, ...], list[int]] = {}
     for r in rows:
         minute = utc(r["created_at"]).replace(second=0, microsecond=0)
@@ -106,19 +120,25 @@ def deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 a[6] += ttft
                 a[7] += 1
                 a[_HIST0 + ttft_bucket(ttft)] += 1
-    return [
-        dict(zip(ROLLUP_DIMENSIONS, key, strict=True)) | dict(zip(ROLLUP_MEASURES, v, strict=True))
-        for key, v in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:]))
-    ]
+    ws_acc: dict[tuple[Any, ...], list[int]] = {}
+    for key, v in acc.items():
+        ws_key = key[:3] + key[4:]  # without api_key_id
+        w = ws_acc.get(ws_key)
+        if w is None:
+            ws_acc[ws_key] = list(v)
+        else:
+            for i, x in enumerate(v):
+                w[i] += x
+    return _params(acc, ROLLUP_DIMENSIONS), _params(ws_acc, WORKSPACE_ROLLUP_DIMENSIONS)
 
 
 @cache
-def _upsert(dialect: str) -> Insert:
+def _upsert(dialect: str, table: Table) -> Insert:
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(usage_rollups)
+    stmt = insert(table)
     return stmt.on_conflict_do_update(
-        index_elements=list(ROLLUP_DIMENSIONS),
-        set_={m: usage_rollups.c[m] + stmt.excluded[m] for m in ROLLUP_MEASURES},
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={m: table.c[m] + stmt.excluded[m] for m in ROLLUP_MEASURES},
     )
 
 
@@ -127,12 +147,14 @@ def dialect_of(session: AsyncSession) -> str:
 
 
 async def add(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Add ledger ``rows`` (just inserted, each once) to the roll-ups; returns the number of
-    roll-up rows touched."""
-    params = deltas(rows)
-    if params:
-        await session.execute(_upsert(dialect_of(session)), params)
-    return len(params)
+    """Add ledger ``rows`` (just inserted, each once) to both roll-up tables; returns the
+    number of roll-up rows touched."""
+    by_key, by_workspace = deltas(rows)
+    dialect = dialect_of(session)
+    for table, params in ((usage_rollups, by_key), (workspace_rollups, by_workspace)):
+        if params:
+            await session.execute(_upsert(dialect, table), params)
+    return len(by_key) + len(by_workspace)
 
 
 # --- rebuild from the ledger -----------------------------------------------------------------
@@ -186,10 +208,23 @@ def rebuild_statements(dialect: str) -> list[str]:
     return [*lock, "DELETE FROM usage_rollups", minute, *coarser]
 
 
+def workspace_rebuild_statements() -> list[str]:
+    """SQL that empties ``usage_workspace_rollups`` and recomputes it from ``usage_rollups``
+    (the keys of each workspace added together)."""
+    dims = ", ".join(WORKSPACE_ROLLUP_DIMENSIONS)
+    cols = ", ".join((*WORKSPACE_ROLLUP_DIMENSIONS, *ROLLUP_MEASURES))
+    sums = ", ".join(f"SUM({m})" for m in ROLLUP_MEASURES)
+    return [
+        "DELETE FROM usage_workspace_rollups",
+        f"INSERT INTO usage_workspace_rollups ({cols}) "
+        f"SELECT {dims}, {sums} FROM usage_rollups GROUP BY {dims}",
+    ]
+
+
 async def rebuild(session: AsyncSession) -> int:
-    """Recompute the roll-ups from the ledger inside the session's transaction (on
-    PostgreSQL, ledger inserts wait for it); returns the number of roll-up rows."""
-    for sql in rebuild_statements(dialect_of(session)):
+    """Recompute both roll-up tables from the ledger inside the session's transaction (on
+    PostgreSQL, ledger inserts wait for it); returns the number of ``usage_rollups`` rows."""
+    for sql in (*rebuild_statements(dialect_of(session)), *workspace_rebuild_statements()):
         await session.execute(text(sql))
     count = await session.execute(text("SELECT COUNT(*) FROM usage_rollups"))
     return int(count.scalar_one())
@@ -206,4 +241,5 @@ __all__ = [
     "rebuild_statements",
     "ttft_bucket",
     "utc",
+    "workspace_rebuild_statements",
 ]

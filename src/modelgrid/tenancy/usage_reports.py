@@ -7,6 +7,8 @@
 - ``key_usage``: one key's daily series per model (what a key holder sees of their own key).
 - The invoice of a month is ``tenancy.billing.invoice`` (it reads the day roll-ups too).
 
+Reads without a key read ``usage_workspace_rollups`` (the keys added together, several
+times fewer rows); a key's, and the usage table (which lists keys), ``usage_rollups``.
 A page never aggregates ledger rows: the finest roll-up (minute) over an hour, or the day
 roll-ups over a month, are a few thousand rows however many requests they hold. TTFT
 percentiles come from the fixed histogram (``storage.models.TTFT_BOUNDS_MS``), linearly
@@ -25,7 +27,12 @@ from sqlalchemy import func, select
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.storage import rollups
-from modelgrid.storage.models import TTFT_BOUNDS_MS, TTFT_BUCKET_COLUMNS, usage_rollups
+from modelgrid.storage.models import (
+    TTFT_BOUNDS_MS,
+    TTFT_BUCKET_COLUMNS,
+    usage_rollups,
+    workspace_rollups,
+)
 from modelgrid.tenancy.lookup import Sessions
 
 _STEP = {
@@ -135,7 +142,7 @@ async def overview(
             f"at most {MAX_BUCKETS} {granularity}s; choose a coarser granularity.",
             param="granularity",
         )
-    r = usage_rollups.c
+    r = (workspace_rollups if api_key_id is None else usage_rollups).c
     group: Any = r[by] if by is not None else None
     keys = [r.bucket_start, *([group] if by is not None else []), r.currency]
     stmt = (

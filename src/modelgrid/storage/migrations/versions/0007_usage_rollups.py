@@ -44,6 +44,7 @@ def upgrade() -> None:
             "status_class",
             name=op.f("pk_usage_rollups"),
         ),
+        sqlite_with_rowid=False,  # stored in primary-key order: a time range is one scan
     )
     op.create_index(
         "ix_usage_rollups_workspace",
