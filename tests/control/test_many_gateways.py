@@ -22,7 +22,7 @@ import pytest
 from modelgrid.config import Settings
 from modelgrid.engines.fake import FakeEngine
 from tests.databases import migrated_sqlite, postgres_database
-from tests.support import ThreadServer, create_key, db_rows
+from tests.support import ThreadServer, create_key, db_rows, usage_rows_matching
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 LIMIT_S = 1.0
@@ -115,7 +115,11 @@ def run_scenario(servers: list[ThreadServer], url: str) -> None:
 
     # A price on gateway b: in c's and a's price books.
     with admin_client(b, admin) as http:
-        body = {"model": "fake-model", "input_micros_per_1m": 7, "output_micros_per_1m": 9}
+        body = {
+            "model": "fake-model",
+            "input_micros_per_1m": 7_000_000,
+            "output_micros_per_1m": 9_000_000,
+        }
         start = time.monotonic()
         r = http.post("/prices", json=body)
         assert r.status_code == 200, r.text
@@ -126,6 +130,25 @@ def run_scenario(servers: list[ThreadServer], url: str) -> None:
         return entry is not None and entry.price_id == price_id
 
     seen_within("price", [c, a], priced, start)
+
+    # Requests on every gateway: each recorded exactly once, priced with the new price.
+    for s in servers:
+        for _ in range(2):
+            r = httpx.post(
+                f"{s.base_url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {tenant.plaintext}"},
+                json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+    rows = usage_rows_matching(a, api_key_id=tenant.key_id)
+    deadline = time.monotonic() + 10
+    while len(rows) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = usage_rows_matching(a, api_key_id=tenant.key_id)
+    assert len(rows) == 6 and len({r["request_id"] for r in rows}) == 6
+    assert {r["price_id"] for r in rows} == {price_id}
+    assert all(r["cost_micros"] > 0 for r in rows)
 
     # The tenant's key revoked on gateway c: refused by a and b (their caches trusted it).
     with admin_client(c, admin) as http:
