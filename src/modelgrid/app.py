@@ -36,6 +36,7 @@ from modelgrid.api.routers import (
     tokenize,
     topology,
 )
+from modelgrid.api.routers import apps as apps_api
 from modelgrid.api.routers import knowledge as knowledge_api
 from modelgrid.api.routers import responses as responses_api
 from modelgrid.api.state import AppState, Knowledge
@@ -60,6 +61,8 @@ from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
 from modelgrid.routing.health import HealthBook
+from modelgrid.serving.app_store import AppStore
+from modelgrid.serving.apps import AppService
 from modelgrid.serving.batch_lines import BatchLines, BatchMeter
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
@@ -192,6 +195,9 @@ def create_app(
         app.state.modelgrid = state
         provide_model_api(app, state)  # the routers the engine worker shares
         knowledge = _build_knowledge(settings, state)
+        state.apps = AppService(
+            models, tenancy, metrics, AppStore(sessions, _home(grid)), lambda: _retrieval(state)
+        )
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         changes.start()
         follower = Periodic("topology-file", RELOAD_INTERVAL_S, store.reload_if_changed)
@@ -250,6 +256,7 @@ def create_app(
     app.include_router(responses_api.router)
     app.include_router(responses_api.router, prefix="/compatible-mode")
     app.include_router(knowledge_api.router)
+    app.include_router(apps_api.router)
     app.add_middleware(
         RequestContext,
         metrics=metrics,
@@ -392,6 +399,10 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
     except Exception as exc:
         state.load_error = str(exc)
         log.error("loading models failed: %s", exc)
+
+
+def _retrieval(state: AppState) -> Retrieval | None:
+    return state.knowledge.retrieval if state.knowledge is not None else None
 
 
 def _queue_of(engine: Engine) -> Callable[[], int]:

@@ -16,6 +16,7 @@ from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.engines.process import EngineProcess
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.routing import Grid
+from modelgrid.serving.apps import AppService
 from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
@@ -87,6 +88,7 @@ class AppState:
     batch_runner: BatchRunner
     load_error: str | None = None
     knowledge: Knowledge | None = None  # knowledge bases (None: this database has no index)
+    apps: AppService | None = None  # DashScope's Application API (set by the lifespan)
     grid: Grid | None = None  # the live topology and router (set by the lifespan)
     processes: dict[str, EngineProcess] = field(default_factory=dict)  # by model id
     extras: dict[str, Any] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from modelgrid.config import BatchSettings
+from modelgrid.control.apps import Apps
 from modelgrid.control.batches import Batches
 from modelgrid.control.files import Files
 from modelgrid.control.hooks import Hooks
@@ -56,6 +57,7 @@ class ControlPlane:
         self.topology = TopologyAdmin(sessions, topology)
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
         self.batches = Batches(sessions, self.files, self.inventory, hooks)
+        self.apps = Apps(sessions, self.inventory)
 
     def inventory(self) -> Inventory:
         """What exists now: the topology's regions and jurisdictions, the served models."""

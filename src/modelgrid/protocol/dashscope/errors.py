@@ -30,18 +30,24 @@ _BY_CLASS: tuple[tuple[type[ModelgridError], str], ...] = (
     (NotFoundError, "ModelNotFound"),
 )
 
+# Not-found errors that name something other than a model (the Application API's app and
+# session ids) keep their own meaning instead of ``ModelNotFound``.
+_NOT_FOUND = {"app_not_found": "AppNotFound", "session_not_found": "SessionNotFound"}
+
 
 def error_code(exc: ModelgridError) -> str:
     """The DashScope ``code`` for a modelgrid error.
 
     ``RateLimitError`` is ``Throttling.AllocationQuota`` when its code names a quota (such as
     ``allocation_quota`` or ``quota_exceeded``: an allowance over a period is spent), else
-    ``Throttling.RateQuota`` (a request-rate limit); errors outside the table are
-    ``InternalError``.
+    ``Throttling.RateQuota`` (a request-rate limit); an unknown app or session is
+    ``AppNotFound`` / ``SessionNotFound``; errors outside the table are ``InternalError``.
     """
     if isinstance(exc, RateLimitError):
         quota = "quota" in (exc.code or "")
         return "Throttling.AllocationQuota" if quota else "Throttling.RateQuota"
+    if isinstance(exc, NotFoundError) and exc.code in _NOT_FOUND:
+        return _NOT_FOUND[exc.code]
     for cls, code in _BY_CLASS:
         if isinstance(exc, cls):
             return code

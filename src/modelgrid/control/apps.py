@@ -1,0 +1,249 @@
+"""Apps (assistants, DashScope's "applications"): create, list, get, change, delete.
+
+An app belongs to one workspace: another workspace's app id is the same 404 as an unknown
+one. Its model must be served (``control.inventory``), its knowledge bases must be the
+workspace's (a 400 naming every one that is not). Every change is one transaction with its
+audit entry; deleting an app deletes its end users' sessions and their turns with it. The
+tenant API (``/v1/apps``) and the CLI (``modelgrid apps``) both call this; calling an app is
+``serving.apps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+
+from modelgrid.control.inventory import Inventory
+from modelgrid.core.errors import InvalidRequestError, NotFoundError
+from modelgrid.core.ids import completion_id
+from modelgrid.protocol.apps import (
+    AppCreate,
+    AppDeleted,
+    AppList,
+    AppObject,
+    AppUpdate,
+    RetrievalSettings,
+)
+from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase
+from modelgrid.tenancy import audit
+from modelgrid.tenancy.audit import aware
+from modelgrid.tenancy.lookup import Sessions
+
+LIST_LIMIT_MAX = 1000
+
+
+def _shown(ident: str) -> str:
+    return ident if len(ident) <= 64 else ident[:63] + "…"
+
+
+def app_not_found(app_id: str) -> NotFoundError:
+    return NotFoundError(f"No such app: '{_shown(app_id)}'.", param="app_id", code="app_not_found")
+
+
+def app_object(row: App) -> AppObject:
+    return AppObject(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        model=row.model,
+        instructions=row.instructions,
+        knowledge_base_ids=list(row.knowledge_base_ids),
+        retrieval=RetrievalSettings(top_k=row.top_k, mode=row.retrieval_mode),  # type: ignore[arg-type]  # written from ``RetrievalMode`` only
+        max_tokens=row.max_tokens,
+        created_at=int(aware(row.created_at).timestamp()),
+        updated_at=int(aware(row.updated_at).timestamp()),
+    )
+
+
+async def unknown_knowledge_bases(
+    sessions: Sessions, workspace_id: str, ids: Sequence[str]
+) -> list[str]:
+    """The ids among ``ids`` that are no knowledge base of the workspace, in their order."""
+    if not ids:
+        return []
+    stmt = select(KnowledgeBase.id).where(
+        KnowledgeBase.workspace_id == workspace_id, KnowledgeBase.id.in_(list(ids))
+    )
+    async with sessions() as session:
+        found = set((await session.execute(stmt)).scalars())
+    return [i for i in dict.fromkeys(ids) if i not in found]
+
+
+def unknown_knowledge_bases_error(unknown: Sequence[str], param: str) -> InvalidRequestError:
+    names = ", ".join(f"'{_shown(i)}'" for i in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    return InvalidRequestError(
+        f"Unknown knowledge base{plural} {names} (none of this workspace has that id).",
+        param=param,
+        code="knowledge_base_not_found",
+    )
+
+
+class Apps:
+    """A workspace's apps (see the module docstring).
+
+    Args:
+        sessions: The database.
+        inventory: What exists now (the served models).
+    """
+
+    def __init__(self, sessions: Sessions, inventory: Callable[[], Inventory]) -> None:
+        self._sessions = sessions
+        self._inventory = inventory
+
+    async def _check(self, workspace_id: str, model: str | None, kb_ids: list[str] | None) -> None:
+        if model is not None:
+            self._inventory().check_models([model], "model")
+        if kb_ids:
+            unknown = await unknown_knowledge_bases(self._sessions, workspace_id, kb_ids)
+            if unknown:
+                raise unknown_knowledge_bases_error(unknown, "knowledge_base_ids")
+
+    async def create(self, workspace_id: str, body: AppCreate, *, actor: str) -> AppObject:
+        """Create an app in the workspace.
+
+        Raises:
+            InvalidRequestError: a model nobody serves (``unknown_model``); a knowledge base
+                that is not the workspace's (``knowledge_base_not_found``).
+        """
+        kb_ids = list(dict.fromkeys(body.knowledge_base_ids))
+        await self._check(workspace_id, body.model, kb_ids)
+        now = datetime.now(UTC)
+        row = App(
+            id=completion_id("app"),
+            workspace_id=workspace_id,
+            name=body.name,
+            description=body.description,
+            model=body.model,
+            instructions=body.instructions,
+            knowledge_base_ids=kb_ids,
+            top_k=body.retrieval.top_k,
+            retrieval_mode=body.retrieval.mode,
+            max_tokens=body.max_tokens,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions() as session, session.begin():
+            session.add(row)
+            await audit.record(
+                session,
+                actor=actor,
+                action="app.create",
+                target=f"app:{row.id}",
+                details={"workspace_id": workspace_id, "name": row.name, "model": row.model},
+            )
+        return app_object(row)
+
+    async def row(self, workspace_id: str, app_id: str) -> App:
+        """The workspace's app. Raises ``NotFoundError`` (``app_not_found``)."""
+        async with self._sessions() as session:
+            row: App | None = await session.get(App, app_id)
+        if row is None or row.workspace_id != workspace_id:
+            raise app_not_found(app_id)
+        return row
+
+    async def get(self, workspace_id: str, app_id: str) -> AppObject:
+        return app_object(await self.row(workspace_id, app_id))
+
+    async def list(
+        self, workspace_id: str, *, after: str | None = None, limit: int = 100
+    ) -> AppList:
+        """The workspace's apps, oldest first, ``limit`` after ``after``."""
+        limit = max(1, min(limit, LIST_LIMIT_MAX))
+        stmt = select(App).where(App.workspace_id == workspace_id)
+        async with self._sessions() as session:
+            if after is not None:
+                anchor = await session.get(App, after)
+                if anchor is None or anchor.workspace_id != workspace_id:
+                    raise app_not_found(after)
+                stmt = stmt.where(
+                    (App.created_at > anchor.created_at)
+                    | ((App.created_at == anchor.created_at) & (App.id > anchor.id))
+                )
+            stmt = stmt.order_by(App.created_at, App.id).limit(limit + 1)
+            rows = list((await session.execute(stmt)).scalars())
+        more, rows = len(rows) > limit, rows[:limit]
+        data = [app_object(r) for r in rows]
+        return AppList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=more,
+        )
+
+    async def update(
+        self, workspace_id: str, app_id: str, body: AppUpdate, *, actor: str
+    ) -> AppObject:
+        """Change the fields ``body`` sets (``max_tokens: null`` clears it).
+
+        Raises:
+            NotFoundError: no such app in the workspace.
+            InvalidRequestError: as ``create``.
+        """
+        await self.row(workspace_id, app_id)
+        given = body.model_fields_set
+        kb_ids = (
+            list(dict.fromkeys(body.knowledge_base_ids))
+            if body.knowledge_base_ids is not None
+            else None
+        )
+        await self._check(workspace_id, body.model, kb_ids)
+        async with self._sessions() as session, session.begin():
+            row: App | None = await session.get(App, app_id)
+            if row is None or row.workspace_id != workspace_id:
+                raise app_not_found(app_id)
+            if body.name is not None:
+                row.name = body.name
+            if body.description is not None:
+                row.description = body.description
+            if body.model is not None:
+                row.model = body.model
+            if body.instructions is not None:
+                row.instructions = body.instructions
+            if kb_ids is not None:
+                row.knowledge_base_ids = kb_ids
+            if body.retrieval is not None:
+                row.top_k, row.retrieval_mode = body.retrieval.top_k, body.retrieval.mode
+            if "max_tokens" in given:
+                row.max_tokens = body.max_tokens
+            row.updated_at = datetime.now(UTC)
+            await audit.record(
+                session,
+                actor=actor,
+                action="app.update",
+                target=f"app:{app_id}",
+                details={"workspace_id": workspace_id, "fields": sorted(given)},
+            )
+            await session.flush()
+            out = app_object(row)
+        return out
+
+    async def delete(self, workspace_id: str, app_id: str, *, actor: str) -> AppDeleted:
+        """Delete the app with its sessions and their turns (one transaction)."""
+        async with self._sessions() as session, session.begin():
+            row: App | None = await session.get(App, app_id)
+            if row is None or row.workspace_id != workspace_id:
+                raise app_not_found(app_id)
+            ids = select(AppSession.id).where(AppSession.app_id == app_id).scalar_subquery()
+            await session.execute(delete(AppTurn).where(AppTurn.session_id.in_(ids)))
+            gone = await session.execute(delete(AppSession).where(AppSession.app_id == app_id))
+            await session.delete(row)
+            await audit.record(
+                session,
+                actor=actor,
+                action="app.delete",
+                target=f"app:{app_id}",
+                details={"workspace_id": workspace_id},
+            )
+        return AppDeleted(id=app_id, sessions=int(getattr(gone, "rowcount", 0) or 0))
+
+
+__all__ = [
+    "Apps",
+    "app_not_found",
+    "app_object",
+    "unknown_knowledge_bases",
+    "unknown_knowledge_bases_error",
+]

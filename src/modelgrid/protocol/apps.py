@@ -1,0 +1,99 @@
+"""Wire objects of modelgrid's app API (``/v1/apps``): assistants, DashScope's "applications".
+
+An app is a generation model, its instructions (the system prompt), the knowledge bases it
+retrieves from (DashScope's ``pipeline_ids``) and how (``retrieval``). Objects are shaped like
+the knowledge-base API's (``id``, ``object``, ``created_at`` in unix seconds, list pages with
+``data``, ``first_id``, ``last_id``, ``has_more``); calling an app is DashScope's Application
+API (``protocol.dashscope.apps``, ``docs/applications.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+RetrievalMode = Literal["hybrid", "dense", "lexical"]
+MAX_KNOWLEDGE_BASES = 16
+MAX_TOP_K = 20
+MAX_INSTRUCTIONS = 20_000
+
+
+class RetrievalSettings(BaseModel):
+    """How an app retrieves: the ``top_k`` best chunks over its knowledge bases, by ``mode``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
+    mode: RetrievalMode = "hybrid"
+
+
+class AppCreate(BaseModel):
+    """``POST /v1/apps`` (and ``modelgrid apps create``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    model: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS)
+    knowledge_base_ids: list[str] = Field(default_factory=list, max_length=MAX_KNOWLEDGE_BASES)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
+
+
+class AppUpdate(BaseModel):
+    """``POST /v1/apps/{id}``: the fields given replace the app's (``null`` ``max_tokens``
+    clears it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    knowledge_base_ids: list[str] | None = Field(default=None, max_length=MAX_KNOWLEDGE_BASES)
+    retrieval: RetrievalSettings | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
+
+
+class AppObject(BaseModel):
+    id: str
+    object: Literal["app"] = "app"
+    name: str
+    description: str
+    model: str
+    instructions: str
+    knowledge_base_ids: list[str]
+    retrieval: RetrievalSettings
+    max_tokens: int | None = None
+    created_at: int
+    updated_at: int
+
+
+class AppList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AppObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class AppDeleted(BaseModel):
+    id: str
+    object: Literal["app.deleted"] = "app.deleted"
+    deleted: bool = True
+    sessions: int = 0  # the end users' sessions deleted with it
+
+
+__all__ = [
+    "MAX_KNOWLEDGE_BASES",
+    "MAX_TOP_K",
+    "AppCreate",
+    "AppDeleted",
+    "AppList",
+    "AppObject",
+    "AppUpdate",
+    "RetrievalMode",
+    "RetrievalSettings",
+]

@@ -1,0 +1,158 @@
+"""What calling an app reads and writes in the database: the app, its knowledge bases, the
+documents' names, and end users' sessions with their turns.
+
+Every read takes the workspace: another workspace's app, knowledge base, document or session
+is the same as an unknown one. Sessions are stored in this gateway's database, in this
+gateway's region: a key that may not keep data there is refused (403 ``region_not_allowed``)
+before anything runs. A turn is stored only when the answer completed; two requests on one
+session each append their own turn (append-only rows, no lost update).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+
+from modelgrid.core.errors import NotFoundError, PermissionDeniedError
+from modelgrid.core.types import RoutingHints
+from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase, KnowledgeDocument
+from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.service import Principal
+
+
+def _shown(ident: str) -> str:
+    return ident if len(ident) <= 64 else ident[:63] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    user: str
+    assistant: str
+
+
+class AppStore:
+    """Apps' rows for the data plane.
+
+    Args:
+        sessions: The database.
+        home: This gateway's region and its jurisdiction code, as the topology says now.
+    """
+
+    def __init__(self, sessions: Sessions, home: Callable[[], tuple[str, str]]) -> None:
+        self._sessions = sessions
+        self._home = home
+
+    async def app(self, workspace_id: str, app_id: str) -> App:
+        """The workspace's app. Raises ``NotFoundError`` (``app_not_found``)."""
+        async with self._sessions() as session:
+            row: App | None = await session.get(App, app_id)
+        if row is None or row.workspace_id != workspace_id:
+            raise NotFoundError(
+                f"No such app: '{_shown(app_id)}'.", param="app_id", code="app_not_found"
+            )
+        return row
+
+    async def knowledge_bases(
+        self, workspace_id: str, ids: Sequence[str]
+    ) -> dict[str, KnowledgeBase]:
+        """The workspace's knowledge bases among ``ids``, by id."""
+        if not ids:
+            return {}
+        stmt = select(KnowledgeBase).where(
+            KnowledgeBase.workspace_id == workspace_id, KnowledgeBase.id.in_(list(ids))
+        )
+        async with self._sessions() as session:
+            return {kb.id: kb for kb in (await session.execute(stmt)).scalars()}
+
+    async def document_names(self, workspace_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """The file names of the workspace's documents among ``ids``."""
+        if not ids:
+            return {}
+        stmt = select(KnowledgeDocument.id, KnowledgeDocument.filename).where(
+            KnowledgeDocument.workspace_id == workspace_id,
+            KnowledgeDocument.id.in_(list(set(ids))),
+        )
+        async with self._sessions() as session:
+            return {i: name for i, name in (await session.execute(stmt)).all()}
+
+    def check_residency(self, principal: Principal) -> None:
+        """Raises: PermissionDeniedError (``region_not_allowed``): the key may not keep data
+        (the session) in this gateway's region."""
+        region, jurisdiction = self._home()
+        hints = RoutingHints(
+            allowed_regions=principal.allowed_regions,
+            allowed_jurisdictions=principal.allowed_jurisdictions,
+        )
+        if not hints.allows(region, jurisdiction):
+            raise PermissionDeniedError(
+                f"App sessions are stored in this gateway's region '{region}', which this API "
+                "key may not use.",
+                code="region_not_allowed",
+            )
+
+    async def open_session(self, workspace_id: str, app_id: str, session_id: str | None) -> str:
+        """``session_id`` if it is a session of this app in the workspace, else a new one
+        (``None``).
+
+        Raises:
+            NotFoundError: ``session_not_found`` (unknown, another app's or workspace's).
+        """
+        async with self._sessions() as session, session.begin():
+            if session_id is not None:
+                row: AppSession | None = await session.get(AppSession, session_id)
+                if row is None or row.workspace_id != workspace_id or row.app_id != app_id:
+                    raise NotFoundError(
+                        f"No such session of this app: '{_shown(session_id)}'.",
+                        param="input.session_id",
+                        code="session_not_found",
+                    )
+                return row.id
+            now = datetime.now(UTC)
+            new = AppSession(
+                id=uuid.uuid4().hex,
+                workspace_id=workspace_id,
+                app_id=app_id,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(new)
+        return new.id
+
+    async def turns(self, workspace_id: str, session_id: str, last: int) -> list[Turn]:
+        """The session's ``last`` turns, oldest first."""
+        stmt = (
+            select(AppTurn.user_text, AppTurn.assistant_text)
+            .where(AppTurn.session_id == session_id, AppTurn.workspace_id == workspace_id)
+            .order_by(AppTurn.id.desc())
+            .limit(last)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(stmt)).all()
+        return [Turn(u, a) for u, a in reversed(rows)]
+
+    async def add_turn(
+        self, workspace_id: str, session_id: str, user: str, assistant: str, request_id: str
+    ) -> None:
+        """Append a completed turn to the session."""
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            session.add(
+                AppTurn(
+                    session_id=session_id,
+                    workspace_id=workspace_id,
+                    user_text=user,
+                    assistant_text=assistant,
+                    request_id=request_id,
+                    created_at=now,
+                )
+            )
+            await session.execute(
+                update(AppSession).where(AppSession.id == session_id).values(updated_at=now)
+            )
+
+
+__all__ = ["AppStore", "Turn"]

@@ -1,0 +1,411 @@
+"""Calling an app (DashScope's Application API) on top of ``Generation`` (framework-free).
+
+One call, in order (every step before the generation's first byte, so its errors are plain
+JSON with their status):
+
+1. The app (the caller's workspace's, else 404 ``app_not_found``) and the session: the one
+   ``input.session_id`` names (of this app and workspace, else 404 ``session_not_found``) or
+   a new one; sessions live in this gateway's region (403 ``region_not_allowed`` for a key
+   that may not keep data there).
+2. The conversation: ``input.messages`` when given (it replaces the session's history, as
+   on DashScope), else the session's last ``HISTORY_TURNS`` turns and ``input.prompt``.
+3. The retrieval query, rewritten from the conversation **deterministically**: the last
+   ``REWRITE_TURNS`` earlier user turns, then the new one, one per line (cut to
+   ``MAX_QUERY_CHARS`` from the front). Not a model call: a rewrite by the model would be a
+   second whole generation before the answer's first token (on the embedded CPU model, about
+   as long as the answer), and follow-ups such as "and the price?" keep the earlier turn's
+   words, which is what BM25 and the embedding need.
+4. Retrieval through ``serving.knowledge.Retrieval`` (metered to the caller,
+   residency-checked) over ``parameters.rag_options.pipeline_ids`` (else the app's knowledge
+   bases): an unknown id is a 400 naming every unknown one; a retrieval failure is the
+   request's error, never swallowed. Per knowledge base the best ``top_k``; several are fused
+   by reciprocal rank fusion. ``file_ids`` keeps only those documents' chunks.
+5. The prompt: the app's instructions (``${name}`` filled from
+   ``biz_params.user_prompt_params``), then the passages numbered ``[1]``…, with the request
+   to cite them by those markers; the conversation; the new user turn.
+6. ``Generation`` (scope, routing, admission, one usage record under ``dashscope.apps``).
+
+The answer's ``doc_references`` are the passages whose ``[n]`` the answer cites (all passages
+given, when it cites none). A completed answer is stored as the session's next turn before
+the last event is sent, so the next request sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import string
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from modelgrid.core.errors import (
+    InvalidRequestError,
+    ServiceUnavailableError,
+    UnsupportedParameterError,
+)
+from modelgrid.core.ids import new_request_id
+from modelgrid.core.types import CallContext
+from modelgrid.knowledge.fusion import reciprocal_rank_fusion
+from modelgrid.protocol.dashscope.apps import (
+    AppCompletionRequest,
+    DocReference,
+    ModelUsage,
+    response_dict,
+)
+from modelgrid.protocol.dashscope.convert import to_inference_request
+from modelgrid.protocol.dashscope.models import (
+    GenerationInput,
+    GenerationParameters,
+    GenerationRequest,
+    Message,
+)
+from modelgrid.serving.app_store import AppStore, Turn
+from modelgrid.serving.generation import Generation, GenerationService
+from modelgrid.serving.knowledge import Mode, Retrieval, Retrieved
+from modelgrid.serving.meter import Meter
+from modelgrid.serving.metrics import Metrics
+from modelgrid.serving.models import ModelRegistry
+from modelgrid.storage.models import App
+from modelgrid.tenancy.service import Principal
+
+ENDPOINT = "dashscope.apps"
+HISTORY_TURNS = 8  # a session's turns sent with a new prompt
+REWRITE_TURNS = 2  # earlier user turns folded into the retrieval query
+MAX_QUERY_CHARS = 2000
+FILTERED_DEPTH = 100  # how deep to search when ``file_ids`` filters the chunks
+MARKER = re.compile(r"\[(\d{1,3})\]")
+CITE = (
+    "Answer with the numbered passages below when they are relevant. Cite each passage you "
+    "use with its marker, such as [1]. If they do not answer the question, say so."
+)
+
+
+def rewrite_query(earlier_user_turns: list[str], prompt: str) -> str:
+    """The retrieval query of ``prompt`` in its conversation (see the module docstring)."""
+    parts = [t.strip() for t in earlier_user_turns[-REWRITE_TURNS:] if t.strip()]
+    query = "\n".join([*parts, prompt.strip()])
+    return query[-MAX_QUERY_CHARS:]
+
+
+def cited(text: str, references: list[DocReference]) -> list[DocReference]:
+    """The references whose ``[n]`` marker ``text`` cites, in order (all if it cites none)."""
+    markers = {m.group(1) for m in MARKER.finditer(text)}
+    used = [r for r in references if r.index_id in markers]
+    return used or references
+
+
+def _retrieval_ctx(ctx: CallContext) -> CallContext:
+    """The call's context for one knowledge-base search: its own request id (the usage
+    ledger's key: the query's embedding is a usage record of its own, beside the
+    generation's), the caller's region preference, trace context and client id."""
+    return replace(ctx, request_id=new_request_id(), response_headers={})
+
+
+def _content(message: Message) -> str:
+    if isinstance(message.content, list):
+        return "".join(p.text or "" for p in message.content)
+    return message.content or ""
+
+
+def _instructions(app: App, biz_params: dict[str, Any] | None) -> str:
+    values = (biz_params or {}).get("user_prompt_params")
+    if not isinstance(values, dict) or not app.instructions:
+        return app.instructions
+    return string.Template(app.instructions).safe_substitute(
+        {str(k): str(v) for k, v in values.items()}
+    )
+
+
+def _system_prompt(instructions: str, refs: list[DocReference], searched: bool) -> str:
+    parts = [instructions.strip()] if instructions.strip() else []
+    if refs:
+        passages = "\n\n".join(
+            f"[{r.index_id}] {r.doc_name}" + (f" — {r.title}" if r.title else "") + f"\n{r.text}"
+            for r in refs
+        )
+        parts.append(f"{CITE}\n\n{passages}")
+    elif searched:
+        parts.append("The knowledge base has no passage for this question.")
+    return "\n\n".join(parts)
+
+
+@dataclass(slots=True)
+class AppRun:
+    """One app call, opened: its generation and what the answer carries besides text."""
+
+    gen: Generation
+    model: str
+    workspace_id: str
+    session_id: str
+    user_text: str
+    references: list[DocReference]
+    thoughts: list[dict[str, Any]] | None
+    text: str = ""
+
+    def usage(self) -> list[ModelUsage]:
+        u = self.gen.usage
+        return [ModelUsage(self.model, u.prompt_tokens, u.completion_tokens)]
+
+
+class AppService(GenerationService):
+    """DashScope's Application API (see the module docstring).
+
+    Args:
+        models, meter, metrics: As ``GenerationService``.
+        store: Apps, sessions and documents' names.
+        retrieval: Knowledge-base retrieval now (``None``: this gateway has no index; an app
+            call that needs it answers 503).
+    """
+
+    def __init__(
+        self,
+        models: ModelRegistry,
+        meter: Meter,
+        metrics: Metrics,
+        store: AppStore,
+        retrieval: Callable[[], Retrieval | None],
+    ) -> None:
+        super().__init__(models, meter, metrics)
+        self.store = store
+        self._retrieval = retrieval
+
+    async def open(
+        self,
+        principal: Principal,
+        app_id: str,
+        body: AppCompletionRequest,
+        ctx: CallContext,
+        *,
+        stream: bool,
+    ) -> AppRun:
+        """Steps 1 to 6 of the module docstring.
+
+        Raises:
+            NotFoundError: ``app_not_found``, ``session_not_found`` (404).
+            InvalidRequestError: unknown ``pipeline_ids`` (``knowledge_base_not_found``),
+                a conversation that does not end with a user turn.
+            UnsupportedParameterError: ``memory_id``, ``metadata_filter``, ``tags``.
+            PermissionDeniedError: ``region_not_allowed``; see ``Generation.open``.
+            ServiceUnavailableError: knowledge bases asked for where none are available.
+            Every error of ``Retrieval.search`` and ``Generation.open``.
+        """
+        ws = principal.workspace_id
+        inp, params = body.input, body.parameters
+        rag = params.rag_options
+        if inp.memory_id is not None:
+            raise UnsupportedParameterError(
+                "'memory_id' (long-term memory) is not supported yet.", param="input.memory_id"
+            )
+        if rag is not None and (rag.metadata_filter or rag.tags):
+            which = "metadata_filter" if rag.metadata_filter else "tags"
+            raise UnsupportedParameterError(
+                f"'rag_options.{which}' is not supported: documents carry no metadata or tags "
+                "yet; filter by 'file_ids' (document ids).",
+                param=f"parameters.rag_options.{which}",
+            )
+        app = await self.store.app(ws, app_id)
+        self.store.check_residency(principal)
+        session_id = await self.store.open_session(ws, app.id, inp.session_id)
+        history, user_text, client_system = await self._conversation(ws, session_id, body)
+        pipeline_ids = (
+            list(dict.fromkeys(rag.pipeline_ids))
+            if rag is not None and rag.pipeline_ids is not None
+            else list(app.knowledge_base_ids)
+        )
+        query = rewrite_query([t.user for t in history], user_text)
+        refs = await self._retrieve(principal, app, pipeline_ids, query, rag, ctx)
+        instructions = _instructions(app, inp.biz_params)
+        if client_system:
+            instructions = f"{instructions}\n\n{client_system}".strip()
+        messages = [
+            Message(role="system", content=_system_prompt(instructions, refs, bool(pipeline_ids)))
+        ]
+        for turn in history:
+            messages.append(Message(role="user", content=turn.user))
+            messages.append(Message(role="assistant", content=turn.assistant))
+        messages.append(Message(role="user", content=user_text))
+        wire = GenerationRequest(
+            model=app.model,
+            input=GenerationInput(messages=messages),
+            parameters=GenerationParameters(
+                max_tokens=params.max_tokens or app.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                seed=params.seed,
+            ),
+        )
+        request = to_inference_request(wire, ctx.request_id)
+        request.stream = stream
+        gen = await self.generation(principal, request, ctx, endpoint=ENDPOINT)
+        thoughts = None
+        if params.has_thoughts and pipeline_ids:
+            thoughts = [
+                {
+                    "thought": "Searched the knowledge bases with the query rewritten from the "
+                    "conversation.",
+                    "action_type": "api",
+                    "action_name": "knowledge_retrieval",
+                    "action": "rag",
+                    "action_input": {
+                        "query": query,
+                        "pipeline_ids": pipeline_ids,
+                        "top_k": app.top_k,
+                        "mode": app.retrieval_mode,
+                    },
+                    "observation": json.dumps(
+                        [r.to_dict() for r in refs], ensure_ascii=False, separators=(",", ":")
+                    ),
+                }
+            ]
+        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts)
+
+    async def _conversation(
+        self, ws: str, session_id: str, body: AppCompletionRequest
+    ) -> tuple[list[Turn], str, str]:
+        """(earlier turns, the new user text, the client's own system text)."""
+        inp = body.input
+        if not inp.messages:
+            stored = await self.store.turns(ws, session_id, HISTORY_TURNS)
+            return stored, inp.prompt or "", ""
+        system = "\n\n".join(_content(m) for m in inp.messages if m.role == "system")
+        turns = [m for m in inp.messages if m.role in ("user", "assistant")]
+        if inp.prompt:
+            turns.append(Message(role="user", content=inp.prompt))
+        if not turns or turns[-1].role != "user" or not _content(turns[-1]).strip():
+            raise InvalidRequestError(
+                "'input.messages' must end with a user message that has text.",
+                param="input.messages",
+            )
+        history: list[Turn] = []
+        pending: str | None = None
+        for m in turns[:-1]:
+            if m.role == "user":
+                if pending is not None:
+                    history.append(Turn(pending, ""))
+                pending = _content(m)
+            else:
+                history.append(Turn(pending or "", _content(m)))
+                pending = None
+        if pending is not None:
+            history.append(Turn(pending, ""))
+        return history, _content(turns[-1]), system
+
+    async def _retrieve(
+        self,
+        principal: Principal,
+        app: App,
+        pipeline_ids: list[str],
+        query: str,
+        rag: Any,
+        ctx: CallContext,
+    ) -> list[DocReference]:
+        if not pipeline_ids:
+            return []
+        ws = principal.workspace_id
+        bases = await self.store.knowledge_bases(ws, pipeline_ids)
+        unknown = [i for i in pipeline_ids if i not in bases]
+        if unknown:
+            names = ", ".join(f"'{i[:64]}'" for i in unknown)
+            plural = "s" if len(unknown) > 1 else ""
+            raise InvalidRequestError(
+                f"Unknown pipeline id{plural} {names}: no knowledge base of this workspace has "
+                "that id.",
+                param="parameters.rag_options.pipeline_ids",
+                code="knowledge_base_not_found",
+            )
+        retrieval = self._retrieval()
+        if retrieval is None:
+            raise ServiceUnavailableError("Knowledge bases are not available in this gateway.")
+        file_ids = set(rag.file_ids) if rag is not None and rag.file_ids else None
+        top_k = app.top_k
+        depth = FILTERED_DEPTH if file_ids else top_k
+        mode: Mode = app.retrieval_mode  # type: ignore[assignment]  # written from ``RetrievalMode`` only
+        found = await asyncio.gather(
+            *(
+                retrieval.search(
+                    principal,
+                    kb_id,
+                    bases[kb_id].embedding_model,
+                    query,
+                    top_k=depth,
+                    mode=mode,
+                    ctx=_retrieval_ctx(ctx),
+                )
+                for kb_id in pipeline_ids
+            )
+        )
+        lists: list[list[Retrieved]] = [
+            [r for r in hits if file_ids is None or r.chunk.document_id in file_ids]
+            for hits in found
+        ]
+        if len(lists) == 1:
+            best = [(r, r.score) for r in lists[0][:top_k]]
+        else:
+            by_id = {r.chunk.id: r for hits in lists for r in hits}
+            fused = reciprocal_rank_fusion(
+                [[r.chunk.id for r in hits] for hits in lists], limit=top_k
+            )
+            best = [(by_id[h.chunk_id], h.score) for h in fused]
+        doc_names = await self.store.document_names(ws, [r.chunk.document_id for r, _ in best])
+        return [
+            DocReference(
+                index_id=str(n),
+                doc_id=r.chunk.document_id,
+                doc_name=doc_names.get(r.chunk.document_id, r.chunk.document_id),
+                title=r.chunk.heading,
+                text=r.chunk.text,
+                knowledge_base_id=r.chunk.knowledge_base_id,
+                chunk_id=r.chunk.id,
+                score=score,
+            )
+            for n, (r, score) in enumerate(best, start=1)
+        ]
+
+    async def _finish(self, run: AppRun) -> str | None:
+        """Store the turn if the answer completed; the finish reason."""
+        reason = run.gen.finish_reasons[0]
+        if reason in ("stop", "length"):
+            await self.store.add_turn(
+                run.workspace_id,
+                run.session_id,
+                run.user_text,
+                run.text,
+                run.gen.request.request_id,
+            )
+        return reason
+
+    def _body(self, run: AppRun, text: str, reason: str | None, final: bool) -> dict[str, Any]:
+        return response_dict(
+            request_id=run.gen.request.request_id,
+            text=text,
+            finish_reason=reason,
+            session_id=run.session_id,
+            usage=run.usage(),
+            doc_references=cited(run.text, run.references) if final else None,
+            thoughts=run.thoughts if final else None,
+        )
+
+    async def complete(self, run: AppRun) -> dict[str, Any]:
+        """Run to the end; the non-streamed response body."""
+        async for delta in run.gen.deltas():
+            run.text += delta.text
+        reason = await self._finish(run)
+        return self._body(run, run.text, reason or "stop", final=True)
+
+    async def events(self, run: AppRun, incremental: bool) -> AsyncGenerator[dict[str, Any], None]:
+        """The ``data`` of each ``result`` event: one per text increment (the increment with
+        ``incremental``, else the text so far), then the last, with the finish reason, the
+        references and thoughts (its text empty with ``incremental``)."""
+        async for delta in run.gen.deltas():
+            if not delta.text:
+                continue
+            run.text += delta.text
+            yield self._body(run, delta.text if incremental else run.text, None, final=False)
+        reason = await self._finish(run)
+        yield self._body(run, "" if incremental else run.text, reason or "stop", final=True)
+
+
+__all__ = ["ENDPOINT", "AppRun", "AppService", "cited", "rewrite_query"]
