@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from modelgrid.cli import (
+    apps_cmd,
     audit_cmd,
     batches_cmd,
     db_cmd,
@@ -42,6 +43,7 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(batches_cmd.app, name="batches")
 app.add_typer(knowledge_cmd.app, name="knowledge")
+app.add_typer(apps_cmd.app, name="apps")
 app.add_typer(plan_cmd.app, name="plan")
 
 

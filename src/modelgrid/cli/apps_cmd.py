@@ -1,0 +1,160 @@
+"""``modelgrid apps create|list|show|set|delete``: a workspace's apps (assistants), audited as
+``cli:<os user>``, through the control plane as ``/v1/apps`` (``docs/applications.md``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from modelgrid.cli.common import actor, build, console, control_run, print_json, split_list
+from modelgrid.cli.limit_options import JSON
+
+app = typer.Typer(
+    help="Apps (assistants): model, instructions, knowledge bases.", no_args_is_help=True
+)
+WORKSPACE = typer.Option(..., "--workspace", help="The workspace (its id or name).")
+INSTRUCTIONS = typer.Option(None, "--instructions", help="The system prompt.")
+KNOWLEDGE = typer.Option(
+    None, "--knowledge-bases", help="Comma-separated knowledge base ids (DashScope's pipeline_ids)."
+)
+TOP_K = typer.Option(None, "--top-k", help="Chunks retrieved per answer (1..20, default 5).")
+MODE = typer.Option(None, "--mode", help="Retrieval: hybrid (default), dense or lexical.")
+MAX_TOKENS = typer.Option(None, "--max-tokens", help="Default answer length, in tokens.")
+T = TypeVar("T")
+
+
+def _run(workspace: str, fn: Callable[[Any, str], Awaitable[T]]) -> T:
+    """``fn(apps, workspace_id)`` over the control plane."""
+
+    async def go(c: Any) -> T:
+        ws = await c.workspaces.get(workspace)
+        return await fn(c.apps, ws.id)
+
+    return control_run(go)
+
+
+def _retrieval(top_k: int | None, mode: str | None, current: Any = None) -> Any:
+    from modelgrid.protocol.apps import RetrievalSettings
+
+    if top_k is None and mode is None:
+        return current
+    base = current or RetrievalSettings()
+    return build(
+        RetrievalSettings,
+        top_k=base.top_k if top_k is None else top_k,
+        mode=base.mode if mode is None else mode,
+    )
+
+
+def _show(a: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(a)
+        return
+    kbs = ",".join(a.knowledge_base_ids) or "-"
+    console.print(
+        f"[bold]{a.name}[/] ({a.id}) model {a.model}, knowledge bases {kbs}, "
+        f"top_k {a.retrieval.top_k} {a.retrieval.mode}, max_tokens {a.max_tokens or '-'}"
+    )
+    if a.instructions:
+        console.print(f"instructions: {a.instructions}", markup=False)
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="The app's name."),
+    workspace: str = WORKSPACE,
+    model: str = typer.Option(..., "--model", help="A served generation model."),
+    instructions: str = INSTRUCTIONS,
+    knowledge_bases: str = KNOWLEDGE,
+    top_k: int = TOP_K,
+    mode: str = MODE,
+    max_tokens: int = MAX_TOKENS,
+    as_json: bool = JSON,
+) -> None:
+    """Create an app in a workspace."""
+    from modelgrid.protocol.apps import AppCreate, RetrievalSettings
+
+    fields: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "instructions": instructions or "",
+        "knowledge_base_ids": split_list(knowledge_bases) or [],
+        "retrieval": _retrieval(top_k, mode) or RetrievalSettings(),
+        "max_tokens": max_tokens,
+    }
+    body = build(AppCreate, **fields)
+    _show(_run(workspace, lambda apps, ws: apps.create(ws, body, actor=actor())), as_json)
+
+
+@app.command("list")
+def list_apps(workspace: str = WORKSPACE, as_json: bool = JSON) -> None:
+    """List a workspace's apps."""
+    page = _run(workspace, lambda apps, ws: apps.list(ws, limit=1000))
+    if as_json:
+        print_json(page.data)
+        return
+    table = Table("id", "name", "model", "knowledge bases", "retrieval")
+    for a in page.data:
+        table.add_row(
+            a.id,
+            a.name,
+            a.model,
+            ",".join(a.knowledge_base_ids) or "-",
+            f"{a.retrieval.top_k} {a.retrieval.mode}",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(app_id: str, workspace: str = WORKSPACE, as_json: bool = JSON) -> None:
+    """Show one app."""
+    _show(_run(workspace, lambda apps, ws: apps.get(ws, app_id)), as_json)
+
+
+@app.command("set")
+def set_app(
+    app_id: str,
+    workspace: str = WORKSPACE,
+    name: str = typer.Option(None, "--name"),
+    model: str = typer.Option(None, "--model"),
+    instructions: str = INSTRUCTIONS,
+    knowledge_bases: str = KNOWLEDGE,
+    top_k: int = TOP_K,
+    mode: str = MODE,
+    max_tokens: int = MAX_TOKENS,
+    as_json: bool = JSON,
+) -> None:
+    """Change an app (the options given; ``--knowledge-bases ''`` removes them all)."""
+    from modelgrid.protocol.apps import AppUpdate
+
+    async def go(apps: Any, ws: str) -> Any:
+        current = await apps.get(ws, app_id)
+        fields: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "name": name,
+                "model": model,
+                "instructions": instructions,
+                "retrieval": _retrieval(top_k, mode, current.retrieval),
+                "max_tokens": max_tokens,
+            }.items()
+            if v is not None
+        }
+        if knowledge_bases is not None:
+            fields["knowledge_base_ids"] = split_list(knowledge_bases) or []
+        return await apps.update(ws, app_id, build(AppUpdate, **fields), actor=actor())
+
+    _show(_run(workspace, go), as_json)
+
+
+@app.command("delete")
+def delete(app_id: str, workspace: str = WORKSPACE, as_json: bool = JSON) -> None:
+    """Delete an app with its end users' sessions."""
+    gone = _run(workspace, lambda apps, ws: apps.delete(ws, app_id, actor=actor()))
+    if as_json:
+        print_json(gone)
+        return
+    console.print(f"deleted {gone.id} and {gone.sessions} session(s)")
