@@ -78,10 +78,8 @@ def bucket_start(ts: datetime, granularity: str) -> datetime:
 
 
 def _params(acc: dict[tuple[Any, ...], list[int]], dims: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [
-        dict(zip(dims, key, strict=True)) | dict(zip(ROLLUP_MEASURES, v, strict=True))
-        for key, v in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2:]))
-    ]
+    cols = (*dims, *ROLLUP_MEASURES)
+    return [dict(zip(cols, (*key, *v), strict=True)) for key, v in sorted(acc.items())]
 
 
 def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -89,46 +87,47 @@ def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
     ``usage_workspace_rollups``, one dict per (granularity, bucket, dimensions), sorted by
     key."""
     acc: dict[tuple[Any, ...], list[int]] = {}
+    ws_acc: dict[tuple[Any, ...], list[int]] = {}
+    empty_hist = [0] * (_N - _HIST0)
     for r in rows:
         minute = utc(r["created_at"]).replace(second=0, microsecond=0)
         status = int(r["status"])
-        dims = (
-            r.get("workspace_id") or "",
-            r.get("api_key_id") or "",
-            r["model"],
-            r.get("region") or "",
-            r.get("currency") or "",
-            0 if r.get("batch_id") is None else 1,
-            status // 100,
-        )
         ttft = r.get("ttft_ms")
-        for key in (
-            ("day", minute.replace(hour=0, minute=0), *dims),
-            ("hour", minute.replace(minute=0), *dims),
-            ("minute", minute, *dims),
+        hist = list(empty_hist)
+        if ttft is not None:
+            hist[ttft_bucket(ttft)] = 1
+        vec = [
+            1,
+            int(is_error(status)),
+            r.get("prompt_tokens") or 0,
+            r.get("cached_tokens") or 0,
+            r.get("completion_tokens") or 0,
+            r.get("cost_micros") or 0,
+            ttft or 0,
+            0 if ttft is None else 1,
+            *hist,
+        ]
+        ws, rest = (
+            r.get("workspace_id") or "",
+            (
+                r["model"],
+                r.get("region") or "",
+                r.get("currency") or "",
+                0 if r.get("batch_id") is None else 1,
+                status // 100,
+            ),
+        )
+        key_id = r.get("api_key_id") or ""
+        for bucket in (
+            ("day", minute.replace(hour=0, minute=0)),
+            ("hour", minute.replace(minute=0)),
+            ("minute", minute),
         ):
-            a = acc.get(key)
-            if a is None:
-                a = acc[key] = [0] * _N
-            a[0] += 1
-            a[1] += is_error(status)
-            a[2] += r.get("prompt_tokens") or 0
-            a[3] += r.get("cached_tokens") or 0
-            a[4] += r.get("completion_tokens") or 0
-            a[5] += r.get("cost_micros") or 0
-            if ttft is not None:
-                a[6] += ttft
-                a[7] += 1
-                a[_HIST0 + ttft_bucket(ttft)] += 1
-    ws_acc: dict[tuple[Any, ...], list[int]] = {}
-    for key, v in acc.items():
-        ws_key = key[:3] + key[4:]  # without api_key_id
-        w = ws_acc.get(ws_key)
-        if w is None:
-            ws_acc[ws_key] = list(v)
-        else:
-            for i, x in enumerate(v):
-                w[i] += x
+            for table, key in ((acc, (*bucket, ws, key_id, *rest)), (ws_acc, (*bucket, ws, *rest))):
+                a = table.get(key)
+                table[key] = (
+                    list(vec) if a is None else [x + y for x, y in zip(a, vec, strict=True)]
+                )
     return _params(acc, ROLLUP_DIMENSIONS), _params(ws_acc, WORKSPACE_ROLLUP_DIMENSIONS)
 
 
