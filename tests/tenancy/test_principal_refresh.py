@@ -121,3 +121,27 @@ async def test_an_authentication_racing_with_a_clear_is_not_cached(setup: Any) -
         await service.authenticate(key.plaintext)  # read again: no stale principal
     assert info.value.code == "revoked_api_key"
     assert reads == [key.key_id, key.key_id]
+
+
+async def test_a_change_elsewhere_rereads_every_cached_key_at_once(setup: Any) -> None:
+    service, _clock, engine, reads = setup
+    sessions = db.sessionmaker(engine)
+    kept = await create_key_async(sessions, name="kept")
+    gone = await create_key_async(sessions, name="gone")
+    await service.authenticate(kept.plaintext)
+    await service.authenticate(gone.plaintext)
+    async with engine.begin() as conn:  # another gateway's changes: no epoch bump here
+        await conn.execute(
+            text("UPDATE api_keys SET revoked_at = :t WHERE id = :id"),
+            {"t": datetime.now(UTC), "id": gone.key_id},
+        )
+        await conn.execute(
+            text("UPDATE api_keys SET rpm_limit = 7 WHERE id = :id"), {"id": kept.key_id}
+        )
+    assert await service.reread_principals() == 1  # its change counter moved: one query
+    principal = await service.authenticate(kept.plaintext)  # from the cache, already new
+    assert [lim.rpm for lim in principal.limits if lim.scope.startswith("key:")] == [7]
+    assert reads == [kept.key_id, gone.key_id]  # no request waited for the database
+    with pytest.raises(AuthenticationError) as info:
+        await service.authenticate(gone.plaintext)
+    assert info.value.code == "revoked_api_key"

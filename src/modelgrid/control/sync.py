@@ -184,14 +184,12 @@ def follow_gateway(
     changes: ChangeFollower, tenancy: TenancyService, topology: Reloadable | None
 ) -> None:
     """What a gateway does when another process changed the control plane: keys or
-    workspaces (scopes, limits, revocations) drop its cached principals; prices reload its
+    workspaces (scopes, limits, revocations) re-read its cached principals (one query;
+    revoked keys leave the cache); prices reload its
     price book; the topology (only when it lives in the database: ``topology``) is reloaded
     and made live."""
 
-    async def principals() -> None:
-        tenancy.auth_cache.clear()
-
-    changes.on(control_state.PRINCIPALS, principals)
+    changes.on(control_state.PRINCIPALS, tenancy.reread_principals)
     changes.on(control_state.PRICES, tenancy.reload_prices)
     if topology is not None:
         changes.on(control_state.TOPOLOGY, topology.reload_if_changed)

@@ -6,9 +6,9 @@ hash in constant time) and are trusted for at most ``ttl_s``. Every change to ke
 workspaces clears the cache of the process that made it at once, and bumps an epoch file in
 the data directory; every process checks that file's mtime (one ``stat``, about a
 microsecond) before using its cache, so a revocation from the CLI or another gateway process
-on the same machine takes effect on the very next request. Gateways on other machines clear
-their caches when the change's counter moves in the database (``control.sync``: within a
-second), and at the latest within ``ttl_s`` (default 2 s).
+on the same machine takes effect on the very next request. Gateways on other machines re-read
+every cached entry in one query when the change's counter moves in the database (``reread``,
+``control.sync``: within a second), and at the latest within ``ttl_s`` (default 2 s).
 
 Refresh-ahead: the keys in use are re-read from the database in the background
 (``due`` → ``TenancyService.refresh_principals``, one query for all of them, every
@@ -141,6 +141,13 @@ class PrincipalCache(Generic[T]):
             elif e.expires_at - now < self.ttl_s / 2:
                 out.append((key_hash, e.key_id))
         return out
+
+    def reread(self) -> tuple[int, list[tuple[str, str]]]:
+        """Start re-reading every entry: (a new generation, each entry's key hash and key id).
+        Values read before this call can no longer be cached; the entries stay usable until
+        the re-read replaces or drops them."""
+        self.generation += 1
+        return self.generation, [(h, e.key_id) for h, e in self._entries.items()]
 
     def clear(self) -> None:
         self._entries.clear()

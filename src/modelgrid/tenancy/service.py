@@ -305,12 +305,26 @@ class TenancyService:
         due = cache.due()
         if not due:
             return 0
-        generation = cache.generation
+        return await self._reread(due, cache.generation)
+
+    async def reread_principals(self) -> int:
+        """Keys or workspaces changed in another process: re-read every cached principal in
+        one query instead of dropping them all (which would send each key's next request to
+        the database, on every gateway at once). Keys revoked, expired or deleted leave the
+        cache; when this returns no request is answered from an entry older than the change.
+        Returns how many stayed."""
+        generation, entries = self.auth_cache.reread()
+        if not entries:
+            return 0
+        return await self._reread(entries, generation)
+
+    async def _reread(self, entries: list[tuple[str, str]], generation: int) -> int:
+        cache = self.auth_cache
         async with self._sessions() as session:
-            found = await repo.get_api_keys_with_workspaces(session, {kid for _, kid in due})
+            found = await repo.get_api_keys_with_workspaces(session, {kid for _, kid in entries})
         now = datetime.now(UTC)
         refreshed = 0
-        for key_hash, key_id in due:
+        for key_hash, key_id in entries:
             pair = found.get(key_id)
             row = pair[0] if pair is not None else None
             if (
