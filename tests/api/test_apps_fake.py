@@ -20,6 +20,7 @@ import pytest
 from modelgrid.core.types import InferenceRequest
 from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine
+from modelgrid.serving.apps import CITE
 from tests.conftest import ServerFactory
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.knowledge.test_api_fake import GUIDE, make_kb, upload, wait_ready
@@ -190,7 +191,10 @@ def test_completion_json_with_references(server: ThreadServer, engine: Recording
     r = complete(
         server,
         app["id"],
-        {"input": {"prompt": "When is a refund granted?"}, "parameters": {"has_thoughts": True}},
+        {
+            "input": {"prompt": "When is a refund granted?", "doc_reference_type": "indexed"},
+            "parameters": {"has_thoughts": True},
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -209,12 +213,18 @@ def test_completion_json_with_references(server: ThreadServer, engine: Recording
     assert ref["text"].startswith("A refund is granted within fourteen days")
     assert out["thoughts"][0]["action_name"] == "knowledge_retrieval"
     assert out["thoughts"][0]["action_input"]["query"] == "When is a refund granted?"
-    # the prompt: instructions, then the numbered passages, then the question
-    system = engine.prompts[-1][0][1]
-    assert system.startswith("You are the shop's helpdesk.\n\nAnswer with the numbered passages")
-    assert "[1] guide.md — Refunds\nA refund is granted" in system
-    assert "[2] guide.md — " in system
-    assert engine.prompts[-1][1:] == [("user", "When is a refund granted?")]
+    # the prompt: the instructions, then the numbered passages, the request to cite them and
+    # the question
+    passages = json.loads(out["thoughts"][0]["observation"])
+    assert [p["index_id"] for p in passages] == ["1", "2"]
+    assert engine.prompts[-1] == [
+        ("system", "You are the shop's helpdesk."),
+        (
+            "user",
+            f"[1] {passages[0]['text']}\n\n[2] {passages[1]['text']}\n\n{CITE}\n\n"
+            "Question: When is a refund granted?",
+        ),
+    ]
     # usage per model, equal to the ledger's record of the call
     [model] = body["usage"]["models"]
     assert (model["model_id"], model["output_tokens"]) == ("fake-model", len(REPLY.split()))
@@ -227,6 +237,31 @@ def test_completion_json_with_references(server: ThreadServer, engine: Recording
     assert rec["request_id"] == body["request_id"]
     # the query's embedding was metered to the caller too
     assert usage_rows_matching(server, endpoint="embeddings", api_key_id=rec["api_key_id"])
+
+
+def test_simple_references_are_every_passage(server: ThreadServer, engine: RecordingEngine) -> None:
+    kb = ready_kb(server)
+    app = make_app(server, knowledge_base_ids=[kb], retrieval={"top_k": 2, "mode": "hybrid"})
+    out = complete(server, app["id"], {"input": {"prompt": "When is a refund granted?"}}).json()
+    refs = out["output"]["doc_references"]
+    assert (refs[0]["index_id"], refs[0]["title"]) == ("1", "Refunds")
+    assert len(refs) == 2  # "simple": every passage given, cited or not
+    assert engine.prompts[-1][1] == (
+        "user",
+        f"Use this information:\n\n{refs[0]['text']}\n\n{refs[1]['text']}\n\n"
+        "Question: When is a refund granted?",
+    )
+    # file_ids keeps only those documents' chunks: another document's id leaves none
+    out = complete(
+        server,
+        app["id"],
+        {"input": {"prompt": "refund?"}, "parameters": {"rag_options": {"file_ids": ["doc-x"]}}},
+    ).json()
+    assert out["output"]["doc_references"] == []
+    assert engine.prompts[-1][1] == (
+        "user",
+        "(The knowledge base has nothing on this.)\n\nQuestion: refund?",
+    )
 
 
 def sse_events(raw: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -314,13 +349,14 @@ def test_session_over_three_turns(server: ThreadServer, engine: RecordingEngine)
     ).json()
     assert third["output"]["session_id"] == sid
     # the third prompt carries both earlier turns, oldest first
-    assert engine.prompts[-1][1:] == [
+    assert engine.prompts[-1][1:-1] == [
         ("user", "Tell me about refunds."),
         ("assistant", REPLY),
         ("user", "How many days?"),
         ("assistant", REPLY),
-        ("user", "And shipping?"),
     ]
+    role, content = engine.prompts[-1][-1]
+    assert role == "user" and content.endswith("\n\nQuestion: And shipping?")
     # the retrieval query was rewritten from the conversation: lexical search found the
     # shipping chunk through the new turn
     thoughts = complete(
@@ -335,6 +371,7 @@ def test_session_over_three_turns(server: ThreadServer, engine: RecordingEngine)
         thoughts[0]["action_input"]["query"]
         == "How many days?\nAnd shipping?\nWhen does a parcel arrive?"
     )
+    assert [p["title"] for p in json.loads(thoughts[0]["observation"])] == ["Shipping"]
     turns = db_rows(
         server, "SELECT user_text FROM app_turns WHERE session_id = :s ORDER BY id", s=sid
     )
@@ -350,7 +387,10 @@ def test_session_over_three_turns(server: ThreadServer, engine: RecordingEngine)
         app["id"],
         {"input": {"session_id": sid, "messages": [{"role": "user", "content": "Only this."}]}},
     )
-    assert r.status_code == 200 and engine.prompts[-1][1:] == [("user", "Only this.")]
+    assert r.status_code == 200
+    assert engine.prompts[-1][1:] == [
+        ("user", "(The knowledge base has nothing on this.)\n\nQuestion: Only this.")
+    ]
 
 
 def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine) -> None:
@@ -440,10 +480,10 @@ def test_retrieval_failure_is_an_error(
     assert not engine.prompts or engine.prompts[-1][-1] != ("user", "refund?")
 
 
-def test_official_sdk(server: ThreadServer) -> None:
+def test_official_sdk(server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb])
-    dashscope.base_http_api_url = f"{server.base_url}/api/v1"
+    monkeypatch.setattr(dashscope, "base_http_api_url", f"{server.base_url}/api/v1")
     r = dashscope.Application.call(
         app_id=app["id"], prompt="When is a refund granted?", api_key=server.api_key
     )

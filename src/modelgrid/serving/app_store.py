@@ -94,33 +94,31 @@ class AppStore:
                 code="region_not_allowed",
             )
 
-    async def open_session(self, workspace_id: str, app_id: str, session_id: str | None) -> str:
-        """``session_id`` if it is a session of this app in the workspace, else a new one
-        (``None``).
-
-        Raises:
-            NotFoundError: ``session_not_found`` (unknown, another app's or workspace's).
-        """
-        async with self._sessions() as session, session.begin():
-            if session_id is not None:
-                row: AppSession | None = await session.get(AppSession, session_id)
-                if row is None or row.workspace_id != workspace_id or row.app_id != app_id:
-                    raise NotFoundError(
-                        f"No such session of this app: '{_shown(session_id)}'.",
-                        param="input.session_id",
-                        code="session_not_found",
-                    )
-                return row.id
-            now = datetime.now(UTC)
-            new = AppSession(
-                id=uuid.uuid4().hex,
-                workspace_id=workspace_id,
-                app_id=app_id,
-                created_at=now,
-                updated_at=now,
+    async def check_session(self, workspace_id: str, app_id: str, session_id: str) -> None:
+        """Raises: NotFoundError (``session_not_found``): not a session of this app in the
+        workspace (unknown, another app's or another workspace's)."""
+        async with self._sessions() as session:
+            row: AppSession | None = await session.get(AppSession, session_id)
+        if row is None or row.workspace_id != workspace_id or row.app_id != app_id:
+            raise NotFoundError(
+                f"No such session of this app: '{_shown(session_id)}'.",
+                param="input.session_id",
+                code="session_not_found",
             )
-            session.add(new)
-        return new.id
+
+    async def new_session(self, workspace_id: str, app_id: str) -> str:
+        """A new session of the app (32 hex characters, as DashScope's)."""
+        now = datetime.now(UTC)
+        row = AppSession(
+            id=uuid.uuid4().hex,
+            workspace_id=workspace_id,
+            app_id=app_id,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions() as session, session.begin():
+            session.add(row)
+        return row.id
 
     async def turns(self, workspace_id: str, session_id: str, last: int) -> list[Turn]:
         """The session's ``last`` turns, oldest first."""

@@ -3,10 +3,10 @@
 One call, in order (every step before the generation's first byte, so its errors are plain
 JSON with their status):
 
-1. The app (the caller's workspace's, else 404 ``app_not_found``) and the session: the one
-   ``input.session_id`` names (of this app and workspace, else 404 ``session_not_found``) or
-   a new one; sessions live in this gateway's region (403 ``region_not_allowed`` for a key
-   that may not keep data there).
+1. The app (the caller's workspace's, else 404 ``app_not_found``) and the session that
+   ``input.session_id`` names (of this app and workspace, else 404 ``session_not_found``);
+   sessions live in this gateway's region (403 ``region_not_allowed`` for a key that may not
+   keep data there).
 2. The conversation: ``input.messages`` when given (it replaces the session's history, as
    on DashScope), else the session's last ``HISTORY_TURNS`` turns and ``input.prompt``.
 3. The retrieval query, rewritten from the conversation **deterministically**: the last
@@ -15,19 +15,25 @@ JSON with their status):
    second whole generation before the answer's first token (on the embedded CPU model, about
    as long as the answer), and follow-ups such as "and the price?" keep the earlier turn's
    words, which is what BM25 and the embedding need.
-4. Retrieval through ``serving.knowledge.Retrieval`` (metered to the caller,
-   residency-checked) over ``parameters.rag_options.pipeline_ids`` (else the app's knowledge
-   bases): an unknown id is a 400 naming every unknown one; a retrieval failure is the
-   request's error, never swallowed. Per knowledge base the best ``top_k``; several are fused
-   by reciprocal rank fusion. ``file_ids`` keeps only those documents' chunks.
-5. The prompt: the app's instructions (``${name}`` filled from
-   ``biz_params.user_prompt_params``), then the passages numbered ``[1]``…, with the request
-   to cite them by those markers; the conversation; the new user turn.
-6. ``Generation`` (scope, routing, admission, one usage record under ``dashscope.apps``).
+4. Retrieval through ``serving.knowledge.Retrieval`` (metered to the caller under a request
+   id of its own, residency-checked) over ``parameters.rag_options.pipeline_ids`` (else the
+   app's knowledge bases): an unknown id is a 400 naming every unknown one; a retrieval
+   failure is the request's error, never swallowed. Per knowledge base the best ``top_k``;
+   several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
+   chunks.
+5. The prompt: the app's instructions as the system message (``${name}`` filled from
+   ``biz_params.user_prompt_params``; the client's own system messages appended); the
+   conversation; the new user turn with the passages before the question (a 0.5B model
+   follows context next to the question, not in the system prompt). With
+   ``input.doc_reference_type: "indexed"`` the passages are numbered ``[1]``… and the model
+   is asked to cite them by those markers.
+6. A new session if none was named, then ``Generation`` (scope, routing, admission, one
+   usage record under ``dashscope.apps``).
 
-The answer's ``doc_references`` are the passages whose ``[n]`` the answer cites (all passages
-given, when it cites none). A completed answer is stored as the session's next turn before
-the last event is sent, so the next request sees it.
+The answer's ``doc_references``: every passage given (``simple``, the default), or with
+``indexed`` the passages whose ``[n]`` the answer cites (all given, when it cites none). A
+completed answer is stored as the session's next turn before the last event is sent, so the
+next request sees it.
 """
 
 from __future__ import annotations
@@ -77,8 +83,8 @@ MAX_QUERY_CHARS = 2000
 FILTERED_DEPTH = 100  # how deep to search when ``file_ids`` filters the chunks
 MARKER = re.compile(r"\[(\d{1,3})\]")
 CITE = (
-    "Answer with the numbered passages below when they are relevant. Cite each passage you "
-    "use with its marker, such as [1]. If they do not answer the question, say so."
+    "Answer the question with the numbered passages above when they are relevant, and cite "
+    "each passage you use with its number in brackets, such as [1]."
 )
 
 
@@ -118,17 +124,19 @@ def _instructions(app: App, biz_params: dict[str, Any] | None) -> str:
     )
 
 
-def _system_prompt(instructions: str, refs: list[DocReference], searched: bool) -> str:
-    parts = [instructions.strip()] if instructions.strip() else []
+def _user_turn(prompt: str, refs: list[DocReference], searched: bool, indexed: bool) -> str:
+    """The new user turn as the model sees it: the passages first, then the question (a
+    small model follows context next to the question better than in the system prompt);
+    ``indexed``: numbered, with the request to cite them."""
     if refs:
-        passages = "\n\n".join(
-            f"[{r.index_id}] {r.doc_name}" + (f" — {r.title}" if r.title else "") + f"\n{r.text}"
-            for r in refs
-        )
-        parts.append(f"{CITE}\n\n{passages}")
-    elif searched:
-        parts.append("The knowledge base has no passage for this question.")
-    return "\n\n".join(parts)
+        if indexed:
+            passages = "\n\n".join(f"[{r.index_id}] {r.text}" for r in refs)
+            return f"{passages}\n\n{CITE}\n\nQuestion: {prompt}"
+        passages = "\n\n".join(r.text for r in refs)
+        return f"Use this information:\n\n{passages}\n\nQuestion: {prompt}"
+    if searched:
+        return f"(The knowledge base has nothing on this.)\n\nQuestion: {prompt}"
+    return prompt
 
 
 @dataclass(slots=True)
@@ -142,6 +150,7 @@ class AppRun:
     user_text: str
     references: list[DocReference]
     thoughts: list[dict[str, Any]] | None
+    indexed: bool  # ``doc_reference_type: "indexed"``: the answer cites passages by [n]
     text: str = ""
 
     def usage(self) -> list[ModelUsage]:
@@ -207,8 +216,9 @@ class AppService(GenerationService):
             )
         app = await self.store.app(ws, app_id)
         self.store.check_residency(principal)
-        session_id = await self.store.open_session(ws, app.id, inp.session_id)
-        history, user_text, client_system = await self._conversation(ws, session_id, body)
+        if inp.session_id is not None:
+            await self.store.check_session(ws, app.id, inp.session_id)
+        history, user_text, client_system = await self._conversation(ws, inp.session_id, body)
         pipeline_ids = (
             list(dict.fromkeys(rag.pipeline_ids))
             if rag is not None and rag.pipeline_ids is not None
@@ -217,15 +227,16 @@ class AppService(GenerationService):
         query = rewrite_query([t.user for t in history], user_text)
         refs = await self._retrieve(principal, app, pipeline_ids, query, rag, ctx)
         instructions = _instructions(app, inp.biz_params)
+        indexed = inp.doc_reference_type == "indexed"
         if client_system:
             instructions = f"{instructions}\n\n{client_system}".strip()
-        messages = [
-            Message(role="system", content=_system_prompt(instructions, refs, bool(pipeline_ids)))
-        ]
+        messages = [Message(role="system", content=instructions)] if instructions else []
         for turn in history:
             messages.append(Message(role="user", content=turn.user))
             messages.append(Message(role="assistant", content=turn.assistant))
-        messages.append(Message(role="user", content=user_text))
+        messages.append(
+            Message(role="user", content=_user_turn(user_text, refs, bool(pipeline_ids), indexed))
+        )
         wire = GenerationRequest(
             model=app.model,
             input=GenerationInput(messages=messages),
@@ -239,6 +250,7 @@ class AppService(GenerationService):
         )
         request = to_inference_request(wire, ctx.request_id)
         request.stream = stream
+        session_id = inp.session_id or await self.store.new_session(ws, app.id)
         gen = await self.generation(principal, request, ctx, endpoint=ENDPOINT)
         thoughts = None
         if params.has_thoughts and pipeline_ids:
@@ -260,15 +272,15 @@ class AppService(GenerationService):
                     ),
                 }
             ]
-        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts)
+        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts, indexed)
 
     async def _conversation(
-        self, ws: str, session_id: str, body: AppCompletionRequest
+        self, ws: str, session_id: str | None, body: AppCompletionRequest
     ) -> tuple[list[Turn], str, str]:
         """(earlier turns, the new user text, the client's own system text)."""
         inp = body.input
         if not inp.messages:
-            stored = await self.store.turns(ws, session_id, HISTORY_TURNS)
+            stored = await self.store.turns(ws, session_id, HISTORY_TURNS) if session_id else []
             return stored, inp.prompt or "", ""
         system = "\n\n".join(_content(m) for m in inp.messages if m.role == "system")
         turns = [m for m in inp.messages if m.role in ("user", "assistant")]
@@ -384,7 +396,11 @@ class AppService(GenerationService):
             finish_reason=reason,
             session_id=run.session_id,
             usage=run.usage(),
-            doc_references=cited(run.text, run.references) if final else None,
+            doc_references=(
+                (cited(run.text, run.references) if run.indexed else run.references)
+                if final
+                else None
+            ),
             thoughts=run.thoughts if final else None,
         )
 

@@ -14,7 +14,7 @@ the last).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
@@ -40,7 +40,10 @@ class RagOptions(BaseModel):
 
 class AppInput(BaseModel):
     """``input``: a prompt (with ``session_id``, the session's earlier turns come with it) or a
-    whole conversation (``messages``, which then replaces the session's history)."""
+    whole conversation (``messages``, which then replaces the session's history).
+    ``doc_reference_type``: ``simple`` (the default) references every passage given to the
+    model; ``indexed`` asks the model to cite passages with ``[n]`` markers and references
+    the ones it cites."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -48,6 +51,7 @@ class AppInput(BaseModel):
     messages: list[Message] | None = Field(default=None, max_length=1000)
     session_id: str | None = Field(default=None, max_length=64)
     memory_id: str | None = Field(default=None, max_length=64)
+    doc_reference_type: Literal["simple", "indexed"] = "simple"
     biz_params: dict[str, Any] | None = None
 
     @model_validator(mode="after")
