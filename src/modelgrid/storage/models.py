@@ -446,6 +446,21 @@ class AppTurn(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AppMemory(Base):
+    """One long-term fact of an end user's memory (DashScope's ``memory_id``), of a workspace:
+    recalled into the prompts of later calls that name the same ``memory_id``."""
+
+    __tablename__ = "app_memories"
+    __table_args__ = (Index("ix_app_memories_workspace_id_memory_id", "workspace_id", "memory_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    memory_id: Mapped[str] = mapped_column(String(64))
+    fact: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 __all__ = [
     "ROLLUP_DIMENSIONS",
     "ROLLUP_MEASURES",
@@ -454,6 +469,7 @@ __all__ = [
     "WORKSPACE_ROLLUP_DIMENSIONS",
     "ApiKey",
     "App",
+    "AppMemory",
     "AppSession",
     "AppTurn",
     "AuditEntry",
