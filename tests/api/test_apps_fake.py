@@ -428,9 +428,9 @@ def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine
         ),
         (
             app["id"],
-            {"input": {"prompt": "hi", "memory_id": "m1"}},
+            {"input": {"prompt": "hi", "memory_id": "not a memory id"}},
             (400, "InvalidParameter"),
-            "memory_id",
+            "memory id",
         ),
         (
             app["id"],
@@ -508,3 +508,54 @@ def test_official_sdk(server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> 
     assert chunks[-1].output.finish_reason == "stop" and chunks[-1].output.session_id == sid
     bad = dashscope.Application.call(app_id="app-nope", prompt="x", api_key=server.api_key)
     assert (bad.status_code, bad.code) == (404, "AppNotFound")
+
+
+def test_long_term_memory(server: ThreadServer, engine: RecordingEngine) -> None:
+    app = make_app(server)
+    said = "My name is Ana. I live in Lyon. When do you ship?"
+    r = complete(server, app["id"], {"input": {"prompt": said, "memory_id": "user-42"}})
+    assert r.status_code == 200, r.text
+    assert engine.prompts[-1][0] == ("system", "You are the shop's helpdesk.")  # nothing yet
+    memory = call(server, "GET", "/v1/memories/user-42").json()
+    assert memory["object"] == "memory" and memory["id"] == "user-42"
+    assert [f["fact"] for f in memory["facts"]] == ["My name is Ana.", "I live in Lyon."]
+    # recalled in a later call of another session (streamed here), not in one without it
+    r = complete(
+        server,
+        app["id"],
+        {"input": {"prompt": "Where do I live?", "memory_id": "user-42"}},
+        headers={"X-DashScope-SSE": "enable"},
+    )
+    assert r.status_code == 200
+    recalled = (
+        "You are the shop's helpdesk.\n\nWhat the user told you in earlier conversations:\n"
+        "- My name is Ana.\n- I live in Lyon."
+    )
+    assert engine.prompts[-1] == [("system", recalled), ("user", "Where do I live?")]
+    complete(server, app["id"], {"input": {"prompt": "Where do I live?"}})
+    assert engine.prompts[-1][0] == ("system", "You are the shop's helpdesk.")
+
+    # another workspace cannot see, add to or delete it
+    other = create_key(server.settings.database_url, name="other", workspace="acme").plaintext
+    for method, path in (
+        ("GET", "/v1/memories/user-42"),
+        ("DELETE", "/v1/memories/user-42"),
+        ("DELETE", f"/v1/memories/user-42/facts/{memory['facts'][0]['id']}"),
+    ):
+        r = call(server, method, path, other)
+        assert r.status_code == 404 and r.json()["error"]["code"].startswith("memory_"), path
+    # the end user's tenant lists, adds and deletes facts
+    added = call(server, "POST", "/v1/memories/user-42/facts", json={"fact": "Prefers email."})
+    assert [f["fact"] for f in added.json()["facts"]][-1] == "Prefers email."
+    first = memory["facts"][0]["id"]
+    gone = call(server, "DELETE", f"/v1/memories/user-42/facts/{first}").json()
+    assert gone == {"id": "user-42", "object": "memory.fact.deleted", "deleted": True, "facts": 1}
+    facts = call(server, "GET", "/v1/memories/user-42").json()["facts"]
+    assert [f["fact"] for f in facts] == ["I live in Lyon.", "Prefers email."]
+    gone = call(server, "DELETE", "/v1/memories/user-42").json()
+    assert gone == {"id": "user-42", "object": "memory.deleted", "deleted": True, "facts": 2}
+    assert call(server, "GET", "/v1/memories/user-42").status_code == 404
+    complete(server, app["id"], {"input": {"prompt": "Where do I live?", "memory_id": "user-42"}})
+    assert engine.prompts[-1][0] == ("system", "You are the shop's helpdesk.")
+    r = call(server, "GET", "/v1/memories/bad%20id")
+    assert r.status_code == 400

@@ -1,6 +1,6 @@
 """An app over a knowledge base with the real Qwen and embedding models behind a real server,
 called with the official dashscope SDK's ``Application.call`` (only its base URL changed):
-not streamed, streamed, and one session over three turns."""
+not streamed, streamed, one session over three turns, and a memory recalled in another."""
 
 from __future__ import annotations
 
@@ -71,7 +71,10 @@ def test_application_call_with_a_session(
     app, kb = app_id
     key = model_server.api_key  # type: ignore[attr-defined]
     first = dashscope.Application.call(
-        app_id=app, prompt="How many days do I have to return the kettle?", api_key=key
+        app_id=app,
+        prompt="My name is Ana. How many days do I have to return the kettle?",
+        memory_id="ana-1",
+        api_key=key,
     )
     assert first.status_code == HTTPStatus.OK, first
     assert "45" in first.output.text, first.output.text
@@ -112,7 +115,17 @@ def test_application_call_with_a_session(
         s=sid,
     )
     assert [t["user_text"] for t in turns] == [
-        "How many days do I have to return the kettle?",
+        "My name is Ana. How many days do I have to return the kettle?",
         "Where do orders ship from?",
         "And how long does delivery take?",
     ]
+
+    # long-term memory: a new session with the same memory_id recalls what the user said
+    recalled = dashscope.Application.call(
+        app_id=app, prompt="What is my name?", memory_id="ana-1", api_key=key
+    )
+    assert recalled.status_code == HTTPStatus.OK, recalled
+    assert recalled.output.session_id != sid
+    assert "Ana" in recalled.output.text, recalled.output.text
+    facts = _api(model_server, "GET", "/v1/memories/ana-1").json()["facts"]
+    assert [f["fact"] for f in facts] == ["My name is Ana."]

@@ -17,6 +17,7 @@ from modelgrid.control.files import Files
 from modelgrid.control.hooks import Hooks
 from modelgrid.control.inventory import Inventory
 from modelgrid.control.keys import Keys
+from modelgrid.control.memories import MemoryAdmin
 from modelgrid.control.prices import Prices
 from modelgrid.control.topology import TopologyAdmin, TopologyStore
 from modelgrid.control.workspaces import Workspaces
@@ -58,6 +59,7 @@ class ControlPlane:
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
         self.batches = Batches(sessions, self.files, self.inventory, hooks)
         self.apps = Apps(sessions, self.inventory)
+        self.memories = MemoryAdmin(sessions)
 
     def inventory(self) -> Inventory:
         """What exists now: the topology's regions and jurisdictions, the served models."""

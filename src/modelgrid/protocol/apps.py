@@ -86,14 +86,54 @@ class AppDeleted(BaseModel):
     sessions: int = 0  # the end users' sessions deleted with it
 
 
+MEMORY_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+MAX_FACT_CHARS = 500
+
+
+class MemoryFactCreate(BaseModel):
+    """``POST /v1/memories/{memory_id}/facts``: a fact to remember."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fact: str = Field(min_length=1, max_length=MAX_FACT_CHARS)
+
+
+class MemoryFact(BaseModel):
+    id: int
+    object: Literal["memory.fact"] = "memory.fact"
+    fact: str
+    created_at: int
+
+
+class MemoryObject(BaseModel):
+    """An end user's long-term memory: its facts, oldest first."""
+
+    id: str
+    object: Literal["memory"] = "memory"
+    facts: list[MemoryFact]
+
+
+class MemoryDeleted(BaseModel):
+    id: str
+    object: Literal["memory.deleted", "memory.fact.deleted"] = "memory.deleted"
+    deleted: bool = True
+    facts: int = 0  # how many facts were deleted
+
+
 __all__ = [
+    "MAX_FACT_CHARS",
     "MAX_KNOWLEDGE_BASES",
     "MAX_TOP_K",
+    "MEMORY_ID_PATTERN",
     "AppCreate",
     "AppDeleted",
     "AppList",
     "AppObject",
     "AppUpdate",
+    "MemoryDeleted",
+    "MemoryFact",
+    "MemoryFactCreate",
+    "MemoryObject",
     "RetrievalMode",
     "RetrievalSettings",
 ]

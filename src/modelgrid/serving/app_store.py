@@ -44,6 +44,7 @@ class AppStore:
 
     def __init__(self, sessions: Sessions, home: Callable[[], tuple[str, str]]) -> None:
         self._sessions = sessions
+        self.sessions = sessions
         self._home = home
 
     async def app(self, workspace_id: str, app_id: str) -> App:

@@ -22,7 +22,8 @@ JSON with their status):
    several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
    chunks.
 5. The prompt: the app's instructions as the system message (``${name}`` filled from
-   ``biz_params.user_prompt_params``; the client's own system messages appended); the
+   ``biz_params.user_prompt_params``; the client's own system messages appended; with
+   ``input.memory_id`` the facts that memory holds, ``serving.memory``); the
    conversation; the new user turn with the passages before the question (a 0.5B model
    follows context next to the question, not in the system prompt). With
    ``input.doc_reference_type: "indexed"`` the passages are numbered ``[1]``… and the model
@@ -32,8 +33,8 @@ JSON with their status):
 
 The answer's ``doc_references``: every passage given (``simple``, the default), or with
 ``indexed`` the passages whose ``[n]`` the answer cites (all given, when it cites none). A
-completed answer is stored as the session's next turn before the last event is sent, so the
-next request sees it.
+completed answer is stored as the session's next turn (and, with a ``memory_id``, the facts
+its user turn states) before the last event is sent, so the next request sees it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from modelgrid.protocol.dashscope.models import (
 from modelgrid.serving.app_store import AppStore, Turn
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.knowledge import Mode, Retrieval, Retrieved
+from modelgrid.serving.memory import Memories, check_memory_id, recall_text
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
@@ -90,7 +92,7 @@ CITE = (
 
 def rewrite_query(earlier_user_turns: list[str], prompt: str) -> str:
     """The retrieval query of ``prompt`` in its conversation (see the module docstring)."""
-    parts = [t.strip() for t in earlier_user_turns[-REWRITE_TURNS:] if t.strip()]
+    parts = [t.strip() for t in earlier_user_turns if t.strip()][-REWRITE_TURNS:]
     query = "\n".join([*parts, prompt.strip()])
     return query[-MAX_QUERY_CHARS:]
 
@@ -151,6 +153,7 @@ class AppRun:
     references: list[DocReference]
     thoughts: list[dict[str, Any]] | None
     indexed: bool  # ``doc_reference_type: "indexed"``: the answer cites passages by [n]
+    memory_id: str | None  # the end user's long-term memory (``serving.memory``)
     text: str = ""
 
     def usage(self) -> list[ModelUsage]:
@@ -178,6 +181,7 @@ class AppService(GenerationService):
     ) -> None:
         super().__init__(models, meter, metrics)
         self.store = store
+        self.memories = Memories(store.sessions)
         self._retrieval = retrieval
 
     async def open(
@@ -195,7 +199,7 @@ class AppService(GenerationService):
             NotFoundError: ``app_not_found``, ``session_not_found`` (404).
             InvalidRequestError: unknown ``pipeline_ids`` (``knowledge_base_not_found``),
                 a conversation that does not end with a user turn.
-            UnsupportedParameterError: ``memory_id``, ``metadata_filter``, ``tags``.
+            UnsupportedParameterError: ``metadata_filter``, ``tags``.
             PermissionDeniedError: ``region_not_allowed``; see ``Generation.open``.
             ServiceUnavailableError: knowledge bases asked for where none are available.
             Every error of ``Retrieval.search`` and ``Generation.open``.
@@ -203,10 +207,7 @@ class AppService(GenerationService):
         ws = principal.workspace_id
         inp, params = body.input, body.parameters
         rag = params.rag_options
-        if inp.memory_id is not None:
-            raise UnsupportedParameterError(
-                "'memory_id' (long-term memory) is not supported yet.", param="input.memory_id"
-            )
+        memory_id = check_memory_id(inp.memory_id) if inp.memory_id is not None else None
         if rag is not None and (rag.metadata_filter or rag.tags):
             which = "metadata_filter" if rag.metadata_filter else "tags"
             raise UnsupportedParameterError(
@@ -230,6 +231,9 @@ class AppService(GenerationService):
         indexed = inp.doc_reference_type == "indexed"
         if client_system:
             instructions = f"{instructions}\n\n{client_system}".strip()
+        if memory_id is not None:
+            recalled = recall_text(await self.memories.recall(ws, memory_id))
+            instructions = f"{instructions}\n\n{recalled}".strip()
         messages = [Message(role="system", content=instructions)] if instructions else []
         for turn in history:
             messages.append(Message(role="user", content=turn.user))
@@ -272,7 +276,7 @@ class AppService(GenerationService):
                     ),
                 }
             ]
-        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts, indexed)
+        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts, indexed, memory_id)
 
     async def _conversation(
         self, ws: str, session_id: str | None, body: AppCompletionRequest
@@ -377,16 +381,16 @@ class AppService(GenerationService):
         ]
 
     async def _finish(self, run: AppRun) -> str | None:
-        """Store the turn if the answer completed; the finish reason."""
+        """Store the turn (and the facts it states, with a ``memory_id``) if the answer
+        completed; the finish reason."""
         reason = run.gen.finish_reasons[0]
         if reason in ("stop", "length"):
+            rid = run.gen.request.request_id
             await self.store.add_turn(
-                run.workspace_id,
-                run.session_id,
-                run.user_text,
-                run.text,
-                run.gen.request.request_id,
+                run.workspace_id, run.session_id, run.user_text, run.text, rid
             )
+            if run.memory_id is not None:
+                await self.memories.remember(run.workspace_id, run.memory_id, run.user_text, rid)
         return reason
 
     def _body(self, run: AppRun, text: str, reason: str | None, final: bool) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 - ``/v1/apps`` (tenant keys; the key's workspace): create, list, get, change (``POST
   /v1/apps/{id}``), delete; another workspace's id is a 404. Errors are OpenAI's object.
 - ``/admin/v1/workspaces/{workspace}/apps`` (admin keys): the same for any workspace.
+- ``/v1/memories/{memory_id}`` (tenant keys): an end user's long-term memory (the facts app
+  calls with that ``memory_id`` stored): get, add a fact, delete one or all.
 - ``POST /api/v1/apps/{app_id}/completion``: DashScope's Application API
   (``protocol.dashscope.apps``, ``serving.apps``), what ``dashscope.Application.call`` sends.
   JSON, or server-sent events in DashScope's framing (``X-DashScope-SSE: enable``), framed
@@ -28,7 +30,7 @@ from modelgrid.api.sse import SSEResponse
 from modelgrid.api.state import AppState
 from modelgrid.control.apps import LIST_LIMIT_MAX
 from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
-from modelgrid.protocol.apps import AppCreate, AppUpdate
+from modelgrid.protocol.apps import AppCreate, AppUpdate, MemoryFactCreate
 from modelgrid.protocol.dashscope.apps import AppCompletionRequest
 from modelgrid.protocol.dashscope.errors import INTERNAL_ERROR, error_body, error_code
 from modelgrid.protocol.dashscope.sse import EventWriter
@@ -119,6 +121,37 @@ async def delete_app(app_id: str, call: CallDep) -> JSONResponse:
     return _json(
         await call.state.control.apps.delete(call.principal.workspace_id, app_id, actor=actor)
     )
+
+
+# --- end users' long-term memories ---------------------------------------------------------
+
+
+@router.get("/v1/memories/{memory_id}")
+async def get_memory(memory_id: str, call: CallDep) -> JSONResponse:
+    return _json(await call.state.control.memories.get(call.principal.workspace_id, memory_id))
+
+
+@router.post("/v1/memories/{memory_id}/facts")
+async def add_memory_fact(memory_id: str, request: Request, call: CallDep) -> JSONResponse:
+    body = await json_body(request, MemoryFactCreate)
+    actor = audit.api_actor(call.principal.key_id)
+    memories = call.state.control.memories
+    return _json(await memories.add(call.principal.workspace_id, memory_id, body.fact, actor=actor))
+
+
+@router.delete("/v1/memories/{memory_id}")
+async def delete_memory(memory_id: str, call: CallDep) -> JSONResponse:
+    actor = audit.api_actor(call.principal.key_id)
+    memories = call.state.control.memories
+    return _json(await memories.delete(call.principal.workspace_id, memory_id, actor=actor))
+
+
+@router.delete("/v1/memories/{memory_id}/facts/{fact_id}")
+async def delete_memory_fact(memory_id: str, fact_id: int, call: CallDep) -> JSONResponse:
+    actor = audit.api_actor(call.principal.key_id)
+    memories = call.state.control.memories
+    gone = await memories.delete(call.principal.workspace_id, memory_id, fact_id, actor=actor)
+    return _json(gone)
 
 
 # --- managing apps: the admin API ------------------------------------------------------------
