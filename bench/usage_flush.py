@@ -4,7 +4,9 @@ One flush = one transaction inserting a batch of 256 ledger rows. "before" is th
 the writer ran before the roll-ups (``INSERT … ON CONFLICT (request_id) DO NOTHING``,
 executemany); "after" is ``repositories.insert_usage`` today (the same insert with
 ``RETURNING request_id``, then one ``INSERT … ON CONFLICT DO UPDATE`` into each roll-up
-table). Each runs on its own fresh database; batches alternate before/after so the machine's
+table). Wall time per flush, and this process's CPU time (what the flush takes from the
+gateway's event loop and its threads: SQLite runs in aiosqlite's thread, PostgreSQL's server
+is another process). Each runs on its own fresh database; batches alternate before/after so the machine's
 noise falls on both. A batch is what a busy gateway flushes: rows of the same half second,
 from 100 keys of 20 workspaces, 6 models, 4 regions.
 
@@ -79,6 +81,7 @@ async def measure(urls: dict[str, str], batches: int) -> dict[str, list[float]]:
     makers = {name: db.sessionmaker(e) for name, e in engines.items()}
     fns = {"before": old_insert, "after": repo.insert_usage}
     times: dict[str, list[float]] = {name: [] for name in urls}
+    cpu: dict[str, list[float]] = {name: [] for name in urls}
     rnd = random.Random(5)
     at = datetime(2026, 12, 6, 9, tzinfo=UTC)
     try:
@@ -86,15 +89,16 @@ async def measure(urls: dict[str, str], batches: int) -> dict[str, list[float]]:
             rows = batch(rnd, BATCH, at + timedelta(seconds=i / 2))
             order = ["before", "after"] if i % 2 else ["after", "before"]
             for name in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 async with makers[name]() as session, session.begin():
                     await fns[name](session, rows)
                 if i >= 5:  # warm-up: connections, compiled statements
                     times[name].append((time.perf_counter() - t0) * 1000)
+                    cpu[name].append((time.process_time() - c0) * 1000)
     finally:
         for e in engines.values():
             await e.dispose()
-    return times
+    return {**times, "cpu before": cpu["before"], "cpu after": cpu["after"]}
 
 
 def pg_admin(sql: str) -> None:
@@ -111,6 +115,13 @@ def report(kind: str, times: dict[str, list[float]]) -> None:
         f"  |  after p50 {statistics.median(a):6.2f} ms  mean {statistics.fmean(a):6.2f}"
         f"  |  ratio p50 {statistics.median(a) / statistics.median(b):.2f}"
         f"  per row after {statistics.median(a) / BATCH * 1000:.0f} µs",
+        flush=True,
+    )
+    cb, ca = times["cpu before"], times["cpu after"]
+    print(
+        f"{'':10s}  this process's CPU per flush (driver and SQLite threads included): before "
+        f"{statistics.fmean(cb):6.2f} ms  after {statistics.fmean(ca):6.2f} ms  "
+        f"ratio {statistics.fmean(ca) / statistics.fmean(cb):.2f}",
         flush=True,
     )
 

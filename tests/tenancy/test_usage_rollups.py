@@ -156,6 +156,15 @@ def test_each_ledger_row_is_rolled_up_once_at_each_granularity(database_url: str
         await insert_usage(sessions, rows[400:])
         want = want_both(rows)
         assert await both(sessions) == want
+        if database_url.startswith("sqlite"):  # the text SQLAlchemy writes, else no conflict
+            async with sessions() as session:
+                formats = await session.execute(
+                    text(
+                        "SELECT DISTINCT length(bucket_start), substr(bucket_start, 17) "
+                        "FROM usage_rollups WHERE granularity = 'minute'"
+                    )
+                )
+                assert set(formats.all()) == {(26, ":00.000000")}
         assert sum(v[0] for k, v in want[1].items() if k[0] == "day") == 600
         assert len(want[1]) < len(want[0])
         async with sessions() as session, session.begin():

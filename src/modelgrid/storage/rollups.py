@@ -7,7 +7,8 @@ key (what the overview, invoices and budgets read: several times fewer rows).
 Every ledger insert (``repositories.insert_usage``: the usage writer's flush, a batch
 line's answer) adds the rows it actually inserted to both in the same transaction: one
 ``INSERT … ON CONFLICT DO UPDATE`` a table adding the deltas, run once per distinct
-(granularity, bucket, dimensions) of the batch. A row the ledger already held (a retried or
+(granularity, bucket, dimensions) of the batch (positional tuples straight to the driver's
+``executemany``: SQLAlchemy's per-row parameter processing was most of the flush's CPU). A row the ledger already held (a retried or
 replayed batch: the insert is ``ON CONFLICT DO NOTHING``) is not returned by the insert's
 ``RETURNING`` and adds nothing, so every ledger row counts exactly once.
 
@@ -28,9 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Table, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelgrid.storage.models import (
@@ -77,15 +76,12 @@ def bucket_start(ts: datetime, granularity: str) -> datetime:
     raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
 
 
-def _params(acc: dict[tuple[Any, ...], list[int]], dims: tuple[str, ...]) -> list[dict[str, Any]]:
-    cols = (*dims, *ROLLUP_MEASURES)
-    return [dict(zip(cols, (*key, *v), strict=True)) for key, v in sorted(acc.items())]
-
-
-def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def deltas(
+    rows: Iterable[Mapping[str, Any]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The roll-up increments of ledger ``rows``: for ``usage_rollups`` and for
-    ``usage_workspace_rollups``, one dict per (granularity, bucket, dimensions), sorted by
-    key."""
+    ``usage_workspace_rollups``, one tuple per (granularity, bucket, dimensions) — the
+    table's dimensions then ``ROLLUP_MEASURES`` — sorted by key."""
     acc: dict[tuple[Any, ...], list[int]] = {}
     ws_acc: dict[tuple[Any, ...], list[int]] = {}
     empty_hist = [0] * (_N - _HIST0)
@@ -107,17 +103,15 @@ def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
             0 if ttft is None else 1,
             *hist,
         ]
-        ws, rest = (
-            r.get("workspace_id") or "",
-            (
-                r["model"],
-                r.get("region") or "",
-                r.get("currency") or "",
-                0 if r.get("batch_id") is None else 1,
-                status // 100,
-            ),
-        )
+        ws = r.get("workspace_id") or ""
         key_id = r.get("api_key_id") or ""
+        rest = (
+            r["model"],
+            r.get("region") or "",
+            r.get("currency") or "",
+            0 if r.get("batch_id") is None else 1,
+            status // 100,
+        )
         for bucket in (
             ("day", minute.replace(hour=0, minute=0)),
             ("hour", minute.replace(minute=0)),
@@ -128,17 +122,29 @@ def deltas(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
                 table[key] = (
                     list(vec) if a is None else [x + y for x, y in zip(a, vec, strict=True)]
                 )
-    return _params(acc, ROLLUP_DIMENSIONS), _params(ws_acc, WORKSPACE_ROLLUP_DIMENSIONS)
+    return (
+        [(*k, *v) for k, v in sorted(acc.items())],
+        [(*k, *v) for k, v in sorted(ws_acc.items())],
+    )
 
 
 @cache
-def _upsert(dialect: str, table: Table) -> Insert:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=[c.name for c in table.primary_key.columns],
-        set_={m: table.c[m] + stmt.excluded[m] for m in ROLLUP_MEASURES},
+def _upsert_sql(dialect: str, table: str) -> str:
+    """``INSERT … ON CONFLICT DO UPDATE`` adding the measures, with the driver's positional
+    parameters (sent by ``exec_driver_sql``: no per-row work in SQLAlchemy)."""
+    dims = ROLLUP_DIMENSIONS if table == usage_rollups.name else WORKSPACE_ROLLUP_DIMENSIONS
+    cols = (*dims, *ROLLUP_MEASURES)
+    marks = ", ".join(f"${i}" if dialect == "postgresql" else "?" for i in range(1, len(cols) + 1))
+    adds = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in ROLLUP_MEASURES)
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) "
+        f"ON CONFLICT ({', '.join(dims)}) DO UPDATE SET {adds}"
     )
+
+
+def _sqlite_time(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Bucket starts as SQLAlchemy writes a SQLite ``DATETIME`` (the driver is given text)."""
+    return [(p[0], f"{p[1]:%Y-%m-%d %H:%M:%S}.000000", *p[2:]) for p in params]
 
 
 def dialect_of(session: AsyncSession) -> str:
@@ -146,13 +152,16 @@ def dialect_of(session: AsyncSession) -> str:
 
 
 async def add(session: AsyncSession, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Add ledger ``rows`` (just inserted, each once) to both roll-up tables; returns the
-    number of roll-up rows touched."""
+    """Add ledger ``rows`` (just inserted, each once) to both roll-up tables, in the
+    session's transaction; returns the number of roll-up rows touched."""
     by_key, by_workspace = deltas(rows)
     dialect = dialect_of(session)
+    conn = await session.connection()
     for table, params in ((usage_rollups, by_key), (workspace_rollups, by_workspace)):
         if params:
-            await session.execute(_upsert(dialect, table), params)
+            if dialect != "postgresql":
+                params = _sqlite_time(params)
+            await conn.exec_driver_sql(_upsert_sql(dialect, table.name), params)
     return len(by_key) + len(by_workspace)
 
 
