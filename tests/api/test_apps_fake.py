@@ -559,3 +559,55 @@ def test_long_term_memory(server: ThreadServer, engine: RecordingEngine) -> None
     assert engine.prompts[-1][0] == ("system", "You are the shop's helpdesk.")
     r = call(server, "GET", "/v1/memories/bad%20id")
     assert r.status_code == 400
+
+
+def test_sessions_can_be_read_and_deleted(server: ThreadServer) -> None:
+    app = make_app(server)
+    sid = complete(server, app["id"], {"input": {"prompt": "First."}}).json()["output"][
+        "session_id"
+    ]
+    complete(server, app["id"], {"input": {"prompt": "Second.", "session_id": sid}})
+    got = call(server, "GET", f"/v1/apps/{app['id']}/sessions/{sid}").json()
+    assert (got["object"], got["id"], got["app_id"]) == ("app.session", sid, app["id"])
+    assert [(t["user"], t["assistant"]) for t in got["turns"]] == [
+        ("First.", REPLY),
+        ("Second.", REPLY),
+    ]
+    other = create_key(server.settings.database_url, name="other", workspace="acme").plaintext
+    for method in ("GET", "DELETE"):
+        r = call(server, method, f"/v1/apps/{app['id']}/sessions/{sid}", other)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "app_not_found")
+    gone = call(server, "DELETE", f"/v1/apps/{app['id']}/sessions/{sid}").json()
+    assert gone == {"id": sid, "object": "app.session.deleted", "deleted": True, "turns": 2}
+    r = call(server, "GET", f"/v1/apps/{app['id']}/sessions/{sid}")
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "session_not_found")
+    r = complete(server, app["id"], {"input": {"prompt": "Third.", "session_id": sid}})
+    assert (r.status_code, r.json()["code"]) == (404, "SessionNotFound")
+
+
+def test_a_failure_mid_stream_is_an_error_event_and_stores_no_turn(
+    server_factory: ServerFactory,
+) -> None:
+    engine = FakeEngine(reply=REPLY, context_length=4096, fail_after_tokens=2)
+    s = server_factory(engine)
+    app = make_app(s)
+    r = complete(
+        s,
+        app["id"],
+        {"input": {"prompt": "hi"}, "parameters": {"incremental_output": True}},
+        headers={"X-DashScope-SSE": "enable"},
+    )
+    assert r.status_code == 200
+    events = sse_events(r.content)
+    assert [(e[1], e[2]) for e in events] == [
+        ("event:result", ":HTTP_STATUS/200"),
+        ("event:result", ":HTTP_STATUS/200"),
+        ("event:error", ":HTTP_STATUS/500"),
+    ]
+    error = events[-1][3]
+    assert error == {
+        "request_id": events[0][3]["request_id"],
+        "code": "InternalError",
+        "message": "The fake engine failed on purpose.",
+    }
+    assert db_rows(s, "SELECT count(*) AS n FROM app_turns")[0]["n"] == 0

@@ -1,4 +1,5 @@
-"""Apps (assistants, DashScope's "applications"): create, list, get, change, delete.
+"""Apps (assistants, DashScope's "applications"): create, list, get, change, delete; an end
+user's session: read (its turns), delete.
 
 An app belongs to one workspace: another workspace's app id is the same 404 as an unknown
 one. Its model must be served (``control.inventory``), its knowledge bases must be the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -23,8 +25,11 @@ from modelgrid.protocol.apps import (
     AppDeleted,
     AppList,
     AppObject,
+    AppSessionDeleted,
+    AppSessionObject,
     AppUpdate,
     RetrievalSettings,
+    SessionTurn,
 )
 from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase
 from modelgrid.tenancy import audit
@@ -36,6 +41,10 @@ LIST_LIMIT_MAX = 1000
 
 def _shown(ident: str) -> str:
     return ident if len(ident) <= 64 else ident[:63] + "…"
+
+
+def _unix(at: datetime) -> int:
+    return int(aware(at).timestamp())
 
 
 def app_not_found(app_id: str) -> NotFoundError:
@@ -238,6 +247,57 @@ class Apps:
                 details={"workspace_id": workspace_id},
             )
         return AppDeleted(id=app_id, sessions=int(getattr(gone, "rowcount", 0) or 0))
+
+    # --- end users' sessions -----------------------------------------------------------------
+
+    async def _session(self, session: Any, workspace_id: str, app_id: str, sid: str) -> AppSession:
+        row: AppSession | None = await session.get(AppSession, sid)
+        if row is None or row.workspace_id != workspace_id or row.app_id != app_id:
+            raise NotFoundError(
+                f"No such session of this app: '{_shown(sid)}'.",
+                param="session_id",
+                code="session_not_found",
+            )
+        return row
+
+    async def session(self, workspace_id: str, app_id: str, sid: str) -> AppSessionObject:
+        """A session of the app with its turns (404 ``app_not_found`` /
+        ``session_not_found``)."""
+        await self.row(workspace_id, app_id)
+        async with self._sessions() as session:
+            row = await self._session(session, workspace_id, app_id, sid)
+            stmt = select(AppTurn).where(AppTurn.session_id == sid).order_by(AppTurn.id)
+            turns = list((await session.execute(stmt)).scalars())
+        return AppSessionObject(
+            id=row.id,
+            app_id=app_id,
+            created_at=_unix(row.created_at),
+            updated_at=_unix(row.updated_at),
+            turns=[
+                SessionTurn(
+                    user=t.user_text, assistant=t.assistant_text, created_at=_unix(t.created_at)
+                )
+                for t in turns
+            ],
+        )
+
+    async def delete_session(
+        self, workspace_id: str, app_id: str, sid: str, *, actor: str
+    ) -> AppSessionDeleted:
+        """Delete a session with its turns (one transaction, audited)."""
+        await self.row(workspace_id, app_id)
+        async with self._sessions() as session, session.begin():
+            row = await self._session(session, workspace_id, app_id, sid)
+            gone = await session.execute(delete(AppTurn).where(AppTurn.session_id == sid))
+            await session.delete(row)
+            await audit.record(
+                session,
+                actor=actor,
+                action="app.session.delete",
+                target=f"app_session:{sid}",
+                details={"workspace_id": workspace_id, "app_id": app_id},
+            )
+        return AppSessionDeleted(id=sid, turns=int(getattr(gone, "rowcount", 0) or 0))
 
 
 __all__ = [

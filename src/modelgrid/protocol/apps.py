@@ -120,6 +120,30 @@ class MemoryDeleted(BaseModel):
     facts: int = 0  # how many facts were deleted
 
 
+class SessionTurn(BaseModel):
+    user: str
+    assistant: str
+    created_at: int
+
+
+class AppSessionObject(BaseModel):
+    """An end user's session of an app, with its turns, oldest first."""
+
+    id: str
+    object: Literal["app.session"] = "app.session"
+    app_id: str
+    created_at: int
+    updated_at: int
+    turns: list[SessionTurn]
+
+
+class AppSessionDeleted(BaseModel):
+    id: str
+    object: Literal["app.session.deleted"] = "app.session.deleted"
+    deleted: bool = True
+    turns: int = 0
+
+
 __all__ = [
     "MAX_FACT_CHARS",
     "MAX_KNOWLEDGE_BASES",
@@ -129,6 +153,8 @@ __all__ = [
     "AppDeleted",
     "AppList",
     "AppObject",
+    "AppSessionDeleted",
+    "AppSessionObject",
     "AppUpdate",
     "MemoryDeleted",
     "MemoryFact",
@@ -136,4 +162,5 @@ __all__ = [
     "MemoryObject",
     "RetrievalMode",
     "RetrievalSettings",
+    "SessionTurn",
 ]

@@ -1,7 +1,8 @@
 """Apps (assistants): managing them and calling them (``docs/applications.md``).
 
 - ``/v1/apps`` (tenant keys; the key's workspace): create, list, get, change (``POST
-  /v1/apps/{id}``), delete; another workspace's id is a 404. Errors are OpenAI's object.
+  /v1/apps/{id}``), delete; an end user's session (``/v1/apps/{id}/sessions/{session_id}``):
+  read its turns, delete it. Another workspace's id is a 404. Errors are OpenAI's object.
 - ``/admin/v1/workspaces/{workspace}/apps`` (admin keys): the same for any workspace.
 - ``/v1/memories/{memory_id}`` (tenant keys): an end user's long-term memory (the facts app
   calls with that ``memory_id`` stored): get, add a fact, delete one or all.
@@ -121,6 +122,20 @@ async def delete_app(app_id: str, call: CallDep) -> JSONResponse:
     return _json(
         await call.state.control.apps.delete(call.principal.workspace_id, app_id, actor=actor)
     )
+
+
+@router.get("/v1/apps/{app_id}/sessions/{session_id}")
+async def get_session(app_id: str, session_id: str, call: CallDep) -> JSONResponse:
+    apps = call.state.control.apps
+    return _json(await apps.session(call.principal.workspace_id, app_id, session_id))
+
+
+@router.delete("/v1/apps/{app_id}/sessions/{session_id}")
+async def delete_session(app_id: str, session_id: str, call: CallDep) -> JSONResponse:
+    actor = audit.api_actor(call.principal.key_id)
+    apps = call.state.control.apps
+    gone = await apps.delete_session(call.principal.workspace_id, app_id, session_id, actor=actor)
+    return _json(gone)
 
 
 # --- end users' long-term memories ---------------------------------------------------------
