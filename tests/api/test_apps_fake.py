@@ -22,11 +22,12 @@ from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.serving.apps import CITE
 from tests.conftest import ServerFactory
+from tests.databases import BOTH_DATABASES
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.knowledge.test_api_fake import GUIDE, make_kb, upload, wait_ready
 from tests.support import ThreadServer, create_key, db_rows, usage_rows_matching
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the index
 
 REPLY = "A refund is granted within fourteen days [1]."
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -90,6 +91,7 @@ def complete(
     return call(s, "POST", f"/api/v1/apps/{app_id}/completion", key, json=body, **kw)
 
 
+@SQLITE
 def test_manage_apps(server: ThreadServer) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb, kb], retrieval={"top_k": 2, "mode": "lexical"})
@@ -185,6 +187,7 @@ def test_manage_apps(server: ThreadServer) -> None:
     assert actions == ["app.create", "app.update", "app.create", "app.delete"]
 
 
+@SQLITE
 def test_completion_json_with_references(server: ThreadServer, engine: RecordingEngine) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb], retrieval={"top_k": 2, "mode": "hybrid"})
@@ -239,6 +242,7 @@ def test_completion_json_with_references(server: ThreadServer, engine: Recording
     assert usage_rows_matching(server, endpoint="embeddings", api_key_id=rec["api_key_id"])
 
 
+@SQLITE
 def test_simple_references_are_every_passage(server: ThreadServer, engine: RecordingEngine) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb], retrieval={"top_k": 2, "mode": "hybrid"})
@@ -274,6 +278,7 @@ def sse_events(raw: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
     return out
 
 
+@BOTH_DATABASES
 def test_sse_frames_exact_bytes(server: ThreadServer) -> None:
     app = make_app(server)
     r = complete(
@@ -338,6 +343,7 @@ def test_sse_frames_exact_bytes(server: ThreadServer) -> None:
     assert texts[-1] == texts[-2] == REPLY and texts[0] == "A"
 
 
+@SQLITE
 def test_session_over_three_turns(server: ThreadServer, engine: RecordingEngine) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb], retrieval={"top_k": 1, "mode": "lexical"})
@@ -393,6 +399,7 @@ def test_session_over_three_turns(server: ThreadServer, engine: RecordingEngine)
     ]
 
 
+@SQLITE
 def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb])
@@ -463,6 +470,7 @@ def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine
     assert len(db_rows(server, "SELECT id FROM app_turns WHERE session_id = :s", s=sid)) == 1
 
 
+@SQLITE
 def test_retrieval_failure_is_an_error(
     server_factory: ServerFactory, engine: RecordingEngine
 ) -> None:
@@ -480,6 +488,7 @@ def test_retrieval_failure_is_an_error(
     assert not engine.prompts or engine.prompts[-1][-1] != ("user", "refund?")
 
 
+@SQLITE
 def test_official_sdk(server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb])
@@ -510,6 +519,7 @@ def test_official_sdk(server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> 
     assert (bad.status_code, bad.code) == (404, "AppNotFound")
 
 
+@BOTH_DATABASES
 def test_long_term_memory(server: ThreadServer, engine: RecordingEngine) -> None:
     app = make_app(server)
     said = "My name is Ana. I live in Lyon. When do you ship?"
@@ -561,6 +571,7 @@ def test_long_term_memory(server: ThreadServer, engine: RecordingEngine) -> None
     assert r.status_code == 400
 
 
+@BOTH_DATABASES
 def test_sessions_can_be_read_and_deleted(server: ThreadServer) -> None:
     app = make_app(server)
     sid = complete(server, app["id"], {"input": {"prompt": "First."}}).json()["output"][
@@ -585,6 +596,7 @@ def test_sessions_can_be_read_and_deleted(server: ThreadServer) -> None:
     assert (r.status_code, r.json()["code"]) == (404, "SessionNotFound")
 
 
+@BOTH_DATABASES
 def test_a_failure_mid_stream_is_an_error_event_and_stores_no_turn(
     server_factory: ServerFactory,
 ) -> None:

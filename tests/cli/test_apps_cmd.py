@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_admin_cli import cli
+from tests.databases import BOTH_DATABASES
 from tests.support import db_rows, write_topology
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +19,7 @@ def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@BOTH_DATABASES
 def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
     url = database_url
     write_topology(tmp_path / "topology.toml", {"eu": "DE"}, ["m1"], gateway="eu")
