@@ -331,6 +331,57 @@ async def time_pages(url: str, repeat: int) -> list[tuple[str, float, float, flo
     return results
 
 
+async def time_raw_baseline(url: str, repeat: int) -> None:
+    """What the same pages cost summing the ledger at page load (the code before the
+    roll-ups): an invoice's sums and the 30-day overview by model, ``repeat`` times each."""
+    engine = db.create_engine(url)
+    sessions = db.sessionmaker(engine)
+    rnd = random.Random(43)
+    u = UsageRecord
+    start = END - timedelta(days=30)
+    day: Any = (
+        func.date_trunc("day", u.created_at)
+        if url.startswith("postgresql")
+        else func.substr(u.created_at, 1, 10)
+    )
+
+    def invoice_sums() -> Any:
+        m0, m1 = repo.month_bounds(rnd.choice(["2026-11", "2026-12"]))
+        cols = (u.model, u.region, u.currency, u.batch_id.is_not(None))
+        return (
+            select(*cols, func.count(), func.sum(u.prompt_tokens), func.sum(u.cost_micros))
+            .where(u.workspace_id == rnd.choice(WORKSPACES))
+            .where(u.created_at >= m0, u.created_at < m1)
+            .group_by(*cols)
+        )
+
+    def overview_30d() -> Any:
+        return (
+            select(day, u.model, func.count(), func.sum(u.prompt_tokens), func.sum(u.cost_micros))
+            .where(u.created_at >= start, u.created_at < END)
+            .group_by(day, u.model)
+        )
+
+    try:
+        for name, make in (
+            ("raw: invoice sums (month)", invoice_sums),
+            ("raw: overview 30 days by model", overview_30d),
+        ):
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                async with sessions() as session:
+                    (await session.execute(make())).all()
+                times.append((time.perf_counter() - t0) * 1000)
+            print(
+                f"  {name:36s} p50 {statistics.median(times):7.0f} ms  max {max(times):7.0f} ms"
+                f"  ({repeat} calls, summing ledger rows)",
+                flush=True,
+            )
+    finally:
+        await engine.dispose()
+
+
 def pg_admin(sql: str) -> None:
     import psycopg
 
@@ -374,6 +425,8 @@ def run(kind: str, args: argparse.Namespace) -> None:
         )
         print(f"  file {size / 2**30:.2f} GiB", flush=True)
     asyncio.run(time_pages(url, args.repeat))
+    if args.raw_baseline:
+        asyncio.run(time_raw_baseline(url, args.raw_baseline))
 
 
 def main() -> None:
@@ -386,6 +439,13 @@ def main() -> None:
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--sqlite-path", help="the SQLite file (default: in the temp folder)")
     ap.add_argument("--reuse", action="store_true", help="time the existing databases only")
+    ap.add_argument(
+        "--raw-baseline",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N calls of two pages summing the ledger instead (the code before)",
+    )
     args = ap.parse_args()
     print(
         f"# {datetime.now(UTC):%Y-%m-%dT%H:%M:%S}  cpus={os.cpu_count()}  load1 "
