@@ -8,7 +8,8 @@ table). Wall time per flush, and this process's CPU time (what the flush takes f
 gateway's event loop and its threads: SQLite runs in aiosqlite's thread, PostgreSQL's server
 is another process). Each runs on its own fresh database; batches alternate before/after so the machine's
 noise falls on both. A batch is what a busy gateway flushes: rows of the same half second,
-from 100 keys of 20 workspaces, 6 models, 4 regions.
+from 100 keys of 20 workspaces, 6 models, 4 regions (``--one-key``: one key, model and
+region, as ``bench/gateway_overhead.py`` sends).
 
 Run: ``.venv/bin/python bench/usage_flush.py [--batches 200] [--postgres]``.
 """
@@ -37,18 +38,20 @@ BATCH = 256
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def batch(rnd: random.Random, n: int, at: datetime) -> list[dict[str, Any]]:
+def batch(
+    rnd: random.Random, n: int, at: datetime, *, one_key: bool = False
+) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
-        ws = rnd.randrange(20)
+        ws = 0 if one_key else rnd.randrange(20)
         rows.append(
             {
                 "request_id": secrets.token_hex(12),
                 "client_request_id": None,
-                "api_key_id": f"key_{ws}_{rnd.randrange(5)}",
+                "api_key_id": f"key_{ws}_{0 if one_key else rnd.randrange(5)}",
                 "workspace_id": f"ws_{ws}",
-                "model": rnd.choice(["a", "b", "c", "d", "e", "f"]),
-                "region": rnd.choice(["eu", "us", "asia", "cn"]),
+                "model": "a" if one_key else rnd.choice(["a", "b", "c", "d", "e", "f"]),
+                "region": "eu" if one_key else rnd.choice(["eu", "us", "asia", "cn"]),
                 "endpoint": "chat.completions",
                 "prompt_tokens": rnd.randrange(2000),
                 "cached_tokens": 0,
@@ -76,7 +79,7 @@ async def old_insert(session: Any, rows: list[dict[str, Any]]) -> None:
     await session.execute(stmt, rows)
 
 
-async def measure(urls: dict[str, str], batches: int) -> dict[str, list[float]]:
+async def measure(urls: dict[str, str], batches: int, one_key: bool) -> dict[str, list[float]]:
     engines = {name: db.create_engine(url) for name, url in urls.items()}
     makers = {name: db.sessionmaker(e) for name, e in engines.items()}
     fns = {"before": old_insert, "after": repo.insert_usage}
@@ -86,7 +89,7 @@ async def measure(urls: dict[str, str], batches: int) -> dict[str, list[float]]:
     at = datetime(2026, 12, 6, 9, tzinfo=UTC)
     try:
         for i in range(batches + 5):
-            rows = batch(rnd, BATCH, at + timedelta(seconds=i / 2))
+            rows = batch(rnd, BATCH, at + timedelta(seconds=i / 2), one_key=one_key)
             order = ["before", "after"] if i % 2 else ["after", "before"]
             for name in order:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -130,6 +133,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--postgres", action="store_true")
+    ap.add_argument(
+        "--one-key",
+        action="store_true",
+        help="every row of one key, model and region (gateway_overhead's traffic)",
+    )
     args = ap.parse_args()
     print(
         f"# {datetime.now(UTC):%Y-%m-%dT%H:%M:%S}  cpus={os.cpu_count()}  load1 "
@@ -139,7 +147,7 @@ def main() -> None:
     urls = {n: f"sqlite+aiosqlite:///{folder}/{n}.db" for n in ("before", "after")}
     for url in urls.values():
         migrate.upgrade(url)
-    report("sqlite", asyncio.run(measure(urls, args.batches)))
+    report("sqlite", asyncio.run(measure(urls, args.batches, args.one_key)))
     if args.postgres:
         names = {n: f"mg_flush_{n}_{secrets.token_hex(3)}" for n in ("before", "after")}
         for name in names.values():
@@ -150,7 +158,7 @@ def main() -> None:
             }
             for url in urls.values():
                 migrate.upgrade(url)
-            report("postgresql", asyncio.run(measure(urls, args.batches)))
+            report("postgresql", asyncio.run(measure(urls, args.batches, args.one_key)))
         finally:
             for name in names.values():
                 pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

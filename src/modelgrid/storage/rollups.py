@@ -24,6 +24,7 @@ An error is a status >= 400 other than 499 (the client went away). Buckets are U
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
@@ -82,11 +83,9 @@ def deltas(
     """The roll-up increments of ledger ``rows``: for ``usage_rollups`` and for
     ``usage_workspace_rollups``, one tuple per (granularity, bucket, dimensions) — the
     table's dimensions then ``ROLLUP_MEASURES`` — sorted by key."""
-    acc: dict[tuple[Any, ...], list[int]] = {}
-    ws_acc: dict[tuple[Any, ...], list[int]] = {}
+    minutes: dict[tuple[Any, ...], list[int]] = {}  # per row: one add, at the finest level
     empty_hist = [0] * (_N - _HIST0)
     for r in rows:
-        minute = utc(r["created_at"]).replace(second=0, microsecond=0)
         status = int(r["status"])
         ttft = r.get("ttft_ms")
         hist = list(empty_hist)
@@ -103,25 +102,29 @@ def deltas(
             0 if ttft is None else 1,
             *hist,
         ]
-        ws = r.get("workspace_id") or ""
-        key_id = r.get("api_key_id") or ""
-        rest = (
+        key = (
+            utc(r["created_at"]).replace(second=0, microsecond=0),
+            r.get("workspace_id") or "",
+            r.get("api_key_id") or "",
             r["model"],
             r.get("region") or "",
             r.get("currency") or "",
             0 if r.get("batch_id") is None else 1,
             status // 100,
         )
+        a = minutes.get(key)
+        minutes[key] = vec if a is None else list(map(operator.add, a, vec))
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    ws_acc: dict[tuple[Any, ...], list[int]] = {}
+    for (minute, ws, key_id, *rest), vec in minutes.items():
         for bucket in (
             ("day", minute.replace(hour=0, minute=0)),
             ("hour", minute.replace(minute=0)),
             ("minute", minute),
         ):
-            for table, key in ((acc, (*bucket, ws, key_id, *rest)), (ws_acc, (*bucket, ws, *rest))):
-                a = table.get(key)
-                table[key] = (
-                    list(vec) if a is None else [x + y for x, y in zip(a, vec, strict=True)]
-                )
+            for table, k in ((acc, (*bucket, ws, key_id, *rest)), (ws_acc, (*bucket, ws, *rest))):
+                a = table.get(k)
+                table[k] = vec if a is None else list(map(operator.add, a, vec))
     return (
         [(*k, *v) for k, v in sorted(acc.items())],
         [(*k, *v) for k, v in sorted(ws_acc.items())],
