@@ -12,8 +12,12 @@ Tree (status, OpenAI type):
   - ``TopologyError`` 400, code ``invalid_topology`` (a topology that contradicts itself)
   - ``BatchInputError`` 400: a batch input file breaks the contract (carries ``line``, ``field``)
   - ``PlanInputError`` 400, code ``invalid_plan_input``: input ``modelgrid plan`` cannot plan with
+  - ``DocumentError`` 400, code ``invalid_document``: a knowledge document that cannot be
+    indexed (no text; a piece the chunker cannot cut small enough)
   - ``UpstreamClientError`` 4xx: an upstream's refusal with its own status, passed through
 - ``ConflictError`` 409 ``invalid_request_error`` (the object exists, or is still in use)
+  - ``LeaseLostError`` 409, code ``lease_lost``: background work whose lease was lost, whose
+    object was deleted meanwhile, or whose runner is stopping (left for the next run)
 - ``MethodNotAllowedError`` 405 ``invalid_request_error``
 - ``RequestTooLargeError`` 413 ``invalid_request_error`` (body over the size limit)
 - ``AuthenticationError`` 401 ``authentication_error`` (missing, malformed, unknown, revoked key)
@@ -279,6 +283,20 @@ class PlanInputError(InvalidRequestError):
     code = "invalid_plan_input"
 
 
+class DocumentError(InvalidRequestError):
+    """A knowledge document that cannot be indexed (``jobs.indexer``: its message becomes
+    the document's ``error``; ``knowledge.chunking``: the window leaves no room for text)."""
+
+    code = "invalid_document"
+
+
+class LeaseLostError(ConflictError):
+    """Background work that must stop where it is: its lease was taken, its object deleted,
+    or its runner is stopping (``jobs.indexer``); the work is left for the next run."""
+
+    code = "lease_lost"
+
+
 class PatternError(ValueError):
     """A JSON Schema ``pattern`` outside the subset a grammar can enforce, or malformed; the
     message says where (``protocol.schema_pattern``). Internal: ``protocol.json_schema``
@@ -290,10 +308,12 @@ __all__ = [
     "BatchInputError",
     "ConflictError",
     "ContextLengthExceededError",
+    "DocumentError",
     "EngineDiedError",
     "EngineError",
     "EngineRestartingError",
     "InvalidRequestError",
+    "LeaseLostError",
     "MethodNotAllowedError",
     "ModelIntegrityError",
     "ModelNotFoundError",

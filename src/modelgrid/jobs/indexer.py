@@ -37,13 +37,15 @@ from sqlalchemy import or_, select, update
 from modelgrid.config import KnowledgeSettings
 from modelgrid.core.errors import (
     AuthenticationError,
+    DocumentError,
+    LeaseLostError,
     ModelgridError,
     ModelNotFoundError,
     QuotaExceededError,
     RateLimitError,
     ServiceUnavailableError,
 )
-from modelgrid.knowledge.chunking import Chunk, ChunkingError, ChunkPlan, chunk_sections
+from modelgrid.knowledge.chunking import Chunk, ChunkPlan, chunk_sections
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.serving.knowledge import KnowledgeEmbedder
 from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
@@ -55,14 +57,6 @@ log = logging.getLogger("modelgrid.indexer")
 RETRY_S = 10.0
 COUNT_BATCH = 512
 UNFINISHED = ("pending", "indexing")
-
-
-class DocumentFailed(Exception):
-    """The document cannot be indexed (its message goes to the document's ``error``)."""
-
-
-class Stopped(Exception):
-    """The indexer is stopping: leave the document for the next run."""
 
 
 def _now() -> datetime:
@@ -171,7 +165,7 @@ class Indexer:
         return None
 
     async def _progress(self, doc_id: str, **values: Any) -> None:
-        """Record progress and renew the lease; ``Stopped`` if the document is gone or no
+        """Record progress and renew the lease; ``LeaseLostError`` if the document is gone or no
         longer ours (deleted meanwhile)."""
         now = _now()
         async with self._sessions() as session, session.begin():
@@ -185,7 +179,7 @@ class Indexer:
                 .values(lease_until=now + timedelta(seconds=self.settings.lease_s), **values)
             )
         if not done.rowcount:
-            raise Stopped
+            raise LeaseLostError("The document was deleted, or another indexer holds it.")
 
     async def _release(
         self, doc_id: str, *, failed: str | None = None, waiting: str | None = None
@@ -226,9 +220,9 @@ class Indexer:
             return
         try:
             await self._index(doc, kb)
-        except Stopped:
+        except LeaseLostError:
             return
-        except DocumentFailed as exc:
+        except DocumentError as exc:
             await self._release(doc_id, failed=str(exc))
         except (QuotaExceededError, AuthenticationError) as exc:
             await self._release(doc_id, failed=exc.message)
@@ -252,9 +246,9 @@ class Indexer:
         plan = ChunkPlan(kb.chunk_tokens, kb.chunk_overlap).fitted(max_input)
         chunks = await self._chunk(principal, model, doc.sections or [], plan)
         if not chunks:
-            raise DocumentFailed("The document holds no text to index.")
+            raise DocumentError("The document holds no text to index.")
         if len(chunks) > self.settings.max_document_chunks:
-            raise DocumentFailed(
+            raise DocumentError(
                 f"The document gives {len(chunks)} chunks; the most allowed is "
                 f"{self.settings.max_document_chunks}."
             )
@@ -264,7 +258,7 @@ class Indexer:
         step = self.settings.embed_batch
         for i in range(0, len(chunks), step):
             if self._stopped:
-                raise Stopped
+                raise LeaseLostError("The indexer is stopping.")
             part = chunks[i : i + step]
             got, used = await self._embedder.embed(principal, model, [_embedded(c) for c in part])
             vectors.extend(got)
@@ -273,7 +267,7 @@ class Indexer:
         if not await self._store.write_document(
             doc.workspace_id, kb.id, doc.id, chunks, vectors, dims
         ):
-            raise Stopped  # deleted meanwhile
+            raise LeaseLostError("The document was deleted meanwhile.")
         log.info("indexed %s: %d chunks, %d tokens", doc.id, len(chunks), tokens)
 
     async def _chunk(
@@ -283,7 +277,7 @@ class Indexer:
 
         async def count(texts: list[str]) -> list[int]:
             if self._stopped:
-                raise Stopped
+                raise LeaseLostError("The indexer is stopping.")
             counts: list[int] = []
             for i in range(0, len(texts), COUNT_BATCH):
                 got = await self._embedder.count(principal, model, texts[i : i + COUNT_BATCH])
@@ -291,10 +285,7 @@ class Indexer:
             return counts
 
         pairs = [(str(s.get("heading", "")), str(s.get("text", ""))) for s in sections]
-        try:
-            return await chunk_sections(pairs, count, plan, overhead)
-        except ChunkingError as exc:
-            raise DocumentFailed(str(exc)) from exc
+        return await chunk_sections(pairs, count, plan, overhead)  # DocumentError: unfit
 
 
 def _embedded(chunk: Chunk) -> str:

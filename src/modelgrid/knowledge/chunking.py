@@ -21,6 +21,8 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from modelgrid.core.errors import DocumentError
+
 UNIT_WORDS = 40
 MIN_BUDGET = 8
 Counter = Callable[[list[str]], Awaitable[list[int]]]
@@ -123,10 +125,6 @@ def pack_units(
     return chunks
 
 
-class ChunkingError(ValueError):
-    """A document that cannot be chunked within the plan (its message says why)."""
-
-
 async def chunk_sections(
     sections: Iterable[tuple[str, str]], count: Counter, plan: ChunkPlan, overhead: int = 0
 ) -> list[Chunk]:
@@ -142,7 +140,7 @@ async def chunk_sections(
         overhead: The model's special tokens around every input.
 
     Raises:
-        ChunkingError: the window leaves no room for text, or a piece cannot be cut small
+        DocumentError: the window leaves no room for text, or a piece cannot be cut small
             enough.
     """
     out: list[Chunk] = []
@@ -152,7 +150,7 @@ async def chunk_sections(
             heading, head = "", 0
         budget = plan.size - overhead - head
         if budget < MIN_BUDGET:
-            raise ChunkingError("The chunk size leaves no room for text.")
+            raise DocumentError("The chunk size leaves no room for text.")
         units = split_units(text)
         counts = await count(units) if units else []
         while any(n > budget for n in counts):
@@ -160,7 +158,7 @@ async def chunk_sections(
             for unit, n in zip(units, counts, strict=True):
                 cut.extend(halve(unit) if n > budget and len(unit) > 1 else [unit])
             if len(cut) == len(units):
-                raise ChunkingError("A piece of the document cannot be cut small enough.")
+                raise DocumentError("A piece of the document cannot be cut small enough.")
             units = cut
             counts = await count(units)
         out.extend(pack_units(units, counts, budget, plan.overlap, heading))
@@ -172,7 +170,6 @@ __all__ = [
     "DEFAULT_CHUNK_TOKENS",
     "Chunk",
     "ChunkPlan",
-    "ChunkingError",
     "Counter",
     "chunk_sections",
     "halve",
