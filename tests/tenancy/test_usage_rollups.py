@@ -4,6 +4,7 @@ migration's backfill, a rebuild), and every read served from them equal to summi
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -509,3 +510,14 @@ def test_migration_0007_backfills_the_existing_ledger(kind: str, tmp_path: Path)
             check(url)
     else:
         check(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+
+
+def test_inserts_go_in_pages_of_nine_sizes_at_most() -> None:
+    """One prepared statement per page size: the sizes are powers of two up to 256."""
+    sizes = set()
+    for n in range(1, 700):
+        pages = repo._pages(n)
+        assert pages[0][0] == 0 and pages[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pages))
+        sizes.update(end - start for start, end in pages)
+    assert sizes == {1, 2, 4, 8, 16, 32, 64, 128, 256}
