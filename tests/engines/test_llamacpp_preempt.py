@@ -64,3 +64,48 @@ async def test_only_a_preemptible_request_is_aborted_inside_its_step() -> None:
         assert "".join(texts)  # the replica serves the next request normally
     finally:
         await engine.aclose()
+
+
+def _chat(text: str, preemptible: bool, max_tokens: int = 8) -> InferenceRequest:
+    return InferenceRequest(
+        "r",
+        MODEL,
+        messages=[ChatMessage("user", text)],
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=0),
+        preemptible=preemptible,
+    )
+
+
+async def _run(engine: LlamaCppEngine, request: InferenceRequest) -> tuple[int, str]:
+    prepared = engine.prepare(request)
+    text = "".join([d.text async for d in engine.stream(prepared)])
+    return prepared.cached_prompt_tokens, text
+
+
+async def test_the_online_prefix_survives_batch_lines_finished_or_aborted() -> None:
+    """A batch line between two online requests leaves the second one the same cached prefix
+    (and, greedy, the same answer) as if the line had never run: the online cache is kept
+    aside and put back (``_OnlinePrefix``)."""
+    path = Settings().models_dir / CATALOG[MODEL].filename
+    engine = LlamaCppEngine(MODEL, path, n_ctx=2048, n_threads=2, n_batch=512)
+    await engine.start()
+    try:
+        await _run(engine, _chat("Say hello to user 1.", False))
+        alone = await _run(engine, _chat("Say hello to user 2.", False))
+        assert alone[0] > 20  # the template and "Say hello to user" came from the cache
+        await _run(engine, _chat("Say hello to user 1.", False))
+        await _run(engine, _chat("Ticket 7: late order.", True))  # a finished batch line
+        prepared = engine.prepare(_chat("Ticket 8: " + "late order. " * 40, True, 64))
+
+        async def consume() -> None:
+            async for _ in engine.stream(prepared):
+                pass
+
+        task = asyncio.create_task(consume())  # an aborted one
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _run(engine, _chat("Say hello to user 2.", False)) == alone
+    finally:
+        await engine.aclose()

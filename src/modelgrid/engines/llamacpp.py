@@ -17,6 +17,7 @@ are computed from the logits of the sampled position, only when asked for.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import json
 import math
@@ -107,6 +108,48 @@ def _tool_dicts(request: InferenceRequest) -> list[dict[str, Any]] | None:
     ]
 
 
+class _OnlinePrefix:
+    """What the KV cache held for online traffic, kept aside while batch lines use the cache.
+
+    llama.cpp reuses the longest common prefix of the context and the next prompt; a batch
+    line in between replaces the online conversation's prefix with its own, so the next online
+    request evaluates again what was cached (on the 0.5B model on 2 cores, ~5 ms a token: the
+    +25-30 ms TTFT of online traffic beside a batch, ``bench/batch.py``). Before the first batch
+    line after online work, sequence 0's cells are copied out (``llama_state_seq_get_data``:
+    the K and V of each cached token, ~12 KiB a token for the 0.5B model); the first online
+    request after batch work clears the cache and copies them back (``..._set_data``), with
+    the token ids llama-cpp-python matches prompts against. Executor thread only.
+    """
+
+    def __init__(self) -> None:
+        self.batch_in_cache = False
+        self._kv: Any = None
+        self._tokens: list[int] = []
+
+    def before(self, llm: llama_cpp.Llama, preemptible: bool) -> None:
+        if llm._is_recurrent or llm._is_hybrid:  # one state per sequence: nothing to keep
+            return
+        ctx = llm._ctx.ctx
+        if preemptible and not self.batch_in_cache:
+            n = llm.n_tokens
+            size = llama_cpp.llama_state_seq_get_size(ctx, 0) if n else 0
+            self._kv = (ctypes.c_uint8 * size)() if size else None
+            if self._kv is not None:
+                llama_cpp.llama_state_seq_get_data(ctx, self._kv, size, 0)
+            self._tokens = llm.input_ids[:n].tolist() if self._kv is not None else []
+            self.batch_in_cache = True
+        elif not preemptible and self.batch_in_cache:
+            self.batch_in_cache = False
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+            llm.reset()  # type: ignore[no-untyped-call]
+            kv, self._kv = self._kv, None
+            if kv is None or not llama_cpp.llama_state_seq_set_data(ctx, kv, len(kv), 0):
+                return  # nothing kept, or refused: the cache starts empty
+            n = len(self._tokens)
+            llm.input_ids[:n] = self._tokens
+            llm.n_tokens = n  # logits are not live: generate evaluates the last token again
+
+
 def _cached_prefix(llm: llama_cpp.Llama, ids: list[int]) -> int:
     """Prompt tokens llama.cpp will reuse from its KV cache instead of evaluating: the common
     prefix with what the context holds, less the last prompt token, which ``Llama.generate``
@@ -169,6 +212,7 @@ class LlamaCppEngine:
         # only while a preemptible request runs: a cancelled batch line frees the replica
         # within about a millisecond, not at the end of its step.
         self._abort_on: threading.Event | None = None
+        self._online_prefix = _OnlinePrefix()
         self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
         self._no_abort = llama_cpp.ggml_abort_callback()  # a NULL function pointer
 
@@ -441,11 +485,12 @@ class LlamaCppEngine:
         """Generate every choice; a preemptible request (a batch line) that is cancelled
         meanwhile is aborted inside the decode step it is in (``llama_decode`` returns 2 and
         restores the KV cache as it was before the step; the next request starts clean)."""
+        llm = self._llm
+        assert llm is not None
+        self._online_prefix.before(llm, prepared.request.preemptible)
         if not prepared.request.preemptible:
             self._choices(prepared, emit, cancel)
             return
-        llm = self._llm
-        assert llm is not None
         self._abort_on = cancel
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
         try:
