@@ -20,14 +20,14 @@ async def test_profiling_the_real_engine() -> None:
     )
     await engine.start()
     try:
-        grid = ProfileGrid(prompt_tokens=(24, 96), batch_sizes=(1, 2), output_tokens=6, repeats=1)
+        grid = ProfileGrid(prompt_tokens=(24, 96), batch_sizes=(1, 2), output_tokens=6, repeats=2)
         p = await profile_engine(engine, grid, n_threads=s.engine.n_threads)
     finally:
         await engine.aclose()
+    cells = [(b, n) for b in (1, 2) for n in (24, 96) for _ in range(2)]  # 2 repeats each
     assert [(pt.batch, pt.prompt_tokens) for pt in p.points] == [
-        (1, pytest.approx(24, abs=3)), (1, pytest.approx(96, abs=3)),
-        (2, pytest.approx(24, abs=3)), (2, pytest.approx(96, abs=3)),
-    ]  # fmt: skip
+        (b, pytest.approx(n, abs=3)) for b, n in cells
+    ]
     assert all(pt.output_tokens >= 2 and pt.decode_ms > 0 for pt in p.points)
     assert p.slots == 1  # one sequence at a time: two at once do not add throughput
     assert p.prefill_ms(96) > p.prefill_ms(24) > 0

@@ -121,7 +121,7 @@ def fit(
     measured_at: str = "",
 ) -> EngineProfile:
     """The profile of these measurements: the fits over the batch-1 points, ``slots`` from
-    how the aggregate throughput grows with the batch (it must grow by 30 % for the engine to
+    how the aggregate throughput grows with the batch (it must grow by 50 % for the engine to
     count as batching), ``decode_scale`` from the decode gaps per batch size.
 
     Raises:
@@ -149,7 +149,9 @@ def fit(
     for b in sorted({p.batch for p in points if p.batch > 1}):
         at_b = [p for p in points if p.batch == b]
         tps = float(np.mean([p.throughput_tps for p in at_b]))
-        if base_tps > 0 and tps >= 1.3 * base_tps:
+        # 1.5x: a batching engine gives ~1.8-2x at batch 2; a one-at-a-time engine measured
+        # on a busy machine has been seen at 1.3x by noise alone
+        if base_tps > 0 and tps >= 1.5 * base_tps:
             slots = b
             scale[b] = float(np.mean([p.decode_ms for p in at_b]) / max(np.mean(d), 1e-9))
     return EngineProfile(
