@@ -92,6 +92,20 @@ def complete(
 
 
 @SQLITE
+def test_a_knowledge_base_an_app_uses_cannot_be_deleted(server: ThreadServer) -> None:
+    kb = make_kb(server)["id"]
+    app = make_app(server, knowledge_base_ids=[kb])
+    r = call(server, "DELETE", f"/v1/knowledge_bases/{kb}")
+    assert r.status_code == 409
+    assert r.json()["error"]["message"] == (
+        f"The knowledge base {kb} is used by the app(s) {app['id']}: remove it from them first."
+    )
+    assert call(server, "GET", f"/v1/knowledge_bases/{kb}").status_code == 200  # still there
+    assert call(server, "DELETE", f"/v1/apps/{app['id']}").status_code == 200
+    assert call(server, "DELETE", f"/v1/knowledge_bases/{kb}").status_code == 200
+
+
+@SQLITE
 def test_manage_apps(server: ThreadServer) -> None:
     kb = ready_kb(server)
     app = make_app(server, knowledge_base_ids=[kb, kb], retrieval={"top_k": 2, "mode": "lexical"})

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from modelgrid.config import KnowledgeSettings
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import (
+    ConflictError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -45,7 +46,7 @@ from modelgrid.protocol.knowledge import (
     KnowledgeBaseList,
     KnowledgeBaseObject,
 )
-from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
+from modelgrid.storage.models import App, KnowledgeBase, KnowledgeDocument
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
@@ -265,9 +266,26 @@ class KnowledgeBases:
         )
 
     async def delete(self, workspace_id: str, kb_id: str, *, actor: str) -> Deleted:
-        """Delete the knowledge base with its documents, chunks and vectors."""
+        """Delete the knowledge base with its documents, chunks and vectors.
+
+        Raises:
+            NotFoundError: unknown, or another workspace's (404).
+            ConflictError: an app of the workspace retrieves from it (409; its calls would
+                all fail): remove it from those apps first.
+        """
         index = self._require_index()
         await self.row(workspace_id, kb_id)
+        async with self._sessions() as session:
+            apps = await session.execute(
+                select(App.id, App.knowledge_base_ids).where(App.workspace_id == workspace_id)
+            )
+            users = sorted(app_id for app_id, kbs in apps if kb_id in (kbs or ()))
+        if users:
+            raise ConflictError(
+                f"The knowledge base {kb_id} is used by the app(s) {', '.join(users)}: remove it"
+                " from them first.",
+                param="knowledge_base_id",
+            )
         if not await index.delete_knowledge_base(workspace_id, kb_id):
             raise kb_not_found(kb_id)
         async with self._sessions() as session, session.begin():
