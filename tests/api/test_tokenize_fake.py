@@ -82,6 +82,11 @@ def test_unknown_model_is_404(fake_server: ThreadServer) -> None:
         ("/tokenize", {"prompt": "a"}, "model"),
         ("/tokenize", {"model": MODEL, "prompt": 3}, "prompt"),
         ("/tokenize", {"model": MODEL, "prompt": "a", "return_token_strs": True}, "return_token_strs"),
+        ("/tokenize", {"model": MODEL, "messages": [*MSG, {"role": "assistant", "content": "b"}],
+                       "continue_final_message": True, "add_generation_prompt": True},
+         "continue_final_message"),
+        ("/tokenize", {"model": MODEL, "messages": MSG, "continue_final_message": True},
+         "continue_final_message"),  # the final message is the user's: nothing to go on with
         ("/tokenize", {"model": MODEL, "messages": [{"role": "bot", "content": "a"}]}, "messages[0].role"),
         ("/detokenize", {"model": MODEL, "tokens": ["a"]}, "tokens[0]"),
         ("/detokenize", {"model": MODEL}, "tokens"),

@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from modelgrid.core.errors import UnsupportedParameterError
+from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, TokenizeOptions
 from modelgrid.protocol.openai.convert import to_inference_request
 from modelgrid.protocol.openai.models import ChatCompletionRequest, ChatMessageIn, ToolIn
@@ -61,6 +61,15 @@ def to_tokenize_input(
         UnsupportedParameterError: ``return_token_strs``.
         InvalidRequestError: as chat completions, for messages and tools.
     """
+    if (
+        req.continue_final_message
+        and req.add_generation_prompt
+        and "add_generation_prompt" in (req.model_fields_set)
+    ):  # vLLM's rule: the final message goes on, or a new turn opens, not both
+        raise InvalidRequestError(
+            "'continue_final_message' and 'add_generation_prompt' cannot both be true.",
+            param="continue_final_message",
+        )
     if req.return_token_strs:
         raise UnsupportedParameterError(
             "'return_token_strs' is not supported.", param="return_token_strs"
