@@ -75,6 +75,7 @@ def test_application_call_with_a_session(
         prompt="My name is Ana. How many days do I have to return the kettle?",
         memory_id="ana-1",
         api_key=key,
+        temperature=0,
     )
     assert first.status_code == HTTPStatus.OK, first
     assert "45" in first.output.text, first.output.text
@@ -94,6 +95,7 @@ def test_application_call_with_a_session(
             stream=True,
             incremental_output=True,
             api_key=key,
+            temperature=0,
         )
     )
     assert all(c.status_code == HTTPStatus.OK for c in chunks), chunks[-1]
@@ -104,7 +106,11 @@ def test_application_call_with_a_session(
     assert chunks[-1].output.finish_reason in ("stop", "length")
 
     third = dashscope.Application.call(
-        app_id=app, prompt="And how long does delivery take?", session_id=sid, api_key=key
+        app_id=app,
+        prompt="And how long does delivery take?",
+        session_id=sid,
+        api_key=key,
+        temperature=0,
     )
     assert third.status_code == HTTPStatus.OK, third
     assert third.output.session_id == sid
@@ -122,7 +128,7 @@ def test_application_call_with_a_session(
 
     # long-term memory: a new session with the same memory_id recalls what the user said
     recalled = dashscope.Application.call(
-        app_id=app, prompt="What is my name?", memory_id="ana-1", api_key=key
+        app_id=app, prompt="What is my name?", memory_id="ana-1", api_key=key, temperature=0
     )
     assert recalled.status_code == HTTPStatus.OK, recalled
     assert recalled.output.session_id != sid
