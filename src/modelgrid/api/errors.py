@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from modelgrid.core.errors import (
     InvalidRequestError,
@@ -169,7 +170,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
-    """The 500 for a bug: logged with its traceback, answered with a generic message."""
+    """The 500 for a bug: logged with its traceback, answered with a generic message. A client
+    that left while its body was read is no bug: a 499 nobody reads, nothing logged."""
+    if isinstance(exc, ClientDisconnect):
+        return JSONResponse({}, status_code=499)
     log.error("unhandled error", exc_info=exc)
     err = ModelgridError(
         "The server had an error while processing your request.", code="internal_error"
