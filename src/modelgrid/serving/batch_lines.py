@@ -55,8 +55,10 @@ def budgets_only(principal: Principal) -> Principal:
     return replace(principal, limits=levels)
 
 
-class BatchMeter:
-    """The ``serving.meter.Meter`` of batch lines (see the module docstring).
+class BudgetsOnlyMeter:
+    """Admission of background work (batch lines, knowledge indexing): against the key's
+    budgets only (``budgets_only``), never its online RPM, TPM or concurrency. Subclasses
+    say how a finished call is settled (``finish``).
 
     Args:
         tenancy: Admission, pricing and settlement.
@@ -64,7 +66,6 @@ class BatchMeter:
 
     def __init__(self, tenancy: TenancyService) -> None:
         self._tenancy = tenancy
-        self._events: dict[str, UsageEvent] = {}
 
     async def admit(
         self,
@@ -78,6 +79,14 @@ class BatchMeter:
         return await self._tenancy.admit(
             budgets_only(principal), request_id, tokens, model=model, region=region
         )
+
+
+class BatchMeter(BudgetsOnlyMeter):
+    """The ``serving.meter.Meter`` of batch lines (see the module docstring)."""
+
+    def __init__(self, tenancy: TenancyService) -> None:
+        super().__init__(tenancy)
+        self._events: dict[str, UsageEvent] = {}
 
     def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
         if event.status == STATUS_CLIENT_CLOSED:  # preempted or cancelled: free, retried

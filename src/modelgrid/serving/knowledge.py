@@ -27,12 +27,12 @@ from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.knowledge.fusion import RRF_K, reciprocal_rank_fusion
 from modelgrid.knowledge.index import KnowledgeIndex, StoredChunk
-from modelgrid.serving.batch_lines import budgets_only
+from modelgrid.serving.batch_lines import BudgetsOnlyMeter
 from modelgrid.serving.embeddings import EmbeddingService
 from modelgrid.serving.metered import routing_hints
 from modelgrid.tenancy.events import UsageEvent
 from modelgrid.tenancy.ratelimit import Admission
-from modelgrid.tenancy.service import Principal, TenancyService
+from modelgrid.tenancy.service import Principal
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
@@ -47,24 +47,9 @@ def _ctx() -> CallContext:
     )
 
 
-class IndexingMeter:
-    """The ``serving.meter.Meter`` of indexing (see the module docstring)."""
-
-    def __init__(self, tenancy: TenancyService) -> None:
-        self._tenancy = tenancy
-
-    async def admit(
-        self,
-        principal: Principal,
-        request_id: str,
-        tokens: int,
-        *,
-        model: str | None = None,
-        region: str | None = None,
-    ) -> Admission | None:
-        return await self._tenancy.admit(
-            budgets_only(principal), request_id, tokens, model=model, region=region
-        )
+class IndexingMeter(BudgetsOnlyMeter):
+    """The ``serving.meter.Meter`` of indexing (see the module docstring): billed at the
+    online price."""
 
     def finish(self, principal: Principal, admissions: list[Admission], event: UsageEvent) -> None:
         self._tenancy.finish(principal, admissions, event)
