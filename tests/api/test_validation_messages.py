@@ -34,6 +34,17 @@ def post(s: ThreadServer, path: str, **kw: object) -> httpx.Response:
             "stream",
         ),
         ({"model": "fake-model", "prompt": [True, 2]}, "prompt"),
+        (  # content is required (null only on an assistant message with tool_calls)
+            {"model": "fake-model", "messages": [{"role": "user", "content": None}]},
+            "messages[0].content",
+        ),
+        (
+            {
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "x"}, {"role": "assistant"}],
+            },
+            "messages[1].content",
+        ),
         (  # vLLM's continuation needs an assistant message of text at the end
             {
                 "model": "fake-model",

@@ -67,6 +67,13 @@ def _check_combinations(req: ChatCompletionRequest) -> None:
 
 
 def _message(m: ChatMessageIn, index: int) -> ChatMessage:
+    # The reference: ``content`` is required, except on an assistant message with tool_calls.
+    if m.content is None and (m.role != "assistant" or not m.tool_calls):
+        raise InvalidRequestError(
+            f"A message with role '{m.role}' needs its 'content' (got null or nothing)"
+            + (" unless it has 'tool_calls'." if m.role == "assistant" else "."),
+            param=f"messages[{index}].content",
+        )
     if m.role == "tool" and not m.tool_call_id:
         raise InvalidRequestError(
             "A message with role 'tool' needs the 'tool_call_id' it answers.",
