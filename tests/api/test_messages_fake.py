@@ -336,6 +336,26 @@ def test_a_prefill_is_accepted_but_not_with_trailing_whitespace(
     }
 
 
+def test_a_tool_result_must_answer_the_previous_tool_use(fake_server: ThreadServer) -> None:
+    orphan = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "18 degrees"},
+        ]},
+    ]  # fmt: skip
+    bad = post(fake_server, {"model": MODEL, "max_tokens": 4, "messages": orphan})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "invalid_request_error"
+    assert "'toolu_2'" in bad.json()["error"]["message"]
+    assert "messages[2].content[0]" in bad.json()["error"]["message"]
+    orphan[2]["content"][0]["tool_use_id"] = "toolu_1"  # type: ignore[index]
+    ok = post(fake_server, {"model": MODEL, "max_tokens": 4, "messages": orphan})
+    assert ok.status_code == 200
+
+
 def test_key_not_scoped_to_the_model_is_403(fake_server: ThreadServer) -> None:
     db_execute(
         fake_server,

@@ -245,6 +245,25 @@ def _stops(stops: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stops or ()))
 
 
+def _check_tool_pairs(req: CountTokensRequest) -> None:
+    """Each ``tool_result`` answers a ``tool_use`` of the message right before it (the
+    reference's rule; the API answers 400 "unexpected `tool_use_id` found in `tool_result`
+    blocks" otherwise)."""
+    offered: set[str] = set()
+    for i, m in enumerate(req.messages):
+        blocks = [] if isinstance(m.content, str) else m.content
+        if m.role == "user":
+            for j, block in enumerate(blocks):
+                if block.type == "tool_result" and block.tool_use_id and block.tool_use_id not in offered:
+                    raise InvalidRequestError(
+                        f"Unexpected 'tool_use_id' '{block.tool_use_id}' in a 'tool_result'"
+                        f" block (messages[{i}].content[{j}]): each 'tool_result' must answer a"
+                        " 'tool_use' block of the message right before it.",
+                        param=f"messages[{i}].content[{j}].tool_use_id",
+                    )
+        offered = {b.id for b in blocks if b.type == "tool_use" and b.id}
+
+
 def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceRequest:
     """The core request of a Messages (or count_tokens) request (see the module doc).
 
@@ -253,6 +272,7 @@ def to_inference_request(req: CountTokensRequest, request_id: str) -> InferenceR
             ``param`` names it: ``messages[2].content[0]``, ``tool_choice.name``…).
         UnsupportedParameterError: image or document blocks, server tools, other block kinds.
     """
+    _check_tool_pairs(req)
     messages: list[ChatMessage] = []
     system = _system(req)
     if system is not None:
