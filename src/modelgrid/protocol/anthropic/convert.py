@@ -254,7 +254,11 @@ def _check_tool_pairs(req: CountTokensRequest) -> None:
         blocks = [] if isinstance(m.content, str) else m.content
         if m.role == "user":
             for j, block in enumerate(blocks):
-                if block.type == "tool_result" and block.tool_use_id and block.tool_use_id not in offered:
+                if (
+                    block.type == "tool_result"
+                    and block.tool_use_id
+                    and block.tool_use_id not in offered
+                ):
                     raise InvalidRequestError(
                         f"Unexpected 'tool_use_id' '{block.tool_use_id}' in a 'tool_result'"
                         f" block (messages[{i}].content[{j}]): each 'tool_result' must answer a"
