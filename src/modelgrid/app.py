@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -262,8 +263,15 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.server.max_body_bytes,
         body_limits=files.upload_body_limits(settings.batch),
+        worker_id=str(os.getpid()) if settings.server.workers > 1 else None,
     )
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The gateway of the environment's settings: what each of ``modelgrid serve --workers N``'s
+    worker processes imports (uvicorn's ``factory``), after the parent migrated the database."""
+    return create_app(Settings())
 
 
 async def _build_tenancy(settings: Settings, sessions: Any) -> tuple[UsageWriter, TenancyService]:
@@ -463,4 +471,4 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
     return _KnowledgeParts(index, indexer)
 
 
-__all__ = ["create_app"]
+__all__ = ["app_from_environment", "create_app"]

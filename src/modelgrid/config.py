@@ -30,10 +30,14 @@ class ServerSettings(BaseModel):
     (https://fastapi.tiangolo.com, "Telemetry"; exported by the OpenTelemetry providers the
     deployment configures). Off by default: modelgrid's own metrics are Prometheus
     (``/metrics``), and FastAPI's per-request provider checks alone cost about 6 % of a
-    gateway request's CPU (``bench/RESULTS.md``, gateway_overhead)."""
+    gateway request's CPU (``bench/RESULTS.md``, gateway_overhead).
+    ``workers``: gateway processes serving one port (``modelgrid serve --workers N``; uvicorn's
+    workers). Above 1 each answer names its process in ``x-modelgrid-worker`` (its pid), and
+    the gateway runs no embedded model (``docs/gateways.md``, "Several workers")."""
 
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=256)
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024
     otel_telemetry: bool = False

@@ -32,7 +32,9 @@ class RequestContext:
     """Args: app; metrics; max_body_bytes: a declared ``Content-Length`` above it is refused
     with 413 in the error envelope before the body is read; a chunked body is cut with the
     same 413 as soon as it passes the limit. body_limits: the limit of particular paths
-    instead (exact paths: the file upload route takes whole batch input files)."""
+    instead (exact paths: the file upload route takes whole batch input files).
+    worker_id: sent as ``x-modelgrid-worker`` on every response (the gateway's pid when
+    several worker processes serve one port); ``None``: no such header."""
 
     def __init__(
         self,
@@ -40,11 +42,13 @@ class RequestContext:
         metrics: Metrics,
         max_body_bytes: int | None = None,
         body_limits: Mapping[str, int] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_limits = dict(body_limits or {})
+        self._worker = () if worker_id is None else ((b"x-modelgrid-worker", worker_id.encode()),)
 
     def _limit(self, scope: Scope) -> int | None:
         return self.body_limits.get(scope["path"], self.max_body_bytes)
@@ -82,6 +86,7 @@ class RequestContext:
                 message["headers"] = [
                     *message.get("headers", []),
                     header,
+                    *self._worker,
                     *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
                 ]
             await send(message)

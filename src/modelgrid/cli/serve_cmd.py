@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -22,6 +23,12 @@ print(reply.choices[0].message.content)"""
 def serve(
     host: str = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+    workers: int = typer.Option(
+        None,
+        min=1,
+        help="Gateway processes on the port (default from settings: 1). Above 1, the models "
+        "must be upstreams (MODELGRID_ENGINE__MODELS=[]): see docs/gateways.md.",
+    ),
 ) -> None:
     """Run the API server with the embedded model(s)."""
     import uvicorn
@@ -37,6 +44,10 @@ def serve(
         s.server.host = host
     if port:
         s.server.port = port
+    if workers:
+        s.server.workers = workers
+    if s.server.workers > 1:
+        _refuse_embedded_with_workers(s)
     topology_or_exit(s)  # a bad topology file: one line, before anything starts
     err_console.print(f"database: {s.masked()['database']['url']}")
     migrate.upgrade(s.database_url)
@@ -44,14 +55,45 @@ def serve(
         _bootstrap(s)
     prepare_or_exit(s.engine.models, s.models_dir)
     err_console.print(f"serving on http://{s.server.host}:{s.server.port} (Ctrl-C to stop)")
+    options: dict[str, Any] = {
+        "host": s.server.host,
+        "port": s.server.port,
+        "log_level": s.server.log_level,
+        "log_config": log_config(),
+        "timeout_graceful_shutdown": 10,
+    }
+    if s.server.workers == 1:
+        uvicorn.run(create_app(s), **options)
+        return
+    # Each worker is a fresh process that builds its own gateway from the environment:
+    # the command line's choices go there too.
+    os.environ["MODELGRID_SERVER__WORKERS"] = str(s.server.workers)
+    os.environ["MODELGRID_SERVER__HOST"] = s.server.host
+    os.environ["MODELGRID_SERVER__PORT"] = str(s.server.port)
+    err_console.print(f"{s.server.workers} workers")
     uvicorn.run(
-        create_app(s),
-        host=s.server.host,
-        port=s.server.port,
-        log_level=s.server.log_level,
-        log_config=log_config(),
-        timeout_graceful_shutdown=10,
+        "modelgrid.app:app_from_environment", factory=True, workers=s.server.workers, **options
     )
+
+
+def _refuse_embedded_with_workers(s: Any) -> None:
+    """Several workers and an embedded model: each worker would start its own engine process
+    per model (the model's memory and cores N times over, and N engines that know nothing of
+    each other's load). One ``modelgrid engine`` per model, reached as an upstream, is the
+    shape that shares it; say so and stop (status 2)."""
+    embedded = [*s.engine.models, *s.engine.embedding_models]
+    if not embedded:
+        return
+    err_console.print(
+        f"[red]--workers {s.server.workers} serves upstream models only, and these are "
+        f"embedded: {', '.join(embedded)}. Each worker would load its own copy. Run each as "
+        "`modelgrid engine --model <id> --port <p>`, declare it an upstream "
+        "(MODELGRID_UPSTREAMS or the topology), and set MODELGRID_ENGINE__MODELS=[] and "
+        "MODELGRID_ENGINE__EMBEDDING_MODELS=[] (docs/gateways.md).[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
 
 
 def _first_model(s: Any) -> str:
