@@ -121,9 +121,10 @@ def test_two_workers_share_the_port_the_ledger_and_revocations(
         assert r.status_code == 200, r.text
         revoked_at = time.monotonic()
         seen: list[tuple[float, int, str]] = []
-        while time.monotonic() - revoked_at < LIMIT_S + 1.0 or len(
-            {pid for t, _, pid in seen if t > LIMIT_S}
-        ) < 2:
+        while (
+            time.monotonic() - revoked_at < LIMIT_S + 1.0
+            or len({pid for t, _, pid in seen if t > LIMIT_S}) < 2
+        ):
             status, pid = _call(gw.base_url, tenant.plaintext)
             seen.append((time.monotonic() - revoked_at, status, pid))
             assert time.monotonic() - revoked_at < 30, "a worker never answered after 1 s"
