@@ -350,6 +350,18 @@ class KnowledgeBase(Base):
     chunk_tokens: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # OpenAI's vector stores are knowledge bases of ``kind`` ``vector_store``
+    # (``control.vector_stores``): their metadata and expiry policy
+    # (``expires_after_days`` after ``last_active_at``; ``expired_at``: the sweep deleted
+    # its documents).
+    kind: Mapped[str] = mapped_column(
+        String(16), default="knowledge_base", server_default="knowledge_base"
+    )
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+    expires_after_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class KnowledgeDocument(Base):
@@ -378,6 +390,29 @@ class KnowledgeDocument(Base):
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # A vector store's file (``control.vector_store_files``): the uploaded file it came
+    # from, its ``attributes`` (filterable in searches), its file batch, its own chunking
+    # (``None``: the knowledge base's) and the code of its ``error``.
+    file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    chunk_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    chunk_overlap: Mapped[int | None] = mapped_column(Integer, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class VectorStoreFileBatch(Base):
+    """A batch of files added to a vector store at once (OpenAI's ``file_batches``); its
+    files are the knowledge documents with its ``id`` as ``batch_id``, its counts and status
+    read from them (``cancelled_at``: cancelled)."""
+
+    __tablename__ = "vector_store_file_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    knowledge_base_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class KnowledgeChunk(Base):
@@ -480,6 +515,7 @@ __all__ = [
     "KnowledgeBase",
     "KnowledgeChunk",
     "KnowledgeDocument",
+    "VectorStoreFileBatch",
     "LimitsMixin",
     "Price",
     "StoredFile",
