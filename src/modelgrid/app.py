@@ -42,6 +42,7 @@ from modelgrid.api.routers import knowledge as knowledge_api
 from modelgrid.api.routers import responses as responses_api
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.config import Settings
+from modelgrid.console import create_console
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
 from modelgrid.control.knowledge import KnowledgeBases
@@ -258,6 +259,7 @@ def create_app(
     app.include_router(responses_api.router, prefix="/compatible-mode")
     app.include_router(knowledge_api.router)
     app.include_router(apps_api.router)
+    app.mount("/console", create_console(lambda: app.state.modelgrid, settings.console))
     app.add_middleware(
         RequestContext,
         metrics=metrics,

@@ -298,6 +298,21 @@ class ResponsesSettings(BaseModel):
     max_chain: int = Field(default=1000, ge=1, le=100_000)
 
 
+class ConsoleSettings(BaseModel):
+    """The web console (``/console``).
+
+    Attributes:
+        session_ttl_s: How long a sign-in lasts (12 hours); then the browser signs in again.
+            A revoked or expired key ends its sessions at their next page load anyway.
+        sign_in_failures_per_minute: Failed sign-ins a client address may make in any
+            minute; past them every attempt from it is refused (429) until the minute ends,
+            so the sign-in page is no oracle for guessing keys.
+    """
+
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    sign_in_failures_per_minute: int = Field(default=5, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     """The effective configuration (``modelgrid config`` prints it, secrets masked)."""
 
@@ -318,6 +333,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
@@ -409,6 +425,7 @@ def _mask_urls(value: Any) -> Any:
 
 __all__ = [
     "AuthSettings",
+    "ConsoleSettings",
     "DatabaseSettings",
     "EngineSettings",
     "MeteringSettings",

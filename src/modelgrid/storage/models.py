@@ -214,6 +214,7 @@ class AuditEntry(Base):
     """Who changed what, when (every admin change, from the API or the CLI)."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_workspace_id_id", "workspace_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -221,6 +222,23 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The workspace the change concerns (None: none, e.g. a price): a tenant's audit page
+    # reads its workspace's entries newest first through ``ix_audit_log_workspace_id_id``.
+    workspace_id: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+class ConsoleSession(Base):
+    """A signed-in web-console session (``console.sessions``): the SHA-256 of its random id
+    (only the browser's cookie holds the id itself), the key it signed in with, when it began,
+    when it ends, and when it was last seen (updated at most once a minute)."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ControlState(Base):
@@ -511,6 +529,7 @@ __all__ = [
     "Base",
     "Batch",
     "BatchResult",
+    "ConsoleSession",
     "ControlState",
     "KnowledgeBase",
     "KnowledgeChunk",

@@ -376,9 +376,12 @@ async def list_audit(
     before: int | None = None,
     action: str | None = None,
     target: str | None = None,
+    workspace_id: str | None = None,
 ) -> Sequence[AuditEntry]:
     """Newest first; ``before`` is an entry id (keyset pagination)."""
     stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if workspace_id is not None:
+        stmt = stmt.where(AuditEntry.workspace_id == workspace_id)
     if before is not None:
         stmt = stmt.where(AuditEntry.id < before)
     if action is not None:

@@ -7,7 +7,9 @@ hold the values set (for updates: ``{"field": {"from": old, "to": new}}``) and n
 plaintext or hash: ``record`` refuses details that mention either.
 
 Actions: ``workspace.create``, ``workspace.update``, ``key.create``, ``key.update``,
-``key.revoke``, ``key.rotate``, ``price.create``.
+``key.revoke``, ``key.rotate``, ``price.create``, ``console.sign_in``, ``console.sign_out``
+(and those of files, batches, knowledge bases, apps and memories). Each entry also names the
+workspace it concerns (``workspace_of``), so a tenant's console lists only its own.
 """
 
 from __future__ import annotations
@@ -64,6 +66,16 @@ def _check_no_secrets(value: Any, name: str = "details") -> None:
         raise ValueError(f"audit details must not carry a key ({name!r})")
 
 
+def workspace_of(target: str, details: dict[str, Any] | None) -> str | None:
+    """The workspace an entry concerns: its details' ``workspace_id``, else the target's id
+    when the target is a workspace (``workspace:<id>``); ``None`` for neither (a price)."""
+    ws = (details or {}).get("workspace_id")
+    if isinstance(ws, str):
+        return ws
+    kind, _, ident = target.partition(":")
+    return ident if kind == "workspace" and ident else None
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -85,6 +97,7 @@ async def record(
         action=action,
         target=target,
         details=_json_safe(details) if details else None,
+        workspace_id=workspace_of(target, details),
     )
     return await repo.add_audit(session, entry)
 
@@ -107,13 +120,28 @@ async def list_entries(
     before: int | None = None,
     action: str | None = None,
     target: str | None = None,
+    workspace_id: str | None = None,
 ) -> tuple[list[AuditObject], bool]:
-    """Entries newest first and whether more (older) ones exist."""
+    """Entries newest first (of one workspace, when given) and whether more (older) ones
+    exist; ``before`` is an entry id (keyset pagination). One SQL statement."""
     async with sessions() as session:
         rows = await repo.list_audit(
-            session, limit=limit + 1, before=before, action=action, target=target
+            session,
+            limit=limit + 1,
+            before=before,
+            action=action,
+            target=target,
+            workspace_id=workspace_id,
         )
     return [to_object(e) for e in rows[:limit]], len(rows) > limit
 
 
-__all__ = ["api_actor", "aware", "cli_actor", "list_entries", "record", "to_object"]
+__all__ = [
+    "api_actor",
+    "aware",
+    "cli_actor",
+    "list_entries",
+    "record",
+    "to_object",
+    "workspace_of",
+]

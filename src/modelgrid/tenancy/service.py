@@ -297,6 +297,31 @@ class TenancyService:
         _check_usable(row)
         return _principal_of(row, ws)[0]
 
+    async def principal_of_hash(self, key_id: str, key_hash: str) -> Principal:
+        """The principal of key ``key_id`` whose stored hash is ``key_hash``, through the
+        principal cache (a web-console session holds the key's id and reads its hash, never
+        the plaintext): each page load re-checks the key as a model-API request does.
+
+        Raises:
+            AuthenticationError: the key is unknown, revoked, expired or was replaced.
+        """
+        hit = self.auth_cache.get(key_hash)
+        if hit is not None and hmac.compare_digest(key_hash, hit[0]):
+            principal, expires_at = hit[1]
+            if expires_at is not None and expires_at <= datetime.now(UTC):
+                raise AuthenticationError("This API key has expired.", code="expired_api_key")
+            return principal
+        generation = self.auth_cache.generation
+        async with self._sessions() as session:
+            found = await repo.get_api_key_with_workspace(session, key_id)
+        if found is None or not hmac.compare_digest(found[0].secret_hash, key_hash):
+            raise AuthenticationError("Incorrect API key provided.")
+        row, ws = found
+        _check_usable(row)
+        value = _principal_of(row, ws)
+        self.auth_cache.put(key_hash, row.secret_hash, value, row.id, generation)
+        return value[0]
+
     async def refresh_principals(self) -> int:
         """Re-read the cached keys that are in use and about to expire, in one query, so
         their next requests need no database round trip (``tenancy.authcache``); keys revoked,

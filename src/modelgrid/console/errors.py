@@ -1,0 +1,83 @@
+"""The console's error pages (404, 403, 400, 429 …) in its own look, and the redirect to the
+sign-in page when nobody is signed in. No traceback or internal detail reaches the page."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from modelgrid.console.sessions import SignInRequired
+from modelgrid.console.templating import base_path, render
+from modelgrid.core.errors import ModelgridError, RateLimitError
+
+log = logging.getLogger("modelgrid.console")
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """An error page with ``status`` and ``message`` (the nav too, when someone is signed
+    in)."""
+    viewer = getattr(request.state, "console_viewer", None)
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return render(
+        request,
+        "error.html",
+        viewer,
+        title=f"{status} {phrase}",
+        status=status,
+        partial="error_panel.html",
+        status_code=status,
+        phrase=phrase,
+        message=message,
+    )
+
+
+def _sign_in(request: Request, exc: SignInRequired) -> Response:
+    base = base_path(request)
+    target = request.url.path
+    query = f"next={quote(target, safe='/')}" if request.method == "GET" else ""
+    if exc.reason:
+        query += ("&" if query else "") + f"reason={quote(exc.reason)}"
+    url = f"{base}/login" + (f"?{query}" if query else "")
+    if request.headers.get("hx-request") == "true":  # htmx follows HX-Redirect, not a 303
+        return Response(status_code=200, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def install(app: FastAPI) -> None:
+    """Register the console's handlers on its app."""
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+        return _sign_in(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        messages = {404: "There is no such page.", 405: "This page does not take that method."}
+        return error_page(request, exc.status_code, messages.get(exc.status_code, "Error."))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return error_page(request, 400, f"Invalid {where}: {first.get('msg', 'bad value')}.")
+
+    @app.exception_handler(ModelgridError)
+    async def modelgrid_error(request: Request, exc: ModelgridError) -> Response:
+        response = error_page(request, exc.status, exc.message)
+        if isinstance(exc, RateLimitError):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("console page failed: %s %s", request.method, request.url.path)
+        return error_page(request, 500, "Something went wrong on our side; it has been logged.")
+
+
+__all__ = ["error_page", "install"]

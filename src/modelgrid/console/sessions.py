@@ -1,0 +1,136 @@
+"""Console sessions in the database (``console_sessions``): sign in, resolve on each page
+load, sign out.
+
+A page load costs one statement (the session joined with its key), plus the principal
+lookup (``TenancyService.principal_of_hash``: the principal cache, a database read on a
+miss) and, at most once a minute, a ``last_seen_at`` update. A session whose time is up, or
+whose key is revoked, expired or gone, ends there: the key's every session is deleted and
+the browser is sent to sign in again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from modelgrid.console.access import Access, access_of
+from modelgrid.core.errors import AuthenticationError
+from modelgrid.storage import console_sessions as rows
+from modelgrid.storage import repositories as repo
+from modelgrid.storage.models import ConsoleSession
+from modelgrid.tenancy import audit
+from modelgrid.tenancy.audit import aware
+from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.service import Principal, TenancyService
+
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+class SignInRequired(Exception):
+    """No valid session: the browser is sent to the sign-in page, with ``reason`` shown."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A live session: its key's principal, console access and display prefix."""
+
+    principal: Principal
+    access: Access
+    key_prefix: str
+
+
+class SessionStore:
+    """Args: sessions: the database; tenancy: authentication and the principal cache;
+    ttl_s: how long a sign-in lasts."""
+
+    def __init__(self, sessions: Sessions, tenancy: TenancyService, ttl_s: int) -> None:
+        self._sessions = sessions
+        self._tenancy = tenancy
+        self._ttl = timedelta(seconds=ttl_s)
+
+    async def sign_in(self, plaintext: str, id_hash: str, address: str) -> Resolved:
+        """Check ``plaintext`` as the model API does, then store a session (its id's hash
+        ``id_hash``) and audit ``console.sign_in`` in one transaction.
+
+        Raises:
+            AuthenticationError: a missing, unknown, revoked or expired key.
+        """
+        principal = await self._tenancy.authenticate(plaintext.strip())
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            key = await repo.get_api_key(session, principal.key_id)
+            if key is None:  # deleted since it was cached
+                raise AuthenticationError("Incorrect API key provided.")
+            await rows.purge_expired(session, now)
+            await rows.add(
+                session,
+                ConsoleSession(
+                    id_hash=id_hash,
+                    api_key_id=key.id,
+                    created_at=now,
+                    expires_at=now + self._ttl,
+                    last_seen_at=now,
+                ),
+            )
+            access = access_of(key)
+            await audit.record(
+                session,
+                actor=audit.api_actor(key.id),
+                action="console.sign_in",
+                target=f"api_key:{key.id}",
+                details={"workspace_id": key.workspace_id, "access": access, "from": address},
+            )
+        return Resolved(principal, access, key.prefix)
+
+    async def resolve(self, id_hash: str) -> Resolved:
+        """The live session ``id_hash`` names.
+
+        Raises:
+            SignInRequired: no such session, its time is up, or its key no longer signs in
+                (the key's sessions are then ended).
+        """
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            found = await rows.with_key(session, id_hash)
+        if found is None:
+            raise SignInRequired()
+        row, key = found
+        if aware(row.expires_at) <= now:
+            await self._end(id_hash)
+            raise SignInRequired("Your session ended; sign in again.")
+        try:
+            principal = await self._tenancy.principal_of_hash(key.id, key.secret_hash)
+            if key.revoked_at is not None:  # the row read above is newer than any cache
+                raise AuthenticationError("This API key has been revoked.")
+        except AuthenticationError as exc:
+            async with self._sessions() as session, session.begin():
+                await rows.end_for_key(session, key.id)
+            raise SignInRequired(f"{exc.message} Sign in with another key.") from None
+        if now - aware(row.last_seen_at) >= TOUCH_EVERY:
+            async with self._sessions() as session, session.begin():
+                await rows.touch(session, id_hash, now)
+        return Resolved(principal, access_of(key), key.prefix)
+
+    async def sign_out(self, id_hash: str, resolved: Resolved | None) -> None:
+        """End the session (and audit ``console.sign_out`` when it was live)."""
+        async with self._sessions() as session, session.begin():
+            ended = await rows.end(session, id_hash)
+            if ended and resolved is not None:
+                await audit.record(
+                    session,
+                    actor=audit.api_actor(resolved.principal.key_id),
+                    action="console.sign_out",
+                    target=f"api_key:{resolved.principal.key_id}",
+                    details={"workspace_id": resolved.principal.workspace_id},
+                )
+
+    async def _end(self, id_hash: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await rows.end(session, id_hash)
+
+
+__all__ = ["Resolved", "SessionStore", "SignInRequired"]

@@ -1,0 +1,60 @@
+"""Console test helpers: sign in over plain HTTP (httpx) and read what the pages say."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import httpx
+
+from tests.support import NewKey, ThreadServer, create_key
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+def csrf_of(html: str) -> str:
+    """The first CSRF token a page's forms carry."""
+    found = _CSRF.search(html)
+    assert found is not None, html[:500]
+    return found.group(1)
+
+
+@dataclass
+class Signed:
+    """An httpx client signed in to the console (its cookie jar holds the session)."""
+
+    http: httpx.Client
+    key: NewKey
+    csrf: str
+
+    def get(self, path: str, **kw: object) -> httpx.Response:
+        return self.http.get(f"/console{path}", **kw)  # type: ignore[arg-type]
+
+    def post(self, path: str, data: dict[str, str] | None = None, **kw: object) -> httpx.Response:
+        form = {"csrf_token": self.csrf, **(data or {})}
+        return self.http.post(f"/console{path}", data=form, **kw)  # type: ignore[arg-type]
+
+
+def login_token(http: httpx.Client) -> str:
+    page = http.get("/console/login")
+    assert page.status_code == 200, page.text
+    return csrf_of(page.text)
+
+
+def sign_in_response(http: httpx.Client, plaintext: str) -> httpx.Response:
+    token = login_token(http)
+    return http.post("/console/login", data={"csrf_token": token, "key": plaintext})
+
+
+def sign_in(server: ThreadServer, key: NewKey) -> Signed:
+    """A new client signed in with ``key``; its CSRF token read from the landing page."""
+    http = httpx.Client(base_url=server.base_url, timeout=10, follow_redirects=False)
+    r = sign_in_response(http, key.plaintext)
+    assert r.status_code == 303, r.text
+    landing = http.get(r.headers["location"])
+    assert landing.status_code == 200, landing.text
+    return Signed(http, key, csrf_of(landing.text))
+
+
+def make_key(server: ThreadServer, **kwargs: object) -> NewKey:
+    return create_key(server.settings.database_url, **kwargs)

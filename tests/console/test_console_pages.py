@@ -1,0 +1,167 @@
+"""The console's admin pages over HTTP: who sees what (operator, workspace member, key
+holder), another workspace's URLs (404), and the changes each page makes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.console.helpers import make_key, sign_in
+from tests.support import ThreadServer, db_rows, write_topology
+
+
+@pytest.fixture
+def server(server_factory, tmp_path: Path) -> ThreadServer:  # type: ignore[no-untyped-def]
+    write_topology(
+        tmp_path / "topology.toml", {"local": "", "eu-west": "IE"}, ["m"], gateway="local"
+    )
+    return server_factory()  # type: ignore[no-any-return]
+
+
+def key_prefixes(html: str) -> set[str]:
+    return set(re.findall(r'<tr id="key-[0-9a-f]{12}" data-prefix="(mg-[0-9a-f]{12})"', html))
+
+
+def test_each_sees_only_what_they_may(server: ThreadServer) -> None:
+    acme = make_key(server, name="acme-member", workspace="acme")
+    globex = make_key(server, name="globex-member", workspace="globex")
+    admin = make_key(server, role="admin", workspace="admin")
+    operator = sign_in(server, admin)
+    member = sign_in(server, acme)
+    # a key narrowed to one region: a key holder, not a member
+    created = member.post("/keys", {"name": "narrow", "allowed_regions": "eu-west"})
+    narrow_secret = re.search(r'id="new-secret">([^<]+)<', created.text).group(1)  # type: ignore[union-attr]
+    narrow_id = narrow_secret[3:15]
+
+    all_keys = key_prefixes(operator.get("/keys").text)
+    assert {acme.prefix, globex.prefix, admin.prefix, f"mg-{narrow_id}"} <= all_keys
+    acme_keys = key_prefixes(member.get("/keys").text)
+    assert acme_keys == {acme.prefix, f"mg-{narrow_id}"}
+
+    from tests.support import NewKey
+
+    holder = sign_in(server, NewKey(narrow_id, f"mg-{narrow_id}", acme.workspace_id, narrow_secret))
+    page = holder.get("/keys")
+    assert key_prefixes(page.text) == {f"mg-{narrow_id}"}
+    assert "Create a key" not in page.text
+    assert (
+        'href="/console/audit"' not in page.text and 'href="/console/workspaces"' not in page.text
+    )
+    assert holder.get("/audit").status_code == 404
+    assert holder.get("/workspaces").status_code == 404
+    assert holder.get(f"/keys/{acme.key_id}").status_code == 404  # a sibling key
+    assert holder.post(f"/keys/{acme.key_id}/revoke").status_code == 404
+
+    ws_page = member.get("/workspaces")
+    assert ws_page.status_code == 200
+    assert f'id="ws-{acme.workspace_id}"' in ws_page.text
+    assert f'id="ws-{globex.workspace_id}"' not in ws_page.text
+    assert "Create a workspace" not in ws_page.text
+    ops = operator.get("/workspaces").text
+    assert f'id="ws-{acme.workspace_id}"' in ops and f'id="ws-{globex.workspace_id}"' in ops
+
+
+def test_another_workspaces_urls_are_404(server: ThreadServer) -> None:
+    acme = make_key(server, name="acme-member", workspace="acme")
+    globex = make_key(server, name="globex-member", workspace="globex")
+    member = sign_in(server, acme)
+    assert member.get(f"/keys/{globex.key_id}").status_code == 404
+    assert member.get(f"/keys/{globex.prefix}").status_code == 404
+    assert member.get(f"/workspaces/{globex.workspace_id}").status_code == 404
+    assert member.get("/workspaces/globex").status_code == 404  # by name too
+    for action in ("revoke", "rotate"):
+        r = member.post(f"/keys/{globex.key_id}/{action}")
+        assert r.status_code == 404, action
+    assert db_rows(server, "SELECT revoked_at FROM api_keys WHERE id = :k", k=globex.key_id) == [
+        {"revoked_at": None}
+    ]
+    assert member.post(f"/workspaces/{acme.workspace_id}", {"rpm": "1"}).status_code == 404
+    assert member.get(f"/keys/{acme.key_id}").status_code == 200
+    assert member.get(f"/workspaces/{acme.workspace_id}").status_code == 200
+
+
+def test_operator_manages_workspaces_and_prices(server: ThreadServer) -> None:
+    operator = sign_in(server, make_key(server, role="admin", workspace="admin"))
+    r = operator.post(
+        "/workspaces", {"name": "initech", "allowed_regions": "eu-west", "rpm": "120"}
+    )
+    assert r.status_code == 303, r.text
+    ws_id = r.headers["location"].removeprefix("/console/workspaces/")
+    row = db_rows(
+        server,
+        "SELECT name, home_region, allowed_regions, rpm_limit FROM workspaces WHERE id = :w",
+        w=ws_id,
+    )
+    assert row == [
+        {
+            "name": "initech",
+            "home_region": "eu-west",
+            "allowed_regions": '["eu-west"]',
+            "rpm_limit": 120,
+        }
+    ]
+    r = operator.post(
+        f"/workspaces/{ws_id}",
+        {"home_region": "eu-west", "allowed_regions": "eu-west", "tpm": "5000"},
+    )
+    assert r.status_code == 303
+    row = db_rows(server, "SELECT rpm_limit, tpm_limit FROM workspaces WHERE id = :w", w=ws_id)
+    assert row == [{"rpm_limit": 120, "tpm_limit": 5000}]  # a limit the form leaves out stays
+    r = operator.post(
+        f"/workspaces/{ws_id}", {"home_region": "eu-west", "allowed_regions": "eu-west", "rpm": ""}
+    )
+    assert r.status_code == 303
+    row = db_rows(server, "SELECT rpm_limit, tpm_limit FROM workspaces WHERE id = :w", w=ws_id)
+    assert row == [{"rpm_limit": None, "tpm_limit": 5000}]  # an empty one is unlimited
+    bad = operator.post("/workspaces", {"name": "x", "allowed_regions": "mars"})
+    assert bad.status_code == 400
+    assert "Unknown region &#39;mars&#39;" in bad.text
+
+    r = operator.post(
+        "/prices", {"model": "m", "input_micros_per_1m": "150000", "output_micros_per_1m": "600000"}
+    )
+    assert r.status_code == 303, r.text
+    page = operator.get("/prices").text
+    assert "0.150000" in page and "0.600000" in page
+    member = sign_in(server, make_key(server, workspace="acme"))
+    assert "0.150000" in member.get("/prices").text  # tenants read the book
+    assert (
+        member.post(
+            "/prices", {"model": "m", "input_micros_per_1m": "1", "output_micros_per_1m": "1"}
+        ).status_code
+        == 404
+    )
+    assert member.post("/workspaces", {"name": "mine"}).status_code == 404
+    assert db_rows(server, "SELECT count(*) AS n FROM prices") == [{"n": 1}]
+
+
+def test_audit_is_scoped_newest_first_and_paged(server: ThreadServer) -> None:
+    acme = make_key(server, name="acme-member", workspace="acme")
+    globex = make_key(server, name="globex-member", workspace="globex")
+    operator = sign_in(server, make_key(server, role="admin", workspace="admin"))
+    member = sign_in(server, acme)
+    for i in range(3):
+        assert member.post("/keys", {"name": f"k{i}"}).status_code == 200
+    operator.post(f"/keys/{globex.key_id}/revoke")
+
+    page = member.get("/audit").text
+    ids = [int(i) for i in re.findall(r'<tr id="audit-(\d+)">', page)]
+    assert ids == sorted(ids, reverse=True)
+    rows = db_rows(server, "SELECT id, action, workspace_id FROM audit_log ORDER BY id DESC")
+    mine = [r["id"] for r in rows if r["workspace_id"] == acme.workspace_id]
+    assert ids == mine
+    assert f"api_key:{globex.key_id}" not in page
+    # the operator filters by workspace and action
+    ops = operator.get(
+        "/audit", params={"workspace": globex.workspace_id, "action": "key.revoke"}
+    ).text
+    assert re.findall(r'<tr id="audit-(\d+)">', ops) == [
+        str(r["id"])
+        for r in rows
+        if r["workspace_id"] == globex.workspace_id and r["action"] == "key.revoke"
+    ]
+    # a member cannot widen its scope through the URL
+    widened = member.get("/audit", params={"workspace": globex.workspace_id}).text
+    assert re.findall(r'<tr id="audit-(\d+)">', widened) == [str(i) for i in ids]
