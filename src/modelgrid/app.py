@@ -46,7 +46,8 @@ from modelgrid.console import create_console
 from modelgrid.control import ControlPlane, Hooks, LiveTopology
 from modelgrid.control.files import Files
 from modelgrid.control.knowledge import KnowledgeBases
-from modelgrid.control.sync import ChangeFollower, follow_gateway
+from modelgrid.control.redis_feed import RedisAnnouncer
+from modelgrid.control.sync import ChangeFollower, follow_gateway, redis_wakeup_url
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.control.topology_db import DatabaseTopology, load_or_seed
 from modelgrid.core.periodic import Periodic
@@ -126,8 +127,10 @@ def create_app(
         url = settings.database_url
         await asyncio.to_thread(migrate.upgrade, url)
         engine = db.create_engine(url, echo=settings.database.echo)
-        sessions = db.sessionmaker(engine)
-        changes = ChangeFollower.of(settings.control, sessions, url)
+        wake_url = redis_wakeup_url(settings)  # Redis wakes the gateways where LISTEN can't
+        announcer = RedisAnnouncer(wake_url) if wake_url else None
+        sessions = db.sessionmaker(engine, announce=announcer)
+        changes = ChangeFollower.of(settings.control, sessions, url, redis_url=wake_url)
         await changes.open()  # the baseline, before the state it refreshes is loaded
         usage, tenancy = await _build_tenancy(settings, sessions)
         refresher = _refresher(tenancy, settings)
@@ -228,6 +231,8 @@ def create_app(
             for e in [*models.engines(), *grid.local.values()]:
                 await e.aclose()
             await engine.dispose()
+            if announcer is not None:
+                announcer.close()
             if built_genai is not None:
                 await asyncio.to_thread(built_genai.shutdown)  # export what is pending
 

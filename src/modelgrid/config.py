@@ -147,12 +147,17 @@ class ControlSettings(BaseModel):
     that shares it, seeded from the file, or the embedded default, by the first gateway).
     ``poll_interval_s``: how often a gateway reads the change counters of the database
     (keys, workspaces, prices, topology); on PostgreSQL a ``LISTEN`` connection wakes it at
-    once as well, so the poll is only the safety net.
+    once as well, so the poll is only the safety net. ``listen``: off behind a pooler that
+    drops ``LISTEN`` (PgBouncer in transaction mode). ``redis_wakeup``: where no ``LISTEN``
+    wakes the gateways (SQLite, or ``listen`` off) and they share the limiter's Redis
+    (``ratelimit.backend = "redis"``), each change is also published on Redis after its
+    commit and wakes every gateway at once (``control.redis_feed``).
     """
 
     topology_store: Literal["file", "database"] = "file"
     poll_interval_s: float = Field(default=0.5, gt=0)
     listen: bool = True
+    redis_wakeup: bool = True
 
 
 class UpstreamSettings(BaseModel):

@@ -18,8 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from modelgrid.config import Settings
+from modelgrid.control.redis_feed import CHANNEL
 from modelgrid.engines.fake import FakeEngine
 from tests.databases import migrated_sqlite, postgres_database
 from tests.support import ThreadServer, create_key, db_rows, usage_rows_matching
@@ -29,7 +31,9 @@ LIMIT_S = 1.0
 PROPAGATION_MS: dict[str, list[float]] = {}
 
 
-def gateway_settings(data_dir: Path, url: str, *, redis: bool) -> Settings:
+def gateway_settings(
+    data_dir: Path, url: str, *, redis: bool, poll_interval_s: float = 0.5
+) -> Settings:
     extra: dict[str, Any] = {}
     if redis:
         extra["ratelimit"] = {"backend": "redis", "redis_url": REDIS_URL}
@@ -38,16 +42,20 @@ def gateway_settings(data_dir: Path, url: str, *, redis: bool) -> Settings:
         database={"url": url},  # type: ignore[arg-type]
         metering={"flush_interval_s": 0.05, "prices_refresh_s": 600},  # type: ignore[arg-type]
         auth={"cache_ttl_s": 60},  # type: ignore[arg-type]
-        control={"topology_store": "database"},  # type: ignore[arg-type]
+        control={"topology_store": "database", "poll_interval_s": poll_interval_s},  # type: ignore[arg-type]
         **extra,
     )
 
 
-def start_gateways(tmp_path: Path, url: str, n: int, *, redis: bool) -> list[ThreadServer]:
+def start_gateways(
+    tmp_path: Path, url: str, n: int, *, redis: bool, poll_interval_s: float = 0.5
+) -> list[ThreadServer]:
     servers = []
     for i in range(n):
-        s = ThreadServer(gateway_settings(tmp_path / f"gw{i}", url, redis=redis), _engines)
-        servers.append(s.start())
+        settings = gateway_settings(
+            tmp_path / f"gw{i}", url, redis=redis, poll_interval_s=poll_interval_s
+        )
+        servers.append(ThreadServer(settings, _engines).start())
     return servers
 
 
@@ -197,6 +205,25 @@ def test_three_gateways_on_one_sqlite_file(tmp_path: Path) -> None:
     url = migrated_sqlite(tmp_path / "shared.db")
     servers = start_gateways(tmp_path, url, 3, redis=False)
     try:
+        run_scenario(servers, url)
+    finally:
+        for s in reversed(servers):
+            s.stop()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_three_gateways_on_one_sqlite_file_woken_by_redis(tmp_path: Path) -> None:
+    """No NOTIFY on SQLite: each change is published on Redis after its commit. The poll is
+    made 30 s long, so only the Redis wake-ups can make the changes live within a second."""
+    url = migrated_sqlite(tmp_path / "shared.db")
+    servers = start_gateways(tmp_path, url, 3, redis=True, poll_interval_s=30)
+    try:
+        with redis.Redis.from_url(REDIS_URL) as r:  # every gateway subscribed
+            deadline = time.monotonic() + 10
+            while dict(r.pubsub_numsub(CHANNEL))[CHANNEL.encode()] < 3:
+                assert time.monotonic() < deadline, "the gateways never subscribed"
+                time.sleep(0.01)
         run_scenario(servers, url)
     finally:
         for s in reversed(servers):

@@ -105,6 +105,8 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
     counters (``control.sync``). With ``control.topology_store = "database"`` topology changes
     go to the database (``control.topology_db.StoredTopology``, seeded from the file)."""
     from modelgrid.control import ControlPlane, FileTopology, Hooks
+    from modelgrid.control.redis_feed import RedisAnnouncer
+    from modelgrid.control.sync import redis_wakeup_url
     from modelgrid.control.topology import TopologyStore
     from modelgrid.control.topology_db import StoredTopology
     from modelgrid.routing import topology as topo
@@ -114,7 +116,9 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     async def go(s: Settings) -> T:
         engine = db.create_engine(s.database_url)
-        sessions = db.sessionmaker(engine)
+        wake_url = redis_wakeup_url(s)  # the gateways' Redis wake-ups (``control.redis_feed``)
+        announcer = RedisAnnouncer(wake_url, in_thread=False) if wake_url else None
+        sessions = db.sessionmaker(engine, announce=announcer)
         models = served_models(s)
         store: TopologyStore = FileTopology(
             s.topology_path, topo.default_topology(models), s.engine.models
@@ -133,6 +137,8 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
             return await fn(plane)
         finally:
             await engine.dispose()
+            if announcer is not None:
+                announcer.close()
 
     return run_or_exit(go)
 

@@ -9,6 +9,10 @@ is reopened). For each counter that moved it runs that topic's handler — drop 
 principals, reload the price book, reload the stored topology — and remembers the version
 only once the handler succeeded, so a failed one runs again next round.
 
+Where ``LISTEN`` is not in use (SQLite, ``control.listen = false``) and the gateways share a
+Redis, a message on Redis wakes the follower instead (``control.redis_feed``;
+``redis_wakeup_url`` says when).
+
 Stopping (``stop``) lets the round in progress finish: a round is never cut in the middle of
 a database transaction.
 """
@@ -22,7 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from modelgrid.config import ControlSettings
+from modelgrid.config import ControlSettings, Settings
+from modelgrid.control.redis_feed import RedisWakeups
 from modelgrid.storage import control_state
 from modelgrid.storage.control_state import Listener
 from modelgrid.tenancy.lookup import Sessions
@@ -42,6 +47,8 @@ class ChangeFollower:
         handlers: What to run when a topic's counter moves (topics without one are ignored).
         url: The database URL (a ``LISTEN`` connection is opened for PostgreSQL ones);
             ``None``: poll only.
+        redis_url: A Redis whose ``control.redis_feed`` messages wake the follower;
+            ``None``: none.
         poll_interval_s: How often the counters are read without a notification.
         clock: Monotonic seconds.
     """
@@ -52,6 +59,7 @@ class ChangeFollower:
         handlers: Mapping[str, Handler],
         *,
         url: str | None = None,
+        redis_url: str | None = None,
         poll_interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,16 +74,27 @@ class ChangeFollower:
         self._listener: Listener | None = None
         self._listen_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._redis_url = redis_url
+        self.wakeups: RedisWakeups | None = None
         self.rounds = 0
         self.listens = 0  # LISTEN connections opened
 
     @classmethod
-    def of(cls, settings: ControlSettings, sessions: Sessions, url: str) -> ChangeFollower:
-        """A gateway's follower: ``LISTEN`` on ``url`` if ``settings.listen``."""
+    def of(
+        cls,
+        settings: ControlSettings,
+        sessions: Sessions,
+        url: str,
+        *,
+        redis_url: str | None = None,
+    ) -> ChangeFollower:
+        """A gateway's follower: ``LISTEN`` on ``url`` if ``settings.listen``; woken by Redis
+        messages if ``redis_url`` (``redis_wakeup_url``)."""
         return cls(
             sessions,
             {},
             url=url if settings.listen else None,
+            redis_url=redis_url,
             poll_interval_s=settings.poll_interval_s,
         )
 
@@ -95,6 +114,9 @@ class ChangeFollower:
         async with self._sessions() as session:
             self._seen = await control_state.versions(session)
         await self._relisten()
+        if self._redis_url is not None and self.wakeups is None:
+            self.wakeups = RedisWakeups(self._redis_url, self._notified)
+            self.wakeups.start()
 
     async def _relisten(self) -> None:
         if self._url is None or self.listening:
@@ -174,6 +196,22 @@ class ChangeFollower:
         if self._listener is not None:
             await self._listener.aclose()
             self._listener = None
+        if self.wakeups is not None:
+            await self.wakeups.aclose()
+            self.wakeups = None
+
+
+def redis_wakeup_url(settings: Settings) -> str | None:
+    """The Redis that carries change wake-ups (``control.redis_feed``), or ``None``: the
+    limiter's Redis (``ratelimit.backend = "redis"``), with ``control.redis_wakeup`` on, where
+    no ``LISTEN`` wakes the gateways (not PostgreSQL, or ``control.listen`` off). Publishers
+    (gateways, the CLI) and followers decide alike from the same settings."""
+    c = settings.control
+    if settings.ratelimit.backend != "redis" or not c.redis_wakeup:
+        return None
+    if c.listen and settings.database_url.startswith("postgresql"):
+        return None
+    return settings.ratelimit.redis_url.get_secret_value()
 
 
 class Reloadable(Protocol):
@@ -195,4 +233,4 @@ def follow_gateway(
         changes.on(control_state.TOPOLOGY, topology.reload_if_changed)
 
 
-__all__ = ["ChangeFollower", "follow_gateway"]
+__all__ = ["ChangeFollower", "follow_gateway", "redis_wakeup_url"]

@@ -9,6 +9,11 @@ connection when it commits (``listen``); a gateway wakes at once, reads the coun
 (``versions``, one primary-key scan of three rows) and applies what changed. Counters are
 also polled, so a lost notification, a dropped listening connection or SQLite (no
 notifications) cost at most the poll interval.
+
+Where there is no ``LISTEN`` (SQLite, or ``control.listen = false``) a session made with an
+``announce`` callback (``storage.db.sessionmaker``) is told each commit's changed topics
+after the commit (``announce_commits``): the control plane publishes them on Redis
+(``control.redis_feed``), never for a transaction that rolled back.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from modelgrid.storage.models import ControlState
 
@@ -31,6 +37,8 @@ PRICES = "prices"
 TOPOLOGY = "topology"
 TOPICS = (PRINCIPALS, PRICES, TOPOLOGY)
 CHANNEL = "modelgrid_control"
+ANNOUNCE = "modelgrid.announce"  # session.info: called with the topics of each commit
+_CHANGED = "modelgrid.changed"  # session.info: the topics changed in the open transaction
 
 
 def _is_postgres(session: Any) -> bool:
@@ -38,6 +46,8 @@ def _is_postgres(session: Any) -> bool:
 
 
 async def _notify(session: Any, topics: tuple[str, ...]) -> None:
+    if ANNOUNCE in session.info:
+        session.info.setdefault(_CHANGED, set()).update(topics)
     if _is_postgres(session):
         for topic in topics:
             await session.execute(text("SELECT pg_notify(:c, :t)"), {"c": CHANNEL, "t": topic})
@@ -102,6 +112,26 @@ async def save_topology_document(
     return int(version)
 
 
+def announce_commits() -> None:
+    """Install (once per process) the session hooks that call a session's ``ANNOUNCE``
+    callback with the topics its transaction changed, after that transaction committed (a
+    rolled-back transaction's topics are dropped)."""
+    if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)
+
+
+def _after_commit(session: Session) -> None:
+    topics = session.info.pop(_CHANGED, None)
+    announce = session.info.get(ANNOUNCE)
+    if topics and announce is not None:
+        announce(tuple(sorted(topics)))
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
+
+
 class Listener:
     """A dedicated PostgreSQL connection listening on ``CHANNEL``: ``on_change(topic)`` is
     called (on the event loop) for each notification, ``on_lost()`` if the connection is
@@ -155,12 +185,14 @@ class Listener:
 
 
 __all__ = [
+    "ANNOUNCE",
     "CHANNEL",
     "PRICES",
     "PRINCIPALS",
     "TOPICS",
     "TOPOLOGY",
     "Listener",
+    "announce_commits",
     "bump",
     "save_topology_document",
     "topology_document",

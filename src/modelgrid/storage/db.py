@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -45,8 +45,19 @@ async def finish_despite_cancel(transaction: Coroutine[Any, Any, T]) -> T:
     return await asyncio.shield(asyncio.ensure_future(transaction))
 
 
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def sessionmaker(
+    engine: AsyncEngine, *, announce: Callable[[tuple[str, ...]], None] | None = None
+) -> async_sessionmaker[Any]:
+    """Sessions over ``engine``; ``announce``: called (on the committing thread, so it must
+    not block) with the control-plane topics each commit changed (``control_state``)."""
+    if announce is None:
+        return async_sessionmaker(engine, expire_on_commit=False)
+    from modelgrid.storage import control_state
+
+    control_state.announce_commits()
+    return async_sessionmaker(
+        engine, expire_on_commit=False, info={control_state.ANNOUNCE: announce}
+    )
 
 
 __all__ = ["create_engine", "finish_despite_cancel", "sessionmaker"]
