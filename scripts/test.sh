@@ -15,6 +15,18 @@ trap 'kill "$mypy_pid" 2>/dev/null || true' EXIT  # a step failing below ends it
 echo "==> import contracts"
 .venv/bin/lint-imports --no-cache
 scripts/services.sh
+# The console's browser tests drive Debian's Chromium through Playwright (never Playwright's
+# own browser download). Installed here when missing and we are root; otherwise those tests
+# skip, saying how to install it (under CI=true they fail instead).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's chromium (the console's browser tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+  else
+    echo "==> chromium is missing and this is not root: the console's browser tests will skip (install it: sudo apt-get install -y chromium)"
+  fi
+fi
 echo "==> preparing the embedded model"
 .venv/bin/modelgrid models prepare
 rc=0

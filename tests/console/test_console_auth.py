@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime
 
 import httpx
 import pytest
 
-from modelgrid.console.security import SESSION_COOKIE, session_hash
-from tests.console.helpers import make_key, sign_in, sign_in_response
+from modelgrid.console.security import PRE_COOKIE, SESSION_COOKIE, session_hash
+from tests.console.helpers import csrf_of, make_key, sign_in, sign_in_response
 from tests.support import ThreadServer, db_execute, db_rows
 
 
@@ -188,3 +190,50 @@ def test_unknown_page_and_static_files(server: ThreadServer) -> None:
     assert css.headers["content-type"].startswith("text/css")
     js = member.get("/static/htmx-2.0.11.min.js")
     assert js.status_code == 200 and js.content.startswith(b"var htmx=function()")
+
+
+def test_https_sets_secure_cookies(server: ThreadServer) -> None:
+    key = make_key(server)
+    # uvicorn trusts X-Forwarded-Proto from loopback (its forwarded_allow_ips): a TLS proxy
+    https = {"X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        form = http.get("/console/login", headers=https)
+        pre = next(c for c in form.headers.get_list("set-cookie") if c.startswith(PRE_COOKIE))
+        assert "; Secure" in pre and "SameSite=strict" in pre
+        token = csrf_of(form.text)
+        r = http.post(
+            "/console/login",
+            data={"csrf_token": token, "key": key.plaintext},
+            headers={**https, "Cookie": f"{PRE_COOKIE}={token}"},
+        )
+        assert r.status_code == 303
+        cookie = next(
+            c for c in r.headers.get_list("set-cookie") if c.startswith(f"{SESSION_COOKIE}=")
+        )
+        assert "; Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_keys_page_shows_last_use(server: ThreadServer) -> None:
+    key = make_key(server, name="used")
+    member = sign_in(server, key)
+    never = member.get(f"/keys/{key.key_id}").text
+    assert "<dt>Last used</dt><dd>—</dd>" in never
+    r = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key.plaintext}"},
+        json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while not db_rows(server, "SELECT 1 FROM usage_rollups WHERE api_key_id = :k", k=key.key_id):
+        assert time.monotonic() < deadline, "usage not flushed"
+        time.sleep(0.02)
+    minute = db_rows(
+        server,
+        "SELECT max(bucket_start) AS at FROM usage_rollups"
+        " WHERE api_key_id = :k AND granularity = 'minute'",
+        k=key.key_id,
+    )[0]["at"]
+    shown = datetime.fromisoformat(str(minute)).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"<dt>Last used</dt><dd>{shown}</dd>" in member.get(f"/keys/{key.key_id}").text
+    assert f"<td>{shown}</td>" in member.get("/keys").text
