@@ -40,6 +40,7 @@ from modelgrid.api.routers import (
 from modelgrid.api.routers import apps as apps_api
 from modelgrid.api.routers import knowledge as knowledge_api
 from modelgrid.api.routers import responses as responses_api
+from modelgrid.api.routers import vector_stores as vector_stores_api
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.config import Settings
 from modelgrid.console import create_console
@@ -50,6 +51,8 @@ from modelgrid.control.redis_feed import RedisAnnouncer
 from modelgrid.control.sync import ChangeFollower, follow_gateway, redis_wakeup_url
 from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.control.topology_db import DatabaseTopology, load_or_seed
+from modelgrid.control.vector_store_files import VectorStoreFiles
+from modelgrid.control.vector_stores import VectorStores
 from modelgrid.core.periodic import Periodic
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import EMBEDDINGS
@@ -71,6 +74,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.file_search import FileSearch
 from modelgrid.serving.knowledge import IndexingMeter, KnowledgeEmbedder, Retrieval
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
@@ -91,6 +95,7 @@ from modelgrid.tenancy.spool import Spool
 log = logging.getLogger("modelgrid")
 
 RETENTION_S = 60.0
+EXPIRY_SWEEP_S = 60.0  # how often expired vector stores are swept
 EngineFactory = Callable[[Settings], Iterable[Engine]]
 
 
@@ -157,7 +162,11 @@ def create_app(
             batch=settings.batch,
         )
         responses = ResponsesService(
-            models, tenancy, metrics, ResponseStore(sessions, settings.responses, _home(grid))
+            models,
+            tenancy,
+            metrics,
+            ResponseStore(sessions, settings.responses, _home(grid)),
+            lambda: _file_search(app),
         )
         batch_meter = BatchMeter(tenancy)
         batch_lines = BatchLines(
@@ -263,6 +272,7 @@ def create_app(
     app.include_router(responses_api.router)
     app.include_router(responses_api.router, prefix="/compatible-mode")
     app.include_router(knowledge_api.router)
+    app.include_router(vector_stores_api.router)
     app.include_router(apps_api.router)
     app.mount("/console", create_console(lambda: app.state.modelgrid, settings.console))
     app.add_middleware(
@@ -416,6 +426,12 @@ async def _load_models(state: AppState, factory: EngineFactory) -> None:
         log.error("loading models failed: %s", exc)
 
 
+def _file_search(app: FastAPI) -> FileSearch | None:
+    """The vector stores' search once the lifespan built it (the ``file_search`` tool)."""
+    state: AppState | None = getattr(app.state, "modelgrid", None)
+    return state.knowledge.file_search if state is not None and state.knowledge else None
+
+
 def _retrieval(state: AppState) -> Retrieval | None:
     return state.knowledge.retrieval if state.knowledge is not None else None
 
@@ -427,14 +443,18 @@ def _queue_of(engine: Engine) -> Callable[[], int]:
 class _KnowledgeParts:
     """Knowledge bases' index and indexer, and the indexer's task."""
 
-    def __init__(self, index: SqliteIndex, indexer: Indexer) -> None:
+    def __init__(self, index: SqliteIndex, indexer: Indexer, stores: VectorStores) -> None:
         self.index = index
         self.indexer = indexer
         self.task = asyncio.create_task(indexer.run_forever(), name="indexer")
+        # expired vector stores' documents, chunks and vectors deleted (between rounds)
+        self.expiry = Periodic("vector-store-expiry", EXPIRY_SWEEP_S, stores.sweep_expired)
+        self.expiry.start()
 
     async def stop(self) -> None:
         """Stop the indexer after its step in flight (one count, one embedding call or one
         transaction; bounded), then close the index (its thread ends its transaction)."""
+        await self.expiry.stop()
         await self.indexer.aclose()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.task), 30)
@@ -474,8 +494,16 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         embedding_models=embedding_models,
         wake=indexer.wake,
     )
-    state.knowledge = Knowledge(bases, Retrieval(index, KnowledgeEmbedder(state.embeddings)))
-    return _KnowledgeParts(index, indexer)
+    retrieval = Retrieval(index, KnowledgeEmbedder(state.embeddings))
+    stores = VectorStores(state.sessions, bases, state.control.inventory)
+    state.knowledge = Knowledge(
+        bases,
+        retrieval,
+        stores,
+        VectorStoreFiles(state.sessions, stores, state.control.files),
+        FileSearch(retrieval, stores, state.sessions),
+    )
+    return _KnowledgeParts(index, indexer, stores)
 
 
 __all__ = ["app_from_environment", "create_app"]

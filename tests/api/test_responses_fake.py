@@ -267,7 +267,7 @@ def test_a_chain_with_a_deleted_link_is_refused_naming_it(fake_server: ThreadSer
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": "hi", "background": True}, "background"),
-        ({"input": "hi", "include": ["file_search_call.results"]}, "include[0]"),
+        ({"input": "hi", "include": ["code_interpreter_call.outputs"]}, "include[0]"),
         ({"input": "hi", "text": {"format": {"type": "xml"}}}, "text.format"),
         (
             {"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}},

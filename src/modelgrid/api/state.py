@@ -12,6 +12,8 @@ from modelgrid.config import Settings
 from modelgrid.control import ControlPlane
 from modelgrid.control.batches import Batches
 from modelgrid.control.knowledge import KnowledgeBases
+from modelgrid.control.vector_store_files import VectorStoreFiles
+from modelgrid.control.vector_stores import VectorStores
 from modelgrid.core.errors import PermissionDeniedError
 from modelgrid.engines.process import EngineProcess
 from modelgrid.jobs.batch_runner import BatchRunner
@@ -21,6 +23,7 @@ from modelgrid.serving.chat import ChatService
 from modelgrid.serving.completions import CompletionService
 from modelgrid.serving.dashscope import TextGenerationService
 from modelgrid.serving.embeddings import EmbeddingService
+from modelgrid.serving.file_search import FileSearch
 from modelgrid.serving.knowledge import Retrieval
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
@@ -62,10 +65,14 @@ class ModelApi(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Knowledge:
-    """Knowledge bases: their control-plane operations and retrieval."""
+    """Knowledge bases: their control-plane operations and retrieval; OpenAI's vector
+    stores over them (their files, and their search, which ``file_search`` uses too)."""
 
     bases: KnowledgeBases
     retrieval: Retrieval
+    stores: VectorStores
+    store_files: VectorStoreFiles
+    file_search: FileSearch
 
 
 @dataclass

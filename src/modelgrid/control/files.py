@@ -11,7 +11,9 @@ its upload (else ``batch.file_ttl_s``; outputs ``ttl_s``): it disappears from li
 once, and ``purge_expired`` (called by the batch runner) deletes its bytes; ``sweep_orphans``
 removes what a killed process left half-way.
 
-An upload (``purpose=batch``) is checked line by line as it streams (``protocol.openai.batch_input``)
+An upload of ``purpose=assistants`` (a document for a vector store,
+``control.vector_store_files``) is stored as it is, up to ``batch.max_file_bytes``; its text
+is extracted when a vector store takes it. An upload (``purpose=batch``) is checked line by line as it streams (``protocol.openai.batch_input``)
 into a temporary file renamed into place only once the whole file is valid; its row (with its
 request ``lines`` and ``model``) and audit entry are written only then. A refused upload
 leaves neither row nor bytes.
@@ -153,7 +155,7 @@ class Files:
         Args:
             principal: The caller (its workspace owns the file; its scope is checked).
             filename: The upload's name (1..512 characters).
-            purpose: ``batch`` (other purposes are written by batches only).
+            purpose: ``batch`` or ``assistants`` (``batch_output`` is written by batches).
             chunks: The file's bytes, in chunks of any size (read once, never all at once).
             expires_after_s: Lifetime from now, 3600..2592000 s (default ``file_ttl_s``).
 
@@ -198,7 +200,11 @@ class Files:
         def check_model(model: str, line: int) -> None:
             _check_model(inv, principal, model, line)
 
-        check = InputCheck(self.limits, check_model)
+        check: InputCheck | _Sized = (
+            InputCheck(self.limits, check_model)
+            if purpose == "batch"
+            else _Sized(self.limits.max_file_bytes)
+        )
         file_id = completion_id("file")
         relative = store.relative_path(region, ws, file_id)
         await self._write(store, relative, chunks, lambda c: check.passing(within_quota(c)))
@@ -219,7 +225,7 @@ class Files:
                         filename=filename,
                         bytes=summary.bytes,
                         lines=summary.lines,
-                        model=summary.model,
+                        model=summary.model or None,
                         path=relative,
                         created_at=now,
                         expires_at=now + timedelta(seconds=ttl_s),
@@ -536,6 +542,30 @@ class Files:
                 if aclose is not None:
                     await aclose()
         return await asyncio.to_thread(store.write, relative, through(chunks))
+
+
+class _Sized:
+    """The check of an upload stored as it is (``assistants``): its size only."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit = limit_bytes
+        self._bytes = 0
+
+    def passing(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self._bytes += len(chunk)
+            if self._bytes > self._limit:
+                raise BatchInputError(
+                    f"The file is larger than {self._limit} bytes.",
+                    code="file_too_large",
+                    field="file",
+                )
+            yield chunk
+        if self._bytes == 0:
+            raise BatchInputError("The file is empty.", code="empty_file", field="file")
+
+    def summary(self) -> InputSummary:
+        return InputSummary(url="", model="", lines=0, bytes=self._bytes)
 
 
 def _residency(principal: Principal, inv: Inventory) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from modelgrid.config import KnowledgeSettings
 from modelgrid.control.inventory import Inventory
@@ -46,7 +46,7 @@ from modelgrid.protocol.knowledge import (
     KnowledgeBaseList,
     KnowledgeBaseObject,
 )
-from modelgrid.storage.models import App, KnowledgeBase, KnowledgeDocument
+from modelgrid.storage.models import App, KnowledgeBase, KnowledgeDocument, VectorStoreFileBatch
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
@@ -158,12 +158,50 @@ class KnowledgeBases:
             InvalidRequestError: an unknown or non-embedding model; overlap ≥ window.
             ServiceUnavailableError: no index here, or no embedding model served.
         """
+        chunking = body.chunking or Chunking(
+            max_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap
+        )
+        if chunking.overlap_tokens >= chunking.max_tokens:
+            raise InvalidRequestError(
+                "'chunking.overlap_tokens' must be less than 'chunking.max_tokens'.",
+                param="chunking.overlap_tokens",
+            )
+        row = await self.create_row(
+            principal,
+            KnowledgeBase(
+                id=completion_id("kb"),
+                name=body.name,
+                description=body.description,
+                chunk_tokens=chunking.max_tokens,
+                chunk_overlap=chunking.overlap_tokens,
+            ),
+            body.embedding_model,
+            actor=actor,
+        )
+        return kb_object(row)
+
+    async def create_row(
+        self,
+        principal: Principal,
+        row: KnowledgeBase,
+        embedding_model: str | None,
+        *,
+        actor: str,
+        action: str = "knowledge_base.create",
+    ) -> KnowledgeBase:
+        """Store ``row`` (its name, chunking and kind set by the caller) in the caller's
+        workspace and this gateway's region, embedded by ``embedding_model`` (``None``: the
+        default), with its audit entry.
+
+        Raises:
+            PermissionDeniedError: the caller may not store in this region, or use the model.
+            InvalidRequestError: an unknown or non-embedding model.
+            ServiceUnavailableError: no index here, or no embedding model served.
+        """
         self._require_index()
         region = _residency(principal, self._inventory())
         served = list(self._embedding_models())
-        model = (
-            body.embedding_model or self.settings.embedding_model or (served[0] if served else None)
-        )
+        model = embedding_model or self.settings.embedding_model or (served[0] if served else None)
         if model is None:
             raise ServiceUnavailableError("No embedding model is served here.")
         if model not in served:
@@ -179,35 +217,38 @@ class KnowledgeBases:
                 param="embedding_model",
                 code="model_not_allowed",
             )
-        chunking = body.chunking or Chunking(
-            max_tokens=self.settings.chunk_tokens, overlap_tokens=self.settings.chunk_overlap
-        )
-        if chunking.overlap_tokens >= chunking.max_tokens:
-            raise InvalidRequestError(
-                "'chunking.overlap_tokens' must be less than 'chunking.max_tokens'.",
-                param="chunking.overlap_tokens",
-            )
-        row = KnowledgeBase(
-            id=completion_id("kb"),
-            workspace_id=principal.workspace_id,
-            name=body.name,
-            description=body.description,
-            region=region,
-            embedding_model=model,
-            chunk_tokens=chunking.max_tokens,
-            chunk_overlap=chunking.overlap_tokens,
-            created_at=datetime.now(UTC),
-        )
+        row.workspace_id = principal.workspace_id
+        row.region = region
+        row.embedding_model = model
+        row.created_at = datetime.now(UTC)
         async with self._sessions() as session, session.begin():
             session.add(row)
             await audit.record(
                 session,
                 actor=actor,
-                action="knowledge_base.create",
-                target=f"knowledge_base:{row.id}",
+                action=action,
+                target=f"{row.kind or 'knowledge_base'}:{row.id}",
                 details={"workspace_id": row.workspace_id, "name": row.name, "model": model},
             )
-        return kb_object(row)
+        return row
+
+    async def store_document(self, row: KnowledgeDocument, *, actor: str) -> None:
+        """Store a document row built by the caller (``pending`` with its sections, or
+        ``failed`` with its error) with its audit entry, and wake the indexer."""
+        self._require_index()
+        async with self._sessions() as session, session.begin():
+            session.add(row)
+            await audit.record(
+                session,
+                actor=actor,
+                action="knowledge_document.create",
+                target=f"knowledge_document:{row.id}",
+                details={
+                    "workspace_id": row.workspace_id,
+                    "knowledge_base_id": row.knowledge_base_id,
+                },
+            )
+        self._wake()
 
     async def row(self, workspace_id: str, kb_id: str) -> KnowledgeBase:
         """The workspace's knowledge base. Raises ``NotFoundError``."""
@@ -286,6 +327,13 @@ class KnowledgeBases:
                 " from them first.",
                 param="knowledge_base_id",
             )
+        async with self._sessions() as session, session.begin():  # a vector store's
+            await session.execute(
+                delete(VectorStoreFileBatch).where(
+                    VectorStoreFileBatch.knowledge_base_id == kb_id,
+                    VectorStoreFileBatch.workspace_id == workspace_id,
+                )
+            )
         if not await index.delete_knowledge_base(workspace_id, kb_id):
             raise kb_not_found(kb_id)
         async with self._sessions() as session, session.begin():
@@ -297,6 +345,30 @@ class KnowledgeBases:
                 details={"workspace_id": workspace_id},
             )
         return Deleted(id=kb_id, object="knowledge_base.deleted")
+
+    async def purge_documents(self, workspace_id: str, kb_id: str) -> int:
+        """Delete every document of the knowledge base with its chunks and vectors (one
+        transaction each; an expired vector store's sweep). Returns how many went."""
+        index = self._require_index()
+        async with self._sessions() as session:
+            ids = list(
+                (
+                    await session.execute(
+                        select(KnowledgeDocument.id).where(
+                            KnowledgeDocument.workspace_id == workspace_id,
+                            KnowledgeDocument.knowledge_base_id == kb_id,
+                        )
+                    )
+                ).scalars()
+            )
+        gone = 0
+        for doc_id in ids:
+            gone += int(await index.delete_document(workspace_id, doc_id))
+        return gone
+
+    async def delete_document_rows(self, workspace_id: str, doc_id: str) -> bool:
+        """Delete one document with its chunks and vectors (no audit entry: the caller's)."""
+        return await self._require_index().delete_document(workspace_id, doc_id)
 
     # --- documents ---------------------------------------------------------------------------
 

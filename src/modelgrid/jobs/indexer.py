@@ -243,7 +243,11 @@ class Indexer:
         max_input, dims = self._embedder.limits(model)
         if max_input <= 0 or dims <= 0:
             raise ServiceUnavailableError(f"The model '{model}' is still loading.")
-        plan = ChunkPlan(kb.chunk_tokens, kb.chunk_overlap).fitted(max_input)
+        plan = (  # a vector store's file may have its own chunking
+            ChunkPlan(doc.chunk_tokens, doc.chunk_overlap or 0)
+            if doc.chunk_tokens
+            else ChunkPlan(kb.chunk_tokens, kb.chunk_overlap)
+        ).fitted(max_input)
         chunks = await self._chunk(principal, model, doc.sections or [], plan)
         if not chunks:
             raise DocumentError("The document holds no text to index.")

@@ -54,16 +54,29 @@ class KnowledgeIndex(Protocol):
         ...
 
     async def dense(
-        self, workspace_id: str, knowledge_base_id: str, vector: bytes, dimensions: int, k: int
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        vector: bytes,
+        dimensions: int,
+        k: int,
+        documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest chunks by cosine distance: ``(chunk id, distance)``, nearest
-        first."""
+        first; with ``documents``, only those documents' chunks (exactly: an attribute
+        filter's survivors are ranked among themselves, not cut from a top ``k``)."""
         ...
 
     async def lexical(
-        self, workspace_id: str, knowledge_base_id: str, query: str, k: int
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        query: str,
+        k: int,
+        documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` best chunks by BM25: ``(chunk id, score)`` (higher is better)."""
+        """The ``k`` best chunks by BM25: ``(chunk id, score)`` (higher is better); with
+        ``documents``, only those documents' chunks."""
         ...
 
     async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:

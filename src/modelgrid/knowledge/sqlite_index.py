@@ -365,38 +365,63 @@ class SqliteIndex:
     # --- reads -------------------------------------------------------------------------------
 
     async def dense(
-        self, workspace_id: str, knowledge_base_id: str, vector: bytes, dimensions: int, k: int
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        vector: bytes,
+        dimensions: int,
+        k: int,
+        documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
         if dimensions not in self._vec_tables:  # created by the writer, once
             await self._run(lambda conn: self._vec_table(conn, dimensions))
         table = f"knowledge_vec_{int(dimensions)}"
+        if documents is not None and not documents:
+            return []
 
         def search(conn: Any) -> list[tuple[int, float]]:
-            rows = conn.execute(
-                f"SELECT v.chunk_id, v.distance FROM {table} v "
-                "JOIN knowledge_chunks c ON c.id = v.chunk_id "
-                "WHERE v.embedding MATCH ? AND v.k = ? AND v.knowledge_base_id = ? "
-                "AND c.workspace_id = ? ORDER BY v.distance",
-                (vector, int(k), knowledge_base_id, workspace_id),
-            ).fetchall()
+            if documents is None:
+                rows = conn.execute(
+                    f"SELECT v.chunk_id, v.distance FROM {table} v "
+                    "JOIN knowledge_chunks c ON c.id = v.chunk_id "
+                    "WHERE v.embedding MATCH ? AND v.k = ? AND v.knowledge_base_id = ? "
+                    "AND c.workspace_id = ? ORDER BY v.distance",
+                    (vector, int(k), knowledge_base_id, workspace_id),
+                ).fetchall()
+            else:  # the named documents' chunks only: an exact scan of their vectors
+                marks = ",".join("?" * len(documents))
+                rows = conn.execute(
+                    "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d "
+                    f"FROM knowledge_chunks c JOIN {table} v ON v.chunk_id = c.id "
+                    "WHERE c.workspace_id = ? AND c.knowledge_base_id = ? "
+                    f"AND c.document_id IN ({marks}) ORDER BY d, c.id LIMIT ?",
+                    (vector, workspace_id, knowledge_base_id, *documents, int(k)),
+                ).fetchall()
             return [(int(r[0]), float(r[1])) for r in rows]
 
         return await self._read(search)
 
     async def lexical(
-        self, workspace_id: str, knowledge_base_id: str, query: str, k: int
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        query: str,
+        k: int,
+        documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
         match = fts_query(query)
-        if match is None:
+        if match is None or (documents is not None and not documents):
             return []
+        marks = ",".join("?" * len(documents or ()))
+        only = f"AND c.document_id IN ({marks}) " if documents is not None else ""
 
         def search(conn: Any) -> list[tuple[int, float]]:
             rows = conn.execute(
                 "SELECT f.rowid, bm25(knowledge_fts) AS score FROM knowledge_fts f "
                 "JOIN knowledge_chunks c ON c.id = f.rowid "
                 "WHERE knowledge_fts MATCH ? AND c.knowledge_base_id = ? "
-                "AND c.workspace_id = ? ORDER BY score LIMIT ?",
-                (match, knowledge_base_id, workspace_id, int(k)),
+                f"AND c.workspace_id = ? {only}ORDER BY score LIMIT ?",
+                (match, knowledge_base_id, workspace_id, *(documents or ()), int(k)),
             ).fetchall()
             return [(int(r[0]), -float(r[1])) for r in rows]  # FTS5's bm25() is negated
 

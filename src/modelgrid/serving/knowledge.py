@@ -121,6 +121,17 @@ class Retrieval:
         self.index = index
         self.embedder = embedder
 
+    async def embed_query(
+        self, principal: Principal, model: str, query: str, ctx: CallContext | None = None
+    ) -> bytes:
+        """The query's float32 embedding: one metered call billed to the principal.
+
+        Raises:
+            As ``EmbeddingService.embed``.
+        """
+        vectors, _tokens = await self.embedder.embed(principal, model, [query], ctx)
+        return vectors[0]
+
     async def search(
         self,
         principal: Principal,
@@ -132,10 +143,14 @@ class Retrieval:
         mode: Mode = "hybrid",
         rrf_k: int = RRF_K,
         ctx: CallContext | None = None,
+        documents: Sequence[str] | None = None,
+        query_vector: bytes | None = None,
     ) -> list[Retrieved]:
         """The ``top_k`` chunks for ``query``, best first. The caller has checked that the
         knowledge base is the principal's workspace's; every index read is filtered by the
-        workspace again.
+        workspace again. ``documents``: only those documents' chunks (an attribute filter's
+        survivors). ``query_vector``: the query's embedding by ``model``, already made (one
+        metered call for several knowledge bases of one model: ``embed_query``).
 
         Raises:
             InvalidRequestError: an empty or over-long query, ``top_k`` out of 1..100, an
@@ -158,14 +173,16 @@ class Retrieval:
         async def by_vector() -> list[tuple[int, float]]:
             if mode == "lexical":
                 return []
-            vectors, _tokens = await self.embedder.embed(principal, model, [query], ctx)
-            dims = len(vectors[0]) // 4
-            return await self.index.dense(ws, knowledge_base_id, vectors[0], dims, depth)
+            vector = query_vector
+            if vector is None:
+                vector = await self.embed_query(principal, model, query, ctx)
+            dims = len(vector) // 4
+            return await self.index.dense(ws, knowledge_base_id, vector, dims, depth, documents)
 
         async def by_words() -> list[tuple[int, float]]:
             if mode == "dense":
                 return []
-            return await self.index.lexical(ws, knowledge_base_id, query, depth)
+            return await self.index.lexical(ws, knowledge_base_id, query, depth, documents)
 
         # BM25 runs while the query is embedded and searched by vector (the index reads on
         # two connections at once)

@@ -18,11 +18,11 @@ the client leaves is not stored (its usage is recorded, as always).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelgrid.core.errors import ModelgridError
+from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
 from modelgrid.core.types import (
     CallContext,
     ChatMessage,
@@ -32,6 +32,11 @@ from modelgrid.core.types import (
     TokenLogprob,
 )
 from modelgrid.protocol.openai import response_objects as wire
+from modelgrid.protocol.openai.file_search_tool import (
+    FileSearchTool,
+    file_citation,
+    file_search_tool,
+)
 from modelgrid.protocol.openai.responses import (
     ResponseCreateRequest,
     check_request,
@@ -43,12 +48,14 @@ from modelgrid.protocol.openai.responses import (
     tools_in,
 )
 from modelgrid.routing import placement_of
+from modelgrid.serving.file_search import FileSearch
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metered import routing_hints
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.response_store import NewResponse, ResponseStore
+from modelgrid.serving.response_tools import FoundFiles, search_files
 from modelgrid.tenancy.service import Principal
 
 Event = tuple[str, dict[str, Any]]
@@ -66,6 +73,36 @@ class _Assembler:
         self._lps: list[TokenLogprob] = []
         self._call: dict[str, Any] | None = None  # the open function_call item
         self._args: list[str] = []
+        self._search: dict[str, Any] | None = None  # the file_search_call item, if any
+        self.citations: list[tuple[str, str]] = []  # (file id, filename) the answer cites
+
+    def searched(self, item: dict[str, Any], citations: list[tuple[str, str]]) -> None:
+        """The file search ran before the answer: its item leads the output, and the
+        answer's text cites ``citations``."""
+        self._search = item
+        self.items.append(item)
+        self.citations = citations
+
+    def opening(self) -> list[Event]:
+        """The file search's events, in the reference's order (sent after
+        ``response.in_progress``; the search itself ran before the first event)."""
+        item = self._search
+        if item is None:
+            return []
+        where = {"output_index": self.items.index(item), "item_id": item["id"]}
+        return [
+            (
+                "response.output_item.added",
+                {
+                    "output_index": where["output_index"],
+                    "item": dict(item, status="in_progress", results=None),
+                },
+            ),
+            ("response.file_search_call.in_progress", where),
+            ("response.file_search_call.searching", where),
+            ("response.file_search_call.completed", where),
+            ("response.output_item.done", {"output_index": where["output_index"], "item": item}),
+        ]
 
     def feed(self, delta: Delta) -> list[Event]:
         out: list[Event] = []
@@ -135,11 +172,20 @@ class _Assembler:
         self._msg = None
         text = "".join(self._texts)
         part = wire.text_part(text, self._lps if self._logprobs else None)
+        part["annotations"] = [file_citation(f, name, len(text)) for f, name in self.citations]
         msg["content"] = [part]
         msg["status"] = "completed"
         where = self._where(msg)
         self._texts, self._lps = [], []
+        cited: list[Event] = [
+            (
+                "response.output_text.annotation.added",
+                {**where, "content_index": 0, "annotation_index": k, "annotation": a},
+            )
+            for k, a in enumerate(part["annotations"])
+        ]
         return [
+            *cited,
             (
                 "response.output_text.done",
                 {**where, "content_index": 0, "text": text, "logprobs": part["logprobs"]},
@@ -216,10 +262,16 @@ def _drop_oldest_turn(messages: list[ChatMessage]) -> list[ChatMessage] | None:
 
 class ResponsesService(GenerationService):
     def __init__(
-        self, models: ModelRegistry, meter: Meter, metrics: Metrics, store: ResponseStore
+        self,
+        models: ModelRegistry,
+        meter: Meter,
+        metrics: Metrics,
+        store: ResponseStore,
+        file_search: Callable[[], FileSearch | None] = lambda: None,
     ) -> None:
         super().__init__(models, meter, metrics)
         self.store = store
+        self._file_search = file_search
 
     async def open(
         self, principal: Principal, body: ResponseCreateRequest, ctx: CallContext
@@ -245,10 +297,17 @@ class ResponsesService(GenerationService):
             history = await self.store.history(principal, body.previous_response_id)
             earlier, affinity = history.items, history.replica_id
         logprobs = "message.output_text.logprobs" in (body.include or ())
+        messages = conversation(body.instructions, earlier + items)
+        search_tool = file_search_tool(body.tools)
+        found: FoundFiles | None = None
+        if search_tool is not None:
+            with_results = "file_search_call.results" in (body.include or ())
+            found = await self._search(principal, search_tool, messages, ctx, with_results)
+            messages = found.messages
         request = InferenceRequest(
             request_id=ctx.request_id,
             model=body.model,
-            messages=conversation(body.instructions, earlier + items),
+            messages=messages,
             sampling=SamplingParams(
                 max_tokens=body.max_output_tokens,
                 temperature=1.0 if body.temperature is None else body.temperature,
@@ -263,6 +322,9 @@ class ResponsesService(GenerationService):
             stream=bool(body.stream),
         )
         gen = await self._generation(principal, request, ctx, affinity, body.truncation == "auto")
+        assembler = _Assembler(logprobs)
+        if found is not None:
+            assembler.searched(found.item, found.citations)
         return ResponseRun(
             gen=gen,
             principal=principal,
@@ -271,8 +333,32 @@ class ResponsesService(GenerationService):
             echoed=wire.echoed_fields(body),
             input_items=items,
             store_region=store_region,
-            assembler=_Assembler(logprobs),
+            assembler=assembler,
         )
+
+    async def _search(
+        self,
+        principal: Principal,
+        tool: FileSearchTool,
+        messages: list[ChatMessage],
+        ctx: CallContext,
+        with_results: bool,
+    ) -> FoundFiles:
+        """Run the ``file_search`` tool (see ``serving.response_tools``).
+
+        Raises:
+            ServiceUnavailableError: no knowledge index here.
+            InvalidRequestError: no user message to search for; and the errors of
+                ``FileSearch.search`` (404 unknown store, 403 region, 400 expired).
+        """
+        search = self._file_search()
+        if search is None:
+            raise ServiceUnavailableError(
+                "The file_search tool needs the knowledge index, which this gateway's database "
+                "has not (see docs/knowledge.md).",
+                param=f"{tool.param}.type",
+            )
+        return await search_files(search, principal, tool, messages, ctx, with_results)
 
     async def _generation(
         self,
@@ -340,6 +426,8 @@ class ResponsesService(GenerationService):
                     started = True
                     for kind in ("response.created", "response.in_progress"):
                         yield writer.event(kind, response=run.response("in_progress"))
+                    for kind, fields in run.assembler.opening():
+                        yield writer.event(kind, **fields)
                 for kind, fields in run.assembler.feed(delta):
                     yield writer.event(kind, **fields)
         except ModelgridError as exc:
@@ -356,6 +444,8 @@ class ResponsesService(GenerationService):
         if not started:  # an answer without any delta
             for kind in ("response.created", "response.in_progress"):
                 yield writer.event(kind, response=run.response("in_progress"))
+            for kind, fields in run.assembler.opening():
+                yield writer.event(kind, **fields)
         for kind, fields in run.assembler.finish():
             yield writer.event(kind, **fields)
         final = run.response()

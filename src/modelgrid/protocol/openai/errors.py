@@ -22,7 +22,9 @@ def _is_union_tag(part: str) -> bool:
 
 
 def _loc_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in _LOC_PREFIXES]
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOC_PREFIXES:  # where FastAPI found it (a body field may be
+        parts = parts[1:]  # named "query", as a vector-store search's is)
     parts = [p for p in parts if not _is_union_tag(p)]
     if not parts:
         return None

@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-Purpose = Literal["batch", "batch_output"]
-UPLOAD_PURPOSES: tuple[str, ...] = ("batch",)  # ``batch_output`` files are written by batches
+Purpose = Literal["batch", "batch_output", "assistants"]
+# ``batch_output`` files are written by batches; ``assistants`` files feed vector stores
+UPLOAD_PURPOSES: tuple[str, ...] = ("batch", "assistants")
 EXPIRES_AFTER_MIN_S = 3600  # OpenAI's range for ``expires_after[seconds]``: 1 hour…
 EXPIRES_AFTER_MAX_S = 2_592_000  # …30 days
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelgrid.core.types import TokenLogprob, TokenUsage
+from modelgrid.protocol.openai.file_search_tool import echoed_tool
 from modelgrid.protocol.openai.responses import ResponseCreateRequest
 
 
@@ -73,7 +74,9 @@ def function_call_item(
 def echoed_fields(req: ResponseCreateRequest) -> dict[str, Any]:
     """The request's settings as the response object repeats them."""
     tools = [
-        {
+        echoed_tool(t)
+        if t.get("type") == "file_search"
+        else {
             "type": "function",
             "name": t.get("name"),
             "description": t.get("description"),

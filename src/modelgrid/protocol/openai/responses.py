@@ -40,6 +40,7 @@ _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 INCLUDABLE = frozenset(
     {
         "message.output_text.logprobs",
+        "file_search_call.results",  # the file_search_call item's results
         "reasoning.encrypted_content",  # no reasoning items are produced: nothing to add
         "message.input_image.image_url",  # no image inputs are accepted: nothing to add
     }
@@ -215,8 +216,10 @@ def _item(item: Any, where: str) -> dict[str, Any] | None:
             "output": output,
             "status": "completed",
         }
-    if kind == "reasoning":
-        return None  # an agent echoing a reasoning model's item; nothing to feed this model
+    if kind in ("reasoning", "file_search_call"):
+        # an agent echoing a reasoning model's item, or a server-side tool's call whose
+        # results went into that turn's context: nothing to feed this model
+        return None
     raise UnsupportedParameterError(
         f"Input item type {kind!r} is not supported; use messages, 'function_call' and "
         "'function_call_output' items.",
@@ -271,7 +274,8 @@ def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
     "description", "parameters", "strict"}``).
 
     Raises:
-        UnsupportedParameterError: a built-in tool type (``web_search``, ``file_search`` …).
+        UnsupportedParameterError: a built-in tool type (``web_search`` …) other than
+            ``file_search`` (skipped here: ``file_search_tool.file_search_tool``).
         InvalidRequestError: a missing or repeated name, a malformed ``parameters`` schema.
     """
     out: list[Tool] = []
@@ -279,9 +283,12 @@ def tools_in(tools: list[dict[str, Any]] | None) -> tuple[Tool, ...]:
     for i, tool in enumerate(tools or ()):
         where = f"tools[{i}]"
         kind = tool.get("type")
+        if kind == "file_search":
+            continue  # run by the gateway itself (``protocol.openai.file_search_tool``)
         if kind != "function":
             raise UnsupportedParameterError(
-                f"Tool type {kind!r} is not supported; only 'function' tools are.",
+                f"Tool type {kind!r} is not supported; only 'function' and 'file_search' "
+                "tools are.",
                 param=f"{where}.type",
             )
         name = tool.get("name")

@@ -1,0 +1,212 @@
+"""The Responses API's ``file_search`` tool over a real uvicorn server: the gateway searches,
+adds a ``file_search_call`` item, puts the chunks in the model's context, cites the files,
+streams the tool's events in OpenAI's order and meters each call once.
+
+The model is the scripted ``FakeEngine`` (it records what it was asked); embeddings come from
+``HashEmbeddingEngine``. The official ``openai`` SDK parses the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from modelgrid.core.types import InferenceRequest
+from modelgrid.engines.base import PreparedRequest
+from modelgrid.engines.fake import FakeEngine
+from tests.conftest import ServerFactory
+from tests.knowledge.hash_embedding import HashEmbeddingEngine
+from tests.support import ThreadServer, usage_rows
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+GUIDE = b"""# Refunds
+
+A refund is granted within fourteen days of purchase when the product is unopened.
+"""
+SHIPPING = b"Parcels leave the warehouse in Rotterdam every weekday and arrive within three days."
+REPLY = "Within fourteen days."
+
+
+class Recording(FakeEngine):
+    """The fake model, remembering the last conversation it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(reply=REPLY, context_length=4096)
+        self.seen: list[str] = []
+
+    def prepare(self, request: InferenceRequest) -> PreparedRequest:
+        self.seen = [m.content or "" for m in request.messages or ()]
+        return super().prepare(request)
+
+
+@pytest.fixture
+def model() -> Recording:
+    return Recording()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory, model: Recording) -> ThreadServer:
+    return server_factory(model, HashEmbeddingEngine(), knowledge={"poll_interval_s": 0.05})
+
+
+def api(s: ThreadServer, method: str, path: str, **kw: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {s.api_key}"}
+    return httpx.request(method, f"{s.base_url}{path}", headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture
+def store(server: ThreadServer) -> tuple[str, str, str]:
+    """A vector store with two indexed files: (store id, refunds file id, shipping file id)."""
+    ids = []
+    for name, data in (("refunds.md", GUIDE), ("shipping.txt", SHIPPING)):
+        r = api(
+            server,
+            "POST",
+            "/v1/files",
+            files={"file": (name, data)},
+            data={"purpose": "assistants"},
+        )
+        ids.append(r.json()["id"])
+    vs = api(server, "POST", "/v1/vector_stores", json={"name": "care", "file_ids": ids}).json()
+    deadline = time.monotonic() + 20
+    while api(server, "GET", f"/v1/vector_stores/{vs['id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return vs["id"], ids[0], ids[1]
+
+
+def client(s: ThreadServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=s.api_key, max_retries=0)
+
+
+def test_file_search_answers_with_citations(
+    server: ThreadServer, model: Recording, store: tuple[str, str, str]
+) -> None:
+    vs, refunds, shipping = store
+    before = len(usage_rows(server, expect=2))  # the two files' indexing
+    r = client(server).responses.create(
+        model="fake-model",
+        input="When is a refund granted?",
+        tools=[{"type": "file_search", "vector_store_ids": [vs], "max_num_results": 1}],
+        include=["file_search_call.results"],
+    )
+    call, msg = r.output
+    assert call.type == "file_search_call"
+    assert (call.status, call.queries) == ("completed", ["When is a refund granted?"])
+    assert call.results is not None and len(call.results) == 1
+    hit = call.results[0]
+    assert (hit.file_id, hit.filename, hit.score) == (refunds, "refunds.md", 1.0)
+    assert hit.text is not None and "refund is granted within fourteen days" in hit.text
+    assert msg.type == "message"
+    text = msg.content[0]
+    assert text.type == "output_text" and text.text == REPLY
+    assert [a.model_dump() for a in text.annotations] == [
+        {"type": "file_citation", "file_id": refunds, "filename": "refunds.md", "index": len(REPLY)}
+    ]
+    # the chunk went into the user turn the model saw, before the question
+    assert model.seen[-1].startswith("Use these excerpts of the files:\n\n[refunds.md]\n")
+    assert model.seen[-1].endswith("Question: When is a refund granted?")
+    assert "Rotterdam" not in model.seen[-1]  # max_num_results 1
+    # one embedding call for the query, one generation: each metered once
+    rows = usage_rows(server, expect=before + 2)
+    time.sleep(0.3)
+    rows = usage_rows(server, expect=before + 2)
+    assert sorted(u["endpoint"] for u in rows[before:]) == ["embeddings", "responses"]
+    assert r.usage is not None and r.usage.output_tokens == 3
+    # the stored response keeps the item; a chained turn skips it
+    stored = client(server).responses.retrieve(r.id)
+    assert [o.type for o in stored.output] == ["file_search_call", "message"]
+    again = client(server).responses.create(
+        model="fake-model", input="And shipping?", previous_response_id=r.id
+    )
+    assert [o.type for o in again.output] == ["message"]
+    assert model.seen[-3:] == ["When is a refund granted?", REPLY, "And shipping?"]
+    # results are left out unless included; the tool is echoed
+    plain = client(server).responses.create(
+        model="fake-model",
+        input="Where do parcels leave from?",
+        tools=[{"type": "file_search", "vector_store_ids": [vs]}],
+    )
+    assert plain.output[0].type == "file_search_call" and plain.output[0].results is None
+    cited = [a.file_id for a in plain.output[1].content[0].annotations]  # type: ignore[union-attr]
+    assert cited[0] == shipping and set(cited) == {shipping, refunds}  # best first
+    echoed = plain.tools[0].model_dump()
+    assert (echoed["type"], echoed["vector_store_ids"], echoed["max_num_results"]) == (
+        "file_search", [vs], 10,
+    )  # fmt: skip
+
+
+def test_file_search_streams_in_openais_order(
+    server: ThreadServer, store: tuple[str, str, str]
+) -> None:
+    vs, refunds, _ = store
+    with client(server).responses.create(
+        model="fake-model",
+        input="When is a refund granted?",
+        tools=[{"type": "file_search", "vector_store_ids": [vs], "max_num_results": 1}],
+        stream=True,
+    ) as stream:
+        events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[:7] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+        "response.file_search_call.completed",
+        "response.output_item.done",
+    ]
+    deltas = kinds.count("response.output_text.delta")
+    assert kinds[7:] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * deltas,
+        "response.output_text.annotation.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added = events[2]
+    assert added.item.type == "file_search_call" and added.item.status == "in_progress"  # type: ignore[union-attr]
+    assert events[3].item_id == added.item.id and events[3].output_index == 0  # type: ignore[union-attr]
+    note = events[7 + 2 + deltas]
+    assert note.annotation.model_dump() == {  # type: ignore[union-attr]
+        "type": "file_citation", "file_id": refunds, "filename": "refunds.md", "index": len(REPLY),
+    }  # fmt: skip
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [o.type for o in final.output] == ["file_search_call", "message"]
+    assert final.output[1].content[0].annotations[0].file_id == refunds
+
+
+def test_file_search_errors(server: ThreadServer, store: tuple[str, str, str]) -> None:
+    vs, _, _ = store
+    for tools, status, param in [
+        ([{"type": "file_search", "vector_store_ids": ["vs_nope"]}], 404, "tools[0].vector_store_ids[0]"),
+        ([{"type": "function", "name": "f"}, {"type": "file_search", "vector_store_ids": [vs, "vs_x"]}],
+         404, "tools[1].vector_store_ids[1]"),
+        ([{"type": "file_search", "vector_store_ids": []}], 400, "tools[0].vector_store_ids"),
+        ([{"type": "file_search", "vector_store_ids": [vs], "filters": {"type": "eq"}}], 400, "tools[0].filters.key"),
+    ]:  # fmt: skip
+        r = api(
+            server,
+            "POST",
+            "/v1/responses",
+            json={"model": "fake-model", "input": "refund?", "tools": tools},
+        )
+        assert (r.status_code, r.json()["error"]["param"]) == (status, param), r.text
+    # a stream refused before its first byte is a plain JSON error
+    r = api(server, "POST", "/v1/responses", json={
+        "model": "fake-model", "input": "refund?", "stream": True,
+        "tools": [{"type": "file_search", "vector_store_ids": ["vs_nope"]}],
+    })  # fmt: skip
+    assert r.status_code == 404
+    assert json.loads(r.text)["error"]["code"] == "vector_store_not_found"
