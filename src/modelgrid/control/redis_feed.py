@@ -15,6 +15,9 @@ A message only wakes a follower: what changed is always read from the database, 
 message, a Redis that is down or a message from another deployment sharing the Redis costs
 nothing but a wait for the poll or one extra read of three rows. The poll stays the safety
 net.
+
+On a Redis Cluster (a ``redis+cluster://`` URL) both connect to the URL's node as a plain
+Redis: a cluster delivers a ``PUBLISH`` to the subscribers of every node.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 
 import redis
 import redis.asyncio
+
+from modelgrid.tenancy.ratelimit_redis import cluster_node_url
 
 log = logging.getLogger("modelgrid.control")
 
@@ -46,7 +51,9 @@ class RedisAnnouncer:
     def __init__(self, url: str, *, in_thread: bool = True) -> None:
         self._in_thread = in_thread
         self._client = redis.Redis.from_url(
-            url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
+            cluster_node_url(url) or url,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
         )
         self.published = 0
         self._failing = False
@@ -90,7 +97,7 @@ class RedisWakeups:
     """
 
     def __init__(self, url: str, on_message: Callable[[str], None]) -> None:
-        self._url = url
+        self._url = cluster_node_url(url) or url
         self._on_message = on_message
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()

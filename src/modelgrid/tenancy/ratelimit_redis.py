@@ -20,6 +20,11 @@ level and the key level) hashes to the same slot, so the limiter works on a Redi
 on a single Redis (a script's keys must share a slot there). A key's counters moved under its
 workspace's tag in #16: on upgrade its rate windows start full and its month counters are
 seeded again from the ledger.
+
+``RedisLimiter.from_url`` connects to one Redis (``redis://`` or ``rediss://``), or to a Redis
+Cluster through ``redis.asyncio.cluster.RedisCluster`` when the URL's scheme is
+``redis+cluster://`` (``rediss+cluster://`` with TLS): any one node's address; the client
+discovers the others and sends each script to the node that holds its slot.
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ from modelgrid.tenancy.ratelimit import (
 INFLIGHT_TTL_S = 600
 MONTH_TTL_S = 40 * 86400
 _PER_SCOPE_KEYS = 6
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_node_url(url: str) -> str | None:
+    """The plain ``redis://`` URL of a ``redis+cluster://`` URL's node (``None``: not a
+    cluster URL)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    return f"{plain}{sep}{rest}" if sep and plain else None
 
 # KEYS per scope: rpm, tpm, inflight, spend, tokens, reserved. ARGV: n, tokens, request_id,
 # reserve_micros, then per scope: rpm, tpm, concurrency, budget_micros, token_budget (-1 = no
@@ -182,7 +196,7 @@ def _n(v: int | None) -> int:
 
 
 class RedisLimiter:
-    """Shared limits over Redis (``redis.asyncio.Redis``)."""
+    """Shared limits over Redis (``redis.asyncio.Redis``, or ``RedisCluster``)."""
 
     def __init__(self, client: Any, seed: MonthSeed | None = None) -> None:
         self._redis = client
@@ -192,8 +206,15 @@ class RedisLimiter:
 
     @classmethod
     def from_url(cls, url: str, seed: MonthSeed | None = None) -> RedisLimiter:
+        """A limiter over the Redis at ``url``: ``redis://host:port/db`` (one server) or
+        ``redis+cluster://host:port`` (a cluster, reached through any of its nodes; a cluster
+        has database 0 only). Nothing is connected until the first call."""
         import redis.asyncio as redis
+        from redis.asyncio.cluster import RedisCluster
 
+        node = cluster_node_url(url)
+        if node is not None:
+            return cls(RedisCluster.from_url(node), seed)
         return cls(redis.Redis.from_url(url), seed)
 
     async def _ensure_month(self, lim: ScopeLimits, month: str) -> None:
@@ -286,4 +307,4 @@ class RedisLimiter:
         await self._redis.aclose()
 
 
-__all__ = ["RedisLimiter"]
+__all__ = ["RedisLimiter", "cluster_node_url"]
