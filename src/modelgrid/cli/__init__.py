@@ -10,6 +10,7 @@ from modelgrid.cli import (
     batches_cmd,
     db_cmd,
     engine_cmd,
+    fleet_cmd,
     invoice_cmd,
     keys_cmd,
     knowledge_cmd,
@@ -45,6 +46,7 @@ app.add_typer(batches_cmd.app, name="batches")
 app.add_typer(knowledge_cmd.app, name="knowledge")
 app.add_typer(apps_cmd.app, name="apps")
 app.add_typer(plan_cmd.app, name="plan")
+app.add_typer(fleet_cmd.app, name="fleet")
 
 
 def main() -> None:

@@ -270,13 +270,28 @@ def put_deployment(
     max_concurrency: int = typer.Option(
         None, "--max-concurrency", help="Requests in flight before an upstream is saturated."
     ),
+    attempts: int = typer.Option(
+        None,
+        "--attempts",
+        help="Attempts a request may make on each upstream: >1 for a pool (a Ray Serve app).",
+    ),
+    prefix_header: str = typer.Option(
+        None,
+        "--prefix-header",
+        help="Send the prompt's prefix fingerprint in this header (Ray Serve: x-session-id).",
+    ),
 ) -> None:
     """Create the deployment of MODEL in REGION, or replace its replicas."""
     from modelgrid.protocol.topology import DeploymentSpec, ReplicaSpec
 
     replicas = [build(ReplicaSpec, kind="local")] if local else []
     for url in upstream or ():
-        fields = {"upstream_model": upstream_model, "max_concurrency": max_concurrency}
+        fields = {
+            "upstream_model": upstream_model,
+            "max_concurrency": max_concurrency,
+            "attempts": attempts,
+            "prefix_header": prefix_header,
+        }
         given = {k: v for k, v in fields.items() if v is not None}
         replicas.append(build(ReplicaSpec, kind="upstream", base_url=url, **given))
     if not replicas:

@@ -219,6 +219,9 @@ class InferenceRequest:
         trace_headers: The W3C trace context of the gateway's span for this call
             (``traceparent``), sent with the upstream HTTP call so the replica's span joins
             the trace; ``None`` (OpenTelemetry off): nothing is sent.
+        prefix_fingerprint: The prompt's prefix block hashes (``routing.prefix``), set by
+            the routed engine; an upstream replica with a ``prefix_header`` sends them, for
+            a pool that routes by prefix (Ray Serve, ``docs/fleet.md``).
     """
 
     request_id: str
@@ -235,6 +238,7 @@ class InferenceRequest:
     preemptible: bool = False
     continue_final_message: bool = False
     trace_headers: dict[str, str] | None = None
+    prefix_fingerprint: tuple[int, ...] = ()
 
     @property
     def tool_mode(self) -> ToolChoiceMode:

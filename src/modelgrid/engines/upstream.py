@@ -45,6 +45,14 @@ Errors (before the first delta unless said otherwise):
 - after the first delta: a dropped connection, a read timeout or an error event →
   ``UpstreamError``/``UpstreamTimeoutError`` mid-stream (serving sends an error event).
 
+A **pool** (``pool=True``: an endpoint balancing over engines of its own, a Ray Serve
+application, ``docs/fleet.md``): the failures the pool answers for — a 5xx, a stream cut
+mid-body, a connection closed without a response — are not held against it
+(``replica_fault`` false: the pool replaces its failed members, and the router tries the pool
+again); only failing to reach it (connection refused or timed out) is. With
+``prefix_header`` the prompt's prefix fingerprint (``InferenceRequest.prefix_fingerprint``,
+hex block hashes joined by ``.``) goes in that header, for a pool that routes by it.
+
 Cancelling the consumer (client disconnect) closes the upstream response, and so its
 connection, at once: the upstream sees the disconnect and stops generating.
 
@@ -148,6 +156,8 @@ class UpstreamEngine(Probed):
             ``/models`` at start (vLLM's ``max_model_len``, modelgrid's ``context_length``),
             falling back to 32768.
         owned_by: ``owned_by`` shown in ``/v1/models``.
+        pool: The endpoint balances over a pool of engines (see the module docstring).
+        prefix_header: Header to send the prompt's prefix fingerprint in (``None``: none).
     """
 
     def __init__(
@@ -164,6 +174,8 @@ class UpstreamEngine(Probed):
         keepalive_s: float = 4.0,
         context_length: int | None = None,
         owned_by: str = "upstream",
+        pool: bool = False,
+        prefix_header: str | None = None,
     ) -> None:
         self.card = ModelCard(
             model_id=model_id,
@@ -173,6 +185,8 @@ class UpstreamEngine(Probed):
         )
         self.base_url = base_url.rstrip("/") + "/"
         self.upstream_model = upstream_model or model_id
+        self.pool = pool
+        self.prefix_header = prefix_header
         self._discover_context = context_length is None
         self._headers = {"accept": "text/event-stream", "content-type": "application/json"}
         if api_key:
@@ -312,6 +326,7 @@ class UpstreamEngine(Probed):
         stream: bool,
         preemptible: bool = False,
         trace: dict[str, str] | None = None,
+        prefix: tuple[int, ...] = (),
     ) -> aiohttp.ClientResponse:
         """POST and wait for the response headers; a pooled connection the upstream closed
         meanwhile (no response at all) is retried once. A batch line says so
@@ -326,6 +341,8 @@ class UpstreamEngine(Probed):
             headers["accept"] = "application/json"
         if preemptible:
             headers[PRIORITY_HEADER] = "batch"
+        if self.prefix_header and prefix:
+            headers[self.prefix_header] = prefix_key(prefix)
         for attempt in (1, 2):
             try:
                 return await session.post(payload.url, data=payload.body, headers=headers)
@@ -346,6 +363,7 @@ class UpstreamEngine(Probed):
                 request.stream,
                 request.preemptible,
                 request.trace_headers,
+                request.prefix_fingerprint,
             )
         finally:
             self._waiting -= 1
@@ -500,7 +518,16 @@ class UpstreamEngine(Probed):
         ]
 
     def _transport_error(self, exc: BaseException, *, started: bool) -> ModelgridError:
-        """The modelgrid error for a transport failure; ``started``: deltas were read."""
+        """The modelgrid error for a transport failure; ``started``: deltas were read. A
+        pool is held to account only for being unreachable (see the module docstring)."""
+        error = self._transport_error_of(exc, started=started)
+        if self.pool and not isinstance(
+            exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+        ):
+            error.replica_fault = False
+        return error
+
+    def _transport_error_of(self, exc: BaseException, *, started: bool) -> ModelgridError:
         name = self.card.model_id
         log.warning("upstream %s (%s): %r", self.base_url, name, exc)
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -557,15 +584,23 @@ class UpstreamEngine(Probed):
             )
         if 400 < status < 500:
             return UpstreamClientError(message, status=status, param=param, code=code)
-        return UpstreamError(
-            f"The upstream of '{name}' failed (HTTP {status}).", retryable=status in (502, 503)
+        error = UpstreamError(
+            f"The upstream of '{name}' failed (HTTP {status}).",
+            retryable=status in (502, 503) or self.pool,
         )
+        error.replica_fault = not self.pool  # a pool replaces the member that failed
+        return error
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
         self._session = None
         self._started = False
+
+
+def prefix_key(blocks: Sequence[int]) -> str:
+    """A prefix fingerprint as a header value: hex block hashes joined by ``.``."""
+    return ".".join(f"{b:x}" for b in blocks)
 
 
 def _coalesce(deltas: list[Delta]) -> list[Delta]:
@@ -623,4 +658,5 @@ __all__ = [
     "Probe",
     "UpstreamEngine",
     "estimate_prompt_tokens",
+    "prefix_key",
 ]

@@ -65,7 +65,10 @@ class RegionPatch(_Body):
 class ReplicaSpec(_Body):
     """A replica of a deployment: ``upstream`` needs ``base_url`` (the API root, ``…/v1``);
     ``local`` is this gateway's in-process engine for the model. ``id`` defaults to
-    ``<region>/<model>/<n>``."""
+    ``<region>/<model>/<n>``. ``attempts`` (upstream only): attempts one request may make on
+    this replica, more than 1 for an endpoint that balances over a pool of engines (a Ray
+    Serve application, ``docs/fleet.md``); ``prefix_header``: a request header the prompt's
+    prefix fingerprint is sent in (``x-session-id`` for Ray Serve)."""
 
     id: ReplicaId | None = None
     kind: ReplicaKind = "upstream"
@@ -73,6 +76,8 @@ class ReplicaSpec(_Body):
     upstream_model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     health_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    attempts: Annotated[int, Field(ge=1, le=16)] = 1
+    prefix_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,100}$")] | None = None
 
     @model_validator(mode="after")
     def _url_matches_kind(self) -> ReplicaSpec:
@@ -80,6 +85,8 @@ class ReplicaSpec(_Body):
             raise ValueError("an upstream replica needs an http(s) base_url")
         if self.kind == "local" and self.base_url is not None:
             raise ValueError("a local replica has no base_url")
+        if self.kind == "local" and (self.attempts != 1 or self.prefix_header is not None):
+            raise ValueError("attempts and prefix_header are for upstream replicas")
         return self
 
 

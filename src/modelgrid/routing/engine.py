@@ -145,6 +145,7 @@ class RoutedEngine(RoutedModel[Engine]):
         blocks = fingerprint(
             prompt_text(request), block_chars=cfg.block_chars, max_chars=cfg.max_prefix_chars
         )
+        request.prefix_fingerprint = blocks  # for a pool that routes by it (``prefix_header``)
         route = self._route(request, hints, blocks, ())
         inner = route.inner
         return PreparedRequest(

@@ -53,6 +53,8 @@ def default_upstream_factory(deployment: Deployment, replica: Replica) -> Engine
         replica.base_url,
         upstream_model=replica.upstream_model,
         owned_by="modelgrid",
+        pool=replica.pool,
+        prefix_header=replica.prefix_header,
     )
     return engine
 

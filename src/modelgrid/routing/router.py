@@ -97,6 +97,14 @@ def verdict(exc: Exception) -> tuple[Outcome, str]:
     return outcome, f"{type(exc).__name__}: {getattr(exc, 'message', '')}"[:200]
 
 
+def _spent(replica: Replica, tried: Collection[str]) -> bool:
+    """Whether a request has used its attempts on ``replica`` (``tried``: the replica of each
+    attempt so far; a pool, ``Replica.attempts`` > 1, may be tried that many times)."""
+    if replica.id not in tried:
+        return False
+    return replica.attempts == 1 or sum(rid == replica.id for rid in tried) >= replica.attempts
+
+
 class Router:
     """Picks replicas for requests (see the module docstring).
 
@@ -239,7 +247,8 @@ class Router:
             model: Served model id.
             hints: The caller's residency and preferences.
             blocks: The prompt's prefix fingerprint (``prefix.fingerprint``).
-            exclude: Replica ids already tried for this request.
+            exclude: Replica ids already tried for this request, once per attempt (a pool,
+                ``Replica.attempts`` > 1, stays a candidate until tried that many times).
 
         Raises:
             ModelNotFoundError, PermissionDeniedError, InvalidRequestError: see
@@ -249,7 +258,7 @@ class Router:
         usable = self.allowed_deployments(model, hints)
         by_region: dict[str, list[ReplicaSnapshot]] = {}
         for d in usable:
-            snaps = [self.snapshot(d, r) for r in d.replicas if r.id not in exclude]
+            snaps = [self.snapshot(d, r) for r in d.replicas if not _spent(r, exclude)]
             by_region[d.region] = [s for s in snaps if s.available]
         regions = [
             RegionSnapshot(
@@ -296,7 +305,7 @@ class Router:
             if region is None or not region.enabled:
                 continue
             for r in d.replicas:
-                if r.id in exclude or not self.ready(r.id):
+                if _spent(r, exclude) or not self.ready(r.id):
                     continue
                 breaker = self.health.of(r.id).breaker
                 if not breaker.trial_in_flight:
@@ -313,7 +322,7 @@ class Router:
             self.health.of(r.id).breaker.retry_in_s()
             for d in usable
             for r in d.replicas
-            if r.id not in exclude
+            if not _spent(r, exclude)
         ]
         waits = [w for w in waits if w > 0]
         return ServiceUnavailableError(

@@ -96,6 +96,15 @@ class Replica:
             the upstream engine's own probe, ``GET {base_url}/models`` then ``/health``).
         max_concurrency: Requests in flight at which the replica counts as saturated
             (``None``: never).
+        attempts: Attempts one request may make here (failures before the first byte).
+            More than 1 makes it a **pool**: an endpoint balancing over engines of its own (a
+            Ray Serve application), where the next attempt lands on another of them. A
+            pool's breaker counts only failures to reach it (connection, probes), not the
+            failures of its members that it answers for (a 5xx, a cut stream): the pool
+            replaces those itself (``docs/fleet.md``).
+        prefix_header: Send the prompt's prefix fingerprint (``routing.prefix``: block
+            hashes in hex, joined by ``.``) in this request header, for a pool that routes
+            by it (Ray Serve: ``x-session-id``).
     """
 
     id: str
@@ -104,6 +113,13 @@ class Replica:
     upstream_model: str | None = None
     health_url: str | None = None
     max_concurrency: int | None = None
+    attempts: int = 1
+    prefix_header: str | None = None
+
+    @property
+    def pool(self) -> bool:
+        """An endpoint balancing over a pool of engines (``attempts`` > 1)."""
+        return self.attempts > 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +453,8 @@ def replica_of(spec: ReplicaSpec) -> Replica:
         spec.upstream_model,
         spec.health_url,
         spec.max_concurrency,
+        spec.attempts,
+        spec.prefix_header,
     )
 
 
