@@ -161,7 +161,8 @@ class VectorStoreFiles:
                     KnowledgeDocument.file_id == file_id,
                 )
             )
-            return found.scalars().first()
+            doc: KnowledgeDocument | None = found.scalars().first()
+            return doc
 
     async def _read(self, source: StoredFile) -> bytes:
         chunks: Iterator[bytes] = await self._files.content(source.workspace_id, source.id)

@@ -125,7 +125,7 @@ def store_object(
 
 async def page(
     session: AsyncSession,
-    stmt: Select[tuple[_Row]],
+    stmt: Select[Any],
     cls: type[_Row],
     *,
     after: _Row | None,
@@ -155,7 +155,9 @@ async def page(
     backwards = before is not None and after is None  # the rows just before the cursor
     ascending = desc == backwards
     keys = (cls.created_at, cls.id) if ascending else (cls.created_at.desc(), cls.id.desc())
-    rows = list((await session.execute(stmt.order_by(*keys).limit(limit + 1))).scalars())
+    rows: list[_Row] = list(
+        (await session.execute(stmt.order_by(*keys).limit(limit + 1))).scalars()
+    )
     more, rows = len(rows) > limit, rows[:limit]
     if backwards:
         rows.reverse()
