@@ -267,7 +267,8 @@ def test_a_batch_whose_input_is_gone_fails(server_factory: Any) -> None:
     runner._stopped = True  # hold the runner while the file disappears
     b = create(server, key, file_id).json()
     [row] = db_rows(server, "SELECT path FROM files WHERE id = :f", f=file_id)
-    (server.settings.files_dir / row["path"]).unlink()
+    (server.settings.files_dir / row["path"]).unlink()  # deleted, as the Files API does
+    db_execute(server, "UPDATE files SET deleted_at = created_at WHERE id = :f", f=file_id)
     runner._next_poll = 0.0  # due now
     server.call(runner.tick())
     done = wait_for(server, key, b["id"], {"failed"})
@@ -352,6 +353,32 @@ def test_two_gateways_on_one_database_run_each_batch_once(
     assert started == [0, 120]  # one gateway held the lease and ran every line, once
     rows = db_rows(first, "SELECT COUNT(*) AS n FROM usage_records WHERE batch_id = :b", b=b["id"])
     assert rows == [{"n": 120}]
+
+
+def test_a_gateway_without_the_shared_files_dir_fails_the_batch_clearly(
+    server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two gateways on one database, each with its own files folder (as on two machines
+    without a shared file system): the one that takes the batch cannot read its input, and
+    fails it at once with ``input_file_unreadable``, logging the folder it looked in."""
+    first = server_factory(FakeEngine(MODEL, "x y"))
+    first.state.batch_runner._stopped = True  # the second gateway takes the lease
+    settings = make_settings(tmp_path / "elsewhere", first.settings.database_url)
+    second = server_factory(FakeEngine(MODEL, "x y"), settings=settings, key=False)
+    assert second.settings.files_dir != first.settings.files_dir
+    key = first.api_key
+    file_id = put_file(first, workspace_of(first, key), jsonl([chat_line(i) for i in range(3)]))
+    with caplog.at_level("ERROR", "modelgrid.batch"):
+        b = create(first, key, file_id).json()
+        second.state.batch_runner.wake()
+        done = wait_for(first, key, b["id"], {"failed", "completed"})
+    assert done["status"] == "failed"
+    [error] = done["errors"]["data"]
+    assert (error["code"], error["param"]) == ("input_file_unreadable", "input_file_id")
+    assert file_id in error["message"] and str(tmp_path) not in error["message"]
+    assert second.state.batch_runner.lines_started == 0
+    [line] = [r.getMessage() for r in caplog.records if "files_dir" in r.getMessage()]
+    assert str(second.settings.files_dir) in line and file_id in line
 
 
 def test_a_fault_of_ours_becomes_an_error_line_not_a_loop(server_factory: Any) -> None:

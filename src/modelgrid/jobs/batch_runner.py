@@ -26,6 +26,12 @@ by itself after a restart) once the lease runs out. For each batch it holds:
   ``batch_expired``); then, as when every line is done, ``finalizing``: the output and error
   files are written from the stored results, in line order, and the batch ends
   ``completed`` / ``cancelled`` / ``expired``.
+
+Files' bytes live under ``batch.files_dir``; gateways that share a database on several
+machines must share that folder too (a network file system). A gateway that takes the lease
+of a batch whose input file is live in the database but whose bytes it cannot read fails the
+batch at once with ``input_file_unreadable`` and logs the folder it looked in (never a loop
+of leases, never an error per line).
 """
 
 from __future__ import annotations
@@ -245,6 +251,9 @@ class BatchRunner:
             if b is None:
                 continue
             file = await self._file(b.input_file_id)
+            if file is not None and file.deleted_at is None and not self._store.exists(file.path):
+                await self._unreadable(batch_id, file.id)
+                continue
             self.active[batch_id] = Active(
                 id=b.id,
                 workspace_id=b.workspace_id,
@@ -256,6 +265,33 @@ class BatchRunner:
                 status=b.status,
                 done=await self._done_lines(b.id),
             )
+
+    async def _unreadable(self, batch_id: str, file_id: str) -> None:
+        """Fail a batch whose live input file's bytes are not in this gateway's files folder
+        (the gateways do not share ``batch.files_dir``, or the bytes were lost)."""
+        log.error(
+            "batch %s: the bytes of its input file %s are not under this gateway's files"
+            " directory %s; every gateway sharing the database must share batch.files_dir"
+            " (docs/gateways.md). The batch fails.",
+            batch_id,
+            file_id,
+            self._store.root,
+        )
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Batch, batch_id)
+            if row is None or row.status in FINAL or row.lease_owner != self.owner:
+                return
+            row.status, row.failed_at = "failed", _now()
+            row.lease_owner, row.lease_until = None, None
+            row.errors = [
+                {
+                    "code": "input_file_unreadable",
+                    "message": f"The input file {file_id} cannot be read by the gateway that"
+                    " took this batch: the gateways do not share their files directory.",
+                    "param": "input_file_id",
+                    "line": None,
+                }
+            ]
 
     async def _drop(self, a: Active) -> None:
         tasks = list(a.running.values())
