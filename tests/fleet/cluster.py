@@ -10,6 +10,7 @@ real CLI (``modelgrid fleet up`` in a subprocess): a test process never joins th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -155,8 +156,6 @@ def kill_node_of(pid: int) -> list[int]:
     ).stdout.split()
     killed = [raylet, *(int(c) for c in children)]
     for p in killed:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return killed
