@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.databases import migrated_sqlite
+from tests.databases import migrated_sqlite, postgres_database
 from tests.routing.workers import Worker, start_all
 from tests.support import REPO, ProcessServer, create_key, usage_rows_matching
 
 TOKEN = "workers-upstream-token"
+REDIS_URL = "redis://127.0.0.1:6379/14"
 LIMIT_S = 1.0
 BODY = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -80,15 +81,35 @@ def _call(base_url: str, key: str) -> tuple[int, str]:
     return r.status_code, r.headers["x-modelgrid-worker"]
 
 
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The control plane the workers share: one SQLite file (the change feed is the poll),
+    or PostgreSQL (LISTEN/NOTIFY) with the limiter on Redis."""
+    if request.param == "sqlite":
+        yield {"MODELGRID_DATABASE__URL": migrated_sqlite(tmp_path / "mg.db")}
+        return
+    with postgres_database() as url:
+        yield {
+            "MODELGRID_DATABASE__URL": url,
+            "MODELGRID_RATELIMIT__BACKEND": "redis",
+            "MODELGRID_RATELIMIT__REDIS_URL": REDIS_URL,
+        }
+
+
 @pytest.mark.timeout(180)
 def test_two_workers_share_the_port_the_ledger_and_revocations(
-    tmp_path: Path, upstream: Worker
+    tmp_path: Path, upstream: Worker, shared: dict[str, str]
 ) -> None:
-    db_url = migrated_sqlite(tmp_path / "mg.db")
+    db_url = shared["MODELGRID_DATABASE__URL"]
     tenant = create_key(db_url, name="tenant")
     admin = create_key(db_url, role="admin", workspace="admin").plaintext
     gw = ProcessServer(
-        env=_env(tmp_path, db_url, upstream),
+        env={**_env(tmp_path, db_url, upstream), **shared},
         log_path=tmp_path / "gw.log",
         command=("-m", "modelgrid", "serve", "--workers", "2"),
     )
