@@ -11,6 +11,7 @@ import pytest
 
 from modelgrid.console.security import PRE_COOKIE, SESSION_COOKIE, session_hash
 from tests.console.helpers import csrf_of, make_key, sign_in, sign_in_response
+from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_execute, db_rows
 
 
@@ -213,6 +214,7 @@ def test_https_sets_secure_cookies(server: ThreadServer) -> None:
         assert "; Secure" in cookie and "HttpOnly" in cookie
 
 
+@BOTH_DATABASES
 def test_keys_page_shows_last_use(server: ThreadServer) -> None:
     key = make_key(server, name="used")
     member = sign_in(server, key)

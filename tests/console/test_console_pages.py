@@ -3,12 +3,16 @@ holder), another workspace's URLs (404), and the changes each page makes."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.console.helpers import make_key, sign_in
+from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_rows, write_topology
 
 
@@ -89,19 +93,14 @@ def test_operator_manages_workspaces_and_prices(server: ThreadServer) -> None:
     )
     assert r.status_code == 303, r.text
     ws_id = r.headers["location"].removeprefix("/console/workspaces/")
-    row = db_rows(
+    (row,) = db_rows(
         server,
         "SELECT name, home_region, allowed_regions, rpm_limit FROM workspaces WHERE id = :w",
         w=ws_id,
     )
-    assert row == [
-        {
-            "name": "initech",
-            "home_region": "eu-west",
-            "allowed_regions": '["eu-west"]',
-            "rpm_limit": 120,
-        }
-    ]
+    regions = row.pop("allowed_regions")  # JSON: text on SQLite, decoded on PostgreSQL
+    assert (json.loads(regions) if isinstance(regions, str) else regions) == ["eu-west"]
+    assert row == {"name": "initech", "home_region": "eu-west", "rpm_limit": 120}
     r = operator.post(
         f"/workspaces/{ws_id}",
         {"home_region": "eu-west", "allowed_regions": "eu-west", "tpm": "5000"},
@@ -137,6 +136,7 @@ def test_operator_manages_workspaces_and_prices(server: ThreadServer) -> None:
     assert db_rows(server, "SELECT count(*) AS n FROM prices") == [{"n": 1}]
 
 
+@BOTH_DATABASES
 def test_audit_is_scoped_newest_first_and_paged(server: ThreadServer) -> None:
     acme = make_key(server, name="acme-member", workspace="acme")
     globex = make_key(server, name="globex-member", workspace="globex")
@@ -165,3 +165,47 @@ def test_audit_is_scoped_newest_first_and_paged(server: ThreadServer) -> None:
     # a member cannot widen its scope through the URL
     widened = member.get("/audit", params={"workspace": globex.workspace_id}).text
     assert re.findall(r'<tr id="audit-(\d+)">', widened) == [str(i) for i in ids]
+
+
+@BOTH_DATABASES
+def test_each_page_is_a_handful_of_statements(server_factory: Any, tmp_path: Path) -> None:
+    """Statements per page load once the key's principal is cached (counted on the gateway's
+    database engine; the cache trusts an entry 5 minutes here, so a slow run reads the same)."""
+    write_topology(tmp_path / "topology.toml", {"local": ""}, ["m"], gateway="local")
+    server = server_factory(auth={"cache_ttl_s": 300})
+    operator = sign_in(server, make_key(server, role="admin", workspace="admin"))
+    member = sign_in(server, make_key(server, workspace="acme"))
+    for i in range(30):  # more rows change nothing
+        make_key(server, name=f"k{i}", workspace="acme")
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = server.state.db.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        measured = {}
+        for who, signed in (("operator", operator), ("member", member)):
+            for path in ("/keys", "/workspaces", "/prices", "/audit", f"/keys/{signed.key.key_id}"):
+                assert signed.get(path).status_code == 200  # warms the principal cache
+                statements.clear()
+                assert signed.get(path).status_code == 200
+                measured[who, path.split("/")[1] + ("/id" if path.count("/") > 1 else "")] = len(
+                    statements
+                )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    # one for the session (with its key), then the page's own reads
+    assert measured == {
+        ("operator", "keys"): 4,  # session, workspaces, keys, last use
+        ("operator", "workspaces"): 2,
+        ("operator", "prices"): 2,
+        ("operator", "audit"): 3,  # session, entries, the filter's workspaces
+        ("operator", "keys/id"): 3,  # session, key, last use
+        ("member", "keys"): 4,  # session, the workspace (by id), keys, last use
+        ("member", "workspaces"): 2,
+        ("member", "prices"): 2,
+        ("member", "audit"): 2,
+        ("member", "keys/id"): 3,
+    }

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import String, func, literal, select, union_all
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.storage import rollups
@@ -289,7 +289,7 @@ async def keys_last_used(sessions: Sessions, key_ids: Sequence[str]) -> dict[str
     async with sessions() as session:
         for i in range(0, len(ids), _UNION_MAX):  # SQLite takes 500 terms in a compound
             parts = [
-                select(t.api_key_id, func.max(t.bucket_start).label("last")).where(
+                select(literal(kid, String(40)), func.max(t.bucket_start)).where(
                     t.api_key_id == kid, t.granularity == "minute"
                 )
                 for kid in ids[i : i + _UNION_MAX]
