@@ -239,10 +239,19 @@ def test_list_pages_both_ways(server: ThreadServer) -> None:
     assert [v["id"] for v in after["data"]] == ids[1:]
     before = api(server, "GET", f"/v1/vector_stores?before={ids[0]}&limit=1").json()
     assert ([v["id"] for v in before["data"]], before["has_more"]) == ([ids[1]], True)
-    # a knowledge base is no vector store
+    # a knowledge base is no vector store; a vector store is a knowledge base
     kb = api(server, "POST", "/v1/knowledge_bases", json={"name": "kb"}).json()
     assert api(server, "GET", f"/v1/vector_stores/{kb['id']}").status_code == 404
     assert len(api(server, "GET", "/v1/vector_stores").json()["data"]) == 3
+    listed = api(server, "GET", "/v1/knowledge_bases").json()["data"]
+    assert [k["id"] for k in listed] == [*ids, kb["id"]]
+    r = api(
+        server,
+        "POST",
+        f"/v1/knowledge_bases/{ids[0]}/documents",
+        files={"file": ("a.txt", b"text")},
+    )
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "knowledge_base_id")
 
 
 def test_create_with_file_ids_and_bad_files(server: ThreadServer) -> None:

@@ -389,10 +389,17 @@ class KnowledgeBases:
             NotFoundError: no such knowledge base in the workspace.
             PermissionDeniedError: the caller may not store in this region.
             RequestTooLargeError: over ``max_document_bytes`` (413).
-            InvalidRequestError: empty, binary, malformed or text-less; a bad name or format.
+            InvalidRequestError: empty, binary, malformed or text-less; a bad name or format;
+                a vector store (its files come through ``control.vector_store_files``).
         """
         self._require_index()
         kb = await self.row(principal.workspace_id, kb_id)
+        if kb.kind == "vector_store":  # its files come from uploads, with their file ids
+            raise InvalidRequestError(
+                f"'{kb_id}' is a vector store: add files to it with POST "
+                f"/v1/vector_stores/{kb_id}/files.",
+                param="knowledge_base_id",
+            )
         _residency(principal, self._inventory())
         if not 1 <= len(filename) <= FILENAME_MAX:
             raise InvalidRequestError(

@@ -39,7 +39,7 @@ class ExpiresAfter(BaseModel):
 class VectorStoreCreate(BaseModel):
     """``POST /v1/vector_stores``."""
 
-    name: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     file_ids: list[str] | None = Field(default=None, max_length=FILE_IDS_MAX)
     chunking_strategy: dict[str, Any] | None = None
@@ -51,7 +51,7 @@ class VectorStoreUpdate(BaseModel):
     """``POST /v1/vector_stores/{id}``: only the fields sent change (``expires_after:
     null`` removes the policy)."""
 
-    name: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=200)
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
 
