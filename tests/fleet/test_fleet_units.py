@@ -7,9 +7,11 @@ import asyncio
 import random
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from modelgrid.fleet.spec import FleetModel, serve_config, upstream_url
@@ -171,3 +173,25 @@ def test_the_gateway_and_the_engine_worker_never_import_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_config_is_valid_for_serve_and_the_example_file_is_what_the_command_prints() -> None:
+    from ray.serve.schema import ServeDeploySchema
+    from typer.testing import CliRunner
+
+    from modelgrid.cli import app
+
+    args = ["qwen2.5-coder-0.5b-instruct", "--min-replicas", "1", "--max-replicas", "3"]
+    printed = CliRunner().invoke(app, ["fleet", "config", *args, "--threads", "1"])
+    assert printed.exit_code == 0, printed.output
+    example = Path(__file__).parents[2] / "deploy" / "ray" / "serve-qwen.yaml"
+    body = "".join(
+        line for line in example.read_text().splitlines(True) if not line.startswith("#")
+    )
+    assert body == printed.output
+    doc = ServeDeploySchema.model_validate(yaml.safe_load(printed.output))
+    [application] = doc.applications
+    assert application.import_path == "modelgrid.fleet.replica:build_app"
+    [deployment] = application.deployments
+    assert deployment.max_ongoing_requests == 1
+    assert deployment.autoscaling_config["max_replicas"] == 3
