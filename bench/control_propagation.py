@@ -15,9 +15,12 @@ feed (``control.sync``) can explain what the others see. Each round, on gateway 
   tells when the price book changed (the time of the last request before it that did not).
 
 Times run from the admin call sent to the change seen (so they include the admin call itself).
-The same run measures the feed with ``LISTEN/NOTIFY`` (the default) and with polling only
-(``control.listen = false``, every ``poll_interval_s`` = 0.5 s: the safety net, and what SQLite
-gets), as the baseline.
+The same run measures the feed three ways: with ``LISTEN/NOTIFY`` (the default on
+PostgreSQL); with Redis pub/sub as the wake-up (``control.listen = false``: what a gateway
+behind PgBouncer, or on SQLite, gets when it shares the limiter's Redis;
+``control.redis_feed``); and with polling only (``control.listen = false``,
+``control.redis_wakeup = false``: every ``poll_interval_s`` = 0.5 s, the safety net), the
+baseline.
 
 Run: ``.venv/bin/python bench/control_propagation.py [--rounds 20]`` (PostgreSQL at
 127.0.0.1:5432 with trust auth, Redis at 127.0.0.1:6379).
@@ -130,7 +133,15 @@ def price_seen(url: str, gateways: list[Server], key: str, make_change: object) 
     return firsts
 
 
-def run(rounds: int, listen: bool, tmp: Path) -> dict[str, list[float]]:
+FEEDS = {  # name -> (control.listen, control.redis_wakeup)
+    "LISTEN/NOTIFY": ("true", "false"),
+    "Redis pub/sub": ("false", "true"),
+    "poll only (baseline)": ("false", "false"),
+}
+
+
+def run(rounds: int, feed: str, tmp: Path) -> dict[str, list[float]]:
+    listen, redis_wakeup = FEEDS[feed]
     name = f"mg_bench_{secrets.token_hex(4)}"
     admin_sql(f'CREATE DATABASE "{name}"')
     url = f"postgresql+asyncpg://postgres@{PG}/{name}"
@@ -145,7 +156,8 @@ def run(rounds: int, listen: bool, tmp: Path) -> dict[str, list[float]]:
         "MODELGRID_RATELIMIT__BACKEND": "redis",
         "MODELGRID_RATELIMIT__REDIS_URL": REDIS,
         "MODELGRID_CONTROL__TOPOLOGY_STORE": "database",
-        "MODELGRID_CONTROL__LISTEN": "true" if listen else "false",
+        "MODELGRID_CONTROL__LISTEN": listen,
+        "MODELGRID_CONTROL__REDIS_WAKEUP": redis_wakeup,
         "MODELGRID_DATA_DIR": str(tmp / "cli"),
     }
     gateways: list[Server] = []
@@ -160,7 +172,7 @@ def run(rounds: int, listen: bool, tmp: Path) -> dict[str, list[float]]:
         admin = key(env, "--admin", "--workspace", "admin", "--create-workspace").split()[1]
         probe = key(env, "--workspace", "probe", "--create-workspace").split()[1]
         for i in range(3):
-            d = tmp / f"gw{i}-{listen}"
+            d = tmp / f"gw{i}-{list(FEEDS).index(feed)}"
             d.mkdir()
             gateways.append(
                 Server(
@@ -259,10 +271,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mg-prop-") as tmp:
-        results = {
-            "LISTEN/NOTIFY": run(args.rounds, True, Path(tmp)),
-            "poll only (baseline)": run(args.rounds, False, Path(tmp)),
-        }
+        results = {feed: run(args.rounds, feed, Path(tmp)) for feed in FEEDS}
     print(f"\n## Propagation to the 2 other gateways, {args.rounds} rounds (ms)\n")
     print("| change | feed | p50 | p95 | max | p50 vs poll only | the admin call itself, p50 |")
     print("|---|---|---|---|---|---|---|")
