@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -209,3 +210,31 @@ def test_each_page_is_a_handful_of_statements(server_factory: Any, tmp_path: Pat
         ("member", "audit"): 2,
         ("member", "keys/id"): 3,
     }
+
+
+def test_long_key_lists_are_cut_newest_first(
+    server: ThreadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("modelgrid.console.pages.keys.MAX_SHOWN", 3)
+    member = sign_in(server, make_key(server, name="first", workspace="acme"))
+    made = [make_key(server, name=f"k{i}", workspace="acme") for i in range(4)]
+    page = member.get("/keys").text
+    shown = re.findall(r'<tr id="key-[0-9a-f]{12}" data-prefix="(mg-[0-9a-f]{12})"', page)
+    assert shown == [k.prefix for k in reversed(made)][:3]
+    assert "Showing 3 of 5 keys." in page
+
+
+def test_the_console_root_leads_to_a_page(server: ThreadServer) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        r = http.get("/console")
+        assert (r.status_code, r.headers["location"]) == (307, f"{server.base_url}/console/")
+        r = http.get("/console/")
+        assert (r.status_code, r.headers["location"]) == (303, "/console/login")
+    member = sign_in(server, make_key(server, workspace="acme"))
+    r = member.get("/")
+    assert (r.status_code, r.headers["location"]) == (303, "/console/keys")
+    r = member.get("/login")  # signed in already
+    assert (r.status_code, r.headers["location"]) == (303, "/console/keys")
+    bad = member.get("/audit", params={"before": "abc"})
+    assert bad.status_code == 400
+    assert "Invalid before" in bad.text

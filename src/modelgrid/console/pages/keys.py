@@ -32,6 +32,8 @@ from modelgrid.protocol.admin import CreatedKeyObject, KeyCreate, KeyObject
 from modelgrid.tenancy import audit, usage_reports
 
 router = page_router(EVERYONE, prefix="/keys")
+MAX_SHOWN = 200
+"""Keys listed at most (a filter by workspace narrows a longer list)."""
 Form = Annotated[dict[str, str], Depends(form_fields)]
 
 
@@ -64,6 +66,8 @@ async def _page(
     else:
         scope = viewer.workspace_scope() or (workspace or None)
         keys = await control.keys.list(workspace=scope, include_revoked=revoked)
+    total = len(keys)
+    keys = keys[::-1][:MAX_SHOWN]  # newest first
     last_used = await usage_reports.keys_last_used(state.app.sessions, [k.id for k in keys])
     inventory = control.inventory()
     return render(
@@ -75,6 +79,7 @@ async def _page(
         status=status,
         partial=partial,
         keys=keys,
+        total=total,
         last_used=last_used,
         workspaces=workspaces,
         workspace_names={w.id: w.name for w in workspaces},
