@@ -7,6 +7,8 @@ model, ``--workers`` is refused with one clear line."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -158,6 +160,60 @@ def test_two_workers_share_the_port_the_ledger_and_revocations(
         assert len(_rows(db_url, tenant.key_id, n)) == n
     finally:
         gw.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_worker_is_replaced_and_its_usage_replayed(
+    tmp_path: Path, upstream: Worker
+) -> None:
+    """``kill -9`` of one worker: uvicorn starts another, which replays the dead one's spool
+    (nothing was flushed: the flush interval is an hour); after a graceful stop the ledger
+    holds every answered request exactly once."""
+    db_url = migrated_sqlite(tmp_path / "mg.db")
+    tenant = create_key(db_url, name="tenant")
+    env = {
+        **_env(tmp_path, db_url, upstream),
+        "MODELGRID_METERING__FLUSH_INTERVAL_S": "3600",
+        "MODELGRID_METERING__BATCH_SIZE": "100000",
+    }
+    gw = ProcessServer(
+        env=env,
+        log_path=tmp_path / "gw.log",
+        command=("-m", "modelgrid", "serve", "--workers", "2"),
+    )
+    gw.start(120)
+    answered = 0
+    try:
+        per_pid: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while len(per_pid) < 2 or answered < 10:
+            assert time.monotonic() < deadline
+            status, pid = _call(gw.base_url, tenant.plaintext)
+            assert status == 200
+            per_pid[pid] = per_pid.get(pid, 0) + 1
+            answered += 1
+        served = set(per_pid)
+        victim = sorted(served)[0]
+        os.kill(int(victim), signal.SIGKILL)
+        killed_at = time.monotonic()
+        replaced: set[str] = set()
+        while not replaced:  # calls go on meanwhile: none may fail but on a refused connection
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            status, pid = _call(gw.base_url, tenant.plaintext)
+            assert status == 200 and pid != victim
+            answered += 1
+            replaced = {pid} - served
+            time.sleep(0.02)
+        assert _parent_of(int(replaced.pop())) == gw.proc.pid
+        print(f"WORKERS replaced in {time.monotonic() - killed_at:.1f} s, {answered} answered")
+        # Nothing was flushed: the ledger holds exactly what the new worker replayed at its
+        # start, the dead worker's requests.
+        assert len(_rows(db_url, tenant.key_id, per_pid[victim])) == per_pid[victim]
+    finally:
+        assert gw.stop() == 0  # graceful: the live workers flush their spools
+    rows = _rows(db_url, tenant.key_id, answered)
+    assert len(rows) == answered and len({r["request_id"] for r in rows}) == answered
+    assert list((tmp_path / "gw" / "spool").glob("usage-*.jsonl")) == []
 
 
 def test_workers_with_an_embedded_model_are_refused(tmp_path: Path) -> None:
