@@ -32,17 +32,19 @@ class Page:
 
 
 PAGES: tuple[Page, ...] = (
-    Page("overview", "Overview", "/overview", EVERYONE),
-    Page("usage", "Usage", "/usage", EVERYONE),
+    Page("overview", "Overview", "/overview", EVERYONE, "modelgrid.console.pages.overview"),
+    Page("usage", "Usage", "/usage", EVERYONE, "modelgrid.console.pages.usage"),
     Page("keys", "Keys", "/keys", EVERYONE, "modelgrid.console.pages.keys"),
     Page("workspaces", "Workspaces", "/workspaces", MEMBERS, "modelgrid.console.pages.workspaces"),
     Page("prices", "Prices", "/prices", EVERYONE, "modelgrid.console.pages.prices"),
-    Page("regions", "Regions", "/regions", MEMBERS),
-    Page("requests", "Request log", "/requests", EVERYONE),
-    Page("playground", "Playground", "/playground", EVERYONE),
+    Page("regions", "Regions", "/regions", MEMBERS, "modelgrid.console.pages.regions"),
+    Page("requests", "Request log", "/requests", EVERYONE, "modelgrid.console.pages.requests"),
+    Page("playground", "Playground", "/playground", EVERYONE, "modelgrid.console.pages.playground"),
     Page("audit", "Audit log", "/audit", MEMBERS, "modelgrid.console.pages.audit"),
-    Page("batches", "Batches", "/batches", EVERYONE),
-    Page("knowledge", "Knowledge bases", "/knowledge", EVERYONE),
+    Page("batches", "Batches", "/batches", EVERYONE, "modelgrid.console.pages.batches"),
+    Page(
+        "knowledge", "Knowledge bases", "/knowledge", EVERYONE, "modelgrid.console.pages.knowledge"
+    ),
 )
 """In nav order."""
 
