@@ -57,6 +57,7 @@ class RedisAnnouncer:
         )
         self.published = 0
         self._failing = False
+        self._closed = False
 
     def __call__(self, topics: tuple[str, ...]) -> None:
         """Publish ``topics`` (a commit's changed topics): in the running loop's default
@@ -71,7 +72,10 @@ class RedisAnnouncer:
             loop.run_in_executor(None, self.publish, topics)
 
     def publish(self, topics: tuple[str, ...]) -> None:
-        """Publish each of ``topics`` now (blocking, at most ``TIMEOUT_S`` a call)."""
+        """Publish each of ``topics`` now (blocking, at most ``TIMEOUT_S`` a call); nothing
+        once closed (a publish still queued at shutdown)."""
+        if self._closed:
+            return
         try:
             for topic in topics:
                 self._client.publish(CHANNEL, topic)
@@ -84,6 +88,8 @@ class RedisAnnouncer:
         self._failing = False
 
     def close(self) -> None:
+        """Close the connection; later publishes are dropped."""
+        self._closed = True
         self._client.close()
 
 
