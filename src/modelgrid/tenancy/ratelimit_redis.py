@@ -57,6 +57,7 @@ def cluster_node_url(url: str) -> str | None:
     plain = CLUSTER_SCHEMES.get(scheme.lower())
     return f"{plain}{sep}{rest}" if sep and plain else None
 
+
 # KEYS per scope: rpm, tpm, inflight, spend, tokens, reserved. ARGV: n, tokens, request_id,
 # reserve_micros, then per scope: rpm, tpm, concurrency, budget_micros, token_budget (-1 = no
 # limit).
