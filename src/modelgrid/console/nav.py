@@ -64,9 +64,14 @@ def nav_for(viewer: Viewer) -> list[NavItem]:
     return [NavItem(p.slug, p.label, p.path) for p in PAGES if viewer.access in p.access]
 
 
+HOME = "keys"
+"""The page a signed-in viewer lands on (every access may open it)."""
+
+
 def home_path(viewer: Viewer) -> str:
-    """Where a signed-in viewer lands: the first built page they may see."""
-    for p in PAGES:
+    """Where a signed-in viewer lands: ``HOME`` if they may see it, else the first built
+    page they may see."""
+    for p in sorted(PAGES, key=lambda p: p.slug != HOME):
         if p.module is not None and viewer.access in p.access:
             return p.path
     return "/keys"
