@@ -151,8 +151,11 @@ def test_revoked_key_ends_its_own_session(server: ThreadServer) -> None:
     assert r.status_code == 303
     after = victim.get("/keys")
     assert after.status_code == 303
-    assert after.headers["location"].startswith("/console/login?next=/console/keys&reason=")
-    assert "revoked" in httpx.URL(after.headers["location"]).params["reason"]
+    assert after.headers["location"] == "/console/login?next=/console/keys&reason=key_revoked"
+    page = victim.get("/login?next=/console/keys&reason=key_revoked")
+    assert "The key you signed in with has been revoked" in page.text
+    crafted = victim.get("/login", params={"reason": "Call +1 555 0100 for help"})
+    assert "555" not in crafted.text  # only known reasons put words on the page
     assert db_rows(
         server,
         "SELECT count(*) AS n FROM console_sessions WHERE api_key_id = :k",
@@ -165,7 +168,10 @@ def test_expired_session_is_refused(server: ThreadServer) -> None:
     member = sign_in(server, make_key(server))
     db_execute(server, "UPDATE console_sessions SET expires_at = '2000-01-01 00:00:00'")
     r = member.get("/keys")
-    assert r.status_code == 303
+    assert (r.status_code, r.headers["location"]) == (
+        303,
+        "/console/login?next=/console/keys&reason=session_ended",
+    )
     assert db_rows(server, "SELECT count(*) AS n FROM console_sessions") == [{"n": 0}]
 
 

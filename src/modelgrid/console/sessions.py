@@ -26,8 +26,19 @@ from modelgrid.tenancy.service import Principal, TenancyService
 TOUCH_EVERY = timedelta(minutes=1)
 
 
+REASONS = {
+    "session_ended": "Your session ended; sign in again.",
+    "key_revoked": "The key you signed in with has been revoked; sign in with another key.",
+    "key_expired": "The key you signed in with has expired; sign in with another key.",
+    "key_refused": "The key you signed in with no longer signs in; sign in with another key.",
+}
+"""What the sign-in page says for each reason code (the URL carries the code, never text, so
+a crafted link cannot put words on the page)."""
+
+
 class SignInRequired(Exception):
-    """No valid session: the browser is sent to the sign-in page, with ``reason`` shown."""
+    """No valid session: the browser is sent to the sign-in page, which shows ``reason``'s
+    text (a key of ``REASONS``; empty: none)."""
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
@@ -101,15 +112,16 @@ class SessionStore:
         row, key = found
         if aware(row.expires_at) <= now:
             await self._end(id_hash)
-            raise SignInRequired("Your session ended; sign in again.")
+            raise SignInRequired("session_ended")
         try:
             principal = await self._tenancy.principal_of_hash(key.id, key.secret_hash)
             if key.revoked_at is not None:  # the row read above is newer than any cache
-                raise AuthenticationError("This API key has been revoked.")
+                raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
         except AuthenticationError as exc:
             async with self._sessions() as session, session.begin():
                 await rows.end_for_key(session, key.id)
-            raise SignInRequired(f"{exc.message} Sign in with another key.") from None
+            reason = {"revoked_api_key": "key_revoked", "expired_api_key": "key_expired"}
+            raise SignInRequired(reason.get(exc.code or "", "key_refused")) from None
         if now - aware(row.last_seen_at) >= TOUCH_EVERY:
             async with self._sessions() as session, session.begin():
                 await rows.touch(session, id_hash, now)
@@ -133,4 +145,4 @@ class SessionStore:
             await rows.end(session, id_hash)
 
 
-__all__ = ["Resolved", "SessionStore", "SignInRequired"]
+__all__ = ["REASONS", "Resolved", "SessionStore", "SignInRequired"]

@@ -27,7 +27,7 @@ from modelgrid.console.security import (
     same_token,
     session_hash,
 )
-from modelgrid.console.sessions import Resolved, SignInRequired
+from modelgrid.console.sessions import REASONS, Resolved, SignInRequired
 from modelgrid.console.templating import base_path, render
 from modelgrid.core.errors import AuthenticationError, PermissionDeniedError, RateLimitError
 
@@ -98,7 +98,7 @@ async def root(request: Request, state: StateDep) -> Response:
 async def login_form(
     request: Request,
     state: StateDep,
-    reason: Annotated[str, Query(max_length=300)] = "",
+    reason: Annotated[str, Query(max_length=40)] = "",
     next: Annotated[str, Query(max_length=500)] = "",
 ) -> Response:
     if request.cookies.get(SESSION_COOKIE):
@@ -109,7 +109,8 @@ async def login_form(
         else:
             target = _safe_next(request, next) or f"{base_path(request)}{home_path(viewer)}"
             return RedirectResponse(target, status_code=303)
-    return _login_page(request, reason=reason, nxt=_safe_next(request, next) or "")
+    shown = REASONS.get(reason, "")
+    return _login_page(request, reason=shown, nxt=_safe_next(request, next) or "")
 
 
 @router.post("/login")
