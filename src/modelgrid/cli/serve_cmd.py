@@ -55,6 +55,9 @@ def serve(
         _bootstrap(s)
     prepare_or_exit(s.engine.models, s.models_dir)
     err_console.print(f"serving on http://{s.server.host}:{s.server.port} (Ctrl-C to stop)")
+    err_console.print(
+        f"web console: http://{s.server.host}:{s.server.port}/console (sign in with a key)"
+    )
     options: dict[str, Any] = {
         "host": s.server.host,
         "port": s.server.port,
