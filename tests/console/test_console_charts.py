@@ -135,6 +135,10 @@ def test_region_map_projects_and_marks_health() -> None:
     local = groups["local"].find(f"{SVG}circle")
     assert (local.get("cx"), local.get("cy")) == ("360", "380")  # type: ignore[union-attr]
     assert root.get("viewBox") == "0 0 720 400"  # a row under the map for "local"
+    row = parse(charts.region_map([charts.MapRegion("local", None, None, 0, 0)]))
+    assert row.get("viewBox") == "0 0 720 40" and row.find(f"{SVG}rect") is None
+    (dot,) = row.findall(f"{SVG}g/{SVG}circle")
+    assert (dot.get("cx"), dot.get("cy")) == ("360", "20")
     assert charts.MapRegion("x", 0, 0, 0, 0).health == "empty"
     assert charts.MapRegion("x", 0, 0, 2, 2, enabled=False).health == "down"
 

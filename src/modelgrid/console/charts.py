@@ -202,27 +202,30 @@ def project(lat: float, lon: float) -> tuple[float, float]:
 def region_map(regions: Sequence[MapRegion]) -> Markup:
     """An SVG map of ``regions``: a latitude/longitude grid (every 30°), one dot a region
     (``class="region <health>"``, ``data-region``), labelled with its id and
-    ``available/replicas``; regions without a location in a row under the map."""
+    ``available/replicas``; regions without a location in a row under the map (the row
+    alone when none has one)."""
     unplaced = [r for r in regions if r.lat is None or r.lon is None]
-    height = MAP_HEIGHT + (_UNPLACED_ROW if unplaced else 0)
+    located = [r for r in regions if r.lat is not None and r.lon is not None]
+    top = MAP_HEIGHT if located else 0  # no region has a location: the row alone
+    height = top + (_UNPLACED_ROW if unplaced or not located else 0)
     parts = [
         f'<svg class="region-map" viewBox="0 0 {MAP_WIDTH} {height}" role="img" '
         f'aria-label="Regions" xmlns="http://www.w3.org/2000/svg"><title>Regions</title>',
-        f'<rect class="sea" x="0" y="0" width="{MAP_WIDTH}" height="{MAP_HEIGHT}"/>',
     ]
-    for lon in range(-150, 180, 30):
-        x = _fmt(project(0, lon)[0])
-        parts.append(f'<line class="grid" x1="{x}" y1="0" x2="{x}" y2="{MAP_HEIGHT}"/>')
-    for lat in range(-60, 90, 30):
-        y = _fmt(project(lat, 0)[1])
-        parts.append(f'<line class="grid" x1="0" y1="{y}" x2="{MAP_WIDTH}" y2="{y}"/>')
+    if located:
+        parts.append(f'<rect class="sea" x="0" y="0" width="{MAP_WIDTH}" height="{MAP_HEIGHT}"/>')
+        for lon in range(-150, 180, 30):
+            x = _fmt(project(0, lon)[0])
+            parts.append(f'<line class="grid" x1="{x}" y1="0" x2="{x}" y2="{MAP_HEIGHT}"/>')
+        for lat in range(-60, 90, 30):
+            y = _fmt(project(lat, 0)[1])
+            parts.append(f'<line class="grid" x1="0" y1="{y}" x2="{MAP_WIDTH}" y2="{y}"/>')
     placed: list[tuple[MapRegion, float, float]] = []
-    for r in regions:
-        if r.lat is not None and r.lon is not None:
-            x, y = project(r.lat, r.lon)
-            placed.append((r, x, y))
+    for r in located:
+        x, y = project(r.lat or 0.0, r.lon or 0.0)
+        placed.append((r, x, y))
     step = MAP_WIDTH / (len(unplaced) + 1) if unplaced else 0
-    placed += [(r, step * (i + 1), MAP_HEIGHT + _UNPLACED_ROW / 2) for i, r in enumerate(unplaced)]
+    placed += [(r, step * (i + 1), top + _UNPLACED_ROW / 2) for i, r in enumerate(unplaced)]
     for r, x, y in placed:
         label = f"{r.id} {r.available}/{r.replicas}"
         parts.append(

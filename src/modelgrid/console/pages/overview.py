@@ -10,6 +10,7 @@ plus the workspace list of an operator's filter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -44,6 +45,14 @@ RANGES: dict[str, Range] = {
     "24h": Range("last 24 hours", timedelta(hours=24), "hour", "%H:%M"),
     "7d": Range("last 7 days", timedelta(days=7), "hour", "%m-%d %H:00"),
     "30d": Range("last 30 days", timedelta(days=30), "day", "%m-%d"),
+}
+CHART_TITLES = {
+    "requests": "Requests",
+    "tokens": "Tokens (prompt + completion)",
+    "spend": "Spend (currency units, all currencies added)",
+    "errors": "Error rate (%)",
+    "p50": "TTFT p50 (ms)",
+    "p95": "TTFT p95 (ms)",
 }
 _COUNTED = ("requests", "tokens", "spend")  # a bucket without rows is 0; other metrics: no data
 STEP = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -114,20 +123,13 @@ def build(
         series["p50"][g][i] = p.ttft_p50_ms
         series["p95"][g][i] = p.ttft_p95_ms
     labels = [b.strftime(r.label_format) for b in starts]
-    titles = {
-        "requests": ("Requests", charts.compact),
-        "tokens": ("Tokens (prompt + completion)", charts.compact),
-        "spend": ("Spend (currency units)", charts.compact),
-        "errors": ("Error rate (%)", lambda v: f"{v:.3g}%"),
-        "p50": ("TTFT p50 (ms)", charts.compact),
-        "p95": ("TTFT p95 (ms)", charts.compact),
-    }
+    formats: dict[str, Callable[[float], str]] = {"errors": lambda v: f"{v:.3g}%"}
     drawn = {
         metric: charts.line_chart(
             labels,
             [charts.Series(g, values) for g, values in by_group.items()],
-            title=titles[metric][0],
-            y_format=titles[metric][1],
+            title=CHART_TITLES[metric],
+            y_format=formats.get(metric, charts.compact),
             chart_id=f"chart-{metric}",
         )
         for metric, by_group in series.items()
@@ -173,6 +175,7 @@ async def overview_page(
         title="Overview",
         partial="overview_charts.html",
         charts=drawn,
+        chart_titles=CHART_TITLES,
         totals=totals,
         ranges=RANGES,
         range=range,
