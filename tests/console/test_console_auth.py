@@ -245,3 +245,24 @@ def test_keys_page_shows_last_use(server: ThreadServer) -> None:
     shown = datetime.fromisoformat(str(minute)).strftime("%Y-%m-%d %H:%M UTC")
     assert f"<dt>Last used</dt><dd>{shown}</dd>" in member.get(f"/keys/{key.key_id}").text
     assert f"<td>{shown}</td>" in member.get("/keys").text
+
+
+def test_signing_in_again_replaces_the_session_and_pages_refuse_framing(
+    server: ThreadServer,
+) -> None:
+    first = sign_in(server, make_key(server, name="one"))
+    old_id = first.http.cookies[SESSION_COOKIE]
+    with httpx.Client(base_url=server.base_url, timeout=10) as other_tab:  # an old form
+        token = csrf_of(other_tab.get("/console/login").text)
+    first.http.cookies.set(PRE_COOKIE, token)
+    two = make_key(server, name="two")
+    again = first.http.post("/console/login", data={"csrf_token": token, "key": two.plaintext})
+    assert again.status_code == 303
+    assert first.http.cookies[SESSION_COOKIE] != old_id
+    rows = db_rows(server, "SELECT id_hash FROM console_sessions")
+    assert rows == [{"id_hash": session_hash(first.http.cookies[SESSION_COOKIE])}]
+    page = first.get("/keys")
+    assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert page.headers["cache-control"] == "no-store"

@@ -63,9 +63,12 @@ class SessionStore:
         self._tenancy = tenancy
         self._ttl = timedelta(seconds=ttl_s)
 
-    async def sign_in(self, plaintext: str, id_hash: str, address: str) -> Resolved:
+    async def sign_in(
+        self, plaintext: str, id_hash: str, address: str, replaces: str | None = None
+    ) -> Resolved:
         """Check ``plaintext`` as the model API does, then store a session (its id's hash
-        ``id_hash``) and audit ``console.sign_in`` in one transaction.
+        ``id_hash``), end the session it ``replaces`` (the browser's previous one, if any) and
+        audit ``console.sign_in``, in one transaction.
 
         Raises:
             AuthenticationError: a missing, unknown, revoked or expired key.
@@ -77,6 +80,8 @@ class SessionStore:
             if key is None:  # deleted since it was cached
                 raise AuthenticationError("Incorrect API key provided.")
             await rows.purge_expired(session, now)
+            if replaces is not None:
+                await rows.end(session, replaces)
             await rows.add(
                 session,
                 ConsoleSession(

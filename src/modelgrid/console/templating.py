@@ -21,6 +21,15 @@ from starlette.responses import HTMLResponse
 from modelgrid.console.access import Viewer
 from modelgrid.console.nav import nav_for
 
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",  # a page may hold a new key's secret
+    "X-Frame-Options": "DENY",  # no framing (clickjacking); CSP's frame-ancestors for new browsers
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Headers of every console page."""
+
 HTMX_FILE = "htmx-2.0.11.min.js"
 """htmx 2.0.11 (BSD Zero Clause), from the npm registry's ``htmx.org`` package, served from
 the package: no CDN."""
@@ -97,7 +106,7 @@ def render(
     }
     html = environment().get_template(name).render(values)
     response = HTMLResponse(html, status_code=status, headers=headers)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(PAGE_HEADERS)
     return response
 
 
@@ -123,4 +132,4 @@ def _names(values: list[str] | None) -> str:
     return "all" if values is None else (", ".join(values) or "none")
 
 
-__all__ = ["HTMX_FILE", "asset_version", "base_path", "environment", "render"]
+__all__ = ["HTMX_FILE", "PAGE_HEADERS", "asset_version", "base_path", "environment", "render"]

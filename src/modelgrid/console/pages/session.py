@@ -133,7 +133,13 @@ async def login(
         )
     session_id = new_session_id()
     try:
-        resolved = await state.store.sign_in(form.get("key", ""), session_hash(session_id), address)
+        previous = request.cookies.get(SESSION_COOKIE)
+        resolved = await state.store.sign_in(
+            form.get("key", ""),
+            session_hash(session_id),
+            address,
+            replaces=session_hash(previous) if previous else None,
+        )
     except AuthenticationError:
         state.throttle.failed(address)
         log.warning("console sign-in refused from %s", address)
