@@ -15,8 +15,12 @@
    day ranges) and prints p50/p95/max in ms per page query, with the number of SQL
    statements each sends.
 
+3. With ``--pages N``: each console page's full HTTP render (the real gateway over the same
+   database, an operator and a workspace member signed in through the form), ``N`` times
+   each, p50/p95/max in ms (``bench/console_pages.py``).
+
 Run: ``.venv/bin/python bench/console.py [--rows 10000000] [--postgres] [--sqlite-path F]
-[--reuse]`` (PostgreSQL at 127.0.0.1:5432, trust auth: a database ``mg_console_bench``,
+[--reuse] [--pages 20] [--no-queries]`` (PostgreSQL at 127.0.0.1:5432, trust auth: a database ``mg_console_bench``,
 re-created unless ``--reuse``).
 """
 
@@ -424,7 +428,13 @@ def run(kind: str, args: argparse.Namespace) -> None:
             Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
         )
         print(f"  file {size / 2**30:.2f} GiB", flush=True)
-    asyncio.run(time_pages(url, args.repeat))
+    if not args.no_queries:
+        asyncio.run(time_pages(url, args.repeat))
+    if args.pages:
+        from console_pages import time_pages as time_page_renders
+
+        print(f"  page renders over HTTP ({args.pages} each after a warm-up):", flush=True)
+        time_page_renders(url, args.pages)
     if args.raw_baseline:
         asyncio.run(time_raw_baseline(url, args.raw_baseline))
 
@@ -439,6 +449,10 @@ def main() -> None:
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--sqlite-path", help="the SQLite file (default: in the temp folder)")
     ap.add_argument("--reuse", action="store_true", help="time the existing databases only")
+    ap.add_argument(
+        "--pages", type=int, default=0, metavar="N", help="also time N HTTP renders of each page"
+    )
+    ap.add_argument("--no-queries", action="store_true", help="skip the read functions' timings")
     ap.add_argument(
         "--raw-baseline",
         type=int,
