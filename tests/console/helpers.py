@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from modelgrid.console.access import Access, Viewer
+from modelgrid.console.nav import home_path
+from modelgrid.tenancy.service import Principal
 from tests.support import NewKey, ThreadServer, create_key
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
@@ -58,3 +61,9 @@ def sign_in(server: ThreadServer, key: NewKey) -> Signed:
 
 def make_key(server: ThreadServer, **kwargs: object) -> NewKey:
     return create_key(server.settings.database_url, **kwargs)
+
+
+def landing(access: Access) -> str:
+    """Where ``access`` lands after signing in (``nav.home_path``)."""
+    who = Principal(key_id="k", workspace_id="ws", role="tenant", name="")
+    return "/console" + home_path(Viewer(who, access, "mg-k", ""))

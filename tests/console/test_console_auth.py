@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from modelgrid.console.security import PRE_COOKIE, SESSION_COOKIE, session_hash
-from tests.console.helpers import csrf_of, make_key, sign_in, sign_in_response
+from tests.console.helpers import csrf_of, landing, make_key, sign_in, sign_in_response
 from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_execute, db_rows
 
@@ -20,12 +20,12 @@ def server(fake_server: ThreadServer) -> ThreadServer:
     return fake_server
 
 
-def test_sign_in_sets_a_session_cookie_and_lands_on_keys(server: ThreadServer) -> None:
+def test_sign_in_sets_a_session_cookie_and_lands_on_a_page(server: ThreadServer) -> None:
     admin = make_key(server, role="admin", workspace="admin")
     with httpx.Client(base_url=server.base_url, timeout=10) as http:
         r = sign_in_response(http, admin.plaintext)
         assert r.status_code == 303
-        assert r.headers["location"] == "/console/keys"
+        assert r.headers["location"] == landing("operator")
         cookie = next(
             c for c in r.headers.get_list("set-cookie") if c.startswith(f"{SESSION_COOKIE}=")
         )

@@ -12,20 +12,27 @@ from typing import Any
 
 import pytest
 
+from modelgrid.console.access import Access
 from tests.console.conftest import BrowserThread
-from tests.console.helpers import make_key
+from tests.console.helpers import landing, make_key
 from tests.support import NewKey, ThreadServer, db_rows
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def sign_in(browser: Any, server: ThreadServer, key: NewKey | str, **context: Any) -> Any:
-    """A new browser context signed in with ``key`` through the sign-in form; its page."""
+def sign_in(
+    browser: Any, server: ThreadServer, key: NewKey | str, access: Access, **context: Any
+) -> Any:
+    """A new browser context signed in with ``key`` through the sign-in form (landing where
+    ``access`` lands), then on the keys page; its page."""
     page = browser.new_context(**context).new_page()
     page.goto(f"{server.base_url}/console/login")
     page.fill("#key", key if isinstance(key, str) else key.plaintext)
     with page.expect_navigation():
         page.click("button[type=submit]")
+    assert page.url == server.base_url + landing(access)
+    if not page.url.endswith("/console/keys"):
+        page.goto(f"{server.base_url}/console/keys")
     return page
 
 
@@ -45,8 +52,7 @@ def test_operator_and_tenant_each_see_their_own(
     admin = make_key(server, role="admin", workspace="admin")
 
     def steps(b: Any) -> None:
-        op = sign_in(b, server, admin)
-        assert op.url == f"{server.base_url}/console/keys"
+        op = sign_in(b, server, admin, "operator")
         assert {acme.prefix, globex.prefix, admin.prefix} <= prefixes(op)
         assert op.inner_text(".who .badge") == "operator"
         shots(op, "operator-keys")
@@ -56,12 +62,20 @@ def test_operator_and_tenant_each_see_their_own(
             if path == "workspaces":  # acme, admin, default, globex
                 assert op.locator("#workspaces tbody tr").count() == 4
             shots(op, f"operator-{path}")
+        for path, name in (
+            (f"keys/{acme.key_id}", "operator-key"),
+            (f"workspaces/{acme.workspace_id}", "operator-workspace"),
+        ):
+            r = op.goto(f"{server.base_url}/console/{path}")
+            assert r is not None and r.status == 200
+            shots(op, name)
+        op.goto(f"{server.base_url}/console/audit")
         actions = op.eval_on_selector_all(
             "#audit tbody tr td:nth-child(3)", "tds => tds.map(t => t.textContent)"
         )
         assert actions[0] == "console.sign_in"
 
-        tenant = sign_in(b, server, acme)
+        tenant = sign_in(b, server, acme, "member")
         assert prefixes(tenant) == {acme.prefix}
         assert tenant.inner_text(".who .badge") == "member"
         nav = tenant.eval_on_selector_all("nav.side a", "as => as.map(a => a.textContent)")
@@ -80,6 +94,7 @@ def test_operator_and_tenant_each_see_their_own(
             b,
             server,
             acme,
+            "member",
             viewport={"width": 375, "height": 740},
             color_scheme="dark",
             is_mobile=True,
@@ -100,7 +115,7 @@ def test_create_and_revoke_a_key(
     owner = make_key(server, name="owner", workspace="acme")
 
     def steps(b: Any) -> None:
-        member = sign_in(b, server, owner)
+        member = sign_in(b, server, owner, "member")
         member.on("dialog", lambda d: d.accept())
         member.click("#create summary")
         member.fill("#k-name", "deploy")
@@ -117,8 +132,7 @@ def test_create_and_revoke_a_key(
         assert secret not in member.content()
         assert f"mg-{key_id}" in prefixes(member)
 
-        holder = sign_in(b, server, secret)
-        assert holder.url == f"{server.base_url}/console/keys"
+        holder = sign_in(b, server, secret, "member")  # not narrowed: a member key
         member.click(f"#key-{key_id} button.danger")
         member.wait_for_selector(f"#key-{key_id} .badge.revoked")
         shots(member, "revoked")
@@ -136,7 +150,7 @@ def test_refusals(browser: BrowserThread, fake_server: ThreadServer, shots: Any)
     globex = make_key(server, name="globex", workspace="globex")
 
     def steps(b: Any) -> None:
-        tenant = sign_in(b, server, acme)
+        tenant = sign_in(b, server, acme, "member")
         for path in (f"keys/{globex.key_id}", f"workspaces/{globex.workspace_id}"):
             r = tenant.goto(f"{server.base_url}/console/{path}")
             assert r is not None and r.status == 404, path

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.console.helpers import make_key, sign_in
+from tests.console.helpers import landing, make_key, sign_in
 from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_rows, write_topology
 
@@ -242,9 +242,9 @@ def test_the_console_root_leads_to_a_page(server: ThreadServer) -> None:
         assert (r.status_code, r.headers["location"]) == (303, "/console/login")
     member = sign_in(server, make_key(server, workspace="acme"))
     r = member.get("/")
-    assert (r.status_code, r.headers["location"]) == (303, "/console/keys")
+    assert (r.status_code, r.headers["location"]) == (303, landing("member"))
     r = member.get("/login")  # signed in already
-    assert (r.status_code, r.headers["location"]) == (303, "/console/keys")
+    assert (r.status_code, r.headers["location"]) == (303, landing("member"))
     bad = member.get("/audit", params={"before": "abc"})
     assert bad.status_code == 400
     assert "Invalid before" in bad.text
