@@ -112,12 +112,17 @@ class UsageRecord(Base):
     """One row per request that reached an engine; the primary key makes writes idempotent."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_created_at", "created_at"),
+        # a workspace's or a key's newest requests in index order (the console's request log)
+        Index("ix_usage_records_workspace_time", "workspace_id", "created_at"),
+        Index("ix_usage_records_key_time", "api_key_id", "created_at"),
+    )
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_request_id: Mapped[str | None] = mapped_column(String(128), default=None)
-    api_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    workspace_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(40))
+    workspace_id: Mapped[str | None] = mapped_column(String(40))
     model: Mapped[str] = mapped_column(String(200))
     region: Mapped[str | None] = mapped_column(String(64), default=None)
     endpoint: Mapped[str] = mapped_column(String(64), default="chat.completions")
