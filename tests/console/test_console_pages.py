@@ -248,3 +248,47 @@ def test_the_console_root_leads_to_a_page(server: ThreadServer) -> None:
     bad = member.get("/audit", params={"before": "abc"})
     assert bad.status_code == 400
     assert "Invalid before" in bad.text
+
+
+def test_rotate_shows_the_new_secret_once_and_revokes_the_old(server: ThreadServer) -> None:
+    member = sign_in(server, make_key(server, name="owner", workspace="acme"))
+    old = make_key(server, name="ci", workspace="acme")
+    r = member.post(f"/keys/{old.key_id}/rotate")
+    assert r.status_code == 200, r.text
+    secret = re.search(r'id="new-secret">(mg-[0-9a-f]{12}_[^<]+)<', r.text)
+    assert secret is not None
+    new_id = secret.group(1)[3:15]
+    rows = db_rows(
+        server,
+        "SELECT id, name, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE name = 'ci'"
+        " ORDER BY created_at",
+    )
+    assert [(row["id"], row["name"], bool(row["revoked"])) for row in rows] == [
+        (old.key_id, "ci", True),
+        (new_id, "ci", False),
+    ]
+    again = member.post(f"/keys/{old.key_id}/rotate")  # a revoked key cannot be rotated
+    assert again.status_code == 400
+    assert f"API key {old.prefix} is revoked." in again.text
+    ok = httpx.get(
+        f"{server.base_url}/v1/models", headers={"Authorization": f"Bearer {secret.group(1)}"}
+    )
+    assert ok.status_code == 200
+
+
+def test_operator_creates_an_admin_key_in_any_workspace(server: ThreadServer) -> None:
+    acme = make_key(server, workspace="acme")
+    operator = sign_in(server, make_key(server, role="admin", workspace="admin"))
+    r = operator.post("/keys", {"name": "ops", "role": "admin", "workspace": acme.workspace_id})
+    assert r.status_code == 200, r.text
+    assert db_rows(server, "SELECT workspace_id, role FROM api_keys WHERE name = 'ops'") == [
+        {"workspace_id": acme.workspace_id, "role": "admin"}
+    ]
+    bad = operator.post("/keys", {"name": "x", "workspace": "nowhere"})
+    assert bad.status_code == 404
+    assert "No workspace &#39;nowhere&#39;." in bad.text
+    narrow = operator.post(
+        "/keys", {"name": "y", "workspace": acme.workspace_id, "allowed_models": "nope"}
+    )
+    assert narrow.status_code == 400
+    assert "Unknown model &#39;nope&#39;" in narrow.text
