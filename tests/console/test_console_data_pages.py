@@ -322,9 +322,12 @@ def test_each_data_page_sends_a_handful_of_statements(server: ThreadServer) -> N
                 "/knowledge",
             ):
                 assert signed.get(path).status_code == 200, path
-                statements.clear()
-                assert signed.get(path).status_code == 200
-                measured[who, path] = len(statements)
+                counts = []
+                for _ in range(3):  # the fewest of 3: a cache refresh may fall in one
+                    statements.clear()
+                    assert signed.get(path).status_code == 200
+                    counts.append(len(statements))
+                measured[who, path] = min(counts)
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     # one for the session (with its key), then the page's own reads
