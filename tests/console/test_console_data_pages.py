@@ -110,9 +110,10 @@ def test_usage_table_and_csv_equal_the_ledger_in_every_scope(server: ThreadServe
     assert {r["workspace_id"] for r in acme_csv} == {acme.workspace_id}
     assert sums(acme_csv, *cols) == ledger(f"workspace_id = '{acme.workspace_id}'")
     # the member's URL naming another workspace still gets its own
-    assert member.get(f"/usage/export.csv?workspace={globex.workspace_id}").text == member.get(
-        "/usage/export.csv"
-    ).text
+    assert (
+        member.get(f"/usage/export.csv?workspace={globex.workspace_id}").text
+        == member.get("/usage/export.csv").text
+    )
     eu = csv_rows(operator.get("/usage/export.csv?region=eu-west&model=other-model").text)
     assert sums(eu, *cols) == ledger("region = 'eu-west'")
     cost = sum(int(r["cost_micros"]) for r in eu)
@@ -127,7 +128,10 @@ def test_usage_table_and_csv_equal_the_ledger_in_every_scope(server: ThreadServe
     assert operator.get("/usage?first_day=2026-02-30").status_code == 400
     late = operator.get("/usage?first_day=2026-05-02&last_day=2026-05-01")
     assert late.status_code == 400 and "last_day is before first_day" in late.text
-    assert operator.get("/usage/export.csv?first_day=2020-01-01&last_day=2026-01-01").status_code == 400
+    assert (
+        operator.get("/usage/export.csv?first_day=2020-01-01&last_day=2026-01-01").status_code
+        == 400
+    )
 
 
 def test_invoice_shown_and_downloaded_for_the_workspace_only(server: ThreadServer) -> None:
@@ -213,7 +217,7 @@ def test_regions_show_replicas_and_residency(server: ThreadServer) -> None:
     assert acme.workspace_id in workspaces and admin.workspace_id in workspaces
     mine = member.get("/regions")
     assert re.findall(r'<tr data-workspace="([^"]+)">', mine.text) == [acme.workspace_id]
-    assert "may-run\">local, eu-west<" in mine.text
+    assert 'may-run">local, eu-west<' in mine.text
     assert "http://" not in mine.text.split('id="replicas"')[1].split("</table>")[0]
     holder = sign_in(server, narrow_key(server, member))
     assert holder.get("/regions").status_code == 404
@@ -267,13 +271,13 @@ def test_playground_streams_as_the_signed_in_key_and_meters_once(server: ThreadS
     assert junk.status_code == 400 and junk.json()["error"]["message"] == "The body must be JSON."
 
     code = member.get("/playground/code?model=fake-model&system=Be+brief&temperature=0.2")
-    assert 'temperature=0.2,' in code.text and "&#34;Be brief&#34;" in code.text
+    assert "temperature=0.2," in code.text and "&#34;Be brief&#34;" in code.text
     assert "max_tokens" not in code.text
 
     operator = sign_in(server, admin)
-    assert f"billed to workspace <code>{admin.workspace_id}</code>" in operator.get(
-        "/playground"
-    ).text
+    assert (
+        f"billed to workspace <code>{admin.workspace_id}</code>" in operator.get("/playground").text
+    )
     r = operator.http.post(
         "/console/playground/chat", json=body, headers={"X-CSRF-Token": operator.csrf}
     )
