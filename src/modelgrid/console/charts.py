@@ -150,9 +150,9 @@ def line_chart(
                 continue
             shape = "polyline" if len(pts) > 1 else "circle"
             if shape == "circle":
-                x, y = pts[0].split(",")
+                cx, cy = pts[0].split(",")
                 parts.append(
-                    f'<circle data-series="{escape(s.name)}" cx="{x}" cy="{y}" r="2.5" '
+                    f'<circle data-series="{escape(s.name)}" cx="{cx}" cy="{cy}" r="2.5" '
                     f'fill="{colour}"/>'
                 )
             else:
@@ -215,11 +215,11 @@ def region_map(regions: Sequence[MapRegion]) -> Markup:
     if located:
         parts.append(f'<rect class="sea" x="0" y="0" width="{MAP_WIDTH}" height="{MAP_HEIGHT}"/>')
         for lon in range(-150, 180, 30):
-            x = _fmt(project(0, lon)[0])
-            parts.append(f'<line class="grid" x1="{x}" y1="0" x2="{x}" y2="{MAP_HEIGHT}"/>')
+            gx = _fmt(project(0, lon)[0])
+            parts.append(f'<line class="grid" x1="{gx}" y1="0" x2="{gx}" y2="{MAP_HEIGHT}"/>')
         for lat in range(-60, 90, 30):
-            y = _fmt(project(lat, 0)[1])
-            parts.append(f'<line class="grid" x1="0" y1="{y}" x2="{MAP_WIDTH}" y2="{y}"/>')
+            gy = _fmt(project(lat, 0)[1])
+            parts.append(f'<line class="grid" x1="0" y1="{gy}" x2="{MAP_WIDTH}" y2="{gy}"/>')
     placed: list[tuple[MapRegion, float, float]] = []
     for r in located:
         x, y = project(r.lat or 0.0, r.lon or 0.0)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Query, Request
+from markupsafe import Markup
 from starlette.responses import Response
 
 from modelgrid.console import charts
@@ -93,7 +94,7 @@ class Totals:
 
 def build(
     points: list[SeriesPoint], starts: list[datetime], r: Range
-) -> tuple[dict[str, charts.Markup], list[Totals]]:
+) -> tuple[dict[str, Markup], list[Totals]]:
     """The charts (by metric) and per-group totals of ``points`` over ``starts``."""
     index = {b: i for i, b in enumerate(starts)}
     groups = sorted({p.group or "all" for p in points}) or ["all"]
@@ -134,7 +135,10 @@ def build(
         )
         for metric, by_group in series.items()
     }
-    totals = [Totals(g, *sums[g], dict(sorted(costs[g].items()))) for g in groups]
+    totals = [
+        Totals(g, sums[g][0], sums[g][1], sums[g][2], sums[g][3], dict(sorted(costs[g].items())))
+        for g in groups
+    ]
     return drawn, totals
 
 
