@@ -114,6 +114,9 @@ def test_usage_table_and_csv_equal_the_ledger_in_every_scope(server: ThreadServe
         member.get(f"/usage/export.csv?workspace={globex.workspace_id}").text
         == member.get("/usage/export.csv").text
     )
+    by_key = csv_rows(operator.get(f"/usage/export.csv?key={acme.prefix}").text)
+    assert {r["api_key_id"] for r in by_key} == {acme.key_id}
+    assert sums(by_key, *cols) == ledger(f"api_key_id = '{acme.key_id}'")
     eu = csv_rows(operator.get("/usage/export.csv?region=eu-west&model=other-model").text)
     assert sums(eu, *cols) == ledger("region = 'eu-west'")
     cost = sum(int(r["cost_micros"]) for r in eu)

@@ -47,8 +47,10 @@ def _days(first_day: date | None, last_day: date | None) -> tuple[date, date]:
 
 
 def _filters(viewer: Viewer, workspace: str, key: str) -> tuple[str | None, str | None]:
+    """(workspace id, key id) of the table and the CSV: the viewer's scope, then the key
+    filter (an id, or the ``mg-<id>`` prefix the pages show)."""
     workspace_id, key_id = scope_of(viewer, workspace)
-    return workspace_id, key_id or (key.strip() or None)
+    return workspace_id, key_id or (key.strip().removeprefix("mg-") or None)
 
 
 @router.get("")
