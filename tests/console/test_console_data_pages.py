@@ -23,6 +23,7 @@ from tests.console.data_helpers import (
     wait_rows,
 )
 from tests.console.helpers import make_key, sign_in
+from tests.databases import BOTH_DATABASES
 from tests.support import NewKey, ThreadServer, db_rows, write_topology
 
 
@@ -79,6 +80,7 @@ def test_overview_counts_each_scope_and_refreshes_as_a_partial(server: ThreadSer
     assert operator.get("/overview?by=key").status_code == 400
 
 
+@BOTH_DATABASES
 def test_usage_table_and_csv_equal_the_ledger_in_every_scope(server: ThreadServer) -> None:
     acme = make_key(server, name="acme", workspace="acme")
     globex = make_key(server, name="globex", workspace="globex")
@@ -167,6 +169,7 @@ def test_invoice_shown_and_downloaded_for_the_workspace_only(server: ThreadServe
     assert holder.get(f"/usage/invoice.csv?month={month}").status_code == 404
 
 
+@BOTH_DATABASES
 def test_request_log_search_pages_and_scope(server: ThreadServer) -> None:
     acme = make_key(server, name="acme", workspace="acme")
     globex = make_key(server, name="globex", workspace="globex")
@@ -301,6 +304,7 @@ def test_batches_and_knowledge_pages_list_the_workspace(server: ThreadServer) ->
     assert member.get("/batches?after=batch_nope").status_code == 404
 
 
+@BOTH_DATABASES
 def test_each_data_page_sends_a_handful_of_statements(server: ThreadServer) -> None:
     acme = make_key(server, name="acme", workspace="acme")
     admin = make_key(server, role="admin", workspace="admin")
