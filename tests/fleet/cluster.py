@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,14 +79,14 @@ class RayCluster:
         return self
 
     def add_worker(self) -> None:
-        """One more worker node with the engine resource (3 replicas' worth)."""
+        """One more worker node with the engine resource (4 replicas' worth)."""
         self.workers += 1
         _ray(
             "start",
             f"--address={self.address}",
             "--num-cpus=1",
             f"--object-store-memory={OBJECT_STORE_BYTES}",
-            '--resources={"modelgrid_engine": 3}',
+            '--resources={"modelgrid_engine": 4}',
         )
 
     def stop(self) -> None:
@@ -111,6 +112,15 @@ class RayCluster:
     def up_fake(self, app: str, *args: str) -> str:
         """Deploy the scripted engine as ``app`` (0.1 CPU a replica)."""
         return self.fleet("up", app, "--engine=fake", "--num-cpus=0.1", *args)
+
+    @contextlib.contextmanager
+    def fake_app(self, app: str, *args: str) -> Iterator[str]:
+        """``up_fake`` for the block, then ``fleet down`` (whatever happened): what ``up``
+        printed."""
+        try:
+            yield self.up_fake(app, *args)
+        finally:
+            self.fleet("down", app)
 
 
 def replica_pids(app: str) -> list[int]:

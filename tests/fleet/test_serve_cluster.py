@@ -161,119 +161,119 @@ def assert_none_lost(outcomes: list[Outcome], in_flight: int) -> list[Outcome]:
 def test_a_stream_goes_gateway_serve_replica_chunk_by_chunk(
     cluster: RayCluster, gateway: Gateway
 ) -> None:
-    out = cluster.up_fake("fleet-stream", "--min-replicas=2", "--max-replicas=2",
-                          "--fake-token-delay-s=0.1")  # fmt: skip
-    assert f"{cluster.proxy_url}/fleet-stream/v1" in out
-    assert len(replica_pids("fleet-stream")) == 2
+    with cluster.fake_app("fleet-stream", "--min-replicas=2", "--max-replicas=2",
+                          "--fake-token-delay-s=0.1") as out:  # fmt: skip
+        assert f"{cluster.proxy_url}/fleet-stream/v1" in out
+        assert len(replica_pids("fleet-stream")) == 2
 
-    async def go() -> tuple[Outcome, httpx.Response]:
-        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
-            o = await stream_one(client, gateway.key, "fleet-stream")
-            r = await client.post(
-                "/v1/chat/completions",
-                json={"model": "fleet-stream", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": f"Bearer {gateway.key}"},
-            )
-            return o, r
+        async def go() -> tuple[Outcome, httpx.Response]:
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
+                o = await stream_one(client, gateway.key, "fleet-stream")
+                r = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "fleet-stream", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {gateway.key}"},
+                )
+                return o, r
 
-    o, r = asyncio.run(go())
-    assert (o.status, o.text, o.done) == (200, REPLY, True)
-    # 6 words, 0.1 s apart: the chunks arrive spread out, not in one piece at the end
-    assert len(o.chunk_times_s) >= 5
-    assert o.chunk_times_s[-1] - o.chunk_times_s[0] >= 0.35
-    assert r.status_code == 200
-    assert r.json()["choices"][0]["message"]["content"] == REPLY
-    assert r.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
-    assert r.headers["x-modelgrid-replica"] == "serve-fleet-stream"
+        o, r = asyncio.run(go())
+        assert (o.status, o.text, o.done) == (200, REPLY, True)
+        # 6 words, 0.1 s apart: the chunks arrive spread out, not in one piece at the end
+        assert len(o.chunk_times_s) >= 5
+        assert o.chunk_times_s[-1] - o.chunk_times_s[0] >= 0.35
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == REPLY
+        assert r.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
+        assert r.headers["x-modelgrid-replica"] == "serve-fleet-stream"
 
-    # The same prefix fingerprint in Serve's session header goes to the same replica
-    # (PrefixAffinityRouter); the gateway sends it for every prompt of a whole block or more.
-    url = f"{cluster.proxy_url}/fleet-stream/v1/chat/completions"
-    body = {"model": "fleet-stream", "messages": [{"role": "user", "content": "hi"}]}
-    seen = {
-        httpx.post(url, json=body, headers={"x-session-id": "1f.2e"}).headers[
-            "x-modelgrid-serve-replica"
-        ]
-        for _ in range(8)
-    }
-    assert len(seen) == 1
+        # The same prefix fingerprint in Serve's session header goes to the same replica
+        # (PrefixAffinityRouter); the gateway sends it for every prompt of a whole block or more.
+        url = f"{cluster.proxy_url}/fleet-stream/v1/chat/completions"
+        body = {"model": "fleet-stream", "messages": [{"role": "user", "content": "hi"}]}
+        seen = {
+            httpx.post(url, json=body, headers={"x-session-id": "1f.2e"}).headers[
+                "x-modelgrid-serve-replica"
+            ]
+            for _ in range(8)
+        }
+        assert len(seen) == 1
 
 
 def test_a_replica_killed_under_load_loses_no_request_that_had_not_started(
     cluster: RayCluster, gateway: Gateway
 ) -> None:
-    cluster.up_fake("fleet-kill", "--min-replicas=2", "--max-replicas=2",
-                    "--fake-token-delay-s=0.05", "--slots=4")  # fmt: skip
-    victim = replica_pids("fleet-kill")[0]
-    killed_at: list[float] = []
+    with cluster.fake_app("fleet-kill", "--min-replicas=2", "--max-replicas=2",
+                    "--fake-token-delay-s=0.05", "--slots=4"):  # fmt: skip
+        victim = replica_pids("fleet-kill")[0]
+        killed_at: list[float] = []
 
-    def on_done(n: int) -> None:
-        if n == 20 and not killed_at:
-            os.kill(victim, signal.SIGKILL)
-            killed_at.append(time.monotonic())
+        def on_done(n: int) -> None:
+            if n == 20 and not killed_at:
+                os.kill(victim, signal.SIGKILL)
+                killed_at.append(time.monotonic())
 
-    outcomes = asyncio.run(load(gateway, "fleet-kill", 120, 8, on_done))
-    assert killed_at
-    assert_none_lost(outcomes, in_flight=8)
-    # Serve starts a replacement
-    pids, _ = wait_for_replicas("fleet-kill", 2, 60, without={victim})
-    assert victim not in pids
-    after = asyncio.run(load(gateway, "fleet-kill", 10, 4))
-    assert {(o.status, o.done) for o in after} == {(200, True)}
+        outcomes = asyncio.run(load(gateway, "fleet-kill", 120, 8, on_done))
+        assert killed_at
+        assert_none_lost(outcomes, in_flight=8)
+        # Serve starts a replacement
+        pids, _ = wait_for_replicas("fleet-kill", 2, 60, without={victim})
+        assert victim not in pids
+        after = asyncio.run(load(gateway, "fleet-kill", 10, 4))
+        assert {(o.status, o.done) for o in after} == {(200, True)}
 
 
 def test_a_worker_node_killed_under_load_loses_no_request_that_had_not_started(
     cluster: RayCluster, gateway: Gateway
 ) -> None:
-    cluster.up_fake("fleet-node", "--min-replicas=2", "--max-replicas=2",
-                    "--fake-token-delay-s=0.05", "--slots=4")  # fmt: skip
-    before = replica_pids("fleet-node")
-    killed: list[int] = []
+    with cluster.fake_app("fleet-node", "--min-replicas=2", "--max-replicas=2",
+                    "--fake-token-delay-s=0.05", "--slots=4"):  # fmt: skip
+        before = replica_pids("fleet-node")
+        killed: list[int] = []
 
-    def on_done(n: int) -> None:
-        if n == 20 and not killed:
-            killed.extend(kill_node_of(before[0]))
+        def on_done(n: int) -> None:
+            if n == 20 and not killed:
+                killed.extend(kill_node_of(before[0]))
 
-    try:
-        outcomes = asyncio.run(load(gateway, "fleet-node", 120, 8, on_done))
-        assert killed
-        assert_none_lost(outcomes, in_flight=8)
-        pids, _ = wait_for_replicas("fleet-node", 2, 90, without=set(killed))
-        assert set(pids).isdisjoint(killed)
-        after = asyncio.run(load(gateway, "fleet-node", 10, 4))
-        assert {(o.status, o.done) for o in after} == {(200, True)}
-    finally:
-        cluster.add_worker()  # back to two worker nodes for the other tests
+        try:
+            outcomes = asyncio.run(load(gateway, "fleet-node", 120, 8, on_done))
+            assert killed
+            assert_none_lost(outcomes, in_flight=8)
+            pids, _ = wait_for_replicas("fleet-node", 2, 90, without=set(killed))
+            assert set(pids).isdisjoint(killed)
+            after = asyncio.run(load(gateway, "fleet-node", 10, 4))
+            assert {(o.status, o.done) for o in after} == {(200, True)}
+        finally:
+            cluster.add_worker()  # back to two worker nodes for the other tests
 
 
 def test_autoscaling_adds_replicas_under_load_and_removes_them_after(
     cluster: RayCluster, gateway: Gateway
 ) -> None:
-    cluster.up_fake("fleet-scale", "--min-replicas=1", "--max-replicas=3", "--slots=2",
+    with cluster.fake_app("fleet-scale", "--min-replicas=1", "--max-replicas=3", "--slots=2",
                     "--fake-token-delay-s=0.1", "--upscale-delay-s=0.5",
-                    "--downscale-delay-s=2", "--look-back-period-s=2")  # fmt: skip
-    assert len(replica_pids("fleet-scale")) == 1
+                    "--downscale-delay-s=2", "--look-back-period-s=2"):  # fmt: skip
+        assert len(replica_pids("fleet-scale")) == 1
 
-    async def until_three(deadline_s: float) -> list[Outcome]:
-        """8 streams at a time (against a target of 2 ongoing requests a replica: 4 replicas
-        wanted, 3 allowed) until 3 replicas run, or ``deadline_s``."""
-        out: list[Outcome] = []
-        end = time.monotonic() + deadline_s
-        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=60) as client:
+        async def until_three(deadline_s: float) -> list[Outcome]:
+            """8 streams at a time (against a target of 2 ongoing requests a replica: 4 replicas
+            wanted, 3 allowed) until 3 replicas run, or ``deadline_s``."""
+            out: list[Outcome] = []
+            end = time.monotonic() + deadline_s
+            async with httpx.AsyncClient(base_url=gateway.base_url, timeout=60) as client:
 
-            async def worker() -> None:
-                while time.monotonic() < end and len(replica_pids("fleet-scale")) < 3:
-                    out.append(await stream_one(client, gateway.key, "fleet-scale"))
+                async def worker() -> None:
+                    while time.monotonic() < end and len(replica_pids("fleet-scale")) < 3:
+                        out.append(await stream_one(client, gateway.key, "fleet-scale"))
 
-            await asyncio.gather(*(worker() for _ in range(8)))
-        return out
+                await asyncio.gather(*(worker() for _ in range(8)))
+            return out
 
-    outcomes = asyncio.run(until_three(40))
-    assert {(o.status, o.done) for o in outcomes} == {(200, True)}
-    assert len(replica_pids("fleet-scale")) == 3
-    # idle: back to min_replicas
-    _, waited_s = wait_for_replicas("fleet-scale", 1, 60)
-    assert waited_s < 60
+        outcomes = asyncio.run(until_three(40))
+        assert {(o.status, o.done) for o in outcomes} == {(200, True)}
+        assert len(replica_pids("fleet-scale")) == 3
+        # idle: back to min_replicas
+        _, waited_s = wait_for_replicas("fleet-scale", 1, 60)
+        assert waited_s < 60
 
 
 @pytest.mark.model
@@ -300,3 +300,25 @@ def test_the_real_model_answers_through_serve(cluster: RayCluster, gateway: Gate
     finally:
         cluster.fleet("down", QWEN)
     assert replica_pids(QWEN) == []
+
+
+def test_a_half_alive_replica_is_replaced_by_its_real_traffic_not_its_probes(
+    cluster: RayCluster,
+) -> None:
+    with cluster.fake_app("fleet-half", "--min-replicas=1", "--max-replicas=1",
+                    "--fake-fail-after-tokens=2"):  # fmt: skip
+        [first] = replica_pids("fleet-half")
+        base = f"{cluster.proxy_url}/fleet-half"
+        assert httpx.get(f"{base}/health/ready").json()["status"] == "ready"  # probes pass
+        body = {
+            "model": "fleet-half",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        }
+        for _ in range(3):  # ... but every real request fails after its second token
+            r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 200 and 'data: {"error"' in r.text
+        assert httpx.get(f"{base}/health/ready").status_code == 200
+        # Serve's health check (every 2 s) reads the replica's verdict on its own traffic
+        [replacement], waited_s = wait_for_replicas("fleet-half", 1, 30, without={first})
+        assert replacement != first and waited_s < 30

@@ -89,6 +89,7 @@ def up(
     ),
     engine: str = typer.Option("llamacpp", "--engine", hidden=True, help="fake: tests only."),
     fake_token_delay_s: float = typer.Option(0.0, "--fake-token-delay-s", hidden=True),
+    fake_fail_after_tokens: int = typer.Option(None, "--fake-fail-after-tokens", hidden=True),
 ) -> None:
     """Deploy each MODEL as a Serve application on the Ray cluster at --address."""
     specs = _models(
@@ -102,6 +103,7 @@ def up(
         n_threads=threads,
         prefix_affinity=prefix_affinity,
         fake_token_delay_s=fake_token_delay_s,
+        fake_fail_after_tokens=fake_fail_after_tokens,
         upscale_delay_s=upscale_delay_s,
         downscale_delay_s=downscale_delay_s,
         look_back_period_s=look_back_period_s,
@@ -193,7 +195,7 @@ def config(
     )
     doc = serve_config(specs, host=host, port=port)
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped]  # comes with Ray (the fleet extra)
     except ImportError:  # JSON is YAML too
         typer.echo(json.dumps(doc, indent=2))
         return

@@ -110,7 +110,7 @@ def down(models: list[str], *, address: str = "auto") -> None:
         for name in models:
             serve.delete(name)
     else:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 __all__ = ["NAMESPACE", "AppStatus", "connect", "down", "status", "up"]

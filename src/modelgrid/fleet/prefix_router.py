@@ -76,7 +76,7 @@ def choose(
     return [rng.sample(candidates, 2)]
 
 
-class PrefixAffinityRouter(FIFOMixin, RequestRouter):  # type: ignore[misc]
+class PrefixAffinityRouter(FIFOMixin, RequestRouter):
     """See the module docstring. ``initialize_state`` takes ``max_imbalance`` (requests,
     default 2) and ``max_entries`` (block hashes remembered, default 65536) from the
     deployment's ``request_router_kwargs``."""

@@ -132,13 +132,19 @@ def build_replica_engine(spec: FleetModel, settings: Settings) -> Engine:
     engine_settings = settings.engine
     if spec.n_threads:
         engine_settings = engine_settings.model_copy(update={"n_threads": spec.n_threads})
-    return build_engine(
+    engine = build_engine(
         spec.engine,
         spec.model,
         settings.models_dir,
         engine_settings,
         fake_token_delay_s=spec.fake_token_delay_s,
     )
+    if spec.engine == "fake" and spec.fake_fail_after_tokens is not None:
+        from modelgrid.engines.fake import FakeEngine
+
+        if isinstance(engine, FakeEngine):
+            engine.fail_after_tokens = spec.fake_fail_after_tokens
+    return engine
 
 
 class _EngineReplica:
@@ -148,7 +154,7 @@ class _EngineReplica:
         spec: The model's ``FleetModel`` as a dict (what the Serve config's ``args`` hold).
     """
 
-    async def __init__(self, spec: dict[str, Any]) -> None:
+    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         self.spec = FleetModel.model_validate(spec)
         self.health = TrafficHealth()
         context = serve.get_replica_context()

@@ -46,6 +46,8 @@ class FleetModel(BaseModel):
             rather than Serve's default power of two choices.
         n_threads: llama.cpp threads per replica (0: the node's cores).
         fake_token_delay_s: The scripted engine's delay per token (tests).
+        fake_fail_after_tokens: The scripted engine fails every request after this many
+            tokens (tests: a replica that answers probes but fails real traffic).
         health_check_period_s / health_check_timeout_s: Serve's replica health checks
             (``EngineReplica.check_health``: cheap and on the event loop, so a replica busy
             generating still answers; the timeout is generous, as a slow check is not a
@@ -68,6 +70,7 @@ class FleetModel(BaseModel):
     prefix_affinity: bool = True
     n_threads: Annotated[int, Field(ge=0, le=1024)] = 0
     fake_token_delay_s: Annotated[float, Field(ge=0, le=10)] = 0.0
+    fake_fail_after_tokens: Annotated[int, Field(ge=0, le=1000)] | None = None
     health_check_period_s: Annotated[float, Field(gt=0, le=600)] = 2.0
     health_check_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     downscale_delay_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
