@@ -237,3 +237,14 @@ async def test_a_pool_failing_before_the_first_byte_is_retried_on_itself(
     assert len(calls) == 4
     h = grid.router.health.of("serve")
     assert (h.breaker.state, h.failed, grid.router.failovers) == (BreakerState.CLOSED, 0, {"m": 3})
+
+
+def test_the_admin_api_shows_a_pools_fields() -> None:
+    from modelgrid.control.topology import deployment_object
+    from modelgrid.routing.grid import Grid
+
+    replica = Replica("serve", "upstream", "http://h:8000/m/v1", attempts=3, prefix_header="x-s")
+    t = topology(replica)
+    grid = Grid(t)
+    [shown] = deployment_object(grid, t.deployments[0]).replicas
+    assert (shown.attempts, shown.prefix_header) == (3, "x-s")

@@ -199,6 +199,8 @@ def deployment_object(grid: Grid, d: Deployment) -> DeploymentObject:
                 upstream_model=r.upstream_model,
                 health_url=r.health_url,
                 max_concurrency=r.max_concurrency,
+                attempts=r.attempts,
+                prefix_header=r.prefix_header,
                 state=ReplicaState(
                     ready=engine is not None and engine.ready,
                     breaker=h.breaker.state.value,

@@ -134,6 +134,8 @@ class ReplicaObject(BaseModel):
     upstream_model: str | None
     health_url: str | None
     max_concurrency: int | None
+    attempts: int = 1
+    prefix_header: str | None = None
     state: ReplicaState
 
 
