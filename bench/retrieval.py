@@ -1,10 +1,13 @@
 """Knowledge-base retrieval: quality (recall@5, MRR) of dense, BM25 and hybrid retrieval, and
-speed (indexing chunks/s, query latency p50/p95 at 10k and 100k chunks) on SQLite.
+speed (indexing chunks/s, query latency p50/p95 at 10k and 100k chunks) on SQLite or
+PostgreSQL.
 
 The product's own pieces, without HTTP: ``knowledge.chunking.chunk_sections`` (800/400 tokens
 fitted to the model: 256/128 for all-MiniLM-L6-v2), the packaged all-MiniLM-L6-v2 through
 ``engines.embedding`` (the engine the gateway serves; called directly, not metered), the
-``SqliteIndex`` (sqlite-vec + FTS5) in a throwaway migrated SQLite file, and
+``SqliteIndex`` (sqlite-vec + FTS5) in a throwaway migrated SQLite file (``--store postgres``:
+the ``PgIndex``, full-text search and an exact vector scan, in a throwaway migrated database
+on the PostgreSQL server of ``--pg``), and
 ``knowledge.fusion.reciprocal_rank_fusion`` (k = 60) over the two retrievers' top 50, as
 ``serving.knowledge.Retrieval`` does.
 
@@ -40,6 +43,7 @@ Run from the repository root (embeddings and knowledge extras installed)::
 
     .venv/bin/python bench/retrieval.py                      # 10k chunks
     .venv/bin/python bench/retrieval.py --sizes 10000,100000
+    .venv/bin/python bench/retrieval.py --store postgres     # PgIndex, 10k chunks
 """
 
 from __future__ import annotations
@@ -51,18 +55,24 @@ import os
 import platform
 import random
 import re
-import sqlite3
 import struct
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from modelgrid.engines.embedding import EmbeddingEngine, build_embedding_engines
 from modelgrid.knowledge.chunking import Chunk, ChunkPlan, chunk_sections
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
+from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex
+from modelgrid.storage import db as storage_db
 from modelgrid.storage import migrate
+from modelgrid.storage.models import KnowledgeBase, Workspace
 
 MODEL = "all-minilm-l6-v2"
 WS = "ws-bench"
@@ -108,18 +118,52 @@ def pct(values: Sequence[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def prepare_db(path: Path) -> None:
-    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+async def fresh_postgres(server: str) -> str:
+    """A new, empty database ``mg_bench_retrieval`` on ``server`` (``user@host:port``)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(f"postgresql://{server}/postgres")
+    try:
+        await conn.execute("DROP DATABASE IF EXISTS mg_bench_retrieval")
+        await conn.execute("CREATE DATABASE mg_bench_retrieval")
+    finally:
+        await conn.close()
+    return f"postgresql+asyncpg://{server}/mg_bench_retrieval"
 
 
-def add_docs(path: Path, kb: str, doc_ids: Sequence[str]) -> None:
-    now = datetime.datetime.now(datetime.UTC).isoformat(sep=" ")
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, api_key_id,"
-            " filename, format, bytes, status, chunks_total, chunks_done, tokens, created_at)"
-            " VALUES (?, ?, ?, 'k', 'x', 'text', 0, 'indexing', 0, 0, 0, ?)",
-            [(d, WS, kb, now) for d in doc_ids],
+async def add_kb(engine: AsyncEngine, kb: str) -> None:
+    """The workspace (once) and the knowledge base the documents belong to (PostgreSQL
+    checks the foreign keys)."""
+    now = datetime.datetime.now(datetime.UTC)
+    async with storage_db.sessionmaker(engine)() as session, session.begin():
+        if await session.get(Workspace, WS) is None:
+            session.add(Workspace(id=WS, name=WS))
+            await session.flush()  # before the knowledge base that refers to it
+        session.add(
+            KnowledgeBase(
+                id=kb,
+                workspace_id=WS,
+                name=kb,
+                region="local",
+                embedding_model=MODEL,
+                chunk_tokens=800,
+                chunk_overlap=400,
+                created_at=now,
+            )
+        )
+
+
+async def add_docs(engine: AsyncEngine, kb: str, doc_ids: Sequence[str]) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
+                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
+                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
+                "0, 0, 0, :now)"
+            ),
+            [{"d": d, "ws": WS, "kb": kb, "now": now} for d in doc_ids],
         )
 
 
@@ -131,7 +175,7 @@ async def embed_all(engine: EmbeddingEngine, texts: list[str], batch: int = 64) 
 
 
 async def search(
-    index: SqliteIndex, kb: str, mode: str, query: str, vector: bytes, dims: int
+    index: KnowledgeIndex, kb: str, mode: str, query: str, vector: bytes, dims: int
 ) -> list[int]:
     async def by_vector() -> list[tuple[int, float]]:
         return await index.dense(WS, kb, vector, dims, DEPTH) if mode != "lexical" else []
@@ -158,6 +202,8 @@ async def search(
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000", help="chunk counts for the latency runs")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--pg", default="postgres@127.0.0.1:5432", help="user@host:port")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -185,8 +231,14 @@ async def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="mg-retrieval-"))
     db = tmp / "bench.db"
-    await asyncio.to_thread(prepare_db, db)
-    index = SqliteIndex(db)
+    if args.store == "postgres":
+        url = await fresh_postgres(args.pg)
+    else:
+        url = f"sqlite+aiosqlite:///{db}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine_db = storage_db.create_engine(url)
+    index: KnowledgeIndex = PgIndex(engine_db) if args.store == "postgres" else SqliteIndex(db)
+    print(f"store: {args.store}")
 
     # --- indexing the corpus: count, chunk, embed, write ---------------------------------
     t0 = time.perf_counter()
@@ -201,7 +253,8 @@ async def main() -> None:
     t0 = time.perf_counter()
     vectors = await embed_all(engine, inputs)
     t_embed = time.perf_counter() - t0
-    add_docs(db, "kb-corpus", [t for t, _, _ in docs])
+    await add_kb(engine_db, "kb-corpus")
+    await add_docs(engine_db, "kb-corpus", [t for t, _, _ in docs])
     t0 = time.perf_counter()
     pos = 0
     topic_of: dict[int, str] = {}
@@ -209,8 +262,8 @@ async def main() -> None:
         await index.write_document(WS, "kb-corpus", topic, cs, vectors[pos : pos + len(cs)], dims)
         pos += len(cs)
     t_write = time.perf_counter() - t0
-    with sqlite3.connect(db) as conn:
-        for cid, doc in conn.execute("SELECT id, document_id FROM knowledge_chunks"):
+    async with engine_db.connect() as conn:
+        for cid, doc in await conn.execute(text("SELECT id, document_id FROM knowledge_chunks")):
             topic_of[cid] = doc
     n = len(flat)
     total = t_chunk + t_embed + t_write
@@ -250,7 +303,7 @@ async def main() -> None:
             rec, mrr = hits5 / len(chosen), rr / len(chosen)
             results[(kind, mode)] = (rec, mrr)
             name = {
-                "lexical": "BM25 (FTS5)",
+                "lexical": "BM25 (FTS5)" if args.store == "sqlite" else "ts_rank_cd (PG FTS)",
                 "dense": "dense (cosine)",
                 "hybrid": "hybrid (RRF k=60)",
             }[mode]
@@ -263,7 +316,8 @@ async def main() -> None:
     vocab = sorted({w for c in flat for w in WORD.findall(c.text.lower())})
     have = 0
     kb = "kb-scale"
-    add_docs(db, kb, ["scale-corpus"])
+    await add_kb(engine_db, kb)
+    await add_docs(engine_db, kb, ["scale-corpus"])
     await index.write_document(WS, kb, "scale-corpus", flat, vectors, dims)
     have = n
     fmt = f"<{dims}f"
@@ -274,7 +328,7 @@ async def main() -> None:
         while have < size:
             step = min(2000, size - have)
             doc = f"filler-{have}"
-            add_docs(db, kb, [doc])
+            await add_docs(engine_db, kb, [doc])
             chunks = [Chunk("", " ".join(rng.choices(vocab, k=120)), 150) for _ in range(step)]
             vecs = []
             for _ in range(step):
@@ -305,8 +359,16 @@ async def main() -> None:
             f"  hybrid vs hybrid-sequential: p50 x{pct(par, 50) / pct(seq, 50):.2f}, "
             f"p95 x{pct(par, 95) / pct(seq, 95):.2f}"
         )
-    print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
+    if args.store == "sqlite":
+        print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
+    else:
+        async with engine_db.connect() as conn:
+            size = (
+                await conn.execute(text("SELECT pg_database_size(current_database())"))
+            ).scalar()
+        print(f"\ndatabase: {int(size or 0) / 1e6:.0f} MB at {have} chunks")
     await index.aclose()
+    await engine_db.dispose()
     await engine.aclose()
 
 

@@ -63,6 +63,8 @@ from modelgrid.engines.registry import gateway_engines
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.jobs.indexer import Indexer
+from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
@@ -443,7 +445,7 @@ def _queue_of(engine: Engine) -> Callable[[], int]:
 class _KnowledgeParts:
     """Knowledge bases' index and indexer, and the indexer's task."""
 
-    def __init__(self, index: SqliteIndex, indexer: Indexer, stores: VectorStores) -> None:
+    def __init__(self, index: KnowledgeIndex, indexer: Indexer, stores: VectorStores) -> None:
         self.index = index
         self.indexer = indexer
         self.task = asyncio.create_task(indexer.run_forever(), name="indexer")
@@ -465,13 +467,17 @@ class _KnowledgeParts:
 
 
 def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | None:
-    """Knowledge bases over the SQLite file's index, their indexer started (``None`` on a
-    database with no index yet: PostgreSQL's pgvector index is not built; the API answers
-    503)."""
+    """Knowledge bases over the database's index (the SQLite file's sqlite-vec and FTS5, or
+    PostgreSQL's full-text search and exact vector scan), their indexer started (``None`` on
+    any other database: the API answers 503)."""
     path = sqlite_path(settings.database_url)
-    if path is None:
+    index: KnowledgeIndex
+    if path is not None:
+        index = SqliteIndex(path)
+    elif settings.database_url.startswith("postgresql"):
+        index = PgIndex(state.db)
+    else:
         return None
-    index = SqliteIndex(path)
     models = state.models
 
     def embedding_models() -> list[str]:

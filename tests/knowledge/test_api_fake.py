@@ -15,11 +15,12 @@ import pytest
 
 from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory
+from tests.databases import BOTH_DATABASES
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.knowledge.pdf_fixture import tiny_pdf
 from tests.support import ThreadServer, create_key, db_execute, db_rows, usage_rows
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = BOTH_DATABASES
 
 GUIDE = b"""# Billing
 

@@ -20,10 +20,11 @@ from modelgrid.core.types import InferenceRequest
 from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory
+from tests.databases import BOTH_DATABASES
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.support import ThreadServer, usage_rows
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = BOTH_DATABASES
 
 GUIDE = b"""# Refunds
 

@@ -19,10 +19,11 @@ import pytest
 from modelgrid.engines.embedding import Embeddings
 from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory
+from tests.databases import BOTH_DATABASES
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
 from tests.support import ThreadServer, create_key, db_execute, db_rows, usage_rows
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = BOTH_DATABASES
 
 GUIDE = b"""# Billing
 

@@ -27,6 +27,8 @@ def _run(fn: Callable[[Any, str], Awaitable[T]], workspace: str) -> T:
     from modelgrid.control.inventory import Inventory
     from modelgrid.control.knowledge import KnowledgeBases
     from modelgrid.core.errors import ServiceUnavailableError
+    from modelgrid.knowledge.index import KnowledgeIndex
+    from modelgrid.knowledge.pg_index import PgIndex
     from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
     from modelgrid.routing import topology as topo
     from modelgrid.storage import db
@@ -34,11 +36,11 @@ def _run(fn: Callable[[Any, str], Awaitable[T]], workspace: str) -> T:
 
     async def go(s: Settings) -> T:
         path = sqlite_path(s.database_url)
-        if path is None:
-            raise ServiceUnavailableError("Knowledge bases need the SQLite database for now.")
+        if path is None and not s.database_url.startswith("postgresql"):
+            raise ServiceUnavailableError("Knowledge bases need a SQLite or PostgreSQL database.")
         engine = db.create_engine(s.database_url)
         sessions = db.sessionmaker(engine)
-        index = SqliteIndex(path)
+        index: KnowledgeIndex = SqliteIndex(path) if path is not None else PgIndex(engine)
         inventory = Inventory.of(topo.default_topology())
         try:
             async with sessions() as session:

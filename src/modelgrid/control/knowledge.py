@@ -141,8 +141,8 @@ class KnowledgeBases:
     def _require_index(self) -> KnowledgeIndex:
         if self._index is None:
             raise ServiceUnavailableError(
-                "Knowledge bases need a SQLite database with the 'knowledge' extra here "
-                "(PostgreSQL's pgvector index is not built yet): see docs/knowledge.md."
+                "Knowledge bases need a SQLite or PostgreSQL database with the 'knowledge' "
+                "extra: see docs/knowledge.md."
             )
         return self._index
 

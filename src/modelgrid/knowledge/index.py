@@ -2,9 +2,10 @@
 
 ``KnowledgeIndex`` is what the control plane, the indexer and retrieval need from a store;
 ``sqlite_index.SqliteIndex`` implements it over the gateway's SQLite file (sqlite-vec and
-FTS5). Every read takes the workspace and the knowledge base and returns only their chunks;
-every write of a document's chunks is one transaction with the document's status, so a
-document is either ready with all its chunks or has none.
+FTS5), ``pg_index.PgIndex`` over PostgreSQL (full-text search and an exact vector scan).
+Every read takes the workspace and the knowledge base and returns only their chunks; every
+write of a document's chunks is one transaction with the document's status, so a document is
+either ready with all its chunks or has none.
 """
 
 from __future__ import annotations

@@ -1,0 +1,289 @@
+"""The knowledge index on PostgreSQL without pgvector: full-text search and an exact scan.
+
+``PgIndex`` implements the ``KnowledgeIndex`` port over the gateway's PostgreSQL database
+(Debian 12's archive has no ``postgresql-15-pgvector``: docs/knowledge.md). Chunks live in
+``knowledge_chunks`` as on SQLite; beside them, two tables the index creates on first use (as
+the SQLite index creates its virtual tables), under an advisory lock so that gateways
+starting together do not race:
+
+- ``knowledge_pg_text``: each chunk's ``tsvector`` (``to_tsvector('english', heading and
+  text)``: Snowball-stemmed, English stop words dropped) with a GIN index; a query's words are
+  OR-ed (``to_tsquery``) and ranked by ``ts_rank_cd`` (cover density; higher is better) — not
+  BM25, the same role;
+- ``knowledge_pg_vectors``: each chunk's float32 vector as ``bytea``, with its knowledge base
+  and length. A dense query reads the knowledge base's vectors and ranks them by cosine
+  distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
+  query (figures: docs/knowledge.md).
+
+Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns
+another workspace's chunk; a document's chunks, text rows and vectors are written in the
+transaction that marks it ``ready``, only while it is still ``indexing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from modelgrid.knowledge.chunking import Chunk
+from modelgrid.knowledge.index import StoredChunk
+
+_WORD = re.compile(r"[^\W_]+")
+MAX_QUERY_TERMS = 64
+_LOCK_KEY = 0x6D67_6B69  # "mgki": the advisory lock of the tables' creation
+_CREATE = (
+    "CREATE TABLE IF NOT EXISTS knowledge_pg_text ("
+    " chunk_id bigint PRIMARY KEY, knowledge_base_id varchar(40) NOT NULL,"
+    " tsv tsvector NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_text_tsv ON knowledge_pg_text USING gin (tsv)",
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_text_kb ON knowledge_pg_text (knowledge_base_id)",
+    "CREATE TABLE IF NOT EXISTS knowledge_pg_vectors ("
+    " chunk_id bigint PRIMARY KEY, knowledge_base_id varchar(40) NOT NULL,"
+    " dims integer NOT NULL, embedding bytea NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_vectors_kb"
+    " ON knowledge_pg_vectors (knowledge_base_id, dims)",
+)
+
+
+def ts_query(query: str) -> str | None:
+    """A user's text as a ``to_tsquery`` string: its words OR-ed (``None``: no word). Only
+    letters and digits reach PostgreSQL's parser; it stems them and drops stop words."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
+    return " | ".join(words) if words else None
+
+
+def _cosine_top(
+    rows: list[tuple[int, bytes]], vector: bytes, dims: int, k: int
+) -> list[tuple[int, float]]:
+    """The ``k`` nearest rows by cosine distance (``1 - cos``), nearest first, ties by id."""
+    import numpy as np  # the ``knowledge`` extra, imported where used (as ``knowledge.extract``)
+
+    if not rows:
+        return []
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dims)
+    query = np.frombuffer(vector, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, (matrix @ query) / norms, 0.0)
+    distance = 1.0 - cos
+    ids = np.array([r[0] for r in rows])
+    order = np.lexsort((ids, distance))[:k]
+    return [(int(ids[i]), float(distance[i])) for i in order]
+
+
+class PgIndex:
+    """``KnowledgeIndex`` on PostgreSQL (see the module docstring).
+
+    Args:
+        engine: The gateway's database engine (its own pool; the index opens no other).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._ready = False
+
+    async def _tables(self) -> None:
+        if self._ready:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            for statement in _CREATE:
+                await conn.execute(text(statement))
+        self._ready = True
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def write_document(
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        document_id: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[bytes],
+        dimensions: int,
+    ) -> bool:
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        await self._tables()
+        async with self._engine.begin() as conn:
+            status = (
+                await conn.execute(
+                    text(
+                        "SELECT status FROM knowledge_documents WHERE id = :d "
+                        "AND workspace_id = :ws FOR UPDATE"
+                    ),
+                    {"d": document_id, "ws": workspace_id},
+                )
+            ).scalar()
+            if status != "indexing":
+                return False  # deleted or cancelled meanwhile: nothing written
+            for no, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                cid = (
+                    await conn.execute(
+                        text(
+                            "INSERT INTO knowledge_chunks (workspace_id, knowledge_base_id, "
+                            "document_id, ordinal, heading, text, tokens) VALUES "
+                            "(:ws, :kb, :d, :no, :heading, :text, :tokens) RETURNING id"
+                        ),
+                        {
+                            "ws": workspace_id,
+                            "kb": knowledge_base_id,
+                            "d": document_id,
+                            "no": no,
+                            "heading": chunk.heading,
+                            "text": chunk.text,
+                            "tokens": chunk.tokens,
+                        },
+                    )
+                ).scalar_one()
+                searchable = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+                await conn.execute(
+                    text(
+                        "INSERT INTO knowledge_pg_text (chunk_id, knowledge_base_id, tsv) "
+                        "VALUES (:c, :kb, to_tsvector('english', :t))"
+                    ),
+                    {"c": cid, "kb": knowledge_base_id, "t": searchable},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO knowledge_pg_vectors (chunk_id, knowledge_base_id, dims, "
+                        "embedding) VALUES (:c, :kb, :dims, :v)"
+                    ),
+                    {"c": cid, "kb": knowledge_base_id, "dims": dimensions, "v": vector},
+                )
+            await conn.execute(
+                text(
+                    "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
+                    "sections = NULL, chunks_total = :n, chunks_done = :n, indexed_at = :now, "
+                    "lease_owner = NULL, lease_until = NULL WHERE id = :d"
+                ),
+                {"n": len(chunks), "now": datetime.now(UTC), "d": document_id},
+            )
+        return True
+
+    async def _delete_chunks(self, conn: AsyncConnection, where: str, args: dict[str, str]) -> None:
+        chosen = f"SELECT id FROM knowledge_chunks WHERE {where}"
+        for table in ("knowledge_pg_text", "knowledge_pg_vectors"):
+            await conn.execute(text(f"DELETE FROM {table} WHERE chunk_id IN ({chosen})"), args)
+        await conn.execute(text(f"DELETE FROM knowledge_chunks WHERE {where}"), args)
+
+    async def delete_document(self, workspace_id: str, document_id: str) -> bool:
+        await self._tables()
+        async with self._engine.begin() as conn:
+            args = {"d": document_id, "ws": workspace_id}
+            await self._delete_chunks(conn, "document_id = :d AND workspace_id = :ws", args)
+            gone = await conn.execute(
+                text("DELETE FROM knowledge_documents WHERE id = :d AND workspace_id = :ws"), args
+            )
+            return bool(gone.rowcount)
+
+    async def delete_knowledge_base(self, workspace_id: str, knowledge_base_id: str) -> bool:
+        await self._tables()
+        async with self._engine.begin() as conn:
+            args = {"kb": knowledge_base_id, "ws": workspace_id}
+            await self._delete_chunks(conn, "knowledge_base_id = :kb AND workspace_id = :ws", args)
+            await conn.execute(
+                text(
+                    "DELETE FROM knowledge_documents WHERE knowledge_base_id = :kb "
+                    "AND workspace_id = :ws"
+                ),
+                args,
+            )
+            gone = await conn.execute(
+                text("DELETE FROM knowledge_bases WHERE id = :kb AND workspace_id = :ws"), args
+            )
+            return bool(gone.rowcount)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _only(documents: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
+        if documents is None:
+            return "", {}
+        return "AND c.document_id IN :docs ", {"docs": list(documents)}
+
+    async def dense(
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        vector: bytes,
+        dimensions: int,
+        k: int,
+        documents: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        if documents is not None and not documents:
+            return []
+        await self._tables()
+        only, extra = self._only(documents)
+        stmt = text(
+            "SELECT v.chunk_id, v.embedding FROM knowledge_pg_vectors v "
+            "JOIN knowledge_chunks c ON c.id = v.chunk_id "
+            "WHERE v.knowledge_base_id = :kb AND v.dims = :dims AND c.workspace_id = :ws " + only
+        )
+        if documents is not None:
+            stmt = stmt.bindparams(bindparam("docs", expanding=True))
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    stmt, {"kb": knowledge_base_id, "dims": dimensions, "ws": workspace_id, **extra}
+                )
+            ).all()
+        found = [(int(r[0]), bytes(r[1])) for r in rows]
+        return await asyncio.to_thread(_cosine_top, found, vector, dimensions, k)
+
+    async def lexical(
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        query: str,
+        k: int,
+        documents: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        terms = ts_query(query)
+        if terms is None or (documents is not None and not documents):
+            return []
+        await self._tables()
+        only, extra = self._only(documents)
+        stmt = text(
+            "SELECT t.chunk_id, ts_rank_cd(t.tsv, q) AS score "
+            "FROM knowledge_pg_text t JOIN knowledge_chunks c ON c.id = t.chunk_id, "
+            "to_tsquery('english', :q) q "
+            "WHERE t.tsv @@ q AND t.knowledge_base_id = :kb AND c.workspace_id = :ws "
+            + only
+            + "ORDER BY score DESC, t.chunk_id LIMIT :k"
+        )
+        if documents is not None:
+            stmt = stmt.bindparams(bindparam("docs", expanding=True))
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    stmt, {"q": terms, "kb": knowledge_base_id, "ws": workspace_id, "k": k, **extra}
+                )
+            ).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        stmt = text(
+            "SELECT id, document_id, knowledge_base_id, ordinal, heading, text, tokens "
+            "FROM knowledge_chunks WHERE workspace_id = :ws AND id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt, {"ws": workspace_id, "ids": list(ids)})).all()
+        return {
+            int(r[0]): StoredChunk(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], int(r[6]))
+            for r in rows
+        }
+
+    async def aclose(self) -> None:
+        """Nothing to close: the engine is the gateway's."""
+
+
+__all__ = ["PgIndex", "ts_query"]
