@@ -291,6 +291,14 @@ def test_topology_changes_from_the_cli(database_url: str, tmp_path: Path) -> Non
     assert [(r["region"], r["kind"], r["base_url"], r["max_concurrency"]) for r in rows] == [
         ("eu-west-1", "upstream", "http://10.0.0.5:9001/v1", 4)
     ]
+    assert [(r["attempts"], r["prefix_header"]) for r in rows] == [(1, None)]
+    pool_url = "http://10.0.0.6:8000/m9/v1"
+    cli(url, "deployments", "put", "m9", "eu-west-1", "--upstream", pool_url,
+        "--attempts", "3", "--prefix-header", "x-session-id")  # fmt: skip
+    rows = json.loads(cli(url, "deployments", "--model", "m9", "--json").stdout)
+    assert [(r["base_url"], r["attempts"], r["prefix_header"]) for r in rows] == [
+        (pool_url, 3, "x-session-id")
+    ]
     local = cli(url, "deployments", "put", "m9", "eu-west-1", "--local", ok=False)
     assert local.returncode == 1 and b"gateway" in local.stderr  # residency: local runs here
     ws = cli(url, "workspaces", "create", "irl", "--regions", "eu-west-1")
@@ -315,6 +323,7 @@ def test_topology_changes_from_the_cli(database_url: str, tmp_path: Path) -> Non
     assert actions == [
         "region.create",
         "region.update",
+        "deployment.put",
         "deployment.put",
         "workspace.create",
         "deployment.delete",

@@ -140,6 +140,8 @@ def _print_deployments(model: str | None, as_json: bool) -> None:
             "base_url": r.base_url,
             "upstream_model": r.upstream_model,
             "max_concurrency": r.max_concurrency,
+            "attempts": r.attempts,
+            "prefix_header": r.prefix_header,
         }
         for d, r in t.replicas()
         if model is None or d.model == model
@@ -152,6 +154,8 @@ def _print_deployments(model: str | None, as_json: bool) -> None:
         endpoint = row["base_url"] or "in-process"
         if row["upstream_model"]:
             endpoint += f" ({row['upstream_model']})"
+        if row["attempts"] > 1:
+            endpoint += f" (a pool: {row['attempts']} attempts)"
         conc = "" if row["max_concurrency"] is None else str(row["max_concurrency"])
         table.add_row(row["model"], row["region"], row["replica"], row["kind"], endpoint, conc)
     console.print(table)
