@@ -204,6 +204,21 @@ def test_file_search_errors(server: ThreadServer, store: tuple[str, str, str]) -
             json={"model": "fake-model", "input": "refund?", "tools": tools},
         )
         assert (r.status_code, r.json()["error"]["param"]) == (status, param), r.text
+    # tool_choice: the search runs with "auto"/"required" (no function tools) and with
+    # {"type": "file_search"}; "none" runs no tool
+    for choice, searched in [
+        ("auto", True),
+        ("required", True),
+        ({"type": "file_search"}, True),
+        ("none", False),
+    ]:
+        r = api(server, "POST", "/v1/responses", json={
+            "model": "fake-model", "input": "refund?", "tool_choice": choice,
+            "tools": [{"type": "file_search", "vector_store_ids": [vs]}],
+        })  # fmt: skip
+        assert r.status_code == 200, (choice, r.text)
+        kinds = [o["type"] for o in r.json()["output"]]
+        assert kinds == (["file_search_call", "message"] if searched else ["message"]), choice
     # a stream refused before its first byte is a plain JSON error
     r = api(server, "POST", "/v1/responses", json={
         "model": "fake-model", "input": "refund?", "stream": True,

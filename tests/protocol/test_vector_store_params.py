@@ -9,7 +9,7 @@ import pytest
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.openai.attribute_filters import check_attributes, matches, parse_filter
-from modelgrid.protocol.openai.file_search_tool import file_search_tool
+from modelgrid.protocol.openai.file_search_tool import file_search_tool, split_choice
 from modelgrid.protocol.openai.vector_stores import chunking_bounds
 
 ATTRS = {"region": "eu", "year": 2024, "public": True, "score": 4.5}
@@ -182,3 +182,15 @@ def test_file_search_tool_is_checked() -> None:
         with pytest.raises(InvalidRequestError) as caught:
             file_search_tool(tools)
         assert caught.value.param == param, tools
+
+
+def test_tool_choice_with_file_search() -> None:
+    tool = file_search_tool([{"type": "file_search", "vector_store_ids": ["vs_1"]}])
+    assert split_choice("auto", tool, 0) == (None, tool)
+    assert split_choice("required", tool, 0) == (None, tool)
+    assert split_choice({"type": "file_search"}, tool, 1) == (None, tool)
+    assert split_choice("none", tool, 0) == ("none", None)  # no tool runs: no search
+    assert split_choice("required", tool, 1) == ("required", tool)  # a function must be called
+    fn = {"type": "function", "name": "f"}
+    assert split_choice(fn, tool, 1) == (fn, tool)
+    assert split_choice("auto", None, 0) == ("auto", None)

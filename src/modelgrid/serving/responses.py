@@ -36,6 +36,7 @@ from modelgrid.protocol.openai.file_search_tool import (
     FileSearchTool,
     file_citation,
     file_search_tool,
+    split_choice,
 )
 from modelgrid.protocol.openai.responses import (
     ResponseCreateRequest,
@@ -288,7 +289,10 @@ class ResponsesService(GenerationService):
         check_request(body)
         items = normalize_input(body.input)
         tools = tools_in(body.tools)
-        choice = tool_choice(body.tool_choice, tools)
+        choice_left, search_tool = split_choice(
+            body.tool_choice, file_search_tool(body.tools), len(tools)
+        )
+        choice = tool_choice(choice_left, tools)
         fmt = text_format(body.text)
         store_region = self.store.storage_region(principal) if body.store is not False else None
         earlier: list[dict[str, Any]] = []
@@ -298,7 +302,6 @@ class ResponsesService(GenerationService):
             earlier, affinity = history.items, history.replica_id
         logprobs = "message.output_text.logprobs" in (body.include or ())
         messages = conversation(body.instructions, earlier + items)
-        search_tool = file_search_tool(body.tools)
         found: FoundFiles | None = None
         if search_tool is not None:
             with_results = "file_search_call.results" in (body.include or ())

@@ -96,6 +96,24 @@ def file_search_tool(tools: list[dict[str, Any]] | None) -> FileSearchTool | Non
     return FileSearchTool(tuple(ids), n, filters, float(threshold), where, tool)
 
 
+def split_choice(
+    tool_choice: str | dict[str, Any] | None, search: FileSearchTool | None, functions: int
+) -> tuple[str | dict[str, Any] | None, FileSearchTool | None]:
+    """``tool_choice`` with a ``file_search`` tool: what is left for the function tools, and
+    whether the search runs. ``{"type": "file_search"}`` runs it (the functions left to the
+    model); ``none`` runs no tool, so no search; ``auto`` and ``required`` with no function
+    tool are the search alone (it always runs: the gateway, not the model, calls it)."""
+    if search is None:
+        return tool_choice, None
+    if tool_choice == "none":
+        return tool_choice, None
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "file_search":
+        return None, search
+    if not functions and tool_choice in ("auto", "required"):
+        return None, search
+    return tool_choice, search
+
+
 def echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """The tool as the response object repeats it."""
     ranking = tool.get("ranking_options") or {}
@@ -151,4 +169,5 @@ __all__ = [
     "file_search_call_item",
     "file_search_tool",
     "result_dict",
+    "split_choice",
 ]
