@@ -524,3 +524,59 @@ def test_a_key_barred_from_the_stores_region(server: ThreadServer) -> None:
     )
     r = api(server, "POST", "/v1/vector_stores", barred.plaintext, json={"name": "x"})
     assert (r.status_code, r.json()["error"]["code"]) == (403, "region_not_allowed")
+
+
+def test_the_openai_sdk_reads_every_object(server: ThreadServer) -> None:
+    import io
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.api_key, max_retries=0)
+    vs = client.vector_stores.create(
+        name="sdk",
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 20},
+        },
+    )
+    f1 = client.files.create(file=("guide.md", io.BytesIO(GUIDE)), purpose="assistants")
+    f2 = client.files.create(file=("ship.txt", io.BytesIO(SHIPPING)), purpose="assistants")
+    batch = client.vector_stores.file_batches.create_and_poll(
+        vector_store_id=vs.id, file_ids=[f1.id, f2.id], poll_interval_ms=50
+    )
+    assert (batch.status, batch.file_counts.completed, batch.file_counts.total) == (
+        "completed",
+        2,
+        2,
+    )
+    listed = client.vector_stores.file_batches.list_files(
+        batch_id=batch.id, vector_store_id=vs.id, order="asc"
+    )
+    assert [f.id for f in listed] == [f1.id, f2.id]
+    assert listed.data[0].chunking_strategy is not None
+    assert listed.data[0].chunking_strategy.model_dump() == {
+        "type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 20},
+    }  # fmt: skip
+    got = client.vector_stores.files.retrieve(file_id=f2.id, vector_store_id=vs.id)
+    assert (got.status, got.usage_bytes, got.vector_store_id) == ("completed", len(SHIPPING), vs.id)
+    parts = list(client.vector_stores.files.content(file_id=f2.id, vector_store_id=vs.id))
+    assert [(p.type, p.text) for p in parts] == [("text", SHIPPING.decode())]
+    updated = client.vector_stores.files.update(
+        file_id=f2.id, vector_store_id=vs.id, attributes={"n": 2}
+    )
+    assert updated.attributes == {"n": 2}
+    hits = list(client.vector_stores.search(vector_store_id=vs.id, query="Rotterdam parcels",
+                                            filters={"type": "eq", "key": "n", "value": 2}))  # fmt: skip
+    assert [h.file_id for h in hits] == [f2.id] and hits[0].score == 1.0
+    stores = client.vector_stores.list(limit=10)
+    assert [s.id for s in stores] == [vs.id] and stores.data[0].file_counts.completed == 2
+    changed = client.vector_stores.update(
+        vector_store_id=vs.id, name="renamed", metadata={"k": "v"}
+    )
+    assert (changed.name, changed.metadata) == ("renamed", {"k": "v"})
+    gone = client.vector_stores.files.delete(file_id=f1.id, vector_store_id=vs.id)
+    assert gone.deleted and gone.id == f1.id
+    assert client.vector_stores.delete(vector_store_id=vs.id).deleted
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.retrieve(vector_store_id=vs.id)
+    assert caught.value.body["code"] == "vector_store_not_found"  # type: ignore[index]
