@@ -524,6 +524,13 @@ def test_a_key_barred_from_the_stores_region(server: ThreadServer) -> None:
     )
     r = api(server, "POST", "/v1/vector_stores", barred.plaintext, json={"name": "x"})
     assert (r.status_code, r.json()["error"]["code"]) == (403, "region_not_allowed")
+    r = api(server, "POST", "/v1/responses", barred.plaintext, json={
+        "model": "fake-model", "input": "refund?", "store": False,  # else 403 on "store" first
+        "tools": [{"type": "file_search", "vector_store_ids": [vs["id"]]}],
+    })  # fmt: skip
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (
+        403, "region_not_allowed", "tools[0].vector_store_ids[0]",
+    )  # fmt: skip
 
 
 def test_the_openai_sdk_reads_every_object(server: ThreadServer) -> None:
