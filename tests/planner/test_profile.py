@@ -52,3 +52,43 @@ def test_bad_profiles_are_named(tmp_path: Path) -> None:
         profiles.load(tmp_path / "bad.json")
     with pytest.raises(PlanInputError, match="two prompt lengths"):
         profiles.fit("m", points({1: 1.0})[:1])
+
+
+def test_fit_records_the_measured_spread() -> None:
+    """Exact points have spread 1 everywhere; a repeat of 128 tokens measured 20 % slower
+    in both phases moves the fit a little and shows as the largest ratio."""
+    exact = profiles.fit("m", points({1: 40.0}))
+    assert exact.prefill_spread == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    assert exact.decode_spread == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    slow = [
+        p.model_copy(update={"prefill_ms": p.prefill_ms * 1.2, "decode_ms": p.decode_ms * 1.2})
+        for p in points({1: 40.0})
+        if p.prompt_tokens == 128
+    ]
+    p = profiles.fit("m", points({1: 40.0}) + slow)
+    assert len(p.prefill_spread) == len(p.decode_spread) == 4
+    assert max(p.prefill_spread) == pytest.approx(
+        1.2 * (30 + 2 * 128) / float(p.prefill_ms(128)), abs=1e-4
+    )
+    assert max(p.decode_spread) > 1.05 and min(p.decode_spread) < 1.0
+
+
+def test_calibrate_measures_the_overhead_and_the_spreads() -> None:
+    """Five requests of 100 uncached tokens (fitted prefill 230 ms, decode 21.06 ms at 100 +
+    11/2): TTFT = 250 + 230 x f, TPOT = 21.06 x g. The overhead is the median residual
+    (250: f's median is 1), the spreads are f and g, sorted."""
+    base = profiles.fit("m", points({1: 40.0}))
+    f, g = [1.0, 1.2, 0.9, 1.0, 1.1], [1.0, 1.3, 1.0, 0.95, 1.1]
+    prefill, decode = float(base.prefill_ms(100)), float(base.decode_ms(100, 11))
+    seen = [
+        profiles.Observed(100, 11, 250 + prefill * a, decode * b) for a, b in zip(f, g, strict=True)
+    ]
+    p = profiles.calibrate(base, seen, calibrated_at="2026-12-06T12:00:00+00:00")
+    assert p.overhead_ms == pytest.approx(250.0)
+    assert p.prefill_spread == pytest.approx(sorted(f), abs=1e-4)
+    assert p.decode_spread == pytest.approx(sorted(g), abs=1e-4)
+    assert (p.prefill, p.decode, p.calibrated_at) == (
+        base.prefill, base.decode, "2026-12-06T12:00:00+00:00"
+    )  # fmt: skip
+    with pytest.raises(PlanInputError, match="no request observed"):
+        profiles.calibrate(base, [])

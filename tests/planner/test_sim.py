@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,61 @@ def test_a_stream_residency_forbids_everywhere_is_refused_not_served() -> None:
     result = simulate(fleet({"eu": 1}), [stream([0.0, 1.0], [5, 5], [2, 2], hints=nowhere)],
                       {M: profile})  # fmt: skip
     assert result.served == [] and len(result.rejected) == 2
+
+
+def test_the_profile_overhead_is_added_before_the_replica() -> None:
+    """The deterministic scenario above with a calibrated serving path of 250 ms: both
+    requests reach the replica 250 ms later (the second still waits 60 ms), every TTFT and
+    finish 250 ms later."""
+    profile = synthetic(M, prefill_base_ms=10, prefill_per_token_ms=1, decode_ms=5)
+    profile = profile.model_copy(update={"overhead_ms": 250.0})
+    topo = fleet({"us": 1}, {("eu", "us"): 80.0})
+    result = simulate(topo, [stream([0.0, 0.1], [100, 100], [11, 11])], {M: profile},
+                      SimConfig(gateway_overhead_ms=1.0, probe_interval_s=None))  # fmt: skip
+    first, second = sorted(result.served, key=lambda s: s.arrival_s)
+    assert first.ttft_ms == pytest.approx(250 + 1 + 40 + 110 + 40)
+    assert first.done_s == pytest.approx(0.250 + 0.041 + 0.160 + 0.040)
+    assert second.wait_ms == pytest.approx(60.0)
+    assert second.ttft_ms == pytest.approx(250 + 201 + 110 + 40 - 100)
+
+
+def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
+    """Decode spread (1.0, 1.5), prefill spread (0.5, 1.0): each request's time per output
+    token is 20 or 30 ms and its prefill 50 or 100 ms (one replica, arrivals 10 s apart: no
+    wait), about half each; the same seed gives the same draws, another seed others."""
+    profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=20)
+    profile = profile.model_copy(update={"prefill_spread": (0.5, 1.0), "decode_spread": (1.0, 1.5)})
+    n = 2000
+    s = stream(np.arange(n) * 10.0, np.full(n, 100), np.full(n, 5))
+    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=3)
+
+    def run(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
+        served = sorted(simulate(fleet({"eu": 1}), [s], {M: profile}, config).served,
+                        key=lambda r: r.arrival_s)  # fmt: skip
+        return np.array([r.tpot_ms for r in served]), np.array([r.ttft_ms for r in served])
+
+    tpot, ttft = run(cfg)
+    tpot, ttft = np.round(tpot, 6), np.round(ttft, 6)  # float sums of the event times
+    assert set(tpot) == {20.0, 30.0} and set(ttft) == {50.0, 100.0}
+    assert np.mean(tpot == 30.0) == pytest.approx(0.5, abs=0.05)
+    assert np.mean(ttft == 50.0) == pytest.approx(0.5, abs=0.05)
+    again = np.round(run(cfg), 6)
+    assert np.array_equal(again[0], tpot) and np.array_equal(again[1], ttft)
+    assert not np.array_equal(np.round(run(dataclasses.replace(cfg, seed=4))[0], 6), tpot)
+
+
+def test_host_slowdown_scales_a_service_by_the_busy_replicas() -> None:
+    """Two replicas on one machine, slowdown (1.0, 1.5): the request at t = 0 starts alone
+    (prefill 100 ms, 4 x 10 ms decode: 140 ms), the one at 50 ms while the other replica is
+    busy (its prefill 150 ms, decode 15 ms a token); a third at 1 s starts alone again."""
+    profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=10)
+    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, host_slowdown=(1.0, 1.5))
+    served = sorted(
+        simulate(fleet({"eu": 2}), [stream([0.0, 0.05, 1.0], [100] * 3, [5] * 3)],
+                 {M: profile}, cfg).served,
+        key=lambda r: r.arrival_s,
+    )  # fmt: skip
+    assert served[0].replica != served[1].replica
+    assert [r.ttft_ms for r in served] == pytest.approx([100.0, 150.0, 100.0])
+    assert [r.tpot_ms for r in served] == pytest.approx([10.0, 15.0, 10.0])
+    assert served[1].done_s == pytest.approx(0.05 + 0.150 + 4 * 0.015)

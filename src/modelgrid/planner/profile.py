@@ -12,6 +12,19 @@ batch-1 points into two small models:
   at the middle of the answer (prompt + half the output): each step attends to the whole
   context, so long prompts decode a little slower.
 
+Two things the fit's mean does not say, both measured:
+
+- **spread**: the measured over the fitted time of each measured request, prefill and decode
+  apart (``prefill_spread``, ``decode_spread``, dimensionless, median ~1). The simulator draws
+  a request's factors from them (seeded), so the p95s see the real engine's jitter rather
+  than a constant step. ``fit`` takes them from the profile's own batch-1 points;
+  ``calibrate`` from requests sent through the real serving path.
+- **overhead** (``overhead_ms``): what a request through the serving path (gateway, HTTP
+  hops, chat template and tokenization, SSE) takes on top of the engine's prefill when its
+  replica is idle: ``calibrate`` sets it to the median of (TTFT at idle - fitted prefill of
+  the prompt tokens not cached). The simulator adds it before the replica, like the
+  gateway's overhead.
+
 ``slots`` is how many sequences a replica runs at once: the llama.cpp engine runs ONE (its
 requests queue in the replica), which the profile shows as an aggregate throughput that does
 not grow with the batch size. An engine that batches (vLLM) has ``slots`` > 1 and its decode
@@ -25,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -71,6 +85,11 @@ class EngineProfile(BaseModel):
         prefill: ``(a, b, c)`` of the prefill fit, ms.
         decode: ``(d0, d1)`` of the decode fit, ms per token.
         decode_scale: Decode step time at batch ``b`` over batch 1 (``slots`` > 1).
+        overhead_ms: The serving path's fixed time per request (ms; see the module
+            docstring), 0 until calibrated.
+        prefill_spread / decode_spread: Measured over fitted prefill and decode time of each
+            measured request (dimensionless; empty: no spread, the fit's mean for all).
+        calibrated_at: ISO time of the calibration (empty: not calibrated).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +103,10 @@ class EngineProfile(BaseModel):
     prefill: tuple[float, float, float] = (0.0, 0.0, 0.0)
     decode: tuple[float, float] = (0.0, 0.0)
     decode_scale: dict[int, float] = Field(default_factory=dict)
+    overhead_ms: Annotated[float, Field(ge=0)] = 0.0
+    prefill_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    decode_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    calibrated_at: str = ""
 
     # --- the model the simulator uses ----------------------------------------------------
 
@@ -144,6 +167,12 @@ def fit(
     decode = _least_squares(np.stack([np.ones_like(m), m], axis=1), d)
     if decode[1] < 0:
         decode = np.array([float(np.mean(d)), 0.0])
+    fitted = (
+        np.stack([np.ones_like(n), n, n * n], axis=1) @ prefill,
+        np.stack([np.ones_like(m), m], axis=1) @ decode,
+    )
+    prefill_spread = _ratios(y, fitted[0])
+    decode_spread = _ratios(d, fitted[1])
     base_tps = np.mean([p.throughput_tps for p in ones]) or 0.0
     slots, scale = 1, {}
     for b in sorted({p.batch for p in points if p.batch > 1}):
@@ -164,7 +193,65 @@ def fit(
         prefill=(float(prefill[0]), float(prefill[1]), float(prefill[2])),
         decode=(float(decode[0]), float(decode[1])),
         decode_scale=scale,
+        prefill_spread=prefill_spread,
+        decode_spread=decode_spread,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One request sent through the real serving path while its replica was idle (what the
+    client sees).
+
+    Attributes:
+        prompt_tokens: Prompt tokens not served from the prefix cache (usage's
+            ``prompt_tokens`` less ``cached_tokens``).
+        output_tokens: Tokens generated.
+        ttft_ms: Send to first content (ms).
+        tpot_ms: (last content - first content) / (output_tokens - 1) (ms; 0 for one token).
+    """
+
+    prompt_tokens: int
+    output_tokens: int
+    ttft_ms: float
+    tpot_ms: float
+
+
+def calibrate(
+    profile: EngineProfile, observed: Sequence[Observed], *, calibrated_at: str = ""
+) -> EngineProfile:
+    """``profile`` with the serving path's overhead and spreads measured from ``observed``
+    (see the module docstring): ``overhead_ms`` = median over requests of (TTFT - fitted
+    prefill), ``prefill_spread`` = (TTFT - overhead) / fitted prefill, ``decode_spread`` =
+    TPOT / fitted decode (requests of two tokens or more). The fits are kept.
+
+    Raises:
+        PlanInputError: no observed request.
+    """
+    if not observed:
+        raise PlanInputError("calibration: no request observed", param="observed")
+    n = np.array([o.prompt_tokens for o in observed], dtype=np.float64)
+    out = np.array([o.output_tokens for o in observed], dtype=np.float64)
+    ttft = np.array([o.ttft_ms for o in observed], dtype=np.float64)
+    prefill = profile.prefill_ms(n)
+    overhead = max(0.0, float(np.median(ttft - prefill)))
+    many = out > 1
+    tpot = np.array([o.tpot_ms for o in observed], dtype=np.float64)[many]
+    decode = profile.decode_ms(n[many], out[many])
+    return profile.model_copy(
+        update={
+            "overhead_ms": overhead,
+            "prefill_spread": _ratios(ttft - overhead, prefill),
+            "decode_spread": _ratios(tpot, decode) or profile.decode_spread,
+            "calibrated_at": calibrated_at,
+        }
+    )
+
+
+def _ratios(measured: np.ndarray, fitted: np.ndarray) -> tuple[float, ...]:
+    """measured / fitted where both are positive, rounded to 4 digits, sorted."""
+    ok = (measured > 0) & (fitted > 0)
+    return tuple(sorted(round(float(r), 4) for r in measured[ok] / fitted[ok]))
 
 
 def _least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -217,7 +304,9 @@ def load(path: Path) -> EngineProfile:
 
 __all__ = [
     "EngineProfile",
+    "Observed",
     "ProfilePoint",
+    "calibrate",
     "default_path",
     "fit",
     "load",

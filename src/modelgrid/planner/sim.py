@@ -18,6 +18,16 @@ takes the other half of the round trip back. So, for a request arriving at ``t``
 
     TTFT = overhead + RTT/2 + wait + prefill + RTT/2,   time per output token = decode step
 
+where overhead is the gateway's (``SimConfig.gateway_overhead_ms``) plus the profile's
+calibrated serving path (``EngineProfile.overhead_ms``), and each request's prefill and
+decode step are the profile's fits times a factor drawn from the profile's measured
+``prefill_spread`` and ``decode_spread`` (one draw per request and phase, from a generator
+seeded by ``SimConfig.seed`` and the stream's index: the same run gives the same figures;
+no spread: factor 1). Replicas that share one machine (``SimConfig.host_slowdown``: the
+validation's, several single-thread workers on 2 cores) serve slower while others are
+busy: a request's service is scaled by the measured factor for the number of busy replicas
+when it starts (itself included).
+
 Requests are recorded when they finish; those that arrived before ``warmup_s`` are dropped
 from the figures (the fleet starts empty). Plain Python (heapq) and numpy.
 """
@@ -68,10 +78,13 @@ class Stream:
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """Attributes: policy: replica policy; gateway_overhead_ms: added per request;
-    probe_interval_s: the gateway's probe period (``None``: no probes); seed: the router's
-    randomness; warmup_s: arrivals before this are not counted; max_imbalance: as
-    ``RoutingSettings``."""
+    """Attributes: policy: replica policy; gateway_overhead_ms: added per request (on top
+    of the profile's ``overhead_ms``); probe_interval_s: the gateway's probe period
+    (``None``: no probes); seed: the router's randomness and the spread draws; warmup_s:
+    arrivals before this are not counted; max_imbalance: as ``RoutingSettings``;
+    host_slowdown: service-time factor of a request that starts while ``k`` replicas of the
+    fleet are busy (itself included) at index ``k - 1``, the last one for more (empty: each
+    replica has its own machine)."""
 
     policy: str = "cache_aware"
     gateway_overhead_ms: float = 1.0
@@ -79,6 +92,7 @@ class SimConfig:
     seed: int = 0
     warmup_s: float = 0.0
     max_imbalance: int = 2
+    host_slowdown: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -159,6 +173,14 @@ class SimResult:
         return sum(1 for s in self.served if s.done_s <= self.window_s[1]) / span
 
 
+def _factors(rng: np.random.Generator, spread: Sequence[float], s: Stream) -> np.ndarray:
+    """One factor per request of ``s`` drawn from ``spread`` (all 1 when it is empty)."""
+    n = len(s.arrivals_s)
+    if not spread:
+        return np.ones(n)
+    return rng.choice(np.asarray(spread, dtype=np.float64), size=n)
+
+
 def quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
     """The ``q`` quantile (linear interpolation); ``nan`` when empty."""
     arr = np.asarray(values, dtype=np.float64)
@@ -194,9 +216,16 @@ def simulate(
         for d, r in topology.replicas()
         if d.model in profiles
     }
-    # Per request: prefill and decode step (ms) at batch 1, computed once per stream.
-    prefill = [profiles[s.model].prefill_ms(s.prompt_tokens) for s in streams]
-    decode = [profiles[s.model].decode_ms(s.prompt_tokens, s.output_tokens) for s in streams]
+    # Per request: prefill and decode step (ms) at batch 1 times its drawn spread factors,
+    # computed once per stream (the draws do not depend on the order of events).
+    prefill, decode = [], []
+    for i, s in enumerate(streams):
+        p = profiles[s.model]
+        rng = np.random.default_rng([config.seed, i])
+        prefill.append(p.prefill_ms(s.prompt_tokens) * _factors(rng, p.prefill_spread, s))
+        decode.append(
+            p.decode_ms(s.prompt_tokens, s.output_tokens) * _factors(rng, p.decode_spread, s)
+        )
     heap: list[tuple[float, int, int, object]] = []
     seq = 0
     for i, s in enumerate(streams):
@@ -207,7 +236,11 @@ def simulate(
     end = max((float(s.arrivals_s[-1]) for s in streams if len(s.arrivals_s)), default=0.0)
     if config.probe_interval_s and replicas:
         heapq.heappush(heap, (config.probe_interval_s, -1, _PROBE, None))
-    overhead_s = config.gateway_overhead_ms / 1000
+    overhead_s = [
+        (config.gateway_overhead_ms + profiles[s.model].overhead_ms) / 1000 for s in streams
+    ]
+    slowdown = config.host_slowdown
+    busy_replicas = [0]  # replicas serving at least one request (for host_slowdown)
     served: list[Served] = []
     rejected: list[tuple[int, float, str]] = []
     busy = dict.fromkeys(replicas, 0.0)
@@ -216,11 +249,16 @@ def simulate(
     def start(rep: _Replica, req: _Request, t: float) -> None:
         nonlocal seq
         rep.busy += 1
+        if rep.busy == 1:
+            busy_replicas[0] += 1
         s = streams[req.stream]
         p_ms = float(prefill[req.stream][req.index])
         d_ms = float(decode[req.stream][req.index])
         if rep.slots > 1 and rep.busy > 1:
             d_ms *= rep.profile.decode_scale.get(rep.busy, 1.0)
+        if slowdown:
+            k = min(busy_replicas[0], len(slowdown)) - 1
+            p_ms, d_ms = p_ms * slowdown[k], d_ms * slowdown[k]
         n_out = int(s.output_tokens[req.index])
         service_s = (p_ms + max(n_out - 1, 0) * d_ms) / 1000
         finish = t + service_s
@@ -262,7 +300,7 @@ def simulate(
             router.begin(placement)
             rtt_s = (topology.latency(s.origin, placement.region) or 0.0) / 1000
             req = _Request(i, j, t, placement, rtt_s)
-            heapq.heappush(heap, (t + overhead_s + rtt_s / 2, seq, _ENQUEUE, req))
+            heapq.heappush(heap, (t + overhead_s[i] + rtt_s / 2, seq, _ENQUEUE, req))
             seq += 1
         elif kind == _ENQUEUE:
             assert isinstance(data, _Request)
@@ -275,6 +313,8 @@ def simulate(
         elif kind == _FINISH:
             rep, req = data  # type: ignore[misc]
             rep.busy -= 1
+            if rep.busy == 0:
+                busy_replicas[0] -= 1
             heapq.heappush(heap, (t + req.rtt_s / 2, seq, _GW_END, req))
             seq += 1
             if rep.queue:
