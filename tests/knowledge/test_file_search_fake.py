@@ -204,6 +204,27 @@ def test_file_search_errors(server: ThreadServer, store: tuple[str, str, str]) -
             json={"model": "fake-model", "input": "refund?", "tools": tools},
         )
         assert (r.status_code, r.json()["error"]["param"]) == (status, param), r.text
+
+    # hybrid_search weights the fusion: the refunds chunk is 2nd by vector, absent from the
+    # text ranking ("parcels leave" are not its words)
+    def scores(ranking: dict[str, Any] | None) -> list[float]:
+        tool: dict[str, Any] = {
+            "type": "file_search",
+            "vector_store_ids": [vs],
+            "max_num_results": 2,
+        }
+        if ranking is not None:
+            tool["ranking_options"] = ranking
+        r = api(server, "POST", "/v1/responses", json={
+            "model": "fake-model", "input": "Where do parcels leave from?",
+            "tools": [tool], "include": ["file_search_call.results"],
+        })  # fmt: skip
+        return [x["score"] for x in r.json()["output"][0]["results"]]
+
+    assert scores(None) == [1.0, round(61 / 124, 6)]  # (1/62) / (2/61)
+    assert scores({"hybrid_search": {"embedding_weight": 1, "text_weight": 0}}) == [
+        1.0, round(61 / 62, 6),  # (1/62) / (1/61)
+    ]  # fmt: skip
     # tool_choice: the search runs with "auto"/"required" (no function tools) and with
     # {"type": "file_search"}; "none" runs no tool
     for choice, searched in [

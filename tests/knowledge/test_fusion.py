@@ -34,3 +34,14 @@ def test_fts_query_quotes_terms_and_drops_stop_words() -> None:
     assert fts_query("the of") == '"the" OR "of"'  # nothing but stop words: keep them
     assert fts_query("?! ...") is None
     assert fts_query('say "hi"') == '"say" OR "hi"'
+
+
+def test_weights_scale_each_ranking() -> None:
+    hits = reciprocal_rank_fusion([[1, 2], [2, 3]], weights=[3.0, 1.0])
+    assert [(h.chunk_id, round(h.score, 9)) for h in hits] == [
+        (2, round(3 / 62 + 1 / 61, 9)),
+        (1, round(3 / 61, 9)),
+        (3, round(1 / 62, 9)),
+    ]
+    text_only = reciprocal_rank_fusion([[1, 2], [2, 3]], weights=[0.0, 1.0])
+    assert [(h.chunk_id, h.score) for h in text_only] == [(2, 1 / 61), (3, 1 / 62), (1, 0.0)]

@@ -150,8 +150,35 @@ def test_file_search_tool_is_checked() -> None:
         0.25,
         "tools[1]",
     )
+    weighted = file_search_tool([{
+        "type": "file_search", "vector_store_ids": ["a"],
+        "ranking_options": {"hybrid_search": {"embedding_weight": 3, "text_weight": 0.5}},
+    }])  # fmt: skip
+    assert weighted is not None and weighted.weights == (3.0, 0.5)
     for tools, param in [
         ([{"type": "file_search"}], "tools[0].vector_store_ids"),
+        (
+            [
+                {
+                    "type": "file_search",
+                    "vector_store_ids": ["a"],
+                    "ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 0}},
+                }
+            ],
+            "tools[0].ranking_options.hybrid_search",
+        ),
+        (
+            [
+                {
+                    "type": "file_search",
+                    "vector_store_ids": ["a"],
+                    "ranking_options": {
+                        "hybrid_search": {"embedding_weight": -1, "text_weight": 1}
+                    },
+                }
+            ],
+            "tools[0].ranking_options.hybrid_search.embedding_weight",
+        ),
         ([{"type": "file_search", "vector_store_ids": []}], "tools[0].vector_store_ids"),
         (
             [{"type": "file_search", "vector_store_ids": ["a"], "max_num_results": 51}],

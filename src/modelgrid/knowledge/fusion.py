@@ -24,7 +24,11 @@ class Hit:
 
 
 def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[int]], *, k: int = RRF_K, limit: int | None = None
+    rankings: Sequence[Sequence[int]],
+    *,
+    k: int = RRF_K,
+    limit: int | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[Hit]:
     """Fuse ``rankings`` (each a list of chunk ids, best first) into one, best first; ties
     keep the order of first appearance (the first ranking's order first).
@@ -33,11 +37,14 @@ def reciprocal_rank_fusion(
         rankings: One list of ids per retriever (an id at most once per list).
         k: The constant of the paper (60).
         limit: Keep this many (``None``: all).
+        weights: One per ranking, multiplying its ``1 / (k + rank)`` (``None``: all 1;
+            OpenAI's ``ranking_options.hybrid_search`` weights).
     """
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
         for rank, chunk_id in enumerate(ranking, start=1):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank)
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
     order = sorted(scores.items(), key=lambda kv: -kv[1])  # stable: first appearance wins ties
     hits = [Hit(cid, score) for cid, score in order]
     return hits if limit is None else hits[:limit]

@@ -33,8 +33,6 @@ from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
 
-BEST_RRF = 2.0 / (RRF_K + 1)  # first in both retrievers
-
 
 class VectorStorePort(Protocol):
     """What a search needs of the control plane's vector stores (``control.vector_stores
@@ -98,12 +96,18 @@ class FileSearch:
         score_threshold: float = 0.0,
         ctx: CallContext | None = None,
         param: str = "vector_store_ids",
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[FileHit]:
         """The best ``max_num_results`` chunks of the stores for the queries, best first.
+        The first embedding call is billed under ``ctx``'s request id, any further one under
+        an id of its own (the ledger keeps one record per request id).
 
         Args:
             param: How the request names the store ids (an error's ``param``: the route's
                 ``vector_store_id``, the tool's ``tools[0].vector_store_ids[1]``).
+            weights: The fusion's (embedding, text) weights (``ranking_options.
+                hybrid_search``); a score is then the weighted RRF score over the best
+                possible one, ``(we + wt) / (k + 1)``.
 
         Raises:
             NotFoundError: a store is unknown or another workspace's (404).
@@ -115,6 +119,7 @@ class FileSearch:
         for i, vs_id in enumerate(vector_store_ids):
             where = param if param == "vector_store_id" else f"{param}[{i}]"
             stores.append(await self.stores.usable(principal, vs_id, where))
+        best_rrf = (weights[0] + weights[1]) / (RRF_K + 1)
         vectors: dict[tuple[str, str], bytes] = {}
         best: dict[int, FileHit] = {}
         for store in stores:
@@ -141,12 +146,13 @@ class FileSearch:
                     ctx=ctx,
                     documents=allowed,
                     query_vector=vectors.get(key),
+                    weights=weights,
                 )
                 for r in found:
                     doc = files.get(r.chunk.document_id)
                     if doc is None or doc.file_id is None:
                         continue
-                    score = min(1.0, r.score / BEST_RRF)
+                    score = min(1.0, r.score / best_rrf)
                     old = best.get(r.chunk.id)
                     if old is None or score > old.score:
                         best[r.chunk.id] = FileHit(
@@ -175,4 +181,4 @@ def result_object(hit: FileHit) -> dict[str, Any]:
     }
 
 
-__all__ = ["BEST_RRF", "FileHit", "FileSearch", "VectorStorePort", "result_object"]
+__all__ = ["FileHit", "FileSearch", "VectorStorePort", "result_object"]

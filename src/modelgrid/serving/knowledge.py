@@ -145,12 +145,14 @@ class Retrieval:
         ctx: CallContext | None = None,
         documents: Sequence[str] | None = None,
         query_vector: bytes | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[Retrieved]:
         """The ``top_k`` chunks for ``query``, best first. The caller has checked that the
         knowledge base is the principal's workspace's; every index read is filtered by the
         workspace again. ``documents``: only those documents' chunks (an attribute filter's
         survivors). ``query_vector``: the query's embedding by ``model``, already made (one
         metered call for several knowledge bases of one model: ``embed_query``).
+        ``weights``: hybrid's (dense, lexical) weights in the fusion.
 
         Raises:
             InvalidRequestError: an empty or over-long query, ``top_k`` out of 1..100, an
@@ -195,7 +197,10 @@ class Retrieval:
             ranked = lexical[:top_k]
         else:
             fused = reciprocal_rank_fusion(
-                [[c for c, _ in dense], [c for c, _ in lexical]], k=rrf_k, limit=top_k
+                [[c for c, _ in dense], [c for c, _ in lexical]],
+                k=rrf_k,
+                limit=top_k,
+                weights=weights,
             )
             ranked = [(h.chunk_id, h.score) for h in fused]
         rows = await self.index.chunks(ws, [cid for cid, _ in ranked])

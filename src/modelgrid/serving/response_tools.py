@@ -91,6 +91,7 @@ async def search_files(
         # record follows under the response's
         ctx=replace(ctx, request_id=new_request_id()),
         param=f"{tool.param}.vector_store_ids",
+        weights=tool.weights,
     )
     out = list(messages)
     out[last] = _with_passages(messages[last], hits)

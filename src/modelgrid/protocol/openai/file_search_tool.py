@@ -31,6 +31,7 @@ class FileSearchTool:
     score_threshold: float
     param: str
     raw: dict[str, Any]
+    weights: tuple[float, float] = (1.0, 1.0)  # (embedding, text): ``hybrid_search``
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -93,7 +94,25 @@ def file_search_tool(tools: list[dict[str, Any]] | None) -> FileSearchTool | Non
             f"'{where}.ranking_options.score_threshold' must be a number in 0..1.",
             f"{where}.ranking_options.score_threshold",
         )
-    return FileSearchTool(tuple(ids), n, filters, float(threshold), where, tool)
+    weights = _weights(ranking.get("hybrid_search"), f"{where}.ranking_options.hybrid_search")
+    return FileSearchTool(tuple(ids), n, filters, float(threshold), where, tool, weights)
+
+
+def _weights(raw: Any, param: str) -> tuple[float, float]:
+    """``hybrid_search``'s ``(embedding_weight, text_weight)``: numbers >= 0, not both 0."""
+    if raw is None:
+        return 1.0, 1.0
+    if not isinstance(raw, dict):
+        raise _bad(f"'{param}' must be an object.", param)
+    out = []
+    for name in ("embedding_weight", "text_weight"):
+        w = raw.get(name)
+        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
+            raise _bad(f"'{param}.{name}' must be a number >= 0.", f"{param}.{name}")
+        out.append(float(w))
+    if out[0] + out[1] <= 0:
+        raise _bad(f"'{param}' weights must not both be 0.", param)
+    return out[0], out[1]
 
 
 def split_choice(
@@ -125,6 +144,11 @@ def echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
         "ranking_options": {
             "ranker": ranking.get("ranker") or "auto",
             "score_threshold": ranking.get("score_threshold") or 0.0,
+            **(
+                {"hybrid_search": ranking["hybrid_search"]}
+                if ranking.get("hybrid_search") is not None
+                else {}
+            ),
         },
     }
 
