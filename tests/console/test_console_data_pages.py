@@ -76,7 +76,7 @@ def test_overview_counts_each_scope_and_refreshes_as_a_partial(server: ThreadSer
     assert partial.text.startswith('<div id="charts"') and "<html" not in partial.text
 
     bad = operator.get("/overview?range=5y")
-    assert bad.status_code == 400 and "range must be one of 1h, 24h, 7d, 30d" in bad.text
+    assert bad.status_code == 400 and "range must be one of 1h, 24h, 3d, 7d, 30d" in bad.text
     assert operator.get("/overview?by=key").status_code == 400
 
 
