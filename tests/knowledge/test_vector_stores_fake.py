@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -587,3 +588,30 @@ def test_the_openai_sdk_reads_every_object(server: ThreadServer) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.vector_stores.retrieve(vector_store_id=vs.id)
     assert caught.value.body["code"] == "vector_store_not_found"  # type: ignore[index]
+
+
+def test_a_search_moves_last_active_at_at_most_once_a_minute(server: ThreadServer) -> None:
+    vs = make_store(server, expires_after={"anchor": "last_active_at", "days": 1})
+    db_execute(
+        server,
+        "UPDATE knowledge_bases SET last_active_at = :a, expires_at = :e WHERE id = :id",
+        a="2026-01-01 00:00:00+00:00", e="2026-01-02 00:00:00+00:00", id=vs["id"],
+    )  # fmt: skip
+    stale = api(server, "GET", f"/v1/vector_stores/{vs['id']}").json()
+    assert stale["last_active_at"] == 1767225600 and stale["status"] == "expired"
+    db_execute(server, "UPDATE knowledge_bases SET expires_at = NULL WHERE id = :id", id=vs["id"])
+    assert search(server, vs["id"], query="refund").status_code == 200
+    moved = api(server, "GET", f"/v1/vector_stores/{vs['id']}").json()
+    assert abs(moved["last_active_at"] - time.time()) < 30
+    assert moved["expires_at"] - moved["last_active_at"] == 86400
+    # 30 s ago is within the minute: the next search writes nothing
+    recent = datetime.now(UTC) - timedelta(seconds=30)
+    db_execute(
+        server,
+        "UPDATE knowledge_bases SET last_active_at = :a WHERE id = :id",
+        a=recent,
+        id=vs["id"],
+    )
+    assert search(server, vs["id"], query="refund").status_code == 200
+    again = api(server, "GET", f"/v1/vector_stores/{vs['id']}").json()
+    assert again["last_active_at"] == int(recent.timestamp())

@@ -45,6 +45,7 @@ from modelgrid.tenancy.service import Principal
 
 KIND = "vector_store"
 LIST_LIMIT_MAX = 100
+TOUCH_EVERY_S = 60  # how stale last_active_at may get before a search moves it
 # A document's status as a vector-store file's
 FILE_STATUS = {
     "pending": "in_progress",
@@ -382,10 +383,19 @@ class VectorStores:
 
     async def touch(self, rows: Sequence[KnowledgeBase]) -> None:
         """A search used these stores: ``last_active_at`` is now, and ``expires_at`` moves
-        with it."""
+        with it — at most once a minute a store (``TOUCH_EVERY_S``: expiry counts in days,
+        and a search then writes nothing)."""
         now = self.clock()
+        due = [
+            r
+            for r in rows
+            if r.last_active_at is None
+            or now - aware(r.last_active_at) >= timedelta(seconds=TOUCH_EVERY_S)
+        ]
+        if not due:
+            return
         async with self._sessions() as session, session.begin():
-            for row in rows:
+            for row in due:
                 days = row.expires_after_days
                 await session.execute(
                     update(KnowledgeBase)
