@@ -23,9 +23,9 @@ from modelgrid.console.security import (
     same_token,
     session_hash,
 )
-from modelgrid.console.sessions import SessionStore, SignInRequired
+from modelgrid.console.sessions import SessionStore
 from modelgrid.control import ControlPlane
-from modelgrid.core.errors import NotFoundError, PermissionDeniedError
+from modelgrid.core.errors import NotFoundError, PermissionDeniedError, SignInRequiredError
 
 
 @dataclass
@@ -73,12 +73,12 @@ async def console_user(request: Request, state: StateDep) -> Viewer:
     """Who is signed in: the session cookie's session, its key re-checked on this load.
 
     Raises:
-        SignInRequired: no cookie, no such session, its time is up, or its key is revoked or
+        SignInRequiredError: no cookie, no such session, its time is up, or its key is revoked or
             expired (the browser is sent to the sign-in page).
     """
     session_id = request.cookies.get(SESSION_COOKIE)
     if not session_id or len(session_id) > 100:
-        raise SignInRequired()
+        raise SignInRequiredError()
     resolved = await state.store.resolve(session_hash(session_id))
     viewer = Viewer(
         resolved.principal, resolved.access, resolved.key_prefix, csrf_token(session_id)

@@ -12,9 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from modelgrid.console.sessions import SignInRequired
 from modelgrid.console.templating import base_path, render
-from modelgrid.core.errors import ModelgridError, RateLimitError
+from modelgrid.core.errors import ModelgridError, RateLimitError, SignInRequiredError
 
 log = logging.getLogger("modelgrid.console")
 
@@ -37,7 +36,7 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     )
 
 
-def _sign_in(request: Request, exc: SignInRequired) -> Response:
+def _sign_in(request: Request, exc: SignInRequiredError) -> Response:
     base = base_path(request)
     target = request.url.path
     query = f"next={quote(target, safe='/')}" if request.method == "GET" else ""
@@ -52,8 +51,8 @@ def _sign_in(request: Request, exc: SignInRequired) -> Response:
 def install(app: FastAPI) -> None:
     """Register the console's handlers on its app."""
 
-    @app.exception_handler(SignInRequired)
-    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+    @app.exception_handler(SignInRequiredError)
+    async def sign_in(request: Request, exc: SignInRequiredError) -> Response:
         return _sign_in(request, exc)
 
     @app.exception_handler(HTTPException)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from modelgrid.console.access import Access, access_of
-from modelgrid.core.errors import AuthenticationError
+from modelgrid.core.errors import AuthenticationError, SignInRequiredError
 from modelgrid.storage import console_sessions as rows
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import ConsoleSession
@@ -34,15 +34,6 @@ REASONS = {
 }
 """What the sign-in page says for each reason code (the URL carries the code, never text, so
 a crafted link cannot put words on the page)."""
-
-
-class SignInRequired(Exception):
-    """No valid session: the browser is sent to the sign-in page, which shows ``reason``'s
-    text (a key of ``REASONS``; empty: none)."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +97,18 @@ class SessionStore:
         """The live session ``id_hash`` names.
 
         Raises:
-            SignInRequired: no such session, its time is up, or its key no longer signs in
+            SignInRequiredError: no such session, its time is up, or its key no longer signs in
                 (the key's sessions are then ended).
         """
         now = datetime.now(UTC)
         async with self._sessions() as session:
             found = await rows.with_key(session, id_hash)
         if found is None:
-            raise SignInRequired()
+            raise SignInRequiredError()
         row, key = found
         if aware(row.expires_at) <= now:
             await self._end(id_hash)
-            raise SignInRequired("session_ended")
+            raise SignInRequiredError("session_ended")
         try:
             principal = await self._tenancy.principal_of_hash(key.id, key.secret_hash)
             if key.revoked_at is not None:  # the row read above is newer than any cache
@@ -126,7 +117,7 @@ class SessionStore:
             async with self._sessions() as session, session.begin():
                 await rows.end_for_key(session, key.id)
             reason = {"revoked_api_key": "key_revoked", "expired_api_key": "key_expired"}
-            raise SignInRequired(reason.get(exc.code or "", "key_refused")) from None
+            raise SignInRequiredError(reason.get(exc.code or "", "key_refused")) from None
         if now - aware(row.last_seen_at) >= TOUCH_EVERY:
             async with self._sessions() as session, session.begin():
                 await rows.touch(session, id_hash, now)
@@ -150,4 +141,4 @@ class SessionStore:
             await rows.end(session, id_hash)
 
 
-__all__ = ["REASONS", "Resolved", "SessionStore", "SignInRequired"]
+__all__ = ["REASONS", "Resolved", "SessionStore"]

@@ -21,6 +21,8 @@ Tree (status, OpenAI type):
 - ``MethodNotAllowedError`` 405 ``invalid_request_error``
 - ``RequestTooLargeError`` 413 ``invalid_request_error`` (body over the size limit)
 - ``AuthenticationError`` 401 ``authentication_error`` (missing, malformed, unknown, revoked key)
+  - ``SignInRequiredError`` 401, code ``sign_in_required``: no live console session (carries
+    ``reason``, a key of ``console.sessions.REASONS``; the console sends the browser to sign in)
 - ``PermissionDeniedError`` 403 ``permission_error``
 - ``NotFoundError`` 404 ``invalid_request_error``
   - ``ModelNotFoundError`` 404, code ``model_not_found``
@@ -160,6 +162,17 @@ class AuthenticationError(ModelgridError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class SignInRequiredError(AuthenticationError):
+    """No live console session: no cookie, an unknown or timed-out session, or its key revoked
+    or expired. ``reason`` names why (empty: none to show)."""
+
+    code = "sign_in_required"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__("Sign in to the console.")
+        self.reason = reason
 
 
 class PermissionDeniedError(ModelgridError):
@@ -327,6 +340,7 @@ __all__ = [
     "RequestTooLargeError",
     "RouteNotFoundError",
     "ServiceUnavailableError",
+    "SignInRequiredError",
     "TopologyError",
     "UnsupportedParameterError",
     "UpstreamClientError",

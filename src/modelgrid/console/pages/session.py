@@ -27,9 +27,14 @@ from modelgrid.console.security import (
     same_token,
     session_hash,
 )
-from modelgrid.console.sessions import REASONS, Resolved, SignInRequired
+from modelgrid.console.sessions import REASONS, Resolved
 from modelgrid.console.templating import base_path, render
-from modelgrid.core.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from modelgrid.core.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    RateLimitError,
+    SignInRequiredError,
+)
 
 log = logging.getLogger("modelgrid.console")
 router = APIRouter(include_in_schema=False)
@@ -89,7 +94,7 @@ def _login_page(
 async def root(request: Request, state: StateDep) -> Response:
     try:
         viewer = await console_user(request, state)
-    except SignInRequired:
+    except SignInRequiredError:
         return RedirectResponse(f"{base_path(request)}/login", status_code=303)
     return RedirectResponse(f"{base_path(request)}{home_path(viewer)}", status_code=303)
 
@@ -104,7 +109,7 @@ async def login_form(
     if request.cookies.get(SESSION_COOKIE):
         try:
             viewer = await console_user(request, state)
-        except SignInRequired:
+        except SignInRequiredError:
             pass
         else:
             target = _safe_next(request, next) or f"{base_path(request)}{home_path(viewer)}"
