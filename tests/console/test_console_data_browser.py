@@ -17,7 +17,7 @@ from tests.console.conftest import BrowserThread
 from tests.console.data_helpers import chat, request_ids, seed, wait_rows
 from tests.console.helpers import make_key
 from tests.console.test_console_browser import sign_in
-from tests.support import ThreadServer, db_rows, write_topology
+from tests.support import ThreadServer, db_execute, db_rows, write_topology
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,6 +112,17 @@ def test_playground_streams_an_answer_and_meters_it(
     rows = wait_rows(server, 1)
     assert rows[0]["request_id"] == request_id
     assert (rows[0]["api_key_id"], rows[0]["completion_tokens"]) == (acme.key_id, 6)
+
+    db_execute(server, "DELETE FROM console_sessions")  # the session ends (signed out elsewhere)
+
+    def ended(_: Any) -> None:
+        page = browser.browser.contexts[-1].pages[-1]
+        page.fill("#p-prompt", "And of Spain?")
+        page.click("#p-send")
+        page.wait_for_selector("text=Your session has ended: sign in again.")
+
+    browser.run(ended)
+    assert len(db_rows(server, "SELECT request_id FROM usage_records")) == 1
 
 
 def test_search_a_request_from_the_second_page_and_export_csv(
