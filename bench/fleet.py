@@ -25,6 +25,16 @@ models are deployed with ``modelgrid fleet up``. Figures, each printed as a RESU
    previous request had the same system prompt (what llama.cpp's single cached prompt
    needs), as ``bench/routing.py`` counts them.
 
+5. **Prefix affinity through the gateway, with the real model**: a gateway (in this process)
+   whose topology names the Serve application as a pool with ``prefix_header =
+   "x-session-id"``; ``--gateway-requests`` non-streamed requests sharing
+   ``--gateway-prompts`` long system prompts, 2 at a time, to 2 replicas of the packaged model, routed by
+   ``PrefixAffinityRouter`` and then by Serve's default router. llama.cpp reports the prompt
+   tokens it reused (``usage.prompt_tokens_details.cached_tokens``, through the gateway):
+   "KV hits" are requests with more than 64 cached tokens (the system prompt reused; the
+   chat template's first tokens alone are fewer), with the share of prompt tokens cached and
+   the TTFT p50 (the whole answer: 4 tokens).
+
 Run from the repository root (``.venv`` with the ``fleet`` extra, the model prepared)::
 
     .venv/bin/python bench/fleet.py
@@ -200,7 +210,8 @@ async def affinity(url: str, model: str, args: argparse.Namespace) -> dict:
         f"System prompt {k}: " + " ".join(rng.choice("abcdefgh") * 5 for _ in range(200))
         for k in range(args.prompts)
     ]
-    order = [rng.randrange(args.prompts) for _ in range(args.affinity_requests)]
+    order = [i % args.prompts for i in range(args.affinity_requests)]
+    rng.shuffle(order)  # each system prompt equally often, in a random order
     owners: dict[str, set[int]] = {}
     last: dict[str, int] = {}
     server_of: dict[int, str] = {}
@@ -235,6 +246,84 @@ async def affinity(url: str, model: str, args: argparse.Namespace) -> dict:
     }
 
 
+async def through_gateway(base: str, key: str, args: argparse.Namespace) -> dict:
+    rng = random.Random(11)
+    words = ["alpha", "beta", "gamma", "delta", "kappa", "sigma", "omega", "theta"]
+    systems = [
+        f"You are assistant number {k}. " + " ".join(rng.choice(words) for _ in range(220))
+        for k in range(args.gateway_prompts)
+    ]
+    order = [i % args.gateway_prompts for i in range(args.gateway_requests)]
+    rng.shuffle(order)  # each system prompt equally often, in a random order
+    sem = asyncio.Semaphore(2)
+    rows: list[tuple[int, int, float]] = []
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+
+        async def one(i: int, k: int) -> None:
+            body = {
+                "model": QWEN,
+                "messages": [
+                    {"role": "system", "content": systems[k]},
+                    {"role": "user", "content": f"Question {i}: say a number."},
+                ],
+                "max_tokens": 4,
+                "temperature": 0,
+            }
+            async with sem:
+                t0 = time.perf_counter()
+                r = await client.post(
+                    "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+                )
+                took = time.perf_counter() - t0
+            usage = r.json()["usage"]
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+            rows.append((usage["prompt_tokens"], cached, took))
+
+        await asyncio.gather(*(one(i, k) for i, k in enumerate(order)))
+    return {
+        "kv_hits": sum(c > 64 for _, c, _ in rows) / len(rows),
+        "cached_share": sum(c for _, c, _ in rows) / sum(p for p, _, _ in rows),
+        "latency_p50_ms": median(t for _, _, t in rows) * 1000,
+    }
+
+
+def gateway_phase(cluster: RayCluster, args: argparse.Namespace) -> None:
+    import tempfile
+
+    from tests.conftest import make_settings
+    from tests.support import ThreadServer, create_key
+
+    from modelgrid.routing.topology import Deployment, Region, Replica, Topology, save
+
+    tmp = Path(tempfile.mkdtemp(prefix="fleet-gw"))
+    path = tmp / "topology.toml"
+    url = f"{cluster.proxy_url}/{QWEN}/v1"
+    pool = Replica("ray", "upstream", url, attempts=3, prefix_header="x-session-id")
+    t = Topology((Region("ray"),), gateway_region="ray")
+    save(t.with_deployment(Deployment(QWEN, "ray", (pool,))), path)
+    settings = make_settings(tmp, topology_file=path)
+    key = create_key(settings.database_url, name="bench").plaintext
+    gateway = ThreadServer(settings, lambda _s: []).start()
+    try:
+        for label, flag in (("prefix_affinity", "--prefix-affinity"), ("serve_default", "--no-prefix-affinity")):  # fmt: skip
+            cluster.fleet("up", QWEN, "--min-replicas=2", "--max-replicas=2", flag,
+                          "--num-cpus=0.5", "--threads=1", timeout_s=300)  # fmt: skip
+            wait_for_replicas(QWEN, 2, 120)
+            time.sleep(1.0)  # the gateway's probe sees the application up
+            r = asyncio.run(through_gateway(gateway.base_url, key, args))
+            print(
+                f"RESULT gateway_affinity router={label} kv_hits={r['kv_hits']:.2f} "
+                f"cached_share={r['cached_share']:.2f} latency_p50_ms={r['latency_p50_ms']:.0f}",
+                flush=True,
+            )
+            # Serve's proxy keeps the request router it built for an application name, so a
+            # change of router needs Serve itself restarted (no name: every application)
+            cluster.fleet("down")
+            wait_for_replicas(QWEN, 0, 60)
+    finally:
+        gateway.stop()
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -247,12 +336,18 @@ def main() -> None:
     p.add_argument("--hop-requests", type=int, default=200)
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--affinity-requests", type=int, default=120)
+    p.add_argument("--gateway-requests", type=int, default=24)
+    p.add_argument("--gateway-prompts", type=int, default=2)
+    p.add_argument("--only", choices=["gateway"], help="Run one phase only.")
     args = p.parse_args()
     print(f"load before: {uptime()}  cores: {os.cpu_count()}")
     cluster = RayCluster()
     workers: list[subprocess.Popen[bytes]] = []
     try:
         cluster.start()
+        if args.only == "gateway":
+            gateway_phase(cluster, args)
+            return
         proxy = cluster.proxy_url
         qwen_url = f"{proxy}/{QWEN}/v1/chat/completions"
 
@@ -335,6 +430,9 @@ def main() -> None:
                 flush=True,
             )
             cluster.fleet("down", app)
+
+        # 5. prefix affinity through the gateway, real model, llama.cpp's cached tokens
+        gateway_phase(cluster, args)
     finally:
         for w in workers:
             w.terminate()

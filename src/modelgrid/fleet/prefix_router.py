@@ -8,11 +8,15 @@ the request's ``session_id``, which this router reads.
 
 The rule is the gateway's own ``cache_aware`` policy, applied to the Serve replicas: the
 replica that most recently served the longest matching prefix (a ``routing.prefix.
-PrefixTable`` of Serve replica ids), unless its queue (Serve's cached queue lengths) is more
-than ``max_imbalance`` longer than the shortest; otherwise power of two choices. That
-replica's llama.cpp KV cache most likely still holds the prompt's prefix. The ranks go to
-Serve's own machinery, which asks the chosen replica for its queue and falls back to the next
-rank when it is full (``max_ongoing_requests``). It follows Serve's pluggable request-router
+PrefixTable`` of Serve replica ids), unless its load is more than ``max_imbalance`` above
+the least loaded replica's; otherwise power of two choices. That replica's llama.cpp KV cache
+most likely still holds the prompt's prefix. A replica's load is its queue (Serve's cached
+queue lengths) plus the requests this router holds for it: with a llama.cpp replica's one
+slot (``max_ongoing_requests`` 1) a busy owner refuses the request, and Serve's machinery
+asks again after a back-off, so the request waits for the owner while at most
+``max_imbalance`` requests are ahead of it there, rather than landing on a replica whose
+cache holds another prompt. No ``FIFOMixin``: a replica found for a request goes to that
+request, not to the oldest one waiting (which may have another prefix). It follows Serve's pluggable request-router
 interface (``ray.serve.request_router``, alpha in Ray 2.60:
 https://docs.ray.io/en/latest/serve/advanced-guides/custom-request-router.html).
 """
@@ -20,10 +24,11 @@ https://docs.ray.io/en/latest/serve/advanced-guides/custom-request-router.html).
 from __future__ import annotations
 
 import random
+import time
+from collections import Counter
 from typing import Any
 
 from ray.serve.request_router import (
-    FIFOMixin,
     PendingRequest,
     ReplicaID,
     RequestRouter,
@@ -33,6 +38,7 @@ from ray.serve.request_router import (
 from modelgrid.routing.prefix import PrefixTable
 
 MAX_FINGERPRINT_BLOCKS = 64
+HELD_FOR_S = 60.0  # a request held for its owner longer than this is forgotten (cancelled)
 
 
 def parse_fingerprint(value: str | None) -> tuple[int, ...]:
@@ -56,13 +62,14 @@ def choose(
     max_imbalance: int,
     rng: random.Random,
 ) -> list[list[str]]:
-    """The ranks of replica ids to try (pure: the policy, apart from Serve's types).
+    """The ranks of replica ids to try (pure: the policy, apart from Serve's types): the
+    owner alone (the request waits for it), or two random candidates.
 
     Args:
         candidates: Replica ids Serve may route to now.
         owners: Replicas that served the prompt's longest known prefix, most recent first.
-        queue: Known queue lengths (a replica missing counts as 0).
-        max_imbalance: How much longer the owner's queue may be than the shortest.
+        queue: Known loads (a replica missing counts as 0).
+        max_imbalance: How much more the owner's load may be than the least.
         rng: For power of two choices.
     """
     if not candidates:
@@ -70,13 +77,13 @@ def choose(
     least = min(queue.get(c, 0) for c in candidates)
     for owner in owners:
         if owner in candidates and queue.get(owner, 0) - least <= max_imbalance:
-            return [[owner], [c for c in candidates if c != owner]]
+            return [[owner]]
     if len(candidates) <= 2:
         return [rng.sample(candidates, len(candidates))]
     return [rng.sample(candidates, 2)]
 
 
-class PrefixAffinityRouter(FIFOMixin, RequestRouter):
+class PrefixAffinityRouter(RequestRouter):
     """See the module docstring. ``initialize_state`` takes ``max_imbalance`` (requests,
     default 2) and ``max_entries`` (block hashes remembered, default 65536) from the
     deployment's ``request_router_kwargs``."""
@@ -85,6 +92,7 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):
         self._max_imbalance = max_imbalance
         self._table = PrefixTable(max_entries)
         self._rng = random.Random()
+        self._held: dict[str, tuple[str, float]] = {}  # request id -> (owner, since)
 
     def _state(self) -> None:
         if not hasattr(self, "_table"):  # Serve calls initialize_state; a test may not
@@ -100,14 +108,27 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):
         blocks = parse_fingerprint(pending_request.metadata.session_id if pending_request else "")
         owners = self._table.owners(blocks)[0] if blocks else ()
         cache = self.replica_queue_len_cache
-        queue = {rid: n for rid, r in by_id.items() if (n := cache.get(r.replica_id)) is not None}
-        ranks = choose(list(by_id), owners, queue, self._max_imbalance, self._rng)
+        request_id = pending_request.metadata.internal_request_id if pending_request else ""
+        now = time.monotonic()
+        for rid, (_, since) in list(self._held.items()):
+            if now - since > HELD_FOR_S:
+                del self._held[rid]
+        load = Counter(owner for rid, (owner, _) in self._held.items() if rid != request_id)
+        for rid, r in by_id.items():
+            load[rid] += cache.get(r.replica_id) or 0
+        ranks = choose(list(by_id), owners, dict(load), self._max_imbalance, self._rng)
+        if request_id and len(ranks) == 1 and len(ranks[0]) == 1 and ranks[0][0] in owners:
+            since = self._held.get(request_id, ("", now))[1]
+            self._held[request_id] = (ranks[0][0], since)
+        else:
+            self._held.pop(request_id, None)
         return [[by_id[rid] for rid in rank] for rank in ranks]
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
     ) -> None:
         self._state()
+        self._held.pop(pending_request.metadata.internal_request_id, None)
         blocks = parse_fingerprint(pending_request.metadata.session_id)
         if blocks:
             self._table.record(blocks, replica_id.unique_id)
