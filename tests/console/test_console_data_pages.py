@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import sqlalchemy as sa
 
+from modelgrid.engines.fake import FakeEngine
+from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
 from tests.console.data_helpers import (
     chat,
     csv_rows,
@@ -360,3 +364,60 @@ def test_each_data_page_sends_a_handful_of_statements(server: ThreadServer) -> N
         **{("operator", p): n[0] for p, n in expected.items()},
         **{("member", p): n[1] for p, n in expected.items()},
     }
+
+
+def test_batches_and_vector_stores_listed_with_counts_for_their_workspace(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    server = server_factory(FakeEngine(), FakeEmbeddingEngine(), key=False)
+    acme = make_key(server, name="acme", workspace="acme")
+    globex = make_key(server, name="globex", workspace="globex")
+    admin = make_key(server, role="admin", workspace="admin")
+    c = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=acme.plaintext, max_retries=0)
+    line = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": f"t-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": line,
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
+    with path.open("rb") as f:
+        uploaded = c.files.create(file=f, purpose="batch")
+    batch = c.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 30
+    while batch.status != "completed":
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.1)
+        batch = c.batches.retrieve(batch.id)
+    operator, member, other = (sign_in(server, k) for k in (admin, acme, globex))
+
+    mine = member.get("/batches").text
+    row = mine.split(f'<tr data-batch="{batch.id}">')[1].split("</tr>")[0]
+    assert '<td class="status">completed</td>' in row
+    assert re.findall(r'<td class="num">(\d+)</td>', row) == ["3", "3", "0"]
+    assert f'data-batch="{batch.id}"' in operator.get("/batches").text
+    assert f'data-batch="{batch.id}"' not in other.get("/batches").text
+    assert (
+        f'data-batch="{batch.id}"'
+        not in operator.get(f"/batches?workspace={globex.workspace_id}").text
+    )
+
+    store = c.vector_stores.create(name="handbook")
+    listed = member.get("/knowledge")
+    assert listed.status_code == 200
+    row = listed.text.split(f'<tr data-vs="{store.id}">')[1].split("</tr>")[0]
+    assert "<td>handbook</td>" in row and '<td class="status">completed</td>' in row
+    assert f'data-vs="{store.id}"' not in other.get("/knowledge").text
+    assert f'data-kb="{store.id}"' not in listed.text  # a vector store, not listed twice
+    assert f'data-vs="{store.id}"' in operator.get(f"/knowledge?workspace={acme.workspace_id}").text
