@@ -64,7 +64,7 @@ def nav_for(viewer: Viewer) -> list[NavItem]:
     return [NavItem(p.slug, p.label, p.path) for p in PAGES if viewer.access in p.access]
 
 
-HOME = "keys"
+HOME = "overview"
 """The page a signed-in viewer lands on (every access may open it)."""
 
 
