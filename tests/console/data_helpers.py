@@ -45,8 +45,9 @@ def seed(
     region: str = "local",
     status: int = 200,
     prefix: str = "seed",
+    spacing_s: float = 1.0,
 ) -> list[str]:
-    """``count`` ledger rows of ``key``, one second apart ending now (or from ``start``),
+    """``count`` ledger rows of ``key``, ``spacing_s`` apart ending now (or from ``start``),
     through ``insert_usage`` on the server's own loop; their request ids, oldest first."""
     first = start or datetime.now(UTC) - timedelta(seconds=count)
     rows = [
@@ -66,7 +67,7 @@ def seed(
             "total_ms": 90 + i,
             "status": status,
             "finish_reason": "stop",
-            "created_at": first + timedelta(seconds=i),
+            "created_at": first + timedelta(seconds=i * spacing_s),
             "batch_id": None,
         }
         for i in range(count)

@@ -421,3 +421,20 @@ def test_batches_and_vector_stores_listed_with_counts_for_their_workspace(
     assert f'data-vs="{store.id}"' not in other.get("/knowledge").text
     assert f'data-kb="{store.id}"' not in listed.text  # a vector store, not listed twice
     assert f'data-vs="{store.id}"' in operator.get(f"/knowledge?workspace={acme.workspace_id}").text
+
+
+@BOTH_DATABASES
+def test_request_log_pages_through_rows_of_one_instant(server: ThreadServer) -> None:
+    """Rows sharing one ``created_at`` (a batch flushed at once) are paged by request id:
+    each shown once, none skipped."""
+    acme = make_key(server, name="acme", workspace="acme")
+    ids = seed(server, acme, 130, prefix="t", spacing_s=0)
+    member = sign_in(server, acme)
+    seen: list[str] = []
+    page = request_ids(member.get("/requests").text)
+    while page:
+        seen += page
+        if len(page) < 50:
+            break
+        page = request_ids(member.get(f"/requests?before={page[-1]}").text)
+    assert seen == sorted(ids, reverse=True)
