@@ -80,7 +80,7 @@ def error(r: httpx.Response) -> tuple[int, str]:
     return r.status_code, r.json()["error"]["code"]
 
 
-def test_every_answer_names_its_region_and_replica_and_usage_carries_the_region(
+def test_every_answer_names_its_region_and_replica_and_usage_carries_both(
     fake_server: ThreadServer, tmp_path: Path
 ) -> None:
     c = Client(fake_server, fake_server.api_key)  # type: ignore[attr-defined]
@@ -91,6 +91,7 @@ def test_every_answer_names_its_region_and_replica_and_usage_carries_the_region(
         assert r.headers["x-modelgrid-replica"] == "local/fake-model/local"
     rows = usage_rows(fake_server, expect=2)
     assert [row["region"] for row in rows] == ["local", "local"]
+    assert [row["replica"] for row in rows] == ["local/fake-model/local"] * 2
 
 
 @BOTH_DATABASES

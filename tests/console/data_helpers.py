@@ -57,6 +57,7 @@ def seed(
             "workspace_id": key.workspace_id,
             "model": model,
             "region": region,
+            "replica": f"{region}-r{i % 2}",
             "endpoint": "chat.completions",
             "prompt_tokens": 10 + i,
             "cached_tokens": 0,

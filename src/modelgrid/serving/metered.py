@@ -169,6 +169,7 @@ class MeteredCall:
                 finish_reason=finish,
                 created_at=now_utc(),
                 region=usage.region,
+                replica=usage.replica,
             ),
         )
         series = self.metrics.of(self.model)

@@ -125,6 +125,7 @@ class UsageRecord(Base):
     workspace_id: Mapped[str | None] = mapped_column(String(40))
     model: Mapped[str] = mapped_column(String(200))
     region: Mapped[str | None] = mapped_column(String(64), default=None)
+    replica: Mapped[str | None] = mapped_column(String(128), default=None)
     endpoint: Mapped[str] = mapped_column(String(64), default="chat.completions")
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)

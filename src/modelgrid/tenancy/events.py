@@ -23,6 +23,7 @@ class UsageEvent:
         status: HTTP status the request ended with (499 when the client went away).
         finish_reason: ``stop``, ``length``, ``cancelled``, ``error``.
         region: Where it ran (None for the embedded default).
+        replica: The replica that answered, after any failover (None: none was placed).
         cost_micros / currency / price_id: Set by pricing (``tenancy.pricing``).
         batch_id / custom_id: The batch and line it answered (batch lines only).
     """
@@ -42,6 +43,7 @@ class UsageEvent:
     created_at: datetime
     cached_tokens: int = 0
     region: str | None = None
+    replica: str | None = None
     cost_micros: int = 0
     currency: str | None = None
     price_id: int | None = None

@@ -2,9 +2,9 @@
 and pages of rows, newest first, filtered by workspace, key, status class, model and region.
 
 What the ledger holds per request: its time, id, the client's id, key, workspace, model,
-region, endpoint, status, finish reason, tokens (prompt, cached, completion), cost (integer
-micro-units and currency), TTFT and total time in ms. It holds **no** prompt or answer text,
-and not the replica that served the request (only its region).
+region, the replica that answered (rows written before migration 0014 have none), endpoint,
+status, finish reason, tokens (prompt, cached, completion), cost (integer micro-units and
+currency), TTFT and total time in ms. It holds **no** prompt or answer text.
 
 - ``find``: a primary-key lookup (``pk_usage_records``), whichever page the row would be on.
 - ``page``: keyset-paged by (``created_at``, ``request_id``) descending; the next page starts
@@ -44,6 +44,7 @@ class LoggedRequest:
     api_key_id: str | None
     model: str
     region: str | None
+    replica: str | None
     endpoint: str
     status: int
     finish_reason: str | None
@@ -70,6 +71,7 @@ def _logged(r: UsageRecord) -> LoggedRequest:
         api_key_id=r.api_key_id,
         model=r.model,
         region=r.region,
+        replica=r.replica,
         endpoint=r.endpoint,
         status=r.status,
         finish_reason=r.finish_reason,

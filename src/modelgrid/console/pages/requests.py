@@ -3,9 +3,8 @@ page on screen), and a keyset-paged list, newest first, filtered by status class
 region (``tenancy.request_log``).
 
 Columns: time, request id, status, latency (the request's total time), TTFT, tokens, cost,
-region, and replica — which the usage ledger does not record (only the region), so it is
-shown as not recorded rather than guessed. Never the prompt or the answer: the ledger holds
-neither.
+region and replica (rows written before the ledger recorded replicas show none). Never the
+prompt or the answer: the ledger holds neither.
 
 Who sees what: an operator every request (or one workspace's), a workspace member its
 workspace's, a key holder its own key's; another's request id is "not found". SQL: the page
