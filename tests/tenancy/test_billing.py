@@ -93,6 +93,30 @@ def test_invoice_csv_exact_bytes_with_a_second_currency() -> None:
     )
 
 
+def test_csv_cells_that_start_like_a_formula_are_quoted_as_text() -> None:
+    assert [billing.csv_text(v) for v in ("=1+1", "+x", "-2", "@SUM(A1)", "\tx", "m", None)] == [
+        "'=1+1", "'+x", "'-2", "'@SUM(A1)", "'\tx", "m", "",
+    ]  # fmt: skip
+    inv = Invoice(
+        workspace_id="ws_1",
+        workspace_name="acme",
+        month="2026-03",
+        period_start=datetime(2026, 3, 1, tzinfo=UTC),
+        period_end=datetime(2026, 4, 1, tzinfo=UTC),
+        currency="USD",
+        lines=[_line("=HYPERLINK(1)", None, "USD", 5)],
+        requests=1,
+        prompt_tokens=10,
+        cached_tokens=1,
+        completion_tokens=2,
+        total_cost_micros=5,
+        totals_by_currency={"USD": 5},
+    )
+    assert billing.invoice_csv(inv).split("\r\n")[1] == (
+        "line,ws_1,2026-03,'=HYPERLINK(1),,USD,1,10,1,2,5,0.000005"
+    )
+
+
 def _entry(p: Price) -> PriceEntry:
     return PriceEntry(
         p.id,

@@ -57,6 +57,18 @@ def format_micros(micros: int) -> str:
     return f"{sign}{units}.{frac:06d}"
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str | None) -> str:
+    """A text cell safe to open in a spreadsheet: a value that starts like a formula gets a
+    leading ``'`` (OWASP's CSV-injection advice); ``None`` is ``''``. Numbers are written
+    as they are, never through this."""
+    if not value:
+        return ""
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
+
+
 def usage_object(r: UsageRecord) -> UsageObject:
     data = {c: getattr(r, c) for c in UsageObject.model_fields if c != "object"}
     data["created_at"] = aware(r.created_at)
@@ -194,10 +206,10 @@ def invoice_csv(inv: Invoice) -> str:
         w.writerow(
             (
                 "batch" if ln.batch else "line",
-                inv.workspace_id,
+                csv_text(inv.workspace_id),
                 inv.month,
-                ln.model,
-                ln.region or "",
+                csv_text(ln.model),
+                csv_text(ln.region),
                 ln.currency,
                 ln.requests,
                 ln.prompt_tokens,
@@ -214,7 +226,7 @@ def invoice_csv(inv: Invoice) -> str:
         w.writerow(
             (
                 "total",
-                inv.workspace_id,
+                csv_text(inv.workspace_id),
                 inv.month,
                 "",
                 "",

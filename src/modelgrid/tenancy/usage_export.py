@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.storage import rollups
 from modelgrid.storage.models import usage_rollups
-from modelgrid.tenancy.billing import format_micros
+from modelgrid.tenancy.billing import csv_text, format_micros
 from modelgrid.tenancy.lookup import Sessions
 
 CSV_HEADER = (
@@ -116,7 +116,7 @@ async def _stream(sessions: Sessions, stmt: Any) -> AsyncIterator[str]:
         result = await session.stream(stmt)
         async for b, ws, key, m, reg, cur, *sums in result:
             cost = int(sums[-1])
-            values = (_day(b), ws, key, m, reg, cur)
+            values = (_day(b), *(csv_text(v) for v in (ws, key, m, reg)), cur)
             chunk.append(
                 _line(writer, buf, (*values, *(int(x) for x in sums), format_micros(cost)))
             )
