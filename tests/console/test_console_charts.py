@@ -183,3 +183,19 @@ def test_overview_series_fill_missing_buckets() -> None:
     p50 = parse(drawn["p50"])  # only buckets with a TTFT: a lone dot for each group
     assert {c.get("data-series") for c in p50.findall(f"{SVG}circle")} == {"m1", "m2"}
     assert re.search(r">10:00<", drawn["requests"])
+
+
+def test_spend_is_charted_in_the_currency_most_spent_never_added_across_currencies() -> None:
+    starts = buckets(datetime(2026, 12, 6, 10, 30, tzinfo=UTC), RANGES["24h"])
+    usd = _point(starts[-1], "m1", 1, 0)
+    eur = _point(starts[-1], "m2", 1, 0)
+    eur.cost_micros = {"EUR": 9_000_000}
+    drawn, totals = build([usd, eur], starts, RANGES["24h"])
+    assert "Spend (EUR) (other currencies: see the totals)" in drawn["spend"]
+    spend = parse(drawn["spend"])
+    m1 = spend.find(f"{SVG}polyline[@data-series='m1']")
+    m2 = spend.find(f"{SVG}polyline[@data-series='m2']")
+    # m1 spent only USD: 0 on the EUR chart everywhere (the flat baseline), m2 peaks at the end
+    assert {p.split(",")[1] for p in m1.get("points").split()} == {"158"}  # type: ignore[union-attr]
+    assert m2.get("points").split()[-1].split(",")[1] != "158"  # type: ignore[union-attr]
+    assert [t.cost_micros for t in totals] == [{"USD": 1_500_000}, {"EUR": 9_000_000}]

@@ -51,7 +51,7 @@ RANGES: dict[str, Range] = {  # hours beyond 3 days read too many roll-up rows (
 CHART_TITLES = {
     "requests": "Requests",
     "tokens": "Tokens (prompt + completion)",
-    "spend": "Spend (currency units, all currencies added)",
+    "spend": "Spend",
     "errors": "Error rate (%)",
     "p50": "TTFT p50 (ms)",
     "p95": "TTFT p95 (ms)",
@@ -104,6 +104,17 @@ def build(
         metric: {g: [0.0 if metric in _COUNTED else None] * n for g in groups}
         for metric in ("requests", "tokens", "spend", "errors", "p50", "p95")
     }
+    # Spend is charted in one currency (the one most spent); amounts in others are never
+    # added to it: they stay apart, exact, in the totals.
+    spent: dict[str, int] = {}
+    for p in points:
+        for cur, micros in p.cost_micros.items():
+            spent[cur] = spent.get(cur, 0) + micros
+    currency = max(sorted(spent), key=lambda c: spent[c], default="")
+    titles = dict(CHART_TITLES)
+    if currency:
+        others = " (other currencies: see the totals)" if len(spent) > 1 else ""
+        titles["spend"] = f"Spend ({currency}){others}"
     sums: dict[str, list[int]] = {g: [0, 0, 0, 0] for g in groups}
     costs: dict[str, dict[str, int]] = {g: {} for g in groups}
     for p in points:
@@ -120,7 +131,7 @@ def build(
             continue
         series["requests"][g][i] = p.requests
         series["tokens"][g][i] = p.prompt_tokens + p.completion_tokens
-        series["spend"][g][i] = sum(p.cost_micros.values()) / 1_000_000
+        series["spend"][g][i] = p.cost_micros.get(currency, 0) / 1_000_000
         series["errors"][g][i] = p.error_rate * 100 if p.requests else None
         series["p50"][g][i] = p.ttft_p50_ms
         series["p95"][g][i] = p.ttft_p95_ms
@@ -130,7 +141,7 @@ def build(
         metric: charts.line_chart(
             labels,
             [charts.Series(g, values) for g, values in by_group.items()],
-            title=CHART_TITLES[metric],
+            title=titles[metric],
             y_format=formats.get(metric, charts.compact),
             chart_id=f"chart-{metric}",
         )
