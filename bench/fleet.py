@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -322,6 +323,7 @@ def gateway_phase(cluster: RayCluster, args: argparse.Namespace) -> None:
             wait_for_replicas(QWEN, 0, 60)
     finally:
         gateway.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def uptime() -> str:
