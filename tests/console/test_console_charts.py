@@ -170,7 +170,8 @@ def test_overview_series_fill_missing_buckets() -> None:
         _point(starts[-3], "m1", 2, None),
         _point(starts[-1], "m2", 1, 2),
     ]
-    drawn, totals = build(points, starts, RANGES["24h"])
+    drawn, totals, titles = build(points, starts, RANGES["24h"])
+    assert titles["spend"] == "Spend (USD)" and titles["requests"] == "Requests"
     assert [(t.group, t.requests, t.errors, t.prompt_tokens, t.cost_micros) for t in totals] == [
         ("m1", 6, 2, 60, {"USD": 3_000_000}),
         ("m2", 1, 1, 10, {"USD": 1_500_000}),
@@ -190,8 +191,9 @@ def test_spend_is_charted_in_the_currency_most_spent_never_added_across_currenci
     usd = _point(starts[-1], "m1", 1, 0)
     eur = _point(starts[-1], "m2", 1, 0)
     eur.cost_micros = {"EUR": 9_000_000}
-    drawn, totals = build([usd, eur], starts, RANGES["24h"])
-    assert "Spend (EUR) (other currencies: see the totals)" in drawn["spend"]
+    drawn, totals, titles = build([usd, eur], starts, RANGES["24h"])
+    assert titles["spend"] == "Spend (EUR) (other currencies: see the totals)"
+    assert f"<title>{titles['spend']}</title>" in drawn["spend"]
     spend = parse(drawn["spend"])
     m1 = spend.find(f"{SVG}polyline[@data-series='m1']")
     m2 = spend.find(f"{SVG}polyline[@data-series='m2']")

@@ -95,8 +95,9 @@ class Totals:
 
 def build(
     points: list[SeriesPoint], starts: list[datetime], r: Range
-) -> tuple[dict[str, Markup], list[Totals]]:
-    """The charts (by metric) and per-group totals of ``points`` over ``starts``."""
+) -> tuple[dict[str, Markup], list[Totals], dict[str, str]]:
+    """The charts (by metric), per-group totals of ``points`` over ``starts``, and the
+    charts' titles (by metric; spend's names the currency it is charted in)."""
     index = {b: i for i, b in enumerate(starts)}
     groups = sorted({p.group or "all" for p in points}) or ["all"]
     n = len(starts)
@@ -151,7 +152,7 @@ def build(
         Totals(g, sums[g][0], sums[g][1], sums[g][2], sums[g][3], dict(sorted(costs[g].items())))
         for g in groups
     ]
-    return drawn, totals
+    return drawn, totals, titles
 
 
 @router.get("")
@@ -181,7 +182,7 @@ async def overview_page(
         api_key_id=key_id,
         by=by or None,
     )
-    drawn, totals = build(points, starts, r)
+    drawn, totals, titles = build(points, starts, r)
     workspaces = await state.control.workspaces.list() if viewer.is_operator else []
     return render(
         request,
@@ -191,7 +192,7 @@ async def overview_page(
         title="Overview",
         partial="overview_charts.html",
         charts=drawn,
-        chart_titles=CHART_TITLES,
+        chart_titles=titles,
         totals=totals,
         ranges=RANGES,
         range=range,
