@@ -184,6 +184,7 @@ class Calibration:
     gateway_cpu_ms: float  # the gateway's CPU per request at idle
     mean_prompt: float  # uncached prompt tokens, mean
     mean_output: float
+    rows: dict[str, list[Measured]]  # the calibration's requests: gateway, direct, k at once
 
 
 async def calibrate(
@@ -203,6 +204,7 @@ async def calibrate(
         direct = [await one(clients[0], "", text(), args.max_tokens) for _ in range(3)]
         ratio_1 = service_ratio(profile, direct)
         slowdown = [1.0]
+        at_once: dict[str, list[Measured]] = {}
         for k in range(2, len(workers) + 1):
             rows: list[Measured] = []
             for _ in range(2):
@@ -210,6 +212,7 @@ async def calibrate(
                     *(one(c, "", text(), args.max_tokens) for c in clients[:k])
                 )
             slowdown.append(round(service_ratio(profile, rows) / ratio_1, 4))
+            at_once[f"at_once_{k}"] = rows
     finally:
         for c in clients:
             await c.aclose()
@@ -223,6 +226,7 @@ async def calibrate(
         gw_cpu_ms,
         float(np.mean([o.prompt_tokens for o in observed(seen)])),
         float(np.mean([r.completion_tokens for r in seen])),
+        {"gateway": seen, "direct": direct, **at_once},
     )
 
 
@@ -421,6 +425,8 @@ def main() -> None:
                                 "prefill_spread": cp.prefill_spread,
                                 "decode_spread": cp.decode_spread,
                                 "prefill": cp.prefill, "decode": cp.decode,
+                                "rows": {k: [dataclasses.asdict(r) for r in v]
+                                         for k, v in cal.rows.items()},
                             },
                             "rows": [dataclasses.asdict(r) for r in rows],
                         }  # fmt: skip
