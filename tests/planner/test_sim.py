@@ -137,10 +137,12 @@ def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     assert not np.array_equal(np.round(run(dataclasses.replace(cfg, seed=4))[0], 6), tpot)
 
 
-def test_host_slowdown_scales_a_service_by_the_busy_replicas() -> None:
-    """Two replicas on one machine, slowdown (1.0, 1.5): the request at t = 0 starts alone
-    (prefill 100 ms, 4 x 10 ms decode: 140 ms), the one at 50 ms while the other replica is
-    busy (its prefill 150 ms, decode 15 ms a token); a third at 1 s starts alone again."""
+def test_host_slowdown_shares_the_machine_over_time() -> None:
+    """Two replicas on one machine, slowdown (1.0, 1.5); 100 ms prefill and 4 x 10 ms decode
+    of work each. A starts alone at 0; B at 50 ms, and both then run at 2/3 speed: A's
+    prefill ends at 50 + 50 x 1.5 = 125 ms, its work at 50 + 90 x 1.5 = 185 ms (15 ms a
+    token); B has done 90 ms of work by then and, alone again, ends its prefill at 195 ms and
+    its work at 235 ms (10 ms a token). C at 1 s runs alone."""
     profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=10)
     cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, host_slowdown=(1.0, 1.5))
     served = sorted(
@@ -149,6 +151,29 @@ def test_host_slowdown_scales_a_service_by_the_busy_replicas() -> None:
         key=lambda r: r.arrival_s,
     )  # fmt: skip
     assert served[0].replica != served[1].replica
-    assert [r.ttft_ms for r in served] == pytest.approx([100.0, 150.0, 100.0])
-    assert [r.tpot_ms for r in served] == pytest.approx([10.0, 15.0, 10.0])
-    assert served[1].done_s == pytest.approx(0.05 + 0.150 + 4 * 0.015)
+    assert [r.ttft_ms for r in served] == pytest.approx([125.0, 145.0, 100.0])
+    assert [r.tpot_ms for r in served] == pytest.approx([15.0, 10.0, 10.0])
+    assert [r.done_s for r in served] == pytest.approx([0.185, 0.235, 1.140])
+    assert [r.wait_ms for r in served] == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_a_shared_machine_without_contention_is_the_plain_simulation() -> None:
+    """host_slowdown (1.0, 1.0): the processor-sharing path gives the same times as the plain
+    one (M/M/1-like load over 3 replicas, queues included)."""
+    profile = synthetic(M, prefill_base_ms=20, prefill_per_token_ms=0.5, decode_ms=5)
+    rng = np.random.default_rng(5)
+    n = 600
+    s = stream(
+        np.cumsum(rng.exponential(0.05, n)), rng.integers(10, 400, n), rng.integers(1, 30, n)
+    )
+    base = SimConfig(gateway_overhead_ms=0, probe_interval_s=None)
+    key = lambda r: r.arrival_s  # noqa: E731
+    plain = sorted(simulate(fleet({"eu": 3}), [s], {M: profile}, base).served, key=key)
+    shared = sorted(simulate(fleet({"eu": 3}), [s], {M: profile},
+                             dataclasses.replace(base, host_slowdown=(1.0, 1.0))).served, key=key)  # fmt: skip
+    assert [r.replica for r in shared] == [r.replica for r in plain]
+    assert max(r.wait_ms for r in plain) > 10  # some requests did queue
+    for a, b in zip(plain, shared, strict=True):
+        assert (b.ttft_ms, b.tpot_ms, b.done_s, b.wait_ms) == pytest.approx(
+            (a.ttft_ms, a.tpot_ms, a.done_s, a.wait_ms), abs=1e-6
+        )

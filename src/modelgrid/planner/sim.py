@@ -24,9 +24,10 @@ decode step are the profile's fits times a factor drawn from the profile's measu
 ``prefill_spread`` and ``decode_spread`` (one draw per request and phase, from a generator
 seeded by ``SimConfig.seed`` and the stream's index: the same run gives the same figures;
 no spread: factor 1). Replicas that share one machine (``SimConfig.host_slowdown``: the
-validation's, several single-thread workers on 2 cores) serve slower while others are
-busy: a request's service is scaled by the measured factor for the number of busy replicas
-when it starts (itself included).
+validation's, several single-thread workers on 2 cores) share its cores over time: while
+``k`` replicas are busy, each request in service advances at ``1 / slowdown[k]`` of its
+own speed (processor sharing), so its first token and its end move whenever another
+replica starts or finishes; its time per output token is then the mean step it got.
 
 Requests are recorded when they finish; those that arrived before ``warmup_s`` are dropped
 from the figures (the fleet starts empty). Plain Python (heapq) and numpy.
@@ -40,6 +41,7 @@ import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -51,7 +53,7 @@ from modelgrid.routing.health import HealthBook
 from modelgrid.routing.router import Outcome, Placement, Router
 from modelgrid.routing.topology import Topology
 
-_ARRIVE, _ENQUEUE, _FINISH, _GW_END, _PROBE = range(5)
+_ARRIVE, _ENQUEUE, _FINISH, _GW_END, _PROBE, _JOB_END = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +84,9 @@ class SimConfig:
     of the profile's ``overhead_ms``); probe_interval_s: the gateway's probe period
     (``None``: no probes); seed: the router's randomness and the spread draws; warmup_s:
     arrivals before this are not counted; max_imbalance: as ``RoutingSettings``;
-    host_slowdown: service-time factor of a request that starts while ``k`` replicas of the
-    fleet are busy (itself included) at index ``k - 1``, the last one for more (empty: each
-    replica has its own machine)."""
+    host_slowdown: how much slower a replica serves while ``k`` replicas of the fleet are
+    busy (itself included), at index ``k - 1``, the last one for more (empty: each replica
+    has its own machine; see the module docstring)."""
 
     policy: str = "cache_aware"
     gateway_overhead_ms: float = 1.0
@@ -118,6 +120,23 @@ class _Request:
     placement: Placement
     rtt_s: float
     queued_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Job:
+    """A request in service on a shared machine (``host_slowdown``); work in seconds of the
+    replica's own speed."""
+
+    rep: _Replica
+    req: _Request
+    started_s: float
+    prefill_s: float
+    total_s: float
+    output_tokens: int
+    done_s: float = 0.0  # work done by at_s
+    at_s: float = 0.0
+    first_s: float | None = None  # when the prefill's work was done
+    version: int = 0
 
 
 @dataclass(slots=True)
@@ -241,6 +260,29 @@ def simulate(
     ]
     slowdown = config.host_slowdown
     busy_replicas = [0]  # replicas serving at least one request (for host_slowdown)
+    jobs: list[_Job] = []  # requests in service on the shared machine
+
+    def rate() -> float:
+        return 1.0 / slowdown[min(busy_replicas[0], len(slowdown)) - 1]
+
+    def advance(t: float) -> None:
+        """Bring every job's work up to ``t`` at the current rate."""
+        r = rate() if busy_replicas[0] else 1.0
+        for job in jobs:
+            work = (t - job.at_s) * r
+            if job.first_s is None and job.done_s + work >= job.prefill_s:
+                job.first_s = job.at_s + (job.prefill_s - job.done_s) / r
+            job.done_s, job.at_s = job.done_s + work, t
+
+    def reschedule(t: float) -> None:
+        nonlocal seq
+        r = rate()
+        for job in jobs:
+            job.version += 1
+            finish = t + max(job.total_s - job.done_s, 0.0) / r
+            heapq.heappush(heap, (finish, seq, _JOB_END, (job, job.version)))
+            seq += 1
+
     served: list[Served] = []
     rejected: list[tuple[int, float, str]] = []
     busy = dict.fromkeys(replicas, 0.0)
@@ -248,6 +290,8 @@ def simulate(
 
     def start(rep: _Replica, req: _Request, t: float) -> None:
         nonlocal seq
+        if slowdown:
+            advance(t)  # at the rate before this one starts
         rep.busy += 1
         if rep.busy == 1:
             busy_replicas[0] += 1
@@ -256,11 +300,12 @@ def simulate(
         d_ms = float(decode[req.stream][req.index])
         if rep.slots > 1 and rep.busy > 1:
             d_ms *= rep.profile.decode_scale.get(rep.busy, 1.0)
-        if slowdown:
-            k = min(busy_replicas[0], len(slowdown)) - 1
-            p_ms, d_ms = p_ms * slowdown[k], d_ms * slowdown[k]
         n_out = int(s.output_tokens[req.index])
         service_s = (p_ms + max(n_out - 1, 0) * d_ms) / 1000
+        if slowdown:
+            jobs.append(_Job(rep, req, t, p_ms / 1000, service_s, n_out, at_s=t))
+            reschedule(t)
+            return
         finish = t + service_s
         # busy time inside the counted window [warmup, end of arrivals]
         lo, hi = max(t, start_window), min(finish, end)
@@ -283,6 +328,29 @@ def simulate(
             )
         heapq.heappush(heap, (finish, seq, _FINISH, (rep, req)))
         seq += 1
+
+    def job_end(job: _Job, t: float) -> None:
+        """Record a job done at ``t`` (``advance`` already ran)."""
+        jobs.remove(job)
+        req, first = job.req, job.first_s if job.first_s is not None else t
+        lo, hi = max(job.started_s, start_window), min(t, end)
+        if hi > lo:
+            busy[job.rep.id] += hi - lo
+        if req.arrival_s >= start_window:
+            half, n_out = req.rtt_s / 2, job.output_tokens
+            served.append(
+                Served(
+                    stream=req.stream,
+                    region=job.rep.region,
+                    replica=job.rep.id,
+                    arrival_s=req.arrival_s,
+                    wait_ms=(job.started_s - req.queued_s) * 1000,
+                    ttft_ms=(first + half - req.arrival_s) * 1000,
+                    tpot_ms=(t - first) * 1000 / (n_out - 1) if n_out > 1 else 0.0,
+                    done_s=t + half,
+                    output_tokens=n_out,
+                )
+            )
 
     while heap:
         t, _, kind, data = heapq.heappop(heap)
@@ -319,6 +387,22 @@ def simulate(
             seq += 1
             if rep.queue:
                 start(rep, rep.queue.popleft(), t)
+        elif kind == _JOB_END:
+            ended, version = cast(tuple[_Job, int], data)
+            if version != ended.version:
+                continue  # rescheduled since
+            advance(t)
+            job_end(ended, t)
+            rep, req = ended.rep, ended.req
+            rep.busy -= 1
+            if rep.busy == 0:
+                busy_replicas[0] -= 1
+            heapq.heappush(heap, (t + req.rtt_s / 2, seq, _GW_END, req))
+            seq += 1
+            if rep.queue:
+                start(rep, rep.queue.popleft(), t)
+            elif jobs:
+                reschedule(t)  # one replica fewer busy: the others speed up
         elif kind == _GW_END:
             assert isinstance(data, _Request)
             routers[streams[data.stream].origin].end(data.placement, Outcome.SUCCESS)
