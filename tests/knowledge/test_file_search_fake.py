@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from modelgrid.core.types import InferenceRequest
 from modelgrid.engines.base import PreparedRequest
+from modelgrid.engines.embedding import Embeddings
 from modelgrid.engines.fake import FakeEngine
 from tests.conftest import ServerFactory
 from tests.databases import BOTH_DATABASES
@@ -247,3 +249,53 @@ def test_file_search_errors(server: ThreadServer, store: tuple[str, str, str]) -
     })  # fmt: skip
     assert r.status_code == 404
     assert json.loads(r.text)["error"]["code"] == "vector_store_not_found"
+
+
+class RecordingEmbedding(HashEmbeddingEngine):
+    """The hash embedding engine, remembering every text it embedded."""
+
+    def __init__(self) -> None:
+        super().__init__(max_input_tokens=256)
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        self.texts.extend(texts)
+        return await super().embed(texts)
+
+
+def test_a_long_query_is_cut_to_its_last_tokens_before_it_is_embedded(
+    server_factory: ServerFactory, model: Recording
+) -> None:
+    embedding = RecordingEmbedding()
+    s = server_factory(model, embedding, knowledge={"poll_interval_s": 0.05})
+    f = api(s, "POST", "/v1/files", files={"file": ("refunds.md", GUIDE)},
+            data={"purpose": "assistants"}).json()  # fmt: skip
+    vs = api(s, "POST", "/v1/vector_stores", json={"name": "care", "file_ids": [f["id"]]}).json()
+    deadline = time.monotonic() + 20
+    while api(s, "GET", f"/v1/vector_stores/{vs['id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    before = len(usage_rows(s, expect=1))
+    # 336 words (the fake tokenizer's tokens), the question at the end
+    pasted = " ".join(f"w{i}" for i in range(330))
+    question = f"{pasted} When is a refund granted?"
+    tail = " ".join(question.split()[-256:])
+    embedding.texts.clear()
+    r = api(s, "POST", "/v1/responses", json={
+        "model": "fake-model", "input": question,
+        "tools": [{"type": "file_search", "vector_store_ids": [vs["id"]]}],
+        "include": ["file_search_call.results"],
+    })  # fmt: skip
+    assert r.status_code == 200, r.text
+    call = r.json()["output"][0]
+    assert call["queries"] == [question]
+    assert [x["file_id"] for x in call["results"]] == [f["id"]]
+    assert embedding.texts == [tail]
+    r = api(s, "POST", f"/v1/vector_stores/{vs['id']}/search", json={"query": question})
+    assert r.status_code == 200, r.text
+    assert [x["file_id"] for x in r.json()["data"]] == [f["id"]]
+    assert embedding.texts == [tail, tail]
+    # metered: the tokens actually embedded
+    rows = usage_rows(s, expect=before + 3)
+    embedded = [u for u in rows[before:] if u["endpoint"] == "embeddings"]
+    assert [u["prompt_tokens"] for u in embedded] == [256, 256]

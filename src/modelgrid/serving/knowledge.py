@@ -11,12 +11,16 @@ are admitted and one usage record is written per call, in the region it ran in.
   counted, not billed: like ``/tokenize``) and metered embeddings.
 - ``Retrieval``: dense (sqlite-vec / cosine), lexical (FTS5 / BM25) and hybrid retrieval, the
   two rankings fused by reciprocal rank fusion (``knowledge.fusion``, Cormack et al. 2009,
-  k = 60). The query's embedding is a metered call billed to the caller.
+  k = 60). The query's embedding is a metered call billed to the caller. A query longer
+  than the embedding model's longest input is cut to its last tokens that fit before it is
+  embedded (``KnowledgeEmbedder.fit``: the question usually ends a long pasted input); BM25
+  still reads the whole query, and the usage is the tokens actually embedded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +89,43 @@ class KnowledgeEmbedder:
         route = self.embeddings.engine(model).route(routing_hints(principal, _ctx()))
         return await route.count_tokens(list(texts))
 
+    async def fit(self, principal: Principal, model: str, text: str) -> str:
+        """``text`` cut to fit the model's longest input: unchanged when it fits, else its
+        longest suffix that fits, starting at a word where one does (the question usually
+        ends a long input). Found by the routed replica's own token counts (not billed).
+
+        Raises:
+            As ``count``.
+        """
+        route = self.embeddings.engine(model).route(routing_hints(principal, _ctx()))
+        limit = route.max_input_tokens
+
+        async def fits(start: int) -> bool:
+            [n] = await route.count_tokens([text[start:]])
+            return n <= limit
+
+        if limit <= 0 or await fits(0):
+            return text
+        # the smallest start that fits: first among word starts, then inside the last word
+        starts = [m.start() for m in re.finditer(r"\S+", text)]
+        if starts and await fits(starts[-1]):
+            lo, hi = 0, len(starts) - 1  # starts[hi] fits, starts[0] does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if await fits(starts[mid]):
+                    hi = mid
+                else:
+                    lo = mid
+            return text[starts[hi] :]
+        lo, hi = starts[-1] if starts else 0, len(text) - 1  # hi: one character
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if await fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        return text[hi:]
+
     async def embed(
         self,
         principal: Principal,
@@ -124,11 +165,14 @@ class Retrieval:
     async def embed_query(
         self, principal: Principal, model: str, query: str, ctx: CallContext | None = None
     ) -> bytes:
-        """The query's float32 embedding: one metered call billed to the principal.
+        """The query's float32 embedding: one metered call billed to the principal. A query
+        longer than the model's longest input is embedded cut to its last tokens that fit
+        (``KnowledgeEmbedder.fit``).
 
         Raises:
             As ``EmbeddingService.embed``.
         """
+        query = await self.embedder.fit(principal, model, query)
         vectors, _tokens = await self.embedder.embed(principal, model, [query], ctx)
         return vectors[0]
 
