@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from modelgrid.protocol import MAX_MESSAGES
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -58,7 +60,7 @@ class CountTokensRequest(_Open):
     """``POST /v1/messages/count_tokens``: what shapes the prompt, no sampling."""
 
     model: str = Field(min_length=1)
-    messages: list[MessageParam] = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: str | list[ContentBlock] | None = None
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoiceParam | None = None

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from modelgrid.protocol import MAX_MESSAGES
 from modelgrid.protocol.dashscope.models import Message
 
 MAX_PROMPT_CHARS = 100_000
@@ -48,7 +49,7 @@ class AppInput(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    messages: list[Message] | None = Field(default=None, max_length=1000)
+    messages: list[Message] | None = Field(default=None, max_length=MAX_MESSAGES)
     session_id: str | None = Field(default=None, max_length=64)
     memory_id: str | None = Field(default=None, max_length=64)
     doc_reference_type: Literal["simple", "indexed"] = "simple"

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from modelgrid.protocol import MAX_MESSAGES
 from modelgrid.protocol.openai.models import ToolCallIn, ToolIn
 
 ResultFormat = Literal["text", "message"]
@@ -50,7 +51,7 @@ class GenerationInput(BaseModel):
     """``input``: a conversation (``messages``) or a single user turn (``prompt``)."""
 
     model_config = ConfigDict(extra="allow")
-    messages: list[Message] | None = None
+    messages: list[Message] | None = Field(default=None, max_length=MAX_MESSAGES)
     prompt: str | None = None
 
     @model_validator(mode="after")

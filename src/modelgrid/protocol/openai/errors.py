@@ -50,6 +50,14 @@ def _shown(value: Any) -> str | None:
     return None
 
 
+def array_too_long(param: str, limit: int, length: int) -> str:
+    """OpenAI's message for a list over its limit (``messages`` past 2048 items)."""
+    return (
+        f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, "
+        f"but got an array with length {length} instead."
+    )
+
+
 def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """The message and ``param`` of a 400 for pydantic validation errors (the first one
     speaks), naming the offending value when it is a scalar (pydantic's ``input``):
@@ -66,10 +74,13 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         if param is None:
             return "The request body is missing: send a JSON object.", None
         return f"Missing required parameter: '{param}'.", param
+    ctx = first.get("ctx") or {}
+    if first.get("type") == "too_long" and ctx.get("field_type") == "List" and param:
+        return array_too_long(param, ctx["max_length"], ctx["actual_length"]), param
     msg = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
     where = f"'{param}'" if param else "the request body"
     shown = _shown(first["input"]) if "input" in first else None
-    expected = (first.get("ctx") or {}).get("expected")
+    expected = ctx.get("expected")
     if first.get("type") in ("literal_error", "enum") and shown and expected:
         return f"Invalid value for {where}: {shown}. Supported values are: {expected}.", param
     if shown is not None:
@@ -77,4 +88,4 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     return f"Invalid value for {where}: {msg}.", param
 
 
-__all__ = ["error_body", "errors_message"]
+__all__ = ["array_too_long", "error_body", "errors_message"]

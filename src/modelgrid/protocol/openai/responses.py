@@ -32,7 +32,9 @@ from modelgrid.core.types import (
     ToolCall,
     ToolChoice,
 )
+from modelgrid.protocol import MAX_MESSAGES
 from modelgrid.protocol.json_schema import check_forced_tools, check_schema
+from modelgrid.protocol.openai.errors import array_too_long
 from modelgrid.protocol.openai.formats import schema_format
 from modelgrid.protocol.openai.tools import tool_choice_in
 
@@ -122,6 +124,10 @@ def check_request(req: ResponseCreateRequest) -> None:
             )
     if isinstance(req.input, list) and not req.input:
         raise InvalidRequestError("'input' must not be an empty list.", param="input")
+    if isinstance(req.input, list) and len(req.input) > MAX_MESSAGES:
+        raise InvalidRequestError(
+            array_too_long("input", MAX_MESSAGES, len(req.input)), param="input"
+        )
 
 
 def _text_of(content: Any, param: str, allowed: frozenset[str]) -> str:
