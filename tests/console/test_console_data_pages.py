@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import sqlalchemy as sa
@@ -247,7 +248,20 @@ def test_playground_streams_as_the_signed_in_key_and_meters_once(server: ThreadS
     forged = member.http.post(
         "/console/playground/chat", json=body, headers={"X-CSRF-Token": "0" * 64}
     )
-    assert forged.status_code == 403
+    assert (forged.status_code, forged.json()["error"]["code"]) == (403, "csrf_failed")
+    assert forged.json()["error"]["message"].startswith("This form's security token is missing")
+    signed_out = httpx.post(f"{server.base_url}/console/playground/chat", json=body)
+    assert (signed_out.status_code, signed_out.json()) == (
+        401,
+        {
+            "error": {
+                "message": "Sign in to the console.",
+                "type": "authentication_error",
+                "param": None,
+                "code": "sign_in_required",
+            }
+        },
+    )
     r = member.http.post(
         "/console/playground/chat", json=body, headers={"X-CSRF-Token": member.csrf}
     )

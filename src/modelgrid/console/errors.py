@@ -1,5 +1,9 @@
 """The console's error pages (404, 403, 400, 429 …) in its own look, and the redirect to the
-sign-in page when nobody is signed in. No traceback or internal detail reaches the page."""
+sign-in page when nobody is signed in. No traceback or internal detail reaches the page.
+
+The console's JSON endpoints (``JSON_PATHS``: the playground's chat, which a script calls with
+``fetch``) answer every error, the CSRF check's 403 and the 401 of a missing session included,
+as JSON ``{"error": {message, type, param, code}}`` with its status instead."""
 
 from __future__ import annotations
 
@@ -10,12 +14,36 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from modelgrid.console.templating import base_path, render
 from modelgrid.core.errors import ModelgridError, RateLimitError, SignInRequiredError
 
 log = logging.getLogger("modelgrid.console")
+
+JSON_PATHS = ("/playground/chat",)  # below the console's mount
+
+
+def wants_json(request: Request) -> bool:
+    """Whether ``request`` is to one of the console's JSON endpoints."""
+    return request.url.path.rstrip("/").endswith(JSON_PATHS)
+
+
+def json_error(exc: ModelgridError) -> JSONResponse:
+    """``exc`` as the JSON endpoints' error body, with its status."""
+    body = {
+        "error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+    }
+    response = JSONResponse(body, status_code=exc.status)
+    if isinstance(exc, RateLimitError):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return response
+
+
+def _json_status(status: int, message: str) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return JSONResponse(body, status_code=status)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -53,22 +81,32 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequiredError)
     async def sign_in(request: Request, exc: SignInRequiredError) -> Response:
+        if wants_json(request):
+            return json_error(exc)
         return _sign_in(request, exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         messages = {404: "There is no such page.", 405: "This page does not take that method."}
+        if wants_json(request):
+            return _json_status(exc.status_code, messages.get(exc.status_code, "Error."))
         return error_page(request, exc.status_code, messages.get(exc.status_code, "Error."))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        if wants_json(request):
+            return _json_status(400, f"Invalid {where}: {first.get('msg', 'bad value')}.")
         return error_page(request, 400, f"Invalid {where}: {first.get('msg', 'bad value')}.")
 
     @app.exception_handler(ModelgridError)
     async def modelgrid_error(request: Request, exc: ModelgridError) -> Response:
-        response = error_page(request, exc.status, exc.message)
+        response: Response
+        if wants_json(request):
+            response = json_error(exc)
+        else:
+            response = error_page(request, exc.status, exc.message)
         if isinstance(exc, RateLimitError):
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
         return response
@@ -76,7 +114,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("console page failed: %s %s", request.method, request.url.path)
+        if wants_json(request):
+            return _json_status(500, "Something went wrong on our side; it has been logged.")
         return error_page(request, 500, "Something went wrong on our side; it has been logged.")
 
 
-__all__ = ["error_page", "install"]
+__all__ = ["JSON_PATHS", "error_page", "install", "json_error", "wants_json"]

@@ -21,13 +21,14 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 from pydantic import ValidationError
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from modelgrid.api.deps import call_context
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.console.access import EVERYONE, Viewer
 from modelgrid.console.deps import PostDep, StateDep, ViewerDep, page_router
+from modelgrid.console.errors import json_error
 from modelgrid.console.templating import render
 from modelgrid.core.errors import InvalidRequestError, ModelgridError
 from modelgrid.protocol.openai.models import ChatCompletionRequest
@@ -123,11 +124,6 @@ async def playground_code(
     )
 
 
-def _error(exc: ModelgridError) -> JSONResponse:
-    body = {"error": {"message": exc.message, "type": exc.type, "param": exc.param}}
-    return JSONResponse(body, status_code=exc.status)
-
-
 def _body(raw: bytes) -> ChatCompletionRequest:
     """The chat request the page sent, always streamed with usage. Raises:
     InvalidRequestError."""
@@ -159,7 +155,7 @@ async def playground_chat(request: Request, state: StateDep, viewer: PostDep) ->
         chat = state.app.chat
         gen = await chat.open(viewer.principal, body, await call_context(request))
     except ModelgridError as exc:
-        return _error(exc)
+        return json_error(exc)
     return SSEResponse(openai_events(chat.chunks(gen, True)))
 
 
