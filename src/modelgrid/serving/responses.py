@@ -22,7 +22,11 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
+from modelgrid.core.errors import (
+    ContextLengthExceededError,
+    ModelgridError,
+    ServiceUnavailableError,
+)
 from modelgrid.core.types import (
     CallContext,
     ChatMessage,
@@ -166,7 +170,7 @@ class _Assembler:
     def _where(self, item: dict[str, Any]) -> dict[str, Any]:
         return {"item_id": item["id"], "output_index": self.items.index(item)}
 
-    def _close_message(self) -> list[Event]:
+    def _close_message(self, status: str = "completed") -> list[Event]:
         msg = self._msg
         if msg is None:
             return []
@@ -175,7 +179,7 @@ class _Assembler:
         part = wire.text_part(text, self._lps if self._logprobs else None)
         part["annotations"] = [file_citation(f, name, len(text)) for f, name in self.citations]
         msg["content"] = [part]
-        msg["status"] = "completed"
+        msg["status"] = status
         where = self._where(msg)
         self._texts, self._lps = [], []
         cited: list[Event] = [
@@ -195,13 +199,13 @@ class _Assembler:
             ("response.output_item.done", {"output_index": where["output_index"], "item": msg}),
         ]
 
-    def _close_call(self) -> list[Event]:
+    def _close_call(self, status: str = "completed") -> list[Event]:
         call = self._call
         if call is None:
             return []
         self._call = None
         call["arguments"] = "".join(self._args)
-        call["status"] = "completed"
+        call["status"] = status
         self._args = []
         where = self._where(call)
         return [
@@ -212,9 +216,12 @@ class _Assembler:
             ("response.output_item.done", {"output_index": where["output_index"], "item": call}),
         ]
 
-    def finish(self) -> list[Event]:
-        """Close the open items (their ``done`` events)."""
-        return self._close_message() + self._close_call()
+    def finish(self, incomplete: bool = False) -> list[Event]:
+        """Close the open items (their ``done`` events); ``incomplete``: the answer was cut
+        off (``max_output_tokens``), and the item it was writing says so, as the
+        reference's does."""
+        status = "incomplete" if incomplete else "completed"
+        return self._close_message(status) + self._close_call(status)
 
 
 @dataclass(slots=True)
@@ -230,6 +237,10 @@ class ResponseRun:
     store_region: str | None  # where it will be stored; None: ``store: false``
     assembler: _Assembler
     error: dict[str, Any] | None = field(default=None)
+
+    def close(self) -> list[Event]:
+        """Close the open items once the answer has ended (``Assembler.finish``)."""
+        return self.assembler.finish(incomplete=self.gen.finish_reasons[0] == "length")
 
     def response(self, status: str | None = None) -> dict[str, Any]:
         """The response object now (``status`` overrides the one the answer implies)."""
@@ -372,11 +383,14 @@ class ResponsesService(GenerationService):
         truncate: bool,
     ) -> Generation:
         """``Generation.open``, after ``_fit`` for ``truncation: "auto"``."""
-        if truncate:
-            await self._fit(principal, request, ctx)
-        return await self.generation(
-            principal, request, ctx, endpoint="responses", affinity_replica=affinity
-        )
+        try:
+            if truncate:
+                await self._fit(principal, request, ctx)
+            return await self.generation(
+                principal, request, ctx, endpoint="responses", affinity_replica=affinity
+            )
+        except ContextLengthExceededError as exc:
+            raise exc.at("input") from None  # the Responses API has no 'messages'
 
     async def _fit(self, principal: Principal, request: InferenceRequest, ctx: CallContext) -> None:
         """``truncation: "auto"``: while the prompt (counted exactly, by the model's own
@@ -408,9 +422,12 @@ class ResponsesService(GenerationService):
 
     async def complete(self, run: ResponseRun) -> dict[str, Any]:
         """Run to the end, store, and return the ``response`` object."""
-        async for delta in run.gen.deltas():
-            run.assembler.feed(delta)
-        run.assembler.finish()
+        try:
+            async for delta in run.gen.deltas():
+                run.assembler.feed(delta)
+        except ContextLengthExceededError as exc:
+            raise exc.at("input") from None
+        run.close()
         response = run.response()
         await self._save(run, response)
         return response
@@ -435,6 +452,8 @@ class ResponsesService(GenerationService):
                     yield writer.event(kind, **fields)
         except ModelgridError as exc:
             if not started:
+                if isinstance(exc, ContextLengthExceededError):
+                    raise exc.at("input") from None
                 raise
             for kind, fields in run.assembler.finish():
                 yield writer.event(kind, **fields)
@@ -449,7 +468,7 @@ class ResponsesService(GenerationService):
                 yield writer.event(kind, response=run.response("in_progress"))
             for kind, fields in run.assembler.opening():
                 yield writer.event(kind, **fields)
-        for kind, fields in run.assembler.finish():
+        for kind, fields in run.close():
             yield writer.event(kind, **fields)
         final = run.response()
         await self._save(run, final)
