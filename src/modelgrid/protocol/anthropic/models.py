@@ -70,6 +70,7 @@ class CountTokensRequest(_Open):
 class MessagesRequest(CountTokensRequest):
     """``POST /v1/messages``."""
 
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     max_tokens: Annotated[int, Field(ge=1)]
     stop_sequences: list[str] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None

@@ -65,7 +65,7 @@ class AppInput(BaseModel):
 class AppParameters(BaseModel):
     """``parameters``; sampling fields as on the text-generation route."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     rag_options: RagOptions | None = None
     has_thoughts: StrictBool = False

@@ -74,7 +74,7 @@ class GenerationParameters(BaseModel):
     in [0, 2), as the reference gives them.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     result_format: ResultFormat = "text"
     incremental_output: StrictBool = False

@@ -36,7 +36,7 @@ Prompt = str | list[str] | list[StrictInt] | list[list[StrictInt]]
 
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     prompt: Prompt

@@ -78,6 +78,8 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     if first.get("type") == "too_long" and ctx.get("field_type") == "List" and param:
         return array_too_long(param, ctx["max_length"], ctx["actual_length"]), param
     msg = str(first.get("msg", "Invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "finite_number":  # NaN or Infinity (JSON extensions)
+        msg = "must be a finite number"
     where = f"'{param}'" if param else "the request body"
     shown = _shown(first["input"]) if "input" in first else None
     expected = ctx.get("expected")

@@ -77,7 +77,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)

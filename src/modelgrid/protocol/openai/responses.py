@@ -63,7 +63,7 @@ class TextConfig(BaseModel):
 class ResponseCreateRequest(BaseModel):
     """``POST /v1/responses``; ranges as the reference documents them."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     input: str | list[dict[str, Any]]
