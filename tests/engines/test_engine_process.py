@@ -46,6 +46,8 @@ async def test_serves_then_stops_its_child() -> None:
     try:
         pid = engine.process.status().pid
         assert engine.ready and pid is not None
+        # not in the gateway's process group: a terminal's Ctrl-C does not reach it
+        assert os.getpgid(pid) == pid != os.getpgid(os.getpid())
         text = "".join([d.text async for d in engine.stream(engine.prepare(_request()))])
         assert text == "Paris is the capital of France."
     finally:

@@ -407,6 +407,10 @@ class EngineProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            # Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
+            # reaches the gateway alone, which drains its streams and then stops the child;
+            # the child still dies with the gateway (``die_with_parent``).
+            start_new_session=True,
         )
         self._proc = proc
         self.incarnation += 1
