@@ -1,7 +1,8 @@
-"""A cancelled batch line frees the llama.cpp replica inside its decode step; an online
-request is never cut there. Real model, in process: one prefill of ~600 tokens in ONE
-decode step (n_batch 1024) is cancelled 0.1 s in; what the context then holds tells whether
-llama.cpp finished the step (every prompt token evaluated) or aborted it (none)."""
+"""A request cancelled during its prefill (online: its client left; or a batch line) frees
+the llama.cpp replica inside its decode step; an online request decodes without the abort
+callback. Real model, in process: one prefill of ~600 tokens in ONE decode step (n_batch
+1024) is cancelled 0.1 s in; what the context then holds tells whether llama.cpp finished the
+step (every prompt token evaluated) or aborted it (none)."""
 
 from __future__ import annotations
 
@@ -48,15 +49,23 @@ async def _cancel_during_prefill(engine: LlamaCppEngine, preemptible: bool) -> t
     return prepared.prompt_tokens, held
 
 
-async def test_only_a_preemptible_request_is_aborted_inside_its_step() -> None:
+async def test_a_request_cancelled_in_its_prefill_is_aborted_inside_its_step() -> None:
     path = Settings().models_dir / CATALOG[MODEL].filename
     engine = LlamaCppEngine(MODEL, path, n_ctx=2048, n_threads=2, n_batch=1024)
     await engine.start()
     try:
-        prompt, held = await _cancel_during_prefill(engine, preemptible=False)
-        assert prompt > 500 and held >= prompt  # the step ran to its end
-        prompt, held = await _cancel_during_prefill(engine, preemptible=True)
-        assert held == 0  # aborted inside the step; llama.cpp kept nothing of it
+        for preemptible in (False, True):  # an online request whose client left; a batch line
+            prompt, held = await _cancel_during_prefill(engine, preemptible)
+            assert prompt > 500 and held == 0  # aborted inside the step; nothing of it kept
+        # past its prefill, an online request decodes without the callback, a batch line with
+        for preemptible, armed in ((False, False), (True, True)):
+            prepared = engine.prepare(_chat("Count to twenty.", preemptible, max_tokens=6))
+            stream = engine.stream(prepared)
+            await anext(stream)
+            assert (engine._abort_on is not None) is armed
+            async for _ in stream:
+                pass
+            assert engine._abort_on is None
         prepared = engine.prepare(_request(preemptible=True))
         prepared.request.messages = [ChatMessage("user", "Say hi.")]
         prepared = engine.prepare(prepared.request)

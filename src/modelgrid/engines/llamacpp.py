@@ -209,8 +209,10 @@ class LlamaCppEngine:
         self._waiting = 0
         self._load_lock = asyncio.Lock()
         # llama.cpp asks this between the operations of a decode step (hundreds per token),
-        # only while a preemptible request runs: a cancelled batch line frees the replica
-        # within about a millisecond, not at the end of its step.
+        # while a prompt is prefilled, and through the whole of a preemptible request: a
+        # request whose client left during its prefill, or a cancelled batch line, frees the
+        # replica within about a millisecond, not at the end of its step; an online request's
+        # decode steps run without it (they pay nothing; the cancel flag is read per token).
         self._abort_on: threading.Event | None = None
         self._online_prefix = _OnlinePrefix()
         self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
@@ -482,19 +484,24 @@ class LlamaCppEngine:
     def _generate(
         self, prepared: PreparedRequest, emit: Callable[[Any], None], cancel: threading.Event
     ) -> None:
-        """Generate every choice; a preemptible request (a batch line) that is cancelled
-        meanwhile is aborted inside the decode step it is in (``llama_decode`` returns 2 and
-        restores the KV cache as it was before the step; the next request starts clean)."""
+        """Generate every choice. A request cancelled during its prefill (its client gone),
+        or a preemptible request (a batch line) cancelled at any point, is aborted inside the
+        decode step it is in (``llama_decode`` returns 2 and restores the KV cache as it was
+        before the step; the steps before it stay cached, the next request starts clean)."""
         llm = self._llm
         assert llm is not None
-        self._online_prefix.before(llm, prepared.request.preemptible)
-        if not prepared.request.preemptible:
-            self._choices(prepared, emit, cancel)
-            return
+        preemptible = prepared.request.preemptible
+        self._online_prefix.before(llm, preemptible)
         self._abort_on = cancel
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
+
+        def prefilled() -> None:  # an online request decodes without the callback
+            if not preemptible and self._abort_on is not None:
+                llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._no_abort, None)
+                self._abort_on = None
+
         try:
-            self._choices(prepared, emit, cancel)
+            self._choices(prepared, emit, cancel, prefilled)
         except RuntimeError:  # llama-cpp-python's "llama_decode returned 2": aborted
             if not cancel.is_set():
                 raise
@@ -503,7 +510,11 @@ class LlamaCppEngine:
             self._abort_on = None
 
     def _choices(
-        self, prepared: PreparedRequest, emit: Callable[[Any], None], cancel: threading.Event
+        self,
+        prepared: PreparedRequest,
+        emit: Callable[[Any], None],
+        cancel: threading.Event,
+        prefilled: Callable[[], None],
     ) -> None:
         llm = self._llm
         assert llm is not None
@@ -537,6 +548,7 @@ class LlamaCppEngine:
             )
             try:
                 for token in gen:
+                    prefilled()
                     if cancel.is_set():
                         return
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
