@@ -230,3 +230,42 @@ def test_a_tenant_sees_only_its_workspace(
         shots(page, "tenant-requests")
 
     browser.run(steps)
+
+
+def test_tables_fit_a_desktop_and_charts_read_on_a_phone(
+    browser: BrowserThread, server: ThreadServer, shots: Any
+) -> None:
+    admin = make_key(server, role="admin", workspace="admin")
+    acme = make_key(server, name="a-long-key-name-for-the-layout", workspace="acme")
+    seed(server, acme, 3, prefix="a")
+    seed(server, admin, 2, prefix="b", region="eu-west")
+    wait_rows(server, 5)
+    cut = (
+        "Array.from(document.querySelectorAll('.scroll'))"
+        ".filter(e => e.scrollWidth > e.clientWidth).length"
+    )
+
+    def steps(b: Any) -> tuple[dict[str, int], float]:
+        overflowing = {}
+        for scheme in ("light", "dark"):
+            page = sign_in(b, server, admin, viewport={"width": 1280, "height": 800},
+                           color_scheme=scheme)  # fmt: skip
+            for name in ("keys", "requests", "usage", "regions", "workspaces"):
+                page.goto(f"{server.base_url}/console/{name}")
+                overflowing[f"{name}-{scheme}"] = page.evaluate(cut)
+                shots(page, f"1280-{scheme}-{name}")
+        phone = sign_in(b, server, admin, viewport={"width": 390, "height": 844})
+        phone.goto(f"{server.base_url}/console/overview")
+        shots(phone, "390-overview")
+        label = phone.eval_on_selector(
+            "svg.chart text.ylabel", "t => t.getBoundingClientRect().height"
+        )
+        return overflowing, label
+
+    overflowing, label = browser.run(steps)
+    assert overflowing == {
+        f"{n}-{s}": 0
+        for s in ("light", "dark")
+        for n in ("keys", "requests", "usage", "regions", "workspaces")
+    }
+    assert label >= 9  # px: the 640-unit chart ~350 px wide, labels of 18 units
