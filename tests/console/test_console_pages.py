@@ -115,6 +115,13 @@ def test_operator_manages_workspaces_and_prices(server: ThreadServer) -> None:
     assert r.status_code == 303
     row = db_rows(server, "SELECT rpm_limit, tpm_limit FROM workspaces WHERE id = :w", w=ws_id)
     assert row == [{"rpm_limit": None, "tpm_limit": 5000}]  # an empty one is unlimited
+    # an unset monthly budget reads "unlimited" like the other unset limits (was "—")
+    page = operator.get(f"/workspaces/{ws_id}").text
+    assert "<dt>Monthly budget</dt><dd>unlimited</dd>" in page
+    assert "<dt>Monthly tokens</dt><dd>unlimited</dd>" in page
+    listed = operator.get("/workspaces").text
+    assert '<td class="num">unlimited</td>\n    <td class="num">unlimited</td>' in listed
+    assert '<link rel="icon" href="data:image/svg+xml,' in listed  # no /favicon.ico request
     bad = operator.post("/workspaces", {"name": "x", "allowed_regions": "mars"})
     assert bad.status_code == 400
     assert "Unknown region &#39;mars&#39;" in bad.text

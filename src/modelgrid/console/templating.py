@@ -48,6 +48,7 @@ def environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["micros"] = _micros
     env.filters["limit"] = _limit
+    env.filters["budget"] = _budget
     env.filters["names"] = _names
     return env
 
@@ -126,6 +127,11 @@ def _micros(value: int | None, currency: str = "") -> str:
 
 def _limit(value: int | None) -> str:
     return "unlimited" if value is None else f"{value:,}"
+
+
+def _budget(value: int | None, currency: str = "") -> str:
+    """A monthly budget in micro-units: ``unlimited`` when unset, as the other limits."""
+    return "unlimited" if value is None else _micros(value, currency)
 
 
 def _names(values: list[str] | None) -> str:
