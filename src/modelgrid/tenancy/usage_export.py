@@ -1,6 +1,6 @@
 """Usage as CSV, streamed: the day roll-ups (``usage_rollups``) summed per (day, workspace,
 key, model, region, currency) over a range of days, with the usage table's filters
-(``usage_reports.usage_table``), every line and no limit.
+(``usage_reports.day_lines_query``, the usage table's query), every line and no limit.
 
 One SQL statement, read through a server-side cursor (``AsyncSession.stream``) and written
 as it comes, so a year of a busy cloud never sits in memory. The numbers are the roll-ups'
@@ -13,14 +13,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
-
-from sqlalchemy import func, select
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.storage import rollups
-from modelgrid.storage.models import usage_rollups
+from modelgrid.tenancy import usage_reports
 from modelgrid.tenancy.billing import csv_text, format_micros
 from modelgrid.tenancy.lookup import Sessions
 
@@ -40,12 +38,7 @@ CSV_HEADER = (
     "cost",
 )
 MAX_DAYS = 400
-_SUMS = ("requests", "errors", "prompt_tokens", "cached_tokens", "completion_tokens")
 _ROWS_PER_CHUNK = 500
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _day(ts: Any) -> str:
@@ -84,26 +77,14 @@ async def usage_csv(
         raise InvalidRequestError("last_day is before first_day.", param="last_day")
     if (last_day - first_day).days + 1 > MAX_DAYS:
         raise InvalidRequestError(f"at most {MAX_DAYS} days at once.", param="first_day")
-    r = usage_rollups.c
-    keys = [r.bucket_start, r.workspace_id, r.api_key_id, r.model, r.region, r.currency]
-    stmt = (
-        select(*keys, *(func.sum(r[c]) for c in _SUMS), func.sum(r.cost_micros))
-        .where(
-            r.granularity == "day",
-            r.bucket_start >= _midnight(first_day),
-            r.bucket_start < _midnight(last_day + timedelta(days=1)),
-        )
-        .group_by(*keys)
-        .order_by(*keys)
+    stmt = usage_reports.day_lines_query(
+        first_day,
+        last_day,
+        workspace_id=workspace_id,
+        api_key_id=api_key_id,
+        model=model,
+        region=region,
     )
-    for col, value in (
-        (r.workspace_id, workspace_id),
-        (r.api_key_id, api_key_id),
-        (r.model, model),
-        (r.region, region),
-    ):
-        if value is not None:
-            stmt = stmt.where(col == value)
     return _stream(sessions, stmt)
 
 

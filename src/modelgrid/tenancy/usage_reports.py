@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, literal, select, union_all
+from sqlalchemy import Select, String, func, literal, select, union_all
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.storage import rollups
@@ -210,6 +210,48 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def day_lines_query(
+    first_day: date,
+    last_day: date,
+    *,
+    workspace_id: str | None = None,
+    api_key_id: str | None = None,
+    model: str | None = None,
+    region: str | None = None,
+) -> Select[Any]:
+    """The day roll-ups summed per (day, workspace, key, model, region, currency) over
+    ``first_day..last_day`` (UTC, both included), filtered by any of the ids given, ordered
+    by them: columns ``bucket_start, workspace_id, api_key_id, model, region, currency``, the
+    request and token sums, ``cost_micros``. What the usage table and the CSV export read.
+
+    Raises:
+        InvalidRequestError: ``last_day`` before ``first_day``.
+    """
+    if last_day < first_day:
+        raise InvalidRequestError("last_day is before first_day.", param="last_day")
+    r = usage_rollups.c
+    keys = [r.bucket_start, r.workspace_id, r.api_key_id, r.model, r.region, r.currency]
+    stmt = (
+        select(*keys, *(func.sum(r[c]) for c in _SUMS), func.sum(r.cost_micros))
+        .where(
+            r.granularity == "day",
+            r.bucket_start >= _midnight(first_day),
+            r.bucket_start < _midnight(last_day + timedelta(days=1)),
+        )
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+    for col, value in (
+        (r.workspace_id, workspace_id),
+        (r.api_key_id, api_key_id),
+        (r.model, model),
+        (r.region, region),
+    ):
+        if value is not None:
+            stmt = stmt.where(col == value)
+    return stmt
+
+
 async def usage_table(
     sessions: Sessions,
     *,
@@ -228,31 +270,17 @@ async def usage_table(
     Raises:
         InvalidRequestError: ``last_day`` before ``first_day``, a limit outside 1..10000.
     """
-    if last_day < first_day:
-        raise InvalidRequestError("last_day is before first_day.", param="last_day")
+    stmt = day_lines_query(
+        first_day,
+        last_day,
+        workspace_id=workspace_id,
+        api_key_id=api_key_id,
+        model=model,
+        region=region,
+    )
     if not 1 <= limit <= 10_000:
         raise InvalidRequestError("limit must be 1 to 10000.", param="limit")
-    r = usage_rollups.c
-    keys = [r.bucket_start, r.workspace_id, r.api_key_id, r.model, r.region, r.currency]
-    stmt = (
-        select(*keys, *(func.sum(r[c]) for c in _SUMS), func.sum(r.cost_micros))
-        .where(
-            r.granularity == "day",
-            r.bucket_start >= _midnight(first_day),
-            r.bucket_start < _midnight(last_day + timedelta(days=1)),
-        )
-        .group_by(*keys)
-        .order_by(*keys)
-        .limit(limit)
-    )
-    for col, value in (
-        (r.workspace_id, workspace_id),
-        (r.api_key_id, api_key_id),
-        (r.model, model),
-        (r.region, region),
-    ):
-        if value is not None:
-            stmt = stmt.where(col == value)
+    stmt = stmt.limit(limit)
     async with sessions() as session:
         rows = (await session.execute(stmt)).all()
     return [
@@ -304,6 +332,7 @@ __all__ = [
     "MAX_BUCKETS",
     "SeriesPoint",
     "UsageLine",
+    "day_lines_query",
     "key_usage",
     "keys_last_used",
     "overview",
