@@ -12,10 +12,11 @@ workspace, its month's sums).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from modelgrid.console.access import EVERYONE, MEMBERS, Viewer
@@ -53,10 +54,33 @@ def _filters(viewer: Viewer, workspace: str, key: str) -> tuple[str | None, str 
     return workspace_id, key_id or (key.strip().removeprefix("mg-") or None)
 
 
-@router.get("")
-async def usage_page(
-    request: Request,
-    state: StateDep,
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """The usage page's and the CSV's filters: as typed (echoed in the form) and as read
+    (the viewer's scope applied, the default range filled in)."""
+
+    workspace: str
+    key: str
+    model: str
+    region: str
+    first_day: date
+    last_day: date
+    workspace_id: str | None
+    api_key_id: str | None
+
+    def reads(self) -> dict[str, Any]:
+        """The keyword arguments of ``usage_table`` and ``usage_csv``."""
+        return {
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "workspace_id": self.workspace_id,
+            "api_key_id": self.api_key_id,
+            "model": self.model or None,
+            "region": self.region or None,
+        }
+
+
+async def usage_query(
     viewer: ViewerDep,
     workspace: Annotated[str, Query(max_length=40)] = "",
     key: Annotated[str, Query(max_length=40)] = "",
@@ -64,19 +88,19 @@ async def usage_page(
     region: Annotated[str, Query(max_length=64)] = "",
     first_day: date | None = None,
     last_day: date | None = None,
-) -> Response:
+) -> UsageQuery:
+    """Raises: InvalidRequestError (``_days``)."""
     first, last = _days(first_day, last_day)
     workspace_id, key_id = _filters(viewer, workspace, key)
-    lines = await usage_reports.usage_table(
-        state.app.sessions,
-        first_day=first,
-        last_day=last,
-        workspace_id=workspace_id,
-        api_key_id=key_id,
-        model=model or None,
-        region=region or None,
-        limit=TABLE_LINES + 1,
-    )
+    return UsageQuery(workspace, key, model, region, first, last, workspace_id, key_id)
+
+
+QueryDep = Annotated[UsageQuery, Depends(usage_query)]
+
+
+@router.get("")
+async def usage_page(request: Request, state: StateDep, viewer: ViewerDep, q: QueryDep) -> Response:
+    lines = await usage_reports.usage_table(state.app.sessions, **q.reads(), limit=TABLE_LINES + 1)
     more = len(lines) > TABLE_LINES
     lines = lines[:TABLE_LINES]
     totals: dict[str, list[int]] = {}
@@ -105,41 +129,22 @@ async def usage_page(
         more=more,
         totals=dict(sorted(totals.items())),
         workspaces=workspaces,
-        workspace=workspace,
-        key=key,
-        model=model,
-        region=region,
-        first_day=first,
-        last_day=last,
+        workspace=q.workspace,
+        key=q.key,
+        model=q.model,
+        region=q.region,
+        first_day=q.first_day,
+        last_day=q.last_day,
         query=query,
-        month=f"{last:%Y-%m}",
+        month=f"{q.last_day:%Y-%m}",
         may_invoice=viewer.access in MEMBERS,
     )
 
 
 @router.get("/export.csv")
-async def export_csv(
-    state: StateDep,
-    viewer: ViewerDep,
-    workspace: Annotated[str, Query(max_length=40)] = "",
-    key: Annotated[str, Query(max_length=40)] = "",
-    model: Text = "",
-    region: Annotated[str, Query(max_length=64)] = "",
-    first_day: date | None = None,
-    last_day: date | None = None,
-) -> Response:
-    first, last = _days(first_day, last_day)
-    workspace_id, key_id = _filters(viewer, workspace, key)
-    chunks = await usage_export.usage_csv(
-        state.app.sessions,
-        first_day=first,
-        last_day=last,
-        workspace_id=workspace_id,
-        api_key_id=key_id,
-        model=model or None,
-        region=region or None,
-    )
-    name = f"usage-{first.isoformat()}-{last.isoformat()}.csv"
+async def export_csv(state: StateDep, q: QueryDep) -> Response:
+    chunks = await usage_export.usage_csv(state.app.sessions, **q.reads())
+    name = f"usage-{q.first_day.isoformat()}-{q.last_day.isoformat()}.csv"
     return StreamingResponse(
         chunks,
         media_type="text/csv; charset=utf-8",
