@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from modelgrid.api.errors import error_response
 from modelgrid.console.templating import base_path, render
 from modelgrid.core.errors import ModelgridError, RateLimitError, SignInRequiredError
+from modelgrid.protocol.openai.errors import error_body
 
 log = logging.getLogger("modelgrid.console")
 
@@ -29,21 +31,9 @@ def wants_json(request: Request) -> bool:
     return request.url.path.rstrip("/").endswith(JSON_PATHS)
 
 
-def json_error(exc: ModelgridError) -> JSONResponse:
-    """``exc`` as the JSON endpoints' error body, with its status."""
-    body = {
-        "error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
-    }
-    response = JSONResponse(body, status_code=exc.status)
-    if isinstance(exc, RateLimitError):
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return response
-
-
 def _json_status(status: int, message: str) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(message, kind, None, None), status_code=status)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -82,7 +72,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SignInRequiredError)
     async def sign_in(request: Request, exc: SignInRequiredError) -> Response:
         if wants_json(request):
-            return json_error(exc)
+            return error_response(exc)
         return _sign_in(request, exc)
 
     @app.exception_handler(HTTPException)
@@ -104,7 +94,7 @@ def install(app: FastAPI) -> None:
     async def modelgrid_error(request: Request, exc: ModelgridError) -> Response:
         response: Response
         if wants_json(request):
-            response = json_error(exc)
+            response = error_response(exc)
         else:
             response = error_page(request, exc.status, exc.message)
         if isinstance(exc, RateLimitError):
@@ -119,4 +109,4 @@ def install(app: FastAPI) -> None:
         return error_page(request, 500, "Something went wrong on our side; it has been logged.")
 
 
-__all__ = ["JSON_PATHS", "error_page", "install", "json_error", "wants_json"]
+__all__ = ["JSON_PATHS", "error_page", "install", "wants_json"]

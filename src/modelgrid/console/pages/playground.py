@@ -24,11 +24,11 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from modelgrid.api.deps import call_context
+from modelgrid.api.errors import error_response
 from modelgrid.api.openai_sse import openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.console.access import EVERYONE, Viewer
 from modelgrid.console.deps import PostDep, StateDep, ViewerDep, page_router
-from modelgrid.console.errors import json_error
 from modelgrid.console.templating import render
 from modelgrid.core.errors import InvalidRequestError, ModelgridError
 from modelgrid.protocol.openai.models import ChatCompletionRequest
@@ -155,7 +155,7 @@ async def playground_chat(request: Request, state: StateDep, viewer: PostDep) ->
         chat = state.app.chat
         gen = await chat.open(viewer.principal, body, await call_context(request))
     except ModelgridError as exc:
-        return json_error(exc)
+        return error_response(exc)
     return SSEResponse(openai_events(chat.chunks(gen, True)))
 
 
