@@ -43,6 +43,7 @@ MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 CANDIDATES_MIN = 50  # each retriever's depth before fusion, at least
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8000
+_SPECIAL_TOKENS_MAX = 8  # at most this many tokens a tokenizer adds of its own ([CLS]/[SEP])
 
 
 def _ctx() -> CallContext:
@@ -99,12 +100,16 @@ class KnowledgeEmbedder:
         """
         route = self.embeddings.engine(model).route(routing_hints(principal, _ctx()))
         limit = route.max_input_tokens
+        # A token covers at least one byte (byte-level BPE) or character (WordPiece), plus a
+        # few special tokens: a text this short fits without asking the replica to count.
+        if limit <= 0 or len(text.encode()) + _SPECIAL_TOKENS_MAX <= limit:
+            return text
 
         async def fits(start: int) -> bool:
             [n] = await route.count_tokens([text[start:]])
             return n <= limit
 
-        if limit <= 0 or await fits(0):
+        if await fits(0):
             return text
         # the smallest start that fits: first among word starts, then inside the last word
         starts = [m.start() for m in re.finditer(r"\S+", text)]
