@@ -299,3 +299,25 @@ def test_operator_creates_an_admin_key_in_any_workspace(server: ThreadServer) ->
     )
     assert narrow.status_code == 400
     assert "Unknown model &#39;nope&#39;" in narrow.text
+
+
+def test_a_member_cannot_rotate_or_revoke_an_admin_key_of_its_workspace(
+    server: ThreadServer,
+) -> None:
+    member_key = make_key(server, name="owner", workspace="acme")
+    admin = make_key(server, name="ops", role="admin", workspace="acme")
+    member = sign_in(server, member_key)
+    listed = member.get("/keys")
+    row = listed.text.split(f'id="key-{admin.key_id}"')[1].split("</tr>")[0]
+    assert "/rotate" not in row and "/revoke" not in row  # no forms offered
+    for action in ("rotate", "revoke"):
+        refused = member.post(f"/keys/{admin.key_id}/{action}")
+        assert refused.status_code == 403, refused.text
+        assert "Only an operator may rotate or revoke an admin key." in refused.text
+    rows = db_rows(server, "SELECT revoked_at FROM api_keys WHERE name = 'ops'")
+    assert rows == [{"revoked_at": None}]
+    still = httpx.get(
+        f"{server.base_url}/admin/v1/workspaces",
+        headers={"Authorization": f"Bearer {admin.plaintext}"},
+    )
+    assert still.status_code == 200

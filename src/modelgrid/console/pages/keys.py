@@ -2,7 +2,8 @@
 revoke, and one key's page.
 
 An operator sees every key (filter by workspace) and may create admin keys; a workspace
-member sees and manages its workspace's keys (tenant keys only); a key holder sees only its
+member sees its workspace's keys and manages its tenant keys (an admin key in its workspace
+only an operator rotates or revokes); a key holder sees only its
 own key, read-only. Another workspace's key is a 404. SQL: the key list (one statement, plus
 the workspace lookup when filtered), the workspace list for an operator, and the keys' last
 use (one statement, ``usage_reports.keys_last_used``).
@@ -27,7 +28,7 @@ from modelgrid.console.deps import (
     require,
 )
 from modelgrid.console.templating import base_path, render
-from modelgrid.core.errors import InvalidRequestError, NotFoundError
+from modelgrid.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from modelgrid.protocol.admin import CreatedKeyObject, KeyCreate, KeyObject
 from modelgrid.tenancy import audit, usage_reports
 
@@ -43,6 +44,17 @@ async def _visible_key(state: ConsoleState, viewer: Viewer, key_id: str) -> KeyO
         raise NotFoundError("No API key here.")
     key = await state.control.keys.get(key_id)
     viewer.check_key(key.id, key.workspace_id)
+    return key
+
+
+async def _manageable_key(state: ConsoleState, viewer: Viewer, key_id: str) -> KeyObject:
+    """The key ``key_id`` if ``viewer`` may rotate or revoke it: a member its workspace's
+    tenant keys, an operator any key. Raises: NotFoundError (not visible),
+    PermissionDeniedError (an admin key, and the viewer no operator)."""
+    require(viewer, MEMBERS)
+    key = await _visible_key(state, viewer, key_id)
+    if key.role != "tenant" and not viewer.is_operator:
+        raise PermissionDeniedError("Only an operator may rotate or revoke an admin key.")
     return key
 
 
@@ -166,8 +178,7 @@ async def key_page(request: Request, state: StateDep, viewer: ViewerDep, key_id:
 
 @router.post("/{key_id}/revoke")
 async def revoke_key(request: Request, state: StateDep, viewer: PostDep, key_id: str) -> Response:
-    require(viewer, MEMBERS)
-    key = await _visible_key(state, viewer, key_id)
+    key = await _manageable_key(state, viewer, key_id)
     key = await state.control.keys.revoke(key.id, actor=audit.api_actor(viewer.key_id))
     if request.headers.get("hx-request") == "true":
         last_used = await usage_reports.keys_last_used(state.app.sessions, [key.id])
@@ -185,8 +196,7 @@ async def revoke_key(request: Request, state: StateDep, viewer: PostDep, key_id:
 
 @router.post("/{key_id}/rotate")
 async def rotate_key(request: Request, state: StateDep, viewer: PostDep, key_id: str) -> Response:
-    require(viewer, MEMBERS)
-    key = await _visible_key(state, viewer, key_id)
+    key = await _manageable_key(state, viewer, key_id)
     try:
         created = await state.control.keys.rotate(key.id, actor=audit.api_actor(viewer.key_id))
     except InvalidRequestError as exc:
