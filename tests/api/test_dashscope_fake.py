@@ -569,6 +569,13 @@ def test_malformed_bodies_are_invalid_parameter(ds: ThreadServer, body: object) 
     _assert_dashscope_error(post(ds, body), 400, "InvalidParameter")
 
 
+def test_a_message_without_content_is_invalid_parameter_naming_it(ds: ThreadServer) -> None:
+    body = {"model": MODEL, "input": {"messages": [{"role": "user", "content": None}]}}
+    err = _assert_dashscope_error(post(ds, body), 400, "InvalidParameter")
+    assert "input.messages[0].content" in err["message"]
+    assert "needs its 'content'" in err["message"]
+
+
 def test_sdk_sees_invalid_parameter(ds: ThreadServer) -> None:
     r = call(ds, temperature=5)
     assert (r.status_code, r.code) == (400, "InvalidParameter")

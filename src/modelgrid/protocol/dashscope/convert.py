@@ -30,6 +30,13 @@ STREAMING_FINISH_REASON = "null"  # DashScope's literal string for "not finished
 
 def _content_text(message: Message, index: int) -> str | None:
     content = message.content
+    if content is None and (message.role != "assistant" or not message.tool_calls):
+        # as on OpenAI's wire: only an assistant turn that calls tools may leave it out
+        raise InvalidRequestError(
+            f"A message with role '{message.role}' needs its 'content' (got null or nothing"
+            f" at input.messages[{index}].content).",
+            param=f"input.messages[{index}].content",
+        )
     if content is None or isinstance(content, str):
         return content
     texts: list[str] = []
