@@ -45,6 +45,16 @@ def post(s: ThreadServer, path: str, **kw: object) -> httpx.Response:
             },
             "messages[1].content",
         ),
+        (  # a tool reply must answer a call of the assistant message before it
+            {
+                "model": "fake-model",
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "tool", "tool_call_id": "call_nope", "content": "x"},
+                ],
+            },
+            "messages[1].tool_call_id",
+        ),
         (  # vLLM's continuation needs an assistant message of text at the end
             {
                 "model": "fake-model",

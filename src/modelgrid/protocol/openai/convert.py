@@ -88,6 +88,24 @@ def _message(m: ChatMessageIn, index: int) -> ChatMessage:
     )
 
 
+def _check_tool_replies(messages: list[ChatMessageIn]) -> None:
+    """A ``tool`` message answers a call of the assistant message it follows (tool messages
+    in between): OpenAI answers 400 "messages with role 'tool' must be a response to a
+    preceding message with 'tool_calls'" otherwise."""
+    offered: set[str] = set()
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            offered = {c.id for c in m.tool_calls or ()}
+        elif m.role != "tool":
+            offered = set()
+        elif m.tool_call_id and m.tool_call_id not in offered:
+            raise InvalidRequestError(
+                f"A message with role 'tool' must answer a call of the assistant message"
+                f" before it; no tool call '{m.tool_call_id}' there.",
+                param=f"messages[{i}].tool_call_id",
+            )
+
+
 def to_inference_request(req: ChatCompletionRequest, request_id: str) -> InferenceRequest:
     """Convert a validated wire request to the core request.
 
@@ -99,6 +117,7 @@ def to_inference_request(req: ChatCompletionRequest, request_id: str) -> Inferen
     """
     _check_combinations(req)
     messages = [_message(m, i) for i, m in enumerate(req.messages)]
+    _check_tool_replies(req.messages)
     tools = tools_in(req.tools)
     tool_choice = tool_choice_in(req.tool_choice, tools)
     check_forced_tools(tools, tool_choice, lambda i: f"tools[{i}].function.parameters")
