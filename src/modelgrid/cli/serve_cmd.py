@@ -107,7 +107,14 @@ def _first_model(s: Any) -> str:
 
 def _bootstrap(s: Any) -> None:
     created = control_run(lambda c: c.keys.first_keys())
-    if created is None:
+    if created is None:  # keys were shown at the first start, once; say how to get another
+        err_console.print(
+            "keys: this database has them already (shown once, at its first start); a new "
+            "one: `modelgrid keys create --workspace default`, an admin one: `modelgrid keys "
+            "create --admin --workspace admin`",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     admin, first = created
     base_url = f"http://{s.server.host}:{s.server.port}/v1"
