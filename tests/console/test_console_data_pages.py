@@ -289,6 +289,17 @@ def test_playground_streams_as_the_signed_in_key_and_meters_once(server: ThreadS
         headers={"X-CSRF-Token": member.csrf},
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
+    many = {**body, "messages": [{"role": "user", "content": "x"}] * 2049}
+    too_many = member.http.post(
+        "/console/playground/chat", json=many, headers={"X-CSRF-Token": member.csrf}
+    )
+    api = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json=many,
+        headers={"Authorization": f"Bearer {acme.plaintext}"},
+    )
+    assert too_many.status_code == api.status_code == 400
+    assert too_many.json()["error"] == api.json()["error"]  # worded as the API words it
     junk = member.http.post(
         "/console/playground/chat", content=b"{", headers={"X-CSRF-Token": member.csrf}
     )

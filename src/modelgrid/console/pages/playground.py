@@ -31,6 +31,7 @@ from modelgrid.console.access import EVERYONE, Viewer
 from modelgrid.console.deps import PostDep, StateDep, ViewerDep, page_router
 from modelgrid.console.templating import render
 from modelgrid.core.errors import InvalidRequestError, ModelgridError
+from modelgrid.protocol.openai.errors import errors_message
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 
 router = page_router(EVERYONE, prefix="/playground")
@@ -140,10 +141,9 @@ def _body(raw: bytes) -> ChatCompletionRequest:
     fields |= {"stream": True, "stream_options": {"include_usage": True}}
     try:
         return ChatCompletionRequest.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidRequestError(f"{where}: {first['msg']}.", param=where) from None
+    except ValidationError as exc:  # worded as the API words it (one message, one param)
+        message, param = errors_message(exc.errors())
+        raise InvalidRequestError(message, param=param) from None
 
 
 @router.post("/chat")
