@@ -144,7 +144,8 @@ def test_host_slowdown_shares_the_machine_over_time() -> None:
     token); B has done 90 ms of work by then and, alone again, ends its prefill at 195 ms and
     its work at 235 ms (10 ms a token). C at 1 s runs alone."""
     profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=10)
-    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, host_slowdown=(1.0, 1.5))
+    profile = profile.model_copy(update={"host_slowdown": (1.0, 1.5)})
+    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None)
     served = sorted(
         simulate(fleet({"eu": 2}), [stream([0.0, 0.05, 1.0], [100] * 3, [5] * 3)],
                  {M: profile}, cfg).served,
@@ -169,11 +170,31 @@ def test_a_shared_machine_without_contention_is_the_plain_simulation() -> None:
     base = SimConfig(gateway_overhead_ms=0, probe_interval_s=None)
     key = lambda r: r.arrival_s  # noqa: E731
     plain = sorted(simulate(fleet({"eu": 3}), [s], {M: profile}, base).served, key=key)
-    shared = sorted(simulate(fleet({"eu": 3}), [s], {M: profile},
-                             dataclasses.replace(base, host_slowdown=(1.0, 1.0))).served, key=key)  # fmt: skip
+    one_machine = profile.model_copy(update={"host_slowdown": (1.0, 1.0, 1.0)})
+    shared = sorted(simulate(fleet({"eu": 3}), [s], {M: one_machine}, base).served, key=key)
     assert [r.replica for r in shared] == [r.replica for r in plain]
     assert max(r.wait_ms for r in plain) > 10  # some requests did queue
     for a, b in zip(plain, shared, strict=True):
         assert (b.ttft_ms, b.tpot_ms, b.done_s, b.wait_ms) == pytest.approx(
             (a.ttft_ms, a.tpot_ms, a.done_s, a.wait_ms), abs=1e-6
         )
+
+
+def test_replicas_are_packed_replicas_per_host_to_a_machine() -> None:
+    """host_slowdown (1.0, 2.0): two replicas to a machine, in the topology's order. Four
+    replicas, four requests at once (100 ms prefill, one token): eu/0 and eu/1 share one
+    machine and eu/2 and eu/3 another, so each pair runs at half speed (TTFT 200 ms); a
+    region of one replica has a machine of its own, never slowed (100 ms)."""
+    profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=10)
+    profile = profile.model_copy(update={"host_slowdown": (1.0, 2.0)})
+    assert profile.replicas_per_host == 2
+    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, policy="round_robin")
+    served = simulate(fleet({"eu": 4}), [stream([0.0] * 4, [100] * 4, [1] * 4)], {M: profile},
+                      cfg).served  # fmt: skip
+    assert sorted(r.replica for r in served) == ["eu/0", "eu/1", "eu/2", "eu/3"]
+    assert [r.ttft_ms for r in served] == pytest.approx([200.0] * 4)
+    three = simulate(fleet({"eu": 3}), [stream([0.0] * 3, [100] * 3, [1] * 3)], {M: profile},
+                     cfg).served  # fmt: skip
+    assert sorted((r.replica, round(r.ttft_ms, 6)) for r in three) == [
+        ("eu/0", 200.0), ("eu/1", 200.0), ("eu/2", 100.0)
+    ]  # fmt: skip

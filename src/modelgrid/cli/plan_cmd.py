@@ -1,5 +1,6 @@
 """``modelgrid plan``: replicas per region and model that meet the latency targets at least
-cost (``modelgrid.planner``); ``modelgrid plan profile``: measure the real engine.
+cost (``modelgrid.planner``); ``modelgrid plan profile``: measure the real engine;
+``modelgrid plan calibrate``: measure the serving path and co-location through the gateway.
 
 This module is a composition root for the planner: it reads the topology file, the usage
 ledger (``tenancy.demand``) or a forecast, the profiles, and for ``profile`` builds the engine
@@ -295,6 +296,78 @@ def profile_cmd(
         f"{result.slots} sequence(s) at once\nwritten {path}",
         highlight=False,
     )
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    key: str = typer.Option(..., "--key", help="An API key the gateway accepts for the model."),
+    url: str = typer.Option(
+        None, "--url", help="The gateway's API root (default: this machine's, from the settings)."
+    ),
+    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
+    profile_path: Path = typer.Option(
+        None, "--profile", help="The profile to calibrate (default: the data dir's)."
+    ),
+    out: Path = typer.Option(None, "--out", help="Where to write it (default: in place)."),
+    requests: int = typer.Option(10, "--requests", min=1, help="Idle requests, one at a time."),
+    replicas_per_host: int = typer.Option(
+        1, "--replicas-per-host", min=1, help="Replicas of the model sharing one machine."
+    ),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Rounds of k at once, per k."),
+    prompt_words: int = typer.Option(40, "--prompt-words", min=1, help="Words per message."),
+    max_tokens: int = typer.Option(16, "--max-tokens", min=2, help="Tokens per request."),
+    seed: int = typer.Option(0, "--seed", help="The messages' words."),
+) -> None:
+    """Measure, through the running gateway, what the simulator needs beyond the engine
+    profile: the serving path's overhead and spreads, and how much slower replicas serve
+    while several share one machine (host slowdown); write them into the profile."""
+    import asyncio
+    import datetime
+
+    from modelgrid.planner import PlanInputError, calibration
+    from modelgrid.planner import profile as profiles
+    from modelgrid.planner.probe import ChatProbe
+
+    s = settings()
+    path = profile_path or profiles.default_path(s.data_dir, model)
+    host = "127.0.0.1" if s.server.host in ("0.0.0.0", "::", "") else s.server.host
+    base = url or f"http://{host}:{s.server.port}/v1"
+
+    async def go() -> Any:
+        async with ChatProbe(base, key, model, max_tokens=max_tokens) as probe:
+            return await calibration.measure(
+                probe, requests=requests, replicas_per_host=replicas_per_host, rounds=rounds,
+                prompt_words=prompt_words, seed=seed,
+            )  # fmt: skip
+
+    try:
+        base_profile = profiles.load(path)
+        if base_profile.model != model:
+            raise PlanInputError(
+                f"--profile: {path} is a profile of {base_profile.model!r}, not {model!r}",
+                param="--profile",
+            )
+        run = asyncio.run(go())
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        result = calibration.apply(base_profile, run, calibrated_at=now)
+    except PlanInputError as exc:
+        raise _fail(exc.message) from None
+    target = out or path
+    profiles.save(result, target)
+    pf, df = result.prefill_spread, result.decode_spread
+    console.print(
+        f"{len(run.idle)} idle requests through {base}: serving-path overhead "
+        f"{result.overhead_ms:.1f} ms; prefill spread {pf[0]:.3f}..{pf[-1]:.3f}, decode spread "
+        + (f"{df[0]:.3f}..{df[-1]:.3f}" if df else "none"),
+        highlight=False,
+    )
+    for k, rnds in sorted(run.together.items()):
+        console.print(
+            f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds): host slowdown "
+            f"{result.host_slowdown[k - 1]:.3f}",
+            highlight=False,
+        )
+    console.print(f"written {target}", highlight=False)
 
 
 __all__ = ["app"]

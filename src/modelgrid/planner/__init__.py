@@ -2,7 +2,9 @@
 
 ``workload`` (request shapes, arrival processes), ``scenario`` (the inputs, checked),
 ``inputs`` (the forecast and plan files), ``ledger`` (demand from the usage ledger),
-``profile`` / ``profiling`` (engine profiles, measured on the real engine), ``queueing``
+``profile`` / ``profiling`` (engine profiles, measured on the real engine), ``calibration``
+/ ``probe`` (what the serving path and shared machines add, measured through the gateway),
+``queueing``
 (the screens), ``sim`` (the discrete-event simulation over the product's own router),
 ``search`` / ``verify`` (the cheapest fleet), ``whatif``, ``report``, ``fleet`` (the topology
 file). Plain Python: no web framework, no serving, API or engine library imports (the CLI

@@ -24,6 +24,13 @@ Two things the fit's mean does not say, both measured:
   replica is idle: ``calibrate`` sets it to the median of (TTFT at idle - fitted prefill of
   the prompt tokens not cached). The simulator adds it before the replica, like the
   gateway's overhead.
+- **host slowdown** (``host_slowdown``): how much slower a replica serves while ``k``
+  replicas of this model share its machine's cores and are busy (itself included), at index
+  ``k - 1``; its length is how many replicas one machine holds (``replicas_per_host``).
+  ``modelgrid plan calibrate`` measures it through the gateway, ``k`` requests at once on
+  ``k`` distinct replicas (``planner.calibration``); empty: a machine per replica (no
+  slowdown). The simulator packs each deployment's replicas that many to a machine and
+  shares its cores over time (``planner.sim``).
 
 ``slots`` is how many sequences a replica runs at once: the llama.cpp engine runs ONE (its
 requests queue in the replica), which the profile shows as an aggregate throughput that does
@@ -90,6 +97,9 @@ class EngineProfile(BaseModel):
         prefill_spread / decode_spread: Measured over fitted prefill and decode time of each
             measured request (dimensionless; empty: no spread, the fit's mean for all).
         calibrated_at: ISO time of the calibration (empty: not calibrated).
+        host_slowdown: Service time while ``k`` replicas of one machine are busy over the
+            same alone, at index ``k - 1`` (dimensionless; see the module docstring; empty:
+            a machine per replica).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +117,12 @@ class EngineProfile(BaseModel):
     prefill_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
     decode_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
     calibrated_at: str = ""
+    host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
+
+    @property
+    def replicas_per_host(self) -> int:
+        """Replicas of this model that share one machine (``len(host_slowdown)``, at least 1)."""
+        return max(1, len(self.host_slowdown))
 
     # --- the model the simulator uses ----------------------------------------------------
 

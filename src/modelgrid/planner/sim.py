@@ -23,11 +23,13 @@ calibrated serving path (``EngineProfile.overhead_ms``), and each request's pref
 decode step are the profile's fits times a factor drawn from the profile's measured
 ``prefill_spread`` and ``decode_spread`` (one draw per request and phase, from a generator
 seeded by ``SimConfig.seed`` and the stream's index: the same run gives the same figures;
-no spread: factor 1). Replicas that share one machine (``SimConfig.host_slowdown``: the
-validation's, several single-thread workers on 2 cores) share its cores over time: while
-``k`` replicas are busy, each request in service advances at ``1 / slowdown[k]`` of its
-own speed (processor sharing), so its first token and its end move whenever another
-replica starts or finishes; its time per output token is then the mean step it got.
+no spread: factor 1). Replicas that share one machine share its cores over time: a
+profile with a measured ``host_slowdown`` (``EngineProfile``; ``modelgrid plan calibrate``)
+packs each deployment's replicas ``replicas_per_host`` to a machine, in the topology's
+order, and while ``k`` replicas of a machine are busy each request in service there
+advances at ``1 / host_slowdown[k - 1]`` of its own speed (processor sharing), so its first
+token and its end move whenever another replica of that machine starts or finishes; its
+time per output token is then the mean step it got.
 
 Requests are recorded when they finish; those that arrived before ``warmup_s`` are dropped
 from the figures (the fleet starts empty). Plain Python (heapq) and numpy.
@@ -83,10 +85,8 @@ class SimConfig:
     """Attributes: policy: replica policy; gateway_overhead_ms: added per request (on top
     of the profile's ``overhead_ms``); probe_interval_s: the gateway's probe period
     (``None``: no probes); seed: the router's randomness and the spread draws; warmup_s:
-    arrivals before this are not counted; max_imbalance: as ``RoutingSettings``;
-    host_slowdown: how much slower a replica serves while ``k`` replicas of the fleet are
-    busy (itself included), at index ``k - 1``, the last one for more (empty: each replica
-    has its own machine; see the module docstring)."""
+    arrivals before this are not counted; max_imbalance: as ``RoutingSettings``. How
+    replicas share machines comes from each profile's ``host_slowdown``."""
 
     policy: str = "cache_aware"
     gateway_overhead_ms: float = 1.0
@@ -94,7 +94,6 @@ class SimConfig:
     seed: int = 0
     warmup_s: float = 0.0
     max_imbalance: int = 2
-    host_slowdown: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -123,9 +122,24 @@ class _Request:
 
 
 @dataclass(slots=True)
+class _Host:
+    """A machine whose replicas share its cores (``EngineProfile.host_slowdown``)."""
+
+    slowdown: tuple[float, ...]
+    busy: int = 0  # replicas serving at least one request
+    jobs: list[_Job] = field(default_factory=list)
+
+    def rate(self) -> float:
+        """Speed of each request in service now (1: a replica alone)."""
+        if not self.busy:
+            return 1.0
+        return 1.0 / self.slowdown[min(self.busy, len(self.slowdown)) - 1]
+
+
+@dataclass(slots=True)
 class _Job:
-    """A request in service on a shared machine (``host_slowdown``); work in seconds of the
-    replica's own speed."""
+    """A request in service on a shared machine; work in seconds of the replica's own
+    speed."""
 
     rep: _Replica
     req: _Request
@@ -146,6 +160,7 @@ class _Replica:
     region: str
     profile: EngineProfile
     slots: int
+    host: _Host | None = None  # None: a machine of its own
     busy: int = 0
     busy_s: float = 0.0
     queue: deque[_Request] = field(default_factory=deque)
@@ -200,6 +215,22 @@ def _factors(rng: np.random.Generator, spread: Sequence[float], s: Stream) -> np
     return rng.choice(np.asarray(spread, dtype=np.float64), size=n)
 
 
+def _replicas(topology: Topology, profiles: Mapping[str, EngineProfile]) -> dict[str, _Replica]:
+    """The simulated replicas of ``topology``'s deployments of profiled models; those of a
+    profile with a ``host_slowdown`` packed ``replicas_per_host`` to a ``_Host``, in order."""
+    out: dict[str, _Replica] = {}
+    for d in topology.deployments:
+        p = profiles.get(d.model)
+        if p is None:
+            continue
+        host: _Host | None = None
+        for k, r in enumerate(d.replicas):
+            if p.host_slowdown and k % p.replicas_per_host == 0:
+                host = _Host(p.host_slowdown)
+            out[r.id] = _Replica(r.id, d.model, d.region, p, p.slots, host)
+    return out
+
+
 def quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
     """The ``q`` quantile (linear interpolation); ``nan`` when empty."""
     arr = np.asarray(values, dtype=np.float64)
@@ -230,11 +261,7 @@ def simulate(
         routers[origin] = Router(
             view, config=settings, health=book, rng=random.Random(config.seed * 7919 + k)
         )
-    replicas = {
-        r.id: _Replica(r.id, d.model, d.region, profiles[d.model], profiles[d.model].slots)
-        for d, r in topology.replicas()
-        if d.model in profiles
-    }
+    replicas = _replicas(topology, profiles)
     # Per request: prefill and decode step (ms) at batch 1 times its drawn spread factors,
     # computed once per stream (the draws do not depend on the order of events).
     prefill, decode = [], []
@@ -258,26 +285,20 @@ def simulate(
     overhead_s = [
         (config.gateway_overhead_ms + profiles[s.model].overhead_ms) / 1000 for s in streams
     ]
-    slowdown = config.host_slowdown
-    busy_replicas = [0]  # replicas serving at least one request (for host_slowdown)
-    jobs: list[_Job] = []  # requests in service on the shared machine
 
-    def rate() -> float:
-        return 1.0 / slowdown[min(busy_replicas[0], len(slowdown)) - 1]
-
-    def advance(t: float) -> None:
-        """Bring every job's work up to ``t`` at the current rate."""
-        r = rate() if busy_replicas[0] else 1.0
-        for job in jobs:
+    def advance(host: _Host, t: float) -> None:
+        """Bring the work of every job on ``host`` up to ``t`` at its current rate."""
+        r = host.rate()
+        for job in host.jobs:
             work = (t - job.at_s) * r
             if job.first_s is None and job.done_s + work >= job.prefill_s:
                 job.first_s = job.at_s + (job.prefill_s - job.done_s) / r
             job.done_s, job.at_s = job.done_s + work, t
 
-    def reschedule(t: float) -> None:
+    def reschedule(host: _Host, t: float) -> None:
         nonlocal seq
-        r = rate()
-        for job in jobs:
+        r = host.rate()
+        for job in host.jobs:
             job.version += 1
             finish = t + max(job.total_s - job.done_s, 0.0) / r
             heapq.heappush(heap, (finish, seq, _JOB_END, (job, job.version)))
@@ -290,11 +311,12 @@ def simulate(
 
     def start(rep: _Replica, req: _Request, t: float) -> None:
         nonlocal seq
-        if slowdown:
-            advance(t)  # at the rate before this one starts
+        host = rep.host
+        if host is not None:
+            advance(host, t)  # at the rate before this one starts
+            if rep.busy == 0:
+                host.busy += 1
         rep.busy += 1
-        if rep.busy == 1:
-            busy_replicas[0] += 1
         s = streams[req.stream]
         p_ms = float(prefill[req.stream][req.index])
         d_ms = float(decode[req.stream][req.index])
@@ -302,9 +324,9 @@ def simulate(
             d_ms *= rep.profile.decode_scale.get(rep.busy, 1.0)
         n_out = int(s.output_tokens[req.index])
         service_s = (p_ms + max(n_out - 1, 0) * d_ms) / 1000
-        if slowdown:
-            jobs.append(_Job(rep, req, t, p_ms / 1000, service_s, n_out, at_s=t))
-            reschedule(t)
+        if host is not None:
+            host.jobs.append(_Job(rep, req, t, p_ms / 1000, service_s, n_out, at_s=t))
+            reschedule(host, t)
             return
         finish = t + service_s
         # busy time inside the counted window [warmup, end of arrivals]
@@ -331,7 +353,8 @@ def simulate(
 
     def job_end(job: _Job, t: float) -> None:
         """Record a job done at ``t`` (``advance`` already ran)."""
-        jobs.remove(job)
+        assert job.rep.host is not None
+        job.rep.host.jobs.remove(job)
         req, first = job.req, job.first_s if job.first_s is not None else t
         lo, hi = max(job.started_s, start_window), min(t, end)
         if hi > lo:
@@ -381,8 +404,6 @@ def simulate(
         elif kind == _FINISH:
             rep, req = data  # type: ignore[misc]
             rep.busy -= 1
-            if rep.busy == 0:
-                busy_replicas[0] -= 1
             heapq.heappush(heap, (t + req.rtt_s / 2, seq, _GW_END, req))
             seq += 1
             if rep.queue:
@@ -391,18 +412,19 @@ def simulate(
             ended, version = cast(tuple[_Job, int], data)
             if version != ended.version:
                 continue  # rescheduled since
-            advance(t)
-            job_end(ended, t)
             rep, req = ended.rep, ended.req
+            assert rep.host is not None
+            advance(rep.host, t)
+            job_end(ended, t)
             rep.busy -= 1
             if rep.busy == 0:
-                busy_replicas[0] -= 1
+                rep.host.busy -= 1
             heapq.heappush(heap, (t + req.rtt_s / 2, seq, _GW_END, req))
             seq += 1
             if rep.queue:
                 start(rep, rep.queue.popleft(), t)
-            elif jobs:
-                reschedule(t)  # one replica fewer busy: the others speed up
+            elif rep.host.jobs:
+                reschedule(rep.host, t)  # one replica fewer busy: the others speed up
         elif kind == _GW_END:
             assert isinstance(data, _Request)
             routers[streams[data.stream].origin].end(data.placement, Outcome.SUCCESS)

@@ -1,0 +1,265 @@
+"""Calibration: the overhead, spreads and host slowdown from requests (scripted probes with
+exact times), the engine's speed read from a run's own requests, and ``modelgrid plan
+calibrate`` through a real gateway in front of two scripted replicas that share one
+machine (real HTTP; the replicas serve 1.5x slower while both are busy)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelgrid.cli import app
+from modelgrid.planner import calibration as cal
+from modelgrid.planner import profile as profiles
+from modelgrid.planner.calibration import CalibrationRun, Sample, Speed
+from modelgrid.planner.errors import PlanInputError
+from modelgrid.routing.topology import Deployment, Region, Replica, Topology, dumps
+from tests.conftest import make_settings
+from tests.scripted_upstream import (
+    DONE,
+    AppThread,
+    Exchange,
+    Receive,
+    ScriptedUpstream,
+    Send,
+    body,
+    chunk,
+    event,
+    start_sse,
+    usage_chunk,
+)
+from tests.support import ThreadServer, create_key
+
+# prefill 100 + 2 n ms, decode 20 ms a token: 50 tokens, 5 out -> 200 + 4 x 20 = 280 ms
+PROFILE = profiles.synthetic("m", prefill_base_ms=100, prefill_per_token_ms=2, decode_ms=20)
+
+
+def sample(sent: float, ttft_ms: float, tpot_ms: float, *, n: int = 50, out: int = 5,
+           replica: str = "r0") -> Sample:  # fmt: skip
+    first = sent + ttft_ms / 1000
+    return Sample(sent, first, first + (out - 1) * tpot_ms / 1000, n, out, replica)
+
+
+def test_apply_measures_overhead_spreads_and_host_slowdown() -> None:
+    """Idle: TTFT = 30 + 200 x f (f's median 1), decode 20 ms: overhead 30 ms, service ratio
+    1. Two at once: each takes 30 + 1.5 x 280 ms (and three at once 30 + 2 x 280): host
+    slowdown (1, 1.5, 2)."""
+    f = [1.0, 0.9, 1.1, 1.0, 1.2]
+    idle = tuple(sample(10.0 * i, 30 + 200 * x, 20) for i, x in enumerate(f))
+    two = tuple(
+        (sample(100.0 + i, 30 + 300, 30, replica="a"), sample(100.0 + i, 30 + 300, 30, replica="b"))
+        for i in range(2)
+    )  # fmt: skip
+    three = ((*(sample(200.0, 30 + 400, 40, replica=r) for r in "abc"),),)
+    run = CalibrationRun(idle, {2: two, 3: three}, {2: 2, 3: 1})
+    p = cal.apply(PROFILE, run, calibrated_at="2026-12-06T14:00:00+00:00")
+    assert p.overhead_ms == pytest.approx(30.0)
+    assert p.prefill_spread == pytest.approx(sorted(f), abs=1e-4)
+    assert p.decode_spread == pytest.approx([1.0] * 5, abs=1e-4)
+    assert p.host_slowdown == pytest.approx((1.0, 1.5, 2.0), abs=1e-4)
+    assert (p.replicas_per_host, p.calibrated_at) == (3, "2026-12-06T14:00:00+00:00")
+    alone = cal.apply(PROFILE.model_copy(update={"host_slowdown": (1.0, 9.0)}),
+                      CalibrationRun(idle, {}, {}))  # fmt: skip
+    assert (alone.host_slowdown, alone.replicas_per_host) == ((), 1)
+
+
+class ScriptedProbe:
+    """A probe whose answers are scripted: 50 uncached tokens, 5 out, TTFT 230 ms, TPOT 20 ms;
+    the replicas named in turn from ``replicas``."""
+
+    def __init__(self, replicas: list[str]) -> None:
+        self.replicas, self.texts = iter(replicas), []  # type: ignore[var-annotated]
+
+    async def __call__(self, text: str) -> Sample:
+        self.texts.append(text)
+        return sample(0.0, 230, 20, replica=next(self.replicas))
+
+
+def test_measure_counts_only_rounds_on_distinct_replicas() -> None:
+    """Warm-up, 3 idle requests, then rounds of 2 until 2 land on distinct replicas."""
+    probe = ScriptedProbe(["a"] * 4 + ["a", "a", "a", "b", "b", "a"])
+    run = asyncio.run(cal.measure(probe, requests=3, replicas_per_host=2, rounds=2, seed=1))
+    assert len(probe.texts) == 1 + 3 + 3 * 2
+    assert len(set(probe.texts)) == len(probe.texts)  # every message differs
+    assert len(run.idle) == 3 and run.tried == {2: 3}
+    assert [{s.replica for s in rnd} for rnd in run.together[2]] == [{"a", "b"}, {"a", "b"}]
+    assert probe.texts[0].startswith("Note 0: ") and len(probe.texts[0].split()) == 2 + 40 + 11
+
+
+def test_measure_says_when_the_gateway_never_spreads_the_requests() -> None:
+    probe = ScriptedProbe(["a"] * 100)
+    with pytest.raises(PlanInputError, match=r"in 6 rounds of 2 requests at once .* never"):
+        asyncio.run(cal.measure(probe, requests=1, replicas_per_host=2, rounds=2))
+    with pytest.raises(PlanInputError, match="must be >= 1"):
+        asyncio.run(cal.measure(probe, requests=0))
+
+
+def test_speed_in_run_reads_the_engine_from_the_run() -> None:
+    """One replica: A alone (TTFT 30 + 220 = 1.1 x prefill, TPOT 22 ms = 1.1 x); B sent while
+    A runs (waits: its TTFT says nothing of prefill), decode 18 ms = 0.9 x; C alone, prefill
+    1.0 x, decode 1.0 x. Prefill median of A and C 1.05; decode median of all three 1.0.
+    On a shared machine B, sent during A's prefill, overlaps A's decode (A's decode does not
+    count) but decodes after A ended (B's does: 0.9); A's and B's prefills overlap the other
+    request: only C's counts."""
+    p = PROFILE.model_copy(update={"overhead_ms": 30.0})
+    a = sample(0.0, 30 + 220, 22)
+    b = sample(0.1, 500, 18)
+    c = sample(5.0, 30 + 200, 20)
+
+    got = cal.speed_in_run(p, [a, b, c])
+    assert (got.prefill, got.decode) == pytest.approx((1.05, 1.0))
+    assert (got.prefill_requests, got.decode_requests) == (2, 3)
+    got = cal.speed_in_run(p, [a, b, c], shared_host=True)
+    assert (got.prefill, got.decode) == pytest.approx((1.0, 0.95))
+    assert (got.prefill_requests, got.decode_requests) == (1, 2)
+    assert cal.speed_in_run(p, []) == Speed(None, None, 0, 0)
+
+
+def test_at_speed_recentres_the_spreads() -> None:
+    p = PROFILE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2), "decode_spread": ()})
+    q = cal.at_speed(p, Speed(1.1, 0.95, 3, 3))
+    assert q.prefill_spread == pytest.approx((0.99, 1.1, 1.32))
+    assert q.decode_spread == (0.95,)
+    assert cal.at_speed(p, Speed(None, None, 0, 0)) == p
+
+
+# --- through a real gateway ------------------------------------------------------------------
+
+MODEL = "shared-model"
+PREFILL_BASE_MS, PER_TOKEN_MS, DECODE_MS, SLOWDOWN = 120.0, 2.0, 30.0, (1.0, 1.5)
+
+
+class Machine:
+    """Two replicas' shared cores: work advances at 1 / SLOWDOWN[k - 1] while k requests
+    are in service (processor sharing, in 2 ms ticks)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.lock = threading.Lock()
+
+    async def work(self, ms: float) -> None:
+        done, last = 0.0, time.perf_counter()
+        while done < ms:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            k = max(1, self.active)
+            done += (now - last) * 1000 / SLOWDOWN[min(k, len(SLOWDOWN)) - 1]
+            last = now
+
+    def replica(self) -> ScriptedUpstream:
+        async def handler(ex: Exchange, send: Send, receive: Receive) -> None:
+            n = len(ex.body["messages"][-1]["content"].split())
+            out = int(ex.body["max_tokens"])
+            with self.lock:
+                self.active += 1
+            try:
+                await start_sse(send)
+                await body(send, event(chunk("", role="assistant", model=MODEL)))
+                await self.work(PREFILL_BASE_MS + PER_TOKEN_MS * n)
+                for i in range(out):
+                    if i:
+                        await self.work(DECODE_MS)
+                    await body(send, event(chunk(f" {i}", model=MODEL)))
+            finally:
+                with self.lock:
+                    self.active -= 1
+            await body(send, event(chunk(finish="length", model=MODEL)))
+            await body(send, event(usage_chunk(n, out)))
+            await body(send, DONE, more=False)
+
+        up = ScriptedUpstream(handler)
+        up.model_entries = [{"id": MODEL, "object": "model"}]
+        return up
+
+
+@pytest.fixture
+def shared_fleet(tmp_path: Path) -> Iterator[tuple[ThreadServer, str, Path]]:
+    """A gateway routing MODEL to two replicas on one ``Machine``; its key; a profile file
+    whose fits are the replicas' own times."""
+    from modelgrid.engines.fake import FakeEngine
+
+    machine = Machine()
+    ups = [AppThread(machine.replica()).start() for _ in range(2)]
+    t = Topology(
+        (Region("local", "Local"),),
+        (Deployment(MODEL, "local", tuple(
+            Replica(f"r{i}", "upstream", f"{u.base_url}/v1") for i, u in enumerate(ups)
+        )),),
+        gateway_region="local",
+    )  # fmt: skip
+    (tmp_path / "topology.toml").write_text(dumps(t), encoding="utf-8")
+    settings = make_settings(tmp_path, topology_file=tmp_path / "topology.toml")
+    server = ThreadServer(settings, lambda _s: [FakeEngine()]).start()
+    key = create_key(settings.database_url, name="calibrate").plaintext
+    path = tmp_path / "profile.json"
+    profiles.save(
+        profiles.synthetic(MODEL, prefill_base_ms=PREFILL_BASE_MS,
+                           prefill_per_token_ms=PER_TOKEN_MS, decode_ms=DECODE_MS),
+        path,
+    )  # fmt: skip
+    try:
+        yield server, key, path
+    finally:
+        server.stop()
+        for u in ups:
+            u.stop()
+
+
+def test_plan_calibrate_measures_the_shared_machine_through_the_gateway(
+    shared_fleet: tuple[ThreadServer, str, Path], tmp_path: Path
+) -> None:
+    """The replicas take exactly the profile's times alone and 1.5x as long while both are
+    busy: the command measures the gateway's overhead (ms, never negative), spreads
+    centred on 1 and a host slowdown of 1.5 at 2 busy, and writes them into the profile,
+    the fits kept."""
+    server, key, path = shared_fleet
+    env = {"MODELGRID_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    done = CliRunner().invoke(
+        app,
+        ["plan", "calibrate", "--key", key, "--url", f"{server.base_url}/v1", "--model", MODEL,
+         "--profile", str(path), "--requests", "5", "--replicas-per-host", "2", "--rounds", "3",
+         "--max-tokens", "6"],
+        env=env,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    p = profiles.load(path)
+    assert p.calibrated_at and (p.prefill, p.decode) == ((120.0, 2.0, 0.0), (30.0, 0.0))
+    assert 0.0 <= p.overhead_ms < 100.0  # the fitted prefill alone is 226 ms
+    assert len(p.prefill_spread) == len(p.decode_spread) == 5
+    mid = sorted(p.prefill_spread)[2], sorted(p.decode_spread)[2]
+    assert mid == pytest.approx((1.0, 1.0), abs=0.1)
+    # 1.5 by construction; less by the gap between the two sends, more by a busy machine
+    assert p.host_slowdown[0] == 1.0 and p.host_slowdown[1] == pytest.approx(1.5, abs=0.2)
+    assert p.replicas_per_host == 2
+    assert "2 at once on 2 replicas" in done.output and f"written {path}" in done.output
+
+
+def test_plan_calibrate_names_bad_input(
+    shared_fleet: tuple[ThreadServer, str, Path], tmp_path: Path
+) -> None:
+    server, key, path = shared_fleet
+    env = {"MODELGRID_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    url = f"{server.base_url}/v1"
+
+    def invoke(*args: str) -> tuple[int, str]:
+        done = CliRunner().invoke(app, ["plan", "calibrate", *args], env=env)
+        assert "Traceback" not in done.output
+        return done.exit_code, " ".join(done.output.split())
+
+    code, out = invoke("--key", "mg-wrong", "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--requests", "1")  # fmt: skip
+    assert code == 2 and f"calibration: {url}/chat/completions answered 401" in out
+    code, out = invoke("--key", key, "--url", url, "--model", "other", "--profile", str(path))
+    assert code == 2 and f"--profile: {path} is a profile of 'shared-model', not 'other'" in out
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL,
+                       "--profile", str(tmp_path / "none.json"))  # fmt: skip
+    assert code == 2 and "no engine profile at" in out
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--requests", "1", "--replicas-per-host", "3", "--rounds", "1")  # fmt: skip
+    assert code == 2 and "in 3 rounds of 3 requests at once the gateway never placed" in out
