@@ -47,7 +47,7 @@ def scenario(
         topology=topology(regions),
         demand=tuple(rows),
         shapes={MODEL: SHAPE},
-        profiles={MODEL: PROFILE},
+        profiles=fields.pop("profiles", {MODEL: PROFILE}),
         workspaces=workspaces or {},
         slo=fields.pop("slo", Slo(ttft_p95_ms=400, tpot_p95_ms=50)),
         options=fields.pop("options", PlanOptions(verify=verify, sim_requests=300)),

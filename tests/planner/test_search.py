@@ -75,3 +75,19 @@ def test_verified_plans_meet_the_targets_in_simulation() -> None:
     assert all(c.ttft_p95_ms <= 800 for c in mp.checks)
     assert mp.design_hours == (12,)
     assert sum(mp.replicas.values()) >= sum(mp.lower.values())  # never below the pooled bound
+
+
+def test_replicas_that_share_a_machine_are_planned_with_its_slowdown() -> None:
+    """The same demand with a profile whose calibration found two replicas to a machine,
+    1.6x slower while both are busy: the simulation-sized plan needs more replicas than with
+    a machine per replica (the queueing screens alone do not see the slowdown)."""
+    from tests.planner.scenarios import PROFILE
+
+    demand = [Demand("acme", "us-east-1", MODEL, h, 4.0) for h in range(24)]
+    alone = plan(scenario(demand, verify=True))
+    packed = {MODEL: PROFILE.model_copy(update={"host_slowdown": (1.0, 1.6)})}
+    shared = plan(scenario(demand, verify=True, profiles=packed))
+    n_alone, n_shared = alone.models[MODEL].replicas, shared.models[MODEL].replicas
+    assert set(n_alone) == set(n_shared) == {"us-east-1"}
+    assert n_shared["us-east-1"] > n_alone["us-east-1"] >= 2
+    assert all(c.met for c in shared.models[MODEL].checks)
