@@ -19,6 +19,11 @@ from modelgrid.protocol.openai.errors import error_body
 log = logging.getLogger("modelgrid.api")
 
 
+def error_event(exc: ModelgridError) -> bytes:
+    """The error event that ends a stream after its first event (no ``[DONE]`` after it)."""
+    return sse.event(error_body(exc.message, exc.type, exc.param, exc.code))
+
+
 async def openai_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
     sent = False
     try:
@@ -28,7 +33,7 @@ async def openai_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIt
     except ModelgridError as exc:
         if not sent:
             raise
-        yield sse.event(error_body(exc.message, exc.type, exc.param, exc.code))
+        yield error_event(exc)
         return
     except Exception:
         log.exception("generation failed while streaming")
@@ -43,4 +48,4 @@ async def openai_events(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIt
     yield sse.DONE
 
 
-__all__ = ["openai_events"]
+__all__ = ["error_event", "openai_events"]

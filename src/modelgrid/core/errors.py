@@ -259,6 +259,24 @@ class ServiceUnavailableError(ModelgridError):
             self.retry_after_s = retry_after_s
 
 
+SHUTDOWN_CANCEL = "modelgrid: server shutdown"  # the message a stream is cancelled with
+
+
+class ServerShutdownError(ServiceUnavailableError):
+    """The server is stopping and its graceful-shutdown time ran out while this response
+    streamed: the stream ends with this error (``api.sse``), its usage recorded as 503. The
+    request's producer is cancelled with ``SHUTDOWN_CANCEL`` as the ``CancelledError``'s
+    message, which is how the layers below tell it from a client that left (499)."""
+
+    code = "server_shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is shutting down and ended this response before it was complete; "
+            "retry the request."
+        )
+
+
 class EngineDiedError(UpstreamError):
     """The engine process answering died mid-answer; its supervisor restarts it."""
 
@@ -317,6 +335,7 @@ class PatternError(ValueError):
 
 
 __all__ = [
+    "SHUTDOWN_CANCEL",
     "AuthenticationError",
     "BatchInputError",
     "ConflictError",
@@ -339,6 +358,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "RouteNotFoundError",
+    "ServerShutdownError",
     "ServiceUnavailableError",
     "SignInRequiredError",
     "TopologyError",

@@ -10,7 +10,8 @@ Generation (``serving.generation``: chat, completions, DashScope text) and embed
 3. ``await call.admit(tokens, region=…)``: rate limits and budgets (429), the reservation's
    headers added to the response;
 4. ``with call.running(usage):`` around the model's work: the status is classified from how
-   the block ends (200, 499 when the client went away, the error's status, else 500) and ONE
+   the block ends (200, 499 when the client went away, 503 when the server's shutdown cut it,
+   the error's status, else 500) and ONE
    usage event is handed to the meter on the way out, whatever the end, with ``usage(status)``
    giving the endpoint's own figures (tokens, TTFT, the finish reason of a normal end).
 
@@ -30,7 +31,12 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from types import TracebackType
 
-from modelgrid.core.errors import ModelgridError, PermissionDeniedError
+from modelgrid.core.errors import (
+    SHUTDOWN_CANCEL,
+    ModelgridError,
+    PermissionDeniedError,
+    ServerShutdownError,
+)
 from modelgrid.core.types import CallContext, FinishReason, RoutingHints
 from modelgrid.routing import Placement
 from modelgrid.serving.meter import Meter
@@ -44,9 +50,13 @@ STATUS_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
 
 
 def status_of(exc: BaseException | None) -> int:
-    """The status a call that ended with ``exc`` (``None``: normally) is recorded with."""
+    """The status a call that ended with ``exc`` (``None``: normally) is recorded with: a
+    cancellation is the client leaving (499) unless the server's shutdown cancelled it (503,
+    ``core.errors.ServerShutdownError``)."""
     if exc is None:
         return 200
+    if isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (SHUTDOWN_CANCEL,):
+        return ServerShutdownError.status
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return STATUS_CLIENT_CLOSED
     if isinstance(exc, ModelgridError):

@@ -39,7 +39,8 @@ async def create_message(request: Request, call: CallDep) -> Response:
     if not body.stream:
         done = await unless_disconnected(request, service.complete(gen))
         return done if isinstance(done, Response) else JSONResponse(done)
-    return SSEResponse(_sse(service.events(gen), call.ctx.request_id))
+    request_id = call.ctx.request_id
+    return SSEResponse(_sse(service.events(gen), request_id), cut=lambda e: _cut(e, request_id))
 
 
 @router.post("/messages/count_tokens")
@@ -51,6 +52,11 @@ async def count_tokens(request: Request, call: CallDep) -> JSONResponse:
     return JSONResponse({"input_tokens": count})
 
 
+def _cut(exc: ModelgridError, request_id: str) -> bytes:
+    """The ``event: error`` that ends a stream after its first event."""
+    return error_event(error_body(error_type(exc), exc.message, request_id))
+
+
 async def _sse(events: AsyncGenerator[Event, None], request_id: str) -> AsyncIterator[bytes]:
     sent = False
     try:
@@ -60,7 +66,7 @@ async def _sse(events: AsyncGenerator[Event, None], request_id: str) -> AsyncIte
     except ModelgridError as exc:
         if not sent:
             raise  # SSEResponse answers it as plain JSON, in Anthropic's shape
-        yield error_event(error_body(error_type(exc), exc.message, request_id))
+        yield _cut(exc, request_id)
     except Exception:
         log.exception("generation failed while streaming")
         message = "The server had an error while generating."

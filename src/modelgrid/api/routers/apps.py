@@ -26,14 +26,14 @@ from pydantic import BaseModel
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import AdminDep, CallDep, StateDep
 from modelgrid.api.disconnect import unless_disconnected
-from modelgrid.api.routers.dashscope import wants_sse
+from modelgrid.api.routers.dashscope import cut_event, wants_sse
 from modelgrid.api.sse import SSEResponse
 from modelgrid.api.state import AppState
 from modelgrid.control.apps import LIST_LIMIT_MAX
 from modelgrid.core.errors import ModelgridError, ServiceUnavailableError
 from modelgrid.protocol.apps import AppCreate, AppUpdate, MemoryFactCreate
 from modelgrid.protocol.dashscope.apps import AppCompletionRequest
-from modelgrid.protocol.dashscope.errors import INTERNAL_ERROR, error_body, error_code
+from modelgrid.protocol.dashscope.errors import INTERNAL_ERROR, error_body
 from modelgrid.protocol.dashscope.sse import EventWriter
 from modelgrid.serving.apps import AppRun, AppService
 from modelgrid.tenancy import audit
@@ -65,18 +65,24 @@ async def completion(app_id: str, request: Request, call: CallDep) -> Response:
     if not streamed:
         done = await unless_disconnected(request, service.complete(run))
         return done if isinstance(done, Response) else JSONResponse(done)
-    return SSEResponse(_sse(service, run, body.parameters.incremental_output))
-
-
-async def _sse(service: AppService, run: AppRun, incremental: bool) -> AsyncIterator[bytes]:
     writer = EventWriter()
+    request_id = run.gen.request.request_id
+    return SSEResponse(
+        _sse(service, run, body.parameters.incremental_output, writer),
+        cut=lambda exc: cut_event(writer, request_id, exc),
+    )
+
+
+async def _sse(
+    service: AppService, run: AppRun, incremental: bool, writer: EventWriter
+) -> AsyncIterator[bytes]:
     request_id = run.gen.request.request_id
     events = service.events(run, incremental)
     try:
         async for data in events:
             yield writer.result(data)
     except ModelgridError as exc:
-        yield writer.error(exc.status, error_body(request_id, error_code(exc), exc.message))
+        yield cut_event(writer, request_id, exc)
     except Exception:
         log.exception("app completion failed mid-stream")
         message = "The server had an error while generating."

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import ModelCallDep
 from modelgrid.api.disconnect import unless_disconnected
-from modelgrid.api.openai_sse import openai_events
+from modelgrid.api.openai_sse import error_event, openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.engines.upstream import PROMPT_TOKENS_HEADER
 from modelgrid.protocol.openai.completions import CompletionRequest
@@ -33,4 +33,4 @@ async def completions(request: Request, call: ModelCallDep) -> Response:
         done = await unless_disconnected(request, state.completions.complete(run))
         return done if isinstance(done, Response) else JSONResponse(done)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return SSEResponse(openai_events(state.completions.chunks(run, include_usage)))
+    return SSEResponse(openai_events(state.completions.chunks(run, include_usage)), cut=error_event)

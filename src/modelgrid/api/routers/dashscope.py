@@ -50,20 +50,33 @@ async def generation(request: Request, call: CallDep) -> Response:
     if not streamed:
         done = await unless_disconnected(request, service.complete(gen, fmt))
         return done if isinstance(done, Response) else JSONResponse(done)
-    return SSEResponse(_sse(service, gen, fmt, body.parameters.incremental_output))
+    writer = EventWriter()
+    request_id = gen.request.request_id
+    return SSEResponse(
+        _sse(service, gen, fmt, body.parameters.incremental_output, writer),
+        cut=lambda exc: cut_event(writer, request_id, exc),
+    )
+
+
+def cut_event(writer: EventWriter, request_id: str, exc: ModelgridError) -> bytes:
+    """The ``event:error`` that ends a stream after its first event (numbered after it)."""
+    return writer.error(exc.status, error_body(request_id, error_code(exc), exc.message))
 
 
 async def _sse(
-    service: TextGenerationService, gen: Generation, fmt: ResultFormat, incremental: bool
+    service: TextGenerationService,
+    gen: Generation,
+    fmt: ResultFormat,
+    incremental: bool,
+    writer: EventWriter,
 ) -> AsyncIterator[bytes]:
-    writer = EventWriter()
     request_id = gen.request.request_id
     events = service.events(gen, fmt, incremental)
     try:
         async for data in events:
             yield writer.result(data)
     except ModelgridError as exc:
-        yield writer.error(exc.status, error_body(request_id, error_code(exc), exc.message))
+        yield cut_event(writer, request_id, exc)
     except Exception:
         log.exception("generation failed mid-stream")
         message = "The server had an error while generating."
@@ -72,7 +85,7 @@ async def _sse(
         await events.aclose()
 
 
-__all__ = ["router", "wants_sse"]
+__all__ = ["cut_event", "router", "wants_sse"]
 
 
 @router.post("/services/embeddings/text-embedding/text-embedding")

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import ModelCallDep
 from modelgrid.api.disconnect import unless_disconnected
-from modelgrid.api.openai_sse import openai_events
+from modelgrid.api.openai_sse import error_event, openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelNotFoundError
 from modelgrid.engines.base import ModelCard
@@ -65,4 +65,4 @@ async def chat_completions(request: Request, call: ModelCallDep) -> Response:
         done = await unless_disconnected(request, state.chat.complete(gen))
         return done if isinstance(done, Response) else JSONResponse(done)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return SSEResponse(openai_events(state.chat.chunks(gen, include_usage)))
+    return SSEResponse(openai_events(state.chat.chunks(gen, include_usage)), cut=error_event)

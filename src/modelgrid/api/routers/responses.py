@@ -31,6 +31,12 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + encode_json(event) + b"\n\n"
 
 
+def _cut(exc: ModelgridError) -> bytes:
+    """The ``error`` event (https://platform.openai.com/docs/api-reference/responses-streaming/error)
+    that ends a stream the server cut after its first event."""
+    return _frame({"type": "error", "code": exc.code, "message": exc.message, "param": exc.param})
+
+
 async def _framed(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
     """SSE framing; a bug after the first event becomes an ``error`` event, never a cut."""
     sent = False
@@ -66,7 +72,7 @@ async def create_response(request: Request, call: CallDep) -> Response:
     if not body.stream:
         done = await unless_disconnected(request, service.complete(run))
         return done if isinstance(done, Response) else JSONResponse(done)
-    return SSEResponse(_framed(service.events(run)))
+    return SSEResponse(_framed(service.events(run)), cut=_cut)
 
 
 @router.get("/responses/{response_id}")

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from modelgrid.api.deps import call_context
 from modelgrid.api.errors import error_response
-from modelgrid.api.openai_sse import openai_events
+from modelgrid.api.openai_sse import error_event, openai_events
 from modelgrid.api.sse import SSEResponse
 from modelgrid.console.access import EVERYONE, Viewer
 from modelgrid.console.deps import PostDep, StateDep, ViewerDep, page_router
@@ -156,7 +156,7 @@ async def playground_chat(request: Request, state: StateDep, viewer: PostDep) ->
         gen = await chat.open(viewer.principal, body, await call_context(request))
     except ModelgridError as exc:
         return error_response(exc)
-    return SSEResponse(openai_events(chat.chunks(gen, True)))
+    return SSEResponse(openai_events(chat.chunks(gen, True)), cut=error_event)
 
 
 __all__ = ["router", "sdk_code", "usable_models"]
