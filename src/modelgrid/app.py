@@ -82,6 +82,7 @@ from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.process_metrics import EngineProcessCollector
+from modelgrid.serving.rerank import ChatReranker
 from modelgrid.serving.response_store import ResponseStore
 from modelgrid.serving.responses import ResponsesService
 from modelgrid.serving.routing_metrics import RoutingCollector
@@ -483,6 +484,9 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
     def embedding_models() -> list[str]:
         return [c.model_id for c in models.cards() if EMBEDDINGS in c.capabilities]
 
+    def chat_model() -> str | None:  # the re-ranker's judge: the first served chat model
+        return next((c.model_id for c in models.cards() if EMBEDDINGS not in c.capabilities), None)
+
     indexing = EmbeddingService(models, IndexingMeter(state.tenancy), state.metrics)
     indexer = Indexer(
         state.sessions,
@@ -507,7 +511,7 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         retrieval,
         stores,
         VectorStoreFiles(state.sessions, stores, state.control.files),
-        FileSearch(retrieval, stores, state.sessions),
+        FileSearch(retrieval, stores, state.sessions, ChatReranker(state.chat, chat_model)),
     )
     return _KnowledgeParts(index, indexer, stores)
 

@@ -3,35 +3,51 @@ tool of the Responses API (https://platform.openai.com/docs/api-reference/vector
 https://platform.openai.com/docs/guides/tools-file-search).
 
 One search runs the hybrid retrieval of knowledge bases (``serving.knowledge.Retrieval``:
-dense and BM25 fused by reciprocal rank fusion, k = 60) over each named store, within the
+dense and BM25 fused by ``knowledge.fusion.DEFAULT``) over each named store, within the
 caller's workspace. The query is embedded once per embedding model (one metered call each,
 billed to the caller like any knowledge-base search), whatever the number of stores. An
 attribute filter (``protocol.openai.attribute_filters``) keeps the files whose ``attributes``
 pass it; retrieval then ranks only their chunks.
 
-Scores: OpenAI's are in 0..1. Here a hit's score is its RRF score over the best possible one
-(first in both retrievers: ``2 / (k + 1)``), so 1.0 is a chunk ranked first by both, 0.5 one
-ranked first by one retriever only. Hits of several stores or queries are merged by that
-score (a chunk found twice keeps its best). ``ranking_options.score_threshold`` drops hits
-below it; ``ranker`` is accepted (``none``, ``auto``, ``default-2024-11-15``) and changes
-nothing: no re-ranker model runs here.
+Scores: OpenAI's are in 0..1. Here a hit's score is its fused score over the best possible one
+(``Fusion.best_score``): the convex combination's own, ``alpha * n_dense + (1 - alpha) *
+n_lexical`` with each retriever's score normalised to 0..1, so 1.0 is a chunk first in both.
+``ranking_options.hybrid_search``'s ``embedding_weight`` and ``text_weight`` set ``alpha =
+embedding_weight / (embedding_weight + text_weight)`` (``Fusion.with_weights``). Hits of
+several stores or queries are merged by that score (a chunk found twice keeps its best).
+``ranking_options.score_threshold`` drops hits below it.
+
+``ranking_options.ranker`` (``auto``, ``default-2024-11-15``; https://platform.openai.com/docs/
+api-reference/vector-stores/search) re-ranks: the best ``max(RERANK_CANDIDATES,
+max_num_results)`` chunks are judged by the served chat model (``serving.rerank
+.ChatReranker``: P(yes) for "does this passage answer the query", one metered request per
+chunk, billed to the caller), re-ordered by it, and that probability becomes their score.
+It is opt-in: absent or ``none``, no model call is made (OpenAI re-ranks by default; here
+the packaged 0.5B chat model on a CPU costs seconds per search: ``bench/RESULTS.md``). With
+no chat model served, asking for it is a 400 naming the field.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from modelgrid.core.errors import InvalidRequestError
+from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
-from modelgrid.knowledge.fusion import RRF_K
+from modelgrid.knowledge.fusion import DEFAULT
 from modelgrid.protocol.openai.attribute_filters import Filter, matches
 from modelgrid.serving.knowledge import Retrieval
+from modelgrid.serving.rerank import ChatReranker, reorder
 from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
+
+RERANK_CANDIDATES = 10  # chunks a re-ranking search judges, at least
 
 
 class VectorStorePort(Protocol):
@@ -67,12 +83,21 @@ class FileSearch:
         retrieval: The knowledge bases' hybrid retrieval.
         stores: The vector stores (access, residency, expiry, activity).
         sessions: The database (the stores' files and their attributes).
+        reranker: Judges passages when a search asks for re-ranking (``None``: no chat
+            model to judge with).
     """
 
-    def __init__(self, retrieval: Retrieval, stores: VectorStorePort, sessions: Sessions) -> None:
+    def __init__(
+        self,
+        retrieval: Retrieval,
+        stores: VectorStorePort,
+        sessions: Sessions,
+        reranker: ChatReranker | None = None,
+    ) -> None:
         self.retrieval = retrieval
         self.stores = stores
         self._sessions = sessions
+        self.reranker = reranker
 
     async def _files(self, workspace_id: str, kb_id: str) -> list[KnowledgeDocument]:
         async with self._sessions() as session:
@@ -96,7 +121,9 @@ class FileSearch:
         score_threshold: float = 0.0,
         ctx: CallContext | None = None,
         param: str = "vector_store_ids",
-        weights: tuple[float, float] = (1.0, 1.0),
+        weights: tuple[float, float] | None = None,
+        ranker: str | None = None,
+        ranker_param: str = "ranking_options.ranker",
     ) -> list[FileHit]:
         """The best ``max_num_results`` chunks of the stores for the queries, best first.
         The first embedding call is billed under ``ctx``'s request id, any further one under
@@ -105,21 +132,33 @@ class FileSearch:
         Args:
             param: How the request names the store ids (an error's ``param``: the route's
                 ``vector_store_id``, the tool's ``tools[0].vector_store_ids[1]``).
-            weights: The fusion's (embedding, text) weights (``ranking_options.
-                hybrid_search``); a score is then the weighted RRF score over the best
-                possible one, ``(we + wt) / (k + 1)``.
+            weights: ``ranking_options.hybrid_search``'s (embedding, text) weights
+                (``None``: the default fusion's).
+            ranker: ``ranking_options.ranker``: ``auto`` or ``default-2024-11-15``
+                re-rank (see the module docstring); ``None`` and ``none`` do not.
+            ranker_param: How the request names ``ranker`` (an error's ``param``).
 
         Raises:
             NotFoundError: a store is unknown or another workspace's (404).
             PermissionDeniedError: a store's region is not the key's to use (403).
-            InvalidRequestError: an expired store; an empty or over-long query.
-            And the errors of the query's metered embedding (``EmbeddingService.embed``).
+            InvalidRequestError: an expired store; an empty or over-long query; re-ranking
+                asked for with no chat model served.
+            And the errors of the query's metered embedding (``EmbeddingService.embed``)
+            and of the re-ranking's generations (``ChatReranker.judge``).
         """
+        rerank = ranker not in (None, "none")
+        if rerank and (self.reranker is None or self.reranker.model_id() is None):
+            raise InvalidRequestError(
+                "Re-ranking needs a chat model, and this gateway serves none: use ranker 'none'.",
+                param=ranker_param,
+            )
+        depth = max(max_num_results, RERANK_CANDIDATES) if rerank else max_num_results
         stores: list[KnowledgeBase] = []
         for i, vs_id in enumerate(vector_store_ids):
             where = param if param == "vector_store_id" else f"{param}[{i}]"
             stores.append(await self.stores.usable(principal, vs_id, where))
-        best_rrf = (weights[0] + weights[1]) / (RRF_K + 1)
+        fusion = DEFAULT if weights is None else DEFAULT.with_weights(*weights)
+        best_score = fusion.best_score()
         vectors: dict[tuple[str, str], bytes] = {}
         best: dict[int, FileHit] = {}
         for store in stores:
@@ -142,17 +181,17 @@ class FileSearch:
                     store.id,
                     store.embedding_model,
                     query,
-                    top_k=max_num_results,
+                    top_k=depth,
                     ctx=ctx,
                     documents=allowed,
                     query_vector=vectors.get(key),
-                    weights=weights,
+                    fusion=fusion,
                 )
                 for r in found:
                     doc = files.get(r.chunk.document_id)
                     if doc is None or doc.file_id is None:
                         continue
-                    score = min(1.0, r.score / best_rrf)
+                    score = min(1.0, r.score / best_score)
                     old = best.get(r.chunk.id)
                     if old is None or score > old.score:
                         best[r.chunk.id] = FileHit(
@@ -165,7 +204,13 @@ class FileSearch:
                             chunk_id=r.chunk.id,
                         )
         await self.stores.touch(stores)
-        hits = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))
+        hits = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:depth]
+        if rerank and hits and self.reranker is not None:
+            own = ctx or CallContext(new_request_id(), None, time.perf_counter())
+            judged = await self.reranker.judge(
+                principal, "\n".join(queries), [h.text for h in hits], own
+            )
+            hits = [replace(hits[i], score=judged.scores[i]) for i in reorder(judged.scores)]
         return [h for h in hits if h.score >= score_threshold][:max_num_results]
 
 

@@ -10,11 +10,13 @@ are admitted and one usage record is written per call, in the region it ran in.
 - ``KnowledgeEmbedder``: token counts for chunking (the routed replica's own tokenizer,
   counted, not billed: like ``/tokenize``) and metered embeddings.
 - ``Retrieval``: dense (sqlite-vec / cosine), lexical (FTS5 / BM25) and hybrid retrieval, the
-  two rankings fused by reciprocal rank fusion (``knowledge.fusion``, Cormack et al. 2009,
-  k = 60). The query's embedding is a metered call billed to the caller. A query longer
-  than the embedding model's longest input is cut to its last tokens that fit before it is
-  embedded (``KnowledgeEmbedder.fit``: the question usually ends a long pasted input); BM25
-  still reads the whole query, and the usage is the tokens actually embedded.
+  two rankings fused by ``knowledge.fusion`` (by default ``fusion.DEFAULT``: a convex
+  combination of min-max normalised scores, Bruch et al. 2023, its weight chosen on half of
+  ``bench/retrieval_quality.py``'s questions). The query's embedding is a metered call billed
+  to the caller. A query longer than the embedding model's longest input is cut to its last
+  tokens that fit before it is embedded (``KnowledgeEmbedder.fit``: the question usually
+  ends a long pasted input); BM25 still reads the whole query, and the usage is the tokens
+  actually embedded.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Literal
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
-from modelgrid.knowledge.fusion import RRF_K, reciprocal_rank_fusion
+from modelgrid.knowledge.fusion import DEFAULT, Fusion
 from modelgrid.knowledge.index import KnowledgeIndex, StoredChunk
 from modelgrid.serving.batch_lines import BudgetsOnlyMeter
 from modelgrid.serving.embeddings import EmbeddingService
@@ -40,7 +42,6 @@ from modelgrid.tenancy.service import Principal
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
-CANDIDATES_MIN = 50  # each retriever's depth before fusion, at least
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8000
 _SPECIAL_TOKENS_MAX = 8  # at most this many tokens a tokenizer adds of its own ([CLS]/[SEP])
@@ -145,9 +146,9 @@ class KnowledgeEmbedder:
 
 @dataclass(frozen=True, slots=True)
 class Retrieved:
-    """A chunk and how it ranked: the fused score (hybrid) or the retriever's own (cosine
-    similarity for dense, BM25 for lexical), and its rank in each retriever (``None``: not
-    among that retriever's candidates)."""
+    """A chunk and how it ranked: the fused score (hybrid: ``Fusion.fuse``'s, 0..1) or the
+    retriever's own (cosine similarity for dense, BM25 for lexical), and its rank in each
+    retriever (``None``: not among that retriever's candidates)."""
 
     chunk: StoredChunk
     score: float
@@ -190,18 +191,18 @@ class Retrieval:
         *,
         top_k: int = 5,
         mode: Mode = "hybrid",
-        rrf_k: int = RRF_K,
         ctx: CallContext | None = None,
         documents: Sequence[str] | None = None,
         query_vector: bytes | None = None,
-        weights: tuple[float, float] = (1.0, 1.0),
+        fusion: Fusion = DEFAULT,
     ) -> list[Retrieved]:
         """The ``top_k`` chunks for ``query``, best first. The caller has checked that the
         knowledge base is the principal's workspace's; every index read is filtered by the
         workspace again. ``documents``: only those documents' chunks (an attribute filter's
         survivors). ``query_vector``: the query's embedding by ``model``, already made (one
         metered call for several knowledge bases of one model: ``embed_query``).
-        ``weights``: hybrid's (dense, lexical) weights in the fusion.
+        ``fusion``: how hybrid fuses the two rankings, and each one's candidate depth
+        (``Fusion.depth``, raised to ``top_k``).
 
         Raises:
             InvalidRequestError: an empty or over-long query, ``top_k`` out of 1..100, an
@@ -219,7 +220,7 @@ class Retrieval:
         if mode not in MODES:
             raise InvalidRequestError(f"'mode' must be one of {', '.join(MODES)}.", param="mode")
         ws = principal.workspace_id
-        depth = max(CANDIDATES_MIN, top_k)
+        depth = max(fusion.depth, top_k)
 
         async def by_vector() -> list[tuple[int, float]]:
             if mode == "lexical":
@@ -245,12 +246,8 @@ class Retrieval:
         elif mode == "lexical":
             ranked = lexical[:top_k]
         else:
-            fused = reciprocal_rank_fusion(
-                [[c for c, _ in dense], [c for c, _ in lexical]],
-                k=rrf_k,
-                limit=top_k,
-                weights=weights,
-            )
+            similar = [(cid, 1.0 - dist) for cid, dist in dense]
+            fused = fusion.fuse(similar, lexical, limit=top_k)
             ranked = [(h.chunk_id, h.score) for h in fused]
         rows = await self.index.chunks(ws, [cid for cid, _ in ranked])
         return [

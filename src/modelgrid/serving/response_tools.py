@@ -92,6 +92,8 @@ async def search_files(
         ctx=replace(ctx, request_id=new_request_id()),
         param=f"{tool.param}.vector_store_ids",
         weights=tool.weights,
+        ranker=tool.ranker,
+        ranker_param=f"{tool.param}.ranking_options.ranker",
     )
     out = list(messages)
     out[last] = _with_passages(messages[last], hits)

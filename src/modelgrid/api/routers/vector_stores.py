@@ -109,6 +109,7 @@ async def search_vector_store(vs_id: str, request: Request, call: CallDep) -> di
         score_threshold=(ranking.score_threshold or 0.0) if ranking is not None else 0.0,
         ctx=call.ctx,
         param="vector_store_id",
+        ranker=ranking.ranker if ranking is not None else None,
     )
     return {
         "object": "vector_store.search_results.page",

