@@ -13,7 +13,9 @@ starting together do not race:
 - ``knowledge_pg_vectors``: each chunk's float32 vector as ``bytea``, with its knowledge base
   and length. A dense query reads the knowledge base's vectors and ranks them by cosine
   distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
-  query (figures: docs/knowledge.md).
+  query (figures: docs/knowledge.md) — except for a knowledge base of ``ann_min_chunks``
+  chunks and more, searched through the process's HNSW graph (``knowledge.ann``), fresh by
+  ``knowledge_index_revisions`` (``knowledge.revisions``).
 
 Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns
 another workspace's chunk; a document's chunks, text rows and vectors are written in the
@@ -31,6 +33,8 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from modelgrid.knowledge import revisions
+from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
 
@@ -82,11 +86,15 @@ class PgIndex:
 
     Args:
         engine: The gateway's database engine (its own pool; the index opens no other).
+        ann: The process's approximate nearest-neighbour graphs for large knowledge bases
+            (``knowledge.ann``; ``None``: every dense search is the exact scan).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, ann: AnnCache | None = None) -> None:
         self._engine = engine
         self._ready = False
+        self._ann = ann
+        self._source = _Vectors(self)
 
     async def _tables(self) -> None:
         if self._ready:
@@ -95,6 +103,10 @@ class PgIndex:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             for statement in _CREATE:
                 await conn.execute(text(statement))
+            had = await conn.scalar(text("SELECT to_regclass('knowledge_index_revisions')"))
+            await conn.execute(text(revisions.CREATE))
+            if had is None:  # a database from before the table: its knowledge bases at 0
+                await conn.execute(text(revisions.BACKFILL))
         self._ready = True
 
     # --- writes ------------------------------------------------------------------------------
@@ -157,6 +169,7 @@ class PgIndex:
                     ),
                     {"c": cid, "kb": knowledge_base_id, "dims": dimensions, "v": vector},
                 )
+            await conn.execute(text(revisions.BUMP), {"kb": knowledge_base_id, "n": len(chunks)})
             await conn.execute(
                 text(
                     "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
@@ -169,6 +182,8 @@ class PgIndex:
 
     async def _delete_chunks(self, conn: AsyncConnection, where: str, args: dict[str, str]) -> None:
         chosen = f"SELECT id FROM knowledge_chunks WHERE {where}"
+        for kb, n in (await conn.execute(text(revisions.COUNT.format(where=where)), args)).all():
+            await conn.execute(text(revisions.BUMP), {"kb": kb, "n": -int(n)})
         for table in ("knowledge_pg_text", "knowledge_pg_vectors"):
             await conn.execute(text(f"DELETE FROM {table} WHERE chunk_id IN ({chosen})"), args)
         await conn.execute(text(f"DELETE FROM knowledge_chunks WHERE {where}"), args)
@@ -220,6 +235,12 @@ class PgIndex:
         if documents is not None and not documents:
             return []
         await self._tables()
+        if documents is None and self._ann is not None:
+            hits = await self._ann.search(
+                self._source, workspace_id, knowledge_base_id, vector, dimensions, k
+            )
+            if hits is not None:
+                return hits
         only, extra = self._only(documents)
         stmt = text(
             "SELECT v.chunk_id, v.embedding FROM knowledge_pg_vectors v "
@@ -283,7 +304,52 @@ class PgIndex:
         }
 
     async def aclose(self) -> None:
-        """Nothing to close: the engine is the gateway's."""
+        """The ANN graphs' builds stopped (the engine is the gateway's: not closed)."""
+        if self._ann is not None:
+            await self._ann.aclose()
+
+
+class _Vectors:
+    """The ``knowledge.ann.VectorSource`` of a ``PgIndex`` (one query each)."""
+
+    _READ = (
+        "SELECT v.chunk_id, c.document_id{embedding} FROM knowledge_pg_vectors v "
+        "JOIN knowledge_chunks c ON c.id = v.chunk_id "
+        "WHERE v.knowledge_base_id = :kb AND v.dims = :dims AND c.workspace_id = :ws"
+    )
+
+    def __init__(self, index: PgIndex) -> None:
+        self._engine = index._engine
+
+    async def state(self, knowledge_base_id: str) -> tuple[int, int] | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(text(revisions.STATE), {"kb": knowledge_base_id})).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    async def ids(
+        self, workspace_id: str, knowledge_base_id: str, dims: int
+    ) -> list[tuple[int, str]]:
+        args = {"kb": knowledge_base_id, "dims": dims, "ws": workspace_id}
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(text(self._READ.format(embedding="")), args)).all()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def vectors(
+        self, workspace_id: str, knowledge_base_id: str, dims: int, ids: Sequence[int] | None
+    ) -> tuple[list[tuple[int, str]], bytes]:
+        args: dict[str, Any] = {"kb": knowledge_base_id, "dims": dims, "ws": workspace_id}
+        read = self._READ.format(embedding=", v.embedding")
+        rows: list[Any] = []
+        async with self._engine.connect() as conn:
+            if ids is None:
+                rows = list((await conn.execute(text(read), args)).all())
+            for i in range(0, len(ids or ()), 5000):  # under asyncpg's 32,767 parameters
+                stmt = text(read + " AND v.chunk_id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                )
+                part = [int(x) for x in (ids or ())[i : i + 5000]]
+                rows += (await conn.execute(stmt, {**args, "ids": part})).all()
+        return [(int(r[0]), str(r[1])) for r in rows], b"".join(bytes(r[2]) for r in rows)
 
 
 __all__ = ["PgIndex", "ts_query"]

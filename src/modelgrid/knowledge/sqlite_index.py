@@ -15,21 +15,26 @@ loaded with ``load_extension()``.
 
 On first use it creates:
 
-- ``knowledge_fts``: FTS5 (a copy of each chunk's heading and text; ``contentless_delete``
-  needs SQLite 3.43), Porter-stemmed ``unicode61`` tokens; row id = chunk id; ranked by
-  FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75).
+- ``knowledge_fts``: FTS5 over ``text`` (a copy of each chunk's heading and text) and ``kb``
+  (its knowledge base as one token, ``kb_token``), Porter-stemmed ``unicode61`` tokens; row
+  id = chunk id; ranked by FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75) with
+  ``kb`` weighing 0. A query MATCHes ``kb`` and its words together, so FTS5 keeps to the
+  knowledge base without a join per matching row; the workspace is checked on the top ``k``.
+  A file from before (a one-column table) is rebuilt on open (``_ensure_tables``).
 - ``knowledge_vec_<dims>``: a ``vec0`` table per embedding dimension, cosine distance, the
   knowledge base as its partition key (a query scans only that knowledge base's vectors,
-  exactly: no approximate index, so recall is the model's).
+  exactly); a large knowledge base is searched through ``knowledge.ann``'s HNSW graph instead.
+- ``knowledge_index_revisions`` (``knowledge.revisions``): bumped with every write and delete.
 
-Every read is filtered by knowledge base and joined to ``knowledge_chunks`` on the workspace,
-so no query returns another workspace's chunk.
+Every read is filtered by knowledge base and checked against ``knowledge_chunks`` on the
+workspace, so no query returns another workspace's chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import re
 import sqlite3
 import sys
@@ -41,6 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.knowledge import revisions
+from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
 
@@ -173,11 +180,63 @@ def _connect(path: Path) -> sqlite3.Connection:
         _allow_extensions(conn, False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5("
-        "text, tokenize='porter unicode61')"
-    )
+    _ensure_tables(conn)
     return conn
+
+
+def kb_token(knowledge_base_id: str) -> str:
+    """The knowledge base as one FTS5 token of ``knowledge_fts.kb``: 19 or 20 decimal digits of
+    its SHA-256 (digits: the Porter stemmer leaves them alone, unicode61 keeps them whole)."""
+    digest = hashlib.sha256(knowledge_base_id.encode()).digest()
+    return str(int.from_bytes(digest[:8], "big"))
+
+
+_FTS = "CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(text, kb, tokenize='porter unicode61')"
+
+
+def _ensure_tables(conn: sqlite3.Connection) -> None:
+    """Create the index's tables, or bring an older file's up to date, once (one
+    ``BEGIN IMMEDIATE``: gateways opening one file together do it one after the other).
+
+    - ``knowledge_fts`` without its ``kb`` column (before #13) is rebuilt with it from its own
+      rows (its text) and ``knowledge_chunks`` (their knowledge base);
+    - ``knowledge_index_revisions`` starts at revision 0 with each knowledge base's chunk count.
+    """
+    if _tables_current(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _tables_current(conn):
+            columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(knowledge_fts)")]
+            if columns and "kb" not in columns:  # the one-column table of before
+                conn.execute(_FTS.format(name="knowledge_fts_kb"))
+                kb_of = dict(conn.execute("SELECT id, knowledge_base_id FROM knowledge_chunks"))
+                rows = conn.execute("SELECT rowid, text FROM knowledge_fts").fetchall()
+                conn.executemany(
+                    "INSERT INTO knowledge_fts_kb (rowid, text, kb) VALUES (?, ?, ?)",
+                    [(r, t, kb_token(kb_of[r])) for r, t in rows if r in kb_of],
+                )
+                conn.execute("DROP TABLE knowledge_fts")
+                conn.execute("ALTER TABLE knowledge_fts_kb RENAME TO knowledge_fts")
+            conn.execute(_FTS.format(name="knowledge_fts"))
+            had = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'knowledge_index_revisions'"
+            ).fetchone()
+            conn.execute(revisions.CREATE)
+            if had is None:
+                conn.execute(revisions.BACKFILL)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _tables_current(conn: sqlite3.Connection) -> bool:
+    has_revisions = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'knowledge_index_revisions'"
+    ).fetchone()
+    columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(knowledge_fts)")]
+    return has_revisions is not None and "kb" in columns
 
 
 class SqliteIndex:
@@ -185,10 +244,15 @@ class SqliteIndex:
 
     Args:
         path: The SQLite database file (migrated: ``knowledge_chunks`` exists).
+        ann: The process's approximate nearest-neighbour graphs for large knowledge bases
+            (``knowledge.ann``; ``None``: every dense search is the exact scan).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ann: AnnCache | None = None) -> None:
+        self.path = path
         self._path = path
+        self._ann = ann
+        self._source = _Vectors(self)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-index")
         self._conn: Any = None
         # reads on their own connections (WAL: readers run beside the writer and each other;
@@ -252,6 +316,7 @@ class SqliteIndex:
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk")
         now = datetime.now(UTC).isoformat(sep=" ")
+        token = kb_token(knowledge_base_id)
 
         def write(conn: Any) -> bool:
             table = self._vec_table(conn, dimensions)
@@ -281,13 +346,15 @@ class SqliteIndex:
                     cid = cur.lastrowid
                     searchable = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
                     conn.execute(
-                        "INSERT INTO knowledge_fts (rowid, text) VALUES (?, ?)", (cid, searchable)
+                        "INSERT INTO knowledge_fts (rowid, text, kb) VALUES (?, ?, ?)",
+                        (cid, searchable, token),
                     )
                     conn.execute(
                         f"INSERT INTO {table} (chunk_id, knowledge_base_id, embedding) "
                         "VALUES (?, ?, ?)",
                         (cid, knowledge_base_id, vector),
                     )
+                conn.execute(revisions.BUMP, {"kb": knowledge_base_id, "n": len(chunks)})
                 conn.execute(
                     "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
                     "sections = NULL, chunks_total = ?, chunks_done = ?, indexed_at = ?, "
@@ -303,6 +370,10 @@ class SqliteIndex:
         return await self._run(write)
 
     def _delete_chunks(self, conn: Any, where: str, args: tuple[str, ...]) -> None:
+        """Delete the chosen chunks with their text and vectors; bump their knowledge bases'
+        revisions (``knowledge.ann``), in the caller's transaction."""
+        for kb, n in conn.execute(revisions.COUNT.format(where=where), args).fetchall():
+            conn.execute(revisions.BUMP, {"kb": kb, "n": -int(n)})
         ids = [r[0] for r in conn.execute(f"SELECT id FROM knowledge_chunks WHERE {where}", args)]
         tables = self._all_vec_tables(conn)
         for i in range(0, len(ids), 500):
@@ -378,6 +449,12 @@ class SqliteIndex:
         table = f"knowledge_vec_{int(dimensions)}"
         if documents is not None and not documents:
             return []
+        if documents is None and self._ann is not None:
+            hits = await self._ann.search(
+                self._source, workspace_id, knowledge_base_id, vector, dimensions, k
+            )
+            if hits is not None:
+                return hits
 
         def search(conn: Any) -> list[tuple[int, float]]:
             if documents is None:
@@ -409,23 +486,49 @@ class SqliteIndex:
         k: int,
         documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
-        match = fts_query(query)
-        if match is None or (documents is not None and not documents):
+        terms = fts_query(query)
+        if terms is None or (documents is not None and not documents):
             return []
-        marks = ",".join("?" * len(documents or ()))
-        only = f"AND c.document_id IN ({marks}) " if documents is not None else ""
+        # the knowledge base is a term of the MATCH (its column weighs 0 in bm25()), so FTS5
+        # itself keeps to its rows: no join per matching row; the workspace is checked on the
+        # top ``k`` alone
+        match = f'kb : "{kb_token(knowledge_base_id)}" AND text : ({terms})'
 
         def search(conn: Any) -> list[tuple[int, float]]:
-            rows = conn.execute(
-                "SELECT f.rowid, bm25(knowledge_fts) AS score FROM knowledge_fts f "
-                "JOIN knowledge_chunks c ON c.id = f.rowid "
-                "WHERE knowledge_fts MATCH ? AND c.knowledge_base_id = ? "
-                f"AND c.workspace_id = ? {only}ORDER BY score LIMIT ?",
-                (match, knowledge_base_id, workspace_id, *(documents or ()), int(k)),
-            ).fetchall()
+            if documents is None:
+                rows = conn.execute(
+                    "SELECT rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts "
+                    "WHERE knowledge_fts MATCH ? ORDER BY score LIMIT ?",
+                    (match, int(k)),
+                ).fetchall()
+                mine = self._scoped(conn, workspace_id, knowledge_base_id, [r[0] for r in rows])
+                rows = [r for r in rows if r[0] in mine]
+            else:
+                marks = ",".join("?" * len(documents))
+                rows = conn.execute(
+                    "SELECT f.rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts f "
+                    "JOIN knowledge_chunks c ON c.id = f.rowid "
+                    "WHERE knowledge_fts MATCH ? AND c.knowledge_base_id = ? "
+                    f"AND c.workspace_id = ? AND c.document_id IN ({marks}) "
+                    "ORDER BY score LIMIT ?",
+                    (match, knowledge_base_id, workspace_id, *documents, int(k)),
+                ).fetchall()
             return [(int(r[0]), -float(r[1])) for r in rows]  # FTS5's bm25() is negated
 
         return await self._read(search)
+
+    @staticmethod
+    def _scoped(conn: Any, workspace_id: str, knowledge_base_id: str, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that are chunks of the workspace's knowledge base."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"SELECT id FROM knowledge_chunks WHERE id IN ({marks}) AND workspace_id = ? "
+            "AND knowledge_base_id = ?",
+            (*ids, workspace_id, knowledge_base_id),
+        )
+        return {int(r[0]) for r in rows}
 
     async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:
         wanted = [int(i) for i in ids]
@@ -449,6 +552,9 @@ class SqliteIndex:
         def close(conn: Any) -> None:
             conn.close()
 
+        if self._ann is not None:
+            await self._ann.aclose()
+
         if self._conn is not None:
             await self._run(close)
             self._conn = None
@@ -460,4 +566,56 @@ class SqliteIndex:
             self._read_conns.clear()
 
 
-__all__ = ["STOP_WORDS", "SqliteIndex", "fts_query", "sqlite_path"]
+class _Vectors:
+    """The ``knowledge.ann.VectorSource`` of a ``SqliteIndex`` (its reader connections)."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self._index = index
+
+    async def state(self, knowledge_base_id: str) -> tuple[int, int] | None:
+        def read(conn: Any) -> tuple[int, int] | None:
+            row = conn.execute(revisions.STATE, {"kb": knowledge_base_id}).fetchone()
+            return (int(row[0]), int(row[1])) if row else None
+
+        return await self._index._read(read)
+
+    async def ids(
+        self, workspace_id: str, knowledge_base_id: str, dims: int
+    ) -> list[tuple[int, str]]:
+        def read(conn: Any) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                f"SELECT c.id, c.document_id FROM knowledge_chunks c "
+                f"JOIN knowledge_vec_{int(dims)} v ON v.chunk_id = c.id "
+                "WHERE c.knowledge_base_id = ? AND c.workspace_id = ?",
+                (knowledge_base_id, workspace_id),
+            )
+            return [(int(r[0]), str(r[1])) for r in rows]
+
+        return await self._index._read(read)
+
+    async def vectors(
+        self, workspace_id: str, knowledge_base_id: str, dims: int, ids: Sequence[int] | None
+    ) -> tuple[list[tuple[int, str]], bytes]:
+        query = (
+            f"SELECT c.id, c.document_id, v.embedding FROM knowledge_chunks c "
+            f"JOIN knowledge_vec_{int(dims)} v ON v.chunk_id = c.id "
+            "WHERE c.knowledge_base_id = ? AND c.workspace_id = ?"
+        )
+
+        def read(conn: Any) -> tuple[list[tuple[int, str]], bytes]:
+            rows: list[Any] = []
+            if ids is None:
+                rows = conn.execute(query, (knowledge_base_id, workspace_id)).fetchall()
+            else:
+                for i in range(0, len(ids), 500):
+                    part = [int(x) for x in ids[i : i + 500]]
+                    marks = ",".join("?" * len(part))
+                    rows += conn.execute(
+                        f"{query} AND c.id IN ({marks})", (knowledge_base_id, workspace_id, *part)
+                    ).fetchall()
+            return [(int(r[0]), str(r[1])) for r in rows], b"".join(r[2] for r in rows)
+
+        return await self._index._read(read)
+
+
+__all__ = ["STOP_WORDS", "SqliteIndex", "fts_query", "kb_token", "sqlite_path"]

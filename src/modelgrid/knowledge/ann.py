@@ -1,0 +1,303 @@
+"""Approximate nearest neighbours over a knowledge base's vectors, kept in the process.
+
+The store (``SqliteIndex``, ``PgIndex``) stays the durable truth of chunks and vectors; an
+``AnnCache`` holds, per (workspace, knowledge base, dimensions), a faiss HNSW graph
+(``IndexHNSWFlat``, inner product over L2-normalised vectors, so ``1 - score`` is the cosine
+distance the exact scan returns) built from the store, as pgvector's HNSW, LanceDB and Chroma
+put an ANN index over a durable store. Malkov & Yashunin, "Efficient and robust approximate
+nearest neighbor search using Hierarchical Navigable Small World graphs" (2016).
+
+**Freshness across processes.** Every write and delete of a knowledge base's chunks bumps its
+row in the store's revision table in the same transaction (``VectorSource.state``: one
+primary-key read per search, which also gives the knowledge base's chunk count). A search
+whose cached graph is at another revision answers ``None`` (the caller runs its exact scan)
+and starts a refresh in the background: the knowledge base's current chunk ids are read, new
+ones added to the graph, vanished ones filtered out of every search (HNSW cannot remove); when
+more than ``DEAD_SHARE`` of the graph is dead it is rebuilt. Several gateways on one database
+each keep their own graph and see each other's writes by the revision.
+
+**Never blocking a search.** A knowledge base below ``min_vectors`` chunks is never indexed
+(the exact scan is fast and exact there). A graph is built off the event loop (a worker thread;
+faiss releases the GIL); until it is ready, and while it refreshes, searches answer ``None``.
+
+**Memory.** At most ``max_vectors`` vectors are held over all graphs (about
+``dims * 4 + M * 8`` bytes each: 384 dims, M = 32: ~1.8 kB); the least recently searched graphs
+are evicted to make room, and a knowledge base larger than the cap is never indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+DEAD_SHARE = 0.2  # rebuild when more than this share of a graph's vectors was deleted
+RETRY_S = 60.0  # after a failed build, the exact scan for this long before trying again
+
+Key = tuple[str, str, int]  # workspace, knowledge base, dimensions
+
+
+class VectorSource(Protocol):
+    """What the cache reads from a store (all reads scoped to the workspace)."""
+
+    async def state(self, knowledge_base_id: str) -> tuple[int, int] | None:
+        """``(revision, chunks)`` of the knowledge base (``None``: never written)."""
+        ...
+
+    async def ids(
+        self, workspace_id: str, knowledge_base_id: str, dims: int
+    ) -> list[tuple[int, str]]:
+        """``(chunk id, document id)`` of every chunk of the knowledge base with a
+        ``dims``-long vector (the document tells a reused row id from the chunk it had)."""
+        ...
+
+    async def vectors(
+        self, workspace_id: str, knowledge_base_id: str, dims: int, ids: Sequence[int] | None
+    ) -> tuple[list[tuple[int, str]], bytes]:
+        """``((chunk id, document id) per chunk, their float32 vectors concatenated)``: of
+        ``ids``, or of every chunk (``None``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnnSettings:
+    """Args:
+    min_vectors: Knowledge bases with fewer chunks keep the exact scan.
+    max_vectors: Most vectors held over all graphs (LRU eviction beyond).
+    ef_search: HNSW candidate list at search time (recall vs latency; ≥ k).
+    m: HNSW neighbours per node.
+    ef_construction: HNSW candidate list while building.
+    build_threads: OpenMP threads of one build.
+    """
+
+    min_vectors: int = 20_000
+    max_vectors: int = 2_000_000
+    ef_search: int = 512
+    m: int = 32
+    ef_construction: int = 64
+    build_threads: int = 1
+
+
+@dataclass(eq=False)
+class _Graph:
+    index: Any  # faiss.IndexHNSWFlat
+    ids: Any  # numpy int64: position -> chunk id
+    docs: list[str]  # position -> document id
+    revision: int
+    selector: Any = None  # faiss.IDSelector passing all but the deleted positions (None: all)
+    held: list[Any] = field(default_factory=list)  # what the selector points to, kept alive
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.shape[0])
+
+
+def _faiss() -> Any:
+    import faiss  # the ``knowledge`` extra
+
+    return faiss
+
+
+def _matrix(blob: bytes, dims: int) -> Any:
+    import numpy as np
+
+    matrix = np.frombuffer(blob, dtype=np.float32).reshape(-1, dims).copy()
+    _faiss().normalize_L2(matrix)
+    return matrix
+
+
+class AnnCache:
+    """See the module docstring. One per process (per index); methods run on the event loop.
+
+    Args:
+        settings: Thresholds, cap and HNSW parameters.
+    """
+
+    def __init__(self, settings: AnnSettings | None = None) -> None:
+        self.settings = settings or AnnSettings()
+        self._graphs: OrderedDict[Key, _Graph] = OrderedDict()
+        self._busy: dict[Key, asyncio.Task[None]] = {}
+        self._failed_until: dict[Key, float] = {}
+        # counts, for tests and metrics: graphs built from scratch, refreshed, searches served
+        self.builds = 0
+        self.refreshes = 0
+        self.served = 0
+
+    @property
+    def vectors(self) -> int:
+        """Vectors held over all graphs."""
+        return sum(g.size for g in self._graphs.values())
+
+    @property
+    def building(self) -> bool:
+        """Whether a build or refresh is in progress."""
+        return bool(self._busy)
+
+    def holds(self, workspace_id: str, knowledge_base_id: str, dims: int) -> bool:
+        """Whether a graph of the knowledge base is held (at any revision)."""
+        return (workspace_id, knowledge_base_id, dims) in self._graphs
+
+    async def search(
+        self,
+        source: VectorSource,
+        workspace_id: str,
+        knowledge_base_id: str,
+        vector: bytes,
+        dims: int,
+        k: int,
+    ) -> list[tuple[int, float]] | None:
+        """The ``k`` nearest chunks by cosine distance ``(chunk id, distance)``, nearest first,
+        from the graph — or ``None``: the caller runs its exact scan (a small knowledge base,
+        a graph being built or refreshed, one over the cap)."""
+        key = (workspace_id, knowledge_base_id, dims)
+        state = await source.state(knowledge_base_id)
+        if state is None or state[1] < self.settings.min_vectors:
+            self._graphs.pop(key, None)
+            return None
+        revision, chunks = state
+        graph = self._graphs.get(key)
+        if graph is not None and graph.revision == revision:
+            self._graphs.move_to_end(key)
+            self.served += 1
+            return await asyncio.to_thread(self._search, graph, vector, dims, k)
+        if (
+            key not in self._busy
+            and chunks <= self.settings.max_vectors
+            and self._failed_until.get(key, 0.0) <= time.monotonic()
+        ):
+            task = asyncio.create_task(self._update(source, key), name=f"ann-{knowledge_base_id}")
+            self._busy[key] = task
+            task.add_done_callback(lambda _t: self._busy.pop(key, None))
+        return None
+
+    async def wait(self) -> None:
+        """Until every build and refresh in progress has ended (tests, shutdown)."""
+        while self._busy:
+            await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._busy.values()):
+            task.cancel()
+        await self.wait()
+        self._graphs.clear()
+
+    def _search(self, graph: _Graph, vector: bytes, dims: int, k: int) -> list[tuple[int, float]]:
+        query = _matrix(vector, dims)
+        params = _faiss().SearchParametersHNSW(efSearch=max(self.settings.ef_search, k))
+        with graph.lock:
+            if graph.selector is not None:
+                params.sel = graph.selector
+            scores, positions = graph.index.search(query, k, params=params)
+        out = []
+        for score, pos in zip(scores[0], positions[0], strict=True):
+            if pos >= 0:
+                out.append((int(graph.ids[pos]), 1.0 - float(score)))
+        return out
+
+    async def _update(self, source: VectorSource, key: Key) -> None:
+        kb = key[1]
+        try:
+            state = await source.state(kb)  # before the chunks: they are at least this new
+            if state is None:
+                return
+            old = self._graphs.get(key)
+            if old is None:
+                graph = await self._build(source, key, state[0])
+            else:
+                graph = await self._refresh(source, key, old, state[0])
+            if graph is None:
+                self._graphs.pop(key, None)
+                return
+            self._graphs.pop(key, None)
+            self._make_room(graph.size)
+            self._graphs[key] = graph
+        except Exception:
+            logger.exception("ANN index of knowledge base %s: build failed", kb)
+            self._failed_until[key] = time.monotonic() + RETRY_S
+
+    async def _build(self, source: VectorSource, key: Key, revision: int) -> _Graph | None:
+        ws, kb, dims = key
+        rows, blob = await source.vectors(ws, kb, dims, None)
+        if len(rows) > self.settings.max_vectors:
+            return None
+        graph = await asyncio.to_thread(self._new_graph, rows, blob, dims, revision)
+        self.builds += 1
+        return graph
+
+    def _new_graph(
+        self, rows: list[tuple[int, str]], blob: bytes, dims: int, revision: int
+    ) -> _Graph:
+        import numpy as np
+
+        faiss = _faiss()
+        s = self.settings
+        faiss.omp_set_num_threads(s.build_threads)  # this thread's parallel regions
+        index = faiss.IndexHNSWFlat(dims, s.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = s.ef_construction
+        if rows:
+            index.add(_matrix(blob, dims))
+        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+        return _Graph(index, ids, [r[1] for r in rows], revision)
+
+    async def _refresh(
+        self, source: VectorSource, key: Key, graph: _Graph, revision: int
+    ) -> _Graph | None:
+        import numpy as np
+
+        ws, kb, dims = key
+        current = await source.ids(ws, kb, dims)
+        now = set(current)
+        pairs = list(zip(graph.ids.tolist(), graph.docs, strict=True))
+        held = set(pairs)
+        dead = [p for p, pair in enumerate(pairs) if pair not in now]
+        new = [cid for cid, doc in current if (cid, doc) not in held]
+        if dead and len(dead) / (graph.size + len(new)) > DEAD_SHARE:
+            return await self._build(source, key, revision)
+        if graph.size + len(new) > self.settings.max_vectors:
+            return None
+        rows, blob = await source.vectors(ws, kb, dims, new) if new else ([], b"")
+        positions = np.asarray(dead, dtype=np.int64)
+        await asyncio.to_thread(self._extend, graph, rows, blob, dims, positions, revision)
+        self.refreshes += 1
+        return graph
+
+    def _extend(
+        self,
+        graph: _Graph,
+        rows: list[tuple[int, str]],
+        blob: bytes,
+        dims: int,
+        dead: Any,
+        revision: int,
+    ) -> None:
+        import numpy as np
+
+        faiss = _faiss()
+        faiss.omp_set_num_threads(self.settings.build_threads)
+        with graph.lock:  # no search reads the graph while it grows
+            if rows:
+                graph.index.add(_matrix(blob, dims))
+                added = np.asarray([r[0] for r in rows], dtype=np.int64)
+                graph.ids = np.concatenate([graph.ids, added])
+                graph.docs = graph.docs + [r[1] for r in rows]
+            graph.selector, graph.held = None, []
+            if len(dead):
+                batch = faiss.IDSelectorBatch(dead)
+                graph.selector, graph.held = faiss.IDSelectorNot(batch), [batch, dead]
+            graph.revision = revision
+
+    def _make_room(self, size: int) -> None:
+        while self._graphs and self.vectors + size > self.settings.max_vectors:
+            evicted, _ = self._graphs.popitem(last=False)
+            logger.info("ANN index of knowledge base %s evicted (memory cap)", evicted[1])
+
+
+__all__ = ["DEAD_SHARE", "AnnCache", "AnnSettings", "VectorSource"]
