@@ -63,6 +63,7 @@ from modelgrid.engines.registry import gateway_engines
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.jobs.indexer import Indexer
+from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
@@ -473,10 +474,17 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
     any other database: the API answers 503)."""
     path = sqlite_path(settings.database_url)
     index: KnowledgeIndex
+    ann = AnnCache(
+        AnnSettings(
+            min_vectors=settings.knowledge.ann_min_chunks,
+            max_vectors=settings.knowledge.ann_max_vectors,
+            ef_search=settings.knowledge.ann_ef_search,
+        )
+    )
     if path is not None:
-        index = SqliteIndex(path)
+        index = SqliteIndex(path, ann)
     elif settings.database_url.startswith("postgresql"):
-        index = PgIndex(state.db)
+        index = PgIndex(state.db, ann)
     else:
         return None
     models = state.models

@@ -277,6 +277,11 @@ class KnowledgeSettings(BaseModel):
         embed_batch: Chunks per metered embedding call while indexing.
         poll_interval_s: How often the indexer looks for pending documents.
         lease_s: How long a gateway holds a document it indexes without renewing.
+        ann_min_chunks: A knowledge base with at least this many chunks gets an in-process
+            HNSW graph for dense search (``knowledge.ann``); smaller ones keep the exact scan.
+        ann_max_vectors: Most vectors the gateway holds in graphs (~1.8 kB each at 384
+            dimensions); the least recently searched graph is evicted beyond.
+        ann_ef_search: HNSW search breadth (recall vs latency; bench/RESULTS.md, #13).
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
@@ -287,6 +292,9 @@ class KnowledgeSettings(BaseModel):
     embed_batch: int = Field(default=64, ge=1, le=2048)
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
+    ann_min_chunks: int = Field(default=20_000, ge=1)
+    ann_max_vectors: int = Field(default=2_000_000, ge=1)
+    ann_ef_search: int = Field(default=512, ge=1, le=100_000)
 
 
 class ResponsesSettings(BaseModel):
