@@ -8,34 +8,39 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
 2. Fleet: ``--replicas`` ``modelgrid engine`` workers (``MODELGRID_ENGINE__N_THREADS=1``, at
    most one per core) as the upstream replicas of one region in a topology file, and a
    ``modelgrid serve`` gateway in front (default ``cache_aware`` policy, probes every 0.5 s).
-3. Workload per load level: Poisson arrivals at ``load x replicas / E[service]`` (the
-   profile's service time of the workload's mean shape), ``--requests`` chat completions,
-   each streamed with ``include_usage``: a user message of ``--prompt-words`` random words
-   (distinct from the first word on) asking to go on counting, greedy, ``--max-tokens``.
-   Client side: send time, first and last content chunk, the usage (prompt tokens less
-   cached ones, completion tokens).
-   Calibration of the fleet first (``calibrate``), all measured, none assumed:
-   ``--calibrate`` requests one after another through the idle gateway (one unmeasured
-   first) give the serving path's overhead and the TTFT and decode spreads
-   (``profile.calibrate``); 3 requests straight to a worker split that overhead into the
-   gateway's and the worker's; and with several workers, ``k`` requests at once straight to
-   ``k`` workers (2 rounds) measure how much slower a replica serves while ``k`` of the
-   workers share the machine's cores (``SimConfig.host_slowdown``: the median of measured
-   over fitted service, over the same at ``k = 1``). The rate of a level is set from the
-   calibration's mean shape and the slowdown at ``replicas`` busy, so a level's load is of
-   what this machine can serve.
-4. Prediction: the recorded arrivals and each request's measured token counts (what the
+3. Calibration of the fleet (``modelgrid plan calibrate``, the product's command, in a child
+   process, through the gateway): ``--calibrate`` requests one after another on the idle
+   fleet give the serving path's overhead and the TTFT and decode spreads; with several
+   workers, rounds of ``k`` requests at once that the gateway placed on ``k`` distinct
+   workers (``--rounds`` per ``k``) measure how much slower a replica serves while ``k``
+   share the machine's cores (``host_slowdown``). All written into the profile file.
+4. Workload per load level: Poisson arrivals at ``load x replicas / E[service]`` (the
+   calibrated profile's service time of the workload's shape, times the slowdown with all
+   replicas busy, so a level's load is of what this machine can serve), ``--requests`` chat
+   completions (``planner.probe.ChatProbe``), each streamed with ``include_usage``: a user
+   message of ``--prompt-words`` random words asking to go on counting, greedy,
+   ``--max-tokens``. Client side: send time, first and last content chunk, the usage (prompt
+   tokens less cached ones, completion tokens), the replica that answered.
+5. Prediction: the recorded arrivals and each request's measured token counts (what the
    usage ledger holds) replayed through ``planner.sim`` over the same topology (trace-driven:
-   the same sample path, so the comparison is of the model, not of two random draws), twice:
-   with the calibrated profile and host slowdown (``calibrated``), and with the profile alone
-   (``plain``: no overhead, spread or slowdown; the model before calibration).
-5. CPU per level, from ``/proc``: the gateway's, the workers' and this client's CPU seconds
+   the same sample path, so the comparison is of the model, not of two random draws; each
+   figure the mean over ``--sim-seeds`` simulations, whose seeds draw the requests' spread
+   factors and the router's choices), three ways: ``stored``, the calibrated profile file as ``modelgrid plan`` reads it (the
+   product's claim); ``in-run``, the same with its spreads re-centred on the engine's speed
+   during the level, read from the level's own requests (``calibration.speed_in_run``:
+   decode from each request's time per output token, prefill from the requests that found
+   their replica idle; only requests alone on the machine where the calibration found the
+   workers slowing each other, host slowdown over 1.05), which
+   separates the model's error from the engine's drift since the profile; ``plain``, the
+   profile alone (no overhead, spread or slowdown: the model before calibration).
+6. CPU per level, from ``/proc``: the gateway's, the workers' and this client's CPU seconds
    per request, and the whole machine's busy cores less ours (``foreign``: other jobs).
 
 Figures per (replicas, load): TTFT p50/p95, time per output token p50/p95 (per request:
 (last - first) / (tokens - 1)), throughput (requests completed / span), predicted and
 measured, and the error in %. The first ``--warmup`` requests of a level are not counted.
-``--json FILE`` appends one line per level (figures, calibration, CPU, every request).
+``--json FILE`` appends one line per level (figures, in-run speed, profile, CPU, every
+request).
 
 Run from the repository root (embedded model prepared; a quiet machine: check ``uptime``)::
 
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -56,178 +62,76 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from responses_chain import start_gateway  # noqa: E402
+from responses_chain import Gateway, start_gateway  # noqa: E402
 
 from modelgrid.core.types import RoutingHints  # noqa: E402
 from modelgrid.planner import profile as profiles  # noqa: E402
-from modelgrid.planner import profiling  # noqa: E402
+from modelgrid.planner.calibration import (  # noqa: E402
+    Sample,
+    at_speed,
+    counting_prompt,
+    speed_in_run,
+)
+from modelgrid.planner.probe import ChatProbe  # noqa: E402
 from modelgrid.planner.sim import SimConfig, Stream, simulate  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
-from routing import start_workers, stop_workers  # noqa: E402
+from routing import Worker, start_workers, stop_workers  # noqa: E402
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-WORDS = profiling.WORDS[:26]  # the words the validation prompts are drawn from
-
-
-@dataclass
-class Measured:
-    sent_s: float
-    first_s: float
-    last_s: float
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-
-
-def message(i: int, words: int, rng: random.Random) -> str:
-    body = " ".join(rng.choice(WORDS) for _ in range(words))
-    return f"Note {i}: {body}. Now continue counting, one number per line: 1, 2, 3, 4,"
-
-
-async def one(
-    client: httpx.AsyncClient, key: str, text: str, max_tokens: int, t0: float = 0.0
-) -> Measured:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    sent = time.perf_counter() - t0
-    first = last = None
-    usage: dict[str, object] = {}
-    headers = {"Authorization": f"Bearer {key}"} if key else {}  # a worker takes no key
-    async with client.stream("POST", "/chat/completions", json=body, headers=headers) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            now = time.perf_counter() - t0
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                first = now if first is None else first
-                last = now
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-    assert first is not None and last is not None, "no content"
-    details = usage.get("prompt_tokens_details") or {}
-    return Measured(
-        sent,
-        first,
-        last,
-        int(usage["prompt_tokens"]),  # type: ignore[call-overload]
-        int(details.get("cached_tokens", 0)),  # type: ignore[union-attr]
-        int(usage["completion_tokens"]),  # type: ignore[call-overload]
-    )
 
 
 async def run_level(
     base_url: str, key: str, rate: float, args: argparse.Namespace, seed: int
-) -> list[Measured]:
+) -> list[Sample]:
+    """Poisson arrivals at ``rate``: ``--requests`` counting prompts through the gateway."""
     rng = random.Random(seed)
     gaps = np.random.default_rng(seed).exponential(1 / rate, args.requests)
     at = np.cumsum(gaps) - gaps[0]
-    texts = [message(i, args.prompt_words, rng) for i in range(args.requests)]
-    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
-        t0 = time.perf_counter()
+    texts = [counting_prompt(i, args.prompt_words, rng) for i in range(args.requests)]
+    t0 = time.perf_counter()
+    async with ChatProbe(base_url, key, MODEL, max_tokens=args.max_tokens, t0=t0) as probe:
 
-        async def fire(i: int) -> Measured:
+        async def fire(i: int) -> Sample:
             delay = at[i] - (time.perf_counter() - t0)
             if delay > 0:
                 await asyncio.sleep(delay)
-            return await one(client, key, texts[i], args.max_tokens, t0)
+            return await probe(texts[i])
 
         return list(await asyncio.gather(*(fire(i) for i in range(args.requests))))
 
 
-def observed(rows: list[Measured]) -> list[profiles.Observed]:
-    return [
-        profiles.Observed(
-            prompt_tokens=max(1, r.prompt_tokens - r.cached_tokens),
-            output_tokens=r.completion_tokens,
-            ttft_ms=(r.first_s - r.sent_s) * 1000,
-            tpot_ms=(r.last_s - r.first_s) * 1000 / max(r.completion_tokens - 1, 1),
-        )
-        for r in rows
-    ]
+async def uncached_prompt(gw: Gateway, args: argparse.Namespace) -> float:
+    """Uncached prompt tokens of one of the workload's messages (they are all alike)."""
+    async with ChatProbe(gw.base_url, gw.key, MODEL, max_tokens=args.max_tokens) as probe:
+        text = counting_prompt(0, args.prompt_words, random.Random(args.seed))
+        return float((await probe(text)).prompt_tokens)
 
 
-def service_ratio(profile: profiles.EngineProfile, rows: list[Measured]) -> float:
-    """Median over ``rows`` of measured (send to last token) over fitted service time."""
-    fitted = [
-        float(profile.service_ms(max(1, r.prompt_tokens - r.cached_tokens), r.completion_tokens))
-        for r in rows
-    ]
-    return float(
-        np.median([(r.last_s - r.sent_s) * 1000 / f for r, f in zip(rows, fitted, strict=True)])
-    )
-
-
-@dataclass
-class Calibration:
-    profile: profiles.EngineProfile  # with the serving path's overhead and spreads
-    slowdown: tuple[float, ...]  # host_slowdown, index k - 1 for k workers busy
-    gateway_overhead_ms: float  # median TTFT - fitted prefill through the gateway
-    worker_overhead_ms: float  # the same straight to a worker
-    gateway_cpu_ms: float  # the gateway's CPU per request at idle
-    mean_prompt: float  # uncached prompt tokens, mean
-    mean_output: float
-    rows: dict[str, list[Measured]]  # the calibration's requests: gateway, direct, k at once
-
-
-async def calibrate(
-    gw_url: str, gw_key: str, gw_pid: int, workers: list[str], profile: profiles.EngineProfile,
-    args: argparse.Namespace,
-) -> Calibration:  # fmt: skip
-    """See the module docstring (step 3)."""
-    rng = random.Random(args.seed * 7 + len(workers))
-    text = lambda: message(rng.randrange(10**6), args.prompt_words, rng)  # noqa: E731
-    async with httpx.AsyncClient(base_url=gw_url, timeout=600) as client:
-        await one(client, gw_key, text(), args.max_tokens)  # unmeasured
-        cpu0 = proc_cpu_s(gw_pid)
-        seen = [await one(client, gw_key, text(), args.max_tokens) for _ in range(args.calibrate)]
-        gw_cpu_ms = (proc_cpu_s(gw_pid) - cpu0) * 1000 / args.calibrate
-    clients = [httpx.AsyncClient(base_url=u, timeout=600) for u in workers]
-    try:
-        direct = [await one(clients[0], "", text(), args.max_tokens) for _ in range(3)]
-        ratio_1 = service_ratio(profile, direct)
-        slowdown = [1.0]
-        at_once: dict[str, list[Measured]] = {}
-        for k in range(2, len(workers) + 1):
-            rows: list[Measured] = []
-            for _ in range(2):
-                rows += await asyncio.gather(
-                    *(one(c, "", text(), args.max_tokens) for c in clients[:k])
-                )
-            slowdown.append(round(service_ratio(profile, rows) / ratio_1, 4))
-            at_once[f"at_once_{k}"] = rows
-    finally:
-        for c in clients:
-            await c.aclose()
-    cal = profiles.calibrate(profile, observed(seen), calibrated_at=now_iso())
-    direct_cal = profiles.calibrate(profile, observed(direct))
-    return Calibration(
-        cal,
-        tuple(slowdown) if len(workers) > 1 else (),
-        cal.overhead_ms,
-        direct_cal.overhead_ms,
-        gw_cpu_ms,
-        float(np.mean([o.prompt_tokens for o in observed(seen)])),
-        float(np.mean([r.completion_tokens for r in seen])),
-        {"gateway": seen, "direct": direct, **at_once},
-    )
+def calibrate(
+    gw_url: str, gw_key: str, gw_pid: int, replicas: int, path: Path, args: argparse.Namespace
+) -> tuple[profiles.EngineProfile, float]:
+    """``modelgrid plan calibrate`` through the gateway (the product's command, in a child
+    process), on the profile at ``path`` (rewritten in place); returns the calibrated
+    profile and the gateway's CPU ms per calibration request."""
+    cmd = [
+        sys.executable, "-m", "modelgrid", "plan", "calibrate", "--key", gw_key, "--url", gw_url,
+        "--model", MODEL, "--profile", str(path), "--requests", str(args.calibrate),
+        "--replicas-per-host", str(replicas), "--rounds", str(args.rounds),
+        "--prompt-words", str(args.prompt_words), "--max-tokens", str(args.max_tokens),
+        "--seed", str(args.seed * 7 + replicas),
+    ]  # fmt: skip
+    cpu0 = proc_cpu_s(gw_pid)
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
+    sent = 1 + args.calibrate + args.rounds * sum(range(2, replicas + 1))  # at least
+    return profiles.load(path), (proc_cpu_s(gw_pid) - cpu0) * 1000 / sent
 
 
 def now_iso() -> str:
@@ -248,12 +152,18 @@ def machine_busy_s() -> float:
 
 
 def predict(
-    rows: list[Measured],
-    replicas: int,
-    profile: profiles.EngineProfile,
-    warmup: int,
-    slowdown: tuple[float, ...] = (),
-    seed: int = 0,
+    rows: list[Sample], replicas: int, profile: profiles.EngineProfile, warmup: int, seeds: int
+) -> dict[str, float]:
+    """The recorded arrivals and token counts through ``planner.sim`` (the machine's
+    sharing from ``profile.host_slowdown``), each figure the mean over ``seeds`` simulations
+    (the seed draws each request's prefill and decode factors from the spreads and the
+    router's random choices: one draw of 40 requests moves a p95 by itself)."""
+    runs = [_predict_one(rows, replicas, profile, warmup, seed) for seed in range(seeds)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
+def _predict_one(
+    rows: list[Sample], replicas: int, profile: profiles.EngineProfile, warmup: int, seed: int
 ) -> dict[str, float]:
     topo = topology(["http://127.0.0.1:1/v1"] * replicas)
     stream = Stream(
@@ -262,11 +172,10 @@ def predict(
         workspace="bench",
         hints=RoutingHints(),
         arrivals_s=np.array([r.sent_s for r in rows]),
-        prompt_tokens=np.array([max(1, r.prompt_tokens - r.cached_tokens) for r in rows]),
-        output_tokens=np.array([r.completion_tokens for r in rows]),
+        prompt_tokens=np.array([max(1, r.prompt_tokens) for r in rows]),
+        output_tokens=np.array([r.output_tokens for r in rows]),
     )
-    cfg = SimConfig(gateway_overhead_ms=1.0, host_slowdown=slowdown, seed=seed)
-    res = simulate(topo, [stream], {MODEL: profile}, cfg)
+    res = simulate(topo, [stream], {MODEL: profile}, SimConfig(gateway_overhead_ms=1.0, seed=seed))
     served = sorted(res.served, key=lambda s: s.arrival_s)[warmup:]
     ttft = [s.ttft_ms for s in served]
     tpot = [s.tpot_ms for s in served if s.output_tokens > 1]
@@ -276,14 +185,10 @@ def predict(
     return out
 
 
-def measured(rows: list[Measured], warmup: int) -> dict[str, float]:
+def measured(rows: list[Sample], warmup: int) -> dict[str, float]:
     counted = sorted(rows, key=lambda r: r.sent_s)[warmup:]
-    ttft = [(r.first_s - r.sent_s) * 1000 for r in counted]
-    tpot = [
-        (r.last_s - r.first_s) * 1000 / (r.completion_tokens - 1)
-        for r in counted
-        if r.completion_tokens > 1
-    ]
+    ttft = [r.ttft_ms for r in counted]
+    tpot = [r.tpot_ms for r in counted if r.output_tokens > 1]
     span = max(r.last_s for r in counted) - counted[0].sent_s
     return figures(ttft, tpot, len(counted) / span)
 
@@ -310,10 +215,13 @@ def topology(urls: list[str]) -> Topology:
     )
 
 
-def measure_profile(tmp: Path, args: argparse.Namespace, tag: str) -> profiles.EngineProfile:
-    if args.profile:
-        return profiles.load(Path(args.profile))
+def measure_profile(tmp: Path, args: argparse.Namespace, tag: str) -> Path:
+    """``modelgrid plan profile`` (in a child process, one thread) into a fresh file; or a
+    copy of ``--profile``."""
     path = tmp / f"profile-{tag}.json"
+    if args.profile:
+        path.write_text(Path(args.profile).read_text())
+        return path
     env = {**os.environ, "MODELGRID_ENGINE__N_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "modelgrid", "plan", "profile", "--prompt-tokens",
@@ -321,7 +229,128 @@ def measure_profile(tmp: Path, args: argparse.Namespace, tag: str) -> profiles.E
         "--repeats", str(args.profile_repeats), "--out", str(path),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=REPO, env=env)
-    return profiles.load(path)
+    return path
+
+
+def handover_ms(rows: list[Sample], profile: profiles.EngineProfile) -> list[float]:
+    """For each request that waited behind another on its replica (sent before that one's
+    last token): its first token less the other's last token, less its own prefill (the
+    profile's fit times the spread's median). The simulator takes this to be 0: the replica
+    starts the next request as its last token goes out."""
+    mid = float(np.median(profile.prefill_spread)) if profile.prefill_spread else 1.0
+    out = []
+    for rep in {r.replica for r in rows}:
+        mine = sorted((r for r in rows if r.replica == rep), key=lambda r: r.first_s)
+        for a, b in itertools.pairwise(mine):
+            if b.sent_s < a.last_s:
+                prefill = float(profile.prefill_ms(max(1, b.prompt_tokens))) * mid
+                out.append((b.first_s - a.last_s) * 1000 - prefill)
+    return out
+
+
+METRICS = ("ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "throughput_rps")
+
+
+def level(
+    n: int, load: float, index: int, gw: Gateway, workers: list[Worker],
+    cp: profiles.EngineProfile, args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """One load level: run it, predict it three ways, print and record."""
+    mean_ms = float(cp.service_ms(args.mean_prompt, args.max_tokens))
+    mean_ms *= cp.host_slowdown[-1] if cp.host_slowdown else 1.0
+    rate = load * n / (mean_ms / 1000)
+    pids = {"gateway": [gw.proc.pid], "workers": [w.proc.pid for w in workers],
+            "client": [os.getpid()]}  # fmt: skip
+    cpu0 = {k: sum(proc_cpu_s(p) for p in v) for k, v in pids.items()}
+    busy0, wall0, load0 = machine_busy_s(), time.monotonic(), os.getloadavg()[0]
+    rows = asyncio.run(run_level(gw.base_url, gw.key, rate, args, args.seed * 100 + index))
+    wall = time.monotonic() - wall0
+    cpu = {k: sum(proc_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
+    foreign = (machine_busy_s() - busy0 - sum(cpu.values())) / wall
+    # the engine's speed in this run, from its own requests (the counted ones)
+    counted = sorted(rows, key=lambda r: r.sent_s)[args.warmup :]
+    # requests that overlapped others on the machine tell its speed only where the replicas
+    # do not slow each other (the calibration's slowdown within 5 % of 1)
+    shared = max(cp.host_slowdown, default=1.0) > 1.05
+    speed = speed_in_run(cp, counted, shared_host=shared)
+    plain = cp.model_copy(
+        update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
+    )
+    preds = {
+        "stored": predict(rows, n, cp, args.warmup, args.sim_seeds),
+        "in_run": predict(rows, n, at_speed(cp, speed), args.warmup, args.sim_seeds),
+        "plain": predict(rows, n, plain, args.warmup, args.sim_seeds),
+    }
+    m = measured(rows, args.warmup)
+    gaps = handover_ms(counted, at_speed(cp, speed))
+    speeds = (f"prefill {speed.prefill:.3f} ({speed.prefill_requests} requests)"
+              if speed.prefill is not None else "prefill n/a") + (
+              f", decode {speed.decode:.3f} ({speed.decode_requests} requests)"
+              if speed.decode is not None else ", decode n/a")  # fmt: skip
+    print(f"# {n} replica(s), target load {load:.2f}: simulated utilisation "
+          f"{preds['stored']['utilisation']:.2f}, {rate:.3f} requests/s offered, "
+          f"{np.mean([r.prompt_tokens for r in rows]):.0f} uncached prompt tokens on average; "
+          f"in-run speed over the profile: {speeds}; hand-over (next first token - last "
+          f"token - its prefill) median {np.median(gaps) if gaps else float('nan'):.0f} ms "
+          f"over {len(gaps)} waiting requests; CPU s/request: gateway "
+          f"{cpu['gateway'] / len(rows):.3f}, workers {cpu['workers'] / len(rows):.3f}, client "
+          f"{cpu['client'] / len(rows):.3f}; foreign {foreign:.2f} cores; 1-min load "
+          f"{load0:.2f} -> {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("replicas load requests | metric          measured |  stored    err |  in-run    err"
+          " |   plain    err")  # fmt: skip
+    for k in METRICS:
+        cells = " | ".join(
+            f"{preds[w][k]:7.3f} {100 * (preds[w][k] - m[k]) / m[k]:+5.1f}%" for w in preds
+        )
+        print(f"{n:8d} {load:4.2f} {len(counted):8d} | {k:14} {m[k]:9.3f} | {cells}")
+    sys.stdout.flush()
+    if args.json:
+        record = {
+            "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(),
+            "measured": m, **{f"predicted_{w}": v for w, v in preds.items()},
+            "speed": dataclasses.asdict(speed), "handover_ms": gaps,
+            "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
+            "load_avg": [load0, os.getloadavg()[0]],
+            "profile": cp.model_dump(mode="json", exclude={"points"}),
+            "rows": [dataclasses.asdict(r) for r in rows],
+        }  # fmt: skip
+        with open(args.json, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+PREDICTIONS = ("stored", "in_run", "plain")
+
+
+def _err(predicted: float, measured: float, goal_pct: float) -> str:
+    e = 100 * (predicted - measured) / measured
+    return f"**{e:+.1f}**" if abs(e) > goal_pct else f"{e:+.1f}"
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def report(path: str) -> None:
+    """The markdown table of a ``--json`` file: per level, measured and the error of each
+    prediction (stored / in-run / plain), goals marked (bold: missed)."""
+    goals = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
+             "throughput_rps": 10}  # fmt: skip
+    print("| replicas | load (target / sim.) | 1-min load | in-run prefill / decode | "
+          + " | ".join(f"{k} meas. | stored / in-run / plain" for k in METRICS) + " |")  # fmt: skip
+    print("|---" * (4 + 2 * len(METRICS)) + "|")
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        m, sp = r["measured"], r["speed"]
+
+        cells = [f"{m[k]:.0f}" if k.endswith("_ms") else f"{m[k]:.3f}" for k in METRICS]
+        errs = [
+            " / ".join(_err(r[f"predicted_{w}"][k], m[k], goals[k]) for w in PREDICTIONS)
+            for k in METRICS
+        ]
+        print(f"| {r['replicas']} | {r['load']:.2f} / {r['predicted_stored']['utilisation']:.2f} "
+              f"| {r['load_avg'][0]:.2f}-{r['load_avg'][1]:.2f} | {_f(sp['prefill'])} / "
+              f"{_f(sp['decode'])} | "
+              + " | ".join(f"{c} | {e} %" for c, e in zip(cells, errs, strict=True)) + " |")  # fmt: skip
 
 
 def main() -> None:
@@ -338,8 +367,14 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calibrate", type=int, default=10, help="idle requests, gateway")
+    parser.add_argument("--rounds", type=int, default=3, help="calibration rounds per k")
+    parser.add_argument("--sim-seeds", type=int, default=20, help="simulations per prediction")
     parser.add_argument("--json", help="append one JSON line per level to this file")
+    parser.add_argument("--report", help="print the markdown table of a --json file, only")
     args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
     sizes = [int(x) for x in args.replicas.split(",")]
     loads = [float(x) for x in args.loads.split(",")]
     with tempfile.TemporaryDirectory(prefix="mg-bench-planner-") as name:
@@ -348,7 +383,8 @@ def main() -> None:
               f"{os.cpu_count()} cores")  # fmt: skip
         for n in sizes:
             # profiled right before each fleet: the engine's speed drifts on a shared machine
-            profile = measure_profile(tmp, args, str(n))
+            path = measure_profile(tmp, args, str(n))
+            profile = profiles.load(path)
             a, b, c = profile.prefill
             print(
                 f"# profile: prefill {a:.1f} + {b:.3f} n + {c:.2e} n^2 ms, "
@@ -360,78 +396,13 @@ def main() -> None:
                 folder = tmp / f"fleet-{n}"
                 folder.mkdir()
                 gw = start_gateway("affinity", [w.port for w in workers], folder)  # cache_aware
-                cal = asyncio.run(
-                    calibrate(gw.base_url, gw.key, gw.proc.pid, [w.base_url for w in workers],
-                              profile, args)
-                )  # fmt: skip
-                cp = cal.profile
-                print(f"# calibration: overhead through the gateway {cal.gateway_overhead_ms:.0f} "
-                      f"ms, straight to a worker {cal.worker_overhead_ms:.0f} ms; gateway CPU "
-                      f"{cal.gateway_cpu_ms:.0f} ms/request; prefill spread "
-                      f"{cp.prefill_spread[0]:.3f}..{cp.prefill_spread[-1]:.3f}, decode spread "
-                      f"{cp.decode_spread[0]:.3f}..{cp.decode_spread[-1]:.3f}; host slowdown "
-                      f"{cal.slowdown}")  # fmt: skip
-                plain = profile.model_copy(
-                    update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": ()}
-                )
-                for level, load in enumerate(loads):
-                    # E[service] of the calibration's mean shape, slowed as all replicas busy
-                    mean_ms = float(profile.service_ms(cal.mean_prompt, cal.mean_output))
-                    mean_ms *= cal.slowdown[-1] if cal.slowdown else 1.0
-                    rate = load * n / (mean_ms / 1000)
-                    pids = {"gateway": [gw.proc.pid], "workers": [w.proc.pid for w in workers],
-                            "client": [os.getpid()]}  # fmt: skip
-                    cpu0 = {k: sum(proc_cpu_s(p) for p in v) for k, v in pids.items()}
-                    busy0, wall0, load0 = machine_busy_s(), time.monotonic(), os.getloadavg()[0]
-                    rows = asyncio.run(
-                        run_level(gw.base_url, gw.key, rate, args, args.seed * 100 + level)
-                    )
-                    wall = time.monotonic() - wall0
-                    cpu = {k: sum(proc_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
-                    foreign = (machine_busy_s() - busy0 - sum(cpu.values())) / wall
-                    p = predict(rows, n, cp, args.warmup, cal.slowdown, args.seed)
-                    p0 = predict(rows, n, plain, args.warmup)
-                    m = measured(rows, args.warmup)
-                    uncached = np.mean([r.prompt_tokens - r.cached_tokens for r in rows])
-                    print(f"# {n} replica(s), target load {load:.2f}: simulated utilisation "
-                          f"{p['utilisation']:.2f}, {rate:.3f} requests/s offered, "
-                          f"{uncached:.0f} uncached prompt tokens on average; CPU s/request: "
-                          f"gateway {cpu['gateway'] / len(rows):.3f}, workers "
-                          f"{cpu['workers'] / len(rows):.3f}, client "
-                          f"{cpu['client'] / len(rows):.3f}; foreign {foreign:.2f} cores; "
-                          f"1-min load {load0:.2f} -> {os.getloadavg()[0]:.2f}")  # fmt: skip
-                    print("replicas load  requests | metric         calibrated   measured   error"
-                          "  | plain      error")  # fmt: skip
-                    for k in m:
-                        err = 100 * (p[k] - m[k]) / m[k]
-                        err0 = 100 * (p0[k] - m[k]) / m[k]
-                        print(
-                            f"{n:8d} {load:4.2f}  {len(rows) - args.warmup:8d} | {k:14} "
-                            f"{p[k]:9.3f}  {m[k]:9.3f}  {err:+6.1f}%  | {p0[k]:9.3f} "
-                            f"{err0:+6.1f}%"
-                        )
-                    sys.stdout.flush()
-                    if args.json:
-                        record = {
-                            "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(),
-                            "predicted": p, "plain": p0, "measured": m,
-                            "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
-                            "load_avg": [load0, os.getloadavg()[0]],
-                            "calibration": {
-                                "gateway_overhead_ms": cal.gateway_overhead_ms,
-                                "worker_overhead_ms": cal.worker_overhead_ms,
-                                "gateway_cpu_ms": cal.gateway_cpu_ms,
-                                "slowdown": cal.slowdown,
-                                "prefill_spread": cp.prefill_spread,
-                                "decode_spread": cp.decode_spread,
-                                "prefill": cp.prefill, "decode": cp.decode,
-                                "rows": {k: [dataclasses.asdict(r) for r in v]
-                                         for k, v in cal.rows.items()},
-                            },
-                            "rows": [dataclasses.asdict(r) for r in rows],
-                        }  # fmt: skip
-                        with open(args.json, "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps(record) + "\n")
+                cp, gw_cpu_ms = calibrate(gw.base_url, gw.key, gw.proc.pid, n, path, args)
+                print(f"# calibration (modelgrid plan calibrate): overhead {cp.overhead_ms:.0f} "
+                      f"ms, host slowdown {cp.host_slowdown}; gateway CPU ~{gw_cpu_ms:.0f} "
+                      f"ms/request")  # fmt: skip
+                args.mean_prompt = asyncio.run(uncached_prompt(gw, args))
+                for index, load in enumerate(loads):
+                    level(n, load, index, gw, workers, cp, args)
             finally:
                 if gw is not None:
                     gw.proc.terminate()
