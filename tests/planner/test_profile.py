@@ -92,3 +92,27 @@ def test_calibrate_measures_the_overhead_and_the_spreads() -> None:
     )  # fmt: skip
     with pytest.raises(PlanInputError, match="no request observed"):
         profiles.calibrate(base, [])
+
+
+def test_profiling_sends_greedy_unseeded_requests() -> None:
+    """Most traffic is unseeded, and a seeded request costs the llama.cpp engine one more
+    decode step before its first token (``_settle_prompt``): the profile measures the
+    unseeded path (greedy, so the output is the same)."""
+    import asyncio
+
+    from modelgrid.core.types import InferenceRequest
+    from modelgrid.engines.base import PreparedRequest
+    from modelgrid.engines.fake import FakeEngine
+    from modelgrid.planner.profiling import ProfileGrid, measure
+
+    sent: list[InferenceRequest] = []
+
+    class Recording(FakeEngine):
+        def prepare(self, request: InferenceRequest) -> PreparedRequest:
+            sent.append(request)
+            return super().prepare(request)
+
+    engine = Recording("m", reply="1 2 3 4 5 6 7 8", context_length=256)
+    found = asyncio.run(measure(engine, ProfileGrid((8, 16), (1,), 4, 1)))
+    assert [(p.prompt_tokens, p.output_tokens) for p in found] == [(8, 4.0), (16, 4.0)]
+    assert sent and {(r.sampling.seed, r.sampling.temperature) for r in sent} == {(None, 0.0)}

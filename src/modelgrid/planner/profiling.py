@@ -6,7 +6,12 @@ with ``engines.registry.build_engine``): the planner never loads llama.cpp itsel
 request is a raw prompt (``/v1/completions`` style: no chat template) of the wanted length in
 the model's own tokens, opening with words drawn at random so that no two prompts share a
 prefix the engine could reuse from its cache, and ending in a counting list the model goes on
-with, so it writes ``output_tokens`` tokens rather than stopping early. Greedy decoding.
+with, so it writes ``output_tokens`` tokens rather than stopping early. Greedy decoding,
+unseeded as most traffic is: the llama.cpp engine evaluates a seeded request's last prompt
+token alone (``_settle_prompt`` in ``engines/llamacpp.py``), one more decode step (~50 ms on
+the 0.5B model, ~5 % of a 100-token prefill) that profiles measured seeded carried and
+unseeded requests do not pay (validation run 5: idle TTFT through the gateway 2.5-5.5 %
+under such a profile's prefill).
 
 Per grid cell, ``repeats`` runs of ``batch`` concurrent requests: the first token's time
 from submission (prefill, at batch 1 the service time itself), the mean gap between a
@@ -114,7 +119,7 @@ def _request(engine: Engine, text: str, max_tokens: int) -> InferenceRequest:
         request_id=f"profile-{time.monotonic_ns()}",
         model=engine.card.model_id,
         prompt=text,
-        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0),
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
     )
 
 
