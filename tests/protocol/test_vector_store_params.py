@@ -9,7 +9,7 @@ import pytest
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.openai.attribute_filters import check_attributes, matches, parse_filter
-from modelgrid.protocol.openai.file_search_tool import file_search_tool, split_choice
+from modelgrid.protocol.openai.file_search_tool import echoed_tool, file_search_tool, split_choice
 from modelgrid.protocol.openai.vector_stores import chunking_bounds
 
 ATTRS = {"region": "eu", "year": 2024, "public": True, "score": 4.5}
@@ -155,6 +155,13 @@ def test_file_search_tool_is_checked() -> None:
         "ranking_options": {"hybrid_search": {"embedding_weight": 3, "text_weight": 0.5}},
     }])  # fmt: skip
     assert weighted is not None and weighted.weights == (3.0, 0.5)
+    assert (tool.weights, tool.ranker) == (None, None)  # the defaults: no re-ranking
+    ranked = file_search_tool([{
+        "type": "file_search", "vector_store_ids": ["a"], "ranking_options": {"ranker": "auto"},
+    }])  # fmt: skip
+    assert ranked is not None and ranked.ranker == "auto"
+    assert echoed_tool(ranked.raw)["ranking_options"]["ranker"] == "auto"
+    assert echoed_tool(tool.raw)["ranking_options"] == {"ranker": "none", "score_threshold": 0.25}
     for tools, param in [
         ([{"type": "file_search"}], "tools[0].vector_store_ids"),
         (

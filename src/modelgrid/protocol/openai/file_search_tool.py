@@ -5,7 +5,9 @@ SDK's ``types/responses/file_search_tool.py``, ``response_file_search_tool_call.
 ``response_output_text.py`` (``AnnotationFileCitation``) and the
 ``response.file_search_call.*`` events. The tool is ``{"type": "file_search",
 "vector_store_ids": [...], "max_num_results"?: 1..50, "filters"?, "ranking_options"?:
-{"ranker"?, "score_threshold"?: 0..1}}``; one per request.
+{"ranker"?, "score_threshold"?: 0..1, "hybrid_search"?}}``; one per request. ``ranker``
+``auto`` / ``default-2024-11-15`` re-ranks (``serving.file_search``), absent or ``none`` does
+not, and the echoed tool says which.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
         "filters": tool.get("filters"),
         "max_num_results": tool.get("max_num_results") or DEFAULT_NUM_RESULTS,
         "ranking_options": {
-            "ranker": ranking.get("ranker") or "auto",
+            # what ran: no re-ranking unless asked for (OpenAI's default is "auto")
+            "ranker": ranking.get("ranker") or "none",
             "score_threshold": ranking.get("score_threshold") or 0.0,
             **(
                 {"hybrid_search": ranking["hybrid_search"]}
