@@ -478,7 +478,7 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         AnnSettings(
             min_vectors=settings.knowledge.ann_min_chunks,
             max_vectors=settings.knowledge.ann_max_vectors,
-            ef_search=settings.knowledge.ann_ef_search,
+            nprobe=settings.knowledge.ann_nprobe,
         )
     )
     if path is not None:

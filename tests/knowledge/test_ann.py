@@ -1,4 +1,4 @@
-"""``knowledge.ann`` behind both stores: the HNSW graph answers as the exact scan does on a
+"""``knowledge.ann`` behind both stores: the IVF index answers as the exact scan does on a
 seeded set, sees another index instance's writes and deletes by the revision, never returns a
 deleted chunk or another workspace's, falls back to the exact scan while cold, and evicts the
 least recently searched graph beyond its cap."""
@@ -25,7 +25,7 @@ from tests.databases import BOTH_DATABASES
 
 DIMS = 16
 PER_DOC = 100
-SMALL = AnnSettings(min_vectors=300, max_vectors=10_000, ef_search=64, m=16, ef_construction=64)
+SMALL = AnnSettings(min_vectors=300, max_vectors=10_000, nprobe=64)  # every list: exact
 
 
 @dataclass
@@ -203,7 +203,7 @@ async def test_another_workspace_gets_nothing_and_small_bases_stay_exact(store: 
 
 @BOTH_DATABASES
 async def test_the_least_recently_searched_graph_is_evicted_at_the_cap(store: Store) -> None:
-    settings = AnnSettings(min_vectors=300, max_vectors=1000, ef_search=64, m=16)
+    settings = AnnSettings(min_vectors=300, max_vectors=1000)
     cache = AnnCache(settings)
     index = store.make(cache)
     await _fill(store, index, docs=6)

@@ -1,34 +1,41 @@
 """Approximate nearest neighbours over a knowledge base's vectors, kept in the process.
 
 The store (``SqliteIndex``, ``PgIndex``) stays the durable truth of chunks and vectors; an
-``AnnCache`` holds, per (workspace, knowledge base, dimensions), a faiss HNSW graph
-(``IndexHNSWFlat``, inner product over L2-normalised vectors, so ``1 - score`` is the cosine
-distance the exact scan returns) built from the store, as pgvector's HNSW, LanceDB and Chroma
-put an ANN index over a durable store. Malkov & Yashunin, "Efficient and robust approximate
-nearest neighbor search using Hierarchical Navigable Small World graphs" (2016).
+``AnnCache`` holds, per (workspace, knowledge base, dimensions), a faiss inverted-file index
+(``IndexIVFFlat``: k-means into ``sqrt(n)`` lists, a query scans its ``nprobe`` nearest lists
+exactly; inner product over L2-normalised vectors, so ``1 - score`` is the cosine distance the
+exact scan returns) built from the store, as pgvector's IVFFlat/HNSW, LanceDB (IVF) and Chroma
+put an ANN index over a durable store (Jégou, Douze & Schmid, "Product quantization for nearest
+neighbor search", TPAMI 2011, section on the inverted file). IVF rather than HNSW: on the
+bench's 100k set (questions far from noisy filler vectors) HNSW (M = 32, efConstruction = 64)
+plateaued at recall@50 0.85 and took 116 s to build; IVF reaches 0.99 at nprobe 32 and builds
+in seconds (bench/RESULTS.md, #13).
 
 **Freshness across processes.** Every write and delete of a knowledge base's chunks bumps its
 row in the store's revision table in the same transaction (``VectorSource.state``: one
 primary-key read per search, which also gives the knowledge base's chunk count). A search
-whose cached graph is at another revision answers ``None`` (the caller runs its exact scan)
+whose cached index is at another revision answers ``None`` (the caller runs its exact scan)
 and starts a refresh in the background: the knowledge base's current chunk ids are read, new
-ones added to the graph, vanished ones filtered out of every search (HNSW cannot remove); when
-more than ``DEAD_SHARE`` of the graph is dead it is rebuilt. Several gateways on one database
-each keep their own graph and see each other's writes by the revision.
+ones added to their lists, vanished ones filtered out of every search (a faiss ``IDSelector``);
+when more than ``DEAD_SHARE`` of it is dead, or it has doubled since its lists were trained, it
+is rebuilt. Several gateways on one database
+each keep their own index and see each other's writes by the revision.
 
 **Never blocking a search.** A knowledge base below ``min_vectors`` chunks is never indexed
-(the exact scan is fast and exact there). A graph is built off the event loop (a worker thread;
-faiss releases the GIL); until it is ready, and while it refreshes, searches answer ``None``.
+(the exact scan is fast and exact there). An index is built off the event loop (a worker
+thread; faiss releases the GIL); until it is ready, and while it refreshes, searches answer
+``None``.
 
-**Memory.** At most ``max_vectors`` vectors are held over all graphs (about
-``dims * 4 + M * 8`` bytes each: 384 dims, M = 32: ~1.8 kB); the least recently searched graphs
-are evicted to make room, and a knowledge base larger than the cap is never indexed.
+**Memory.** At most ``max_vectors`` vectors are held over all indexes (about ``dims * 4 + 8``
+bytes each: 384 dims, ~1.5 kB); the least recently searched indexes are evicted to make room,
+and a knowledge base larger than the cap is never indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -38,7 +45,8 @@ from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
-DEAD_SHARE = 0.2  # rebuild when more than this share of a graph's vectors was deleted
+DEAD_SHARE = 0.2  # rebuild when more than this share of an index's vectors was deleted
+GROWTH = 2.0  # rebuild (retrain the lists) when it holds this many times what they learnt from
 RETRY_S = 60.0  # after a failed build, the exact scan for this long before trying again
 
 Key = tuple[str, str, int]  # workspace, knowledge base, dimensions
@@ -70,27 +78,24 @@ class VectorSource(Protocol):
 class AnnSettings:
     """Args:
     min_vectors: Knowledge bases with fewer chunks keep the exact scan.
-    max_vectors: Most vectors held over all graphs (LRU eviction beyond).
-    ef_search: HNSW candidate list at search time (recall vs latency; ≥ k).
-    m: HNSW neighbours per node.
-    ef_construction: HNSW candidate list while building.
+    max_vectors: Most vectors held over all indexes (LRU eviction beyond).
+    nprobe: Lists a query scans, of ``sqrt(n)`` (recall vs latency).
     build_threads: OpenMP threads of one build.
     """
 
     min_vectors: int = 20_000
     max_vectors: int = 2_000_000
-    ef_search: int = 512
-    m: int = 32
-    ef_construction: int = 64
+    nprobe: int = 32
     build_threads: int = 1
 
 
 @dataclass(eq=False)
-class _Graph:
-    index: Any  # faiss.IndexHNSWFlat
+class _Held:
+    index: Any  # faiss.IndexIVFFlat (faiss.IndexFlatIP while empty)
     ids: Any  # numpy int64: position -> chunk id
     docs: list[str]  # position -> document id
     revision: int
+    trained: int  # vectors its lists were trained on
     selector: Any = None  # faiss.IDSelector passing all but the deleted positions (None: all)
     held: list[Any] = field(default_factory=list)  # what the selector points to, kept alive
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,22 +123,22 @@ class AnnCache:
     """See the module docstring. One per process (per index); methods run on the event loop.
 
     Args:
-        settings: Thresholds, cap and HNSW parameters.
+        settings: Thresholds, cap and IVF parameters.
     """
 
     def __init__(self, settings: AnnSettings | None = None) -> None:
         self.settings = settings or AnnSettings()
-        self._graphs: OrderedDict[Key, _Graph] = OrderedDict()
+        self._graphs: OrderedDict[Key, _Held] = OrderedDict()
         self._busy: dict[Key, asyncio.Task[None]] = {}
         self._failed_until: dict[Key, float] = {}
-        # counts, for tests and metrics: graphs built from scratch, refreshed, searches served
+        # counts, for tests and metrics: indexes built from scratch, refreshed, searches served
         self.builds = 0
         self.refreshes = 0
         self.served = 0
 
     @property
     def vectors(self) -> int:
-        """Vectors held over all graphs."""
+        """Vectors held over all indexes."""
         return sum(g.size for g in self._graphs.values())
 
     @property
@@ -142,7 +147,7 @@ class AnnCache:
         return bool(self._busy)
 
     def holds(self, workspace_id: str, knowledge_base_id: str, dims: int) -> bool:
-        """Whether a graph of the knowledge base is held (at any revision)."""
+        """Whether an index of the knowledge base is held (at any revision)."""
         return (workspace_id, knowledge_base_id, dims) in self._graphs
 
     async def search(
@@ -155,8 +160,8 @@ class AnnCache:
         k: int,
     ) -> list[tuple[int, float]] | None:
         """The ``k`` nearest chunks by cosine distance ``(chunk id, distance)``, nearest first,
-        from the graph — or ``None``: the caller runs its exact scan (a small knowledge base,
-        a graph being built or refreshed, one over the cap)."""
+        from the index — or ``None``: the caller runs its exact scan (a small knowledge base,
+        an index being built or refreshed, one over the cap)."""
         key = (workspace_id, knowledge_base_id, dims)
         state = await source.state(knowledge_base_id)
         if state is None or state[1] < self.settings.min_vectors:
@@ -189,9 +194,9 @@ class AnnCache:
         await self.wait()
         self._graphs.clear()
 
-    def _search(self, graph: _Graph, vector: bytes, dims: int, k: int) -> list[tuple[int, float]]:
+    def _search(self, graph: _Held, vector: bytes, dims: int, k: int) -> list[tuple[int, float]]:
         query = _matrix(vector, dims)
-        params = _faiss().SearchParametersHNSW(efSearch=max(self.settings.ef_search, k))
+        params = _faiss().SearchParametersIVF(nprobe=self.settings.nprobe)
         with graph.lock:
             if graph.selector is not None:
                 params.sel = graph.selector
@@ -223,7 +228,7 @@ class AnnCache:
             logger.exception("ANN index of knowledge base %s: build failed", kb)
             self._failed_until[key] = time.monotonic() + RETRY_S
 
-    async def _build(self, source: VectorSource, key: Key, revision: int) -> _Graph | None:
+    async def _build(self, source: VectorSource, key: Key, revision: int) -> _Held | None:
         ws, kb, dims = key
         rows, blob = await source.vectors(ws, kb, dims, None)
         if len(rows) > self.settings.max_vectors:
@@ -234,22 +239,29 @@ class AnnCache:
 
     def _new_graph(
         self, rows: list[tuple[int, str]], blob: bytes, dims: int, revision: int
-    ) -> _Graph:
+    ) -> _Held:
         import numpy as np
 
         faiss = _faiss()
         s = self.settings
         faiss.omp_set_num_threads(s.build_threads)  # this thread's parallel regions
-        index = faiss.IndexHNSWFlat(dims, s.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = s.ef_construction
         if rows:
-            index.add(_matrix(blob, dims))
+            matrix = _matrix(blob, dims)
+            lists = max(1, round(math.sqrt(len(rows))))
+            index = faiss.IndexIVFFlat(
+                faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT
+            )
+            index.cp.min_points_per_centroid = 1  # a small set: no warning, fewer points a list
+            index.train(matrix)
+            index.add(matrix)
+        else:
+            index = faiss.IndexFlatIP(dims)
         ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        return _Graph(index, ids, [r[1] for r in rows], revision)
+        return _Held(index, ids, [r[1] for r in rows], revision, len(rows))
 
     async def _refresh(
-        self, source: VectorSource, key: Key, graph: _Graph, revision: int
-    ) -> _Graph | None:
+        self, source: VectorSource, key: Key, graph: _Held, revision: int
+    ) -> _Held | None:
         import numpy as np
 
         ws, kb, dims = key
@@ -259,7 +271,9 @@ class AnnCache:
         held = set(pairs)
         dead = [p for p, pair in enumerate(pairs) if pair not in now]
         new = [cid for cid, doc in current if (cid, doc) not in held]
-        if dead and len(dead) / (graph.size + len(new)) > DEAD_SHARE:
+        if (dead and len(dead) / (graph.size + len(new)) > DEAD_SHARE) or (
+            graph.size + len(new) > GROWTH * max(graph.trained, 1)
+        ):
             return await self._build(source, key, revision)
         if graph.size + len(new) > self.settings.max_vectors:
             return None
@@ -271,7 +285,7 @@ class AnnCache:
 
     def _extend(
         self,
-        graph: _Graph,
+        graph: _Held,
         rows: list[tuple[int, str]],
         blob: bytes,
         dims: int,
@@ -282,7 +296,7 @@ class AnnCache:
 
         faiss = _faiss()
         faiss.omp_set_num_threads(self.settings.build_threads)
-        with graph.lock:  # no search reads the graph while it grows
+        with graph.lock:  # no search reads the index while it grows
             if rows:
                 graph.index.add(_matrix(blob, dims))
                 added = np.asarray([r[0] for r in rows], dtype=np.int64)

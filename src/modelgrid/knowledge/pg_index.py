@@ -14,7 +14,7 @@ starting together do not race:
   and length. A dense query reads the knowledge base's vectors and ranks them by cosine
   distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
   query (figures: docs/knowledge.md) — except for a knowledge base of ``ann_min_chunks``
-  chunks and more, searched through the process's HNSW graph (``knowledge.ann``), fresh by
+  chunks and more, searched through the process's IVF index (``knowledge.ann``), fresh by
   ``knowledge_index_revisions`` (``knowledge.revisions``).
 
 Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns

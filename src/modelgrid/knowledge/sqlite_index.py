@@ -23,7 +23,7 @@ On first use it creates:
   A file from before (a one-column table) is rebuilt on open (``_ensure_tables``).
 - ``knowledge_vec_<dims>``: a ``vec0`` table per embedding dimension, cosine distance, the
   knowledge base as its partition key (a query scans only that knowledge base's vectors,
-  exactly); a large knowledge base is searched through ``knowledge.ann``'s HNSW graph instead.
+  exactly); a large knowledge base is searched through ``knowledge.ann``'s IVF index instead.
 - ``knowledge_index_revisions`` (``knowledge.revisions``): bumped with every write and delete.
 
 Every read is filtered by knowledge base and checked against ``knowledge_chunks`` on the
