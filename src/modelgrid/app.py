@@ -213,9 +213,21 @@ def create_app(
         app.state.modelgrid = state
         provide_model_api(app, state)  # the routers the engine worker shares
         knowledge = _build_knowledge(settings, state)
-        state.apps = AppService(
-            models, tenancy, metrics, AppStore(sessions, _home(grid)), lambda: _retrieval(state)
+        ttl_s = settings.apps.session_ttl_s
+        state.apps = apps_service = AppService(
+            models,
+            tenancy,
+            metrics,
+            AppStore(sessions, _home(grid), ttl_s),
+            lambda: _retrieval(state),
         )
+        # app sessions idle for ``apps.session_ttl_s`` deleted with their turns
+        session_expiry = Periodic(
+            "app-session-expiry",
+            settings.apps.sweep_interval_s,
+            lambda: control.apps.sweep_expired_sessions(ttl_s),
+        )
+        session_expiry.start()
         loader = asyncio.create_task(_load_models(state, factory), name="load-models")
         changes.start()
         follower = Periodic("topology-file", RELOAD_INTERVAL_S, store.reload_if_changed)
@@ -226,13 +238,18 @@ def create_app(
         try:
             yield
         finally:
+            await apps_service.aclose()  # memory extractions in flight, while usage is written
             if knowledge is not None:  # the indexer stops between steps, never inside one
                 await knowledge.stop()
             await changes.stop()  # after the round in progress
             # Database loops stop between rounds, never inside one (``core.periodic``).
             loader.cancel()
             await asyncio.gather(
-                refresher.stop(), follower.stop(), retention.stop(), runner.aclose()
+                refresher.stop(),
+                follower.stop(),
+                retention.stop(),
+                session_expiry.stop(),
+                runner.aclose(),
             )
             with contextlib.suppress(TimeoutError):  # its loop ends after the round it is in
                 await asyncio.wait_for(asyncio.shield(batching), 30)

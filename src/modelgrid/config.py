@@ -278,11 +278,10 @@ class KnowledgeSettings(BaseModel):
         poll_interval_s: How often the indexer looks for pending documents.
         lease_s: How long a gateway holds a document it indexes without renewing.
         ann_min_chunks: A knowledge base with at least this many chunks gets an in-process
-            IVF index for dense search (``knowledge.ann``); smaller ones keep the exact scan.
-        ann_max_vectors: Most vectors the gateway holds in ANN indexes (~1.5 kB each at 384
-            dimensions); the least recently searched index is evicted beyond.
-        ann_nprobe: IVF lists a query scans, of sqrt(chunks) (recall vs latency; recall@50
-            0.99 at 32 on the bench's 100k set: bench/RESULTS.md, #13).
+            HNSW graph for dense search (``knowledge.ann``); smaller ones keep the exact scan.
+        ann_max_vectors: Most vectors the gateway holds in graphs (~1.8 kB each at 384
+            dimensions); the least recently searched graph is evicted beyond.
+        ann_ef_search: HNSW search breadth (recall vs latency; bench/RESULTS.md, #13).
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
@@ -295,7 +294,22 @@ class KnowledgeSettings(BaseModel):
     lease_s: float = Field(default=60.0, gt=0)
     ann_min_chunks: int = Field(default=20_000, ge=1)
     ann_max_vectors: int = Field(default=2_000_000, ge=1)
-    ann_nprobe: int = Field(default=32, ge=1, le=65_536)
+    ann_ef_search: int = Field(default=512, ge=1, le=100_000)
+
+
+class AppsSettings(BaseModel):
+    """Apps (DashScope's Application API, ``docs/applications.md``).
+
+    Attributes:
+        session_ttl_s: How long an end user's session (``session_id``) lives after its last
+            turn (default 1 hour; ``docs/applications.md`` on DashScope's figure); then
+            a call naming it is the same 404 ``SessionNotFound`` as an unknown id, and a
+            background sweep deletes it with its turns.
+        sweep_interval_s: How often expired sessions are swept.
+    """
+
+    session_ttl_s: int = Field(default=3600, ge=60, le=365 * 86400)
+    sweep_interval_s: float = Field(default=60.0, gt=0)
 
 
 class ResponsesSettings(BaseModel):
@@ -349,6 +363,7 @@ class Settings(BaseSettings):
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    apps: AppsSettings = Field(default_factory=AppsSettings)
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstreams_file: Path | None = None
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

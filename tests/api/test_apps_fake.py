@@ -113,7 +113,7 @@ def test_manage_apps(server: ThreadServer) -> None:
     assert (app["model"], app["knowledge_base_ids"], app["retrieval"]) == (
         "fake-model",
         [kb],
-        {"top_k": 2, "mode": "lexical"},
+        {"top_k": 2, "mode": "lexical", "query_rewrite": "concat"},
     )
     assert app["max_tokens"] is None
     assert call(server, "GET", f"/v1/apps/{app['id']}").json() == app

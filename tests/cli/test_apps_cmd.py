@@ -42,14 +42,34 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
         ).stdout
     )
     assert (made["name"], made["model"], made["instructions"]) == ("helpdesk", "m1", "Be brief.")
-    assert made["retrieval"] == {"top_k": 3, "mode": "hybrid"}
+    assert made["retrieval"] == {"top_k": 3, "mode": "hybrid", "query_rewrite": "concat"}
+    assert made["memory_extraction"] == "rules"
     app_id = made["id"]
     listed = json.loads(cli(url, "apps", "list", "--workspace", "acme", "--json").stdout)
     assert [a["id"] for a in listed] == [app_id]
     changed = json.loads(
         cli(url, "apps", "set", app_id, "--workspace", "acme", "--mode", "lexical", "--json").stdout
     )
-    assert changed["retrieval"] == {"top_k": 3, "mode": "lexical"}
+    assert changed["retrieval"] == {"top_k": 3, "mode": "lexical", "query_rewrite": "concat"}
+    changed = json.loads(
+        cli(
+            url,
+            "apps",
+            "set",
+            app_id,
+            "--workspace",
+            "acme",
+            "--query-rewrite",
+            "model",
+            "--memory-extraction",
+            "model",
+            "--json",
+        ).stdout
+    )
+    assert changed["retrieval"] == {"top_k": 3, "mode": "lexical", "query_rewrite": "model"}
+    assert changed["memory_extraction"] == "model"
+    bad = cli(url, "apps", "set", app_id, "--workspace", "acme", "--query-rewrite", "llm", ok=False)
+    assert bad.returncode != 0 and b"query_rewrite" in bad.stdout + bad.stderr
     assert "helpdesk" in cli(url, "apps", "show", app_id, "--workspace", "acme").stdout.decode()
 
     # checked like the API: an unknown model or knowledge base is refused, nothing written
@@ -78,5 +98,10 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
     assert gone == {"id": app_id, "object": "app.deleted", "deleted": True, "sessions": 0}
     assert json.loads(cli(url, "apps", "list", "--workspace", "acme", "--json").stdout) == []
     actions = db_rows(url, "SELECT action, actor FROM audit_log WHERE action LIKE 'app.%'")
-    assert [a["action"] for a in actions] == ["app.create", "app.update", "app.delete"]
+    assert [a["action"] for a in actions] == [
+        "app.create",
+        "app.update",
+        "app.update",
+        "app.delete",
+    ]
     assert all(a["actor"].startswith("cli:") for a in actions)

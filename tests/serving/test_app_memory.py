@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modelgrid.serving.apps import rewrite_query
 from modelgrid.serving.memory import extract_facts, recall_text
+from modelgrid.serving.query_rewrite import concat_query as rewrite_query
 
 
 def test_extract_facts() -> None:

@@ -23,6 +23,14 @@ KNOWLEDGE = typer.Option(
 TOP_K = typer.Option(None, "--top-k", help="Chunks retrieved per answer (1..20, default 5).")
 MODE = typer.Option(None, "--mode", help="Retrieval: hybrid (default), dense or lexical.")
 MAX_TOKENS = typer.Option(None, "--max-tokens", help="Default answer length, in tokens.")
+QUERY_REWRITE = typer.Option(
+    None,
+    "--query-rewrite",
+    help="Retrieval query: concat (default: earlier user turns + the new one) or model.",
+)
+MEMORY_EXTRACTION = typer.Option(
+    None, "--memory-extraction", help="Memory facts taken by rules (default) or by the model."
+)
 T = TypeVar("T")
 
 
@@ -36,16 +44,19 @@ def _run(workspace: str, fn: Callable[[Any, str], Awaitable[T]]) -> T:
     return control_run(go)
 
 
-def _retrieval(top_k: int | None, mode: str | None, current: Any = None) -> Any:
+def _retrieval(
+    top_k: int | None, mode: str | None, rewrite: str | None, current: Any = None
+) -> Any:
     from modelgrid.protocol.apps import RetrievalSettings
 
-    if top_k is None and mode is None:
+    if top_k is None and mode is None and rewrite is None:
         return current
     base = current or RetrievalSettings()
     return build(
         RetrievalSettings,
         top_k=base.top_k if top_k is None else top_k,
         mode=base.mode if mode is None else mode,
+        query_rewrite=base.query_rewrite if rewrite is None else rewrite,
     )
 
 
@@ -56,7 +67,9 @@ def _show(a: Any, as_json: bool) -> None:
     kbs = ",".join(a.knowledge_base_ids) or "-"
     console.print(
         f"[bold]{a.name}[/] ({a.id}) model {a.model}, knowledge bases {kbs}, "
-        f"top_k {a.retrieval.top_k} {a.retrieval.mode}, max_tokens {a.max_tokens or '-'}"
+        f"top_k {a.retrieval.top_k} {a.retrieval.mode}, query rewrite "
+        f"{a.retrieval.query_rewrite}, memory extraction {a.memory_extraction}, "
+        f"max_tokens {a.max_tokens or '-'}"
     )
     if a.instructions:
         console.print(f"instructions: {a.instructions}", markup=False)
@@ -71,6 +84,8 @@ def create(
     knowledge_bases: str = KNOWLEDGE,
     top_k: int = TOP_K,
     mode: str = MODE,
+    query_rewrite: str = QUERY_REWRITE,
+    memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
     as_json: bool = JSON,
 ) -> None:
@@ -82,9 +97,11 @@ def create(
         "model": model,
         "instructions": instructions or "",
         "knowledge_base_ids": split_list(knowledge_bases) or [],
-        "retrieval": _retrieval(top_k, mode) or RetrievalSettings(),
+        "retrieval": _retrieval(top_k, mode, query_rewrite) or RetrievalSettings(),
         "max_tokens": max_tokens,
     }
+    if memory_extraction is not None:
+        fields["memory_extraction"] = memory_extraction
     body = build(AppCreate, **fields)
     _show(_run(workspace, lambda apps, ws: apps.create(ws, body, actor=actor())), as_json)
 
@@ -103,7 +120,7 @@ def list_apps(workspace: str = WORKSPACE, as_json: bool = JSON) -> None:
             a.name,
             a.model,
             ",".join(a.knowledge_base_ids) or "-",
-            f"{a.retrieval.top_k} {a.retrieval.mode}",
+            f"{a.retrieval.top_k} {a.retrieval.mode} {a.retrieval.query_rewrite}",
         )
     console.print(table)
 
@@ -124,6 +141,8 @@ def set_app(
     knowledge_bases: str = KNOWLEDGE,
     top_k: int = TOP_K,
     mode: str = MODE,
+    query_rewrite: str = QUERY_REWRITE,
+    memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
     as_json: bool = JSON,
 ) -> None:
@@ -138,8 +157,9 @@ def set_app(
                 "name": name,
                 "model": model,
                 "instructions": instructions,
-                "retrieval": _retrieval(top_k, mode, current.retrieval),
+                "retrieval": _retrieval(top_k, mode, query_rewrite, current.retrieval),
                 "max_tokens": max_tokens,
+                "memory_extraction": memory_extraction,
             }.items()
             if v is not None
         }

@@ -1,5 +1,6 @@
 """Apps (assistants, DashScope's "applications"): create, list, get, change, delete; an end
-user's session: read (its turns), delete.
+user's session: read (its turns), delete; expired sessions swept (``sweep_expired_sessions``,
+a background loop of the gateway: ``apps.session_ttl_s`` after its last turn).
 
 An app belongs to one workspace: another workspace's app id is the same 404 as an unknown
 one. Its model must be served (``control.inventory``), its knowledge bases must be the
@@ -12,7 +13,7 @@ tenant API (``/v1/apps``) and the CLI (``modelgrid apps``) both call this; calli
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -37,6 +38,7 @@ from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
 
 LIST_LIMIT_MAX = 1000
+SWEEP_BATCH = 500  # expired sessions deleted per transaction
 
 
 def _shown(ident: str) -> str:
@@ -59,8 +61,13 @@ def app_object(row: App) -> AppObject:
         model=row.model,
         instructions=row.instructions,
         knowledge_base_ids=list(row.knowledge_base_ids),
-        retrieval=RetrievalSettings(top_k=row.top_k, mode=row.retrieval_mode),  # type: ignore[arg-type]  # written from ``RetrievalMode`` only
+        retrieval=RetrievalSettings(
+            top_k=row.top_k,
+            mode=row.retrieval_mode,  # type: ignore[arg-type]  # written from ``RetrievalMode`` only
+            query_rewrite=row.query_rewrite,  # type: ignore[arg-type]  # from ``QueryRewrite`` only
+        ),
         max_tokens=row.max_tokens,
+        memory_extraction=row.memory_extraction,  # type: ignore[arg-type]  # ``MemoryExtraction``
         created_at=int(aware(row.created_at).timestamp()),
         updated_at=int(aware(row.updated_at).timestamp()),
     )
@@ -130,6 +137,8 @@ class Apps:
             knowledge_base_ids=kb_ids,
             top_k=body.retrieval.top_k,
             retrieval_mode=body.retrieval.mode,
+            query_rewrite=body.retrieval.query_rewrite,
+            memory_extraction=body.memory_extraction,
             max_tokens=body.max_tokens,
             created_at=now,
             updated_at=now,
@@ -214,7 +223,10 @@ class Apps:
             if kb_ids is not None:
                 row.knowledge_base_ids = kb_ids
             if body.retrieval is not None:
-                row.top_k, row.retrieval_mode = body.retrieval.top_k, body.retrieval.mode
+                r = body.retrieval
+                row.top_k, row.retrieval_mode, row.query_rewrite = r.top_k, r.mode, r.query_rewrite
+            if body.memory_extraction is not None:
+                row.memory_extraction = body.memory_extraction
             if "max_tokens" in given:
                 row.max_tokens = body.max_tokens
             row.updated_at = datetime.now(UTC)
@@ -298,6 +310,37 @@ class Apps:
                 details={"workspace_id": workspace_id, "app_id": app_id},
             )
         return AppSessionDeleted(id=sid, turns=int(getattr(gone, "rowcount", 0) or 0))
+
+    async def sweep_expired_sessions(self, ttl_s: float, now: datetime | None = None) -> int:
+        """Delete every session of every workspace whose last turn (or creation) is
+        ``ttl_s`` seconds or more before ``now`` (default: the clock), with its turns, in
+        transactions of ``SWEEP_BATCH`` sessions, each audited once
+        (``app.session.expire``). Returns how many sessions were deleted."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=ttl_s)
+        swept = 0
+        while True:
+            async with self._sessions() as session, session.begin():
+                ids = list(
+                    (
+                        await session.execute(
+                            select(AppSession.id)
+                            .where(AppSession.updated_at <= cutoff)
+                            .limit(SWEEP_BATCH)
+                        )
+                    ).scalars()
+                )
+                if not ids:
+                    return swept
+                await session.execute(delete(AppTurn).where(AppTurn.session_id.in_(ids)))
+                await session.execute(delete(AppSession).where(AppSession.id.in_(ids)))
+                await audit.record(
+                    session,
+                    actor="system:expiry",
+                    action="app.session.expire",
+                    target="app_sessions",
+                    details={"sessions": len(ids), "ttl_s": ttl_s},
+                )
+            swept += len(ids)
 
 
 __all__ = [

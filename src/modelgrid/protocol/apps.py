@@ -14,18 +14,24 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
+QueryRewrite = Literal["concat", "model"]
+MemoryExtraction = Literal["rules", "model"]
 MAX_KNOWLEDGE_BASES = 16
 MAX_TOP_K = 20
 MAX_INSTRUCTIONS = 20_000
 
 
 class RetrievalSettings(BaseModel):
-    """How an app retrieves: the ``top_k`` best chunks over its knowledge bases, by ``mode``."""
+    """How an app retrieves: the ``top_k`` best chunks over its knowledge bases, by ``mode``,
+    with the query made from the conversation by ``query_rewrite``: ``concat`` (the earlier
+    user turns and the new one) or ``model`` (the app's model writes one standalone query;
+    ``serving.query_rewrite``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
     mode: RetrievalMode = "hybrid"
+    query_rewrite: QueryRewrite = "concat"
 
 
 class AppCreate(BaseModel):
@@ -40,6 +46,8 @@ class AppCreate(BaseModel):
     knowledge_base_ids: list[str] = Field(default_factory=list, max_length=MAX_KNOWLEDGE_BASES)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
+    # how a memory's facts are taken from a user turn (``serving.memory``)
+    memory_extraction: MemoryExtraction = "rules"
 
 
 class AppUpdate(BaseModel):
@@ -55,6 +63,7 @@ class AppUpdate(BaseModel):
     knowledge_base_ids: list[str] | None = Field(default=None, max_length=MAX_KNOWLEDGE_BASES)
     retrieval: RetrievalSettings | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
+    memory_extraction: MemoryExtraction | None = None
 
 
 class AppObject(BaseModel):
@@ -67,6 +76,7 @@ class AppObject(BaseModel):
     knowledge_base_ids: list[str]
     retrieval: RetrievalSettings
     max_tokens: int | None = None
+    memory_extraction: MemoryExtraction = "rules"
     created_at: int
     updated_at: int
 
@@ -157,9 +167,11 @@ __all__ = [
     "AppSessionObject",
     "AppUpdate",
     "MemoryDeleted",
+    "MemoryExtraction",
     "MemoryFact",
     "MemoryFactCreate",
     "MemoryObject",
+    "QueryRewrite",
     "RetrievalMode",
     "RetrievalSettings",
     "SessionTurn",

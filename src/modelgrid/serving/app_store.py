@@ -4,7 +4,8 @@ documents' names, and end users' sessions with their turns.
 Every read takes the workspace: another workspace's app, knowledge base, document or session
 is the same as an unknown one. Sessions are stored in this gateway's database, in this
 gateway's region: a key that may not keep data there is refused (403 ``region_not_allowed``)
-before anything runs. A turn is stored only when the answer completed; two requests on one
+before anything runs. A session expires ``session_ttl_s`` after its last turn: naming it then
+is the same 404 as an unknown id (``control.apps`` sweeps it away). A turn is stored only when the answer completed; two requests on one
 session each append their own turn (append-only rows, no lost update).
 """
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from modelgrid.core.errors import NotFoundError, PermissionDeniedError
 from modelgrid.core.types import RoutingHints
 from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase, KnowledgeDocument
+from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
 
@@ -40,12 +42,22 @@ class AppStore:
     Args:
         sessions: The database.
         home: This gateway's region and its jurisdiction code, as the topology says now.
+        session_ttl_s: How long a session lives after its last turn (``apps.session_ttl_s``).
+        clock: The current time (aware).
     """
 
-    def __init__(self, sessions: Sessions, home: Callable[[], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        home: Callable[[], tuple[str, str]],
+        session_ttl_s: float = 3600.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._sessions = sessions
         self.sessions = sessions
         self._home = home
+        self.session_ttl_s = session_ttl_s
+        self.clock = clock
 
     async def app(self, workspace_id: str, app_id: str) -> App:
         """The workspace's app. Raises ``NotFoundError`` (``app_not_found``)."""
@@ -97,10 +109,15 @@ class AppStore:
 
     async def check_session(self, workspace_id: str, app_id: str, session_id: str) -> None:
         """Raises: NotFoundError (``session_not_found``): not a session of this app in the
-        workspace (unknown, another app's or another workspace's)."""
+        workspace (unknown, another app's or another workspace's), or expired: its last turn
+        ``session_ttl_s`` or more ago (the sweep deletes it soon after)."""
         async with self._sessions() as session:
             row: AppSession | None = await session.get(AppSession, session_id)
-        if row is None or row.workspace_id != workspace_id or row.app_id != app_id:
+        expired = (
+            row is not None
+            and aware(row.updated_at) + timedelta(seconds=self.session_ttl_s) <= self.clock()
+        )
+        if row is None or row.workspace_id != workspace_id or row.app_id != app_id or expired:
             raise NotFoundError(
                 f"No such session of this app: '{_shown(session_id)}'.",
                 param="input.session_id",

@@ -9,12 +9,11 @@ JSON with their status):
    keep data there).
 2. The conversation: ``input.messages`` when given (it replaces the session's history, as
    on DashScope), else the session's last ``HISTORY_TURNS`` turns and ``input.prompt``.
-3. The retrieval query, rewritten from the conversation **deterministically**: the last
-   ``REWRITE_TURNS`` earlier user turns, then the new one, one per line (cut to
-   ``MAX_QUERY_CHARS`` from the front). Not a model call: a rewrite by the model would be a
-   second whole generation before the answer's first token (on the embedded CPU model, about
-   as long as the answer), and follow-ups such as "and the price?" keep the earlier turn's
-   words, which is what BM25 and the embedding need.
+3. The retrieval query, made from the conversation as the app's ``query_rewrite`` says
+   (``serving.query_rewrite``): ``concat`` (the default: the last earlier user turns and the
+   new one), or ``model`` (the app's model writes one standalone query, a metered request of
+   its own under ``dashscope.apps.rewrite``, before retrieval; only when there is something
+   to retrieve from and an earlier turn to resolve).
 4. Retrieval through ``serving.knowledge.Retrieval`` (metered to the caller under a request
    id of its own, residency-checked) over ``parameters.rag_options.pipeline_ids`` (else the
    app's knowledge bases): an unknown id is a 400 naming every unknown one; a retrieval
@@ -34,13 +33,18 @@ JSON with their status):
 The answer's ``doc_references``: every passage given (``simple``, the default), or with
 ``indexed`` the passages whose ``[n]`` the answer cites (all given, when it cites none). A
 completed answer is stored as the session's next turn (and, with a ``memory_id``, the facts
-its user turn states) before the last event is sent, so the next request sees it.
+its user turn states, by the rules) before the last event is sent, so the next request sees
+it. With the app's ``memory_extraction: "model"`` the facts are extracted by the model
+(``serving.memory_extraction``, metered under ``dashscope.apps.memory``) in a task started
+as the last event goes out; ``AppService.aclose`` waits for those tasks on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import string
 from collections.abc import AsyncGenerator, Callable
@@ -72,29 +76,27 @@ from modelgrid.serving.app_store import AppStore, Turn
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.knowledge import Mode, Retrieval, Retrieved
 from modelgrid.serving.memory import Memories, check_memory_id, recall_text
+from modelgrid.serving.memory_extraction import model_facts
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.query_rewrite import Rewritten, concat_query, model_query
 from modelgrid.storage.models import App
 from modelgrid.tenancy.service import Principal
 
+log = logging.getLogger(__name__)
+
 ENDPOINT = "dashscope.apps"
+REWRITE_ENDPOINT = "dashscope.apps.rewrite"  # the model's query rewrite, in the usage ledger
+MEMORY_ENDPOINT = "dashscope.apps.memory"  # the model's memory extraction
 HISTORY_TURNS = 8  # a session's turns sent with a new prompt
-REWRITE_TURNS = 2  # earlier user turns folded into the retrieval query
-MAX_QUERY_CHARS = 2000
+SHUTDOWN_WAIT_S = 30.0  # how long ``aclose`` waits for memory extractions in flight
 FILTERED_DEPTH = 100  # how deep to search when ``file_ids`` filters the chunks
 MARKER = re.compile(r"\[(\d{1,3})\]")
 CITE = (
     "Answer the question with the numbered passages above when they are relevant, and cite "
     "each passage you use with its number in brackets, such as [1]."
 )
-
-
-def rewrite_query(earlier_user_turns: list[str], prompt: str) -> str:
-    """The retrieval query of ``prompt`` in its conversation (see the module docstring)."""
-    parts = [t.strip() for t in earlier_user_turns if t.strip()][-REWRITE_TURNS:]
-    query = "\n".join([*parts, prompt.strip()])
-    return query[-MAX_QUERY_CHARS:]
 
 
 def cited(text: str, references: list[DocReference]) -> list[DocReference]:
@@ -146,7 +148,10 @@ class AppRun:
     """One app call, opened: its generation and what the answer carries besides text."""
 
     gen: Generation
+    principal: Principal
+    ctx: CallContext
     model: str
+    memory_extraction: str  # the app's: "rules" | "model"
     workspace_id: str
     session_id: str
     user_text: str
@@ -183,6 +188,7 @@ class AppService(GenerationService):
         self.store = store
         self.memories = Memories(store.sessions)
         self._retrieval = retrieval
+        self._background: set[asyncio.Task[None]] = set()
 
     async def open(
         self,
@@ -225,7 +231,8 @@ class AppService(GenerationService):
             if rag is not None and rag.pipeline_ids is not None
             else list(app.knowledge_base_ids)
         )
-        query = rewrite_query([t.user for t in history], user_text)
+        rewritten = await self._query(principal, app, history, user_text, pipeline_ids, ctx)
+        query = rewritten.query
         refs = await self._retrieve(principal, app, pipeline_ids, query, rag, ctx)
         instructions = _instructions(app, inp.biz_params)
         indexed = inp.doc_reference_type == "indexed"
@@ -260,8 +267,12 @@ class AppService(GenerationService):
         if params.has_thoughts and pipeline_ids:
             thoughts = [
                 {
-                    "thought": "Searched the knowledge bases with the query rewritten from the "
-                    "conversation.",
+                    "thought": "Searched the knowledge bases with the query "
+                    + (
+                        "the model rewrote from the conversation."
+                        if rewritten.by == "model"
+                        else "made from the conversation."
+                    ),
                     "action_type": "api",
                     "action_name": "knowledge_retrieval",
                     "action": "rag",
@@ -270,13 +281,44 @@ class AppService(GenerationService):
                         "pipeline_ids": pipeline_ids,
                         "top_k": app.top_k,
                         "mode": app.retrieval_mode,
+                        "query_rewrite": rewritten.by,
                     },
                     "observation": json.dumps(
                         [r.to_dict() for r in refs], ensure_ascii=False, separators=(",", ":")
                     ),
                 }
             ]
-        return AppRun(gen, app.model, ws, session_id, user_text, refs, thoughts, indexed, memory_id)
+        return AppRun(
+            gen,
+            principal,
+            ctx,
+            app.model,
+            app.memory_extraction,
+            ws,
+            session_id,
+            user_text,
+            refs,
+            thoughts,
+            indexed,
+            memory_id,
+        )
+
+    async def _query(
+        self,
+        principal: Principal,
+        app: App,
+        history: list[Turn],
+        user_text: str,
+        pipeline_ids: list[str],
+        ctx: CallContext,
+    ) -> Rewritten:
+        """The retrieval query (step 3): the model's only where there is something to search
+        and an earlier turn to resolve (a first question is its own query)."""
+        if app.query_rewrite == "model" and pipeline_ids and history:
+            return await model_query(
+                self, principal, app.model, history, user_text, ctx, endpoint=REWRITE_ENDPOINT
+            )
+        return Rewritten(concat_query([t.user for t in history], user_text), "concat")
 
     async def _conversation(
         self, ws: str, session_id: str | None, body: AppCompletionRequest
@@ -389,9 +431,54 @@ class AppService(GenerationService):
             await self.store.add_turn(
                 run.workspace_id, run.session_id, run.user_text, run.text, rid
             )
-            if run.memory_id is not None:
+            if run.memory_id is not None and run.memory_extraction == "model":
+                self._spawn(self._extract(run, run.memory_id, rid))
+            elif run.memory_id is not None:
                 await self.memories.remember(run.workspace_id, run.memory_id, run.user_text, rid)
         return reason
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work, name="app-memory-extraction")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _extract(self, run: AppRun, memory_id: str, answer_request_id: str) -> None:
+        """The model's facts of the turn into the memory. Runs after the answer: a failure has
+        no client to go to, so it is logged (with its traceback) and the turn's facts are
+        lost — never silently."""
+        try:
+            facts, out = await model_facts(
+                self, run.principal, run.model, run.user_text, run.ctx, endpoint=MEMORY_ENDPOINT
+            )
+            await self.memories.remember_facts(
+                run.workspace_id, memory_id, facts, answer_request_id
+            )
+        except Exception:
+            log.exception(
+                "memory extraction for the answer %s failed: no fact of the turn kept",
+                answer_request_id,
+            )
+            return
+        log.debug(
+            "memory extraction %s: %d fact(s) in %.0f ms",
+            out.request_id,
+            len(facts),
+            out.elapsed_ms,
+        )
+
+    async def drain(self) -> None:
+        """Wait for the memory extractions in flight (tests and ``aclose``)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """On shutdown: let the memory extractions in flight finish (``SHUTDOWN_WAIT_S`` at
+        most, then they are cancelled), before the usage writer and the engines close."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), SHUTDOWN_WAIT_S)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _body(self, run: AppRun, text: str, reason: str | None, final: bool) -> dict[str, Any]:
         return response_dict(
@@ -428,4 +515,4 @@ class AppService(GenerationService):
         yield self._body(run, "" if incremental else run.text, reason or "stop", final=True)
 
 
-__all__ = ["ENDPOINT", "AppRun", "AppService", "cited", "rewrite_query"]
+__all__ = ["ENDPOINT", "MEMORY_ENDPOINT", "REWRITE_ENDPOINT", "AppRun", "AppService", "cited"]

@@ -3,12 +3,14 @@ says, stored per workspace and ``memory_id`` (``storage.memory_rows``), recalled
 prompts of later calls that name the same ``memory_id`` — in any session, of any app of the
 workspace.
 
-Extraction is deterministic, not a model call: each sentence of a completed user turn that
-states something about the user (it begins with "I", "I'm", "my", "we", "our", "call me", or
-"remember that …") and is not a question becomes a fact, at most ``MAX_FACTS_PER_TURN`` of
-them. A model call would add a second generation to every turn, and what the 0.5B model
-"extracts" is not reliable enough to keep; a rule says exactly what is kept, and the end user
-can list and delete every fact (``/v1/memories``).
+Extraction is, by default (an app's ``memory_extraction: "rules"``), deterministic: each
+sentence of a completed user turn that states something about the user (it begins with "I",
+"I'm", "my", "we", "our", "call me", or "remember that …") and is not a question becomes a
+fact, at most ``MAX_FACTS_PER_TURN`` of them — a rule says exactly what is kept. With
+``"model"``, the app's model extracts them (``serving.memory_extraction``: structured output,
+kept only when grounded in the user's words), a second metered generation per turn, run after
+the answer's last event. Either way the end user can list and delete every fact
+(``/v1/memories``).
 """
 
 from __future__ import annotations
@@ -90,8 +92,16 @@ class Memories:
     async def remember(
         self, workspace_id: str, memory_id: str, user_text: str, request_id: str
     ) -> int:
-        """Store the facts of a completed user turn; how many were new."""
-        found = extract_facts(user_text)
+        """Store the facts of a completed user turn (by the rules); how many were new."""
+        return await self.remember_facts(
+            workspace_id, memory_id, extract_facts(user_text), request_id
+        )
+
+    async def remember_facts(
+        self, workspace_id: str, memory_id: str, found: list[str], request_id: str
+    ) -> int:
+        """Store ``found`` (one the memory holds already is not added twice); how many were
+        new."""
         if not found:
             return 0
         async with self._sessions() as session, session.begin():

@@ -473,6 +473,10 @@ class App(Base):
     knowledge_base_ids: Mapped[list[Any]] = mapped_column(JSON)
     top_k: Mapped[int] = mapped_column(Integer)
     retrieval_mode: Mapped[str] = mapped_column(String(16))
+    # how the retrieval query is made from the conversation: "concat" | "model"
+    query_rewrite: Mapped[str] = mapped_column(String(16), server_default="concat")
+    # how a memory's facts are taken from a user turn: "rules" | "model"
+    memory_extraction: Mapped[str] = mapped_column(String(16), server_default="rules")
     max_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -487,7 +491,7 @@ class AppSession(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # expiry
 
 
 class AppTurn(Base):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from modelgrid.api.body import json_body
-from modelgrid.api.deps import CallDep
+from modelgrid.api.deps import CallDep, TenantCall
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.control.vector_stores import LIST_LIMIT_MAX
 from modelgrid.core.errors import InvalidRequestError, ServiceUnavailableError
@@ -28,11 +28,13 @@ from modelgrid.protocol.openai.vector_stores import (
     VectorStoreUpdate,
 )
 from modelgrid.serving.file_search import result_object
+from modelgrid.serving.query_rewrite import default_chat_model, model_query
 from modelgrid.tenancy import audit
 
 router = APIRouter(prefix="/v1/vector_stores", tags=["vector_stores"])
 Limit = Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)]
 Order = Literal["asc", "desc"]
+REWRITE_ENDPOINT = "vector_stores.rewrite"  # the query rewrite, in the usage ledger
 FileStatus = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
@@ -99,6 +101,8 @@ async def search_vector_store(vs_id: str, request: Request, call: CallDep) -> di
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     if not queries:
         raise InvalidRequestError("'query' must not be empty.", param="query")
+    if body.rewrite_query:
+        queries = await _rewritten(call, vs_id, queries)
     ranking = body.ranking_options
     hits = await _knowledge(call.state).file_search.search(
         call.principal,
@@ -118,6 +122,22 @@ async def search_vector_store(vs_id: str, request: Request, call: CallDep) -> di
         "has_more": False,
         "next_page": None,
     }
+
+
+async def _rewritten(call: TenantCall[AppState], vs_id: str, queries: list[str]) -> list[str]:
+    """Each query rewritten by the deployment's default chat model
+    (``serving.query_rewrite``), once the store is known to be searchable (a bad id costs
+    no rewrite); ``search_query`` returns them, as OpenAI's does."""
+    state = call.state
+    await _knowledge(state).stores.usable(call.principal, vs_id)
+    model = default_chat_model(state.models, state.settings.engine.models)
+    out = []
+    for query in queries:
+        rewritten = await model_query(
+            state.chat, call.principal, model, [], query, call.ctx, endpoint=REWRITE_ENDPOINT
+        )
+        out.append(rewritten.query)
+    return out
 
 
 # --- files ----------------------------------------------------------------------------------
