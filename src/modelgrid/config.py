@@ -278,10 +278,11 @@ class KnowledgeSettings(BaseModel):
         poll_interval_s: How often the indexer looks for pending documents.
         lease_s: How long a gateway holds a document it indexes without renewing.
         ann_min_chunks: A knowledge base with at least this many chunks gets an in-process
-            HNSW graph for dense search (``knowledge.ann``); smaller ones keep the exact scan.
-        ann_max_vectors: Most vectors the gateway holds in graphs (~1.8 kB each at 384
-            dimensions); the least recently searched graph is evicted beyond.
-        ann_ef_search: HNSW search breadth (recall vs latency; bench/RESULTS.md, #13).
+            IVF index for dense search (``knowledge.ann``); smaller ones keep the exact scan.
+        ann_max_vectors: Most vectors the gateway holds in ANN indexes (~1.5 kB each at 384
+            dimensions); the least recently searched index is evicted beyond.
+        ann_nprobe: IVF lists a query scans, of sqrt(chunks) (recall vs latency; recall@50
+            0.99 at 32 on the bench's 100k set: bench/RESULTS.md, #13).
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
@@ -294,7 +295,7 @@ class KnowledgeSettings(BaseModel):
     lease_s: float = Field(default=60.0, gt=0)
     ann_min_chunks: int = Field(default=20_000, ge=1)
     ann_max_vectors: int = Field(default=2_000_000, ge=1)
-    ann_ef_search: int = Field(default=512, ge=1, le=100_000)
+    ann_nprobe: int = Field(default=32, ge=1, le=65_536)
 
 
 class AppsSettings(BaseModel):
