@@ -7,9 +7,10 @@ the SQLite index creates its virtual tables), under an advisory lock so that gat
 starting together do not race:
 
 - ``knowledge_pg_text``: each chunk's ``tsvector`` (``to_tsvector('english', heading and
-  text)``: Snowball-stemmed, English stop words dropped) with a GIN index; a query's words are
-  OR-ed (``to_tsquery``) and ranked by ``ts_rank_cd`` (cover density; higher is better) — not
-  BM25, the same role;
+  text)``: Snowball-stemmed, English stop words dropped) and length, with a GIN index; a
+  query's words are OR-ed (``to_tsquery``) and ranked by BM25 (k1 = 1.2, b = 0.75, as FTS5's
+  ``bm25()``; higher is better) from per-knowledge-base statistics kept beside it in
+  ``knowledge_pg_stats`` and ``knowledge_pg_terms`` (``knowledge.pg_bm25``);
 - ``knowledge_pg_vectors``: each chunk's float32 vector as ``bytea``, with its knowledge base
   and length. A dense query reads the knowledge base's vectors and ranks them by cosine
   distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
@@ -18,8 +19,9 @@ starting together do not race:
   ``knowledge_index_revisions`` (``knowledge.revisions``).
 
 Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns
-another workspace's chunk; a document's chunks, text rows and vectors are written in the
-transaction that marks it ``ready``, only while it is still ``indexing``.
+another workspace's chunk; a document's chunks, text rows, BM25 statistics and vectors are
+written in the transaction that marks it ``ready``, only while it is still ``indexing``, and
+deleted in one transaction too.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgrid.knowledge import revisions
+from modelgrid.knowledge import pg_bm25, revisions
 from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
@@ -42,11 +44,7 @@ _WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_TERMS = 64
 _LOCK_KEY = 0x6D67_6B69  # "mgki": the advisory lock of the tables' creation
 _CREATE = (
-    "CREATE TABLE IF NOT EXISTS knowledge_pg_text ("
-    " chunk_id bigint PRIMARY KEY, knowledge_base_id varchar(40) NOT NULL,"
-    " tsv tsvector NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_text_tsv ON knowledge_pg_text USING gin (tsv)",
-    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_text_kb ON knowledge_pg_text (knowledge_base_id)",
+    *pg_bm25.CREATE,
     "CREATE TABLE IF NOT EXISTS knowledge_pg_vectors ("
     " chunk_id bigint PRIMARY KEY, knowledge_base_id varchar(40) NOT NULL,"
     " dims integer NOT NULL, embedding bytea NOT NULL)",
@@ -135,6 +133,7 @@ class PgIndex:
             ).scalar()
             if status != "indexing":
                 return False  # deleted or cancelled meanwhile: nothing written
+            ids: list[int] = []
             for no, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
                 cid = (
                     await conn.execute(
@@ -154,13 +153,10 @@ class PgIndex:
                         },
                     )
                 ).scalar_one()
+                ids.append(cid)
                 searchable = f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
                 await conn.execute(
-                    text(
-                        "INSERT INTO knowledge_pg_text (chunk_id, knowledge_base_id, tsv) "
-                        "VALUES (:c, :kb, to_tsvector('english', :t))"
-                    ),
-                    {"c": cid, "kb": knowledge_base_id, "t": searchable},
+                    text(pg_bm25.INSERT_TEXT), {"c": cid, "kb": knowledge_base_id, "t": searchable}
                 )
                 await conn.execute(
                     text(
@@ -170,6 +166,9 @@ class PgIndex:
                     {"c": cid, "kb": knowledge_base_id, "dims": dimensions, "v": vector},
                 )
             await conn.execute(text(revisions.BUMP), {"kb": knowledge_base_id, "n": len(chunks)})
+            # after the revision row: every write and delete locks revisions, stats, terms
+            for statement in (pg_bm25.ADD_STATS, pg_bm25.ADD_TERMS):
+                await conn.execute(text(statement), {"kb": knowledge_base_id, "ids": ids})
             await conn.execute(
                 text(
                     "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
@@ -180,10 +179,14 @@ class PgIndex:
             )
         return True
 
-    async def _delete_chunks(self, conn: AsyncConnection, where: str, args: dict[str, str]) -> None:
+    async def _delete_chunks(
+        self, conn: AsyncConnection, where: str, args: dict[str, str], *, stats: bool = True
+    ) -> None:
         chosen = f"SELECT id FROM knowledge_chunks WHERE {where}"
         for kb, n in (await conn.execute(text(revisions.COUNT.format(where=where)), args)).all():
             await conn.execute(text(revisions.BUMP), {"kb": kb, "n": -int(n)})
+        for statement in pg_bm25.subtract(chosen) if stats else ():
+            await conn.execute(text(statement), args)
         for table in ("knowledge_pg_text", "knowledge_pg_vectors"):
             await conn.execute(text(f"DELETE FROM {table} WHERE chunk_id IN ({chosen})"), args)
         await conn.execute(text(f"DELETE FROM knowledge_chunks WHERE {where}"), args)
@@ -202,7 +205,10 @@ class PgIndex:
         await self._tables()
         async with self._engine.begin() as conn:
             args = {"kb": knowledge_base_id, "ws": workspace_id}
-            await self._delete_chunks(conn, "knowledge_base_id = :kb AND workspace_id = :ws", args)
+            where = "knowledge_base_id = :kb AND workspace_id = :ws"
+            await self._delete_chunks(conn, where, args, stats=False)
+            for statement in pg_bm25.DROP_STATS:  # the whole knowledge base's: no subtracting
+                await conn.execute(text(statement), args)
             await conn.execute(
                 text(
                     "DELETE FROM knowledge_documents WHERE knowledge_base_id = :kb "
@@ -266,27 +272,20 @@ class PgIndex:
         k: int,
         documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
+        """The ``k`` best chunks of the knowledge base by BM25 (k1 = 1.2, b = 0.75; the formula
+        and its source: ``knowledge.pg_bm25``): ``(chunk id, score)``, best first, ties by
+        chunk id; ``[]`` for a query without a word or an empty ``documents``."""
         terms = ts_query(query)
         if terms is None or (documents is not None and not documents):
             return []
         await self._tables()
         only, extra = self._only(documents)
-        stmt = text(
-            "SELECT t.chunk_id, ts_rank_cd(t.tsv, q) AS score "
-            "FROM knowledge_pg_text t JOIN knowledge_chunks c ON c.id = t.chunk_id, "
-            "to_tsquery('english', :q) q "
-            "WHERE t.tsv @@ q AND t.knowledge_base_id = :kb AND c.workspace_id = :ws "
-            + only
-            + "ORDER BY score DESC, t.chunk_id LIMIT :k"
-        )
+        stmt = text(pg_bm25.rank_sql(only))
         if documents is not None:
             stmt = stmt.bindparams(bindparam("docs", expanding=True))
+        args = {"q": terms, "kb": knowledge_base_id, "ws": workspace_id, "k": k, **extra}
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    stmt, {"q": terms, "kb": knowledge_base_id, "ws": workspace_id, "k": k, **extra}
-                )
-            ).all()
+            rows = (await conn.execute(stmt, args)).all()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     async def chunks(self, workspace_id: str, ids: Sequence[int]) -> dict[int, StoredChunk]:
