@@ -53,6 +53,7 @@ from modelgrid.control.topology import RELOAD_INTERVAL_S
 from modelgrid.control.topology_db import DatabaseTopology, load_or_seed
 from modelgrid.control.vector_store_files import VectorStoreFiles
 from modelgrid.control.vector_stores import VectorStores
+from modelgrid.core.errors import ServiceUnavailableError
 from modelgrid.core.periodic import Periodic
 from modelgrid.engines.base import Engine
 from modelgrid.engines.embedding import EMBEDDINGS
@@ -83,6 +84,7 @@ from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.process_metrics import EngineProcessCollector
+from modelgrid.serving.query_rewrite import default_chat_model
 from modelgrid.serving.rerank import ChatReranker
 from modelgrid.serving.response_store import ResponseStore
 from modelgrid.serving.responses import ResponsesService
@@ -509,8 +511,11 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
     def embedding_models() -> list[str]:
         return [c.model_id for c in models.cards() if EMBEDDINGS in c.capabilities]
 
-    def chat_model() -> str | None:  # the re-ranker's judge: the first served chat model
-        return next((c.model_id for c in models.cards() if EMBEDDINGS not in c.capabilities), None)
+    def chat_model() -> str | None:  # the re-ranker's judge: the default chat model, if any
+        try:
+            return default_chat_model(models, settings.engine.models)
+        except ServiceUnavailableError:
+            return None
 
     indexing = EmbeddingService(models, IndexingMeter(state.tenancy), state.metrics)
     indexer = Indexer(
