@@ -6,6 +6,7 @@ machine (real HTTP; the replicas serve 1.5x slower while both are busy)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -82,10 +83,11 @@ class ScriptedProbe:
 
 
 def test_measure_counts_only_rounds_on_distinct_replicas() -> None:
-    """Warm-up, 3 idle requests, then rounds of 2 until 2 land on distinct replicas."""
-    probe = ScriptedProbe(["a"] * 4 + ["a", "a", "a", "b", "b", "a"])
+    """Warm-up, 3 idle requests, 2 rounds of 3 at once (to queue one), then rounds of 2
+    until 2 land on distinct replicas."""
+    probe = ScriptedProbe(["a"] * 4 + ["a", "b", "a"] * 2 + ["a", "a", "a", "b", "b", "a"])
     run = asyncio.run(cal.measure(probe, requests=3, replicas_per_host=2, rounds=2, seed=1))
-    assert len(probe.texts) == 1 + 3 + 3 * 2
+    assert len(probe.texts) == 1 + 3 + 2 * 3 + 3 * 2
     assert len(set(probe.texts)) == len(probe.texts)  # every message differs
     assert len(run.idle) == 3 and run.tried == {2: 3}
     assert [{s.replica for s in rnd} for rnd in run.together[2]] == [{"a", "b"}, {"a", "b"}]
@@ -98,6 +100,40 @@ def test_measure_says_when_the_gateway_never_spreads_the_requests() -> None:
         asyncio.run(cal.measure(probe, requests=1, replicas_per_host=2, rounds=2))
     with pytest.raises(PlanInputError, match="must be >= 1"):
         asyncio.run(cal.measure(probe, requests=0))
+
+
+def test_queued_requests_separate_the_prefill_from_the_serving_path() -> None:
+    """The engine's prefill is 10 % faster than profiled (180 ms for the fit's 200) and the
+    serving path takes 50 ms: idle TTFTs of 230 ms. In a round of three at once B waited
+    behind A on replica r0 and its first token came 180 ms after A's last: prefill speed
+    0.9, so the overhead is 50 ms and the prefill spread 0.9. Without a queued request the
+    same TTFTs read as 30 ms of overhead on an unchanged engine."""
+    idle = tuple(sample(10.0 * i, 230, 20) for i in range(5))
+    a = sample(100.0, 280, 20)  # last token at 100.36
+    b = sample(100.0, 360 + 180, 20)  # first at 100.54: 180 ms after A's last
+    c = sample(100.0, 280, 20, replica="r1")  # done by then
+    assert cal.behind([a, b, c]) == [(b, a.last_s)]
+    assert cal.prefill_speed(PROFILE, [[a, b, c]]) == (pytest.approx(0.9, abs=0.01), 1)
+    assert cal.prefill_speed(PROFILE, [[a, c]]) == (None, 0)
+    p = cal.apply(PROFILE, CalibrationRun(idle, {}, {}, ((a, b, c),)))
+    assert p.overhead_ms == pytest.approx(50.0, abs=2)
+    assert p.prefill_spread == pytest.approx([0.9] * 5, abs=0.01)
+    confounded = cal.apply(PROFILE, CalibrationRun(idle, {}, {}))
+    assert (confounded.overhead_ms, confounded.prefill_spread) == (
+        pytest.approx(30.0), pytest.approx([1.0] * 5)
+    )  # fmt: skip
+
+
+def test_a_queued_prefill_beside_the_machine_s_other_replicas_is_counted_as_work() -> None:
+    """Replicas sharing a machine, 2x slower while two are busy: C on r1 runs for the first
+    100 ms of B's 180 ms prefill, so B did 100 / 2 + 80 = 130 ms of work (0.65 of the fit);
+    a machine per replica (no slowdown) counts the 180 ms as they are."""
+    a, b = sample(100.0, 280, 20), sample(100.0, 360 + 180, 20)
+    c = sample(100.0, 380, 20, replica="r1")  # last token at 100.46
+    assert cal.prefill_speed(PROFILE, [[a, b, c]], (1.0, 2.0)) == (
+        pytest.approx(0.65, abs=0.01), 1
+    )  # fmt: skip
+    assert cal.prefill_speed(PROFILE, [[a, b, c]]) == (pytest.approx(0.9, abs=0.01), 1)
 
 
 def test_speed_in_run_reads_the_engine_from_the_run() -> None:
@@ -137,7 +173,8 @@ PREFILL_BASE_MS, PER_TOKEN_MS, DECODE_MS, SLOWDOWN = 120.0, 2.0, 30.0, (1.0, 1.5
 
 class Machine:
     """Two replicas' shared cores: work advances at 1 / SLOWDOWN[k - 1] while k requests
-    are in service (processor sharing, in 2 ms ticks)."""
+    are in service (processor sharing, in 2 ms ticks). Each replica serves one request at
+    a time, the others wait (as the llama.cpp engine does)."""
 
     def __init__(self) -> None:
         self.active = 0
@@ -153,22 +190,25 @@ class Machine:
             last = now
 
     def replica(self) -> ScriptedUpstream:
+        one_at_a_time = asyncio.Lock()  # used on the replica's own event loop only
+
         async def handler(ex: Exchange, send: Send, receive: Receive) -> None:
             n = len(ex.body["messages"][-1]["content"].split())
             out = int(ex.body["max_tokens"])
-            with self.lock:
-                self.active += 1
-            try:
-                await start_sse(send)
-                await body(send, event(chunk("", role="assistant", model=MODEL)))
-                await self.work(PREFILL_BASE_MS + PER_TOKEN_MS * n)
-                for i in range(out):
-                    if i:
-                        await self.work(DECODE_MS)
-                    await body(send, event(chunk(f" {i}", model=MODEL)))
-            finally:
+            await start_sse(send)
+            await body(send, event(chunk("", role="assistant", model=MODEL)))
+            async with one_at_a_time:
                 with self.lock:
-                    self.active -= 1
+                    self.active += 1
+                try:
+                    await self.work(PREFILL_BASE_MS + PER_TOKEN_MS * n)
+                    for i in range(out):
+                        if i:
+                            await self.work(DECODE_MS)
+                        await body(send, event(chunk(f" {i}", model=MODEL)))
+                finally:
+                    with self.lock:
+                        self.active -= 1
             await body(send, event(chunk(finish="length", model=MODEL)))
             await body(send, event(usage_chunk(n, out)))
             await body(send, DONE, more=False)
@@ -217,7 +257,8 @@ def test_plan_calibrate_measures_the_shared_machine_through_the_gateway(
     """The replicas take exactly the profile's times alone and 1.5x as long while both are
     busy: the command measures the gateway's overhead (ms, never negative), spreads
     centred on 1 and a host slowdown of 1.5 at 2 busy, and writes them into the profile,
-    the fits kept."""
+    the fits kept. Each of the 3 rounds of 3 at once queues one request behind another,
+    whose prefill, counted as work beside the other replica's, is the fit's."""
     server, key, path = shared_fleet
     env = {"MODELGRID_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
     done = CliRunner().invoke(
@@ -237,7 +278,12 @@ def test_plan_calibrate_measures_the_shared_machine_through_the_gateway(
     # 1.5 by construction; less by the gap between the two sends, more by a busy machine
     assert p.host_slowdown[0] == 1.0 and p.host_slowdown[1] == pytest.approx(1.5, abs=0.2)
     assert p.replicas_per_host == 2
-    assert "2 at once on 2 replicas" in done.output and f"written {path}" in done.output
+    out = " ".join(done.output.split())
+    queued = re.search(
+        r"(\d+) requests queued behind another: the engine's prefill at ([\d.]+) x", out
+    )
+    assert queued and int(queued[1]) >= 3 and float(queued[2]) == pytest.approx(1.0, abs=0.1), out
+    assert "2 at once on 2 replicas" in out and f"written {path}" in out
 
 
 def test_plan_calibrate_names_bad_input(

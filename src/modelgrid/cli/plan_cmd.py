@@ -361,6 +361,12 @@ def calibrate_cmd(
         + (f"{df[0]:.3f}..{df[-1]:.3f}" if df else "none"),
         highlight=False,
     )
+    speed, queued = calibration.prefill_speed(base_profile, run.crowded, result.host_slowdown)
+    console.print(
+        f"{queued} requests queued behind another: the engine's prefill at "
+        + (f"{speed:.3f} x the profile's" if speed is not None else "the profile's (none queued)"),
+        highlight=False,
+    )
     for k, rnds in sorted(run.together.items()):
         console.print(
             f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds): host slowdown "

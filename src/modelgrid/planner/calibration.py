@@ -9,25 +9,26 @@ random words that asks the model to go on counting (so it writes ``max_tokens`` 
 
 1. one unmeasured request (warm-up), then ``requests`` one after another, each alone on an
    idle fleet: ``profile.calibrate`` turns them into the serving path's overhead (median
-   TTFT less the fitted prefill) and the prefill and decode spreads;
-2. for ``k`` = 2 .. ``replicas_per_host``: rounds of ``k`` requests sent at once. A round
+   TTFT less the prefill) and the prefill and decode spreads;
+2. ``rounds`` rounds of ``replicas_per_host + 1`` requests at once (``STAGGER_S`` apart,
+   as every round "at once"): one more than the
+   replicas, so the gateway queues one behind another on its replica. Such a request's
+   first token comes a prefill after the one ahead's last token (its HTTP hops, template
+   and routing ran while it waited): the engine's prefill now, apart from the serving
+   path (``queued``). An idle request's TTFT is path + prefill, so without this a drift of
+   the engine's speed since the profile would read as overhead — and the simulator adds
+   overhead before a replica's queue (hidden by a wait) but prefill inside its service
+   (adding to every wait behind it);
+3. for ``k`` = 2 .. ``replicas_per_host``: rounds of ``k`` requests sent at once. A round
    counts when the gateway placed its requests on ``k`` distinct replicas (its
    ``x-modelgrid-replica`` header: the router's own choice, not forced); up to ``3 x
    rounds`` are tried for ``rounds`` that count.
 
-``apply`` sets ``host_slowdown[k - 1]`` to the median, over the counted requests at ``k``,
-of measured service (last token - send - overhead) over fitted service (``service_ms``),
-divided by the same median over the idle requests (so ``host_slowdown[0]`` is 1): how much
-slower a replica serves while ``k`` replicas of its machine are busy, as the gateway's own
-placement spreads them. This is the co-location the simulator shares over time
-(``planner.sim``), measured, not assumed.
-
-``speed_in_run`` reads the engine's speed during a run from its requests (``Sample``):
-decode from each request's time per output token over the fitted step, prefill from the
-requests that found their replica idle (TTFT less the overhead over the fitted prefill);
-on a machine whose replicas share cores only requests that ran alone on it count. ``at_speed``
-re-centres a profile's spreads on those factors, so a prediction at the run's own speed
-separates the model's error from the engine's drift since it was profiled.
+``apply`` takes the prefill speed as the median, over the queued requests, of their prefill
+work (first token - the one ahead's last token, each ms counted at ``1 / host_slowdown[k -
+1]`` while ``k`` requests of the round were in flight on the machine: the others' replicas
+share its cores) over the fitted prefill (``profile.calibrate``'s ``prefill_speed``; none
+queued: the fit's).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def counting_prompt(i: int, words: int, rng: random.Random) -> str:
     two share a routed prefix) that asks the model to go on counting."""
     body = " ".join(rng.choice(WORDS) for _ in range(words))
     return f"Note {i}: {body}. Now continue counting, one number per line: 1, 2, 3, 4,"
+
+
+STAGGER_S = 0.05
+"""Gap between the sends of a round "at once": the gateway's router counts a request in
+flight from the start of its stream, not from its placement, so requests sent within the
+same few ms all see the same loads and the same tie-break and land on one replica."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +107,13 @@ class Probe(Protocol):
 @dataclass(frozen=True, slots=True)
 class CalibrationRun:
     """What ``measure`` sent: ``idle`` requests one at a time; ``together[k]`` the counted
-    rounds of ``k`` requests at once on ``k`` distinct replicas; ``tried[k]`` rounds sent."""
+    rounds of ``k`` requests at once on ``k`` distinct replicas; ``tried[k]`` rounds sent;
+    ``crowded`` the rounds of one more request than replicas (step 2)."""
 
     idle: tuple[Sample, ...]
     together: dict[int, tuple[tuple[Sample, ...], ...]]
     tried: dict[int, int]
+    crowded: tuple[tuple[Sample, ...], ...] = ()
 
 
 async def measure(
@@ -122,7 +131,8 @@ async def measure(
         probe: Sends one request through the gateway.
         requests: Idle requests, one after another (>= 1).
         replicas_per_host: Replicas of the model that share one machine (1: none).
-        rounds: Counted rounds per ``k`` >= 2.
+        rounds: Rounds of ``replicas_per_host + 1`` at once, and counted rounds per
+            ``k`` >= 2.
         prompt_words: Words of each user message.
         seed: The messages' words.
 
@@ -140,8 +150,16 @@ async def measure(
     def text() -> str:
         return counting_prompt(next(counter), prompt_words, rng)
 
+    async def staggered(k: int) -> tuple[Sample, ...]:
+        async def one(i: int) -> Sample:
+            await asyncio.sleep(i * STAGGER_S)
+            return await probe(text())
+
+        return tuple(await asyncio.gather(*(one(i) for i in range(k))))
+
     await probe(text())  # warm-up: unmeasured
     idle = tuple([await probe(text()) for _ in range(requests)])
+    crowded = tuple([await staggered(replicas_per_host + 1) for _ in range(rounds)])
     together: dict[int, tuple[tuple[Sample, ...], ...]] = {}
     tried: dict[int, int] = {}
     for k in range(2, replicas_per_host + 1):
@@ -149,7 +167,7 @@ async def measure(
         tried[k] = 0
         while len(counted) < rounds and tried[k] < 3 * rounds:
             tried[k] += 1
-            done = tuple(await asyncio.gather(*(probe(text()) for _ in range(k))))
+            done = await staggered(k)
             if len({s.replica for s in done if s.replica}) == k:
                 counted.append(done)
         if not counted:
@@ -160,7 +178,19 @@ async def measure(
                 param="--replicas-per-host",
             )
         together[k] = tuple(counted)
-    return CalibrationRun(idle, together, tried)
+    return CalibrationRun(idle, together, tried, crowded)
+
+
+def behind(samples: Sequence[Sample]) -> list[tuple[Sample, float]]:
+    """The requests whose first token came after the last token of another on the same
+    (named) replica: each with the latest such last token."""
+    out = []
+    for s in samples:
+        ahead = [o.last_s for o in samples if o is not s and o.replica and
+                 o.replica == s.replica and o.last_s <= s.first_s]  # fmt: skip
+        if ahead:
+            out.append((s, max(ahead)))
+    return out
 
 
 def service_ratio(profile: EngineProfile, samples: Sequence[Sample]) -> float:
@@ -182,15 +212,59 @@ def apply(profile: EngineProfile, run: CalibrationRun, *, calibrated_at: str = "
     Raises:
         PlanInputError: ``run`` has no idle request.
     """
-    out = calibrate(profile, [s.observed() for s in run.idle], calibrated_at=calibrated_at)
+    observed = [s.observed() for s in run.idle]
+    first = calibrate(profile, observed, calibrated_at=calibrated_at)
+    speed, _ = prefill_speed(profile, run.crowded, host_slowdown(first, run))
+    out = calibrate(profile, observed, calibrated_at=calibrated_at, prefill_speed=speed or 1.0)
+    return out.model_copy(update={"host_slowdown": host_slowdown(out, run)})
+
+
+def host_slowdown(profile: EngineProfile, run: CalibrationRun) -> tuple[float, ...]:
+    """``(1, s_2, ...)`` from ``run``'s rounds at once (see the module docstring), service
+    measured less ``profile.overhead_ms``; empty without rounds."""
     if not run.together:
-        return out.model_copy(update={"host_slowdown": ()})
-    alone = service_ratio(out, run.idle)
+        return ()
+    alone = service_ratio(profile, run.idle)
     slowdown = [1.0]
     for k in sorted(run.together):
         samples = [s for rnd in run.together[k] for s in rnd]
-        slowdown.append(round(service_ratio(out, samples) / alone, 4))
-    return out.model_copy(update={"host_slowdown": tuple(slowdown)})
+        slowdown.append(round(service_ratio(profile, samples) / alone, 4))
+    return tuple(slowdown)
+
+
+def prefill_speed(
+    profile: EngineProfile,
+    crowded: Sequence[Sequence[Sample]],
+    slowdown: Sequence[float] = (),
+    *,
+    step_s: float = 0.001,
+) -> tuple[float | None, int]:
+    """The engine's prefill now over the fit's, from the requests of ``crowded`` rounds
+    that waited behind another on their replica (see the module docstring), and how many
+    there were; ``(None, 0)`` when none did.
+
+    Args:
+        profile: Its fit is the reference.
+        crowded: Rounds of requests sent at once.
+        slowdown: ``host_slowdown`` of the machine the round's replicas share (empty: a
+            machine each, no correction).
+        step_s: Integration step over each prefill (s).
+    """
+    ratios = []
+    for rnd in crowded:
+        for s, ahead_s in behind(rnd):
+            t = np.arange(ahead_s, s.first_s, step_s)
+            busy = np.ones(t.shape, dtype=np.int64)
+            for o in rnd:
+                if o is not s and o.replica != s.replica:
+                    busy += (o.sent_s <= t) & (t < o.last_s)
+            rate = np.ones_like(t)
+            if slowdown:
+                table = np.asarray(slowdown, dtype=np.float64)
+                rate = 1.0 / table[np.minimum(busy, len(table)) - 1]
+            work_ms = float(rate.sum()) * step_s * 1000
+            ratios.append(work_ms / float(profile.prefill_ms(max(1, s.prompt_tokens))))
+    return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +344,11 @@ __all__ = [
     "Speed",
     "apply",
     "at_speed",
+    "behind",
     "counting_prompt",
+    "host_slowdown",
     "measure",
+    "prefill_speed",
     "service_ratio",
     "speed_in_run",
 ]

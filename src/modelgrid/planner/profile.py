@@ -234,12 +234,26 @@ class Observed:
 
 
 def calibrate(
-    profile: EngineProfile, observed: Sequence[Observed], *, calibrated_at: str = ""
+    profile: EngineProfile,
+    observed: Sequence[Observed],
+    *,
+    calibrated_at: str = "",
+    prefill_speed: float = 1.0,
 ) -> EngineProfile:
     """``profile`` with the serving path's overhead and spreads measured from ``observed``
-    (see the module docstring): ``overhead_ms`` = median over requests of (TTFT - fitted
-    prefill), ``prefill_spread`` = (TTFT - overhead) / fitted prefill, ``decode_spread`` =
-    TPOT / fitted decode (requests of two tokens or more). The fits are kept.
+    (see the module docstring): ``overhead_ms`` = median over requests of (TTFT -
+    ``prefill_speed`` x fitted prefill), ``prefill_spread`` = (TTFT - overhead) / fitted
+    prefill, ``decode_spread`` = TPOT / fitted decode (requests of two tokens or more). The
+    fits are kept.
+
+    Args:
+        profile: The profile to calibrate.
+        observed: Requests sent one at a time through the serving path.
+        calibrated_at: ISO time to record.
+        prefill_speed: The engine's prefill time now over the fit's, measured apart from
+            the serving path (``planner.calibration``: requests that waited behind another
+            on their replica); 1: the fit's. An idle request's TTFT is path + prefill, so
+            without it a drift of the engine's speed since the profile reads as overhead.
 
     Raises:
         PlanInputError: no observed request.
@@ -250,7 +264,7 @@ def calibrate(
     out = np.array([o.output_tokens for o in observed], dtype=np.float64)
     ttft = np.array([o.ttft_ms for o in observed], dtype=np.float64)
     prefill = profile.prefill_ms(n)
-    overhead = max(0.0, float(np.median(ttft - prefill)))
+    overhead = max(0.0, float(np.median(ttft - prefill_speed * prefill)))
     many = out > 1
     tpot = np.array([o.tpot_ms for o in observed], dtype=np.float64)[many]
     decode = profile.decode_ms(n[many], out[many])
