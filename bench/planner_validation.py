@@ -10,7 +10,9 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    ``modelgrid serve`` gateway in front (default ``cache_aware`` policy, probes every 0.5 s).
 3. Calibration of the fleet (``modelgrid plan calibrate``, the product's command, in a child
    process, through the gateway): ``--calibrate`` requests one after another on the idle
-   fleet give the serving path's overhead and the TTFT and decode spreads; with several
+   fleet give the serving path's overhead and the TTFT and decode spreads (the overhead
+   apart from the engine's prefill now, read from ``--rounds`` rounds of ``replicas + 1``
+   at once, where one request waits behind another); with several
    workers, rounds of ``k`` requests at once that the gateway placed on ``k`` distinct
    workers (``--rounds`` per ``k``) measure how much slower a replica serves while ``k``
    share the machine's cores (``host_slowdown``). All written into the profile file.
@@ -81,7 +83,7 @@ from modelgrid.planner.calibration import (  # noqa: E402
     speed_in_run,
 )
 from modelgrid.planner.probe import ChatProbe  # noqa: E402
-from modelgrid.planner.sim import SimConfig, Stream, simulate  # noqa: E402
+from modelgrid.planner.sim import Served, SimConfig, Stream, simulate  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
 from routing import Worker, start_workers, stop_workers  # noqa: E402
 
@@ -130,7 +132,7 @@ def calibrate(
     ]  # fmt: skip
     cpu0 = proc_cpu_s(gw_pid)
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
-    sent = 1 + args.calibrate + args.rounds * sum(range(2, replicas + 1))  # at least
+    sent = 1 + args.calibrate + args.rounds * (replicas + 1 + sum(range(2, replicas + 1)))
     return profiles.load(path), (proc_cpu_s(gw_pid) - cpu0) * 1000 / sent
 
 
@@ -165,6 +167,21 @@ def predict(
 def _predict_one(
     rows: list[Sample], replicas: int, profile: profiles.EngineProfile, warmup: int, seed: int
 ) -> dict[str, float]:
+    all_served, utilisation = simulated(rows, replicas, profile, seed)
+    served = all_served[warmup:]
+    ttft = [s.ttft_ms for s in served]
+    tpot = [s.tpot_ms for s in served if s.output_tokens > 1]
+    span = max(s.done_s for s in served) - served[0].arrival_s
+    out = figures(ttft, tpot, len(served) / span)
+    out["utilisation"] = utilisation
+    return out
+
+
+def simulated(
+    rows: list[Sample], replicas: int, profile: profiles.EngineProfile, seed: int
+) -> tuple[list[Served], float]:
+    """Each request of ``rows`` as the simulator served it, in order of arrival, and the
+    replicas' mean utilisation."""
     topo = topology(["http://127.0.0.1:1/v1"] * replicas)
     stream = Stream(
         origin="bench",
@@ -176,13 +193,8 @@ def _predict_one(
         output_tokens=np.array([r.output_tokens for r in rows]),
     )
     res = simulate(topo, [stream], {MODEL: profile}, SimConfig(gateway_overhead_ms=1.0, seed=seed))
-    served = sorted(res.served, key=lambda s: s.arrival_s)[warmup:]
-    ttft = [s.ttft_ms for s in served]
-    tpot = [s.tpot_ms for s in served if s.output_tokens > 1]
-    span = max(s.done_s for s in served) - served[0].arrival_s
-    out = figures(ttft, tpot, len(served) / span)
-    out["utilisation"] = float(np.mean(list(res.utilisation().values())))
-    return out
+    served = sorted(res.served, key=lambda s: s.arrival_s)
+    return served, float(np.mean(list(res.utilisation().values())))
 
 
 def measured(rows: list[Sample], warmup: int) -> dict[str, float]:
@@ -313,6 +325,12 @@ def level(
             "load_avg": [load0, os.getloadavg()[0]],
             "profile": cp.model_dump(mode="json", exclude={"points"}),
             "rows": [dataclasses.asdict(r) for r in rows],
+            # seed 0 at the in-run speed, request by request (the rows' order: arrival)
+            "simulated": [
+                {"replica": x.replica, "wait_ms": x.wait_ms, "ttft_ms": x.ttft_ms,
+                 "tpot_ms": x.tpot_ms}
+                for x in simulated(rows, n, at_speed(cp, speed), 0)[0]
+            ],
         }  # fmt: skip
         with open(args.json, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
