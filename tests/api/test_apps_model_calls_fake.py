@@ -374,3 +374,25 @@ def test_an_idle_session_is_swept_with_its_turns(server: ThreadServer) -> None:
     assert len(db_rows(server, "SELECT id FROM app_turns WHERE session_id = :s", s=fresh)) == 1
     r = complete(server, app["id"], {"input": {"prompt": "x", "session_id": sid}})
     assert (r.status_code, r.json()["code"]) == (404, "SessionNotFound")
+
+
+@SQLITE
+def test_an_extraction_in_flight_is_finished_on_shutdown(
+    server_factory: ServerFactory, engine: ScriptedEngine
+) -> None:
+    s = server_factory(engine)
+    app = make_app(s, memory_extraction="model")
+    engine.extract_delay_s = 1.0
+    said = "My name is Ana. I live in Lyon."
+    r = complete(s, app["id"], {"input": {"prompt": said, "memory_id": "user-3"}})
+    assert r.status_code == 200
+    assert db_rows(s, "SELECT fact FROM app_memories") == []  # still extracting
+    s.stop()  # the lifespan waits for it, then flushes usage
+    facts = db_rows(s, "SELECT fact FROM app_memories WHERE memory_id = 'user-3' ORDER BY id")
+    assert [f["fact"] for f in facts] == ["My name is Ana.", "I live in Lyon."]
+    [rec] = [
+        x
+        for x in db_rows(s, "SELECT endpoint, status FROM usage_records")
+        if x["endpoint"] == "dashscope.apps.memory"
+    ]
+    assert rec["status"] == 200

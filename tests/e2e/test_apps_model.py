@@ -135,3 +135,60 @@ def test_application_call_with_a_session(
     assert "Ana" in recalled.output.text, recalled.output.text
     facts = _api(model_server, "GET", "/v1/memories/ana-1").json()["facts"]
     assert [f["fact"] for f in facts] == ["My name is Ana."]
+
+
+@pytest.mark.timeout(240)  # two model calls beyond the answers, one awaited in the background
+def test_model_rewrite_and_model_memory(
+    model_server: ProcessServer, app_id: tuple[str, str]
+) -> None:
+    """The app's model rewrites a follow-up into a standalone query and extracts the user's
+    facts (after the answer), each a usage record of its own; only grounded facts stay."""
+    app, _ = app_id
+    key = model_server.api_key  # type: ignore[attr-defined]
+    changed = _api(
+        model_server,
+        "POST",
+        f"/v1/apps/{app}",
+        json={"retrieval": {"top_k": 1, "query_rewrite": "model"}, "memory_extraction": "model"},
+    )
+    assert changed.status_code == 200, changed.text
+    said = "My name is Ana and I live in Lyon. How many days do I have to return the kettle?"
+    first = dashscope.Application.call(
+        app_id=app, prompt=said, memory_id="ana-2", api_key=key, temperature=0
+    )
+    assert first.status_code == HTTPStatus.OK, first
+    follow = dashscope.Application.call(
+        app_id=app,
+        prompt="And how long does delivery take?",
+        session_id=first.output.session_id,
+        has_thoughts=True,
+        api_key=key,
+        temperature=0,
+    )
+    assert follow.status_code == HTTPStatus.OK, follow
+    action = follow.output.thoughts[0]["action_input"]
+    assert action["query_rewrite"] == "model", action
+    assert action["query"] != "And how long does delivery take?"
+    assert follow.output.doc_references[0]["title"] == "Shipping", follow.output.doc_references
+    [rewrite] = db_rows(
+        model_server.db_path,  # type: ignore[attr-defined]
+        "SELECT completion_tokens, status FROM usage_records "
+        "WHERE endpoint = 'dashscope.apps.rewrite'",
+    )
+    assert rewrite["status"] == 200 and 0 < rewrite["completion_tokens"] <= 48
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        extracted = db_rows(
+            model_server.db_path,  # type: ignore[attr-defined]
+            "SELECT completion_tokens FROM usage_records WHERE endpoint = 'dashscope.apps.memory'",
+        )
+        if extracted:
+            break
+        time.sleep(0.2)
+    assert len(extracted) == 1 and 0 < extracted[0]["completion_tokens"] <= 160
+    # what the 0.5B model proposes varies; what is kept is only ever the user's own words
+    r = _api(model_server, "GET", "/v1/memories/ana-2")
+    assert r.status_code == 200, r.text
+    kept = {f["fact"] for f in r.json()["facts"]}
+    allowed = {"My name is Ana.", "I live in Lyon.", "My name is Ana and I live in Lyon."}
+    assert kept and kept <= allowed, kept

@@ -57,6 +57,13 @@ def test_grounded_facts_only() -> None:
     assert not grounded("I live in Paris", said)
     assert not grounded("I love jazz", said)
     assert not grounded("I am", said)  # no word of its own
+    # a question states nothing; a number must be one the user stated
+    asked = "My name is Ana. How many days do I have to return the kettle?"
+    assert not grounded("I have to return the kettle 30 days", asked)
+    assert grounded("My name is Ana", asked)
+    assert grounded("I am 31", "I'm 31.")
+    assert not grounded("I am 30", "I'm 31.")
+    assert not grounded("My name is Ana 2", "My name is Ana.")
     assert keep_facts(
         [
             "My name is Ana",

@@ -6,10 +6,13 @@ The app's model is asked, as a metered request of its own (``serving.model_text`
 user's own words, as the JSON object ``{"facts": ["...", ...]}`` (structured output: the JSON
 schema ``FACTS_SCHEMA`` constrains decoding on engines that support it). What comes back is
 parsed strictly: anything but that object is no fact (logged). Each fact is then kept only if
-it is **grounded**: every word of three letters or more in it, other than the pronouns and
-linking words of ``_FREE_WORDS``, begins with the same four letters (the whole word, if
-shorter) as a word the user wrote — so "I live in Lyon" survives "I am in Lyon and I live
-here", but a fact the model invents ("I live in Paris") or embellishes does not. At most
+it is **grounded** in the user's statements (the sentences of the turn that are not
+questions): every word of three letters or more in it, other than the pronouns and linking
+words of ``_FREE_WORDS``, begins with the same four letters (the whole word, if shorter) as a
+word the user stated, and every word with a digit is one the user stated — so "I live in
+Lyon" survives "I am in Lyon and I live here", but a fact the model invents ("I live in
+Paris"), embellishes, or reads into a question ("I have to return the kettle in 30 days" from
+"How many days do I have to return the kettle?") does not. At most
 ``MAX_FACTS_PER_TURN`` facts of ``MIN_FACT_CHARS`` to ``MAX_FACT_CHARS - 1`` characters are
 kept, each starting with a capital and ending with a full stop, as the rules' facts do.
 """
@@ -55,6 +58,7 @@ FACTS_SCHEMA: dict[str, Any] = {
     "required": ["facts"],
     "additionalProperties": False,
 }
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _FREE_WORDS = frozenset({
     "the", "and", "but", "for", "with", "are", "was", "were", "has", "have", "had", "been",
@@ -70,12 +74,26 @@ def _stem(word: str) -> str:
     return word[:4]
 
 
+def _statements(user_text: str) -> str:
+    """The user's sentences that are not questions (a question states no fact)."""
+    return " ".join(
+        m.group(0) for m in _SENTENCE.finditer(user_text) if "?" not in m.group(0)
+    ).lower()
+
+
 def grounded(fact: str, user_text: str) -> bool:
-    """Whether every content word of ``fact`` is a word of ``user_text`` (by its first four
-    letters; see the module docstring)."""
-    said = {_stem(w) for w in _WORD.findall(user_text.lower())}
-    words = [w for w in _WORD.findall(fact.lower()) if len(w) >= 3 and w not in _FREE_WORDS]
-    return bool(words) and all(_stem(w) in said for w in words)
+    """Whether every content word of ``fact`` is a word of the statements of ``user_text``
+    (by its first four letters; a word with a digit, whole; see the module docstring)."""
+    said_words = _WORD.findall(_statements(user_text))
+    said = {_stem(w) for w in said_words}
+    numbers = {w for w in said_words if any(c.isdigit() for c in w)}
+    words = _WORD.findall(fact.lower())
+    if any(w not in numbers for w in words if any(c.isdigit() for c in w)):
+        return False
+    content = [
+        w for w in words if (len(w) >= 3 and w not in _FREE_WORDS) or any(c.isdigit() for c in w)
+    ]
+    return bool(content) and all(_stem(w) in said for w in content)
 
 
 def parse_facts(text: str) -> list[str] | None:
