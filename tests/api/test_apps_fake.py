@@ -184,6 +184,18 @@ def test_manage_apps(server: ThreadServer) -> None:
     assert [a["name"] for a in call(server, "GET", "/v1/apps", other).json()["data"]] == [
         "acme bot"
     ]
+    r = call(
+        server,
+        "POST",
+        f"/admin/v1/workspaces/acme/apps/{r.json()['id']}",
+        admin,
+        json={"retrieval": {"query_rewrite": "model"}, "memory_extraction": "model"},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["retrieval"], r.json()["memory_extraction"]) == (
+        {"top_k": 5, "mode": "hybrid", "query_rewrite": "model"},
+        "model",
+    )
     assert call(server, "GET", "/admin/v1/workspaces/default/apps").status_code == 403
 
     # deleting an app deletes its sessions and their turns
@@ -198,7 +210,7 @@ def test_manage_apps(server: ThreadServer) -> None:
             server, "SELECT action FROM audit_log WHERE action LIKE 'app.%' ORDER BY id"
         )
     ]
-    assert actions == ["app.create", "app.update", "app.create", "app.delete"]
+    assert actions == ["app.create", "app.update", "app.create", "app.update", "app.delete"]
 
 
 @SQLITE
