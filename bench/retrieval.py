@@ -36,8 +36,14 @@ up to N in ONE knowledge base (the partition a query scans): filler text is 120 
 time is the index's (dense KNN, FTS5 BM25, the fusion and the chunk rows read), not the
 query's embedding, which is reported on its own (one text on this CPU). ``hybrid`` runs the
 two reads at once (the index's two read connections, as ``Retrieval`` does);
-``hybrid-sequential``, one after the other, is the baseline measured in the same run; the
-four modes are interleaved query by query in a rotating order.
+``hybrid-sequential``, one after the other, is the baseline measured in the same run.
+``dense-ann`` and ``hybrid-ann`` run on a second index over the same store with
+``knowledge.ann``'s IVF index (its cold first search, build time, RSS growth and recall@50
+against the exact scan per nprobe are printed first); the exact ``dense`` and ``hybrid``
+are their baseline. On SQLite, ``lexical-join`` is the BM25 query before #13 (the words
+alone, each match joined to ``knowledge_chunks``), the baseline of ``lexical``. All modes are
+interleaved query by query in a rotating order (``--latency-questions N``: the first N
+questions only, for the slow exact scan on PostgreSQL at 100k).
 
 Run from the repository root (embeddings and knowledge extras installed)::
 
@@ -50,11 +56,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import os
 import platform
 import random
 import re
+import sqlite3
 import struct
 import tempfile
 import time
@@ -65,11 +74,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgrid.engines.embedding import EmbeddingEngine, build_embedding_engines
+from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.chunking import Chunk, ChunkPlan, chunk_sections
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.pg_index import PgIndex
-from modelgrid.knowledge.sqlite_index import SqliteIndex
+from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query
 from modelgrid.storage import db as storage_db
 from modelgrid.storage import migrate
 from modelgrid.storage.models import KnowledgeBase, Workspace
@@ -174,9 +184,31 @@ async def embed_all(engine: EmbeddingEngine, texts: list[str], batch: int = 64) 
     return out
 
 
+def lexical_join(db: Path, kb: str, query: str) -> list[tuple[int, float]]:
+    """The baseline of ``lexical``: FTS5's MATCH on the words alone, each matching row joined
+    to ``knowledge_chunks`` for its knowledge base and workspace (the query before #13)."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT f.rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts f "
+            "JOIN knowledge_chunks c ON c.id = f.rowid WHERE knowledge_fts MATCH ? "
+            "AND c.knowledge_base_id = ? AND c.workspace_id = ? ORDER BY score LIMIT ?",
+            (f"text : ({match})", kb, WS, DEPTH),
+        ).fetchall()
+    return [(int(r[0]), -float(r[1])) for r in rows]
+
+
 async def search(
     index: KnowledgeIndex, kb: str, mode: str, query: str, vector: bytes, dims: int
 ) -> list[int]:
+    if mode == "lexical-join":  # the baseline (SQLite only), read as Retrieval does
+        assert isinstance(index, SqliteIndex)
+        ids = [c for c, _ in (await asyncio.to_thread(lexical_join, index.path, kb, query))[:10]]
+        await index.chunks(WS, ids)
+        return ids
+
     async def by_vector() -> list[tuple[int, float]]:
         return await index.dense(WS, kb, vector, dims, DEPTH) if mode != "lexical" else []
 
@@ -199,11 +231,75 @@ async def search(
     return ids
 
 
+def rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return next(int(ln.split()[1]) / 1024 for ln in status.splitlines() if ln.startswith("VmRSS:"))
+
+
+async def ann_graph(
+    args: argparse.Namespace,
+    engine_db: AsyncEngine,
+    db: Path,
+    exact: KnowledgeIndex,
+    kb: str,
+    qs: Sequence[tuple[str, str, str]],
+    qvec: Sequence[bytes],
+    dims: int,
+) -> tuple[AnnCache, KnowledgeIndex]:
+    """A second index on the same store with ``knowledge.ann``'s IVF index (built for every
+    knowledge base of at least 1 chunk): the cold first search (the exact scan, starting the
+    build), the build's time and the process's RSS growth, and the graph's recall@50 against
+    the exact scan per ``nprobe``."""
+    ann = AnnCache(AnnSettings(min_vectors=1, nprobe=args.nprobe))
+    index: KnowledgeIndex = (
+        PgIndex(engine_db, ann) if args.store == "postgres" else SqliteIndex(db, ann)
+    )
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    await search(index, kb, "dense", qs[0][1], qvec[0], dims)
+    cold_ms = (time.perf_counter() - t0) * 1000
+    during: list[float] = []
+    while ann.building:  # searches while the graph builds: the exact scan
+        t1 = time.perf_counter()
+        await search(
+            index, kb, "dense", qs[len(during) % len(qs)][1], qvec[len(during) % len(qs)], dims
+        )
+        during.append((time.perf_counter() - t1) * 1000)
+    await ann.wait()
+    build_s = time.perf_counter() - t0
+    print(
+        f"  ANN (IVF-Flat, sqrt(n) lists): "
+        f"first search (cold, exact scan) {cold_ms:.1f} ms; built in {build_s:.1f} s "
+        f"({ann.vectors} vectors, RSS +{rss_mb() - rss0:.0f} MB); "
+        f"{len(during)} searches during the build, p50 {pct(during or [0.0], 50):.1f} ms"
+    )
+    qvec = qvec[: args.latency_questions]
+    truth = [[c for c, _ in await exact.dense(WS, kb, v, dims, DEPTH)] for v in qvec]
+    for probes in sorted({8, 16, 32, 64, args.nprobe}):
+        ann.settings = dataclasses.replace(ann.settings, nprobe=probes)
+        got, ms = [], []
+        for v in qvec:
+            t1 = time.perf_counter()
+            got.append([c for c, _ in await index.dense(WS, kb, v, dims, DEPTH)])
+            ms.append((time.perf_counter() - t1) * 1000)
+        recall = sum(len(set(g) & set(t)) / len(t) for g, t in zip(got, truth, strict=True))
+        print(
+            f"  nprobe {probes:3d}: recall@{DEPTH} vs exact {recall / len(truth):.4f}, "
+            f"dense p50 {pct(ms, 50):.1f} ms p95 {pct(ms, 95):.1f} ms"
+        )
+    ann.settings = dataclasses.replace(ann.settings, nprobe=args.nprobe)
+    return ann, index
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000", help="chunk counts for the latency runs")
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg", default="postgres@127.0.0.1:5432", help="user@host:port")
+    ap.add_argument(
+        "--latency-questions", type=int, default=None, help="questions timed per size (all)"
+    )
+    ap.add_argument("--nprobe", type=int, default=AnnSettings().nprobe, help="IVF lists scanned")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -339,26 +435,34 @@ async def main() -> None:
             have += step
             written += step
         t_fill = time.perf_counter() - t0
-        modes = ["dense", "lexical", "hybrid-sequential", "hybrid"]
-        lat: dict[str, list[float]] = {m: [] for m in modes}
-        for mode in modes:
-            await search(index, kb, mode, qs[0][1], qvec[0], dims)  # warm
-        for i, (_, q, _) in enumerate(qs):  # the modes interleaved, in a rotating order
-            for mode in modes[i % 4 :] + modes[: i % 4]:
-                t0 = time.perf_counter()
-                await search(index, kb, mode, q, qvec[i], dims)
-                lat[mode].append((time.perf_counter() - t0) * 1000)
         print(
             f"\n{size} chunks in one knowledge base (filler written at "
             f"{written / t_fill if written else 0:.0f} chunks/s):"
         )
+        ann, ann_index = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
+        modes = ["dense", "lexical", "hybrid-sequential", "hybrid", "dense-ann", "hybrid-ann"]
+        if args.store == "sqlite":
+            modes.append("lexical-join")
+        lat: dict[str, list[float]] = {m: [] for m in modes}
+        on = {m: ann_index if m.endswith("-ann") else index for m in modes}
+        for mode in modes:
+            await search(on[mode], kb, mode.removesuffix("-ann"), qs[0][1], qvec[0], dims)
+        for i, (_, q, _) in enumerate(qs[: args.latency_questions]):  # modes interleaved, rotating
+            for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+                t0 = time.perf_counter()
+                await search(on[mode], kb, mode.removesuffix("-ann"), q, qvec[i], dims)
+                lat[mode].append((time.perf_counter() - t0) * 1000)
         for mode, xs in lat.items():
             print(f"  {mode:17s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)})")
-        seq, par = lat["hybrid-sequential"], lat["hybrid"]
-        print(
-            f"  hybrid vs hybrid-sequential: p50 x{pct(par, 50) / pct(seq, 50):.2f}, "
-            f"p95 x{pct(par, 95) / pct(seq, 95):.2f}"
-        )
+        pairs = [("hybrid", "hybrid-sequential"), ("dense-ann", "dense"), ("hybrid-ann", "hybrid")]
+        for a, b in pairs + ([("lexical", "lexical-join")] if "lexical-join" in lat else []):
+            print(
+                f"  {a} vs {b}: p50 x{pct(lat[a], 50) / pct(lat[b], 50):.2f}, "
+                f"p95 x{pct(lat[a], 95) / pct(lat[b], 95):.2f}"
+            )
+        assert ann.served >= 2 * len(lat["dense-ann"]), ann.served  # -ann: from the graph
+        print(f"  load average now: {os.getloadavg()}")
+        await ann_index.aclose()
     if args.store == "sqlite":
         print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
     else:
