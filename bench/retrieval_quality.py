@@ -257,6 +257,8 @@ async def rerank_study(
         reranked[i] = [top[j] for j in reorder(judged.scores)]
         ms.append(judged.elapsed_ms)
         tokens.append(judged.prompt_tokens)
+        if len(ms) % 10 == 0:
+            print(f"re-ranked {len(ms)}/{len(chosen)} questions", file=sys.stderr, flush=True)
     await llm.aclose()
     kinds = sorted({qs[i].kind for i in chosen})
     print(f"\n## re-ranking the product default's top {n} by {chat} ({len(chosen)} questions)\n")
