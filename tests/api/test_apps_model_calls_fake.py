@@ -163,8 +163,9 @@ def test_model_query_rewrite(
         " ".join(m.content or "" for m in rewrite.messages or []).split()
     )
     assert rec["request_id"] == rewrite.request_id != body["request_id"]
-    answers = usage_rows_matching(server, endpoint="dashscope.apps")
-    assert [r["request_id"] for r in answers][-1] == body["request_id"]
+    # (waits for this answer's own record: the first answer's being there says nothing)
+    answers = usage_rows_matching(server, endpoint="dashscope.apps", request_id=body["request_id"])
+    assert len(answers) == 1
     # the answer's prompt is unchanged: the question as the user asked it
     answer = engine.of("answer")[-1]
     assert (answer.messages or [])[-1].content.endswith("\n\nQuestion: And how fast?")  # type: ignore[union-attr]
