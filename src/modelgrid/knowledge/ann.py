@@ -11,45 +11,32 @@ bench's 100k set (questions far from noisy filler vectors) HNSW (M = 32, efConst
 plateaued at recall@50 0.85 and took 116 s to build; IVF reaches 0.99 at nprobe 32 and builds
 in seconds (bench/RESULTS.md, #13).
 
-**Freshness across processes.** Every write and delete of a knowledge base's chunks bumps its
-row in the store's revision table in the same transaction (``VectorSource.state``: one
-primary-key read per search, which also gives the knowledge base's chunk count). A search
-whose cached index is at another revision answers ``None`` (the caller runs its exact scan)
-and starts a refresh in the background: the knowledge base's current chunk ids are read, new
-ones added to their lists, vanished ones filtered out of every search (a faiss ``IDSelector``);
-when more than ``DEAD_SHARE`` of it is dead, or it has doubled since its lists were trained, it
-is rebuilt. Several gateways on one database
-each keep their own index and see each other's writes by the revision.
-
-**Never blocking a search.** A knowledge base below ``min_vectors`` chunks is never indexed
-(the exact scan is fast and exact there). An index is built off the event loop (a worker
-thread; faiss releases the GIL); until it is ready, and while it refreshes, searches answer
-``None``.
+**Lifecycle** (``knowledge.cache.RevisionCache``): built lazily off the event loop (faiss
+releases the GIL), fresh by the knowledge base's revision, LRU-evicted under a cap; until an
+index is ready, and while it refreshes, searches answer ``None`` and the caller runs its exact
+scan. A knowledge base below ``min_vectors`` chunks is never indexed (the exact scan is fast
+and exact there). A refresh reads the knowledge base's current chunk ids: new ones are added to
+their lists, vanished ones filtered out of every search (a faiss ``IDSelector``); when more
+than ``DEAD_SHARE`` of it is dead, or it has doubled since its lists were trained, it is
+rebuilt.
 
 **Memory.** At most ``max_vectors`` vectors are held over all indexes (about ``dims * 4 + 8``
-bytes each: 384 dims, ~1.5 kB); the least recently searched indexes are evicted to make room,
-and a knowledge base larger than the cap is never indexed.
+bytes each: 384 dims, ~1.5 kB); a knowledge base larger than the cap is never indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-logger = logging.getLogger(__name__)
+from modelgrid.knowledge.cache import Key, RevisionCache
 
 DEAD_SHARE = 0.2  # rebuild when more than this share of an index's vectors was deleted
 GROWTH = 2.0  # rebuild (retrain the lists) when it holds this many times what they learnt from
-RETRY_S = 60.0  # after a failed build, the exact scan for this long before trying again
-
-Key = tuple[str, str, int]  # workspace, knowledge base, dimensions
 
 
 class VectorSource(Protocol):
@@ -119,36 +106,40 @@ def _matrix(blob: bytes, dims: int) -> Any:
     return matrix
 
 
-class AnnCache:
+class AnnCache(RevisionCache[_Held, VectorSource]):
     """See the module docstring. One per process (per index); methods run on the event loop.
+    Keys: (workspace, knowledge base, dimensions).
 
     Args:
         settings: Thresholds, cap and IVF parameters.
     """
 
     def __init__(self, settings: AnnSettings | None = None) -> None:
+        super().__init__("ANN")
         self.settings = settings or AnnSettings()
-        self._graphs: OrderedDict[Key, _Held] = OrderedDict()
-        self._busy: dict[Key, asyncio.Task[None]] = {}
-        self._failed_until: dict[Key, float] = {}
-        # counts, for tests and metrics: indexes built from scratch, refreshed, searches served
-        self.builds = 0
-        self.refreshes = 0
-        self.served = 0
+
+    @property
+    def min_items(self) -> int:
+        return self.settings.min_vectors
+
+    @property
+    def max_items(self) -> int:
+        return self.settings.max_vectors
+
+    def _size(self, held: _Held) -> int:
+        return held.size
+
+    def _revision(self, held: _Held) -> int:
+        return held.revision
 
     @property
     def vectors(self) -> int:
         """Vectors held over all indexes."""
-        return sum(g.size for g in self._graphs.values())
-
-    @property
-    def building(self) -> bool:
-        """Whether a build or refresh is in progress."""
-        return bool(self._busy)
+        return self.items
 
     def holds(self, workspace_id: str, knowledge_base_id: str, dims: int) -> bool:
         """Whether an index of the knowledge base is held (at any revision)."""
-        return (workspace_id, knowledge_base_id, dims) in self._graphs
+        return self._holds((workspace_id, knowledge_base_id, str(dims)))
 
     async def search(
         self,
@@ -162,37 +153,10 @@ class AnnCache:
         """The ``k`` nearest chunks by cosine distance ``(chunk id, distance)``, nearest first,
         from the index — or ``None``: the caller runs its exact scan (a small knowledge base,
         an index being built or refreshed, one over the cap)."""
-        key = (workspace_id, knowledge_base_id, dims)
-        state = await source.state(knowledge_base_id)
-        if state is None or state[1] < self.settings.min_vectors:
-            self._graphs.pop(key, None)
+        graph = await self.current(source, (workspace_id, knowledge_base_id, str(dims)))
+        if graph is None:
             return None
-        revision, chunks = state
-        graph = self._graphs.get(key)
-        if graph is not None and graph.revision == revision:
-            self._graphs.move_to_end(key)
-            self.served += 1
-            return await asyncio.to_thread(self._search, graph, vector, dims, k)
-        if (
-            key not in self._busy
-            and chunks <= self.settings.max_vectors
-            and self._failed_until.get(key, 0.0) <= time.monotonic()
-        ):
-            task = asyncio.create_task(self._update(source, key), name=f"ann-{knowledge_base_id}")
-            self._busy[key] = task
-            task.add_done_callback(lambda _t: self._busy.pop(key, None))
-        return None
-
-    async def wait(self) -> None:
-        """Until every build and refresh in progress has ended (tests, shutdown)."""
-        while self._busy:
-            await asyncio.gather(*self._busy.values(), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        for task in list(self._busy.values()):
-            task.cancel()
-        await self.wait()
-        self._graphs.clear()
+        return await asyncio.to_thread(self._search, graph, vector, dims, k)
 
     def _search(self, graph: _Held, vector: bytes, dims: int, k: int) -> list[tuple[int, float]]:
         query = _matrix(vector, dims)
@@ -207,29 +171,8 @@ class AnnCache:
                 out.append((int(graph.ids[pos]), 1.0 - float(score)))
         return out
 
-    async def _update(self, source: VectorSource, key: Key) -> None:
-        kb = key[1]
-        try:
-            state = await source.state(kb)  # before the chunks: they are at least this new
-            if state is None:
-                return
-            old = self._graphs.get(key)
-            if old is None:
-                graph = await self._build(source, key, state[0])
-            else:
-                graph = await self._refresh(source, key, old, state[0])
-            if graph is None:
-                self._graphs.pop(key, None)
-                return
-            self._graphs.pop(key, None)
-            self._make_room(graph.size)
-            self._graphs[key] = graph
-        except Exception:
-            logger.exception("ANN index of knowledge base %s: build failed", kb)
-            self._failed_until[key] = time.monotonic() + RETRY_S
-
     async def _build(self, source: VectorSource, key: Key, revision: int) -> _Held | None:
-        ws, kb, dims = key
+        ws, kb, dims = key[0], key[1], int(key[2])
         rows, blob = await source.vectors(ws, kb, dims, None)
         if len(rows) > self.settings.max_vectors:
             return None
@@ -264,7 +207,7 @@ class AnnCache:
     ) -> _Held | None:
         import numpy as np
 
-        ws, kb, dims = key
+        ws, kb, dims = key[0], key[1], int(key[2])
         current = await source.ids(ws, kb, dims)
         now = set(current)
         pairs = list(zip(graph.ids.tolist(), graph.docs, strict=True))
@@ -307,11 +250,6 @@ class AnnCache:
                 batch = faiss.IDSelectorBatch(dead)
                 graph.selector, graph.held = faiss.IDSelectorNot(batch), [batch, dead]
             graph.revision = revision
-
-    def _make_room(self, size: int) -> None:
-        while self._graphs and self.vectors + size > self.settings.max_vectors:
-            evicted, _ = self._graphs.popitem(last=False)
-            logger.info("ANN index of knowledge base %s evicted (memory cap)", evicted[1])
 
 
 __all__ = ["DEAD_SHARE", "AnnCache", "AnnSettings", "VectorSource"]
