@@ -66,6 +66,7 @@ from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.jobs.indexer import Indexer
 from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.routing import Grid, local_models
@@ -501,7 +502,13 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         )
     )
     if path is not None:
-        index = SqliteIndex(path, ann)
+        lexical = LexicalCache(
+            LexicalSettings(
+                min_chunks=settings.knowledge.lexical_min_chunks,
+                max_chunks=settings.knowledge.lexical_max_chunks,
+            )
+        )
+        index = SqliteIndex(path, ann, lexical)
     elif settings.database_url.startswith("postgresql"):
         index = PgIndex(state.db, ann)
     else:

@@ -283,6 +283,11 @@ class KnowledgeSettings(BaseModel):
             dimensions); the least recently searched index is evicted beyond.
         ann_nprobe: IVF lists a query scans, of sqrt(chunks) (recall vs latency; recall@50
             0.99 at 32 on the bench's 100k set: bench/RESULTS.md, #13).
+        lexical_min_chunks: A knowledge base with at least this many chunks gets in-process
+            BM25 postings on SQLite (``knowledge.lexical``); smaller ones keep FTS5's MATCH,
+            scored from the knowledge base's statistics tables.
+        lexical_max_chunks: Most chunks the gateway holds in BM25 postings (~1 kB each for a
+            120-word chunk; a budget beside ``ann_max_vectors``); LRU eviction beyond.
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
@@ -296,6 +301,8 @@ class KnowledgeSettings(BaseModel):
     ann_min_chunks: int = Field(default=20_000, ge=1)
     ann_max_vectors: int = Field(default=2_000_000, ge=1)
     ann_nprobe: int = Field(default=32, ge=1, le=65_536)
+    lexical_min_chunks: int = Field(default=5_000, ge=1)
+    lexical_max_chunks: int = Field(default=2_000_000, ge=1)
 
 
 class AppsSettings(BaseModel):

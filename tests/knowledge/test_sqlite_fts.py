@@ -1,6 +1,7 @@
 """``SqliteIndex``'s BM25 with the knowledge base in the FTS5 MATCH: a file from before (the
-one-column ``knowledge_fts``, no revisions) is brought up to date on open with the same
-ranking, and no query returns another knowledge base's or workspace's chunk."""
+one-column ``knowledge_fts``, no revisions, no statistics tables) is brought up to date on
+open, ranked by the knowledge base's own statistics, and no query returns another knowledge
+base's or workspace's chunk."""
 
 from __future__ import annotations
 
@@ -54,13 +55,17 @@ def _old_ranking(path: Path, query: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-async def test_an_older_file_is_rebuilt_on_open_with_the_same_ranking(database_url: str) -> None:
+async def test_an_older_file_is_rebuilt_on_open_and_ranked_by_its_own_statistics(
+    database_url: str,
+) -> None:
     path = _old_file(database_url)
     before = _old_ranking(path, "refund granted days")
-    assert before == [1, 2, 3]
+    assert before == [1, 2, 3]  # FTS5's bm25(): 'refund' in 4 of the table's 5 chunks
     index = SqliteIndex(path)
     hits = await index.lexical("ws-a", "kb-1", "refund granted days", 10)
-    assert [c for c, _ in hits] == before
+    # kb-1's own statistics: 'refund' and 'days' in 2 of its 3 chunks (IDF floored at 1e-6),
+    # so 'refund' three times (chunk 3) outweighs 'days' once (chunk 2)
+    assert [c for c, _ in hits] == [1, 3, 2]
     assert hits[0][1] > hits[1][1] > hits[2][1] > 0
     with sqlite3.connect(path) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(knowledge_fts)")]

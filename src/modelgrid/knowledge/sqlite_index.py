@@ -20,7 +20,12 @@ On first use it creates:
   id = chunk id; ranked by FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75) with
   ``kb`` weighing 0. A query MATCHes ``kb`` and its words together, so FTS5 keeps to the
   knowledge base without a join per matching row; the workspace is checked on the top ``k``.
-  A file from before (a one-column table) is rebuilt on open (``_ensure_tables``).
+  A file from before (a one-column table) is rebuilt on open (``_ensure_tables``). FTS5's
+  ``bm25()`` pools every knowledge base's statistics, so it only finds the candidates: they are
+  scored from the knowledge base's own (``knowledge_fts_terms``, ``knowledge_fts_stats``:
+  ``knowledge.fts_stats``, kept in each write and delete transaction, backfilled on open);
+  a knowledge base of ``lexical``'s ``min_chunks`` chunks and more is searched through the
+  process's postings instead (``knowledge.lexical``), with the same statistics and scores.
 - ``knowledge_vec_<dims>``: a ``vec0`` table per embedding dimension, cosine distance, the
   knowledge base as its partition key (a query scans only that knowledge base's vectors,
   exactly); a large knowledge base is searched through ``knowledge.ann``'s IVF index instead.
@@ -46,10 +51,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modelgrid.core.errors import ServiceUnavailableError
-from modelgrid.knowledge import revisions
+from modelgrid.knowledge import fts_stats, fts_tokens, revisions
 from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
+from modelgrid.knowledge.lexical import LexicalCache
 
 _T = TypeVar("_T")
 _TERM = re.compile(r"\w+", re.UNICODE)
@@ -115,15 +121,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def fts_query(text: str) -> str | None:
-    """A user's text as an FTS5 query: each word a quoted term, OR-ed (BM25 ranks them),
-    ``STOP_WORDS`` left out unless nothing else is left; ``None`` when it has no word."""
+def query_tokens(text: str) -> list[str]:
+    """A user's text as BM25 query terms: its words (``\\w+``, lower-cased, each once),
+    ``STOP_WORDS`` left out unless nothing else is left, split into FTS5's unicode61 tokens
+    (``sys_path``: ``sys`` and ``path``, each its own term, not a phrase), at most
+    ``MAX_QUERY_TERMS`` (unstemmed: FTS5 stems a query's terms itself)."""
     words = list(dict.fromkeys(t.lower() for t in _TERM.findall(text)))
-    terms = [w for w in words if w not in STOP_WORDS] or words
-    terms = terms[:MAX_QUERY_TERMS]
+    chosen = [w for w in words if w not in STOP_WORDS] or words
+    tokens = dict.fromkeys(t for w in chosen for t in fts_tokens.words(w))
+    return list(tokens)[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str) -> str | None:
+    """A user's text as an FTS5 query: each of its ``query_tokens`` a quoted term, OR-ed
+    (BM25 ranks them); ``None`` when it has none."""
+    terms = query_tokens(text)
     if not terms:
         return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    return " OR ".join('"' + t + '"' for t in terms)  # tokens: letters and digits only
 
 
 def _allow_extensions(conn: sqlite3.Connection, on: bool) -> None:
@@ -200,7 +215,9 @@ def _ensure_tables(conn: sqlite3.Connection) -> None:
 
     - ``knowledge_fts`` without its ``kb`` column (before #13) is rebuilt with it from its own
       rows (its text) and ``knowledge_chunks`` (their knowledge base);
-    - ``knowledge_index_revisions`` starts at revision 0 with each knowledge base's chunk count.
+    - ``knowledge_index_revisions`` starts at revision 0 with each knowledge base's chunk count;
+    - ``knowledge_fts_terms`` and ``knowledge_fts_stats`` are filled from ``knowledge_chunks``
+      (each chunk's text tokenized here: ``knowledge.fts_stats``).
     """
     if _tables_current(conn):
         return
@@ -225,18 +242,43 @@ def _ensure_tables(conn: sqlite3.Connection) -> None:
             conn.execute(revisions.CREATE)
             if had is None:
                 conn.execute(revisions.BACKFILL)
+            if not _has(conn, "knowledge_fts_stats"):
+                _backfill_stats(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
+def _has(conn: sqlite3.Connection, table: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+    )
+
+
+def _backfill_stats(conn: sqlite3.Connection) -> None:
+    """``knowledge_fts_terms`` and ``knowledge_fts_stats`` of every chunk already written."""
+    for statement in fts_stats.CREATE:
+        conn.execute(statement)
+    totals: dict[str, list[int]] = {}
+    rows = conn.execute("SELECT id, knowledge_base_id, heading, text FROM knowledge_chunks")
+    for cid, kb, heading, text in rows.fetchall():
+        length, terms = fts_stats.counts(f"{heading}\n{text}" if heading else text)
+        conn.execute(fts_stats.INSERT, (cid, length, terms))
+        total = totals.setdefault(kb, [0, 0])
+        total[0] += 1
+        total[1] += length
+    for kb, (n, length) in totals.items():
+        conn.execute(fts_stats.ADD, {"kb": kb, "n": n, "len": length})
+
+
 def _tables_current(conn: sqlite3.Connection) -> bool:
-    has_revisions = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE name = 'knowledge_index_revisions'"
-    ).fetchone()
     columns = [r[1] for r in conn.execute("PRAGMA table_xinfo(knowledge_fts)")]
-    return has_revisions is not None and "kb" in columns
+    return (
+        _has(conn, "knowledge_index_revisions")
+        and _has(conn, "knowledge_fts_stats")
+        and "kb" in columns
+    )
 
 
 class SqliteIndex:
@@ -246,13 +288,19 @@ class SqliteIndex:
         path: The SQLite database file (migrated: ``knowledge_chunks`` exists).
         ann: The process's approximate nearest-neighbour graphs for large knowledge bases
             (``knowledge.ann``; ``None``: every dense search is the exact scan).
+        lexical: The process's BM25 postings of large knowledge bases (``knowledge.lexical``;
+            ``None``: every BM25 search is FTS5's MATCH, scored from the statistics tables).
     """
 
-    def __init__(self, path: Path, ann: AnnCache | None = None) -> None:
+    def __init__(
+        self, path: Path, ann: AnnCache | None = None, lexical: LexicalCache | None = None
+    ) -> None:
         self.path = path
         self._path = path
         self._ann = ann
+        self._lexical = lexical
         self._source = _Vectors(self)
+        self._terms = _Terms(self)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-index")
         self._conn: Any = None
         # reads on their own connections (WAL: readers run beside the writer and each other;
@@ -317,6 +365,12 @@ class SqliteIndex:
             raise ValueError("one vector per chunk")
         now = datetime.now(UTC).isoformat(sep=" ")
         token = kb_token(knowledge_base_id)
+        # the chunks' FTS5 terms, counted before the write transaction (off its lock)
+        counted = await asyncio.to_thread(
+            lambda: [
+                fts_stats.counts(f"{c.heading}\n{c.text}" if c.heading else c.text) for c in chunks
+            ]
+        )
 
         def write(conn: Any) -> bool:
             table = self._vec_table(conn, dimensions)
@@ -329,6 +383,7 @@ class SqliteIndex:
                 if row is None or row[0] != "indexing":
                     conn.execute("ROLLBACK")
                     return False
+                total = 0
                 for no, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
                     cur = conn.execute(
                         "INSERT INTO knowledge_chunks (workspace_id, knowledge_base_id, "
@@ -349,12 +404,18 @@ class SqliteIndex:
                         "INSERT INTO knowledge_fts (rowid, text, kb) VALUES (?, ?, ?)",
                         (cid, searchable, token),
                     )
+                    length, terms = counted[no]
+                    conn.execute(fts_stats.INSERT, (cid, length, terms))
+                    total += length
                     conn.execute(
                         f"INSERT INTO {table} (chunk_id, knowledge_base_id, embedding) "
                         "VALUES (?, ?, ?)",
                         (cid, knowledge_base_id, vector),
                     )
                 conn.execute(revisions.BUMP, {"kb": knowledge_base_id, "n": len(chunks)})
+                conn.execute(
+                    fts_stats.ADD, {"kb": knowledge_base_id, "n": len(chunks), "len": total}
+                )
                 conn.execute(
                     "UPDATE knowledge_documents SET status = 'ready', error = NULL, "
                     "sections = NULL, chunks_total = ?, chunks_done = ?, indexed_at = ?, "
@@ -370,16 +431,21 @@ class SqliteIndex:
         return await self._run(write)
 
     def _delete_chunks(self, conn: Any, where: str, args: tuple[str, ...]) -> None:
-        """Delete the chosen chunks with their text and vectors; bump their knowledge bases'
-        revisions (``knowledge.ann``), in the caller's transaction."""
+        """Delete the chosen chunks with their text, terms and vectors; bump their knowledge
+        bases' revisions (``knowledge.ann``, ``knowledge.lexical``) and take them out of their
+        BM25 statistics, in the caller's transaction."""
         for kb, n in conn.execute(revisions.COUNT.format(where=where), args).fetchall():
             conn.execute(revisions.BUMP, {"kb": kb, "n": -int(n)})
+        # ``where`` names knowledge_chunks' columns, which knowledge_fts_terms does not have
+        for kb, n, length in conn.execute(fts_stats.CHOSEN.format(where=where), args).fetchall():
+            conn.execute(fts_stats.ADD, {"kb": kb, "n": -int(n), "len": -int(length)})
         ids = [r[0] for r in conn.execute(f"SELECT id FROM knowledge_chunks WHERE {where}", args)]
         tables = self._all_vec_tables(conn)
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
             marks = ",".join("?" * len(part))
             conn.execute(f"DELETE FROM knowledge_fts WHERE rowid IN ({marks})", part)
+            conn.execute(f"DELETE FROM knowledge_fts_terms WHERE chunk_id IN ({marks})", part)
             for table in tables:
                 conn.execute(f"DELETE FROM {table} WHERE chunk_id IN ({marks})", part)
             conn.execute(f"DELETE FROM knowledge_chunks WHERE id IN ({marks})", part)
@@ -425,6 +491,11 @@ class SqliteIndex:
                     (knowledge_base_id, workspace_id),
                 )
                 gone = bool(cur.rowcount)
+                if gone:
+                    conn.execute(
+                        "DELETE FROM knowledge_fts_stats WHERE knowledge_base_id = ?",
+                        (knowledge_base_id,),
+                    )
                 conn.execute("COMMIT" if gone else "ROLLBACK")
                 return gone
             except BaseException:
@@ -486,34 +557,42 @@ class SqliteIndex:
         k: int,
         documents: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
-        terms = fts_query(query)
-        if terms is None or (documents is not None and not documents):
+        tokens = query_tokens(query)
+        if not tokens or (documents is not None and not documents):
             return []
-        # the knowledge base is a term of the MATCH (its column weighs 0 in bm25()), so FTS5
-        # itself keeps to its rows: no join per matching row; the workspace is checked on the
+        stems = await asyncio.to_thread(fts_tokens.stem, tokens)
+        if self._lexical is not None:
+            hits = await self._lexical.search(
+                self._terms, workspace_id, knowledge_base_id, stems, k, documents
+            )
+            if hits is not None:
+                return hits
+        # FTS5 finds the candidates: the knowledge base is a term of the MATCH, so FTS5 itself
+        # keeps to its rows (no join per matching row); they are scored from the knowledge
+        # base's own statistics (``knowledge.fts_stats``); the workspace is checked on the
         # top ``k`` alone
+        terms = " OR ".join(f'"{t}"' for t in tokens)
         match = f'kb : "{kb_token(knowledge_base_id)}" AND text : ({terms})'
 
         def search(conn: Any) -> list[tuple[int, float]]:
-            if documents is None:
-                rows = conn.execute(
-                    "SELECT rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts "
-                    "WHERE knowledge_fts MATCH ? ORDER BY score LIMIT ?",
-                    (match, int(k)),
-                ).fetchall()
-                mine = self._scoped(conn, workspace_id, knowledge_base_id, [r[0] for r in rows])
-                rows = [r for r in rows if r[0] in mine]
-            else:
+            stats = conn.execute(fts_stats.STATS, (knowledge_base_id,)).fetchone()
+            if stats is None:
+                return []
+            rows = conn.execute(fts_stats.CANDIDATES, (match,)).fetchall()
+            keep = None
+            if documents is not None:
                 marks = ",".join("?" * len(documents))
-                rows = conn.execute(
-                    "SELECT f.rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts f "
-                    "JOIN knowledge_chunks c ON c.id = f.rowid "
-                    "WHERE knowledge_fts MATCH ? AND c.knowledge_base_id = ? "
-                    f"AND c.workspace_id = ? AND c.document_id IN ({marks}) "
-                    "ORDER BY score LIMIT ?",
-                    (match, knowledge_base_id, workspace_id, *documents, int(k)),
-                ).fetchall()
-            return [(int(r[0]), -float(r[1])) for r in rows]  # FTS5's bm25() is negated
+                keep = {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM knowledge_chunks WHERE knowledge_base_id = ? "
+                        f"AND workspace_id = ? AND document_id IN ({marks})",
+                        (knowledge_base_id, workspace_id, *documents),
+                    )
+                }
+            hits = fts_stats.rank(rows, stems, int(stats[0]), int(stats[1]), int(k), keep)
+            mine = self._scoped(conn, workspace_id, knowledge_base_id, [h[0] for h in hits])
+            return [h for h in hits if h[0] in mine]
 
         return await self._read(search)
 
@@ -554,6 +633,8 @@ class SqliteIndex:
 
         if self._ann is not None:
             await self._ann.aclose()
+        if self._lexical is not None:
+            await self._lexical.aclose()
 
         if self._conn is not None:
             await self._run(close)
@@ -618,4 +699,54 @@ class _Vectors:
         return await self._index._read(read)
 
 
-__all__ = ["STOP_WORDS", "SqliteIndex", "fts_query", "kb_token", "sqlite_path"]
+class _Terms:
+    """The ``knowledge.lexical.TermSource`` of a ``SqliteIndex`` (its reader connections)."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self._index = index
+        self.state = _Vectors(index).state
+
+    async def ids(self, workspace_id: str, knowledge_base_id: str) -> list[tuple[int, str]]:
+        def read(conn: Any) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                "SELECT id, document_id FROM knowledge_chunks "
+                "WHERE knowledge_base_id = ? AND workspace_id = ?",
+                (knowledge_base_id, workspace_id),
+            )
+            return [(int(r[0]), str(r[1])) for r in rows]
+
+        return await self._index._read(read)
+
+    async def terms(
+        self, workspace_id: str, knowledge_base_id: str, ids: Sequence[int] | None
+    ) -> list[tuple[int, str, int, str]]:
+        query = (
+            "SELECT c.id, c.document_id, t.length, t.terms FROM knowledge_chunks c "
+            "JOIN knowledge_fts_terms t ON t.chunk_id = c.id "
+            "WHERE c.knowledge_base_id = ? AND c.workspace_id = ?"
+        )
+
+        def read(conn: Any) -> list[tuple[int, str, int, str]]:
+            rows: list[Any] = []
+            if ids is None:
+                rows = conn.execute(query, (knowledge_base_id, workspace_id)).fetchall()
+            else:
+                for i in range(0, len(ids), 500):
+                    part = [int(x) for x in ids[i : i + 500]]
+                    marks = ",".join("?" * len(part))
+                    rows += conn.execute(
+                        f"{query} AND c.id IN ({marks})", (knowledge_base_id, workspace_id, *part)
+                    ).fetchall()
+            return [(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+
+        return await self._index._read(read)
+
+
+__all__ = [
+    "STOP_WORDS",
+    "SqliteIndex",
+    "fts_query",
+    "kb_token",
+    "query_tokens",
+    "sqlite_path",
+]
