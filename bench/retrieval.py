@@ -37,13 +37,21 @@ time is the index's (dense KNN, FTS5 BM25, the fusion and the chunk rows read), 
 query's embedding, which is reported on its own (one text on this CPU). ``hybrid`` runs the
 two reads at once (the index's two read connections, as ``Retrieval`` does);
 ``hybrid-sequential``, one after the other, is the baseline measured in the same run.
-``dense-ann`` and ``hybrid-ann`` run on a second index over the same store with
-``knowledge.ann``'s IVF index (its cold first search, build time, RSS growth and recall@50
-against the exact scan per nprobe are printed first); the exact ``dense`` and ``hybrid``
-are their baseline. On SQLite, ``lexical-join`` is the BM25 query before #13 (the words
-alone, each match joined to ``knowledge_chunks``), the baseline of ``lexical``. All modes are
-interleaved query by query in a rotating order (``--latency-questions N``: the first N
-questions only, for the slow exact scan on PostgreSQL at 100k).
+``dense-mem`` and ``hybrid-mem`` run on a second index over the same store with the
+process's own indexes: ``knowledge.ann``'s IVF index (its cold first search, build time, RSS
+growth and recall@50 against the exact scan per nprobe are printed first) and, on SQLite,
+``knowledge.lexical``'s BM25 postings (``lexical-mem``; build time and RSS growth printed);
+the exact ``dense`` and ``hybrid`` are their baseline. On SQLite, ``lexical`` is FTS5's
+MATCH scored from the knowledge base's own statistics (``knowledge.fts_stats``, the path of
+small knowledge bases), ``lexical-fts5`` FTS5's own ``bm25()`` over the shared table (the
+query before per-knowledge-base statistics: the baseline of ``lexical-mem`` and ``lexical``)
+and ``lexical-join`` the BM25 query before #13 (the words alone, each match joined to
+``knowledge_chunks``). All modes are interleaved query by query in a rotating order
+(``--latency-questions N``: the first N questions only, for the slow exact scan on
+PostgreSQL at 100k).
+
+Quality on SQLite is also given for ``lexical-fts5`` and ``lexical-mem`` (the corpus is the
+only knowledge base then, so FTS5's pooled statistics are its own: the three agree).
 
 Run from the repository root (embeddings and knowledge extras installed)::
 
@@ -78,8 +86,9 @@ from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.chunking import Chunk, ChunkPlan, chunk_sections
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
 from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.pg_index import PgIndex
-from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query
+from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query, kb_token
 from modelgrid.storage import db as storage_db
 from modelgrid.storage import migrate
 from modelgrid.storage.models import KnowledgeBase, Workspace
@@ -200,12 +209,41 @@ def lexical_join(db: Path, kb: str, query: str) -> list[tuple[int, float]]:
     return [(int(r[0]), -float(r[1])) for r in rows]
 
 
+def lexical_fts5(db: Path, kb: str, query: str) -> list[tuple[int, float]]:
+    """The baseline of ``lexical-mem``: FTS5's own ``bm25()`` (statistics of the whole table)
+    with the knowledge base in the MATCH, the top ``DEPTH`` checked against the workspace (the
+    query before per-knowledge-base statistics)."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT rowid, bm25(knowledge_fts, 1.0, 0.0) AS score FROM knowledge_fts "
+            "WHERE knowledge_fts MATCH ? ORDER BY score LIMIT ?",
+            (f'kb : "{kb_token(kb)}" AND text : ({match})', DEPTH),
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        marks = ",".join("?" * len(ids))
+        mine = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM knowledge_chunks WHERE id IN ({marks}) AND workspace_id = ?",
+                (*ids, WS),
+            )
+        }
+    return [(int(r[0]), -float(r[1])) for r in rows if r[0] in mine]
+
+
+BASELINES = {"lexical-join": lexical_join, "lexical-fts5": lexical_fts5}
+
+
 async def search(
     index: KnowledgeIndex, kb: str, mode: str, query: str, vector: bytes, dims: int
 ) -> list[int]:
-    if mode == "lexical-join":  # the baseline (SQLite only), read as Retrieval does
+    if mode in BASELINES:  # the baselines (SQLite only), read as Retrieval does
         assert isinstance(index, SqliteIndex)
-        ids = [c for c, _ in (await asyncio.to_thread(lexical_join, index.path, kb, query))[:10]]
+        hits = await asyncio.to_thread(BASELINES[mode], index.path, kb, query)
+        ids = [c for c, _ in hits[:10]]
         await index.chunks(WS, ids)
         return ids
 
@@ -245,14 +283,16 @@ async def ann_graph(
     qs: Sequence[tuple[str, str, str]],
     qvec: Sequence[bytes],
     dims: int,
-) -> tuple[AnnCache, KnowledgeIndex]:
+) -> tuple[AnnCache, LexicalCache | None, KnowledgeIndex]:
     """A second index on the same store with ``knowledge.ann``'s IVF index (built for every
     knowledge base of at least 1 chunk): the cold first search (the exact scan, starting the
     build), the build's time and the process's RSS growth, and the graph's recall@50 against
-    the exact scan per ``nprobe``."""
+    the exact scan per ``nprobe``; on SQLite also ``knowledge.lexical``'s postings (their
+    build time and RSS growth)."""
     ann = AnnCache(AnnSettings(min_vectors=1, nprobe=args.nprobe))
+    lex = LexicalCache(LexicalSettings(min_chunks=1)) if args.store == "sqlite" else None
     index: KnowledgeIndex = (
-        PgIndex(engine_db, ann) if args.store == "postgres" else SqliteIndex(db, ann)
+        PgIndex(engine_db, ann) if args.store == "postgres" else SqliteIndex(db, ann, lex)
     )
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -288,7 +328,17 @@ async def ann_graph(
             f"dense p50 {pct(ms, 50):.1f} ms p95 {pct(ms, 95):.1f} ms"
         )
     ann.settings = dataclasses.replace(ann.settings, nprobe=args.nprobe)
-    return ann, index
+    if lex is not None:
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        await index.lexical(WS, kb, qs[0][1], DEPTH)  # cold: FTS5, starting the build
+        cold_ms = (time.perf_counter() - t0) * 1000
+        await lex.wait()
+        print(
+            f"  BM25 postings: first search (cold, FTS5) {cold_ms:.1f} ms; built in "
+            f"{time.perf_counter() - t0:.1f} s ({lex.items} chunks, RSS +{rss_mb() - rss0:.0f} MB)"
+        )
+    return ann, lex, index
 
 
 async def main() -> None:
@@ -385,13 +435,22 @@ async def main() -> None:
     print("\n| method | questions | recall@5 | MRR@10 |")
     print("|---|---|---|---|")
     results: dict[tuple[str, str], tuple[float, float]] = {}
+    quality_modes = ["dense", "lexical", "hybrid"]
+    mem_index: KnowledgeIndex = index
+    if args.store == "sqlite":
+        quality_modes[2:2] = ["lexical-fts5", "lexical-mem"]
+        mem_lex = LexicalCache(LexicalSettings(min_chunks=1))
+        mem_index = SqliteIndex(db, lexical=mem_lex)
+        await mem_index.lexical(WS, "kb-corpus", qs[0][1], DEPTH)
+        await mem_lex.wait()
     for kind in ("title", "keywords", "all"):
         chosen = [i for i, (k, _, _) in enumerate(qs) if kind in ("all", k)]
-        for mode in ("dense", "lexical", "hybrid"):
+        for mode in quality_modes:
             hits5, rr = 0, 0.0
             for i in chosen:
                 _, q, topic = qs[i]
-                ids = await search(index, "kb-corpus", mode, q, qvec[i], dims)
+                on = mem_index if mode.endswith("-mem") else index
+                ids = await search(on, "kb-corpus", mode.removesuffix("-mem"), q, qvec[i], dims)
                 ranks = [r for r, cid in enumerate(ids, start=1) if topic_of.get(cid) == topic]
                 if ranks and ranks[0] <= 5:
                     hits5 += 1
@@ -399,13 +458,19 @@ async def main() -> None:
             rec, mrr = hits5 / len(chosen), rr / len(chosen)
             results[(kind, mode)] = (rec, mrr)
             name = {
-                "lexical": "BM25 (FTS5)" if args.store == "sqlite" else "ts_rank_cd (PG FTS)",
+                "lexical": "BM25 (FTS5 MATCH, own statistics)"
+                if args.store == "sqlite"
+                else "BM25 (PG FTS)",
+                "lexical-fts5": "BM25 (FTS5 bm25())",
+                "lexical-mem": "BM25 (postings)",
                 "dense": "dense (cosine)",
                 "hybrid": "hybrid (RRF k=60)",
             }[mode]
             print(f"| {name}, {kind} | {len(chosen)} | {rec:.3f} | {mrr:.3f} |")
     rd, rl, rh = (results[("all", m)][0] for m in ("dense", "lexical", "hybrid"))
     print(f"hybrid recall@5 vs dense x{rh / rd:.2f}, vs BM25 x{rh / rl:.2f}")
+    if mem_index is not index:
+        await mem_index.aclose()
 
     # --- latency at scale ----------------------------------------------------------------
     rng = random.Random(13)
@@ -439,30 +504,37 @@ async def main() -> None:
             f"\n{size} chunks in one knowledge base (filler written at "
             f"{written / t_fill if written else 0:.0f} chunks/s):"
         )
-        ann, ann_index = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
-        modes = ["dense", "lexical", "hybrid-sequential", "hybrid", "dense-ann", "hybrid-ann"]
+        ann, lex, mem = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
+        modes = ["dense", "lexical", "hybrid-sequential", "hybrid", "dense-mem", "hybrid-mem"]
+        pairs = [("hybrid", "hybrid-sequential"), ("dense-mem", "dense"), ("hybrid-mem", "hybrid")]
         if args.store == "sqlite":
-            modes.append("lexical-join")
+            modes += ["lexical-mem", "lexical-fts5", "lexical-join"]
+            pairs += [
+                ("lexical-mem", "lexical-fts5"),
+                ("lexical", "lexical-fts5"),
+                ("lexical-fts5", "lexical-join"),
+            ]
         lat: dict[str, list[float]] = {m: [] for m in modes}
-        on = {m: ann_index if m.endswith("-ann") else index for m in modes}
+        on = {m: mem if m.endswith("-mem") else index for m in modes}
         for mode in modes:
-            await search(on[mode], kb, mode.removesuffix("-ann"), qs[0][1], qvec[0], dims)
+            await search(on[mode], kb, mode.removesuffix("-mem"), qs[0][1], qvec[0], dims)
         for i, (_, q, _) in enumerate(qs[: args.latency_questions]):  # modes interleaved, rotating
             for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 t0 = time.perf_counter()
-                await search(on[mode], kb, mode.removesuffix("-ann"), q, qvec[i], dims)
+                await search(on[mode], kb, mode.removesuffix("-mem"), q, qvec[i], dims)
                 lat[mode].append((time.perf_counter() - t0) * 1000)
         for mode, xs in lat.items():
             print(f"  {mode:17s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)})")
-        pairs = [("hybrid", "hybrid-sequential"), ("dense-ann", "dense"), ("hybrid-ann", "hybrid")]
-        for a, b in pairs + ([("lexical", "lexical-join")] if "lexical-join" in lat else []):
+        for a, b in pairs:
             print(
                 f"  {a} vs {b}: p50 x{pct(lat[a], 50) / pct(lat[b], 50):.2f}, "
                 f"p95 x{pct(lat[a], 95) / pct(lat[b], 95):.2f}"
             )
-        assert ann.served >= 2 * len(lat["dense-ann"]), ann.served  # -ann: from the graph
+        assert ann.served >= 2 * len(lat["dense-mem"]), ann.served  # -mem: from the graph
+        if lex is not None:  # and from the postings
+            assert lex.served >= 2 * len(lat["lexical-mem"]), lex.served
         print(f"  load average now: {os.getloadavg()}")
-        await ann_index.aclose()
+        await mem.aclose()
     if args.store == "sqlite":
         print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
     else:

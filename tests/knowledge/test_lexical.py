@@ -7,8 +7,8 @@ follow writes and deletes by the revision; the statistics tables stay exact."""
 from __future__ import annotations
 
 import collections
-import math
 import datetime
+import math
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -292,3 +292,29 @@ async def test_the_statistics_tables_follow_writes_and_deletes(store: Store) -> 
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT count(*) FROM knowledge_fts_terms").fetchone() == (2,)
     await index.aclose()
+
+
+async def test_a_small_delete_is_masked_out_of_the_postings_and_their_statistics(
+    store: Store,
+) -> None:
+    cache = LexicalCache(LexicalSettings(min_chunks=1))
+    plain, fast = SqliteIndex(store.path), SqliteIndex(store.path, lexical=cache)
+    await _write(store, plain, "a1", "ws-a", "kb-a", DOCS["a1"][2])
+    await _write(store, plain, "c1", "ws-a", "kb-a", [f"days {i} of shipping" for i in range(20)])
+    await fast.lexical("ws-a", "kb-a", "days", 10)
+    await cache.wait()
+    await _write(store, plain, "a2", "ws-a", "kb-a", DOCS["a2"][2])  # a second segment
+    await fast.lexical("ws-a", "kb-a", "days", 10)
+    await cache.wait()
+    assert await plain.delete_document("ws-a", "a2")  # 2 of 26 dead: masked, not rebuilt
+    await fast.lexical("ws-a", "kb-a", "days", 10)
+    await cache.wait()
+    assert (cache.builds, cache.refreshes) == (1, 2)
+    for query in QUERIES:
+        want = _fst(store, query)
+        assert not any(c in (25, 26) for c, _ in want)  # a2's chunks
+        _same(await fast.lexical("ws-a", "kb-a", query, 50), want)
+        _same(await fast.lexical("ws-a", "kb-a", query, 3), want[:3])
+    assert await fast.lexical("ws-a", "kb-a", "granted", 10, documents=["a2"]) == []
+    await plain.aclose()
+    await fast.aclose()
