@@ -20,7 +20,7 @@ knowledge base that holds it is a candidate — and ``N``, ``avgdl`` come from
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from modelgrid.knowledge import bm25, fts_tokens
 
@@ -58,13 +58,6 @@ def counts(text: str) -> tuple[int, str]:
     terms = fts_tokens.terms(text)
     pairs = " ".join(f"{t}:{n}" for t, n in Counter(terms).items())
     return len(terms) + KB_TOKENS, f" {pairs} "
-
-
-def pairs(terms: str) -> Iterable[tuple[str, int]]:
-    """The ``(stem, count)`` pairs of a ``terms`` value."""
-    for pair in terms.split():
-        stem, _, n = pair.rpartition(":")
-        yield stem, int(n)
 
 
 def tf(terms: str, stem: str) -> int:
@@ -122,7 +115,6 @@ __all__ = [
     "INSERT",
     "STATS",
     "counts",
-    "pairs",
     "rank",
     "tf",
 ]

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits; ``_`` separates
 MIN_STEM = 3  # FTS5's porter leaves tokens shorter than 3 bytes alone
 MAX_STEM = 64  # ... and longer than FTS5_PORTER_MAX_TOKEN
+STEM_CACHE = 200_000  # tokens whose stems are remembered (emptied when full)
+_STEMS: dict[str, str] = {}
 
 
 @functools.cache
@@ -105,11 +107,18 @@ def words(text: str) -> list[str]:
 
 def stem(tokens: Iterable[str]) -> list[str]:
     """The Porter stems of unicode61 tokens, as FTS5's ``porter`` gives them."""
+    cache = _STEMS
     out = list(tokens)
-    stems: list[str] = _stemmer().stemWords(out)  # type: ignore[attr-defined]
     for i, token in enumerate(out):
-        if MIN_STEM <= len(token.encode()) <= MAX_STEM:
-            out[i] = _fts5_step2(stems[i])
+        stemmed = cache.get(token)
+        if stemmed is None:
+            stemmed = token
+            if MIN_STEM <= len(token.encode()) <= MAX_STEM:
+                stemmed = _fts5_step2(_stemmer().stemWord(token))  # type: ignore[attr-defined]
+            if len(cache) >= STEM_CACHE:
+                cache.clear()
+            cache[token] = stemmed
+        out[i] = stemmed
     return out
 
 

@@ -26,6 +26,7 @@ all lexical indexes (each ~10 bytes a distinct term it holds: ~1 kB for a 120-wo
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from array import array
 from collections import Counter
@@ -33,12 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelgrid.knowledge import bm25, fts_stats
+from modelgrid.knowledge import bm25
 from modelgrid.knowledge.cache import Key, RevisionCache, Source
 
 DEAD_SHARE = 0.2  # rebuild when more than this share of an index's chunks was deleted
 GROWTH = 2.0  # rebuild when it holds this many times the chunks of its last build
 MAX_SEGMENTS = 8  # rebuild rather than add a segment beyond this
+_PAIR = re.compile(r"(\S+):(\d+)")  # a ``terms`` value's pairs (``knowledge.fts_stats``)
 
 
 class TermSource(Source, Protocol):
@@ -101,13 +103,12 @@ def _segment(blobs: Sequence[str], offset: int) -> _Segment:
 
     vocab: dict[str, int] = {}
     codes, freqs, per_chunk = array("i"), array("i"), array("i")
+    code = vocab.setdefault
     for blob in blobs:
-        n = 0
-        for stem, count in fts_stats.pairs(blob):
-            codes.append(vocab.setdefault(stem, len(vocab)))
-            freqs.append(count)
-            n += 1
-        per_chunk.append(n)
+        found = _PAIR.findall(blob)  # [(stem, count)], in C
+        codes.extend([code(stem, len(vocab)) for stem, _ in found])
+        freqs.extend([int(n) for _, n in found])
+        per_chunk.append(len(found))
     columns = np.frombuffer(codes, dtype=np.int32) if codes else np.zeros(0, np.int32)
     positions = np.repeat(
         np.arange(offset, offset + len(blobs), dtype=np.int32),
