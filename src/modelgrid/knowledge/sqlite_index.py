@@ -560,7 +560,7 @@ class SqliteIndex:
         tokens = query_tokens(query)
         if not tokens or (documents is not None and not documents):
             return []
-        stems = await asyncio.to_thread(fts_tokens.stem, tokens)
+        stems = fts_tokens.stem(tokens)  # at most MAX_QUERY_TERMS: microseconds
         if self._lexical is not None:
             hits = await self._lexical.search(
                 self._terms, workspace_id, knowledge_base_id, stems, k, documents
