@@ -301,7 +301,7 @@ class KnowledgeSettings(BaseModel):
     ann_min_chunks: int = Field(default=20_000, ge=1)
     ann_max_vectors: int = Field(default=2_000_000, ge=1)
     ann_nprobe: int = Field(default=32, ge=1, le=65_536)
-    lexical_min_chunks: int = Field(default=5_000, ge=1)
+    lexical_min_chunks: int = Field(default=1_000, ge=1)
     lexical_max_chunks: int = Field(default=2_000_000, ge=1)
 
 

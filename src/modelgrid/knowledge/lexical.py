@@ -65,7 +65,7 @@ class LexicalSettings:
     max_chunks: Most chunks held over all lexical indexes (LRU eviction beyond).
     """
 
-    min_chunks: int = 5_000
+    min_chunks: int = 1_000
     max_chunks: int = 2_000_000
 
 
