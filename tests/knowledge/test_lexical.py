@@ -139,6 +139,13 @@ def test_tokens_equal_fts5s_own_over_the_bench_corpus() -> None:
         assert mine == [t for _, t in sorted(theirs[doc])], sorted(topics)[doc - 1]
         total += len(mine)
     assert total == 65_673  # the corpus of CPython 3.11's pydoc_data
+    # beyond the corpus: diacritics composed and combining, private use, digits of other
+    # scripts, letter numbers, symbols and ``_`` separating
+    odd = "cafe\u0301 na\u00efve \ue000x\ue001 x\u00b2y a+b \u00c5ngstr\u00f6m foo_bar \u0660\u0661 \u2160"
+    conn.execute("INSERT INTO f (rowid, text) VALUES (?, ?)", (len(texts) + 1, odd))
+    got = conn.execute("SELECT term FROM v WHERE doc = ? ORDER BY offset", (len(texts) + 1,))
+    assert fts_tokens.terms(odd) == [r[0] for r in got]
+    assert fts_tokens.terms(odd)[:2] == ["cafe", "naiv"]
     # FTS5's stemmer is Porter's C version: ``bli`` -> ``ble``, ``logi`` -> ``log``
     assert fts_tokens.terms("possibly analogies café Ünïcode x_y a") == [
         "possibl",

@@ -4,8 +4,9 @@
 FTS5 does, so its BM25 statistics count the same terms:
 
 - **unicode61** (sqlite.org/fts5.html section 4.3.1, ``fts5_unicode2.c``): Unicode letters,
-  digits and private-use characters (categories L*, N*, Co) are token characters, everything
-  else (``_`` and punctuation included) separates; tokens are case-folded and, with the
+  digits and (BMP) private-use characters (categories L*, N*, Co) are token characters, as
+  are combining diacritics (U+0300 to U+036F), everything else (``_`` and punctuation
+  included) separates; tokens are case-folded and, with the
   default ``remove_diacritics 1``, stripped of their diacritics (here: NFD, combining marks
   dropped);
 - **porter** (section 4.3.2, ``fts5PorterCb``): the Porter stemmer (M. F. Porter, "An
@@ -27,7 +28,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits; ``_`` separates
+# letters and digits (``_`` separates), the combining diacritics that fold away (U+0300 to
+# U+036F: unicode61 keeps them in their token) and the BMP's private-use area
+_TOKEN = re.compile(r"(?:[^\W_]|[\u0300-\u036f\ue000-\uf8ff])+", re.UNICODE)
 MIN_STEM = 3  # FTS5's porter leaves tokens shorter than 3 bytes alone
 MAX_STEM = 64  # ... and longer than FTS5_PORTER_MAX_TOKEN
 STEM_CACHE = 200_000  # tokens whose stems are remembered (emptied when full)
