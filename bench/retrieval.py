@@ -502,7 +502,8 @@ async def main() -> None:
         t_fill = time.perf_counter() - t0
         print(
             f"\n{size} chunks in one knowledge base (filler written at "
-            f"{written / t_fill if written else 0:.0f} chunks/s):"
+            f"{written / t_fill if written else 0:.0f} chunks/s; "
+            f"{datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC):"
         )
         ann, lex, mem = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
         modes = ["dense", "lexical", "hybrid-sequential", "hybrid", "dense-mem", "hybrid-mem"]
@@ -533,7 +534,10 @@ async def main() -> None:
         assert ann.served >= 2 * len(lat["dense-mem"]), ann.served  # -mem: from the graph
         if lex is not None:  # and from the postings
             assert lex.served >= 2 * len(lat["lexical-mem"]), lex.served
-        print(f"  load average now: {os.getloadavg()}")
+        print(
+            f"  load average now: {os.getloadavg()} "
+            f"({datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC)"
+        )
         await mem.aclose()
     if args.store == "sqlite":
         print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
