@@ -286,8 +286,8 @@ class KnowledgeSettings(BaseModel):
         lexical_min_chunks: A knowledge base with at least this many chunks gets in-process
             BM25 postings on SQLite (``knowledge.lexical``); smaller ones keep FTS5's MATCH,
             scored from the knowledge base's statistics tables.
-        lexical_max_chunks: Most chunks the gateway holds in BM25 postings (~1 kB each for a
-            120-word chunk; a budget beside ``ann_max_vectors``); LRU eviction beyond.
+        lexical_max_chunks: Most chunks the gateway holds in BM25 postings (~1.4 kB each for
+            a 120-word chunk; a budget beside ``ann_max_vectors``); LRU eviction beyond.
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
