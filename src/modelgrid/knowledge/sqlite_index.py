@@ -17,12 +17,11 @@ On first use it creates:
 
 - ``knowledge_fts``: FTS5 over ``text`` (a copy of each chunk's heading and text) and ``kb``
   (its knowledge base as one token, ``kb_token``), Porter-stemmed ``unicode61`` tokens; row
-  id = chunk id; ranked by FTS5's ``bm25()`` (Robertson's BM25, k1 = 1.2, b = 0.75) with
-  ``kb`` weighing 0. A query MATCHes ``kb`` and its words together, so FTS5 keeps to the
+  id = chunk id. A query MATCHes ``kb`` and its tokens together, so FTS5 keeps to the
   knowledge base without a join per matching row; the workspace is checked on the top ``k``.
-  A file from before (a one-column table) is rebuilt on open (``_ensure_tables``). FTS5's
-  ``bm25()`` pools every knowledge base's statistics, so it only finds the candidates: they are
-  scored from the knowledge base's own (``knowledge_fts_terms``, ``knowledge_fts_stats``:
+  A file from before (a one-column table) is rebuilt on open (``_ensure_tables``). FTS5's own
+  ``bm25()`` pools every knowledge base's statistics, so FTS5 only finds the candidates: they
+  are scored with BM25 (``knowledge.bm25``: k1 = 1.2, b = 0.75) from the knowledge base's own (``knowledge_fts_terms``, ``knowledge_fts_stats``:
   ``knowledge.fts_stats``, kept in each write and delete transaction, backfilled on open);
   a knowledge base of ``lexical``'s ``min_chunks`` chunks and more is searched through the
   process's postings instead (``knowledge.lexical``), with the same statistics and scores.
