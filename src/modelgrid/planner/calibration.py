@@ -182,12 +182,12 @@ async def measure(
 
 
 def behind(samples: Sequence[Sample]) -> list[tuple[Sample, float]]:
-    """The requests whose first token came after the last token of another on the same
-    (named) replica: each with the latest such last token."""
+    """The requests that waited behind another on the same (named) replica — sent before
+    its last token, first token after it: each with the latest such last token."""
     out = []
     for s in samples:
         ahead = [o.last_s for o in samples if o is not s and o.replica and
-                 o.replica == s.replica and o.last_s <= s.first_s]  # fmt: skip
+                 o.replica == s.replica and s.sent_s < o.last_s <= s.first_s]  # fmt: skip
         if ahead:
             out.append((s, max(ahead)))
     return out
