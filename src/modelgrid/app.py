@@ -164,6 +164,11 @@ def create_app(
             sessions,
             store,
             served_models=lambda: [c.model_id for c in models.cards()],
+            embedding_models=lambda: [
+                c.model_id
+                for c in models.cards()
+                if EMBEDDINGS in c.capabilities and "chat" not in c.capabilities
+            ],
             hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices, lambda: runner.wake()),
             files=file_store,
             batch=settings.batch,

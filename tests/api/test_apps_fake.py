@@ -135,6 +135,12 @@ def test_manage_apps(server: ThreadServer) -> None:
     # bad input: 400s naming what is wrong
     r = call(server, "POST", "/v1/apps", json={"name": "x", "model": "nope"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "unknown_model")
+    for method, path in (("POST", "/v1/apps"), ("POST", f"/v1/apps/{app['id']}")):
+        r = call(server, method, path, json={"name": "x", "model": "hash-embedding"})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "model"), path
+        assert r.json()["error"]["code"] == "model_not_chat"
+        assert "'hash-embedding' is an embedding model" in r.json()["error"]["message"]
+    assert call(server, "GET", f"/v1/apps/{app['id']}").json()["model"] == "fake-model"
     r = call(
         server,
         "POST",
@@ -588,6 +594,9 @@ def test_long_term_memory(server: ThreadServer, engine: RecordingEngine) -> None
     assert gone == {"id": "user-42", "object": "memory.fact.deleted", "deleted": True, "facts": 1}
     facts = call(server, "GET", "/v1/memories/user-42").json()["facts"]
     assert [f["fact"] for f in facts] == ["I live in Lyon.", "Prefers email."]
+    for bad in ("99999999999999999999999", "-5", "0"):  # no row has it: 404, not a 500
+        r = call(server, "DELETE", f"/v1/memories/user-42/facts/{bad}")
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "memory_fact_not_found")
     gone = call(server, "DELETE", "/v1/memories/user-42").json()
     assert gone == {"id": "user-42", "object": "memory.deleted", "deleted": True, "facts": 2}
     assert call(server, "GET", "/v1/memories/user-42").status_code == 404

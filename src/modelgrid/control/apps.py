@@ -12,7 +12,7 @@ tenant API (``/v1/apps``) and the CLI (``modelgrid apps``) both call this; calli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,15 +103,29 @@ class Apps:
     Args:
         sessions: The database.
         inventory: What exists now (the served models).
+        embedding_models: The served models that only embed (not an app's model).
     """
 
-    def __init__(self, sessions: Sessions, inventory: Callable[[], Inventory]) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        inventory: Callable[[], Inventory],
+        embedding_models: Callable[[], Iterable[str]] = lambda: (),
+    ) -> None:
         self._sessions = sessions
         self._inventory = inventory
+        self._embedding_models = embedding_models
 
     async def _check(self, workspace_id: str, model: str | None, kb_ids: list[str] | None) -> None:
         if model is not None:
             self._inventory().check_models([model], "model")
+            if model in set(self._embedding_models()):
+                raise InvalidRequestError(
+                    f"The model '{model}' is an embedding model: an app's model must generate "
+                    "text.",
+                    param="model",
+                    code="model_not_chat",
+                )
         if kb_ids:
             unknown = await unknown_knowledge_bases(self._sessions, workspace_id, kb_ids)
             if unknown:
@@ -121,7 +135,8 @@ class Apps:
         """Create an app in the workspace.
 
         Raises:
-            InvalidRequestError: a model nobody serves (``unknown_model``); a knowledge base
+            InvalidRequestError: a model nobody serves (``unknown_model``) or one that only
+                embeds (``model_not_chat``); a knowledge base
                 that is not the workspace's (``knowledge_base_not_found``).
         """
         kb_ids = list(dict.fromkeys(body.knowledge_base_ids))

@@ -29,6 +29,17 @@ def _fact(row: AppMemory) -> MemoryFact:
     return MemoryFact(id=row.id, fact=row.fact, created_at=int(aware(row.created_at).timestamp()))
 
 
+MAX_ROW_ID = 2**63 - 1  # the largest integer key SQLite and PostgreSQL (bigint) hold
+
+
+def _fact_not_found(memory_id: str, fact_id: int) -> NotFoundError:
+    return NotFoundError(
+        f"No such fact in memory '{memory_id}': {str(fact_id)[:24]}.",
+        param="fact_id",
+        code="memory_fact_not_found",
+    )
+
+
 class MemoryAdmin:
     """A workspace's memories (see the module docstring).
 
@@ -75,15 +86,13 @@ class MemoryAdmin:
             NotFoundError: no such memory, or no such fact of it.
         """
         check_memory_id(memory_id, "memory_id")
+        if fact_id is not None and not 1 <= fact_id <= MAX_ROW_ID:  # no row has it
+            raise _fact_not_found(memory_id, fact_id)
         async with self._sessions() as session, session.begin():
             n = await memory_rows.delete_facts(session, workspace_id, memory_id, fact_id)
             if n == 0:
                 if fact_id is not None:
-                    raise NotFoundError(
-                        f"No such fact in memory '{memory_id}': {fact_id}.",
-                        param="fact_id",
-                        code="memory_fact_not_found",
-                    )
+                    raise _fact_not_found(memory_id, fact_id)
                 raise memory_not_found(memory_id)
             await audit.record(
                 session,

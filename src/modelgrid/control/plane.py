@@ -33,6 +33,8 @@ class ControlPlane:
         topology: Where the topology lives (``LiveTopology`` or ``FileTopology``).
         served_models: Models served besides the topology's deployments (e.g. the gateway's
             embedding models); read on each check.
+        embedding_models: The served models that only embed (an app's model must generate
+            text); read on each check.
         hooks: Told after each change.
         files: Where files' bytes are kept (``<data_dir>/files``); ``None`` in a process that
             keeps none (``files``' operations on bytes then answer 503).
@@ -45,6 +47,7 @@ class ControlPlane:
         topology: TopologyStore,
         *,
         served_models: Callable[[], Iterable[str]] = lambda: (),
+        embedding_models: Callable[[], Iterable[str]] = lambda: (),
         hooks: Hooks | None = None,
         files: FileStore | None = None,
         batch: BatchSettings | None = None,
@@ -58,7 +61,7 @@ class ControlPlane:
         self.topology = TopologyAdmin(sessions, topology)
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
         self.batches = Batches(sessions, self.files, self.inventory, hooks)
-        self.apps = Apps(sessions, self.inventory)
+        self.apps = Apps(sessions, self.inventory, embedding_models)
         self.memories = MemoryAdmin(sessions)
 
     def inventory(self) -> Inventory:
