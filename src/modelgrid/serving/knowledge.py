@@ -53,6 +53,21 @@ def _ctx() -> CallContext:
     )
 
 
+def check_query(query: str) -> str:
+    """``query`` if it can be searched.
+
+    Raises:
+        InvalidRequestError: empty (or only spaces), or longer than ``MAX_QUERY_CHARS``.
+    """
+    if not query.strip():
+        raise InvalidRequestError("'query' must not be empty.", param="query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequestError(
+            f"'query' is longer than {MAX_QUERY_CHARS} characters.", param="query"
+        )
+    return query
+
+
 class IndexingMeter(BudgetsOnlyMeter):
     """The ``serving.meter.Meter`` of indexing (see the module docstring): billed at the
     online price."""
@@ -209,12 +224,7 @@ class Retrieval:
                 unknown mode.
             See ``EmbeddingService.embed`` for the query's embedding (dense and hybrid).
         """
-        if not query.strip():
-            raise InvalidRequestError("'query' must not be empty.", param="query")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidRequestError(
-                f"'query' is longer than {MAX_QUERY_CHARS} characters.", param="query"
-            )
+        check_query(query)
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidRequestError(f"'top_k' must be 1..{MAX_TOP_K}.", param="top_k")
         if mode not in MODES:
@@ -264,4 +274,5 @@ __all__ = [
     "Mode",
     "Retrieval",
     "Retrieved",
+    "check_query",
 ]

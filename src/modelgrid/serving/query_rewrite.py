@@ -137,11 +137,12 @@ async def model_query(
     query = clean_query(out.text) if out.finish_reason == "stop" else None
     if query is None:
         log.warning(
-            "query rewrite by %s unusable (finish %s, %d chars): using the concatenated query "
+            "query rewrite by %s unusable (finish %s, %d chars): searching with %s instead "
             "(request %s)",
             model,
             out.finish_reason,
             len(out.text),
+            "the conversation's turns" if history else "the query as asked",
             out.request_id,
         )
         fallback = concat_query([t.user for t in history], prompt)

@@ -28,6 +28,7 @@ from modelgrid.protocol.openai.vector_stores import (
     VectorStoreUpdate,
 )
 from modelgrid.serving.file_search import result_object
+from modelgrid.serving.knowledge import check_query
 from modelgrid.serving.query_rewrite import default_chat_model, model_query
 from modelgrid.tenancy import audit
 
@@ -101,8 +102,8 @@ async def search_vector_store(vs_id: str, request: Request, call: CallDep) -> di
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     if not queries:
         raise InvalidRequestError("'query' must not be empty.", param="query")
-    if body.rewrite_query:
-        queries = await _rewritten(call, vs_id, queries)
+    if body.rewrite_query:  # a query the search would refuse is refused before a rewrite
+        queries = await _rewritten(call, vs_id, [check_query(q) for q in queries])
     ranking = body.ranking_options
     hits = await _knowledge(call.state).file_search.search(
         call.principal,
