@@ -451,6 +451,9 @@ def test_usage_pages_and_totals(admin: Admin) -> None:
     for params, param in [({"month": "2026-13"}, "month"), ({"limit": 0}, "limit")]:
         r = admin("GET", "/usage", params=params)
         assert (r.status_code, r.json()["error"]["param"]) == (400, param)
+    for after in ("99999999999999999999999", "-5", "r"):  # no such record: no page, not page 1
+        r = admin("GET", "/usage", params={"after": after, "limit": 2})
+        assert (r.status_code, r.json()["error"]["param"]) == (404, "after"), after
 
 
 def test_invoice_json_and_csv(admin: Admin) -> None:

@@ -19,7 +19,7 @@ import io
 import re
 from datetime import datetime
 
-from modelgrid.core.errors import InvalidRequestError
+from modelgrid.core.errors import InvalidRequestError, NotFoundError
 from modelgrid.protocol.admin import (
     Invoice,
     InvoiceLine,
@@ -92,13 +92,17 @@ async def usage(
         after: ``last_id`` of the previous page.
 
     Raises:
-        NotFoundError: no such workspace. InvalidRequestError: a bad month or limit.
+        NotFoundError: no such workspace, or no record ``after``. InvalidRequestError: a
+            bad month or limit.
     """
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequestError(f"limit must be 1 to {MAX_PAGE}.", param="limit")
     start, end = month_bounds(month) if month is not None else (None, None)
     async with sessions() as session:
         ws_id = None if workspace is None else (await find_workspace(session, workspace)).id
+        if after is not None and await session.get(UsageRecord, after) is None:
+            # an unknown cursor is no page: answering the first one would loop a client
+            raise NotFoundError(f"No usage record '{after[:64]}'.", param="after")
         rows = await repo.usage_page(
             session, limit=limit + 1, after=after, workspace_id=ws_id, start=start, end=end
         )
