@@ -276,6 +276,10 @@ class KnowledgeSettings(BaseModel):
             embedding model).
         embed_batch: Chunks per metered embedding call while indexing.
         poll_interval_s: How often the indexer looks for pending documents.
+        indexing_concurrency: Documents one gateway indexes at once (their embedding calls
+            interleave on the replicas); a free slot goes to the oldest document of a
+            workspace with none being indexed, so one large document never holds up the
+            others' (``jobs.indexer``).
         lease_s: How long a gateway holds a document it indexes without renewing.
         ann_min_chunks: A knowledge base with at least this many chunks gets an in-process
             IVF index for dense search (``knowledge.ann``); smaller ones keep the exact scan.
@@ -297,6 +301,7 @@ class KnowledgeSettings(BaseModel):
     embedding_model: str | None = None
     embed_batch: int = Field(default=64, ge=1, le=2048)
     poll_interval_s: float = Field(default=1.0, gt=0)
+    indexing_concurrency: int = Field(default=2, ge=1, le=16)
     lease_s: float = Field(default=60.0, gt=0)
     ann_min_chunks: int = Field(default=20_000, ge=1)
     ann_max_vectors: int = Field(default=2_000_000, ge=1)

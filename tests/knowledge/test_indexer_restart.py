@@ -165,3 +165,53 @@ def test_a_failing_engine_leaves_the_document_pending_and_retries_later(
         assert db_rows(server, "SELECT count(*) AS n FROM knowledge_chunks")[0]["n"] == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_large_document_does_not_hold_up_another_workspaces(
+    settings_factory: SettingsFactory, concurrency: int
+) -> None:
+    """Workspace A's 24-chunk document (0.25 s an embedding call) is indexing when workspace
+    B adds a one-chunk one: with two slots (the default) B's is ready in about one call;
+    with one, B's waits for the whole of A's."""
+    url = settings_factory().database_url
+    a = create_key(url, name="a", workspace="a").plaintext
+    b = create_key(url, name="b", workspace="b").plaintext
+    s = settings_factory(
+        knowledge={
+            "poll_interval_s": 0.05,
+            "chunk_tokens": 40,
+            "chunk_overlap": 10,
+            "embed_batch": 1,
+            "indexing_concurrency": concurrency,
+        }
+    )
+    server = ThreadServer(s, lambda _s: [FakeEngine(), SlowHashEngine(0.25)])
+    server.api_key = a
+    server.start()
+    try:
+        big_kb = make_kb(server, a)
+        big = upload(server, big_kb["id"], GUIDE * 8, key=a).json()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = api(server, "GET", f"/v1/knowledge_bases/{big_kb['id']}/documents/{big['id']}")
+            if got.json()["chunks_done"] >= 1:
+                break
+            time.sleep(0.02)
+        small_kb = make_kb(server, b)
+        started = time.monotonic()
+        small = upload(server, small_kb["id"], b"# Hours\n\nOpen from nine to five.", key=b).json()
+        done = wait_ready(server, small_kb["id"], small["id"], key=b)
+        waited_s = time.monotonic() - started
+        assert done["status"] == "ready"
+        big_now = api(server, "GET", f"/v1/knowledge_bases/{big_kb['id']}/documents/{big['id']}")
+        if concurrency == 2:
+            assert waited_s < 2.0, waited_s
+            assert big_now.json()["status"] == "indexing"  # A's still going, beside it
+        else:
+            assert big_now.json()["status"] == "ready"  # B's waited for all of A's
+        big_done = wait_ready(server, big_kb["id"], big["id"], key=a)
+        assert (big_done["status"], big_done["chunks_done"]) == ("ready", big_done["chunks_total"])
+        assert big_done["chunks_total"] >= 16
+    finally:
+        server.stop()

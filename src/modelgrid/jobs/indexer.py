@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,18 +100,44 @@ class Indexer:
         self._wake.set()
 
     async def run_forever(self) -> None:
-        """Index until ``aclose``; each round takes what is pending."""
-        while not self._stopped:
-            try:
-                while not self._stopped and await self.tick():
-                    pass
-            except Exception:
-                log.exception("indexing round failed; trying again")
-            if self._stopped:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
-            self._wake.clear()
+        """Index until ``aclose``: up to ``settings.indexing_concurrency`` documents at once,
+        each slot going to the oldest unfinished document of a workspace that has none being
+        indexed here, else to the oldest one (so a workspace's large document shares the
+        replicas with the others' documents instead of holding them up for its whole length).
+        Returns once every document in flight has stopped between two steps."""
+        running: dict[asyncio.Task[None], tuple[str, str]] = {}  # document, workspace
+        try:
+            while not self._stopped:
+                try:
+                    while not self._stopped and len(running) < self.settings.indexing_concurrency:
+                        busy = {ws for _, ws in running.values()}
+                        claimed = await self._claim(busy, {doc for doc, _ in running.values()})
+                        if claimed is None:
+                            break
+                        task = asyncio.create_task(
+                            self._index_one(claimed[0]), name=f"index-{claimed[0]}"
+                        )
+                        running[task] = claimed
+                except Exception:
+                    log.exception("indexing round failed; trying again")
+                if self._stopped:
+                    return
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    [*running, woken],
+                    timeout=self.settings.poll_interval_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                woken.cancel()
+                self._wake.clear()
+                for task in [t for t in running if t.done()]:
+                    doc_id, _ = running.pop(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("indexing %s failed", doc_id, exc_info=task.exception())
+                        with contextlib.suppress(Exception):  # retried after RETRY_S, not now
+                            await self._release(doc_id, waiting="An internal error; retrying.")
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)  # each stops between steps
 
     async def aclose(self) -> None:
         """Stop after the step in flight (``run_forever`` returns)."""
@@ -120,15 +146,19 @@ class Indexer:
 
     async def tick(self) -> bool:
         """Index one unfinished document if one is free. Returns whether one was taken."""
-        doc_id = await self._claim()
-        if doc_id is None:
+        claimed = await self._claim()
+        if claimed is None:
             return False
-        await self._index_one(doc_id)
+        await self._index_one(claimed[0])
         return True
 
     # --- leases ------------------------------------------------------------------------------
 
-    async def _claim(self) -> str | None:
+    async def _claim(
+        self, busy: Set[str] = frozenset(), running: Set[str] = frozenset()
+    ) -> tuple[str, str] | None:
+        """Lease the oldest free unfinished document, one of a workspace not in ``busy`` if
+        there is one, never one of ``running`` (indexed here now): ``(document, workspace)``."""
         now = _now()
         free = or_(  # a pending document of ours waits for its retry time (``_release``)
             KnowledgeDocument.lease_owner.is_(None),
@@ -136,32 +166,33 @@ class Indexer:
             (KnowledgeDocument.lease_owner == self.owner)
             & (KnowledgeDocument.status == "indexing"),
         )
+        conds = [KnowledgeDocument.status.in_(UNFINISHED), free]
+        if running:
+            conds.append(KnowledgeDocument.id.not_in(sorted(running)))
+        rounds = [[KnowledgeDocument.workspace_id.not_in(sorted(busy))], []] if busy else [[]]
         async with self._sessions() as session, session.begin():
-            candidates = (
-                await session.execute(
-                    select(KnowledgeDocument.id)
-                    .where(KnowledgeDocument.status.in_(UNFINISHED), free)
-                    .order_by(KnowledgeDocument.created_at)
-                    .limit(5)
-                )
-            ).scalars()
-            for doc_id in list(candidates):
-                taken = await session.execute(
-                    update(KnowledgeDocument)
-                    .where(
-                        KnowledgeDocument.id == doc_id,
-                        KnowledgeDocument.status.in_(UNFINISHED),
-                        free,
+            for extra in rounds:
+                candidates = (
+                    await session.execute(
+                        select(KnowledgeDocument.id, KnowledgeDocument.workspace_id)
+                        .where(*conds, *extra)
+                        .order_by(KnowledgeDocument.created_at)
+                        .limit(5)
                     )
-                    .values(
-                        lease_owner=self.owner,
-                        lease_until=now + timedelta(seconds=self.settings.lease_s),
-                        status="indexing",
-                        error=None,
+                ).all()
+                for doc_id, workspace_id in candidates:
+                    taken = await session.execute(
+                        update(KnowledgeDocument)
+                        .where(KnowledgeDocument.id == doc_id, *conds)
+                        .values(
+                            lease_owner=self.owner,
+                            lease_until=now + timedelta(seconds=self.settings.lease_s),
+                            status="indexing",
+                            error=None,
+                        )
                     )
-                )
-                if taken.rowcount:
-                    return str(doc_id)
+                    if taken.rowcount:
+                        return str(doc_id), str(workspace_id)
         return None
 
     async def _progress(self, doc_id: str, **values: Any) -> None:
