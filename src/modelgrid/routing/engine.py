@@ -169,7 +169,9 @@ class RoutedEngine(RoutedModel[Engine]):
             placement = self.router.pick(self.model_id, hints, blocks, exclude=tried)
             engine = self._engine_for(placement.replica_id)
             if engine is not None:
-                return Route(hints, blocks, placement, engine, engine.prepare(request), tried)
+                route = Route(hints, blocks, placement, engine, engine.prepare(request), tried)
+                self.router.reserve(placement)  # seen by the next pick, before ``begin``
+                return route
             tried = (*tried, placement.replica_id)  # removed since the snapshot: skip it
 
     async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:

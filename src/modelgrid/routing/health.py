@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,6 +123,8 @@ class ReplicaHealth:
 
     breaker: CircuitBreaker
     in_flight: int = 0
+    # placements made and not yet sent (``Router.reserve``): their expiry times, oldest first
+    reserved: deque[float] = field(default_factory=deque)
     queue_depth: int = 0
     rtt_ms: float | None = None
     last_probe_ok: bool | None = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,7 +45,7 @@ from modelgrid.core.errors import (
 )
 from modelgrid.core.types import RoutingHints
 from modelgrid.routing import policies
-from modelgrid.routing.health import HealthBook
+from modelgrid.routing.health import HealthBook, ReplicaHealth
 from modelgrid.routing.policies import RegionSnapshot, ReplicaSnapshot
 from modelgrid.routing.prefix import PrefixTable
 from modelgrid.routing.topology import Deployment, Replica, Topology
@@ -103,6 +104,17 @@ def _spent(replica: Replica, tried: Collection[str]) -> bool:
     if replica.id not in tried:
         return False
     return replica.attempts == 1 or sum(rid == replica.id for rid in tried) >= replica.attempts
+
+
+RESERVATION_S = 2.0  # how long a placement not yet sent counts as in flight (``reserve``)
+
+
+def _reserved(h: ReplicaHealth) -> int:
+    """``h``'s reservations that have not expired (the expired ones dropped)."""
+    now = time.monotonic()
+    while h.reserved and h.reserved[0] <= now:
+        h.reserved.popleft()
+    return len(h.reserved)
 
 
 class Router:
@@ -214,7 +226,7 @@ class Router:
             available=bool(region and region.enabled)
             and self.ready(replica.id)
             and h.breaker.allows(),
-            in_flight=h.in_flight,
+            in_flight=h.in_flight + _reserved(h),
             queue_depth=h.queue_depth if reported is None else reported,
             max_concurrency=replica.max_concurrency,
             cached_prefixes=self.prefixes.owned(replica.id),
@@ -334,9 +346,19 @@ class Router:
 
     # --- bookkeeping -------------------------------------------------------------------------
 
+    def reserve(self, placement: Placement) -> None:
+        """A request was placed at ``placement`` and will be sent there (``begin``) once
+        admitted: it counts as in flight there from now, so requests placed in the same few
+        milliseconds see it and spread, for at most ``RESERVATION_S`` (a request refused
+        between its placement and its send, e.g. by a rate limit, leaves it to expire)."""
+        self.health.of(placement.replica_id).reserved.append(time.monotonic() + RESERVATION_S)
+
     def begin(self, placement: Placement) -> None:
-        """An attempt is being sent to ``placement``."""
+        """An attempt is being sent to ``placement`` (taking the place of one of its
+        reservations, if it holds any)."""
         h = self.health.of(placement.replica_id)
+        if h.reserved:
+            h.reserved.popleft()
         h.in_flight += 1
         h.breaker.on_send()
         for listener in self.on_begin:
