@@ -35,6 +35,8 @@ Tree (status, OpenAI type):
 - ``ServiceUnavailableError`` 503 ``service_unavailable`` (model not loaded, no healthy replica)
   - ``EngineRestartingError`` 503, code ``engine_restarting`` (its engine process is restarting)
   - ``ModelIntegrityError`` 503, code ``model_integrity`` (a model file's SHA-256 is wrong)
+  - ``ServerShutdownError`` 503, code ``server_shutting_down`` (a stream the server's
+    shutdown cut)
 - ``UpstreamTimeoutError`` 504 ``timeout``
 
 ``retryable`` (False unless set) marks a failure that happened before the replica started on
