@@ -161,7 +161,7 @@ def test_file_search_tool_is_checked() -> None:
     }])  # fmt: skip
     assert ranked is not None and ranked.ranker == "auto"
     assert echoed_tool(ranked.raw)["ranking_options"]["ranker"] == "auto"
-    assert echoed_tool(tool.raw)["ranking_options"] == {"ranker": "none", "score_threshold": 0.25}
+    assert echoed_tool(tool.raw)["ranking_options"] == {"score_threshold": 0.25}
     for tools, param in [
         ([{"type": "file_search"}], "tools[0].vector_store_ids"),
         (

@@ -7,7 +7,7 @@ SDK's ``types/responses/file_search_tool.py``, ``response_file_search_tool_call.
 "vector_store_ids": [...], "max_num_results"?: 1..50, "filters"?, "ranking_options"?:
 {"ranker"?, "score_threshold"?: 0..1, "hybrid_search"?}}``; one per request. ``ranker``
 ``auto`` / ``default-2024-11-15`` re-ranks (``serving.file_search``), absent or ``none`` does
-not, and the echoed tool says which.
+not; the echoed tool names the ranker only when one was asked for.
 """
 
 from __future__ import annotations
@@ -146,8 +146,9 @@ def echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
         "filters": tool.get("filters"),
         "max_num_results": tool.get("max_num_results") or DEFAULT_NUM_RESULTS,
         "ranking_options": {
-            # what ran: no re-ranking unless asked for (OpenAI's default is "auto")
-            "ranker": ranking.get("ranker") or "none",
+            # what ran: no re-ranking unless asked for (OpenAI's default is "auto"), so no
+            # ranker is named then (the SDK's type has no "none" for the tool)
+            **({"ranker": ranking["ranker"]} if ranking.get("ranker") else {}),
             "score_threshold": ranking.get("score_threshold") or 0.0,
             **(
                 {"hybrid_search": ranking["hybrid_search"]}
