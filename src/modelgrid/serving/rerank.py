@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from modelgrid.core.errors import ServiceUnavailableError
-from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import (
     CallContext,
     ChatMessage,
@@ -33,6 +32,7 @@ from modelgrid.core.types import (
     TokenLogprob,
 )
 from modelgrid.serving.generation import GenerationService
+from modelgrid.serving.model_text import side_context
 from modelgrid.tenancy.service import Principal
 
 RERANK_ENDPOINT = "rerank"  # the usage ledger's name for a re-ranking call
@@ -118,9 +118,7 @@ class ChatReranker:
         scores: list[float] = []
         prompt = completion = 0
         for passage in passages:
-            own = replace(
-                ctx, request_id=new_request_id(), started=time.perf_counter(), response_headers={}
-            )
+            own = side_context(ctx)
             request = InferenceRequest(
                 request_id=own.request_id,
                 model=model,
