@@ -37,8 +37,7 @@ one statement and one round trip.
 
 from __future__ import annotations
 
-K1 = 1.2
-B = 0.75
+from modelgrid.knowledge.bm25 import IDF_FLOOR, K1, B  # the formula's constants, one place
 
 CREATE = (
     "CREATE TABLE IF NOT EXISTS knowledge_pg_text ("
@@ -118,14 +117,14 @@ def rank_sql(only: str) -> str:
     otherwise evaluate the query's lexemes again for every matching chunk): the knowledge
     base's statistics, the query lexemes' IDF, and the matching chunks, found through the GIN
     index and the knowledge base before anything else is joined."""
-    k1, b = f"{K1}::float8", f"{B}::float8"
+    k1, b, floor = f"{K1}::float8", f"{B}::float8", f"{IDF_FLOOR}::float8"
     return (
         "WITH s AS MATERIALIZED (SELECT chunks::float8 AS n, length::float8 / chunks AS avgdl "
         "FROM knowledge_pg_stats WHERE knowledge_base_id = :kb AND chunks > 0), "
         "x AS MATERIALIZED (SELECT unnest(tsvector_to_array(to_tsvector('english', :q))) "
         "AS lexeme), "
         "w AS MATERIALIZED (SELECT d.lexeme, "
-        "greatest(ln((s.n - d.chunks + 0.5) / (d.chunks + 0.5)), 1e-6) AS idf "
+        f"greatest(ln((s.n - d.chunks + 0.5) / (d.chunks + 0.5)), {floor}) AS idf "
         "FROM x JOIN knowledge_pg_terms d ON d.knowledge_base_id = :kb "
         "AND d.lexeme = x.lexeme, s), "
         "l AS MATERIALIZED (SELECT array_agg(lexeme) AS lexemes FROM w), "
@@ -148,8 +147,6 @@ __all__ = [
     "CREATE",
     "DROP_STATS",
     "INSERT_TEXT",
-    "K1",
-    "B",
     "rank_sql",
     "subtract",
 ]
