@@ -646,6 +646,23 @@ class SqliteIndex:
             self._read_conns.clear()
 
 
+def _chunk_rows(
+    conn: Any, query: str, knowledge_base_id: str, workspace_id: str, ids: Sequence[int] | None
+) -> list[Any]:
+    """``query`` (its ``?``s: the knowledge base, the workspace; chunks aliased ``c``) over
+    every chunk, or over ``ids`` only, 500 ids a statement (SQLite's bound-parameter cap)."""
+    if ids is None:
+        return list(conn.execute(query, (knowledge_base_id, workspace_id)).fetchall())
+    rows: list[Any] = []
+    for i in range(0, len(ids), 500):
+        part = [int(x) for x in ids[i : i + 500]]
+        marks = ",".join("?" * len(part))
+        rows += conn.execute(
+            f"{query} AND c.id IN ({marks})", (knowledge_base_id, workspace_id, *part)
+        ).fetchall()
+    return rows
+
+
 class _Vectors:
     """The ``knowledge.ann.VectorSource`` of a ``SqliteIndex`` (its reader connections)."""
 
@@ -683,16 +700,7 @@ class _Vectors:
         )
 
         def read(conn: Any) -> tuple[list[tuple[int, str]], bytes]:
-            rows: list[Any] = []
-            if ids is None:
-                rows = conn.execute(query, (knowledge_base_id, workspace_id)).fetchall()
-            else:
-                for i in range(0, len(ids), 500):
-                    part = [int(x) for x in ids[i : i + 500]]
-                    marks = ",".join("?" * len(part))
-                    rows += conn.execute(
-                        f"{query} AND c.id IN ({marks})", (knowledge_base_id, workspace_id, *part)
-                    ).fetchall()
+            rows = _chunk_rows(conn, query, knowledge_base_id, workspace_id, ids)
             return [(int(r[0]), str(r[1])) for r in rows], b"".join(r[2] for r in rows)
 
         return await self._index._read(read)
@@ -726,16 +734,7 @@ class _Terms:
         )
 
         def read(conn: Any) -> list[tuple[int, str, int, str]]:
-            rows: list[Any] = []
-            if ids is None:
-                rows = conn.execute(query, (knowledge_base_id, workspace_id)).fetchall()
-            else:
-                for i in range(0, len(ids), 500):
-                    part = [int(x) for x in ids[i : i + 500]]
-                    marks = ",".join("?" * len(part))
-                    rows += conn.execute(
-                        f"{query} AND c.id IN ({marks})", (knowledge_base_id, workspace_id, *part)
-                    ).fetchall()
+            rows = _chunk_rows(conn, query, knowledge_base_id, workspace_id, ids)
             return [(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
         return await self._index._read(read)
