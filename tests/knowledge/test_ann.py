@@ -20,8 +20,8 @@ from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.storage import db
-from modelgrid.storage.models import KnowledgeBase, Workspace
 from tests.databases import BOTH_DATABASES
+from tests.knowledge.rows import add_knowledge_bases
 
 DIMS = 16
 PER_DOC = 100
@@ -42,24 +42,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     def make(ann: AnnCache | None) -> KnowledgeIndex:
         return SqliteIndex(path, ann) if path is not None else PgIndex(engine, ann)
 
-    now = datetime.datetime.now(datetime.UTC)
-    async with db.sessionmaker(engine)() as session, session.begin():
-        for ws in ("ws-a", "ws-b"):
-            session.add(Workspace(id=ws, name=ws))
-        await session.flush()
-        for ws, kb in (("ws-a", "kb-1"), ("ws-a", "kb-2"), ("ws-b", "kb-b")):
-            session.add(
-                KnowledgeBase(
-                    id=kb,
-                    workspace_id=ws,
-                    name=kb,
-                    region="local",
-                    embedding_model="m",
-                    chunk_tokens=800,
-                    chunk_overlap=400,
-                    created_at=now,
-                )
-            )
+    await add_knowledge_bases(engine, [("ws-a", "kb-1"), ("ws-a", "kb-2"), ("ws-b", "kb-b")])
     yield Store(engine, make)
     await engine.dispose()
 

@@ -23,7 +23,7 @@ from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query, query_tokens, sqlite_path
 from modelgrid.storage import db
-from modelgrid.storage.models import KnowledgeBase, Workspace
+from tests.knowledge.rows import add_knowledge_bases
 
 DIMS = 4
 VECTOR = b"\x00\x00\x80\x3f" * DIMS  # 1.0f each: the vectors play no part here
@@ -57,24 +57,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     if path is None:
         pytest.skip("SQLite's index")
     engine = db.create_engine(database_url)
-    now = datetime.datetime.now(datetime.UTC)
-    async with db.sessionmaker(engine)() as session, session.begin():
-        for ws in ("ws-a", "ws-b"):
-            session.add(Workspace(id=ws, name=ws))
-        await session.flush()
-        for ws, kb in (("ws-a", "kb-a"), ("ws-b", "kb-b")):
-            session.add(
-                KnowledgeBase(
-                    id=kb,
-                    workspace_id=ws,
-                    name=kb,
-                    region="local",
-                    embedding_model="m",
-                    chunk_tokens=800,
-                    chunk_overlap=400,
-                    created_at=now,
-                )
-            )
+    await add_knowledge_bases(engine, [("ws-a", "kb-a"), ("ws-b", "kb-b")])
     yield Store(engine, path)
     await engine.dispose()
 

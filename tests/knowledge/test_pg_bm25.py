@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.storage import db, migrate
-from modelgrid.storage.models import KnowledgeBase, Workspace
 from tests.databases import postgres_database
+from tests.knowledge.rows import add_knowledge_bases
 
 pytestmark = pytest.mark.postgres
 
@@ -47,24 +47,8 @@ def bm25_term(tf: int, length: int, avgdl: float, idf: float) -> float:
 
 async def add(engine: AsyncEngine, ws: str, kb: str, docs: list[str]) -> None:
     """The workspace and knowledge base (once) and documents in ``indexing``."""
+    await add_knowledge_bases(engine, [(ws, kb)])
     now = datetime.now(UTC)
-    async with db.sessionmaker(engine)() as session, session.begin():
-        if await session.get(Workspace, ws) is None:
-            session.add(Workspace(id=ws, name=ws))
-            await session.flush()
-        if await session.get(KnowledgeBase, kb) is None:
-            session.add(
-                KnowledgeBase(
-                    id=kb,
-                    workspace_id=ws,
-                    name=kb,
-                    region="local",
-                    embedding_model="m",
-                    chunk_tokens=800,
-                    chunk_overlap=400,
-                    created_at=now,
-                )
-            )
     async with engine.begin() as conn:
         await conn.execute(
             text(
