@@ -75,3 +75,60 @@ def test_dashscope(fake_server: ThreadServer, path: str) -> None:
         "code": "InvalidParameter",
         "message": "Invalid value for 'parameters.temperature': must be a finite number (got nan).",
     }
+
+
+SCHEMA_CHAT = (
+    f'{{"model": "{MODEL}", "messages": {USER}, "response_format": {{"type": "json_schema", '
+    '"json_schema": {"name": "n", "schema": {"type": "integer", "minimum": %s}}}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        # a free-form object: a JSON schema's bound (was a 500 from the grammar builder)
+        ("/v1/chat/completions", SCHEMA_CHAT, "response_format.json_schema.schema.minimum"),
+        # a tool's options (was a 500 after the answer had been generated and billed)
+        (
+            "/v1/responses",
+            f'{{"model": "{MODEL}", "input": "hi", "tools": [{{"type": "file_search", '
+            '"vector_store_ids": ["vs_x"], "ranking_options": {"hybrid_search": '
+            '{"embedding_weight": %s, "text_weight": 1}}}]}',
+            "tools[0].ranking_options.hybrid_search.embedding_weight",
+        ),
+        ("/v1/vector_stores/vs_x/search", '{"query": "q", "filters": {"type": "gt", '
+         '"key": "a", "value": %s}}', "filters.value"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "1e400"])
+def test_anywhere_in_a_body(
+    fake_server: ThreadServer, path: str, body: str, param: str, value: str
+) -> None:
+    r = post(fake_server, path, body % value)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert "must be a finite number" in r.json()["error"]["message"]
+
+
+def test_anywhere_in_a_body_in_each_protocols_shape(fake_server: ThreadServer) -> None:
+    schema = '{"type": "json_schema", "schema": {"type": "number", "maximum": Infinity}}'
+    anthropic = post(
+        fake_server,
+        "/v1/messages",
+        f'{{"model": "{MODEL}", "max_tokens": 4, "messages": {USER}, "output_format": {schema}}}',
+    )
+    assert anthropic.status_code == 400
+    assert anthropic.json()["error"]["type"] == "invalid_request_error"
+    dashscope = post(
+        fake_server,
+        "/api/v1/services/aigc/text-generation/generation",
+        f'{{"model": "{MODEL}", "input": {{"messages": {USER}}}, "parameters": '
+        '{"response_format": {"type": "json_object", "x": NaN}}}',
+    )
+    assert (dashscope.status_code, dashscope.json()["code"]) == (400, "InvalidParameter")
+    # a string that spells NaN is text, not a number: answered
+    text = post(
+        fake_server, "/v1/chat/completions", f'{{"model": "{MODEL}", "messages": '
+        '[{"role": "user", "content": "NaN and Infinity and 1e999"}]}',
+    )  # fmt: skip
+    assert text.status_code == 200

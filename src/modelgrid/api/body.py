@@ -5,10 +5,22 @@ where FastAPI's body parameter first builds Python objects with ``json.loads`` a
 validates them (and resolves the body as one more dependency). Errors come out exactly as
 FastAPI's would: a ``RequestValidationError`` whose locations start with ``"body"``, which
 ``api.errors`` turns into the 400 envelope with the offending ``param``.
+
+**Non-finite numbers.** pydantic-core's JSON parser accepts ``NaN`` and ``Infinity`` (JSON
+extensions) and reads ``1e400`` as infinity. Float fields refuse them (``allow_inf_nan=False``
+on the request models), but a value under a free-form object (a JSON schema, a tool's
+options, attributes, filters) would pass and reach arithmetic or the response's JSON (a 500
+after the answer was generated). So every body is refused with the same 400
+(``finite_number``, naming the value's path) when it holds one anywhere: a body that could
+(it spells ``NaN`` or ``Infinity``, or an exponent of three digits) is walked once; others, all
+but a few, cost two substring searches.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -18,6 +30,43 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 # pydantic-core's JSON parser on an unpaired UTF-16 surrogate escape (``"\ud800"``).
 _BAD_TEXT = "hex escape"
+_BIG_EXPONENT = re.compile(rb"[eE][+]?[0-9]{3}")
+
+
+def _non_finite(value: Any) -> tuple[tuple[str | int, ...], float] | None:
+    """The path and value of the first NaN or infinite number in a parsed JSON value."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return path, v
+        if isinstance(v, dict):
+            stack.extend(((*path, k), x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, list):
+            stack.extend(((*path, i), x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def _check_finite(raw: bytes) -> None:
+    """Raises: RequestValidationError (``finite_number``) at the first non-finite number."""
+    if b"NaN" not in raw and b"Infinity" not in raw and not _BIG_EXPONENT.search(raw):
+        return
+    try:
+        found = _non_finite(json.loads(raw))
+    except (ValueError, RecursionError):
+        return  # not JSON (or too deep): the model's own validation says so
+    if found is not None:
+        path, value = found
+        raise RequestValidationError(
+            [
+                {
+                    "type": "finite_number",
+                    "loc": ("body", *path),
+                    "msg": "Input should be a finite number",
+                    "input": value,
+                }
+            ]
+        )
 
 
 async def json_body(request: Request, model: type[M]) -> M:
@@ -35,6 +84,7 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
+    _check_finite(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
