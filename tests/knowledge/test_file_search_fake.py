@@ -301,3 +301,19 @@ def test_a_long_query_is_cut_to_its_last_tokens_before_it_is_embedded(
     rows = usage_rows(s, expect=before + 3)
     embedded = [u for u in rows[before:] if u["endpoint"] == "embeddings"]
     assert [u["prompt_tokens"] for u in embedded] == [256, 256]
+    # over 8,000 characters: the tool searches for the message's end (200); a search's own
+    # query is a 400, refused before anything is embedded or billed
+    huge = "x" * 8500 + " When is a refund granted?"  # few words: the fake model counts them
+    embedding.texts.clear()
+    r = api(s, "POST", "/v1/responses", json={
+        "model": "fake-model", "input": huge,
+        "tools": [{"type": "file_search", "vector_store_ids": [vs["id"]]}],
+    })  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["output"][0]["queries"] == [huge[-8000:]]
+    billed = len(usage_rows(s, expect=before + 5))
+    r = api(s, "POST", f"/v1/vector_stores/{vs['id']}/search", json={"query": huge})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "query")
+    time.sleep(0.3)
+    assert len(usage_rows(s, expect=billed)) == billed  # no embedding record for it
+    assert len(embedding.texts) == 1

@@ -42,7 +42,7 @@ from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.knowledge.fusion import DEFAULT
 from modelgrid.protocol.openai.attribute_filters import Filter, matches
-from modelgrid.serving.knowledge import Retrieval
+from modelgrid.serving.knowledge import Retrieval, check_query
 from modelgrid.serving.rerank import ChatReranker, reorder
 from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
 from modelgrid.tenancy.lookup import Sessions
@@ -158,6 +158,8 @@ class FileSearch:
         for i, vs_id in enumerate(vector_store_ids):
             where = param if param == "vector_store_id" else f"{param}[{i}]"
             stores.append(await self.stores.usable(principal, vs_id, where))
+        for query in queries:  # refused before any query is embedded (and billed)
+            check_query(query)
         fusion = DEFAULT if weights is None else DEFAULT.with_weights(*weights)
         best_score = fusion.best_score()
         vectors: dict[tuple[str, str], bytes] = {}

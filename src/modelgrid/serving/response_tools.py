@@ -27,6 +27,7 @@ from modelgrid.protocol.openai.file_search_tool import (
 )
 from modelgrid.protocol.openai.responses import item_id
 from modelgrid.serving.file_search import FileHit, FileSearch
+from modelgrid.serving.knowledge import MAX_QUERY_CHARS
 from modelgrid.tenancy.service import Principal
 
 
@@ -79,7 +80,9 @@ async def search_files(
             "The file_search tool searches for the last user message, and there is none.",
             param="input",
         )
-    query = messages[last].content or ""
+    # the message's end, cut to what a search takes: a long message is no 400 (its end is
+    # what the embedding reads anyway)
+    query = (messages[last].content or "")[-MAX_QUERY_CHARS:]
     hits = await search.search(
         principal,
         tool.vector_store_ids,
