@@ -610,6 +610,9 @@ def test_every_change_is_audited_without_secrets(admin: Admin) -> None:
     assert page["has_more"] is True
     older = admin.ok("GET", "/audit", params={"limit": 100, "before": entries[1]["id"]})
     assert older["data"] == entries[2:] and older["has_more"] is False
+    for before in ("99999999999999999999", "-99999999999999999999", "0"):  # no row's id: 400
+        r = admin("GET", "/audit", params={"before": before})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "before"), before
     only = admin.ok("GET", "/audit", params={"action": "key.revoke"})["data"]
     assert [e["target"] for e in only] == [f"api_key:{rotated['id']}"]
 

@@ -255,6 +255,8 @@ def test_the_console_root_leads_to_a_page(server: ThreadServer) -> None:
     bad = member.get("/audit", params={"before": "abc"})
     assert bad.status_code == 400
     assert "Invalid before" in bad.text
+    huge = member.get("/audit", params={"before": "99999999999999999999"})  # was a 500
+    assert huge.status_code == 400 and "audit entry id" in huge.text
 
 
 def test_rotate_shows_the_new_secret_once_and_revokes_the_old(server: ThreadServer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from modelgrid.core.errors import NotFoundError
+from modelgrid.protocol.admin import INT64_MAX
 from modelgrid.protocol.apps import MemoryDeleted, MemoryFact, MemoryObject
 from modelgrid.serving.memory import check_memory_id
 from modelgrid.storage import memory_rows
@@ -27,9 +28,6 @@ def memory_not_found(memory_id: str) -> NotFoundError:
 
 def _fact(row: AppMemory) -> MemoryFact:
     return MemoryFact(id=row.id, fact=row.fact, created_at=int(aware(row.created_at).timestamp()))
-
-
-MAX_ROW_ID = 2**63 - 1  # the largest integer key SQLite and PostgreSQL (bigint) hold
 
 
 def _fact_not_found(memory_id: str, fact_id: int) -> NotFoundError:
@@ -86,7 +84,7 @@ class MemoryAdmin:
             NotFoundError: no such memory, or no such fact of it.
         """
         check_memory_id(memory_id, "memory_id")
-        if fact_id is not None and not 1 <= fact_id <= MAX_ROW_ID:  # no row has it
+        if fact_id is not None and not 1 <= fact_id <= INT64_MAX:  # no row has it
             raise _fact_not_found(memory_id, fact_id)
         async with self._sessions() as session, session.begin():
             n = await memory_rows.delete_facts(session, workspace_id, memory_id, fact_id)

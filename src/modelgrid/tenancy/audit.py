@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelgrid.protocol.admin import AuditObject
+from modelgrid.core.errors import InvalidRequestError
+from modelgrid.protocol.admin import INT64_MAX, AuditObject
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import AuditEntry
 from modelgrid.tenancy.keys import KEY_PREFIX, parse_key_id
@@ -123,7 +124,15 @@ async def list_entries(
     workspace_id: str | None = None,
 ) -> tuple[list[AuditObject], bool]:
     """Entries newest first (of one workspace, when given) and whether more (older) ones
-    exist; ``before`` is an entry id (keyset pagination). One SQL statement."""
+    exist; ``before`` is an entry id (keyset pagination). One SQL statement.
+
+    Raises:
+        InvalidRequestError: ``before`` is no id a row can hold (1 to 2^63 - 1).
+    """
+    if before is not None and not 1 <= before <= INT64_MAX:
+        raise InvalidRequestError(
+            f"'before' must be an audit entry id, 1 to {INT64_MAX}.", param="before"
+        )
     async with sessions() as session:
         rows = await repo.list_audit(
             session,
