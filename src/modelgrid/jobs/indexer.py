@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,16 +103,21 @@ class Indexer:
     async def run_forever(self) -> None:
         """Index until ``aclose``: up to ``settings.indexing_concurrency`` documents at once,
         each slot going to the oldest unfinished document of a workspace that has none being
-        indexed here, else to the oldest one (so a workspace's large document shares the
-        replicas with the others' documents instead of holding them up for its whole length).
+        indexed here, else to the oldest one; no workspace holds more than all slots but one
+        (so a workspace's large documents share the replicas with the others' documents,
+        which find a slot free, instead of holding them up for their whole length).
         Returns once every document in flight has stopped between two steps."""
         running: dict[asyncio.Task[None], tuple[str, str]] = {}  # document, workspace
         try:
             while not self._stopped:
                 try:
                     while not self._stopped and len(running) < self.settings.indexing_concurrency:
-                        busy = {ws for _, ws in running.values()}
-                        claimed = await self._claim(busy, {doc for doc, _ in running.values()})
+                        held = Counter(ws for _, ws in running.values())
+                        most = max(1, self.settings.indexing_concurrency - 1)
+                        full = {ws for ws, n in held.items() if n >= most}
+                        claimed = await self._claim(
+                            set(held), {doc for doc, _ in running.values()}, full
+                        )
                         if claimed is None:
                             break
                         task = asyncio.create_task(
@@ -155,10 +161,14 @@ class Indexer:
     # --- leases ------------------------------------------------------------------------------
 
     async def _claim(
-        self, busy: Set[str] = frozenset(), running: Set[str] = frozenset()
+        self,
+        busy: Set[str] = frozenset(),
+        running: Set[str] = frozenset(),
+        full: Set[str] = frozenset(),
     ) -> tuple[str, str] | None:
         """Lease the oldest free unfinished document, one of a workspace not in ``busy`` if
-        there is one, never one of ``running`` (indexed here now): ``(document, workspace)``."""
+        there is one, never one of ``running`` (indexed here now) nor of a workspace in
+        ``full`` (holding its share of the slots): ``(document, workspace)``."""
         now = _now()
         free = or_(  # a pending document of ours waits for its retry time (``_release``)
             KnowledgeDocument.lease_owner.is_(None),
@@ -169,6 +179,8 @@ class Indexer:
         conds = [KnowledgeDocument.status.in_(UNFINISHED), free]
         if running:
             conds.append(KnowledgeDocument.id.not_in(sorted(running)))
+        if full:
+            conds.append(KnowledgeDocument.workspace_id.not_in(sorted(full)))
         rounds = [[KnowledgeDocument.workspace_id.not_in(sorted(busy))], []] if busy else [[]]
         async with self._sessions() as session, session.begin():
             for extra in rounds:
