@@ -265,13 +265,19 @@ def test_vector_store_search_rewrites_the_query(
     assert r.status_code == 404
     assert len(engine.of("rewrite")) == 2
     # nor does a query the search would refuse: the same 400 as without a rewrite
-    for query in ("battery " * 1001, ["fine", " "]):
+    for query in ("battery " * 1001, ["fine", " "], ["parcel"] * 11):
         r = call(server, "POST", search, json={"query": query, "rewrite_query": True})
         plain = call(server, "POST", search, json={"query": query})
         assert r.status_code == plain.status_code == 400
         assert r.json()["error"] == plain.json()["error"]
         assert r.json()["error"]["param"] == "query"
     assert len(engine.of("rewrite")) == 2
+    # ten queries is the cap (each one a billed rewrite)
+    r = call(server, "POST", search, json={"query": ["parcel"] * 11})
+    assert r.json()["error"]["message"] == "'query' has 11 queries; at most 10."
+    r = call(server, "POST", search, json={"query": ["parcel"] * 10, "rewrite_query": True})
+    assert r.status_code == 200, r.text
+    assert len(engine.of("rewrite")) == 12
 
 
 def wait_facts(s: ThreadServer, memory_id: str, timeout_s: float = 10) -> list[str]:

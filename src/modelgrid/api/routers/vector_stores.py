@@ -17,7 +17,7 @@ from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep, TenantCall
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.control.vector_stores import LIST_LIMIT_MAX
-from modelgrid.core.errors import InvalidRequestError, ServiceUnavailableError
+from modelgrid.core.errors import ServiceUnavailableError
 from modelgrid.protocol.openai.attribute_filters import parse_filter
 from modelgrid.protocol.openai.vector_stores import (
     FileBatchCreate,
@@ -99,9 +99,7 @@ async def delete_vector_store(vs_id: str, call: CallDep) -> dict[str, Any]:
 @router.post("/{vs_id}/search")
 async def search_vector_store(vs_id: str, request: Request, call: CallDep) -> dict[str, Any]:
     body = await json_body(request, VectorStoreSearch)
-    queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    if not queries:
-        raise InvalidRequestError("'query' must not be empty.", param="query")
+    queries = body.queries()
     if body.rewrite_query:  # a query the search would refuse is refused before a rewrite
         queries = await _rewritten(call, vs_id, [check_query(q) for q in queries])
     ranking = body.ranking_options

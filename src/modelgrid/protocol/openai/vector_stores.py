@@ -7,6 +7,11 @@ here). Bounds: ``static`` chunking takes ``max_chunk_size_tokens`` 100..4096 and
 ``chunk_overlap_tokens`` ≥ 0 and at most half of it; ``auto`` is 800 / 400;
 ``expires_after`` is ``{"anchor": "last_active_at", "days": 1..365}``; ``metadata`` at most
 16 pairs of 64 / 512 characters; ``max_num_results`` 1..50 (default 10).
+
+A search's ``query`` list is capped at ``MAX_SEARCH_QUERIES`` (10): OpenAI documents no cap,
+but each query is one embedding and, with ``rewrite_query``, one billed model call, so an
+uncapped list is unbounded work for one request; ten is several times what its own
+``file_search`` tool sends for one turn.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ METADATA_MAX_PAIRS = 16
 MAX_NUM_RESULTS = 50
 DEFAULT_NUM_RESULTS = 10
 FILE_IDS_MAX = 500
+MAX_SEARCH_QUERIES = 10
 FileStatus = Literal["in_progress", "completed", "cancelled", "failed"]
 
 
@@ -101,6 +107,24 @@ class VectorStoreSearch(BaseModel):
     max_num_results: int = Field(default=DEFAULT_NUM_RESULTS, ge=1, le=MAX_NUM_RESULTS)
     ranking_options: RankingOptions | None = None
     rewrite_query: StrictBool | None = None
+
+    def queries(self) -> list[str]:
+        """``query`` as a list of one or more strings (not yet checked for length or
+        blankness: ``serving.knowledge.check_query`` does that).
+
+        Raises:
+            InvalidRequestError: an empty list, or more than ``MAX_SEARCH_QUERIES``
+                (``param`` ``query``).
+        """
+        queries = [self.query] if isinstance(self.query, str) else list(self.query)
+        if not queries:
+            raise InvalidRequestError("'query' must not be empty.", param="query")
+        if len(queries) > MAX_SEARCH_QUERIES:
+            raise InvalidRequestError(
+                f"'query' has {len(queries)} queries; at most {MAX_SEARCH_QUERIES}.",
+                param="query",
+            )
+        return queries
 
 
 def chunking_bounds(
