@@ -33,6 +33,7 @@ def test_a_later_start_names_the_command_that_makes_a_key(
     hint = " ".join(later.err.split())
     assert "modelgrid keys create --workspace default" in hint
     assert "modelgrid keys create --admin --workspace admin" in hint
+    assert f"MODELGRID_DATA_DIR={tmp_path}" in hint  # which database the key goes to
 
     made = CliRunner().invoke(app, ["keys", "create", "--admin", "--workspace", "admin"])
     assert made.exit_code == 0, made.output

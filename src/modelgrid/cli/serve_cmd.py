@@ -111,7 +111,8 @@ def _bootstrap(s: Any) -> None:
         err_console.print(
             "keys: this database has them already (shown once, at its first start); a new "
             "one: `modelgrid keys create --workspace default`, an admin one: `modelgrid keys "
-            "create --admin --workspace admin`",
+            "create --admin --workspace admin` (with the same settings as this server: "
+            f"MODELGRID_DATA_DIR={s.data_dir})",
             highlight=False,
             soft_wrap=True,
         )
