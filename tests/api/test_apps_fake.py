@@ -287,17 +287,14 @@ def test_simple_references_are_every_passage(server: ThreadServer, engine: Recor
         f"Use this information:\n\n{refs[0]['text']}\n\n{refs[1]['text']}\n\n"
         "Question: When is a refund granted?",
     )
-    # file_ids keeps only those documents' chunks: another document's id leaves none
+    # file_ids keeps only those documents' chunks
+    [doc] = call(server, "GET", f"/v1/knowledge_bases/{kb}/documents").json()["data"]
     out = complete(
         server,
         app["id"],
-        {"input": {"prompt": "refund?"}, "parameters": {"rag_options": {"file_ids": ["doc-x"]}}},
+        {"input": {"prompt": "refund?"}, "parameters": {"rag_options": {"file_ids": [doc["id"]]}}},
     ).json()
-    assert out["output"]["doc_references"] == []
-    assert engine.prompts[-1][1] == (
-        "user",
-        "(The knowledge base has nothing on this.)\n\nQuestion: refund?",
-    )
+    assert {r["doc_id"] for r in out["output"]["doc_references"]} == {doc["id"]}
 
 
 def sse_events(raw: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -437,6 +434,10 @@ def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine
     app = make_app(server, knowledge_base_ids=[kb])
     other = create_key(server.settings.database_url, name="other", workspace="acme").plaintext
     other_app = make_app(server, other)
+    other_kb = ready_kb(server, other)
+    [foreign] = call(server, "GET", f"/v1/knowledge_bases/{other_kb}/documents", other).json()[
+        "data"
+    ]
     sid = complete(server, other_app["id"], {"input": {"prompt": "hi"}}, other).json()["output"][
         "session_id"
     ]
@@ -464,6 +465,15 @@ def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine
             },
             (400, "InvalidParameter"),
             "'kb-x', 'kb-y'",
+        ),
+        (  # an unknown document and another workspace's: the same answer
+            app["id"],
+            {
+                "input": {"prompt": "hi"},
+                "parameters": {"rag_options": {"file_ids": ["doc-x", foreign["id"], "doc-x"]}},
+            },
+            (400, "InvalidParameter"),
+            f"Unknown file ids 'doc-x', '{foreign['id']}': no document of the knowledge bases",
         ),
         (
             app["id"],

@@ -92,6 +92,20 @@ class AppStore:
         async with self._sessions() as session:
             return {i: name for i, name in (await session.execute(stmt)).all()}
 
+    async def documents_of(
+        self, workspace_id: str, knowledge_base_ids: Sequence[str], ids: Sequence[str]
+    ) -> set[str]:
+        """Those of ``ids`` that are documents of the workspace's ``knowledge_base_ids``."""
+        if not ids or not knowledge_base_ids:
+            return set()
+        stmt = select(KnowledgeDocument.id).where(
+            KnowledgeDocument.workspace_id == workspace_id,
+            KnowledgeDocument.knowledge_base_id.in_(list(knowledge_base_ids)),
+            KnowledgeDocument.id.in_(list(set(ids))),
+        )
+        async with self._sessions() as session:
+            return set((await session.execute(stmt)).scalars())
+
     def check_residency(self, principal: Principal) -> None:
         """Raises: PermissionDeniedError (``region_not_allowed``): the key may not keep data
         (the session) in this gateway's region."""

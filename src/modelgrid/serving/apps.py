@@ -19,7 +19,9 @@ JSON with their status):
    app's knowledge bases): an unknown id is a 400 naming every unknown one; a retrieval
    failure is the request's error, never swallowed. Per knowledge base the best ``top_k``;
    several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
-   chunks.
+   chunks; an id that is no document of the knowledge bases searched (unknown, another
+   knowledge base's or another workspace's: one answer, no existence leak) is a 400 naming
+   every such id, checked before any search.
 5. The prompt: the app's instructions as the system message (``${name}`` filled from
    ``biz_params.user_prompt_params``; the client's own system messages appended; with
    ``input.memory_id`` the facts that memory holds, ``serving.memory``); the
@@ -81,7 +83,7 @@ from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.query_rewrite import Rewritten, concat_query, model_query
-from modelgrid.storage.models import App
+from modelgrid.storage.models import App, KnowledgeBase
 from modelgrid.tenancy.service import Principal
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,20 @@ def cited(text: str, references: list[DocReference]) -> list[DocReference]:
     markers = {m.group(1) for m in MARKER.finditer(text)}
     used = [r for r in references if r.index_id in markers]
     return used or references
+
+
+def _refuse_unknown_files(unknown: list[str]) -> None:
+    """Raises: InvalidRequestError (``document_not_found``) naming every id of ``unknown``."""
+    if unknown:
+        names = ", ".join(f"'{i[:64]}'" for i in unknown[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidRequestError(
+            f"Unknown file id{plural} {names}{more}: no document of the knowledge bases "
+            "searched has that id.",
+            param="parameters.rag_options.file_ids",
+            code="document_not_found",
+        )
 
 
 def _retrieval_ctx(ctx: CallContext) -> CallContext:
@@ -204,6 +220,8 @@ class AppService(GenerationService):
         Raises:
             NotFoundError: ``app_not_found``, ``session_not_found`` (404).
             InvalidRequestError: unknown ``pipeline_ids`` (``knowledge_base_not_found``),
+                ``file_ids`` no document of those knowledge bases has
+                (``document_not_found``),
                 a conversation that does not end with a user turn.
             UnsupportedParameterError: ``metadata_filter``, ``tags``.
             PermissionDeniedError: ``region_not_allowed``; see ``Generation.open``.
@@ -231,9 +249,10 @@ class AppService(GenerationService):
             if rag is not None and rag.pipeline_ids is not None
             else list(app.knowledge_base_ids)
         )
+        bases, file_ids = await self._sources(ws, pipeline_ids, rag)
         rewritten = await self._query(principal, app, history, user_text, pipeline_ids, ctx)
         query = rewritten.query
-        refs = await self._retrieve(principal, app, pipeline_ids, query, rag, ctx)
+        refs = await self._retrieve(principal, app, bases, file_ids, query, ctx)
         instructions = _instructions(app, inp.biz_params)
         indexed = inp.doc_reference_type == "indexed"
         if client_system:
@@ -351,19 +370,16 @@ class AppService(GenerationService):
             history.append(Turn(pending, ""))
         return history, _content(turns[-1]), system
 
-    async def _retrieve(
-        self,
-        principal: Principal,
-        app: App,
-        pipeline_ids: list[str],
-        query: str,
-        rag: Any,
-        ctx: CallContext,
-    ) -> list[DocReference]:
-        if not pipeline_ids:
-            return []
-        ws = principal.workspace_id
-        bases = await self.store.knowledge_bases(ws, pipeline_ids)
+    async def _sources(
+        self, ws: str, pipeline_ids: list[str], rag: Any
+    ) -> tuple[dict[str, KnowledgeBase], set[str] | None]:
+        """The knowledge bases to search, by id, and the ``file_ids`` filter (``None``: every
+        document), checked before the query is made (a bad id costs no rewrite).
+
+        Raises:
+            InvalidRequestError: ``knowledge_base_not_found``, ``document_not_found``.
+        """
+        bases = await self.store.knowledge_bases(ws, pipeline_ids) if pipeline_ids else {}
         unknown = [i for i in pipeline_ids if i not in bases]
         if unknown:
             names = ", ".join(f"'{i[:64]}'" for i in unknown)
@@ -374,10 +390,29 @@ class AppService(GenerationService):
                 param="parameters.rag_options.pipeline_ids",
                 code="knowledge_base_not_found",
             )
+        bases = {i: bases[i] for i in pipeline_ids}  # in the request's order (fusion's)
+        if rag is None or not rag.file_ids:
+            return bases, None
+        known = await self.store.documents_of(ws, pipeline_ids, rag.file_ids)
+        _refuse_unknown_files([i for i in dict.fromkeys(rag.file_ids) if i not in known])
+        return bases, known
+
+    async def _retrieve(
+        self,
+        principal: Principal,
+        app: App,
+        bases: dict[str, KnowledgeBase],
+        file_ids: set[str] | None,
+        query: str,
+        ctx: CallContext,
+    ) -> list[DocReference]:
+        pipeline_ids = list(bases)
+        if not pipeline_ids:
+            return []
+        ws = principal.workspace_id
         retrieval = self._retrieval()
         if retrieval is None:
             raise ServiceUnavailableError("Knowledge bases are not available in this gateway.")
-        file_ids = set(rag.file_ids) if rag is not None and rag.file_ids else None
         top_k = app.top_k
         depth = FILTERED_DEPTH if file_ids else top_k
         mode: Mode = app.retrieval_mode  # type: ignore[assignment]  # written from ``RetrievalMode`` only
