@@ -506,16 +506,16 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
             nprobe=settings.knowledge.ann_nprobe,
         )
     )
-    if path is not None:
-        lexical = LexicalCache(
-            LexicalSettings(
-                min_chunks=settings.knowledge.lexical_min_chunks,
-                max_chunks=settings.knowledge.lexical_max_chunks,
-            )
+    lexical = LexicalCache(
+        LexicalSettings(
+            min_chunks=settings.knowledge.lexical_min_chunks,
+            max_chunks=settings.knowledge.lexical_max_chunks,
         )
+    )
+    if path is not None:
         index = SqliteIndex(path, ann, lexical)
     elif settings.database_url.startswith("postgresql"):
-        index = PgIndex(state.db, ann)
+        index = PgIndex(state.db, ann, lexical)
     else:
         return None
     models = state.models

@@ -39,6 +39,7 @@ from modelgrid.knowledge import pg_bm25, revisions
 from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
+from modelgrid.knowledge.lexical import LexicalCache
 
 _WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_TERMS = 64
@@ -86,13 +87,19 @@ class PgIndex:
         engine: The gateway's database engine (its own pool; the index opens no other).
         ann: The process's approximate nearest-neighbour graphs for large knowledge bases
             (``knowledge.ann``; ``None``: every dense search is the exact scan).
+        lexical: The process's BM25 postings of large knowledge bases (``knowledge.lexical``;
+            ``None``: every BM25 search is ``pg_bm25.rank_sql``).
     """
 
-    def __init__(self, engine: AsyncEngine, ann: AnnCache | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, ann: AnnCache | None = None, lexical: LexicalCache | None = None
+    ) -> None:
         self._engine = engine
         self._ready = False
         self._ann = ann
+        self._lexical = lexical
         self._source = _Vectors(self)
+        self._terms = _Terms(self)
 
     async def _tables(self) -> None:
         if self._ready:
@@ -274,11 +281,24 @@ class PgIndex:
     ) -> list[tuple[int, float]]:
         """The ``k`` best chunks of the knowledge base by BM25 (k1 = 1.2, b = 0.75; the formula
         and its source: ``knowledge.pg_bm25``): ``(chunk id, score)``, best first, ties by
-        chunk id; ``[]`` for a query without a word or an empty ``documents``."""
+        chunk id; ``[]`` for a query without a word or an empty ``documents``. A knowledge
+        base the process holds postings of (``knowledge.lexical``) is ranked from them, with
+        the same statistics and scores; any other runs ``pg_bm25.rank_sql``."""
         terms = ts_query(query)
         if terms is None or (documents is not None and not documents):
             return []
         await self._tables()
+        if self._lexical is not None:
+            hits = await self._lexical.search(
+                self._terms,
+                workspace_id,
+                knowledge_base_id,
+                await self._terms.lexemes(terms),
+                k,
+                documents,
+            )
+            if hits is not None:
+                return hits
         only, extra = self._only(documents)
         stmt = text(pg_bm25.rank_sql(only))
         if documents is not None:
@@ -303,9 +323,12 @@ class PgIndex:
         }
 
     async def aclose(self) -> None:
-        """The ANN graphs' builds stopped (the engine is the gateway's: not closed)."""
+        """The ANN graphs' and postings' builds stopped (the engine is the gateway's: not
+        closed)."""
         if self._ann is not None:
             await self._ann.aclose()
+        if self._lexical is not None:
+            await self._lexical.aclose()
 
 
 class _Vectors:
@@ -349,6 +372,59 @@ class _Vectors:
                 part = [int(x) for x in (ids or ())[i : i + 5000]]
                 rows += (await conn.execute(stmt, {**args, "ids": part})).all()
         return [(int(r[0]), str(r[1])) for r in rows], b"".join(bytes(r[2]) for r in rows)
+
+
+class _Terms:
+    """The ``knowledge.lexical.TermSource`` of a ``PgIndex``: each chunk's lexemes, read from
+    its ``tsvector`` as ``pg_bm25.rank_sql`` counts them (a lexeme's positions; 1 if it has
+    none), and the query's."""
+
+    # "lexeme:count lexeme:count" (``knowledge.lexical`` parses ``(\S+):(\d+)``: a lexeme
+    # never holds a space; one ending in ":digits" still parses, the pattern being greedy)
+    _READ = (
+        "SELECT c.id, c.document_id, t.length, (SELECT coalesce(string_agg(u.lexeme || ':' "
+        "|| coalesce(array_length(u.positions, 1), 1), ' '), '') FROM unnest(t.tsv) u) "
+        "FROM knowledge_chunks c JOIN knowledge_pg_text t ON t.chunk_id = c.id "
+        "WHERE c.knowledge_base_id = :kb AND c.workspace_id = :ws"
+    )
+
+    def __init__(self, index: PgIndex) -> None:
+        self._engine = index._engine
+        self.state = _Vectors(index).state
+
+    async def lexemes(self, terms: str) -> list[str]:
+        """The distinct lexemes of a ``ts_query`` string, as ``rank_sql`` weighs them: each
+        once, however often the query names it (``knowledge.lexical`` counts a repeated stem
+        again, so it gets them deduplicated)."""
+        stmt = text("SELECT tsvector_to_array(to_tsvector('english', :q))")
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(stmt, {"q": terms})).scalar()
+        return [str(x) for x in found or ()]
+
+    async def ids(self, workspace_id: str, knowledge_base_id: str) -> list[tuple[int, str]]:
+        stmt = text(
+            "SELECT id, document_id FROM knowledge_chunks "
+            "WHERE knowledge_base_id = :kb AND workspace_id = :ws"
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt, {"kb": knowledge_base_id, "ws": workspace_id})).all()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def terms(
+        self, workspace_id: str, knowledge_base_id: str, ids: Sequence[int] | None
+    ) -> list[tuple[int, str, int, str]]:
+        args: dict[str, Any] = {"kb": knowledge_base_id, "ws": workspace_id}
+        rows: list[Any] = []
+        async with self._engine.connect() as conn:
+            if ids is None:
+                rows = list((await conn.execute(text(self._READ), args)).all())
+            for i in range(0, len(ids or ()), 5000):  # under asyncpg's 32,767 parameters
+                stmt = text(self._READ + " AND c.id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                )
+                part = [int(x) for x in (ids or ())[i : i + 5000]]
+                rows += (await conn.execute(stmt, {**args, "ids": part})).all()
+        return [(int(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
 
 __all__ = ["PgIndex", "ts_query"]

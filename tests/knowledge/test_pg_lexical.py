@@ -1,0 +1,223 @@
+"""``knowledge.lexical``'s postings behind ``PgIndex`` on the real PostgreSQL at
+127.0.0.1:5432: once built, they rank as ``pg_bm25.rank_sql`` does (same ids, scores to 1e-9
+relative) with and without a documents filter, after a delete (masked) and after a new
+document (a new segment), each seen by the revision; a repeated query word counts once, as in
+``rank_sql``; another workspace gets nothing of the knowledge base.
+
+The corpus (seeded): 6 documents of 10 chunks in ``kb-a`` (60 chunks, postings from 20), 30
+lookalike chunks in ``ws-b``'s ``kb-b``; each chunk 5..40 words drawn from a small vocabulary
+with words sharing a stem (``refund``/``refunds``/``refunding``) and stop words, some with a
+heading (which is searchable too).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelgrid.knowledge.chunking import Chunk
+from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
+from modelgrid.knowledge.pg_index import PgIndex
+from modelgrid.storage import db
+from tests.databases import postgres_database
+from tests.knowledge.rows import add_knowledge_bases
+
+pytestmark = pytest.mark.postgres
+
+VOCAB = [
+    "refund",
+    "refunds",
+    "refunding",
+    "policy",
+    "shipping",
+    "ship",
+    "warranty",
+    "parts",
+    "days",
+    "weeks",
+    "delivery",
+    "courier",
+    "parcel",
+    "damaged",
+    "goods",
+    "invoice",
+    "payment",
+    "card",
+    "bank",
+    "transfer",
+    "account",
+    "the",
+    "of",
+    "and",
+    "to",
+    "is",
+    "a",
+    "not",
+    "final",
+    "granted",
+    "window",
+    "returns",
+    "return",
+]
+QUERIES = [
+    "refund policy",
+    "refund refunds refunding window",  # one lexeme 'refund', counted once
+    "damaged parcel courier days",
+    "the bank transfer of a payment invoice account",
+    "warranty",
+    "zebra granted",  # a word no chunk holds
+]
+SETTINGS = LexicalSettings(min_chunks=20)
+
+
+def texts(seed: int, n: int) -> list[Chunk]:
+    rng = random.Random(seed)
+    return [
+        Chunk(
+            rng.choice(["", "", "Refund policy", "Shipping"]),
+            " ".join(rng.choices(VOCAB, k=rng.randint(5, 40))),
+            9,
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = db.create_engine(pg_url)
+    await add_knowledge_bases(eng, [("ws-a", "kb-a"), ("ws-b", "kb-b")])
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+async def write(engine: AsyncEngine, index: PgIndex, ws: str, kb: str, doc: str, seed: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
+                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
+                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
+                "0, 0, 0, :now)"
+            ),
+            {"d": doc, "ws": ws, "kb": kb, "now": datetime.now(UTC)},
+        )
+    chunks = texts(seed, 30 if kb == "kb-b" else 10)
+    assert await index.write_document(ws, kb, doc, chunks, [b"\0" * 8] * len(chunks), 2)
+
+
+def same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [c for c, _ in got] == [c for c, _ in want]
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert math.isclose(a, b, rel_tol=1e-9), (a, b)
+
+
+async def check(
+    exact: PgIndex, fast: PgIndex, cache: LexicalCache, docs: list[str] | None = None
+) -> None:
+    """Every query, the top 5 and every match: the postings answer (counted) as the SQL."""
+    served = cache.served
+    for query in QUERIES:
+        for k in (5, 100):
+            want = await exact.lexical("ws-a", "kb-a", query, k, docs)
+            same(await fast.lexical("ws-a", "kb-a", query, k, docs), want)
+    assert cache.served == served + 2 * len(QUERIES)
+
+
+async def test_the_postings_rank_as_rank_sql(engine: AsyncEngine) -> None:
+    cache = LexicalCache(SETTINGS)
+    exact, fast = PgIndex(engine), PgIndex(engine, lexical=cache)
+    for d in range(6):
+        await write(engine, exact, "ws-a", "kb-a", f"d{d}", d)
+    await write(engine, exact, "ws-b", "kb-b", "b0", 99)
+    async with engine.connect() as conn:
+        by_doc = {
+            int(c): str(d)
+            for c, d in await conn.execute(text("SELECT id, document_id FROM knowledge_chunks"))
+        }
+    # cold: rank_sql's answer while the postings build
+    first = await exact.lexical("ws-a", "kb-a", QUERIES[0], 10)
+    assert await fast.lexical("ws-a", "kb-a", QUERIES[0], 10) == first
+    assert cache.served == 0
+    await cache.wait()
+    assert (cache.builds, cache.items) == (1, 60)
+    everything = await exact.lexical("ws-a", "kb-a", QUERIES[0], 100)
+    assert len(everything) > 40 and {by_doc[c] for c, _ in everything} == {
+        f"d{d}" for d in range(6)
+    }  # a query that ranks most of the knowledge base, never kb-b's chunks
+    await check(exact, fast, cache)
+    # a repeated word is one lexeme, weighed once: "refund refund" scores as "refund"
+    once = await fast.lexical("ws-a", "kb-a", "refund", 100)
+    assert once and await fast.lexical("ws-a", "kb-a", "refund refunds refund", 100) == once
+    assert await fast.lexical("ws-a", "kb-a", "the of and", 10) == []  # stop words only
+    # a documents filter: only theirs, with the whole knowledge base's statistics
+    await check(exact, fast, cache, ["d1", "d4"])
+    only = await fast.lexical("ws-a", "kb-a", QUERIES[0], 100, ["d1", "d4"])
+    assert only == [h for h in everything if by_doc[h[0]] in ("d1", "d4")]
+    assert await fast.lexical("ws-a", "kb-a", QUERIES[0], 10, ["b0"]) == []  # ws-b's
+    # another workspace: nothing of kb-a, from the SQL or from (its own, empty) postings
+    assert await exact.lexical("ws-b", "kb-a", QUERIES[0], 10) == []
+    assert await fast.lexical("ws-b", "kb-a", QUERIES[0], 10) == []
+    await cache.wait()
+    assert await fast.lexical("ws-b", "kb-a", QUERIES[0], 10) == []
+    # a delete (10 of 60 chunks: masked, not rebuilt), seen by the revision
+    assert await exact.delete_document("ws-a", "d2")
+    served = cache.served
+    assert await fast.lexical("ws-a", "kb-a", QUERIES[2], 10) == await exact.lexical(
+        "ws-a", "kb-a", QUERIES[2], 10
+    )
+    assert cache.served == served  # stale: rank_sql answered, the refresh started
+    await cache.wait()
+    assert (cache.builds, cache.refreshes) == (2, 1)  # the ws-b build, then the refresh
+    await check(exact, fast, cache)
+    assert all(by_doc[c] != "d2" for c, _ in await fast.lexical("ws-a", "kb-a", "refund", 100))
+    # a new document: a new segment
+    await write(engine, exact, "ws-a", "kb-a", "d6", 6)
+    await fast.lexical("ws-a", "kb-a", QUERIES[0], 10)
+    await cache.wait()
+    assert (cache.builds, cache.refreshes) == (2, 2)
+    await check(exact, fast, cache)
+    await check(exact, fast, cache, ["d6", "d0"])
+    await exact.aclose()
+    await fast.aclose()
+
+
+async def test_terms_are_the_tsvectors_lexemes_and_counts(engine: AsyncEngine) -> None:
+    """The ``TermSource`` rows: a lexeme's count is its positions (rank_sql's tf), the length
+    the stored one, a lexeme with a colon still parses, and reads by id batch."""
+    index = PgIndex(engine, lexical=LexicalCache(SETTINGS))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
+                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
+                "tokens, created_at) VALUES ('t', 'ws-a', 'kb-a', 'k', 'x', 'text', 0, "
+                "'indexing', 0, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+    chunks = [Chunk("Refunds", "refund the refunds, see example.com:8080", 9), Chunk("", "a", 1)]
+    assert await index.write_document("ws-a", "kb-a", "t", chunks, [b"\0" * 8] * 2, 2)
+    source = index._terms
+    rows = await source.terms("ws-a", "kb-a", None)
+    first, second = sorted(rows)
+    assert first[1:] == ("t", 5, "example.com:8080:1 refund:3 see:1")
+    assert second[1:] == ("t", 0, "")  # a stop word alone: no lexeme, length 0
+    assert await source.terms("ws-a", "kb-a", [first[0]]) == [first]
+    assert await source.terms("ws-b", "kb-a", None) == []
+    assert sorted(await source.ids("ws-a", "kb-a")) == [(first[0], "t"), (second[0], "t")]
+    assert await source.lexemes("refund | refunds | the | window") == ["refund", "window"]
+    await index.aclose()
