@@ -6,8 +6,8 @@ The product's own pieces, without HTTP: ``knowledge.chunking.chunk_sections`` (8
 fitted to the model: 256/128 for all-MiniLM-L6-v2), the packaged all-MiniLM-L6-v2 through
 ``engines.embedding`` (the engine the gateway serves; called directly, not metered), the
 ``SqliteIndex`` (sqlite-vec + FTS5) in a throwaway migrated SQLite file (``--store postgres``:
-the ``PgIndex``, full-text search and an exact vector scan, in a throwaway migrated database
-on the PostgreSQL server of ``--pg``), and
+the ``PgIndex``, full-text search (``pg_bm25.rank_sql``) and an exact vector scan, in a
+throwaway migrated database on the PostgreSQL server of ``--pg``), and
 ``knowledge.fusion.reciprocal_rank_fusion`` (k = 60) over the two retrievers' top 50, as
 ``serving.knowledge.Retrieval`` does.
 
@@ -39,9 +39,11 @@ two reads at once (the index's two read connections, as ``Retrieval`` does);
 ``hybrid-sequential``, one after the other, is the baseline measured in the same run.
 ``dense-mem`` and ``hybrid-mem`` run on a second index over the same store with the
 process's own indexes: ``knowledge.ann``'s IVF index (its cold first search, build time, RSS
-growth and recall@50 against the exact scan per nprobe are printed first) and, on SQLite,
+growth and recall@50 against the exact scan per nprobe are printed first) and
 ``knowledge.lexical``'s BM25 postings (``lexical-mem``; build time and RSS growth printed);
-the exact ``dense`` and ``hybrid`` are their baseline. On SQLite, ``lexical`` is FTS5's
+the exact ``dense``, ``lexical`` and ``hybrid`` are their baseline. On PostgreSQL,
+``lexical`` is ``pg_bm25.rank_sql`` (the GIN index's matches, each scored in SQL). On SQLite,
+``lexical`` is FTS5's
 MATCH scored from the knowledge base's own statistics (``knowledge.fts_stats``, the path of
 small knowledge bases), ``lexical-fts5`` FTS5's own ``bm25()`` over the shared table (the
 query before per-knowledge-base statistics: the baseline of ``lexical-mem`` and ``lexical``)
@@ -50,8 +52,9 @@ and ``lexical-join`` the BM25 query before #13 (the words alone, each match join
 (``--latency-questions N``: the first N questions only, for the slow exact scan on
 PostgreSQL at 100k).
 
-Quality on SQLite is also given for ``lexical-fts5`` and ``lexical-mem`` (the corpus is the
-only knowledge base then, so FTS5's pooled statistics are its own: the three agree).
+Quality is also given for ``lexical-mem`` (equal to ``lexical``: the same scores) and on
+SQLite for ``lexical-fts5`` (the corpus is the only knowledge base then, so FTS5's pooled
+statistics are its own: the three agree).
 
 Run from the repository root (embeddings and knowledge extras installed)::
 
@@ -283,16 +286,16 @@ async def ann_graph(
     qs: Sequence[tuple[str, str, str]],
     qvec: Sequence[bytes],
     dims: int,
-) -> tuple[AnnCache, LexicalCache | None, KnowledgeIndex]:
+) -> tuple[AnnCache, LexicalCache, KnowledgeIndex]:
     """A second index on the same store with ``knowledge.ann``'s IVF index (built for every
     knowledge base of at least 1 chunk): the cold first search (the exact scan, starting the
     build), the build's time and the process's RSS growth, and the graph's recall@50 against
-    the exact scan per ``nprobe``; on SQLite also ``knowledge.lexical``'s postings (their
-    build time and RSS growth)."""
+    the exact scan per ``nprobe``; also ``knowledge.lexical``'s postings (their build time
+    and RSS growth)."""
     ann = AnnCache(AnnSettings(min_vectors=1, nprobe=args.nprobe))
-    lex = LexicalCache(LexicalSettings(min_chunks=1)) if args.store == "sqlite" else None
+    lex = LexicalCache(LexicalSettings(min_chunks=1))
     index: KnowledgeIndex = (
-        PgIndex(engine_db, ann) if args.store == "postgres" else SqliteIndex(db, ann, lex)
+        PgIndex(engine_db, ann, lex) if args.store == "postgres" else SqliteIndex(db, ann, lex)
     )
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -328,16 +331,16 @@ async def ann_graph(
             f"dense p50 {pct(ms, 50):.1f} ms p95 {pct(ms, 95):.1f} ms"
         )
     ann.settings = dataclasses.replace(ann.settings, nprobe=args.nprobe)
-    if lex is not None:
-        rss0 = rss_mb()
-        t0 = time.perf_counter()
-        await index.lexical(WS, kb, qs[0][1], DEPTH)  # cold: FTS5, starting the build
-        cold_ms = (time.perf_counter() - t0) * 1000
-        await lex.wait()
-        print(
-            f"  BM25 postings: first search (cold, FTS5) {cold_ms:.1f} ms; built in "
-            f"{time.perf_counter() - t0:.1f} s ({lex.items} chunks, RSS +{rss_mb() - rss0:.0f} MB)"
-        )
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    await index.lexical(WS, kb, qs[0][1], DEPTH)  # cold: the store's BM25, starting the build
+    cold_ms = (time.perf_counter() - t0) * 1000
+    await lex.wait()
+    print(
+        f"  BM25 postings: first search (cold, {'FTS5' if args.store == 'sqlite' else 'SQL'}) "
+        f"{cold_ms:.1f} ms; built in {time.perf_counter() - t0:.1f} s "
+        f"({lex.items} chunks, RSS +{rss_mb() - rss0:.0f} MB)"
+    )
     return ann, lex, index
 
 
@@ -436,21 +439,25 @@ async def main() -> None:
     print("|---|---|---|---|")
     results: dict[tuple[str, str], tuple[float, float]] = {}
     quality_modes = ["dense", "lexical", "hybrid"]
-    mem_index: KnowledgeIndex = index
-    if args.store == "sqlite":
-        quality_modes[2:2] = ["lexical-fts5", "lexical-mem"]
-        mem_lex = LexicalCache(LexicalSettings(min_chunks=1))
-        mem_index = SqliteIndex(db, lexical=mem_lex)
-        await mem_index.lexical(WS, "kb-corpus", qs[0][1], DEPTH)
-        await mem_lex.wait()
+    quality_modes[2:2] = (
+        ["lexical-fts5", "lexical-mem"] if args.store == "sqlite" else ["lexical-mem"]
+    )
+    mem_lex = LexicalCache(LexicalSettings(min_chunks=1))
+    mem_index: KnowledgeIndex = (
+        SqliteIndex(db, lexical=mem_lex)
+        if args.store == "sqlite"
+        else PgIndex(engine_db, lexical=mem_lex)
+    )
+    await mem_index.lexical(WS, "kb-corpus", qs[0][1], DEPTH)
+    await mem_lex.wait()
     for kind in ("title", "keywords", "all"):
         chosen = [i for i, (k, _, _) in enumerate(qs) if kind in ("all", k)]
         for mode in quality_modes:
             hits5, rr = 0, 0.0
             for i in chosen:
                 _, q, topic = qs[i]
-                on = mem_index if mode.endswith("-mem") else index
-                ids = await search(on, "kb-corpus", mode.removesuffix("-mem"), q, qvec[i], dims)
+                via = mem_index if mode.endswith("-mem") else index
+                ids = await search(via, "kb-corpus", mode.removesuffix("-mem"), q, qvec[i], dims)
                 ranks = [r for r, cid in enumerate(ids, start=1) if topic_of.get(cid) == topic]
                 if ranks and ranks[0] <= 5:
                     hits5 += 1
@@ -469,8 +476,7 @@ async def main() -> None:
             print(f"| {name}, {kind} | {len(chosen)} | {rec:.3f} | {mrr:.3f} |")
     rd, rl, rh = (results[("all", m)][0] for m in ("dense", "lexical", "hybrid"))
     print(f"hybrid recall@5 vs dense x{rh / rd:.2f}, vs BM25 x{rh / rl:.2f}")
-    if mem_index is not index:
-        await mem_index.aclose()
+    await mem_index.aclose()
 
     # --- latency at scale ----------------------------------------------------------------
     rng = random.Random(13)
@@ -506,10 +512,23 @@ async def main() -> None:
             f"{datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC):"
         )
         ann, lex, mem = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
-        modes = ["dense", "lexical", "hybrid-sequential", "hybrid", "dense-mem", "hybrid-mem"]
-        pairs = [("hybrid", "hybrid-sequential"), ("dense-mem", "dense"), ("hybrid-mem", "hybrid")]
+        modes = [
+            "dense",
+            "lexical",
+            "hybrid-sequential",
+            "hybrid",
+            "dense-mem",
+            "hybrid-mem",
+            "lexical-mem",
+        ]
+        pairs = [
+            ("hybrid", "hybrid-sequential"),
+            ("dense-mem", "dense"),
+            ("hybrid-mem", "hybrid"),
+            ("lexical-mem", "lexical"),
+        ]
         if args.store == "sqlite":
-            modes += ["lexical-mem", "lexical-fts5", "lexical-join"]
+            modes += ["lexical-fts5", "lexical-join"]
             pairs += [
                 ("lexical-mem", "lexical-fts5"),
                 ("lexical", "lexical-fts5"),
@@ -532,8 +551,7 @@ async def main() -> None:
                 f"p95 x{pct(lat[a], 95) / pct(lat[b], 95):.2f}"
             )
         assert ann.served >= 2 * len(lat["dense-mem"]), ann.served  # -mem: from the graph
-        if lex is not None:  # and from the postings
-            assert lex.served >= 2 * len(lat["lexical-mem"]), lex.served
+        assert lex.served >= 2 * len(lat["lexical-mem"]), lex.served  # and from the postings
         print(
             f"  load average now: {os.getloadavg()} "
             f"({datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC)"
@@ -543,10 +561,10 @@ async def main() -> None:
         print(f"\nfile: {db.stat().st_size / 1e6:.0f} MB at {have} chunks")
     else:
         async with engine_db.connect() as conn:
-            size = (
+            db_bytes = (
                 await conn.execute(text("SELECT pg_database_size(current_database())"))
             ).scalar()
-        print(f"\ndatabase: {int(size or 0) / 1e6:.0f} MB at {have} chunks")
+        print(f"\ndatabase: {int(db_bytes or 0) / 1e6:.0f} MB at {have} chunks")
     await index.aclose()
     await engine_db.dispose()
     await engine.aclose()
