@@ -190,7 +190,7 @@ class Apps:
             if after is not None:
                 anchor = await session.get(App, after)
                 if anchor is None or anchor.workspace_id != workspace_id:
-                    raise app_not_found(after)
+                    raise app_not_found(after).at("after")
                 stmt = stmt.where(
                     (App.created_at > anchor.created_at)
                     | ((App.created_at == anchor.created_at) & (App.id > anchor.id))

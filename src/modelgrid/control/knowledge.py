@@ -286,7 +286,7 @@ class KnowledgeBases:
             if after is not None:
                 anchor = await session.get(KnowledgeBase, after)
                 if anchor is None or anchor.workspace_id != workspace_id:
-                    raise kb_not_found(after)
+                    raise kb_not_found(after).at("after")
                 stmt = stmt.where(
                     (KnowledgeBase.created_at > anchor.created_at)
                     | (
@@ -463,7 +463,7 @@ class KnowledgeBases:
             if after is not None:
                 anchor = await session.get(KnowledgeDocument, after)
                 if anchor is None or anchor.knowledge_base_id != kb_id:
-                    raise document_not_found(after)
+                    raise document_not_found(after).at("after")
                 stmt = stmt.where(
                     (KnowledgeDocument.created_at > anchor.created_at)
                     | (

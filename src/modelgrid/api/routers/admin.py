@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.protocol.admin import (
     CreatedKeyObject,
     Invoice,
@@ -150,10 +151,11 @@ async def list_prices(state: StateDep, _: AdminDep, model: str | None = None) ->
 async def usage(
     state: StateDep,
     _: AdminDep,
+    __: ForwardOnly,
     workspace_id: str | None = None,
     month: str | None = None,
     limit: Limit = 100,
-    after: str | None = None,
+    after: Cursor = None,
 ) -> UsagePage:
     return await billing.usage(
         state.sessions, workspace=workspace_id, month=month, limit=limit, after=after

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import AdminDep, CallDep, StateDep
 from modelgrid.api.disconnect import unless_disconnected
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.api.routers.dashscope import cut_event, wants_sse
 from modelgrid.api.sse import SSEResponse
 from modelgrid.api.state import AppState
@@ -104,7 +105,9 @@ async def create_app(request: Request, call: CallDep) -> JSONResponse:
 
 
 @router.get("/v1/apps")
-async def list_apps(call: CallDep, after: str | None = None, limit: Limit = 100) -> JSONResponse:
+async def list_apps(
+    call: CallDep, _: ForwardOnly, after: Cursor = None, limit: Limit = 100
+) -> JSONResponse:
     apps = call.state.control.apps
     return _json(await apps.list(call.principal.workspace_id, after=after, limit=limit))
 
@@ -193,7 +196,12 @@ async def admin_create_app(
 
 @router.get("/admin/v1/workspaces/{workspace}/apps")
 async def admin_list_apps(
-    workspace: str, state: StateDep, _: AdminDep, after: str | None = None, limit: Limit = 100
+    workspace: str,
+    state: StateDep,
+    _: AdminDep,
+    __: ForwardOnly,
+    after: Cursor = None,
+    limit: Limit = 100,
 ) -> JSONResponse:
     ws = await _workspace_id(state, workspace)
     return _json(await state.control.apps.list(ws, after=after, limit=limit))

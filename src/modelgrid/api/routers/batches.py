@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.control.batches import MAX_PAGE
 from modelgrid.protocol.openai.batches import BatchCreate
 
@@ -27,7 +28,8 @@ async def create_batch(request: Request, call: CallDep) -> dict[str, Any]:
 @router.get("/batches")
 async def list_batches(
     call: CallDep,
-    after: str | None = None,
+    _: ForwardOnly,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> dict[str, Any]:
     return await call.state.batches.list(call.principal.workspace_id, after=after, limit=limit)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 
 from modelgrid.api.deps import CallDep
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.config import BatchSettings
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.protocol.openai.files import FileObject
@@ -100,8 +101,9 @@ async def create_file(request: Request, call: CallDep) -> JSONResponse:
 @router.get("/files")
 async def list_files(
     call: CallDep,
+    _: ForwardOnly,
     purpose: str | None = None,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:

@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.control.knowledge import LIST_LIMIT_MAX
 from modelgrid.core.errors import InvalidRequestError, RequestTooLargeError, ServiceUnavailableError
@@ -57,7 +58,8 @@ async def create_knowledge_base(request: Request, call: CallDep) -> JSONResponse
 @router.get("")
 async def list_knowledge_bases(
     call: CallDep,
-    after: str | None = None,
+    _: ForwardOnly,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
 ) -> JSONResponse:
     bases = _knowledge(call.state).bases
@@ -115,7 +117,8 @@ async def add_document(kb_id: str, request: Request, call: CallDep) -> JSONRespo
 async def list_documents(
     kb_id: str,
     call: CallDep,
-    after: str | None = None,
+    _: ForwardOnly,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
 ) -> JSONResponse:
     bases = _knowledge(call.state).bases

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep
 from modelgrid.api.disconnect import unless_disconnected
+from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.api.sse import SSEResponse
 from modelgrid.core.errors import ModelgridError
 from modelgrid.protocol.openai.responses import ResponseCreateRequest
@@ -89,7 +90,8 @@ async def delete_response(response_id: str, call: CallDep) -> dict[str, Any]:
 async def list_input_items(
     response_id: str,
     call: CallDep,
-    after: str | None = None,
+    _: ForwardOnly,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep, TenantCall
+from modelgrid.api.paging import Cursor
 from modelgrid.api.state import AppState, Knowledge
 from modelgrid.control.vector_stores import LIST_LIMIT_MAX
 from modelgrid.core.errors import ServiceUnavailableError
@@ -66,8 +67,8 @@ async def create_vector_store(request: Request, call: CallDep) -> dict[str, Any]
 @router.get("")
 async def list_vector_stores(
     call: CallDep,
-    after: str | None = None,
-    before: str | None = None,
+    after: Cursor = None,
+    before: Cursor = None,
     limit: Limit = 20,
     order: Order = "desc",
 ) -> dict[str, Any]:
@@ -159,8 +160,8 @@ async def create_file(vs_id: str, request: Request, call: CallDep) -> dict[str, 
 async def list_files(
     vs_id: str,
     call: CallDep,
-    after: str | None = None,
-    before: str | None = None,
+    after: Cursor = None,
+    before: Cursor = None,
     limit: Limit = 20,
     order: Order = "desc",
     filter: FileStatus | None = None,  # OpenAI's name
@@ -237,8 +238,8 @@ async def list_batch_files(
     vs_id: str,
     batch_id: str,
     call: CallDep,
-    after: str | None = None,
-    before: str | None = None,
+    after: Cursor = None,
+    before: Cursor = None,
     limit: Limit = 20,
     order: Order = "desc",
     filter: FileStatus | None = None,  # OpenAI's name

@@ -1,0 +1,46 @@
+"""The cursor query parameters of the list routes, one rule for all of them.
+
+OpenAI's lists page with ``after`` (the last id of the previous page) and, on some
+(vector stores and their files), ``before``. Here:
+
+- ``after=`` / ``before=`` with no value is the same as leaving the parameter out (a form or
+  a script that always sends the parameter gets the first page, not a 404);
+- a cursor that names no item of the list is a 404 naming the cursor parameter (``after`` or
+  ``before``), as the admin usage API answers (the control layer raises it);
+- a list that cannot page backwards refuses ``before`` with a 400 naming it (OpenAI's own
+  lists without ``before``: files, batches, a response's input items), instead of
+  ignoring it and answering the first page as if it were the one asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from pydantic import AfterValidator
+
+from modelgrid.core.errors import UnsupportedParameterError
+
+
+def _cursor(value: str | None) -> str | None:
+    return value or None
+
+
+# ``after`` / ``before`` as a route parameter: ``None`` when absent or empty.
+Cursor = Annotated[str | None, AfterValidator(_cursor)]
+
+
+def _no_before(before: Cursor = None) -> None:
+    """Raises: UnsupportedParameterError: ``before`` given to a list that pages forward only."""
+    if before is not None:
+        raise UnsupportedParameterError(
+            "'before' is not supported on this list: page forward with 'after' (the "
+            "previous page's last_id).",
+            param="before",
+        )
+
+
+# A route dependency: the list pages with ``after`` only.
+ForwardOnly = Annotated[None, Depends(_no_before)]
+
+__all__ = ["Cursor", "ForwardOnly"]
