@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from modelgrid.console.access import Access, Viewer
 from modelgrid.console.nav import home_path
@@ -67,3 +72,28 @@ def landing(access: Access) -> str:
     """Where ``access`` lands after signing in (``nav.home_path``)."""
     who = Principal(key_id="k", workspace_id="ws", role="tenant", name="")
     return "/console" + home_path(Viewer(who, access, "mg-k", ""))
+
+
+@contextmanager
+def request_statements(server: ThreadServer) -> Iterator[list[str]]:
+    """The SQL statements the server's database engine runs for HTTP requests while inside:
+    those sent from uvicorn's request tasks (``RequestResponseCycle.run_asgi``) and Starlette's
+    streamed bodies (``StreamingResponse``), not the background loops' polls (the change
+    follower, the batch runner, the indexer), which may land during a page load on a loaded
+    machine."""
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            return
+        coro = task.get_coro().__qualname__  # type: ignore[union-attr]
+        if coro.endswith("run_asgi") or "StreamingResponse" in task.get_name():  # anyio names it
+            statements.append(statement)
+
+    engine = server.state.db.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)

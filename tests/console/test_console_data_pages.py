@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import sqlalchemy as sa
 
 from modelgrid.engines.fake import FakeEngine
 from modelgrid.engines.fake_embedding import FakeEmbeddingEngine
@@ -27,7 +26,7 @@ from tests.console.data_helpers import (
     totals_requests,
     wait_rows,
 )
-from tests.console.helpers import make_key, sign_in
+from tests.console.helpers import make_key, request_statements, sign_in
 from tests.databases import BOTH_DATABASES
 from tests.support import NewKey, ThreadServer, db_rows, write_topology
 
@@ -339,15 +338,8 @@ def test_each_data_page_sends_a_handful_of_statements(server: ThreadServer) -> N
     admin = make_key(server, role="admin", workspace="admin")
     ids = seed(server, acme, 60, prefix="a")
     operator, member = sign_in(server, admin), sign_in(server, acme)
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = server.state.db.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", count)
     measured = {}
-    try:
+    with request_statements(server) as statements:
         for who, signed in (("operator", operator), ("member", member)):
             for path in (
                 "/overview",
@@ -368,8 +360,6 @@ def test_each_data_page_sends_a_handful_of_statements(server: ThreadServer) -> N
                     assert signed.get(path).status_code == 200
                     counts.append(len(statements))
                 measured[who, path] = min(counts)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
     # one for the session (with its key), then the page's own reads; an operator's pages
     # with a workspace filter also list the workspaces
     later, search = f"/requests?before={ids[30]}", f"/requests?id={ids[0]}"

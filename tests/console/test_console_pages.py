@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from tests.console.helpers import landing, make_key, sign_in
+from tests.console.helpers import landing, make_key, request_statements, sign_in
 from tests.databases import BOTH_DATABASES
 from tests.support import ThreadServer, db_rows, write_topology
 
@@ -175,11 +174,6 @@ def test_audit_is_scoped_newest_first_and_paged(server: ThreadServer) -> None:
     assert re.findall(r'<tr id="audit-(\d+)">', widened) == [str(i) for i in ids]
 
 
-BACKGROUND = ("control_state", "batches", "knowledge_documents", "FROM files", "responses")
-"""Tables the gateway's background loops poll (the change follower, the batch runner, the
-indexer, retention): their statements may land during a page load and are not the page's."""
-
-
 @BOTH_DATABASES
 def test_each_page_is_a_handful_of_statements(
     server_factory: Any, settings_factory: Any, tmp_path: Path
@@ -194,16 +188,8 @@ def test_each_page_is_a_handful_of_statements(
     member = sign_in(server, make_key(server, workspace="acme"))
     for i in range(30):  # more rows change nothing
         make_key(server, name=f"k{i}", workspace="acme")
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not any(t in statement for t in BACKGROUND):
-            statements.append(statement)
-
-    engine = server.state.db.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        measured = {}
+    measured = {}
+    with request_statements(server) as statements:
         for who, signed in (("operator", operator), ("member", member)):
             for path in ("/keys", "/workspaces", "/prices", "/audit", f"/keys/{signed.key.key_id}"):
                 assert signed.get(path).status_code == 200  # warms the principal cache
@@ -212,8 +198,6 @@ def test_each_page_is_a_handful_of_statements(
                 measured[who, path.split("/")[1] + ("/id" if path.count("/") > 1 else "")] = len(
                     statements
                 )
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
     # one for the session (with its key), then the page's own reads
     assert measured == {
         ("operator", "keys"): 4,  # session, workspaces, keys, last use
