@@ -288,8 +288,9 @@ class KnowledgeSettings(BaseModel):
         ann_nprobe: IVF lists a query scans, of sqrt(chunks) (recall vs latency; recall@50
             0.99 at 32 on the bench's 100k set: bench/RESULTS.md, #13).
         lexical_min_chunks: A knowledge base with at least this many chunks gets in-process
-            BM25 postings on SQLite (``knowledge.lexical``); smaller ones keep FTS5's MATCH,
-            scored from the knowledge base's statistics tables.
+            BM25 postings (``knowledge.lexical``, on SQLite and PostgreSQL); smaller ones keep
+            the store's ranking: FTS5's MATCH scored from the knowledge base's statistics
+            tables, or PostgreSQL's ``pg_bm25.rank_sql``.
         lexical_max_chunks: Most chunks the gateway holds in BM25 postings (~1.4 kB each for
             a 120-word chunk; a budget beside ``ann_max_vectors``); LRU eviction beyond.
     """

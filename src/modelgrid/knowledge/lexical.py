@@ -1,23 +1,26 @@
 """BM25 over a large knowledge base's chunks from postings kept in the process.
 
-FTS5 scores every row its MATCH finds (no top-k pruning): at 100k chunks ~200/440 ms p50/p95
-(bench/RESULTS.md, #13). A ``LexicalCache`` holds, per (workspace, knowledge base), an
-inverted index built from the store's ``knowledge_fts_terms`` (``knowledge.fts_stats``: each
-chunk's FTS5 terms with their counts and its length): per term, the positions of the chunks
-holding it and how often (numpy arrays, one CSC-like block per segment). A query adds up its
-terms' BM25 contributions (``knowledge.bm25``: FTS5's ``bm25()``) into one score per chunk and
-takes the top ``k`` by a partial sort. ``N``, ``avgdl`` and each term's ``n(t)`` are the
-knowledge base's own, counted over its live chunks at query time, so a refresh never
-recomputes weights.
+FTS5 scores every row its MATCH finds (no top-k pruning): at 100k chunks ~200/440 ms p50/p95;
+PostgreSQL's ``pg_bm25.rank_sql`` likewise, ~1.2 s p50 (bench/RESULTS.md, #13). A
+``LexicalCache`` holds, per (workspace, knowledge base), an inverted index built from the
+store's terms (a ``TermSource``. SQLite: ``knowledge_fts_terms``, ``knowledge.fts_stats``, each
+chunk's FTS5 terms with their counts and its length; PostgreSQL: ``knowledge.pg_index``, each
+chunk's ``tsvector`` lexemes with their position counts and its stored length): per term, the
+positions of the chunks holding it and how often (numpy arrays, one CSC-like block per
+segment). A query adds up its terms' BM25 contributions (``knowledge.bm25``: FTS5's
+``bm25()``) into one score per chunk and takes the top ``k`` by a partial sort. ``N``,
+``avgdl`` and each term's ``n(t)`` are the knowledge base's own, counted over its live chunks
+at query time, so a refresh never recomputes weights.
 
 **Lifecycle** (``knowledge.cache.RevisionCache``, as ``knowledge.ann``): built lazily off the
 event loop for knowledge bases of at least ``min_chunks`` chunks, fresh by the knowledge
 base's revision, LRU-evicted under a cap; until an index is ready, and while it refreshes,
-``search`` answers ``None`` and the caller runs the FTS5 path (exact, also with per-knowledge-
-base statistics, slower). A refresh reads the knowledge base's current chunk ids: new chunks
-become a new segment, vanished ones are masked out (statistics included); with more than
-``DEAD_SHARE`` dead, ``MAX_SEGMENTS`` segments, or twice the chunks of its last build, it is
-rebuilt. The build parses the terms in Python (holding the GIL: seconds at 100k chunks).
+``search`` answers ``None`` and the caller runs the store's path (FTS5 or ``rank_sql``: exact,
+also with per-knowledge-base statistics, slower). A refresh reads the knowledge base's current
+chunk ids: new chunks become a new segment, vanished ones are masked out (statistics
+included); with more than ``DEAD_SHARE`` dead, ``MAX_SEGMENTS`` segments, or twice the chunks
+of its last build, it is rebuilt. The build parses the terms in Python (holding the GIL:
+seconds at 100k chunks).
 
 **Memory.** A budget of its own, beside the ANN's vectors: at most ``max_chunks`` chunks over
 all lexical indexes (12 bytes a posting, one per distinct term a chunk holds: ~1.4 kB for a

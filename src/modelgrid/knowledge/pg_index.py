@@ -1,4 +1,5 @@
-"""The knowledge index on PostgreSQL without pgvector: full-text search and an exact scan.
+"""The knowledge index on PostgreSQL without pgvector: full-text search and an exact scan, and
+for large knowledge bases the process's own indexes.
 
 ``PgIndex`` implements the ``KnowledgeIndex`` port over the gateway's PostgreSQL database
 (Debian 12's archive has no ``postgresql-15-pgvector``: docs/knowledge.md). Chunks live in
@@ -10,13 +11,19 @@ starting together do not race:
   text)``: Snowball-stemmed, English stop words dropped) and length, with a GIN index; a
   query's words are OR-ed (``to_tsquery``) and ranked by BM25 (k1 = 1.2, b = 0.75, as FTS5's
   ``bm25()``; higher is better) from per-knowledge-base statistics kept beside it in
-  ``knowledge_pg_stats`` and ``knowledge_pg_terms`` (``knowledge.pg_bm25``);
+  ``knowledge_pg_stats`` and ``knowledge_pg_terms`` (``knowledge.pg_bm25``) — except for a
+  knowledge base of ``lexical_min_chunks`` chunks and more, ranked from the process's BM25
+  postings (``knowledge.lexical``) with the same statistics and scores: built from each
+  chunk's ``tsvector`` (a lexeme's positions are its count, as in ``rank_sql``) and stored
+  length, and scored for the query's distinct lexemes as ``to_tsvector('english')`` makes
+  them (``rank_sql`` weighs each once);
 - ``knowledge_pg_vectors``: each chunk's float32 vector as ``bytea``, with its knowledge base
   and length. A dense query reads the knowledge base's vectors and ranks them by cosine
   distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
   query (figures: docs/knowledge.md) — except for a knowledge base of ``ann_min_chunks``
   chunks and more, searched through the process's IVF index (``knowledge.ann``), fresh by
-  ``knowledge_index_revisions`` (``knowledge.revisions``).
+  ``knowledge_index_revisions`` (``knowledge.revisions``: bumped in every write's and
+  delete's transaction), as the postings are.
 
 Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns
 another workspace's chunk; a document's chunks, text rows, BM25 statistics and vectors are
