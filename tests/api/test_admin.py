@@ -657,3 +657,32 @@ def test_a_nul_character_is_never_a_500(admin: Admin) -> None:
         assert r.status_code == (400 if postgres else 200), r.text
         if postgres:
             assert r.json()["error"]["code"] == "invalid_request"
+
+
+def test_workspace_key_and_price_lists_page(admin: Admin) -> None:
+    """``limit`` in 1..1000 (else a 400 naming it), ``after`` the previous page's last id (an
+    unknown one a 404 naming it); ``before`` refused (these lists page forward only)."""
+    for name in ("ws-a", "ws-b"):
+        admin.ok("POST", "/workspaces", json={"name": name})
+        admin.ok("POST", f"/workspaces/{name}/keys", json={"name": name})
+    for model in ("m0", "m1"):
+        body = {"model": model, "input_micros_per_1m": 1, "output_micros_per_1m": 2}
+        admin.ok("POST", "/prices", json=body)
+    for path in ("/workspaces", "/keys", "/prices"):
+        everything = admin.ok("GET", path)
+        ids = [x["id"] for x in everything["data"]]
+        assert len(ids) >= 2 and everything["has_more"] is False, path
+        first = admin.ok("GET", path, params={"limit": 1})
+        assert ([x["id"] for x in first["data"]], first["has_more"]) == (ids[:1], True), path
+        rest = admin.ok("GET", path, params={"after": str(ids[0]), "limit": 1000})
+        assert ([x["id"] for x in rest["data"]], rest["has_more"]) == (ids[1:], False), path
+        assert admin.ok("GET", path, params={"after": ""}) == everything, path
+        for params, status, param in [
+            ({"limit": 0}, 400, "limit"),
+            ({"limit": 1001}, 400, "limit"),
+            ({"limit": "x"}, 400, "limit"),
+            ({"after": "nope"}, 404, "after"),
+            ({"before": str(ids[-1])}, 400, "before"),
+        ]:
+            r = admin("GET", path, params=params)
+            assert (r.status_code, r.json()["error"]["param"]) == (status, param), (path, params)

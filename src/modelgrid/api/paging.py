@@ -9,17 +9,23 @@ OpenAI's lists page with ``after`` (the last id of the previous page) and, on so
   ``before``), as the admin usage API answers (the control layer raises it);
 - a list that cannot page backwards refuses ``before`` with a 400 naming it (OpenAI's own
   lists without ``before``: files, batches, a response's input items), instead of
-  ignoring it and answering the first page as if it were the one asked for.
+  ignoring it and answering the first page as if it were the one asked for;
+- ``limit`` out of its range is a 400 naming it (the routes' ``Query(ge=…, le=…)``).
+
+The admin API's small lists (workspaces, keys, prices: the control plane answers them whole)
+are paged here, by ``page_of``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Protocol
 
 from fastapi import Depends
 from pydantic import AfterValidator
 
-from modelgrid.core.errors import UnsupportedParameterError
+from modelgrid.core.errors import NotFoundError, UnsupportedParameterError
+from modelgrid.protocol.admin import ListObject
 
 
 def _cursor(value: str | None) -> str | None:
@@ -43,4 +49,26 @@ def _no_before(before: Cursor = None) -> None:
 # A route dependency: the list pages with ``after`` only.
 ForwardOnly = Annotated[None, Depends(_no_before)]
 
-__all__ = ["Cursor", "ForwardOnly"]
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str | int: ...
+
+
+def page_of(items: Sequence[_Identified], *, after: str | None, limit: int) -> ListObject:
+    """At most ``limit`` of ``items`` (in their order) after the one whose id (as text) is
+    ``after``, with ``has_more`` when more follow.
+
+    Raises:
+        NotFoundError: no item has the id ``after`` (``param`` ``after``).
+    """
+    start = 0
+    if after is not None:
+        ids = [str(item.id) for item in items]
+        if after not in ids:
+            raise NotFoundError(f"No item '{after[:64]}' in this list.", param="after")
+        start = ids.index(after) + 1
+    return ListObject(data=list(items[start : start + limit]), has_more=start + limit < len(items))
+
+
+__all__ = ["Cursor", "ForwardOnly", "page_of"]

@@ -1,6 +1,7 @@
 """The admin API, ``/admin/v1/...``: workspaces, keys, prices, usage, invoices, audit.
 
-Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
+Lists take ``limit`` (1..1000, default 100) and ``after`` (the last id of the previous page;
+``api.paging``). Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
 (and admin keys, conversely, get 403 on the model API). Bodies are ``protocol.admin`` models
 (unknown fields are a 400); errors use the OpenAI envelope. Changes go through the control plane
 (``state.control``: validated against what exists, audited with the admin key's prefix as
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
-from modelgrid.api.paging import Cursor, ForwardOnly
+from modelgrid.api.paging import Cursor, ForwardOnly, page_of
 from modelgrid.protocol.admin import (
     CreatedKeyObject,
     Invoice,
@@ -55,8 +56,10 @@ async def create_workspace(
 
 
 @router.get("/workspaces")
-async def list_workspaces(state: StateDep, _: AdminDep) -> ListObject:
-    return ListObject(data=await state.control.workspaces.list())
+async def list_workspaces(
+    state: StateDep, _: AdminDep, __: ForwardOnly, after: Cursor = None, limit: Limit = 100
+) -> ListObject:
+    return page_of(await state.control.workspaces.list(), after=after, limit=limit)
 
 
 @router.get("/workspaces/{workspace_id}")
@@ -105,11 +108,14 @@ async def create_key(
 async def list_keys(
     state: StateDep,
     _: AdminDep,
+    __: ForwardOnly,
     workspace_id: str | None = None,
     include_revoked: bool = False,
+    after: Cursor = None,
+    limit: Limit = 100,
 ) -> ListObject:
     data = await state.control.keys.list(workspace=workspace_id, include_revoked=include_revoked)
-    return ListObject(data=data)
+    return page_of(data, after=after, limit=limit)
 
 
 @router.get("/keys/{key_id}")
@@ -143,8 +149,15 @@ async def add_price(body: PriceCreate, state: StateDep, admin: AdminDep) -> Pric
 
 
 @router.get("/prices")
-async def list_prices(state: StateDep, _: AdminDep, model: str | None = None) -> ListObject:
-    return ListObject(data=await state.control.prices.list(model))
+async def list_prices(
+    state: StateDep,
+    _: AdminDep,
+    __: ForwardOnly,
+    model: str | None = None,
+    after: Cursor = None,
+    limit: Limit = 100,
+) -> ListObject:
+    return page_of(await state.control.prices.list(model), after=after, limit=limit)
 
 
 @router.get("/usage")
