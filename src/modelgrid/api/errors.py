@@ -38,7 +38,7 @@ from modelgrid.core.errors import (
 from modelgrid.core.ids import new_request_id
 from modelgrid.protocol.anthropic import errors as anthropic_errors
 from modelgrid.protocol.dashscope import errors as ds_errors
-from modelgrid.protocol.openai.errors import error_body, errors_message
+from modelgrid.protocol.openai.errors import error_body, errors_message, too_deep_message
 
 log = logging.getLogger("modelgrid.api")
 
@@ -136,6 +136,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         err = MethodNotAllowedError(str(exc.detail))
     elif exc.status_code == 413:
         err = RequestTooLargeError(str(exc.detail))
+    elif isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body
+        err = InvalidRequestError(too_deep_message(None))
     else:  # Starlette raises no other status on modelgrid's routes
         err = InvalidRequestError(str(exc.detail), code="http_error")
     return error_response(err, request, getattr(exc, "headers", None))

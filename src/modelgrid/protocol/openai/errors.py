@@ -35,6 +35,10 @@ def _loc_param(loc: tuple[Any, ...]) -> str | None:
 
 
 _MAX_SHOWN = 80  # characters of an offending string value quoted in a message
+# pydantic-core's JSON parser (jiter) refuses a document nested deeper than this, with a
+# ``json_invalid`` error whose detail says so (the bytes may be valid JSON).
+JSON_MAX_DEPTH = 201
+_TOO_DEEP = "recursion limit exceeded"
 
 
 def _shown(value: Any) -> str | None:
@@ -58,6 +62,13 @@ def array_too_long(param: str, limit: int, length: int) -> str:
     )
 
 
+def too_deep_message(max_depth: int | None) -> str:
+    """The 400's message for a body nested deeper than the parser goes (``max_depth`` levels
+    of arrays and objects; ``None``: a parser whose limit is the interpreter's stack)."""
+    limit = f": JSON arrays and objects may nest at most {max_depth} levels" if max_depth else ""
+    return f"The request body is nested too deeply{limit}."
+
+
 def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """The message and ``param`` of a 400 for pydantic validation errors (the first one
     speaks), naming the offending value when it is a scalar (pydantic's ``input``):
@@ -68,6 +79,8 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         return "Invalid request body.", None
     first = errors[0]
     if first.get("type") in ("json_invalid", "json_type"):
+        if _TOO_DEEP in str((first.get("ctx") or {}).get("error", "")):
+            return too_deep_message(JSON_MAX_DEPTH), None
         return "The request body is not valid JSON.", None
     param = _loc_param(tuple(first.get("loc", ())))
     if first.get("type") == "missing":
@@ -90,4 +103,4 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     return f"Invalid value for {where}: {msg}.", param
 
 
-__all__ = ["array_too_long", "error_body", "errors_message"]
+__all__ = ["JSON_MAX_DEPTH", "array_too_long", "error_body", "errors_message", "too_deep_message"]
