@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 DocumentStatus = Literal["pending", "indexing", "ready", "failed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
@@ -95,7 +95,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=8000)
-    top_k: int = Field(default=5, ge=1, le=100)
+    top_k: StrictInt = Field(default=5, ge=1, le=100)
     mode: SearchMode = "hybrid"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from modelgrid.protocol import MAX_MESSAGES
 
@@ -75,7 +75,7 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     metadata: dict[str, Any] | None = None  # ``user_id``: accepted, not used
     stream: StrictBool | None = False
     # Structured outputs: ``{"type": "json_schema", "schema": {...}}``, enforced by grammar

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from modelgrid.protocol import MAX_MESSAGES
 from modelgrid.protocol.dashscope.models import Message
@@ -73,7 +73,7 @@ class AppParameters(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, lt=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
 
 

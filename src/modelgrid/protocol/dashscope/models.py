@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from modelgrid.protocol import MAX_MESSAGES
 from modelgrid.protocol.openai.models import ToolCallIn, ToolIn
@@ -81,7 +81,7 @@ class GenerationParameters(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, lt=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     stop: str | list[str] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None

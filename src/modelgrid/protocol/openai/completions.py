@@ -53,7 +53,7 @@ class CompletionRequest(BaseModel):
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     # Accepted for validation; to_inference_requests rejects the ones not implemented.
     suffix: str | None = None

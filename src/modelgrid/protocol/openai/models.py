@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from modelgrid.protocol import MAX_MESSAGES
 
@@ -100,7 +100,7 @@ class ChatCompletionRequest(BaseModel):
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     # vLLM's extra sampling parameters (DashScope's too): not in OpenAI's reference.
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     # vLLM's: go on with the final (assistant) message instead of starting a new turn.
     continue_final_message: StrictBool = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from modelgrid.core.errors import InvalidRequestError
 
@@ -104,7 +104,7 @@ class VectorStoreSearch(BaseModel):
 
     query: str | list[str]
     filters: dict[str, Any] | None = None
-    max_num_results: int = Field(default=DEFAULT_NUM_RESULTS, ge=1, le=MAX_NUM_RESULTS)
+    max_num_results: StrictInt = Field(default=DEFAULT_NUM_RESULTS, ge=1, le=MAX_NUM_RESULTS)
     ranking_options: RankingOptions | None = None
     rewrite_query: StrictBool | None = None
 
