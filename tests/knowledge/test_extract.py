@@ -77,3 +77,61 @@ def test_format_detection() -> None:
     with pytest.raises(InvalidRequestError) as err:
         detect_format("x", declared="docx")
     assert err.value.param == "format"
+
+
+def _zip(name: str, text: str) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr(name, text)
+    return out.getvalue()
+
+
+DOCX = _zip("word/document.xml", "<w:document><w:body><w:p><w:t>Refunds</w:t></w:p></w:body>")
+SUPPORTED = "send text, Markdown, HTML or PDF"
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "kind"),
+    [
+        ("report.docx", None, "Word (.docx)"),
+        ("REPORT.DOC", None, "Word (.doc)"),
+        ("sheet.xlsx", None, "Excel (.xlsx)"),
+        ("deck.pptx", None, "PowerPoint (.pptx)"),
+        ("letter.odt", None, "OpenDocument text (.odt)"),
+        ("memo.rtf", None, "Rich Text (.rtf)"),
+        (
+            "upload",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "Word (.docx)",
+        ),
+    ],
+)
+def test_office_documents_are_refused_by_name(
+    filename: str, content_type: str | None, kind: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        detect_format(filename, content_type)
+    assert (err.value.status, err.value.param, err.value.code) == (
+        400,
+        "file",
+        "unsupported_document",
+    )
+    assert err.value.message == f"{kind} files are not supported: {SUPPORTED} (a PDF export works)."
+
+
+def test_an_office_document_under_a_text_name_is_refused_by_its_bytes() -> None:
+    for data, what in [
+        (DOCX, "a ZIP archive (.docx, .xlsx, .pptx, .odt…)"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "an OLE2 file (.doc, .xls, .ppt)"),
+    ]:
+        for fmt in ("text", "markdown", "html"):
+            with pytest.raises(InvalidRequestError) as err:
+                extract(data, fmt)
+            assert (err.value.param, err.value.code) == ("file", "unsupported_document")
+            assert err.value.message == (
+                f"The file is {what}, which is not supported: {SUPPORTED} (a PDF export works)."
+            )

@@ -9,6 +9,12 @@ headed ``page N``). Nothing here is a hand-written parser.
 Bad input is refused with a 400 naming the problem (``param`` ``file``): no bytes, bytes that
 are not the named format (binary where text was expected, a PDF ``pypdf`` cannot read, one
 that is encrypted), or no text at all once extracted. Size limits are the caller's.
+
+Office documents (Word, Excel, PowerPoint, OpenDocument, RTF) are not read (no library for
+them is installed): one is refused (``unsupported_document``, naming its type) by its name or
+media type, and, under another name, by its leading bytes (a ZIP archive, the container of
+.docx, .xlsx, .pptx and .odt; an OLE2 file, that of .doc, .xls and .ppt), instead of being
+read as text.
 """
 
 from __future__ import annotations
@@ -36,6 +42,36 @@ _MEDIA = {
     "application/pdf": "pdf",
 }
 HEADING_JOIN = " › "
+_UNSUPPORTED_SUFFIXES = {
+    ".docx": "Word (.docx)",
+    ".doc": "Word (.doc)",
+    ".xlsx": "Excel (.xlsx)",
+    ".xls": "Excel (.xls)",
+    ".pptx": "PowerPoint (.pptx)",
+    ".ppt": "PowerPoint (.ppt)",
+    ".odt": "OpenDocument text (.odt)",
+    ".ods": "OpenDocument spreadsheet (.ods)",
+    ".odp": "OpenDocument presentation (.odp)",
+    ".rtf": "Rich Text (.rtf)",
+}
+_UNSUPPORTED_MEDIA = {
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/msword": ".doc",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.ms-excel": ".xls",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+    "application/vnd.ms-powerpoint": ".ppt",
+    "application/vnd.oasis.opendocument.text": ".odt",
+    "application/rtf": ".rtf",
+    "text/rtf": ".rtf",
+}
+# Leading bytes of the containers office documents come in (PKWARE APPNOTE 4.3.7; the
+# Compound File Binary format's header signature, [MS-CFB] 2.2).
+_CONTAINERS = {
+    b"PK\x03\x04": "a ZIP archive (.docx, .xlsx, .pptx, .odt…)",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an OLE2 file (.doc, .xls, .ppt)",
+}
+_SUPPORTED = "send text, Markdown, HTML or PDF (a PDF export works)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +93,8 @@ def detect_format(
     its media type, else plain text.
 
     Raises:
-        InvalidRequestError: ``declared`` is not one of ``FORMATS``.
+        InvalidRequestError: ``declared`` is not one of ``FORMATS``; an office document by
+            its name or media type (``unsupported_document``, ``param`` ``file``).
     """
     if declared is not None:
         if declared not in FORMATS:
@@ -72,10 +109,23 @@ def detect_format(
         if lower.endswith(suffix):
             return fmt
     media = (content_type or "").split(";")[0].strip().lower()
+    office = next((s for s in _UNSUPPORTED_SUFFIXES if lower.endswith(s)), None)
+    office = office or _UNSUPPORTED_MEDIA.get(media)
+    if office is not None:
+        raise _bad(
+            f"{_UNSUPPORTED_SUFFIXES[office]} files are not supported: {_SUPPORTED}.",
+            "unsupported_document",
+        )
     return _MEDIA.get(media, "text")
 
 
 def _text(data: bytes) -> str:
+    for magic, what in _CONTAINERS.items():
+        if data.startswith(magic):
+            raise _bad(
+                f"The file is {what}, which is not supported: {_SUPPORTED}.",
+                "unsupported_document",
+            )
     if b"\x00" in data:
         raise _bad("The file is binary (it holds NUL bytes), not text.", "binary_document")
     try:
