@@ -22,6 +22,8 @@ from typing import Any
 from modelgrid.core.errors import InvalidRequestError
 
 Scalar = str | int | float | bool
+_INT64_MAX = 2**63 - 1  # the widest integer an attribute value may be (64-bit signed)
+_INT64_MIN = -(2**63)
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
 COMPOUNDS = ("and", "or")
 MAX_DEPTH = 8
@@ -146,7 +148,8 @@ def check_attributes(raw: Any, param: str = "attributes") -> dict[str, Scalar] |
 
     Raises:
         InvalidRequestError: not an object, over 16 keys, a key over 64 characters, a value
-            not a string (at most 512 characters), number or boolean.
+            not a string (at most 512 characters), number or boolean, an integer outside the
+            64-bit signed range.
     """
     if raw is None:
         return None
@@ -171,6 +174,16 @@ def check_attributes(raw: Any, param: str = "attributes") -> dict[str, Scalar] |
         elif not isinstance(value, int | float | bool):
             raise InvalidRequestError(
                 f"'{param}.{key}' must be a string, number or boolean.", param=f"{param}.{key}"
+            )
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not _INT64_MIN <= value <= _INT64_MAX
+        ):
+            raise InvalidRequestError(  # the databases' JSON keeps no wider integer (it was null)
+                f"'{param}.{key}' is an integer outside -2**63..2**63-1; send a float or a "
+                "string for a number this large.",
+                param=f"{param}.{key}",
             )
         out[key] = value
     return out
