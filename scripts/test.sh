@@ -15,6 +15,9 @@ trap 'kill "$mypy_pid" 2>/dev/null || true' EXIT  # a step failing below ends it
 echo "==> import contracts"
 .venv/bin/lint-imports --no-cache
 scripts/services.sh
+# pgvector for the PostgreSQL knowledge index (built from Debian's source package when missing
+# and we are root; otherwise that index keeps bytea vectors and says how to install it).
+scripts/pgvector.sh
 # The console's browser tests drive Debian's Chromium through Playwright (never Playwright's
 # own browser download). Installed here when missing and we are root; otherwise those tests
 # skip, saying how to install it (under CI=true they fail instead).
