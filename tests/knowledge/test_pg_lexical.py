@@ -173,6 +173,9 @@ async def test_the_postings_rank_as_rank_sql(engine: AsyncEngine) -> None:
     assert await fast.lexical("ws-b", "kb-a", QUERIES[0], 10) == []
     await cache.wait()
     assert await fast.lexical("ws-b", "kb-a", QUERIES[0], 10) == []
+    some = [c for c, _ in everything[:3]]
+    assert sorted(await fast.chunks("ws-a", some)) == sorted(some)
+    assert await fast.chunks("ws-b", some) == {}  # the chunk rows: by id, of the workspace
     # a delete (10 of 60 chunks: masked, not rebuilt), seen by the revision
     assert await exact.delete_document("ws-a", "d2")
     served = cache.served
