@@ -12,6 +12,15 @@ Sampling follows the OpenAI parameters: ``temperature`` 0 is greedy; top-k and m
 and JSON output are constrained with a GBNF grammar (``engines.grammar``) when the request
 demands them; calls in the model's output are parsed by ``engines.output``. Log probabilities
 are computed from the logits of the sampled position, only when asked for.
+
+**Threads.** llama.cpp's CPU threads meet at an OpenMP barrier after every operation of the
+graph (hundreds a token). GNU OpenMP spins there ``GOMP_SPINCOUNT`` iterations (300,000 by
+default) before it sleeps, and a spinning thread takes the core from the one it waits for
+when another process wants a core too: with one other busy process on a 2-core machine,
+decode took 218 ms a token with 2 threads, against 36 ms quiet. This module sets
+``GOMP_SPINCOUNT=1000`` before llama.cpp's libraries load, unless the environment sets it:
+85 ms a token beside the busy process, and 36 ms quiet, as before (bench/RESULTS.md,
+"llama.cpp's OpenMP spin").
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import ctypes
 import dataclasses
 import json
 import math
+import os
 import random
 import re
 import threading
@@ -30,6 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+SPINCOUNT = "1000"  # GNU OpenMP's spins at a barrier before sleeping (module docstring)
+os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)  # read when libgomp loads: before llama_cpp
 
 import llama_cpp
 import numpy as np
