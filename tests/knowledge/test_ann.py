@@ -40,7 +40,8 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     path = sqlite_path(database_url)
 
     def make(ann: AnnCache | None) -> KnowledgeIndex:
-        return SqliteIndex(path, ann) if path is not None else PgIndex(engine, ann)
+        # on PostgreSQL, the bytea path: with pgvector, PgIndex searches in the server instead
+        return SqliteIndex(path, ann) if path is not None else PgIndex(engine, ann, pgvector=False)
 
     await add_knowledge_bases(engine, [("ws-a", "kb-1"), ("ws-a", "kb-2"), ("ws-b", "kb-b")])
     yield Store(engine, make)

@@ -2,7 +2,8 @@
 
 ``KnowledgeIndex`` is what the control plane, the indexer and retrieval need from a store;
 ``sqlite_index.SqliteIndex`` implements it over the gateway's SQLite file (sqlite-vec and
-FTS5), ``pg_index.PgIndex`` over PostgreSQL (full-text search and an exact vector scan).
+FTS5), ``pg_index.PgIndex`` over PostgreSQL (full-text search; pgvector, or an exact vector
+scan in the process where the server lacks it).
 Every read takes the workspace and the knowledge base and returns only their chunks; every
 write of a document's chunks is one transaction with the document's status, so a document is
 either ready with all its chunks or has none.

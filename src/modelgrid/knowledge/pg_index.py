@@ -1,8 +1,10 @@
-"""The knowledge index on PostgreSQL without pgvector: full-text search and an exact scan, and
-for large knowledge bases the process's own indexes.
+"""The knowledge index on PostgreSQL: full-text search, dense search through pgvector where
+the server has it (else an exact scan in the process), and for large knowledge bases the
+process's own indexes.
 
 ``PgIndex`` implements the ``KnowledgeIndex`` port over the gateway's PostgreSQL database
-(Debian 12's archive has no ``postgresql-15-pgvector``: docs/knowledge.md). Chunks live in
+(pgvector: Debian 12 has no binary package; scripts/pgvector.sh builds Debian's source
+package; docs/knowledge.md). Chunks live in
 ``knowledge_chunks`` as on SQLite; beside them, two tables the index creates on first use (as
 the SQLite index creates its virtual tables), under an advisory lock so that gateways
 starting together do not race:
@@ -18,12 +20,17 @@ starting together do not race:
   length, and scored for the query's distinct lexemes as ``to_tsvector('english')`` makes
   them (``rank_sql`` weighs each once);
 - ``knowledge_pg_vectors``: each chunk's float32 vector as ``bytea``, with its knowledge base
-  and length. A dense query reads the knowledge base's vectors and ranks them by cosine
-  distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the wire once a
-  query (figures: docs/knowledge.md) — except for a knowledge base of ``ann_min_chunks``
-  chunks and more, searched through the process's IVF index (``knowledge.ann``), fresh by
-  ``knowledge_index_revisions`` (``knowledge.revisions``: bumped in every write's and
-  delete's transaction), as the postings are.
+  and length, and where the database has the ``vector`` extension (created on first use when
+  the server has it and the role may) the same vector as pgvector's ``vector`` beside it.
+  With pgvector, a dense query runs in the server (``knowledge.pg_vector``): an exact scan of
+  the knowledge base under ``hnsw_min_chunks`` chunks, an HNSW index per embedding width
+  above. Without it, a dense query reads the knowledge base's vectors and ranks them by
+  cosine distance with numpy: exact, like sqlite-vec's scan, but every vector crosses the
+  wire once a query (figures: docs/knowledge.md) — except for a knowledge base of
+  ``ann_min_chunks`` chunks and more, searched through the process's IVF index
+  (``knowledge.ann``), fresh by ``knowledge_index_revisions`` (``knowledge.revisions``:
+  bumped in every write's and delete's transaction), as the postings are. Which path a
+  process takes is logged once, at first use.
 
 Every read takes the workspace and joins ``knowledge_chunks`` on it, so no query returns
 another workspace's chunk; a document's chunks, text rows, BM25 statistics and vectors are
@@ -34,19 +41,25 @@ deleted in one transaction too.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from modelgrid.knowledge import pg_bm25, revisions
+from modelgrid.knowledge import pg_bm25, pg_vector, revisions
 from modelgrid.knowledge.ann import AnnCache
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.index import StoredChunk
 from modelgrid.knowledge.lexical import LexicalCache
+from modelgrid.knowledge.pg_vector import PgVectorSettings
+
+logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_TERMS = 64
@@ -96,15 +109,31 @@ class PgIndex:
             (``knowledge.ann``; ``None``: every dense search is the exact scan).
         lexical: The process's BM25 postings of large knowledge bases (``knowledge.lexical``;
             ``None``: every BM25 search is ``pg_bm25.rank_sql``).
+        pgvector: Dense search through pgvector (``knowledge.pg_vector``): ``None`` (the
+            default) where the server has the extension (``CREATE EXTENSION`` is tried, and
+            needs a superuser unless it exists); ``False``: the ``bytea`` path above even so
+            (vectors are still written to ``vec`` where the column exists, for the others).
+        vector_settings: The pgvector path's threshold and HNSW parameters.
     """
 
     def __init__(
-        self, engine: AsyncEngine, ann: AnnCache | None = None, lexical: LexicalCache | None = None
+        self,
+        engine: AsyncEngine,
+        ann: AnnCache | None = None,
+        lexical: LexicalCache | None = None,
+        *,
+        pgvector: bool | None = None,
+        vector_settings: PgVectorSettings | None = None,
     ) -> None:
         self._engine = engine
         self._ready = False
         self._ann = ann
         self._lexical = lexical
+        self._want_pgvector = pgvector
+        self.vector_settings = vector_settings or PgVectorSettings()
+        self._vec = False  # the table has the ``vec vector`` column (written on every insert)
+        self.pgvector = False  # dense search goes through pgvector (known after first use)
+        self._hnsw_dims: set[int] = set()  # widths whose HNSW index is known to exist
         self._source = _Vectors(self)
         self._terms = _Terms(self)
 
@@ -119,7 +148,69 @@ class PgIndex:
             await conn.execute(text(revisions.CREATE))
             if had is None:  # a database from before the table: its knowledge bases at 0
                 await conn.execute(text(revisions.BACKFILL))
+            why = await self._vector_column(conn)
+        self.pgvector = self._vec and self._want_pgvector is not False
+        if self.pgvector:
+            logger.info(
+                "knowledge index on PostgreSQL: dense search through pgvector (exact in the "
+                "server under %d chunks, HNSW above)",
+                self.vector_settings.hnsw_min_chunks,
+            )
+        else:
+            logger.info(
+                "knowledge index on PostgreSQL: bytea vectors, dense search in the process "
+                "(exact scan%s): %s",
+                ", IVF for large knowledge bases" if self._ann is not None else "",
+                why or "pgvector turned off",
+            )
         self._ready = True
+
+    async def _vector_column(self, conn: AsyncConnection) -> str:
+        """Create the ``vector`` extension where the server has it (unless turned off) and,
+        where the database has it, the ``vec`` column (backfilled from the ``bytea``): sets
+        ``_vec``, and says why not when it does not."""
+        has = "SELECT 1 FROM pg_extension WHERE extname = 'vector'"
+        why = ""
+        if not await conn.scalar(text(has)) and self._want_pgvector is not False:
+            available = "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+            if not await conn.scalar(text(available)):
+                why = "pgvector is not installed on the server (scripts/pgvector.sh)"
+            else:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+                except DBAPIError as exc:  # not a superuser, typically
+                    why = f"CREATE EXTENSION vector failed: {exc.orig}"
+        if not await conn.scalar(text(has)):
+            return why or "the database has no vector extension"
+        if not await conn.scalar(text(pg_vector.HAS_COLUMN)):
+            for statement in pg_vector.ADD_COLUMN:
+                await conn.execute(text(statement))
+        while rows := (await conn.execute(text(pg_vector.BACKFILL_READ))).all():
+            await conn.execute(
+                text(pg_vector.BACKFILL_WRITE),
+                [{"c": int(r[0]), "v": pg_vector.literal(bytes(r[1]))} for r in rows],
+            )
+        self._vec = True
+        return ""
+
+    async def _hnsw_index(self, dims: int) -> bool:
+        """Make sure the HNSW index of ``dims``-wide vectors exists (``False``: too wide for
+        one). Made when the first vector of that width is written, it is then kept up by
+        every insert; over rows already there (a database upgraded in place), it is built
+        once, holding off this table's writes meanwhile."""
+        if dims > pg_vector.MAX_HNSW_DIMS:
+            return False
+        if dims in self._hnsw_dims:
+            return True
+        name = pg_vector.index_name(dims)
+        async with self._engine.begin() as conn:
+            if await conn.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+                await conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+                await conn.execute(text(pg_vector.create_index_sql(dims, self.vector_settings)))
+        self._hnsw_dims.add(dims)
+        return True
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -135,6 +226,13 @@ class PgIndex:
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk")
         await self._tables()
+        if self._vec:
+            await self._hnsw_index(dimensions)
+        insert_vector = "INSERT INTO knowledge_pg_vectors (chunk_id, knowledge_base_id, dims, " + (
+            "embedding, vec) VALUES (:c, :kb, :dims, :v, CAST(CAST(:vt AS text) AS vector))"
+            if self._vec
+            else "embedding) VALUES (:c, :kb, :dims, :v)"
+        )
         async with self._engine.begin() as conn:
             status = (
                 await conn.execute(
@@ -172,13 +270,10 @@ class PgIndex:
                 await conn.execute(
                     text(pg_bm25.INSERT_TEXT), {"c": cid, "kb": knowledge_base_id, "t": searchable}
                 )
-                await conn.execute(
-                    text(
-                        "INSERT INTO knowledge_pg_vectors (chunk_id, knowledge_base_id, dims, "
-                        "embedding) VALUES (:c, :kb, :dims, :v)"
-                    ),
-                    {"c": cid, "kb": knowledge_base_id, "dims": dimensions, "v": vector},
-                )
+                row = {"c": cid, "kb": knowledge_base_id, "dims": dimensions, "v": vector}
+                if self._vec:
+                    row["vt"] = pg_vector.literal(vector)
+                await conn.execute(text(insert_vector), row)
             await conn.execute(text(revisions.BUMP), {"kb": knowledge_base_id, "n": len(chunks)})
             # after the revision row: every write and delete locks revisions, stats, terms
             for statement in (pg_bm25.ADD_STATS, pg_bm25.ADD_TERMS):
@@ -255,6 +350,10 @@ class PgIndex:
         if documents is not None and not documents:
             return []
         await self._tables()
+        if self.pgvector:
+            return await self._dense_pgvector(
+                workspace_id, knowledge_base_id, vector, dimensions, k, documents
+            )
         if documents is None and self._ann is not None:
             hits = await self._ann.search(
                 self._source, workspace_id, knowledge_base_id, vector, dimensions, k
@@ -277,6 +376,48 @@ class PgIndex:
             ).all()
         found = [(int(r[0]), bytes(r[1])) for r in rows]
         return await asyncio.to_thread(_cosine_top, found, vector, dimensions, k)
+
+    async def _dense_pgvector(
+        self,
+        workspace_id: str,
+        knowledge_base_id: str,
+        vector: bytes,
+        dimensions: int,
+        k: int,
+        documents: Sequence[str] | None,
+    ) -> list[tuple[int, float]]:
+        """``dense`` through pgvector: HNSW for a knowledge base of ``hnsw_min_chunks`` chunks
+        and more (the exact scan when it finds fewer than ``k``), else the exact scan."""
+        s = self.vector_settings
+        only = documents is not None
+        args: dict[str, Any] = {
+            "q": pg_vector.literal(vector),
+            "kb": knowledge_base_id,
+            "ws": workspace_id,
+            "k": k,
+        }
+        if documents is not None:
+            args["docs"] = list(documents)
+        async with self._engine.connect() as conn:
+            state = (await conn.execute(text(revisions.STATE), {"kb": knowledge_base_id})).first()
+        large = state is not None and int(state[1]) >= s.hnsw_min_chunks
+        if large and await self._hnsw_index(dimensions):
+            stmt = text(pg_vector.hnsw_sql(dimensions, only))
+            if only:
+                stmt = stmt.bindparams(bindparam("docs", expanding=True))
+            scan = {"ef": str(max(s.ef_search, k)), "mst": str(s.max_scan_tuples)}
+            async with self._engine.begin() as conn:
+                await conn.execute(text(pg_vector.SCAN_SETTINGS), scan)
+                rows = (await conn.execute(stmt, args)).all()
+            hits = [(int(r[0]), 1.0 if math.isnan(r[1]) else float(r[1])) for r in rows]
+            if len(hits) >= k:
+                return sorted(hits, key=lambda h: (h[1], h[0]))[:k]
+        stmt = text(pg_vector.exact_sql(only))
+        if only:
+            stmt = stmt.bindparams(bindparam("docs", expanding=True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt, {**args, "dims": dimensions})).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
 
     async def lexical(
         self,
