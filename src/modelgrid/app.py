@@ -68,6 +68,7 @@ from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.pg_index import PgIndex
+from modelgrid.knowledge.pg_vector import PgVectorSettings
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.routing import Grid, local_models
 from modelgrid.routing import topology as topo
@@ -495,8 +496,9 @@ class _KnowledgeParts:
 
 def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | None:
     """Knowledge bases over the database's index (the SQLite file's sqlite-vec and FTS5, or
-    PostgreSQL's full-text search and exact vector scan), their indexer started (``None`` on
-    any other database: the API answers 503)."""
+    PostgreSQL's full-text search and pgvector, or its exact vector scan in the process where
+    the server lacks pgvector), their indexer started (``None`` on any other database: the
+    API answers 503)."""
     path = sqlite_path(settings.database_url)
     index: KnowledgeIndex
     ann = AnnCache(
@@ -515,7 +517,16 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
     if path is not None:
         index = SqliteIndex(path, ann, lexical)
     elif settings.database_url.startswith("postgresql"):
-        index = PgIndex(state.db, ann, lexical)
+        index = PgIndex(
+            state.db,
+            ann,
+            lexical,
+            pgvector=None if settings.knowledge.pgvector else False,
+            vector_settings=PgVectorSettings(
+                hnsw_min_chunks=settings.knowledge.pgvector_hnsw_min_chunks,
+                ef_search=settings.knowledge.pgvector_ef_search,
+            ),
+        )
     else:
         return None
     models = state.models

@@ -293,6 +293,13 @@ class KnowledgeSettings(BaseModel):
             tables, or PostgreSQL's ``pg_bm25.rank_sql``.
         lexical_max_chunks: Most chunks the gateway holds in BM25 postings (~1.4 kB each for
             a 120-word chunk; a budget beside ``ann_max_vectors``); LRU eviction beyond.
+        pgvector: On PostgreSQL, search vectors in the server with pgvector where the server
+            has the extension (``scripts/pgvector.sh``; ``knowledge.pg_vector``); ``False``:
+            the ``bytea`` vectors read into the process, as without it.
+        pgvector_hnsw_min_chunks: With pgvector, a knowledge base with at least this many
+            chunks is searched through the HNSW index of its embedding width; smaller ones by
+            an exact scan in the server.
+        pgvector_ef_search: pgvector's ``hnsw.ef_search`` (at least the ``k`` asked for).
     """
 
     max_document_bytes: int = Field(default=20 * 1024**2, ge=1)
@@ -309,6 +316,9 @@ class KnowledgeSettings(BaseModel):
     ann_nprobe: int = Field(default=32, ge=1, le=65_536)
     lexical_min_chunks: int = Field(default=1_000, ge=1)
     lexical_max_chunks: int = Field(default=2_000_000, ge=1)
+    pgvector: bool = True
+    pgvector_hnsw_min_chunks: int = Field(default=10_000, ge=1)
+    pgvector_ef_search: int = Field(default=100, ge=1, le=1000)
 
 
 class AppsSettings(BaseModel):

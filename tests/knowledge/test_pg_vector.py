@@ -9,7 +9,8 @@
   the exact top 10 of each query;
 - a deleted document's vectors are gone from the table and from the answers;
 - without pgvector (``pgvector=False`` on a database without the extension) the ``bytea``
-  path answers; a later index with pgvector adds the column and backfills it.
+  path answers; a later index with pgvector adds the column and backfills it, and fills the
+  rows an older process wrote without it at its first use.
 
 The corpus (seeded, 16 dims): 3 documents of 100 chunks in ``ws-a``'s ``kb-1``, the same
 vectors in ``ws-b``'s ``kb-b`` (another workspace), 100 others in ``ws-a``'s ``kb-2``.
@@ -201,3 +202,15 @@ async def test_without_pgvector_the_bytea_path_answers_then_a_backfill(
             == 0
         )
         assert await conn.scalar(text("SELECT count(*) FROM knowledge_pg_vectors")) == 700
+    # rows a process from before the column wrote meanwhile: filled at the next first use
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE knowledge_pg_vectors SET vec = NULL WHERE chunk_id % 3 = 0")
+        )
+    later = PgIndex(engine)
+    same(await later.dense("ws-a", "kb-1", q, DIMS, 10), before)
+    async with engine.connect() as conn:
+        assert (
+            await conn.scalar(text("SELECT count(*) FROM knowledge_pg_vectors WHERE vec IS NULL"))
+            == 0
+        )

@@ -5,7 +5,8 @@
 extension-free truth, which the in-process index of ``knowledge.ann`` also reads) and gains a
 ``vec vector`` column beside it, filled in the same ``INSERT`` (a text literal cast to
 ``vector``: asyncpg has no codec for the type) and backfilled from the ``bytea`` when the
-column is added to a table that already holds rows. It costs ``4 * dims + 8`` bytes a chunk
+column is added to a table that already holds rows (and at each process's first use, rows a
+process from before the column wrote meanwhile: a partial index finds them). It costs ``4 * dims + 8`` bytes a chunk
 more (384 dims: ~1.5 kB).
 
 **Search** (pgvector 0.8.0's README, "Querying", "Filtering", "Iterative Index Scans"):
@@ -60,6 +61,9 @@ ADD_COLUMN = (
     "ALTER TABLE knowledge_pg_vectors ADD COLUMN IF NOT EXISTS vec vector",
     "ALTER TABLE knowledge_pg_vectors ALTER COLUMN vec SET STORAGE MAIN",
     "ALTER TABLE knowledge_pg_vectors ALTER COLUMN embedding SET STORAGE EXTERNAL",
+    # rows without a ``vec`` (written by a process from before it): found without a scan
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_pg_vectors_unfilled ON knowledge_pg_vectors "
+    "(chunk_id) WHERE vec IS NULL",
 )
 HAS_COLUMN = (
     "SELECT 1 FROM information_schema.columns WHERE table_name = 'knowledge_pg_vectors' "
