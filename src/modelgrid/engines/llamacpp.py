@@ -13,14 +13,7 @@ and JSON output are constrained with a GBNF grammar (``engines.grammar``) when t
 demands them; calls in the model's output are parsed by ``engines.output``. Log probabilities
 are computed from the logits of the sampled position, only when asked for.
 
-**Threads.** llama.cpp's CPU threads meet at an OpenMP barrier after every operation of the
-graph (hundreds a token). GNU OpenMP spins there ``GOMP_SPINCOUNT`` iterations (300,000 by
-default) before it sleeps, and a spinning thread takes the core from the one it waits for
-when another process wants a core too: with one other busy process on a 2-core machine,
-decode took 218 ms a token with 2 threads, against 36 ms quiet. This module sets
-``GOMP_SPINCOUNT=1000`` before llama.cpp's libraries load, unless the environment sets it:
-85 ms a token beside the busy process, and 36 ms quiet, as before (bench/RESULTS.md,
-"llama.cpp's OpenMP spin").
+OpenMP's barrier spin is shortened before llama.cpp loads (``engines.openmp``).
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import random
 import re
 import threading
@@ -41,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SPINCOUNT = "1000"  # GNU OpenMP's spins at a barrier before sleeping (module docstring)
-os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)  # read when libgomp loads: before llama_cpp
+from modelgrid.engines import openmp  # noqa: F401  # sets GOMP_SPINCOUNT: before llama_cpp
 
+# isort: split
 import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
