@@ -83,17 +83,22 @@ ONLY_DOCUMENTS = (
     "AND v.chunk_id IN (SELECT c.id FROM knowledge_chunks c WHERE c.workspace_id = :ws "
     "AND c.knowledge_base_id = :kb AND c.document_id IN :docs) "
 )
+# The query vector parsed once (an InitPlan): asyncpg's statements are prepared, and from the
+# sixth run PostgreSQL may keep a generic plan, where a cast of the parameter is not folded
+# but evaluated per row (2,000 rows of 384 dims: 54 ms instead of 2.5)
+_QUERY = "(SELECT CAST(CAST(:q AS text) AS vector{typmod}))"
 # ``cosine_distance`` is NaN for a zero vector: 1.0, as the numpy scan's cosine of 0
 _EXACT = (
-    "SELECT v.chunk_id, coalesce(nullif(v.vec <=> CAST(CAST(:q AS text) AS vector), "
-    "'NaN'::float8), 1.0) AS d FROM knowledge_pg_vectors v "
+    "SELECT v.chunk_id, coalesce(nullif(v.vec <=> "
+    + _QUERY.format(typmod="")
+    + ", 'NaN'::float8), 1.0) AS d FROM knowledge_pg_vectors v "
     "WHERE v.knowledge_base_id = :kb AND v.dims = :dims " + _MINE + "{only}"
     "ORDER BY d, v.chunk_id LIMIT :k"
 )
 # the ``dims`` literal lets the planner match the partial index's predicate
 _HNSW = (
     "WITH hits AS MATERIALIZED (SELECT v.chunk_id, "
-    "v.vec::vector({dims}) <=> CAST(CAST(:q AS text) AS vector({dims})) AS d "
+    "v.vec::vector({dims}) <=> " + _QUERY.format(typmod="({dims})") + " AS d "
     "FROM knowledge_pg_vectors v WHERE v.dims = {dims} AND v.knowledge_base_id = :kb "
     + _MINE
     + "{only}ORDER BY d LIMIT :k) SELECT chunk_id, d FROM hits"
