@@ -52,6 +52,17 @@ and ``lexical-join`` the BM25 query before #13 (the words alone, each match join
 (``--latency-questions N``: the first N questions only, for the slow exact scan on
 PostgreSQL at 100k).
 
+**pgvector** (``--store postgres`` on a server with the extension: scripts/pgvector.sh): the
+baseline ``index`` is then the ``bytea`` path (``PgIndex(pgvector=False)``: ``dense`` reads
+every vector and ranks them with numpy), but every write also fills the ``vec`` column and its
+HNSW index (the write rates include that); ``dense-pgx`` / ``hybrid-pgx`` run pgvector's exact
+scan in the server, ``dense-hnsw`` / ``hybrid-hnsw`` its HNSW index (iterative scan, the
+knowledge base filtered), both with BM25 from the postings as ``hybrid-mem`` (the gateway's
+wiring); the HNSW index's size, its first search and recall@50 against the exact ranking per
+``ef_search`` are printed before the latencies (recall@50 of the IVF index is then against
+pgvector's exact scan too: the same ranking, to 1e-6). ``--bytea-scan-max N`` drops ``dense``,
+``hybrid`` and ``hybrid-sequential`` above N chunks (seconds a query at 100k).
+
 Quality is also given for ``lexical-mem`` (equal to ``lexical``: the same scores) and on
 SQLite for ``lexical-fts5`` (the corpus is the only knowledge base then, so FTS5's pooled
 statistics are its own: the three agree).
@@ -61,6 +72,8 @@ Run from the repository root (embeddings and knowledge extras installed)::
     .venv/bin/python bench/retrieval.py                      # 10k chunks
     .venv/bin/python bench/retrieval.py --sizes 10000,100000
     .venv/bin/python bench/retrieval.py --store postgres     # PgIndex, 10k chunks
+    .venv/bin/python bench/retrieval.py --store postgres --sizes 10000,100000 \
+        --latency-questions 40 --bytea-scan-max 10000        # pgvector vs the process's IVF
 """
 
 from __future__ import annotations
@@ -91,6 +104,7 @@ from modelgrid.knowledge.fusion import reciprocal_rank_fusion
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.pg_index import PgIndex
+from modelgrid.knowledge.pg_vector import PgVectorSettings, index_name
 from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query, kb_token
 from modelgrid.storage import db as storage_db
 from modelgrid.storage import migrate
@@ -295,7 +309,9 @@ async def ann_graph(
     ann = AnnCache(AnnSettings(min_vectors=1, nprobe=args.nprobe))
     lex = LexicalCache(LexicalSettings(min_chunks=1))
     index: KnowledgeIndex = (
-        PgIndex(engine_db, ann, lex) if args.store == "postgres" else SqliteIndex(db, ann, lex)
+        PgIndex(engine_db, ann, lex, pgvector=False)
+        if args.store == "postgres"
+        else SqliteIndex(db, ann, lex)
     )
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -344,6 +360,54 @@ async def ann_graph(
     return ann, lex, index
 
 
+VIA = ("mem", "pgx", "hnsw")  # a latency mode's suffix: the index it runs on
+
+
+async def hnsw_recall(
+    args: argparse.Namespace,
+    engine_db: AsyncEngine,
+    exact: KnowledgeIndex,
+    lex: LexicalCache,
+    kb: str,
+    qvec: Sequence[bytes],
+    dims: int,
+) -> dict[str, KnowledgeIndex]:
+    """pgvector's two paths over the same store, BM25 from ``lex``'s postings (as the gateway
+    wires them): ``pgx`` its exact scan in the server, ``hnsw`` its HNSW index (every
+    knowledge base); the index's size, the first (cold) HNSW search, and recall@50 of HNSW
+    against the exact scan per ``ef_search``."""
+    pgx = PgIndex(engine_db, lexical=lex, vector_settings=PgVectorSettings(hnsw_min_chunks=2**62))
+    settings = PgVectorSettings(hnsw_min_chunks=1, ef_search=args.ef_search)
+    hnsw = PgIndex(engine_db, lexical=lex, vector_settings=settings)
+    t0 = time.perf_counter()
+    await hnsw.dense(WS, kb, qvec[0], dims, DEPTH)
+    cold_ms = (time.perf_counter() - t0) * 1000
+    async with engine_db.connect() as conn:
+        size = await conn.scalar(
+            text("SELECT pg_relation_size(CAST(:n AS regclass))"), {"n": index_name(dims)}
+        )
+    print(
+        f"  pgvector HNSW (m {settings.m}, ef_construction {settings.ef_construction}): "
+        f"{int(size or 0) / 1e6:.0f} MB, first search {cold_ms:.1f} ms"
+    )
+    qvec = qvec[: args.latency_questions]
+    truth = [[c for c, _ in await exact.dense(WS, kb, v, dims, DEPTH)] for v in qvec]
+    for ef in sorted({40, 100, 200, 400, args.ef_search}):
+        hnsw.vector_settings = dataclasses.replace(settings, ef_search=ef)
+        got, ms = [], []
+        for v in qvec:
+            t1 = time.perf_counter()
+            got.append([c for c, _ in await hnsw.dense(WS, kb, v, dims, DEPTH)])
+            ms.append((time.perf_counter() - t1) * 1000)
+        recall = sum(len(set(g) & set(t)) / len(t) for g, t in zip(got, truth, strict=True))
+        print(
+            f"  ef_search {ef:3d}: recall@{DEPTH} vs exact {recall / len(truth):.4f}, "
+            f"dense p50 {pct(ms, 50):.1f} ms p95 {pct(ms, 95):.1f} ms"
+        )
+    hnsw.vector_settings = settings
+    return {"pgx": pgx, "hnsw": hnsw}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000", help="chunk counts for the latency runs")
@@ -353,6 +417,15 @@ async def main() -> None:
         "--latency-questions", type=int, default=None, help="questions timed per size (all)"
     )
     ap.add_argument("--nprobe", type=int, default=AnnSettings().nprobe, help="IVF lists scanned")
+    ap.add_argument(
+        "--ef-search", type=int, default=PgVectorSettings().ef_search, help="pgvector HNSW"
+    )
+    ap.add_argument(
+        "--bytea-scan-max",
+        type=int,
+        default=None,
+        help="with pgvector: above this size, skip the modes reading every vector (dense, hybrid)",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -386,8 +459,25 @@ async def main() -> None:
         url = f"sqlite+aiosqlite:///{db}"
     await asyncio.to_thread(migrate.upgrade, url)
     engine_db = storage_db.create_engine(url)
-    index: KnowledgeIndex = PgIndex(engine_db) if args.store == "postgres" else SqliteIndex(db)
-    print(f"store: {args.store}")
+    # on PostgreSQL, ``index`` is the bytea path (numpy's exact scan: the baseline); with
+    # pgvector in the server, its first use below adds the ``vec`` column, so every write
+    # fills it and keeps the HNSW index (the write rates include that)
+    index: KnowledgeIndex = (
+        PgIndex(engine_db, pgvector=False) if args.store == "postgres" else SqliteIndex(db)
+    )
+    pgvector = False
+    if args.store == "postgres":
+        probe = PgIndex(engine_db)
+        await probe.dense(WS, "none", b"\0" * 4 * dims, dims, 1)  # first use: the extension
+        pgvector = probe.pgvector
+    # the exact ranking recall@50 is measured against: pgvector's scan in the server where it
+    # is there (the numpy scan's ranking, to 1e-6, without reading every vector)
+    truth: KnowledgeIndex = (
+        PgIndex(engine_db, vector_settings=PgVectorSettings(hnsw_min_chunks=2**62))
+        if pgvector
+        else index
+    )
+    print(f"store: {args.store}{' (pgvector)' if pgvector else ''}")
 
     # --- indexing the corpus: count, chunk, embed, write ---------------------------------
     t0 = time.perf_counter()
@@ -511,7 +601,10 @@ async def main() -> None:
             f"{written / t_fill if written else 0:.0f} chunks/s; "
             f"{datetime.datetime.now(datetime.UTC):%H:%M:%S} UTC):"
         )
-        ann, lex, mem = await ann_graph(args, engine_db, db, index, kb, qs, qvec, dims)
+        ann, lex, mem = await ann_graph(args, engine_db, db, truth, kb, qs, qvec, dims)
+        on_pg: dict[str, KnowledgeIndex] = {}
+        if pgvector:  # pgvector: its exact scan in the server and HNSW, BM25 from the postings
+            on_pg = await hnsw_recall(args, engine_db, truth, lex, kb, qvec, dims)
         modes = [
             "dense",
             "lexical",
@@ -527,6 +620,20 @@ async def main() -> None:
             ("hybrid-mem", "hybrid"),
             ("lexical-mem", "lexical"),
         ]
+        if on_pg:
+            modes += ["dense-pgx", "dense-hnsw", "hybrid-pgx", "hybrid-hnsw"]
+            pairs += [
+                ("dense-pgx", "dense"),
+                ("dense-mem", "dense-pgx"),
+                ("dense-hnsw", "dense-pgx"),
+                ("dense-hnsw", "dense-mem"),
+                ("hybrid-mem", "hybrid-pgx"),
+                ("hybrid-hnsw", "hybrid-pgx"),
+                ("hybrid-hnsw", "hybrid-mem"),
+            ]
+            if args.bytea_scan_max is not None and size > args.bytea_scan_max:
+                modes = [m for m in modes if m not in ("dense", "hybrid", "hybrid-sequential")]
+                pairs = [p for p in pairs if all(m in modes for m in p)]
         if args.store == "sqlite":
             modes += ["lexical-fts5", "lexical-join"]
             pairs += [
@@ -535,13 +642,15 @@ async def main() -> None:
                 ("lexical-fts5", "lexical-join"),
             ]
         lat: dict[str, list[float]] = {m: [] for m in modes}
-        on = {m: mem if m.endswith("-mem") else index for m in modes}
+        suffix = {m: m.rsplit("-", 1)[-1] for m in modes if m.rsplit("-", 1)[-1] in VIA}
+        on = {m: {"mem": mem, **on_pg}.get(suffix.get(m, ""), index) for m in modes}
+        base = {m: m.removesuffix(f"-{suffix[m]}") if m in suffix else m for m in modes}
         for mode in modes:
-            await search(on[mode], kb, mode.removesuffix("-mem"), qs[0][1], qvec[0], dims)
+            await search(on[mode], kb, base[mode], qs[0][1], qvec[0], dims)
         for i, (_, q, _) in enumerate(qs[: args.latency_questions]):  # modes interleaved, rotating
             for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 t0 = time.perf_counter()
-                await search(on[mode], kb, mode.removesuffix("-mem"), q, qvec[i], dims)
+                await search(on[mode], kb, base[mode], q, qvec[i], dims)
                 lat[mode].append((time.perf_counter() - t0) * 1000)
         for mode, xs in lat.items():
             print(f"  {mode:17s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)})")
