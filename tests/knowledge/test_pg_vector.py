@@ -5,8 +5,9 @@
   same order, distances to 1e-6), with and without a documents filter, for a ``k`` past the
   knowledge base's size;
 - the HNSW path (the plan uses the width's index) answers ``k`` rows of the knowledge base
-  only — never another workspace's identical chunks — with a documents filter too, and finds
-  the exact top 10 of each query;
+  only — never another workspace's identical chunks — with a documents filter too (one that
+  keeps fewer than ``hnsw_min_chunks`` chunks: the exact scan), and finds the exact top 10
+  of each query;
 - a deleted document's vectors are gone from the table and from the answers;
 - without pgvector (``pgvector=False`` on a database without the extension) the ``bytea``
   path answers; a later index with pgvector adds the column and backfills it, and fills the
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgrid.knowledge import pg_vector
@@ -128,27 +129,34 @@ async def test_hnsw_answers_k_rows_of_the_knowledge_base_only(engine: AsyncEngin
     await corpus(engine, index)
     exact = PgIndex(engine, pgvector=False)
     # the plan: the width's HNSW index, with the workspace and documents filters after it
-    async with engine.begin() as conn:
-        await conn.execute(text(pg_vector.SCAN_SETTINGS), {"ef": "64", "mst": "20000"})
-        plan = "\n".join(
-            str(r[0])
-            for r in await conn.execute(
-                text("EXPLAIN " + pg_vector.hnsw_sql(DIMS, False)),
-                {"q": pg_vector.literal(QUERIES[0].tobytes()), "kb": "kb-1", "ws": "ws-a", "k": 5},
-            )
-        )
-    assert f"Index Scan using {pg_vector.index_name(DIMS)}" in plan, plan
+    for docs in (None, ["doc-1", "doc-2"]):
+        sql = pg_vector.hnsw_sql(DIMS, docs is not None)
+        stmt = text("EXPLAIN " + sql)
+        if docs is not None:
+            stmt = stmt.bindparams(bindparam("docs", expanding=True))
+        q = pg_vector.literal(QUERIES[0].tobytes())
+        async with engine.begin() as conn:
+            await conn.execute(text(pg_vector.SCAN_SETTINGS), {"ef": "64", "mst": "20000"})
+            args = {"q": q, "kb": "kb-1", "ws": "ws-a", "k": 5, **({"docs": docs} if docs else {})}
+            plan = "\n".join(str(r[0]) for r in await conn.execute(stmt, args))
+        assert f"Index Scan using {pg_vector.index_name(DIMS)}" in plan, plan
     found = 0
     for q in QUERIES:
+        served = index.hnsw_served
         hits = await index.dense("ws-a", "kb-1", q.tobytes(), DIMS, 50)
         assert len(hits) == 50
         assert hits == sorted(hits, key=lambda h: (h[1], h[0]))
         assert {o[:2] for o in await owners(engine, [c for c, _ in hits])} == {("ws-a", "kb-1")}
         want = await exact.dense("ws-a", "kb-1", q.tobytes(), DIMS, 10)
         found += len({c for c, _ in want} & {c for c, _ in hits[:10]})
+        two = await index.dense("ws-a", "kb-1", q.tobytes(), DIMS, 50, ["doc-1", "doc-2"])
+        assert len(two) == 50  # 200 chunks: HNSW
+        assert {o[2] for o in await owners(engine, [c for c, _ in two])} <= {"doc-1", "doc-2"}
         only = await index.dense("ws-a", "kb-1", q.tobytes(), DIMS, 20, ["doc-2"])
-        assert len(only) == 20
+        assert len(only) == 20  # 100 chunks: the exact scan
+        assert index.hnsw_served == served + 2
         assert await owners(engine, [c for c, _ in only]) == {("ws-a", "kb-1", "doc-2")}
+        same(only, await exact.dense("ws-a", "kb-1", q.tobytes(), DIMS, 20, ["doc-2"]))
         theirs = await index.dense("ws-b", "kb-b", q.tobytes(), DIMS, 50)
         assert {o[:2] for o in await owners(engine, [c for c, _ in theirs])} == {("ws-b", "kb-b")}
         assert await index.dense("ws-b", "kb-1", q.tobytes(), DIMS, 50) == []

@@ -134,6 +134,7 @@ class PgIndex:
         self._vec = False  # the table has the ``vec vector`` column (written on every insert)
         self.pgvector = False  # dense search goes through pgvector (known after first use)
         self._hnsw_dims: set[int] = set()  # widths whose HNSW index is known to exist
+        self.hnsw_served = 0  # dense searches HNSW answered (tests, metrics)
         self._source = _Vectors(self)
         self._terms = _Terms(self)
 
@@ -387,7 +388,9 @@ class PgIndex:
         documents: Sequence[str] | None,
     ) -> list[tuple[int, float]]:
         """``dense`` through pgvector: HNSW for a knowledge base of ``hnsw_min_chunks`` chunks
-        and more (the exact scan when it finds fewer than ``k``), else the exact scan."""
+        and more (with ``documents``, when they hold that many: a few documents' chunks are
+        scanned exactly rather than sought among the whole width's index; the exact scan too
+        when HNSW finds fewer than ``k``), else the exact scan."""
         s = self.vector_settings
         only = documents is not None
         args: dict[str, Any] = {
@@ -400,7 +403,12 @@ class PgIndex:
             args["docs"] = list(documents)
         async with self._engine.connect() as conn:
             state = (await conn.execute(text(revisions.STATE), {"kb": knowledge_base_id})).first()
-        large = state is not None and int(state[1]) >= s.hnsw_min_chunks
+            large = state is not None and int(state[1]) >= s.hnsw_min_chunks
+            if large and only:
+                count = text(pg_vector.COUNT_DOCUMENTS).bindparams(
+                    bindparam("docs", expanding=True)
+                )
+                large = int(await conn.scalar(count, args) or 0) >= s.hnsw_min_chunks
         if large and await self._hnsw_index(dimensions):
             stmt = text(pg_vector.hnsw_sql(dimensions, only))
             if only:
@@ -411,6 +419,7 @@ class PgIndex:
                 rows = (await conn.execute(stmt, args)).all()
             hits = [(int(r[0]), 1.0 if math.isnan(r[1]) else float(r[1])) for r in rows]
             if len(hits) >= k:
+                self.hnsw_served += 1
                 return sorted(hits, key=lambda h: (h[1], h[0]))[:k]
         stmt = text(pg_vector.exact_sql(only))
         if only:

@@ -21,7 +21,8 @@ more (384 dims: ~1.5 kB).
   workspace, knowledge base and documents filters applied after the index still fill ``k``
   rows: the scan goes on past ``ef_search`` candidates until ``k`` pass or
   ``hnsw.max_scan_tuples`` were visited. Fewer than ``k`` rows (a filter that keeps too few of
-  the width's rows) falls back to the exact scan. Widths above ``MAX_HNSW_DIMS`` (pgvector's
+  the width's rows) falls back to the exact scan; a documents filter keeping fewer than
+  ``hnsw_min_chunks`` chunks (counted first) goes to it straight away. Widths above ``MAX_HNSW_DIMS`` (pgvector's
   limit for ``vector`` in an index) stay exact.
 
 Distances are pgvector's ``cosine_distance`` (float sums, the quotient in double, clamped to
@@ -87,6 +88,11 @@ ONLY_DOCUMENTS = (
 # sixth run PostgreSQL may keep a generic plan, where a cast of the parameter is not folded
 # but evaluated per row (2,000 rows of 384 dims: 54 ms instead of 2.5)
 _QUERY = "(SELECT CAST(CAST(:q AS text) AS vector{typmod}))"
+# how many chunks a documents filter keeps (the choice between HNSW and the exact scan)
+COUNT_DOCUMENTS = (
+    "SELECT count(*) FROM knowledge_chunks WHERE workspace_id = :ws "
+    "AND knowledge_base_id = :kb AND document_id IN :docs"
+)
 # ``cosine_distance`` is NaN for a zero vector: 1.0, as the numpy scan's cosine of 0
 _EXACT = (
     "SELECT v.chunk_id, coalesce(nullif(v.vec <=> "
@@ -151,6 +157,7 @@ __all__ = [
     "ADD_COLUMN",
     "BACKFILL_READ",
     "BACKFILL_WRITE",
+    "COUNT_DOCUMENTS",
     "HAS_COLUMN",
     "MAX_HNSW_DIMS",
     "ONLY_DOCUMENTS",
