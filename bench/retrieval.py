@@ -644,13 +644,13 @@ async def main() -> None:
         lat: dict[str, list[float]] = {m: [] for m in modes}
         suffix = {m: m.rsplit("-", 1)[-1] for m in modes if m.rsplit("-", 1)[-1] in VIA}
         on = {m: {"mem": mem, **on_pg}.get(suffix.get(m, ""), index) for m in modes}
-        base = {m: m.removesuffix(f"-{suffix[m]}") if m in suffix else m for m in modes}
+        kind = {m: m.removesuffix(f"-{suffix[m]}") if m in suffix else m for m in modes}
         for mode in modes:
-            await search(on[mode], kb, base[mode], qs[0][1], qvec[0], dims)
+            await search(on[mode], kb, kind[mode], qs[0][1], qvec[0], dims)
         for i, (_, q, _) in enumerate(qs[: args.latency_questions]):  # modes interleaved, rotating
             for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 t0 = time.perf_counter()
-                await search(on[mode], kb, base[mode], q, qvec[i], dims)
+                await search(on[mode], kb, kind[mode], q, qvec[i], dims)
                 lat[mode].append((time.perf_counter() - t0) * 1000)
         for mode, xs in lat.items():
             print(f"  {mode:17s} p50 {pct(xs, 50):6.1f} ms  p95 {pct(xs, 95):6.1f} ms  ({len(xs)})")
