@@ -8,6 +8,8 @@
   only — never another workspace's identical chunks — with a documents filter too (one that
   keeps fewer than ``hnsw_min_chunks`` chunks: the exact scan), and finds the exact top 10
   of each query;
+- with the process's IVF index (``knowledge.ann``), it answers once built, HNSW before that
+  and for a documents filter;
 - a deleted document's vectors are gone from the table and from the answers;
 - without pgvector (``pgvector=False`` on a database without the extension) the ``bytea``
   path answers; a later index with pgvector adds the column and backfills it, and fills the
@@ -29,6 +31,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgrid.knowledge import pg_vector
+from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.pg_vector import PgVectorSettings
@@ -161,6 +164,24 @@ async def test_hnsw_answers_k_rows_of_the_knowledge_base_only(engine: AsyncEngin
         assert {o[:2] for o in await owners(engine, [c for c, _ in theirs])} == {("ws-b", "kb-b")}
         assert await index.dense("ws-b", "kb-1", q.tobytes(), DIMS, 50) == []
     assert found == 10 * len(QUERIES)
+
+
+async def test_the_process_ivf_index_first_pgvector_while_it_builds(engine: AsyncEngine) -> None:
+    ann = AnnCache(AnnSettings(min_vectors=300, max_vectors=10_000, nprobe=64))
+    index = PgIndex(engine, ann, vector_settings=HNSW)
+    await corpus(engine, index)
+    exact = PgIndex(engine, pgvector=False)
+    q = QUERIES[5].tobytes()
+    want = await exact.dense("ws-a", "kb-1", q, DIMS, 10)
+    same(await index.dense("ws-a", "kb-1", q, DIMS, 10), want)  # cold: HNSW, the build started
+    assert (index.hnsw_served, ann.served) == (1, 0)
+    await ann.wait()
+    same(await index.dense("ws-a", "kb-1", q, DIMS, 10), want)  # the IVF index (every list)
+    assert (index.hnsw_served, ann.served) == (1, 1)
+    got = await index.dense("ws-a", "kb-1", q, DIMS, 10, ["doc-0", "doc-1"])  # a filter: HNSW
+    assert (index.hnsw_served, ann.served) == (2, 1)
+    same(got, await exact.dense("ws-a", "kb-1", q, DIMS, 10, ["doc-0", "doc-1"]))
+    await index.aclose()
 
 
 async def test_a_deleted_documents_vectors_are_gone(engine: AsyncEngine) -> None:

@@ -154,8 +154,11 @@ class PgIndex:
         if self.pgvector:
             logger.info(
                 "knowledge index on PostgreSQL: dense search through pgvector (exact in the "
-                "server under %d chunks, HNSW above)",
+                "server under %d chunks, HNSW above)%s",
                 self.vector_settings.hnsw_min_chunks,
+                "; the process's IVF index first for large knowledge bases"
+                if self._ann is not None
+                else "",
             )
         else:
             logger.info(
@@ -351,16 +354,18 @@ class PgIndex:
         if documents is not None and not documents:
             return []
         await self._tables()
-        if self.pgvector:
-            return await self._dense_pgvector(
-                workspace_id, knowledge_base_id, vector, dimensions, k, documents
-            )
+        # the process's IVF index first, pgvector or not: on the bench's 100k set it answers
+        # in 2.2 ms at recall@50 0.999, pgvector's HNSW in 6.4 ms at 0.85 (ef_search 400)
         if documents is None and self._ann is not None:
             hits = await self._ann.search(
                 self._source, workspace_id, knowledge_base_id, vector, dimensions, k
             )
             if hits is not None:
                 return hits
+        if self.pgvector:
+            return await self._dense_pgvector(
+                workspace_id, knowledge_base_id, vector, dimensions, k, documents
+            )
         only, extra = self._only(documents)
         stmt = text(
             "SELECT v.chunk_id, v.embedding FROM knowledge_pg_vectors v "

@@ -9,9 +9,14 @@ column is added to a table that already holds rows (and at each process's first 
 process from before the column wrote meanwhile: a partial index finds them). It costs ``4 * dims + 8`` bytes a chunk
 more (384 dims: ~1.5 kB).
 
-**Search** (pgvector 0.8.0's README, "Querying", "Filtering", "Iterative Index Scans"):
+**Search** (pgvector 0.8.0's README, "Querying", "Filtering", "Iterative Index Scans"), where
+the process's IVF index (``knowledge.ann``) does not answer — it still comes first for a
+large knowledge base: on the bench's 100k set it answers in 2.2 ms at recall@50 0.999 against
+HNSW's 6.4 ms at 0.85 (near-duplicate filler vectors, where a graph walk misses; at 10k HNSW
+reached 0.99): so HNSW serves while the IVF index builds or refreshes, past its memory cap and
+for large documents filters, and the numpy scan of every vector (2.3 s at 100k) is gone:
 
-- a knowledge base under ``hnsw_min_chunks`` chunks: an exact scan in the server,
+- a knowledge base under ``hnsw_min_chunks`` chunks (100,000): an exact scan in the server,
   ``vec <=> query`` (cosine distance, ``1 - cos``) over the knowledge base's rows (found by the
   ``(knowledge_base_id, dims)`` B-tree), ordered by distance then chunk id — only ``k`` rows
   cross the wire;
@@ -47,8 +52,8 @@ class PgVectorSettings:
     ef_construction: HNSW build candidate list (``WITH (ef_construction = ...)``).
     """
 
-    hnsw_min_chunks: int = 10_000
-    ef_search: int = 100
+    hnsw_min_chunks: int = 100_000
+    ef_search: int = 400
     max_scan_tuples: int = 20_000
     m: int = 16
     ef_construction: int = 64
