@@ -106,7 +106,8 @@ class PgIndex:
     Args:
         engine: The gateway's database engine (its own pool; the index opens no other).
         ann: The process's approximate nearest-neighbour graphs for large knowledge bases
-            (``knowledge.ann``; ``None``: every dense search is the exact scan).
+            (``knowledge.ann``; asked first, pgvector or not; ``None``: every dense search
+            is pgvector's, or the exact scan).
         lexical: The process's BM25 postings of large knowledge bases (``knowledge.lexical``;
             ``None``: every BM25 search is ``pg_bm25.rank_sql``).
         pgvector: Dense search through pgvector (``knowledge.pg_vector``): ``None`` (the
