@@ -35,9 +35,8 @@ if [ -z "$major" ]; then
   exit 0
 fi
 control="/usr/share/postgresql/${major}/extension/vector.control"
-if [ -f "$control" ] && grep -q "default_version = '${VERSION}'" "$control" \
-  && [ -f "/usr/lib/postgresql/${major}/lib/vector.so" ]; then
-  exit 0  # installed: quiet
+if [ -f "$control" ] && [ -f "/usr/lib/postgresql/${major}/lib/vector.so" ]; then
+  exit 0  # installed (this version or another, e.g. a distribution's package): quiet
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
