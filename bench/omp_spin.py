@@ -1,6 +1,7 @@
 """llama.cpp's decode speed by GNU OpenMP's barrier spin (``GOMP_SPINCOUNT``), on a quiet
-machine and beside one busy process: modelgrid's setting (``engines.llamacpp.SPINCOUNT``)
-against libgomp's default (300,000 iterations) and others, side by side.
+machine and beside one busy process: 1,000 (what README recommends on shared machines)
+against libgomp's default (300,000 iterations) and others, side by side. modelgrid keeps
+libgomp's default (a shorter spin costs 2-4 % on a quiet machine); README says when to set it.
 
 llama.cpp's CPU threads meet at an OpenMP barrier after every operation of the graph; a
 thread that arrives first spins ``GOMP_SPINCOUNT`` iterations before it sleeps. When another

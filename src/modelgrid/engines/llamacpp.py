@@ -12,8 +12,6 @@ Sampling follows the OpenAI parameters: ``temperature`` 0 is greedy; top-k and m
 and JSON output are constrained with a GBNF grammar (``engines.grammar``) when the request
 demands them; calls in the model's output are parsed by ``engines.output``. Log probabilities
 are computed from the logits of the sampled position, only when asked for.
-
-OpenMP's barrier spin is shortened before llama.cpp loads (``engines.openmp``).
 """
 
 from __future__ import annotations
@@ -33,9 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelgrid.engines import openmp  # noqa: F401  # sets GOMP_SPINCOUNT: before llama_cpp
-
-# isort: split
 import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter

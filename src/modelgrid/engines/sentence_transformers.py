@@ -6,8 +6,7 @@ Each replica owns one worker thread: a request's inputs are tokenized there (``c
 exact usage and the length check) and then encoded there in one ``encode`` call (which sorts
 them by length and runs ``batch_size`` per forward pass), while the event loop stays free;
 requests queue for the thread (``queue_depth``). Vectors are L2-normalised float32, returned
-as little-endian bytes (see ``engines.embedding.Embeddings``). OpenMP's barrier spin is
-shortened before torch loads (``engines.openmp``).
+as little-endian bytes (see ``engines.embedding.Embeddings``).
 """
 
 from __future__ import annotations
@@ -20,9 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelgrid.engines import openmp  # noqa: F401  # sets GOMP_SPINCOUNT: before torch
-
-# isort: split
 import torch
 from sentence_transformers import SentenceTransformer
 
