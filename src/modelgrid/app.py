@@ -64,6 +64,7 @@ from modelgrid.engines.registry import gateway_engines
 from modelgrid.jobs.batch_runner import BatchRunner
 from modelgrid.jobs.capacity import GridCapacity
 from modelgrid.jobs.indexer import Indexer
+from modelgrid.knowledge import fusion
 from modelgrid.knowledge.ann import AnnCache, AnnSettings
 from modelgrid.knowledge.index import KnowledgeIndex
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
@@ -557,7 +558,9 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         embedding_models=embedding_models,
         wake=indexer.wake,
     )
-    retrieval = Retrieval(index, KnowledgeEmbedder(state.embeddings))
+    retrieval = Retrieval(
+        index, KnowledgeEmbedder(state.embeddings), fusion.by_method(settings.knowledge.fusion)
+    )
     stores = VectorStores(state.sessions, bases, state.control.inventory)
     state.knowledge = Knowledge(
         bases,

@@ -137,6 +137,28 @@ def test_create_index_and_search(server: ThreadServer) -> None:
     assert got["documents"] == {"ready": 1}
 
 
+def test_reciprocal_rank_fusion_when_configured(server_factory: ServerFactory) -> None:
+    server = server_factory(
+        FakeEngine(),
+        HashEmbeddingEngine(),
+        knowledge={
+            "poll_interval_s": 0.05,
+            "chunk_tokens": 40,
+            "chunk_overlap": 10,
+            "fusion": "rrf",
+        },
+    )
+    kb = make_kb(server)
+    wait_ready(server, kb["id"], upload(server, kb["id"], GUIDE).json()["id"])
+    hits = search(server, kb["id"], "when is a refund granted", top_k=2).json()["data"]
+    # RRF, k = 60, both rankings weighed 0.5: first in both, then second in dense alone
+    assert [(h["heading"], h["dense_rank"], h["lexical_rank"]) for h in hits] == [
+        ("Refunds", 1, 1),
+        (hits[1]["heading"], 2, None),
+    ]
+    assert [h["score"] for h in hits] == [0.5 / 61 + 0.5 / 61, 0.5 / 62]
+
+
 def test_other_workspaces_see_nothing(server: ThreadServer) -> None:
     other = create_key(server.settings.database_url, name="other", workspace="acme").plaintext
     mine = make_kb(server)

@@ -19,6 +19,9 @@ its labelled questions (by recall@5, then MRR) and checked on the other half (``
 RESULTS.md``, "Knowledge-base retrieval (#13)"): a convex combination of min-max normalised
 scores, ``alpha = 0.4`` (dense), over each retriever's top 100. Its scores are 0..1 (1.0:
 first in both rankings), so they serve as OpenAI's vector-store search scores as they are.
+``RRF`` (``knowledge.fusion = "rrf"`` in the settings) is the issue's reciprocal rank fusion,
+k = 60 and both rankings weighed alike: recall@5 0.888 against the default's 0.897 on the
+held-out half.
 """
 
 from __future__ import annotations
@@ -181,16 +184,25 @@ def convex_combination(
 
 
 DEFAULT = Fusion()
+RRF = Fusion(method="rrf", dense_weight=0.5)  # Cormack et al.'s: both rankings alike, k = 60
+
+
+def by_method(method: Method) -> Fusion:
+    """The product's fusion of that family: ``DEFAULT`` (convex) or ``RRF``."""
+    return RRF if method == "rrf" else DEFAULT
+
 
 __all__ = [
     "BM25_MIN",
     "COSINE_MIN",
     "DEFAULT",
+    "RRF",
     "RRF_K",
     "Fusion",
     "Hit",
     "Method",
     "Normalization",
+    "by_method",
     "convex_combination",
     "normalized",
     "reciprocal_rank_fusion",

@@ -3,7 +3,7 @@ tool of the Responses API (https://platform.openai.com/docs/api-reference/vector
 https://platform.openai.com/docs/guides/tools-file-search).
 
 One search runs the hybrid retrieval of knowledge bases (``serving.knowledge.Retrieval``:
-dense and BM25 fused by ``knowledge.fusion.DEFAULT``) over each named store, within the
+dense and BM25 fused as the retrieval is configured, by default ``knowledge.fusion.DEFAULT``) over each named store, within the
 caller's workspace. The query is embedded once per embedding model (one metered call each,
 billed to the caller like any knowledge-base search), whatever the number of stores. An
 attribute filter (``protocol.openai.attribute_filters``) keeps the files whose ``attributes``
@@ -40,7 +40,6 @@ from sqlalchemy import select
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
-from modelgrid.knowledge.fusion import DEFAULT
 from modelgrid.protocol.openai.attribute_filters import Filter, matches
 from modelgrid.serving.knowledge import Retrieval, check_query
 from modelgrid.serving.rerank import ChatReranker, reorder
@@ -160,7 +159,8 @@ class FileSearch:
             stores.append(await self.stores.usable(principal, vs_id, where))
         for query in queries:  # refused before any query is embedded (and billed)
             check_query(query)
-        fusion = DEFAULT if weights is None else DEFAULT.with_weights(*weights)
+        configured = self.retrieval.fusion
+        fusion = configured if weights is None else configured.with_weights(*weights)
         best_score = fusion.best_score()
         vectors: dict[tuple[str, str], bytes] = {}
         best: dict[int, FileHit] = {}

@@ -179,9 +179,12 @@ class Retrieval:
         embedder: Query embeddings (metered to the caller).
     """
 
-    def __init__(self, index: KnowledgeIndex, embedder: KnowledgeEmbedder) -> None:
+    def __init__(
+        self, index: KnowledgeIndex, embedder: KnowledgeEmbedder, fusion: Fusion = DEFAULT
+    ) -> None:
         self.index = index
         self.embedder = embedder
+        self.fusion = fusion
 
     async def embed_query(
         self, principal: Principal, model: str, query: str, ctx: CallContext | None = None
@@ -209,7 +212,7 @@ class Retrieval:
         ctx: CallContext | None = None,
         documents: Sequence[str] | None = None,
         query_vector: bytes | None = None,
-        fusion: Fusion = DEFAULT,
+        fusion: Fusion | None = None,
     ) -> list[Retrieved]:
         """The ``top_k`` chunks for ``query``, best first. The caller has checked that the
         knowledge base is the principal's workspace's; every index read is filtered by the
@@ -217,7 +220,7 @@ class Retrieval:
         survivors). ``query_vector``: the query's embedding by ``model``, already made (one
         metered call for several knowledge bases of one model: ``embed_query``).
         ``fusion``: how hybrid fuses the two rankings, and each one's candidate depth
-        (``Fusion.depth``, raised to ``top_k``).
+        (``Fusion.depth``, raised to ``top_k``; ``None``: this retrieval's own).
 
         Raises:
             InvalidRequestError: an empty or over-long query, ``top_k`` out of 1..100, an
@@ -230,6 +233,7 @@ class Retrieval:
         if mode not in MODES:
             raise InvalidRequestError(f"'mode' must be one of {', '.join(MODES)}.", param="mode")
         ws = principal.workspace_id
+        fusion = fusion or self.fusion
         depth = max(fusion.depth, top_k)
 
         async def by_vector() -> list[tuple[int, float]]:
