@@ -562,12 +562,14 @@ def _build_knowledge(settings: Settings, state: AppState) -> _KnowledgeParts | N
         index, KnowledgeEmbedder(state.embeddings), fusion.by_method(settings.knowledge.fusion)
     )
     stores = VectorStores(state.sessions, bases, state.control.inventory)
+    reranker = ChatReranker(state.chat, chat_model)
     state.knowledge = Knowledge(
         bases,
         retrieval,
         stores,
         VectorStoreFiles(state.sessions, stores, state.control.files),
-        FileSearch(retrieval, stores, state.sessions, ChatReranker(state.chat, chat_model)),
+        FileSearch(retrieval, stores, state.sessions, reranker),
+        reranker,
     )
     return _KnowledgeParts(index, indexer, stores)
 

@@ -113,7 +113,7 @@ def test_manage_apps(server: ThreadServer) -> None:
     assert (app["model"], app["knowledge_base_ids"], app["retrieval"]) == (
         "fake-model",
         [kb],
-        {"top_k": 2, "mode": "lexical", "query_rewrite": "concat"},
+        {"top_k": 2, "mode": "lexical", "query_rewrite": "concat", "rerank": False},
     )
     assert app["max_tokens"] is None
     assert call(server, "GET", f"/v1/apps/{app['id']}").json() == app
@@ -199,7 +199,7 @@ def test_manage_apps(server: ThreadServer) -> None:
     )
     assert r.status_code == 200, r.text
     assert (r.json()["retrieval"], r.json()["memory_extraction"]) == (
-        {"top_k": 5, "mode": "hybrid", "query_rewrite": "model"},
+        {"top_k": 5, "mode": "hybrid", "query_rewrite": "model", "rerank": False},
         "model",
     )
     assert call(server, "GET", "/admin/v1/workspaces/default/apps").status_code == 403

@@ -42,7 +42,12 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
         ).stdout
     )
     assert (made["name"], made["model"], made["instructions"]) == ("helpdesk", "m1", "Be brief.")
-    assert made["retrieval"] == {"top_k": 3, "mode": "hybrid", "query_rewrite": "concat"}
+    assert made["retrieval"] == {
+        "top_k": 3,
+        "mode": "hybrid",
+        "query_rewrite": "concat",
+        "rerank": False,
+    }
     assert made["memory_extraction"] == "rules"
     app_id = made["id"]
     listed = json.loads(cli(url, "apps", "list", "--workspace", "acme", "--json").stdout)
@@ -50,7 +55,12 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
     changed = json.loads(
         cli(url, "apps", "set", app_id, "--workspace", "acme", "--mode", "lexical", "--json").stdout
     )
-    assert changed["retrieval"] == {"top_k": 3, "mode": "lexical", "query_rewrite": "concat"}
+    assert changed["retrieval"] == {
+        "top_k": 3,
+        "mode": "lexical",
+        "query_rewrite": "concat",
+        "rerank": False,
+    }
     changed = json.loads(
         cli(
             url,
@@ -63,14 +73,31 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
             "model",
             "--memory-extraction",
             "model",
+            "--rerank",
             "--json",
         ).stdout
     )
-    assert changed["retrieval"] == {"top_k": 3, "mode": "lexical", "query_rewrite": "model"}
+    assert changed["retrieval"] == {
+        "top_k": 3,
+        "mode": "lexical",
+        "query_rewrite": "model",
+        "rerank": True,
+    }
     assert changed["memory_extraction"] == "model"
     bad = cli(url, "apps", "set", app_id, "--workspace", "acme", "--query-rewrite", "llm", ok=False)
     assert bad.returncode != 0 and b"query_rewrite" in bad.stdout + bad.stderr
-    assert "helpdesk" in cli(url, "apps", "show", app_id, "--workspace", "acme").stdout.decode()
+    shown = cli(url, "apps", "show", app_id, "--workspace", "acme").stdout.decode()
+    assert "helpdesk" in shown and "query rewrite model, rerank on," in shown
+    # --no-rerank turns it off and keeps the rest of the retrieval settings
+    changed = json.loads(
+        cli(url, "apps", "set", app_id, "--workspace", "acme", "--no-rerank", "--json").stdout
+    )
+    assert changed["retrieval"] == {
+        "top_k": 3,
+        "mode": "lexical",
+        "query_rewrite": "model",
+        "rerank": False,
+    }
 
     # checked like the API: an unknown model or knowledge base is refused, nothing written
     bad = cli(url, "apps", "create", "x", "--workspace", "acme", "--model", "m9", ok=False)
@@ -100,6 +127,7 @@ def test_apps_round_trip(database_url: str, tmp_path: Path) -> None:
     actions = db_rows(url, "SELECT action, actor FROM audit_log WHERE action LIKE 'app.%'")
     assert [a["action"] for a in actions] == [
         "app.create",
+        "app.update",
         "app.update",
         "app.update",
         "app.delete",

@@ -28,6 +28,7 @@ from modelgrid.serving.knowledge import Retrieval
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.rerank import ChatReranker
 from modelgrid.serving.responses import ResponsesService
 from modelgrid.tenancy.metering import UsageWriter
 from modelgrid.tenancy.service import Principal, TenancyService
@@ -73,6 +74,7 @@ class Knowledge:
     stores: VectorStores
     store_files: VectorStoreFiles
     file_search: FileSearch
+    reranker: ChatReranker | None = None  # a knowledge-base search's ``rerank``
 
 
 @dataclass

@@ -28,6 +28,12 @@ QUERY_REWRITE = typer.Option(
     "--query-rewrite",
     help="Retrieval query: concat (default: earlier user turns + the new one) or model.",
 )
+RERANK = typer.Option(
+    None,
+    "--rerank/--no-rerank",
+    help="Re-rank the retrieved chunks by the app's model (default off: one model call per "
+    "chunk, slower and no better on the packaged 0.5B model, docs/applications.md).",
+)
 MEMORY_EXTRACTION = typer.Option(
     None, "--memory-extraction", help="Memory facts taken by rules (default) or by the model."
 )
@@ -45,11 +51,15 @@ def _run(workspace: str, fn: Callable[[Any, str], Awaitable[T]]) -> T:
 
 
 def _retrieval(
-    top_k: int | None, mode: str | None, rewrite: str | None, current: Any = None
+    top_k: int | None,
+    mode: str | None,
+    rewrite: str | None,
+    rerank: bool | None,
+    current: Any = None,
 ) -> Any:
     from modelgrid.protocol.apps import RetrievalSettings
 
-    if top_k is None and mode is None and rewrite is None:
+    if top_k is None and mode is None and rewrite is None and rerank is None:
         return current
     base = current or RetrievalSettings()
     return build(
@@ -57,6 +67,7 @@ def _retrieval(
         top_k=base.top_k if top_k is None else top_k,
         mode=base.mode if mode is None else mode,
         query_rewrite=base.query_rewrite if rewrite is None else rewrite,
+        rerank=base.rerank if rerank is None else rerank,
     )
 
 
@@ -68,7 +79,8 @@ def _show(a: Any, as_json: bool) -> None:
     console.print(
         f"[bold]{a.name}[/] ({a.id}) model {a.model}, knowledge bases {kbs}, "
         f"top_k {a.retrieval.top_k} {a.retrieval.mode}, query rewrite "
-        f"{a.retrieval.query_rewrite}, memory extraction {a.memory_extraction}, "
+        f"{a.retrieval.query_rewrite}, rerank {'on' if a.retrieval.rerank else 'off'}, "
+        f"memory extraction {a.memory_extraction}, "
         f"max_tokens {a.max_tokens or '-'}"
     )
     if a.instructions:
@@ -85,6 +97,7 @@ def create(
     top_k: int = TOP_K,
     mode: str = MODE,
     query_rewrite: str = QUERY_REWRITE,
+    rerank: bool = RERANK,
     memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
     as_json: bool = JSON,
@@ -97,7 +110,7 @@ def create(
         "model": model,
         "instructions": instructions or "",
         "knowledge_base_ids": split_list(knowledge_bases) or [],
-        "retrieval": _retrieval(top_k, mode, query_rewrite) or RetrievalSettings(),
+        "retrieval": _retrieval(top_k, mode, query_rewrite, rerank) or RetrievalSettings(),
         "max_tokens": max_tokens,
     }
     if memory_extraction is not None:
@@ -120,7 +133,8 @@ def list_apps(workspace: str = WORKSPACE, as_json: bool = JSON) -> None:
             a.name,
             a.model,
             ",".join(a.knowledge_base_ids) or "-",
-            f"{a.retrieval.top_k} {a.retrieval.mode} {a.retrieval.query_rewrite}",
+            f"{a.retrieval.top_k} {a.retrieval.mode} {a.retrieval.query_rewrite}"
+            + (" rerank" if a.retrieval.rerank else ""),
         )
     console.print(table)
 
@@ -142,6 +156,7 @@ def set_app(
     top_k: int = TOP_K,
     mode: str = MODE,
     query_rewrite: str = QUERY_REWRITE,
+    rerank: bool = RERANK,
     memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
     as_json: bool = JSON,
@@ -157,7 +172,7 @@ def set_app(
                 "name": name,
                 "model": model,
                 "instructions": instructions,
-                "retrieval": _retrieval(top_k, mode, query_rewrite, current.retrieval),
+                "retrieval": _retrieval(top_k, mode, query_rewrite, rerank, current.retrieval),
                 "max_tokens": max_tokens,
                 "memory_extraction": memory_extraction,
             }.items()

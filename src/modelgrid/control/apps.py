@@ -65,6 +65,7 @@ def app_object(row: App) -> AppObject:
             top_k=row.top_k,
             mode=row.retrieval_mode,  # type: ignore[arg-type]  # written from ``RetrievalMode`` only
             query_rewrite=row.query_rewrite,  # type: ignore[arg-type]  # from ``QueryRewrite`` only
+            rerank=row.rerank,
         ),
         max_tokens=row.max_tokens,
         memory_extraction=row.memory_extraction,  # type: ignore[arg-type]  # ``MemoryExtraction``
@@ -153,6 +154,7 @@ class Apps:
             top_k=body.retrieval.top_k,
             retrieval_mode=body.retrieval.mode,
             query_rewrite=body.retrieval.query_rewrite,
+            rerank=body.retrieval.rerank,
             memory_extraction=body.memory_extraction,
             max_tokens=body.max_tokens,
             created_at=now,
@@ -240,6 +242,7 @@ class Apps:
             if body.retrieval is not None:
                 r = body.retrieval
                 row.top_k, row.retrieval_mode, row.query_rewrite = r.top_k, r.mode, r.query_rewrite
+                row.rerank = r.rerank
             if body.memory_extraction is not None:
                 row.memory_extraction = body.memory_extraction
             if "max_tokens" in given:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
 QueryRewrite = Literal["concat", "model"]
@@ -25,13 +25,16 @@ class RetrievalSettings(BaseModel):
     """How an app retrieves: the ``top_k`` best chunks over its knowledge bases, by ``mode``,
     with the query made from the conversation by ``query_rewrite``: ``concat`` (the earlier
     user turns and the new one) or ``model`` (the app's model writes one standalone query;
-    ``serving.query_rewrite``)."""
+    ``serving.query_rewrite``). ``rerank``: the app's model re-ranks the retrieved chunks
+    before the best ``top_k`` go into the prompt (``serving.rerank``; one metered request per
+    candidate, off by default)."""
 
     model_config = ConfigDict(extra="forbid")
 
     top_k: StrictInt = Field(default=5, ge=1, le=MAX_TOP_K)
     mode: RetrievalMode = "hybrid"
     query_rewrite: QueryRewrite = "concat"
+    rerank: StrictBool = False
 
 
 class AppCreate(BaseModel):

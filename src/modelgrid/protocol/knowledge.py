@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 DocumentStatus = Literal["pending", "indexing", "ready", "failed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
@@ -90,18 +90,21 @@ class Deleted(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """``POST /v1/knowledge_bases/{id}/search``."""
+    """``POST /v1/knowledge_bases/{id}/search``. ``rerank``: the served chat model re-ranks
+    the best ``max(top_k, RERANK_CANDIDATES)`` chunks (``serving.rerank``; opt-in)."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=8000)
     top_k: StrictInt = Field(default=5, ge=1, le=100)
     mode: SearchMode = "hybrid"
+    rerank: StrictBool = False
 
 
 class SearchHit(BaseModel):
-    """A chunk, its score (hybrid: the RRF score; dense: cosine similarity; lexical: BM25)
-    and its rank in each retriever (``None``: not among its candidates)."""
+    """A chunk, its score (hybrid: the fused score, 0..1; dense: cosine similarity; lexical:
+    BM25; re-ranked: the judge's P(yes), 0..1, also in ``rerank_score``) and its rank in each
+    retriever (``None``: not among its candidates)."""
 
     chunk_id: int
     document_id: str
@@ -112,6 +115,7 @@ class SearchHit(BaseModel):
     score: float
     dense_rank: int | None = None
     lexical_rank: int | None = None
+    rerank_score: float | None = None  # ``None``: not re-ranked
 
 
 class SearchResults(BaseModel):

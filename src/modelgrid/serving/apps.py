@@ -21,7 +21,11 @@ JSON with their status):
    several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
    chunks; an id that is no document of the knowledge bases searched (unknown, another
    knowledge base's or another workspace's: one answer, no existence leak) is a 400 naming
-   every such id, checked before any search.
+   every such id, checked before any search. With the app's ``retrieval.rerank`` the best
+   ``max(top_k, RERANK_CANDIDATES)`` chunks so found are re-ranked by the app's model
+   (``serving.rerank``: its P(yes) for each chunk and the query, which becomes the chunk's
+   score; one metered request per chunk under ``dashscope.apps.rerank``, billed to the
+   caller; a failed judgement is the request's error) and the best ``top_k`` kept.
 5. The prompt: the app's instructions as the system message (``${name}`` filled from
    ``biz_params.user_prompt_params``; the client's own system messages appended; with
    ``input.memory_id`` the facts that memory holds, ``serving.memory``); the
@@ -83,6 +87,7 @@ from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
 from modelgrid.serving.query_rewrite import Rewritten, concat_query, model_query
+from modelgrid.serving.rerank import ChatReranker, candidates, rerank_hits
 from modelgrid.storage.models import App, KnowledgeBase
 from modelgrid.tenancy.service import Principal
 
@@ -91,6 +96,7 @@ log = logging.getLogger(__name__)
 ENDPOINT = "dashscope.apps"
 REWRITE_ENDPOINT = "dashscope.apps.rewrite"  # the model's query rewrite, in the usage ledger
 MEMORY_ENDPOINT = "dashscope.apps.memory"  # the model's memory extraction
+RERANK_ENDPOINT = "dashscope.apps.rerank"  # the model's re-ranking, one record per chunk
 HISTORY_TURNS = 8  # a session's turns sent with a new prompt
 SHUTDOWN_WAIT_S = 30.0  # how long ``aclose`` waits for memory extractions in flight
 FILTERED_DEPTH = 100  # how deep to search when ``file_ids`` filters the chunks
@@ -301,6 +307,7 @@ class AppService(GenerationService):
                         "top_k": app.top_k,
                         "mode": app.retrieval_mode,
                         "query_rewrite": rewritten.by,
+                        "rerank": app.rerank,
                     },
                     "observation": json.dumps(
                         [r.to_dict() for r in refs], ensure_ascii=False, separators=(",", ":")
@@ -414,7 +421,8 @@ class AppService(GenerationService):
         if retrieval is None:
             raise ServiceUnavailableError("Knowledge bases are not available in this gateway.")
         top_k = app.top_k
-        depth = FILTERED_DEPTH if file_ids else top_k
+        keep = candidates(top_k) if app.rerank else top_k  # the chunks fused (and judged)
+        depth = FILTERED_DEPTH if file_ids else keep
         mode: Mode = app.retrieval_mode  # type: ignore[assignment]  # written from ``RetrievalMode`` only
         found = await asyncio.gather(
             *(
@@ -435,13 +443,20 @@ class AppService(GenerationService):
             for hits in found
         ]
         if len(lists) == 1:
-            best = [(r, r.score) for r in lists[0][:top_k]]
+            best = [(r, r.score) for r in lists[0][:keep]]
         else:
             by_id = {r.chunk.id: r for hits in lists for r in hits}
             fused = reciprocal_rank_fusion(
-                [[r.chunk.id for r in hits] for hits in lists], limit=top_k
+                [[r.chunk.id for r in hits] for hits in lists], limit=keep
             )
             best = [(by_id[h.chunk_id], h.score) for h in fused]
+        if app.rerank:
+            judge = ChatReranker(self, app.model)
+            hits = [r for r, _ in best]
+            ranked = await rerank_hits(
+                judge, principal, query, hits, lambda r: r.chunk.text, ctx, endpoint=RERANK_ENDPOINT
+            )
+            best = ranked[:top_k]
         doc_names = await self.store.document_names(ws, [r.chunk.document_id for r, _ in best])
         return [
             DocReference(
@@ -550,4 +565,12 @@ class AppService(GenerationService):
         yield self._body(run, "" if incremental else run.text, reason or "stop", final=True)
 
 
-__all__ = ["ENDPOINT", "MEMORY_ENDPOINT", "REWRITE_ENDPOINT", "AppRun", "AppService", "cited"]
+__all__ = [
+    "ENDPOINT",
+    "MEMORY_ENDPOINT",
+    "RERANK_ENDPOINT",
+    "REWRITE_ENDPOINT",
+    "AppRun",
+    "AppService",
+    "cited",
+]

@@ -20,7 +20,7 @@ several stores or queries are merged by that score (a chunk found twice keeps it
 ``ranking_options.ranker`` (``auto``, ``default-2024-11-15``; https://platform.openai.com/docs/
 api-reference/vector-stores/search) re-ranks: the best ``max(RERANK_CANDIDATES,
 max_num_results)`` chunks are judged by the served chat model (``serving.rerank
-.ChatReranker``: P(yes) for "does this passage answer the query", one metered request per
+.rerank_hits``: P(yes) for "does this passage answer the query", one metered request per
 chunk, billed to the caller), re-ordered by it, and that probability becomes their score.
 It is opt-in: absent or ``none``, no model call is made (OpenAI re-ranks by default; here
 the packaged 0.5B chat model on a CPU costs over a minute a search and lowered recall@5 from
@@ -37,17 +37,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext
 from modelgrid.protocol.openai.attribute_filters import Filter, matches
 from modelgrid.serving.knowledge import Retrieval, check_query
-from modelgrid.serving.rerank import ChatReranker, reorder
+from modelgrid.serving.rerank import ChatReranker, candidates, require_judge, rerank_hits
 from modelgrid.storage.models import KnowledgeBase, KnowledgeDocument
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
-
-RERANK_CANDIDATES = 10  # chunks a re-ranking search judges, at least
 
 
 class VectorStorePort(Protocol):
@@ -146,13 +143,10 @@ class FileSearch:
             And the errors of the query's metered embedding (``EmbeddingService.embed``)
             and of the re-ranking's generations (``ChatReranker.judge``).
         """
-        rerank = ranker not in (None, "none")
-        if rerank and (self.reranker is None or self.reranker.model_id() is None):
-            raise InvalidRequestError(
-                "Re-ranking needs a chat model, and this gateway serves none: use ranker 'none'.",
-                param=ranker_param,
-            )
-        depth = max(max_num_results, RERANK_CANDIDATES) if rerank else max_num_results
+        judge = None
+        if ranker not in (None, "none"):
+            judge = require_judge(self.reranker, param=ranker_param, instead="use ranker 'none'")
+        depth = candidates(max_num_results) if judge is not None else max_num_results
         stores: list[KnowledgeBase] = []
         for i, vs_id in enumerate(vector_store_ids):
             where = param if param == "vector_store_id" else f"{param}[{i}]"
@@ -208,12 +202,12 @@ class FileSearch:
                         )
         await self.stores.touch(stores)
         hits = sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:depth]
-        if rerank and hits and self.reranker is not None:
+        if judge is not None:
             own = ctx or CallContext(new_request_id(), None, time.perf_counter())
-            judged = await self.reranker.judge(
-                principal, "\n".join(queries), [h.text for h in hits], own
+            ranked = await rerank_hits(
+                judge, principal, "\n".join(queries), hits, lambda h: h.text, own
             )
-            hits = [replace(hits[i], score=judged.scores[i]) for i in reorder(judged.scores)]
+            hits = [replace(h, score=p) for h, p in ranked]
         return [h for h in hits if h.score >= score_threshold][:max_num_results]
 
 

@@ -14,6 +14,11 @@ and a metered request of its own under ``RERANK_ENDPOINT`` (``serving.generation
 key's model scope, residency, limits and budget, one usage record each), billed to the
 caller. Passages are cut to ``MAX_PASSAGE_CHARS``. Its cost and what it changes are measured
 by ``bench/retrieval_quality.py --rerank`` (``bench/RESULTS.md``).
+
+Three surfaces re-rank, each opt-in, through ``rerank_hits``: a vector store search or the
+``file_search`` tool (``ranking_options.ranker``), a knowledge-base search (``rerank: true``)
+and an app (``retrieval.rerank``). Each judges its best ``candidates(top_k)`` hits (at least
+``RERANK_CANDIDATES``) and keeps the ``top_k`` best by ``P(yes)``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from modelgrid.core.errors import ServiceUnavailableError
+from modelgrid.core.errors import InvalidRequestError, ServiceUnavailableError
 from modelgrid.core.types import (
     CallContext,
     ChatMessage,
@@ -38,6 +44,8 @@ from modelgrid.tenancy.service import Principal
 RERANK_ENDPOINT = "rerank"  # the usage ledger's name for a re-ranking call
 RERANK_TOP_LOGPROBS = 20
 MAX_PASSAGE_CHARS = 2000
+RERANK_CANDIDATES = 10  # hits a re-ranking search judges, at least
+H = TypeVar("H")
 SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct "
     'provided. Note that the answer can only be "yes" or "no".'
@@ -101,10 +109,16 @@ class ChatReranker:
         return self._model if isinstance(self._model, str) else self._model()
 
     async def judge(
-        self, principal: Principal, query: str, passages: Sequence[str], ctx: CallContext
+        self,
+        principal: Principal,
+        query: str,
+        passages: Sequence[str],
+        ctx: CallContext,
+        *,
+        endpoint: str = RERANK_ENDPOINT,
     ) -> Judged:
-        """Each passage's ``P(yes)``, one metered request per passage (its own request id;
-        ``ctx``'s region preference and trace context).
+        """Each passage's ``P(yes)``, one metered request per passage under ``endpoint`` (its
+        own request id; ``ctx``'s region preference and trace context).
 
         Raises:
             ServiceUnavailableError: no chat model is served (503).
@@ -131,7 +145,7 @@ class ChatReranker:
                 ),
                 stream=False,
             )
-            gen = await self.service.generation(principal, request, own, endpoint=RERANK_ENDPOINT)
+            gen = await self.service.generation(principal, request, own, endpoint=endpoint)
             first: TokenLogprob | None = None
             async for delta in gen.deltas():
                 if first is None and delta.logprobs:
@@ -147,12 +161,60 @@ def reorder(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
+def candidates(top_k: int) -> int:
+    """How many hits a re-ranking search retrieves and judges to return ``top_k``."""
+    return max(top_k, RERANK_CANDIDATES)
+
+
+def require_judge(reranker: ChatReranker | None, *, param: str, instead: str) -> ChatReranker:
+    """The re-ranker, if a chat model is served to judge with now (checked before anything
+    is retrieved or billed).
+
+    Raises:
+        InvalidRequestError: no chat model is served (400 naming ``param``; ``instead`` says
+            what to send instead, e.g. ``"set 'rerank' to false"``).
+    """
+    if reranker is None or reranker.model_id() is None:
+        raise InvalidRequestError(
+            f"Re-ranking needs a chat model, and this gateway serves none: {instead}.",
+            param=param,
+        )
+    return reranker
+
+
+async def rerank_hits(
+    reranker: ChatReranker,
+    principal: Principal,
+    query: str,
+    hits: Sequence[H],
+    text: Callable[[H], str],
+    ctx: CallContext,
+    *,
+    endpoint: str = RERANK_ENDPOINT,
+) -> list[tuple[H, float]]:
+    """``hits`` (best first by retrieval) re-ordered by the judge's ``P(yes)`` of each one's
+    ``text(hit)`` for ``query``, each with that probability (0..1); equal probabilities keep
+    the retrieval's order. One metered request per hit under ``endpoint`` (none for no hits).
+
+    Raises:
+        As ``ChatReranker.judge``.
+    """
+    if not hits:
+        return []
+    judged = await reranker.judge(principal, query, [text(h) for h in hits], ctx, endpoint=endpoint)
+    return [(hits[i], judged.scores[i]) for i in reorder(judged.scores)]
+
+
 __all__ = [
     "MAX_PASSAGE_CHARS",
+    "RERANK_CANDIDATES",
     "RERANK_ENDPOINT",
     "ChatReranker",
     "Judged",
+    "candidates",
     "reorder",
+    "require_judge",
+    "rerank_hits",
     "rerank_messages",
     "yes_probability",
 ]

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -459,7 +460,7 @@ class KnowledgeChunk(Base):
 class App(Base):
     """An assistant (Model Studio's "application") of a workspace: a generation ``model``,
     its ``instructions`` (the system prompt), the knowledge bases it retrieves from and how
-    (``top_k`` chunks, ``retrieval_mode``), and its default ``max_tokens`` (``None``: the
+    (``top_k`` chunks, ``retrieval_mode``, ``query_rewrite``, ``rerank``), and its default ``max_tokens`` (``None``: the
     model's)."""
 
     __tablename__ = "apps"
@@ -475,6 +476,8 @@ class App(Base):
     retrieval_mode: Mapped[str] = mapped_column(String(16))
     # how the retrieval query is made from the conversation: "concat" | "model"
     query_rewrite: Mapped[str] = mapped_column(String(16), server_default="concat")
+    # whether the model re-ranks the retrieved chunks before the prompt (``serving.rerank``)
+    rerank: Mapped[bool] = mapped_column(server_default=false())
     # how a memory's facts are taken from a user turn: "rules" | "model"
     memory_extraction: Mapped[str] = mapped_column(String(16), server_default="rules")
     max_tokens: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -5,8 +5,10 @@ a 404). ``POST /v1/knowledge_bases/{id}/documents`` takes multipart form data (`
 an optional ``format``: ``text``, ``markdown``, ``html`` or ``pdf``; else from the file's name
 or media type), answers the document ``pending`` and indexes it in the background
 (``jobs.indexer``); ``GET`` the document shows its progress. ``POST …/search`` retrieves the
-best chunks for a query (``hybrid``, ``dense`` or ``lexical``). The operations live in
-``control.knowledge`` and ``serving.knowledge``; errors are OpenAI's error object.
+best chunks for a query (``hybrid``, ``dense`` or ``lexical``), with ``rerank: true``
+re-ranked by the served chat model (``serving.rerank``: one metered request per candidate).
+The operations live in ``control.knowledge`` and ``serving.knowledge``; errors are OpenAI's
+error object.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from modelgrid.protocol.knowledge import (
     SearchRequest,
     SearchResults,
 )
+from modelgrid.serving.rerank import candidates, require_judge, rerank_hits
 from modelgrid.tenancy import audit
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["knowledge"])
@@ -144,13 +147,16 @@ async def delete_document(kb_id: str, doc_id: str, call: CallDep) -> JSONRespons
 async def search(kb_id: str, request: Request, call: CallDep) -> JSONResponse:
     knowledge = _knowledge(call.state)
     body = await json_body(request, SearchRequest)
+    judge = None
+    if body.rerank:  # refused before anything is embedded (and billed)
+        judge = require_judge(knowledge.reranker, param="rerank", instead="set 'rerank' to false")
     kb = await knowledge.bases.row(call.principal.workspace_id, kb_id)
     found = await knowledge.retrieval.search(
         call.principal,
         kb.id,
         kb.embedding_model,
         body.query,
-        top_k=body.top_k,
+        top_k=body.top_k if judge is None else candidates(body.top_k),
         mode=body.mode,
         ctx=call.ctx,
     )
@@ -168,8 +174,15 @@ async def search(kb_id: str, request: Request, call: CallDep) -> JSONResponse:
         )
         for r in found
     ]
+    if judge is not None:
+        ranked = await rerank_hits(
+            judge, call.principal, body.query, hits, lambda h: h.text, call.ctx
+        )
+        hits = [h.model_copy(update={"score": p, "rerank_score": p}) for h, p in ranked]
     return _json(
-        SearchResults(knowledge_base_id=kb.id, query=body.query, mode=body.mode, data=hits)
+        SearchResults(
+            knowledge_base_id=kb.id, query=body.query, mode=body.mode, data=hits[: body.top_k]
+        )
     )
 
 
