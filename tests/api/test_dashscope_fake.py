@@ -576,6 +576,13 @@ def test_a_message_without_content_is_invalid_parameter_naming_it(ds: ThreadServ
     assert "needs its 'content'" in err["message"]
 
 
+def test_a_body_over_the_limit_is_413_bad_request_too_large(ds: ThreadServer) -> None:
+    big = {"model": MODEL, "input": {"prompt": "x" * (9 * 1024 * 1024)}}  # the default is 8 MiB
+    for sse in (False, True):
+        err = _assert_dashscope_error(post(ds, big, sse=sse), 413, "BadRequest.TooLarge")
+        assert err["message"] == "The request body is larger than 8388608 bytes."
+
+
 def test_sdk_sees_invalid_parameter(ds: ThreadServer) -> None:
     r = call(ds, temperature=5)
     assert (r.status_code, r.code) == (400, "InvalidParameter")

@@ -64,12 +64,7 @@ def _anthropic_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
 
 def _dashscope_body(request: Request, exc: ModelgridError) -> dict[str, Any]:
     request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
-    code = (
-        ds_errors.INVALID_URL
-        if isinstance(exc, RouteNotFoundError | MethodNotAllowedError)
-        else ds_errors.error_code(exc)
-    )
-    return ds_errors.error_body(request_id, code, exc.message)
+    return ds_errors.error_body(request_id, ds_errors.error_code(exc), exc.message)
 
 
 def error_response(

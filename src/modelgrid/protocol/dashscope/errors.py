@@ -2,8 +2,10 @@
 
 Body: ``{"request_id": str, "code": str, "message": str}``, the same object whether it is a
 plain JSON response or the ``data`` of an ``event:error`` SSE event. Codes from the status-code
-reference (https://help.aliyun.com/zh/dashscope/response-status-codes); the HTTP status stays
-the one ``ModelgridError.status`` gives (the one table in ``modelgrid.api.errors``).
+reference (https://help.aliyun.com/zh/dashscope/response-status-codes and its later edition
+https://help.aliyun.com/zh/dashscope/developer-reference/return-status-code-description, which
+lists ``413 BadRequest.TooLarge``); the HTTP status stays the one ``ModelgridError.status``
+gives (the one table in ``modelgrid.api.errors``).
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ from typing import Any
 from modelgrid.core.errors import (
     AuthenticationError,
     InvalidRequestError,
+    MethodNotAllowedError,
     ModelgridError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RouteNotFoundError,
 )
 
 INVALID_PARAMETER = "InvalidParameter"
 INTERNAL_ERROR = "InternalError"  # the reference's 500 code
 INVALID_URL = "InvalidURL"
+TOO_LARGE = "BadRequest.TooLarge"  # the reference's 413 code
 
 _BY_CLASS: tuple[tuple[type[ModelgridError], str], ...] = (
+    (RouteNotFoundError, INVALID_URL),  # no such URL, or not with that method
+    (MethodNotAllowedError, INVALID_URL),
     (InvalidRequestError, INVALID_PARAMETER),
     (AuthenticationError, "InvalidApiKey"),
     (PermissionDeniedError, "AccessDenied"),
@@ -41,17 +48,25 @@ def error_code(exc: ModelgridError) -> str:
     ``RateLimitError`` is ``Throttling.AllocationQuota`` when its code names a quota (such as
     ``allocation_quota`` or ``quota_exceeded``: an allowance over a period is spent), else
     ``Throttling.RateQuota`` (a request-rate limit); an unknown app or session is
-    ``AppNotFound`` / ``SessionNotFound``; errors outside the table are ``InternalError``.
+    ``AppNotFound`` / ``SessionNotFound``; any 413 (a body over the size limit, or an
+    upstream's 413) is ``BadRequest.TooLarge``; an unknown route or method is ``InvalidURL``;
+    any other 4xx outside the table (409 conflicts, an upstream's 4xx) is ``InvalidParameter``,
+    since the reference documents no code of their own; errors at 500 and above outside the
+    table are ``InternalError``.
     """
     if isinstance(exc, RateLimitError):
         quota = "quota" in (exc.code or "")
         return "Throttling.AllocationQuota" if quota else "Throttling.RateQuota"
     if isinstance(exc, NotFoundError) and exc.code in _NOT_FOUND:
         return _NOT_FOUND[exc.code]
+    if exc.status == 413:
+        return TOO_LARGE
     for cls, code in _BY_CLASS:
         if isinstance(exc, cls):
             return code
-    return INTERNAL_ERROR
+    # The reference has no code for 409 and the like: a request the client must change is
+    # the code DashScope gives invalid requests, never its 500 code.
+    return INVALID_PARAMETER if 400 <= exc.status < 500 else INTERNAL_ERROR
 
 
 def error_body(request_id: str, code: str, message: str) -> dict[str, Any]:
@@ -59,4 +74,11 @@ def error_body(request_id: str, code: str, message: str) -> dict[str, Any]:
     return {"request_id": request_id, "code": code, "message": message}
 
 
-__all__ = ["INTERNAL_ERROR", "INVALID_PARAMETER", "INVALID_URL", "error_body", "error_code"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "INVALID_PARAMETER",
+    "INVALID_URL",
+    "TOO_LARGE",
+    "error_body",
+    "error_code",
+]
