@@ -5,7 +5,6 @@ least recently searched graph beyond its cap."""
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.sqlite_index import SqliteIndex, sqlite_path
 from modelgrid.storage import db
 from tests.databases import BOTH_DATABASES
-from tests.knowledge.rows import add_knowledge_bases
+from tests.knowledge.rows import add_documents, add_knowledge_bases
 
 DIMS = 16
 PER_DOC = 100
@@ -57,16 +56,7 @@ def _vectors(seed: int, n: int) -> np.ndarray:
 async def _write(
     store: Store, index: KnowledgeIndex, ws: str, kb: str, doc: str, vectors: np.ndarray
 ) -> None:
-    async with store.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
-                "0, 0, 0, :now)"
-            ),
-            {"d": doc, "ws": ws, "kb": kb, "now": datetime.datetime.now(datetime.UTC)},
-        )
+    await add_documents(store.engine, ws, kb, [doc])
     chunks = [Chunk("", f"{doc} chunk {i}", 3) for i in range(len(vectors))]
     blobs = [v.tobytes() for v in vectors]
     assert await index.write_document(ws, kb, doc, chunks, blobs, DIMS)

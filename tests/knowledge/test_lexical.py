@@ -7,7 +7,6 @@ follow writes and deletes by the revision; the statistics tables stay exact."""
 from __future__ import annotations
 
 import collections
-import datetime
 import math
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelgrid.knowledge import fts_stats, fts_tokens
@@ -23,7 +21,7 @@ from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.sqlite_index import SqliteIndex, fts_query, query_tokens, sqlite_path
 from modelgrid.storage import db
-from tests.knowledge.rows import add_knowledge_bases
+from tests.knowledge.rows import add_documents, add_knowledge_bases
 
 DIMS = 4
 VECTOR = b"\x00\x00\x80\x3f" * DIMS  # 1.0f each: the vectors play no part here
@@ -65,16 +63,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 async def _write(
     store: Store, index: SqliteIndex, doc: str, ws: str, kb: str, texts: list[str]
 ) -> None:
-    async with store.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
-                "0, 0, 0, :now)"
-            ),
-            {"d": doc, "ws": ws, "kb": kb, "now": datetime.datetime.now(datetime.UTC)},
-        )
+    await add_documents(store.engine, ws, kb, [doc])
     chunks = [Chunk("", t, 9) for t in texts]
     assert await index.write_document(ws, kb, doc, chunks, [VECTOR] * len(texts), DIMS)
 

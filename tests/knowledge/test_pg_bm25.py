@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -21,7 +20,7 @@ from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.storage import db, migrate
 from tests.databases import postgres_database
-from tests.knowledge.rows import add_knowledge_bases
+from tests.knowledge.rows import add_documents, add_knowledge_bases
 
 pytestmark = pytest.mark.postgres
 
@@ -48,28 +47,11 @@ def bm25_term(tf: int, length: int, avgdl: float, idf: float) -> float:
 async def add(engine: AsyncEngine, ws: str, kb: str, docs: list[str]) -> None:
     """The workspace and knowledge base (once) and documents in ``indexing``."""
     await add_knowledge_bases(engine, [(ws, kb)])
-    now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
-                "0, 0, 0, :now)"
-            ),
-            [{"d": d, "ws": ws, "kb": kb, "now": now} for d in docs],
-        )
+    await add_documents(engine, ws, kb, docs)
 
 
 async def write(index: PgIndex, ws: str, kb: str, doc: str, words: str) -> None:
     assert await index.write_document(ws, kb, doc, [Chunk("", words, 3)], [b"\0" * 8], 2)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh migrated database (made outside the event loop: Alembic runs its own)."""
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -25,8 +24,7 @@ from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.lexical import LexicalCache, LexicalSettings
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.storage import db
-from tests.databases import postgres_database
-from tests.knowledge.rows import add_knowledge_bases
+from tests.knowledge.rows import add_documents, add_knowledge_bases
 
 pytestmark = pytest.mark.postgres
 
@@ -89,12 +87,6 @@ def texts(seed: int, n: int) -> list[Chunk]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
 async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     eng = db.create_engine(pg_url)
     await add_knowledge_bases(eng, [("ws-a", "kb-a"), ("ws-b", "kb-b")])
@@ -105,16 +97,7 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def write(engine: AsyncEngine, index: PgIndex, ws: str, kb: str, doc: str, seed: int) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
-                "0, 0, 0, :now)"
-            ),
-            {"d": doc, "ws": ws, "kb": kb, "now": datetime.now(UTC)},
-        )
+    await add_documents(engine, ws, kb, [doc])
     chunks = texts(seed, 30 if kb == "kb-b" else 10)
     assert await index.write_document(ws, kb, doc, chunks, [b"\0" * 8] * len(chunks), 2)
 
@@ -212,16 +195,7 @@ async def test_terms_are_the_tsvectors_lexemes_and_counts(engine: AsyncEngine) -
     """The ``TermSource`` rows: a lexeme's count is its positions (rank_sql's tf), the length
     the stored one, a lexeme with a colon still parses, and reads by id batch."""
     index = PgIndex(engine, lexical=LexicalCache(SETTINGS))
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES ('t', 'ws-a', 'kb-a', 'k', 'x', 'text', 0, "
-                "'indexing', 0, 0, 0, :now)"
-            ),
-            {"now": datetime.now(UTC)},
-        )
+    await add_documents(engine, "ws-a", "kb-a", ["t"])
     chunks = [Chunk("Refunds", "refund the refunds, see example.com:8080", 9), Chunk("", "a", 1)]
     assert await index.write_document("ws-a", "kb-a", "t", chunks, [b"\0" * 8] * 2, 2)
     source = index._terms

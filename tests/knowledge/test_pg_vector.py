@@ -22,8 +22,7 @@ vectors in ``ws-b``'s ``kb-b`` (another workspace), 100 others in ``ws-a``'s ``k
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -36,8 +35,7 @@ from modelgrid.knowledge.chunking import Chunk
 from modelgrid.knowledge.pg_index import PgIndex
 from modelgrid.knowledge.pg_vector import PgVectorSettings
 from modelgrid.storage import db
-from tests.databases import postgres_database
-from tests.knowledge.rows import add_knowledge_bases
+from tests.knowledge.rows import add_documents, add_knowledge_bases
 
 pytestmark = pytest.mark.postgres
 
@@ -48,12 +46,6 @@ HNSW = PgVectorSettings(hnsw_min_chunks=200, ef_search=64)
 def vectors(seed: int, n: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, DIMS)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture
@@ -69,16 +61,7 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 async def write(
     engine: AsyncEngine, index: PgIndex, ws: str, kb: str, doc: str, vecs: np.ndarray
 ) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO knowledge_documents (id, workspace_id, knowledge_base_id, "
-                "api_key_id, filename, format, bytes, status, chunks_total, chunks_done, "
-                "tokens, created_at) VALUES (:d, :ws, :kb, 'k', 'x', 'text', 0, 'indexing', "
-                "0, 0, 0, :now)"
-            ),
-            {"d": doc, "ws": ws, "kb": kb, "now": datetime.now(UTC)},
-        )
+    await add_documents(engine, ws, kb, [doc])
     chunks = [Chunk("", f"{doc} {i}", 2) for i in range(len(vecs))]
     assert await index.write_document(ws, kb, doc, chunks, [v.tobytes() for v in vecs], DIMS)
 
