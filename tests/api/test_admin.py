@@ -608,8 +608,28 @@ def test_every_change_is_audited_without_secrets(admin: Admin) -> None:
     page = admin.ok("GET", "/audit", params={"limit": 2})
     assert [e["id"] for e in page["data"]] == [entries[0]["id"], entries[1]["id"]]
     assert page["has_more"] is True
-    older = admin.ok("GET", "/audit", params={"limit": 100, "before": entries[1]["id"]})
+    assert (page["first_id"], page["last_id"]) == (str(entries[0]["id"]), str(entries[1]["id"]))
+    older = admin.ok("GET", "/audit", params={"limit": 100, "before": page["last_id"]})
     assert older["data"] == entries[2:] and older["has_more"] is False
+    assert older["last_id"] == str(entries[-1]["id"])
+    assert admin.ok("GET", "/audit", params={"before": ""}) == r.json()  # no cursor
+    r_after = admin("GET", "/audit", params={"after": "zzz"})  # pages with 'before' only
+    assert (r_after.status_code, r_after.json()["error"]) == (
+        400,
+        {
+            "message": "'after' is not supported on this list: it lists the newest items first; "
+            "page to older ones with 'before' (the previous page's last_id).",
+            "type": "invalid_request_error",
+            "param": "after",
+            "code": "unsupported_parameter",
+        },
+    )
+    assert admin.ok("GET", "/audit", params={"after": ""}) == r.json()
+    r_bad = admin("GET", "/audit", params={"before": "abc"})
+    assert (r_bad.status_code, r_bad.json()["error"]["param"]) == (400, "before")
+    assert r_bad.json()["error"]["message"] == (
+        f"'before' must be an audit entry id, 1 to {2**63 - 1}."
+    )
     for before in ("99999999999999999999", "-99999999999999999999", "0"):  # no row's id: 400
         r = admin("GET", "/audit", params={"before": before})
         assert (r.status_code, r.json()["error"]["param"]) == (400, "before"), before
@@ -672,10 +692,14 @@ def test_workspace_key_and_price_lists_page(admin: Admin) -> None:
         everything = admin.ok("GET", path)
         ids = [x["id"] for x in everything["data"]]
         assert len(ids) >= 2 and everything["has_more"] is False, path
+        assert (everything["first_id"], everything["last_id"]) == (str(ids[0]), str(ids[-1]))
         first = admin.ok("GET", path, params={"limit": 1})
         assert ([x["id"] for x in first["data"]], first["has_more"]) == (ids[:1], True), path
-        rest = admin.ok("GET", path, params={"after": str(ids[0]), "limit": 1000})
+        assert list(first) == ["object", "data", "first_id", "last_id", "has_more"], path
+        assert (first["first_id"], first["last_id"]) == (str(ids[0]), str(ids[0])), path
+        rest = admin.ok("GET", path, params={"after": first["last_id"], "limit": 1000})
         assert ([x["id"] for x in rest["data"]], rest["has_more"]) == (ids[1:], False), path
+        assert rest["last_id"] == str(ids[-1]), path
         assert admin.ok("GET", path, params={"after": ""}) == everything, path
         for params, status, param in [
             ({"limit": 0}, 400, "limit"),
@@ -686,3 +710,14 @@ def test_workspace_key_and_price_lists_page(admin: Admin) -> None:
         ]:
             r = admin("GET", path, params=params)
             assert (r.status_code, r.json()["error"]["param"]) == (status, param), (path, params)
+        r = admin("GET", path, params={"after": "zzz"})
+        noun = {"/workspaces": "workspace", "/keys": "key", "/prices": "price"}[path]
+        assert r.json()["error"]["code"] == f"{noun}_not_found", path
+    empty = admin.ok("GET", "/prices", params={"model": "nobody"})
+    assert empty == {
+        "object": "list",
+        "data": [],
+        "first_id": None,
+        "last_id": None,
+        "has_more": False,
+    }

@@ -66,15 +66,31 @@ def test_every_list_names_its_cursor(server: ThreadServer) -> None:
         f"/v1/vector_stores/{vs}/files",
         f"/v1/vector_stores/{vs}/file_batches/{batch['id']}/files",
     ]
+    codes: dict[str, str] = {}
     for path, key in [*forward_only, *((p, None) for p in both_ways)]:
         first = get(server, path, key)
         assert first.status_code == 200, (path, first.text)
         for empty in ("after=", "before=", "after=&before="):
             r = get(server, f"{path}?{empty}", key)
             assert (r.status_code, r.json()) == (200, first.json()), (path, empty, r.text)
-        status, param, message = error(get(server, f"{path}?after=nope", key))
+        r = get(server, f"{path}?after=nope", key)
+        status, param, message = error(r)
         assert (status, param) == (404, "after"), (path, message)
         assert "'nope'" in message, (path, message)
+        codes[path] = r.json()["error"]["code"]
+    assert codes == {  # an unknown cursor's code names the kind of item, as on every route
+        "/v1/apps": "app_not_found",
+        "/admin/v1/workspaces/default/apps": "app_not_found",
+        "/v1/knowledge_bases": "knowledge_base_not_found",
+        f"/v1/knowledge_bases/{kb}/documents": "document_not_found",
+        "/v1/files": "file_not_found",
+        "/v1/batches": "batch_not_found",
+        f"/v1/responses/{response}/input_items": "input_item_not_found",
+        "/admin/v1/usage": "usage_record_not_found",
+        "/v1/vector_stores": "vector_store_not_found",
+        f"/v1/vector_stores/{vs}/files": "file_not_found",
+        f"/v1/vector_stores/{vs}/file_batches/{batch['id']}/files": "file_not_found",
+    }
     for path, key in forward_only:
         assert error(get(server, f"{path}?before=x", key)) == (
             400,

@@ -202,7 +202,9 @@ class Batches:
     ) -> Batch:
         b = await session.get(Batch, batch_id)
         if b is None or (workspace_id is not None and b.workspace_id != workspace_id):
-            raise NotFoundError(f"No batch found with id '{batch_id}'.", param=param)
+            raise NotFoundError(  # OpenAI's code for an unknown batch
+                f"No batch found with id '{batch_id}'.", param=param, code="batch_not_found"
+            )
         return b  # type: ignore[no-any-return]
 
 

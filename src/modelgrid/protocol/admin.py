@@ -269,10 +269,22 @@ class AuditObject(BaseModel):
 
 
 class ListObject(BaseModel):
-    """A plain list; ``has_more`` when a ``limit`` cut it short."""
+    """A plain list, answered whole (regions, deployments)."""
 
     object: Literal["list"] = "list"
     data: list[Any]
+    has_more: bool = False
+
+
+class ListPage(BaseModel):
+    """A page of a list, in the /v1 lists' shape: ``first_id`` / ``last_id`` are the ids (as
+    text) of the page's first and last items (``None`` when it is empty), ``has_more`` when
+    a ``limit`` cut it short; the next page's cursor is ``last_id``."""
+
+    object: Literal["list"] = "list"
+    data: list[Any]
+    first_id: str | None = None
+    last_id: str | None = None
     has_more: bool = False
 
 
@@ -288,6 +300,7 @@ __all__ = [
     "KeyRotate",
     "Limits",
     "ListObject",
+    "ListPage",
     "Month",
     "PriceCreate",
     "PriceObject",

@@ -222,7 +222,9 @@ class ResponseStore:
             ids = [item.get("id") for item in items]
             if after not in ids:
                 raise NotFoundError(
-                    f"No input item with id '{after[:80]}' in this response.", param="after"
+                    f"No input item with id '{after[:80]}' in this response.",
+                    param="after",
+                    code="input_item_not_found",
                 )
             start = ids.index(after) + 1
         page = items[start : start + limit]

@@ -114,6 +114,23 @@ def to_object(entry: AuditEntry) -> AuditObject:
     )
 
 
+def _not_an_id() -> InvalidRequestError:
+    return InvalidRequestError(
+        f"'before' must be an audit entry id, 1 to {INT64_MAX}.", param="before"
+    )
+
+
+def entry_id(text: str) -> int:
+    """The audit entry id written as ``text`` (a ``before`` cursor: decimal digits).
+
+    Raises:
+        InvalidRequestError: ``text`` is no whole number (``param`` ``before``).
+    """
+    if not (text.isascii() and text.isdigit()):
+        raise _not_an_id()
+    return int(text)
+
+
 async def list_entries(
     sessions: async_sessionmaker[Any],
     *,
@@ -130,9 +147,7 @@ async def list_entries(
         InvalidRequestError: ``before`` is no id a row can hold (1 to 2^63 - 1).
     """
     if before is not None and not 1 <= before <= INT64_MAX:
-        raise InvalidRequestError(
-            f"'before' must be an audit entry id, 1 to {INT64_MAX}.", param="before"
-        )
+        raise _not_an_id()
     async with sessions() as session:
         rows = await repo.list_audit(
             session,
@@ -149,6 +164,7 @@ __all__ = [
     "api_actor",
     "aware",
     "cli_actor",
+    "entry_id",
     "list_entries",
     "record",
     "to_object",

@@ -102,7 +102,9 @@ async def usage(
         ws_id = None if workspace is None else (await find_workspace(session, workspace)).id
         if after is not None and await session.get(UsageRecord, after) is None:
             # an unknown cursor is no page: answering the first one would loop a client
-            raise NotFoundError(f"No usage record '{after[:64]}'.", param="after")
+            raise NotFoundError(
+                f"No usage record '{after[:64]}'.", param="after", code="usage_record_not_found"
+            )
         rows = await repo.usage_page(
             session, limit=limit + 1, after=after, workspace_id=ws_id, start=start, end=end
         )

@@ -1,7 +1,7 @@
 """The admin API, ``/admin/v1/...``: workspaces, keys, prices, usage, invoices, audit.
 
-Lists take ``limit`` (1..1000, default 100) and ``after`` (the last id of the previous page;
-``api.paging``). Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
+Lists take ``limit`` (1..1000, default 100) and ``after`` (the previous page's ``last_id``;
+``api.paging``); the audit log, newest first, takes ``before`` instead. Admin keys only: a tenant key gets 403 ``permission_error``, a missing or invalid key 401
 (and admin keys, conversely, get 403 on the model API). Bodies are ``protocol.admin`` models
 (unknown fields are a 400); errors use the OpenAI envelope. Changes go through the control plane
 (``state.control``: validated against what exists, audited with the admin key's prefix as
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from modelgrid.api.deps import AdminDep, StateDep
-from modelgrid.api.paging import Cursor, ForwardOnly, page_of
+from modelgrid.api.paging import BackwardOnly, Cursor, ForwardOnly, page, page_of
 from modelgrid.protocol.admin import (
     CreatedKeyObject,
     Invoice,
@@ -25,7 +25,7 @@ from modelgrid.protocol.admin import (
     KeyObject,
     KeyPatch,
     KeyRotate,
-    ListObject,
+    ListPage,
     PriceCreate,
     PriceObject,
     UsagePage,
@@ -58,8 +58,10 @@ async def create_workspace(
 @router.get("/workspaces")
 async def list_workspaces(
     state: StateDep, _: AdminDep, __: ForwardOnly, after: Cursor = None, limit: Limit = 100
-) -> ListObject:
-    return page_of(await state.control.workspaces.list(), after=after, limit=limit)
+) -> ListPage:
+    return page_of(
+        await state.control.workspaces.list(), after=after, limit=limit, noun="workspace"
+    )
 
 
 @router.get("/workspaces/{workspace_id}")
@@ -113,9 +115,9 @@ async def list_keys(
     include_revoked: bool = False,
     after: Cursor = None,
     limit: Limit = 100,
-) -> ListObject:
+) -> ListPage:
     data = await state.control.keys.list(workspace=workspace_id, include_revoked=include_revoked)
-    return page_of(data, after=after, limit=limit)
+    return page_of(data, after=after, limit=limit, noun="key")
 
 
 @router.get("/keys/{key_id}")
@@ -156,8 +158,8 @@ async def list_prices(
     model: str | None = None,
     after: Cursor = None,
     limit: Limit = 100,
-) -> ListObject:
-    return page_of(await state.control.prices.list(model), after=after, limit=limit)
+) -> ListPage:
+    return page_of(await state.control.prices.list(model), after=after, limit=limit, noun="price")
 
 
 @router.get("/usage")
@@ -179,15 +181,21 @@ async def usage(
 async def list_audit(
     state: StateDep,
     _: AdminDep,
+    __: BackwardOnly,
     limit: Limit = 100,
-    before: int | None = None,
+    before: Cursor = None,
     action: str | None = None,
     target: str | None = None,
-) -> ListObject:
+) -> ListPage:
+    """Newest first; ``before`` (the previous page's ``last_id``) pages to older entries."""
     data, more = await audit.list_entries(
-        state.sessions, limit=limit, before=before, action=action, target=target
+        state.sessions,
+        limit=limit,
+        before=None if before is None else audit.entry_id(before),
+        action=action,
+        target=target,
     )
-    return ListObject(data=data, has_more=more)
+    return page(data, has_more=more)
 
 
 __all__ = ["router"]
