@@ -615,3 +615,23 @@ def test_a_search_moves_last_active_at_at_most_once_a_minute(server: ThreadServe
     assert search(server, vs["id"], query="refund").status_code == 200
     again = api(server, "GET", f"/v1/vector_stores/{vs['id']}").json()
     assert again["last_active_at"] == int(recent.timestamp())
+
+
+def test_a_store_an_app_uses_cannot_be_deleted(server: ThreadServer) -> None:
+    """The 409 names the store as the route does: ``vector_store_id``."""
+    vs = make_store(server)["id"]
+    body = {"name": "a", "model": "fake-model", "knowledge_base_ids": [vs]}
+    app = api(server, "POST", "/v1/apps", json=body)
+    assert app.status_code == 200, app.text
+    r = api(server, "DELETE", f"/v1/vector_stores/{vs}")
+    assert (r.status_code, r.json()["error"]) == (
+        409,
+        {
+            "message": f"The vector store {vs} is used by the app(s) {app.json()['id']}: remove "
+            "it from them first.",
+            "type": "invalid_request_error",
+            "param": "vector_store_id",
+            "code": "conflict",
+        },
+    )
+    assert api(server, "GET", f"/v1/vector_stores/{vs}").status_code == 200  # still there

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy import delete, func, select
 
@@ -306,8 +307,17 @@ class KnowledgeBases:
             has_more=more,
         )
 
-    async def delete(self, workspace_id: str, kb_id: str, *, actor: str) -> Deleted:
-        """Delete the knowledge base with its documents, chunks and vectors.
+    async def delete(
+        self,
+        workspace_id: str,
+        kb_id: str,
+        *,
+        actor: str,
+        kind: Literal["knowledge base", "vector store"] = "knowledge base",
+    ) -> Deleted:
+        """Delete the knowledge base with its documents, chunks and vectors. ``kind`` is what
+        the caller's route calls it (the 409 names it, and its ``param``
+        ``knowledge_base_id`` / ``vector_store_id``).
 
         Raises:
             NotFoundError: unknown, or another workspace's (404).
@@ -323,9 +333,9 @@ class KnowledgeBases:
             users = sorted(app_id for app_id, kbs in apps if kb_id in (kbs or ()))
         if users:
             raise ConflictError(
-                f"The knowledge base {kb_id} is used by the app(s) {', '.join(users)}: remove it"
-                " from them first.",
-                param="knowledge_base_id",
+                f"The {kind} {kb_id} is used by the app(s) {', '.join(users)}: remove it from"
+                " them first.",
+                param=f"{kind.replace(' ', '_')}_id",
             )
         async with self._sessions() as session, session.begin():  # a vector store's
             await session.execute(

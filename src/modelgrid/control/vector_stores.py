@@ -378,7 +378,7 @@ class VectorStores:
         """Delete the store with its files' chunks and vectors (``KnowledgeBases.delete``:
         a store an app retrieves from is a 409)."""
         await self.row(workspace_id, vs_id)
-        await self.bases.delete(workspace_id, vs_id, actor=actor)
+        await self.bases.delete(workspace_id, vs_id, actor=actor, kind="vector store")
         return {"id": vs_id, "object": "vector_store.deleted", "deleted": True}
 
     async def touch(self, rows: Sequence[KnowledgeBase]) -> None:
