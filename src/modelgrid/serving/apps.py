@@ -9,6 +9,11 @@ JSON with their status):
    keep data there).
 2. The conversation: ``input.messages`` when given (it replaces the session's history, as
    on DashScope), else the session's last ``HISTORY_TURNS`` turns and ``input.prompt``.
+   With knowledge bases to search, the prompt as it is before retrieval (step 5 without the
+   passages) must fit the model's context window with ``max_tokens``, else 400
+   ``context_length_exceeded`` before anything is billed (``serving.app_window``); the
+   final prompt is checked again by ``Generation.open`` and the replica (passages that
+   overflow it are refused there, after retrieval).
 3. The retrieval query, made from the conversation as the app's ``query_rewrite`` says
    (``serving.query_rewrite``): ``concat`` (the default: the last earlier user turns and the
    new one), or ``model`` (the app's model writes one standalone query, a metered request of
@@ -63,7 +68,7 @@ from modelgrid.core.errors import (
     UnsupportedParameterError,
 )
 from modelgrid.core.ids import new_request_id
-from modelgrid.core.types import CallContext
+from modelgrid.core.types import CallContext, InferenceRequest
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
 from modelgrid.protocol.dashscope.apps import (
     AppCompletionRequest,
@@ -79,6 +84,7 @@ from modelgrid.protocol.dashscope.models import (
     Message,
 )
 from modelgrid.serving.app_store import AppStore, Turn
+from modelgrid.serving.app_window import refuse_unfit
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.knowledge import Mode, Retrieval, Retrieved
 from modelgrid.serving.memory import Memories, check_memory_id, recall_text
@@ -150,6 +156,16 @@ def _instructions(app: App, biz_params: dict[str, Any] | None) -> str:
     )
 
 
+def _messages(instructions: str, history: list[Turn], user_turn: str) -> list[Message]:
+    """The prompt: the system message (if any), the earlier turns, the new user turn."""
+    messages = [Message(role="system", content=instructions)] if instructions else []
+    for turn in history:
+        messages.append(Message(role="user", content=turn.user))
+        messages.append(Message(role="assistant", content=turn.assistant))
+    messages.append(Message(role="user", content=user_turn))
+    return messages
+
+
 def _user_turn(prompt: str, refs: list[DocReference], searched: bool, indexed: bool) -> str:
     """The new user turn as the model sees it: the passages first, then the question (a
     small model follows context next to the question better than in the system prompt);
@@ -163,6 +179,25 @@ def _user_turn(prompt: str, refs: list[DocReference], searched: bool, indexed: b
     if searched:
         return f"(The knowledge base has nothing on this.)\n\nQuestion: {prompt}"
     return prompt
+
+
+def _request(
+    app: App, body: AppCompletionRequest, messages: list[Message], ctx: CallContext
+) -> InferenceRequest:
+    """The generation of ``messages`` by the app's model, with the call's parameters."""
+    params = body.parameters
+    wire = GenerationRequest(
+        model=app.model,
+        input=GenerationInput(messages=messages),
+        parameters=GenerationParameters(
+            max_tokens=params.max_tokens or app.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=params.seed,
+        ),
+    )
+    return to_inference_request(wire, ctx.request_id)
 
 
 @dataclass(slots=True)
@@ -229,6 +264,8 @@ class AppService(GenerationService):
                 ``file_ids`` no document of those knowledge bases has
                 (``document_not_found``),
                 a conversation that does not end with a user turn.
+            ContextLengthExceededError: the prompt cannot fit the model's window, before
+                retrieval (``serving.app_window``) or with the passages.
             UnsupportedParameterError: ``metadata_filter``, ``tags``.
             PermissionDeniedError: ``region_not_allowed``; see ``Generation.open``.
             ServiceUnavailableError: knowledge bases asked for where none are available.
@@ -256,9 +293,6 @@ class AppService(GenerationService):
             else list(app.knowledge_base_ids)
         )
         bases, file_ids = await self._sources(ws, pipeline_ids, rag)
-        rewritten = await self._query(principal, app, history, user_text, pipeline_ids, ctx)
-        query = rewritten.query
-        refs = await self._retrieve(principal, app, bases, file_ids, query, ctx)
         instructions = _instructions(app, inp.biz_params)
         indexed = inp.doc_reference_type == "indexed"
         if client_system:
@@ -266,25 +300,17 @@ class AppService(GenerationService):
         if memory_id is not None:
             recalled = recall_text(await self.memories.recall(ws, memory_id))
             instructions = f"{instructions}\n\n{recalled}".strip()
-        messages = [Message(role="system", content=instructions)] if instructions else []
-        for turn in history:
-            messages.append(Message(role="user", content=turn.user))
-            messages.append(Message(role="assistant", content=turn.assistant))
-        messages.append(
-            Message(role="user", content=_user_turn(user_text, refs, bool(pipeline_ids), indexed))
-        )
-        wire = GenerationRequest(
-            model=app.model,
-            input=GenerationInput(messages=messages),
-            parameters=GenerationParameters(
-                max_tokens=params.max_tokens or app.max_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                seed=params.seed,
-            ),
-        )
-        request = to_inference_request(wire, ctx.request_id)
+        if pipeline_ids:  # billed work (rewrite, embedding, re-ranking) precedes the answer
+            bare = _messages(instructions, history, user_text)
+            where = "input.messages" if inp.messages else "input.prompt"
+            await refuse_unfit(
+                self.models, principal, _request(app, body, bare, ctx), ctx, param=where
+            )
+        rewritten = await self._query(principal, app, history, user_text, pipeline_ids, ctx)
+        query = rewritten.query
+        refs = await self._retrieve(principal, app, bases, file_ids, query, ctx)
+        user_turn = _user_turn(user_text, refs, bool(pipeline_ids), indexed)
+        request = _request(app, body, _messages(instructions, history, user_turn), ctx)
         request.stream = stream
         session_id = inp.session_id or await self.store.new_session(ws, app.id)
         gen = await self.generation(principal, request, ctx, endpoint=ENDPOINT)
