@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from modelgrid.core.types import jurisdiction_code
+from modelgrid.protocol.text import Label
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# names and key names refuse control characters (``protocol.text``)
+Name = Annotated[Label, Field(min_length=1, max_length=200)]
 Region = Annotated[str, Field(min_length=1, max_length=64)]
 # A region's country or bloc, as ``core.types.jurisdiction_code`` checks and upper-cases it.
 Jurisdiction = Annotated[str, AfterValidator(jurisdiction_code)]
@@ -75,7 +77,7 @@ class WorkspacePatch(_Body):
 class KeyCreate(_Body):
     """A new key; ``expires_at`` or ``expires_in_s`` (not both), or neither for no expiry."""
 
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[Label, Field(max_length=200)] = ""
     role: Literal["tenant", "admin"] = "tenant"
     allowed_models: list[Name] | None = None
     allowed_regions: list[Region] | None = None
@@ -92,7 +94,7 @@ class KeyCreate(_Body):
 
 
 class KeyPatch(_Body):
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Label, Field(max_length=200)] | None = None
     allowed_models: list[Name] | None = None
     allowed_regions: list[Region] | None = None
     allowed_jurisdictions: list[Jurisdiction] | None = None

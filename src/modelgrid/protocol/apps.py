@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from modelgrid.protocol.text import Label, Prose
+
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
 QueryRewrite = Literal["concat", "model"]
 MemoryExtraction = Literal["rules", "model"]
@@ -42,8 +44,8 @@ class AppCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: Label = Field(min_length=1, max_length=200)
+    description: Prose = Field(default="", max_length=2000)
     model: str = Field(min_length=1, max_length=200)
     instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS)
     knowledge_base_ids: list[str] = Field(default_factory=list, max_length=MAX_KNOWLEDGE_BASES)
@@ -59,8 +61,8 @@ class AppUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Label | None = Field(default=None, min_length=1, max_length=200)
+    description: Prose | None = Field(default=None, max_length=2000)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
     knowledge_base_ids: list[str] | None = Field(default=None, max_length=MAX_KNOWLEDGE_BASES)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from modelgrid.protocol.text import Label, Prose
+
 DocumentStatus = Literal["pending", "indexing", "ready", "failed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 
@@ -30,8 +32,8 @@ class KnowledgeBaseCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: Label = Field(min_length=1, max_length=200)
+    description: Prose = Field(default="", max_length=2000)
     embedding_model: str | None = Field(default=None, max_length=200)
     chunking: Chunking | None = None
 

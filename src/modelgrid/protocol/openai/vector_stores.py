@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from modelgrid.core.errors import InvalidRequestError
+from modelgrid.protocol.text import Label, Prose
 
 AUTO_CHUNK_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
@@ -45,8 +46,8 @@ class ExpiresAfter(BaseModel):
 class VectorStoreCreate(BaseModel):
     """``POST /v1/vector_stores``."""
 
-    name: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Label | None = Field(default=None, max_length=200)
+    description: Prose | None = Field(default=None, max_length=2000)
     file_ids: list[str] | None = Field(default=None, max_length=FILE_IDS_MAX)
     chunking_strategy: dict[str, Any] | None = None
     expires_after: ExpiresAfter | None = None
@@ -57,7 +58,7 @@ class VectorStoreUpdate(BaseModel):
     """``POST /v1/vector_stores/{id}``: only the fields sent change (``expires_after:
     null`` removes the policy)."""
 
-    name: str | None = Field(default=None, max_length=200)
+    name: Label | None = Field(default=None, max_length=200)
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
 
