@@ -297,6 +297,20 @@ def test_simple_references_are_every_passage(server: ThreadServer, engine: Recor
     assert {r["doc_id"] for r in out["output"]["doc_references"]} == {doc["id"]}
 
 
+@SQLITE
+def test_empty_pipeline_ids_search_the_apps_knowledge_bases(server: ThreadServer) -> None:
+    kb = ready_kb(server)
+    app = make_app(server, knowledge_base_ids=[kb], retrieval={"top_k": 2, "mode": "hybrid"})
+    prompt = {"prompt": "When is a refund granted?"}
+    given = {"input": prompt, "parameters": {"rag_options": {"pipeline_ids": [kb]}}}
+    expected = complete(server, app["id"], given).json()["output"]["doc_references"]
+    assert len(expected) == 2
+    for rag in ({"pipeline_ids": []}, {}):
+        r = complete(server, app["id"], {"input": prompt, "parameters": {"rag_options": rag}})
+        assert r.status_code == 200, r.text
+        assert r.json()["output"]["doc_references"] == expected, rag
+
+
 def sse_events(raw: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
     out = []
     for frame in raw.split(b"\n\n"):

@@ -21,7 +21,7 @@ JSON with their status):
    to retrieve from and an earlier turn to resolve).
 4. Retrieval through ``serving.knowledge.Retrieval`` (metered to the caller under a request
    id of its own, residency-checked) over ``parameters.rag_options.pipeline_ids`` (else the
-   app's knowledge bases): an unknown id is a 400 naming every unknown one; a retrieval
+   app's knowledge bases; an empty list is as if none were given): an unknown id is a 400 naming every unknown one; a retrieval
    failure is the request's error, never swallowed. Per knowledge base the best ``top_k``;
    several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
    chunks; an id that is no document of the knowledge bases searched (unknown, another
@@ -289,7 +289,7 @@ class AppService(GenerationService):
         history, user_text, client_system = await self._conversation(ws, inp.session_id, body)
         pipeline_ids = (
             list(dict.fromkeys(rag.pipeline_ids))
-            if rag is not None and rag.pipeline_ids is not None
+            if rag is not None and rag.pipeline_ids  # [] is not given: the app's bases
             else list(app.knowledge_base_ids)
         )
         bases, file_ids = await self._sources(ws, pipeline_ids, rag)
