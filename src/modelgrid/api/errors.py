@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from modelgrid.api.multipart_errors import multipart_error
 from modelgrid.core.errors import (
     InvalidRequestError,
     MethodNotAllowedError,
@@ -133,6 +134,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         err = RequestTooLargeError(str(exc.detail))
     elif isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body
         err = InvalidRequestError(too_deep_message(None))
+    elif (refused := multipart_error(exc)) is not None:  # a multipart body: say why
+        err = refused
     else:  # Starlette raises no other status on modelgrid's routes
         err = InvalidRequestError(str(exc.detail), code="http_error")
     return error_response(err, request, getattr(exc, "headers", None))
