@@ -91,6 +91,23 @@ def test_every_list_names_its_cursor(server: ThreadServer) -> None:
         f"/v1/vector_stores/{vs}/files": "file_not_found",
         f"/v1/vector_stores/{vs}/file_batches/{batch['id']}/files": "file_not_found",
     }
+    most = {  # the documented bounds of limit: 1 to this (docs/*.md)
+        "/v1/apps": 1000,
+        "/admin/v1/workspaces/default/apps": 1000,
+        "/v1/knowledge_bases": 1000,
+        f"/v1/knowledge_bases/{kb}/documents": 1000,
+        "/v1/files": 10_000,
+        "/v1/batches": 100,
+        f"/v1/responses/{response}/input_items": 100,
+        "/admin/v1/usage": 1000,
+        **dict.fromkeys(both_ways, 100),
+    }
+    for path, key in [*forward_only, *((p, None) for p in both_ways)]:
+        join = "&" if "?" in path else "?"
+        for limit in (1, most[path]):
+            assert get(server, f"{path}{join}limit={limit}", key).status_code == 200, path
+        for limit in (0, most[path] + 1):
+            assert error(get(server, f"{path}{join}limit={limit}", key))[:2] == (400, "limit")
     for path, key in forward_only:
         assert error(get(server, f"{path}?before=x", key)) == (
             400,
