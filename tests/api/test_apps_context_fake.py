@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tests.api.test_apps_fake import SQLITE, RecordingEngine, complete, make_app, ready_kb
 from tests.conftest import ServerFactory
 from tests.knowledge.hash_embedding import HashEmbeddingEngine
-from tests.support import ThreadServer, usage_rows_matching
+from tests.support import ThreadServer, create_key, usage_rows_matching
 
 QUESTION = "When is a refund granted?"
 # the app's instructions, "You are the shop's helpdesk.", are 5 words
@@ -123,3 +124,29 @@ def test_passages_that_overflow_are_still_refused_after_retrieval(
     assert r.json()["message"] == "Too long for the fake model."  # the model's own check
     user_turn = engine.prompts[-1][-1][1]
     assert user_turn.startswith("Use this information:") and user_turn.endswith(prompt)
+
+
+@SQLITE
+def test_a_key_that_may_not_use_the_apps_model_is_refused_before_retrieval(
+    server: ThreadServer, embedder: HashEmbeddingEngine
+) -> None:
+    kb = ready_kb(server)
+    app = make_app(server, knowledge_base_ids=[kb])
+    admin = create_key(server.settings.database_url, role="admin", workspace="admin").plaintext
+    me = httpx.get(
+        f"{server.base_url}/admin/v1/workspaces",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=30,
+    ).json()["data"]
+    default = next(w["id"] for w in me if w["name"] == "default")
+    narrow = httpx.post(  # the embedding model only: the query could be embedded, not answered
+        f"{server.base_url}/admin/v1/workspaces/{default}/keys",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={"name": "narrow", "allowed_models": ["hash-embedding"]},
+        timeout=30,
+    ).json()["key"]
+    embedded = len(embedder.batches)
+    r = complete(server, app["id"], {"input": {"prompt": QUESTION}}, key=narrow)
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == "This API key may not use the model 'fake-model'."
+    assert len(embedder.batches) == embedded  # the query was never embedded (nor billed)

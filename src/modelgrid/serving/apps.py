@@ -64,6 +64,7 @@ from typing import Any
 
 from modelgrid.core.errors import (
     InvalidRequestError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     UnsupportedParameterError,
 )
@@ -267,7 +268,9 @@ class AppService(GenerationService):
             ContextLengthExceededError: the prompt cannot fit the model's window, before
                 retrieval (``serving.app_window``) or with the passages.
             UnsupportedParameterError: ``metadata_filter``, ``tags``.
-            PermissionDeniedError: ``region_not_allowed``; see ``Generation.open``.
+            PermissionDeniedError: ``region_not_allowed``; ``model_not_allowed`` (a key that
+                may not use the app's model, before anything is billed); see
+                ``Generation.open``.
             ServiceUnavailableError: knowledge bases asked for where none are available.
             Every error of ``Retrieval.search`` and ``Generation.open``.
         """
@@ -284,6 +287,12 @@ class AppService(GenerationService):
             )
         app = await self.store.app(ws, app_id)
         self.store.check_residency(principal)
+        if not principal.may_use_model(app.model):  # before any billed work (the retrieval's)
+            raise PermissionDeniedError(
+                f"This API key may not use the model '{app.model}'.",
+                param="model",
+                code="model_not_allowed",
+            )
         if inp.session_id is not None:
             await self.store.check_session(ws, app.id, inp.session_id)
         history, user_text, client_system = await self._conversation(ws, inp.session_id, body)
