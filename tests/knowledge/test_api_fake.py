@@ -7,6 +7,7 @@ which chunk is nearest is known in advance.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -262,6 +263,61 @@ def test_bad_requests(server: ThreadServer) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "format"
     r = api(server, "POST", f"/v1/knowledge_bases/{kb['id']}/documents", data={"x": "y"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "missing_required_parameter"
+
+
+def test_documents_carry_metadata_and_tags(server: ThreadServer) -> None:
+    """``metadata`` (a JSON object, vector-store attributes' rules) and ``tags`` (a JSON array
+    of strings) are stored with the document and echoed by add, get and list."""
+    kb = make_kb(server)["id"]
+    meta = {"team": "billing", "year": 2026, "ratio": 0.5, "draft": False}
+    r = upload(server, kb, GUIDE, metadata=json.dumps(meta), tags=json.dumps(["faq", "en", "faq"]))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert (doc["metadata"], doc["tags"]) == (meta, ["faq", "en"])  # a repeat dropped
+    plain = upload(server, kb, b"Parcels arrive within three days.", "plain.txt").json()
+    assert (plain["metadata"], plain["tags"]) == ({}, [])
+    got = wait_ready(server, kb, doc["id"])
+    assert (got["status"], got["metadata"], got["tags"]) == ("ready", meta, ["faq", "en"])
+    listed = api(server, "GET", f"/v1/knowledge_bases/{kb}/documents").json()["data"]
+    assert [(d["id"], d["metadata"], d["tags"]) for d in listed] == [
+        (doc["id"], meta, ["faq", "en"]),
+        (plain["id"], {}, []),
+    ]
+    # empty ones are none
+    r = upload(server, kb, b"Refunds take fourteen days.", "e.txt", metadata="{}", tags="[]")
+    assert (r.json()["metadata"], r.json()["tags"]) == ({}, [])
+
+
+BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
+    ({"metadata": "team=billing"}, "metadata", "'metadata' must be JSON: an object."),
+    ({"metadata": "[1]"}, "metadata", "'metadata' must be an object."),
+    (
+        {"metadata": json.dumps({f"k{i}": i for i in range(17)})},
+        "metadata",
+        "'metadata' has 17 keys; at most 16.",
+    ),
+    ({"metadata": json.dumps({"k" * 65: 1})}, "metadata", "keys are 1..64 characters"),
+    ({"metadata": '{"team": ["a"]}'}, "metadata.team", "must be a string, number or boolean"),
+    ({"metadata": json.dumps({"v": "x" * 513})}, "metadata.v", "is over 512 characters"),
+    ({"tags": "faq"}, "tags", "'tags' must be JSON: an array of strings."),
+    ({"tags": '"faq"'}, "tags", "'tags' must be an array of strings."),
+    ({"tags": json.dumps([str(i) for i in range(21)])}, "tags", "has 21 tags; at most 20."),
+    ({"tags": '["faq", 1]'}, "tags", "'tags[1]' must be a string of 1..64 characters."),
+    ({"tags": '[""]'}, "tags", "'tags[0]' must be a string of 1..64 characters."),
+    ({"tags": json.dumps(["t" * 65])}, "tags", "'tags[0]' must be a string of 1..64"),
+    ({"tags": '["a\\u001bb"]'}, "tags", "'tags[0]' must not contain control characters"),
+]
+
+
+def test_bad_metadata_or_tags_store_nothing(server: ThreadServer) -> None:
+    kb = make_kb(server)["id"]
+    for form, param, message in BAD_LABELS:
+        r = upload(server, kb, GUIDE, **form)
+        assert r.status_code == 400, (form, r.text)
+        err = r.json()["error"]
+        assert err["param"] == param, (form, err)
+        assert message in err["message"], (form, err)
+    assert db_rows(server, "SELECT count(*) AS n FROM knowledge_documents")[0]["n"] == 0
 
 
 def test_pdf_and_html_documents_index(server: ThreadServer) -> None:

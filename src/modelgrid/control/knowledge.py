@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
 
@@ -38,6 +38,7 @@ from modelgrid.core.ids import completion_id
 from modelgrid.core.types import RoutingHints
 from modelgrid.knowledge.extract import detect_format, extract
 from modelgrid.knowledge.index import KnowledgeIndex
+from modelgrid.protocol.document_labels import check_metadata, check_tags
 from modelgrid.protocol.knowledge import (
     Chunking,
     Deleted,
@@ -93,6 +94,8 @@ def document_object(row: KnowledgeDocument) -> DocumentObject:
         tokens=row.tokens,
         created_at=_unix(row.created_at) or 0,
         indexed_at=_unix(row.indexed_at),
+        metadata=row.attributes or {},
+        tags=row.tags or [],
     )
 
 
@@ -391,17 +394,24 @@ class KnowledgeBases:
         data: bytes,
         content_type: str | None = None,
         fmt: str | None = None,
+        metadata: Any = None,
+        tags: Any = None,
         actor: str,
     ) -> DocumentObject:
-        """Accept a document for indexing (see the module docstring).
+        """Accept a document for indexing (see the module docstring), with its ``metadata``
+        (an object) and ``tags`` (a list of strings), as ``protocol.document_labels`` checks
+        them; DashScope's app calls filter by them (``rag_options.metadata_filter``, ``tags``).
 
         Raises:
             NotFoundError: no such knowledge base in the workspace.
             PermissionDeniedError: the caller may not store in this region.
             RequestTooLargeError: over ``max_document_bytes`` (413).
             InvalidRequestError: empty, binary, malformed or text-less; a bad name or format;
+                bad ``metadata`` (``metadata`` or ``metadata.<key>``) or ``tags``;
                 a vector store (its files come through ``control.vector_store_files``).
         """
+        checked_metadata = check_metadata(metadata)
+        checked_tags = check_tags(tags)
         self._require_index()
         kb = await self.row(principal.workspace_id, kb_id)
         if kb.kind == "vector_store":  # its files come from uploads, with their file ids
@@ -436,6 +446,8 @@ class KnowledgeBases:
             chunks_done=0,
             tokens=0,
             created_at=datetime.now(UTC),
+            attributes=checked_metadata,
+            tags=checked_tags,
         )
         async with self._sessions() as session, session.begin():
             session.add(row)

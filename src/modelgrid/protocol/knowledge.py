@@ -8,7 +8,7 @@ knowledge bases.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -60,7 +60,8 @@ class KnowledgeBaseList(BaseModel):
 
 class DocumentObject(BaseModel):
     """A document and its indexing progress (``chunks_done`` of ``chunks_total`` while
-    ``indexing``; ``error`` when ``failed``)."""
+    ``indexing``; ``error`` when ``failed``), with the ``metadata`` and ``tags`` it was
+    added with (``protocol.document_labels``; ``{}`` and ``[]`` when none)."""
 
     id: str
     object: Literal["knowledge_base.document"] = "knowledge_base.document"
@@ -75,6 +76,8 @@ class DocumentObject(BaseModel):
     tokens: int
     created_at: int
     indexed_at: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
 
 
 class DocumentList(BaseModel):

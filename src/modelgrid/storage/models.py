@@ -416,7 +416,8 @@ class KnowledgeDocument(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     # A vector store's file (``control.vector_store_files``): the uploaded file it came
-    # from, its ``attributes`` (filterable in searches), its file batch, its own chunking
+    # from, its ``attributes`` (filterable in searches; a knowledge base's document: its
+    # ``metadata``), its file batch, its own chunking
     # (``None``: the knowledge base's) and the code of its ``error``.
     file_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -424,6 +425,9 @@ class KnowledgeDocument(Base):
     chunk_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     chunk_overlap: Mapped[int | None] = mapped_column(Integer, default=None)
     error_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    # A knowledge base's document: its ``tags`` (``protocol.document_labels``; its metadata
+    # is ``attributes``), which DashScope's ``rag_options.tags`` filters by.
+    tags: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class VectorStoreFileBatch(Base):

@@ -2,23 +2,25 @@
 
 Tenant keys; every knowledge base and document is its workspace's (another workspace's id is
 a 404). ``POST /v1/knowledge_bases/{id}/documents`` takes multipart form data (``file``, and
-an optional ``format``: ``text``, ``markdown``, ``html`` or ``pdf``; else from the file's name
-or media type), answers the document ``pending`` and indexes it in the background
-(``jobs.indexer``); ``GET`` the document shows its progress. ``POST …/search`` retrieves the
-best chunks for a query (``hybrid``, ``dense`` or ``lexical``), with ``rerank: true``
-re-ranked by the served chat model (``serving.rerank``: one metered request per candidate).
-The operations live in ``control.knowledge`` and ``serving.knowledge``; errors are OpenAI's
-error object.
+an optional ``format``: ``text``, ``markdown``, ``html`` or ``pdf``, else from the file's name
+or media type; optional ``metadata``, a JSON object, and ``tags``, a JSON array of strings:
+``protocol.document_labels``), answers the document ``pending`` and indexes it in the
+background (``jobs.indexer``); ``GET`` the document shows its progress. ``POST …/search``
+retrieves the best chunks for a query (``hybrid``, ``dense`` or ``lexical``), with
+``rerank: true`` re-ranked by the served chat model (``serving.rerank``: one metered request
+per candidate). The operations live in ``control.knowledge`` and ``serving.knowledge``;
+errors are OpenAI's error object.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from modelgrid.api.body import json_body
 from modelgrid.api.deps import CallDep
@@ -47,6 +49,20 @@ def _knowledge(state: AppState) -> Knowledge:
     if state.knowledge is None:
         raise ServiceUnavailableError("Knowledge bases are not available in this gateway.")
     return state.knowledge
+
+
+def _json_field(form: FormData, name: str, shape: str) -> Any:
+    """A form field holding JSON, parsed (``None`` when absent; checked by the control
+    plane). Raises: InvalidRequestError: a file part, or not JSON (``param``: ``name``)."""
+    raw = form.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise InvalidRequestError(f"'{name}' must be a plain form field.", param=name)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequestError(f"'{name}' must be JSON: an {shape}.", param=name) from None
 
 
 @router.post("")
@@ -97,6 +113,8 @@ async def add_document(kb_id: str, request: Request, call: CallDep) -> JSONRespo
         fmt = form.get("format")
         if fmt is not None and not isinstance(fmt, str):
             raise InvalidRequestError("'format' must be a plain form field.", param="format")
+        metadata = _json_field(form, "metadata", "object")
+        tags = _json_field(form, "tags", "array of strings")
         data = bytearray()
         while chunk := await upload.read(READ_CHUNK_BYTES):
             data += chunk
@@ -111,6 +129,8 @@ async def add_document(kb_id: str, request: Request, call: CallDep) -> JSONRespo
             data=bytes(data),
             content_type=upload.content_type,
             fmt=fmt,
+            metadata=metadata,
+            tags=tags,
             actor=audit.api_actor(call.principal.key_id),
         )
     return _json(doc)
