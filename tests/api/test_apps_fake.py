@@ -297,6 +297,91 @@ def test_simple_references_are_every_passage(server: ThreadServer, engine: Recor
     assert {r["doc_id"] for r in out["output"]["doc_references"]} == {doc["id"]}
 
 
+RETURNS = b"""# Returns
+
+A refund for a parcel lost in shipping is paid within ten days of the claim.
+"""
+
+
+@SQLITE
+def test_metadata_filter_and_tags_keep_matching_documents(
+    server_factory: ServerFactory, engine: RecordingEngine
+) -> None:
+    """``rag_options.metadata_filter`` keeps the documents whose metadata has every key with an
+    equal value, ``tags`` those carrying every tag; with ``file_ids`` the intersection; a
+    filter that leaves nothing searches nothing and answers without passages."""
+    emb = HashEmbeddingEngine()
+    s = server_factory(
+        engine, emb, knowledge={"poll_interval_s": 0.05, "chunk_tokens": 40, "chunk_overlap": 10}
+    )
+    kb = make_kb(s)["id"]
+    guide = upload(
+        s, kb, GUIDE, metadata='{"team": "billing", "year": 2026}', tags='["faq", "en"]'
+    ).json()
+    returns = upload(
+        s,
+        kb,
+        RETURNS,
+        "returns.md",
+        metadata='{"team": "shipping", "year": 2025, "draft": true}',
+        tags='["en"]',
+    ).json()
+    for doc in (guide, returns):
+        assert wait_ready(s, kb, doc["id"])["status"] == "ready"
+    # another workspace's document with the same metadata and tags, in its own knowledge base
+    other = create_key(s.settings.database_url, name="other", workspace="acme").plaintext
+    other_kb = make_kb(s, other)["id"]
+    foreign = upload(
+        s, other_kb, GUIDE, key=other, metadata='{"team": "billing"}', tags='["faq", "en"]'
+    ).json()
+    assert wait_ready(s, other_kb, foreign["id"], other)["status"] == "ready"
+    app = make_app(s, knowledge_base_ids=[kb], retrieval={"top_k": 4, "mode": "hybrid"})
+    g, r = guide["id"], returns["id"]
+
+    def doc_ids(rag: dict[str, Any], key: str | None = None, app_id: str = app["id"]) -> list[str]:
+        body = {"input": {"prompt": "When is a refund paid?"}, "parameters": {"rag_options": rag}}
+        resp = complete(s, app_id, body, key)
+        assert resp.status_code == 200, (rag, resp.text)
+        return sorted({ref["doc_id"] for ref in resp.json()["output"]["doc_references"]})
+
+    both = sorted([g, r])
+    assert doc_ids({}) == both  # unfiltered, both documents' chunks are among the best four
+    assert doc_ids({"metadata_filter": {"team": "billing"}}) == [g]
+    assert doc_ids({"metadata_filter": {"team": "shipping", "year": 2025}}) == [r]
+    assert doc_ids({"metadata_filter": {"year": 2026.0}}) == [g]  # 2026 == 2026.0
+    assert doc_ids({"metadata_filter": {"draft": True}}) == [r]
+    assert doc_ids({"tags": ["faq"]}) == [g]
+    assert doc_ids({"tags": ["en"]}) == both
+    assert doc_ids({"tags": ["en", "faq"]}) == [g]  # every tag listed
+    assert doc_ids({"metadata_filter": {}, "tags": []}) == both  # empty: not given
+    assert doc_ids({"metadata_filter": {"team": "billing"}, "tags": ["en"]}) == [g]
+    assert doc_ids({"file_ids": [r], "tags": ["en"]}) == [r]
+    assert doc_ids({"file_ids": [g, r], "metadata_filter": {"year": 2025}}) == [r]
+    # the other workspace's app finds only its own document with the same filter
+    other_app = make_app(s, other, knowledge_base_ids=[other_kb])
+    assert doc_ids({"metadata_filter": {"team": "billing"}}, other, other_app["id"]) == [
+        foreign["id"]
+    ]
+    # filters that leave no document: no error, nothing embedded, the answer has no passages
+    batches = len(emb.batches)
+    for rag in (
+        {"metadata_filter": {"team": "billing", "year": 2025}},
+        {"metadata_filter": {"draft": 1}},  # a boolean equals only a boolean
+        {"metadata_filter": {"missing": "x"}},
+        {"tags": ["en", "nope"]},
+        {"file_ids": [g], "metadata_filter": {"team": "shipping"}},
+    ):
+        body = {"input": {"prompt": "When is a refund paid?"}, "parameters": {"rag_options": rag}}
+        resp = complete(s, app["id"], body)
+        assert resp.status_code == 200, (rag, resp.text)
+        assert resp.json()["output"]["doc_references"] == [], rag
+        assert engine.prompts[-1][-1] == (
+            "user",
+            "(The knowledge base has nothing on this.)\n\nQuestion: When is a refund paid?",
+        )
+    assert len(emb.batches) == batches
+
+
 @SQLITE
 def test_empty_pipeline_ids_search_the_apps_knowledge_bases(server: ThreadServer) -> None:
     kb = ready_kb(server)
@@ -495,11 +580,39 @@ def test_errors_in_dashscope_shape(server: ThreadServer, engine: RecordingEngine
             (400, "InvalidParameter"),
             "memory id",
         ),
-        (
-            app["id"],
-            {"input": {"prompt": "hi"}, "parameters": {"rag_options": {"tags": ["a"]}}},
-            (400, "InvalidParameter"),
-            "tags",
+        *(
+            (
+                app["id"],
+                {"input": {"prompt": "hi"}, "parameters": {"rag_options": rag}},
+                (400, "InvalidParameter"),
+                named,
+            )
+            for rag, named in (
+                (
+                    {"metadata_filter": "team=billing"},
+                    "'parameters.rag_options.metadata_filter' must be an object.",
+                ),
+                (
+                    {"metadata_filter": {"team": ["a", "b"]}},
+                    "'parameters.rag_options.metadata_filter.team' must be a string, number",
+                ),
+                (
+                    {"metadata_filter": {f"k{i}": i for i in range(17)}},
+                    "'parameters.rag_options.metadata_filter' has 17 keys; at most 16.",
+                ),
+                (
+                    {"tags": "faq"},
+                    "'parameters.rag_options.tags' must be an array of strings.",
+                ),
+                (
+                    {"tags": ["faq", 1]},
+                    "'parameters.rag_options.tags[1]' must be a string of 1..64 characters.",
+                ),
+                (
+                    {"tags": ["a\x1bb"]},
+                    "'parameters.rag_options.tags[0]' must not contain control characters",
+                ),
+            )
         ),
         (app["id"], {"input": {}}, (400, "InvalidParameter"), "input"),
         (

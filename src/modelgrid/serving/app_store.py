@@ -1,5 +1,6 @@
 """What calling an app reads and writes in the database: the app, its knowledge bases, the
-documents' names, and end users' sessions with their turns.
+documents' names (and metadata and tags, for ``rag_options``' filters), and end users'
+sessions with their turns.
 
 Every read takes the workspace: another workspace's app, knowledge base, document or session
 is the same as an unknown one. Sessions are stored in this gateway's database, in this
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -105,6 +107,27 @@ class AppStore:
         )
         async with self._sessions() as session:
             return set((await session.execute(stmt)).scalars())
+
+    async def document_labels(
+        self,
+        workspace_id: str,
+        knowledge_base_ids: Sequence[str],
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, tuple[dict[str, Any] | None, list[str] | None]]:
+        """The ``(metadata, tags)`` of the workspace's documents of ``knowledge_base_ids``
+        (only those among ``ids`` when given), by document id."""
+        if not knowledge_base_ids or (ids is not None and not ids):
+            return {}
+        stmt = select(
+            KnowledgeDocument.id, KnowledgeDocument.attributes, KnowledgeDocument.tags
+        ).where(
+            KnowledgeDocument.workspace_id == workspace_id,
+            KnowledgeDocument.knowledge_base_id.in_(list(knowledge_base_ids)),
+        )
+        if ids is not None:
+            stmt = stmt.where(KnowledgeDocument.id.in_(list(set(ids))))
+        async with self._sessions() as session:
+            return {i: (meta, tags) for i, meta, tags in (await session.execute(stmt)).all()}
 
     def check_residency(self, principal: Principal) -> None:
         """Raises: PermissionDeniedError (``region_not_allowed``): the key may not keep data

@@ -26,7 +26,12 @@ JSON with their status):
    several are fused by reciprocal rank fusion. ``file_ids`` keeps only those documents'
    chunks; an id that is no document of the knowledge bases searched (unknown, another
    knowledge base's or another workspace's: one answer, no existence leak) is a 400 naming
-   every such id, checked before any search. With the app's ``retrieval.rerank`` the best
+   every such id, checked before any search. ``metadata_filter`` keeps the documents whose
+   metadata has each of its keys with an equal value, ``tags`` those carrying every tag
+   listed (``protocol.document_labels``, which cites DashScope's reference), both among
+   ``file_ids`` when given; a malformed one is a 400 naming it, before anything runs. Filters
+   that leave no document are no error: nothing is searched (or embedded), the answer has
+   no passages and ``doc_references`` is ``[]``. With the app's ``retrieval.rerank`` the best
    ``max(top_k, RERANK_CANDIDATES)`` chunks so found are re-ranked by the app's model
    (``serving.rerank``: its P(yes) for each chunk and the query, which becomes the chunk's
    score; one metered request per chunk under ``dashscope.apps.rerank``, billed to the
@@ -66,7 +71,6 @@ from modelgrid.core.errors import (
     InvalidRequestError,
     PermissionDeniedError,
     ServiceUnavailableError,
-    UnsupportedParameterError,
 )
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext, InferenceRequest
@@ -84,6 +88,8 @@ from modelgrid.protocol.dashscope.models import (
     GenerationRequest,
     Message,
 )
+from modelgrid.protocol.document_labels import check_metadata, check_tags, passes
+from modelgrid.protocol.openai.attribute_filters import Scalar
 from modelgrid.serving.app_store import AppStore, Turn
 from modelgrid.serving.app_window import refuse_unfit
 from modelgrid.serving.generation import Generation, GenerationService
@@ -106,7 +112,8 @@ MEMORY_ENDPOINT = "dashscope.apps.memory"  # the model's memory extraction
 RERANK_ENDPOINT = "dashscope.apps.rerank"  # the model's re-ranking, one record per chunk
 HISTORY_TURNS = 8  # a session's turns sent with a new prompt
 SHUTDOWN_WAIT_S = 30.0  # how long ``aclose`` waits for memory extractions in flight
-FILTERED_DEPTH = 100  # how deep to search when ``file_ids`` filters the chunks
+FILTERED_DEPTH = 100  # how deep to search when ``rag_options`` filters the documents
+RAG = "parameters.rag_options"
 MARKER = re.compile(r"\[(\d{1,3})\]")
 CITE = (
     "Answer the question with the numbered passages above when they are relevant, and cite "
@@ -263,11 +270,12 @@ class AppService(GenerationService):
             NotFoundError: ``app_not_found``, ``session_not_found`` (404).
             InvalidRequestError: unknown ``pipeline_ids`` (``knowledge_base_not_found``),
                 ``file_ids`` no document of those knowledge bases has
-                (``document_not_found``),
+                (``document_not_found``), a ``metadata_filter`` that is no object of at
+                most 16 keys with string, number or boolean values, ``tags`` that are no
+                array of at most 20 strings of 1..64 characters (both before anything runs),
                 a conversation that does not end with a user turn.
             ContextLengthExceededError: the prompt cannot fit the model's window, before
                 retrieval (``serving.app_window``) or with the passages.
-            UnsupportedParameterError: ``metadata_filter``, ``tags``.
             PermissionDeniedError: ``region_not_allowed``; ``model_not_allowed`` (a key that
                 may not use the app's model, before anything is billed); see
                 ``Generation.open``.
@@ -278,13 +286,10 @@ class AppService(GenerationService):
         inp, params = body.input, body.parameters
         rag = params.rag_options
         memory_id = check_memory_id(inp.memory_id) if inp.memory_id is not None else None
-        if rag is not None and (rag.metadata_filter or rag.tags):
-            which = "metadata_filter" if rag.metadata_filter else "tags"
-            raise UnsupportedParameterError(
-                f"'rag_options.{which}' is not supported: documents carry no metadata or tags "
-                "yet; filter by 'file_ids' (document ids).",
-                param=f"parameters.rag_options.{which}",
-            )
+        metadata_filter = tags = None
+        if rag is not None:  # checked before anything runs
+            metadata_filter = check_metadata(rag.metadata_filter, f"{RAG}.metadata_filter")
+            tags = check_tags(rag.tags, f"{RAG}.tags")
         app = await self.store.app(ws, app_id)
         self.store.check_residency(principal)
         if not principal.may_use_model(app.model):  # before any billed work (the retrieval's)
@@ -301,7 +306,7 @@ class AppService(GenerationService):
             if rag is not None and rag.pipeline_ids  # [] is not given: the app's bases
             else list(app.knowledge_base_ids)
         )
-        bases, file_ids = await self._sources(ws, pipeline_ids, rag)
+        bases, file_ids = await self._sources(ws, pipeline_ids, rag, metadata_filter, tags)
         instructions = _instructions(app, inp.biz_params)
         indexed = inp.doc_reference_type == "indexed"
         if client_system:
@@ -413,10 +418,17 @@ class AppService(GenerationService):
         return history, _content(turns[-1]), system
 
     async def _sources(
-        self, ws: str, pipeline_ids: list[str], rag: Any
+        self,
+        ws: str,
+        pipeline_ids: list[str],
+        rag: Any,
+        metadata_filter: dict[str, Scalar] | None,
+        tags: list[str] | None,
     ) -> tuple[dict[str, KnowledgeBase], set[str] | None]:
-        """The knowledge bases to search, by id, and the ``file_ids`` filter (``None``: every
-        document), checked before the query is made (a bad id costs no rewrite).
+        """The knowledge bases to search, by id, and the documents to keep (``None``: every
+        document): those of ``file_ids`` that pass ``metadata_filter`` and ``tags``
+        (``protocol.document_labels``), checked before the query is made (a bad id costs no
+        rewrite). An empty set: the filters leave no document.
 
         Raises:
             InvalidRequestError: ``knowledge_base_not_found``, ``document_not_found``.
@@ -433,11 +445,20 @@ class AppService(GenerationService):
                 code="knowledge_base_not_found",
             )
         bases = {i: bases[i] for i in pipeline_ids}  # in the request's order (fusion's)
-        if rag is None or not rag.file_ids:
-            return bases, None
-        known = await self.store.documents_of(ws, pipeline_ids, rag.file_ids)
-        _refuse_unknown_files([i for i in dict.fromkeys(rag.file_ids) if i not in known])
-        return bases, known
+        known: set[str] | None = None
+        if rag is not None and rag.file_ids:
+            known = await self.store.documents_of(ws, pipeline_ids, rag.file_ids)
+            _refuse_unknown_files([i for i in dict.fromkeys(rag.file_ids) if i not in known])
+        if metadata_filter is None and tags is None:
+            return bases, known
+        labels = await self.store.document_labels(
+            ws, pipeline_ids, sorted(known) if known is not None else None
+        )
+        return bases, {
+            doc_id
+            for doc_id, (metadata, carried) in labels.items()
+            if passes(metadata_filter, tags, metadata, carried)
+        }
 
     async def _retrieve(
         self,
@@ -449,8 +470,8 @@ class AppService(GenerationService):
         ctx: CallContext,
     ) -> list[DocReference]:
         pipeline_ids = list(bases)
-        if not pipeline_ids:
-            return []
+        if not pipeline_ids or (file_ids is not None and not file_ids):
+            return []  # nothing to search, or no document passes the filters: none embedded
         ws = principal.workspace_id
         retrieval = self._retrieval()
         if retrieval is None:

@@ -27,16 +27,18 @@ MAX_PIPELINES = 16
 
 class RagOptions(BaseModel):
     """``parameters.rag_options``: which knowledge bases (``pipeline_ids``) and, within them,
-    which documents (``file_ids``: document ids) to retrieve from. ``metadata_filter`` and
-    ``tags`` are accepted by the model and refused by the service (documents carry neither
-    metadata nor tags yet), never ignored."""
+    which documents to retrieve from: ``file_ids`` (document ids), ``metadata_filter`` (an
+    object: documents whose metadata has every key with an equal value) and ``tags`` (an array
+    of strings: documents carrying every tag), each narrowing the others. The two filters are
+    kept as sent and checked by the service (``protocol.document_labels``), so that a bad one
+    is a 400 naming ``parameters.rag_options.metadata_filter`` or ``.tags``."""
 
     model_config = ConfigDict(extra="allow")
 
     pipeline_ids: list[str] | None = Field(default=None, max_length=MAX_PIPELINES)
     file_ids: list[str] | None = Field(default=None, max_length=1000)
-    metadata_filter: dict[str, Any] | None = None
-    tags: list[str] | None = None
+    metadata_filter: Any = None
+    tags: Any = None
 
 
 class AppInput(BaseModel):
