@@ -291,6 +291,13 @@ def test_documents_carry_metadata_and_tags(server: ThreadServer) -> None:
 BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
     ({"metadata": "team=billing"}, "metadata", "'metadata' must be JSON: an object."),
     ({"metadata": "[1]"}, "metadata", "'metadata' must be an object."),
+    (  # Python's json reads NaN and Infinity, and 1e999 as inf: none is stored (as null)
+        {"metadata": '{"a": NaN}'},
+        "metadata",
+        "'metadata' holds NaN: numbers must be finite (JSON has no NaN or Infinity).",
+    ),
+    ({"metadata": '{"a": -Infinity}'}, "metadata", "'metadata' holds -Infinity: numbers must"),
+    ({"metadata": '{"a": 1e999}'}, "metadata", "'metadata' holds 1e999: numbers must be finite"),
     (
         {"metadata": json.dumps({f"k{i}": i for i in range(17)})},
         "metadata",

@@ -15,6 +15,7 @@ errors are OpenAI's error object.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -53,16 +54,38 @@ def _knowledge(state: AppState) -> Knowledge:
 
 def _json_field(form: FormData, name: str, shape: str) -> Any:
     """A form field holding JSON, parsed (``None`` when absent; checked by the control
-    plane). Raises: InvalidRequestError: a file part, or not JSON (``param``: ``name``)."""
+    plane). Raises: InvalidRequestError: a file part, not JSON, or a non-finite number in it
+    (``param``: ``name``)."""
     raw = form.get(name)
     if raw is None:
         return None
     if not isinstance(raw, str):
         raise InvalidRequestError(f"'{name}' must be a plain form field.", param=name)
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except _NonFiniteError as e:
+        raise InvalidRequestError(
+            f"'{name}' holds {e}: numbers must be finite (JSON has no NaN or Infinity).",
+            param=name,
+        ) from None
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be JSON: an {shape}.", param=name) from None
+
+
+class _NonFiniteError(ValueError):
+    """A form field's JSON holds NaN, Infinity or a number past a double's range (Python's
+    ``json`` accepts all three; JSON bodies are checked by ``api.body``)."""
+
+
+def _no_constant(word: str) -> Any:
+    raise _NonFiniteError(word)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteError(text)
+    return value
 
 
 @router.post("")
