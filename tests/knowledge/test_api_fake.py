@@ -297,7 +297,7 @@ BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
         "'metadata' holds NaN: numbers must be finite (JSON has no NaN or Infinity).",
     ),
     ({"metadata": '{"a": -Infinity}'}, "metadata", "'metadata' holds -Infinity: numbers must"),
-    ({"metadata": '{"a": 1e999}'}, "metadata", "'metadata' holds 1e999: numbers must be finite"),
+    ({"metadata": '{"a": 1e999}'}, "metadata", "'metadata' holds Infinity: numbers must be"),
     (
         {"metadata": json.dumps({f"k{i}": i for i in range(17)})},
         "metadata",

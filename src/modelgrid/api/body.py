@@ -33,7 +33,7 @@ _BAD_TEXT = "hex escape"
 _BIG_EXPONENT = re.compile(rb"[eE][+]?[0-9]{3}")
 
 
-def _non_finite(value: Any) -> tuple[tuple[str | int, ...], float] | None:
+def non_finite(value: Any) -> tuple[tuple[str | int, ...], float] | None:
     """The path and value of the first NaN or infinite number in a parsed JSON value."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
@@ -52,7 +52,7 @@ def _check_finite(raw: bytes) -> None:
     if b"NaN" not in raw and b"Infinity" not in raw and not _BIG_EXPONENT.search(raw):
         return
     try:
-        found = _non_finite(json.loads(raw))
+        found = non_finite(json.loads(raw))
     except (ValueError, RecursionError):
         return  # not JSON (or too deep): the model's own validation says so
     if found is not None:
@@ -96,4 +96,4 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
-__all__ = ["json_body"]
+__all__ = ["json_body", "non_finite"]

@@ -15,7 +15,6 @@ errors are OpenAI's error object.
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -23,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 
-from modelgrid.api.body import json_body
+from modelgrid.api.body import json_body, non_finite
 from modelgrid.api.deps import CallDep
 from modelgrid.api.paging import Cursor, ForwardOnly
 from modelgrid.api.state import AppState, Knowledge
@@ -62,29 +61,16 @@ def _json_field(form: FormData, name: str, shape: str) -> Any:
     if not isinstance(raw, str):
         raise InvalidRequestError(f"'{name}' must be a plain form field.", param=name)
     try:
-        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
-    except _NonFiniteError as e:
-        raise InvalidRequestError(
-            f"'{name}' holds {e}: numbers must be finite (JSON has no NaN or Infinity).",
-            param=name,
-        ) from None
+        value = json.loads(raw)
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be JSON: an {shape}.", param=name) from None
-
-
-class _NonFiniteError(ValueError):
-    """A form field's JSON holds NaN, Infinity or a number past a double's range (Python's
-    ``json`` accepts all three; JSON bodies are checked by ``api.body``)."""
-
-
-def _no_constant(word: str) -> Any:
-    raise _NonFiniteError(word)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NonFiniteError(text)
+    found = non_finite(value)  # Python's json reads NaN, Infinity, and 1e999 as inf
+    if found is not None:
+        shown = "NaN" if found[1] != found[1] else ("-" if found[1] < 0 else "") + "Infinity"
+        raise InvalidRequestError(
+            f"'{name}' holds {shown}: numbers must be finite (JSON has no NaN or Infinity).",
+            param=name,
+        )
     return value
 
 
