@@ -485,6 +485,11 @@ class App(Base):
     # how a memory's facts are taken from a user turn: "rules" | "model"
     memory_extraction: Mapped[str] = mapped_column(String(16), server_default="rules")
     max_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    # the plugins its model may call (``protocol.app_tools.AppTool`` objects, header values
+    # included: write-only, never returned), "auto" | "required", and the rounds of calls
+    tools: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    tool_choice: Mapped[str] = mapped_column(String(16), server_default="auto")
+    max_tool_rounds: Mapped[int] = mapped_column(Integer, server_default="4")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
