@@ -14,7 +14,11 @@ loop's thread), turned into families when ``/metrics`` is scraped (``_Collector`
 - ``modelgrid_time_to_first_token_seconds{model}`` / ``modelgrid_e2e_request_latency_seconds``
   (histograms, s);
 - ``modelgrid_requests_running{model}`` (gauge) and ``modelgrid_queue_depth{model}`` (gauge,
-  read from the engine at scrape time).
+  read from the engine at scrape time);
+- ``modelgrid_app_plugin_calls_total{outcome}`` / ``modelgrid_app_plugin_call_duration_seconds``
+  (histogram, s): apps' plugin calls (``serving.plugin_http``; ``outcome`` is ``ok``,
+  ``http_error``, ``redirect``, ``timeout``, ``connect_error``, ``too_large``,
+  ``address_refused``, ``bad_request``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class Metrics:
         )
         self.models: dict[str, ModelMetrics] = {}
         self.requests: dict[tuple[str, int], int] = {}
+        self.plugin_calls: dict[str, int] = {}
+        self.plugin_duration = Buckets(_LATENCY_BUCKETS_S)
         self.registry.register(_Collector(self))
         self.registry.register(VllmCollector(self.vllm, self._running, self._waiting))
 
@@ -94,6 +100,11 @@ class Metrics:
         """One HTTP response on ``route`` (the route's path template) with ``status``."""
         key = (route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_plugin_call(self, outcome: str, elapsed_s: float) -> None:
+        """One app plugin call that ended with ``outcome`` after ``elapsed_s`` seconds."""
+        self.plugin_calls[outcome] = self.plugin_calls.get(outcome, 0) + 1
+        self.plugin_duration.observe(elapsed_s)
 
     def watch_queue(self, model: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(model=model).set_function(lambda: float(depth()))
@@ -148,7 +159,16 @@ class _Collector(Collector):
             ttft.add_metric([model], s.ttft.cumulative(), s.ttft.sum)
             e2e.add_metric([model], s.e2e.cumulative(), s.e2e.sum)
             running.add_metric([model], s.running)
-        yield from (requests, prompt, completion, ttft, e2e, running)
+        plugins = CounterMetricFamily(
+            "modelgrid_app_plugin_calls", "Apps' plugin calls by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(m.plugin_calls.items()):
+            plugins.add_metric([outcome], count)
+        plugin_s = HistogramMetricFamily(
+            "modelgrid_app_plugin_call_duration_seconds", "Time an app's plugin call took."
+        )
+        plugin_s.add_metric([], m.plugin_duration.cumulative(), m.plugin_duration.sum)
+        yield from (requests, prompt, completion, ttft, e2e, running, plugins, plugin_s)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # the label sets follow the traffic
