@@ -122,13 +122,14 @@ def calibrate(
 ) -> tuple[profiles.EngineProfile, float]:
     """``modelgrid plan calibrate`` through the gateway (the product's command, in a child
     process), on the profile at ``path`` (rewritten in place); returns the calibrated
-    profile and the gateway's CPU ms per calibration request."""
+    profile and the gateway's CPU ms per calibration request (its idle CPU during
+    ``--calibrate-spacing-s`` included)."""
     cmd = [
         sys.executable, "-m", "modelgrid", "plan", "calibrate", "--key", gw_key, "--url", gw_url,
         "--model", MODEL, "--profile", str(path), "--requests", str(args.calibrate),
         "--replicas-per-host", str(replicas), "--rounds", str(args.rounds),
         "--prompt-words", str(args.prompt_words), "--max-tokens", str(args.max_tokens),
-        "--seed", str(args.seed * 7 + replicas),
+        "--seed", str(args.seed * 7 + replicas), "--spacing-s", str(args.calibrate_spacing_s),
     ]  # fmt: skip
     cpu0 = proc_cpu_s(gw_pid)
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
@@ -386,6 +387,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calibrate", type=int, default=10, help="idle requests, gateway")
     parser.add_argument("--rounds", type=int, default=3, help="calibration rounds per k")
+    parser.add_argument("--calibrate-spacing-s", type=float, default=0.0,
+                        help="idle s before each calibration request or round")  # fmt: skip
     parser.add_argument("--sim-seeds", type=int, default=20, help="simulations per prediction")
     parser.add_argument("--json", help="append one JSON line per level to this file")
     parser.add_argument("--report", help="print the markdown table of a --json file, only")

@@ -311,3 +311,22 @@ def test_plan_calibrate_names_bad_input(
     code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
                        "--requests", "1", "--replicas-per-host", "3", "--rounds", "1")  # fmt: skip
     assert code == 2 and "in 3 rounds of 3 requests at once the gateway never placed" in out
+
+
+def test_measure_spaces_its_requests_when_asked() -> None:
+    """``spacing_s`` waits before each idle request and each round (never before the
+    warm-up); 0 (the default) never waits; a negative spacing is refused."""
+    waits: list[float] = []
+
+    async def record(s: float) -> None:
+        waits.append(s)
+
+    probe = ScriptedProbe(["a"] * 4 + ["a", "b", "a"] * 2 + ["a", "b"] * 2)
+    asyncio.run(cal.measure(probe, requests=3, replicas_per_host=2, rounds=2, spacing_s=4.0,
+                            sleep=record))  # fmt: skip
+    assert waits == [4.0] * (3 + 2 + 2)  # 3 idle requests, 2 crowded rounds, 2 rounds of 2
+    waits.clear()
+    asyncio.run(cal.measure(ScriptedProbe(["a"] * 10), requests=3, sleep=record))
+    assert waits == []
+    with pytest.raises(PlanInputError, match="spacing must be >= 0"):
+        asyncio.run(cal.measure(ScriptedProbe(["a"]), spacing_s=-1.0))

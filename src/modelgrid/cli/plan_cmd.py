@@ -317,6 +317,13 @@ def calibrate_cmd(
     prompt_words: int = typer.Option(40, "--prompt-words", min=1, help="Words per message."),
     max_tokens: int = typer.Option(16, "--max-tokens", min=2, help="Tokens per request."),
     seed: int = typer.Option(0, "--seed", help="The messages' words."),
+    spacing_s: float = typer.Option(
+        0.0,
+        "--spacing-s",
+        min=0.0,
+        help="Idle seconds before each request or round: spreads the calibration over time "
+        "(e.g. 30 requests 5 s apart on a shared machine).",
+    ),
 ) -> None:
     """Measure, through the running gateway, what the simulator needs beyond the engine
     profile: the serving path's overhead and spreads, and how much slower replicas serve
@@ -337,7 +344,7 @@ def calibrate_cmd(
         async with ChatProbe(base, key, model, max_tokens=max_tokens) as probe:
             return await calibration.measure(
                 probe, requests=requests, replicas_per_host=replicas_per_host, rounds=rounds,
-                prompt_words=prompt_words, seed=seed,
+                prompt_words=prompt_words, seed=seed, spacing_s=spacing_s,
             )  # fmt: skip
 
     try:

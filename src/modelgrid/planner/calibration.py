@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -124,6 +124,8 @@ async def measure(
     rounds: int = 3,
     prompt_words: int = 40,
     seed: int = 0,
+    spacing_s: float = 0.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CalibrationRun:
     """Send the calibration's requests (see the module docstring).
 
@@ -135,22 +137,37 @@ async def measure(
             ``k`` >= 2.
         prompt_words: Words of each user message.
         seed: The messages' words.
+        spacing_s: Idle time before each idle request and each round (s): spreads the
+            calibration over minutes, so that the spreads sample the machine's disturbances
+            over time (a neighbour's burst then touches one request of many, not a run of
+            them) — each sample is still taken on an idle fleet.
+        sleep: Waits ``spacing_s`` (tests pass a recorder).
 
     Raises:
-        PlanInputError: a bad count, or no round of ``k`` requests ran on ``k`` distinct
+        PlanInputError: a bad count, a negative ``spacing_s``, or no round of ``k`` requests ran on ``k`` distinct
             replicas (the gateway routes the model to fewer, or names no replica).
     """
     if requests < 1 or rounds < 1 or replicas_per_host < 1:
         raise PlanInputError(
             "calibration: requests, rounds and replicas per host must be >= 1", param="requests"
         )
+    if not spacing_s >= 0:
+        raise PlanInputError("calibration: spacing must be >= 0 s", param="spacing_s")
     rng = random.Random(seed)
     counter = iter(range(10**9))
 
     def text() -> str:
         return counting_prompt(next(counter), prompt_words, rng)
 
+    async def spaced() -> Sample:
+        if spacing_s:
+            await sleep(spacing_s)
+        return await probe(text())
+
     async def staggered(k: int) -> tuple[Sample, ...]:
+        if spacing_s:
+            await sleep(spacing_s)
+
         async def one(i: int) -> Sample:
             await asyncio.sleep(i * STAGGER_S)
             return await probe(text())
@@ -158,7 +175,7 @@ async def measure(
         return tuple(await asyncio.gather(*(one(i) for i in range(k))))
 
     await probe(text())  # warm-up: unmeasured
-    idle = tuple([await probe(text()) for _ in range(requests)])
+    idle = tuple([await spaced() for _ in range(requests)])
     crowded = tuple([await staggered(replicas_per_host + 1) for _ in range(rounds)])
     together: dict[int, tuple[tuple[Sample, ...], ...]] = {}
     tried: dict[int, int] = {}
