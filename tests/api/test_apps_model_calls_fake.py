@@ -192,7 +192,7 @@ def test_model_query_rewrite(
     answered = len(engine.of("answer"))
     r = complete(server, app["id"], {"input": {"prompt": "And returns?", "session_id": sid}})
     # (the only replica failed: the router has no other to fail over to)
-    assert (r.status_code, r.json()["code"]) == (503, "InternalError")
+    assert (r.status_code, r.json()["code"]) == (503, "ModelUnavailable")
     assert r.json()["message"].startswith("No replica of the model 'fake-model' is available")
     assert len(engine.of("answer")) == answered
     turns = db_rows(server, "SELECT user_text FROM app_turns WHERE session_id = :s", s=sid)

@@ -152,7 +152,7 @@ def test_sigterm_ends_long_streams_with_their_protocols_error_event(
     assert body["error"]["message"].startswith("The server is shutting down")
     name, data = dashscope.events[-1]
     assert name == "error"
-    assert json.loads(data)["code"] == "InternalError"
+    assert json.loads(data)["code"] == "ModelUnavailable"
     at = dashscope.lines.index("event:error")
     assert dashscope.lines[at + 1 : at + 3] == [":HTTP_STATUS/503", f"data:{data}"]
     raw = (tmp_path / "gw.log").read_text()

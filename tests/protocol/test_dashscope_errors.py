@@ -58,6 +58,11 @@ def test_no_client_error_is_internal_error(cls: type[ModelgridError]) -> None:
         (errors.SignInRequiredError(), "InvalidApiKey"),
         (errors.ModelNotFoundError("m"), "ModelNotFound"),
         (errors.EngineError("boom"), "InternalError"),
+        (errors.ServiceUnavailableError("none ready"), "ModelUnavailable"),
+        (errors.ServerShutdownError(), "ModelUnavailable"),
+        (errors.ModelIntegrityError("bad sha"), "ModelUnavailable"),
+        (errors.UpstreamError("bad gateway"), "ModelServiceFailed"),
+        (errors.UpstreamTimeoutError("slow"), "RequestTimeOut"),
     ],
 )
 def test_codes(exc: ModelgridError, code: str) -> None:
