@@ -67,7 +67,7 @@ def test_names_and_descriptions_refuse_control_characters(server: ThreadServer) 
                 assert err["param"] == field, (path, field, bad, err)
                 code_point = f"U+{ord(bad[1]):04X}"
                 assert (
-                    f"must not contain control characters ({code_point} at character 1)"
+                    f"must not contain control characters ({code_point} at character 2)"
                     in (err["message"])
                 ), (path, err)
     names = [x["name"] for x in call(server, "GET", "/v1/knowledge_bases").json()["data"]]

@@ -31,7 +31,7 @@ def test_check_metadata_and_tags() -> None:
         (
             ["a\tb"],
             "tags",
-            "'tags[0]' must not contain control characters (U+0009 at character 1).",
+            "'tags[0]' must not contain control characters (U+0009 at character 2).",
         ),
     ],
 )

@@ -4,8 +4,10 @@ A name or description is shown back in tables, terminals and web pages (``modelg
 knowledge list``, the console); a control character there (NUL, ESC starting a terminal
 escape sequence, a backspace) prints garbage or hides text, and PostgreSQL stores no NUL at
 all. So these fields refuse the C0 controls (U+0000..U+001F), DEL (U+007F) and the C1
-controls (U+0080..U+009F), Unicode's category ``Cc``, with a 400 naming the field. A
-description is prose and may hold tabs and line breaks (TAB, LF, CR); a name may not.
+controls (U+0080..U+009F), Unicode's category ``Cc``, with a 400 naming the field, the first
+such character's code point and its position counted from 1 as a person reads it (a TAB after
+one letter is "at character 2"). A description is prose and may hold tabs and line breaks
+(TAB, LF, CR); a name may not.
 
 ``Label`` (names) and ``Prose`` (descriptions) are ``str`` types for pydantic models; the
 length bounds stay with each field (``Annotated[Label, Field(max_length=200)]``).
@@ -27,7 +29,7 @@ def _refuse(pattern: re.Pattern[str], value: str) -> str:
     if found is not None:
         raise ValueError(
             f"must not contain control characters (U+{ord(found.group()):04X} at "
-            f"character {found.start()})"
+            f"character {found.start() + 1})"
         )
     return value
 
