@@ -86,6 +86,7 @@ from modelgrid.serving.knowledge import IndexingMeter, KnowledgeEmbedder, Retrie
 from modelgrid.serving.messages import MessagesService
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.plugin_http import PluginCaller
 from modelgrid.serving.process_metrics import EngineProcessCollector
 from modelgrid.serving.query_rewrite import default_chat_model
 from modelgrid.serving.rerank import ChatReranker
@@ -173,6 +174,7 @@ def create_app(
             ],
             hooks=Hooks(tenancy.invalidate_auth, tenancy.reload_prices, lambda: runner.wake()),
             files=file_store,
+            plugin_allowed_networks=settings.apps.plugin_allowed_networks,
             batch=settings.batch,
         )
         responses = ResponsesService(
@@ -230,6 +232,7 @@ def create_app(
             metrics,
             AppStore(sessions, _home(grid), ttl_s),
             lambda: _retrieval(state),
+            PluginCaller(metrics, settings.apps.plugin_allowed_networks),
         )
         # app sessions idle for ``apps.session_ttl_s`` deleted with their turns
         session_expiry = Periodic(

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -338,10 +338,16 @@ class AppsSettings(BaseModel):
             a call naming it is the same 404 ``SessionNotFound`` as an unknown id, and a
             background sweep deletes it with its turns.
         sweep_interval_s: How often expired sessions are swept.
+        plugin_allowed_networks: Networks (CIDRs) an app's plugins may be called in although
+            the address rules refuse them (loopback, private, link-local…:
+            ``serving.plugin_addresses``); empty by default. E.g.
+            ``MODELGRID_APPS__PLUGIN_ALLOWED_NETWORKS='["10.20.0.0/16"]'`` for an internal
+            API network.
     """
 
     session_ttl_s: int = Field(default=3600, ge=60, le=365 * 86400)
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    plugin_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list, max_length=256)
 
 
 class ResponsesSettings(BaseModel):

@@ -37,7 +37,38 @@ RERANK = typer.Option(
 MEMORY_EXTRACTION = typer.Option(
     None, "--memory-extraction", help="Memory facts taken by rules (default) or by the model."
 )
+TOOLS_FILE = typer.Option(
+    None,
+    "--tools-file",
+    help="A JSON file holding the app's tools (plugins): an array of tool objects "
+    "(docs/applications.md, 'Tools (plugins)'); it replaces the app's whole list.",
+)
+TOOL_CHOICE = typer.Option(None, "--tool-choice", help="auto (default) or required.")
+MAX_TOOL_ROUNDS = typer.Option(
+    None, "--max-tool-rounds", help="Rounds of plugin calls per answer (1..8, default 4)."
+)
 T = TypeVar("T")
+
+
+def _tools(path: str | None) -> list[Any] | None:
+    """The tools in the JSON file at ``path`` (``None``: no file given); a file that cannot be
+    read or is no JSON array exits with status 2."""
+    import json
+    from pathlib import Path
+
+    from modelgrid.cli.common import err_console
+
+    if path is None:
+        return None
+    try:
+        tools = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        err_console.print(f"[red]cannot read the tools file {path}: {exc}[/]", markup=True)
+        raise typer.Exit(2) from None
+    if not isinstance(tools, list):
+        err_console.print(f"[red]the tools file {path} must hold a JSON array of tools[/]")
+        raise typer.Exit(2)
+    return tools
 
 
 def _run(workspace: str, fn: Callable[[Any, str], Awaitable[T]]) -> T:
@@ -81,7 +112,9 @@ def _show(a: Any, as_json: bool) -> None:
         f"top_k {a.retrieval.top_k} {a.retrieval.mode}, query rewrite "
         f"{a.retrieval.query_rewrite}, rerank {'on' if a.retrieval.rerank else 'off'}, "
         f"memory extraction {a.memory_extraction}, "
-        f"max_tokens {a.max_tokens or '-'}"
+        f"max_tokens {a.max_tokens or '-'}, "
+        f"tools {','.join(t.name for t in a.tools) or '-'}"
+        + (f" ({a.tool_choice}, {a.max_tool_rounds} rounds)" if a.tools else "")
     )
     if a.instructions:
         console.print(f"instructions: {a.instructions}", markup=False)
@@ -100,6 +133,9 @@ def create(
     rerank: bool = RERANK,
     memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
+    tools_file: str = TOOLS_FILE,
+    tool_choice: str = TOOL_CHOICE,
+    max_tool_rounds: int = MAX_TOOL_ROUNDS,
     as_json: bool = JSON,
 ) -> None:
     """Create an app in a workspace."""
@@ -115,6 +151,12 @@ def create(
     }
     if memory_extraction is not None:
         fields["memory_extraction"] = memory_extraction
+    optional = {
+        "tools": _tools(tools_file),
+        "tool_choice": tool_choice,
+        "max_tool_rounds": max_tool_rounds,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
     body = build(AppCreate, **fields)
     _show(_run(workspace, lambda apps, ws: apps.create(ws, body, actor=actor())), as_json)
 
@@ -159,10 +201,15 @@ def set_app(
     rerank: bool = RERANK,
     memory_extraction: str = MEMORY_EXTRACTION,
     max_tokens: int = MAX_TOKENS,
+    tools_file: str = TOOLS_FILE,
+    tool_choice: str = TOOL_CHOICE,
+    max_tool_rounds: int = MAX_TOOL_ROUNDS,
     as_json: bool = JSON,
 ) -> None:
     """Change an app (the options given; ``--knowledge-bases ''`` removes them all)."""
     from modelgrid.protocol.apps import AppUpdate
+
+    tools = _tools(tools_file)
 
     async def go(apps: Any, ws: str) -> Any:
         current = await apps.get(ws, app_id)
@@ -175,6 +222,9 @@ def set_app(
                 "retrieval": _retrieval(top_k, mode, query_rewrite, rerank, current.retrieval),
                 "max_tokens": max_tokens,
                 "memory_extraction": memory_extraction,
+                "tools": tools,
+                "tool_choice": tool_choice,
+                "max_tool_rounds": max_tool_rounds,
             }.items()
             if v is not None
         }

@@ -132,6 +132,7 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
             hooks=Hooks(principals_changed=lambda: bump_epoch(s.auth_epoch_path)),
             files=FileStore(s.files_dir),
             batch=s.batch,
+            plugin_allowed_networks=s.apps.plugin_allowed_networks,
         )
         try:
             return await fn(plane)

@@ -18,9 +18,11 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from modelgrid.control.app_tools import check_tools
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import InvalidRequestError, NotFoundError
 from modelgrid.core.ids import completion_id
+from modelgrid.protocol.app_tools import AppTool
 from modelgrid.protocol.apps import (
     AppCreate,
     AppDeleted,
@@ -32,6 +34,7 @@ from modelgrid.protocol.apps import (
     RetrievalSettings,
     SessionTurn,
 )
+from modelgrid.serving.plugin_addresses import Network
 from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
@@ -53,7 +56,13 @@ def app_not_found(app_id: str) -> NotFoundError:
     return NotFoundError(f"No such app: '{_shown(app_id)}'.", param="app_id", code="app_not_found")
 
 
+def stored_tools(row: App) -> list[AppTool]:
+    """The app's tools as stored (header values included: for the data plane only)."""
+    return [AppTool.model_validate(t) for t in row.tools or ()]
+
+
 def app_object(row: App) -> AppObject:
+    """The app as responses show it (tools' header values masked)."""
     return AppObject(
         id=row.id,
         name=row.name,
@@ -69,6 +78,9 @@ def app_object(row: App) -> AppObject:
         ),
         max_tokens=row.max_tokens,
         memory_extraction=row.memory_extraction,  # type: ignore[arg-type]  # ``MemoryExtraction``
+        tools=[t.shown() for t in stored_tools(row)],
+        tool_choice=row.tool_choice,  # type: ignore[arg-type]  # ``ToolChoiceSetting`` only
+        max_tool_rounds=row.max_tool_rounds,
         created_at=int(aware(row.created_at).timestamp()),
         updated_at=int(aware(row.updated_at).timestamp()),
     )
@@ -105,6 +117,8 @@ class Apps:
         sessions: The database.
         inventory: What exists now (the served models).
         embedding_models: The served models that only embed (not an app's model).
+        plugin_allowed_networks: The operator's networks plugins may be called in anyway
+            (``apps.plugin_allowed_networks``; ``serving.plugin_addresses``).
     """
 
     def __init__(
@@ -112,10 +126,12 @@ class Apps:
         sessions: Sessions,
         inventory: Callable[[], Inventory],
         embedding_models: Callable[[], Iterable[str]] = lambda: (),
+        plugin_allowed_networks: Sequence[Network] = (),
     ) -> None:
         self._sessions = sessions
         self._inventory = inventory
         self._embedding_models = embedding_models
+        self._allowed = tuple(plugin_allowed_networks)
 
     async def _check(self, workspace_id: str, model: str | None, kb_ids: list[str] | None) -> None:
         if model is not None:
@@ -138,9 +154,11 @@ class Apps:
         Raises:
             InvalidRequestError: a model nobody serves (``unknown_model``) or one that only
                 embeds (``model_not_chat``); a knowledge base
-                that is not the workspace's (``knowledge_base_not_found``).
+                that is not the workspace's (``knowledge_base_not_found``); a bad tool
+                (``control.app_tools.check_tools``, naming ``tools[i]…``).
         """
         kb_ids = list(dict.fromkeys(body.knowledge_base_ids))
+        check_tools(body.tools, body.tool_choice, self._allowed)
         await self._check(workspace_id, body.model, kb_ids)
         now = datetime.now(UTC)
         row = App(
@@ -157,6 +175,9 @@ class Apps:
             rerank=body.retrieval.rerank,
             memory_extraction=body.memory_extraction,
             max_tokens=body.max_tokens,
+            tools=[t.model_dump() for t in body.tools],
+            tool_choice=body.tool_choice,
+            max_tool_rounds=body.max_tool_rounds,
             created_at=now,
             updated_at=now,
         )
@@ -167,7 +188,12 @@ class Apps:
                 actor=actor,
                 action="app.create",
                 target=f"app:{row.id}",
-                details={"workspace_id": workspace_id, "name": row.name, "model": row.model},
+                details={
+                    "workspace_id": workspace_id,
+                    "name": row.name,
+                    "model": row.model,
+                    "tools": [t.name for t in body.tools],  # names only: headers are secrets
+                },
             )
         return app_object(row)
 
@@ -217,8 +243,14 @@ class Apps:
             NotFoundError: no such app in the workspace.
             InvalidRequestError: as ``create``.
         """
-        await self.row(workspace_id, app_id)
+        current = await self.row(workspace_id, app_id)
         given = body.model_fields_set
+        if body.tools is not None or body.tool_choice is not None:
+            check_tools(
+                body.tools if body.tools is not None else stored_tools(current),
+                body.tool_choice or current.tool_choice,
+                self._allowed,
+            )
         kb_ids = (
             list(dict.fromkeys(body.knowledge_base_ids))
             if body.knowledge_base_ids is not None
@@ -247,6 +279,12 @@ class Apps:
                 row.memory_extraction = body.memory_extraction
             if "max_tokens" in given:
                 row.max_tokens = body.max_tokens
+            if body.tools is not None:
+                row.tools = [t.model_dump() for t in body.tools]
+            if body.tool_choice is not None:
+                row.tool_choice = body.tool_choice
+            if body.max_tool_rounds is not None:
+                row.max_tool_rounds = body.max_tool_rounds
             row.updated_at = datetime.now(UTC)
             await audit.record(
                 session,
@@ -365,6 +403,7 @@ __all__ = [
     "Apps",
     "app_not_found",
     "app_object",
+    "stored_tools",
     "unknown_knowledge_bases",
     "unknown_knowledge_bases_error",
 ]

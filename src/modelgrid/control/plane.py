@@ -8,7 +8,7 @@ the CLI over the topology file (``cli.common``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from modelgrid.config import BatchSettings
 from modelgrid.control.apps import Apps
@@ -21,6 +21,7 @@ from modelgrid.control.memories import MemoryAdmin
 from modelgrid.control.prices import Prices
 from modelgrid.control.topology import TopologyAdmin, TopologyStore
 from modelgrid.control.workspaces import Workspaces
+from modelgrid.serving.plugin_addresses import Network
 from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.lookup import Sessions
 
@@ -39,6 +40,7 @@ class ControlPlane:
         files: Where files' bytes are kept (``<data_dir>/files``); ``None`` in a process that
             keeps none (``files``' operations on bytes then answer 503).
         batch: Files' quota, lifetimes and input limits (``settings.batch``).
+        plugin_allowed_networks: ``apps.plugin_allowed_networks`` (apps' plugin URLs).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ControlPlane:
         hooks: Hooks | None = None,
         files: FileStore | None = None,
         batch: BatchSettings | None = None,
+        plugin_allowed_networks: Sequence[Network] = (),
     ) -> None:
         hooks = hooks or Hooks()
         self._store = topology
@@ -61,7 +64,7 @@ class ControlPlane:
         self.topology = TopologyAdmin(sessions, topology)
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
         self.batches = Batches(sessions, self.files, self.inventory, hooks)
-        self.apps = Apps(sessions, self.inventory, embedding_models)
+        self.apps = Apps(sessions, self.inventory, embedding_models, plugin_allowed_networks)
         self.memories = MemoryAdmin(sessions)
 
     def inventory(self) -> Inventory:

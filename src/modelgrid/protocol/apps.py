@@ -1,7 +1,8 @@
 """Wire objects of modelgrid's app API (``/v1/apps``): assistants, DashScope's "applications".
 
 An app is a generation model, its instructions (the system prompt), the knowledge bases it
-retrieves from (DashScope's ``pipeline_ids``) and how (``retrieval``). Objects are shaped like
+retrieves from (DashScope's ``pipeline_ids``) and how (``retrieval``), and the plugins its
+model may call (``tools``, ``protocol.app_tools``). Objects are shaped like
 the knowledge-base API's (``id``, ``object``, ``created_at`` in unix seconds, list pages with
 ``data``, ``first_id``, ``last_id``, ``has_more``); calling an app is DashScope's Application
 API (``protocol.dashscope.apps``, ``docs/applications.md``).
@@ -13,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from modelgrid.protocol.app_tools import MAX_TOOLS, AppTool, ToolChoiceSetting
 from modelgrid.protocol.text import Label, Prose
 
 RetrievalMode = Literal["hybrid", "dense", "lexical"]
@@ -21,6 +23,7 @@ MemoryExtraction = Literal["rules", "model"]
 MAX_KNOWLEDGE_BASES = 16
 MAX_TOP_K = 20
 MAX_INSTRUCTIONS = 20_000
+MAX_TOOL_ROUNDS = 8
 
 
 class RetrievalSettings(BaseModel):
@@ -53,11 +56,15 @@ class AppCreate(BaseModel):
     max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
     # how a memory's facts are taken from a user turn (``serving.memory``)
     memory_extraction: MemoryExtraction = "rules"
+    # plugins the model may call (``protocol.app_tools``, ``serving.app_tools``)
+    tools: list[AppTool] = Field(default_factory=list, max_length=MAX_TOOLS)
+    tool_choice: ToolChoiceSetting = "auto"
+    max_tool_rounds: StrictInt = Field(default=4, ge=1, le=MAX_TOOL_ROUNDS)
 
 
 class AppUpdate(BaseModel):
     """``POST /v1/apps/{id}``: the fields given replace the app's (``null`` ``max_tokens``
-    clears it)."""
+    clears it; ``tools`` replaces the whole list, so its header values must be sent again)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +76,9 @@ class AppUpdate(BaseModel):
     retrieval: RetrievalSettings | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_768)
     memory_extraction: MemoryExtraction | None = None
+    tools: list[AppTool] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoiceSetting | None = None
+    max_tool_rounds: StrictInt | None = Field(default=None, ge=1, le=MAX_TOOL_ROUNDS)
 
 
 class AppObject(BaseModel):
@@ -82,6 +92,9 @@ class AppObject(BaseModel):
     retrieval: RetrievalSettings
     max_tokens: int | None = None
     memory_extraction: MemoryExtraction = "rules"
+    tools: list[AppTool] = Field(default_factory=list)  # header values masked
+    tool_choice: ToolChoiceSetting = "auto"
+    max_tool_rounds: int = 4
     created_at: int
     updated_at: int
 
@@ -162,6 +175,7 @@ class AppSessionDeleted(BaseModel):
 __all__ = [
     "MAX_FACT_CHARS",
     "MAX_KNOWLEDGE_BASES",
+    "MAX_TOOL_ROUNDS",
     "MAX_TOP_K",
     "MEMORY_ID_PATTERN",
     "AppCreate",

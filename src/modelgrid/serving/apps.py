@@ -44,11 +44,17 @@ JSON with their status):
    ``input.doc_reference_type: "indexed"`` the passages are numbered ``[1]``… and the model
    is asked to cite them by those markers.
 6. A new session if none was named, then ``Generation`` (scope, routing, admission, one
-   usage record under ``dashscope.apps``).
+   usage record under ``dashscope.apps``). With the app's ``tools`` (plugins,
+   ``serving.app_tools``): ``biz_params``' pass-through values and user tokens are checked in
+   step 1 (a 400 naming a missing one), this generation is the first round, with the tools
+   declared; when the model calls tools the plugins are called (``serving.plugin_http``) and
+   further rounds run in the same response (their text streamed as it comes; each round its
+   own usage record under ``dashscope.apps``, ``usage.models`` their sum; a later round's
+   error is an error event in the stream).
 
 The answer's ``doc_references``: every passage given (``simple``, the default), or with
 ``indexed`` the passages whose ``[n]`` the answer cites (all given, when it cites none). A
-completed answer is stored as the session's next turn (and, with a ``memory_id``, the facts
+completed answer (with tools, the last round's text) is stored as the session's next turn (and, with a ``memory_id``, the facts
 its user turn states, by the rules) before the last event is sent, so the next request sees
 it. With the app's ``memory_extraction: "model"`` the facts are extracted by the model
 (``serving.memory_extraction``, metered under ``dashscope.apps.memory``) in a task started
@@ -73,8 +79,9 @@ from modelgrid.core.errors import (
     ServiceUnavailableError,
 )
 from modelgrid.core.ids import new_request_id
-from modelgrid.core.types import CallContext, InferenceRequest
+from modelgrid.core.types import CallContext, ChatMessage, InferenceRequest, ToolChoice
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
+from modelgrid.protocol.app_tools import AppTool
 from modelgrid.protocol.dashscope.apps import (
     AppCompletionRequest,
     DocReference,
@@ -91,6 +98,7 @@ from modelgrid.protocol.dashscope.models import (
 from modelgrid.protocol.document_labels import check_metadata, check_tags, passes
 from modelgrid.protocol.openai.attribute_filters import Scalar
 from modelgrid.serving.app_store import AppStore, Turn
+from modelgrid.serving.app_tools import ToolRounds, ToolSet, next_request, tool_set, with_tools
 from modelgrid.serving.app_window import refuse_unfit
 from modelgrid.serving.generation import Generation, GenerationService
 from modelgrid.serving.knowledge import Mode, Retrieval, Retrieved
@@ -99,6 +107,7 @@ from modelgrid.serving.memory_extraction import model_facts
 from modelgrid.serving.meter import Meter
 from modelgrid.serving.metrics import Metrics
 from modelgrid.serving.models import ModelRegistry
+from modelgrid.serving.plugin_http import PluginCaller
 from modelgrid.serving.query_rewrite import Rewritten, concat_query, model_query
 from modelgrid.serving.rerank import ChatReranker, candidates, rerank_hits
 from modelgrid.storage.models import App, KnowledgeBase
@@ -225,10 +234,27 @@ class AppRun:
     indexed: bool  # ``doc_reference_type: "indexed"``: the answer cites passages by [n]
     memory_id: str | None  # the end user's long-term memory (``serving.memory``)
     text: str = ""
+    rounds: ToolRounds | None = None  # with tools: every round (``serving.app_tools``)
+
+    @property
+    def last(self) -> Generation:
+        """The generation that made the answer (the last round's, with tools)."""
+        return self.rounds.last if self.rounds is not None else self.gen
+
+    def answer(self) -> str:
+        """The answer as the session keeps it (with tools, the last round's text)."""
+        return self.rounds.answer if self.rounds is not None else self.text
+
+    def all_thoughts(self) -> list[dict[str, Any]] | None:
+        if self.thoughts is None or self.rounds is None:
+            return self.thoughts
+        return self.thoughts + self.rounds.thoughts
 
     def usage(self) -> list[ModelUsage]:
-        u = self.gen.usage
-        return [ModelUsage(self.model, u.prompt_tokens, u.completion_tokens)]
+        gens = self.rounds.gens if self.rounds is not None else [self.gen]
+        prompt = sum(g.usage.prompt_tokens for g in gens)
+        completion = sum(g.usage.completion_tokens for g in gens)
+        return [ModelUsage(self.model, prompt, completion)]
 
 
 class AppService(GenerationService):
@@ -239,6 +265,7 @@ class AppService(GenerationService):
         store: Apps, sessions and documents' names.
         retrieval: Knowledge-base retrieval now (``None``: this gateway has no index; an app
             call that needs it answers 503).
+        plugins: Calls apps' plugins (default: no network allowed beyond the public rules).
     """
 
     def __init__(
@@ -248,8 +275,10 @@ class AppService(GenerationService):
         metrics: Metrics,
         store: AppStore,
         retrieval: Callable[[], Retrieval | None],
+        plugins: PluginCaller | None = None,
     ) -> None:
         super().__init__(models, meter, metrics)
+        self.plugins = plugins or PluginCaller(metrics)
         self.store = store
         self.memories = Memories(store.sessions)
         self._retrieval = retrieval
@@ -298,6 +327,10 @@ class AppService(GenerationService):
                 param="model",
                 code="model_not_allowed",
             )
+        tools = None
+        if app.tools:  # the pass-through values and tokens, before anything runs
+            defined = [AppTool.model_validate(t) for t in app.tools]
+            tools = tool_set(app.id, defined, app.tool_choice, app.max_tool_rounds, inp.biz_params)
         if inp.session_id is not None:
             await self.store.check_session(ws, app.id, inp.session_id)
         history, user_text, client_system = await self._conversation(ws, inp.session_id, body)
@@ -326,9 +359,12 @@ class AppService(GenerationService):
         user_turn = _user_turn(user_text, refs, bool(pipeline_ids), indexed)
         request = _request(app, body, _messages(instructions, history, user_turn), ctx)
         request.stream = stream
+        if tools is not None:
+            with_tools(request, tools)
         session_id = inp.session_id or await self.store.new_session(ws, app.id)
         gen = await self.generation(principal, request, ctx, endpoint=ENDPOINT)
-        thoughts = None
+        rounds = self._rounds(principal, ctx, gen, tools) if tools is not None else None
+        thoughts: list[dict[str, Any]] | None = [] if params.has_thoughts and tools else None
         if params.has_thoughts and pipeline_ids:
             thoughts = [
                 {
@@ -367,7 +403,21 @@ class AppService(GenerationService):
             thoughts,
             indexed,
             memory_id,
+            rounds=rounds,
         )
+
+    def _rounds(
+        self, principal: Principal, ctx: CallContext, first: Generation, tools: ToolSet
+    ) -> ToolRounds:
+        """The tool rounds after ``first``: each later round a generation of its own (a new
+        request id, ``_retrieval_ctx``), metered under ``ENDPOINT``."""
+
+        async def open_round(messages: list[ChatMessage], choice: ToolChoice) -> Generation:
+            round_ctx = _retrieval_ctx(ctx)
+            request = next_request(first.request, round_ctx.request_id, messages, choice)
+            return await self.generation(principal, request, round_ctx, endpoint=ENDPOINT)
+
+        return ToolRounds(tools, self.plugins, first, open_round)
 
     async def _query(
         self,
@@ -531,11 +581,11 @@ class AppService(GenerationService):
     async def _finish(self, run: AppRun) -> str | None:
         """Store the turn (and the facts it states, with a ``memory_id``) if the answer
         completed; the finish reason."""
-        reason = run.gen.finish_reasons[0]
+        reason = run.last.finish_reasons[0]
         if reason in ("stop", "length"):
             rid = run.gen.request.request_id
             await self.store.add_turn(
-                run.workspace_id, run.session_id, run.user_text, run.text, rid
+                run.workspace_id, run.session_id, run.user_text, run.answer(), rid
             )
             if run.memory_id is not None and run.memory_extraction == "model":
                 self._spawn(self._extract(run, run.memory_id, rid))
@@ -598,13 +648,24 @@ class AppService(GenerationService):
                 if final
                 else None
             ),
-            thoughts=run.thoughts if final else None,
+            thoughts=run.all_thoughts() if final else None,
         )
+
+    async def _text(self, run: AppRun) -> AsyncGenerator[str, None]:
+        """The answer's text as it comes (with tools, every round's)."""
+        if run.rounds is not None:
+            async with contextlib.aclosing(run.rounds.text()) as texts:
+                async for text in texts:
+                    yield text
+            return
+        async for delta in run.gen.deltas():
+            if delta.text:
+                yield delta.text
 
     async def complete(self, run: AppRun) -> dict[str, Any]:
         """Run to the end; the non-streamed response body."""
-        async for delta in run.gen.deltas():
-            run.text += delta.text
+        async for text in self._text(run):
+            run.text += text
         reason = await self._finish(run)
         return self._body(run, run.text, reason or "stop", final=True)
 
@@ -612,11 +673,9 @@ class AppService(GenerationService):
         """The ``data`` of each ``result`` event: one per text increment (the increment with
         ``incremental``, else the text so far), then the last, with the finish reason, the
         references and thoughts (its text empty with ``incremental``)."""
-        async for delta in run.gen.deltas():
-            if not delta.text:
-                continue
-            run.text += delta.text
-            yield self._body(run, delta.text if incremental else run.text, None, final=False)
+        async for text in self._text(run):
+            run.text += text
+            yield self._body(run, text if incremental else run.text, None, final=False)
         reason = await self._finish(run)
         yield self._body(run, "" if incremental else run.text, reason or "stop", final=True)
 

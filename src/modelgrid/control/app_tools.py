@@ -1,0 +1,102 @@
+"""The rules across an app's tools (``protocol.app_tools``), checked when an app is created or
+its tools replaced: each a 400 ``InvalidRequestError`` naming the field (``tools[2].url``).
+
+- names unique within the app (they are the functions the model sees);
+- ``parameters``: a structurally valid JSON Schema of an object (as chat's
+  ``tools[].function.parameters``, ``protocol.openai.formats.check_schema``); with
+  ``tool_choice: "required"`` the model-visible part must be one the grammar can enforce
+  (``protocol.json_schema.check_forced_tools``, as chat's ``tool_choice: "required"``);
+- ``user_params``: distinct names of ``parameters.properties``;
+- ``user_token_header``: not also one of ``headers``;
+- the URL's host: a literal IP the address rules refuse, or ``localhost``, is refused here
+  already (``serving.plugin_addresses``; the operator's ``apps.plugin_allowed_networks``
+  lifts it); a name is resolved and checked on every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelgrid.core.errors import InvalidRequestError
+from modelgrid.core.types import Tool, ToolChoice, ToolChoiceMode
+from modelgrid.protocol.app_tools import AppTool, visible_schema
+from modelgrid.protocol.json_schema import check_forced_tools
+from modelgrid.protocol.openai.formats import check_schema
+from modelgrid.serving.plugin_addresses import Network, host_refusal
+
+
+def _check_one(i: int, tool: AppTool, allowed: Sequence[Network]) -> None:
+    where = f"tools[{i}]"
+    check_schema(tool.parameters, f"{where}.parameters")
+    if tool.parameters.get("type", "object") != "object":
+        raise InvalidRequestError(
+            f"'{where}.parameters' must be the JSON Schema of an object ('type': 'object').",
+            param=f"{where}.parameters.type",
+        )
+    props: Any = tool.parameters.get("properties") or {}
+    for j, name in enumerate(tool.user_params):
+        if name not in props or tool.user_params.index(name) != j:
+            raise InvalidRequestError(
+                f"'{where}.user_params' names '{name[:64]}', which is no property of "
+                "'parameters' (or appears twice).",
+                param=f"{where}.user_params[{j}]",
+            )
+    if tool.user_token_header is not None and tool.user_token_header.lower() in {
+        h.lower() for h in tool.headers
+    }:
+        raise InvalidRequestError(
+            f"The header '{tool.user_token_header}' is both in 'headers' and the "
+            "'user_token_header'.",
+            param=f"{where}.user_token_header",
+        )
+    host = urlsplit(tool.url).hostname or ""
+    why = host_refusal(host, allowed)
+    if why is not None:
+        raise InvalidRequestError(
+            f"The plugin URL's host '{host[:200]}' is a {why} address, which plugins may not "
+            "call (the operator may allow it: apps.plugin_allowed_networks).",
+            param=f"{where}.url",
+            code="plugin_address_refused",
+        )
+
+
+def check_tools(
+    tools: Sequence[AppTool], tool_choice: str, allowed: Sequence[Network] = ()
+) -> None:
+    """Check an app's tools (see the module docstring).
+
+    Args:
+        tools: The app's tools, as sent.
+        tool_choice: The app's ``tool_choice`` (``auto`` | ``required``).
+        allowed: The operator's allow-list of networks.
+
+    Raises:
+        InvalidRequestError: naming the field (``tools[i].name``, ``tools[i].parameters…``,
+            ``tools[i].user_params[j]``, ``tools[i].user_token_header``, ``tools[i].url``);
+            ``tool_choice`` ``required`` without tools.
+        UnsupportedParameterError: with ``required``, a model-visible schema the grammar
+            cannot enforce (``tools[i].parameters``).
+    """
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        if tool.name in seen:
+            raise InvalidRequestError(
+                f"Tool names must be unique within an app; '{tool.name}' appears twice.",
+                param=f"tools[{i}].name",
+            )
+        seen.add(tool.name)
+        _check_one(i, tool, allowed)
+    if tool_choice == "required":
+        if not tools:
+            raise InvalidRequestError(
+                "'tool_choice' 'required' needs at least one tool.", param="tool_choice"
+            )
+        core = [Tool(t.name, t.description, visible_schema(t)) for t in tools]
+        check_forced_tools(
+            core, ToolChoice(ToolChoiceMode.REQUIRED), lambda i: f"tools[{i}].parameters"
+        )
+
+
+__all__ = ["check_tools"]
