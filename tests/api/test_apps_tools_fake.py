@@ -17,12 +17,14 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import dashscope
+import httpx
 import pytest
 
+from modelgrid.core.errors import EngineError
 from modelgrid.core.types import Delta, InferenceRequest, ToolChoiceMode
 from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine, prompt_words
-from tests.api.test_apps_fake import call, complete, make_app
+from tests.api.test_apps_fake import call, complete, make_app, sse_events
 from tests.conftest import ServerFactory
 from tests.plugin_server import PluginServer
 from tests.support import ThreadServer, create_key, db_execute, db_rows
@@ -50,6 +52,7 @@ class ToolEngine(FakeEngine):
         self.requests: list[InferenceRequest] = []
         self.call_reply = CALL
         self.always_call = False
+        self.fail_answer = False  # the round after the calls fails
 
     def prepare(self, request: InferenceRequest) -> PreparedRequest:
         self.requests.append(request)
@@ -60,6 +63,8 @@ class ToolEngine(FakeEngine):
         answered = any(m.role == "tool" for m in r.messages or [])
         calls = r.tool_mode is not ToolChoiceMode.NONE and (self.always_call or not answered)
         self.reply = self.call_reply if calls else ANSWER  # read before the first yield
+        if answered and self.fail_answer:
+            raise EngineError("The fake engine failed on purpose.")
         async for delta in super().stream(prepared):
             yield delta
 
@@ -185,6 +190,9 @@ def test_round_trip(
     )
     assert [(t["user_text"], t["assistant_text"]) for t in turns] == [("Weather in Lyon?", ANSWER)]
     assert SECRET not in caplog.text and TOKEN not in caplog.text
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    assert 'modelgrid_app_plugin_calls_total{outcome="ok"} 1.0' in metrics
+    assert "modelgrid_app_plugin_call_duration_seconds_count 1.0" in metrics
 
 
 @SQLITE
@@ -383,3 +391,43 @@ def test_secrets_masked_and_isolated(
     r = complete(server, app["id"], {"input": {"prompt": "hi", "biz_params": BIZ}}, key=other_key)
     assert r.status_code == 404
     assert plugin.received == []
+
+
+@SQLITE
+def test_a_later_round_failing(
+    server: ThreadServer, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    """The first round is opened before the first byte; a later round's failure is the
+    request's error: plain JSON when not streamed, an error event in the stream."""
+    engine.fail_answer = True
+    app = make_app(server, tools=[weather(plugin)])
+    body = {"input": {"prompt": "Weather in Lyon?", "biz_params": BIZ}}
+    r = complete(server, app["id"], body)
+    assert r.status_code >= 500 and set(r.json()) == {"request_id", "code", "message"}, r.text
+    streamed = complete(
+        server,
+        app["id"],
+        {**body, "parameters": {"incremental_output": True}},
+        headers={"X-DashScope-SSE": "enable"},
+    )
+    assert streamed.status_code == 200
+    events = sse_events(streamed.content)
+    assert events[-1][1] == "event:error"
+    assert set(events[-1][3]) == {"request_id", "code", "message"}
+    assert len(plugin.received) == 2  # each call ran its first round and its plugin
+    sids = db_rows(server, "SELECT id FROM app_sessions")
+    turns = db_rows(server, "SELECT id FROM app_turns")
+    assert len(sids) == 2 and turns == []  # no answer: no turn stored
+
+
+@SQLITE
+def test_the_admin_api(server: ThreadServer, plugin: PluginServer) -> None:
+    admin = create_key(server.settings.database_url, role="admin", workspace="admin").plaintext
+    path = "/admin/v1/workspaces/default/apps"
+    body = {"name": "x", "model": "fake-model", "tools": [weather(plugin)]}
+    r = call(server, "POST", path, admin, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["tools"][0]["headers"] == {"X-Api-Key": "****"}
+    bad = {**body, "tools": [{**weather(plugin), "url": "http://[::1]/x"}]}
+    r = call(server, "POST", f"{path}/{r.json()['id']}", admin, json={"tools": bad["tools"]})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "tools[0].url")

@@ -55,8 +55,8 @@ def _check_one(i: int, tool: AppTool, allowed: Sequence[Network]) -> None:
     why = host_refusal(host, allowed)
     if why is not None:
         raise InvalidRequestError(
-            f"The plugin URL's host '{host[:200]}' is a {why} address, which plugins may not "
-            "call (the operator may allow it: apps.plugin_allowed_networks).",
+            f"'{where}.url': the host '{host[:200]}' is a {why} address, which plugins may "
+            "not call (the operator may allow it: apps.plugin_allowed_networks).",
             param=f"{where}.url",
             code="plugin_address_refused",
         )
