@@ -46,6 +46,14 @@ def test_bad_metadata_names_the_key() -> None:
         check_metadata({"team": {"a": 1}}, "parameters.rag_options.metadata_filter")
     assert e.value.param == "parameters.rag_options.metadata_filter.team"
     with pytest.raises(InvalidRequestError) as e:
+        check_metadata({"team": "a\u009bb"}, "parameters.rag_options.metadata_filter")
+    assert (e.value.param, str(e.value)) == (
+        "parameters.rag_options.metadata_filter.team",
+        "'parameters.rag_options.metadata_filter.team' must not contain control characters "
+        "(U+009B at character 2).",
+    )
+    assert check_metadata({"note": "a\tb\r\n"}) == {"note": "a\tb\r\n"}  # prose
+    with pytest.raises(InvalidRequestError) as e:
         check_metadata([("team", "a")])
     assert (e.value.param, str(e.value)) == ("metadata", "'metadata' must be an object.")
 

@@ -55,6 +55,7 @@ from modelgrid.protocol.openai.files import (
     FileObject,
     Purpose,
 )
+from modelgrid.protocol.text import label
 from modelgrid.storage import file_rows as rows
 from modelgrid.storage.filestore import FileStore
 from modelgrid.storage.models import StoredFile
@@ -154,13 +155,14 @@ class Files:
 
         Args:
             principal: The caller (its workspace owns the file; its scope is checked).
-            filename: The upload's name (1..512 characters).
+            filename: The upload's name (1..512 characters, no control character).
             purpose: ``batch`` or ``assistants`` (``batch_output`` is written by batches).
             chunks: The file's bytes, in chunks of any size (read once, never all at once).
             expires_after_s: Lifetime from now, 3600..2592000 s (default ``file_ttl_s``).
 
         Raises:
-            InvalidRequestError: another purpose, a bad lifetime or filename.
+            InvalidRequestError: another purpose, a bad lifetime or filename (its length, or a
+                control character: ``protocol.text``).
             BatchInputError: the file breaks the Batch input contract (400 naming the line
                 and field: see ``protocol.openai.batch_input``), or is over ``max_file_bytes``.
             PermissionDeniedError: the caller may not store in this gateway's region
@@ -179,6 +181,10 @@ class Files:
             raise InvalidRequestError(
                 f"The file's name must have 1 to {FILENAME_MAX} characters.", param="file"
             )
+        try:
+            label(filename)
+        except ValueError as e:
+            raise InvalidRequestError(f"The file's name {e}.", param="file") from None
         inv = self._inventory()
         region = _residency(principal, inv)
         store = self._require_store()

@@ -48,6 +48,7 @@ from modelgrid.protocol.knowledge import (
     KnowledgeBaseList,
     KnowledgeBaseObject,
 )
+from modelgrid.protocol.text import label
 from modelgrid.storage.models import App, KnowledgeBase, KnowledgeDocument, VectorStoreFileBatch
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
@@ -406,7 +407,8 @@ class KnowledgeBases:
             NotFoundError: no such knowledge base in the workspace.
             PermissionDeniedError: the caller may not store in this region.
             RequestTooLargeError: over ``max_document_bytes`` (413).
-            InvalidRequestError: empty, binary, malformed or text-less; a bad name or format;
+            InvalidRequestError: empty, binary, malformed or text-less; a bad name (its length,
+                or a control character: ``protocol.text``) or format;
                 bad ``metadata`` (``metadata`` or ``metadata.<key>``) or ``tags``;
                 a vector store (its files come through ``control.vector_store_files``).
         """
@@ -425,6 +427,10 @@ class KnowledgeBases:
             raise InvalidRequestError(
                 f"The file name must be 1..{FILENAME_MAX} characters.", param="file"
             )
+        try:
+            label(filename)
+        except ValueError as e:
+            raise InvalidRequestError(f"The file name {e}.", param="file") from None
         limit = self.settings.max_document_bytes
         if len(data) > limit:
             raise RequestTooLargeError(

@@ -2,7 +2,9 @@
 
 A document's ``metadata`` follows the rules of a vector-store file's ``attributes``
 (``protocol.openai.attribute_filters.check_attributes``): an object of at most 16 keys of
-1..64 characters, each value a string of at most 512 characters, a number or a boolean. Its
+1..64 characters, each value a string of at most 512 characters, a number or a boolean; and,
+as every name people give (``protocol.text``), no control character in a key, nor in a string
+value other than TAB, LF and CR (a value may be prose). Its
 ``tags``: a list of at most ``MAX_TAGS`` strings of 1..``TAG_MAX_CHARS`` characters with no
 control character (``protocol.text.label``), kept in order with repeats dropped.
 
@@ -29,7 +31,7 @@ from modelgrid.protocol.openai.attribute_filters import (
     check_attributes,
     matches,
 )
-from modelgrid.protocol.text import label
+from modelgrid.protocol.text import label, prose
 
 MAX_TAGS = 20
 TAG_MAX_CHARS = 64
@@ -40,11 +42,22 @@ def check_metadata(raw: Any, param: str = "metadata") -> dict[str, Scalar] | Non
     ``None``.
 
     Raises:
-        InvalidRequestError: not an object, over 16 keys, a key not 1..64 characters, a value
-            not a string (at most 512 characters), number or boolean (``param`` or
-            ``param.<key>``).
+        InvalidRequestError: not an object, over 16 keys, a key not 1..64 characters or
+            holding a control character (``param``), a value not a string (at most 512
+            characters, no control character but TAB, LF, CR), number or boolean
+            (``param.<key>``).
     """
     checked = check_attributes(raw, param)
+    for key, value in (checked or {}).items():
+        try:
+            label(key)
+        except ValueError as e:
+            raise InvalidRequestError(f"'{param}' keys {e}.", param=param) from None
+        if isinstance(value, str):
+            try:
+                prose(value)
+            except ValueError as e:
+                raise InvalidRequestError(f"'{param}.{key}' {e}.", param=f"{param}.{key}") from None
     return checked or None
 
 

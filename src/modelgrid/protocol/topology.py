@@ -2,7 +2,8 @@
 admin API (``/admin/v1/regions``, ``/admin/v1/deployments``) share these models.
 
 They hold the rules of each field and object (id shapes, ranges, jurisdiction codes, an
-upstream replica's URL); the rules across objects (unique ids, deployments in known regions,
+upstream replica's URL, no control characters in a region's name or a model name:
+``protocol.text.Label``); the rules across objects (unique ids, deployments in known regions,
 a ``local`` replica only in the gateway's region, latency between known regions) are
 ``routing.topology``'s, which reads and writes the file and builds every ``Topology``
 through these models. Bodies and the file forbid unknown fields. Response objects carry an
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from modelgrid.core.types import jurisdiction_code
+from modelgrid.protocol.text import Label
 
 RegionId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 ReplicaKind = Literal["local", "upstream"]
@@ -37,7 +39,7 @@ class RegionSpec(_Body):
     ``lat``/``lon`` in degrees; ``enabled: false`` drains it (no new requests)."""
 
     id: RegionId
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[Label, Field(max_length=200)] = ""
     jurisdiction: RegionJurisdiction = ""
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
@@ -54,7 +56,7 @@ class RegionPatch(_Body):
     """Changes the named fields; ``enabled: false`` drains the region (no new requests);
     ``latency_ms`` entries are set (others kept)."""
 
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Label, Field(max_length=200)] | None = None
     jurisdiction: RegionJurisdiction | None = None
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
@@ -73,7 +75,7 @@ class ReplicaSpec(_Body):
     id: ReplicaId | None = None
     kind: ReplicaKind = "upstream"
     base_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
-    upstream_model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    upstream_model: Annotated[Label, Field(min_length=1, max_length=200)] | None = None
     health_url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     attempts: Annotated[int, Field(ge=1, le=16)] = 1
@@ -93,7 +95,7 @@ class ReplicaSpec(_Body):
 class DeploymentSpec(_Body):
     """A model in a region and its replicas (creating or replacing the deployment)."""
 
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: Annotated[Label, Field(min_length=1, max_length=200)]
     region: RegionId
     replicas: list[ReplicaSpec] = Field(min_length=1, max_length=256)
 
