@@ -41,7 +41,10 @@ def test_list_show_results_and_cancel(server_factory: Any) -> None:
         "req-2",
     ]
     none = run.invoke(app, ["batches", "results", b["id"], "--errors"], env=env)
-    assert none.exit_code == 1 and "has no error file" in none.stderr
+    assert none.exit_code == 1
+    assert none.stderr.strip() == (
+        f"Batch {b['id']} has no error file: it is completed and none of its requests failed."
+    )
     ended = run.invoke(app, ["batches", "cancel", b["id"]], env=env)
     assert ended.exit_code == 1 and "cannot be cancelled" in ended.stderr
     missing = run.invoke(app, ["batches", "show", "batch_nope"], env=env)

@@ -187,14 +187,15 @@ class Batches:
         """The lines of the batch's output file (or error file), streamed (bytes).
 
         Raises:
-            NotFoundError: no such batch, or it has no such file (yet).
+            NotFoundError: no such batch (``batch_not_found``), or it has no such file (yet):
+                ``file_not_found`` naming ``output_file_id`` or ``error_file_id``, the field
+                that is null on the batch object, with why (see ``_no_file``).
         """
         async with self._sessions() as session:
             b = await self._find(session, workspace_id, batch_id)
         file_id = b.error_file_id if errors else b.output_file_id
         if file_id is None:
-            which = "error" if errors else "output"
-            raise NotFoundError(f"Batch {batch_id} has no {which} file.", param="batch_id")
+            raise _no_file(b, errors=errors)
         return await self._files.content(b.workspace_id, file_id)
 
     async def _find(
@@ -206,6 +207,31 @@ class Batches:
                 f"No batch found with id '{batch_id}'.", param=param, code="batch_not_found"
             )
         return b  # type: ignore[no-any-return]
+
+
+def _no_file(b: Batch, *, errors: bool) -> NotFoundError:
+    """The 404 for a batch whose output (or error) file does not exist: OpenAI's code for a
+    missing file (``file_not_found``) and the batch object's null field as ``param``. The files
+    are written when a batch ends (``jobs.batch_runner``), the output file only when a request
+    succeeded and the error file only when one failed; a batch that failed before running
+    (its input unreadable) has neither, and says why in its ``errors``."""
+    which = "error" if errors else "output"
+    if b.status not in FINAL:
+        why = (
+            f"it is {b.status}, and its files are written when it ends ({which}_file_id stays "
+            "null until then)"
+        )
+    elif b.status == "failed":
+        why = "it failed before running its requests (its 'errors' say why)"
+    elif errors:
+        why = f"it is {b.status} and none of its requests failed"
+    else:
+        why = f"it is {b.status} and none of its requests succeeded"
+    return NotFoundError(
+        f"Batch {b.id} has no {which} file: {why}.",
+        param=f"{which}_file_id",
+        code="file_not_found",
+    )
 
 
 _TIMES = (
