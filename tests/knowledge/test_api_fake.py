@@ -286,6 +286,9 @@ def test_documents_carry_metadata_and_tags(server: ThreadServer) -> None:
     # empty ones are none
     r = upload(server, kb, b"Refunds take fourteen days.", "e.txt", metadata="{}", tags="[]")
     assert (r.json()["metadata"], r.json()["tags"]) == ({}, [])
+    # repeats are dropped before the 20 are counted: 21 copies of one tag are one tag
+    r = upload(server, kb, b"Returns take a week.", "r.txt", tags=json.dumps(["faq"] * 21))
+    assert (r.status_code, r.json()["tags"]) == (200, ["faq"]), r.text
 
 
 BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
@@ -308,7 +311,11 @@ BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
     ({"metadata": json.dumps({"v": "x" * 513})}, "metadata.v", "is over 512 characters"),
     ({"tags": "faq"}, "tags", "'tags' must be JSON: an array of strings."),
     ({"tags": '"faq"'}, "tags", "'tags' must be an array of strings."),
-    ({"tags": json.dumps([str(i) for i in range(21)])}, "tags", "has 21 tags; at most 20."),
+    (
+        {"tags": json.dumps([str(i) for i in range(21)])},
+        "tags",
+        "has 21 different tags; at most 20.",
+    ),
     ({"tags": '["faq", 1]'}, "tags", "'tags[1]' must be a string of 1..64 characters."),
     ({"tags": '[""]'}, "tags", "'tags[0]' must be a string of 1..64 characters."),
     ({"tags": json.dumps(["t" * 65])}, "tags", "'tags[0]' must be a string of 1..64"),

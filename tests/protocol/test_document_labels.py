@@ -17,6 +17,9 @@ def test_check_metadata_and_tags() -> None:
     assert check_metadata(None) is None and check_metadata({}) is None
     assert check_tags(["faq", "en", "faq", "é" * 64]) == ["faq", "en", "é" * 64]
     assert check_tags(None) is None and check_tags([]) is None
+    # repeats are dropped before the tags are counted
+    assert check_tags(["faq"] * 21) == ["faq"]
+    assert check_tags([str(i % 20) for i in range(45)]) == [str(i) for i in range(20)]
 
 
 @pytest.mark.parametrize(
@@ -24,7 +27,8 @@ def test_check_metadata_and_tags() -> None:
     [
         ("x", "tags", "'tags' must be an array of strings."),
         ({"a": 1}, "tags", "'tags' must be an array of strings."),
-        ([str(i) for i in range(21)], "tags", "'tags' has 21 tags; at most 20."),
+        ([str(i) for i in range(21)], "tags", "'tags' has 21 different tags; at most 20."),
+        ([*map(str, range(20)), "0", "21"], "tags", "'tags' has 21 different tags; at most 20."),
         (["ok", None], "tags", "'tags[1]' must be a string of 1..64 characters."),
         ([""], "tags", "'tags[0]' must be a string of 1..64 characters."),
         (["x" * 65], "tags", "'tags[0]' must be a string of 1..64 characters."),

@@ -4,9 +4,9 @@ A document's ``metadata`` follows the rules of a vector-store file's ``attribute
 (``protocol.openai.attribute_filters.check_attributes``): an object of at most 16 keys of
 1..64 characters, each value a string of at most 512 characters, a number or a boolean; and,
 as every name people give (``protocol.text``), no control character in a key, nor in a string
-value other than TAB, LF and CR (a value may be prose). Its
-``tags``: a list of at most ``MAX_TAGS`` strings of 1..``TAG_MAX_CHARS`` characters with no
-control character (``protocol.text.label``), kept in order with repeats dropped.
+value other than TAB, LF and CR (a value may be prose). Its ``tags``: a list of strings of
+1..``TAG_MAX_CHARS`` characters with no control character (``protocol.text.label``), kept in
+order with repeats dropped, at most ``MAX_TAGS`` once they are (a repeat is not counted).
 
 The filters are DashScope's Application API ``parameters.rag_options.metadata_filter`` and
 ``tags``. The parameter table of Alibaba Cloud's "Parameters passed to Alibaba Cloud Model
@@ -65,17 +65,14 @@ def check_tags(raw: Any, param: str = "tags") -> list[str] | None:
     """``tags`` checked, in order, repeats dropped; ``None`` and ``[]`` are ``None``.
 
     Raises:
-        InvalidRequestError: not a list, over ``MAX_TAGS`` items, an item not a string of
-            1..``TAG_MAX_CHARS`` characters or holding a control character (``param``).
+        InvalidRequestError: not a list, an item not a string of 1..``TAG_MAX_CHARS``
+            characters or holding a control character, over ``MAX_TAGS`` different tags
+            (counted once repeats are dropped) (``param``).
     """
     if raw is None:
         return None
     if not isinstance(raw, list):
         raise InvalidRequestError(f"'{param}' must be an array of strings.", param=param)
-    if len(raw) > MAX_TAGS:
-        raise InvalidRequestError(
-            f"'{param}' has {len(raw)} tags; at most {MAX_TAGS}.", param=param
-        )
     for n, tag in enumerate(raw):
         if not isinstance(tag, str) or not 1 <= len(tag) <= TAG_MAX_CHARS:
             raise InvalidRequestError(
@@ -85,7 +82,12 @@ def check_tags(raw: Any, param: str = "tags") -> list[str] | None:
             label(tag)
         except ValueError as e:
             raise InvalidRequestError(f"'{param}[{n}]' {e}.", param=param) from None
-    return list(dict.fromkeys(raw)) or None
+    tags = list(dict.fromkeys(raw))  # repeats dropped first: 21 copies of one tag are 1 tag
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequestError(
+            f"'{param}' has {len(tags)} different tags; at most {MAX_TAGS}.", param=param
+        )
+    return tags or None
 
 
 def passes(
