@@ -23,6 +23,8 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessSe
             # A killed engine process's restart (Python, torch's import, the model) took over
             # the 15 s default under the whole suite's load on a 2-core AVX2-only machine.
             "MODELGRID_ENGINE__RESTART_WAIT_S": "60",
+            # apps' plugins served by the tests on loopback (tests/e2e/test_app_tools_model.py)
+            "MODELGRID_APPS__PLUGIN_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
         },
         log_path=tmp / "server.log",
     )
