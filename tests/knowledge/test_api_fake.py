@@ -294,6 +294,16 @@ def test_documents_carry_metadata_and_tags(server: ThreadServer) -> None:
 BAD_LABELS: list[tuple[dict[str, str], str, str]] = [
     ({"metadata": "team=billing"}, "metadata", "'metadata' must be JSON: an object."),
     ({"metadata": "[1]"}, "metadata", "'metadata' must be an object."),
+    (  # a field that is there holds a value: JSON null is not absence
+        {"metadata": "null"},
+        "metadata",
+        "'metadata' must be a JSON object, not null; leave the field out for none.",
+    ),
+    (
+        {"tags": " null "},
+        "tags",
+        "'tags' must be a JSON array of strings, not null; leave the field out for none.",
+    ),
     (  # Python's json reads NaN and Infinity, and 1e999 as inf: none is stored (as null)
         {"metadata": '{"a": NaN}'},
         "metadata",

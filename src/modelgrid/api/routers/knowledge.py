@@ -53,8 +53,13 @@ def _knowledge(state: AppState) -> Knowledge:
 
 def _json_field(form: FormData, name: str, shape: str) -> Any:
     """A form field holding JSON, parsed (``None`` when absent; checked by the control
-    plane). Raises: InvalidRequestError: a file part, not JSON, or a non-finite number in it
-    (``param``: ``name``)."""
+    plane). A field that is there holds a value: the literal ``null`` is refused, not read as
+    absence (leave the field out for none).
+
+    Raises:
+        InvalidRequestError: a file part, not JSON, ``null``, or a non-finite number in it
+            (``param``: ``name``).
+    """
     raw = form.get(name)
     if raw is None:
         return None
@@ -64,6 +69,11 @@ def _json_field(form: FormData, name: str, shape: str) -> Any:
         value = json.loads(raw)
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be JSON: an {shape}.", param=name) from None
+    if value is None:
+        raise InvalidRequestError(
+            f"'{name}' must be a JSON {shape}, not null; leave the field out for none.",
+            param=name,
+        )
     found = non_finite(value)  # Python's json reads NaN, Infinity, and 1e999 as inf
     if found is not None:
         shown = "NaN" if found[1] != found[1] else ("-" if found[1] < 0 else "") + "Infinity"
