@@ -431,3 +431,34 @@ def test_the_admin_api(server: ThreadServer, plugin: PluginServer) -> None:
     bad = {**body, "tools": [{**weather(plugin), "url": "http://[::1]/x"}]}
     r = call(server, "POST", f"{path}/{r.json()['id']}", admin, json={"tools": bad["tools"]})
     assert (r.status_code, r.json()["error"]["param"]) == (400, "tools[0].url")
+
+
+@SQLITE
+def test_loopback_refused_without_the_allow_list(
+    server_factory: ServerFactory, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    bare = server_factory(engine)  # no apps.plugin_allowed_networks
+    r = call(
+        bare,
+        "POST",
+        "/v1/apps",
+        json={"name": "x", "model": "fake-model", "tools": [weather(plugin)]},
+    )
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "tools[0].url")
+    assert r.json()["error"]["message"].startswith(
+        "'tools[0].url': the host '127.0.0.1' is a loopback address"
+    )
+    # one stored anyway (before the operator removed the allow-list): refused at call time
+    app = make_app(bare, tools=[weather(plugin, url="https://plugins.example.com/weather")])
+    db_execute(
+        bare,
+        "UPDATE apps SET tools = :t WHERE id = :i",
+        t=json.dumps([weather(plugin)]),
+        i=app["id"],
+    )
+    body = ask(bare, app["id"], has_thoughts=True)
+    assert body["output"]["text"] == ANSWER
+    assert json.loads(body["output"]["thoughts"][0]["observation"]) == {
+        "error": "The plugin's address is refused: 127.0.0.1 is a loopback address."
+    }
+    assert plugin.received == []  # nothing reached the server

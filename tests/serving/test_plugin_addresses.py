@@ -68,3 +68,12 @@ def test_hosts_as_written() -> None:
     assert host_refusal("127.0.0.1", networks(["127.0.0.1/32"])) is None
     with pytest.raises(ValueError):
         networks(["not-a-cidr"])
+
+
+def test_the_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelgrid.config import Settings
+
+    monkeypatch.setenv("MODELGRID_APPS__PLUGIN_ALLOWED_NETWORKS", '["127.0.0.1/32", "fd00::/8"]')
+    allowed = networks(Settings().apps.plugin_allowed_networks)
+    assert allowed == (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("fd00::/8"))
+    assert refusal(ipaddress.ip_address("fd12::1"), allowed) is None
