@@ -54,9 +54,9 @@ JSON with their status):
 
 The answer's ``doc_references``: every passage given (``simple``, the default), or with
 ``indexed`` the passages whose ``[n]`` the answer cites (all given, when it cites none). A
-completed answer (with tools, the last round's text) is stored as the session's next turn (and, with a ``memory_id``, the facts
-its user turn states, by the rules) before the last event is sent, so the next request sees
-it. With the app's ``memory_extraction: "model"`` the facts are extracted by the model
+completed answer (with tools, the last round's text) is stored as the session's next turn
+(and, with a ``memory_id``, the facts its user turn states, by the rules) before the last
+event is sent, so the next request sees it. With the app's ``memory_extraction: "model"`` the facts are extracted by the model
 (``serving.memory_extraction``, metered under ``dashscope.apps.memory``) in a task started
 as the last event goes out; ``AppService.aclose`` waits for those tasks on shutdown.
 """
@@ -302,7 +302,9 @@ class AppService(GenerationService):
                 (``document_not_found``), a ``metadata_filter`` that is no object of at
                 most 16 keys with string, number or boolean values, ``tags`` that are no
                 array of at most 20 strings of 1..64 characters (both before anything runs),
-                a conversation that does not end with a user turn.
+                a conversation that does not end with a user turn; with tools, a missing
+                ``biz_params`` pass-through value or user token (``serving.app_tools``,
+                before anything runs).
             ContextLengthExceededError: the prompt cannot fit the model's window, before
                 retrieval (``serving.app_window``) or with the passages.
             PermissionDeniedError: ``region_not_allowed``; ``model_not_allowed`` (a key that
