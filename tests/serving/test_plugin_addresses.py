@@ -6,7 +6,13 @@ import ipaddress
 
 import pytest
 
-from modelgrid.serving.plugin_addresses import host_refusal, literal_ip, networks, refusal
+from modelgrid.serving.plugin_addresses import (
+    a_or_an,
+    host_refusal,
+    literal_ip,
+    networks,
+    refusal,
+)
 
 
 @pytest.mark.parametrize(
@@ -77,3 +83,25 @@ def test_the_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     allowed = networks(Settings().apps.plugin_allowed_networks)
     assert allowed == (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("fd00::/8"))
     assert refusal(ipaddress.ip_address("fd12::1"), allowed) is None
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.1", "0177.0.0.1"])
+def test_numeric_ipv4_forms_are_literals(host: str) -> None:
+    # the system resolver (inet_aton) reads each of these as 127.0.0.1
+    assert literal_ip(host) == ipaddress.ip_address("127.0.0.1")
+    assert host_refusal(host) == "loopback"
+    assert host_refusal(host, networks(["127.0.0.1/32"])) is None
+
+
+def test_names_that_look_numeric_are_names() -> None:
+    assert literal_ip("deadbeef") is None  # inet_aton wants 0x before hex digits
+    assert literal_ip("1.2.3.4.5") is None
+    assert host_refusal("cafe.example.com") is None
+
+
+def test_articles() -> None:
+    assert [a_or_an(w) for w in ("unspecified", "loopback", "link-local")] == [
+        "an unspecified",
+        "a loopback",
+        "a link-local",
+    ]

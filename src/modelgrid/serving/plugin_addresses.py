@@ -14,6 +14,8 @@ library's ``ipaddress``; its ``is_global`` follows IANA's special-purpose regist
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Iterable, Sequence
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -21,6 +23,12 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 LOCAL_NAMES = ("localhost", "localhost.localdomain")
+_NUMERIC = re.compile(r"[0-9A-Fa-fXx.]+")
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, by its first letter (``an unspecified``)."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def networks(cidrs: Iterable[str | Network]) -> tuple[Network, ...]:
@@ -38,10 +46,20 @@ def networks(cidrs: Iterable[str | Network]) -> tuple[Network, ...]:
 
 
 def literal_ip(host: str) -> Address | None:
-    """The address when ``host`` is a literal IP (``[::1]``'s brackets removed), else ``None``."""
+    """The address when ``host`` is a literal IP (``[::1]``'s brackets removed), else ``None``.
+
+    A literal IPv4 is also any numeric form the system resolver reads as one (``inet_aton``,
+    POSIX: ``2130706433``, ``127.1``, ``0x7f.1``, ``0177.0.0.1`` are all ``127.0.0.1``): a host
+    of digits, hex digits, ``x`` and dots only that ``socket.inet_aton`` accepts."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    if not _NUMERIC.fullmatch(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
         return None
 
 
@@ -103,4 +121,13 @@ def host_refusal(host: str, allowed: Sequence[Network] = ()) -> str | None:
     return None
 
 
-__all__ = ["LOCAL_NAMES", "Address", "Network", "host_refusal", "literal_ip", "networks", "refusal"]
+__all__ = [
+    "LOCAL_NAMES",
+    "Address",
+    "Network",
+    "a_or_an",
+    "host_refusal",
+    "literal_ip",
+    "networks",
+    "refusal",
+]
