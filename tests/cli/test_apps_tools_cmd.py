@@ -67,6 +67,16 @@ def test_tools_file(database_url: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode != 0
     assert "tools[0].url" in (bad.stderr + bad.stdout).decode()
+    # a shape error (pydantic's) names the field as the API does too, not 'tools.0.url'
+    tools.write_text(json.dumps([{**TOOL, "url": "ftp://example.com/x"}]))
+    bad = cli(
+        url, "apps", "set", made["id"], "--workspace", "acme", "--tools-file", str(tools),
+        ok=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "invalid tools[0].url: the URL's scheme must be http or https" in " ".join(
+        bad.stderr.decode().split()
+    )
     tools.write_text("{not json")
     bad = cli(
         url, "apps", "set", made["id"], "--workspace", "acme", "--tools-file", str(tools),

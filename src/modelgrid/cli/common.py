@@ -203,15 +203,19 @@ def limits_from(
 
 def build(cls: Any, **fields: Any) -> Any:
     """``cls(**fields)`` for a pydantic model; invalid values exit with status 2 and the
-    validation messages (no traceback)."""
+    validation messages (no traceback), each naming its field as the API does
+    (``tools[0].url``, ``protocol.openai.errors.loc_param``)."""
     from pydantic import ValidationError
+
+    from modelgrid.protocol.openai.errors import loc_param
 
     try:
         return cls(**fields)
     except ValidationError as exc:
         for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"]) or cls.__name__
-            err_console.print(f"[red]invalid {escape(where)}: {escape(e['msg'])}[/]")
+            where = loc_param(tuple(e["loc"])) or cls.__name__
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            err_console.print(f"[red]invalid {escape(where)}: {escape(msg)}[/]")
         raise typer.Exit(2) from None
 
 

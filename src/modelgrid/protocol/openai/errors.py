@@ -21,7 +21,9 @@ def _is_union_tag(part: str) -> bool:
     return part in _SCALAR_TAGS or "[" in part or part[:1].isupper()
 
 
-def _loc_param(loc: tuple[Any, ...]) -> str | None:
+def loc_param(loc: tuple[Any, ...]) -> str | None:
+    """The parameter a pydantic error's ``loc`` names, as the API's errors name it:
+    ``("body", "tools", 0, "url")`` → ``tools[0].url`` (``None``: the body as a whole)."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in _LOC_PREFIXES:  # where FastAPI found it (a body field may be
         parts = parts[1:]  # named "query", as a vector-store search's is)
@@ -82,7 +84,7 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         if _TOO_DEEP in str((first.get("ctx") or {}).get("error", "")):
             return too_deep_message(JSON_MAX_DEPTH), None
         return "The request body is not valid JSON.", None
-    param = _loc_param(tuple(first.get("loc", ())))
+    param = loc_param(tuple(first.get("loc", ())))
     if first.get("type") == "missing":
         if param is None:
             return "The request body is missing: send a JSON object.", None
@@ -103,4 +105,11 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     return f"Invalid value for {where}: {msg}.", param
 
 
-__all__ = ["JSON_MAX_DEPTH", "array_too_long", "error_body", "errors_message", "too_deep_message"]
+__all__ = [
+    "JSON_MAX_DEPTH",
+    "array_too_long",
+    "error_body",
+    "errors_message",
+    "loc_param",
+    "too_deep_message",
+]
