@@ -348,6 +348,14 @@ def test_bad_definitions(server: ThreadServer, plugin: PluginServer) -> None:
         ({"tools": [{**good, "parameters": {"type": "string"}}]}, "tools[0].parameters.type"),
         ({"tools": [{**good, "user_params": ["nope"]}]}, "tools[0].user_params[0]"),
         ({"tools": [{**good, "headers": {"Bad Name": "x"}}]}, "tools[0].headers"),
+        ({"tools": [{**good, "headers": {"X-Api-Key": "a\u0001b"}}]}, "tools[0].headers.X-Api-Key"),
+        ({"tools": [{**good, "headers": {"X-Api-Key": "a\u007fb"}}]}, "tools[0].headers.X-Api-Key"),
+        ({"tools": [{**good, "headers": {"X-Api-Key": "a\u0085b"}}]}, "tools[0].headers.X-Api-Key"),
+        ({"tools": [{**good, "headers": {"X-Api-Key": "a\nb"}}]}, "tools[0].headers.X-Api-Key"),
+        ({"tools": [{**good, "headers": {"X-Api-Key": "****"}}]}, "tools[0].headers.X-Api-Key"),
+        ({"tools": [{**good, "url": "http://example.com/a\u007fb"}]}, "tools[0].url"),
+        ({"tools": [{**good, "url": "http://example.com/a\u0090b"}]}, "tools[0].url"),
+        ({"tools": [{**good, "url": "http://0.0.0.0/"}]}, "tools[0].url"),
         ({"tools": [{**good, "headers": {"Authorization": "x"}}]}, "tools[0].user_token_header"),
         ({"tools": [{**good, "method": "PUT"}]}, "tools[0].method"),
         ({"tools": [{**good, "timeout_s": 31}]}, "tools[0].timeout_s"),
@@ -355,12 +363,24 @@ def test_bad_definitions(server: ThreadServer, plugin: PluginServer) -> None:
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [good], "max_tool_rounds": 9}, "max_tool_rounds"),
     ]
+    messages = {}
     for extra, param in cases:
         body = {"name": "x", "model": "fake-model", **extra}
         r = call(server, "POST", "/v1/apps", json=body)
         assert r.status_code == 400, (param, r.text)
         assert r.json()["error"]["param"] == param, (param, r.json())
+        messages[json.dumps(extra)] = r.json()["error"]["message"]
     assert call(server, "GET", "/v1/apps").json()["data"] == []
+    by_header = lambda v: messages[json.dumps({"tools": [{**good, "headers": {"X-Api-Key": v}}]})]  # noqa: E731
+    assert by_header("a\u007fb") == (
+        "The value of 'tools[0].headers.X-Api-Key' holds the control character U+007F: a header "
+        "value may hold TAB, spaces and visible characters only."
+    )
+    assert by_header("****") == (
+        "'tools[0].headers.X-Api-Key': '****' is the mask of a stored value; send the value."
+    )
+    unspecified = messages[json.dumps({"tools": [{**good, "url": "http://0.0.0.0/"}]})]
+    assert unspecified.startswith("'tools[0].url': the host '0.0.0.0' is an unspecified address")
 
 
 @SQLITE
@@ -448,6 +468,16 @@ def test_loopback_refused_without_the_allow_list(
     assert r.json()["error"]["message"].startswith(
         "'tools[0].url': the host '127.0.0.1' is a loopback address"
     )
+    # the numeric forms the system resolver reads as 127.0.0.1 are literals too
+    for host in ("2130706433", "127.1", "0x7f.1"):
+        tool = weather(plugin, url=f"http://{host}:{plugin.port}/weather")
+        r = call(
+            bare, "POST", "/v1/apps", json={"name": "x", "model": "fake-model", "tools": [tool]}
+        )
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "tools[0].url"), host
+        assert r.json()["error"]["message"].startswith(
+            f"'tools[0].url': the host '{host}' is a loopback address"
+        )
     # one stored anyway (before the operator removed the allow-list): refused at call time
     app = make_app(bare, tools=[weather(plugin, url="https://plugins.example.com/weather")])
     db_execute(
@@ -462,3 +492,117 @@ def test_loopback_refused_without_the_allow_list(
         "error": "The plugin's address is refused: 127.0.0.1 is a loopback address."
     }
     assert plugin.received == []  # nothing reached the server
+
+
+@SQLITE
+def test_bad_biz_params_say_what_is_wrong(
+    server: ThreadServer, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    app = make_app(server, tools=[weather(plugin)])
+    token = "input.biz_params.user_defined_tokens.weather.user_token"
+    unit = "input.biz_params.user_defined_params.weather.unit"
+    control = (
+        "holds the control character {}: it is sent as an HTTP header value, which may hold "
+        "TAB, spaces and visible characters only."
+    )
+    tokens = BIZ["user_defined_tokens"]
+    for biz, param, message in (
+        (
+            {**BIZ, "user_defined_tokens": {"weather": {"user_token": "a\u0001b"}}},
+            token,
+            control.format("U+0001"),
+        ),
+        (
+            {**BIZ, "user_defined_tokens": {"weather": {"user_token": "a\u007fb"}}},
+            token,
+            control.format("U+007F"),
+        ),
+        (
+            {**BIZ, "user_defined_tokens": {"weather": {"user_token": 5}}},
+            token,
+            "must be a non-empty string.",
+        ),
+        (
+            {**BIZ, "user_defined_tokens": {"weather": {"user_token": ""}}},
+            token,
+            "must be a non-empty string.",
+        ),
+        (
+            {"user_defined_params": [], "user_defined_tokens": tokens},
+            "input.biz_params.user_defined_params",
+            "must be an object (keyed by tool name).",
+        ),
+        (
+            {"user_defined_params": {"weather": "celsius"}, "user_defined_tokens": tokens},
+            "input.biz_params.user_defined_params.weather",
+            "must be an object (keyed by parameter name).",
+        ),
+        (
+            {"user_defined_params": {"weather": {"unit": 5}}, "user_defined_tokens": tokens},
+            unit,
+            "does not fit the tool's schema: 5 is not of type 'string' (at 'unit').",
+        ),
+    ):
+        r = complete(server, app["id"], {"input": {"prompt": "hi", "biz_params": biz}})
+        assert r.status_code == 400, r.text
+        assert (r.json()["code"], r.json()["message"]) == (
+            "InvalidParameter",
+            f"'{param}' {message}",
+        )
+    # nothing ran, nothing was billed
+    assert engine.requests == [] and plugin.received == []
+    assert db_rows(server, "SELECT * FROM usage_records") == []
+
+
+@SQLITE
+def test_masked_values_sent_back_keep_the_secret(
+    server: ThreadServer, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    app = make_app(server, tools=[weather(plugin)])
+    shown = call(server, "GET", f"/v1/apps/{app['id']}").json()
+    assert shown["tools"][0]["headers"] == {"X-Api-Key": "****"}
+    # sent back as read (a changed description): the stored secret stays
+    tools = [{**shown["tools"][0], "description": "The weather now, in a city."}]
+    r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": tools})
+    assert r.status_code == 200, r.text
+    ask(server, app["id"])
+    assert plugin.received[-1].headers["X-Api-Key"] == SECRET
+    stored = db_rows(server, "SELECT tools FROM apps")[0]["tools"]
+    assert SECRET in str(stored) and "****" not in str(stored)
+    # a masked header the stored tool does not have: a 400 naming it
+    extra = [{**tools[0], "headers": {"X-Api-Key": "****", "X-Other": "****"}}]
+    r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": extra})
+    assert (r.status_code, r.json()["error"]) == (
+        400,
+        {
+            "message": "'tools[0].headers.X-Other': '****' is the mask of a stored value; "
+            "send the value.",
+            "type": "invalid_request_error",
+            "param": "tools[0].headers.X-Other",
+            "code": "invalid_request",
+        },
+    )
+    # tools: null is a 400 (send [] to remove every tool); [] removes them
+    r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": None})
+    assert (r.status_code, r.json()["error"]["param"], r.json()["error"]["message"]) == (
+        400,
+        "tools",
+        "'tools' may not be null: send [] to remove every tool.",
+    )
+    assert call(server, "GET", f"/v1/apps/{app['id']}").json()["tools"][0]["name"] == "weather"
+    r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": []})
+    assert (r.status_code, r.json()["tools"]) == (200, [])
+
+
+@SQLITE
+def test_a_long_observation_is_cut_for_the_model(
+    server: ThreadServer, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    plugin.body = json.dumps({"text": "x" * 20_000})  # 20,012 characters, under 64 KiB
+    app = make_app(server, tools=[weather(plugin)])
+    body = ask(server, app["id"], has_thoughts=True)
+    fed = (engine.requests[-1].messages or [])[-1]
+    assert fed.role == "tool"
+    assert fed.content == plugin.body[:8000] + "…[truncated: 8000 of 20012 characters shown]"
+    # the thought keeps its own cut (4 KiB)
+    assert body["output"]["thoughts"][0]["observation"] == plugin.body[:4096]

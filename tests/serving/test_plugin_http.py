@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from modelgrid.protocol.app_tools import AppTool
@@ -159,21 +160,70 @@ async def test_refused_literal_addresses(url: str, why: str) -> None:
     assert metrics.plugin_calls == {"address_refused": 1}
 
 
-async def test_loopback_refused_without_the_allow_list(plugin: PluginServer) -> None:
+async def test_loopback_refused_without_the_allow_list(
+    plugin: PluginServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caller = PluginCaller(Metrics())  # no allow-list
     by_ip = await caller.call(tool(f"{plugin.url}/w"), {}, None, app_id="a")
     assert json.loads(by_ip.text) == {
         "error": "The plugin's address is refused: 127.0.0.1 is a loopback address."
     }
     # a host name that resolves to a loopback address is refused too
-    by_name = await caller.call(tool(f"http://localhost:{plugin.port}/w"), {}, None, app_id="a")
+    with caplog.at_level(logging.WARNING, logger="modelgrid.serving.plugin_http"):
+        by_name = await caller.call(tool(f"http://localhost:{plugin.port}/w"), {}, None, app_id="a")
     assert by_name.outcome == "address_refused"
-    assert "a loopback address" in json.loads(by_name.text)["error"]
+    # the end user reads why, never the internal address the name resolved to
+    assert json.loads(by_name.text) == {
+        "error": "The plugin's address is refused: its host resolves to a refused address "
+        "(loopback)."
+    }
+    assert "127.0.0.1" not in by_name.text and "::1" not in by_name.text
+    assert "outcome=address_refused" in caplog.text  # the operator's log line has it
+    assert "address=127.0.0.1" in caplog.text or "address=::1" in caplog.text
     assert plugin.received == []  # nothing reached the server
     # with the allow-list the same name is called, at the checked address
     allowed = PluginCaller(Metrics(), LOOPBACK)
     ok = await allowed.call(tool(f"http://localhost:{plugin.port}/w"), {}, None, app_id="a")
     if ok.outcome == "address_refused":  # localhost resolves to ::1 as well on this host
-        assert "::1" in ok.text
+        assert "(loopback)" in ok.text
     else:
         assert ok.ok and len(plugin.received) == 1
+
+
+async def test_unspecified_takes_an() -> None:
+    result = await PluginCaller(Metrics()).call(tool("http://0.0.0.0/x"), {}, None, app_id="a")
+    assert json.loads(result.text) == {
+        "error": "The plugin's address is refused: 0.0.0.0 is an unspecified address."
+    }
+
+
+@pytest.mark.parametrize("value", ["a\u0001b", "a\x7fb"])
+async def test_a_header_aiohttp_refuses_is_an_observation(plugin: PluginServer, value: str) -> None:
+    # control.app_tools refuses such a value at creation, but one stored before is a
+    # bad_request observation, not an exception (an API 500), and nothing is sent
+    metrics = Metrics()
+    t = tool(f"{plugin.url}/w").model_copy(update={"headers": {"X-Api-Key": value}})
+    result = await PluginCaller(metrics, LOOPBACK).call(t, {}, None, app_id="a")
+    assert (result.ok, result.outcome, json.loads(result.text)) == (
+        False,
+        "bad_request",
+        {"error": "The plugin request could not be built (a header value is invalid)."},
+    )
+    assert metrics.plugin_calls == {"bad_request": 1}
+    assert plugin.received == []
+
+
+async def test_any_value_error_of_aiohttp_is_an_observation(
+    plugin: PluginServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("Forbidden control character detected in headers.")
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", refuse)
+    result = await PluginCaller(Metrics(), LOOPBACK).call(
+        tool(f"{plugin.url}/w"), {}, None, app_id="a"
+    )
+    assert (result.outcome, json.loads(result.text)) == (
+        "bad_request",
+        {"error": "The plugin request could not be built (a header or the URL is invalid)."},
+    )

@@ -8,6 +8,9 @@ its tools replaced: each a 400 ``InvalidRequestError`` naming the field (``tools
   (``protocol.json_schema.check_forced_tools``, as chat's ``tool_choice: "required"``);
 - ``user_params``: distinct names of ``parameters.properties``;
 - ``user_token_header``: not also one of ``headers``;
+- header values: no control character but TAB (``protocol.app_tools.control_character``),
+  ``tools[i].headers.<name>``; on update, a value equal to the mask ``****`` keeps the stored
+  value (``restore_masked``);
 - the URL's host: a literal IP the address rules refuse, or ``localhost``, is refused here
   already (``serving.plugin_addresses``; the operator's ``apps.plugin_allowed_networks``
   lifts it); a name is resolved and checked on every call.
@@ -21,10 +24,10 @@ from urllib.parse import urlsplit
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.types import Tool, ToolChoice, ToolChoiceMode
-from modelgrid.protocol.app_tools import AppTool, visible_schema
+from modelgrid.protocol.app_tools import MASK, AppTool, control_character, visible_schema
 from modelgrid.protocol.json_schema import check_forced_tools
 from modelgrid.protocol.openai.formats import check_schema
-from modelgrid.serving.plugin_addresses import Network, host_refusal
+from modelgrid.serving.plugin_addresses import Network, a_or_an, host_refusal
 
 
 def _check_one(i: int, tool: AppTool, allowed: Sequence[Network]) -> None:
@@ -51,15 +54,56 @@ def _check_one(i: int, tool: AppTool, allowed: Sequence[Network]) -> None:
             "'user_token_header'.",
             param=f"{where}.user_token_header",
         )
+    for name, value in tool.headers.items():
+        bad = control_character(value)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"The value of '{where}.headers.{name}' holds the control character {bad}: "
+                "a header value may hold TAB, spaces and visible characters only.",
+                param=f"{where}.headers.{name}",
+            )
     host = urlsplit(tool.url).hostname or ""
     why = host_refusal(host, allowed)
     if why is not None:
         raise InvalidRequestError(
-            f"'{where}.url': the host '{host[:200]}' is a {why} address, which plugins may "
+            f"'{where}.url': the host '{host[:200]}' is {a_or_an(why)} address, which plugins may "
             "not call (the operator may allow it: apps.plugin_allowed_networks).",
             param=f"{where}.url",
             code="plugin_address_refused",
         )
+
+
+def restore_masked(tools: Sequence[AppTool], stored: Sequence[AppTool]) -> list[AppTool]:
+    """``tools`` with every header value equal to ``MASK`` (``****``, how responses show a
+    stored value) replaced by the stored value of the same header (name compared without
+    case) of the stored tool of the same name, so that an app read and sent back unchanged
+    keeps its secrets.
+
+    Raises:
+        InvalidRequestError: a ``MASK`` value with no stored value to keep
+            (``tools[i].headers.<name>``).
+    """
+    by_name = {t.name: t for t in stored}
+    out: list[AppTool] = []
+    for i, tool in enumerate(tools):
+        if MASK not in tool.headers.values():
+            out.append(tool)
+            continue
+        old = by_name.get(tool.name)
+        kept = {k.lower(): v for k, v in (old.headers if old else {}).items()}
+        headers: dict[str, str] = {}
+        for name, value in tool.headers.items():
+            if value == MASK:
+                if name.lower() not in kept:
+                    raise InvalidRequestError(
+                        f"'tools[{i}].headers.{name}': '{MASK}' is the mask of a stored value; "
+                        "send the value.",
+                        param=f"tools[{i}].headers.{name}",
+                    )
+                value = kept[name.lower()]
+            headers[name] = value
+        out.append(tool.model_copy(update={"headers": headers}))
+    return out
 
 
 def check_tools(
@@ -99,4 +143,4 @@ def check_tools(
         )
 
 
-__all__ = ["check_tools"]
+__all__ = ["check_tools", "restore_masked"]

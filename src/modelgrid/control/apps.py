@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from modelgrid.control.app_tools import check_tools
+from modelgrid.control.app_tools import check_tools, restore_masked
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import InvalidRequestError, NotFoundError
 from modelgrid.core.ids import completion_id
@@ -158,6 +158,7 @@ class Apps:
                 (``control.app_tools.check_tools``, naming ``tools[i]…``).
         """
         kb_ids = list(dict.fromkeys(body.knowledge_base_ids))
+        restore_masked(body.tools, ())  # a '****' value has nothing to keep: a 400
         check_tools(body.tools, body.tool_choice, self._allowed)
         await self._check(workspace_id, body.model, kb_ids)
         now = datetime.now(UTC)
@@ -237,17 +238,26 @@ class Apps:
     async def update(
         self, workspace_id: str, app_id: str, body: AppUpdate, *, actor: str
     ) -> AppObject:
-        """Change the fields ``body`` sets (``max_tokens: null`` clears it).
+        """Change the fields ``body`` sets (``max_tokens: null`` clears it). ``tools`` replaces
+        the whole list; a header value sent as the mask ``****`` keeps the stored value of that
+        header of the tool of the same name (``control.app_tools.restore_masked``).
 
         Raises:
             NotFoundError: no such app in the workspace.
-            InvalidRequestError: as ``create``.
+            InvalidRequestError: as ``create``; ``tools: null`` (``tools``: send ``[]`` to
+                remove every tool); a ``****`` header value with no stored value
+                (``tools[i].headers.<name>``).
         """
         current = await self.row(workspace_id, app_id)
         given = body.model_fields_set
-        if body.tools is not None or body.tool_choice is not None:
+        if "tools" in given and body.tools is None:
+            raise InvalidRequestError(
+                "'tools' may not be null: send [] to remove every tool.", param="tools"
+            )
+        tools = None if body.tools is None else restore_masked(body.tools, stored_tools(current))
+        if tools is not None or body.tool_choice is not None:
             check_tools(
-                body.tools if body.tools is not None else stored_tools(current),
+                tools if tools is not None else stored_tools(current),
                 body.tool_choice or current.tool_choice,
                 self._allowed,
             )
@@ -279,8 +289,8 @@ class Apps:
                 row.memory_extraction = body.memory_extraction
             if "max_tokens" in given:
                 row.max_tokens = body.max_tokens
-            if body.tools is not None:
-                row.tools = [t.model_dump() for t in body.tools]
+            if tools is not None:
+                row.tools = [t.model_dump() for t in tools]
             if body.tool_choice is not None:
                 row.tool_choice = body.tool_choice
             if body.max_tool_rounds is not None:

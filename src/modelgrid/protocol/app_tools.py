@@ -32,6 +32,17 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
+def control_character(text: str) -> str | None:
+    """The first character of ``text`` an HTTP field value may not hold, as ``U+XXXX``
+    (``None``: none): a C0 control other than TAB, DEL or a C1 control (RFC 9110 5.5 allows
+    TAB, SP and visible characters; aiohttp refuses the others when it sends the request)."""
+    for c in text:
+        o = ord(c)
+        if (o < 0x20 and c != "\t") or 0x7F <= o <= 0x9F:
+            return f"U+{o:04X}"
+    return None
+
+
 def _header_name(name: str) -> str:
     if not _TOKEN.fullmatch(name):
         raise ValueError(f"'{name[:64]}' is no HTTP header name")
@@ -89,7 +100,7 @@ class AppTool(BaseModel):
             raise ValueError("the URL has no host")
         if parts.username is not None or parts.password is not None:
             raise ValueError("the URL may not carry user info: put credentials in 'headers'")
-        if any(c.isspace() or ord(c) < 0x20 for c in url):
+        if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
             raise ValueError("the URL may not contain spaces or control characters")
         return url
 
@@ -98,10 +109,8 @@ class AppTool(BaseModel):
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
         for name, value in headers.items():
             _header_name(name)
-            if len(value) > 4096 or any(c in value for c in "\r\n\0"):
-                raise ValueError(
-                    f"the value of '{name}' is over 4096 characters or has a line break"
-                )
+            if len(value) > 4096:  # control characters: ``control.app_tools`` (names the header)
+                raise ValueError(f"the value of '{name}' is over 4096 characters")
         if len({n.lower() for n in headers}) < len(headers):
             raise ValueError("a header name appears twice")
         return headers
@@ -139,5 +148,6 @@ __all__ = [
     "TOOL_NAME",
     "AppTool",
     "ToolChoiceSetting",
+    "control_character",
     "visible_schema",
 ]

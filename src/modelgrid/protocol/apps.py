@@ -64,7 +64,9 @@ class AppCreate(BaseModel):
 
 class AppUpdate(BaseModel):
     """``POST /v1/apps/{id}``: the fields given replace the app's (``null`` ``max_tokens``
-    clears it; ``tools`` replaces the whole list, so its header values must be sent again)."""
+    clears it; ``tools`` replaces the whole list, ``null`` is a 400: send ``[]``; a header
+    value sent as the mask ``****`` keeps the stored value of that header of the tool of the
+    same name, ``control.app_tools.restore_masked``)."""
 
     model_config = ConfigDict(extra="forbid")
 

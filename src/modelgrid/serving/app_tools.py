@@ -4,8 +4,8 @@ With tools, an app's answer is a loop (``docs/applications.md``, "Tools (plugins
 
 1. Before anything runs, ``tool_set`` reads ``input.biz_params``: every ``user_params`` value
    of every tool from ``user_defined_params.<tool>.<param>`` and, for a tool with a
-   ``user_token_header``, ``user_defined_tokens.<tool>.user_token``; a missing one is a 400
-   naming it.
+   ``user_token_header``, ``user_defined_tokens.<tool>.user_token``; a missing or bad one
+   (a value the tool's schema refuses, a token that is no header value) is a 400 naming it.
 2. Each round is one metered generation of the app's model with the tools declared (the
    model sees each tool's schema without its ``user_params``), ``tool_choice`` the app's for
    the first round (``required``: constrained to calls, as chat's), ``auto`` after it, and
@@ -15,7 +15,8 @@ With tools, an app's answer is a loop (``docs/applications.md``, "Tools (plugins
    (``jsonschema``); the caller's pass-through values are merged in (they win over anything
    the model wrote under those names). The calls of one round run concurrently
    (``serving.plugin_http``). An invalid argument set or a failed call is no request error:
-   its observation is ``{"error": …}``, which the model reads next round.
+   its observation is ``{"error": …}``, which the model reads next round. The model reads at
+   most ``MAX_OBSERVATION_CHARS`` of a plugin's text (``observation``).
 4. The assistant turn with its calls and one ``tool`` message per result are appended to the
    conversation, and the next round runs (``open_round``: a new request id, one usage record
    each, under the app's endpoint).
@@ -48,11 +49,14 @@ from modelgrid.core.types import (
     ToolChoice,
     ToolChoiceMode,
 )
-from modelgrid.protocol.app_tools import AppTool, visible_schema
+from modelgrid.protocol.app_tools import AppTool, control_character, visible_schema
 from modelgrid.serving.generation import Generation
 from modelgrid.serving.plugin_http import PluginCaller
 
 THOUGHT_BYTES = 4096
+# the most of a plugin's text the model reads (a plugin may answer up to 64 KiB, more than a
+# small model's whole context window)
+MAX_OBSERVATION_CHARS = 8000
 BIZ = "input.biz_params"
 
 
@@ -80,8 +84,65 @@ class ToolSet:
         return ToolChoice(ToolChoiceMode.AUTO)
 
 
-def _missing(param: str, what: str) -> InvalidRequestError:
-    return InvalidRequestError(f"'{param}' is required: {what}.", param=param)
+def _bad(param: str, what: str) -> InvalidRequestError:
+    return InvalidRequestError(f"'{param}' {what}.", param=param)
+
+
+def _value_problem(tool: AppTool, name: str, value: Any) -> str | None:
+    """Why a pass-through ``value`` does not fit the property ``name`` of the tool's full
+    schema (``None``: it does; ``$defs``/``definitions`` kept for references)."""
+    props = tool.parameters.get("properties")
+    prop = props.get(name) if isinstance(props, dict) else None
+    if not isinstance(prop, dict | bool):
+        return None
+    kept = {k: v for k, v in tool.parameters.items() if k in ("$schema", "$defs", "definitions")}
+    schema = {**kept, "type": "object", "properties": {name: prop}}
+    return argument_problem(schema, {name: value})
+
+
+def _user_values(tool: AppTool, params: Any) -> dict[str, Any]:
+    where = f"{BIZ}.user_defined_params"
+    if not tool.user_params:
+        return {}
+    if params is None or (isinstance(params, dict) and params.get(tool.name) is None):
+        name = tool.user_params[0]
+        raise _bad(
+            f"{where}.{tool.name}.{name}",
+            f"is required: the tool '{tool.name}' takes '{name}' from the caller",
+        )
+    if not isinstance(params, dict):
+        raise _bad(where, "must be an object (keyed by tool name)")
+    given = params[tool.name]
+    if not isinstance(given, dict):
+        raise _bad(f"{where}.{tool.name}", "must be an object (keyed by parameter name)")
+    values: dict[str, Any] = {}
+    for name in tool.user_params:
+        param = f"{where}.{tool.name}.{name}"
+        if name not in given:
+            raise _bad(param, f"is required: the tool '{tool.name}' takes '{name}' from the caller")
+        problem = _value_problem(tool, name, given[name])
+        if problem is not None:
+            raise _bad(param, f"does not fit the tool's schema: {problem}")
+        values[name] = given[name]
+    return values
+
+
+def _user_token(tool: AppTool, tokens: Any) -> str:
+    where = f"{BIZ}.user_defined_tokens.{tool.name}.user_token"
+    entry = tokens.get(tool.name) if isinstance(tokens, dict) else None
+    token = entry.get("user_token") if isinstance(entry, dict) else None
+    if token is None:
+        raise _bad(where, f"is required: the tool '{tool.name}' calls with the end user's token")
+    if not isinstance(token, str) or not token:
+        raise _bad(where, "must be a non-empty string")
+    bad = control_character(token)
+    if bad is not None:
+        raise _bad(
+            where,
+            f"holds the control character {bad}: it is sent as an HTTP header value, which "
+            "may hold TAB, spaces and visible characters only",
+        )
+    return token
 
 
 def tool_set(
@@ -94,30 +155,21 @@ def tool_set(
     """The call's ``ToolSet`` (step 1 of the module docstring).
 
     Raises:
-        InvalidRequestError: a missing pass-through value
-            (``input.biz_params.user_defined_params.<tool>.<param>``) or user token
-            (``input.biz_params.user_defined_tokens.<tool>.user_token``).
+        InvalidRequestError: a pass-through value
+            (``input.biz_params.user_defined_params.<tool>.<param>``) missing, or not valid
+            against the property of that name in the tool's full ``parameters``; a
+            ``user_defined_params`` or ``…<tool>`` that is no object; a user token
+            (``input.biz_params.user_defined_tokens.<tool>.user_token``) missing, not a
+            non-empty string, or holding a control character an HTTP header may not hold.
     """
     biz = biz_params or {}
     params = biz.get("user_defined_params")
     tokens = biz.get("user_defined_tokens")
     out = ToolSet(app_id, {t.name: t for t in tools}, choice, max_rounds)
     for tool in tools:
-        given = params.get(tool.name) if isinstance(params, dict) else None
-        values: dict[str, Any] = {}
-        for name in tool.user_params:
-            if not isinstance(given, dict) or name not in given:
-                where = f"{BIZ}.user_defined_params.{tool.name}.{name}"
-                raise _missing(where, f"the tool '{tool.name}' takes '{name}' from the caller")
-            values[name] = given[name]
-        out.user_values[tool.name] = values
+        out.user_values[tool.name] = _user_values(tool, params)
         if tool.user_token_header is not None:
-            entry = tokens.get(tool.name) if isinstance(tokens, dict) else None
-            token = entry.get("user_token") if isinstance(entry, dict) else None
-            if not isinstance(token, str) or not token or re.search(r"[\r\n\0]", token):
-                where = f"{BIZ}.user_defined_tokens.{tool.name}.user_token"
-                raise _missing(where, f"the tool '{tool.name}' calls with the end user's token")
-            out.tokens[tool.name] = token
+            out.tokens[tool.name] = _user_token(tool, tokens)
     return out
 
 
@@ -141,6 +193,17 @@ def argument_problem(schema: dict[str, Any], arguments: Any) -> str | None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"{error.message[:300]}" + (f" (at '{where}')" if where else "")
+
+
+def observation(text: str) -> str:
+    """What the model reads of a plugin's ``text``: at most ``MAX_OBSERVATION_CHARS``
+    characters, a longer one cut with ``…[truncated: N of M characters shown]``."""
+    if len(text) <= MAX_OBSERVATION_CHARS:
+        return text
+    return (
+        text[:MAX_OBSERVATION_CHARS]
+        + f"…[truncated: {MAX_OBSERVATION_CHARS} of {len(text)} characters shown]"
+    )
 
 
 def _shown(text: str) -> str:
@@ -198,7 +261,7 @@ class ToolRounds:
                 return
             made = [ToolCall(*calls[i]) for i in sorted(calls)]
             done = await asyncio.gather(*(self._run(c, said) for c in made))
-            results = [text for text, _ in done]
+            results = [observation(text) for text, _ in done]
             self.thoughts += [thought for _, thought in done]  # in the calls' order
             messages.append(ChatMessage("assistant", said or None, tool_calls=tuple(made)))
             messages += [
@@ -259,11 +322,13 @@ def next_request(
 
 
 __all__ = [
+    "MAX_OBSERVATION_CHARS",
     "THOUGHT_BYTES",
     "ToolRounds",
     "ToolSet",
     "argument_problem",
     "next_request",
+    "observation",
     "tool_set",
     "with_tools",
 ]

@@ -12,7 +12,8 @@ server-side request forgery, ``serving.plugin_addresses``):
 - the whole call has the tool's ``timeout_s``; the response is read up to ``MAX_RESPONSE_BYTES``
   (one byte more tells an oversize one, which fails).
 
-Every failure (refused address, bad arguments for a ``GET``, timeout, connection error, non-2xx
+Every failure (refused address, bad arguments for a ``GET``, a request aiohttp refuses to
+build (``ValueError``), timeout, connection error, non-2xx
 status, redirect, oversize) is a ``PluginResult`` whose ``text`` is ``{"error": …}`` (with
 ``status`` where the plugin answered one), never an exception: the model reads it and may try
 again. Each call is counted (``Metrics.count_plugin_call``); a failure is logged at WARNING with
@@ -27,16 +28,22 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from modelgrid.protocol.app_tools import AppTool
+from modelgrid.protocol.app_tools import AppTool, control_character
 from modelgrid.serving.metrics import Metrics
-from modelgrid.serving.plugin_addresses import Address, Network, literal_ip, refusal
+from modelgrid.serving.plugin_addresses import (
+    Address,
+    Network,
+    a_or_an,
+    literal_ip,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class PluginResult:
     outcome: str
     status: int | None = None
     elapsed_ms: float = 0.0
+    log_detail: str | None = None  # for the WARNING line only (a refused resolved address)
 
 
 def _error(message: str, status: int | None = None, body: str | None = None) -> str:
@@ -92,20 +100,23 @@ class _PinnedResolver(AbstractResolver):
 
 async def checked_addresses(
     host: str, port: int, allowed: Sequence[Network]
-) -> tuple[list[Address], str | None]:
-    """The addresses ``host`` names and, if any of them is refused, why (``None``: all pass).
+) -> tuple[list[Address], str | None, str | None]:
+    """The addresses ``host`` names, why they are refused if one is (``None``: all pass), and
+    for the log only, the refused address a name resolved to.
 
-    A literal IP is its own address; a name is resolved with the system's resolver. A name
-    that does not resolve gives ``([], "not resolvable")``.
+    A literal IP (``plugin_addresses.literal_ip``) is its own address; a name is resolved with
+    the system's resolver. A name that does not resolve gives ``([], "its host name does not
+    resolve", None)``. The reason for a name never shows the address it resolved to: it is
+    read by end users, and the operator's internal addresses are none of theirs.
     """
     ip = literal_ip(host)
     if ip is not None:
         why = refusal(ip, allowed)
-        return [ip], (f"{ip} is a {why} address" if why else None)
+        return [ip], (f"{ip} is {a_or_an(why)} address" if why else None), None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        return [], "its host name does not resolve"
+        return [], "its host name does not resolve", None
     found: list[Address] = []
     for info in infos:
         addr = literal_ip(str(info[4][0]).split("%", 1)[0])
@@ -114,8 +125,8 @@ async def checked_addresses(
     for addr in found:
         why = refusal(addr, allowed)
         if why is not None:
-            return found, f"its host resolves to {addr}, a {why} address"
-    return found, None if found else "its host name does not resolve"
+            return found, f"its host resolves to a refused address ({why})", str(addr)
+    return found, None if found else "its host name does not resolve", None
 
 
 def _query(arguments: dict[str, Any]) -> dict[str, str] | None:
@@ -161,20 +172,19 @@ class PluginCaller:
         started = time.perf_counter()
         result = await self._call(tool, arguments, user_token)
         elapsed_s = time.perf_counter() - started
-        result = PluginResult(
-            result.ok, result.text, result.outcome, result.status, round(elapsed_s * 1000, 1)
-        )
+        result = replace(result, elapsed_ms=round(elapsed_s * 1000, 1))
         self._metrics.count_plugin_call(result.outcome, elapsed_s)
         if result.ok:
             log.debug("plugin %s of app %s: ok in %.0f ms", tool.name, app_id, result.elapsed_ms)
         else:
             log.warning(
-                "plugin call failed: app=%s tool=%s outcome=%s status=%s elapsed_ms=%.0f",
+                "plugin call failed: app=%s tool=%s outcome=%s status=%s elapsed_ms=%.0f%s",
                 app_id,
                 tool.name,
                 result.outcome,
                 result.status,
                 result.elapsed_ms,
+                f" address={result.log_detail}" if result.log_detail else "",
             )
         return result
 
@@ -184,14 +194,18 @@ class PluginCaller:
         parts = urlsplit(tool.url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses, why = await checked_addresses(host, port, self._allowed)
+        addresses, why, resolved = await checked_addresses(host, port, self._allowed)
         if why is not None:
             text = _error(f"The plugin's address is refused: {why}.")
-            return PluginResult(False, text, "address_refused")
+            return PluginResult(False, text, "address_refused", log_detail=resolved)
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **tool.headers}
         if tool.user_token_header is not None and user_token is not None:
             bearer = tool.user_token_header.lower() == "authorization"
             headers[tool.user_token_header] = f"Bearer {user_token}" if bearer else user_token
+        if any(control_character(v) is not None for v in headers.values()):
+            # refused at creation and before the first round already: one stored before
+            message = "The plugin request could not be built (a header value is invalid)."
+            return PluginResult(False, _error(message), "bad_request")
         kwargs: dict[str, Any] = {}
         if tool.method == "GET":
             query = _query(arguments)
@@ -223,6 +237,9 @@ class PluginCaller:
             return PluginResult(False, _error(message), "timeout")
         except (aiohttp.ClientError, OSError):
             return PluginResult(False, _error("The plugin could not be reached."), "connect_error")
+        except ValueError:  # aiohttp refuses the request as built (the last guard)
+            message = "The plugin request could not be built (a header or the URL is invalid)."
+            return PluginResult(False, _error(message), "bad_request")
         if body is None:
             message = f"The plugin's response is over {MAX_RESPONSE_BYTES} bytes."
             return PluginResult(False, _error(message, status), "too_large", status)
