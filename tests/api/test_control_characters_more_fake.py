@@ -6,16 +6,13 @@ other name gives, and nothing is stored."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from modelgrid.engines.fake import FakeEngine
 from modelgrid.protocol.topology import TopologyFile
-from tests.conftest import ServerFactory
-from tests.knowledge.hash_embedding import HashEmbeddingEngine
+from tests.api import test_control_characters_fake as plain
 from tests.support import ThreadServer, create_key, db_rows
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -25,18 +22,12 @@ SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 BAD = ["x\u001b[2Jy", "x\u007fy", "x\u0085y"]
 
 
+server = plain.server  # the same gateway fixture and client call as the first file's
+call = plain.call
+
+
 def message(bad: str) -> str:
     return f"must not contain control characters (U+{ord(bad[1]):04X} at character 2)"
-
-
-@pytest.fixture
-def server(server_factory: ServerFactory) -> ThreadServer:
-    return server_factory(FakeEngine(), HashEmbeddingEngine(), knowledge={"poll_interval_s": 0.05})
-
-
-def call(s: ThreadServer, method: str, path: str, key: str | None = None, **kw: Any) -> Any:
-    headers = {"Authorization": f"Bearer {key or s.api_key}"}
-    return httpx.request(method, f"{s.base_url}{path}", headers=headers, timeout=30, **kw)
 
 
 def refused(r: httpx.Response, param: str, bad: str) -> None:
