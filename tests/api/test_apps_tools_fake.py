@@ -218,6 +218,12 @@ def test_streaming_with_the_sdk(
         assert ("".join(texts) if incremental else texts[-1]) == ANSWER
         assert chunks[-1].output.finish_reason == "stop"
         assert chunks[-1].output.thoughts[0].action_name == "weather"
+        # the event sent as the round of calls ended: its thoughts, no text of its own
+        shown = [c for c in chunks[:-1] if c.output.thoughts]
+        assert len(shown) == 1 and shown[0].output.thoughts[0].action_name == "weather"
+        assert shown[0].output.finish_reason in (None, "null")
+        assert shown[0].output.text == ""  # the round of calls wrote no text
+        assert chunks.index(shown[0]) == 0  # before any of the answer's text
         assert chunks[-1].usage.models[0].output_tokens == len(CALL.split(" ")) + len(
             ANSWER.split(" ")
         )

@@ -239,7 +239,9 @@ class ToolRounds:
         return self.gens[-1]
 
     async def text(self) -> AsyncGenerator[str, None]:
-        """The text of every round, as it comes, running the tools between rounds."""
+        """The text of every round, as it comes, running the tools between rounds; an empty
+        string once a round's calls have run (their thoughts are in ``thoughts``), before the
+        next round opens, so that a stream can show them as they happen."""
         gen = self.gens[0]
         messages = list(gen.request.messages or [])
         rounds_done = 0
@@ -269,6 +271,7 @@ class ToolRounds:
                 for c, text in zip(made, results, strict=True)
             ]
             rounds_done += 1
+            yield ""  # the calls ran: a stream sends their thoughts now
             gen = await self._open_round(list(messages), self.tools.choice_for(rounds_done))
             self.gens.append(gen)
 

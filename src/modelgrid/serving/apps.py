@@ -638,7 +638,11 @@ class AppService(GenerationService):
             task.cancel()
         await asyncio.gather(*list(self._background), return_exceptions=True)
 
-    def _body(self, run: AppRun, text: str, reason: str | None, final: bool) -> dict[str, Any]:
+    def _body(
+        self, run: AppRun, text: str, reason: str | None, final: bool, thoughts: bool = False
+    ) -> dict[str, Any]:
+        """A response body; ``final``: with the references and thoughts; ``thoughts``: with the
+        thoughts so far (an event sent as a round of plugin calls ends)."""
         return response_dict(
             request_id=run.gen.request.request_id,
             text=text,
@@ -650,7 +654,7 @@ class AppService(GenerationService):
                 if final
                 else None
             ),
-            thoughts=run.all_thoughts() if final else None,
+            thoughts=run.all_thoughts() if final or thoughts else None,
         )
 
     async def _text(self, run: AppRun) -> AsyncGenerator[str, None]:
@@ -673,9 +677,16 @@ class AppService(GenerationService):
 
     async def events(self, run: AppRun, incremental: bool) -> AsyncGenerator[dict[str, Any], None]:
         """The ``data`` of each ``result`` event: one per text increment (the increment with
-        ``incremental``, else the text so far), then the last, with the finish reason, the
-        references and thoughts (its text empty with ``incremental``)."""
+        ``incremental``, else the text so far); with tools and ``has_thoughts``, one more as
+        each round of plugin calls ends, carrying the thoughts so far (no new text); then the
+        last, with the finish reason, the references and thoughts (its text empty with
+        ``incremental``)."""
         async for text in self._text(run):
+            if not text:  # a round of plugin calls ran: with thoughts, show them now
+                if run.thoughts is not None:
+                    shown = "" if incremental else run.text
+                    yield self._body(run, shown, None, final=False, thoughts=True)
+                continue
             run.text += text
             yield self._body(run, text if incremental else run.text, None, final=False)
         reason = await self._finish(run)
