@@ -11,7 +11,9 @@ import pytest
 from modelgrid.engines.fake import FakeEngine
 from tests.support import ThreadServer, usage_rows
 
-SLOW = FakeEngine(reply=" ".join(["w"] * 60), token_delay_s=0.05, context_length=4096)
+# 120 tokens, 6 s: the client leaves at 1.5 s (time for a loaded CI machine to have started
+# the generation: a client that leaves before it starts cancels nothing in the engine)
+SLOW = FakeEngine(reply=" ".join(["w"] * 120), token_delay_s=0.05, context_length=4096)
 BODIES = {
     "/v1/chat/completions": {
         "model": "fake-model",
@@ -33,11 +35,11 @@ def test_non_streamed_generation_stops_when_the_client_leaves(
     cancelled_before = fake_engine.cancelled
     headers = {"Authorization": f"Bearer {fake_server.api_key}"}  # type: ignore[attr-defined]
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{fake_server.base_url}{path}", json=BODIES[path], headers=headers, timeout=0.5)
+        httpx.post(f"{fake_server.base_url}{path}", json=BODIES[path], headers=headers, timeout=1.5)
     deadline = time.monotonic() + 2
     while fake_engine.cancelled == cancelled_before and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert fake_engine.cancelled == cancelled_before + 1  # well before the 3 s generation ends
+    assert fake_engine.cancelled == cancelled_before + 1  # well before the 6 s generation ends
     [row] = usage_rows(fake_server, expect=1)
     assert (row["status"], row["finish_reason"]) == (499, "cancelled")
-    assert 3 <= row["completion_tokens"] < 60
+    assert 3 <= row["completion_tokens"] < 100  # stopped early (max_tokens 100, reply 120)
