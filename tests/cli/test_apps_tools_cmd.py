@@ -84,3 +84,15 @@ def test_tools_file(database_url: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "cannot read the tools file" in bad.stderr.decode()
+    # a path that reads as Rich markup is printed as it is (it was a MarkupError traceback)
+    odd = tmp_path / "[" / "x]"  # the path holds '[/x]', a closing tag with no opening one
+    odd.mkdir(parents=True)
+    (odd / "t.json").write_text("{not json")
+    bad = cli(
+        url, "apps", "set", made["id"], "--workspace", "acme", "--tools-file",
+        str(odd / "t.json"), ok=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert f"cannot read the tools file {odd / 't.json'}" in "".join(
+        bad.stderr.decode().split("\n")
+    )

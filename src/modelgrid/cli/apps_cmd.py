@@ -56,6 +56,8 @@ def _tools(path: str | None) -> list[Any] | None:
     import json
     from pathlib import Path
 
+    from rich.markup import escape
+
     from modelgrid.cli.common import err_console
 
     if path is None:
@@ -63,10 +65,10 @@ def _tools(path: str | None) -> list[Any] | None:
     try:
         tools = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        err_console.print(f"[red]cannot read the tools file {path}: {exc}[/]", markup=True)
+        err_console.print(f"[red]cannot read the tools file {escape(path)}: {escape(str(exc))}[/]")
         raise typer.Exit(2) from None
     if not isinstance(tools, list):
-        err_console.print(f"[red]the tools file {path} must hold a JSON array of tools[/]")
+        err_console.print(f"[red]the tools file {escape(path)} must hold a JSON array of tools[/]")
         raise typer.Exit(2)
     return tools
 

@@ -6,6 +6,8 @@ its tools replaced: each a 400 ``InvalidRequestError`` naming the field (``tools
   ``tools[].function.parameters``, ``protocol.openai.formats.check_schema``); with
   ``tool_choice: "required"`` the model-visible part must be one the grammar can enforce
   (``protocol.json_schema.check_forced_tools``, as chat's ``tool_choice: "required"``);
+- ``parameters``: no ``$ref`` / ``$dynamicRef`` outside the schema itself (jsonschema would
+  fetch it, over http or from a file, when checking arguments);
 - ``user_params``: distinct names of ``parameters.properties``;
 - ``user_token_header``: not also one of ``headers``;
 - header values: no control character but TAB (``protocol.app_tools.control_character``),
@@ -29,9 +31,37 @@ from modelgrid.protocol.json_schema import check_forced_tools
 from modelgrid.protocol.openai.formats import check_schema
 from modelgrid.serving.plugin_addresses import Network, a_or_an, host_refusal
 
+_REFERENCES = ("$ref", "$dynamicRef")
+
+
+def _remote_reference(node: Any, path: str) -> str | None:
+    """The path of the first ``$ref`` / ``$dynamicRef`` in ``node`` that points outside the
+    schema itself (anything but ``#…``), or ``None``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            if key in _REFERENCES and not (isinstance(value, str) and value.startswith("#")):
+                return here
+            found = _remote_reference(value, here)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for j, value in enumerate(node):
+            found = _remote_reference(value, f"{path}[{j}]")
+            if found is not None:
+                return found
+    return None
+
 
 def _check_one(i: int, tool: AppTool, allowed: Sequence[Network]) -> None:
     where = f"tools[{i}]"
+    remote = _remote_reference(tool.parameters, f"{where}.parameters")
+    if remote is not None:  # the gateway would fetch it when checking arguments: SSRF
+        raise InvalidRequestError(
+            f"'{remote}' must point within the schema ('#/$defs/…'): a plugin's schema may "
+            "not reference other documents.",
+            param=remote,
+        )
     check_schema(tool.parameters, f"{where}.parameters")
     if tool.parameters.get("type", "object") != "object":
         raise InvalidRequestError(

@@ -91,9 +91,11 @@ class AppTool(BaseModel):
     def _url(cls, url: str) -> str:
         try:
             parts = urlsplit(url)
-            parts.port  # noqa: B018  # raises on a bad port
+            port = parts.port  # raises on a port out of 0..65535
         except ValueError as exc:
             raise ValueError(f"not a valid URL ({exc})") from None
+        if port == 0:
+            raise ValueError("the URL's port must be 1..65535")
         if parts.scheme not in ("http", "https"):
             raise ValueError("the URL's scheme must be http or https")
         if not parts.hostname:

@@ -39,6 +39,8 @@ from typing import Any
 
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from modelgrid.core.errors import InvalidRequestError
 from modelgrid.core.types import (
@@ -186,8 +188,13 @@ def argument_problem(schema: dict[str, Any], arguments: Any) -> str | None:
         return "the arguments must be a JSON object"
     try:
         cls = validators.validator_for(schema)
-        error = schema_errors.best_match(cls(schema).iter_errors(arguments))
-    except (schema_errors.SchemaError, re.error) as exc:
+        # an empty registry: references resolve within the schema only. Without one,
+        # jsonschema fetches any other ``$ref`` (http, file) itself — on the event loop, to
+        # any address: server-side request forgery (``control.app_tools`` refuses such a
+        # ``$ref`` at creation; this holds for tools stored before that rule)
+        validator = cls(schema, registry=Registry())
+        error = schema_errors.best_match(validator.iter_errors(arguments))
+    except (schema_errors.SchemaError, re.error, Unresolvable) as exc:
         return f"the tool's schema cannot be applied ({str(exc)[:200]})"
     if error is None:
         return None
