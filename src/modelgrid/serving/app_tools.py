@@ -54,6 +54,7 @@ from modelgrid.core.types import (
 from modelgrid.protocol.app_tools import AppTool, control_character, visible_schema
 from modelgrid.serving.generation import Generation
 from modelgrid.serving.plugin_http import PluginCaller
+from modelgrid.serving.tool_calls import ToolCallFold
 
 THOUGHT_BYTES = 4096
 # the most of a plugin's text the model reads (a plugin may answer up to 64 KiB, more than a
@@ -254,21 +255,18 @@ class ToolRounds:
         rounds_done = 0
         while True:
             said = ""
-            calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+            calls = ToolCallFold()
             async with contextlib.aclosing(gen.deltas()) as deltas:
                 async for delta in deltas:
                     if delta.text:
                         said += delta.text
                         yield delta.text
                     for part in delta.tool_calls:
-                        entry = calls.setdefault(part.index, ["", "", ""])
-                        entry[0] = part.id or entry[0]
-                        entry[1] = part.name or entry[1]
-                        entry[2] += part.arguments
+                        calls.add(part)
             self.answer = said
             if not calls:
                 return
-            made = [ToolCall(*calls[i]) for i in sorted(calls)]
+            made = calls.calls()
             done = await asyncio.gather(*(self._run(c, said) for c in made))
             results = [observation(text) for text, _ in done]
             self.thoughts += [thought for _, thought in done]  # in the calls' order

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from modelgrid.core.ids import completion_id
-from modelgrid.core.types import CallContext, Delta, TokenLogprob, ToolCall
+from modelgrid.core.types import CallContext, Delta, TokenLogprob
 from modelgrid.protocol.openai.convert import (
     ChoiceResult,
     ChunkWriter,
@@ -25,6 +25,7 @@ from modelgrid.protocol.openai.convert import (
 from modelgrid.protocol.openai.models import ChatCompletionRequest
 from modelgrid.protocol.openai.tools import tool_call_delta_dicts
 from modelgrid.serving.generation import Generation, GenerationService
+from modelgrid.serving.tool_calls import ToolCallFold
 from modelgrid.tenancy.service import Principal
 
 
@@ -35,7 +36,7 @@ class _ChoiceCollector:
 
     def __init__(self, logprobs: bool) -> None:
         self.texts: list[str] = []
-        self.calls: dict[int, tuple[str, str, list[str]]] = {}
+        self.calls = ToolCallFold()
         self.logprobs: list[TokenLogprob] | None = [] if logprobs else None
         self.matched_stop: str | None = None
 
@@ -45,14 +46,12 @@ class _ChoiceCollector:
         if delta.matched_stop is not None:
             self.matched_stop = delta.matched_stop
         for part in delta.tool_calls:
-            call_id, name, args = self.calls.setdefault(part.index, ("", "", []))
-            self.calls[part.index] = (part.id or call_id, part.name or name, args)
-            args.append(part.arguments)
+            self.calls.add(part)
         if self.logprobs is not None:
             self.logprobs.extend(delta.logprobs)
 
     def result(self, finish_reason: str | None) -> ChoiceResult:
-        calls = [ToolCall(i, n, "".join(a)) for _, (i, n, a) in sorted(self.calls.items())]
+        calls = self.calls.calls()
         text = "".join(self.texts)
         reason = finish_reason or "stop"
         return ChoiceResult(text, reason, calls, self.logprobs, self.matched_stop)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from modelgrid.core.types import CallContext, ToolCall, ToolCallDelta
+from modelgrid.core.types import CallContext, ToolCallDelta
 from modelgrid.protocol.dashscope.convert import (
     response_dict,
     stream_event_dict,
@@ -25,6 +25,7 @@ from modelgrid.protocol.dashscope.convert import (
 from modelgrid.protocol.dashscope.models import GenerationRequest, ResultFormat
 from modelgrid.protocol.dashscope.tools import call_steps, tool_call_entry, tool_call_step_entry
 from modelgrid.serving.generation import Generation, GenerationService
+from modelgrid.serving.tool_calls import ToolCallFold
 from modelgrid.tenancy.service import Principal
 
 ENDPOINT = "dashscope.generation"
@@ -37,15 +38,14 @@ class _Choice:
 
     def __init__(self) -> None:
         self.text = ""
-        self.calls: dict[int, tuple[str, str, str]] = {}  # index -> (id, name, arguments)
+        self.calls = ToolCallFold()
 
     def add_call(self, part: ToolCallDelta) -> None:
-        call_id, name, arguments = self.calls.get(part.index, ("", "", ""))
-        self.calls[part.index] = (part.id or call_id, part.name or name, arguments + part.arguments)
+        self.calls.add(part)
 
     def entries(self) -> list[dict[str, Any]]:
         """The message's ``tool_calls`` entries, in call order."""
-        return [tool_call_entry(ToolCall(*self.calls[i]), i) for i in sorted(self.calls)]
+        return [tool_call_entry(call, i) for i, call in self.calls.indexed()]
 
 
 class TextGenerationService(GenerationService):
