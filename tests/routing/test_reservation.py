@@ -6,6 +6,7 @@ on the one that looked idle to each."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -26,7 +27,13 @@ def _routed(calls: list[str]) -> tuple[Router, RoutedEngine]:
     topology = Topology(
         (Region("eu", jurisdiction="DE"),), (Deployment(MODEL, "eu", replicas),), "eu"
     )
-    router = Router(topology, config=RoutingSettings(), health=HealthBook(), ready=lambda _: True)
+    router = Router(
+        topology,
+        config=RoutingSettings(),
+        health=HealthBook(),
+        ready=lambda _: True,
+        rng=random.Random(7),  # power of two choices: unseeded, a burst could miss r1
+    )
     engines = {r.id: ScriptedReplica(MODEL, r.id, calls=calls) for r in replicas}
     routed = RoutedEngine(
         MODEL, router, engines.get, lambda: engines["r0"].card, lambda: list(engines)
