@@ -48,21 +48,23 @@ def sample(sent: float, ttft_ms: float, tpot_ms: float, *, n: int = 50, out: int
 
 
 def test_apply_measures_overhead_spreads_and_host_slowdown() -> None:
-    """Idle: TTFT = 30 + 200 x f (f's median 1), decode 20 ms: overhead 30 ms, service ratio
-    1. Two at once: each takes 30 + 1.5 x 280 ms (and three at once 30 + 2 x 280): host
-    slowdown (1, 1.5, 2)."""
-    f = [1.0, 0.9, 1.1, 1.0, 1.2]
-    idle = tuple(sample(10.0 * i, 30 + 200 * x, 20) for i, x in enumerate(f))
+    """Idle: TTFT = 30 + 200 x f, decode 20 x f ms (f's median 1), overhead 30 ms: service
+    ratio f. The engine is 1.2x slow for the first 3 of 8 idle requests (t = 0-20 s) and
+    both rounds of two at once fall in that stretch (1.5 x 1.2 = 1.8x the fit); three at
+    once at t = 65 s take 2x. Each round is compared with its 4 nearest idle requests:
+    host slowdown (1, 1.5, 2) — not 1.8, which rounds compared with all idle requests read."""
+    f = [1.2, 1.2, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0]
+    idle = tuple(sample(10.0 * i, 30 + 200 * x, 20 * x) for i, x in enumerate(f))
     two = tuple(
-        (sample(100.0 + i, 30 + 300, 30, replica="a"), sample(100.0 + i, 30 + 300, 30, replica="b"))
-        for i in range(2)
+        (sample(t, 30 + 360, 36, replica="a"), sample(t + 0.05, 30 + 360, 36, replica="b"))
+        for t in (12.0, 15.0)
     )  # fmt: skip
-    three = ((*(sample(200.0, 30 + 400, 40, replica=r) for r in "abc"),),)
+    three = ((*(sample(65.0, 30 + 400, 40, replica=r) for r in "abc"),),)
     run = CalibrationRun(idle, {2: two, 3: three}, {2: 2, 3: 1})
     p = cal.apply(PROFILE, run, calibrated_at="2026-12-06T14:00:00+00:00")
     assert p.overhead_ms == pytest.approx(30.0)
     assert p.prefill_spread == pytest.approx(sorted(f), abs=1e-4)
-    assert p.decode_spread == pytest.approx([1.0] * 5, abs=1e-4)
+    assert p.decode_spread == pytest.approx(sorted(f), abs=1e-4)
     assert p.host_slowdown == pytest.approx((1.0, 1.5, 2.0), abs=1e-4)
     assert (p.replicas_per_host, p.calibrated_at) == (3, "2026-12-06T14:00:00+00:00")
     alone = cal.apply(PROFILE.model_copy(update={"host_slowdown": (1.0, 9.0)}),
@@ -83,14 +85,19 @@ class ScriptedProbe:
 
 
 def test_measure_counts_only_rounds_on_distinct_replicas() -> None:
-    """Warm-up, 3 idle requests, 2 rounds of 3 at once (to queue one), then rounds of 2
-    until 2 land on distinct replicas."""
-    probe = ScriptedProbe(["a"] * 4 + ["a", "b", "a"] * 2 + ["a", "a", "a", "b", "b", "a"])
+    """Warm-up, then 3 idle requests with the rounds spread among them, kind by kind in turn
+    (``interleave(3, 4)``: before idle requests 1, 1, 2, 2): idle, a crowded round of 3,
+    rounds of 2 until one lands on 2 distinct replicas, idle, crowded, a round of 2, idle."""
+    assert cal.interleave(3, 4) == [1, 1, 2, 2]
+    assert cal.interleave(10, 5) == [2, 3, 5, 7, 8] and cal.interleave(1, 2) == [0, 1]
+    script = ["w", "i0", "c", "d", "c", "a", "a", "b", "a", "i1", "c", "d", "c", "a", "b", "i2"]
+    probe = ScriptedProbe(script)
     run = asyncio.run(cal.measure(probe, requests=3, replicas_per_host=2, rounds=2, seed=1))
-    assert len(probe.texts) == 1 + 3 + 2 * 3 + 3 * 2
+    assert len(probe.texts) == len(script)
     assert len(set(probe.texts)) == len(probe.texts)  # every message differs
-    assert len(run.idle) == 3 and run.tried == {2: 3}
-    assert [{s.replica for s in rnd} for rnd in run.together[2]] == [{"a", "b"}, {"a", "b"}]
+    assert [s.replica for s in run.idle] == ["i0", "i1", "i2"] and run.tried == {2: 3}
+    assert [[s.replica for s in rnd] for rnd in run.crowded] == [["c", "d", "c"]] * 2
+    assert [[s.replica for s in rnd] for rnd in run.together[2]] == [["b", "a"], ["a", "b"]]
     assert probe.texts[0].startswith("Note 0: ") and len(probe.texts[0].split()) == 2 + 40 + 11
 
 

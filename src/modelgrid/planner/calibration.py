@@ -5,11 +5,17 @@ calibrate``), and the engine's speed during a run, read from the run's own reque
 Requests go through a ``Probe`` (the port: one streamed chat completion through the
 gateway; ``planner.probe.ChatProbe`` over HTTP), each a user message of ``prompt_words``
 random words that asks the model to go on counting (so it writes ``max_tokens`` tokens).
-``measure`` sends:
+``measure`` sends one unmeasured request (warm-up), then the requests of 1 with the rounds
+of 2 and 3 spread evenly among them (``interleave``; a round in turn of each kind), so that
+both sides of each comparison sample the same minutes: the engine's speed on a shared
+machine wanders by ±10 % over tens of seconds (validation, bench/RESULTS.md), and a drift
+between the idle requests and the rounds sent after them read as overhead or as host
+slowdown (validation run 10 read 1.21 for two workers on two cores; alternating 20 s phases
+of one and of two busy workers, on the next machine, 0.95-1.05):
 
-1. one unmeasured request (warm-up), then ``requests`` one after another, each alone on an
-   idle fleet: ``profile.calibrate`` turns them into the serving path's overhead (median
-   TTFT less the prefill) and the prefill and decode spreads;
+1. ``requests`` one after another, each alone on an idle fleet: ``profile.calibrate`` turns
+   them into the serving path's overhead (median TTFT less the prefill) and the prefill and
+   decode spreads;
 2. ``rounds`` rounds of ``replicas_per_host + 1`` requests at once (``STAGGER_S`` apart,
    as every round "at once"): one more than the
    replicas, so the gateway queues one behind another on its replica. Such a request's
@@ -21,8 +27,10 @@ random words that asks the model to go on counting (so it writes ``max_tokens`` 
    (adding to every wait behind it);
 3. for ``k`` = 2 .. ``replicas_per_host``: rounds of ``k`` requests sent at once. A round
    counts when the gateway placed its requests on ``k`` distinct replicas (its
-   ``x-modelgrid-replica`` header: the router's own choice, not forced); up to ``3 x
-   rounds`` are tried for ``rounds`` that count.
+   ``x-modelgrid-replica`` header: the router's own choice, not forced; one that does not is
+   tried again at once); up to ``3 x rounds`` are tried for ``rounds`` that count. Each
+   counted round is compared with the ``NEIGHBOURS`` idle requests sent nearest it
+   (``host_slowdown``).
 
 ``apply`` takes the prefill speed as the median, over the queued requests, of their prefill
 work (first token - the one ahead's last token, each ms counted at ``1 / host_slowdown[k -
@@ -62,6 +70,9 @@ STAGGER_S = 0.05
 """Gap between the sends of a round "at once": the gateway's router counts a request in
 flight from the start of its stream, not from its placement, so requests sent within the
 same few ms all see the same loads and the same tie-break and land on one replica."""
+
+NEIGHBOURS = 4
+"""Idle requests, the nearest in time, that ``host_slowdown`` compares each round with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,19 +185,32 @@ async def measure(
 
         return tuple(await asyncio.gather(*(one(i) for i in range(k))))
 
+    # the rounds, kind by kind in turn (0: crowded; k: k at once), among the idle requests
+    kinds = [k for _ in range(rounds) for k in (0, *range(2, replicas_per_host + 1))]
+    after = interleave(requests, len(kinds))
     await probe(text())  # warm-up: unmeasured
-    idle = tuple([await spaced() for _ in range(requests)])
-    crowded = tuple([await staggered(replicas_per_host + 1) for _ in range(rounds)])
-    together: dict[int, tuple[tuple[Sample, ...], ...]] = {}
-    tried: dict[int, int] = {}
-    for k in range(2, replicas_per_host + 1):
-        counted: list[tuple[Sample, ...]] = []
-        tried[k] = 0
-        while len(counted) < rounds and tried[k] < 3 * rounds:
-            tried[k] += 1
-            done = await staggered(k)
-            if len({s.replica for s in done if s.replica}) == k:
-                counted.append(done)
+    idle: list[Sample] = []
+    crowded: list[tuple[Sample, ...]] = []
+    together: dict[int, list[tuple[Sample, ...]]] = {k: [] for k in kinds if k}
+    tried: dict[int, int] = {k: 0 for k in together}
+    slots = iter(zip(after, kinds, strict=True))
+    slot = next(slots, None)
+    for i in range(requests + 1):
+        while slot is not None and slot[0] == i:
+            k = slot[1]
+            if not k:
+                crowded.append(await staggered(replicas_per_host + 1))
+            else:  # retried until the router placed it on k distinct replicas
+                while len(together[k]) < rounds and tried[k] < 3 * rounds:
+                    tried[k] += 1
+                    done = await staggered(k)
+                    if len({s.replica for s in done if s.replica}) == k:
+                        together[k].append(done)
+                        break
+            slot = next(slots, None)
+        if i < requests:
+            idle.append(await spaced())
+    for k, counted in together.items():
         if not counted:
             raise PlanInputError(
                 f"calibration: in {tried[k]} rounds of {k} requests at once the gateway never "
@@ -194,8 +218,16 @@ async def measure(
                 f"{k} replicas (--replicas-per-host)?",
                 param="--replicas-per-host",
             )
-        together[k] = tuple(counted)
-    return CalibrationRun(idle, together, tried, crowded)
+    return CalibrationRun(
+        tuple(idle), {k: tuple(v) for k, v in together.items()}, tried, tuple(crowded)
+    )
+
+
+def interleave(requests: int, rounds: int) -> list[int]:
+    """Where ``rounds`` rounds go among ``requests`` idle requests, evenly: round ``j``
+    before idle request ``floor((j + 1) x requests / (rounds + 1) + 1/2)`` (``requests``:
+    after the last), non-decreasing."""
+    return [int((j + 1) * requests / (rounds + 1) + 0.5) for j in range(rounds)]
 
 
 def behind(samples: Sequence[Sample]) -> list[tuple[Sample, float]]:
@@ -238,14 +270,20 @@ def apply(profile: EngineProfile, run: CalibrationRun, *, calibrated_at: str = "
 
 def host_slowdown(profile: EngineProfile, run: CalibrationRun) -> tuple[float, ...]:
     """``(1, s_2, ...)`` from ``run``'s rounds at once (see the module docstring), service
-    measured less ``profile.overhead_ms``; empty without rounds."""
+    measured less ``profile.overhead_ms``; empty without rounds. ``s_k`` is the median over
+    the rounds of ``k`` of each round's service ratio over that of the ``NEIGHBOURS`` idle
+    requests sent nearest it in time: a paired comparison, so a drift of the engine's speed
+    over the calibration cancels out instead of reading as slowdown."""
     if not run.together:
         return ()
-    alone = service_ratio(profile, run.idle)
     slowdown = [1.0]
     for k in sorted(run.together):
-        samples = [s for rnd in run.together[k] for s in rnd]
-        slowdown.append(round(service_ratio(profile, samples) / alone, 4))
+        ratios = []
+        for rnd in run.together[k]:
+            sent = min(s.sent_s for s in rnd)
+            near = sorted(run.idle, key=lambda s: abs(s.sent_s - sent))[:NEIGHBOURS]
+            ratios.append(service_ratio(profile, rnd) / service_ratio(profile, near))
+        slowdown.append(round(float(np.median(ratios)), 4))
     return tuple(slowdown)
 
 
