@@ -50,17 +50,20 @@ def sample(sent: float, ttft_ms: float, tpot_ms: float, *, n: int = 50, out: int
 def test_apply_measures_overhead_spreads_and_host_slowdown() -> None:
     """Idle: TTFT = 30 + 200 x f, decode 20 x f ms (f's median 1), overhead 30 ms: service
     ratio f. The engine is 1.2x slow for the first 3 of 8 idle requests (t = 0-20 s) and
-    both rounds of two at once fall in that stretch (1.5 x 1.2 = 1.8x the fit); three at
-    once at t = 65 s take 2x. Each round is compared with its 4 nearest idle requests:
-    host slowdown (1, 1.5, 2) — not 1.8, which rounds compared with all idle requests read."""
+    all 5 rounds of two at once fall in that stretch (1.5 x 1.2 = 1.8x the fit); 5 rounds
+    of three at once (t = 55-68 s) take 2x. Each round is compared with its 4 nearest idle
+    requests: host slowdown (1, 1.5, 2) — not 1.8, which rounds compared with all idle
+    requests read."""
     f = [1.2, 1.2, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0]
     idle = tuple(sample(10.0 * i, 30 + 200 * x, 20 * x) for i, x in enumerate(f))
     two = tuple(
         (sample(t, 30 + 360, 36, replica="a"), sample(t + 0.05, 30 + 360, 36, replica="b"))
-        for t in (12.0, 15.0)
+        for t in (5.0, 8.0, 12.0, 15.0, 18.0)
     )  # fmt: skip
-    three = ((*(sample(65.0, 30 + 400, 40, replica=r) for r in "abc"),),)
-    run = CalibrationRun(idle, {2: two, 3: three}, {2: 2, 3: 1})
+    three = tuple(
+        tuple(sample(t, 30 + 400, 40, replica=r) for r in "abc") for t in (55, 58, 62, 65, 68)
+    )
+    run = CalibrationRun(idle, {2: two, 3: three}, {2: 5, 3: 5})
     p = cal.apply(PROFILE, run, calibrated_at="2026-12-06T14:00:00+00:00")
     assert p.overhead_ms == pytest.approx(30.0)
     assert p.prefill_spread == pytest.approx(sorted(f), abs=1e-4)
@@ -70,6 +73,31 @@ def test_apply_measures_overhead_spreads_and_host_slowdown() -> None:
     alone = cal.apply(PROFILE.model_copy(update={"host_slowdown": (1.0, 9.0)}),
                       CalibrationRun(idle, {}, {}))  # fmt: skip
     assert (alone.host_slowdown, alone.replicas_per_host) == ((), 1)
+
+
+def test_a_slowdown_within_the_noise_is_none() -> None:
+    """Rounds of two at 1.1, 1.1, 1.1, 1.1 and 0.9x their neighbours (4 of 5 slower: p =
+    6/32 by the sign test) are no measured slowdown: s_2 = 1 (their median, 1.1, is not
+    taken); 5 rounds of three all at 1.5x (p = 1/32) are; 2 rounds, even both slower, never
+    are (p = 1/4). A median under 1 (0.95) reads as 1: more busy replicas never speed one up."""
+    idle = tuple(sample(10.0 * i, 230, 20) for i in range(10))
+
+    def rounds(k: int, factors: list[float]) -> tuple[tuple[Sample, ...], ...]:
+        return tuple(
+            tuple(sample(10.0 * i + 1, 30 + 200 * x, 20 * x, replica=str(j)) for j in range(k))
+            for i, x in enumerate(factors)
+        )
+
+    run = CalibrationRun(idle, {2: rounds(2, [1.1, 1.1, 0.9, 1.1, 1.1]),
+                                3: rounds(3, [1.5] * 5)}, {2: 5, 3: 5})  # fmt: skip
+    assert cal.host_slowdown(PROFILE.model_copy(update={"overhead_ms": 30.0}), run) == (
+        pytest.approx((1.0, 1.0, 1.5), abs=1e-4)
+    )  # fmt: skip
+    for factors in ([1.5, 1.5], [0.95] * 5):
+        run = CalibrationRun(idle, {2: rounds(2, factors)}, {2: len(factors)})
+        assert cal.host_slowdown(PROFILE.model_copy(update={"overhead_ms": 30.0}), run) == (
+            1.0, 1.0
+        )  # fmt: skip
 
 
 class ScriptedProbe:
@@ -265,14 +293,14 @@ def test_plan_calibrate_measures_the_shared_machine_through_the_gateway(
     """The replicas take exactly the profile's times alone and 1.5x as long while both are
     busy: the command measures the gateway's overhead (ms, never negative), spreads
     centred on 1 and a host slowdown of 1.5 at 2 busy, and writes them into the profile,
-    the fits kept. Each of the 3 rounds of 3 at once queues one request behind another,
+    the fits kept. Each of the 5 rounds of 3 at once queues one request behind another,
     whose prefill, counted as work beside the other replica's, is the fit's."""
     server, key, path = shared_fleet
     env = {"MODELGRID_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
     done = CliRunner().invoke(
         app,
         ["plan", "calibrate", "--key", key, "--url", f"{server.base_url}/v1", "--model", MODEL,
-         "--profile", str(path), "--requests", "5", "--replicas-per-host", "2", "--rounds", "3",
+         "--profile", str(path), "--requests", "5", "--replicas-per-host", "2", "--rounds", "5",
          "--max-tokens", "6"],
         env=env,
     )  # fmt: skip
@@ -316,8 +344,15 @@ def test_plan_calibrate_names_bad_input(
                        "--profile", str(tmp_path / "none.json"))  # fmt: skip
     assert code == 2 and "no engine profile at" in out
     code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
-                       "--requests", "1", "--replicas-per-host", "3", "--rounds", "1")  # fmt: skip
-    assert code == 2 and "in 3 rounds of 3 requests at once the gateway never placed" in out
+                       "--requests", "1", "--replicas-per-host", "3", "--rounds", "5",
+                       "--max-tokens", "2")  # fmt: skip
+    assert code == 2 and "in 15 rounds of 3 requests at once the gateway never placed" in out
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--replicas-per-host", "2", "--rounds", "4")  # fmt: skip
+    assert code == 2 and (
+        "--rounds: 4 rounds at once cannot show a host slowdown; at least 5 (a sign test at "
+        "0.05)" in out
+    )  # fmt: skip
 
 
 def test_measure_spaces_its_requests_when_asked() -> None:

@@ -313,7 +313,12 @@ def calibrate_cmd(
     replicas_per_host: int = typer.Option(
         1, "--replicas-per-host", min=1, help="Replicas of the model sharing one machine."
     ),
-    rounds: int = typer.Option(3, "--rounds", min=1, help="Rounds of k at once, per k."),
+    rounds: int = typer.Option(
+        5,
+        "--rounds",
+        min=1,
+        help="Rounds at once, per kind (k); at least 5 with --replicas-per-host > 1.",
+    ),
     prompt_words: int = typer.Option(40, "--prompt-words", min=1, help="Words per message."),
     max_tokens: int = typer.Option(16, "--max-tokens", min=2, help="Tokens per request."),
     seed: int = typer.Option(0, "--seed", help="The messages' words."),
@@ -330,6 +335,8 @@ def calibrate_cmd(
     while several share one machine (host slowdown); write them into the profile."""
     import asyncio
     import datetime
+
+    import numpy as np
 
     from modelgrid.planner import PlanInputError, calibration
     from modelgrid.planner import profile as profiles
@@ -348,6 +355,13 @@ def calibrate_cmd(
             )  # fmt: skip
 
     try:
+        if replicas_per_host > 1 and rounds < calibration.MIN_SLOWDOWN_ROUNDS:
+            raise PlanInputError(
+                f"--rounds: {rounds} rounds at once cannot show a host slowdown; at least "
+                f"{calibration.MIN_SLOWDOWN_ROUNDS} (a sign test at "
+                f"{calibration.SLOWDOWN_ALPHA}) with --replicas-per-host > 1",
+                param="--rounds",
+            )
         base_profile = profiles.load(path)
         if base_profile.model != model:
             raise PlanInputError(
@@ -375,9 +389,12 @@ def calibrate_cmd(
         highlight=False,
     )
     for k, rnds in sorted(run.together.items()):
+        ratios = calibration.slowdown_ratios(result, run, k)
+        slower = sum(r > result.host_slowdown[k - 2] for r in ratios)
         console.print(
-            f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds): host slowdown "
-            f"{result.host_slowdown[k - 1]:.3f}",
+            f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds; {slower} "
+            f"slower than with {k - 1} busy, median {float(np.median(ratios)):.3f}): host "
+            f"slowdown {result.host_slowdown[k - 1]:.3f}",
             highlight=False,
         )
     console.print(f"written {target}", highlight=False)
