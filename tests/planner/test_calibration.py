@@ -6,6 +6,7 @@ machine (real HTTP; the replicas serve 1.5x slower while both are busy)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -133,6 +134,9 @@ def test_measure_says_when_the_gateway_never_spreads_the_requests() -> None:
     probe = ScriptedProbe(["a"] * 100)
     with pytest.raises(PlanInputError, match=r"in 6 rounds of 2 requests at once .* never"):
         asyncio.run(cal.measure(probe, requests=1, replicas_per_host=2, rounds=2))
+    # said as the 6 tries are spent (warm-up, a crowded round of 3, 6 rounds of 2), not
+    # after the remaining rounds and idle requests
+    assert len(probe.texts) == 1 + 3 + 6 * 2
     with pytest.raises(PlanInputError, match="must be >= 1"):
         asyncio.run(cal.measure(probe, requests=0))
 
@@ -347,6 +351,21 @@ def test_plan_calibrate_names_bad_input(
                        "--requests", "1", "--replicas-per-host", "3", "--rounds", "5",
                        "--max-tokens", "2")  # fmt: skip
     assert code == 2 and "in 15 rounds of 3 requests at once the gateway never placed" in out
+    before = path.read_text()
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--out", str(tmp_path))  # fmt: skip
+    assert code == 2 and f"cannot write the profile to {tmp_path}: is a directory" in out
+    (tmp_path / "afile").write_text("x")
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--out", str(tmp_path / "afile" / "p.json"))  # fmt: skip
+    assert code == 2 and f"cannot write the profile to {tmp_path / 'afile' / 'p.json'}" in out
+    unfitted = tmp_path / "unfitted.json"
+    data = json.loads(before)
+    data.pop("prefill")
+    unfitted.write_text(json.dumps(data))
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(unfitted))
+    assert code == 2 and f"--profile: {unfitted} has no prefill or decode fit" in out
+    assert path.read_text() == before and not list(tmp_path.glob(".*.tmp"))
     code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
                        "--replicas-per-host", "2", "--rounds", "4")  # fmt: skip
     assert code == 2 and (

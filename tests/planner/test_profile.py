@@ -42,6 +42,14 @@ def test_save_and_load(tmp_path: Path) -> None:
     path = profiles.default_path(tmp_path, "m")
     profiles.save(p, path)
     assert profiles.load(path) == p
+    # where it cannot be written: a clear error naming the path, no temporary file left
+    (tmp_path / "afile").write_text("x")
+    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "afile" / "p.json", "")):
+        with pytest.raises(PlanInputError, match=f"cannot write the profile to {bad}: {why}"):
+            profiles.save(p, bad)
+        with pytest.raises(PlanInputError, match=f"cannot write the profile to {bad}: {why}"):
+            profiles.check_writable(bad)
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def test_bad_profiles_are_named(tmp_path: Path) -> None:

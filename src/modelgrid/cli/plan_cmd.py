@@ -368,13 +368,19 @@ def calibrate_cmd(
                 f"--profile: {path} is a profile of {base_profile.model!r}, not {model!r}",
                 param="--profile",
             )
+        if not any(base_profile.prefill) or not any(base_profile.decode):
+            raise PlanInputError(
+                f"--profile: {path} has no prefill or decode fit: run `modelgrid plan profile`",
+                param="--profile",
+            )
+        target = out or path
+        profiles.check_writable(target)
         run = asyncio.run(go())
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         result = calibration.apply(base_profile, run, calibrated_at=now)
+        profiles.save(result, target)
     except PlanInputError as exc:
         raise _fail(exc.message) from None
-    target = out or path
-    profiles.save(result, target)
     pf, df = result.prefill_spread, result.decode_spread
     console.print(
         f"{len(run.idle)} idle requests through {base}: serving-path overhead "
@@ -384,7 +390,8 @@ def calibrate_cmd(
     )
     speed, queued = calibration.prefill_speed(base_profile, run.crowded, result.host_slowdown)
     console.print(
-        f"{queued} requests queued behind another: the engine's prefill at "
+        f"{queued} request{'' if queued == 1 else 's'} queued behind another: the engine's "
+        "prefill at "
         + (f"{speed:.3f} x the profile's" if speed is not None else "the profile's (none queued)"),
         highlight=False,
     )

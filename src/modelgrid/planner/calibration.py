@@ -215,17 +215,16 @@ async def measure(
                     if len({s.replica for s in done if s.replica}) == k:
                         together[k].append(done)
                         break
+                if not together[k] and tried[k] >= 3 * rounds:  # said at once, not at the end
+                    raise PlanInputError(
+                        f"calibration: in {tried[k]} rounds of {k} requests at once the gateway "
+                        f"never placed them on {k} distinct replicas: does it route this model "
+                        f"to at least {k} replicas (--replicas-per-host)?",
+                        param="--replicas-per-host",
+                    )
             slot = next(slots, None)
         if i < requests:
             idle.append(await spaced())
-    for k, counted in together.items():
-        if not counted:
-            raise PlanInputError(
-                f"calibration: in {tried[k]} rounds of {k} requests at once the gateway never "
-                f"placed them on {k} distinct replicas: does it route this model to at least "
-                f"{k} replicas (--replicas-per-host)?",
-                param="--replicas-per-host",
-            )
     return CalibrationRun(
         tuple(idle), {k: tuple(v) for k, v in together.items()}, tried, tuple(crowded)
     )
@@ -345,7 +344,9 @@ def prefill_speed(
                 table = np.asarray(slowdown, dtype=np.float64)
                 rate = 1.0 / table[np.minimum(busy, len(table)) - 1]
             work_ms = float(rate.sum()) * step_s * 1000
-            ratios.append(work_ms / float(profile.prefill_ms(max(1, s.prompt_tokens))))
+            fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
+            if fitted > 0:  # a fit of 0 ms at this length says nothing of the speed
+                ratios.append(work_ms / fitted)
     return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
 
 
@@ -389,7 +390,8 @@ def speed_in_run(
             )
         if not crowded:
             fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
-            prefill.append((s.ttft_ms - profile.overhead_ms) / fitted)
+            if fitted > 0:
+                prefill.append((s.ttft_ms - profile.overhead_ms) / fitted)
     return Speed(
         float(np.median(prefill)) if prefill else None,
         float(np.median(decode)) if decode else None,

@@ -43,6 +43,7 @@ Profiles are JSON files (``save``/``load``), by default ``<data_dir>/planner/pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -307,11 +308,45 @@ def default_path(data_dir: Path, model: str) -> Path:
 
 
 def save(profile: EngineProfile, path: Path) -> None:
-    """Write ``profile`` as JSON (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``profile`` as JSON (atomically: a temporary file beside it, then renamed).
+
+    Raises:
+        PlanInputError: ``path`` cannot be written (a directory, under a file, read-only);
+            the temporary file is removed.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise PlanInputError(
+            f"cannot write the profile to {path}: {exc.strerror or exc}", param="out"
+        ) from None
+
+
+def check_writable(path: Path) -> None:
+    """Fail early where ``save`` would fail at the end: ``path`` a directory, its folder not
+    creatable or not writable (a temporary file is written there and removed).
+
+    Raises:
+        PlanInputError: as ``save``.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("", encoding="utf-8")
+        tmp.unlink()
+    except OSError as exc:
+        raise PlanInputError(
+            f"cannot write the profile to {path}: {exc.strerror or exc}", param="out"
+        ) from None
 
 
 def load(path: Path) -> EngineProfile:
@@ -337,6 +372,7 @@ __all__ = [
     "Observed",
     "ProfilePoint",
     "calibrate",
+    "check_writable",
     "default_path",
     "fit",
     "load",
