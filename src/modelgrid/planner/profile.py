@@ -314,36 +314,35 @@ def save(profile: EngineProfile, path: Path) -> None:
         PlanInputError: ``path`` cannot be written (a directory, under a file, read-only);
             the temporary file is removed.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise PlanInputError(
-            f"cannot write the profile to {path}: {exc.strerror or exc}", param="out"
-        ) from None
+    _write(path, profile.model_dump_json(indent=2) + "\n")
 
 
 def check_writable(path: Path) -> None:
     """Fail early where ``save`` would fail at the end: ``path`` a directory, its folder not
-    creatable or not writable (a temporary file is written there and removed).
+    creatable or not writable (the temporary file is written there and removed).
 
     Raises:
         PlanInputError: as ``save``.
     """
+    _write(path, None)
+
+
+def _write(path: Path, text: str | None) -> None:
+    """``text`` into ``path`` through a temporary file beside it; ``None``: the temporary
+    file only, removed (a trial)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         if path.is_dir():
             raise IsADirectoryError(21, "is a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("", encoding="utf-8")
-        tmp.unlink()
+        tmp.write_text(text or "", encoding="utf-8")
+        if text is None:
+            tmp.unlink()
+        else:
+            tmp.replace(path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise PlanInputError(
             f"cannot write the profile to {path}: {exc.strerror or exc}", param="out"
         ) from None
