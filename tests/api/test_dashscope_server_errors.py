@@ -48,7 +48,11 @@ def _request(path: str = PATH) -> Request:
 def test_server_error_codes(exc: ModelgridError, status: int, code: str) -> None:
     r = error_response(exc, _request())
     assert r.status_code == status
-    assert json.loads(bytes(r.body)) == {"request_id": "req-1", "code": code, "message": exc.message}
+    assert json.loads(bytes(r.body)) == {
+        "request_id": "req-1",
+        "code": code,
+        "message": exc.message,
+    }
 
 
 def test_retry_after_kept_on_a_dashscope_503() -> None:
