@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelgrid.planner import PlanInputError
@@ -60,6 +62,40 @@ def test_bad_profiles_are_named(tmp_path: Path) -> None:
         profiles.load(tmp_path / "bad.json")
     with pytest.raises(PlanInputError, match="two prompt lengths"):
         profiles.fit("m", points({1: 1.0})[:1])
+    # JSON that is no object, and a field's problem: the message says which and why
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(PlanInputError, match=r"list\.json: a JSON object is needed, not list$"):
+        profiles.load(tmp_path / "list.json")
+    with pytest.raises(
+        PlanInputError,
+        match=r"bad\.json: slots: Input should be greater than or equal to 1 \(got 0\)",
+    ):
+        profiles.load(tmp_path / "bad.json")
+
+
+def test_the_prefill_fit_has_no_negative_coefficient() -> None:
+    """Prefill measured as -20 + n + 0.002 n^2 ms: least squares puts the fixed cost below
+    0 (a 1-token prompt in negative time); the fit goes through the origin instead, both
+    other terms positive. A concave curve (c < 0) is refitted linear, as before."""
+
+    def measured(prefill_ms: Callable[[int], float]) -> list[ProfilePoint]:
+        return [ProfilePoint(batch=1, prompt_tokens=n, output_tokens=16,
+                             prefill_ms=prefill_ms(n), decode_ms=20, throughput_tps=40)
+                for n in (32, 128, 512)]  # fmt: skip
+
+    convex = measured(lambda n: -20 + n + 0.002 * n * n)
+    n = np.array([32.0, 128.0, 512.0])
+    y = np.array([p.prefill_ms for p in convex])
+    free, *_ = np.linalg.lstsq(np.stack([np.ones(3), n, n * n], axis=1), y)
+    assert free[0] == pytest.approx(-20.0)  # what least squares alone gives
+    a, b, c = profiles.fit("m", convex).prefill
+    assert a == 0.0 and b > 0 and c > 0
+    assert float(profiles.fit("m", convex).prefill_ms(1)) > 0
+    # the cost: the 32-token point, 14 ms, now sits at half its fitted time
+    assert profiles.fit("m", convex).prefill_spread[0] == pytest.approx(0.523, abs=0.001)
+    concave = measured(lambda n: 100 + 3 * n - 0.002 * n * n)
+    a, b, c = profiles.fit("m", concave).prefill
+    assert c == 0.0 and a > 0 and b > 0
 
 
 def test_fit_records_the_measured_spread() -> None:
@@ -100,6 +136,11 @@ def test_calibrate_measures_the_overhead_and_the_spreads() -> None:
     )  # fmt: skip
     with pytest.raises(PlanInputError, match="no request observed"):
         profiles.calibrate(base, [])
+    # first tokens sooner than the prefill alone: the residual says by how much (-30 ms),
+    # the overhead is floored at 0
+    early = [profiles.Observed(100, 11, prefill - 30, decode)] * 3
+    assert profiles.path_residual_ms(base, early) == pytest.approx(-30.0)
+    assert profiles.calibrate(base, early).overhead_ms == 0.0
 
 
 def test_profiling_sends_greedy_unseeded_requests() -> None:

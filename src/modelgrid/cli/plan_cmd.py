@@ -389,6 +389,16 @@ def calibrate_cmd(
         highlight=False,
     )
     speed, queued = calibration.prefill_speed(base_profile, run.crowded, result.host_slowdown)
+    residual = profiles.path_residual_ms(
+        base_profile, [r.observed() for r in run.idle], prefill_speed=speed or 1.0
+    )
+    if residual < 0:
+        console.print(
+            f"the idle requests' first tokens came {-residual:.1f} ms (median) sooner than "
+            "the engine's prefill alone at the queued speed: overhead taken as 0; if this is "
+            "large, measure the profile again (`modelgrid plan profile`)",
+            highlight=False,
+        )
     console.print(
         f"{queued} request{'' if queued == 1 else 's'} queued behind another: the engine's "
         "prefill at "

@@ -56,7 +56,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelgrid.planner.errors import PlanInputError
+from modelgrid.planner.errors import PlanInputError, problem
 from modelgrid.planner.scenario import HOURS, Demand, PlanOptions, Residency, Slo
 from modelgrid.planner.workload import POISSON, ArrivalSpec, RequestShape
 
@@ -123,22 +123,6 @@ class PlanFile(_File):
     options: PlanOptions = Field(default_factory=PlanOptions)
 
 
-def problem(exc: ValidationError, where: str) -> str:
-    """The first error of ``exc`` as one line: ``<where>: demand[2].rps: <why> (got …)``."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    path = ""
-    for part in first["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    why = "unknown key" if first["type"] == "extra_forbidden" else str(first["msg"])
-    why = why.removeprefix("Value error, ")
-    value = first.get("input")
-    if first["type"] not in ("missing", "extra_forbidden") and isinstance(value, str | int | float):
-        why += f" (got {value!r})"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {path or 'file'}: {why}{more}"
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -182,5 +166,4 @@ __all__ = [
     "PlanFile",
     "load_forecast",
     "load_plan_file",
-    "problem",
 ]

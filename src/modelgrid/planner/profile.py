@@ -53,7 +53,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelgrid.planner.errors import PlanInputError
+from modelgrid.planner.errors import PlanInputError, problem
 
 
 class ProfilePoint(BaseModel):
@@ -175,10 +175,7 @@ def fit(
         )
     n = np.array([p.prompt_tokens for p in ones], dtype=np.float64)
     y = np.array([p.prefill_ms for p in ones], dtype=np.float64)
-    prefill = _least_squares(np.stack([np.ones_like(n), n, n * n], axis=1), y)
-    if prefill[2] < 0 or len(set(n)) < 3:
-        a, b = _least_squares(np.stack([np.ones_like(n), n], axis=1), y)
-        prefill = np.array([a, b, 0.0])
+    prefill = _prefill_fit(n, y)
     m = np.array([p.prompt_tokens + p.output_tokens / 2 for p in ones])
     d = np.array([p.decode_ms for p in ones])
     decode = _least_squares(np.stack([np.ones_like(m), m], axis=1), d)
@@ -265,7 +262,7 @@ def calibrate(
     out = np.array([o.output_tokens for o in observed], dtype=np.float64)
     ttft = np.array([o.ttft_ms for o in observed], dtype=np.float64)
     prefill = profile.prefill_ms(n)
-    overhead = max(0.0, float(np.median(ttft - prefill_speed * prefill)))
+    overhead = max(0.0, path_residual_ms(profile, observed, prefill_speed=prefill_speed))
     many = out > 1
     tpot = np.array([o.tpot_ms for o in observed], dtype=np.float64)[many]
     decode = profile.decode_ms(n[many], out[many])
@@ -277,6 +274,40 @@ def calibrate(
             "calibrated_at": calibrated_at,
         }
     )
+
+
+def path_residual_ms(
+    profile: EngineProfile, observed: Sequence[Observed], *, prefill_speed: float = 1.0
+) -> float:
+    """Median over ``observed`` of (TTFT - ``prefill_speed`` x fitted prefill), in ms: the
+    serving path's overhead before it is floored at 0 (``calibrate``). Below 0, the idle
+    requests' first tokens came sooner than the engine's prefill alone at that speed: the
+    speed (read from queued requests) or the fit is off, not the path faster than free.
+
+    Raises:
+        PlanInputError: no observed request.
+    """
+    if not observed:
+        raise PlanInputError("calibration: no request observed", param="observed")
+    n = np.array([o.prompt_tokens for o in observed], dtype=np.float64)
+    ttft = np.array([o.ttft_ms for o in observed], dtype=np.float64)
+    return float(np.median(ttft - prefill_speed * profile.prefill_ms(n)))
+
+
+def _prefill_fit(n: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``(a, b, c)`` of ``a + b n + c n^2`` by least squares, no coefficient negative: a
+    quadratic that bends the wrong way (``c`` < 0, or fewer than three lengths) is refitted
+    linear, and a negative fixed cost ``a`` (a short prompt would take less than no time) is
+    refitted through the origin; a negative ``b`` left is set to 0."""
+    columns = [np.ones_like(n), n, n * n]
+    used = [0, 1, 2] if len(set(n.tolist())) >= 3 else [0, 1]
+    while True:
+        coef = np.zeros(3)
+        coef[used] = _least_squares(np.stack([columns[i] for i in used], axis=1), y)
+        wrong = [i for i in (2, 0, 1) if i in used and coef[i] < 0]
+        if not wrong or len(used) == 1:
+            return np.maximum(coef, 0.0)
+        used.remove(wrong[0])
 
 
 def _ratios(measured: np.ndarray, fitted: np.ndarray) -> tuple[float, ...]:
@@ -356,14 +387,22 @@ def load(path: Path) -> EngineProfile:
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return EngineProfile.model_validate(data)
     except FileNotFoundError:
         raise PlanInputError(
             f"no engine profile at {path}: run `modelgrid plan profile` first", param="profile"
         ) from None
-    except (OSError, ValueError, ValidationError) as exc:
+    except (OSError, ValueError) as exc:
         why = str(exc).splitlines()[0]
         raise PlanInputError(f"engine profile {path}: {why}", param="profile") from None
+    if not isinstance(data, dict):
+        raise PlanInputError(
+            f"engine profile {path}: a JSON object is needed, not {type(data).__name__}",
+            param="profile",
+        )
+    try:
+        return EngineProfile.model_validate(data)
+    except ValidationError as exc:
+        raise PlanInputError(problem(exc, f"engine profile {path}"), param="profile") from None
 
 
 __all__ = [
@@ -375,6 +414,7 @@ __all__ = [
     "default_path",
     "fit",
     "load",
+    "path_residual_ms",
     "save",
     "synthetic",
 ]
