@@ -32,8 +32,8 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    product's claim); ``in-run``, the same with its spreads re-centred on the engine's speed
    during the level, read from the level's own requests (``calibration.speed_in_run``:
    decode from each request's time per output token, prefill from the requests that found
-   their replica idle; only requests alone on the machine where the calibration found the
-   workers slowing each other, host slowdown over 1.05), which
+   their replica idle, each with the calibrated host slowdown taken off while other
+   workers were busy on the machine), which
    separates the model's error from the engine's drift since the profile; ``plain``, the
    profile alone (no overhead, spread or slowdown: the model before calibration).
 6. CPU per level, from ``/proc``: the gateway's, the workers' and this client's CPU seconds
@@ -281,12 +281,10 @@ def level(
     wall = time.monotonic() - wall0
     cpu = {k: sum(proc_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
     foreign = (machine_busy_s() - busy0 - sum(cpu.values())) / wall
-    # the engine's speed in this run, from its own requests (the counted ones)
+    # the engine's speed in this run, from its own requests (the counted ones; the
+    # calibrated host slowdown taken off where they shared the cores)
     counted = sorted(rows, key=lambda r: r.sent_s)[args.warmup :]
-    # requests that overlapped others on the machine tell its speed only where the replicas
-    # do not slow each other (the calibration's slowdown within 5 % of 1)
-    shared = max(cp.host_slowdown, default=1.0) > 1.05
-    speed = speed_in_run(cp, counted, shared_host=shared)
+    speed = speed_in_run(cp, counted)
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
     )

@@ -179,22 +179,33 @@ def test_a_queued_prefill_beside_the_machine_s_other_replicas_is_counted_as_work
 def test_speed_in_run_reads_the_engine_from_the_run() -> None:
     """One replica: A alone (TTFT 30 + 220 = 1.1 x prefill, TPOT 22 ms = 1.1 x); B sent while
     A runs (waits: its TTFT says nothing of prefill), decode 18 ms = 0.9 x; C alone, prefill
-    1.0 x, decode 1.0 x. Prefill median of A and C 1.05; decode median of all three 1.0.
-    On a shared machine B, sent during A's prefill, overlaps A's decode (A's decode does not
-    count) but decodes after A ended (B's does: 0.9); A's and B's prefills overlap the other
-    request: only C's counts."""
+    1.0 x, decode 1.0 x. Prefill median of A and C 1.05; decode median of all three 1.0."""
     p = PROFILE.model_copy(update={"overhead_ms": 30.0})
     a = sample(0.0, 30 + 220, 22)
     b = sample(0.1, 500, 18)
     c = sample(5.0, 30 + 200, 20)
-
     got = cal.speed_in_run(p, [a, b, c])
     assert (got.prefill, got.decode) == pytest.approx((1.05, 1.0))
     assert (got.prefill_requests, got.decode_requests) == (2, 3)
-    got = cal.speed_in_run(p, [a, b, c], shared_host=True)
-    assert (got.prefill, got.decode) == pytest.approx((1.0, 0.95))
-    assert (got.prefill_requests, got.decode_requests) == (1, 2)
     assert cal.speed_in_run(p, []) == Speed(None, None, 0, 0)
+
+
+def test_speed_in_run_takes_the_host_slowdown_off() -> None:
+    """Two replicas on one machine that serve 2x slower while both are busy: A (r0) and B
+    (r1) sent together, each TTFT 30 + 400 ms and TPOT 40 ms, i.e. the fit's work (prefill
+    200 ms of 50 tokens, 20 ms a token) at half speed: both read 1.0 x, not 2.0 x. C alone
+    later at the fit's own times: 1.0 x. Without
+    a slowdown (a machine per replica) A and B read 2.0 x and the medians follow them."""
+    shared = PROFILE.model_copy(update={"overhead_ms": 30.0, "host_slowdown": (1.0, 2.0)})
+    a = sample(0.0, 30 + 400, 40)
+    b = sample(0.0, 30 + 400, 40, replica="r1")
+    c = sample(5.0, 30 + 200, 20)
+    got = cal.speed_in_run(shared, [a, b, c])
+    assert (got.prefill, got.decode) == pytest.approx((1.0, 1.0), abs=0.01)
+    assert (got.prefill_requests, got.decode_requests) == (3, 3)
+    alone = shared.model_copy(update={"host_slowdown": ()})
+    got = cal.speed_in_run(alone, [a, b, c])
+    assert (got.prefill, got.decode) == pytest.approx((2.0, 2.0), abs=0.01)
 
 
 def test_at_speed_recentres_the_spreads() -> None:

@@ -334,20 +334,40 @@ def prefill_speed(
     ratios = []
     for rnd in crowded:
         for s, ahead_s in behind(rnd):
-            t = np.arange(ahead_s, s.first_s, step_s)
-            busy = np.ones(t.shape, dtype=np.int64)
-            for o in rnd:
-                if o is not s and o.replica != s.replica:
-                    busy += (o.sent_s <= t) & (t < o.last_s)
-            rate = np.ones_like(t)
-            if slowdown:
-                table = np.asarray(slowdown, dtype=np.float64)
-                rate = 1.0 / table[np.minimum(busy, len(table)) - 1]
-            work_ms = float(rate.sum()) * step_s * 1000
             fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
             if fitted > 0:  # a fit of 0 ms at this length says nothing of the speed
-                ratios.append(work_ms / fitted)
+                ratios.append(work_ms(s, ahead_s, s.first_s, rnd, slowdown, step_s) / fitted)
     return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
+
+
+def work_ms(
+    s: Sample,
+    start_s: float,
+    end_s: float,
+    others: Sequence[Sample],
+    slowdown: Sequence[float],
+    step_s: float = 0.001,
+) -> float:
+    """The engine work (ms at full speed) ``s``'s replica did from ``start_s`` to ``end_s``:
+    each ms counted at ``1 / slowdown[k - 1]`` while ``k`` replicas (``s``'s and those of
+    the ``others`` with a request in flight: sent, last token not yet) were busy on the
+    machine, ``k`` capped at ``len(slowdown)``; empty ``slowdown``: the time itself (a
+    machine per replica). Integrated in steps of ``step_s``."""
+    if end_s <= start_s:
+        return 0.0
+    if not slowdown:
+        return (end_s - start_s) * 1000
+    t = np.arange(start_s, end_s, step_s)
+    replicas: dict[str, np.ndarray] = {}
+    for o in others:
+        if o is not s and o.replica != s.replica:
+            flight = (o.sent_s <= t) & (t < o.last_s)
+            key = o.replica or f"#{id(o)}"  # unnamed: a replica each
+            replicas[key] = replicas[key] | flight if key in replicas else flight
+    busy = 1 + sum((f.astype(np.int64) for f in replicas.values()), np.zeros(t.shape, np.int64))
+    table = np.asarray(slowdown, dtype=np.float64)
+    rate = 1.0 / table[np.minimum(busy, len(table)) - 1]
+    return float(rate.sum()) * step_s * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,37 +381,39 @@ class Speed:
     decode_requests: int
 
 
-def speed_in_run(
-    profile: EngineProfile, samples: Sequence[Sample], *, shared_host: bool = False
-) -> Speed:
-    """The engine's prefill and decode speed during a run (see the module docstring).
+def speed_in_run(profile: EngineProfile, samples: Sequence[Sample]) -> Speed:
+    """The engine's prefill and decode speed during a run over the profile's fit, read
+    from the run's own requests: the median over requests of the engine work each did
+    (``work_ms``: its time, each ms counted at ``1 / host_slowdown[k - 1]`` while ``k``
+    replicas of the machine were busy, so a request that shared the cores is not read as a
+    slower engine) over the fitted time. Decode: every request of two tokens or more, first
+    to last token, over (tokens - 1) x the fitted step. Prefill: the requests that found no
+    other in flight on their replica when sent, from send + ``overhead_ms`` to the first
+    token, over the fitted prefill (a request that waited behind another says nothing of
+    its own prefill).
 
     Args:
-        profile: The profile whose fits the speeds are relative to (its ``overhead_ms`` is
-            taken off each TTFT).
+        profile: The profile whose fits the speeds are relative to (its ``overhead_ms``
+            and ``host_slowdown`` are used as they are).
         samples: The run's requests, each naming its replica.
-        shared_host: The replicas share one machine's cores: count only requests that no
-            other request overlapped (decode: during its tokens; prefill: from send to first
-            token); else a prefill counts when no request was in flight on its replica at
-            its send.
     """
     decode, prefill = [], []
-    for i, s in enumerate(samples):
-        others = [o for j, o in enumerate(samples) if j != i]
-        if s.output_tokens > 1 and not (
-            shared_host and any(o.sent_s < s.last_s and o.last_s > s.first_s for o in others)
-        ):
-            decode.append(s.tpot_ms / float(profile.decode_ms(s.prompt_tokens, s.output_tokens)))
-        if shared_host:  # nothing else on the machine from send to first token
-            crowded = any(o.sent_s < s.first_s and o.last_s > s.sent_s for o in others)
-        else:  # nothing ahead of it on its replica when it was sent
-            crowded = any(
-                o.replica == s.replica and o.sent_s <= s.sent_s < o.last_s for o in others
+    slowdown = profile.host_slowdown
+    for s in samples:
+        if s.output_tokens > 1:
+            fitted = (s.output_tokens - 1) * float(
+                profile.decode_ms(s.prompt_tokens, s.output_tokens)
             )
-        if not crowded:
-            fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
             if fitted > 0:
-                prefill.append((s.ttft_ms - profile.overhead_ms) / fitted)
+                decode.append(work_ms(s, s.first_s, s.last_s, samples, slowdown) / fitted)
+        queued = any(
+            o is not s and o.replica == s.replica and o.sent_s <= s.sent_s < o.last_s
+            for o in samples
+        )
+        fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
+        if not queued and fitted > 0:
+            start_s = s.sent_s + profile.overhead_ms / 1000
+            prefill.append(work_ms(s, start_s, s.first_s, samples, slowdown) / fitted)
     return Speed(
         float(np.median(prefill)) if prefill else None,
         float(np.median(decode)) if decode else None,
@@ -436,4 +458,5 @@ __all__ = [
     "service_ratio",
     "slowdown_ratios",
     "speed_in_run",
+    "work_ms",
 ]
