@@ -179,8 +179,10 @@ def test_a_stream_goes_gateway_serve_replica_chunk_by_chunk(
         o, r = asyncio.run(go())
         assert (o.status, o.text, o.done) == (200, REPLY, True)
         # 6 words, 0.1 s apart: the chunks arrive spread out, not in one piece at the end
+        # (0.5 s; 0.32 s measured with two other jobs on the two cores, which coalesced
+        # chunks: 0.2 s still rules out a buffered reply, whose chunks span a few ms)
         assert len(o.chunk_times_s) >= 5
-        assert o.chunk_times_s[-1] - o.chunk_times_s[0] >= 0.35
+        assert o.chunk_times_s[-1] - o.chunk_times_s[0] >= 0.2
         assert r.status_code == 200
         assert r.json()["choices"][0]["message"]["content"] == REPLY
         assert r.json()["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
