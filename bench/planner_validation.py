@@ -43,7 +43,9 @@ Figures per (replicas, load): TTFT p50/p95, time per output token p50/p95 (per r
 (last - first) / (tokens - 1)), throughput (requests completed / span), predicted and
 measured, and the error in %. The first ``--warmup`` requests of a level are not counted.
 ``--json FILE`` appends one line per level (figures, in-run speed, profile, CPU, every
-request).
+request); ``--report FILE`` prints its markdown table, with each measured TTFT p50's 95 %
+interval (a moving-block bootstrap over the level's requests: how far 56 requests pin a
+figure whose waits come in bursts) and † on a missed goal whose prediction lies inside it.
 
 Run from the repository root (embedded model prepared; a quiet machine: check ``uptime``)::
 
@@ -318,7 +320,7 @@ def level(
     sys.stdout.flush()
     if args.json:
         record = {
-            "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(),
+            "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(), "warmup": args.warmup,
             "measured": m, **{f"predicted_{w}": v for w, v in preds.items()},
             "speed": dataclasses.asdict(speed), "handover_ms": gaps,
             "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
@@ -337,20 +339,49 @@ def level(
 
 
 PREDICTIONS = ("stored", "in_run", "plain")
+BLOCK = 8
+"""Requests a block of ``interval95``'s bootstrap: neighbours in a queue wait alike."""
 
 
-def _err(predicted: float, measured: float, goal_pct: float) -> str:
+def interval95(rows: list[dict[str, float]], warmup: int, seed: int = 0) -> dict[str, tuple]:
+    """The measured latency figures' 95 % intervals: a moving-block bootstrap (Künsch, *Ann.
+    Statist.* 17(3), 1989) over the counted requests in arrival order, blocks of ``BLOCK``
+    consecutive requests (a burst's waits are not independent draws), 2000 resamples,
+    percentile interval. How far a level's own sample can pin each figure."""
+    counted = sorted(rows, key=lambda r: r["sent_s"])[warmup:]
+    ttft = np.array([(r["first_s"] - r["sent_s"]) * 1000 for r in counted])
+    tpot = np.array([Sample(**r).tpot_ms for r in counted])
+    n, rng = len(counted), np.random.default_rng(seed)
+    if n < BLOCK:
+        return {}
+    starts = rng.integers(0, n - BLOCK + 1, size=(2000, -(-n // BLOCK)))
+    idx = (starts[:, :, None] + np.arange(BLOCK)).reshape(2000, -1)[:, :n]
+    out = {}
+    for k, x, q in (("ttft_p50_ms", ttft, 0.5), ("ttft_p95_ms", ttft, 0.95),
+                    ("tpot_p50_ms", tpot, 0.5), ("tpot_p95_ms", tpot, 0.95)):  # fmt: skip
+        draws = np.quantile(x[idx], q, axis=1)
+        out[k] = (float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975)))
+    return out
+
+
+def _err(predicted: float, measured: float, goal_pct: float, within: tuple | None) -> str:
+    """The error in %, bold over the goal; a missed one marked † when ``predicted`` lies
+    inside the measured figure's 95 % interval ``within``."""
     e = 100 * (predicted - measured) / measured
-    return f"**{e:+.1f}**" if abs(e) > goal_pct else f"{e:+.1f}"
+    if abs(e) <= goal_pct:
+        return f"{e:+.1f}"
+    inside = within is not None and within[0] <= predicted <= within[1]
+    return f"**{e:+.1f}**" + ("†" if inside else "")
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def report(path: str) -> None:
-    """The markdown table of a ``--json`` file: per level, measured and the error of each
-    prediction (stored / in-run / plain), goals marked (bold: missed)."""
+def report(path: str, warmup: int) -> None:
+    """The markdown table of a ``--json`` file: per level, measured (with the 95 % interval
+    of the TTFT p50, ``interval95``) and the error of each prediction (stored / in-run /
+    plain), goals marked (bold: missed; †: inside the measured figure's 95 % interval)."""
     goals = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
              "throughput_rps": 10}  # fmt: skip
     print("| replicas | load (target / sim.) | 1-min load | in-run prefill / decode | "
@@ -359,12 +390,15 @@ def report(path: str) -> None:
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
         m, sp = r["measured"], r["speed"]
-
+        ci = interval95(r["rows"], r.get("warmup", warmup))
         cells = [f"{m[k]:.0f}" if k.endswith("_ms") else f"{m[k]:.3f}" for k in METRICS]
+        if "ttft_p50_ms" in ci:
+            cells[0] += f" ({ci['ttft_p50_ms'][0]:.0f}-{ci['ttft_p50_ms'][1]:.0f})"
         errs = [
-            " / ".join(_err(r[f"predicted_{w}"][k], m[k], goals[k]) for w in PREDICTIONS)
+            " / ".join(_err(r[f"predicted_{w}"][k], m[k], goals[k], ci.get(k))
+                       for w in PREDICTIONS)
             for k in METRICS
-        ]
+        ]  # fmt: skip
         print(f"| {r['replicas']} | {r['load']:.2f} / {r['predicted_stored']['utilisation']:.2f} "
               f"| {r['load_avg'][0]:.2f}-{r['load_avg'][1]:.2f} | {_f(sp['prefill'])} / "
               f"{_f(sp['decode'])} | "
@@ -393,7 +427,7 @@ def main() -> None:
     parser.add_argument("--report", help="print the markdown table of a --json file, only")
     args = parser.parse_args()
     if args.report:
-        report(args.report)
+        report(args.report, args.warmup)
         return
     sizes = [int(x) for x in args.replicas.split(",")]
     loads = [float(x) for x in args.loads.split(",")]
