@@ -14,8 +14,11 @@ from rich.markup import escape
 from modelgrid.config import Settings
 
 T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line is written whole and the terminal wraps it, so output sent to a file or
+# a log collector (no terminal: Rich would assume 80 columns) keeps one message a line;
+# tables still fit the width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def settings() -> Settings:
