@@ -68,7 +68,9 @@ def test_what_ifs_through_the_cli(env: dict[str, str], tmp_path: Path) -> None:
     # no COLUMNS: as with output sent to a file, where Rich assumes 80 columns; a message
     # still comes whole on one line (soft wrap), for logs and grep
     narrow = {k: v for k, v in env.items() if k != "COLUMNS"}
-    code, output = invoke(narrow, *base, "--out", str(tmp_path / "a"), "--without", "ap-northeast-2")
+    code, output = invoke(
+        narrow, *base, "--out", str(tmp_path / "a"), "--without", "ap-northeast-2"
+    )
     assert code == 0, output
     assert (
         "unserved: qwen2.5-coder-0.5b-instruct from ap-northeast-2 (workspace health-kr): "
