@@ -256,13 +256,12 @@ def calibrate(
     Raises:
         PlanInputError: no observed request.
     """
-    if not observed:
-        raise PlanInputError("calibration: no request observed", param="observed")
-    n = np.array([o.prompt_tokens for o in observed], dtype=np.float64)
+    # raises on no request
+    overhead = max(0.0, path_residual_ms(profile, observed, prefill_speed=prefill_speed))
     out = np.array([o.output_tokens for o in observed], dtype=np.float64)
+    n = np.array([o.prompt_tokens for o in observed], dtype=np.float64)
     ttft = np.array([o.ttft_ms for o in observed], dtype=np.float64)
     prefill = profile.prefill_ms(n)
-    overhead = max(0.0, path_residual_ms(profile, observed, prefill_speed=prefill_speed))
     many = out > 1
     tpot = np.array([o.tpot_ms for o in observed], dtype=np.float64)[many]
     decode = profile.decode_ms(n[many], out[many])
