@@ -321,6 +321,8 @@ def test_a_half_alive_replica_is_replaced_by_its_real_traffic_not_its_probes(
             r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
             assert r.status_code == 200 and 'data: {"error"' in r.text
         assert httpx.get(f"{base}/health/ready").status_code == 200
-        # Serve's health check (every 2 s) reads the replica's verdict on its own traffic
-        [replacement], waited_s = wait_for_replicas("fleet-half", 1, 30, without={first})
-        assert replacement != first and waited_s < 30
+        # Serve's health check (every 2 s) reads the replica's verdict on its own traffic;
+        # the replacement's start is Ray's (60 s, as for a killed replica: over 30 s once on
+        # a 2.0 GHz 2-vCPU machine under the whole suite)
+        [replacement], _ = wait_for_replicas("fleet-half", 1, 60, without={first})
+        assert replacement != first
