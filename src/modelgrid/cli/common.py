@@ -34,7 +34,6 @@ def settings() -> Settings:
             err_console.print(
                 f"[red]invalid setting {name}: {escape(e['msg'])}[/]",
                 highlight=False,
-                soft_wrap=True,
             )
         raise typer.Exit(2) from None
 
@@ -69,9 +68,9 @@ def run_or_exit(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     try:
         return run(fn)
     except ModelgridError as exc:
-        err_console.print(f"[red]{escape(exc.message)}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]{escape(exc.message)}[/]", highlight=False)
     except OSError as exc:
-        err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
     raise typer.Exit(1)
 
 

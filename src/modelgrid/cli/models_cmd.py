@@ -67,7 +67,7 @@ def prepare_or_exit(model_ids: list[str], models_dir: Path) -> None:
         for model_id in model_ids:
             prepare_with_progress(model_id, models_dir)
     except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]{exc.message}[/]", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -104,7 +104,6 @@ def check_cmd(
         err_console.print(
             f"[red]{model!r} is not a packaged llama.cpp model (known: {known})[/]",
             highlight=False,
-            soft_wrap=True,
         )
         raise typer.Exit(2)
     prepare_or_exit([model], s.models_dir)
@@ -120,5 +119,5 @@ def check_cmd(
         )
     else:
         line = f"llama.cpp check failed for {model}: {result.detail}"
-    err_console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]{line}[/]", highlight=False)
     raise typer.Exit(3 if result.returncode < 0 else 1)

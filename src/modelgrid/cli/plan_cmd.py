@@ -28,7 +28,7 @@ app = typer.Typer(
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]{escape(message)}[/]", highlight=False)
     return typer.Exit(2)
 
 

@@ -94,7 +94,6 @@ def _refuse_embedded_with_workers(s: Any) -> None:
         "(MODELGRID_UPSTREAMS or the topology), and set MODELGRID_ENGINE__MODELS=[] and "
         "MODELGRID_ENGINE__EMBEDDING_MODELS=[] (docs/gateways.md).[/]",
         highlight=False,
-        soft_wrap=True,
     )
     raise typer.Exit(2)
 
@@ -114,7 +113,6 @@ def _bootstrap(s: Any) -> None:
             "create --admin --workspace admin` (with the same settings as this server: "
             f"MODELGRID_DATA_DIR={s.data_dir})",
             highlight=False,
-            soft_wrap=True,
         )
         return
     admin, first = created

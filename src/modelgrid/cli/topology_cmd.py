@@ -73,7 +73,6 @@ def _file_topology(s: Any) -> tuple[Any, str]:
         err_console.print(
             f"[red]topology file {escape(str(path))}: {escape(reason)}[/]",
             highlight=False,
-            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 
