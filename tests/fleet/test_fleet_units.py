@@ -195,3 +195,41 @@ def test_the_config_is_valid_for_serve_and_the_example_file_is_what_the_command_
     [deployment] = application.deployments
     assert deployment.max_ongoing_requests == 1
     assert deployment.autoscaling_config["max_replicas"] == 3
+
+
+def test_up_waits_out_a_proxy_that_serve_killed_while_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Serve kills a proxy not ready within 5 s and starts another; the first ``serve.start``
+    then raises the killed actor's error. ``up`` starts again (the controller answers) and
+    waits until a proxy is healthy; with none by the deadline it names the states."""
+    import ray
+    from ray import serve
+
+    from modelgrid.fleet import cluster
+
+    starts: list[dict[str, Any]] = []
+
+    def start(**kwargs: Any) -> None:
+        starts.append(kwargs)
+        if len(starts) == 1:
+            raise ray.exceptions.ActorDiedError()
+
+    states = iter(["STARTING", "STARTING", "HEALTHY"])
+    seen: list[str] = []
+
+    def status() -> Any:
+        seen.append(next(states))
+        return type("Status", (), {"proxies": {"node-a": seen[-1]}})()
+
+    monkeypatch.setattr(serve, "start", start)
+    monkeypatch.setattr(serve, "status", status)
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    cluster._start_serve("0.0.0.0", 8123, timeout_s=60)
+    assert starts == [{"proxy_location": "HeadOnly",
+                       "http_options": {"host": "0.0.0.0", "port": 8123}}] * 2  # fmt: skip
+    assert seen == ["STARTING", "STARTING", "HEALTHY"]
+
+    monkeypatch.setattr(serve, "status", lambda: type("S", (), {"proxies": {"n": "UNHEALTHY"}})())
+    with pytest.raises(RuntimeError, match=r"not healthy after 0 s: UNHEALTHY"):
+        cluster._start_serve("0.0.0.0", 8123, timeout_s=0)

@@ -10,6 +10,7 @@ application (``replica.application``), waiting until its replicas run.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from modelgrid.fleet.replica import application
 from modelgrid.fleet.spec import DEPLOYMENT_NAME, FleetModel
 
 NAMESPACE = "modelgrid"
+PROXY_START_TIMEOUT_S = 120.0
+"""How long ``up`` waits for Serve's HTTP proxy, restarts included (Serve's own wait is 60 s)."""
 
 
 def connect(address: str = "auto") -> None:
@@ -51,12 +54,43 @@ def up(
 
     Raises:
         ConnectionError: no cluster at ``address``.
-        RuntimeError: an application failed to deploy (Serve's message).
+        RuntimeError: an application failed to deploy (Serve's message), or Serve's HTTP
+            proxy did not start within ``PROXY_START_TIMEOUT_S``.
     """
     connect(address)
-    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+    _start_serve(host, port, PROXY_START_TIMEOUT_S)
     for m in models:
         serve.run(application(m), name=m.model, route_prefix=m.route_prefix, blocking=False)
+
+
+def _start_serve(host: str, port: int, timeout_s: float) -> None:
+    """``serve.start`` and wait until its HTTP proxy is healthy.
+
+    Serve's controller kills a proxy that is not ready within
+    ``RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S`` (5 s) and starts another with a longer wait
+    (``proxy_state.py``), and the first ``serve.start`` then fails with the killed actor's
+    error. A loaded node takes longer than 5 s to start a Python worker, so that error is not
+    the end: the controller lives on, and the proxy it restarts is waited for here.
+
+    Raises:
+        RuntimeError: no healthy proxy after ``timeout_s`` (the last error or status).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+            break
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Serve's HTTP proxy did not start: {exc}") from None
+    while True:
+        proxies = serve.status().proxies
+        if any(str(getattr(s, "value", s)) == "HEALTHY" for s in proxies.values()):
+            return
+        if time.monotonic() > deadline:
+            states = ", ".join(str(getattr(s, "value", s)) for s in proxies.values()) or "none"
+            raise RuntimeError(f"Serve's HTTP proxy is not healthy after {timeout_s:g} s: {states}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True, slots=True)
