@@ -21,8 +21,9 @@ def test_calibrate_through_the_real_gateway(model_server: ProcessServer, tmp_pat
     """A made-up profile of the packaged model (prefill 100 + 5 n ms, decode 40 ms): three
     idle requests of ~100 uncached prompt tokens and 6 output tokens through the gateway. The
     decode spread is the real time per output token over 40 ms and the prefill spread the
-    real prefill over the fit (each positive, sorted, three of them); the fits are kept and
-    one replica per machine means no host slowdown."""
+    real prefill over the fit (each positive, sorted, three of them; between 0.05 and 100:
+    a slow machine under the whole suite read 10.7, a seconds-for-milliseconds slip reads
+    1000); the fits are kept and one replica per machine means no host slowdown."""
     path = tmp_path / "profile.json"
     made_up = profiles.synthetic(MODEL, prefill_base_ms=100, prefill_per_token_ms=5,
                                  decode_ms=40)  # fmt: skip
@@ -39,7 +40,7 @@ def test_calibrate_through_the_real_gateway(model_server: ProcessServer, tmp_pat
     assert (p.prefill, p.decode, p.host_slowdown) == (made_up.prefill, made_up.decode, ())
     assert len(p.prefill_spread) == len(p.decode_spread) == 3
     assert list(p.prefill_spread) == sorted(p.prefill_spread)
-    assert 0.05 < p.decode_spread[1] < 10 and 0.05 < p.prefill_spread[1] < 10
+    assert 0.05 < p.decode_spread[1] < 100 and 0.05 < p.prefill_spread[1] < 100
     assert p.overhead_ms >= 0 and p.calibrated_at
     assert f"3 idle requests through {model_server.base_url}/v1" in " ".join(done.output.split())
 
