@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from modelgrid.cli.common import console, err_console
 
@@ -24,14 +25,14 @@ _ADDRESS = typer.Option(
 def _models(models: list[str], **fields: Any) -> list[Any]:
     from pydantic import ValidationError
 
+    from modelgrid.core.validation import first_problem
     from modelgrid.fleet.spec import FleetModel
 
     try:
         return [FleetModel(model=m, **fields) for m in models]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "model"
-        err_console.print(f"[red]{where}: {first['msg']}[/]")
+        where, why = first_problem(exc)
+        err_console.print(f"[red]{escape(where or 'model')}: {escape(why)}[/]")
         raise typer.Exit(2) from None
 
 

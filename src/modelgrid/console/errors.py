@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from modelgrid.api.errors import error_response
 from modelgrid.console.templating import base_path, render
 from modelgrid.core.errors import ModelgridError, RateLimitError, SignInRequiredError
+from modelgrid.core.validation import field_path
 from modelgrid.protocol.openai.errors import error_body
 
 log = logging.getLogger("modelgrid.console")
@@ -85,10 +86,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        where = field_path(first.get("loc", ())[1:]) or "request"  # [0]: body, query, path
+        message = (
+            f"Invalid {where}: {str(first.get('msg', 'bad value')).removeprefix('Value error, ')}."
+        )
         if wants_json(request):
-            return _json_status(400, f"Invalid {where}: {first.get('msg', 'bad value')}.")
-        return error_page(request, 400, f"Invalid {where}: {first.get('msg', 'bad value')}.")
+            return _json_status(400, message)
+        return error_page(request, 400, message)
 
     @app.exception_handler(ModelgridError)
     async def modelgrid_error(request: Request, exc: ModelgridError) -> Response:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from modelgrid.core.errors import InvalidRequestError
+from modelgrid.core.validation import first_problem
 from modelgrid.protocol.admin import LIMIT_COLUMNS
 
 B = TypeVar("B", bound=BaseModel)
@@ -51,9 +52,8 @@ def body(model: type[B], data: dict[str, Any]) -> B:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "form"
-        raise InvalidRequestError(f"{where}: {first['msg']}.", param=where) from None
+        path, why = first_problem(exc)
+        raise InvalidRequestError(f"{path or 'form'}: {why}.", param=path or "form") from None
 
 
 __all__ = ["body", "integer", "limits", "names"]

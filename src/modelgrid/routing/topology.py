@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args
@@ -49,6 +49,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from modelgrid.core.errors import TopologyError
+from modelgrid.core.validation import first_problem
 from modelgrid.protocol.topology import (
     DeploymentSpec,
     RegionSpec,
@@ -331,31 +332,8 @@ def _validate_across(t: Topology) -> None:
 
 def _problem(exc: ValidationError) -> str:
     """The first error of ``exc`` as one line: ``regions[1].jurisdiction: <why> (got …)``."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    path = _path(first["loc"])
-    if first["type"] == "extra_forbidden":
-        why = "unknown key"
-    else:
-        why = str(first["msg"]).removeprefix("Value error, ")
-        value = first.get("input")
-        if first["type"] != "missing" and isinstance(value, str | int | float):
-            shown = repr(value)
-            why += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path or 'topology'}: {why}{more}"
-
-
-def _path(loc: Sequence[int | str]) -> str:
-    """``("regions", 1, "id")`` → ``regions[1].id`` (odd keys quoted: the line stays one)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part != "[key]":  # pydantic's mark of a dict key's own error
-            shown = part if part.replace("-", "").replace("_", "").isalnum() else repr(part)
-            out += f".{shown}" if out else shown
-    return out
+    path, why = first_problem(exc)
+    return f"{path or 'topology'}: {why}"
 
 
 def _name_replicas(d: Deployment) -> Deployment:
