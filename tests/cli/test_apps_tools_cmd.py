@@ -77,6 +77,15 @@ def test_tools_file(database_url: str, tmp_path: Path) -> None:
     assert "invalid tools[0].url: the URL's scheme must be http or https" in " ".join(
         bad.stderr.decode().split()
     )
+    tools.write_text("[1]")  # not a tool object: said so, not pydantic's class name
+    bad = cli(
+        url, "apps", "set", made["id"], "--workspace", "acme", "--tools-file", str(tools),
+        ok=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert f"the tools file {tools}: tools[0] must be a JSON object (a tool), not 1" in "".join(
+        bad.stderr.decode().split("\n")
+    )
     tools.write_text("{not json")
     bad = cli(
         url, "apps", "set", made["id"], "--workspace", "acme", "--tools-file", str(tools),

@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 def _tools(path: str | None) -> list[Any] | None:
     """The tools in the JSON file at ``path`` (``None``: no file given); a file that cannot be
-    read or is no JSON array exits with status 2."""
+    read or is no JSON array of objects exits with status 2."""
     import json
     from pathlib import Path
 
@@ -70,6 +70,13 @@ def _tools(path: str | None) -> list[Any] | None:
     if not isinstance(tools, list):
         err_console.print(f"[red]the tools file {escape(path)} must hold a JSON array of tools[/]")
         raise typer.Exit(2)
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            err_console.print(
+                f"[red]the tools file {escape(path)}: tools[{i}] must be a JSON object "
+                f"(a tool), not {escape(json.dumps(tool)[:40])}[/]"
+            )
+            raise typer.Exit(2)
     return tools
 
 
