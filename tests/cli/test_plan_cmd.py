@@ -41,6 +41,10 @@ def invoke(env: dict[str, str], *args: str) -> tuple[int, str]:
     return done.exit_code, done.output
 
 
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"plan.json holds {name}, which JSON does not have")
+
+
 def test_the_example_plans_and_writes_a_topology_the_gateway_reads(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -52,7 +56,11 @@ def test_the_example_plans_and_writes_a_topology_the_gateway_reads(
     assert code == 0, output
     assert "Plan:" in output and "replicas" in output
     fleet = topo.load(out / "topology.toml")
-    summary = json.loads((out / "plan.json").read_text())
+    summary = json.loads((out / "plan.json").read_text(), parse_constant=_no_constant)
+    # not simulated (--no-verify): null in the JSON, "-" in the table
+    assert {(r["utilisation"], r["ttft_p50_ms"], r["ttft_p95_ms"]) for r in summary["rows"]} == {
+        (None, None, None)
+    }
     assert sum(len(d.replicas) for d in fleet.deployments) == summary["replicas"] > 0
     eu = {f["region"] for f in summary["flows"] if f["workspace"] == "bank-eu"}
     assert eu and eu <= {"eu-west-1", "eu-central-1"}
@@ -76,6 +84,10 @@ def test_what_ifs_through_the_cli(env: dict[str, str], tmp_path: Path) -> None:
         "unserved: qwen2.5-coder-0.5b-instruct from ap-northeast-2 (workspace health-kr): "
         "residency allows no region that can hold it"
     ) in output.splitlines()
+    # one table a model, its title the model's id and each region whole, at 80 columns
+    lines = [line.split() for line in output.splitlines()]
+    assert ["qwen2.5-coder-1.5b-instruct"] in lines and ["qwen2.5-coder-0.5b-instruct"] in lines
+    assert any(cells[:2] == ["│", "eu-west-1"] and cells[5] == "-" for cells in lines if cells)
     code, output = invoke(env, *base, "--out", str(tmp_path / "b"), "--add-region", "mx-central-1",
                           "--scale-demand", "us-east-1=2")  # fmt: skip
     assert code == 0, output
@@ -130,3 +142,24 @@ def test_one_demand_source_and_a_real_month(env: dict[str, str]) -> None:
     assert code == 2 and "give exactly one of --from-usage" in output
     code, output = invoke(env, "--from-usage", "2026-13")
     assert code == 2 and "--from-usage: month must be YYYY-MM" in output
+
+
+def test_a_profile_that_cannot_drive_the_plan_is_named(env: dict[str, str], tmp_path: Path) -> None:
+    """A profile without its fits, one of another model, a model no demand names, and a
+    topology that is not UTF-8: one line naming the file or option, status 2."""
+    base = ["--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
+            "--topology", str(EXAMPLES / "topology.toml"), "--no-verify",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"model": SMALL}))
+    code, output = invoke(env, *base, "--profile", f"{SMALL}={partial}")
+    assert code == 2 and f"--profile: {partial} has no prefill or decode fit" in output
+    big = profiles.default_path(tmp_path, BIG)
+    code, output = invoke(env, *base, "--profile", f"{SMALL}={big}")
+    assert code == 2 and f"--profile: {big} is a profile of '{BIG}', not '{SMALL}'" in output
+    code, output = invoke(env, *base, "--profile", f"nope={big}")
+    assert code == 2 and f"--profile nope={big}: no demand for the model 'nope'" in output
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"a\xff\xfe = 1\n")
+    code, output = invoke(env, *base[:4], "--topology", str(binary), "--out", str(tmp_path / "o"))
+    assert code == 2 and f"topology {binary}: not UTF-8 text (byte 1)" in " ".join(output.split())

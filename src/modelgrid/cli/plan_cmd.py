@@ -103,6 +103,7 @@ def _scenario(
     seed: int | None,
     no_verify: bool,
 ) -> Any:
+    from modelgrid.core.errors import TopologyError
     from modelgrid.planner import PlanInputError, Scenario, ledger
     from modelgrid.planner import profile as profiles
     from modelgrid.planner.inputs import load_forecast, load_plan_file
@@ -113,7 +114,11 @@ def _scenario(
     path = topology or s.topology_path
     if topology is not None and not path.exists():
         raise PlanInputError(f"--topology: no such file {path}", param="--topology")
-    base = topo.load(path) if path.exists() else topo.default_topology()
+    try:
+        base = topo.load(path) if path.exists() else topo.default_topology()
+    except (OSError, TopologyError) as exc:
+        why = exc.message if isinstance(exc, TopologyError) else exc.strerror or str(exc)
+        raise PlanInputError(f"topology {path}: {why}", param="--topology") from None
     if month is not None:
         from modelgrid.core.errors import InvalidRequestError
         from modelgrid.tenancy.billing import month_bounds
@@ -134,11 +139,19 @@ def _scenario(
         workspaces = {}
     workspaces.update({w.name: w for w in settings_file.workspaces})
     explicit = {m: Path(p) for m, p in _pairs(profile_args, "--profile")}
-    loaded = {m: profiles.load(p) for m, p in explicit.items()}
-    for m in {d.model for d in demand} - set(explicit):
+    wanted = {d.model for d in demand}
+    for m, p in explicit.items():
+        if m not in wanted:
+            raise PlanInputError(
+                f"--profile {m}={p}: no demand for the model {m!r} (the demand names "
+                f"{', '.join(sorted(wanted)) or 'none'})",
+                param="--profile",
+            )
+    loaded = {m: profiles.load_for(m, p) for m, p in explicit.items()}
+    for m in wanted - set(explicit):
         default_path = profiles.default_path(s.data_dir, m)
         if default_path.exists():  # else: Scenario.check names the demand row
-            loaded[m] = profiles.load(default_path)
+            loaded[m] = profiles.load_for(m, default_path, where="engine profile")
     slo = settings_file.slo.model_copy(
         update={k: v for k, v in (("ttft_p95_ms", ttft), ("tpot_p95_ms", tpot)) if v is not None}
     )
@@ -200,21 +213,32 @@ def _what_ifs(
     return scenario
 
 
+def _shown(value: float, spec: str) -> str:
+    """A figure of the plan table; ``-`` where none was simulated (``--no-verify``)."""
+    return "-" if value != value else format(value, spec)  # NaN: not simulated
+
+
 def _print(result: Any, files: dict[str, Path]) -> None:
     from modelgrid.planner import report
 
     s = result.scenario
-    table = Table(
-        "model", "region", "replicas", "util.", "TTFT p50", "TTFT p95", f"{s.currency}/h",
-        title=f"Plan: {result.replicas()} replicas, "
-        f"{result.cost_micros_per_hour() / 1e6:.2f} {s.currency}/hour",
-    )  # fmt: skip
-    for r in report.rows(result):
-        table.add_row(
-            r.model, r.region, str(r.replicas), f"{r.utilisation:.2f}", f"{r.ttft_p50_ms:.0f}",
-            f"{r.ttft_p95_ms:.0f}", f"{r.cost_micros_per_hour / 1e6:.2f}",
+    console.print(
+        f"[bold]Plan: {result.replicas()} replicas, "
+        f"{result.cost_micros_per_hour() / 1e6:.2f} {s.currency}/hour[/]"
+    )
+    rows = report.rows(result)
+    for model in dict.fromkeys(r.model for r in rows):  # one table a model: 80 columns hold it
+        table = Table(
+            "region", "replicas", "util.", "TTFT p50 ms", "TTFT p95 ms", f"{s.currency}/h",
+            title=model, title_justify="left", title_style="bold",
         )  # fmt: skip
-    console.print(table)
+        for r in (r for r in rows if r.model == model):
+            table.add_row(
+                r.region, str(r.replicas), _shown(r.utilisation, ".2f"),
+                _shown(r.ttft_p50_ms, ".0f"), _shown(r.ttft_p95_ms, ".0f"),
+                f"{r.cost_micros_per_hour / 1e6:.2f}",
+            )  # fmt: skip
+        console.print(table)
     for c in result.unserved():
         err_console.print(
             f"[yellow]unserved: {escape(c.model)} from {escape(c.origin)} (workspace "
@@ -362,17 +386,7 @@ def calibrate_cmd(
                 f"{calibration.SLOWDOWN_ALPHA}) with --replicas-per-host > 1",
                 param="--rounds",
             )
-        base_profile = profiles.load(path)
-        if base_profile.model != model:
-            raise PlanInputError(
-                f"--profile: {path} is a profile of {base_profile.model!r}, not {model!r}",
-                param="--profile",
-            )
-        if not any(base_profile.prefill) or not any(base_profile.decode):
-            raise PlanInputError(
-                f"--profile: {path} has no prefill or decode fit: run `modelgrid plan profile`",
-                param="--profile",
-            )
+        base_profile = profiles.load_for(model, path)
         target = out or path
         profiles.check_writable(target)
         run = asyncio.run(go())

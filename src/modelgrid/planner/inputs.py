@@ -128,7 +128,13 @@ def _read(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PlanInputError(f"{path}: no such file", param=str(path)) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:  # a directory, no permission: the reason, not the errno repr
+        raise PlanInputError(f"{path}: {exc.strerror or exc}", param=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise PlanInputError(
+            f"{path}: not UTF-8 text (byte {exc.start})", param=str(path)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
         raise PlanInputError(f"{path}: {exc}", param=str(path)) from None
 
 

@@ -404,6 +404,27 @@ def load(path: Path) -> EngineProfile:
         raise PlanInputError(problem(exc, f"engine profile {path}"), param="profile") from None
 
 
+def load_for(model: str, path: Path, *, where: str = "--profile") -> EngineProfile:
+    """``load``, for simulating ``model``: the profile must be of that model and hold its
+    fits (a request of 64 prompt and 16 output tokens takes time).
+
+    Raises:
+        PlanInputError: as ``load``; or ``<where>: PATH is a profile of 'x', not 'y'``; or
+            ``<where>: PATH has no prefill or decode fit`` (param ``where``).
+    """
+    p = load(path)
+    if p.model != model:
+        raise PlanInputError(
+            f"{where}: {path} is a profile of {p.model!r}, not {model!r}", param=where
+        )
+    if not any(p.prefill) or not any(p.decode) or not float(p.service_ms(64.0, 16.0)) > 0:
+        raise PlanInputError(
+            f"{where}: {path} has no prefill or decode fit: run `modelgrid plan profile`",
+            param=where,
+        )
+    return p
+
+
 __all__ = [
     "EngineProfile",
     "Observed",
@@ -413,6 +434,7 @@ __all__ = [
     "default_path",
     "fit",
     "load",
+    "load_for",
     "path_residual_ms",
     "save",
     "synthetic",

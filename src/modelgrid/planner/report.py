@@ -87,7 +87,10 @@ def summary(plan: Plan) -> dict[str, Any]:
 
 
 def _row(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
+    """``obj``'s fields; a figure not simulated (``nan``, ``--no-verify``) is ``null``, as
+    JSON has no NaN."""
+    values = {name: getattr(obj, name) for name in obj.__slots__}
+    return {k: None if isinstance(v, float) and v != v else v for k, v in values.items()}
 
 
 def _plots(plan: Plan, out: Path) -> dict[str, Path]:
@@ -202,7 +205,9 @@ def write(plan: Plan, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"topology": out / "topology.toml", "json": out / "plan.json"}
     save(plan.topology(), files["topology"])
-    files["json"].write_text(json.dumps(summary(plan), indent=2, default=float) + "\n")
+    files["json"].write_text(
+        json.dumps(summary(plan), indent=2, default=float, allow_nan=False) + "\n"
+    )
     note = ""
     try:
         images = _plots(plan, out)
