@@ -254,3 +254,12 @@ def test_client_disconnect_records_tokens_so_far_once(
     assert 3 <= int(rows[0]["completion_tokens"]) < 40  # type: ignore[call-overload]
     assert rows[0]["prompt_tokens"] == 1  # the second prompt never ran
     assert engine.cancelled == 1
+
+
+def test_stream_options_need_a_stream(server: ThreadServer) -> None:
+    r = post(server, {"model": MODEL, "prompt": PROMPT, "stream_options": {"include_usage": True}})
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["param"], r.json()["error"]["message"]) == (
+        "stream_options",
+        "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+    )

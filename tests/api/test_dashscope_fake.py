@@ -569,6 +569,14 @@ def test_malformed_bodies_are_invalid_parameter(ds: ThreadServer, body: object) 
     _assert_dashscope_error(post(ds, body), 400, "InvalidParameter")
 
 
+def test_no_input_and_empty_messages_are_told_apart(ds: ThreadServer) -> None:
+    err = _assert_dashscope_error(post(ds, {"model": MODEL, "input": {}}), 400, "InvalidParameter")
+    assert "input.messages or input.prompt is required" in err["message"]
+    body = {"model": MODEL, "input": {"messages": []}}
+    err = _assert_dashscope_error(post(ds, body), 400, "InvalidParameter")
+    assert "input.messages must not be empty" in err["message"]
+
+
 def test_a_message_without_content_is_invalid_parameter_naming_it(ds: ThreadServer) -> None:
     body = {"model": MODEL, "input": {"messages": [{"role": "user", "content": None}]}}
     err = _assert_dashscope_error(post(ds, body), 400, "InvalidParameter")

@@ -333,3 +333,18 @@ def test_streamed_logprobs_ride_with_their_chunks(fake_server: ThreadServer) -> 
         for t in ch.choices[0].logprobs.content or []
     ]
     assert got == ["Paris", " is"]
+
+
+def test_stream_options_need_a_stream(fake_server: ThreadServer) -> None:
+    """As OpenAI: ``stream_options`` without ``stream: true`` is a 400 naming it."""
+    for extra in ({}, {"stream": False}):
+        r = post(fake_server, {**extra, "stream_options": {"include_usage": True}})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {
+            "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "type": "invalid_request_error",
+            "param": "stream_options",
+            "code": "invalid_request",
+        }
+    r = post(fake_server, {"stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200 and '"usage":{' in r.text.replace(" ", "")

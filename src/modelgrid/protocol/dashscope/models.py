@@ -56,6 +56,8 @@ class GenerationInput(BaseModel):
 
     @model_validator(mode="after")
     def _needs_one(self) -> GenerationInput:
+        if self.messages == [] and not self.prompt:
+            raise ValueError("input.messages must not be empty")
         if not self.messages and not self.prompt:
             raise ValueError("input.messages or input.prompt is required")
         return self

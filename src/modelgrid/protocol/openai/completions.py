@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from modelgrid.core.errors import InvalidRequestError, UnsupportedParameterError
 from modelgrid.core.types import InferenceRequest, SamplingParams, TokenUsage
 from modelgrid.protocol.openai.convert import usage_dict
+from modelgrid.protocol.openai.errors import STREAM_OPTIONS_ALONE
 from modelgrid.protocol.openai.models import MAX_N, StreamOptions
 from modelgrid.protocol.openai.params import stop_sequences
 
@@ -113,6 +114,8 @@ def to_inference_requests(req: CompletionRequest, request_id: str) -> list[Infer
         UnsupportedParameterError: a known parameter modelgrid does not implement.
     """
     _reject_unimplemented(req)
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequestError(STREAM_OPTIONS_ALONE, param="stream_options")
     prompts = prompt_texts(req.prompt)
     n = req.n or 1
     if len(prompts) * n > MAX_CHOICES:

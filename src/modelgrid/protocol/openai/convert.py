@@ -21,6 +21,7 @@ from modelgrid.core.types import (
     ToolCall,
 )
 from modelgrid.protocol.json_schema import check_forced_tools
+from modelgrid.protocol.openai.errors import STREAM_OPTIONS_ALONE
 from modelgrid.protocol.openai.formats import response_format_in
 from modelgrid.protocol.openai.models import ChatCompletionRequest, ChatMessageIn
 from modelgrid.protocol.openai.params import stop_sequences
@@ -58,6 +59,8 @@ def _check_combinations(req: ChatCompletionRequest) -> None:
                 " (and no tool calls) to go on with.",
                 param="continue_final_message",
             )
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequestError(STREAM_OPTIONS_ALONE, param="stream_options")
     both = req.max_tokens is not None and req.max_completion_tokens is not None
     if both and req.max_tokens != req.max_completion_tokens:
         raise InvalidRequestError(

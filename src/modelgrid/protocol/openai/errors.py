@@ -11,6 +11,9 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# The reference's wording (OpenAI answers 400, param ``stream_options``; vLLM refuses it too).
+STREAM_OPTIONS_ALONE = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+
 _LOC_PREFIXES = ("body", "query", "path", "header")
 _SCALAR_TAGS = {"str", "int", "float", "bool", "none", "bytes", "list", "dict"}
 
@@ -107,6 +110,7 @@ def errors_message(errors: Sequence[Any]) -> tuple[str, str | None]:
 
 __all__ = [
     "JSON_MAX_DEPTH",
+    "STREAM_OPTIONS_ALONE",
     "array_too_long",
     "error_body",
     "errors_message",
