@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import httpx
 import uvicorn
+from cryptography.fernet import Fernet
 
 from modelgrid.app import create_app
 from modelgrid.config import Settings
@@ -26,6 +27,7 @@ from modelgrid.engines.base import Engine
 from modelgrid.protocol.admin import KeyCreate
 from modelgrid.routing.topology import default_topology
 from modelgrid.storage import db
+from modelgrid.storage.sealing import Sealer
 from tests.databases import ensure_migrated
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,11 +49,17 @@ class NewKey:
     plaintext: str
 
 
+SEALER = Sealer(Fernet.generate_key())
+"""The tests' secret key (``storage.sealing``), one per test process."""
+
+
 def control_plane(sessions: Any, *models: str, topology: Any = None) -> ControlPlane:
     """A control plane over ``sessions`` as the CLI builds one: ``topology`` (default: the
     embedded default serving ``models``), no topology file written."""
     base = topology if topology is not None else default_topology(models)
-    return ControlPlane(sessions, FileTopology(Path("/nonexistent/topology.toml"), base, models))
+    return ControlPlane(
+        sessions, FileTopology(Path("/nonexistent/topology.toml"), base, models), sealer=SEALER
+    )
 
 
 async def create_key_async(

@@ -96,6 +96,7 @@ from modelgrid.serving.routing_metrics import RoutingCollector
 from modelgrid.serving.telemetry import GenAiTelemetry, otlp_telemetry
 from modelgrid.storage import db, migrate
 from modelgrid.storage.filestore import FileStore
+from modelgrid.storage.sealing import sealer_for
 from modelgrid.tenancy.authcache import PrincipalCache
 from modelgrid.tenancy.metering import UsageWriter
 from modelgrid.tenancy.ratelimit_redis import RedisLimiter
@@ -163,6 +164,7 @@ def create_app(
         )
         follow_gateway(changes, tenancy, store if shared else None)
         file_store = FileStore(settings.files_dir)
+        sealer = sealer_for(settings)
         control = ControlPlane(
             sessions,
             store,
@@ -176,6 +178,7 @@ def create_app(
             files=file_store,
             plugin_allowed_networks=settings.apps.plugin_allowed_networks,
             batch=settings.batch,
+            sealer=sealer,
         )
         responses = ResponsesService(
             models,
@@ -230,7 +233,7 @@ def create_app(
             models,
             tenancy,
             metrics,
-            AppStore(sessions, _home(grid), ttl_s),
+            AppStore(sessions, _home(grid), sealer, ttl_s),
             lambda: _retrieval(state),
             PluginCaller(metrics, settings.apps.plugin_allowed_networks),
         )

@@ -387,6 +387,10 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # seals the secrets the database keeps (apps' plugin header values, ``storage.sealing``):
+    # a Fernet key; unset, ``<data_dir>/secret.key`` (made on first use). Every process
+    # sharing one database needs the same key.
+    secret_key: SecretStr | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)

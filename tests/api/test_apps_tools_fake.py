@@ -19,11 +19,14 @@ from typing import Any
 import dashscope
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from modelgrid.core.errors import EngineError
 from modelgrid.core.types import Delta, InferenceRequest, ToolChoiceMode
 from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine, prompt_words
+from modelgrid.protocol.app_tools import MASK
+from modelgrid.storage.sealing import Sealer, sealer_for
 from tests.api.test_apps_fake import call, complete, make_app, sse_events
 from tests.conftest import ServerFactory
 from tests.plugin_server import PluginServer
@@ -389,6 +392,44 @@ def test_bad_definitions(server: ThreadServer, plugin: PluginServer) -> None:
     assert unspecified.startswith("'tools[0].url': the host '0.0.0.0' is an unspecified address")
 
 
+def _stored_secret(server: ThreadServer, stored: Any) -> str:
+    """The ``X-Api-Key`` of an app's stored tools: sealed at rest (no plaintext, no mask in
+    the row), opened with the server's key."""
+    tools = json.loads(stored) if isinstance(stored, str) else stored
+    sealed = tools[0]["headers"]["X-Api-Key"]
+    assert sealed.startswith("sealed:v1:") and SECRET not in str(stored) and MASK not in sealed
+    return sealer_for(server.settings).open(sealed)
+
+
+@SQLITE
+def test_a_secret_sealed_with_another_key_is_a_503_and_plaintext_of_before_still_works(
+    server: ThreadServer, engine: ToolEngine, plugin: PluginServer
+) -> None:
+    """A value sealed with another key (gateways given different keys): the call is refused
+    before anything runs, a 503 naming the setting, nothing billed. A plaintext value (stored
+    before sealing) is sent as it is, and sealed when the app is next written."""
+    app = make_app(server, tools=[weather(plugin)])
+    row = db_rows(server, "SELECT tools FROM apps WHERE id = :i", i=app["id"])[0]["tools"]
+    tools = json.loads(row) if isinstance(row, str) else row
+    other = Sealer(Fernet.generate_key())
+    tools[0]["headers"]["X-Api-Key"] = other.seal(SECRET)
+    db_execute(server, "UPDATE apps SET tools = :t WHERE id = :i", t=json.dumps(tools), i=app["id"])
+    r = complete(server, app["id"], {"input": {"prompt": "Weather?", "biz_params": BIZ}})
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "InternalError"  # DashScope's code for the server's fault
+    assert "MODELGRID_SECRET_KEY" in r.json()["message"] and SECRET not in r.text
+    assert plugin.received == [] and db_rows(server, "SELECT * FROM usage_records") == []
+    tools[0]["headers"]["X-Api-Key"] = SECRET  # as written before sealing
+    db_execute(server, "UPDATE apps SET tools = :t WHERE id = :i", t=json.dumps(tools), i=app["id"])
+    ask(server, app["id"])
+    assert plugin.received[-1].headers["X-Api-Key"] == SECRET
+    shown = call(server, "GET", f"/v1/apps/{app['id']}").json()
+    r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": shown["tools"]})
+    assert r.status_code == 200, r.text
+    stored = db_rows(server, "SELECT tools FROM apps WHERE id = :i", i=app["id"])[0]["tools"]
+    assert _stored_secret(server, stored) == SECRET
+
+
 @SQLITE
 def test_secrets_masked_and_isolated(
     server: ThreadServer, plugin: PluginServer, caplog: pytest.LogCaptureFixture
@@ -410,7 +451,7 @@ def test_secrets_masked_and_isolated(
     audit = json.dumps(db_rows(server, "SELECT action, details FROM audit_log"), default=str)
     assert "app.create" in audit and SECRET not in audit
     stored = db_rows(server, "SELECT tools FROM apps WHERE id = :i", i=app["id"])[0]["tools"]
-    assert SECRET + "b" in str(stored)  # kept for the calls
+    assert _stored_secret(server, stored) == SECRET + "b"  # kept for the calls, sealed
     # another workspace's app is a 404, for managing and calling alike
     other_key = create_key(server.settings.database_url, name="other", workspace="acme").plaintext
     assert call(server, "GET", f"/v1/apps/{app['id']}", other_key).status_code == 404
@@ -574,7 +615,7 @@ def test_masked_values_sent_back_keep_the_secret(
     ask(server, app["id"])
     assert plugin.received[-1].headers["X-Api-Key"] == SECRET
     stored = db_rows(server, "SELECT tools FROM apps")[0]["tools"]
-    assert SECRET in str(stored) and "****" not in str(stored)
+    assert _stored_secret(server, stored) == SECRET
     # a masked header the stored tool does not have: a 400 naming it
     extra = [{**tools[0], "headers": {"X-Api-Key": "****", "X-Other": "****"}}]
     r = call(server, "POST", f"/v1/apps/{app['id']}", json={"tools": extra})

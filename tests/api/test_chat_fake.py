@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from modelgrid.engines.fake import FakeEngine
-from tests.support import ThreadServer, usage_rows
+from tests.support import SEALER, ThreadServer, usage_rows
 
 MODEL = "fake-model"
 MSG = [{"role": "user", "content": "What is the capital of France?"}]  # 6 "tokens"
@@ -165,6 +165,7 @@ def test_revoked_key_is_refused_immediately(fake_server: ThreadServer) -> None:
             db.sessionmaker(engine),
             FileTopology(fake_server.settings.topology_path, default_topology(), ()),
             hooks=Hooks(principals_changed=lambda: bump_epoch(epoch)),
+            sealer=SEALER,
         )
         await plane.keys.revoke(key_id, actor="cli:test")
         await engine.dispose()

@@ -31,7 +31,7 @@ from modelgrid.routing.topology import Region, Topology, with_local_models
 from modelgrid.storage.filestore import FileStore
 from modelgrid.tenancy.service import Principal
 from tests.databases import with_sessions
-from tests.support import db_rows
+from tests.support import SEALER, db_rows
 
 MODEL = "m1"
 OTHER = "m2"
@@ -73,6 +73,7 @@ class World:
             FileTopology(root / "topology.toml", topology, [MODEL, OTHER]),
             files=FileStore(root / "files"),
             batch=limits,
+            sealer=SEALER,
         )
         self.clock = Clock()
         self.store = FileStore(root / "files")

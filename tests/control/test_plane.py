@@ -18,6 +18,7 @@ from modelgrid.routing import Grid
 from modelgrid.routing.topology import Region, Topology, default_topology, load, with_local_models
 from modelgrid.tenancy import audit
 from tests.databases import with_sessions
+from tests.support import SEALER
 
 MODEL = "m1"
 
@@ -49,7 +50,11 @@ class Calls:
 def _plane(sessions: Any, path: Path, calls: Calls | None = None) -> ControlPlane:
     store = FileTopology(path, _topology(), [MODEL])
     return ControlPlane(
-        sessions, store, served_models=lambda: ["emb"], hooks=(calls or Calls()).hooks()
+        sessions,
+        store,
+        served_models=lambda: ["emb"],
+        hooks=(calls or Calls()).hooks(),
+        sealer=SEALER,
     )
 
 

@@ -38,6 +38,18 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def sealer_or_exit(s: Settings) -> Any:
+    """``storage.sealing.sealer_for(s)``; a bad ``MODELGRID_SECRET_KEY`` or key file ends the
+    command with one line naming it (status 2)."""
+    from modelgrid.storage.sealing import sealer_for
+
+    try:
+        return sealer_for(s)
+    except (ValueError, OSError) as exc:
+        err_console.print(f"[red]secret key: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(2) from None
+
+
 def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     """Migrate the configured database, then run ``fn(settings)`` with an event loop."""
     from modelgrid.storage import migrate
@@ -135,6 +147,7 @@ def control_run(fn: Callable[[Any], Awaitable[T]]) -> T:
             files=FileStore(s.files_dir),
             batch=s.batch,
             plugin_allowed_networks=s.apps.plugin_allowed_networks,
+            sealer=sealer_or_exit(s),
         )
         try:
             return await fn(plane)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from modelgrid.cli.common import console, control_run, err_console, settings
+from modelgrid.cli.common import console, control_run, err_console, sealer_or_exit, settings
 
 EXAMPLE = """\
 from openai import OpenAI
@@ -49,6 +49,7 @@ def serve(
     if s.server.workers > 1:
         _refuse_embedded_with_workers(s)
     topology_or_exit(s)  # a bad topology file: one line, before anything starts
+    sealer_or_exit(s)  # a bad secret key too; the key file is made before any worker starts
     err_console.print(f"database: {s.masked()['database']['url']}")
     migrate.upgrade(s.database_url)
     if s.bootstrap_keys:

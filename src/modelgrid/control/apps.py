@@ -22,7 +22,7 @@ from modelgrid.control.app_tools import check_tools, restore_masked
 from modelgrid.control.inventory import Inventory
 from modelgrid.core.errors import InvalidRequestError, NotFoundError
 from modelgrid.core.ids import completion_id
-from modelgrid.protocol.app_tools import AppTool
+from modelgrid.protocol.app_tools import MASK, AppTool
 from modelgrid.protocol.apps import (
     AppCreate,
     AppDeleted,
@@ -36,6 +36,7 @@ from modelgrid.protocol.apps import (
 )
 from modelgrid.serving.plugin_addresses import Network
 from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase
+from modelgrid.storage.sealing import Sealer
 from modelgrid.tenancy import audit
 from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
@@ -56,9 +57,21 @@ def app_not_found(app_id: str) -> NotFoundError:
     return NotFoundError(f"No such app: '{_shown(app_id)}'.", param="app_id", code="app_not_found")
 
 
-def stored_tools(row: App) -> list[AppTool]:
-    """The app's tools as stored (header values included: for the data plane only)."""
-    return [AppTool.model_validate(t) for t in row.tools or ()]
+def stored_tools(row: App, sealer: Sealer) -> list[AppTool]:
+    """The app's tools with their header values opened (``storage.sealing``).
+
+    Raises:
+        SealedSecretError: a value sealed with another key.
+    """
+    return [AppTool.model_validate(sealer.open_headers(t)) for t in row.tools or ()]
+
+
+def _shown_tools(row: App) -> list[AppTool]:
+    """The app's tools as responses show them: header values ``MASK``, never opened."""
+    return [
+        AppTool.model_validate({**t, "headers": dict.fromkeys(t.get("headers") or {}, MASK)})
+        for t in row.tools or ()
+    ]
 
 
 def app_object(row: App) -> AppObject:
@@ -78,7 +91,7 @@ def app_object(row: App) -> AppObject:
         ),
         max_tokens=row.max_tokens,
         memory_extraction=row.memory_extraction,  # type: ignore[arg-type]  # ``MemoryExtraction``
-        tools=[t.shown() for t in stored_tools(row)],
+        tools=_shown_tools(row),
         tool_choice=row.tool_choice,  # type: ignore[arg-type]  # ``ToolChoiceSetting`` only
         max_tool_rounds=row.max_tool_rounds,
         created_at=int(aware(row.created_at).timestamp()),
@@ -116,6 +129,7 @@ class Apps:
     Args:
         sessions: The database.
         inventory: What exists now (the served models).
+        sealer: Seals the plugins' header values as they are stored (``storage.sealing``).
         embedding_models: The served models that only embed (not an app's model).
         plugin_allowed_networks: The operator's networks plugins may be called in anyway
             (``apps.plugin_allowed_networks``; ``serving.plugin_addresses``).
@@ -125,10 +139,12 @@ class Apps:
         self,
         sessions: Sessions,
         inventory: Callable[[], Inventory],
+        sealer: Sealer,
         embedding_models: Callable[[], Iterable[str]] = lambda: (),
         plugin_allowed_networks: Sequence[Network] = (),
     ) -> None:
         self._sessions = sessions
+        self._sealer = sealer
         self._inventory = inventory
         self._embedding_models = embedding_models
         self._allowed = tuple(plugin_allowed_networks)
@@ -176,7 +192,7 @@ class Apps:
             rerank=body.retrieval.rerank,
             memory_extraction=body.memory_extraction,
             max_tokens=body.max_tokens,
-            tools=[t.model_dump() for t in body.tools],
+            tools=[self._sealer.seal_headers(t.model_dump()) for t in body.tools],
             tool_choice=body.tool_choice,
             max_tool_rounds=body.max_tool_rounds,
             created_at=now,
@@ -254,10 +270,11 @@ class Apps:
             raise InvalidRequestError(
                 "'tools' may not be null: send [] to remove every tool.", param="tools"
             )
-        tools = None if body.tools is None else restore_masked(body.tools, stored_tools(current))
+        kept = stored_tools(current, self._sealer) if body.tools is not None else []
+        tools = None if body.tools is None else restore_masked(body.tools, kept)
         if tools is not None or body.tool_choice is not None:
             check_tools(
-                tools if tools is not None else stored_tools(current),
+                tools if tools is not None else stored_tools(current, self._sealer),
                 body.tool_choice or current.tool_choice,
                 self._allowed,
             )
@@ -290,7 +307,7 @@ class Apps:
             if "max_tokens" in given:
                 row.max_tokens = body.max_tokens
             if tools is not None:
-                row.tools = [t.model_dump() for t in tools]
+                row.tools = [self._sealer.seal_headers(t.model_dump()) for t in tools]
             if body.tool_choice is not None:
                 row.tool_choice = body.tool_choice
             if body.max_tool_rounds is not None:

@@ -23,6 +23,7 @@ from modelgrid.control.topology import TopologyAdmin, TopologyStore
 from modelgrid.control.workspaces import Workspaces
 from modelgrid.serving.plugin_addresses import Network
 from modelgrid.storage.filestore import FileStore
+from modelgrid.storage.sealing import Sealer
 from modelgrid.tenancy.lookup import Sessions
 
 
@@ -41,6 +42,7 @@ class ControlPlane:
             keeps none (``files``' operations on bytes then answer 503).
         batch: Files' quota, lifetimes and input limits (``settings.batch``).
         plugin_allowed_networks: ``apps.plugin_allowed_networks`` (apps' plugin URLs).
+        sealer: Seals the secrets stored with apps (``storage.sealing``).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class ControlPlane:
         files: FileStore | None = None,
         batch: BatchSettings | None = None,
         plugin_allowed_networks: Sequence[Network] = (),
+        sealer: Sealer,
     ) -> None:
         hooks = hooks or Hooks()
         self._store = topology
@@ -64,7 +67,9 @@ class ControlPlane:
         self.topology = TopologyAdmin(sessions, topology)
         self.files = Files(sessions, self.inventory, files, batch or BatchSettings())
         self.batches = Batches(sessions, self.files, self.inventory, hooks)
-        self.apps = Apps(sessions, self.inventory, embedding_models, plugin_allowed_networks)
+        self.apps = Apps(
+            sessions, self.inventory, sealer, embedding_models, plugin_allowed_networks
+        )
         self.memories = MemoryAdmin(sessions)
 
     def inventory(self) -> Inventory:

@@ -37,6 +37,8 @@ Tree (status, OpenAI type):
   - ``ModelIntegrityError`` 503, code ``model_integrity`` (a model file's SHA-256 is wrong)
   - ``ServerShutdownError`` 503, code ``server_shutting_down`` (a stream the server's
     shutdown cut)
+- ``SealedSecretError`` 503 ``server_error``, code ``secret_key_mismatch`` (a secret stored
+  sealed that this process's key cannot open: the server's configuration)
 - ``UpstreamTimeoutError`` 504 ``timeout``
 
 ``retryable`` (False unless set) marks a failure that happened before the replica started on
@@ -264,6 +266,16 @@ class ServiceUnavailableError(ModelgridError):
 SHUTDOWN_CANCEL = "modelgrid: server shutdown"  # the message a stream is cancelled with
 
 
+class SealedSecretError(ModelgridError):
+    """A secret stored sealed (``storage.sealing``) that this process's key cannot open:
+    the gateways, workers and CLI sharing the database were given different keys. The
+    server's configuration, not the request: 503 until the operator gives them one key."""
+
+    status = 503
+    code = "secret_key_mismatch"
+    replica_fault = False
+
+
 class ServerShutdownError(ServiceUnavailableError):
     """The server is stopping and its graceful-shutdown time ran out while this response
     streamed: the stream ends with this error (``api.sse``), its usage recorded as 503. The
@@ -360,6 +372,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "RouteNotFoundError",
+    "SealedSecretError",
     "ServerShutdownError",
     "ServiceUnavailableError",
     "SignInRequiredError",

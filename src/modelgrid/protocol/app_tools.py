@@ -122,10 +122,6 @@ class AppTool(BaseModel):
     def _token_header(cls, name: str | None) -> str | None:
         return None if name is None else _header_name(name)
 
-    def shown(self) -> AppTool:
-        """This tool as responses show it: every header value ``MASK``."""
-        return self.model_copy(update={"headers": dict.fromkeys(self.headers, MASK)})
-
 
 def visible_schema(tool: AppTool) -> dict[str, Any]:
     """The ``parameters`` the model sees: without the ``user_params`` (under

@@ -22,7 +22,9 @@ from sqlalchemy import select, update
 
 from modelgrid.core.errors import NotFoundError, PermissionDeniedError
 from modelgrid.core.types import RoutingHints
+from modelgrid.protocol.app_tools import AppTool
 from modelgrid.storage.models import App, AppSession, AppTurn, KnowledgeBase, KnowledgeDocument
+from modelgrid.storage.sealing import Sealer
 from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
 from modelgrid.tenancy.service import Principal
@@ -44,6 +46,7 @@ class AppStore:
     Args:
         sessions: The database.
         home: This gateway's region and its jurisdiction code, as the topology says now.
+        sealer: Opens the plugins' header values (``storage.sealing``).
         session_ttl_s: How long a session lives after its last turn (``apps.session_ttl_s``).
         clock: The current time (aware).
     """
@@ -52,14 +55,24 @@ class AppStore:
         self,
         sessions: Sessions,
         home: Callable[[], tuple[str, str]],
+        sealer: Sealer,
         session_ttl_s: float = 3600.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
+        self._sealer = sealer
         self.sessions = sessions
         self._home = home
         self.session_ttl_s = session_ttl_s
         self.clock = clock
+
+    def tools(self, app: App) -> list[AppTool]:
+        """``app``'s plugins, their header values opened to be sent.
+
+        Raises:
+            SealedSecretError: a value sealed with another key (a 503 naming the setting).
+        """
+        return [AppTool.model_validate(self._sealer.open_headers(t)) for t in app.tools or ()]
 
     async def app(self, workspace_id: str, app_id: str) -> App:
         """The workspace's app. Raises ``NotFoundError`` (``app_not_found``)."""

@@ -81,7 +81,6 @@ from modelgrid.core.errors import (
 from modelgrid.core.ids import new_request_id
 from modelgrid.core.types import CallContext, ChatMessage, InferenceRequest, ToolChoice
 from modelgrid.knowledge.fusion import reciprocal_rank_fusion
-from modelgrid.protocol.app_tools import AppTool
 from modelgrid.protocol.dashscope.apps import (
     AppCompletionRequest,
     DocReference,
@@ -331,7 +330,7 @@ class AppService(GenerationService):
             )
         tools = None
         if app.tools:  # the pass-through values and tokens, before anything runs
-            defined = [AppTool.model_validate(t) for t in app.tools]
+            defined = self.store.tools(app)
             tools = tool_set(app.id, defined, app.tool_choice, app.max_tool_rounds, inp.biz_params)
         if inp.session_id is not None:
             await self.store.check_session(ws, app.id, inp.session_id)
