@@ -14,7 +14,7 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    apart from the engine's prefill now, read from ``--rounds`` rounds of ``replicas + 1``
    at once, where one request waits behind another); with several
    workers, rounds of ``k`` requests at once that the gateway placed on ``k`` distinct
-   workers (``--rounds`` per ``k``, at least 5; all rounds spread among the idle requests)
+   workers (``--rounds`` per ``k``, at least 5, default 10; all spread among the idle requests)
    measure how much slower a replica serves while ``k``
    share the machine's cores (``host_slowdown``). All written into the profile file.
 4. Workload per load level: Poisson arrivals at ``load x replicas / E[service]`` (the
@@ -419,7 +419,7 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calibrate", type=int, default=10, help="idle requests, gateway")
-    parser.add_argument("--rounds", type=int, default=5, help="calibration rounds per k")
+    parser.add_argument("--rounds", type=int, default=10, help="calibration rounds per k")
     parser.add_argument("--calibrate-spacing-s", type=float, default=0.0,
                         help="idle s before each calibration request or round")  # fmt: skip
     parser.add_argument("--sim-seeds", type=int, default=20, help="simulations per prediction")

@@ -338,7 +338,7 @@ def calibrate_cmd(
         1, "--replicas-per-host", min=1, help="Replicas of the model sharing one machine."
     ),
     rounds: int = typer.Option(
-        5,
+        10,
         "--rounds",
         min=1,
         help="Rounds at once, per kind (k); at least 5 with --replicas-per-host > 1.",
@@ -359,6 +359,7 @@ def calibrate_cmd(
     while several share one machine (host slowdown); write them into the profile."""
     import asyncio
     import datetime
+    import math
 
     import numpy as np
 
@@ -382,7 +383,7 @@ def calibrate_cmd(
         if replicas_per_host > 1 and rounds < calibration.MIN_SLOWDOWN_ROUNDS:
             raise PlanInputError(
                 f"--rounds: {rounds} rounds at once cannot show a host slowdown; at least "
-                f"{calibration.MIN_SLOWDOWN_ROUNDS} (a sign test at "
+                f"{calibration.MIN_SLOWDOWN_ROUNDS} (a signed-rank test at "
                 f"{calibration.SLOWDOWN_ALPHA}) with --replicas-per-host > 1",
                 param="--rounds",
             )
@@ -421,11 +422,13 @@ def calibrate_cmd(
     )
     for k, rnds in sorted(run.together.items()):
         ratios = calibration.slowdown_ratios(result, run, k)
-        slower = sum(r > result.host_slowdown[k - 2] for r in ratios)
+        below = result.host_slowdown[k - 2]
+        slower = sum(r > below for r in ratios)
+        p_value = calibration.signed_rank_p([math.log(r / below) for r in ratios])
         console.print(
             f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds; {slower} "
-            f"slower than with {k - 1} busy, median {float(np.median(ratios)):.3f}): host "
-            f"slowdown {result.host_slowdown[k - 1]:.3f}",
+            f"slower than with {k - 1} busy, median {float(np.median(ratios)):.3f}, "
+            f"p = {p_value:.3f}): host slowdown {result.host_slowdown[k - 1]:.3f}",
             highlight=False,
         )
     console.print(f"written {target}", highlight=False)

@@ -76,11 +76,18 @@ NEIGHBOURS = 4
 """Idle requests, the nearest in time, that ``host_slowdown`` compares each round with."""
 
 SLOWDOWN_ALPHA = 0.05
-"""Significance level of ``host_slowdown``'s sign test: with 5 rounds of ``k``, all 5 must
-be slower than with ``k - 1`` busy (p = 1/32); with 10, 9 of them (p = 11/1024)."""
+"""Significance level of ``host_slowdown``'s test (the exact one-sided Wilcoxon signed-rank
+test): with 5 rounds of ``k``, all 5 must be slower than with ``k - 1`` busy (p = 1/32);
+with 10, e.g. 8 slower and the 2 faster ones by the least (p = 0.024)."""
 
 MIN_SLOWDOWN_ROUNDS = 5
 """Fewest rounds of ``k`` at once that can pass that test (4: p = 1/16 at best)."""
+
+SLOWDOWN_ROUNDS = 10
+"""Rounds per kind that ``modelgrid plan calibrate`` sends by default: a slowdown of 3-4 %
+within the engine's ±5 % wander needs about 10 rounds to show (validation run 16 saw 4 of
+5 rounds slower, median 1.036, which no test at 0.05 keeps from 5; its level then ran 5-10 %
+slower)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,24 +289,49 @@ def host_slowdown(profile: EngineProfile, run: CalibrationRun) -> tuple[float, .
     Each round's ratio is its service ratio over that of the ``NEIGHBOURS`` idle requests
     sent nearest it in time (a paired comparison, so a drift of the engine's speed over the
     calibration cancels out). ``s_k`` is the median of the rounds of ``k``'s ratios when
-    they are significantly above ``s_(k-1)`` — the exact one-sided sign test (Conover,
-    *Practical Nonparametric Statistics*, 3rd ed., 3.4) at ``SLOWDOWN_ALPHA`` — and
-    ``s_(k-1)`` otherwise: more busy replicas on the same cores never make one faster, and a
-    median of a few rounds within the engine's own wander (±10 % over tens of seconds on a
-    shared VM) is no measured slowdown. Validation run 11 read 1.099 at 2 busy from 5 rounds
-    on two cores, where alternating phases of one and two busy workers show 0.95-1.05; as
-    1.099 it put that fleet's TTFT p50 at 0.85 load 55 % over the measured, as 1 at 15 %."""
+    they are significantly above ``s_(k-1)`` — the exact one-sided Wilcoxon signed-rank
+    test on their logarithms (``signed_rank_p``) at ``SLOWDOWN_ALPHA`` — and ``s_(k-1)``
+    otherwise: more busy replicas never make one faster, and a median of a few rounds
+    within the engine's own wander (±10 % over tens of seconds on a shared VM) is no
+    measured slowdown. Validation run 11 read 1.099 at 2 busy from 5 rounds on two cores,
+    where alternating phases of one and two busy workers show 0.95-1.05; as 1.099 it put
+    that fleet's TTFT p50 at 0.85 load 55 % over the measured, as 1 at 15 %. The signed-rank
+    test weighs how far each round is off, not only its side (the sign test of runs 12-16,
+    which needed 9 of 10 rounds slower), so a consistent slowdown of a few % shows in 10
+    rounds while one outlying round cannot make one."""
     if not run.together:
         return ()
     slowdown = [1.0]
     for k in sorted(run.together):
         ratios = slowdown_ratios(profile, run, k)
         below = slowdown[-1]
-        above = sum(r > below for r in ratios)
-        p_value = sum(math.comb(len(ratios), i) for i in range(above, len(ratios) + 1))
-        significant = p_value / 2 ** len(ratios) <= SLOWDOWN_ALPHA
+        p_value = signed_rank_p([math.log(r / below) for r in ratios])
+        significant = p_value <= SLOWDOWN_ALPHA
         slowdown.append(round(float(np.median(ratios)), 4) if significant else below)
     return tuple(slowdown)
+
+
+def signed_rank_p(differences: Sequence[float]) -> float:
+    """One-sided p-value of the exact Wilcoxon signed-rank test that ``differences`` lie
+    above 0 (Conover, *Practical Nonparametric Statistics*, 3rd ed., 5.7): zeros dropped,
+    the others ranked by absolute value (ties: their mean rank), ``T+`` the sum of the
+    positive ones' ranks, and p = P(T+ >= observed) when each rank's sign is + or - with
+    probability 1/2, counted exactly over all ``2^n`` sign patterns (by subset sums of the
+    doubled ranks, integers even with ties). 1.0 with no nonzero difference."""
+    d = np.asarray([x for x in differences if x != 0], dtype=np.float64)
+    if not d.size:
+        return 1.0
+    order = np.abs(d)
+    ranks = np.empty(d.size)
+    for i, value in enumerate(order):  # mean rank: 1 + (below) + (equal - 1) / 2
+        ranks[i] = 1 + np.sum(order < value) + (np.sum(order == value) - 1) / 2
+    doubled = np.rint(2 * ranks).astype(np.int64)
+    counts = np.zeros(int(doubled.sum()) + 1)
+    counts[0] = 1.0
+    for r in doubled:  # counts[w]: sign patterns whose positive doubled ranks sum to w
+        counts[r:] = counts[r:] + counts[: counts.size - r]
+    observed = int(doubled[d > 0].sum())
+    return float(counts[observed:].sum() / 2.0**d.size)
 
 
 def slowdown_ratios(profile: EngineProfile, run: CalibrationRun, k: int) -> list[float]:
@@ -456,6 +488,7 @@ __all__ = [
     "measure",
     "prefill_speed",
     "service_ratio",
+    "signed_rank_p",
     "slowdown_ratios",
     "speed_in_run",
     "work_ms",
