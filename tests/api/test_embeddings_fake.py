@@ -139,6 +139,22 @@ def test_bad_requests_get_openai_errors(
     assert usage_rows(tmp_path / "mg.db", expect=1, timeout_s=0.3) == []
 
 
+@pytest.mark.parametrize("value", [{"a": 1}, [1.5], [["a"]], True, None])
+def test_an_input_of_no_accepted_shape_is_named_as_such(
+    server: ThreadServer, value: object
+) -> None:
+    """Not "should be a valid string" (the union's first member) for ``[1.5]`` or an object:
+    the four shapes the reference accepts."""
+    r = post(server, {"model": EMB, "input": value})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(
+        "Invalid value for 'input': must be a string, an array of strings, an array of token "
+        "ids (integers) or an array of arrays of token ids"
+    ), message
+    assert r.json()["error"]["param"] == "input"
+
+
 def test_chat_and_completions_refuse_the_embedding_model(server: ThreadServer) -> None:
     for path, body in (
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),

@@ -3,6 +3,7 @@ input as one named line with exit status 2 (no traceback)."""
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from modelgrid.cli import app
 from modelgrid.planner import profile as profiles
+from modelgrid.planner import report
 from modelgrid.routing import topology as topo
 from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessions
 
@@ -68,6 +70,27 @@ def test_the_example_plans_and_writes_a_topology_the_gateway_reads(
     assert kr == {"ap-northeast-2"}
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     assert (out / "utilisation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_matplotlib_the_plan_says_it_wrote_no_plots(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the ``plan`` extra is missing, the topology, JSON and HTML are written and the
+    CLI says why there is no PNG (it listed the files and said nothing of plots)."""
+
+    def no_matplotlib(*_: object) -> dict[str, Path]:
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(report, "_plots", no_matplotlib)
+    out = tmp_path / "plan"
+    code, output = invoke(
+        env, "--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
+        "--topology", str(EXAMPLES / "topology.toml"), "--out", str(out), "--no-verify",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "no plots: Plots need matplotlib: pip install 'modelgrid[plan]'." in output.splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "report.html", "topology.toml"]
+    assert f"<p>{html.escape(report.NO_PLOTS)}</p>" in (out / "report.html").read_text()
 
 
 def test_what_ifs_through_the_cli(env: dict[str, str], tmp_path: Path) -> None:
@@ -163,3 +186,24 @@ def test_a_profile_that_cannot_drive_the_plan_is_named(env: dict[str, str], tmp_
     binary.write_bytes(b"a\xff\xfe = 1\n")
     code, output = invoke(env, *base[:4], "--topology", str(binary), "--out", str(tmp_path / "o"))
     assert code == 2 and f"topology {binary}: not UTF-8 text (byte 1)" in " ".join(output.split())
+
+
+def test_a_workspace_rule_of_the_config_file_is_named_with_the_file(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Residency rules come from the API keys in the database or from ``--config`` (which
+    overrides them): an unknown region in one is named with the file it is in."""
+    config = tmp_path / "plan.toml"
+    config.write_text('[[workspaces]]\nname = "acme"\nallowed_regions = ["mars-1"]\n')
+    demand = tmp_path / "demand.toml"
+    demand.write_text(
+        '[[demand]]\nworkspace = "acme"\nregion = "us-east-1"\n'
+        f'model = "{SMALL}"\nrps = 1\n[shapes."{SMALL}"]\n'
+        'prompt = { kind = "fixed", mean = 100 }\noutput = { kind = "fixed", mean = 20 }\n'
+    )
+    code, output = invoke(env, "--forecast", str(demand), "--config", str(config), "--topology",
+                          str(EXAMPLES / "topology.toml"), "--out", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2, output
+    assert f"{config}: workspace acme: allowed_regions names unknown region 'mars-1'" in " ".join(
+        output.split()
+    ), output

@@ -86,6 +86,9 @@ def test_a_local_reference_passes_creation() -> None:
     [
         ("http://ex.com:0/", "the URL's port must be 1..65535"),
         ("http://ex.com:65536/", "not a valid URL (Port out of range 0-65535)"),
+        # checked before urlsplit, whose message quotes the port as it is (a raw DEL)
+        ("http://ex.com:\x7f/", "the URL may not contain spaces or control characters"),
+        ("http://ex.com:8\t0/", "the URL may not contain spaces or control characters"),
     ],
 )
 def test_a_url_port_must_be_one_a_socket_can_reach(url: str, problem: str) -> None:

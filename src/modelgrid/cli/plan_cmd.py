@@ -87,9 +87,25 @@ def plan(
         scenario = _what_ifs(scenario, config, add_region, without, scale_demand)
         result = make_plan(scenario)
     except (PlanInputError, TopologyError) as exc:
-        raise _fail(exc.message) from None
+        raise _fail(_with_source(exc, config, from_usage)) from None
     files = report.write(result, out)
     _print(result, files)
+
+
+def _with_source(exc: Any, config: Path | None, month: str | None) -> str:
+    """``exc``'s message; a workspace's residency rules named with where they came from:
+    the ``--config`` file (which overrides the ledger's) or the API keys in the database."""
+    from modelgrid.planner.inputs import load_plan_file
+
+    param = getattr(exc, "param", None) or ""
+    if not param.startswith("workspaces."):
+        return str(exc.message)
+    name = param.removeprefix("workspaces.")
+    if config is not None and name in {w.name for w in load_plan_file(config).workspaces}:
+        return f"{config}: {exc.message}"
+    if month is not None:
+        return f"{exc.message} (the residency of its API keys in the database)"
+    return str(exc.message)
 
 
 def _scenario(
@@ -252,6 +268,8 @@ def _print(result: Any, files: dict[str, Path]) -> None:
         )
     for name, path in files.items():
         console.print(f"{name:12} {path}", highlight=False)
+    if not any(path.suffix == ".png" for path in files.values()):
+        err_console.print(f"[yellow]no plots: {escape(report.NO_PLOTS)}[/]")
 
 
 @app.command("profile")

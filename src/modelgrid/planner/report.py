@@ -195,6 +195,10 @@ output token p{round(s.options.quantile * 100)} &le; {s.slo.tpot_p95_ms:g} ms;
 """
 
 
+NO_PLOTS = "Plots need matplotlib: pip install 'modelgrid[plan]'."
+"""The report's note, and the CLI's, where matplotlib is missing (written without plots)."""
+
+
 def write(plan: Plan, out: Path) -> dict[str, Path]:
     """Write ``topology.toml`` (the fleet, ready for ``MODELGRID_TOPOLOGY_FILE``),
     ``plan.json``, the PNG plots and ``report.html`` into ``out``.
@@ -213,11 +217,11 @@ def write(plan: Plan, out: Path) -> dict[str, Path]:
         images = _plots(plan, out)
     except ImportError:
         images = {}
-        note = "Plots need matplotlib: pip install 'modelgrid[plan]'."
+        note = NO_PLOTS
     files.update(images)
     files["html"] = out / "report.html"
     files["html"].write_text(_html(plan, images, note), encoding="utf-8")
     return files
 
 
-__all__ = ["Row", "rows", "summary", "write"]
+__all__ = ["NO_PLOTS", "Row", "rows", "summary", "write"]

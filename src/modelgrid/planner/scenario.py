@@ -245,7 +245,7 @@ class Scenario:
                 if r not in known:
                     raise PlanInputError(
                         f"workspace {name}: allowed_regions names unknown region {r!r}",
-                        param="workspaces",
+                        param=f"workspaces.{name}",
                     )
         for region in self.costs:
             if region not in known:

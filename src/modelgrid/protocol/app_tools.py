@@ -89,6 +89,10 @@ class AppTool(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
+        # first: urlsplit's own messages quote the URL's parts as they are (a DEL in the port
+        # came back raw in the error)
+        if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+            raise ValueError("the URL may not contain spaces or control characters")
         try:
             parts = urlsplit(url)
             port = parts.port  # raises on a port out of 0..65535
@@ -102,8 +106,6 @@ class AppTool(BaseModel):
             raise ValueError("the URL has no host")
         if parts.username is not None or parts.password is not None:
             raise ValueError("the URL may not carry user info: put credentials in 'headers'")
-        if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
-            raise ValueError("the URL may not contain spaces or control characters")
         return url
 
     @field_validator("headers")

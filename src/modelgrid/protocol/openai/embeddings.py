@@ -25,13 +25,26 @@ import sys
 from array import array
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from modelgrid.core.errors import InvalidRequestError
 
 MAX_INPUTS = 2048  # the reference's limit per request
 
 EmbeddingInput = str | list[str] | list[StrictInt] | list[list[StrictInt]]
+
+INPUT_SHAPES = (
+    "must be a string, an array of strings, an array of token ids (integers) or an array of "
+    "arrays of token ids"
+)
 
 
 class EmbeddingRequest(BaseModel):
@@ -42,6 +55,16 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _one_of_the_shapes(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """One message naming the four shapes, not the first union member's complaint
+        (``[1.5]`` read "should be a valid string")."""
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(INPUT_SHAPES) from None
 
 
 def input_texts(req: EmbeddingRequest) -> list[str] | list[list[int]]:
