@@ -43,7 +43,7 @@ Figures per (replicas, load): TTFT p50/p95, time per output token p50/p95 (per r
 (last - first) / (tokens - 1)), throughput (requests completed / span), predicted and
 measured, and the error in %. The first ``--warmup`` requests of a level are not counted.
 ``--json FILE`` appends one line per level (figures, in-run speed, profile, CPU, every
-request); ``--report FILE`` prints its markdown table, with each measured TTFT p50's 95 %
+request, and every request of the fleet's calibration); ``--report FILE`` prints its markdown table, with each measured TTFT p50's 95 %
 interval (a moving-block bootstrap over the level's requests: how far 56 requests pin a
 figure whose waits come in bursts) and † on a missed goal whose prediction lies inside it.
 
@@ -124,15 +124,16 @@ def calibrate(
     gw_url: str, gw_key: str, gw_pid: int, replicas: int, path: Path, args: argparse.Namespace
 ) -> tuple[profiles.EngineProfile, float]:
     """``modelgrid plan calibrate`` through the gateway (the product's command, in a child
-    process), on the profile at ``path`` (rewritten in place); returns the calibrated
-    profile and the gateway's CPU ms per calibration request (its idle CPU during
-    ``--calibrate-spacing-s`` included)."""
+    process), on the profile at ``path`` (rewritten in place; its requests recorded beside
+    it, ``.calibration.json``); returns the calibrated profile and the gateway's CPU ms per
+    calibration request (its idle CPU during ``--calibrate-spacing-s`` included)."""
     cmd = [
         sys.executable, "-m", "modelgrid", "plan", "calibrate", "--key", gw_key, "--url", gw_url,
         "--model", MODEL, "--profile", str(path), "--requests", str(args.calibrate),
         "--replicas-per-host", str(replicas), "--rounds", str(args.rounds),
         "--prompt-words", str(args.prompt_words), "--max-tokens", str(args.max_tokens),
         "--seed", str(args.seed * 7 + replicas), "--spacing-s", str(args.calibrate_spacing_s),
+        "--record", str(path.with_suffix(".calibration.json")),
     ]  # fmt: skip
     cpu0 = proc_cpu_s(gw_pid)
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
@@ -326,6 +327,7 @@ def level(
             "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
             "load_avg": [load0, os.getloadavg()[0]],
             "profile": cp.model_dump(mode="json", exclude={"points"}),
+            "calibration": args.calibration_record,
             "rows": [dataclasses.asdict(r) for r in rows],
             # seed 0 at the in-run speed, request by request (the rows' order: arrival)
             "simulated": [
@@ -451,6 +453,9 @@ def main() -> None:
                 folder.mkdir()
                 gw = start_gateway("affinity", [w.port for w in workers], folder)  # cache_aware
                 cp, gw_cpu_ms = calibrate(gw.base_url, gw.key, gw.proc.pid, n, path, args)
+                args.calibration_record = json.loads(
+                    path.with_suffix(".calibration.json").read_text()
+                )
                 print(f"# calibration (modelgrid plan calibrate): overhead {cp.overhead_ms:.0f} "
                       f"ms, host slowdown {cp.host_slowdown}; gateway CPU ~{gw_cpu_ms:.0f} "
                       f"ms/request")  # fmt: skip

@@ -367,11 +367,20 @@ def test_plan_calibrate_measures_the_shared_machine_through_the_gateway(
         app,
         ["plan", "calibrate", "--key", key, "--url", f"{server.base_url}/v1", "--model", MODEL,
          "--profile", str(path), "--requests", "5", "--replicas-per-host", "2", "--rounds", "5",
-         "--max-tokens", "6"],
+         "--max-tokens", "6", "--record", str(tmp_path / "run.json")],
         env=env,
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     p = profiles.load(path)
+    # the record holds every request; applied again, it gives the profile written
+    run = CalibrationRun.from_json(json.loads((tmp_path / "run.json").read_text()))
+    assert (len(run.idle), len(run.crowded), len(run.together[2])) == (5, 5, 5)
+    assert {len(r) for r in run.crowded} == {3} and run.tried[2] >= 5
+    assert all(s.output_tokens == 6 and s.replica for s in run.idle)
+    base = p.model_copy(update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (),
+                                "host_slowdown": ()})  # fmt: skip
+    again = cal.apply(base, run, calibrated_at=p.calibrated_at)
+    assert again.model_dump() == p.model_dump()
     assert p.calibrated_at and (p.prefill, p.decode) == ((120.0, 2.0, 0.0), (30.0, 0.0))
     assert 0.0 <= p.overhead_ms < 100.0  # the fitted prefill alone is 226 ms
     assert len(p.prefill_spread) == len(p.decode_spread) == 5
@@ -417,6 +426,9 @@ def test_plan_calibrate_names_bad_input(
     code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
                        "--out", str(tmp_path))  # fmt: skip
     assert code == 2 and f"cannot write the profile to {tmp_path}: is a directory" in out
+    code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
+                       "--record", str(tmp_path))  # fmt: skip
+    assert code == 2 and f"--record {tmp_path}: is a directory" in out
     (tmp_path / "afile").write_text("x")
     code, out = invoke("--key", key, "--url", url, "--model", MODEL, "--profile", str(path),
                        "--out", str(tmp_path / "afile" / "p.json"))  # fmt: skip

@@ -340,6 +340,30 @@ def profile_cmd(
     )
 
 
+def _write_record(path: Path, data: dict[str, Any] | None) -> None:
+    """``data`` as JSON at ``path``; ``None``: check that it can be written (before minutes
+    of requests), leaving nothing.
+
+    Raises:
+        PlanInputError: the file cannot be written (the reason named).
+    """
+    import json
+
+    from modelgrid.planner import PlanInputError
+
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        with path.open("a" if data is None else "w", encoding="utf-8") as fh:
+            if data is not None:
+                fh.write(json.dumps(data) + "\n")
+        if data is None and not existed:
+            path.unlink()
+    except OSError as exc:
+        raise PlanInputError(f"--record {path}: {exc.strerror or exc}", param="--record") from None
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     key: str = typer.Option(..., "--key", help="An API key the gateway accepts for the model."),
@@ -370,6 +394,9 @@ def calibrate_cmd(
         min=0.0,
         help="Idle seconds before each request or round: spreads the calibration over time "
         "(e.g. 30 requests 5 s apart on a shared machine).",
+    ),
+    record: Path = typer.Option(
+        None, "--record", help="Also write every request's timings to this JSON file."
     ),
 ) -> None:
     """Measure, through the running gateway, what the simulator needs beyond the engine
@@ -408,10 +435,14 @@ def calibrate_cmd(
         base_profile = profiles.load_for(model, path)
         target = out or path
         profiles.check_writable(target)
+        if record is not None:
+            _write_record(record, None)
         run = asyncio.run(go())
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         result = calibration.apply(base_profile, run, calibrated_at=now)
         profiles.save(result, target)
+        if record is not None:
+            _write_record(record, run.to_json())
     except PlanInputError as exc:
         raise _fail(exc.message) from None
     pf, df = result.prefill_spread, result.decode_spread

@@ -45,8 +45,8 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -140,6 +140,35 @@ class CalibrationRun:
     together: dict[int, tuple[tuple[Sample, ...], ...]]
     tried: dict[int, int]
     crowded: tuple[tuple[Sample, ...], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Every request, for the record (``plan calibrate --record``): ``{"idle": [sample,
+        ...], "crowded": [[sample, ...], ...], "together": {"k": [[sample, ...], ...]},
+        "tried": {"k": n}}``, a sample as ``Sample``'s fields (times in s)."""
+
+        def rounds(rs: Sequence[Sequence[Sample]]) -> list[list[dict[str, Any]]]:
+            return [[asdict(x) for x in rnd] for rnd in rs]
+
+        return {
+            "idle": [asdict(x) for x in self.idle],
+            "crowded": rounds(self.crowded),
+            "together": {str(k): rounds(v) for k, v in self.together.items()},
+            "tried": {str(k): n for k, n in self.tried.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CalibrationRun:
+        """The run ``to_json`` wrote."""
+
+        def rounds(rs: list[list[dict[str, Any]]]) -> tuple[tuple[Sample, ...], ...]:
+            return tuple(tuple(Sample(**x) for x in rnd) for rnd in rs)
+
+        return cls(
+            tuple(Sample(**x) for x in data["idle"]),
+            {int(k): rounds(v) for k, v in data["together"].items()},
+            {int(k): int(n) for k, n in data["tried"].items()},
+            rounds(data["crowded"]),
+        )
 
 
 async def measure(
