@@ -126,6 +126,29 @@ def test_a_consistent_small_slowdown_shows_in_ten_rounds() -> None:
     assert cal.host_slowdown(profile, run) == (1.0, 1.0)
 
 
+def test_the_first_requests_of_a_queued_round_count_as_a_round_at_once() -> None:
+    """A round of 3 on 2 replicas runs its first 2 side by side (the third queued): they
+    count toward the slowdown at 2 busy beside the rounds of 2, when the router put them on
+    2 distinct replicas. 3 rounds of 2 at 1.3x and 3 queued rounds whose first two take
+    1.3x (and one whose first two shared a replica, at 3x: not counted) give 6 ratios of
+    1.3 — with 3 alone no test at 0.05 could keep it (p = 1/8), with 6 it does (1/64)."""
+    idle = tuple(sample(10.0 * i, 230, 20) for i in range(10))
+
+    def at(t: float, x: float, replicas: str) -> tuple[Sample, ...]:
+        return tuple(sample(t + 0.05 * j, 30 + 200 * x, 20 * x, replica=r)
+                     for j, r in enumerate(replicas))  # fmt: skip
+
+    together = {2: tuple(at(10.0 * i + 1, 1.3, "ab") for i in range(3))}
+    crowded = (*(at(10.0 * i + 5, 1.3, "aba") for i in range(3)), at(75.0, 3.0, "aab"))
+    run = CalibrationRun(idle, together, {2: 3}, crowded)
+    profile = PROFILE.model_copy(update={"overhead_ms": 30.0})
+    assert len(cal.rounds_at_once(run, 2)) == 6 and cal.rounds_at_once(run, 3) == []
+    assert cal.slowdown_ratios(profile, run, 2) == pytest.approx([1.3] * 6, abs=1e-3)
+    assert cal.host_slowdown(profile, run) == pytest.approx((1.0, 1.3), abs=1e-3)
+    alone = CalibrationRun(idle, together, {2: 3})
+    assert cal.host_slowdown(profile, alone) == (1.0, 1.0)
+
+
 def test_signed_rank_p_is_the_exact_tail() -> None:
     """Against every sign pattern counted by brute force (ties included), and table values:
     n = 5 all positive 1/32; n = 10 with ranks 1 and 2 negative (T- = 3) 5/1024."""

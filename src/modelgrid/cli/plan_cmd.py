@@ -474,10 +474,13 @@ def calibrate_cmd(
         below = result.host_slowdown[k - 2]
         slower = sum(r > below for r in ratios)
         p_value = calibration.signed_rank_p([math.log(r / below) for r in ratios])
+        crowded = len(ratios) - len(rnds)
         console.print(
-            f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds; {slower} "
-            f"slower than with {k - 1} busy, median {float(np.median(ratios)):.3f}, "
-            f"p = {p_value:.3f}): host slowdown {result.host_slowdown[k - 1]:.3f}",
+            f"{k} at once on {k} replicas ({len(rnds)} of {run.tried[k]} rounds"
+            + (f" and the first {k} of {crowded} queued rounds" if crowded else "")
+            + f"; {slower} slower than with {k - 1} busy, median "
+            f"{float(np.median(ratios)):.3f}, p = {p_value:.3f}): host slowdown "
+            f"{result.host_slowdown[k - 1]:.3f}",
             highlight=False,
         )
     console.print(f"written {target}", highlight=False)
