@@ -19,6 +19,8 @@ from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessi
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "planner"
 SMALL, BIG = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
+EXAMPLE = ("--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
+           "--topology", str(EXAMPLES / "topology.toml"))  # fmt: skip
 
 
 @pytest.fixture
@@ -51,10 +53,7 @@ def test_the_example_plans_and_writes_a_topology_the_gateway_reads(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "plan"
-    code, output = invoke(
-        env, "--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
-        "--topology", str(EXAMPLES / "topology.toml"), "--out", str(out), "--no-verify",
-    )  # fmt: skip
+    code, output = invoke(env, *EXAMPLE, "--out", str(out), "--no-verify")
     assert code == 0, output
     assert "Plan:" in output and "replicas" in output
     fleet = topo.load(out / "topology.toml")
@@ -83,10 +82,7 @@ def test_without_matplotlib_the_plan_says_it_wrote_no_plots(
 
     monkeypatch.setattr(report, "_plots", no_matplotlib)
     out = tmp_path / "plan"
-    code, output = invoke(
-        env, "--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
-        "--topology", str(EXAMPLES / "topology.toml"), "--out", str(out), "--no-verify",
-    )  # fmt: skip
+    code, output = invoke(env, *EXAMPLE, "--out", str(out), "--no-verify")
     assert code == 0, output
     assert "no plots: Plots need matplotlib: pip install 'modelgrid[plan]'." in output.splitlines()
     assert sorted(p.name for p in out.iterdir()) == ["plan.json", "report.html", "topology.toml"]
@@ -94,8 +90,7 @@ def test_without_matplotlib_the_plan_says_it_wrote_no_plots(
 
 
 def test_what_ifs_through_the_cli(env: dict[str, str], tmp_path: Path) -> None:
-    base = ["--forecast", str(EXAMPLES / "demand.toml"), "--config", str(EXAMPLES / "plan.toml"),
-            "--topology", str(EXAMPLES / "topology.toml"), "--no-verify"]  # fmt: skip
+    base = [*EXAMPLE, "--no-verify"]
     # no COLUMNS: as with output sent to a file, where Rich assumes 80 columns; a message
     # still comes whole on one line (soft wrap), for logs and grep
     narrow = {k: v for k, v in env.items() if k != "COLUMNS"}
