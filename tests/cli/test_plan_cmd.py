@@ -202,3 +202,42 @@ def test_a_workspace_rule_of_the_config_file_is_named_with_the_file(
     assert f"{config}: workspace acme: allowed_regions names unknown region 'mars-1'" in " ".join(
         output.split()
     ), output
+
+
+def test_out_that_cannot_be_a_folder_is_named_before_planning(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A file as ``--out``, or a path below one: one line, status 2, and no plan computed
+    first (they were tracebacks from the report's ``mkdir``, after the whole plan)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, message in ((afile, f"--out {afile}: not a directory"),
+                         (afile / "sub", f"--out {afile / 'sub'}: {afile} is not a directory")):  # fmt: skip
+        code, output = invoke(env, *EXAMPLE, "--out", str(out))
+        assert code == 2 and message in output.splitlines(), output
+        assert "Plan:" not in output
+    assert afile.read_text() == "x"
+
+
+def test_an_unknown_model_of_the_demand_is_named_before_an_unused_profile(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The demand names a model with no profile and ``--profile`` gives one for another:
+    the demand's model is the fault (the message blamed the ``--profile``); a rate that is
+    no rate is named with its file."""
+    shapes = ('[shapes."gpt-9"]\nprompt = { kind = "fixed", mean = 100 }\n'
+              'output = { kind = "fixed", mean = 20 }\n')  # fmt: skip
+    demand = tmp_path / "demand.toml"
+    demand.write_text(f'[[demand]]\nregion = "us-east-1"\nmodel = "gpt-9"\nrps = 1\n{shapes}')
+    profile = profiles.default_path(Path(env["MODELGRID_DATA_DIR"]), SMALL)
+    code, output = invoke(env, "--forecast", str(demand), "--topology",
+                          str(EXAMPLES / "topology.toml"), "--profile", f"{SMALL}={profile}",
+                          "--out", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2, output
+    assert "demand[0].model: no engine profile for model 'gpt-9'" in " ".join(output.split())
+    demand.write_text(f'[[demand]]\nregion = "us-east-1"\nmodel = "gpt-9"\nrps = nan\n{shapes}')
+    code, output = invoke(env, "--forecast", str(demand), "--out", str(tmp_path / "o"))
+    assert code == 2 and (
+        f"{demand}: demand[0].rps: a rate must be a finite number >= 0 (got nan)"
+        in " ".join(output.split())
+    ), output

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from modelgrid.cli import app
 from modelgrid.config import Settings
 from modelgrid.engines.registry import build_engine
 from modelgrid.planner.profiling import ProfileGrid, profile_engine
@@ -32,3 +36,20 @@ async def test_profiling_the_real_engine() -> None:
     assert p.slots == 1  # one sequence at a time: two at once do not add throughput
     assert p.prefill_ms(96) > p.prefill_ms(24) > 0
     assert p.decode[0] > 0 and p.measured_at
+
+
+def test_plan_profile_refuses_prompts_longer_than_the_context(tmp_path: Path) -> None:
+    """One line and status 2 before the engine loads (it was a ContextLengthExceededError
+    traceback from inside the profiling)."""
+    done = CliRunner().invoke(
+        app,
+        ["plan", "profile", "--prompt-tokens", "64,600", "--output-tokens", "32",
+         "--out", str(tmp_path / "p.json")],
+        env={"MODELGRID_ENGINE__N_CTX": "512", "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert (
+        f"--prompt-tokens: at most 480 for {MODEL} (a context of 512 tokens less "
+        "--output-tokens 32), got 600"
+    ) in " ".join(done.output.split())
+    assert not (tmp_path / "p.json").exists()

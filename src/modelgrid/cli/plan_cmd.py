@@ -79,6 +79,7 @@ def plan(
 
     if (from_usage is None) == (forecast is None):
         raise _fail("give exactly one of --from-usage YYYY-MM and --forecast FILE")
+    _check_out_dir(out)
     try:
         scenario = _scenario(
             from_usage, forecast, config, topology, profile, ttft_p95_ms, tpot_p95_ms, seed,
@@ -90,6 +91,26 @@ def plan(
         raise _fail(_with_source(exc, config, from_usage)) from None
     files = report.write(result, out)
     _print(result, files)
+
+
+def _check_out_dir(out: Path) -> None:
+    """``out`` can become the report's folder: a directory, or creatable (its nearest
+    existing ancestor a writable directory) — said before the plan's seconds of work."""
+    import os
+
+    if out.exists():
+        if not out.is_dir():
+            raise _fail(f"--out {out}: not a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise _fail(f"--out {out}: not writable")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _fail(f"--out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _fail(f"--out {out}: {parent} is not writable")
 
 
 def _with_source(exc: Any, config: Path | None, month: str | None) -> str:
@@ -156,8 +177,11 @@ def _scenario(
     workspaces.update({w.name: w for w in settings_file.workspaces})
     explicit = {m: Path(p) for m, p in _pairs(profile_args, "--profile")}
     wanted = {d.model for d in demand}
+    unprofiled = {
+        m for m in wanted - set(explicit) if not profiles.default_path(s.data_dir, m).exists()
+    }
     for m, p in explicit.items():
-        if m not in wanted:
+        if m not in wanted and not unprofiled:  # else the demand's model is named first
             raise PlanInputError(
                 f"--profile {m}={p}: no demand for the model {m!r} (the demand names "
                 f"{', '.join(sorted(wanted)) or 'none'})",
@@ -287,6 +311,7 @@ def profile_cmd(
     prefill and decode times the planner simulates with."""
     import asyncio
 
+    from modelgrid.core.errors import ModelgridError
     from modelgrid.engines.catalog import CATALOG
     from modelgrid.planner import profile as profiles
     from modelgrid.planner.profiling import ProfileGrid, profile_engine
@@ -313,6 +338,13 @@ def profile_cmd(
     prepare_or_exit([model], s.models_dir)
     engine = build_engine("llamacpp", model, s.models_dir, s.engine)
     threads = s.engine.n_threads or None
+    context = engine.card.context_length
+    if max(grid.prompt_tokens) + output_tokens > context:
+        raise _fail(
+            f"--prompt-tokens: at most {context - output_tokens} for {model} (a context of "
+            f"{context} tokens less --output-tokens {output_tokens}), got "
+            f"{max(grid.prompt_tokens)}"
+        )
 
     def show(p: Any) -> None:
         console.print(
@@ -328,7 +360,10 @@ def profile_cmd(
         finally:
             await engine.aclose()
 
-    result = asyncio.run(go())
+    try:
+        result = asyncio.run(go())
+    except ModelgridError as exc:  # e.g. a prompt a few tokens over the context
+        raise _fail(f"profile: {exc.message}") from None
     path = out or profiles.default_path(s.data_dir, model)
     profiles.save(result, path)
     a, b, c = result.prefill

@@ -49,12 +49,13 @@ The plan settings (``--config plan.toml``)::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelgrid.planner.errors import PlanInputError, problem
 from modelgrid.planner.scenario import HOURS, Demand, PlanOptions, Residency, Slo
@@ -70,7 +71,15 @@ class DemandRow(_File):
     region: str
     model: str
     hour: Annotated[int, Field(ge=0, le=23)] | None = None
-    rps: float  # checked by Scenario.check (a negative rate is named there)
+    rps: float
+
+    @field_validator("rps")
+    @classmethod
+    def _rate(cls, rps: float) -> float:
+        """Named with the file (Scenario.check names the ledger's rows the same way)."""
+        if not (rps >= 0 and math.isfinite(rps)):
+            raise ValueError("a rate must be a finite number >= 0")
+        return rps
 
 
 class StreamArrivals(ArrivalSpec):
