@@ -79,16 +79,20 @@ def plan(
 
     if (from_usage is None) == (forecast is None):
         raise _fail("give exactly one of --from-usage YYYY-MM and --forecast FILE")
+    from modelgrid.planner.inputs import load_plan_file
+
     _check_out_dir(out)
+    settings_file = None
     try:
+        settings_file = load_plan_file(config)  # read once: settings, what-ifs, messages
         scenario = _scenario(
-            from_usage, forecast, config, topology, profile, ttft_p95_ms, tpot_p95_ms, seed,
-            no_verify,
+            from_usage, forecast, settings_file, topology, profile, ttft_p95_ms, tpot_p95_ms,
+            seed, no_verify,
         )  # fmt: skip
-        scenario = _what_ifs(scenario, config, add_region, without, scale_demand)
+        scenario = _what_ifs(scenario, settings_file, add_region, without, scale_demand)
         result = make_plan(scenario)
     except (PlanInputError, TopologyError) as exc:
-        raise _fail(_with_source(exc, config, from_usage)) from None
+        raise _fail(_with_source(exc, config, settings_file, from_usage)) from None
     files = report.write(result, out)
     _print(result, files)
 
@@ -113,16 +117,15 @@ def _check_out_dir(out: Path) -> None:
         raise _fail(f"--out {out}: {parent} is not writable")
 
 
-def _with_source(exc: Any, config: Path | None, month: str | None) -> str:
+def _with_source(exc: Any, config: Path | None, settings_file: Any, month: str | None) -> str:
     """``exc``'s message; a workspace's residency rules named with where they came from:
-    the ``--config`` file (which overrides the ledger's) or the API keys in the database."""
-    from modelgrid.planner.inputs import load_plan_file
-
+    the ``--config`` file (``settings_file``, which overrides the ledger's) or the API keys
+    in the database."""
     param = getattr(exc, "param", None) or ""
     if not param.startswith("workspaces."):
         return str(exc.message)
     name = param.removeprefix("workspaces.")
-    if config is not None and name in {w.name for w in load_plan_file(config).workspaces}:
+    if settings_file is not None and name in {w.name for w in settings_file.workspaces}:
         return f"{config}: {exc.message}"
     if month is not None:
         return f"{exc.message} (the residency of its API keys in the database)"
@@ -132,7 +135,7 @@ def _with_source(exc: Any, config: Path | None, month: str | None) -> str:
 def _scenario(
     month: str | None,
     forecast: Path | None,
-    config: Path | None,
+    settings_file: Any,
     topology: Path | None,
     profile_args: list[str],
     ttft: float | None,
@@ -143,11 +146,10 @@ def _scenario(
     from modelgrid.core.errors import TopologyError
     from modelgrid.planner import PlanInputError, Scenario, ledger
     from modelgrid.planner import profile as profiles
-    from modelgrid.planner.inputs import load_forecast, load_plan_file
+    from modelgrid.planner.inputs import load_forecast
     from modelgrid.routing import topology as topo
 
     s = settings()
-    settings_file = load_plan_file(config)
     path = topology or s.topology_path
     if topology is not None and not path.exists():
         raise PlanInputError(f"--topology: no such file {path}", param="--topology")
@@ -226,12 +228,11 @@ def _read_ledger(month: str, default_region: str) -> Any:
 
 
 def _what_ifs(
-    scenario: Any, config: Path | None, add: list[str], without: list[str], scale: list[str]
+    scenario: Any, settings_file: Any, add: list[str], without: list[str], scale: list[str]
 ) -> Any:
     from modelgrid.planner import PlanInputError, whatif
-    from modelgrid.planner.inputs import load_plan_file
 
-    extra = {r.id: r for r in load_plan_file(config).extra_regions}
+    extra = {r.id: r for r in settings_file.extra_regions}
     for rid in add:
         if rid not in extra:
             raise PlanInputError(
