@@ -79,16 +79,10 @@ NEIGHBOURS = 4
 SLOWDOWN_ALPHA = 0.05
 """Significance level of ``host_slowdown``'s test (the exact one-sided Wilcoxon signed-rank
 test): with 5 rounds of ``k``, all 5 must be slower than with ``k - 1`` busy (p = 1/32);
-with 10, e.g. 8 slower and the 2 faster ones by the least (p = 0.024)."""
+with 10, e.g. 8 slower and the 2 faster ones by the least (p = 5/1024)."""
 
 MIN_SLOWDOWN_ROUNDS = 5
 """Fewest rounds of ``k`` at once that can pass that test (4: p = 1/16 at best)."""
-
-SLOWDOWN_ROUNDS = 10
-"""Rounds per kind that ``modelgrid plan calibrate`` sends by default: a slowdown of 3-4 %
-within the engine's ±5 % wander needs about 10 rounds to show (validation run 16 saw 4 of
-5 rounds slower, median 1.036, which no test at 0.05 keeps from 5; its level then ran 5-10 %
-slower)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +329,15 @@ def host_slowdown(profile: EngineProfile, run: CalibrationRun) -> tuple[float, .
     for k in sorted(run.together):
         ratios = slowdown_ratios(profile, run, k)
         below = slowdown[-1]
-        p_value = signed_rank_p([math.log(r / below) for r in ratios])
-        significant = p_value <= SLOWDOWN_ALPHA
+        significant = slowdown_p(ratios, below) <= SLOWDOWN_ALPHA
         slowdown.append(round(float(np.median(ratios)), 4) if significant else below)
     return tuple(slowdown)
+
+
+def slowdown_p(ratios: Sequence[float], below: float) -> float:
+    """``signed_rank_p`` of ``ratios`` (rounds' service ratios) being above ``below`` (the
+    slowdown at one fewer busy), on their logarithms."""
+    return signed_rank_p([math.log(r / below) for r in ratios])
 
 
 def signed_rank_p(differences: Sequence[float]) -> float:
@@ -536,6 +535,7 @@ __all__ = [
     "rounds_at_once",
     "service_ratio",
     "signed_rank_p",
+    "slowdown_p",
     "slowdown_ratios",
     "speed_in_run",
     "work_ms",
