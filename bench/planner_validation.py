@@ -28,8 +28,12 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    usage ledger holds) replayed through ``planner.sim`` over the same topology (trace-driven:
    the same sample path, so the comparison is of the model, not of two random draws; each
    figure the mean over ``--sim-seeds`` simulations, whose seeds draw the requests' spread
-   factors and the router's choices), three ways: ``stored``, the calibrated profile file as ``modelgrid plan`` reads it (the
-   product's claim); ``in-run``, the same with its spreads re-centred on the engine's speed
+   factors and the router's choices), four ways: ``stored``, the calibrated profile file as ``modelgrid plan`` reads it (the
+   product's claim); ``ledger``, that profile re-centred by ``modelgrid plan recalibrate``
+   (the product's command, in a child process) on the gateway's usage ledger over the
+   window before the level (from the start of the previous level, or of the calibration
+   for the first: out of sample, the fleet's speed minutes before, as an operator would
+   recalibrate on the last busy hour); ``in-run``, the same with its spreads re-centred on the engine's speed
    during the level, read from the level's own requests (``calibration.speed_in_run``:
    decode from each request's time per output token, prefill from the requests that found
    their replica idle, each with the calibrated host slowdown taken off while other
@@ -58,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import itertools
 import json
 import os
@@ -143,6 +148,34 @@ def calibrate(
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def now_iso_ms() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def recalibrated(
+    gw: Gateway, path: Path, since: str, until: str, tag: str
+) -> tuple[profiles.EngineProfile, str]:
+    """``modelgrid plan recalibrate`` (the product's command, in a child process) on the
+    gateway's usage ledger from ``since`` to ``until``: the calibrated profile at ``path``
+    re-centred on the fleet's speed over the requests that arrived then (written beside it,
+    ``.ledger-<tag>.json``); returns it and the command's report line (the stored profile
+    and the command's refusal where the window holds too few requests)."""
+    folder = gw.folder
+    out = path.with_suffix(f".ledger-{tag}.json")
+    cmd = [
+        sys.executable, "-m", "modelgrid", "plan", "recalibrate", "--model", MODEL,
+        "--since", since, "--until", until, "--profile", str(path), "--out", str(out),
+        "--topology", str(folder / "topology.toml"),
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "400", "MODELGRID_DATA_DIR": str(folder),
+           "MODELGRID_DATABASE__URL": f"sqlite+aiosqlite:///{folder / 'mg.db'}"}  # fmt: skip
+    done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode == 2:  # too few requests in the window: the stored profile, said so
+        return profiles.load(path), "not recalibrated: " + " ".join(done.stderr.split())
+    done.check_returncode()
+    return profiles.load(out), done.stdout.splitlines()[0]
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -280,6 +313,7 @@ def level(
             "client": [os.getpid()]}  # fmt: skip
     cpu0 = {k: sum(proc_cpu_s(p) for p in v) for k, v in pids.items()}
     busy0, wall0, load0 = machine_busy_s(), time.monotonic(), os.getloadavg()[0]
+    since, args.phase_start = args.phase_start, now_iso_ms()
     rows = asyncio.run(run_level(gw.base_url, gw.key, rate, args, args.seed * 100 + index))
     wall = time.monotonic() - wall0
     cpu = {k: sum(proc_cpu_s(p) for p in v) - cpu0[k] for k, v in pids.items()}
@@ -291,8 +325,11 @@ def level(
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
     )
+    ledger_cp, ledger_line = recalibrated(gw, args.profile_path, since, args.phase_start,
+                                          f"{n}-{index}")  # fmt: skip
     preds = {
         "stored": predict(rows, n, cp, args.warmup, args.sim_seeds),
+        "ledger": predict(rows, n, ledger_cp, args.warmup, args.sim_seeds),
         "in_run": predict(rows, n, at_speed(cp, speed), args.warmup, args.sim_seeds),
         "plain": predict(rows, n, plain, args.warmup, args.sim_seeds),
     }
@@ -311,8 +348,9 @@ def level(
           f"{cpu['gateway'] / len(rows):.3f}, workers {cpu['workers'] / len(rows):.3f}, client "
           f"{cpu['client'] / len(rows):.3f}; foreign {foreign:.2f} cores; 1-min load "
           f"{load0:.2f} -> {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print("replicas load requests | metric          measured |  stored    err |  in-run    err"
-          " |   plain    err")  # fmt: skip
+    print(f"# ledger (modelgrid plan recalibrate, {since} to {args.phase_start}): {ledger_line}")
+    print("replicas load requests | metric          measured |  stored    err |  ledger    err"
+          " |  in-run    err |   plain    err")  # fmt: skip
     for k in METRICS:
         cells = " | ".join(
             f"{preds[w][k]:7.3f} {100 * (preds[w][k] - m[k]) / m[k]:+5.1f}%" for w in preds
@@ -324,6 +362,8 @@ def level(
             "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(), "warmup": args.warmup,
             "measured": m, **{f"predicted_{w}": v for w, v in preds.items()},
             "speed": dataclasses.asdict(speed), "handover_ms": gaps,
+            "ledger_window": [since, args.phase_start],
+            "ledger_spreads": [ledger_cp.prefill_spread, ledger_cp.decode_spread],
             "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
             "load_avg": [load0, os.getloadavg()[0]],
             "profile": cp.model_dump(mode="json", exclude={"points"}),
@@ -340,7 +380,7 @@ def level(
             fh.write(json.dumps(record) + "\n")
 
 
-PREDICTIONS = ("stored", "in_run", "plain")
+PREDICTIONS = ("stored", "ledger", "in_run", "plain")
 BLOCK = 8
 """Requests a block of ``interval95``'s bootstrap: neighbours in a queue wait alike."""
 
@@ -382,12 +422,12 @@ def _f(x: float | None) -> str:
 
 def report(path: str, warmup: int) -> None:
     """The markdown table of a ``--json`` file: per level, measured (with the 95 % interval
-    of the TTFT p50, ``interval95``) and the error of each prediction (stored / in-run /
-    plain), goals marked (bold: missed; †: inside the measured figure's 95 % interval)."""
+    of the TTFT p50, ``interval95``) and the error of each prediction (stored / ledger /
+    in-run / plain; ``n/a`` where a record has none), goals marked (bold: missed; †: inside the measured figure's 95 % interval)."""
     goals = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
              "throughput_rps": 10}  # fmt: skip
     print("| replicas | load (target / sim.) | 1-min load | in-run prefill / decode | "
-          + " | ".join(f"{k} meas. | stored / in-run / plain" for k in METRICS) + " |")  # fmt: skip
+          + " | ".join(f"{k} meas. | stored / ledger / in-run / plain" for k in METRICS) + " |")  # fmt: skip
     print("|---" * (4 + 2 * len(METRICS)) + "|")
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
@@ -398,7 +438,7 @@ def report(path: str, warmup: int) -> None:
             cells[0] += f" ({ci['ttft_p50_ms'][0]:.0f}-{ci['ttft_p50_ms'][1]:.0f})"
         errs = [
             " / ".join(_err(r[f"predicted_{w}"][k], m[k], goals[k], ci.get(k))
-                       for w in PREDICTIONS)
+                       if f"predicted_{w}" in r else "n/a" for w in PREDICTIONS)
             for k in METRICS
         ]  # fmt: skip
         print(f"| {r['replicas']} | {r['load']:.2f} / {r['predicted_stored']['utilisation']:.2f} "
@@ -452,6 +492,8 @@ def main() -> None:
                 folder = tmp / f"fleet-{n}"
                 folder.mkdir()
                 gw = start_gateway("affinity", [w.port for w in workers], folder)  # cache_aware
+                args.phase_start = now_iso_ms()  # the ledger's first window: the calibration
+                args.profile_path = path
                 cp, gw_cpu_ms = calibrate(gw.base_url, gw.key, gw.proc.pid, n, path, args)
                 args.calibration_record = json.loads(
                     path.with_suffix(".calibration.json").read_text()

@@ -87,6 +87,8 @@ class Gateway:
     port: int
     proc: subprocess.Popen[bytes]
     key: str
+    folder: Path
+    """Its data dir: ``mg.db`` (the usage ledger) and ``topology.toml``."""
 
     @property
     def base_url(self) -> str:
@@ -136,7 +138,7 @@ def start_gateway(side: str, worker_ports: list[int], tmp: Path) -> Gateway:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).is_success:
-                return Gateway(side, port, proc, key)
+                return Gateway(side, port, proc, key, folder)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)

@@ -241,3 +241,40 @@ def test_an_unknown_model_of_the_demand_is_named_before_an_unused_profile(
         f"{demand}: demand[0].rps: a rate must be a finite number >= 0 (got nan)"
         in " ".join(output.split())
     ), output
+
+
+def test_recalibrate_reads_the_engine_speed_from_the_ledger(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    t0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    rows = []
+    for i in range(30):  # SMALL's fit: prefill 20 + 0.8 n ms, decode 25 ms a token
+        ttft, total = round((20 + 0.8 * 100) * 1.2), round((20 + 0.8 * 100) * 1.2 + 15 * 25 * 0.92)
+        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=5 * i, milliseconds=total),
+                              model=SMALL, region="local", replica="local-0", ttft_ms=ttft,
+                              total_ms=total, prompt_tokens=100, completion_tokens=16))  # fmt: skip
+    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+    out = tmp_path / "recentred.json"
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+                          "--until", "2026-12-07T10:05:00", "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    assert "30 requests of qwen2.5-coder-0.5b-instruct in the ledger" in output
+    assert "prefill 1.200 x the profile's fit (30 that found their replica idle), decode 0.920 x (30 requests)" in output  # fmt: skip
+    p = profiles.load(out)
+    assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--since", "yesterday"), "--since: expected an ISO 8601 time (2026-12-07T10:00:00Z), got 'yesterday'"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T09:00:00Z"), "--until: 2026-12-07T09:00:00+00:00 is not after --since"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct in the window"),
+        (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
+    ],
+)  # fmt: skip
+def test_recalibrate_bad_input_is_named(
+    env: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    code, output = invoke(env, "recalibrate", "--model", SMALL, *args)
+    assert code == 2 and message in " ".join(output.split()), output

@@ -1,6 +1,7 @@
 """``modelgrid plan``: replicas per region and model that meet the latency targets at least
 cost (``modelgrid.planner``); ``modelgrid plan profile``: measure the real engine;
-``modelgrid plan calibrate``: measure the serving path and co-location through the gateway.
+``modelgrid plan calibrate``: measure the serving path and co-location through the gateway;
+``modelgrid plan recalibrate``: re-centre the engine's speed on the ledger's traffic.
 
 This module is a composition root for the planner: it reads the topology file, the usage
 ledger (``tenancy.demand``) or a forecast, the profiles, and for ``profile`` builds the engine
@@ -132,6 +133,27 @@ def _with_source(exc: Any, config: Path | None, settings_file: Any, month: str |
     return str(exc.message)
 
 
+def _topology(topology: Path | None) -> Any:
+    """The topology file at ``topology`` (default: the gateway's; the built-in one where
+    that file does not exist).
+
+    Raises:
+        PlanInputError: ``--topology`` names no file, or the file is invalid or unreadable.
+    """
+    from modelgrid.core.errors import TopologyError
+    from modelgrid.planner import PlanInputError
+    from modelgrid.routing import topology as topo
+
+    path = topology or settings().topology_path
+    if topology is not None and not path.exists():
+        raise PlanInputError(f"--topology: no such file {path}", param="--topology")
+    try:
+        return topo.load(path) if path.exists() else topo.default_topology()
+    except (OSError, TopologyError) as exc:
+        why = exc.message if isinstance(exc, TopologyError) else exc.strerror or str(exc)
+        raise PlanInputError(f"topology {path}: {why}", param="--topology") from None
+
+
 def _scenario(
     month: str | None,
     forecast: Path | None,
@@ -143,21 +165,12 @@ def _scenario(
     seed: int | None,
     no_verify: bool,
 ) -> Any:
-    from modelgrid.core.errors import TopologyError
     from modelgrid.planner import PlanInputError, Scenario, ledger
     from modelgrid.planner import profile as profiles
     from modelgrid.planner.inputs import load_forecast
-    from modelgrid.routing import topology as topo
 
     s = settings()
-    path = topology or s.topology_path
-    if topology is not None and not path.exists():
-        raise PlanInputError(f"--topology: no such file {path}", param="--topology")
-    try:
-        base = topo.load(path) if path.exists() else topo.default_topology()
-    except (OSError, TopologyError) as exc:
-        why = exc.message if isinstance(exc, TopologyError) else exc.strerror or str(exc)
-        raise PlanInputError(f"topology {path}: {why}", param="--topology") from None
+    base = _topology(topology)
     if month is not None:
         from modelgrid.core.errors import InvalidRequestError
         from modelgrid.tenancy.billing import month_bounds
@@ -518,6 +531,76 @@ def calibrate_cmd(
             f"{result.host_slowdown[k - 1]:.3f}",
             highlight=False,
         )
+    console.print(f"written {target}", highlight=False)
+
+
+def _when(text: str, option: str) -> Any:
+    import datetime
+
+    try:
+        at = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(
+            f"{option}: expected an ISO 8601 time (2026-12-07T10:00:00Z), got {text!r}"
+        ) from None
+    return at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at
+
+
+@app.command("recalibrate")
+def recalibrate_cmd(
+    since: str = typer.Option(..., "--since", help="Requests that arrived from (ISO 8601, UTC)."),
+    until: str = typer.Option(None, "--until", help="…up to (default: now)."),
+    model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
+    region: str = typer.Option(None, "--region", help="Only this region's requests."),
+    profile_path: Path = typer.Option(
+        None, "--profile", help="The calibrated profile (default: the data dir's)."
+    ),
+    out: Path = typer.Option(None, "--out", help="Where to write it (default: in place)."),
+    topology: Path = typer.Option(
+        None,
+        "--topology",
+        help="Topology file: which replicas share a machine (default: the gateway's).",
+    ),
+) -> None:
+    """Re-centre a calibrated profile's prefill and decode speed on the fleet's own
+    traffic in the usage ledger (no idle fleet, no probe requests): the engine's speed as
+    it served the requests that arrived from --since to --until."""
+    import datetime
+
+    from modelgrid.cli.common import read_run
+    from modelgrid.planner import PlanInputError
+    from modelgrid.planner import profile as profiles
+    from modelgrid.planner.recalibration import recalibrate
+    from modelgrid.tenancy.timings import read_served
+
+    start = _when(since, "--since")
+    end = _when(until, "--until") if until else datetime.datetime.now(datetime.UTC)
+    if end <= start:
+        raise _fail(f"--until: {end.isoformat()} is not after --since {start.isoformat()}")
+    s = settings()
+    path = profile_path or profiles.default_path(s.data_dir, model)
+    try:
+        fleet = _topology(topology)
+        base = profiles.load_for(model, path)
+        target = out or path
+        profiles.check_writable(target)
+        served = read_run(lambda sessions: read_served(sessions, model, start, end, region=region))
+        result, speed = recalibrate(base, served, fleet)
+        result = result.model_copy(
+            update={
+                "calibrated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            }
+        )
+        profiles.save(result, target)
+    except PlanInputError as exc:
+        raise _fail(exc.message) from None
+    console.print(
+        f"{len(served)} requests of {model} in the ledger from {start.isoformat()} to "
+        f"{end.isoformat()}: prefill {speed.prefill:.3f} x the profile's fit "
+        f"({speed.prefill_requests} that found their replica idle), decode "
+        f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
+        highlight=False,
+    )
     console.print(f"written {target}", highlight=False)
 
 

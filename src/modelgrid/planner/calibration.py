@@ -458,22 +458,12 @@ class Speed:
     decode_requests: int
 
 
-def speed_in_run(profile: EngineProfile, samples: Sequence[Sample]) -> Speed:
-    """The engine's prefill and decode speed during a run over the profile's fit, read
-    from the run's own requests: the median over requests of the engine work each did
-    (``work_ms``: its time, each ms counted at ``1 / host_slowdown[k - 1]`` while ``k``
-    replicas of the machine were busy, so a request that shared the cores is not read as a
-    slower engine) over the fitted time. Decode: every request of two tokens or more, first
-    to last token, over (tokens - 1) x the fitted step. Prefill: the requests that found no
-    other in flight on their replica when sent, from send + ``overhead_ms`` to the first
-    token, over the fitted prefill (a request that waited behind another says nothing of
-    its own prefill).
-
-    Args:
-        profile: The profile whose fits the speeds are relative to (its ``overhead_ms``
-            and ``host_slowdown`` are used as they are).
-        samples: The run's requests, each naming its replica.
-    """
+def speed_ratios(
+    profile: EngineProfile, samples: Sequence[Sample]
+) -> tuple[list[float], list[float]]:
+    """Each request's prefill and decode work over the profile's fit (``speed_in_run``'s
+    samples, before the medians): ``(prefill ratios, decode ratios)``; every request of
+    ``samples`` on one machine."""
     decode, prefill = [], []
     slowdown = profile.host_slowdown
     for s in samples:
@@ -491,6 +481,34 @@ def speed_in_run(profile: EngineProfile, samples: Sequence[Sample]) -> Speed:
         if not queued and fitted > 0:
             start_s = s.sent_s + profile.overhead_ms / 1000
             prefill.append(work_ms(s, start_s, s.first_s, samples, slowdown) / fitted)
+    return prefill, decode
+
+
+def speed_in_run(
+    profile: EngineProfile, samples: Sequence[Sample], *more_machines: Sequence[Sample]
+) -> Speed:
+    """The engine's prefill and decode speed during a run over the profile's fit, read
+    from the run's own requests: the median over requests of the engine work each did
+    (``work_ms``: its time, each ms counted at ``1 / host_slowdown[k - 1]`` while ``k``
+    replicas of the machine were busy, so a request that shared the cores is not read as a
+    slower engine) over the fitted time. Decode: every request of two tokens or more, first
+    to last token, over (tokens - 1) x the fitted step. Prefill: the requests that found no
+    other in flight on their replica when sent, from send + ``overhead_ms`` to the first
+    token, over the fitted prefill (a request that waited behind another says nothing of
+    its own prefill).
+
+    Args:
+        profile: The profile whose fits the speeds are relative to (its ``overhead_ms``
+            and ``host_slowdown`` are used as they are).
+        samples: The run's requests on one machine, each naming its replica.
+        more_machines: Requests of other machines (each its own sequence): the medians are
+            over the requests of all.
+    """
+    prefill, decode = [], []
+    for machine in (samples, *more_machines):
+        p, d = speed_ratios(profile, machine)
+        prefill += p
+        decode += d
     return Speed(
         float(np.median(prefill)) if prefill else None,
         float(np.median(decode)) if decode else None,
@@ -538,5 +556,6 @@ __all__ = [
     "slowdown_p",
     "slowdown_ratios",
     "speed_in_run",
+    "speed_ratios",
     "work_ms",
 ]

@@ -6,6 +6,11 @@ prompt tokens not served from a prefix cache and of their output tokens, per mod
 squared coefficient of variation of the gaps between consecutive requests of each
 (region, model) within the same clock hour (how bursty arrivals are: 1 for Poisson); and
 each workspace's residency rules.
+
+A row is written when its request ends (``created_at``); its arrival is ``created_at -
+total_ms``, and the hours and gaps are of arrivals: the gaps between completions are those
+of the queue's departures, which a busy replica smooths to its service times (a burst of
+ten requests read as ten evenly spaced ones).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -93,8 +98,8 @@ def _reservoir(sample: list[int], seen: int, value: int, size: int, rng: random.
 async def read_demand(
     sessions: Sessions, month: str, *, samples: int = 2000, default_region: str = "local"
 ) -> LedgerDemand:
-    """The month's demand (see the module docstring); rows without a region count in
-    ``default_region``.
+    """The month's demand (see the module docstring): the requests that ended in it; rows
+    without a region count in ``default_region``.
 
     Raises:
         InvalidRequestError: ``month`` is not ``YYYY-MM``.
@@ -125,16 +130,19 @@ async def read_demand(
                 UsageRecord.prompt_tokens,
                 UsageRecord.cached_tokens,
                 UsageRecord.completion_tokens,
+                UsageRecord.total_ms,
             )
             .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
             .where(UsageRecord.batch_id.is_(None))
             .where(UsageRecord.endpoint.not_like("%embedding%"))
-            .order_by(UsageRecord.created_at)
         )
-        rows: Sequence[tuple[datetime, str | None, str | None, str, int, int, int]]
+        rows: Sequence[tuple[datetime, str | None, str | None, str, int, int, int, int]]
         rows = (await session.execute(stmt)).all()
-    for created, ws_id, region, model, prompt, cached, completion in rows:
-        at = aware(created)
+    arrivals = sorted(
+        ((aware(row[0]) - timedelta(milliseconds=max(0, row[7] or 0)), row[1:7]) for row in rows),
+        key=lambda arrival: arrival[0],
+    )
+    for at, (ws_id, region, model, prompt, cached, completion) in arrivals:
         ws: Workspace | None = names.get(ws_id or "")
         key = (ws.name if ws else (ws_id or "unknown"), region or default_region, model, at.hour)
         out.counts[key] = out.counts.get(key, 0) + 1

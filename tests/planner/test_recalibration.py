@@ -1,0 +1,128 @@
+"""A profile re-centred on the ledger's traffic (``planner.recalibration``,
+``tenancy.timings``): the engine's speed read back from requests written at a known speed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelgrid.core.errors import PlanInputError
+from modelgrid.planner import profile as profiles
+from modelgrid.planner.calibration import Sample
+from modelgrid.planner.recalibration import MIN_REQUESTS, machines, recalibrate, samples
+from modelgrid.routing.topology import Deployment, Region, Replica, Topology
+from modelgrid.tenancy.timings import Served, read_served
+from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessions
+
+MODEL = "m"
+T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+BASE = profiles.synthetic(MODEL, prefill_base_ms=100, prefill_per_token_ms=2, decode_ms=25)
+
+
+def topology(*replicas: str) -> Topology:
+    return Topology(
+        (Region("r1", "", ""),),
+        (Deployment(MODEL, "r1", tuple(Replica(r, "upstream", f"http://h/{r}") for r in replicas)),),
+        gateway_region="r1",
+    )  # fmt: skip
+
+
+def served(
+    at_s: float, replica: str, prompt: int, output: int, prefill_x: float, decode_x: float
+) -> Served:
+    """A request that took ``prefill_x`` / ``decode_x`` times ``BASE``'s fits."""
+    ttft = (100 + 2 * prompt) * prefill_x
+    total = ttft + (output - 1) * 25 * decode_x
+    return Served(T0 + timedelta(seconds=at_s), round(ttft), round(total), prompt, output,
+                  "r1", replica)  # fmt: skip
+
+
+def test_samples_share_one_clock_from_the_first_arrival() -> None:
+    got = samples([served(0, "a", 50, 5, 1.0, 1.0), served(2.5, "b", 50, 5, 1.0, 1.0)])
+    assert got == [Sample(0.0, 0.2, 0.3, 50, 5, "a"), Sample(2.5, 2.7, 2.8, 50, 5, "b")]
+
+
+def test_replicas_share_machines_as_the_simulator_packs_them() -> None:
+    reqs = [Sample(i, i + 0.1, i + 0.2, 10, 2, r) for i, r in enumerate("abcdx")]
+    groups = machines(topology("a", "b", "c", "d"), MODEL, 2, reqs)
+    assert [[s.replica for s in g] for g in groups] == [["a", "b"], ["c", "d"], ["x"]]
+
+
+def test_the_speed_written_is_read_back_and_the_spreads_recentred() -> None:
+    calibrated = BASE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2),
+                                         "decode_spread": (0.95, 1.0, 1.05)})  # fmt: skip
+    reqs = [served(3 * i, "a", 40 + i, 16, 1.10, 0.95) for i in range(30)]
+    result, speed = recalibrate(calibrated, reqs, topology("a"))
+    assert speed.prefill_requests == 30 and speed.decode_requests == 30
+    assert speed.prefill == pytest.approx(1.10, abs=0.005)
+    assert speed.decode == pytest.approx(0.95, abs=0.005)
+    assert np.median(result.prefill_spread) == pytest.approx(speed.prefill, abs=1e-4)
+    assert result.decode_spread == pytest.approx(tuple(x * speed.decode for x in (0.95, 1.0, 1.05)), abs=1e-4)  # fmt: skip
+
+
+def test_time_beside_a_busy_replica_of_the_machine_is_not_read_as_a_slower_engine() -> None:
+    shared = BASE.model_copy(update={"host_slowdown": (1.0, 1.25)})
+    # the two replicas of one machine always busy together: each 1.25x its fit
+    reqs = [served(3 * i + d, r, 60, 16, 1.25, 1.25) for i in range(25)
+            for r, d in (("a", 0.0), ("b", 0.0))]  # fmt: skip
+    _, speed = recalibrate(shared, reqs, topology("a", "b"))
+    assert speed.decode == pytest.approx(1.0, abs=0.01)
+    # the same requests on two machines (one replica per host): the engine read 1.25x slower
+    _, apart = recalibrate(
+        BASE.model_copy(update={"host_slowdown": (1.0,)}), reqs, topology("a", "b")
+    )
+    assert apart.decode == pytest.approx(1.25, abs=0.01)
+
+
+def test_a_request_that_waited_behind_another_gives_no_prefill() -> None:
+    # pairs sent together to one replica: the second of each waited
+    reqs = [served(5 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(12) for d in (0.0, 0.001)]
+    _, speed = recalibrate(BASE, reqs, topology("a"))
+    assert speed.prefill_requests == 12 and speed.decode_requests == 24
+
+
+def test_too_few_requests_are_named() -> None:
+    reqs = [served(3 * i, "a", 40, 16, 1.0, 1.0) for i in range(MIN_REQUESTS - 1)]
+    with pytest.raises(PlanInputError, match=r"19 served requests of m in the window, 19 of two tokens or more .* at least 20"):  # fmt: skip
+        recalibrate(BASE, reqs, topology("a"))
+
+
+def test_the_ledger_gives_the_window_arrivals_of_served_online_requests(tmp_path: Path) -> None:
+    def row(
+        rid: str, arrived_s: float, total_ms: int = 1000, **fields: object
+    ) -> dict[str, object]:
+        fields = {
+            "model": MODEL,
+            "region": "r1",
+            "replica": "a",
+            "ttft_ms": 200,
+            "prompt_tokens": 50,
+            "cached_tokens": 10,
+            "completion_tokens": 8,
+            **fields,
+        }
+        done = T0 + timedelta(seconds=arrived_s, milliseconds=total_ms)
+        return usage_row(rid, done, total_ms=total_ms, **fields)  # fmt: skip
+
+    rows = [
+        row("in", 10), row("in-late", 50, total_ms=30000), row("before", -2, total_ms=5000),
+        row("after", 60), row("batch", 20, batch_id="b1"), row("failed", 20, status=500),
+        row("embed", 20, endpoint="embeddings"), row("other-model", 20, model="x"),
+        row("no-token", 20, ttft_ms=None, completion_tokens=0), row("eu", 30, region="r2"),
+    ]  # fmt: skip
+    url = migrated_sqlite(tmp_path / "mg.db")
+
+    async def go(sessions: object) -> tuple[list[Served], list[Served]]:
+        await insert_usage(sessions, rows)
+        until = T0 + timedelta(seconds=60)
+        return (await read_served(sessions, MODEL, T0, until),
+                await read_served(sessions, MODEL, T0, until, region="r1"))  # fmt: skip
+
+    every, r1 = with_sessions(url, go)
+    assert [(s.arrived_at, s.ttft_ms, s.total_ms, s.prompt_tokens, s.output_tokens, s.replica)
+            for s in every[:1]] == [(T0 + timedelta(seconds=10), 200, 1000, 40, 8, "a")]  # fmt: skip
+    assert [s.region for s in every] == ["r1", "r2", "r1"]
+    assert [s.total_ms for s in r1] == [1000, 30000]
