@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncGenerator
 
 import httpx
 import openai
 import pytest
 
+from modelgrid.core.types import Delta
+from modelgrid.engines.base import PreparedRequest
 from modelgrid.engines.fake import FakeEngine
+from tests.conftest import ServerFactory
 from tests.support import SEALER, ThreadServer, usage_rows
 
 MODEL = "fake-model"
@@ -49,6 +54,31 @@ def test_non_streaming_completion_and_usage(fake_server: ThreadServer) -> None:
     )
     assert row["finish_reason"] == "stop"
     assert row["total_ms"] >= 0 and row["ttft_ms"] is not None
+
+
+class SlowToStop(FakeEngine):
+    """Ends its stream 0.2 s after the last token (as llama-cpp-python evaluates the last
+    token before it stops)."""
+
+    async def stream(self, prepared: PreparedRequest) -> AsyncGenerator[Delta, None]:
+        async for delta in super().stream(prepared):
+            if delta.finish_reason is not None:
+                await asyncio.sleep(0.2)
+            yield delta
+
+
+def test_the_ledger_times_the_first_and_last_token_apart_from_the_end(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(SlowToStop(token_delay_s=0.05))
+    stream = client(server).chat.completions.create(model=MODEL, messages=MSG, stream=True)  # type: ignore[arg-type]
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
+        "Paris is the capital of France."
+    )
+    row = usage_rows(server, expect=1)[0]
+    # 6 tokens 50 ms apart: 5 gaps from the first to the last; then 200 ms to the end
+    assert 250 <= row["last_token_ms"] - row["ttft_ms"] < 400
+    assert row["total_ms"] - row["last_token_ms"] >= 200
 
 
 def _normalise(body: bytes) -> str:

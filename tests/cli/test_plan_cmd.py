@@ -250,9 +250,10 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     rows = []
     for i in range(30):  # SMALL's fit: prefill 20 + 0.8 n ms, decode 25 ms a token
         ttft, total = round((20 + 0.8 * 100) * 1.2), round((20 + 0.8 * 100) * 1.2 + 15 * 25 * 0.92)
-        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=5 * i, milliseconds=total),
+        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=5 * i, milliseconds=total + 30),
                               model=SMALL, region="local", replica="local-0", ttft_ms=ttft,
-                              total_ms=total, prompt_tokens=100, completion_tokens=16))  # fmt: skip
+                              last_token_ms=total, total_ms=total + 30, prompt_tokens=100,
+                              completion_tokens=16))  # fmt: skip
     with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
     out = tmp_path / "recentred.json"
     code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",

@@ -33,11 +33,12 @@ def topology(*replicas: str) -> Topology:
 def served(
     at_s: float, replica: str, prompt: int, output: int, prefill_x: float, decode_x: float
 ) -> Served:
-    """A request that took ``prefill_x`` / ``decode_x`` times ``BASE``'s fits."""
+    """A request that took ``prefill_x`` / ``decode_x`` times ``BASE``'s fits (and ended
+    a step after its last token, as llama-cpp-python's streams do)."""
     ttft = (100 + 2 * prompt) * prefill_x
-    total = ttft + (output - 1) * 25 * decode_x
-    return Served(T0 + timedelta(seconds=at_s), round(ttft), round(total), prompt, output,
-                  "r1", replica)  # fmt: skip
+    last = ttft + (output - 1) * 25 * decode_x
+    return Served(T0 + timedelta(seconds=at_s), round(ttft), round(last), round(last) + 30,
+                  prompt, output, "r1", replica)  # fmt: skip
 
 
 def test_samples_share_one_clock_from_the_first_arrival() -> None:
@@ -99,6 +100,7 @@ def test_the_ledger_gives_the_window_arrivals_of_served_online_requests(tmp_path
             "region": "r1",
             "replica": "a",
             "ttft_ms": 200,
+            "last_token_ms": 900,
             "prompt_tokens": 50,
             "cached_tokens": 10,
             "completion_tokens": 8,
@@ -112,6 +114,7 @@ def test_the_ledger_gives_the_window_arrivals_of_served_online_requests(tmp_path
         row("after", 60), row("batch", 20, batch_id="b1"), row("failed", 20, status=500),
         row("embed", 20, endpoint="embeddings"), row("other-model", 20, model="x"),
         row("no-token", 20, ttft_ms=None, completion_tokens=0), row("eu", 30, region="r2"),
+        row("before-last-token-was-recorded", 20, last_token_ms=None),
     ]  # fmt: skip
     url = migrated_sqlite(tmp_path / "mg.db")
 
@@ -122,7 +125,8 @@ def test_the_ledger_gives_the_window_arrivals_of_served_online_requests(tmp_path
                 await read_served(sessions, MODEL, T0, until, region="r1"))  # fmt: skip
 
     every, r1 = with_sessions(url, go)
-    assert [(s.arrived_at, s.ttft_ms, s.total_ms, s.prompt_tokens, s.output_tokens, s.replica)
-            for s in every[:1]] == [(T0 + timedelta(seconds=10), 200, 1000, 40, 8, "a")]  # fmt: skip
+    assert [(s.arrived_at, s.ttft_ms, s.last_token_ms, s.total_ms, s.prompt_tokens,
+             s.output_tokens, s.replica) for s in every[:1]] == [
+        (T0 + timedelta(seconds=10), 200, 900, 1000, 40, 8, "a")]  # fmt: skip
     assert [s.region for s in every] == ["r1", "r2", "r1"]
     assert [s.total_ms for s in r1] == [1000, 30000]

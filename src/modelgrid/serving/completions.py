@@ -54,6 +54,7 @@ def merge_usage(events: list[UsageEvent]) -> UsageEvent:
     abnormal = [r for r in _ABNORMAL if r in reasons]
     finish = abnormal[0] if abnormal else (",".join(sorted(reasons)) or None)
     ttfts = [e.ttft_ms for e in events if e.ttft_ms is not None]
+    lasts = [e.last_token_ms for e in events if e.last_token_ms is not None]
     return dataclasses.replace(
         events[0],
         prompt_tokens=sum(e.prompt_tokens for e in events),
@@ -61,6 +62,7 @@ def merge_usage(events: list[UsageEvent]) -> UsageEvent:
         completion_tokens=sum(e.completion_tokens for e in events),
         ttft_ms=min(ttfts) if ttfts else None,
         total_ms=max(e.total_ms for e in events),
+        last_token_ms=max(lasts) if lasts else None,
         status=status,
         finish_reason=finish,
         created_at=events[-1].created_at,

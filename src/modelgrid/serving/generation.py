@@ -35,6 +35,7 @@ class Generation:
     engine: Engine
     prepared: PreparedRequest
     ttft_s: float | None = None
+    last_token_s: float | None = None
     completion_tokens: list[int] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)
 
@@ -104,8 +105,10 @@ class Generation:
             async for delta in self.engine.stream(self.prepared):
                 if self.ttft_s is None:
                     placement_headers(placement_of(self.prepared), self.call.ctx)  # failover
-                if self.ttft_s is None and delta.completion_tokens:
-                    self.ttft_s = time.perf_counter() - self.call.ctx.started
+                if delta.completion_tokens > self.completion_tokens[delta.index]:
+                    self.last_token_s = time.perf_counter() - self.call.ctx.started
+                    if self.ttft_s is None:
+                        self.ttft_s = self.last_token_s
                 self.completion_tokens[delta.index] = delta.completion_tokens
                 if delta.finish_reason is not None:
                     self.finish_reasons[delta.index] = delta.finish_reason.value
@@ -126,6 +129,7 @@ class Generation:
             completion_tokens=usage.completion_tokens,
             cached_tokens=min(self.prepared.cached_prompt_tokens, usage.prompt_tokens),
             ttft_s=self.ttft_s,
+            last_token_s=self.last_token_s,
             finish_reason=reasons.pop() if len(reasons) == 1 else ",".join(sorted(reasons)) or None,
             region=placement.region if placement is not None else None,
             replica=placement.replica_id if placement is not None else None,

@@ -89,6 +89,7 @@ class Usage:
     Attributes:
         prompt_tokens / completion_tokens / cached_tokens: Tokens to bill.
         ttft_s: Seconds to the first output token (``None``: none came, or not applicable).
+        last_token_s: Seconds to the last output token (``None``: none came).
         finish_reason: Why a call that ended normally ended (an abnormal end records
             ``cancelled`` or ``error`` instead).
         region: Where the call ran (prices it).
@@ -102,6 +103,7 @@ class Usage:
     finish_reason: str | None = None
     region: str | None = None
     replica: str | None = None
+    last_token_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -180,6 +182,9 @@ class MeteredCall:
                 created_at=now_utc(),
                 region=usage.region,
                 replica=usage.replica,
+                last_token_ms=None
+                if usage.last_token_s is None
+                else round(usage.last_token_s * 1000),
             ),
         )
         series = self.metrics.of(self.model)

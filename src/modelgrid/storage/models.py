@@ -136,6 +136,7 @@ class UsageRecord(Base):
     price_id: Mapped[int | None] = mapped_column(Integer, default=None)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     total_ms: Mapped[int] = mapped_column(Integer, default=0)
+    last_token_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     status: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -20,6 +20,10 @@ class UsageEvent:
             tokens produced so far). ``cached_tokens``: prompt tokens served from cache.
         ttft_ms: Time to first token (None when no token was produced).
         total_ms: Request start to end.
+        last_token_ms: Request start to its last output token (None when no token was
+            produced); ``last_token_ms - ttft_ms`` over ``completion_tokens - 1`` is its time
+            per output token. Apart from ``total_ms``: an engine may end its stream a step
+            after the last token (llama-cpp-python evaluates it before it stops).
         status: HTTP status the request ended with (499 when the client went away).
         finish_reason: ``stop``, ``length``, ``cancelled``, ``error``.
         region: Where it ran (None for the embedded default).
@@ -49,6 +53,7 @@ class UsageEvent:
     price_id: int | None = None
     batch_id: str | None = None
     custom_id: str | None = None
+    last_token_ms: int | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(UsageEvent))

@@ -1,11 +1,12 @@
 """Served requests' timings from the usage ledger (a read model for the planner's
 recalibration, framework-free).
 
-A row is written when its request ends (``created_at``), with its time to first token
-(``ttft_ms``) and its whole time (``total_ms``), both from the gateway's receipt of the
-request: it arrived at ``created_at - total_ms``. Read: online (not batch) generation
-requests of one model that succeeded (status 200), produced a token and name the replica
-that served them.
+A row is written when its request ends (``created_at``), with its times to the first and
+the last output token (``ttft_ms``, ``last_token_ms``) and to its end (``total_ms``), all
+from the gateway's receipt of the request: it arrived at ``created_at - total_ms``. Read:
+online (not batch) generation requests of one model that succeeded (status 200), produced
+a token, name the replica that served them and hold ``last_token_ms`` (rows written before
+it was recorded do not).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class Served:
 
     Attributes:
         arrived_at: When the gateway received it (UTC).
-        ttft_ms / total_ms: To its first token and to its end, from ``arrived_at``.
+        ttft_ms / last_token_ms / total_ms: To its first and last output token and to its
+            end, from ``arrived_at``.
         prompt_tokens: Prompt tokens not served from a prefix cache.
         output_tokens: Tokens generated.
         region / replica: Where it ran.
@@ -35,6 +37,7 @@ class Served:
 
     arrived_at: datetime
     ttft_ms: int
+    last_token_ms: int
     total_ms: int
     prompt_tokens: int
     output_tokens: int
@@ -57,6 +60,7 @@ async def read_served(
         select(
             UsageRecord.created_at,
             UsageRecord.ttft_ms,
+            UsageRecord.last_token_ms,
             UsageRecord.total_ms,
             UsageRecord.prompt_tokens,
             UsageRecord.cached_tokens,
@@ -69,21 +73,21 @@ async def read_served(
         .where(UsageRecord.batch_id.is_(None))
         .where(UsageRecord.endpoint.not_like("%embedding%"))
         .where(UsageRecord.status == 200)
-        .where(UsageRecord.ttft_ms.is_not(None), UsageRecord.replica.is_not(None))
+        .where(UsageRecord.ttft_ms.is_not(None), UsageRecord.last_token_ms.is_not(None))
+        .where(UsageRecord.replica.is_not(None))
         .where(UsageRecord.completion_tokens > 0)
     )
     if region is not None:
         stmt = stmt.where(UsageRecord.region == region)
     async with sessions() as session:
-        rows: Sequence[tuple[datetime, int, int, int, int, int, str | None, str]]
+        rows: Sequence[tuple[datetime, int, int, int, int, int, int, str | None, str]]
         rows = (await session.execute(stmt)).all()
     out = []
-    for created, ttft, total, prompt, cached, completion, reg, replica in rows:
+    for created, ttft, last, total, prompt, cached, completion, reg, replica in rows:
         arrived = aware(created) - timedelta(milliseconds=total)
         if since <= arrived < until:
-            out.append(
-                Served(arrived, ttft, total, max(1, prompt - cached), completion, reg, replica)
-            )
+            uncached = max(1, prompt - cached)
+            out.append(Served(arrived, ttft, last, total, uncached, completion, reg, replica))
     out.sort(key=lambda s: s.arrived_at)
     return out
 
