@@ -263,6 +263,8 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     assert "prefill 1.200 x the profile's fit (30 that found their replica idle), decode 0.920 x (30 requests)" in output  # fmt: skip
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
+    assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
+    assert p.calibrated_at == profiles.load(profiles.default_path(tmp_path, SMALL)).calibrated_at
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,9 @@ def test_calibrate_measures_the_overhead_and_the_spreads() -> None:
     """Five requests of 100 uncached tokens (fitted prefill 230 ms, decode 21.06 ms at 100 +
     11/2): TTFT = 250 + 230 x f, TPOT = 21.06 x g. The overhead is the median residual
     (250: f's median is 1), the spreads are f and g, sorted."""
-    base = profiles.fit("m", points({1: 40.0}))
+    base = profiles.fit("m", points({1: 40.0})).model_copy(
+        update={"recalibrated_on": "2026-12-05T10:00:00+00:00/2026-12-05T11:00:00+00:00"}
+    )
     f, g = [1.0, 1.2, 0.9, 1.0, 1.1], [1.0, 1.3, 1.0, 0.95, 1.1]
     prefill, decode = float(base.prefill_ms(100)), float(base.decode_ms(100, 11))
     seen = [
@@ -131,8 +133,8 @@ def test_calibrate_measures_the_overhead_and_the_spreads() -> None:
     assert p.overhead_ms == pytest.approx(250.0)
     assert p.prefill_spread == pytest.approx(sorted(f), abs=1e-4)
     assert p.decode_spread == pytest.approx(sorted(g), abs=1e-4)
-    assert (p.prefill, p.decode, p.calibrated_at) == (
-        base.prefill, base.decode, "2026-12-06T12:00:00+00:00"
+    assert (p.prefill, p.decode, p.calibrated_at, p.recalibrated_on) == (
+        base.prefill, base.decode, "2026-12-06T12:00:00+00:00", ""
     )  # fmt: skip
     with pytest.raises(PlanInputError, match="no request observed"):
         profiles.calibrate(base, [])

@@ -586,11 +586,10 @@ def recalibrate_cmd(
         profiles.check_writable(target)
         served = read_run(lambda sessions: read_served(sessions, model, start, end, region=region))
         result, speed = recalibrate(base, served, fleet)
-        result = result.model_copy(
-            update={
-                "calibrated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            }
+        window = (
+            f"{start.isoformat(timespec='milliseconds')}/{end.isoformat(timespec='milliseconds')}"
         )
+        result = result.model_copy(update={"recalibrated_on": window})
         profiles.save(result, target)
     except PlanInputError as exc:
         raise _fail(exc.message) from None

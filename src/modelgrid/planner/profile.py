@@ -98,6 +98,9 @@ class EngineProfile(BaseModel):
         prefill_spread / decode_spread: Measured over fitted prefill and decode time of each
             measured request (dimensionless; empty: no spread, the fit's mean for all).
         calibrated_at: ISO time of the calibration (empty: not calibrated).
+        recalibrated_on: The usage-ledger window whose traffic the spreads were last
+            re-centred on, an ISO 8601 interval ``start/end`` (``modelgrid plan
+            recalibrate``; empty: never).
         host_slowdown: Service time while ``k`` replicas of one machine are busy over the
             same alone, at index ``k - 1`` (dimensionless; see the module docstring; empty:
             a machine per replica).
@@ -118,6 +121,7 @@ class EngineProfile(BaseModel):
     prefill_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
     decode_spread: tuple[Annotated[float, Field(gt=0)], ...] = ()
     calibrated_at: str = ""
+    recalibrated_on: str = ""
     host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
 
     @property
@@ -271,6 +275,7 @@ def calibrate(
             "prefill_spread": _ratios(ttft - overhead, prefill),
             "decode_spread": _ratios(tpot, decode) or profile.decode_spread,
             "calibrated_at": calibrated_at,
+            "recalibrated_on": "",  # the spreads are the calibration's again
         }
     )
 
