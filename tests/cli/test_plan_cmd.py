@@ -243,9 +243,20 @@ def test_an_unknown_model_of_the_demand_is_named_before_an_unused_profile(
     ), output
 
 
+CALIBRATED_AT = "2026-12-07T09:00:00+00:00"
+
+
+def calibrated(data_dir: Path) -> Path:
+    """SMALL's made-up profile, marked calibrated (``plan recalibrate`` needs one)."""
+    path = profiles.default_path(data_dir, SMALL)
+    profiles.save(profiles.load(path).model_copy(update={"calibrated_at": CALIBRATED_AT}), path)
+    return path
+
+
 def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     env: dict[str, str], tmp_path: Path
 ) -> None:
+    calibrated(tmp_path)
     t0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
     rows = []
     for i in range(30):  # SMALL's fit: prefill 20 + 0.8 n ms, decode 25 ms a token
@@ -256,15 +267,18 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
                               completion_tokens=16))  # fmt: skip
     with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
     out = tmp_path / "recentred.json"
-    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T11:00:00+01:00",
                           "--until", "2026-12-07T10:05:00", "--out", str(out))  # fmt: skip
     assert code == 0, output
-    assert "30 requests of qwen2.5-coder-0.5b-instruct in the ledger" in output
-    assert "prefill 1.200 x the profile's fit (30 that found their replica idle), decode 0.920 x (30 requests)" in output  # fmt: skip
+    assert (
+        "30 requests of qwen2.5-coder-0.5b-instruct in the ledger from 2026-12-07T10:00:00+00:00 "
+        "to 2026-12-07T10:05:00+00:00: prefill 1.200 x the profile's fit (30 that found their "
+        "replica idle), decode 0.920 x (30 requests); spreads re-centred"
+    ) in " ".join(output.split())
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
-    assert p.calibrated_at == profiles.load(profiles.default_path(tmp_path, SMALL)).calibrated_at
+    assert p.calibrated_at == CALIBRATED_AT
 
 
 @pytest.mark.parametrize(
@@ -272,12 +286,35 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     [
         (("--since", "yesterday"), "--since: expected an ISO 8601 time (2026-12-07T10:00:00Z), got 'yesterday'"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T09:00:00Z"), "--until: 2026-12-07T09:00:00+00:00 is not after --since"),
-        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct in the window"),
+        (("--since", "2999-01-01T00:00:00Z",), "--since: 2999-01-01T00:00:00+00:00 is not before now"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is out of range"),
+        (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is out of range"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "mars-1"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'mars-1', 0 of two tokens"),
         (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
     ],
 )  # fmt: skip
 def test_recalibrate_bad_input_is_named(
-    env: dict[str, str], args: tuple[str, ...], message: str
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
+    calibrated(tmp_path)
     code, output = invoke(env, "recalibrate", "--model", SMALL, *args)
     assert code == 2 and message in " ".join(output.split()), output
+
+
+def test_recalibrate_refuses_a_profile_never_calibrated(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z")
+    path = profiles.default_path(tmp_path, SMALL)
+    assert code == 2 and (
+        f"--profile: {path} is not calibrated: run `modelgrid plan calibrate` first"
+    ) in " ".join(output.split()), output
+
+
+def test_a_profile_is_not_written_below_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    calibrated(tmp_path)
+    (tmp_path / "regular").write_text("x")
+    out = tmp_path / "regular" / "p.json"
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+                          "--out", str(out))  # fmt: skip
+    assert code == 2 and f"cannot write the profile to {out}: {tmp_path / 'regular'} is a file, not a folder" in " ".join(output.split()), output  # fmt: skip

@@ -535,6 +535,8 @@ def calibrate_cmd(
 
 
 def _when(text: str, option: str) -> Any:
+    """``text`` as an aware UTC datetime (no offset: UTC), at least an hour before the
+    largest one Python holds (the ledger is read an hour past ``--until``)."""
     import datetime
 
     try:
@@ -543,7 +545,14 @@ def _when(text: str, option: str) -> Any:
         raise _fail(
             f"{option}: expected an ISO 8601 time (2026-12-07T10:00:00Z), got {text!r}"
         ) from None
-    return at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at
+    latest = datetime.datetime.max.replace(tzinfo=datetime.UTC) - datetime.timedelta(hours=1)
+    try:
+        at = at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at.astimezone(datetime.UTC)
+    except OverflowError:
+        at = latest  # beyond the range in UTC
+    if at >= latest:
+        raise _fail(f"{option}: {text!r} is out of range")
+    return at
 
 
 @app.command("recalibrate")
@@ -576,27 +585,38 @@ def recalibrate_cmd(
     start = _when(since, "--since")
     end = _when(until, "--until") if until else datetime.datetime.now(datetime.UTC)
     if end <= start:
+        if until is None:
+            raise _fail(f"--since: {start.isoformat()} is not before now ({end.isoformat()})")
         raise _fail(f"--until: {end.isoformat()} is not after --since {start.isoformat()}")
     s = settings()
     path = profile_path or profiles.default_path(s.data_dir, model)
     try:
         fleet = _topology(topology)
         base = profiles.load_for(model, path)
+        if not base.calibrated_at:
+            raise PlanInputError(
+                f"--profile: {path} is not calibrated: run `modelgrid plan calibrate` first "
+                "(the speed is read net of its overhead and host slowdown)",
+                param="--profile",
+            )
         target = out or path
         profiles.check_writable(target)
         served = read_run(lambda sessions: read_served(sessions, model, start, end, region=region))
-        result, speed = recalibrate(base, served, fleet)
-        window = (
+        window = f"from {start.isoformat()} to {end.isoformat()}" + (
+            f" in region {region!r}" if region is not None else ""
+        )
+        result, speed = recalibrate(base, served, fleet, window=window)
+        interval = (
             f"{start.isoformat(timespec='milliseconds')}/{end.isoformat(timespec='milliseconds')}"
         )
-        result = result.model_copy(update={"recalibrated_on": window})
+        result = result.model_copy(update={"recalibrated_on": interval})
         profiles.save(result, target)
     except PlanInputError as exc:
         raise _fail(exc.message) from None
     console.print(
-        f"{len(served)} requests of {model} in the ledger from {start.isoformat()} to "
-        f"{end.isoformat()}: prefill {speed.prefill:.3f} x the profile's fit "
-        f"({speed.prefill_requests} that found their replica idle), decode "
+        f"{len(served)} requests of {model} in the ledger {window}: prefill "
+        f"{speed.prefill:.3f} x the profile's fit ({speed.prefill_requests} that found their replica "
+        "idle), decode "
         f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
         highlight=False,
     )

@@ -369,6 +369,9 @@ def _write(path: Path, text: str | None) -> None:
     try:
         if path.is_dir():
             raise IsADirectoryError(21, "is a directory")
+        above = next((p for p in path.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise NotADirectoryError(20, f"{above} is a file, not a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text or "", encoding="utf-8")
         if text is None:

@@ -69,10 +69,12 @@ def machines(
 
 
 def recalibrate(
-    profile: EngineProfile, served: Sequence[Served], topology: Topology
+    profile: EngineProfile, served: Sequence[Served], topology: Topology, *, window: str = ""
 ) -> tuple[EngineProfile, Speed]:
     """``profile`` with its prefill and decode spreads re-centred on the speed of
     ``served`` (``calibration.at_speed``), and that speed.
+
+    ``window`` (e.g. ``from … to …``) names the requests' window in the error.
 
     Raises:
         PlanInputError: fewer than ``MIN_REQUESTS`` requests of two tokens or more, or not
@@ -82,7 +84,8 @@ def recalibrate(
     speed = speed_in_run(profile, *groups) if groups else Speed(None, None, 0, 0)
     if speed.decode_requests < MIN_REQUESTS or speed.prefill is None:
         raise PlanInputError(
-            f"the ledger holds {len(served)} served requests of {profile.model} in the window, "
+            f"the ledger holds {len(served)} served requests of {profile.model} "
+            f"{window or 'in the window'}, "
             f"{speed.decode_requests} of two tokens or more and {speed.prefill_requests} that "
             f"found their replica idle: at least {MIN_REQUESTS} and 1 are needed",
             param="--since",
