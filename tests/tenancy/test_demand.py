@@ -8,6 +8,8 @@ import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from modelgrid.tenancy.demand import read_demand
 from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessions
 
@@ -41,7 +43,11 @@ def test_burstiness_is_read_from_arrivals_not_from_the_smoothed_completions(
     expected = statistics.pvariance(gaps) / statistics.fmean(gaps) ** 2
     demand = _read(tmp_path, rows)
     assert abs(demand.gap_scv[("local", "m")] - expected) < 1e-6  # type: ignore[attr-defined]
-    assert expected > 3.5  # the completions' gaps (2, 2, 2, 2, 12 s) read ~0.8
+    # what the completions' gaps (2, 2, 2, 2, 12 s) read: 1.0, arrivals as Poisson
+    done = [(b["created_at"] - a["created_at"]).total_seconds()
+            for a, b in itertools.pairwise(rows)]  # fmt: skip
+    assert statistics.pvariance(done) / statistics.fmean(done) ** 2 == pytest.approx(1.0, abs=0.02)
+    assert expected > 3.9
 
 
 def test_a_request_counts_in_the_hour_it_arrived(tmp_path: Path) -> None:
