@@ -18,15 +18,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 
 from modelgrid.storage import repositories as repo
 from modelgrid.storage.models import UsageRecord, Workspace
-from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.billing import month_bounds
 from modelgrid.tenancy.lookup import Sessions
+from modelgrid.tenancy.timings import arrival
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +139,8 @@ async def read_demand(
         rows: Sequence[tuple[datetime, str | None, str | None, str, int, int, int, int]]
         rows = (await session.execute(stmt)).all()
     arrivals = sorted(
-        ((aware(row[0]) - timedelta(milliseconds=max(0, row[7] or 0)), row[1:7]) for row in rows),
-        key=lambda arrival: arrival[0],
+        ((arrival(row[0], row[7]), row[1:7]) for row in rows),
+        key=lambda item: item[0],
     )
     for at, (ws_id, region, model, prompt, cached, completion) in arrivals:
         ws: Workspace | None = names.get(ws_id or "")

@@ -22,6 +22,12 @@ from modelgrid.tenancy.audit import aware
 from modelgrid.tenancy.lookup import Sessions
 
 
+def arrival(created_at: datetime, total_ms: int | None) -> datetime:
+    """When a ledger row's request reached the gateway (UTC): the row is written when the
+    request ends, ``total_ms`` after its receipt."""
+    return aware(created_at) - timedelta(milliseconds=max(0, total_ms or 0))
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     """One served request.
@@ -84,7 +90,7 @@ async def read_served(
         rows = (await session.execute(stmt)).all()
     out = []
     for created, ttft, last, total, prompt, cached, completion, reg, replica in rows:
-        arrived = aware(created) - timedelta(milliseconds=total)
+        arrived = arrival(created, total)
         if since <= arrived < until:
             uncached = max(1, prompt - cached)
             out.append(Served(arrived, ttft, last, total, uncached, completion, reg, replica))
@@ -92,4 +98,4 @@ async def read_served(
     return out
 
 
-__all__ = ["Served", "read_served"]
+__all__ = ["Served", "arrival", "read_served"]
