@@ -289,7 +289,8 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
         (("--since", "2999-01-01T00:00:00Z",), "--since: 2999-01-01T00:00:00+00:00 is not before now"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is out of range"),
         (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is out of range"),
-        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "mars-1"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'mars-1', 0 of two tokens"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "local"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'local', 0 of two tokens"),
+        (("--since", "2026-12-07T10:00:00Z", "--region", "mars-1"), "--region: 'mars-1' is not a region of the topology (local)"),
         (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
     ],
 )  # fmt: skip

@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 
 from modelgrid.core.errors import PlanInputError
+from modelgrid.core.types import RoutingHints
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample
-from modelgrid.planner.recalibration import MIN_REQUESTS, machines, recalibrate, samples
+from modelgrid.planner.calibration import Sample, speed_in_run
+from modelgrid.planner.recalibration import (
+    MIN_REQUESTS,
+    contention,
+    least_absolute,
+    machines,
+    recalibrate,
+    samples,
+)
+from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
 from modelgrid.tenancy.timings import Served, read_served
 from tests.databases import insert_usage, migrated_sqlite, usage_row, with_sessions
@@ -56,7 +65,8 @@ def test_the_speed_written_is_read_back_and_the_spreads_recentred() -> None:
     calibrated = BASE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2),
                                          "decode_spread": (0.95, 1.0, 1.05)})  # fmt: skip
     reqs = [served(3 * i, "a", 40 + i, 16, 1.10, 0.95) for i in range(30)]
-    result, speed = recalibrate(calibrated, reqs, topology("a"))
+    done = recalibrate(calibrated, reqs, topology("a"))
+    result, speed = done.profile, done.speed
     assert speed.prefill_requests == 30 and speed.decode_requests == 30
     assert speed.prefill == pytest.approx(1.10, abs=0.005)
     assert speed.decode == pytest.approx(0.95, abs=0.005)
@@ -69,20 +79,108 @@ def test_time_beside_a_busy_replica_of_the_machine_is_not_read_as_a_slower_engin
     # the two replicas of one machine always busy together: each 1.25x its fit
     reqs = [served(3 * i + d, r, 60, 16, 1.25, 1.25) for i in range(25)
             for r, d in (("a", 0.0), ("b", 0.0))]  # fmt: skip
-    _, speed = recalibrate(shared, reqs, topology("a", "b"))
+    speed = recalibrate(shared, reqs, topology("a", "b")).speed
     assert speed.decode == pytest.approx(1.0, abs=0.01)
     # the same requests on two machines (one replica per host): the engine read 1.25x slower
-    _, apart = recalibrate(
+    apart = recalibrate(
         BASE.model_copy(update={"host_slowdown": (1.0,)}), reqs, topology("a", "b")
-    )
+    ).speed
     assert apart.decode == pytest.approx(1.25, abs=0.01)
 
 
 def test_a_request_that_waited_behind_another_gives_no_prefill() -> None:
     # pairs sent together to one replica: the second of each waited
     reqs = [served(5 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(12) for d in (0.0, 0.001)]
-    _, speed = recalibrate(BASE, reqs, topology("a"))
+    speed = recalibrate(BASE, reqs, topology("a")).speed
     assert speed.prefill_requests == 12 and speed.decode_requests == 24
+
+
+def shared_machine(
+    slowdown: tuple[float, ...], requests: int, rate_rps: float, speed: float = 1.0
+) -> list[Sample]:
+    """Poisson arrivals to three replicas of one machine served by the product's simulator
+    with ``slowdown`` as the machine's sharing and the engine ``speed`` x ``BASE``'s fits;
+    each as the client saw it."""
+    truth = BASE.model_copy(update={"replicas_per_host": 3, "host_slowdown": slowdown,
+                                    "prefill_spread": (speed,), "decode_spread": (speed,)})  # fmt: skip
+    rng = np.random.default_rng(7)
+    stream = Stream(
+        origin="r1",
+        model=MODEL,
+        workspace="w",
+        hints=RoutingHints(),
+        arrivals_s=np.cumsum(rng.exponential(1 / rate_rps, requests)),
+        prompt_tokens=rng.integers(20, 120, requests),
+        output_tokens=rng.integers(8, 40, requests),
+    )
+    config = SimConfig(gateway_overhead_ms=0.0, probe_interval_s=None, policy="p2c")
+    res = simulate(topology("a", "b", "c"), [stream], {MODEL: truth}, config)
+    out = []
+    for x, prompt in zip(
+        sorted(res.served, key=lambda x: x.arrival_s), stream.prompt_tokens, strict=True
+    ):
+        first = x.arrival_s + x.ttft_ms / 1000
+        last = first + x.tpot_ms * (x.output_tokens - 1) / 1000
+        out.append(Sample(x.arrival_s, first, last, int(prompt), x.output_tokens, x.replica))
+    return out
+
+
+def test_the_machines_sharing_is_read_back_from_the_ledger() -> None:
+    # served at 1 / 1.2 / 1.5 with 1, 2, 3 replicas busy, the engine 5 % slow; the profile
+    # says 1 / 1.05 / 1.1 (the case of validation run 22: a table that is off reads as a
+    # different engine speed at each mix of busy replicas)
+    reqs = shared_machine((1.0, 1.2, 1.5), 400, 1.0, speed=1.05)
+    calibrated = BASE.model_copy(update={"replicas_per_host": 3, "host_slowdown": (1.0, 1.05, 1.1)})  # fmt: skip
+    shared = contention(calibrated, reqs)
+    assert shared.read == (True, True, True)
+    assert min(shared.at_busy) >= 10
+    assert shared.slowdown == pytest.approx((1.0, 1.2, 1.5), abs=0.01)
+    done = recalibrate(calibrated, [served_as(s) for s in reqs], topology("a", "b", "c"))
+    assert done.profile.host_slowdown == pytest.approx(shared.slowdown, abs=0.002)  # ms rounded
+    assert done.speed.decode == pytest.approx(1.05, abs=0.01)
+    # read with the calibrated table, the same requests say the engine is ~15 % slower
+    wrong = decode_speed(calibrated, reqs)
+    assert wrong > 1.12
+
+
+def decode_speed(profile: profiles.EngineProfile, reqs: list[Sample]) -> float:
+    decode = speed_in_run(profile, reqs).decode
+    assert decode is not None
+    return decode
+
+
+def served_as(s: Sample) -> Served:
+    """``s`` as the ledger holds it (ms rounded)."""
+    ttft, last = round(s.ttft_ms), round((s.last_s - s.sent_s) * 1000)
+    return Served(T0 + timedelta(seconds=s.sent_s), ttft, last, last + 30, max(1, s.prompt_tokens),
+                  s.output_tokens, "r1", s.replica)  # fmt: skip
+
+
+def test_too_little_time_at_a_busy_count_keeps_its_calibrated_slowdown() -> None:
+    # light load: three busy at once too rarely to read
+    reqs = shared_machine((1.0, 1.2, 1.5), 150, 0.4)
+    calibrated = BASE.model_copy(update={"replicas_per_host": 3, "host_slowdown": (1.0, 1.05, 1.6)})  # fmt: skip
+    shared = contention(calibrated, reqs)
+    assert shared.at_busy[2] < 10 <= shared.at_busy[1]
+    assert shared.read == (True, True, False)
+    assert shared.slowdown[1] == pytest.approx(1.2, abs=0.02)
+    assert shared.slowdown[2] == 1.6
+
+
+def test_a_machine_per_replica_has_no_sharing_to_read() -> None:
+    reqs = shared_machine((1.0, 1.2, 1.5), 100, 10.0)
+    one = BASE.model_copy(update={"host_slowdown": (1.0,)})
+    assert contention(one, reqs).slowdown == (1.0,)
+    assert contention(one, reqs).read == (False,)
+    assert contention(BASE, reqs).slowdown == ()
+
+
+def test_least_absolute_deviations_ignore_an_outlier() -> None:
+    x = np.arange(1.0, 21.0)[:, None]
+    y = 2.0 * x[:, 0]
+    y[5] = 100.0  # a request a neighbour slowed 8x
+    assert least_absolute(x, y)[0] == pytest.approx(2.0, abs=1e-4)
+    assert np.linalg.lstsq(x, y, rcond=None)[0][0] > 2.1  # least squares is pulled
 
 
 def test_too_few_requests_are_named() -> None:

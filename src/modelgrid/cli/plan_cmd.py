@@ -592,6 +592,12 @@ def recalibrate_cmd(
     path = profile_path or profiles.default_path(s.data_dir, model)
     try:
         fleet = _topology(topology)
+        if region is not None and fleet.region(region) is None:
+            raise PlanInputError(
+                f"--region: {region!r} is not a region of the topology "
+                f"({', '.join(r.id for r in fleet.regions)})",
+                param="--region",
+            )
         base = profiles.load_for(model, path)
         if not base.calibrated_at:
             raise PlanInputError(
@@ -605,14 +611,15 @@ def recalibrate_cmd(
         window = f"from {start.isoformat()} to {end.isoformat()}" + (
             f" in region {region!r}" if region is not None else ""
         )
-        result, speed = recalibrate(base, served, fleet, window=window)
+        done = recalibrate(base, served, fleet, window=window)
         interval = (
             f"{start.isoformat(timespec='milliseconds')}/{end.isoformat(timespec='milliseconds')}"
         )
-        result = result.model_copy(update={"recalibrated_on": interval})
+        result = done.profile.model_copy(update={"recalibrated_on": interval})
         profiles.save(result, target)
     except PlanInputError as exc:
         raise _fail(exc.message) from None
+    speed = done.speed
     console.print(
         f"{len(served)} requests of {model} in the ledger {window}: prefill "
         f"{speed.prefill:.3f} x the profile's fit ({speed.prefill_requests} that found their replica "
@@ -620,6 +627,20 @@ def recalibrate_cmd(
         f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
         highlight=False,
     )
+    shared = done.contention
+    if any(shared.read):
+        cells = ", ".join(
+            f"{k + 1} busy {x:.3f} ({'read' if read else 'kept'}, {eq:.0f} request-equivalents)"
+            for k, (x, read, eq) in enumerate(
+                zip(shared.slowdown, shared.read, shared.at_busy, strict=True)
+            )
+            if k
+        )
+        console.print(
+            "host slowdown re-read from the ledger (calibrated "
+            f"{', '.join(f'{x:.3f}' for x in base.host_slowdown[1:])}): {cells}",
+            highlight=False,
+        )
     console.print(f"written {target}", highlight=False)
 
 

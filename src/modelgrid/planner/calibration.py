@@ -417,6 +417,20 @@ def prefill_speed(
     return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
 
 
+def busy(s: Sample, t: np.ndarray, others: Sequence[Sample]) -> np.ndarray:
+    """How many replicas of ``s``'s machine were busy at each time of ``t`` (s): ``s``'s
+    own and those of the ``others`` with a request in flight (sent, last token not yet);
+    an unnamed replica counts as one of its own."""
+    replicas: dict[str, np.ndarray] = {}
+    start, end = (float(t[0]), float(t[-1])) if t.size else (0.0, 0.0)
+    for o in others:
+        if o is not s and o.replica != s.replica and o.sent_s <= end and o.last_s > start:
+            flight = (o.sent_s <= t) & (t < o.last_s)
+            key = o.replica or f"#{id(o)}"
+            replicas[key] = replicas[key] | flight if key in replicas else flight
+    return 1 + sum((f.astype(np.int64) for f in replicas.values()), np.zeros(t.shape, np.int64))
+
+
 def work_ms(
     s: Sample,
     start_s: float,
@@ -426,24 +440,16 @@ def work_ms(
     step_s: float = 0.001,
 ) -> float:
     """The engine work (ms at full speed) ``s``'s replica did from ``start_s`` to ``end_s``:
-    each ms counted at ``1 / slowdown[k - 1]`` while ``k`` replicas (``s``'s and those of
-    the ``others`` with a request in flight: sent, last token not yet) were busy on the
-    machine, ``k`` capped at ``len(slowdown)``; empty ``slowdown``: the time itself (a
-    machine per replica). Integrated in steps of ``step_s``."""
+    each ms counted at ``1 / slowdown[k - 1]`` while ``k`` replicas (``busy``) were busy
+    on the machine, ``k`` capped at ``len(slowdown)``; empty ``slowdown``: the time itself
+    (a machine per replica). Integrated in steps of ``step_s``."""
     if end_s <= start_s:
         return 0.0
     if not slowdown:
         return (end_s - start_s) * 1000
-    t = np.arange(start_s, end_s, step_s)
-    replicas: dict[str, np.ndarray] = {}
-    for o in others:
-        if o is not s and o.replica != s.replica:
-            flight = (o.sent_s <= t) & (t < o.last_s)
-            key = o.replica or f"#{id(o)}"  # unnamed: a replica each
-            replicas[key] = replicas[key] | flight if key in replicas else flight
-    busy = 1 + sum((f.astype(np.int64) for f in replicas.values()), np.zeros(t.shape, np.int64))
+    k = busy(s, np.arange(start_s, end_s, step_s), others)
     table = np.asarray(slowdown, dtype=np.float64)
-    rate = 1.0 / table[np.minimum(busy, len(table)) - 1]
+    rate = 1.0 / table[np.minimum(k, len(table)) - 1]
     return float(rate.sum()) * step_s * 1000
 
 
@@ -546,6 +552,7 @@ __all__ = [
     "apply",
     "at_speed",
     "behind",
+    "busy",
     "counting_prompt",
     "host_slowdown",
     "measure",

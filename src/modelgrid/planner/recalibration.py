@@ -25,9 +25,12 @@ the client has it, which read as decode 8 % slower than the client saw (run 21).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from modelgrid.core.errors import PlanInputError
-from modelgrid.planner.calibration import Sample, Speed, at_speed, speed_in_run
+from modelgrid.planner.calibration import Sample, Speed, at_speed, busy, speed_in_run
 from modelgrid.planner.profile import EngineProfile
 from modelgrid.routing.topology import Topology
 from modelgrid.tenancy.timings import Served
@@ -35,6 +38,87 @@ from modelgrid.tenancy.timings import Served
 MIN_REQUESTS = 20
 """Fewest requests of two tokens or more (decode) for a speed: the median of 20 moves
 ~2 % with the spread of ``calibrate``'s idle requests (0.92-1.13)."""
+
+
+MIN_AT_BUSY = 10.0
+"""Fewest request-equivalents of decode time (each request's share of its decode spent at
+``k`` busy, summed) for the ledger to read ``host_slowdown[k - 1]``; below it the
+calibrated value is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contention:
+    """The machine's sharing as the ledger read it.
+
+    Attributes:
+        slowdown: ``host_slowdown`` (``(1, s_2, ...)``, dimensionless; the calibrated value
+            where too little time was spent at that many busy).
+        at_busy: Request-equivalents of decode time at 1, 2, ... busy replicas.
+        read: Which of ``slowdown`` the ledger read (the others are the calibration's).
+    """
+
+    slowdown: tuple[float, ...]
+    at_busy: tuple[float, ...]
+    read: tuple[bool, ...]
+
+
+def least_absolute(x: np.ndarray, y: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """``a`` minimising ``sum |y - x a|`` (``x``: n x p, ``y``: n), by iteratively
+    reweighted least squares (weights ``1 / max(|residual|, 1e-6)``; Schlossmacher,
+    *JASA* 68 (1973) 857-859)."""
+    a: np.ndarray = np.linalg.lstsq(x, y, rcond=None)[0]
+    for _ in range(iterations):
+        w = 1.0 / np.sqrt(np.maximum(np.abs(y - x @ a), 1e-6))
+        nxt: np.ndarray = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+        if np.allclose(nxt, a, rtol=1e-7, atol=0.0):
+            return nxt
+        a = nxt
+    return a
+
+
+def contention(
+    profile: EngineProfile, *groups: Sequence[Sample], step_s: float = 0.001
+) -> Contention:
+    """``profile.host_slowdown`` re-read from the decodes of ``groups`` (each the requests
+    of one machine; see the module docstring). ``k`` counts busy replicas up to
+    ``len(profile.host_slowdown)``; ``s_k`` is read where the requests spent at least
+    ``MIN_AT_BUSY`` request-equivalents at ``k`` busy (and at 1), kept from the profile
+    otherwise (tied to ``a_1`` by its calibrated ratio), and never below ``s_(k-1)`` (more
+    busy replicas never make one faster). A profile without a table (a machine per
+    replica) or of one entry is returned as it is."""
+    table = profile.host_slowdown
+    if len(table) < 2:
+        return Contention(table, (), tuple(False for _ in table))
+    rows, weights = [], []
+    for group in groups:
+        for s in group:
+            fitted_ms = (s.output_tokens - 1) * float(
+                profile.decode_ms(s.prompt_tokens, s.output_tokens)
+            )
+            if s.output_tokens < 2 or fitted_ms <= 0 or s.last_s <= s.first_s:
+                continue
+            k = np.minimum(busy(s, np.arange(s.first_s, s.last_s, step_s), group), len(table))
+            at_k = np.bincount(k - 1, minlength=len(table)) * step_s * 1000
+            rows.append(at_k / fitted_ms)
+            weights.append(at_k / max(at_k.sum(), 1e-9))
+    at_busy = tuple(float(w) for w in np.sum(weights, axis=0)) if rows else (0.0,) * len(table)
+    read = [w >= MIN_AT_BUSY for w in at_busy]
+    if not read[0] or not any(read[1:]):
+        return Contention(table, at_busy, tuple(False for _ in table))
+    x = np.asarray(rows)
+    free = [k for k in range(len(table)) if read[k]]
+    design = x[:, free].copy()
+    for k in range(len(table)):
+        if not read[k]:  # a_k = a_1 / s_k (calibrated): its time counts on a_1's column
+            design[:, 0] += x[:, k] / table[k]
+    a = least_absolute(design, np.ones(len(rows)))
+    if np.any(a <= 0):
+        return Contention(table, at_busy, tuple(False for _ in table))
+    out = [1.0]
+    for k in range(1, len(table)):
+        s_k = float(a[0] / a[free.index(k)]) if read[k] else table[k]
+        out.append(round(max(s_k, out[-1]), 4))
+    return Contention(tuple(out), at_busy, tuple(read))
 
 
 def samples(served: Sequence[Served]) -> list[Sample]:
@@ -68,11 +152,21 @@ def machines(
     return list(groups.values())
 
 
+@dataclass(frozen=True, slots=True)
+class Recalibrated:
+    """``recalibrate``'s result: the profile, the engine's speed over its fit (net of
+    ``contention.slowdown``) and the machine's sharing as read."""
+
+    profile: EngineProfile
+    speed: Speed
+    contention: Contention
+
+
 def recalibrate(
     profile: EngineProfile, served: Sequence[Served], topology: Topology, *, window: str = ""
-) -> tuple[EngineProfile, Speed]:
-    """``profile`` with its prefill and decode spreads re-centred on the speed of
-    ``served`` (``calibration.at_speed``), and that speed.
+) -> Recalibrated:
+    """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``) and
+    its prefill and decode spreads re-centred on their speed (``calibration.at_speed``).
 
     ``window`` (e.g. ``from … to …``) names the requests' window in the error.
 
@@ -81,6 +175,8 @@ def recalibrate(
             one that found its replica idle (no prefill to read).
     """
     groups = machines(topology, profile.model, profile.replicas_per_host, samples(served))
+    shared = contention(profile, *groups)
+    profile = profile.model_copy(update={"host_slowdown": shared.slowdown})
     speed = speed_in_run(profile, *groups) if groups else Speed(None, None, 0, 0)
     if speed.decode_requests < MIN_REQUESTS or speed.prefill is None:
         raise PlanInputError(
@@ -90,7 +186,17 @@ def recalibrate(
             f"found their replica idle: at least {MIN_REQUESTS} and 1 are needed",
             param="--since",
         )
-    return at_speed(profile, speed), speed
+    return Recalibrated(at_speed(profile, speed), speed, shared)
 
 
-__all__ = ["MIN_REQUESTS", "machines", "recalibrate", "samples"]
+__all__ = [
+    "MIN_AT_BUSY",
+    "MIN_REQUESTS",
+    "Contention",
+    "Recalibrated",
+    "contention",
+    "least_absolute",
+    "machines",
+    "recalibrate",
+    "samples",
+]
