@@ -28,12 +28,15 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    usage ledger holds) replayed through ``planner.sim`` over the same topology (trace-driven:
    the same sample path, so the comparison is of the model, not of two random draws; each
    figure the mean over ``--sim-seeds`` simulations, whose seeds draw the requests' spread
-   factors and the router's choices), four ways: ``stored``, the calibrated profile file as ``modelgrid plan`` reads it (the
+   factors and the router's choices), five ways: ``stored``, the calibrated profile file as ``modelgrid plan`` reads it (the
    product's claim); ``ledger``, that profile re-centred by ``modelgrid plan recalibrate``
    (the product's command, in a child process) on the gateway's usage ledger over the
    window before the level (from the start of the previous level, or of the calibration
    for the first: out of sample, the fleet's speed minutes before, as an operator would
-   recalibrate on the last busy hour); ``in-run``, the same with its spreads re-centred on the engine's speed
+   recalibrate on the last busy hour; where replicas share a machine it re-reads
+   ``host_slowdown`` too); ``history``, the same over all the fleet's traffic since its
+   calibration began (a longer window: the speed's mean over more minutes, and more time
+   at each number of busy replicas); ``in-run``, the same with its spreads re-centred on the engine's speed
    during the level, read from the level's own requests (``calibration.speed_in_run``:
    decode from each request's time per output token, prefill from the requests that found
    their replica idle, each with the calibrated host slowdown taken off while other
@@ -327,9 +330,13 @@ def level(
     )
     ledger_cp, ledger_line = recalibrated(gw, args.profile_path, since, args.phase_start,
                                           f"{n}-{index}")  # fmt: skip
+    history_cp, history_line = (ledger_cp, ledger_line) if since == args.fleet_start else (
+        recalibrated(gw, args.profile_path, args.fleet_start, args.phase_start, f"{n}-{index}-all")
+    )  # fmt: skip
     preds = {
         "stored": predict(rows, n, cp, args.warmup, args.sim_seeds),
         "ledger": predict(rows, n, ledger_cp, args.warmup, args.sim_seeds),
+        "history": predict(rows, n, history_cp, args.warmup, args.sim_seeds),
         "in_run": predict(rows, n, at_speed(cp, speed), args.warmup, args.sim_seeds),
         "plain": predict(rows, n, plain, args.warmup, args.sim_seeds),
     }
@@ -349,8 +356,9 @@ def level(
           f"{cpu['client'] / len(rows):.3f}; foreign {foreign:.2f} cores; 1-min load "
           f"{load0:.2f} -> {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"# ledger (modelgrid plan recalibrate, {since} to {args.phase_start}): {ledger_line}")
+    print(f"# history ({args.fleet_start} to {args.phase_start}): {history_line}")
     print("replicas load requests | metric          measured |  stored    err |  ledger    err"
-          " |  in-run    err |   plain    err")  # fmt: skip
+          " | history    err |  in-run    err |   plain    err")  # fmt: skip
     for k in METRICS:
         cells = " | ".join(
             f"{preds[w][k]:7.3f} {100 * (preds[w][k] - m[k]) / m[k]:+5.1f}%" for w in preds
@@ -364,6 +372,10 @@ def level(
             "speed": dataclasses.asdict(speed), "handover_ms": gaps,
             "ledger_window": [since, args.phase_start],
             "ledger_spreads": [ledger_cp.prefill_spread, ledger_cp.decode_spread],
+            "ledger_slowdown": ledger_cp.host_slowdown,
+            "history_window": [args.fleet_start, args.phase_start],
+            "history_spreads": [history_cp.prefill_spread, history_cp.decode_spread],
+            "history_slowdown": history_cp.host_slowdown,
             "cpu_s": cpu, "foreign_cores": foreign, "wall_s": wall,
             "load_avg": [load0, os.getloadavg()[0]],
             "profile": cp.model_dump(mode="json", exclude={"points"}),
@@ -380,7 +392,7 @@ def level(
             fh.write(json.dumps(record) + "\n")
 
 
-PREDICTIONS = ("stored", "ledger", "in_run", "plain")
+PREDICTIONS = ("stored", "ledger", "history", "in_run", "plain")
 BLOCK = 8
 """Requests a block of ``interval95``'s bootstrap: neighbours in a queue wait alike."""
 
@@ -423,11 +435,11 @@ def _f(x: float | None) -> str:
 def report(path: str, warmup: int) -> None:
     """The markdown table of a ``--json`` file: per level, measured (with the 95 % interval
     of the TTFT p50, ``interval95``) and the error of each prediction (stored / ledger /
-    in-run / plain; ``n/a`` where a record has none), goals marked (bold: missed; †: inside the measured figure's 95 % interval)."""
+    history / in-run / plain; ``n/a`` where a record has none), goals marked (bold: missed; †: inside the measured figure's 95 % interval)."""
     goals = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
              "throughput_rps": 10}  # fmt: skip
     print("| replicas | load (target / sim.) | 1-min load | in-run prefill / decode | "
-          + " | ".join(f"{k} meas. | stored / ledger / in-run / plain" for k in METRICS) + " |")  # fmt: skip
+          + " | ".join(f"{k} meas. | stored / ledger / history / in-run / plain" for k in METRICS) + " |")  # fmt: skip
     print("|---" * (4 + 2 * len(METRICS)) + "|")
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
@@ -493,6 +505,7 @@ def main() -> None:
                 folder.mkdir()
                 gw = start_gateway("affinity", [w.port for w in workers], folder)  # cache_aware
                 args.phase_start = now_iso_ms()  # the ledger's first window: the calibration
+                args.fleet_start = args.phase_start  # history: all since it
                 args.profile_path = path
                 cp, gw_cpu_ms = calibrate(gw.base_url, gw.key, gw.proc.pid, n, path, args)
                 args.calibration_record = json.loads(
