@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -413,41 +413,95 @@ def prefill_speed(
         for s, ahead_s in behind(rnd):
             fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
             if fitted > 0:  # a fit of 0 ms at this length says nothing of the speed
-                ratios.append(work_ms(s, ahead_s, s.first_s, rnd, slowdown, step_s) / fitted)
+                work = work_ms(s, ahead_s, s.first_s, Timeline(rnd), slowdown, step_s)
+                ratios.append(work / fitted)
     return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
 
 
-def busy(s: Sample, t: np.ndarray, others: Sequence[Sample]) -> np.ndarray:
-    """How many replicas of ``s``'s machine were busy at each time of ``t`` (s): ``s``'s
-    own and those of the ``others`` with a request in flight (sent, last token not yet);
-    an unnamed replica counts as one of its own."""
-    replicas: dict[str, np.ndarray] = {}
-    start, end = (float(t[0]), float(t[-1])) if t.size else (0.0, 0.0)
-    for o in others:
-        if o is not s and o.replica != s.replica and o.sent_s <= end and o.last_s > start:
-            flight = (o.sent_s <= t) & (t < o.last_s)
-            key = o.replica or f"#{id(o)}"
-            replicas[key] = replicas[key] | flight if key in replicas else flight
-    return 1 + sum((f.astype(np.int64) for f in replicas.values()), np.zeros(t.shape, np.int64))
+def _replica_key(s: Sample) -> str:
+    return s.replica or f"#{id(s)}"  # unnamed: a replica each
+
+
+class Timeline:
+    """When each replica of one machine had a request in flight (sent, last token not
+    yet), built once from the machine's requests: each replica's flights merged into
+    disjoint intervals, so a busy count costs a binary search per replica and instant (a
+    day of a fleet's ledger is read in seconds, not in the hours of a scan of every
+    request for each one). An unnamed replica counts as one of its own."""
+
+    def __init__(self, samples: Iterable[Sample]) -> None:
+        flights: dict[str, list[tuple[float, float]]] = {}
+        for o in samples:
+            flights.setdefault(_replica_key(o), []).append((o.sent_s, o.last_s))
+        self._spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for key, spans in flights.items():
+            merged: list[list[float]] = []
+            for start, end in sorted(spans):
+                if end <= start:
+                    continue
+                if merged and start <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], end)
+                else:
+                    merged.append([start, end])
+            if merged:
+                arr = np.asarray(merged, dtype=np.float64)
+                self._spans[key] = (arr[:, 0], arr[:, 1])
+
+    def busy(self, s: Sample, t: np.ndarray) -> np.ndarray:
+        """How many replicas of the machine were busy at each time of ``t`` (s): ``s``'s own
+        and every other replica with a request in flight."""
+        own = _replica_key(s)
+        count = np.ones(t.shape, np.int64)
+        for key, (starts, ends) in self._spans.items():
+            if key != own:
+                i = np.searchsorted(starts, t, side="right") - 1
+                count += (i >= 0) & (t < ends[np.maximum(i, 0)])
+        return count
+
+
+def queued(samples: Sequence[Sample]) -> list[bool]:
+    """Per request of ``samples``, whether it was sent while another of its replica (the
+    same ``replica`` string) was in flight: sent at or before it, last token after its
+    send. Sorted per replica, ties of send time compared with each other."""
+    out = [False] * len(samples)
+    by_replica: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_replica.setdefault(s.replica, []).append(i)
+    for idx in by_replica.values():
+        idx.sort(key=lambda i: samples[i].sent_s)
+        before = -math.inf  # latest last token of those sent strictly earlier
+        k = 0
+        while k < len(idx):
+            sent = samples[idx[k]].sent_s
+            j = k
+            while j < len(idx) and samples[idx[j]].sent_s == sent:
+                j += 1
+            tie = idx[k:j]
+            for i in tie:
+                alongside = max((samples[o].last_s for o in tie if o != i), default=-math.inf)
+                out[i] = max(before, alongside) > sent
+            before = max(before, *(samples[i].last_s for i in tie))
+            k = j
+    return out
 
 
 def work_ms(
     s: Sample,
     start_s: float,
     end_s: float,
-    others: Sequence[Sample],
+    machine: Timeline,
     slowdown: Sequence[float],
     step_s: float = 0.001,
 ) -> float:
     """The engine work (ms at full speed) ``s``'s replica did from ``start_s`` to ``end_s``:
-    each ms counted at ``1 / slowdown[k - 1]`` while ``k`` replicas (``busy``) were busy
-    on the machine, ``k`` capped at ``len(slowdown)``; empty ``slowdown``: the time itself
+    each ms counted at ``1 / slowdown[k - 1]`` while ``k`` replicas (``machine.busy``) were
+    busy on the machine, ``k`` capped at ``len(slowdown)``; empty ``slowdown``: the time itself
     (a machine per replica). Integrated in steps of ``step_s``."""
     if end_s <= start_s:
         return 0.0
     if not slowdown:
         return (end_s - start_s) * 1000
-    k = busy(s, np.arange(start_s, end_s, step_s), others)
+    k = machine.busy(s, np.arange(start_s, end_s, step_s))
     table = np.asarray(slowdown, dtype=np.float64)
     rate = 1.0 / table[np.minimum(k, len(table)) - 1]
     return float(rate.sum()) * step_s * 1000
@@ -472,21 +526,18 @@ def speed_ratios(
     ``samples`` on one machine."""
     decode, prefill = [], []
     slowdown = profile.host_slowdown
-    for s in samples:
+    machine = Timeline(samples)
+    for s, waited in zip(samples, queued(samples), strict=True):
         if s.output_tokens > 1:
             fitted = (s.output_tokens - 1) * float(
                 profile.decode_ms(s.prompt_tokens, s.output_tokens)
             )
             if fitted > 0:
-                decode.append(work_ms(s, s.first_s, s.last_s, samples, slowdown) / fitted)
-        queued = any(
-            o is not s and o.replica == s.replica and o.sent_s <= s.sent_s < o.last_s
-            for o in samples
-        )
+                decode.append(work_ms(s, s.first_s, s.last_s, machine, slowdown) / fitted)
         fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
-        if not queued and fitted > 0:
+        if not waited and fitted > 0:
             start_s = s.sent_s + profile.overhead_ms / 1000
-            prefill.append(work_ms(s, start_s, s.first_s, samples, slowdown) / fitted)
+            prefill.append(work_ms(s, start_s, s.first_s, machine, slowdown) / fitted)
     return prefill, decode
 
 
@@ -551,12 +602,13 @@ __all__ = [
     "Speed",
     "apply",
     "at_speed",
+    "Timeline",
     "behind",
-    "busy",
     "counting_prompt",
     "host_slowdown",
     "measure",
     "prefill_speed",
+    "queued",
     "rounds_at_once",
     "service_ratio",
     "signed_rank_p",

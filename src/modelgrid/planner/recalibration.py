@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelgrid.core.errors import PlanInputError
-from modelgrid.planner.calibration import Sample, Speed, at_speed, busy, speed_in_run
+from modelgrid.planner.calibration import Sample, Speed, Timeline, at_speed, speed_in_run
 from modelgrid.planner.profile import EngineProfile
 from modelgrid.routing.topology import Topology
 from modelgrid.tenancy.timings import Served
@@ -91,13 +91,14 @@ def contention(
         return Contention(table, (), tuple(False for _ in table))
     rows, weights = [], []
     for group in groups:
+        machine = Timeline(group)
         for s in group:
             fitted_ms = (s.output_tokens - 1) * float(
                 profile.decode_ms(s.prompt_tokens, s.output_tokens)
             )
             if s.output_tokens < 2 or fitted_ms <= 0 or s.last_s <= s.first_s:
                 continue
-            k = np.minimum(busy(s, np.arange(s.first_s, s.last_s, step_s), group), len(table))
+            k = np.minimum(machine.busy(s, np.arange(s.first_s, s.last_s, step_s)), len(table))
             at_k = np.bincount(k - 1, minlength=len(table)) * step_s * 1000
             rows.append(at_k / fitted_ms)
             weights.append(at_k / max(at_k.sum(), 1e-9))
