@@ -1,0 +1,123 @@
+"""Re-predict a validation run's levels from what it recorded, with the recalibration's
+variants side by side, without running the engine again.
+
+``bench/planner_validation.py --json FILE`` records, per level, every request as the client
+saw it (send, first and last token, tokens, replica), the calibrated profile and every
+request of the fleet's calibration. From them this rebuilds the windows the validation's
+``ledger`` and ``history`` predictions read (the previous level, or the calibration for a
+fleet's first; everything since the calibration) — the client's times, within ~4 ms of the
+gateway's ledger (validation run 21) — and predicts each level (``planner_validation.predict``,
+the recorded arrivals through ``planner.sim``) with the calibrated profile re-centred on each
+window two ways: the engine's speed alone (``calibration.speed_in_run``, the calibrated
+``host_slowdown`` kept: ``plan recalibrate`` before it re-read the slowdown) and with the
+slowdown re-read first (``recalibration.contention``, as ``plan recalibrate`` does now).
+Prints each level's TTFT p50 / TPOT p50 errors (%) and how many of its 5 figures meet the
+goals (≤ 10 % on p50s and throughput, ≤ 20 % on p95s), then the totals; the recorded
+``stored``, ``ledger``, ``history`` and ``in-run`` predictions beside them.
+
+    .venv/bin/python bench/planner_replay.py /tmp/run24/run24.jsonl [--sim-seeds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from planner_validation import METRICS, predict
+
+from modelgrid.planner import profile as profiles
+from modelgrid.planner.calibration import Sample, at_speed, speed_in_run
+from modelgrid.planner.recalibration import contention
+
+GOALS_PCT = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
+             "throughput_rps": 10}  # fmt: skip
+APART_S = 100_000.0
+"""Windows recorded on different clocks are laid this far apart: a request's busy count
+only ever involves requests of its own window."""
+
+
+def shifted(rows: list[Sample], by_s: float) -> list[Sample]:
+    return [
+        Sample(r.sent_s + by_s, r.first_s + by_s, r.last_s + by_s, r.prompt_tokens,
+               r.output_tokens, r.replica)
+        for r in rows
+    ]  # fmt: skip
+
+
+def calibration_requests(record: dict[str, Any]) -> list[Sample]:
+    """Every request of a fleet's calibration (idle, queued rounds, rounds at once)."""
+    out = [Sample(**x) for x in record["idle"]]
+    for rnd in record["crowded"]:
+        out += [Sample(**x) for x in rnd]
+    for rounds in record["together"].values():
+        for rnd in rounds:
+            out += [Sample(**x) for x in rnd]
+    return out
+
+
+def recentred(
+    profile: profiles.EngineProfile, window: list[Sample], reread: bool
+) -> profiles.EngineProfile:
+    """``profile`` re-centred on ``window``'s speed, its slowdown re-read first when
+    ``reread``."""
+    if reread:
+        profile = profile.model_copy(update={"host_slowdown": contention(profile, window).slowdown})
+    return at_speed(profile, speed_in_run(profile, window))
+
+
+def met(predicted: dict[str, float], measured: dict[str, float]) -> tuple[int, list[float]]:
+    errs = [100 * (predicted[k] - measured[k]) / measured[k] for k in METRICS]
+    return sum(abs(e) <= GOALS_PCT[k] for e, k in zip(errs, METRICS, strict=True)), errs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("json", help="a --json file of bench/planner_validation.py")
+    parser.add_argument("--sim-seeds", type=int, default=20)
+    args = parser.parse_args()
+    fleets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for line in Path(args.json).read_text().splitlines():
+        r = json.loads(line)
+        fleets[r["replicas"]].append(r)
+    totals: dict[str, int] = defaultdict(int)
+    figures = 0
+    print("replicas load | " + " | ".join(
+        f"{k}: TTFT p50 / TPOT p50 % (met of 5)"
+        for k in ("ledger speed", "ledger +slowdown", "history speed", "history +slowdown",
+                  "recorded stored", "recorded ledger", "recorded history", "recorded in-run")
+    ))  # fmt: skip
+    for n, levels in fleets.items():
+        profile = profiles.EngineProfile.model_validate(levels[0]["profile"])
+        windows = [calibration_requests(levels[0]["calibration"])]
+        for i, r in enumerate(levels):
+            rows = [Sample(**x) for x in r["rows"]]
+            history = [s for w in windows for s in w]
+            preds = {
+                "ledger_speed": recentred(profile, windows[-1], False),
+                "ledger_reread": recentred(profile, windows[-1], True),
+                "history_speed": recentred(profile, history, False),
+                "history_reread": recentred(profile, history, True),
+            }
+            got = {k: predict(rows, n, p, r["warmup"], args.sim_seeds) for k, p in preds.items()}
+            for k in ("stored", "ledger", "history", "in_run"):
+                if f"predicted_{k}" in r:
+                    got[f"recorded_{k}"] = r[f"predicted_{k}"]
+            cells = []
+            for k, predicted in got.items():
+                ok, errs = met(predicted, r["measured"])
+                totals[k] += ok
+                cells.append(f"{errs[0]:+.1f} / {errs[2]:+.1f} ({ok})")
+            figures += len(METRICS)
+            print(f"{n:8d} {r['load']:4.2f} | " + " | ".join(cells), flush=True)
+            windows.append(shifted(rows, APART_S * (i + 1)))
+    print("within the goals: " + ", ".join(f"{k} {v}/{figures}" for k, v in totals.items()))
+
+
+if __name__ == "__main__":
+    main()
