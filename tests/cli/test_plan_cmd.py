@@ -281,6 +281,42 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     assert p.calibrated_at == CALIBRATED_AT
 
 
+def test_recalibrate_rereads_how_replicas_sharing_a_machine_slow_each_other(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = calibrated(tmp_path)
+    shared = profiles.load(path).model_copy(update={"replicas_per_host": 2, "host_slowdown": (1.0, 1.05)})  # fmt: skip
+    profiles.save(shared, path)
+    fleet = tmp_path / "fleet.toml"
+    topo.save(
+        topo.Topology(
+            (topo.Region("local"),),
+            (topo.Deployment(SMALL, "local", (topo.Replica("a", "upstream", "http://h/a/v1"),
+                                              topo.Replica("b", "upstream", "http://h/b/v1"))),),
+            gateway_region="local",
+        ),
+        fleet,
+    )  # fmt: skip
+    # SMALL's fit at 100 prompt tokens and 16 output: prefill 100 ms, decode 15 x 25 ms; the
+    # engine at 1.1 (prefill) and 0.96 (decode) of it, and 1.2x slower with both replicas busy
+    t0, rows = datetime(2026, 12, 7, 10, 0, tzinfo=UTC), []
+    shapes = [(5.0 * i, r, 110, 110 + 360) for i, r in zip(range(15), "ab" * 8, strict=False)]
+    shapes += [(100.0 + 5 * i, r, 132, 132 + 432) for i in range(10) for r in "ab"]
+    for j, (at_s, replica, ttft, last) in enumerate(shapes):
+        rows.append(usage_row(f"r{j}", t0 + timedelta(seconds=at_s, milliseconds=last + 30),
+                              model=SMALL, region="local", replica=replica, ttft_ms=ttft,
+                              last_token_ms=last, total_ms=last + 30, prompt_tokens=100,
+                              completion_tokens=16))  # fmt: skip
+    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+                          "--until", "2026-12-07T10:05:00Z", "--topology", str(fleet))  # fmt: skip
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "prefill 1.100 x the profile's fit (35 that found their replica idle), decode 0.960 x (35 requests)" in text, output  # fmt: skip
+    assert "host slowdown re-read from the ledger (calibrated 1.050): 2 busy 1.200 (read, 20 request-equivalents)" in text, output  # fmt: skip
+    assert profiles.load(path).host_slowdown == (1.0, 1.2)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

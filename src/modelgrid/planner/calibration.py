@@ -459,6 +459,14 @@ class Timeline:
         return count
 
 
+def instants(start_s: float, end_s: float, step_s: float) -> np.ndarray:
+    """The midpoints of ``round((end_s - start_s) / step_s)`` steps of ``step_s`` from
+    ``start_s`` (s): a whole number of steps, so a span far from the clock's zero does not
+    gain a step from rounding (``np.arange(100.0, 100.132, 0.001)`` has 133 points)."""
+    n = max(0, round((end_s - start_s) / step_s))
+    return start_s + (np.arange(n) + 0.5) * step_s
+
+
 def queued(samples: Sequence[Sample]) -> list[bool]:
     """Per request of ``samples``, whether it was sent while another of its replica (the
     same ``replica`` string) was in flight: sent at or before it, last token after its
@@ -501,7 +509,7 @@ def work_ms(
         return 0.0
     if not slowdown:
         return (end_s - start_s) * 1000
-    k = machine.busy(s, np.arange(start_s, end_s, step_s))
+    k = machine.busy(s, instants(start_s, end_s, step_s))
     table = np.asarray(slowdown, dtype=np.float64)
     rate = 1.0 / table[np.minimum(k, len(table)) - 1]
     return float(rate.sum()) * step_s * 1000
@@ -606,6 +614,7 @@ __all__ = [
     "behind",
     "counting_prompt",
     "host_slowdown",
+    "instants",
     "measure",
     "prefill_speed",
     "queued",

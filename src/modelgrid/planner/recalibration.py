@@ -30,7 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelgrid.core.errors import PlanInputError
-from modelgrid.planner.calibration import Sample, Speed, Timeline, at_speed, speed_in_run
+from modelgrid.planner.calibration import (
+    Sample,
+    Speed,
+    Timeline,
+    at_speed,
+    instants,
+    speed_in_run,
+)
 from modelgrid.planner.profile import EngineProfile
 from modelgrid.routing.topology import Topology
 from modelgrid.tenancy.timings import Served
@@ -98,7 +105,7 @@ def contention(
             )
             if s.output_tokens < 2 or fitted_ms <= 0 or s.last_s <= s.first_s:
                 continue
-            k = np.minimum(machine.busy(s, np.arange(s.first_s, s.last_s, step_s)), len(table))
+            k = np.minimum(machine.busy(s, instants(s.first_s, s.last_s, step_s)), len(table))
             at_k = np.bincount(k - 1, minlength=len(table)) * step_s * 1000
             rows.append(at_k / fitted_ms)
             weights.append(at_k / max(at_k.sum(), 1e-9))
