@@ -317,6 +317,27 @@ def test_recalibrate_rereads_how_replicas_sharing_a_machine_slow_each_other(
     assert profiles.load(path).host_slowdown == (1.0, 1.2)
 
 
+def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    calibrated(tmp_path)
+    t0, rows = datetime(2026, 12, 7, 10, 0, tzinfo=UTC), []
+    for i in range(40):  # decode at 0.92 of the fit for 5 minutes, then 1.08; prefill 1.0
+        last = 100 + round(15 * 25 * (0.92 if i < 20 else 1.08))
+        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=15 * i, milliseconds=last),
+                              model=SMALL, region="local", replica="local-0", ttft_ms=100,
+                              last_token_ms=last, total_ms=last, prompt_tokens=100,
+                              completion_tokens=16))  # fmt: skip
+    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+                          "--until", "2026-12-07T10:10:00Z")  # fmt: skip
+    assert code == 0, output
+    assert (
+        "by 5-minute slice (2 of 10 requests or more): prefill 1.000-1.000, decode 0.920-1.080 "
+        "x the profile's fit"
+    ) in " ".join(output.split()), output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

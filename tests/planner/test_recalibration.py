@@ -20,6 +20,7 @@ from modelgrid.planner.recalibration import (
     machines,
     recalibrate,
     samples,
+    slices,
 )
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
@@ -181,6 +182,20 @@ def test_least_absolute_deviations_ignore_an_outlier() -> None:
     y[5] = 100.0  # a request a neighbour slowed 8x
     assert least_absolute(x, y)[0] == pytest.approx(2.0, abs=1e-4)
     assert np.linalg.lstsq(x, y, rcond=None)[0][0] > 2.1  # least squares is pulled
+
+
+def test_the_speed_is_read_by_five_minute_slice_too() -> None:
+    # 0.90 of the fit for five minutes, then 1.10; 5 requests after in a slice too few to read
+    reqs = [served(10 * i, "a", 60, 16, 1.0, 0.90) for i in range(30)]
+    reqs += [served(300 + 10 * i, "a", 60, 16, 1.2, 1.10) for i in range(30)]
+    reqs += [served(600 + 10 * i, "a", 60, 16, 1.0, 2.0) for i in range(5)]
+    done = recalibrate(BASE, reqs, topology("a"))
+    assert [(x.decode_requests, x.prefill_requests) for x in done.slices] == [(30, 30), (30, 30)]
+    assert [x.decode for x in done.slices] == [pytest.approx(0.90, abs=0.005), pytest.approx(1.10, abs=0.005)]  # fmt: skip
+    assert [x.prefill for x in done.slices] == [pytest.approx(1.0, abs=0.005), pytest.approx(1.2, abs=0.005)]  # fmt: skip
+    assert done.speed.decode_requests == 65
+    by_2_min = slices(BASE, samples(reqs), slice_s=120.0)  # the last slice's 5: too few
+    assert [x.decode_requests for x in by_2_min] == [12] * 5
 
 
 def test_too_few_requests_are_named() -> None:

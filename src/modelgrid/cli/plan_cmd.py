@@ -579,7 +579,7 @@ def recalibrate_cmd(
     from modelgrid.cli.common import read_run
     from modelgrid.planner import PlanInputError
     from modelgrid.planner import profile as profiles
-    from modelgrid.planner.recalibration import recalibrate
+    from modelgrid.planner.recalibration import MIN_SLICE_REQUESTS, SLICE_S, recalibrate
     from modelgrid.tenancy.timings import read_served
 
     start = _when(since, "--since")
@@ -627,6 +627,19 @@ def recalibrate_cmd(
         f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
         highlight=False,
     )
+    if len(done.slices) >= 2:
+        ranges = []
+        for phase, values in (("prefill", [x.prefill for x in done.slices]),
+                              ("decode", [x.decode for x in done.slices])):  # fmt: skip
+            read = [v for v in values if v is not None]
+            if read:
+                ranges.append(f"{phase} {min(read):.3f}-{max(read):.3f}")
+        console.print(
+            f"by {SLICE_S / 60:.0f}-minute slice ({len(done.slices)} of {MIN_SLICE_REQUESTS} "
+            f"requests or more): {', '.join(ranges)} x the profile's fit; a plan at one "
+            "speed holds while the speed does: plan for the slow end where targets must hold",
+            highlight=False,
+        )
     shared = done.contention
     if any(shared.read):
         cells = ", ".join(

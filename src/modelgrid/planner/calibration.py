@@ -528,10 +528,10 @@ class Speed:
 
 def speed_ratios(
     profile: EngineProfile, samples: Sequence[Sample]
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """Each request's prefill and decode work over the profile's fit (``speed_in_run``'s
-    samples, before the medians): ``(prefill ratios, decode ratios)``; every request of
-    ``samples`` on one machine."""
+    samples, before the medians), with its send time: ``(prefill, decode)``, each a list of
+    ``(sent_s, ratio)``; every request of ``samples`` on one machine."""
     decode, prefill = [], []
     slowdown = profile.host_slowdown
     machine = Timeline(samples)
@@ -541,11 +541,13 @@ def speed_ratios(
                 profile.decode_ms(s.prompt_tokens, s.output_tokens)
             )
             if fitted > 0:
-                decode.append(work_ms(s, s.first_s, s.last_s, machine, slowdown) / fitted)
+                work = work_ms(s, s.first_s, s.last_s, machine, slowdown)
+                decode.append((s.sent_s, work / fitted))
         fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
         if not waited and fitted > 0:
             start_s = s.sent_s + profile.overhead_ms / 1000
-            prefill.append(work_ms(s, start_s, s.first_s, machine, slowdown) / fitted)
+            work = work_ms(s, start_s, s.first_s, machine, slowdown)
+            prefill.append((s.sent_s, work / fitted))
     return prefill, decode
 
 
@@ -572,8 +574,8 @@ def speed_in_run(
     prefill, decode = [], []
     for machine in (samples, *more_machines):
         p, d = speed_ratios(profile, machine)
-        prefill += p
-        decode += d
+        prefill += [r for _, r in p]
+        decode += [r for _, r in d]
     return Speed(
         float(np.median(prefill)) if prefill else None,
         float(np.median(decode)) if decode else None,

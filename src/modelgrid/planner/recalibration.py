@@ -24,6 +24,7 @@ the client has it, which read as decode 8 % slower than the client saw (run 21).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from modelgrid.planner.calibration import (
     at_speed,
     instants,
     speed_in_run,
+    speed_ratios,
 )
 from modelgrid.planner.profile import EngineProfile
 from modelgrid.routing.topology import Topology
@@ -47,6 +49,11 @@ MIN_REQUESTS = 20
 ~2 % with the spread of ``calibrate``'s idle requests (0.92-1.13)."""
 
 
+SLICE_S = 300.0
+"""The window is also read in slices of this many seconds (``slices``): how far the speed
+moved within it."""
+MIN_SLICE_REQUESTS = 10
+"""Fewest decodes for a slice's speed."""
 MIN_AT_BUSY = 10.0
 """Fewest request-equivalents of decode time (each request's share of its decode spent at
 ``k`` busy, summed) for the ledger to read ``host_slowdown[k - 1]``; below it the
@@ -129,6 +136,32 @@ def contention(
     return Contention(tuple(out), at_busy, tuple(read))
 
 
+def slices(
+    profile: EngineProfile, *groups: Sequence[Sample], slice_s: float = SLICE_S
+) -> tuple[Speed, ...]:
+    """The engine's speed over ``profile``'s fit in each ``slice_s`` of the window (by
+    send time, on the groups' one clock), in order: the medians of ``speed_ratios`` of the
+    requests sent in it (their busy counts over the whole window); only slices with at least
+    ``MIN_SLICE_REQUESTS`` decodes. Validation runs 23-25 (bench/RESULTS.md): the engine's
+    speed on a shared 2-vCPU VM moved by up to ±15 % from one 2-5 minute level to the next,
+    and a plan made at one speed holds only as long as it does."""
+    prefill: dict[int, list[float]] = defaultdict(list)
+    decode: dict[int, list[float]] = defaultdict(list)
+    for group in groups:
+        p, d = speed_ratios(profile, group)
+        for sent_s, r in p:
+            prefill[int(sent_s // slice_s)].append(r)
+        for sent_s, r in d:
+            decode[int(sent_s // slice_s)].append(r)
+    out = []
+    for k in sorted(decode):
+        if len(decode[k]) >= MIN_SLICE_REQUESTS:
+            pre = prefill.get(k, [])
+            out.append(Speed(float(np.median(pre)) if pre else None,
+                             float(np.median(decode[k])), len(pre), len(decode[k])))  # fmt: skip
+    return tuple(out)
+
+
 def samples(served: Sequence[Served]) -> list[Sample]:
     """The ledger's requests as ``Sample``s on one clock (seconds since the first
     arrival)."""
@@ -163,11 +196,13 @@ def machines(
 @dataclass(frozen=True, slots=True)
 class Recalibrated:
     """``recalibrate``'s result: the profile, the engine's speed over its fit (net of
-    ``contention.slowdown``) and the machine's sharing as read."""
+    ``contention.slowdown``), the machine's sharing as read and the speed in each slice of
+    the window (``slices``)."""
 
     profile: EngineProfile
     speed: Speed
     contention: Contention
+    slices: tuple[Speed, ...] = ()
 
 
 def recalibrate(
@@ -194,12 +229,14 @@ def recalibrate(
             f"found their replica idle: at least {MIN_REQUESTS} and 1 are needed",
             param="--since",
         )
-    return Recalibrated(at_speed(profile, speed), speed, shared)
+    return Recalibrated(at_speed(profile, speed), speed, shared, slices(profile, *groups))
 
 
 __all__ = [
     "MIN_AT_BUSY",
     "MIN_REQUESTS",
+    "MIN_SLICE_REQUESTS",
+    "SLICE_S",
     "Contention",
     "Recalibrated",
     "contention",
@@ -207,4 +244,5 @@ __all__ = [
     "machines",
     "recalibrate",
     "samples",
+    "slices",
 ]
