@@ -334,7 +334,7 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
     assert code == 0, output
     assert (
         "by 5-minute slice (2 of 10 requests or more): prefill 1.000-1.000, decode 0.920-1.080 "
-        "x the profile's fit"
+        "x the profile's fitted times (above 1: slower)"
     ) in " ".join(output.split()), output
 
 
@@ -347,6 +347,10 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is out of range"),
         (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is out of range"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "local"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'local', 0 of two tokens"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "2999-01-01"), "--until: 2999-01-01T00:00:00+00:00 is after now"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", ""), "--until: expected an ISO 8601 time"),
+        (("--since", "2026-12-07T10:00:00Z", "--out", "/dev/null"), "cannot write the profile to /dev/null: not a regular file"),
+        (("--since", "2026-12-07T10:00:00Z", "--out", ""), "cannot write the profile to .: not a file name"),
         (("--since", "2026-12-07T10:00:00Z", "--region", "mars-1"), "--region: 'mars-1' is not a region of the topology (local)"),
         (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
     ],

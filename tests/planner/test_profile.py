@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,27 @@ def test_save_and_load(tmp_path: Path) -> None:
             profiles.save(p, bad)
         with pytest.raises(PlanInputError, match=f"cannot write the profile to {bad}: {why}"):
             profiles.check_writable(bad)
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_link_is_followed_and_what_is_not_a_regular_file_is_never_replaced(
+    tmp_path: Path,
+) -> None:
+    p = profiles.fit("m", points({1: 40.0}), measured_at="2026-11-30T00:00:00+00:00")
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("{}")
+    link.symlink_to(real)
+    profiles.save(p, link)
+    assert link.is_symlink() and profiles.load(real) == p
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for bad, why in ((fifo, "not a regular file"), (Path(""), "not a file name"),
+                     (Path("/"), "not a file name"), (tmp_path / "..", "not a file name")):  # fmt: skip
+        with pytest.raises(PlanInputError, match=f"cannot write the profile to {bad}: {why}"):
+            profiles.save(p, bad)
+        with pytest.raises(PlanInputError, match=f"cannot write the profile to {bad}: {why}"):
+            profiles.check_writable(bad)
+    assert fifo.exists() and not fifo.is_file()
     assert not list(tmp_path.rglob(".*.tmp"))
 
 

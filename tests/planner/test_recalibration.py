@@ -196,6 +196,10 @@ def test_the_speed_is_read_by_five_minute_slice_too() -> None:
     assert done.speed.decode_requests == 65
     by_2_min = slices(BASE, samples(reqs), slice_s=120.0)  # the last slice's 5: too few
     assert [x.decode_requests for x in by_2_min] == [12] * 5
+    # 12 decodes but 6 prefills (pairs sent together to one replica: the second waited)
+    pairs = [served(20 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(6) for d in (0.0, 0.001)]
+    (slice_,) = slices(BASE, samples(pairs))
+    assert (slice_.decode_requests, slice_.prefill_requests, slice_.prefill) == (12, 6, None)
 
 
 def test_too_few_requests_are_named() -> None:

@@ -557,7 +557,11 @@ def _when(text: str, option: str) -> Any:
 
 @app.command("recalibrate")
 def recalibrate_cmd(
-    since: str = typer.Option(..., "--since", help="Requests that arrived from (ISO 8601, UTC)."),
+    since: str = typer.Option(
+        ...,
+        "--since",
+        help="Requests that arrived from (ISO 8601; a date alone: midnight; no offset: UTC).",
+    ),
     until: str = typer.Option(None, "--until", help="…up to (default: now)."),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
     region: str = typer.Option(None, "--region", help="Only this region's requests."),
@@ -583,7 +587,10 @@ def recalibrate_cmd(
     from modelgrid.tenancy.timings import read_served
 
     start = _when(since, "--since")
-    end = _when(until, "--until") if until else datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    end = _when(until, "--until") if until is not None else now
+    if end > now:
+        raise _fail(f"--until: {end.isoformat()} is after now ({now.isoformat()})")
     if end <= start:
         if until is None:
             raise _fail(f"--since: {start.isoformat()} is not before now ({end.isoformat()})")
@@ -636,8 +643,9 @@ def recalibrate_cmd(
                 ranges.append(f"{phase} {min(read):.3f}-{max(read):.3f}")
         console.print(
             f"by {SLICE_S / 60:.0f}-minute slice ({len(done.slices)} of {MIN_SLICE_REQUESTS} "
-            f"requests or more): {', '.join(ranges)} x the profile's fit; a plan at one "
-            "speed holds while the speed does: plan for the slow end where targets must hold",
+            f"requests or more): {', '.join(ranges)} x the profile's fitted times (above 1: "
+            "slower); a plan at one speed holds while the speed does: where targets must "
+            "hold, plan at the largest",
             highlight=False,
         )
     shared = done.contention

@@ -53,7 +53,7 @@ SLICE_S = 300.0
 """The window is also read in slices of this many seconds (``slices``): how far the speed
 moved within it."""
 MIN_SLICE_REQUESTS = 10
-"""Fewest decodes for a slice's speed."""
+"""Fewest decodes for a slice's decode speed (and idle-replica requests for its prefill)."""
 MIN_AT_BUSY = 10.0
 """Fewest request-equivalents of decode time (each request's share of its decode spent at
 ``k`` busy, summed) for the ledger to read ``host_slowdown[k - 1]``; below it the
@@ -142,7 +142,8 @@ def slices(
     """The engine's speed over ``profile``'s fit in each ``slice_s`` of the window (by
     send time, on the groups' one clock), in order: the medians of ``speed_ratios`` of the
     requests sent in it (their busy counts over the whole window); only slices with at least
-    ``MIN_SLICE_REQUESTS`` decodes. Validation runs 23-25 (bench/RESULTS.md): the engine's
+    ``MIN_SLICE_REQUESTS`` decodes, and a prefill only from as many that found their replica
+    idle (``None`` otherwise). Each is a time over the fit: above 1 is slower. Validation runs 23-25 (bench/RESULTS.md): the engine's
     speed on a shared 2-vCPU VM moved by up to ±15 % from one 2-5 minute level to the next,
     and a plan made at one speed holds only as long as it does."""
     prefill: dict[int, list[float]] = defaultdict(list)
@@ -157,8 +158,8 @@ def slices(
     for k in sorted(decode):
         if len(decode[k]) >= MIN_SLICE_REQUESTS:
             pre = prefill.get(k, [])
-            out.append(Speed(float(np.median(pre)) if pre else None,
-                             float(np.median(decode[k])), len(pre), len(decode[k])))  # fmt: skip
+            mid = float(np.median(pre)) if len(pre) >= MIN_SLICE_REQUESTS else None
+            out.append(Speed(mid, float(np.median(decode[k])), len(pre), len(decode[k])))
     return tuple(out)
 
 
