@@ -180,7 +180,9 @@ def test_a_profile_that_cannot_drive_the_plan_is_named(env: dict[str, str], tmp_
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"a\xff\xfe = 1\n")
     code, output = invoke(env, *base[:4], "--topology", str(binary), "--out", str(tmp_path / "o"))
-    assert code == 2 and f"topology {binary}: not UTF-8 text (byte 1)" in " ".join(output.split())
+    assert code == 2 and f"--topology: {binary}: not UTF-8 text (byte 1)" in " ".join(
+        output.split()
+    )
 
 
 def test_a_workspace_rule_of_the_config_file_is_named_with_the_file(
@@ -352,6 +354,8 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "2026-12-07T10:00:00Z", "--out", "/dev/null"), "cannot write the profile to /dev/null: not a regular file"),
         (("--since", "2026-12-07T10:00:00Z", "--out", ""), "cannot write the profile to .: not a file name"),
         (("--since", "2026-12-07T10:00:00Z", "--region", "mars-1"), "--region: 'mars-1' is not a region of the topology (local)"),
+        (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "--model nope: no engine profile at "),
+        (("--since", "2026-12-07T10:00:00Z", "--profile", "/nonexistent.json"), "--profile: no engine profile at /nonexistent.json"),
         (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
     ],
 )  # fmt: skip

@@ -151,7 +151,8 @@ def _topology(topology: Path | None) -> Any:
         return topo.load(path) if path.exists() else topo.default_topology()
     except (OSError, TopologyError) as exc:
         why = exc.message if isinstance(exc, TopologyError) else exc.strerror or str(exc)
-        raise PlanInputError(f"topology {path}: {why}", param="--topology") from None
+        named = "--topology: " if topology is not None else "topology "
+        raise PlanInputError(f"{named}{path}: {why}", param="--topology") from None
 
 
 def _scenario(
@@ -605,7 +606,14 @@ def recalibrate_cmd(
                 f"({', '.join(r.id for r in fleet.regions)})",
                 param="--region",
             )
-        base = profiles.load_for(model, path)
+        where = "--profile" if profile_path is not None else "--model"
+        try:
+            base = profiles.load_for(model, path, where=where)
+        except PlanInputError as exc:  # name the option that chose the file
+            if exc.message.startswith(where):
+                raise
+            label = f"--model {model}" if where == "--model" else where
+            raise PlanInputError(f"{label}: {exc.message}", param=where) from None
         if not base.calibrated_at:
             raise PlanInputError(
                 f"--profile: {path} is not calibrated: run `modelgrid plan calibrate` first "
