@@ -12,7 +12,7 @@ import pytest
 from modelgrid.core.errors import PlanInputError
 from modelgrid.core.types import RoutingHints
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample, speed_in_run
+from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios
 from modelgrid.planner.recalibration import (
     MIN_REQUESTS,
     contention,
@@ -194,11 +194,13 @@ def test_the_speed_is_read_by_five_minute_slice_too() -> None:
     assert [x.decode for x in done.slices] == [pytest.approx(0.90, abs=0.005), pytest.approx(1.10, abs=0.005)]  # fmt: skip
     assert [x.prefill for x in done.slices] == [pytest.approx(1.0, abs=0.005), pytest.approx(1.2, abs=0.005)]  # fmt: skip
     assert done.speed.decode_requests == 65
-    by_2_min = slices(BASE, samples(reqs), slice_s=120.0)  # the last slice's 5: too few
+    by_2_min = slices(
+        [speed_ratios(BASE, samples(reqs))], slice_s=120.0
+    )  # the last slice's 5: too few
     assert [x.decode_requests for x in by_2_min] == [12] * 5
     # 12 decodes but 6 prefills (pairs sent together to one replica: the second waited)
     pairs = [served(20 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(6) for d in (0.0, 0.001)]
-    (slice_,) = slices(BASE, samples(pairs))
+    (slice_,) = slices([speed_ratios(BASE, samples(pairs))])
     assert (slice_.decode_requests, slice_.prefill_requests, slice_.prefill) == (12, 6, None)
 
 

@@ -571,11 +571,15 @@ def speed_in_run(
         more_machines: Requests of other machines (each its own sequence): the medians are
             over the requests of all.
     """
-    prefill, decode = [], []
-    for machine in (samples, *more_machines):
-        p, d = speed_ratios(profile, machine)
-        prefill += [r for _, r in p]
-        decode += [r for _, r in d]
+    return median_speed([speed_ratios(profile, m) for m in (samples, *more_machines)])
+
+
+def median_speed(
+    ratios: Sequence[tuple[list[tuple[float, float]], list[tuple[float, float]]]],
+) -> Speed:
+    """``speed_in_run``'s medians over machines' ``speed_ratios``."""
+    prefill = [r for p, _ in ratios for _, r in p]
+    decode = [r for _, d in ratios for _, r in d]
     return Speed(
         float(np.median(prefill)) if prefill else None,
         float(np.median(decode)) if decode else None,
@@ -618,6 +622,7 @@ __all__ = [
     "host_slowdown",
     "instants",
     "measure",
+    "median_speed",
     "prefill_speed",
     "queued",
     "rounds_at_once",

@@ -37,7 +37,7 @@ from modelgrid.planner.calibration import (
     Timeline,
     at_speed,
     instants,
-    speed_in_run,
+    median_speed,
     speed_ratios,
 )
 from modelgrid.planner.profile import EngineProfile
@@ -136,20 +136,22 @@ def contention(
     return Contention(tuple(out), at_busy, tuple(read))
 
 
-def slices(
-    profile: EngineProfile, *groups: Sequence[Sample], slice_s: float = SLICE_S
-) -> tuple[Speed, ...]:
-    """The engine's speed over ``profile``'s fit in each ``slice_s`` of the window (by
-    send time, on the groups' one clock), in order: the medians of ``speed_ratios`` of the
-    requests sent in it (their busy counts over the whole window); only slices with at least
-    ``MIN_SLICE_REQUESTS`` decodes, and a prefill only from as many that found their replica
-    idle (``None`` otherwise). Each is a time over the fit: above 1 is slower. Validation runs 23-25 (bench/RESULTS.md): the engine's
-    speed on a shared 2-vCPU VM moved by up to ±15 % from one 2-5 minute level to the next,
-    and a plan made at one speed holds only as long as it does."""
+Ratios = tuple[list[tuple[float, float]], list[tuple[float, float]]]
+"""One machine's ``calibration.speed_ratios``: (prefill, decode), each ``(sent_s, ratio)``."""
+
+
+def slices(ratios: Sequence[Ratios], slice_s: float = SLICE_S) -> tuple[Speed, ...]:
+    """The engine's speed over the profile's fit in each ``slice_s`` of the window (by send
+    time, on the machines' one clock), in order: the medians of ``ratios`` (each machine's
+    ``speed_ratios``, busy counts over the whole window) of the requests sent in it; only
+    slices with at least ``MIN_SLICE_REQUESTS`` decodes, and a prefill only from as many
+    that found their replica idle (``None`` otherwise). Each is a time over the fit: above
+    1 is slower. Validation runs 23-25 (bench/RESULTS.md): the engine's speed on a shared
+    2-vCPU VM moved by up to ±15 % from one 2-5 minute level to the next, and a plan made at
+    one speed holds only as long as it does."""
     prefill: dict[int, list[float]] = defaultdict(list)
     decode: dict[int, list[float]] = defaultdict(list)
-    for group in groups:
-        p, d = speed_ratios(profile, group)
+    for p, d in ratios:
         for sent_s, r in p:
             prefill[int(sent_s // slice_s)].append(r)
         for sent_s, r in d:
@@ -221,7 +223,8 @@ def recalibrate(
     groups = machines(topology, profile.model, profile.replicas_per_host, samples(served))
     shared = contention(profile, *groups)
     profile = profile.model_copy(update={"host_slowdown": shared.slowdown})
-    speed = speed_in_run(profile, *groups) if groups else Speed(None, None, 0, 0)
+    ratios = [speed_ratios(profile, g) for g in groups]
+    speed = median_speed(ratios)
     if speed.decode_requests < MIN_REQUESTS or speed.prefill is None:
         raise PlanInputError(
             f"the ledger holds {len(served)} served requests of {profile.model} "
@@ -230,7 +233,7 @@ def recalibrate(
             f"found their replica idle: at least {MIN_REQUESTS} and 1 are needed",
             param="--since",
         )
-    return Recalibrated(at_speed(profile, speed), speed, shared, slices(profile, *groups))
+    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios))
 
 
 __all__ = [
@@ -239,6 +242,7 @@ __all__ = [
     "MIN_SLICE_REQUESTS",
     "SLICE_S",
     "Contention",
+    "Ratios",
     "Recalibrated",
     "contention",
     "least_absolute",
