@@ -13,13 +13,16 @@ red line naming it and exit status 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from modelgrid.cli.common import console, err_console, settings
+
+if TYPE_CHECKING:
+    from modelgrid.planner.recalibration import Recalibrated
 
 app = typer.Typer(
     help="Plan the fleet: replicas per region and model that meet the latency targets at "
@@ -556,6 +559,41 @@ def _when(text: str, option: str) -> Any:
     return at
 
 
+def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...]) -> None:
+    """``plan recalibrate``'s lines on how far the speed moved within the window (its
+    5-minute slices) and on the machine's sharing where the ledger re-read it."""
+    from modelgrid.planner.recalibration import MIN_SLICE_REQUESTS, SLICE_S
+
+    if len(done.slices) >= 2:
+        ranges = []
+        for phase, values in (("prefill", [x.prefill for x in done.slices]),
+                              ("decode", [x.decode for x in done.slices])):  # fmt: skip
+            read = [v for v in values if v is not None]
+            if read:
+                ranges.append(f"{phase} {min(read):.3f}-{max(read):.3f}")
+        console.print(
+            f"by {SLICE_S / 60:.0f}-minute slice ({len(done.slices)} of {MIN_SLICE_REQUESTS} "
+            f"requests or more): {', '.join(ranges)} x the profile's fitted times (above 1: "
+            "slower); a plan at one speed holds while the speed does: where targets must "
+            "hold, plan at the largest",
+            highlight=False,
+        )
+    shared = done.contention
+    if any(shared.read):
+        cells = ", ".join(
+            f"{k + 1} busy {x:.3f} ({'read' if read else 'kept'}, {eq:.0f} request-equivalents)"
+            for k, (x, read, eq) in enumerate(
+                zip(shared.slowdown, shared.read, shared.at_busy, strict=True)
+            )
+            if k
+        )
+        console.print(
+            "host slowdown re-read from the ledger (calibrated "
+            f"{', '.join(f'{x:.3f}' for x in calibrated[1:])}): {cells}",
+            highlight=False,
+        )
+
+
 @app.command("recalibrate")
 def recalibrate_cmd(
     since: str = typer.Option(
@@ -584,7 +622,7 @@ def recalibrate_cmd(
     from modelgrid.cli.common import read_run
     from modelgrid.planner import PlanInputError
     from modelgrid.planner import profile as profiles
-    from modelgrid.planner.recalibration import MIN_SLICE_REQUESTS, SLICE_S, recalibrate
+    from modelgrid.planner.recalibration import recalibrate
     from modelgrid.tenancy.timings import read_served
 
     start = _when(since, "--since")
@@ -642,34 +680,7 @@ def recalibrate_cmd(
         f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
         highlight=False,
     )
-    if len(done.slices) >= 2:
-        ranges = []
-        for phase, values in (("prefill", [x.prefill for x in done.slices]),
-                              ("decode", [x.decode for x in done.slices])):  # fmt: skip
-            read = [v for v in values if v is not None]
-            if read:
-                ranges.append(f"{phase} {min(read):.3f}-{max(read):.3f}")
-        console.print(
-            f"by {SLICE_S / 60:.0f}-minute slice ({len(done.slices)} of {MIN_SLICE_REQUESTS} "
-            f"requests or more): {', '.join(ranges)} x the profile's fitted times (above 1: "
-            "slower); a plan at one speed holds while the speed does: where targets must "
-            "hold, plan at the largest",
-            highlight=False,
-        )
-    shared = done.contention
-    if any(shared.read):
-        cells = ", ".join(
-            f"{k + 1} busy {x:.3f} ({'read' if read else 'kept'}, {eq:.0f} request-equivalents)"
-            for k, (x, read, eq) in enumerate(
-                zip(shared.slowdown, shared.read, shared.at_busy, strict=True)
-            )
-            if k
-        )
-        console.print(
-            "host slowdown re-read from the ledger (calibrated "
-            f"{', '.join(f'{x:.3f}' for x in base.host_slowdown[1:])}): {cells}",
-            highlight=False,
-        )
+    _print_wander_and_sharing(done, base.host_slowdown)
     console.print(f"written {target}", highlight=False)
 
 
