@@ -52,3 +52,10 @@ def test_usage_json_equals_the_ledger_and_survives_a_rebuild(database_url: str) 
     done = cli(database_url, "db", "rebuild-rollups").stdout.decode()
     assert "usage_rollups rebuilt" in done
     assert json.loads(cli(database_url, "usage", "--json").stdout) == out
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback() -> None:
+    out = cli("postgresql+asyncpg://u:p@127.0.0.1:1/none", "usage", ok=False)
+    err = out.stderr.decode()
+    assert out.returncode == 1 and "Connect call failed ('127.0.0.1', 1)" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

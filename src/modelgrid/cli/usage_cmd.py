@@ -8,27 +8,23 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from modelgrid.cli.common import console, run
+from modelgrid.cli.common import console, read_run
 
 
 def usage(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Print usage totals per API key and per model."""
-    from modelgrid.storage import db
+    """Print usage totals per API key and per model (a database that cannot be reached:
+    one red line, exit status 1)."""
     from modelgrid.storage import repositories as repo
 
-    async def go(s: Any) -> Any:
-        engine = db.create_engine(s.database_url)
-        try:
-            async with db.sessionmaker(engine)() as session:
-                return await repo.usage_totals(session, "key"), await repo.usage_totals(
-                    session, "model"
-                )
-        finally:
-            await engine.dispose()
+    async def totals(sessions: Any) -> Any:
+        async with sessions() as session:
+            return await repo.usage_totals(session, "key"), await repo.usage_totals(
+                session, "model"
+            )
 
-    by_key, by_model = run(go)
+    by_key, by_model = read_run(totals)
     if as_json:
 
         def rows(items: Any) -> list[dict[str, Any]]:
