@@ -43,7 +43,6 @@ Profiles are JSON files (``save``/``load``), by default ``<data_dir>/planner/pro
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelgrid.core.files import write_text_atomic
 from modelgrid.planner.errors import PlanInputError, problem
 
 
@@ -363,37 +363,12 @@ def check_writable(path: Path) -> None:
 
 
 def _write(path: Path, text: str | None) -> None:
-    """``text`` into ``path`` through a temporary file beside it, renamed over it; ``None``:
-    the temporary file only, removed (a trial). A symbolic link is followed (its target is
-    rewritten, the link kept); a path that exists and is not a regular file (a directory, a
-    device such as ``/dev/null``, a pipe) is refused: the rename would replace it."""
-    shown = path
+    """``core.files.write_text_atomic``, its errors as ``PlanInputError`` naming ``path``."""
     try:
-        if not path.name or path.name in (".", ".."):
-            raise IsADirectoryError(21, "not a file name")
-        path = path.resolve() if path.is_symlink() else path
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        if path.exists() and not path.is_file():
-            raise IsADirectoryError(21, "not a regular file")
-        above = next((p for p in path.parents if p.exists()), None)
-        if above is not None and not above.is_dir():
-            raise NotADirectoryError(20, f"{above} is a file, not a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(text or "", encoding="utf-8")
-            if text is None:
-                tmp.unlink()
-            else:
-                tmp.replace(path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, text)
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PlanInputError(f"cannot write the profile to {shown}: {why}", param="out") from None
+        raise PlanInputError(f"cannot write the profile to {path}: {why}", param="out") from None
 
 
 def load(path: Path) -> EngineProfile:

@@ -49,6 +49,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from modelgrid.core.errors import TopologyError
+from modelgrid.core.files import write_text_atomic
 from modelgrid.core.validation import first_problem
 from modelgrid.protocol.topology import (
     DeploymentSpec,
@@ -513,11 +514,9 @@ def dumps(t: Topology) -> str:
 
 
 def save(t: Topology, path: Path) -> None:
-    """Write ``t`` to ``path`` atomically (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps(t), encoding="utf-8")
-    tmp.replace(path)
+    """Write ``t`` to ``path`` atomically (``core.files.write_text_atomic``: a link
+    followed, a path that is not a regular file refused with ``OSError``)."""
+    write_text_atomic(path, dumps(t))
 
 
 __all__ = [
