@@ -526,9 +526,11 @@ class Speed:
     decode_requests: int
 
 
-def speed_ratios(
-    profile: EngineProfile, samples: Sequence[Sample]
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+Ratios = tuple[list[tuple[float, float]], list[tuple[float, float]]]
+"""One machine's ``speed_ratios``: (prefill, decode), each a list of ``(sent_s, ratio)``."""
+
+
+def speed_ratios(profile: EngineProfile, samples: Sequence[Sample]) -> Ratios:
     """Each request's prefill and decode work over the profile's fit (``speed_in_run``'s
     samples, before the medians), with its send time: ``(prefill, decode)``, each a list of
     ``(sent_s, ratio)``; every request of ``samples`` on one machine."""
@@ -574,9 +576,7 @@ def speed_in_run(
     return median_speed([speed_ratios(profile, m) for m in (samples, *more_machines)])
 
 
-def median_speed(
-    ratios: Sequence[tuple[list[tuple[float, float]], list[tuple[float, float]]]],
-) -> Speed:
+def median_speed(ratios: Sequence[Ratios]) -> Speed:
     """``speed_in_run``'s medians over machines' ``speed_ratios``."""
     prefill = [r for p, _ in ratios for _, r in p]
     decode = [r for _, d in ratios for _, r in d]
@@ -612,6 +612,7 @@ def at_speed(profile: EngineProfile, speed: Speed) -> EngineProfile:
 __all__ = [
     "CalibrationRun",
     "Probe",
+    "Ratios",
     "Sample",
     "Speed",
     "Timeline",

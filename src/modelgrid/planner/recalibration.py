@@ -32,6 +32,7 @@ import numpy as np
 
 from modelgrid.core.errors import PlanInputError
 from modelgrid.planner.calibration import (
+    Ratios,
     Sample,
     Speed,
     Timeline,
@@ -136,10 +137,6 @@ def contention(
     return Contention(tuple(out), at_busy, tuple(read))
 
 
-Ratios = tuple[list[tuple[float, float]], list[tuple[float, float]]]
-"""One machine's ``calibration.speed_ratios``: (prefill, decode), each ``(sent_s, ratio)``."""
-
-
 def slices(ratios: Sequence[Ratios], slice_s: float = SLICE_S) -> tuple[Speed, ...]:
     """The engine's speed over the profile's fit in each ``slice_s`` of the window (by send
     time, on the machines' one clock), in order: the medians of ``ratios`` (each machine's
@@ -242,7 +239,6 @@ __all__ = [
     "MIN_SLICE_REQUESTS",
     "SLICE_S",
     "Contention",
-    "Ratios",
     "Recalibrated",
     "contention",
     "least_absolute",
