@@ -34,13 +34,15 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    window before the level (from the start of the previous level, or of the calibration
    for the first: out of sample, the fleet's speed minutes before, as an operator would
    recalibrate on the last busy hour; where replicas share a machine it re-reads
-   ``host_slowdown`` too); ``history``, the same over all the fleet's traffic since its
+   ``host_slowdown`` and, where 10 or more requests waited behind another, the serving
+   path's overhead); ``history``, the same over all the fleet's traffic since its
    calibration began (a longer window: the speed's mean over more minutes, and more time
    at each number of busy replicas); ``in-run``, the same with its spreads re-centred on the engine's speed
-   during the level, read from the level's own requests (``calibration.speed_in_run``:
-   decode from each request's time per output token, prefill from the requests that found
-   their replica idle, each with the calibrated host slowdown taken off while other
-   workers were busy on the machine), which
+   during the level, read from the level's own requests (the serving path's overhead
+   re-read as ``plan recalibrate`` does, ``recalibration.path_overhead``; then
+   ``calibration.speed_in_run``: decode from each request's time per output token, prefill
+   from the requests that found their replica idle, each with the calibrated host slowdown
+   taken off while other workers were busy on the machine), which
    separates the model's error from the engine's drift since the profile; ``plain``, the
    profile alone (no overhead, spread or slowdown: the model before calibration).
 6. CPU per level, from ``/proc``: the gateway's, the workers' and this client's CPU seconds
@@ -94,6 +96,7 @@ from modelgrid.planner.calibration import (  # noqa: E402
     speed_in_run,
 )
 from modelgrid.planner.probe import ChatProbe  # noqa: E402
+from modelgrid.planner.recalibration import path_overhead  # noqa: E402
 from modelgrid.planner.sim import Served, SimConfig, Stream, simulate  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
 from routing import Worker, start_workers, stop_workers  # noqa: E402
@@ -324,7 +327,9 @@ def level(
     # the engine's speed in this run, from its own requests (the counted ones; the
     # calibrated host slowdown taken off where they shared the cores)
     counted = sorted(rows, key=lambda r: r.sent_s)[args.warmup :]
-    speed = speed_in_run(cp, counted)
+    # and the serving path's overhead re-read from its requests that waited (plan recalibrate's)
+    run_cp, _ = path_overhead(cp, counted)
+    speed = speed_in_run(run_cp, counted)
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
     )
@@ -337,11 +342,11 @@ def level(
         "stored": predict(rows, n, cp, args.warmup, args.sim_seeds),
         "ledger": predict(rows, n, ledger_cp, args.warmup, args.sim_seeds),
         "history": predict(rows, n, history_cp, args.warmup, args.sim_seeds),
-        "in_run": predict(rows, n, at_speed(cp, speed), args.warmup, args.sim_seeds),
+        "in_run": predict(rows, n, at_speed(run_cp, speed), args.warmup, args.sim_seeds),
         "plain": predict(rows, n, plain, args.warmup, args.sim_seeds),
     }
     m = measured(rows, args.warmup)
-    gaps = handover_ms(counted, at_speed(cp, speed))
+    gaps = handover_ms(counted, at_speed(run_cp, speed))
     speeds = (f"prefill {speed.prefill:.3f} ({speed.prefill_requests} requests)"
               if speed.prefill is not None else "prefill n/a") + (
               f", decode {speed.decode:.3f} ({speed.decode_requests} requests)"
@@ -370,6 +375,7 @@ def level(
             "replicas": n, "load": load, "rate_rps": rate, "at": now_iso(), "warmup": args.warmup,
             "measured": m, **{f"predicted_{w}": v for w, v in preds.items()},
             "speed": dataclasses.asdict(speed), "handover_ms": gaps,
+            "in_run_overhead_ms": run_cp.overhead_ms,
             "ledger_window": [since, args.phase_start],
             "ledger_spreads": [ledger_cp.prefill_spread, ledger_cp.decode_spread],
             "ledger_slowdown": ledger_cp.host_slowdown,
@@ -385,7 +391,7 @@ def level(
             "simulated": [
                 {"replica": x.replica, "wait_ms": x.wait_ms, "ttft_ms": x.ttft_ms,
                  "tpot_ms": x.tpot_ms}
-                for x in simulated(rows, n, at_speed(cp, speed), 0)[0]
+                for x in simulated(rows, n, at_speed(run_cp, speed), 0)[0]
             ],
         }  # fmt: skip
         with open(args.json, "a", encoding="utf-8") as fh:

@@ -277,10 +277,48 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
         "to 2026-12-07T10:05:00+00:00: prefill 1.200 x the profile's fit (30 that found their "
         "replica idle), decode 0.920 x (30 requests); spreads re-centred"
     ) in " ".join(output.split())
+    assert (
+        "serving-path overhead kept as calibrated (0.0 ms): 0 requests waited behind another, "
+        "10 are needed to re-read it"
+    ) in " ".join(output.split())
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
     assert p.calibrated_at == CALIBRATED_AT
+
+
+def test_recalibrate_rereads_the_serving_paths_overhead(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = calibrated(tmp_path)
+    profiles.save(profiles.load(path).model_copy(update={"overhead_ms": 150.0}), path)
+    t0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    prefill, decode = round((20 + 0.8 * 100) * 1.1), 15 * 25  # SMALL's fits, prefill 1.1 x
+    rows = []
+    for i in range(12):  # pairs: the first idle (40 ms of path), the second behind it
+        at = t0 + timedelta(seconds=10 * i)
+        rows.append(usage_row(f"a{i}", at + timedelta(milliseconds=40 + prefill + decode + 30),
+                              model=SMALL, region="local", replica="local-0",
+                              ttft_ms=40 + prefill, last_token_ms=40 + prefill + decode,
+                              total_ms=40 + prefill + decode + 30, prompt_tokens=100,
+                              completion_tokens=16))  # fmt: skip
+        first = 40 + prefill + decode - 10 + prefill  # from its arrival, 10 ms after the first
+        rows.append(usage_row(f"b{i}", at + timedelta(milliseconds=10 + first + decode + 30),
+                              model=SMALL, region="local", replica="local-0", ttft_ms=first,
+                              last_token_ms=first + decode, total_ms=first + decode + 30,
+                              prompt_tokens=100, completion_tokens=16))  # fmt: skip
+    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
+                          "--until", "2026-12-07T10:05:00Z")  # fmt: skip
+    assert code == 0, output
+    assert (
+        "serving-path overhead re-read: 40.0 ms (calibrated 150.0), from 12 requests that "
+        "waited behind another on their replica"
+    ) in " ".join(output.split()), output
+    assert "prefill 1.100 x the profile's fit (12 that found their replica idle)" in " ".join(
+        output.split()
+    )
+    assert profiles.load(path).overhead_ms == 40.0
 
 
 def test_recalibrate_rereads_how_replicas_sharing_a_machine_slow_each_other(
@@ -346,6 +384,7 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "yesterday"), "--since: expected an ISO 8601 time (2026-12-07T10:00:00Z), got 'yesterday'"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T09:00:00Z"), "--until: 2026-12-07T09:00:00+00:00 is not after --since"),
         (("--since", "2999-01-01T00:00:00Z",), "--since: 2999-01-01T00:00:00+00:00 is not before now"),
+        (("--since", "2026-12-07t10:00:00z", "--until", "2026-12-07t09:00:00.250z"), "--until: 2026-12-07T09:00:00.250+00:00 is not after --since 2026-12-07T10:00:00+00:00"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is out of range"),
         (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is out of range"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "local"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'local', 0 of two tokens"),

@@ -15,12 +15,15 @@ from modelgrid.planner import profile as profiles
 from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios
 from modelgrid.planner.recalibration import (
     MIN_REQUESTS,
+    MIN_WAITED,
     contention,
     least_absolute,
     machines,
+    path_overhead,
     recalibrate,
     samples,
     slices,
+    waited,
 )
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
@@ -94,6 +97,74 @@ def test_a_request_that_waited_behind_another_gives_no_prefill() -> None:
     reqs = [served(5 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(12) for d in (0.0, 0.001)]
     speed = recalibrate(BASE, reqs, topology("a")).speed
     assert speed.prefill_requests == 12 and speed.decode_requests == 24
+
+
+def test_waited_reads_the_gap_after_the_one_ahead_over_the_fitted_prefill() -> None:
+    fit_ms = 100 + 2 * 50  # BASE's prefill of 50 tokens
+    reqs = [
+        Sample(0.0, 0.25, 0.70, 50, 16, "a"),  # idle
+        Sample(0.10, 0.70 + 0.24, 1.30, 50, 16, "a"),  # behind the first: 240 ms of prefill
+        Sample(0.20, 0.45, 0.80, 50, 16, "b"),  # another replica, idle
+        Sample(2.00, 2.30, 2.60, 50, 16, "a"),  # sent after the others ended
+        Sample(2.05, 2.60 + 0.18, 2.90, 50, 1, "a"),  # one token: first = last, still behind
+        Sample(2.10, 2.50, 2.55, 50, 16, ""),  # no replica named: says nothing
+    ]
+    assert waited(BASE, reqs) == pytest.approx([240 / fit_ms, 180 / fit_ms], rel=1e-3)
+
+
+def behind_ledger(path_ms: float, prefill_x: float, pairs: int) -> list[Served]:
+    """``pairs`` rounds of two requests to one replica: the first idle (TTFT = ``path_ms``
+    + ``prefill_x`` x ``BASE``'s prefill), the second sent 10 ms later and served after the
+    first's last token (its prefill alone: ``prefill_x`` x the fit); decode at the fit."""
+    out = []
+    for i in range(pairs):
+        at_s, prompt = 10.0 * i, 40 + i
+        ttft = path_ms + prefill_x * (100 + 2 * prompt)
+        last = ttft + 15 * 25
+        out.append(Served(T0 + timedelta(seconds=at_s), round(ttft), round(last),
+                          round(last) + 30, prompt, 16, "r1", "a"))  # fmt: skip
+        first = last - 10 + prefill_x * (100 + 2 * prompt)
+        out.append(Served(T0 + timedelta(seconds=at_s + 0.01), round(first),
+                          round(first + 15 * 25), round(first + 15 * 25) + 30, prompt, 16,
+                          "r1", "a"))  # fmt: skip
+    return out
+
+
+def test_the_serving_paths_overhead_is_reread_from_requests_that_waited() -> None:
+    # calibrated 150 ms of path at prefill 1.0; the traffic: 50 ms of path, prefill 1.2
+    calibrated = BASE.model_copy(update={"overhead_ms": 150.0})
+    done = recalibrate(calibrated, behind_ledger(50, 1.2, MIN_WAITED), topology("a"))
+    assert done.waited == MIN_WAITED
+    assert done.profile.overhead_ms == pytest.approx(50, abs=1.5)
+    assert done.speed.prefill == pytest.approx(1.2, abs=0.01)
+
+
+def test_too_few_waited_keep_the_calibrated_overhead() -> None:
+    calibrated = BASE.model_copy(update={"overhead_ms": 150.0})
+    reqs = behind_ledger(50, 1.2, MIN_WAITED - 1) + [
+        served(200 + 3 * i, "a", 40, 16, 1.0, 1.0) for i in range(MIN_REQUESTS)
+    ]
+    done = recalibrate(calibrated, reqs, topology("a"))
+    assert (done.waited, done.profile.overhead_ms) == (MIN_WAITED - 1, 150.0)
+
+
+def test_a_batching_engine_keeps_its_overhead() -> None:
+    batching = BASE.model_copy(update={"overhead_ms": 150.0, "slots": 8})
+    reqs = samples(behind_ledger(50, 1.2, MIN_WAITED))
+    assert path_overhead(batching, reqs) == (batching, 0)
+
+
+def test_an_overhead_below_zero_reads_as_zero() -> None:
+    # the queued prefill slower than the idle requests' whole TTFT: no path left
+    calibrated = BASE.model_copy(update={"overhead_ms": 150.0})
+    reqs = samples(behind_ledger(0, 1.0, MIN_WAITED))
+    later = [0.05 * (i % 2) for i in range(len(reqs))]  # each second of a pair 50 ms later
+    slow = [
+        Sample(s.sent_s, s.first_s + d, s.last_s + d, s.prompt_tokens, s.output_tokens, s.replica)
+        for s, d in zip(reqs, later, strict=True)
+    ]
+    profile, count = path_overhead(calibrated, slow)
+    assert (count, profile.overhead_ms) == (MIN_WAITED, 0.0)
 
 
 def shared_machine(
@@ -206,7 +277,7 @@ def test_the_speed_is_read_by_five_minute_slice_too() -> None:
 
 def test_too_few_requests_are_named() -> None:
     reqs = [served(3 * i, "a", 40, 16, 1.0, 1.0) for i in range(MIN_REQUESTS - 1)]
-    with pytest.raises(PlanInputError, match=r"19 served requests of m in the window, 19 of two tokens or more .* at least 20"):  # fmt: skip
+    with pytest.raises(PlanInputError, match=r"19 served requests of m in the window, 19 of two tokens or more .* it needs 20 of two tokens"):  # fmt: skip
         recalibrate(BASE, reqs, topology("a"))
 
 

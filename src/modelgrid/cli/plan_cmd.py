@@ -22,6 +22,8 @@ from rich.table import Table
 from modelgrid.cli.common import console, err_console, settings
 
 if TYPE_CHECKING:
+    import datetime
+
     from modelgrid.planner.recalibration import Recalibrated
 
 app = typer.Typer(
@@ -543,8 +545,8 @@ def _when(text: str, option: str) -> Any:
     largest one Python holds (the ledger is read an hour past ``--until``)."""
     import datetime
 
-    try:
-        at = datetime.datetime.fromisoformat(text)
+    try:  # RFC 3339 5.6: "T" and "Z" may be lowercase
+        at = datetime.datetime.fromisoformat(text.upper())
     except ValueError:
         raise _fail(
             f"{option}: expected an ISO 8601 time (2026-12-07T10:00:00Z), got {text!r}"
@@ -594,6 +596,30 @@ def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...])
         )
 
 
+def _print_path(done: Recalibrated, calibrated_ms: float) -> None:
+    """``plan recalibrate``'s line on the serving path's overhead: re-read or kept."""
+    from modelgrid.planner.recalibration import MIN_WAITED
+
+    if done.waited >= MIN_WAITED:
+        console.print(
+            f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms (calibrated "
+            f"{calibrated_ms:.1f}), from {done.waited} requests that waited behind another "
+            "on their replica (their prefill apart from the path)",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"serving-path overhead kept as calibrated ({calibrated_ms:.1f} ms): "
+            f"{done.waited} requests waited behind another, {MIN_WAITED} are needed to re-read it",
+            highlight=False,
+        )
+
+
+def _stamp(at: datetime.datetime) -> str:
+    """A time for a message: seconds, milliseconds where it has a fraction (``now`` has)."""
+    return at.isoformat(timespec="milliseconds" if at.microsecond else "seconds")
+
+
 @app.command("recalibrate")
 def recalibrate_cmd(
     since: str = typer.Option(
@@ -629,11 +655,11 @@ def recalibrate_cmd(
     now = datetime.datetime.now(datetime.UTC)
     end = _when(until, "--until") if until is not None else now
     if end > now:
-        raise _fail(f"--until: {end.isoformat()} is after now ({now.isoformat()})")
+        raise _fail(f"--until: {_stamp(end)} is after now ({_stamp(now)})")
     if end <= start:
         if until is None:
-            raise _fail(f"--since: {start.isoformat()} is not before now ({end.isoformat()})")
-        raise _fail(f"--until: {end.isoformat()} is not after --since {start.isoformat()}")
+            raise _fail(f"--since: {_stamp(start)} is not before now ({_stamp(end)})")
+        raise _fail(f"--until: {_stamp(end)} is not after --since {_stamp(start)}")
     s = settings()
     path = profile_path or profiles.default_path(s.data_dir, model)
     try:
@@ -661,7 +687,7 @@ def recalibrate_cmd(
         target = out or path
         profiles.check_writable(target)
         served = read_run(lambda sessions: read_served(sessions, model, start, end, region=region))
-        window = f"from {start.isoformat()} to {end.isoformat()}" + (
+        window = f"from {_stamp(start)} to {_stamp(end)}" + (
             f" in region {region!r}" if region is not None else ""
         )
         done = recalibrate(base, served, fleet, window=window)
@@ -681,6 +707,7 @@ def recalibrate_cmd(
         highlight=False,
     )
     _print_wander_and_sharing(done, base.host_slowdown)
+    _print_path(done, base.overhead_ms)
     console.print(f"written {target}", highlight=False)
 
 

@@ -39,7 +39,9 @@ from modelgrid.planner.calibration import (
     at_speed,
     instants,
     median_speed,
+    queued,
     speed_ratios,
+    work_ms,
 )
 from modelgrid.planner.profile import EngineProfile
 from modelgrid.routing.topology import Topology
@@ -55,6 +57,9 @@ SLICE_S = 300.0
 moved within it."""
 MIN_SLICE_REQUESTS = 10
 """Fewest decodes for a slice's decode speed (and idle-replica requests for its prefill)."""
+MIN_WAITED = 10
+"""Fewest requests that waited behind another on their replica for the ledger to re-read
+the serving path's overhead (``path_overhead``); the calibration's default rounds."""
 MIN_AT_BUSY = 10.0
 """Fewest request-equivalents of decode time (each request's share of its decode spent at
 ``k`` busy, summed) for the ledger to read ``host_slowdown[k - 1]``; below it the
@@ -137,6 +142,72 @@ def contention(
     return Contention(tuple(out), at_busy, tuple(read))
 
 
+def waited(profile: EngineProfile, samples: Sequence[Sample]) -> list[float]:
+    """For each request of ``samples`` (one machine) that waited behind another on its
+    replica — sent before that one's last token, its own first token after it — its
+    prefill work (``calibration.work_ms`` from that last token to its first token) over
+    the fitted prefill: the engine's prefill apart from the serving path, whose HTTP hops,
+    template and routing ran while it waited (``calibration``'s step 2, on the traffic)."""
+    machine = Timeline(samples)
+    lasts: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        lasts[s.replica].append((s.last_s, i))
+    ends = {rep: (np.array([t for t, _ in v]), [i for _, i in v])
+            for rep, v in ((rep, sorted(v)) for rep, v in lasts.items())}  # fmt: skip
+    out = []
+    for i, s in enumerate(samples):
+        if not s.replica:
+            continue
+        times, order = ends[s.replica]
+        j = int(np.searchsorted(times, s.first_s, side="right")) - 1
+        while j >= 0 and order[j] == i:
+            j -= 1  # not itself
+        fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
+        if j >= 0 and times[j] > s.sent_s and fitted > 0:
+            work = work_ms(s, float(times[j]), s.first_s, machine, profile.host_slowdown)
+            out.append(work / fitted)
+    return out
+
+
+def path_overhead(
+    profile: EngineProfile, *groups: Sequence[Sample], minimum: int = MIN_WAITED
+) -> tuple[EngineProfile, int]:
+    """``profile`` with ``overhead_ms`` re-read from ``groups`` (each the requests of one
+    machine) where at least ``minimum`` requests waited behind another (``waited``), and
+    how many did; fewer: ``profile`` as it is.
+
+    The calibration splits an idle request's TTFT into the serving path (added before the
+    replica's queue, hidden by a wait) and the engine's prefill (busy time, adding to every
+    wait behind it) by ~10 queued rounds; validation run 26 read those rounds' prefill at
+    0.851 of the fit where the next ~100 queued requests of the traffic ran at 1.03-1.07,
+    so 177 ms of busy time stood as path and the queue's waits were under-predicted
+    (TTFT p95 -37 % at 0.65 utilisation). Here: the engine's prefill speed ``q`` = median
+    of ``waited``; overhead = max(0, median over the requests that found their replica
+    idle of (TTFT - ``q`` x fitted prefill x the machine's mean slowdown over that TTFT)),
+    as ``profile.calibrate`` does with the rounds' speed. Only for an engine that runs one
+    sequence at a time (``slots`` 1): a batching engine starts a request beside the others,
+    and a first token after another's last says nothing of its prefill."""
+    if profile.slots != 1:
+        return profile, 0
+    ratios = [r for g in groups for r in waited(profile, g)]
+    if len(ratios) < minimum:
+        return profile, len(ratios)
+    q = float(np.median(ratios))
+    residuals = []
+    for group in groups:
+        machine = Timeline(group)
+        for s, was in zip(group, queued(group), strict=True):
+            elapsed = (s.first_s - s.sent_s) * 1000
+            work = work_ms(s, s.sent_s, s.first_s, machine, profile.host_slowdown)
+            if not was and work > 0:
+                fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
+                residuals.append(elapsed - q * fitted * elapsed / work)
+    if not residuals:
+        return profile, len(ratios)
+    overhead = max(0.0, float(np.median(residuals)))
+    return profile.model_copy(update={"overhead_ms": round(overhead, 1)}), len(ratios)
+
+
 def slices(ratios: Sequence[Ratios], slice_s: float = SLICE_S) -> tuple[Speed, ...]:
     """The engine's speed over the profile's fit in each ``slice_s`` of the window (by send
     time, on the machines' one clock), in order: the medians of ``ratios`` (each machine's
@@ -196,20 +267,23 @@ def machines(
 @dataclass(frozen=True, slots=True)
 class Recalibrated:
     """``recalibrate``'s result: the profile, the engine's speed over its fit (net of
-    ``contention.slowdown``), the machine's sharing as read and the speed in each slice of
-    the window (``slices``)."""
+    ``contention.slowdown``), the machine's sharing as read, the speed in each slice of
+    the window (``slices``) and how many requests waited behind another (``waited``: the
+    serving path's overhead was re-read from them where ``MIN_WAITED`` or more)."""
 
     profile: EngineProfile
     speed: Speed
     contention: Contention
     slices: tuple[Speed, ...] = ()
+    waited: int = 0
 
 
 def recalibrate(
     profile: EngineProfile, served: Sequence[Served], topology: Topology, *, window: str = ""
 ) -> Recalibrated:
-    """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``) and
-    its prefill and decode spreads re-centred on their speed (``calibration.at_speed``).
+    """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``), then
+    its ``overhead_ms`` (``path_overhead``, where enough requests waited), and its prefill
+    and decode spreads re-centred on their speed (``calibration.at_speed``).
 
     ``window`` (e.g. ``from … to …``) names the requests' window in the error.
 
@@ -220,6 +294,7 @@ def recalibrate(
     groups = machines(topology, profile.model, profile.replicas_per_host, samples(served))
     shared = contention(profile, *groups)
     profile = profile.model_copy(update={"host_slowdown": shared.slowdown})
+    profile, behind = path_overhead(profile, *groups)
     ratios = [speed_ratios(profile, g) for g in groups]
     speed = median_speed(ratios)
     if speed.decode_requests < MIN_REQUESTS or speed.prefill is None:
@@ -227,23 +302,27 @@ def recalibrate(
             f"the ledger holds {len(served)} served requests of {profile.model} "
             f"{window or 'in the window'}, "
             f"{speed.decode_requests} of two tokens or more and {speed.prefill_requests} that "
-            f"found their replica idle: at least {MIN_REQUESTS} and 1 are needed",
+            f"found their replica idle; it needs {MIN_REQUESTS} of two tokens or more (the "
+            "decode speed) and one that found its replica idle (the prefill speed)",
             param="--since",
         )
-    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios))
+    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), behind)
 
 
 __all__ = [
     "MIN_AT_BUSY",
     "MIN_REQUESTS",
     "MIN_SLICE_REQUESTS",
+    "MIN_WAITED",
     "SLICE_S",
     "Contention",
     "Recalibrated",
     "contention",
     "least_absolute",
     "machines",
+    "path_overhead",
     "recalibrate",
     "samples",
     "slices",
+    "waited",
 ]
