@@ -7,6 +7,7 @@ import html
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -255,6 +256,33 @@ def calibrated(data_dir: Path) -> Path:
     return path
 
 
+def served(
+    rid: str,
+    arrived: datetime,
+    ttft_ms: int,
+    last_ms: int,
+    *,
+    replica: str = "local-0",
+    end_ms: int = 30,
+) -> dict[str, Any]:
+    """A ledger row of SMALL served by ``replica`` (100 uncached prompt tokens, 16 out) that
+    arrived at ``arrived``: first and last token ``ttft_ms`` / ``last_ms`` after, the
+    request's end ``end_ms`` after its last token (llama-cpp-python ends a step later)."""
+    total = last_ms + end_ms
+    return usage_row(rid, arrived + timedelta(milliseconds=total), model=SMALL, region="local",
+                     replica=replica, ttft_ms=ttft_ms, last_token_ms=last_ms, total_ms=total,
+                     prompt_tokens=100, completion_tokens=16)  # fmt: skip
+
+
+def recalibrated_from(env: dict[str, str], rows: list[dict[str, Any]], *args: str) -> str:
+    """``rows`` written to the ledger, then ``plan recalibrate --model SMALL *args``: its
+    output, whitespace collapsed (it must succeed)."""
+    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+    code, output = invoke(env, "recalibrate", "--model", SMALL, *args)
+    assert code == 0, output
+    return " ".join(output.split())
+
+
 def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -263,24 +291,19 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     rows = []
     for i in range(30):  # SMALL's fit: prefill 20 + 0.8 n ms, decode 25 ms a token
         ttft, total = round((20 + 0.8 * 100) * 1.2), round((20 + 0.8 * 100) * 1.2 + 15 * 25 * 0.92)
-        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=5 * i, milliseconds=total + 30),
-                              model=SMALL, region="local", replica="local-0", ttft_ms=ttft,
-                              last_token_ms=total, total_ms=total + 30, prompt_tokens=100,
-                              completion_tokens=16))  # fmt: skip
-    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
+        rows.append(served(f"r{i}", t0 + timedelta(seconds=5 * i), ttft, total))
     out = tmp_path / "recentred.json"
-    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T11:00:00+01:00",
-                          "--until", "2026-12-07T10:05:00", "--out", str(out))  # fmt: skip
-    assert code == 0, output
+    output = recalibrated_from(env, rows, "--since", "2026-12-07T11:00:00+01:00",
+                               "--until", "2026-12-07T10:05:00", "--out", str(out))  # fmt: skip
     assert (
         "30 requests of qwen2.5-coder-0.5b-instruct in the ledger from 2026-12-07T10:00:00+00:00 "
         "to 2026-12-07T10:05:00+00:00: prefill 1.200 x the profile's fit (30 that found their "
         "replica idle), decode 0.920 x (30 requests); spreads re-centred"
-    ) in " ".join(output.split())
+    ) in output
     assert (
         "serving-path overhead kept as calibrated (0.0 ms): 0 requests waited behind another, "
         "10 are needed to re-read it"
-    ) in " ".join(output.split())
+    ) in output
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
@@ -297,27 +320,16 @@ def test_recalibrate_rereads_the_serving_paths_overhead(
     rows = []
     for i in range(12):  # pairs: the first idle (40 ms of path), the second behind it
         at = t0 + timedelta(seconds=10 * i)
-        rows.append(usage_row(f"a{i}", at + timedelta(milliseconds=40 + prefill + decode + 30),
-                              model=SMALL, region="local", replica="local-0",
-                              ttft_ms=40 + prefill, last_token_ms=40 + prefill + decode,
-                              total_ms=40 + prefill + decode + 30, prompt_tokens=100,
-                              completion_tokens=16))  # fmt: skip
+        rows.append(served(f"a{i}", at, 40 + prefill, 40 + prefill + decode))
         first = 40 + prefill + decode - 10 + prefill  # from its arrival, 10 ms after the first
-        rows.append(usage_row(f"b{i}", at + timedelta(milliseconds=10 + first + decode + 30),
-                              model=SMALL, region="local", replica="local-0", ttft_ms=first,
-                              last_token_ms=first + decode, total_ms=first + decode + 30,
-                              prompt_tokens=100, completion_tokens=16))  # fmt: skip
-    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
-    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
-                          "--until", "2026-12-07T10:05:00Z")  # fmt: skip
-    assert code == 0, output
+        rows.append(served(f"b{i}", at + timedelta(milliseconds=10), first, first + decode))
+    output = recalibrated_from(env, rows, "--since", "2026-12-07T10:00:00Z", "--until",
+                               "2026-12-07T10:05:00Z")  # fmt: skip
     assert (
         "serving-path overhead re-read: 40.0 ms (calibrated 150.0), from 12 requests that "
         "waited behind another on their replica"
-    ) in " ".join(output.split()), output
-    assert "prefill 1.100 x the profile's fit (12 that found their replica idle)" in " ".join(
-        output.split()
-    )
+    ) in output, output
+    assert "prefill 1.100 x the profile's fit (12 that found their replica idle)" in output
     assert profiles.load(path).overhead_ms == 40.0
 
 
@@ -343,17 +355,11 @@ def test_recalibrate_rereads_how_replicas_sharing_a_machine_slow_each_other(
     shapes = [(5.0 * i, r, 110, 110 + 360) for i, r in zip(range(15), "ab" * 8, strict=False)]
     shapes += [(100.0 + 5 * i, r, 132, 132 + 432) for i in range(10) for r in "ab"]
     for j, (at_s, replica, ttft, last) in enumerate(shapes):
-        rows.append(usage_row(f"r{j}", t0 + timedelta(seconds=at_s, milliseconds=last + 30),
-                              model=SMALL, region="local", replica=replica, ttft_ms=ttft,
-                              last_token_ms=last, total_ms=last + 30, prompt_tokens=100,
-                              completion_tokens=16))  # fmt: skip
-    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
-    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
-                          "--until", "2026-12-07T10:05:00Z", "--topology", str(fleet))  # fmt: skip
-    assert code == 0, output
-    text = " ".join(output.split())
-    assert "prefill 1.100 x the profile's fit (35 that found their replica idle), decode 0.960 x (35 requests)" in text, output  # fmt: skip
-    assert "host slowdown re-read from the ledger (calibrated 1.050): 2 busy 1.200 (read, 20 request-equivalents)" in text, output  # fmt: skip
+        rows.append(served(f"r{j}", t0 + timedelta(seconds=at_s), ttft, last, replica=replica))
+    text = recalibrated_from(env, rows, "--since", "2026-12-07T10:00:00Z", "--until",
+                             "2026-12-07T10:05:00Z", "--topology", str(fleet))  # fmt: skip
+    assert "prefill 1.100 x the profile's fit (35 that found their replica idle), decode 0.960 x (35 requests)" in text, text  # fmt: skip
+    assert "host slowdown re-read from the ledger (calibrated 1.050): 2 busy 1.200 (read, 20 request-equivalents)" in text, text  # fmt: skip
     assert profiles.load(path).host_slowdown == (1.0, 1.2)
 
 
@@ -364,18 +370,13 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
     t0, rows = datetime(2026, 12, 7, 10, 0, tzinfo=UTC), []
     for i in range(40):  # decode at 0.92 of the fit for 5 minutes, then 1.08; prefill 1.0
         last = 100 + round(15 * 25 * (0.92 if i < 20 else 1.08))
-        rows.append(usage_row(f"r{i}", t0 + timedelta(seconds=15 * i, milliseconds=last),
-                              model=SMALL, region="local", replica="local-0", ttft_ms=100,
-                              last_token_ms=last, total_ms=last, prompt_tokens=100,
-                              completion_tokens=16))  # fmt: skip
-    with_sessions(env["MODELGRID_DATABASE__URL"], lambda sessions: insert_usage(sessions, rows))
-    code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
-                          "--until", "2026-12-07T10:10:00Z")  # fmt: skip
-    assert code == 0, output
+        rows.append(served(f"r{i}", t0 + timedelta(seconds=15 * i), 100, last, end_ms=0))
+    output = recalibrated_from(env, rows, "--since", "2026-12-07T10:00:00Z", "--until",
+                               "2026-12-07T10:10:00Z")  # fmt: skip
     assert (
         "by 5-minute slice (2 of 10 requests or more): prefill 1.000-1.000, decode 0.920-1.080 "
         "x the profile's fitted times (above 1: slower)"
-    ) in " ".join(output.split()), output
+    ) in output, output
 
 
 @pytest.mark.parametrize(
