@@ -16,9 +16,12 @@ overhead re-read from the window's requests that waited behind another
 requests (without the slowdown re-read, as the validation does). Prints each level's TTFT
 p50 / p95 errors (%) and how many of its 5 figures meet the goals (≤ 10 % on p50s and
 throughput, ≤ 20 % on p95s), then the totals; the recorded ``stored``, ``ledger``,
-``history`` and ``in-run`` predictions beside them.
+``history`` and ``in-run`` predictions beside them. ``--floor`` adds, per level, what a
+perfect model would meet (``floor``: the simulator at the in-run speed as its own truth,
+one draw of the requests' speeds against the mean of the others): how tightly a level of
+this many requests measures each figure.
 
-    .venv/bin/python bench/planner_replay.py /tmp/run24/run24.jsonl [--sim-seeds 20]
+    .venv/bin/python bench/planner_replay.py /tmp/run24/run24.jsonl [--sim-seeds 20] [--floor]
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from planner_validation import METRICS, predict
+import numpy as np
+from planner_validation import METRICS, predict, predict_one
 
 from modelgrid.planner import profile as profiles
 from modelgrid.planner.calibration import Sample, at_speed, speed_in_run
@@ -76,6 +80,25 @@ def recentred(
     return at_speed(profile, speed_in_run(profile, window))
 
 
+def floor(
+    rows: list[Sample], replicas: int, profile: profiles.EngineProfile, warmup: int, seeds: int
+) -> dict[str, float]:
+    """What a perfect model would meet: the simulator itself as the truth. Each of ``seeds``
+    simulations of the level (its recorded arrivals and tokens, ``profile``'s spreads: one
+    draw of every request's speed, as a real run is one) is taken as the measured one and
+    predicted by the mean of the others, as the validation predicts; per figure, the share
+    of draws within its goal. Below 1, a level of this many requests measures that figure
+    more loosely than its goal, whatever the model."""
+    runs = [predict_one(rows, replicas, profile, warmup, seed) for seed in range(seeds)]
+    hits: dict[str, list[bool]] = {k: [] for k in METRICS}
+    for i, truth in enumerate(runs):
+        others = [r for j, r in enumerate(runs) if j != i]
+        for k in METRICS:
+            guess = float(np.mean([r[k] for r in others]))
+            hits[k].append(abs(100 * (guess - truth[k]) / truth[k]) <= GOALS_PCT[k])
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
 def met(predicted: dict[str, float], measured: dict[str, float]) -> tuple[int, list[float]]:
     errs = [100 * (predicted[k] - measured[k]) / measured[k] for k in METRICS]
     return sum(abs(e) <= GOALS_PCT[k] for e, k in zip(errs, METRICS, strict=True)), errs
@@ -85,12 +108,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("json", help="a --json file of bench/planner_validation.py")
     parser.add_argument("--sim-seeds", type=int, default=20)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also what a perfect model would meet, level by level (floor)",
+    )
     args = parser.parse_args()
     fleets: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for line in Path(args.json).read_text().splitlines():
         r = json.loads(line)
         fleets[r["replicas"]].append(r)
     totals: dict[str, int] = defaultdict(int)
+    chances: dict[str, list[float]] = defaultdict(list)  # --floor: per figure, per level
     figures = 0
     print("replicas load | " + " | ".join(
         f"{k}: TTFT p50 / p95 % (met of 5)"
@@ -123,9 +152,18 @@ def main() -> None:
                 totals[k] += ok
                 cells.append(f"{errs[0]:+.1f} / {errs[1]:+.1f} ({ok})")
             figures += len(METRICS)
+            if args.floor:  # at the in-run speed (with the overhead re-read)
+                shares = floor(rows, n, preds["in_run_now"], r["warmup"], 2 * args.sim_seeds)
+                for k, v in shares.items():
+                    chances[k].append(v)
+                cells.append("floor " + " ".join(f"{v:.2f}" for v in shares.values()))
             print(f"{n:8d} {r['load']:4.2f} | " + " | ".join(cells), flush=True)
             windows.append(shifted(rows, APART_S * (i + 1)))
     print("within the goals: " + ", ".join(f"{k} {v}/{figures}" for k, v in totals.items()))
+    if chances:
+        expected = sum(sum(v) for v in chances.values())
+        print(f"a perfect model would meet {expected:.1f}/{figures} (per figure: "
+              + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in chances.items()) + ")")  # fmt: skip
 
 
 if __name__ == "__main__":

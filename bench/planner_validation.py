@@ -204,11 +204,11 @@ def predict(
     sharing from ``profile.host_slowdown``), each figure the mean over ``seeds`` simulations
     (the seed draws each request's prefill and decode factors from the spreads and the
     router's random choices: one draw of 40 requests moves a p95 by itself)."""
-    runs = [_predict_one(rows, replicas, profile, warmup, seed) for seed in range(seeds)]
+    runs = [predict_one(rows, replicas, profile, warmup, seed) for seed in range(seeds)]
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
-def _predict_one(
+def predict_one(
     rows: list[Sample], replicas: int, profile: profiles.EngineProfile, warmup: int, seed: int
 ) -> dict[str, float]:
     all_served, utilisation = simulated(rows, replicas, profile, seed)
