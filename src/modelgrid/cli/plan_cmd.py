@@ -600,6 +600,8 @@ def _print_path(done: Recalibrated, calibrated_ms: float) -> None:
     """``plan recalibrate``'s line on the serving path's overhead: re-read or kept."""
     from modelgrid.planner.recalibration import MIN_WAITED
 
+    if done.profile.slots != 1:
+        return  # a batching engine's queue says nothing of the path (path_overhead)
     if done.waited >= MIN_WAITED:
         console.print(
             f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms (calibrated "

@@ -9,7 +9,9 @@ The ledger has, for every request, when it arrived, its times to the first and t
 output token, its uncached prompt and output tokens and the replica that served it: what
 ``calibration.speed_in_run`` reads (decode from every request's time per output token,
 prefill from the requests that found their replica idle, each with ``host_slowdown`` taken
-off while other replicas of its machine were busy). Which replicas share a machine is the
+off while other replicas of its machine were busy), the machine's sharing
+(``contention``) and the serving path's overhead (``path_overhead``, from the requests that
+waited behind another). Which replicas share a machine is the
 simulator's own packing (``sim``): a deployment's replicas in the topology's order,
 ``replicas_per_host`` to a machine.
 
