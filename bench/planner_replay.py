@@ -76,7 +76,7 @@ def recentred(
     if slowdown:
         profile = profile.model_copy(update={"host_slowdown": contention(profile, window).slowdown})
     if path:
-        profile, _ = path_overhead(profile, window)
+        profile = path_overhead(profile, window).profile
     return at_speed(profile, speed_in_run(profile, window))
 
 

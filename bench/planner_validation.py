@@ -328,7 +328,7 @@ def level(
     # calibrated host slowdown taken off where they shared the cores)
     counted = sorted(rows, key=lambda r: r.sent_s)[args.warmup :]
     # and the serving path's overhead re-read from its requests that waited (plan recalibrate's)
-    run_cp, _ = path_overhead(cp, counted)
+    run_cp = path_overhead(cp, counted).profile
     speed = speed_in_run(run_cp, counted)
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}

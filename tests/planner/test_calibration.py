@@ -72,6 +72,11 @@ def test_apply_measures_overhead_spreads_and_host_slowdown() -> None:
     assert p.decode_spread == pytest.approx(sorted(f), abs=1e-4)
     assert p.host_slowdown == pytest.approx((1.0, 1.5, 2.0), abs=1e-4)
     assert (p.replicas_per_host, p.calibrated_at) == (3, "2026-12-06T14:00:00+00:00")
+    # kept apart for plan recalibrate, which starts from them each time
+    assert (p.calibrated_overhead_ms, p.calibrated_host_slowdown) == (
+        p.overhead_ms,
+        p.host_slowdown,
+    )
     alone = cal.apply(PROFILE.model_copy(update={"host_slowdown": (1.0, 9.0)}),
                       CalibrationRun(idle, {}, {}))  # fmt: skip
     assert (alone.host_slowdown, alone.replicas_per_host) == ((), 1)

@@ -16,6 +16,7 @@ from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios
 from modelgrid.planner.recalibration import (
     MIN_REQUESTS,
     MIN_WAITED,
+    PathRead,
     contention,
     least_absolute,
     machines,
@@ -134,9 +135,20 @@ def test_the_serving_paths_overhead_is_reread_from_requests_that_waited() -> Non
     # calibrated 150 ms of path at prefill 1.0; the traffic: 50 ms of path, prefill 1.2
     calibrated = BASE.model_copy(update={"overhead_ms": 150.0})
     done = recalibrate(calibrated, behind_ledger(50, 1.2, MIN_WAITED), topology("a"))
-    assert done.waited == MIN_WAITED
+    assert done.path is not None and done.path.waited == MIN_WAITED
     assert done.profile.overhead_ms == pytest.approx(50, abs=1.5)
     assert done.speed.prefill == pytest.approx(1.2, abs=0.01)
+
+
+def test_a_recalibration_starts_from_the_calibration_not_from_the_last_one() -> None:
+    calibrated = BASE.model_copy(update={"overhead_ms": 150.0, "calibrated_overhead_ms": 150.0})
+    first = recalibrate(calibrated, behind_ledger(50, 1.2, MIN_WAITED), topology("a")).profile
+    assert (first.overhead_ms, first.calibrated_overhead_ms) == (pytest.approx(50, abs=1.5), 150.0)
+    # a window with too few waited: the calibration's 150 ms again, not the 50 read above
+    idle = [served(200 + 3 * i, "a", 40, 16, 1.0, 1.0) for i in range(MIN_REQUESTS)]
+    again = recalibrate(first, idle, topology("a"))
+    assert again.profile.overhead_ms == 150.0
+    assert again.speed == recalibrate(calibrated, idle, topology("a")).speed
 
 
 def test_too_few_waited_keep_the_calibrated_overhead() -> None:
@@ -145,13 +157,17 @@ def test_too_few_waited_keep_the_calibrated_overhead() -> None:
         served(200 + 3 * i, "a", 40, 16, 1.0, 1.0) for i in range(MIN_REQUESTS)
     ]
     done = recalibrate(calibrated, reqs, topology("a"))
-    assert (done.waited, done.profile.overhead_ms) == (MIN_WAITED - 1, 150.0)
+    assert done.path is not None and (done.path.waited, done.path.residual_ms) == (
+        MIN_WAITED - 1,
+        None,
+    )
+    assert done.profile.overhead_ms == 150.0
 
 
 def test_a_batching_engine_keeps_its_overhead() -> None:
     batching = BASE.model_copy(update={"overhead_ms": 150.0, "slots": 8})
     reqs = samples(behind_ledger(50, 1.2, MIN_WAITED))
-    assert path_overhead(batching, reqs) == (batching, 0)
+    assert path_overhead(batching, reqs) == PathRead(batching, 0)
 
 
 def test_an_overhead_below_zero_reads_as_zero() -> None:
@@ -163,8 +179,9 @@ def test_an_overhead_below_zero_reads_as_zero() -> None:
         Sample(s.sent_s, s.first_s + d, s.last_s + d, s.prompt_tokens, s.output_tokens, s.replica)
         for s, d in zip(reqs, later, strict=True)
     ]
-    profile, count = path_overhead(calibrated, slow)
-    assert (count, profile.overhead_ms) == (MIN_WAITED, 0.0)
+    read = path_overhead(calibrated, slow)
+    assert (read.waited, read.profile.overhead_ms) == (MIN_WAITED, 0.0)
+    assert read.residual_ms == pytest.approx(-50, abs=1)
 
 
 def shared_machine(

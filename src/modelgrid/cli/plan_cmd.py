@@ -600,19 +600,26 @@ def _print_path(done: Recalibrated, calibrated_ms: float) -> None:
     """``plan recalibrate``'s line on the serving path's overhead: re-read or kept."""
     from modelgrid.planner.recalibration import MIN_WAITED
 
-    if done.profile.slots != 1:
+    path = done.path
+    if path is None or done.profile.slots != 1:
         return  # a batching engine's queue says nothing of the path (path_overhead)
-    if done.waited >= MIN_WAITED:
+    if path.residual_ms is not None:
+        floored = (
+            f" (the idle requests' first tokens came {-path.residual_ms:.1f} ms sooner than "
+            "the queued requests' prefill speed gives: no path left, 0)"
+            if path.residual_ms < 0
+            else ""
+        )
         console.print(
-            f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms (calibrated "
-            f"{calibrated_ms:.1f}), from {done.waited} requests that waited behind another "
-            "on their replica (their prefill apart from the path)",
+            f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms{floored} "
+            f"(calibrated {calibrated_ms:.1f}), from {path.waited} requests that waited "
+            "behind another on their replica (their prefill apart from the path)",
             highlight=False,
         )
     else:
         console.print(
             f"serving-path overhead kept as calibrated ({calibrated_ms:.1f} ms): "
-            f"{done.waited} requests waited behind another, {MIN_WAITED} are needed to re-read it",
+            f"{path.waited} requests waited behind another, {MIN_WAITED} are needed to re-read it",
             highlight=False,
         )
 
@@ -705,11 +712,13 @@ def recalibrate_cmd(
         f"{len(served)} requests of {model} in the ledger {window}: prefill "
         f"{speed.prefill:.3f} x the profile's fit ({speed.prefill_requests} that found their replica "
         "idle), decode "
-        f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred",
+        f"{speed.decode:.3f} x ({speed.decode_requests} requests); spreads re-centred (each a "
+        "time over the fit: above 1 is slower)",
         highlight=False,
     )
-    _print_wander_and_sharing(done, base.host_slowdown)
-    _print_path(done, base.overhead_ms)
+    calibrated = base.as_calibrated()
+    _print_wander_and_sharing(done, calibrated.host_slowdown)
+    _print_path(done, calibrated.overhead_ms)
     console.print(f"written {target}", highlight=False)
 
 

@@ -303,7 +303,8 @@ def apply(profile: EngineProfile, run: CalibrationRun, *, calibrated_at: str = "
     first = calibrate(profile, observed, calibrated_at=calibrated_at)
     speed, _ = prefill_speed(profile, run.crowded, host_slowdown(first, run))
     out = calibrate(profile, observed, calibrated_at=calibrated_at, prefill_speed=speed or 1.0)
-    return out.model_copy(update={"host_slowdown": host_slowdown(out, run)})
+    slowdown = host_slowdown(out, run)
+    return out.model_copy(update={"host_slowdown": slowdown, "calibrated_host_slowdown": slowdown})
 
 
 def host_slowdown(profile: EngineProfile, run: CalibrationRun) -> tuple[float, ...]:

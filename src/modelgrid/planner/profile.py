@@ -104,6 +104,11 @@ class EngineProfile(BaseModel):
         host_slowdown: Service time while ``k`` replicas of one machine are busy over the
             same alone, at index ``k - 1`` (dimensionless; see the module docstring; empty:
             a machine per replica).
+        calibrated_overhead_ms / calibrated_host_slowdown: ``overhead_ms`` and
+            ``host_slowdown`` as ``plan calibrate`` measured them (``None`` / empty: as the
+            fields themselves). ``plan recalibrate`` re-reads both from the ledger where its
+            window allows and starts each time from these (``as_calibrated``), so a
+            recalibration in place does not become the next one's "calibrated" value.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -123,6 +128,21 @@ class EngineProfile(BaseModel):
     calibrated_at: str = ""
     recalibrated_on: str = ""
     host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    calibrated_overhead_ms: Annotated[float, Field(ge=0)] | None = None
+    calibrated_host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
+
+    def as_calibrated(self) -> EngineProfile:
+        """This profile with ``overhead_ms`` and ``host_slowdown`` as calibrated."""
+        return self.model_copy(
+            update={
+                "overhead_ms": (
+                    self.overhead_ms
+                    if self.calibrated_overhead_ms is None
+                    else self.calibrated_overhead_ms
+                ),
+                "host_slowdown": self.calibrated_host_slowdown or self.host_slowdown,
+            }
+        )
 
     @property
     def replicas_per_host(self) -> int:
@@ -272,6 +292,7 @@ def calibrate(
     return profile.model_copy(
         update={
             "overhead_ms": overhead,
+            "calibrated_overhead_ms": overhead,
             "prefill_spread": _ratios(ttft - overhead, prefill),
             "decode_spread": _ratios(tpot, decode) or profile.decode_spread,
             "calibrated_at": calibrated_at,

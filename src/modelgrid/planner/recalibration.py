@@ -171,12 +171,22 @@ def waited(profile: EngineProfile, samples: Sequence[Sample]) -> list[float]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PathRead:
+    """``path_overhead``'s result: the profile, how many requests waited behind another,
+    and the median residual before it was floored at 0 (ms; ``None``: not re-read)."""
+
+    profile: EngineProfile
+    waited: int
+    residual_ms: float | None = None
+
+
 def path_overhead(
     profile: EngineProfile, *groups: Sequence[Sample], minimum: int = MIN_WAITED
-) -> tuple[EngineProfile, int]:
+) -> PathRead:
     """``profile`` with ``overhead_ms`` re-read from ``groups`` (each the requests of one
-    machine) where at least ``minimum`` requests waited behind another (``waited``), and
-    how many did; fewer: ``profile`` as it is.
+    machine) where at least ``minimum`` requests waited behind another (``waited``); fewer:
+    ``profile`` as it is.
 
     The calibration splits an idle request's TTFT into the serving path (added before the
     replica's queue, hidden by a wait) and the engine's prefill (busy time, adding to every
@@ -190,10 +200,10 @@ def path_overhead(
     sequence at a time (``slots`` 1): a batching engine starts a request beside the others,
     and a first token after another's last says nothing of its prefill."""
     if profile.slots != 1:
-        return profile, 0
+        return PathRead(profile, 0)
     ratios = [r for g in groups for r in waited(profile, g)]
     if len(ratios) < minimum:
-        return profile, len(ratios)
+        return PathRead(profile, len(ratios))
     q = float(np.median(ratios))
     residuals = []
     for group in groups:
@@ -205,9 +215,10 @@ def path_overhead(
                 fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
                 residuals.append(elapsed - q * fitted * elapsed / work)
     if not residuals:
-        return profile, len(ratios)
-    overhead = max(0.0, float(np.median(residuals)))
-    return profile.model_copy(update={"overhead_ms": round(overhead, 1)}), len(ratios)
+        return PathRead(profile, len(ratios))
+    residual = float(np.median(residuals))
+    overhead = round(max(0.0, residual), 1)
+    return PathRead(profile.model_copy(update={"overhead_ms": overhead}), len(ratios), residual)
 
 
 def slices(ratios: Sequence[Ratios], slice_s: float = SLICE_S) -> tuple[Speed, ...]:
@@ -270,14 +281,13 @@ def machines(
 class Recalibrated:
     """``recalibrate``'s result: the profile, the engine's speed over its fit (net of
     ``contention.slowdown``), the machine's sharing as read, the speed in each slice of
-    the window (``slices``) and how many requests waited behind another (``waited``: the
-    serving path's overhead was re-read from them where ``MIN_WAITED`` or more)."""
+    the window (``slices``) and the serving path's overhead as read (``path``)."""
 
     profile: EngineProfile
     speed: Speed
     contention: Contention
     slices: tuple[Speed, ...] = ()
-    waited: int = 0
+    path: PathRead | None = None
 
 
 def recalibrate(
@@ -285,7 +295,9 @@ def recalibrate(
 ) -> Recalibrated:
     """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``), then
     its ``overhead_ms`` (``path_overhead``, where enough requests waited), and its prefill
-    and decode spreads re-centred on their speed (``calibration.at_speed``).
+    and decode spreads re-centred on their speed (``calibration.at_speed``). Both start
+    from the calibration's values (``EngineProfile.as_calibrated``), not from an earlier
+    recalibration's, so the result depends on the window alone.
 
     ``window`` (e.g. ``from … to …``) names the requests' window in the error.
 
@@ -293,10 +305,11 @@ def recalibrate(
         PlanInputError: fewer than ``MIN_REQUESTS`` requests of two tokens or more, or not
             one that found its replica idle (no prefill to read).
     """
+    profile = profile.as_calibrated()
     groups = machines(topology, profile.model, profile.replicas_per_host, samples(served))
     shared = contention(profile, *groups)
-    profile = profile.model_copy(update={"host_slowdown": shared.slowdown})
-    profile, behind = path_overhead(profile, *groups)
+    path = path_overhead(profile.model_copy(update={"host_slowdown": shared.slowdown}), *groups)
+    profile = path.profile
     ratios = [speed_ratios(profile, g) for g in groups]
     speed = median_speed(ratios)
     if speed.decode_requests < MIN_REQUESTS or speed.prefill is None:
@@ -308,7 +321,7 @@ def recalibrate(
             "decode speed) and one that found its replica idle (the prefill speed)",
             param="--since",
         )
-    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), behind)
+    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), path)
 
 
 __all__ = [
@@ -318,6 +331,7 @@ __all__ = [
     "MIN_WAITED",
     "SLICE_S",
     "Contention",
+    "PathRead",
     "Recalibrated",
     "contention",
     "least_absolute",
