@@ -230,8 +230,8 @@ def test_queued_requests_separate_the_prefill_from_the_serving_path() -> None:
     a = sample(100.0, 280, 20)  # last token at 100.36
     b = sample(100.0, 360 + 180, 20)  # first at 100.54: 180 ms after A's last
     c = sample(100.0, 280, 20, replica="r1")  # done by then
-    assert cal.behind([a, b, c]) == [(b, a.last_s)]
-    assert cal.behind([a, sample(101.0, 230, 20)]) == []  # sent after A's end: no wait
+    assert cal.waited(PROFILE, [a, b, c]) == [pytest.approx(0.9, abs=0.01)]  # B's 180 ms
+    assert cal.waited(PROFILE, [a, sample(101.0, 230, 20)]) == []  # sent after A's end
     assert cal.prefill_speed(PROFILE, [[a, b, c]]) == (pytest.approx(0.9, abs=0.01), 1)
     assert cal.prefill_speed(PROFILE, [[a, c]]) == (None, 0)
     p = cal.apply(PROFILE, CalibrationRun(idle, {}, {}, ((a, b, c),)))

@@ -12,7 +12,7 @@ import pytest
 from modelgrid.core.errors import PlanInputError
 from modelgrid.core.types import RoutingHints
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios
+from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios, waited
 from modelgrid.planner.recalibration import (
     MIN_REQUESTS,
     MIN_WAITED,
@@ -24,7 +24,6 @@ from modelgrid.planner.recalibration import (
     recalibrate,
     samples,
     slices,
-    waited,
 )
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology

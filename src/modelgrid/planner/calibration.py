@@ -21,7 +21,7 @@ of one and of two busy workers, on the next machine, 0.95-1.05):
    replicas, so the gateway queues one behind another on its replica. Such a request's
    first token comes a prefill after the one ahead's last token (its HTTP hops, template
    and routing ran while it waited): the engine's prefill now, apart from the serving
-   path (``queued``). An idle request's TTFT is path + prefill, so without this a drift of
+   path (``waited``). An idle request's TTFT is path + prefill, so without this a drift of
    the engine's speed since the profile would read as overhead — and the simulator adds
    overhead before a replica's queue (hidden by a wait) but prefill inside its service
    (adding to every wait behind it);
@@ -268,18 +268,6 @@ def interleave(requests: int, rounds: int) -> list[int]:
     return [int((j + 1) * requests / (rounds + 1) + 0.5) for j in range(rounds)]
 
 
-def behind(samples: Sequence[Sample]) -> list[tuple[Sample, float]]:
-    """The requests that waited behind another on the same (named) replica — sent before
-    its last token, first token after it: each with the latest such last token."""
-    out = []
-    for s in samples:
-        ahead = [o.last_s for o in samples if o is not s and o.replica and
-                 o.replica == s.replica and s.sent_s < o.last_s <= s.first_s]  # fmt: skip
-        if ahead:
-            out.append((s, max(ahead)))
-    return out
-
-
 def service_ratio(profile: EngineProfile, samples: Sequence[Sample]) -> float:
     """Median over ``samples`` of (last token - send - ``profile.overhead_ms``) over the
     fitted service time (``service_ms``); dimensionless."""
@@ -409,13 +397,7 @@ def prefill_speed(
             machine each, no correction).
         step_s: Integration step over each prefill (s).
     """
-    ratios = []
-    for rnd in crowded:
-        for s, ahead_s in behind(rnd):
-            fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
-            if fitted > 0:  # a fit of 0 ms at this length says nothing of the speed
-                work = work_ms(s, ahead_s, s.first_s, Timeline(rnd), slowdown, step_s)
-                ratios.append(work / fitted)
+    ratios = [r for rnd in crowded for r in waited(profile, rnd, slowdown, step_s)]
     return (float(np.median(ratios)), len(ratios)) if ratios else (None, 0)
 
 
@@ -514,6 +496,42 @@ def work_ms(
     table = np.asarray(slowdown, dtype=np.float64)
     rate = 1.0 / table[np.minimum(k, len(table)) - 1]
     return float(rate.sum()) * step_s * 1000
+
+
+def waited(
+    profile: EngineProfile,
+    samples: Sequence[Sample],
+    slowdown: Sequence[float] | None = None,
+    step_s: float = 0.001,
+) -> list[float]:
+    """For each request of ``samples`` (one machine) that waited behind another on its
+    (named) replica — sent before that one's last token, its own first token after it — its
+    prefill work (``work_ms`` from the latest such last token to its first token, at
+    ``slowdown``; ``None``: the profile's ``host_slowdown``) over the fitted prefill: the
+    engine's prefill apart from the serving path, whose HTTP hops, template and routing ran
+    while it waited (step 2 above; ``recalibration.path_overhead`` on the ledger's
+    traffic). A fit of 0 ms at a length says nothing of the speed: skipped."""
+    table = profile.host_slowdown if slowdown is None else slowdown
+    machine = Timeline(samples)
+    lasts: dict[str, list[tuple[float, int]]] = {}
+    for i, s in enumerate(samples):
+        lasts.setdefault(s.replica, []).append((s.last_s, i))
+    ends = {rep: (np.array([t for t, _ in v]), [i for _, i in v])
+            for rep, v in ((rep, sorted(v)) for rep, v in lasts.items())}  # fmt: skip
+    out = []
+    for i, s in enumerate(samples):
+        if not s.replica:
+            continue
+        times, order = ends[s.replica]
+        j = int(np.searchsorted(times, s.first_s, side="right")) - 1
+        while j >= 0 and order[j] == i:
+            j -= 1  # not itself
+        if j < 0 or times[j] <= s.sent_s:
+            continue
+        fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
+        if fitted > 0:
+            out.append(work_ms(s, float(times[j]), s.first_s, machine, table, step_s) / fitted)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,7 +637,6 @@ __all__ = [
     "Timeline",
     "apply",
     "at_speed",
-    "behind",
     "counting_prompt",
     "host_slowdown",
     "instants",
@@ -634,5 +651,6 @@ __all__ = [
     "slowdown_ratios",
     "speed_in_run",
     "speed_ratios",
+    "waited",
     "work_ms",
 ]

@@ -43,6 +43,7 @@ from modelgrid.planner.calibration import (
     median_speed,
     queued,
     speed_ratios,
+    waited,
     work_ms,
 )
 from modelgrid.planner.profile import EngineProfile
@@ -142,33 +143,6 @@ def contention(
         s_k = float(a[0] / a[free.index(k)]) if read[k] else table[k]
         out.append(round(max(s_k, out[-1]), 4))
     return Contention(tuple(out), at_busy, tuple(read))
-
-
-def waited(profile: EngineProfile, samples: Sequence[Sample]) -> list[float]:
-    """For each request of ``samples`` (one machine) that waited behind another on its
-    replica — sent before that one's last token, its own first token after it — its
-    prefill work (``calibration.work_ms`` from that last token to its first token) over
-    the fitted prefill: the engine's prefill apart from the serving path, whose HTTP hops,
-    template and routing ran while it waited (``calibration``'s step 2, on the traffic)."""
-    machine = Timeline(samples)
-    lasts: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        lasts[s.replica].append((s.last_s, i))
-    ends = {rep: (np.array([t for t, _ in v]), [i for _, i in v])
-            for rep, v in ((rep, sorted(v)) for rep, v in lasts.items())}  # fmt: skip
-    out = []
-    for i, s in enumerate(samples):
-        if not s.replica:
-            continue
-        times, order = ends[s.replica]
-        j = int(np.searchsorted(times, s.first_s, side="right")) - 1
-        while j >= 0 and order[j] == i:
-            j -= 1  # not itself
-        fitted = float(profile.prefill_ms(max(1, s.prompt_tokens)))
-        if j >= 0 and times[j] > s.sent_s and fitted > 0:
-            work = work_ms(s, float(times[j]), s.first_s, machine, profile.host_slowdown)
-            out.append(work / fitted)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,5 +314,4 @@ __all__ = [
     "recalibrate",
     "samples",
     "slices",
-    "waited",
 ]
