@@ -304,8 +304,13 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
         "serving-path overhead kept as calibrated (0.0 ms): 0 requests waited behind another, "
         "10 are needed to re-read it"
     ) in output
+    assert (
+        "speed wander: sd 0.000 of the log speed between 60-s periods (3 periods of 5 requests "
+        "or more; each request's own jitter apart)"
+    ) in output
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
+    assert (p.wander_sd, p.wander_period_s) == (0.0, 60.0)
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
     assert p.calibrated_at == CALIBRATED_AT
 
@@ -377,6 +382,10 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         "by 5-minute slice (2 of 10 requests or more): prefill 1.000-1.000, decode 0.920-1.080 "
         "x the profile's fitted times (above 1: slower)"
     ) in output, output
+    assert (  # 4 requests a minute
+        "speed wander not read: 0 60-s periods held 5 requests or more, 3 are needed; "
+        "simulated as steady"
+    ) in output, output
 
 
 @pytest.mark.parametrize(
@@ -386,8 +395,8 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T09:00:00Z"), "--until: 2026-12-07T09:00:00+00:00 is not after --since"),
         (("--since", "2999-01-01T00:00:00Z",), "--since: 2999-01-01T00:00:00+00:00 is not before now"),
         (("--since", "2026-12-07t10:00:00z", "--until", "2026-12-07t09:00:00.250z"), "--until: 2026-12-07T09:00:00.250+00:00 is not after --since 2026-12-07T10:00:00+00:00"),
-        (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is out of range"),
-        (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is out of range"),
+        (("--since", "2026-12-07T10:00:00Z", "--until", "9999-12-31T23:59:59Z"), "--until: '9999-12-31T23:59:59Z' is after now"),
+        (("--since", "0001-01-01T00:00:00+01:00"), "--since: '0001-01-01T00:00:00+01:00' is before 0001-01-01T00:00:00Z"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2026-12-07T11:00:00Z", "--region", "local"), "the ledger holds 0 served requests of qwen2.5-coder-0.5b-instruct from 2026-12-07T10:00:00+00:00 to 2026-12-07T11:00:00+00:00 in region 'local', 0 of two tokens"),
         (("--since", "2026-12-07T10:00:00Z", "--until", "2999-01-01"), "--until: 2999-01-01T00:00:00+00:00 is after now"),
         (("--since", "2026-12-07T10:00:00Z", "--until", ""), "--until: expected an ISO 8601 time"),
@@ -395,6 +404,9 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "2026-12-07T10:00:00Z", "--out", ""), "cannot write the profile to .: not a file name"),
         (("--since", "2026-12-07T10:00:00Z", "--region", "mars-1"), "--region: 'mars-1' is not a region of the topology (local)"),
         (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "--model nope: no engine profile at "),
+        (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "nope.json: it is not a packaged model (`modelgrid models`), the only kind `modelgrid plan profile` measures: give --profile PATH"),
+        (("--since", "2026-12-07T10:00:00Z", "--model", " "), "--model: give the served model's id, got ' '"),
+        (("--since", "2026-12-07T10:00:00Z", "--profile", ""), "--profile: engine profile .: a directory, not a profile file"),
         (("--since", "2026-12-07T10:00:00Z", "--profile", "/nonexistent.json"), "--profile: no engine profile at /nonexistent.json"),
         (("--since", "2026-12-07T10:00:00Z", "--topology", "/nonexistent.toml"), "--topology: no such file /nonexistent.toml"),
     ],
@@ -405,6 +417,36 @@ def test_recalibrate_bad_input_is_named(
     calibrated(tmp_path)
     code, output = invoke(env, "recalibrate", "--model", SMALL, *args)
     assert code == 2 and message in " ".join(output.split()), output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "nope"), "--model nope: no engine profile at "),
+        (("--model", "nope"), "it is not a packaged model (`modelgrid models`)"),
+        (("--model", ""), "--model: give the served model's id, got ''"),
+        (("--profile", ""), "--profile: engine profile .: a directory, not a profile file"),
+        (("--profile", "/nonexistent.json"), "--profile: no engine profile at /nonexistent.json"),
+    ],
+)  # fmt: skip
+def test_calibrate_names_the_profile_it_cannot_start_from(
+    env: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    # refused before any request: nothing listens at the URL
+    code, output = invoke(env, "calibrate", "--key", "sk-x", "--url", "http://127.0.0.1:9/v1",
+                          *args)  # fmt: skip
+    assert code == 2 and message in " ".join(output.split()), output
+
+
+def test_calibrate_without_a_profile_says_how_to_measure_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    profiles.default_path(tmp_path, SMALL).unlink()
+    code, output = invoke(env, "calibrate", "--key", "sk-x", "--model", SMALL)
+    assert code == 2 and (
+        f"--model {SMALL}: no engine profile at {profiles.default_path(tmp_path, SMALL)}: run "
+        f"`modelgrid plan profile --model {SMALL}` first"
+    ) in " ".join(output.split()), output
 
 
 def test_recalibrate_refuses_a_profile_never_calibrated(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelgrid.core.types import RoutingHints
-from modelgrid.planner.profile import synthetic
+from modelgrid.planner.profile import EngineProfile, synthetic
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
 
@@ -135,6 +135,34 @@ def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     again = np.round(run(cfg), 6)
     assert np.array_equal(again[0], tpot) and np.array_equal(again[1], ttft)
     assert not np.array_equal(np.round(run(dataclasses.replace(cfg, seed=4))[0], 6), tpot)
+
+
+def test_the_wander_moves_a_machines_speed_per_period() -> None:
+    """``wander_sd`` 0.2 over 10-s periods, no spread, arrivals 2 s apart on one replica (no
+    wait): every request of a period is served at one factor exp(0.2 z), the factors of 200
+    periods have a log sd of ~0.2, and a steady profile serves every request at the fit."""
+    profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=20)
+    moving = profile.model_copy(update={"wander_sd": 0.2, "wander_period_s": 10.0})
+    n = 1000
+    s = stream(np.arange(n) * 2.0, np.full(n, 100), np.full(n, 5))
+    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=5)
+
+    def factors(p: EngineProfile) -> tuple[np.ndarray, np.ndarray]:
+        served = sorted(simulate(fleet({"eu": 1}), [s], {M: p}, cfg).served,
+                        key=lambda r: r.arrival_s)  # fmt: skip
+        return np.array([r.tpot_ms / 20 for r in served]), np.array(
+            [r.ttft_ms / 100 for r in served]
+        )
+
+    tpot_x, ttft_x = factors(moving)
+    assert np.allclose(tpot_x, ttft_x)  # prefill and decode move together
+    per_period = tpot_x.reshape(200, 5)  # five arrivals a period
+    assert np.allclose(per_period, per_period[:, :1])
+    assert np.std(np.log(per_period[:, 0])) == pytest.approx(0.2, abs=0.03)
+    z = np.random.default_rng([5, 0x57A9D, 0, 0]).standard_normal()
+    assert tpot_x[0] == pytest.approx(np.exp(0.2 * z))
+    steady_tpot, steady_ttft = factors(profile)
+    assert np.allclose(steady_tpot, 1.0) and np.allclose(steady_ttft, 1.0)
 
 
 def test_host_slowdown_shares_the_machine_over_time() -> None:

@@ -71,7 +71,9 @@ def plan(
     scale_demand: list[str] = typer.Option(
         [], "--scale-demand", metavar="REGION=FACTOR", help="What if: its demand times FACTOR."
     ),
-    out: Path = typer.Option(Path("plan"), "--out", help="Folder for the report and topology."),
+    out: Path = typer.Option(
+        Path("plan"), "--out", help="Folder for the report and topology (created if missing)."
+    ),
     no_verify: bool = typer.Option(False, "--no-verify", help="Screens only, no simulation."),
     seed: int = typer.Option(None, "--seed", help="Simulation seed."),
 ) -> None:
@@ -273,6 +275,11 @@ def _what_ifs(
     return scenario
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 replica``, ``3 replicas``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _shown(value: float, spec: str) -> str:
     """A figure of the plan table; ``-`` where none was simulated (``--no-verify``)."""
     return "-" if value != value else format(value, spec)  # NaN: not simulated
@@ -283,7 +290,7 @@ def _print(result: Any, files: dict[str, Path]) -> None:
 
     s = result.scenario
     console.print(
-        f"[bold]Plan: {result.replicas()} replicas, "
+        f"[bold]Plan: {_count(result.replicas(), 'replica')}, "
         f"{result.cost_micros_per_hour() / 1e6:.2f} {s.currency}/hour[/]"
     )
     rows = report.rows(result)
@@ -419,11 +426,53 @@ def _write_record(path: Path, data: dict[str, Any] | None) -> None:
         raise PlanInputError(f"--record {path}: {exc.strerror or exc}", param="--record") from None
 
 
+def _profile_of(model: str, profile_path: Path | None) -> tuple[Path, Any]:
+    """The profile ``plan calibrate`` and ``plan recalibrate`` start from, and its path:
+    ``--profile``, else the data dir's for ``--model`` (what ``plan profile`` wrote).
+
+    Raises:
+        PlanInputError: ``--model`` empty; no profile there (``plan profile`` named where
+            the model is packaged, ``--profile`` where it is not: ``plan profile`` measures
+            packaged models only); the file not a profile of ``model`` (the message starts
+            with the option that chose the file).
+    """
+    from modelgrid.engines.catalog import CATALOG
+    from modelgrid.planner import PlanInputError
+    from modelgrid.planner import profile as profiles
+
+    if not model.strip():
+        raise PlanInputError(f"--model: give the served model's id, got {model!r}", param="--model")
+    if profile_path is not None:
+        path, where, label = profile_path, "--profile", "--profile"
+    else:
+        path, where, label = profiles.default_path(settings().data_dir, model), "--model", ""
+    if where == "--model" and not path.exists():
+        hint = (
+            f"run `modelgrid plan profile --model {model}` first"
+            if model in CATALOG
+            else "it is not a packaged model (`modelgrid models`), the only kind `modelgrid "
+            "plan profile` measures: give --profile PATH, a profile measured elsewhere"
+        )
+        raise PlanInputError(
+            f"--model {model}: no engine profile at {path}: {hint}", param="--model"
+        )
+    try:
+        return path, profiles.load_for(model, path, where=where)
+    except PlanInputError as exc:  # name the option that chose the file
+        if exc.message.startswith(where):
+            raise
+        label = label or f"--model {model}"
+        raise PlanInputError(f"{label}: {exc.message}", param=where) from None
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     key: str = typer.Option(..., "--key", help="An API key the gateway accepts for the model."),
     url: str = typer.Option(
-        None, "--url", help="The gateway's API root (default: this machine's, from the settings)."
+        None,
+        "--url",
+        help="The gateway's API root (default: http://127.0.0.1:PORT/v1, PORT from the "
+        "settings: MODELGRID_SERVER__PORT, 8000; give --url where `serve --port` chose another).",
     ),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
     profile_path: Path = typer.Option(
@@ -467,7 +516,6 @@ def calibrate_cmd(
     from modelgrid.planner.probe import ChatProbe
 
     s = settings()
-    path = profile_path or profiles.default_path(s.data_dir, model)
     host = "127.0.0.1" if s.server.host in ("0.0.0.0", "::", "") else s.server.host
     base = url or f"http://{host}:{s.server.port}/v1"
 
@@ -486,7 +534,7 @@ def calibrate_cmd(
                 f"{calibration.SLOWDOWN_ALPHA}) with --replicas-per-host > 1",
                 param="--rounds",
             )
-        base_profile = profiles.load_for(model, path)
+        path, base_profile = _profile_of(model, profile_path)
         target = out or path
         profiles.check_writable(target)
         if record is not None:
@@ -554,17 +602,25 @@ def _when(text: str, option: str) -> Any:
     latest = datetime.datetime.max.replace(tzinfo=datetime.UTC) - datetime.timedelta(hours=1)
     try:
         at = at.replace(tzinfo=datetime.UTC) if at.tzinfo is None else at.astimezone(datetime.UTC)
-    except OverflowError:
-        at = latest  # beyond the range in UTC
-    if at >= latest:
-        raise _fail(f"{option}: {text!r} is out of range")
+    except OverflowError:  # beyond the range in UTC
+        if at.year == datetime.MINYEAR:
+            raise _fail(f"{option}: {text!r} is before 0001-01-01T00:00:00Z") from None
+        at = latest
+    if at >= latest:  # so far in the future that it cannot be read past
+        now = datetime.datetime.now(datetime.UTC)
+        raise _fail(f"{option}: {text!r} is after now ({_stamp(now)})")
     return at
 
 
 def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...]) -> None:
     """``plan recalibrate``'s lines on how far the speed moved within the window (its
     5-minute slices) and on the machine's sharing where the ledger re-read it."""
-    from modelgrid.planner.recalibration import MIN_SLICE_REQUESTS, SLICE_S
+    from modelgrid.planner.recalibration import (
+        MIN_SLICE_REQUESTS,
+        MIN_WANDER_PERIODS,
+        MIN_WANDER_REQUESTS,
+        SLICE_S,
+    )
 
     if len(done.slices) >= 2:
         ranges = []
@@ -580,6 +636,23 @@ def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...])
             "hold, plan at the largest",
             highlight=False,
         )
+    moved = done.wander
+    if moved is not None:
+        period = f"{moved.period_s:g}-s periods"
+        if moved.periods >= MIN_WANDER_PERIODS:
+            console.print(
+                f"speed wander: sd {moved.sd:.3f} of the log speed between {period} "
+                f"({moved.periods} periods of {MIN_WANDER_REQUESTS} requests or more; each "
+                "request's own jitter apart): the simulator draws each machine's speed per "
+                "period from it",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"speed wander not read: {moved.periods} {period} held {MIN_WANDER_REQUESTS} "
+                f"requests or more, {MIN_WANDER_PERIODS} are needed; simulated as steady",
+                highlight=False,
+            )
     shared = done.contention
     if any(shared.read):
         cells = ", ".join(
@@ -669,8 +742,6 @@ def recalibrate_cmd(
         if until is None:
             raise _fail(f"--since: {_stamp(start)} is not before now ({_stamp(end)})")
         raise _fail(f"--until: {_stamp(end)} is not after --since {_stamp(start)}")
-    s = settings()
-    path = profile_path or profiles.default_path(s.data_dir, model)
     try:
         fleet = _topology(topology)
         if region is not None and fleet.region(region) is None:
@@ -679,14 +750,7 @@ def recalibrate_cmd(
                 f"({', '.join(r.id for r in fleet.regions)})",
                 param="--region",
             )
-        where = "--profile" if profile_path is not None else "--model"
-        try:
-            base = profiles.load_for(model, path, where=where)
-        except PlanInputError as exc:  # name the option that chose the file
-            if exc.message.startswith(where):
-                raise
-            label = f"--model {model}" if where == "--model" else where
-            raise PlanInputError(f"{label}: {exc.message}", param=where) from None
+        path, base = _profile_of(model, profile_path)
         if not base.calibrated_at:
             raise PlanInputError(
                 f"--profile: {path} is not calibrated: run `modelgrid plan calibrate` first "

@@ -182,7 +182,7 @@ def _html(plan: Plan, images: dict[str, Path], note: str) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
 <h1>modelgrid plan</h1>
-<p>{plan.replicas()} replicas, {plan.cost_micros_per_hour() / 1e6:.2f} {html.escape(s.currency)}
+<p>{plan.replicas()} replica{"" if plan.replicas() == 1 else "s"}, {plan.cost_micros_per_hour() / 1e6:.2f} {html.escape(s.currency)}
 per hour. Targets: TTFT p{round(s.options.quantile * 100)} &le; {s.slo.ttft_p95_ms:g} ms, time per
 output token p{round(s.options.quantile * 100)} &le; {s.slo.tpot_p95_ms:g} ms;
 {"met by every simulated class" if plan.met() else "<b>NOT met by every class</b>"}.</p>
