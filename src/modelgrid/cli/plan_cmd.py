@@ -465,7 +465,11 @@ def _profile_of(model: str, profile_path: Path | None) -> tuple[Path, Any]:
         raise PlanInputError(f"{label}: {exc.message}", param=where) from None
 
 
-@app.command("calibrate")
+@app.command(
+    "calibrate",
+    short_help="Measure the serving path's overhead and spreads and the host slowdown through "
+    "the running gateway; write them into the profile.",
+)
 def calibrate_cmd(
     key: str = typer.Option(..., "--key", help="An API key the gateway accepts for the model."),
     url: str = typer.Option(
@@ -702,7 +706,11 @@ def _stamp(at: datetime.datetime) -> str:
     return at.isoformat(timespec="milliseconds" if at.microsecond else "seconds")
 
 
-@app.command("recalibrate")
+@app.command(
+    "recalibrate",
+    short_help="Re-centre a calibrated profile's speed on the fleet's own traffic in the usage "
+    "ledger (--since to --until).",
+)
 def recalibrate_cmd(
     since: str = typer.Option(
         ...,
