@@ -112,6 +112,16 @@ def test_the_profile_overhead_is_added_before_the_replica() -> None:
     assert second.ttft_ms == pytest.approx(250 + 201 + 110 + 40 - 100)
 
 
+def one_replica(
+    s: Stream, profile: EngineProfile, config: SimConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``s`` on one replica: each request's time per output token and TTFT (ms), in order
+    of arrival."""
+    served = sorted(simulate(fleet({"eu": 1}), [s], {M: profile}, config).served,
+                    key=lambda r: r.arrival_s)  # fmt: skip
+    return np.array([r.tpot_ms for r in served]), np.array([r.ttft_ms for r in served])
+
+
 def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     """Decode spread (1.0, 1.5), prefill spread (0.5, 1.0): each request's time per output
     token is 20 or 30 ms and its prefill 50 or 100 ms (one replica, arrivals 10 s apart: no
@@ -123,9 +133,7 @@ def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=3)
 
     def run(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
-        served = sorted(simulate(fleet({"eu": 1}), [s], {M: profile}, config).served,
-                        key=lambda r: r.arrival_s)  # fmt: skip
-        return np.array([r.tpot_ms for r in served]), np.array([r.ttft_ms for r in served])
+        return one_replica(s, profile, config)
 
     tpot, ttft = run(cfg)
     tpot, ttft = np.round(tpot, 6), np.round(ttft, 6)  # float sums of the event times
@@ -148,11 +156,8 @@ def test_the_wander_moves_a_machines_speed_per_period() -> None:
     cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=5)
 
     def factors(p: EngineProfile) -> tuple[np.ndarray, np.ndarray]:
-        served = sorted(simulate(fleet({"eu": 1}), [s], {M: p}, cfg).served,
-                        key=lambda r: r.arrival_s)  # fmt: skip
-        return np.array([r.tpot_ms / 20 for r in served]), np.array(
-            [r.ttft_ms / 100 for r in served]
-        )
+        tpot, ttft = one_replica(s, p, cfg)
+        return tpot / 20, ttft / 100
 
     tpot_x, ttft_x = factors(moving)
     assert np.allclose(tpot_x, ttft_x)  # prefill and decode move together
