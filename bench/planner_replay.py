@@ -8,12 +8,11 @@ request of the fleet's calibration. From them this rebuilds the windows the vali
 fleet's first; everything since the calibration) — the client's times, within ~4 ms of the
 gateway's ledger (validation run 21) — and predicts each level (``planner_validation.predict``,
 the recorded arrivals through ``planner.sim``) with the calibrated profile re-centred on each
-window two ways: ``before``, as ``plan recalibrate`` did before it read the speed's wander
-(``host_slowdown`` re-read by ``recalibration.contention``, the serving path's overhead by
-``recalibration.path_overhead`` from the window's requests that waited behind another, then
-the engine's speed, ``calibration.speed_in_run``), and ``now``, with the wander read too
-(``recalibration.wander``: how far the speed moved between periods of ``--wander-s``, which
-the simulator then draws per period). ``in-run`` the same over the level's own
+window two ways: ``before``, as ``plan recalibrate`` did before the serving path's overhead
+was re-read (``host_slowdown`` re-read by ``recalibration.contention``, then the engine's
+speed, ``calibration.speed_in_run``, net of the calibrated overhead), and ``now``, with the
+overhead re-read from the window's requests that waited behind another
+(``recalibration.path_overhead``) between the two. ``in-run`` the same over the level's own
 requests (without the slowdown re-read, as the validation does). Prints each level's TTFT
 p50 / p95 errors (%) and how many of its 5 figures meet the goals (≤ 10 % on p50s and
 throughput, ≤ 20 % on p95s), then the totals; the recorded ``stored``, ``ledger``,
@@ -40,8 +39,8 @@ import numpy as np
 from planner_validation import METRICS, predict, predict_one
 
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample, at_speed, speed_in_run, speed_ratios
-from modelgrid.planner.recalibration import WANDER_S, contention, path_overhead, wander
+from modelgrid.planner.calibration import Sample, at_speed, speed_in_run
+from modelgrid.planner.recalibration import contention, path_overhead
 
 GOALS_PCT = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
              "throughput_rps": 10}  # fmt: skip
@@ -70,23 +69,14 @@ def calibration_requests(record: dict[str, Any]) -> list[Sample]:
 
 
 def recentred(
-    profile: profiles.EngineProfile,
-    window: list[Sample],
-    *,
-    slowdown: bool,
-    path: bool,
-    moved: float | None = None,
+    profile: profiles.EngineProfile, window: list[Sample], *, slowdown: bool, path: bool
 ) -> profiles.EngineProfile:
     """``profile`` re-centred on ``window``'s speed: its slowdown re-read first when
-    ``slowdown``, then its serving path's overhead when ``path``; the speed's wander read
-    over periods of ``moved`` seconds (``recalibration.wander``; ``None``: steady)."""
+    ``slowdown``, then its serving path's overhead when ``path``."""
     if slowdown:
         profile = profile.model_copy(update={"host_slowdown": contention(profile, window).slowdown})
     if path:
         profile = path_overhead(profile, window).profile
-    if moved is not None:
-        w = wander([speed_ratios(profile, window)], moved)
-        profile = profile.model_copy(update={"wander_sd": w.sd, "wander_period_s": w.period_s})
     return at_speed(profile, speed_in_run(profile, window))
 
 
@@ -119,9 +109,6 @@ def main() -> None:
     parser.add_argument("json", help="a --json file of bench/planner_validation.py")
     parser.add_argument("--sim-seeds", type=int, default=20)
     parser.add_argument(
-        "--wander-s", type=float, default=WANDER_S, help="the wander's period (now), seconds"
-    )
-    parser.add_argument(
         "--floor",
         action="store_true",
         help="also what a perfect model would meet, level by level (floor)",
@@ -147,14 +134,13 @@ def main() -> None:
             rows = [Sample(**x) for x in r["rows"]]
             counted = sorted(rows, key=lambda x: x.sent_s)[r["warmup"] :]
             history = [s for w in windows for s in w]
-            w = args.wander_s
             preds = {
-                "ledger_before": recentred(profile, windows[-1], slowdown=True, path=True),
-                "ledger_now": recentred(profile, windows[-1], slowdown=True, path=True, moved=w),
-                "history_before": recentred(profile, history, slowdown=True, path=True),
-                "history_now": recentred(profile, history, slowdown=True, path=True, moved=w),
-                "in_run_before": recentred(profile, counted, slowdown=False, path=True),
-                "in_run_now": recentred(profile, counted, slowdown=False, path=True, moved=w),
+                "ledger_before": recentred(profile, windows[-1], slowdown=True, path=False),
+                "ledger_now": recentred(profile, windows[-1], slowdown=True, path=True),
+                "history_before": recentred(profile, history, slowdown=True, path=False),
+                "history_now": recentred(profile, history, slowdown=True, path=True),
+                "in_run_before": recentred(profile, counted, slowdown=False, path=False),
+                "in_run_now": recentred(profile, counted, slowdown=False, path=True),
             }
             got = {k: predict(rows, n, p, r["warmup"], args.sim_seeds) for k, p in preds.items()}
             for k in ("stored", "ledger", "history", "in_run"):

@@ -94,10 +94,9 @@ from modelgrid.planner.calibration import (  # noqa: E402
     at_speed,
     counting_prompt,
     speed_in_run,
-    speed_ratios,
 )
 from modelgrid.planner.probe import ChatProbe  # noqa: E402
-from modelgrid.planner.recalibration import path_overhead, wander  # noqa: E402
+from modelgrid.planner.recalibration import path_overhead  # noqa: E402
 from modelgrid.planner.sim import Served, SimConfig, Stream, simulate  # noqa: E402
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology  # noqa: E402
 from routing import Worker, start_workers, stop_workers  # noqa: E402
@@ -331,8 +330,6 @@ def level(
     # and the serving path's overhead re-read from its requests that waited (plan recalibrate's)
     run_cp = path_overhead(cp, counted).profile
     speed = speed_in_run(run_cp, counted)
-    moved = wander([speed_ratios(run_cp, counted)])  # and how far it moved within the level
-    run_cp = run_cp.model_copy(update={"wander_sd": moved.sd, "wander_period_s": moved.period_s})
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
     )

@@ -304,13 +304,8 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
         "serving-path overhead kept as calibrated (0.0 ms): 0 requests waited behind another, "
         "10 are needed to re-read it"
     ) in output
-    assert (
-        "speed wander: sd 0.000 of the log speed between 60-s periods (3 periods of 5 requests "
-        "or more; each request's own jitter apart)"
-    ) in output
     p = profiles.load(out)
     assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
-    assert (p.wander_sd, p.wander_period_s) == (0.0, 60.0)
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
     assert p.calibrated_at == CALIBRATED_AT
 
@@ -381,10 +376,6 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
     assert (
         "by 5-minute slice (2 of 10 requests or more): prefill 1.000-1.000, decode 0.920-1.080 "
         "x the profile's fitted times (above 1: slower)"
-    ) in output, output
-    assert (  # 4 requests a minute
-        "speed wander not read: 0 60-s periods held 5 requests or more, 3 are needed; "
-        "simulated as steady"
     ) in output, output
 
 

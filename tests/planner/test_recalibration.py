@@ -24,7 +24,6 @@ from modelgrid.planner.recalibration import (
     recalibrate,
     samples,
     slices,
-    wander,
 )
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
@@ -290,33 +289,6 @@ def test_the_speed_is_read_by_five_minute_slice_too() -> None:
     pairs = [served(20 * i + d, "a", 60, 8, 1.0, 1.0) for i in range(6) for d in (0.0, 0.001)]
     (slice_,) = slices([speed_ratios(BASE, samples(pairs))])
     assert (slice_.decode_requests, slice_.prefill_requests, slice_.prefill) == (12, 6, None)
-
-
-def test_the_wander_is_the_between_period_spread_of_the_log_speed() -> None:
-    """4 minutes at log speeds -0.1, +0.1, -0.1, +0.1, each minute's 5 requests at offsets
-    -0.05..+0.05 around it: MSA = 5 * 4 * 0.01 / 3, MSE = 4 * 0.00625 / 16, n0 = 5, so
-    sd = sqrt((MSA - MSE) / 5) = 0.11411; the within-minute jitter alone reads 0."""
-    offsets = (-0.05, -0.025, 0.0, 0.025, 0.05)
-    decode = [(60.0 * k + 10 * i, float(np.exp(m + o)))
-              for k, m in enumerate((-0.1, 0.1, -0.1, 0.1)) for i, o in enumerate(offsets)]  # fmt: skip
-    moved = wander([([], decode)])
-    assert (moved.sd, moved.periods, moved.period_s) == (0.1141, 4, 60.0)
-    steady = [(60.0 * k + 10 * i, float(np.exp(o))) for k in range(4) for i, o in enumerate(offsets)]  # fmt: skip
-    assert wander([([], steady)]).sd == 0.0
-    # two machines' requests count together; periods of 4 decodes do not count
-    halves = ([], decode[:10]), ([], decode[10:] + [(300.0 + i, 1.0) for i in range(4)])
-    assert wander(halves) == moved
-    assert wander([([], decode[:10])]).periods == 2 and wander([([], decode[:10])]).sd == 0.0
-
-
-def test_recalibrate_reads_the_wander_into_the_profile() -> None:
-    # decode at 0.8 of the fit for one minute, 1.2 the next, for 6 minutes; 6 requests each
-    reqs = [served(10 * i, "a", 60, 16, 1.0, 0.8 if (i // 6) % 2 == 0 else 1.2) for i in range(36)]
-    done = recalibrate(BASE, reqs, topology("a"))
-    assert done.wander is not None and done.wander.periods == 6
-    # log(1.2 / 0.8) / 2 = 0.2027 either side: sd of the six means, rounding of the ms aside
-    assert done.profile.wander_sd == pytest.approx(0.2027 * np.sqrt(6 / 5), abs=0.002)
-    assert done.profile.wander_period_s == 60.0
 
 
 def test_too_few_requests_are_named() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelgrid.core.types import RoutingHints
-from modelgrid.planner.profile import EngineProfile, synthetic
+from modelgrid.planner.profile import synthetic
 from modelgrid.planner.sim import SimConfig, Stream, simulate
 from modelgrid.routing.topology import Deployment, Region, Replica, Topology
 
@@ -112,16 +112,6 @@ def test_the_profile_overhead_is_added_before_the_replica() -> None:
     assert second.ttft_ms == pytest.approx(250 + 201 + 110 + 40 - 100)
 
 
-def one_replica(
-    s: Stream, profile: EngineProfile, config: SimConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """``s`` on one replica: each request's time per output token and TTFT (ms), in order
-    of arrival."""
-    served = sorted(simulate(fleet({"eu": 1}), [s], {M: profile}, config).served,
-                    key=lambda r: r.arrival_s)  # fmt: skip
-    return np.array([r.tpot_ms for r in served]), np.array([r.ttft_ms for r in served])
-
-
 def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     """Decode spread (1.0, 1.5), prefill spread (0.5, 1.0): each request's time per output
     token is 20 or 30 ms and its prefill 50 or 100 ms (one replica, arrivals 10 s apart: no
@@ -133,7 +123,9 @@ def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=3)
 
     def run(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
-        return one_replica(s, profile, config)
+        served = sorted(simulate(fleet({"eu": 1}), [s], {M: profile}, config).served,
+                        key=lambda r: r.arrival_s)  # fmt: skip
+        return np.array([r.tpot_ms for r in served]), np.array([r.ttft_ms for r in served])
 
     tpot, ttft = run(cfg)
     tpot, ttft = np.round(tpot, 6), np.round(ttft, 6)  # float sums of the event times
@@ -143,31 +135,6 @@ def test_spread_factors_are_drawn_from_the_profile_and_reproducible() -> None:
     again = np.round(run(cfg), 6)
     assert np.array_equal(again[0], tpot) and np.array_equal(again[1], ttft)
     assert not np.array_equal(np.round(run(dataclasses.replace(cfg, seed=4))[0], 6), tpot)
-
-
-def test_the_wander_moves_a_machines_speed_per_period() -> None:
-    """``wander_sd`` 0.2 over 10-s periods, no spread, arrivals 2 s apart on one replica (no
-    wait): every request of a period is served at one factor exp(0.2 z), the factors of 200
-    periods have a log sd of ~0.2, and a steady profile serves every request at the fit."""
-    profile = synthetic(M, prefill_base_ms=0, prefill_per_token_ms=1, decode_ms=20)
-    moving = profile.model_copy(update={"wander_sd": 0.2, "wander_period_s": 10.0})
-    n = 1000
-    s = stream(np.arange(n) * 2.0, np.full(n, 100), np.full(n, 5))
-    cfg = SimConfig(gateway_overhead_ms=0, probe_interval_s=None, seed=5)
-
-    def factors(p: EngineProfile) -> tuple[np.ndarray, np.ndarray]:
-        tpot, ttft = one_replica(s, p, cfg)
-        return tpot / 20, ttft / 100
-
-    tpot_x, ttft_x = factors(moving)
-    assert np.allclose(tpot_x, ttft_x)  # prefill and decode move together
-    per_period = tpot_x.reshape(200, 5)  # five arrivals a period
-    assert np.allclose(per_period, per_period[:, :1])
-    assert np.std(np.log(per_period[:, 0])) == pytest.approx(0.2, abs=0.03)
-    z = np.random.default_rng([5, 0x57A9D, 0, 0]).standard_normal()
-    assert tpot_x[0] == pytest.approx(np.exp(0.2 * z))
-    steady_tpot, steady_ttft = factors(profile)
-    assert np.allclose(steady_tpot, 1.0) and np.allclose(steady_ttft, 1.0)
 
 
 def test_host_slowdown_shares_the_machine_over_time() -> None:

@@ -619,12 +619,7 @@ def _when(text: str, option: str) -> Any:
 def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...]) -> None:
     """``plan recalibrate``'s lines on how far the speed moved within the window (its
     5-minute slices) and on the machine's sharing where the ledger re-read it."""
-    from modelgrid.planner.recalibration import (
-        MIN_SLICE_REQUESTS,
-        MIN_WANDER_PERIODS,
-        MIN_WANDER_REQUESTS,
-        SLICE_S,
-    )
+    from modelgrid.planner.recalibration import MIN_SLICE_REQUESTS, SLICE_S
 
     if len(done.slices) >= 2:
         ranges = []
@@ -640,23 +635,6 @@ def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...])
             "hold, plan at the largest",
             highlight=False,
         )
-    moved = done.wander
-    if moved is not None:
-        period = f"{moved.period_s:g}-s periods"
-        if moved.periods >= MIN_WANDER_PERIODS:
-            console.print(
-                f"speed wander: sd {moved.sd:.3f} of the log speed between {period} "
-                f"({moved.periods} periods of {MIN_WANDER_REQUESTS} requests or more; each "
-                "request's own jitter apart): the simulator draws each machine's speed per "
-                "period from it",
-                highlight=False,
-            )
-        else:
-            console.print(
-                f"speed wander not read: {moved.periods} {period} held {MIN_WANDER_REQUESTS} "
-                f"requests or more, {MIN_WANDER_PERIODS} are needed; simulated as steady",
-                highlight=False,
-            )
     shared = done.contention
     if any(shared.read):
         cells = ", ".join(

@@ -32,12 +32,6 @@ Two things the fit's mean does not say, both measured:
   slowdown). The simulator packs each deployment's replicas that many to a machine and
   shares its cores over time (``planner.sim``).
 
-- **wander** (``wander_sd``, ``wander_period_s``): how far the engine's speed moves over
-  time, apart from one request's jitter: the standard deviation of the log of the speed
-  from one ``wander_period_s`` to the next. ``modelgrid plan recalibrate`` reads it from the
-  ledger's traffic (``recalibration.wander``); the simulator draws each machine's speed per
-  period from it, so the p95s see the queue a slow minute builds. 0: a steady speed.
-
 ``slots`` is how many sequences a replica runs at once: the llama.cpp engine runs ONE (its
 requests queue in the replica), which the profile shows as an aggregate throughput that does
 not grow with the batch size. An engine that batches (vLLM) has ``slots`` > 1 and its decode
@@ -115,9 +109,6 @@ class EngineProfile(BaseModel):
             fields themselves). ``plan recalibrate`` re-reads both from the ledger where its
             window allows and starts each time from these (``as_calibrated``), so a
             recalibration in place does not become the next one's "calibrated" value.
-        wander_sd / wander_period_s: The standard deviation of the log of the engine's
-            speed between periods of ``wander_period_s`` seconds (see the module
-            docstring; 0: steady).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -139,8 +130,6 @@ class EngineProfile(BaseModel):
     host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
     calibrated_overhead_ms: Annotated[float, Field(ge=0)] | None = None
     calibrated_host_slowdown: tuple[Annotated[float, Field(gt=0)], ...] = ()
-    wander_sd: Annotated[float, Field(ge=0, le=2)] = 0.0
-    wander_period_s: Annotated[float, Field(gt=0)] = 60.0
 
     def as_calibrated(self) -> EngineProfile:
         """This profile with ``overhead_ms`` and ``host_slowdown`` as calibrated."""

@@ -9,8 +9,8 @@ The ledger has, for every request, when it arrived, its times to the first and t
 output token, its uncached prompt and output tokens and the replica that served it: what
 ``calibration.speed_in_run`` reads (decode from every request's time per output token,
 prefill from the requests that found their replica idle, each with ``host_slowdown`` taken
-off while other replicas of its machine were busy), how far that speed moves minute to
-minute (``wander``), the machine's sharing (``contention``) and the serving path's overhead (``path_overhead``, from the requests that
+off while other replicas of its machine were busy), the machine's sharing
+(``contention``) and the serving path's overhead (``path_overhead``, from the requests that
 waited behind another). Which replicas share a machine is the
 simulator's own packing (``sim``): a deployment's replicas in the topology's order,
 ``replicas_per_host`` to a machine.
@@ -63,13 +63,6 @@ MIN_SLICE_REQUESTS = 10
 MIN_WAITED = 10
 """Fewest requests that waited behind another on their replica for the ledger to re-read
 the serving path's overhead (``path_overhead``); the calibration's default rounds."""
-WANDER_S = 60.0
-"""The period over which ``wander`` reads how far the engine's speed moves: validation run
-27 read decode by thirds of a 2-minute level at 0.748 / 0.986 / 0.850 of the fit."""
-MIN_WANDER_REQUESTS = 5
-"""Fewest decodes for a period to count in ``wander``."""
-MIN_WANDER_PERIODS = 3
-"""Fewest such periods for ``wander`` to read anything (below it: 0, a steady speed)."""
 MIN_AT_BUSY = 10.0
 """Fewest request-equivalents of decode time (each request's share of its decode spent at
 ``k`` busy, summed) for the ledger to read ``host_slowdown[k - 1]``; below it the
@@ -227,45 +220,6 @@ def slices(ratios: Sequence[Ratios], slice_s: float = SLICE_S) -> tuple[Speed, .
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Wander:
-    """``wander``'s result: ``sd``, the standard deviation of the log of the engine's
-    speed from one ``period_s`` to the next (0: steady, or not read), from ``periods``
-    periods of ``MIN_WANDER_REQUESTS`` decodes or more."""
-
-    sd: float
-    periods: int
-    period_s: float = WANDER_S
-
-
-def wander(ratios: Sequence[Ratios], period_s: float = WANDER_S) -> Wander:
-    """How far the engine's decode speed moved between periods of ``period_s`` (by send
-    time), apart from each request's own jitter: the between-period variance of the log
-    decode ratios (``speed_ratios``; host slowdown already taken off) by the one-way ANOVA
-    estimator for unbalanced groups, ``(MSA - MSE) / n0`` with ``n0 = (N - sum n_i^2 / N) /
-    (a - 1)`` (Searle, Casella & McCulloch, *Variance Components*, Wiley 1992, ch. 3),
-    floored at 0. A request's own jitter is already in the spreads; this is what moves
-    them together. Only periods with ``MIN_WANDER_REQUESTS`` decodes count; fewer than
-    ``MIN_WANDER_PERIODS`` of them: 0."""
-    by_period: dict[int, list[float]] = defaultdict(list)
-    for _, d in ratios:
-        for sent_s, r in d:
-            if r > 0:
-                by_period[int(sent_s // period_s)].append(float(np.log(r)))
-    groups = [np.asarray(v) for v in by_period.values() if len(v) >= MIN_WANDER_REQUESTS]
-    a = len(groups)
-    if a < MIN_WANDER_PERIODS:
-        return Wander(0.0, a, period_s)
-    n = np.array([len(g) for g in groups], dtype=np.float64)
-    total = float(n.sum())
-    means = np.array([g.mean() for g in groups])
-    grand = float((n * means).sum() / total)
-    msa = float((n * (means - grand) ** 2).sum()) / (a - 1)
-    mse = sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / (total - a)
-    n0 = (total - float((n * n).sum()) / total) / (a - 1)
-    return Wander(round(float(np.sqrt(max(0.0, (msa - mse) / n0))), 4), a, period_s)
-
-
 def samples(served: Sequence[Served]) -> list[Sample]:
     """The ledger's requests as ``Sample``s on one clock (seconds since the first
     arrival)."""
@@ -308,16 +262,14 @@ class Recalibrated:
     contention: Contention
     slices: tuple[Speed, ...] = ()
     path: PathRead | None = None
-    wander: Wander | None = None
 
 
 def recalibrate(
     profile: EngineProfile, served: Sequence[Served], topology: Topology, *, window: str = ""
 ) -> Recalibrated:
     """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``), then
-    its ``overhead_ms`` (``path_overhead``, where enough requests waited), its prefill
-    and decode spreads re-centred on their speed (``calibration.at_speed``) and its
-    ``wander_sd`` read (``wander``: how far the speed moved minute to minute). Both start
+    its ``overhead_ms`` (``path_overhead``, where enough requests waited), and its prefill
+    and decode spreads re-centred on their speed (``calibration.at_speed``). Both start
     from the calibration's values (``EngineProfile.as_calibrated``), not from an earlier
     recalibration's, so the result depends on the window alone.
 
@@ -343,9 +295,7 @@ def recalibrate(
             "decode speed) and one that found its replica idle (the prefill speed)",
             param="--since",
         )
-    moved = wander(ratios)
-    profile = profile.model_copy(update={"wander_sd": moved.sd, "wander_period_s": moved.period_s})
-    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), path, moved)
+    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), path)
 
 
 __all__ = [
@@ -353,14 +303,10 @@ __all__ = [
     "MIN_REQUESTS",
     "MIN_SLICE_REQUESTS",
     "MIN_WAITED",
-    "MIN_WANDER_PERIODS",
-    "MIN_WANDER_REQUESTS",
     "SLICE_S",
-    "WANDER_S",
     "Contention",
     "PathRead",
     "Recalibrated",
-    "Wander",
     "contention",
     "least_absolute",
     "machines",
@@ -368,5 +314,4 @@ __all__ = [
     "recalibrate",
     "samples",
     "slices",
-    "wander",
 ]

@@ -29,10 +29,7 @@ packs each deployment's replicas ``replicas_per_host`` to a machine, in the topo
 order, and while ``k`` replicas of a machine are busy each request in service there
 advances at ``1 / host_slowdown[k - 1]`` of its own speed (processor sharing), so its first
 token and its end move whenever another replica of that machine starts or finishes; its
-time per output token is then the mean step it got. A profile with a ``wander_sd`` (the
-engine's speed moving over time, ``modelgrid plan recalibrate``) multiplies the prefill and
-decode of every request a machine starts in a period of ``wander_period_s`` by one factor
-``exp(wander_sd z)``, ``z`` standard normal, drawn per machine and period (seeded).
+time per output token is then the mean step it got.
 
 Requests are recorded when they finish; those that arrived before ``warmup_s`` are dropped
 from the figures (the fleet starts empty). Plain Python (heapq) and numpy.
@@ -42,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import math
 import random
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -60,7 +56,6 @@ from modelgrid.routing.router import Outcome, Placement, Router
 from modelgrid.routing.topology import Topology
 
 _ARRIVE, _ENQUEUE, _FINISH, _GW_END, _PROBE, _JOB_END = range(6)
-_WANDER_STREAM = 0x57A9D  # seeds the wander's draws apart from the spreads'
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +161,6 @@ class _Replica:
     profile: EngineProfile
     slots: int
     host: _Host | None = None  # None: a machine of its own
-    machine: int = 0  # index of its machine (the wander is drawn per machine)
     busy: int = 0
     busy_s: float = 0.0
     queue: deque[_Request] = field(default_factory=deque)
@@ -225,17 +219,15 @@ def _replicas(topology: Topology, profiles: Mapping[str, EngineProfile]) -> dict
     """The simulated replicas of ``topology``'s deployments of profiled models; those of a
     profile with a ``host_slowdown`` packed ``replicas_per_host`` to a ``_Host``, in order."""
     out: dict[str, _Replica] = {}
-    machine = -1
     for d in topology.deployments:
         p = profiles.get(d.model)
         if p is None:
             continue
         host: _Host | None = None
         for k, r in enumerate(d.replicas):
-            if k % p.replicas_per_host == 0:
-                machine += 1
-                host = _Host(p.host_slowdown) if p.host_slowdown else None
-            out[r.id] = _Replica(r.id, d.model, d.region, p, p.slots, host, machine)
+            if p.host_slowdown and k % p.replicas_per_host == 0:
+                host = _Host(p.host_slowdown)
+            out[r.id] = _Replica(r.id, d.model, d.region, p, p.slots, host)
     return out
 
 
@@ -317,20 +309,6 @@ def simulate(
     busy = dict.fromkeys(replicas, 0.0)
     start_window = config.warmup_s
 
-    wanders: dict[tuple[int, int], float] = {}
-
-    def wander(rep: _Replica, t: float) -> float:
-        """The speed factor of ``rep``'s machine in the period of ``t``."""
-        sd = rep.profile.wander_sd
-        if sd <= 0:
-            return 1.0
-        key = (rep.machine, int(t // rep.profile.wander_period_s))
-        w = wanders.get(key)
-        if w is None:
-            z = np.random.default_rng([config.seed, _WANDER_STREAM, *key]).standard_normal()
-            w = wanders[key] = math.exp(sd * float(z))
-        return w
-
     def start(rep: _Replica, req: _Request, t: float) -> None:
         nonlocal seq
         host = rep.host
@@ -340,9 +318,8 @@ def simulate(
                 host.busy += 1
         rep.busy += 1
         s = streams[req.stream]
-        w = wander(rep, t)
-        p_ms = float(prefill[req.stream][req.index]) * w
-        d_ms = float(decode[req.stream][req.index]) * w
+        p_ms = float(prefill[req.stream][req.index])
+        d_ms = float(decode[req.stream][req.index])
         if rep.slots > 1 and rep.busy > 1:
             d_ms *= rep.profile.decode_scale.get(rep.busy, 1.0)
         n_out = int(s.output_tokens[req.index])
