@@ -326,8 +326,8 @@ def test_recalibrate_rereads_the_serving_paths_overhead(
     output = recalibrated_from(env, rows, "--since", "2026-12-07T10:00:00Z", "--until",
                                "2026-12-07T10:05:00Z")  # fmt: skip
     assert (
-        "serving-path overhead re-read: 40.0 ms (calibrated 150.0), from 12 requests that "
-        "waited behind another on their replica"
+        "serving-path overhead re-read: 40.0 ms, calibrated 150.0, from 12 requests that "
+        "waited behind another on their replica (their prefill apart from the path)"
     ) in output, output
     assert "prefill 1.100 x the profile's fit (12 that found their replica idle)" in output
     assert profiles.load(path).overhead_ms == 40.0
@@ -395,7 +395,7 @@ def test_recalibrate_says_how_far_the_speed_moved_within_the_window(
         (("--since", "2026-12-07T10:00:00Z", "--out", ""), "cannot write the profile to .: not a file name"),
         (("--since", "2026-12-07T10:00:00Z", "--region", "mars-1"), "--region: 'mars-1' is not a region of the topology (local)"),
         (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "--model nope: no engine profile at "),
-        (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "nope.json: it is not a packaged model (`modelgrid models`), the only kind `modelgrid plan profile` measures: give --profile PATH"),
+        (("--since", "2026-12-07T10:00:00Z", "--model", "nope"), "nope.json: not a packaged chat model (`modelgrid models`), which `modelgrid plan profile` measures: give --profile PATH"),
         (("--since", "2026-12-07T10:00:00Z", "--model", " "), "--model: give the served model's id, got ' '"),
         (("--since", "2026-12-07T10:00:00Z", "--profile", ""), "--profile: engine profile .: a directory, not a profile file"),
         (("--since", "2026-12-07T10:00:00Z", "--profile", "/nonexistent.json"), "--profile: no engine profile at /nonexistent.json"),
@@ -414,7 +414,11 @@ def test_recalibrate_bad_input_is_named(
     ("args", "message"),
     [
         (("--model", "nope"), "--model nope: no engine profile at "),
-        (("--model", "nope"), "it is not a packaged model (`modelgrid models`)"),
+        (("--model", "nope"), "not a packaged chat model (`modelgrid models`)"),
+        (("--spacing-s", "inf"), "--spacing-s: at most 3600 seconds, got inf"),
+        (("--spacing-s", "3601"), "--spacing-s: at most 3600 seconds, got 3601"),
+        (("--url", ""), "--url: expected the gateway's API root, http://HOST:PORT/v1, got ''"),
+        (("--url", "127.0.0.1:8000/v1"), "--url: expected the gateway's API root, http://HOST:PORT/v1, got '127.0.0.1:8000/v1'"),
         (("--model", ""), "--model: give the served model's id, got ''"),
         (("--profile", ""), "--profile: engine profile .: a directory, not a profile file"),
         (("--profile", "/nonexistent.json"), "--profile: no engine profile at /nonexistent.json"),

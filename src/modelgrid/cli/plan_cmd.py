@@ -33,6 +33,10 @@ app = typer.Typer(
 )
 
 
+MAX_SPACING_S = 3600.0
+"""``plan calibrate --spacing-s`` at most: an hour between requests."""
+
+
 def _fail(message: str) -> typer.Exit:
     err_console.print(f"[red]{escape(message)}[/]", highlight=False)
     return typer.Exit(2)
@@ -332,7 +336,9 @@ def profile_cmd(
     batch_sizes: str = typer.Option("1,2", "--batch-sizes", help="Requests at once."),
     output_tokens: int = typer.Option(32, "--output-tokens", min=2, help="Tokens each."),
     repeats: int = typer.Option(2, "--repeats", min=1, help="Runs per cell."),
-    out: Path = typer.Option(None, "--out", help="Profile file (default: the data dir's)."),
+    out: Path = typer.Option(
+        None, "--out", help="Profile file (default: the data dir's; folders created)."
+    ),
 ) -> None:
     """Measure the real engine (llama.cpp) over prompt lengths and batch sizes; store the
     prefill and decode times the planner simulates with."""
@@ -450,8 +456,8 @@ def _profile_of(model: str, profile_path: Path | None) -> tuple[Path, Any]:
         hint = (
             f"run `modelgrid plan profile --model {model}` first"
             if model in CATALOG
-            else "it is not a packaged model (`modelgrid models`), the only kind `modelgrid "
-            "plan profile` measures: give --profile PATH, a profile measured elsewhere"
+            else "not a packaged chat model (`modelgrid models`), which `modelgrid plan "
+            "profile` measures: give --profile PATH"
         )
         raise PlanInputError(
             f"--model {model}: no engine profile at {path}: {hint}", param="--model"
@@ -475,14 +481,17 @@ def calibrate_cmd(
     url: str = typer.Option(
         None,
         "--url",
-        help="The gateway's API root (default: http://127.0.0.1:PORT/v1, PORT from the "
-        "settings: MODELGRID_SERVER__PORT, 8000; give --url where `serve --port` chose another).",
+        help="The gateway's API root, http://HOST:PORT/v1 (default: this machine's at the "
+        "settings' server port, 8000 unless configured; give it where `serve --port` chose "
+        "another).",
     ),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
     profile_path: Path = typer.Option(
         None, "--profile", help="The profile to calibrate (default: the data dir's)."
     ),
-    out: Path = typer.Option(None, "--out", help="Where to write it (default: in place)."),
+    out: Path = typer.Option(
+        None, "--out", help="Where to write it (default: in place; folders created)."
+    ),
     requests: int = typer.Option(10, "--requests", min=1, help="Idle requests, one at a time."),
     replicas_per_host: int = typer.Option(
         1, "--replicas-per-host", min=1, help="Replicas of the model sharing one machine."
@@ -491,7 +500,8 @@ def calibrate_cmd(
         10,  # a 3-4 % slowdown within a ±5 % wander needs ~10 to show (validation run 16)
         "--rounds",
         min=1,
-        help="Rounds at once, per kind (k); at least 5 with --replicas-per-host > 1.",
+        help="Rounds of k requests sent at once to k replicas, for each k from 2 to "
+        "--replicas-per-host (the host slowdown); at least 5 where it is above 1.",
     ),
     prompt_words: int = typer.Option(40, "--prompt-words", min=1, help="Words per message."),
     max_tokens: int = typer.Option(16, "--max-tokens", min=2, help="Tokens per request."),
@@ -512,6 +522,7 @@ def calibrate_cmd(
     while several share one machine (host slowdown); write them into the profile."""
     import asyncio
     import datetime
+    import math
 
     import numpy as np
 
@@ -519,9 +530,13 @@ def calibrate_cmd(
     from modelgrid.planner import profile as profiles
     from modelgrid.planner.probe import ChatProbe
 
+    if not math.isfinite(spacing_s) or spacing_s > MAX_SPACING_S:
+        raise _fail(f"--spacing-s: at most {MAX_SPACING_S:g} seconds, got {spacing_s:g}")
     s = settings()
     host = "127.0.0.1" if s.server.host in ("0.0.0.0", "::", "") else s.server.host
-    base = url or f"http://{host}:{s.server.port}/v1"
+    base = f"http://{host}:{s.server.port}/v1" if url is None else url.strip()
+    if not base.lower().startswith(("http://", "https://")):
+        raise _fail(f"--url: expected the gateway's API root, http://HOST:PORT/v1, got {url!r}")
 
     async def go() -> Any:
         async with ChatProbe(base, key, model, max_tokens=max_tokens) as probe:
@@ -660,15 +675,15 @@ def _print_path(done: Recalibrated, calibrated_ms: float) -> None:
         return  # a batching engine's queue says nothing of the path (path_overhead)
     if path.residual_ms is not None:
         floored = (
-            f" (the idle requests' first tokens came {-path.residual_ms:.1f} ms sooner than "
-            "the queued requests' prefill speed gives: no path left, 0)"
+            f"; the idle requests' first tokens came {-path.residual_ms:.1f} ms sooner than "
+            "the queued requests' prefill speed gives: no path left, 0"
             if path.residual_ms < 0
             else ""
         )
         console.print(
-            f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms{floored} "
-            f"(calibrated {calibrated_ms:.1f}), from {path.waited} requests that waited "
-            "behind another on their replica (their prefill apart from the path)",
+            f"serving-path overhead re-read: {done.profile.overhead_ms:.1f} ms, calibrated "
+            f"{calibrated_ms:.1f}, from {path.waited} requests that waited behind another on "
+            f"their replica (their prefill apart from the path){floored}",
             highlight=False,
         )
     else:
@@ -695,13 +710,17 @@ def recalibrate_cmd(
         "--since",
         help="Requests that arrived from (ISO 8601; a date alone: midnight; no offset: UTC).",
     ),
-    until: str = typer.Option(None, "--until", help="…up to (default: now)."),
+    until: str = typer.Option(
+        None, "--until", help="Requests that arrived before (ISO 8601; default: now)."
+    ),
     model: str = typer.Option("qwen2.5-coder-0.5b-instruct", "--model", help="Served model."),
     region: str = typer.Option(None, "--region", help="Only this region's requests."),
     profile_path: Path = typer.Option(
         None, "--profile", help="The calibrated profile (default: the data dir's)."
     ),
-    out: Path = typer.Option(None, "--out", help="Where to write it (default: in place)."),
+    out: Path = typer.Option(
+        None, "--out", help="Where to write it (default: in place; folders created)."
+    ),
     topology: Path = typer.Option(
         None,
         "--topology",

@@ -83,9 +83,14 @@ class ChatProbe:
             async with self._client.stream("POST", "/chat/completions", json=body) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
+                    hint = (
+                        " (is --url the API root, ending in /v1?)"
+                        if resp.status_code == 404
+                        else ""
+                    )
                     raise PlanInputError(
                         f"calibration: {resp.request.url} answered {resp.status_code}: "
-                        f"{_message(resp)}",
+                        f"{_message(resp)}{hint}",
                         param="--url",
                     )
                 replica = resp.headers.get(REPLICA_HEADER, "")
@@ -101,8 +106,9 @@ class ChatProbe:
                     if chunk.get("usage"):
                         usage = chunk["usage"]
         except httpx.HTTPError as exc:
+            why = str(exc) or type(exc).__name__
             raise PlanInputError(
-                f"calibration: no answer from {self._client.base_url}: {exc!r}", param="--url"
+                f"calibration: no answer from {self._client.base_url}: {why}", param="--url"
             ) from None
         if first is None or last is None or not usage:
             raise PlanInputError(
