@@ -433,6 +433,14 @@ def test_calibrate_names_the_profile_it_cannot_start_from(
     assert code == 2 and message in " ".join(output.split()), output
 
 
+def test_calibrate_names_a_gateway_that_does_not_answer(env: dict[str, str]) -> None:
+    code, output = invoke(env, "calibrate", "--key", "sk-x", "--url", "http://127.0.0.1:9/v1",
+                          "--model", SMALL, "--requests", "1")  # fmt: skip
+    assert code == 2 and (
+        "calibration: no answer from http://127.0.0.1:9/v1: All connection attempts failed"
+    ) in " ".join(output.split()), output
+
+
 def test_calibrate_without_a_profile_says_how_to_measure_one(
     env: dict[str, str], tmp_path: Path
 ) -> None:

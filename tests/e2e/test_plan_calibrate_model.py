@@ -45,6 +45,25 @@ def test_calibrate_through_the_real_gateway(model_server: ProcessServer, tmp_pat
     assert f"3 idle requests through {model_server.base_url}/v1" in " ".join(done.output.split())
 
 
+@pytest.mark.timeout(60)
+def test_a_url_without_v1_is_answered_404_with_a_hint(
+    model_server: ProcessServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "profile.json"
+    profiles.save(profiles.synthetic(MODEL, prefill_base_ms=100, prefill_per_token_ms=5,
+                                     decode_ms=40), path)  # fmt: skip
+    done = CliRunner().invoke(
+        app,
+        ["plan", "calibrate", "--key", model_server.api_key,  # type: ignore[attr-defined]
+         "--url", model_server.base_url, "--profile", str(path), "--requests", "1"],
+        env={"MODELGRID_DATA_DIR": str(tmp_path), "COLUMNS": "200"},
+    )  # fmt: skip
+    text = " ".join(done.output.split())
+    assert done.exit_code == 2 and "Traceback" not in text, text
+    assert f"calibration: {model_server.base_url}/chat/completions answered 404" in text, text
+    assert text.endswith("(is --url the API root, ending in /v1?)"), text
+
+
 @pytest.mark.timeout(120)
 async def test_the_probe_reads_the_real_stream(model_server: ProcessServer) -> None:
     """One counting message of 40 words: the packaged model writes all 6 tokens; the usage

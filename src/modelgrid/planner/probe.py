@@ -49,9 +49,8 @@ class ChatProbe:
     ) -> None:
         self.model, self.max_tokens, self.t0 = model, max_tokens, t0
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s
-        )
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
     async def __aenter__(self) -> ChatProbe:
         return self
@@ -108,7 +107,7 @@ class ChatProbe:
         except httpx.HTTPError as exc:
             why = str(exc) or type(exc).__name__
             raise PlanInputError(
-                f"calibration: no answer from {self._client.base_url}: {why}", param="--url"
+                f"calibration: no answer from {self.base_url}: {why}", param="--url"
             ) from None
         if first is None or last is None or not usage:
             raise PlanInputError(
