@@ -237,7 +237,11 @@ def test_an_unknown_model_of_the_demand_is_named_before_an_unused_profile(
                           str(EXAMPLES / "topology.toml"), "--profile", f"{SMALL}={profile}",
                           "--out", str(tmp_path / "o"))  # fmt: skip
     assert code == 2, output
-    assert "demand[0].model: no engine profile for model 'gpt-9'" in " ".join(output.split())
+    assert (
+        f"demand[0].model: no engine profile for model 'gpt-9' (profiles: {SMALL}; run "
+        "`modelgrid plan profile --model gpt-9` for a packaged model, or give --profile "
+        "gpt-9=PATH)"
+    ) in " ".join(output.split()), output
     demand.write_text(f'[[demand]]\nregion = "us-east-1"\nmodel = "gpt-9"\nrps = nan\n{shapes}')
     code, output = invoke(env, "--forecast", str(demand), "--out", str(tmp_path / "o"))
     assert code == 2 and (

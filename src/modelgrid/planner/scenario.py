@@ -230,7 +230,8 @@ class Scenario:
                 raise PlanInputError(
                     f"{where}.model: no engine profile for model {d.model!r} (profiles: "
                     f"{', '.join(sorted(self.profiles)) or 'none'}; run `modelgrid plan "
-                    f"profile --model {d.model}` or give --profile {d.model}=PATH)",
+                    f"profile --model {d.model}` for a packaged model, or give --profile "
+                    f"{d.model}=PATH)",
                     param=f"{where}.model",
                 )
             if d.model not in self.shapes:
