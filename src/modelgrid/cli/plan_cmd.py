@@ -279,11 +279,6 @@ def _what_ifs(
     return scenario
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 replica``, ``3 replicas``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _shown(value: float, spec: str) -> str:
     """A figure of the plan table; ``-`` where none was simulated (``--no-verify``)."""
     return "-" if value != value else format(value, spec)  # NaN: not simulated
@@ -292,9 +287,9 @@ def _shown(value: float, spec: str) -> str:
 def _print(result: Any, files: dict[str, Path]) -> None:
     from modelgrid.planner import report
 
-    s = result.scenario
+    s, n = result.scenario, result.replicas()
     console.print(
-        f"[bold]Plan: {_count(result.replicas(), 'replica')}, "
+        f"[bold]Plan: {n} replica{'' if n == 1 else 's'}, "
         f"{result.cost_micros_per_hour() / 1e6:.2f} {s.currency}/hour[/]"
     )
     rows = report.rows(result)
@@ -451,8 +446,9 @@ def _profile_of(model: str, profile_path: Path | None) -> tuple[Path, Any]:
     if profile_path is not None:
         path, where, label = profile_path, "--profile", "--profile"
     else:
-        path, where, label = profiles.default_path(settings().data_dir, model), "--model", ""
-    if where == "--model" and not path.exists():
+        path = profiles.default_path(settings().data_dir, model)
+        where, label = "--model", f"--model {model}"
+    if profile_path is None and not path.exists():
         hint = (
             f"run `modelgrid plan profile --model {model}` first"
             if model in CATALOG
@@ -467,7 +463,6 @@ def _profile_of(model: str, profile_path: Path | None) -> tuple[Path, Any]:
     except PlanInputError as exc:  # name the option that chose the file
         if exc.message.startswith(where):
             raise
-        label = label or f"--model {model}"
         raise PlanInputError(f"{label}: {exc.message}", param=where) from None
 
 
