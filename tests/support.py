@@ -133,7 +133,13 @@ class AppThread:
         port: int | None = None,
         lifespan: Literal["auto", "on", "off"] = "auto",
     ) -> None:
-        self.port = port or free_port()
+        # Bound here and handed to uvicorn, not a number to bind later: a port picked free
+        # and bound seconds later, in the server's thread, was once taken in between by
+        # another worker of the suite ("address already in use").
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.port = int(self.sock.getsockname()[1])
         self.app = app
         self.ready_path = ready_path
         config = uvicorn.Config(
@@ -146,9 +152,10 @@ class AppThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_until_complete(self.server.serve())
+            self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
         finally:
             self.loop.close()
+            self.sock.close()
 
     @property
     def base_url(self) -> str:
