@@ -22,6 +22,7 @@ from tests.databases import in_ci
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "console"
+SHOT_TRIES = 3
 INSTALL_HINT = (
     "the console's browser tests need Debian's Chromium: `apt-get install -y chromium` as root "
     "(scripts/test.sh does it when run as root)"
@@ -86,12 +87,26 @@ def browser() -> Iterator[BrowserThread]:
 @pytest.fixture
 def shots(request: pytest.FixtureRequest) -> Any:
     """``shots(page, name)`` saves a full-page screenshot as
-    ``test-artifacts/console/<test>-<name>.png``."""
+    ``test-artifacts/console/<test>-<name>.png``.
+
+    Headless Chromium now and then answers ``Page.captureScreenshot`` with "Unable to capture
+    screenshot" when the machine is busy (CI once failed a console test on it, the page itself
+    right): that answer is tried again, up to ``SHOT_TRIES`` times, a frame apart."""
+    from playwright.sync_api import Error as PlaywrightError
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     test = request.node.name.removeprefix("test_")
 
     def shoot(page: Any, name: str) -> Path:
         path = ARTIFACTS / f"{test}-{name}.png"
+        for attempt in range(1, SHOT_TRIES):
+            try:
+                page.screenshot(path=str(path), full_page=True)
+                return path
+            except PlaywrightError as exc:
+                if "Unable to capture screenshot" not in str(exc):
+                    raise
+                page.wait_for_timeout(250 * attempt)
         page.screenshot(path=str(path), full_page=True)
         return path
 
