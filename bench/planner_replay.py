@@ -7,12 +7,12 @@ request of the fleet's calibration. From them this rebuilds the windows the vali
 ``ledger`` and ``history`` predictions read (the previous level, or the calibration for a
 fleet's first; everything since the calibration) — the client's times, within ~4 ms of the
 gateway's ledger (validation run 21) — and predicts each level (``planner_validation.predict``,
-the recorded arrivals through ``planner.sim``) with the calibrated profile re-centred on each
-window two ways: ``before``, as ``plan recalibrate`` did before the serving path's overhead
-was re-read (``host_slowdown`` re-read by ``recalibration.contention``, then the engine's
-speed, ``calibration.speed_in_run``, net of the calibrated overhead), and ``now``, with the
-overhead re-read from the window's requests that waited behind another
-(``recalibration.path_overhead``) between the two. ``in-run`` the same over the level's own
+the recorded arrivals through ``planner.sim``) with the calibrated profile re-read from each
+window as ``plan recalibrate`` does (``host_slowdown`` by ``recalibration.contention``, the
+serving path's overhead by ``recalibration.path_overhead``) two ways: ``before``, its
+spreads re-centred on the window's speed (``calibration.at_speed``, what ``plan
+recalibrate`` did before validation run 29), and ``now``, its spreads read from the
+window's requests (``calibration.in_traffic``). ``in-run`` the same over the level's own
 requests (without the slowdown re-read, as the validation does). Prints each level's TTFT
 p50 / p95 errors (%) and how many of its 5 figures meet the goals (≤ 10 % on p50s and
 throughput, ≤ 20 % on p95s), then the totals; the recorded ``stored``, ``ledger``,
@@ -39,7 +39,7 @@ import numpy as np
 from planner_validation import METRICS, predict, predict_one
 
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample, at_speed, speed_in_run
+from modelgrid.planner.calibration import Sample, at_speed, in_traffic, median_speed, speed_ratios
 from modelgrid.planner.recalibration import contention, path_overhead
 
 GOALS_PCT = {"ttft_p50_ms": 10, "ttft_p95_ms": 20, "tpot_p50_ms": 10, "tpot_p95_ms": 20,
@@ -69,15 +69,16 @@ def calibration_requests(record: dict[str, Any]) -> list[Sample]:
 
 
 def recentred(
-    profile: profiles.EngineProfile, window: list[Sample], *, slowdown: bool, path: bool
+    profile: profiles.EngineProfile, window: list[Sample], *, slowdown: bool, spreads: bool
 ) -> profiles.EngineProfile:
-    """``profile`` re-centred on ``window``'s speed: its slowdown re-read first when
-    ``slowdown``, then its serving path's overhead when ``path``."""
+    """``profile`` re-read from ``window``: its slowdown first when ``slowdown``, then its
+    serving path's overhead, then its spreads read from the window when ``spreads``
+    (re-centred on its speed otherwise)."""
     if slowdown:
         profile = profile.model_copy(update={"host_slowdown": contention(profile, window).slowdown})
-    if path:
-        profile = path_overhead(profile, window).profile
-    return at_speed(profile, speed_in_run(profile, window))
+    profile = path_overhead(profile, window).profile
+    ratios = [speed_ratios(profile, window)]
+    return in_traffic(profile, ratios) if spreads else at_speed(profile, median_speed(ratios))
 
 
 def floor(
@@ -135,12 +136,12 @@ def main() -> None:
             counted = sorted(rows, key=lambda x: x.sent_s)[r["warmup"] :]
             history = [s for w in windows for s in w]
             preds = {
-                "ledger_before": recentred(profile, windows[-1], slowdown=True, path=False),
-                "ledger_now": recentred(profile, windows[-1], slowdown=True, path=True),
-                "history_before": recentred(profile, history, slowdown=True, path=False),
-                "history_now": recentred(profile, history, slowdown=True, path=True),
-                "in_run_before": recentred(profile, counted, slowdown=False, path=False),
-                "in_run_now": recentred(profile, counted, slowdown=False, path=True),
+                "ledger_before": recentred(profile, windows[-1], slowdown=True, spreads=False),
+                "ledger_now": recentred(profile, windows[-1], slowdown=True, spreads=True),
+                "history_before": recentred(profile, history, slowdown=True, spreads=False),
+                "history_now": recentred(profile, history, slowdown=True, spreads=True),
+                "in_run_before": recentred(profile, counted, slowdown=False, spreads=False),
+                "in_run_now": recentred(profile, counted, slowdown=False, spreads=True),
             }
             got = {k: predict(rows, n, p, r["warmup"], args.sim_seeds) for k, p in preds.items()}
             for k in ("stored", "ledger", "history", "in_run"):
@@ -152,7 +153,7 @@ def main() -> None:
                 totals[k] += ok
                 cells.append(f"{errs[0]:+.1f} / {errs[1]:+.1f} ({ok})")
             figures += len(METRICS)
-            if args.floor:  # at the in-run speed (with the overhead re-read)
+            if args.floor:  # at the in-run speed and spreads (with the overhead re-read)
                 shares = floor(rows, n, preds["in_run_now"], r["warmup"], 2 * args.sim_seeds)
                 for k, v in shares.items():
                     chances[k].append(v)

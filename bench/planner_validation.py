@@ -37,12 +37,13 @@ and throughput of a real workload through ``modelgrid serve`` and real llama.cpp
    ``host_slowdown`` and, where 10 or more requests waited behind another, the serving
    path's overhead); ``history``, the same over all the fleet's traffic since its
    calibration began (a longer window: the speed's mean over more minutes, and more time
-   at each number of busy replicas); ``in-run``, the same with its spreads re-centred on the engine's speed
-   during the level, read from the level's own requests (the serving path's overhead
+   at each number of busy replicas); ``in-run``, the same with its spreads read from the
+   engine's speed during the level, from the level's own requests (the serving path's overhead
    re-read as ``plan recalibrate`` does, ``recalibration.path_overhead``; then
-   ``calibration.speed_in_run``: decode from each request's time per output token, prefill
-   from the requests that found their replica idle, each with the calibrated host slowdown
-   taken off while other workers were busy on the machine), which
+   ``calibration.in_traffic`` as ``plan recalibrate`` reads spreads: decode from each
+   request's time per output token, prefill from the requests that found their replica
+   idle, each with the calibrated host slowdown taken off while other workers were busy on
+   the machine), which
    separates the model's error from the engine's drift since the profile; ``plain``, the
    profile alone (no overhead, spread or slowdown: the model before calibration).
 6. CPU per level, from ``/proc``: the gateway's, the workers' and this client's CPU seconds
@@ -91,9 +92,10 @@ from modelgrid.core.types import RoutingHints  # noqa: E402
 from modelgrid.planner import profile as profiles  # noqa: E402
 from modelgrid.planner.calibration import (  # noqa: E402
     Sample,
-    at_speed,
     counting_prompt,
-    speed_in_run,
+    in_traffic,
+    median_speed,
+    speed_ratios,
 )
 from modelgrid.planner.probe import ChatProbe  # noqa: E402
 from modelgrid.planner.recalibration import path_overhead  # noqa: E402
@@ -329,7 +331,9 @@ def level(
     counted = sorted(rows, key=lambda r: r.sent_s)[args.warmup :]
     # and the serving path's overhead re-read from its requests that waited (plan recalibrate's)
     run_cp = path_overhead(cp, counted).profile
-    speed = speed_in_run(run_cp, counted)
+    ratios = [speed_ratios(run_cp, counted)]
+    speed = median_speed(ratios)  # == calibration.speed_in_run(run_cp, counted)
+    in_run_cp = in_traffic(run_cp, ratios)  # its spreads: the level's own
     plain = cp.model_copy(
         update={"overhead_ms": 0.0, "prefill_spread": (), "decode_spread": (), "host_slowdown": ()}
     )
@@ -342,11 +346,11 @@ def level(
         "stored": predict(rows, n, cp, args.warmup, args.sim_seeds),
         "ledger": predict(rows, n, ledger_cp, args.warmup, args.sim_seeds),
         "history": predict(rows, n, history_cp, args.warmup, args.sim_seeds),
-        "in_run": predict(rows, n, at_speed(run_cp, speed), args.warmup, args.sim_seeds),
+        "in_run": predict(rows, n, in_run_cp, args.warmup, args.sim_seeds),
         "plain": predict(rows, n, plain, args.warmup, args.sim_seeds),
     }
     m = measured(rows, args.warmup)
-    gaps = handover_ms(counted, at_speed(run_cp, speed))
+    gaps = handover_ms(counted, in_run_cp)
     speeds = (f"prefill {speed.prefill:.3f} ({speed.prefill_requests} requests)"
               if speed.prefill is not None else "prefill n/a") + (
               f", decode {speed.decode:.3f} ({speed.decode_requests} requests)"
@@ -391,7 +395,7 @@ def level(
             "simulated": [
                 {"replica": x.replica, "wait_ms": x.wait_ms, "ttft_ms": x.ttft_ms,
                  "tpot_ms": x.tpot_ms}
-                for x in simulated(rows, n, at_speed(run_cp, speed), 0)[0]
+                for x in simulated(rows, n, in_run_cp, 0)[0]
             ],
         }  # fmt: skip
         with open(args.json, "a", encoding="utf-8") as fh:

@@ -296,20 +296,21 @@ def test_recalibrate_reads_the_engine_speed_from_the_ledger(
     for i in range(30):  # SMALL's fit: prefill 20 + 0.8 n ms, decode 25 ms a token
         ttft, total = round((20 + 0.8 * 100) * 1.2), round((20 + 0.8 * 100) * 1.2 + 15 * 25 * 0.92)
         rows.append(served(f"r{i}", t0 + timedelta(seconds=5 * i), ttft, total))
+    rows[-1] = served("r29", t0 + timedelta(seconds=145), 130, 130 + 345)  # 1.3, 0.92
     out = tmp_path / "recentred.json"
     output = recalibrated_from(env, rows, "--since", "2026-12-07T11:00:00+01:00",
                                "--until", "2026-12-07T10:05:00", "--out", str(out))  # fmt: skip
     assert (
         "30 requests of qwen2.5-coder-0.5b-instruct in the ledger from 2026-12-07T10:00:00+00:00 "
         "to 2026-12-07T10:05:00+00:00: prefill 1.200 x the profile's fit (30 that found their "
-        "replica idle), decode 0.920 x (30 requests); spreads re-centred"
+        "replica idle), decode 0.920 x (30 requests); spreads read from the requests"
     ) in output
     assert (
         "serving-path overhead kept as calibrated (0.0 ms): 0 requests waited behind another, "
         "10 are needed to re-read it"
     ) in output
     p = profiles.load(out)
-    assert p.prefill_spread == (1.2,) and p.decode_spread == (0.92,)
+    assert p.prefill_spread == (1.2,) * 29 + (1.3,) and p.decode_spread == (0.92,) * 30
     assert p.recalibrated_on == "2026-12-07T10:00:00.000+00:00/2026-12-07T10:05:00.000+00:00"
     assert p.calibrated_at == CALIBRATED_AT
 
@@ -473,3 +474,13 @@ def test_a_profile_is_not_written_below_a_file(env: dict[str, str], tmp_path: Pa
     code, output = invoke(env, "recalibrate", "--model", SMALL, "--since", "2026-12-07T10:00:00Z",
                           "--out", str(out))  # fmt: skip
     assert code == 2 and f"cannot write the profile to {out}: {tmp_path / 'regular'} is a file, not a folder" in " ".join(output.split()), output  # fmt: skip
+
+
+def test_recalibrate_names_which_spreads_it_read_from_the_requests() -> None:
+    from modelgrid.cli.plan_cmd import _spreads
+
+    assert _spreads(10, 10) == "spreads read from the requests"
+    assert _spreads(9, 30) == (
+        "prefill spread re-centred (fewer than 10 requests), decode spread read from the requests"
+    )
+    assert _spreads(9, 9) == "spreads re-centred (fewer than 10 requests to read them from)"

@@ -295,6 +295,22 @@ def test_at_speed_recentres_the_spreads() -> None:
     assert cal.at_speed(p, Speed(None, None, 0, 0)) == p
 
 
+def test_a_spread_of_many_requests_keeps_their_quantiles() -> None:
+    assert cal.spread_of([1.2, 0.0, 0.91234, -1.0]) == (0.9123, 1.2)  # positive, sorted
+    many = cal.spread_of([float(x) for x in range(1, 1001)], points=4)  # 1..1000
+    assert many == pytest.approx((125.875, 375.625, 625.375, 875.125))
+
+
+def test_in_traffic_reads_a_spread_where_enough_requests_give_one() -> None:
+    p = PROFILE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2), "decode_spread": (1.0,)})
+    decode = [(float(i), 0.8 + 0.01 * i) for i in range(cal.MIN_SPREAD)]
+    prefill = [(0.0, 1.1)] * (cal.MIN_SPREAD - 1)
+    q = cal.in_traffic(p, [(prefill, decode[:4]), ([], decode[4:])])  # two machines
+    assert q.decode_spread == pytest.approx(tuple(0.8 + 0.01 * i for i in range(10)))
+    assert q.prefill_spread == pytest.approx((0.99, 1.1, 1.32))  # too few: re-centred
+    assert cal.in_traffic(p, [([], [])]) == p
+
+
 # --- through a real gateway ------------------------------------------------------------------
 
 MODEL = "shared-model"

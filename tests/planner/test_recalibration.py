@@ -1,4 +1,4 @@
-"""A profile re-centred on the ledger's traffic (``planner.recalibration``,
+"""A profile re-read from the ledger's traffic (``planner.recalibration``,
 ``tenancy.timings``): the engine's speed read back from requests written at a known speed."""
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import pytest
 from modelgrid.core.errors import PlanInputError
 from modelgrid.core.types import RoutingHints
 from modelgrid.planner import profile as profiles
-from modelgrid.planner.calibration import Sample, speed_in_run, speed_ratios, waited
+from modelgrid.planner.calibration import (
+    MIN_SPREAD,
+    Sample,
+    speed_in_run,
+    speed_ratios,
+    waited,
+)
 from modelgrid.planner.recalibration import (
     MIN_REQUESTS,
     MIN_WAITED,
@@ -65,17 +71,34 @@ def test_replicas_share_machines_as_the_simulator_packs_them() -> None:
     assert [[s.replica for s in g] for g in groups] == [["a", "b"], ["c", "d"], ["x"]]
 
 
-def test_the_speed_written_is_read_back_and_the_spreads_recentred() -> None:
+def test_the_speed_written_is_read_back_and_the_spreads_are_the_requests_own() -> None:
     calibrated = BASE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2),
                                          "decode_spread": (0.95, 1.0, 1.05)})  # fmt: skip
-    reqs = [served(3 * i, "a", 40 + i, 16, 1.10, 0.95) for i in range(30)]
+    # two engine speeds in turn: the traffic's spread, not the calibration's, is written
+    reqs = [served(3 * i, "a", 40 + i, 16, 1.0 + 0.2 * (i % 2), 0.9 + 0.1 * (i % 2))
+            for i in range(30)]  # fmt: skip
     done = recalibrate(calibrated, reqs, topology("a"))
     result, speed = done.profile, done.speed
     assert speed.prefill_requests == 30 and speed.decode_requests == 30
-    assert speed.prefill == pytest.approx(1.10, abs=0.005)
+    assert speed.prefill == pytest.approx(1.10, abs=0.005)  # the median of 1.0 and 1.2
     assert speed.decode == pytest.approx(0.95, abs=0.005)
-    assert np.median(result.prefill_spread) == pytest.approx(speed.prefill, abs=1e-4)
-    assert result.decode_spread == pytest.approx(tuple(x * speed.decode for x in (0.95, 1.0, 1.05)), abs=1e-4)  # fmt: skip
+    assert len(result.prefill_spread) == len(result.decode_spread) == 30
+    assert result.prefill_spread[:15] == pytest.approx((1.0,) * 15, abs=0.01)
+    assert result.prefill_spread[15:] == pytest.approx((1.2,) * 15, abs=0.01)
+    assert result.decode_spread[:15] == pytest.approx((0.9,) * 15, abs=0.005)
+    assert result.decode_spread[15:] == pytest.approx((1.0,) * 15, abs=0.005)
+
+
+def test_too_few_idle_requests_recentre_the_calibrated_prefill_spread() -> None:
+    calibrated = BASE.model_copy(update={"prefill_spread": (0.9, 1.0, 1.2)})
+    # fours sent together to one replica: 6 found it idle (fewer than MIN_SPREAD), 24 decodes
+    reqs = [served(10 * i + d, "a", 60, 8, 1.1, 1.0) for i in range(6)
+            for d in (0.0, 0.001, 0.002, 0.003)]  # fmt: skip
+    done = recalibrate(calibrated, reqs, topology("a"))
+    assert (done.speed.prefill_requests, done.speed.decode_requests) == (6, 24)
+    assert 6 < MIN_SPREAD <= 24
+    assert done.profile.prefill_spread == pytest.approx((0.99, 1.1, 1.32), abs=0.005)
+    assert done.profile.decode_spread == pytest.approx((1.0,) * 24, abs=0.005)
 
 
 def test_time_beside_a_busy_replica_of_the_machine_is_not_read_as_a_slower_engine() -> None:

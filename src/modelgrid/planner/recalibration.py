@@ -1,6 +1,6 @@
-"""A profile re-centred on the fleet's own traffic: the engine's speed over the profile's
-fit read from the requests the usage ledger holds (``tenancy.timings``), without an idle
-fleet or a single probe request.
+"""A profile re-read from the fleet's own traffic: the engine's speed over the profile's
+fit, and its spread from request to request, read from the requests the usage ledger holds
+(``tenancy.timings``), without an idle fleet or a single probe request.
 
 ``modelgrid plan calibrate`` measures a fleet at rest; the engine's speed moves after that
 (other jobs on the machine, thermal limits, a new build), and a prediction made with the
@@ -38,7 +38,7 @@ from modelgrid.planner.calibration import (
     Sample,
     Speed,
     Timeline,
-    at_speed,
+    in_traffic,
     instants,
     median_speed,
     queued,
@@ -269,7 +269,9 @@ def recalibrate(
 ) -> Recalibrated:
     """``profile`` with its ``host_slowdown`` re-read from ``served`` (``contention``), then
     its ``overhead_ms`` (``path_overhead``, where enough requests waited), and its prefill
-    and decode spreads re-centred on their speed (``calibration.at_speed``). Both start
+    and decode spreads read from the requests' own speeds (``calibration.in_traffic``: the
+    ratios themselves where ``MIN_SPREAD`` or more give one, else the calibrated spread
+    re-centred on their median). The table and the overhead start
     from the calibration's values (``EngineProfile.as_calibrated``), not from an earlier
     recalibration's, so the result depends on the window alone.
 
@@ -295,7 +297,7 @@ def recalibrate(
             "decode speed) and one that found its replica idle (the prefill speed)",
             param="--since",
         )
-    return Recalibrated(at_speed(profile, speed), speed, shared, slices(ratios), path)
+    return Recalibrated(in_traffic(profile, ratios), speed, shared, slices(ratios), path)
 
 
 __all__ = [
