@@ -1,7 +1,7 @@
 """``modelgrid plan``: replicas per region and model that meet the latency targets at least
 cost (``modelgrid.planner``); ``modelgrid plan profile``: measure the real engine;
 ``modelgrid plan calibrate``: measure the serving path and co-location through the gateway;
-``modelgrid plan recalibrate``: re-centre the engine's speed on the ledger's traffic.
+``modelgrid plan recalibrate``: re-read the engine's speed and spreads from the ledger's traffic.
 
 This module is a composition root for the planner: it reads the topology file, the usage
 ledger (``tenancy.demand``) or a forecast, the profiles, and for ``profile`` builds the engine
@@ -322,7 +322,11 @@ def _print(result: Any, files: dict[str, Path]) -> None:
         err_console.print(f"[yellow]no plots: {escape(report.NO_PLOTS)}[/]")
 
 
-@app.command("profile")
+@app.command(
+    "profile",
+    short_help="Measure the real engine (llama.cpp) over prompt lengths and batch sizes; store "
+    "the prefill and decode times the planner simulates with.",
+)
 def profile_cmd(
     model: str = typer.Option(
         "qwen2.5-coder-0.5b-instruct", "--model", help="A packaged model to measure."
@@ -713,8 +717,8 @@ def _stamp(at: datetime.datetime) -> str:
 
 @app.command(
     "recalibrate",
-    short_help="Re-centre a calibrated profile's speed on the fleet's own traffic in the usage "
-    "ledger (--since to --until).",
+    short_help="Re-read a calibrated profile's speed and spreads from the fleet's own traffic "
+    "in the usage ledger (--since to --until).",
 )
 def recalibrate_cmd(
     since: str = typer.Option(
@@ -739,9 +743,9 @@ def recalibrate_cmd(
         help="Topology file: which replicas share a machine (default: the gateway's).",
     ),
 ) -> None:
-    """Re-centre a calibrated profile's prefill and decode speed on the fleet's own
-    traffic in the usage ledger (no idle fleet, no probe requests): the engine's speed as
-    it served the requests that arrived from --since to --until."""
+    """Re-read a calibrated profile's prefill and decode speed and spreads from the fleet's
+    own traffic in the usage ledger (no idle fleet, no probe requests): the engine's speed
+    as it served the requests that arrived from --since to --until."""
     import datetime
 
     from modelgrid.cli.common import read_run

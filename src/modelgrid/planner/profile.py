@@ -99,7 +99,7 @@ class EngineProfile(BaseModel):
             measured request (dimensionless; empty: no spread, the fit's mean for all).
         calibrated_at: ISO time of the calibration (empty: not calibrated).
         recalibrated_on: The usage-ledger window whose traffic the spreads were last
-            re-centred on, an ISO 8601 interval ``start/end`` (``modelgrid plan
+            read from, an ISO 8601 interval ``start/end`` (``modelgrid plan
             recalibrate``; empty: never).
         host_slowdown: Service time while ``k`` replicas of one machine are busy over the
             same alone, at index ``k - 1`` (dimensionless; see the module docstring; empty:
