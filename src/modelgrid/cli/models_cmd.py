@@ -15,14 +15,17 @@ app = typer.Typer(help="Packaged models.", invoke_without_command=True)
 
 @app.callback()
 def models(ctx: typer.Context) -> None:
-    """List the packaged models and whether each is installed and prepared."""
+    """List the packaged models — chat models (llama.cpp) and embedding models — and
+    whether each is installed and prepared (an embedding model is served from its package,
+    with nothing to prepare)."""
     if ctx.invoked_subcommand:
         return
+    from modelgrid.engines import embedding
     from modelgrid.engines.artifacts import part_paths
     from modelgrid.engines.catalog import CATALOG
 
     s = settings()
-    table = Table("model", "installed", "prepared file", "pip extra")
+    table = Table("model", "kind", "installed", "prepared file", "pip extra")
     for spec in CATALOG.values():
         try:
             part_paths(spec)
@@ -30,7 +33,12 @@ def models(ctx: typer.Context) -> None:
         except Exception:
             installed = "no"
         path = s.models_dir / spec.filename
-        table.add_row(spec.model_id, installed, str(path) if path.exists() else "-", spec.extra)
+        table.add_row(
+            spec.model_id, "chat", installed, str(path) if path.exists() else "-", spec.extra
+        )
+    for emb in embedding.EMBEDDING_CATALOG.values():
+        found = "yes" if embedding.installed(emb.model_id) else "no"
+        table.add_row(emb.model_id, "embeddings", found, "- (its package)", emb.extra)
     console.print(table)
 
 

@@ -1,0 +1,22 @@
+"""``modelgrid models``: every packaged model, chat and embeddings, with its kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelgrid.cli import app
+from modelgrid.engines import embedding
+
+
+def test_models_lists_chat_and_embedding_models(tmp_path: Path) -> None:
+    env = {"COLUMNS": "200", "MODELGRID_DATA_DIR": str(tmp_path)}  # nothing prepared there
+    done = CliRunner().invoke(app, ["models"], env=env)
+    assert done.exit_code == 0, done.output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in done.output.splitlines() if line.startswith("│")}  # fmt: skip
+    assert rows["qwen2.5-coder-0.5b-instruct"][0] == "chat"
+    assert rows["qwen2.5-coder-0.5b-instruct"][2] == "-"  # not prepared in this data dir
+    found = "yes" if embedding.installed("all-minilm-l6-v2") else "no"
+    assert rows["all-minilm-l6-v2"] == ["embeddings", found, "- (its package)", "embeddings"]
