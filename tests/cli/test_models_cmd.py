@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from modelgrid.cli import app
+from modelgrid.cli import app, models_cmd
 from modelgrid.engines import embedding
 
 
-def test_models_lists_chat_and_embedding_models(tmp_path: Path) -> None:
-    env = {"COLUMNS": "200", "MODELGRID_DATA_DIR": str(tmp_path)}  # nothing prepared there
+def test_models_lists_chat_and_embedding_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the CLI's console takes its width when imported: wide here, so no cell wraps
+    monkeypatch.setattr(models_cmd, "console", Console(width=200))
+    env = {"MODELGRID_DATA_DIR": str(tmp_path)}  # nothing prepared there
     done = CliRunner().invoke(app, ["models"], env=env)
     assert done.exit_code == 0, done.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]

@@ -477,7 +477,7 @@ def test_a_profile_is_not_written_below_a_file(env: dict[str, str], tmp_path: Pa
 
 
 def test_recalibrate_names_which_spreads_it_read_from_the_requests() -> None:
-    from modelgrid.cli.plan_cmd import _spreads
+    from modelgrid.planner.calibration import spreads_read as _spreads
 
     assert _spreads(10, 10) == "spreads read from the requests"
     assert _spreads(9, 30) == (

@@ -665,23 +665,6 @@ def _print_wander_and_sharing(done: Recalibrated, calibrated: tuple[float, ...])
         )
 
 
-def _spreads(prefill_requests: int, decode_requests: int) -> str:
-    """How ``calibration.in_traffic`` set the spreads: read from the requests where at least
-    ``MIN_SPREAD`` gave one, re-centred otherwise."""
-    from modelgrid.planner.calibration import MIN_SPREAD
-
-    read = [n >= MIN_SPREAD for n in (prefill_requests, decode_requests)]
-    if all(read):
-        return "spreads read from the requests"
-    if not any(read):
-        return f"spreads re-centred (fewer than {MIN_SPREAD} requests to read them from)"
-    first, second = ("prefill", "decode") if read[1] else ("decode", "prefill")
-    return (
-        f"{first} spread re-centred (fewer than {MIN_SPREAD} requests), {second} spread read "
-        "from the requests"
-    )
-
-
 def _print_path(done: Recalibrated, calibrated_ms: float) -> None:
     """``plan recalibrate``'s line on the serving path's overhead: re-read or kept."""
     from modelgrid.planner.recalibration import MIN_WAITED
@@ -751,6 +734,7 @@ def recalibrate_cmd(
     from modelgrid.cli.common import read_run
     from modelgrid.planner import PlanInputError
     from modelgrid.planner import profile as profiles
+    from modelgrid.planner.calibration import spreads_read
     from modelgrid.planner.recalibration import recalibrate
     from modelgrid.tenancy.timings import read_served
 
@@ -798,7 +782,7 @@ def recalibrate_cmd(
         f"{speed.prefill:.3f} x the profile's fit ({speed.prefill_requests} that found their replica "
         "idle), decode "
         f"{speed.decode:.3f} x ({speed.decode_requests} requests); "
-        f"{_spreads(speed.prefill_requests, speed.decode_requests)} (each a time over the "
+        f"{spreads_read(speed.prefill_requests, speed.decode_requests)} (each a time over the "
         "fit: above 1 is slower)",
         highlight=False,
     )

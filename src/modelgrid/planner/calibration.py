@@ -668,6 +668,22 @@ def in_traffic(profile: EngineProfile, ratios: Sequence[Ratios]) -> EngineProfil
     return out.model_copy(update=update)
 
 
+def spreads_read(prefill_requests: int, decode_requests: int) -> str:
+    """How ``in_traffic`` set the spreads from that many requests, as a phrase for a
+    report: read from the requests where at least ``MIN_SPREAD`` gave one, re-centred
+    otherwise."""
+    read = [n >= MIN_SPREAD for n in (prefill_requests, decode_requests)]
+    if all(read):
+        return "spreads read from the requests"
+    if not any(read):
+        return f"spreads re-centred (fewer than {MIN_SPREAD} requests to read them from)"
+    first, second = ("prefill", "decode") if read[1] else ("decode", "prefill")
+    return (
+        f"{first} spread re-centred (fewer than {MIN_SPREAD} requests), {second} spread read "
+        "from the requests"
+    )
+
+
 __all__ = [
     "CalibrationRun",
     "Probe",
@@ -693,6 +709,7 @@ __all__ = [
     "speed_in_run",
     "speed_ratios",
     "spread_of",
+    "spreads_read",
     "waited",
     "work_ms",
 ]
