@@ -26,3 +26,23 @@ def test_models_lists_chat_and_embedding_models(
     assert rows["qwen2.5-coder-0.5b-instruct"][2] == "-"  # not prepared in this data dir
     found = "yes" if embedding.installed("all-minilm-l6-v2") else "no"
     assert rows["all-minilm-l6-v2"] == ["embeddings", found, "- (its package)", "embeddings"]
+
+
+def test_prepare_or_exit_names_an_unknown_model_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    monkeypatch.setattr(models_cmd, "err_console", Console(width=300, stderr=True))
+    with pytest.raises(typer.Exit) as done:
+        models_cmd.prepare_or_exit(["gpt-9"], tmp_path)
+    assert done.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unknown model 'gpt-9': the packaged models are ")
+    assert "qwen2.5-coder-0.5b-instruct" in err and "Traceback" not in err
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    done = CliRunner().invoke(app, ["serve", "--port", "99999"])
+    assert done.exit_code == 2
+    assert "less than or equal to 65535" in done.output and "Traceback" not in done.output

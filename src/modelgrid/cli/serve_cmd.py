@@ -22,7 +22,7 @@ print(reply.choices[0].message.content)"""
 
 def serve(
     host: str = typer.Option(None, help="Bind address (default from settings: 127.0.0.1)."),
-    port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+    port: int = typer.Option(None, min=1, max=65535, help="Port (default from settings: 8000)."),
     workers: int = typer.Option(
         None,
         min=1,
